@@ -1,0 +1,38 @@
+"""beam-phash: perceptual-hash image deduplication for Apache Beam, with a Rust core.
+
+Hashing (Rust, releases the GIL, parallel with rayon)::
+
+    from beam_phash import hash_image, hash_images
+    h = hash_image(jpeg_bytes, hash_size=16)      # PHash, 256 bits for "phash"
+    hs = hash_images(blobs, hash_size=16)         # one PHash or ImageDecodeError per input
+    h1 - h2                                       # Hamming distance
+"""
+from beam_phash._native import (
+    ALGORITHMS,
+    ALPHA_BACKGROUND,
+    DEFAULT_MAX_ALLOC,
+    DEFAULT_MAX_PIXELS,
+    MAX_HASH_SIZE,
+    MIN_HASH_SIZE,
+    ImageDecodeError,
+    PHash,
+    hash_bits,
+    hash_image,
+    hash_images,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ALGORITHMS",
+    "ALPHA_BACKGROUND",
+    "DEFAULT_MAX_ALLOC",
+    "DEFAULT_MAX_PIXELS",
+    "MAX_HASH_SIZE",
+    "MIN_HASH_SIZE",
+    "ImageDecodeError",
+    "PHash",
+    "hash_bits",
+    "hash_image",
+    "hash_images",
+]

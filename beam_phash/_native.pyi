@@ -1,0 +1,49 @@
+"""Type stubs for the Rust extension module ``beam_phash._native``."""
+from typing import Iterable, Literal, Optional, Union
+
+BytesLike = Union[bytes, bytearray, memoryview]
+Algorithm = Literal["phash", "double_gradient", "dhash", "ahash", "median", "blockhash"]
+
+ALGORITHMS: tuple[str, ...]
+MIN_HASH_SIZE: int
+MAX_HASH_SIZE: int
+DEFAULT_MAX_PIXELS: int
+DEFAULT_MAX_ALLOC: int
+ALPHA_BACKGROUND: int
+
+class ImageDecodeError(ValueError):
+    """The bytes are not a usable image (empty, unknown format, corrupt, or over the limits)."""
+
+class PHash:
+    """An immutable perceptual hash: raw bytes plus the true bit count."""
+
+    def __init__(self, data: bytes, bits: Optional[int] = None) -> None: ...
+    @staticmethod
+    def from_hex(s: str, bits: Optional[int] = None) -> PHash: ...
+    @property
+    def bits(self) -> int: ...
+    def hex(self) -> str: ...
+    def __len__(self) -> int: ...
+    def __sub__(self, other: PHash) -> int: ...
+    def __bytes__(self) -> bytes: ...
+    def __eq__(self, other: object) -> bool: ...
+    def __hash__(self) -> int: ...
+
+def hash_image(
+    data: BytesLike,
+    *,
+    algorithm: Algorithm = "phash",
+    hash_size: int = 16,
+    max_pixels: int = ...,
+    max_alloc: int = ...,
+) -> PHash: ...
+def hash_images(
+    blobs: Iterable[BytesLike],
+    *,
+    algorithm: Algorithm = "phash",
+    hash_size: int = 16,
+    threads: Optional[int] = None,
+    max_pixels: int = ...,
+    max_alloc: int = ...,
+) -> list[Union[PHash, ImageDecodeError]]: ...
+def hash_bits(algorithm: Algorithm, hash_size: int) -> int: ...

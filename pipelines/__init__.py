@@ -1,0 +1,1 @@
+"""Runnable Beam jobs built on beam_phash."""

@@ -1,0 +1,157 @@
+//! The supported hash algorithms, their validated configuration and their true bit counts.
+use image_hasher::{FilterType, HashAlg, Hasher, HasherConfig};
+
+use crate::error::HashError;
+
+pub const MIN_HASH_SIZE: u32 = 4;
+pub const MAX_HASH_SIZE: u32 = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    /// DCT preprocessing, then each low-frequency coefficient against the median: hash_size² bits.
+    PHash,
+    /// image_hasher's DoubleGradient, what the original Ray operator used:
+    /// 2·(n/2)·(n/2+1) bits for hash_size n (144 at 16, not 256).
+    DoubleGradient,
+    /// Horizontal gradient (dHash): hash_size² bits.
+    DHash,
+    /// Mean (aHash): hash_size² bits.
+    AHash,
+    /// Median of the downscaled pixels: hash_size² bits.
+    Median,
+    /// blockhash.io: hash_size² bits (hash_size rounded up to a multiple of 4).
+    Blockhash,
+}
+
+impl Algorithm {
+    pub const NAMES: [&'static str; 6] = ["phash", "double_gradient", "dhash", "ahash", "median", "blockhash"];
+
+    pub fn parse(name: &str) -> Result<Self, HashError> {
+        Ok(match name {
+            "phash" => Algorithm::PHash,
+            "double_gradient" => Algorithm::DoubleGradient,
+            "dhash" => Algorithm::DHash,
+            "ahash" => Algorithm::AHash,
+            "median" => Algorithm::Median,
+            "blockhash" => Algorithm::Blockhash,
+            other => {
+                return Err(HashError::Config(format!(
+                    "unknown algorithm {other:?}; expected one of {}",
+                    Self::NAMES.join(", ")
+                )))
+            }
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::PHash => "phash",
+            Algorithm::DoubleGradient => "double_gradient",
+            Algorithm::DHash => "dhash",
+            Algorithm::AHash => "ahash",
+            Algorithm::Median => "median",
+            Algorithm::Blockhash => "blockhash",
+        }
+    }
+
+    fn hash_alg(self) -> HashAlg {
+        match self {
+            Algorithm::PHash | Algorithm::Median => HashAlg::Median,
+            Algorithm::DoubleGradient => HashAlg::DoubleGradient,
+            Algorithm::DHash => HashAlg::Gradient,
+            Algorithm::AHash => HashAlg::Mean,
+            Algorithm::Blockhash => HashAlg::Blockhash,
+        }
+    }
+}
+
+/// A validated (algorithm, hash_size) pair with a ready hasher. Build once, share across threads.
+pub struct HashSpec {
+    pub algorithm: Algorithm,
+    pub hash_size: u32,
+    hasher: Hasher,
+}
+
+impl HashSpec {
+    pub fn new(algorithm: Algorithm, hash_size: u32) -> Result<Self, HashError> {
+        if !(MIN_HASH_SIZE..=MAX_HASH_SIZE).contains(&hash_size) {
+            return Err(HashError::Config(format!(
+                "hash_size must be between {MIN_HASH_SIZE} and {MAX_HASH_SIZE}, got {hash_size}"
+            )));
+        }
+        let mut config = HasherConfig::new()
+            .hash_alg(algorithm.hash_alg())
+            .hash_size(hash_size, hash_size)
+            .resize_filter(FilterType::Lanczos3);
+        if algorithm == Algorithm::PHash {
+            config = config.preproc_dct();
+        }
+        Ok(HashSpec { algorithm, hash_size, hasher: config.to_hasher() })
+    }
+
+    pub fn parse(algorithm: &str, hash_size: u32) -> Result<Self, HashError> {
+        Self::new(Algorithm::parse(algorithm)?, hash_size)
+    }
+
+    /// The number of bits this configuration produces.
+    pub fn bits(&self) -> u32 {
+        bit_count(self.algorithm, self.hash_size)
+    }
+
+    /// The largest side of the image the hasher resamples from; the decoder box-averages
+    /// images down to a few times this before the hasher's Lanczos filter runs.
+    pub fn working_side(&self) -> u32 {
+        let n = self.hash_size;
+        let resample = match self.algorithm {
+            Algorithm::PHash => 2 * n,
+            Algorithm::DHash => n + 1,
+            Algorithm::DoubleGradient => n / 2 + 1,
+            Algorithm::AHash | Algorithm::Median => n,
+            // blockhash averages blocks of the full image itself; give it a generous grid.
+            Algorithm::Blockhash => 8 * n,
+        };
+        (4 * resample).max(64)
+    }
+
+    pub fn hasher(&self) -> &Hasher {
+        &self.hasher
+    }
+}
+
+/// True bit count of `algorithm` at `hash_size` (matches what the hasher emits).
+pub fn bit_count(algorithm: Algorithm, n: u32) -> u32 {
+    match algorithm {
+        Algorithm::DoubleGradient => {
+            let m = (n + 1) & !1; // rounded up to even, as image_hasher does
+            2 * (m / 2) * (m / 2 + 1)
+        }
+        Algorithm::Blockhash => {
+            let m = (n + 3) & !3;
+            m * m
+        }
+        _ => n * n,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bit_counts_match_the_documented_table() {
+        assert_eq!(bit_count(Algorithm::PHash, 8), 64);
+        assert_eq!(bit_count(Algorithm::PHash, 16), 256);
+        assert_eq!(bit_count(Algorithm::PHash, 32), 1024);
+        assert_eq!(bit_count(Algorithm::DoubleGradient, 16), 144);
+        assert_eq!(bit_count(Algorithm::DoubleGradient, 8), 40);
+        assert_eq!(bit_count(Algorithm::DoubleGradient, 32), 544);
+    }
+
+    #[test]
+    fn rejects_unknown_algorithms_and_sizes() {
+        assert!(matches!(Algorithm::parse("sha1"), Err(HashError::Config(_))));
+        assert!(HashSpec::parse("phash", 3).is_err());
+        assert!(HashSpec::parse("phash", 65).is_err());
+        assert!(HashSpec::parse("phash", 64).is_ok());
+    }
+}

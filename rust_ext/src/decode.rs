@@ -1,0 +1,221 @@
+//! Bytes -> small grayscale image, ready for hashing.
+//!
+//! * Format is sniffed from the bytes (JPEG, PNG, GIF first frame, WebP, BMP, TIFF).
+//! * Declared dimensions are checked against `Limits` *before* any pixel buffer is allocated,
+//!   so a header that declares 100000x100000 fails at once.
+//! * EXIF orientation is applied, so a copy rotated only by its tag hashes like the upright one.
+//! * Transparent pixels are composited onto opaque white (`ALPHA_BACKGROUND`).
+//! * Luma uses the ITU-R BT.601 weights (as PIL's `convert("L")`).
+//! * Large images are box-averaged down to a bounded working size, so the hash resampler never
+//!   runs over full-resolution pixels.
+use std::io::Cursor;
+
+use image::{DynamicImage, GrayImage, ImageDecoder, ImageReader, Luma};
+
+use crate::error::HashError;
+
+/// The background that transparent pixels are composited onto: white.
+pub const ALPHA_BACKGROUND: u8 = 255;
+
+/// Default maximum number of pixels (width x height) of an image we agree to decode: 64 MP.
+pub const DEFAULT_MAX_PIXELS: u64 = 64_000_000;
+/// Default maximum bytes the decoder may allocate for one image: 512 MiB.
+pub const DEFAULT_MAX_ALLOC: u64 = 512 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_pixels: u64,
+    pub max_alloc: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_pixels: DEFAULT_MAX_PIXELS, max_alloc: DEFAULT_MAX_ALLOC }
+    }
+}
+
+impl Limits {
+    pub fn new(max_pixels: u64, max_alloc: u64) -> Result<Self, HashError> {
+        if max_pixels == 0 || max_alloc == 0 {
+            return Err(HashError::Config("max_pixels and max_alloc must be positive".into()));
+        }
+        Ok(Limits { max_pixels, max_alloc })
+    }
+
+    fn check(&self, width: u32, height: u32) -> Result<(), HashError> {
+        if width == 0 || height == 0 {
+            return Err(HashError::Decode(format!("image has zero size {width}x{height}")));
+        }
+        let pixels = u64::from(width) * u64::from(height);
+        if pixels > self.max_pixels {
+            return Err(HashError::TooLarge(format!(
+                "{width}x{height} = {pixels} pixels, limit is {} pixels",
+                self.max_pixels
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Decode `data` into an upright 8-bit grayscale image no larger than about
+/// `max_side` x `max_side` (aspect ratio kept; smaller images are returned as they are).
+pub fn decode_gray(data: &[u8], limits: &Limits, max_side: u32) -> Result<GrayImage, HashError> {
+    if data.is_empty() {
+        return Err(HashError::Decode("empty input (0 bytes)".into()));
+    }
+    let mut reader = ImageReader::new(Cursor::new(data))
+        .with_guessed_format()
+        .map_err(|e| HashError::Decode(format!("cannot read header: {e}")))?;
+    let format = reader.format().ok_or_else(|| {
+        HashError::Decode(format!(
+            "unrecognised image format ({} bytes, starts with {})",
+            data.len(),
+            describe_magic(data)
+        ))
+    })?;
+    if format == image::ImageFormat::Jpeg {
+        check_jpeg_complete(data)?;
+    }
+    let mut image_limits = image::Limits::default();
+    image_limits.max_alloc = Some(limits.max_alloc);
+    reader.limits(image_limits);
+
+    let mut decoder = reader.into_decoder().map_err(|e| classify(format, e))?;
+    let (width, height) = decoder.dimensions();
+    limits.check(width, height)?;
+    // A broken EXIF block is not a broken image: fall back to "no transform".
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| classify(format, e))?;
+    img.apply_orientation(orientation);
+    let gray = to_gray(img);
+    Ok(shrink(gray, max_side))
+}
+
+/// The JPEG decoder fills a truncated scan with grey and reports success. A complete stream has
+/// an EOI marker (FF D9) after its last start-of-scan (FF DA). Entropy-coded data never holds
+/// either pair (a data byte FF is stuffed as FF 00), so this tolerates embedded EXIF thumbnails
+/// and bytes appended after the end of the image.
+fn check_jpeg_complete(data: &[u8]) -> Result<(), HashError> {
+    let last = |marker: u8| data.windows(2).rposition(|w| w[0] == 0xFF && w[1] == marker);
+    match (last(0xDA), last(0xD9)) {
+        (Some(sos), Some(eoi)) if eoi > sos => Ok(()),
+        (None, _) => Err(HashError::Decode("Jpeg: no image scan (file truncated before the image data)".into())),
+        _ => Err(HashError::Decode("Jpeg: truncated (no end-of-image marker after the last scan)".into())),
+    }
+}
+
+fn classify(format: image::ImageFormat, e: image::ImageError) -> HashError {
+    match e {
+        image::ImageError::Limits(l) => HashError::TooLarge(format!("{format:?}: {l}")),
+        other => HashError::Decode(format!("{format:?}: {other}")),
+    }
+}
+
+/// A short, printable description of the first bytes; never echoes more than 4 bytes of input.
+fn describe_magic(data: &[u8]) -> String {
+    let head: Vec<String> = data.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    format!("0x{}", head.join(""))
+}
+
+#[inline]
+fn luma601(r: u8, g: u8, b: u8) -> u8 {
+    // Fixed point BT.601: (299 R + 587 G + 114 B) / 1000, rounded.
+    ((u32::from(r) * 19595 + u32::from(g) * 38470 + u32::from(b) * 7471 + 32768) >> 16) as u8
+}
+
+#[inline]
+fn over_background(c: u8, a: u8) -> u8 {
+    let (c, a) = (u32::from(c), u32::from(a));
+    ((c * a + u32::from(ALPHA_BACKGROUND) * (255 - a) + 127) / 255) as u8
+}
+
+fn to_gray(img: DynamicImage) -> GrayImage {
+    match img {
+        DynamicImage::ImageLuma8(g) => g,
+        DynamicImage::ImageRgb8(rgb) => {
+            let (w, h) = rgb.dimensions();
+            let px: Vec<u8> = rgb.as_raw().chunks_exact(3).map(|p| luma601(p[0], p[1], p[2])).collect();
+            GrayImage::from_raw(w, h, px).expect("buffer size matches dimensions")
+        }
+        DynamicImage::ImageLumaA8(la) => {
+            let (w, h) = la.dimensions();
+            let px: Vec<u8> = la.as_raw().chunks_exact(2).map(|p| over_background(p[0], p[1])).collect();
+            GrayImage::from_raw(w, h, px).expect("buffer size matches dimensions")
+        }
+        other if !other.color().has_alpha() => to_gray(DynamicImage::ImageRgb8(other.to_rgb8())),
+        other => {
+            let rgba = other.to_rgba8();
+            let (w, h) = rgba.dimensions();
+            let px: Vec<u8> = rgba
+                .as_raw()
+                .chunks_exact(4)
+                .map(|p| {
+                    let a = p[3];
+                    luma601(over_background(p[0], a), over_background(p[1], a), over_background(p[2], a))
+                })
+                .collect();
+            GrayImage::from_raw(w, h, px).expect("buffer size matches dimensions")
+        }
+    }
+}
+
+/// Box-average by integer factors so that neither side exceeds roughly `2 * max_side`.
+/// The hasher's own resampler then works on a small image only.
+pub fn shrink(img: GrayImage, max_side: u32) -> GrayImage {
+    let (w, h) = img.dimensions();
+    let max_side = max_side.max(1);
+    let fx = (w / max_side).max(1);
+    let fy = (h / max_side).max(1);
+    if fx == 1 && fy == 1 {
+        return img;
+    }
+    let (ow, oh) = (w / fx, h / fy);
+    let src = img.as_raw();
+    let mut acc = vec![0u32; ow as usize];
+    let mut out = GrayImage::new(ow, oh);
+    let area = fx * fy;
+    for oy in 0..oh {
+        acc.iter_mut().for_each(|a| *a = 0);
+        for y in oy * fy..(oy + 1) * fy {
+            let row = &src[(y * w) as usize..(y * w + ow * fx) as usize];
+            for (ox, chunk) in row.chunks_exact(fx as usize).enumerate() {
+                acc[ox] += chunk.iter().map(|&v| u32::from(v)).sum::<u32>();
+            }
+        }
+        for (ox, a) in acc.iter().enumerate() {
+            out.put_pixel(ox as u32, oy, Luma([((a + area / 2) / area) as u8]));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shrink_averages_blocks() {
+        let img = GrayImage::from_fn(8, 4, |x, _| Luma([if x % 2 == 0 { 0 } else { 200 }]));
+        let out = shrink(img, 2);
+        assert_eq!(out.dimensions(), (2, 2));
+        assert!(out.pixels().all(|p| p.0[0] == 100));
+    }
+
+    #[test]
+    fn shrink_keeps_small_images() {
+        let img = GrayImage::new(10, 7);
+        assert_eq!(shrink(img, 64).dimensions(), (10, 7));
+    }
+
+    #[test]
+    fn alpha_composites_onto_white() {
+        assert_eq!(over_background(0, 0), 255);
+        assert_eq!(over_background(0, 255), 0);
+        assert_eq!(over_background(100, 255), 100);
+    }
+
+    #[test]
+    fn magic_never_echoes_more_than_four_bytes() {
+        assert_eq!(describe_magic(b"hello world"), "0x68656c6c");
+    }
+}

@@ -1,0 +1,13 @@
+//! beam-phash native core.
+//!
+//! Pure-Rust modules (`decode`, `algorithm`, `hash`, `pool`, `error`) hold all logic and are
+//! tested with `cargo test`. `python` is the one thin PyO3 layer, compiled only with the
+//! `python` feature (maturin turns it on).
+pub mod algorithm;
+pub mod decode;
+pub mod error;
+pub mod hash;
+pub mod pool;
+
+#[cfg(feature = "python")]
+mod python;

@@ -1,0 +1,250 @@
+//! The PyO3 layer: argument conversion, GIL release, and the single place where Rust errors
+//! become Python exceptions (`to_py_err`). No hashing logic lives here.
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+
+use pyo3::basic::CompareOp;
+use pyo3::buffer::PyBuffer;
+use pyo3::create_exception;
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyTuple};
+
+use crate::algorithm::{bit_count, Algorithm, HashSpec, MAX_HASH_SIZE, MIN_HASH_SIZE};
+use crate::decode::{Limits, ALPHA_BACKGROUND, DEFAULT_MAX_ALLOC, DEFAULT_MAX_PIXELS};
+use crate::error::HashError;
+use crate::hash::{hash_many, hash_one, HashBits};
+
+create_exception!(
+    beam_phash,
+    ImageDecodeError,
+    PyValueError,
+    "The bytes are not a usable image (empty, unknown format, corrupt, or over the size limits)."
+);
+
+/// The one mapping from core errors to Python exceptions.
+fn to_py_err(e: HashError) -> PyErr {
+    match e {
+        HashError::Config(m) => PyValueError::new_err(m),
+        other @ (HashError::Decode(_) | HashError::TooLarge(_) | HashError::Internal(_)) => {
+            ImageDecodeError::new_err(other.to_string())
+        }
+    }
+}
+
+/// An immutable perceptual hash: raw bytes plus the true bit count.
+#[pyclass(frozen, module = "beam_phash", name = "PHash")]
+pub struct PHash {
+    inner: HashBits,
+}
+
+#[pymethods]
+impl PHash {
+    #[new]
+    #[pyo3(signature = (data, bits=None))]
+    fn new(data: &[u8], bits: Option<u32>) -> PyResult<Self> {
+        let bits = checked_bits(data.len(), bits)?;
+        Ok(PHash { inner: HashBits { bytes: data.to_vec(), bits } })
+    }
+
+    /// Parse the hex form. `bits` defaults to 4 bits per hex digit.
+    #[staticmethod]
+    #[pyo3(signature = (s, bits=None))]
+    fn from_hex(s: &str, bits: Option<u32>) -> PyResult<Self> {
+        if s.len() % 2 != 0 {
+            return Err(PyValueError::new_err(format!("hex string has odd length {}", s.len())));
+        }
+        let bytes = (0..s.len())
+            .step_by(2)
+            .map(|i| {
+                s.get(i..i + 2)
+                    .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                    .ok_or_else(|| PyValueError::new_err(format!("invalid hex digit near position {i}")))
+            })
+            .collect::<PyResult<Vec<u8>>>()?;
+        Self::new(&bytes, bits)
+    }
+
+    /// Number of bits.
+    #[getter]
+    fn bits(&self) -> u32 {
+        self.inner.bits
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.bits as usize
+    }
+
+    /// Hamming distance. Hashes of different lengths cannot be compared.
+    fn __sub__(&self, other: &Bound<'_, PyAny>) -> PyResult<PyObject> {
+        let py = other.py();
+        let Ok(other) = other.downcast::<PHash>() else {
+            return Ok(py.NotImplemented());
+        };
+        let other = other.get();
+        match self.inner.hamming(&other.inner) {
+            Some(d) => Ok(d.into_pyobject(py)?.into_any().unbind()),
+            None => Err(PyTypeError::new_err(format!(
+                "cannot compare a {}-bit hash with a {}-bit hash",
+                self.inner.bits, other.inner.bits
+            ))),
+        }
+    }
+
+    fn hex(&self) -> String {
+        self.inner.to_hex()
+    }
+
+    fn __str__(&self) -> String {
+        self.inner.to_hex()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("PHash('{}', bits={})", self.inner.to_hex(), self.inner.bits)
+    }
+
+    fn __bytes__<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.inner.bytes)
+    }
+
+    fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: CompareOp) -> PyObject {
+        let py = other.py();
+        let Ok(other) = other.downcast::<PHash>() else {
+            return py.NotImplemented();
+        };
+        let equal = self.inner == other.get().inner;
+        match op {
+            CompareOp::Eq => equal.into_pyobject(py).unwrap().to_owned().into_any().unbind(),
+            CompareOp::Ne => (!equal).into_pyobject(py).unwrap().to_owned().into_any().unbind(),
+            _ => py.NotImplemented(),
+        }
+    }
+
+    fn __hash__(&self) -> u64 {
+        let mut h = DefaultHasher::new();
+        self.inner.hash(&mut h);
+        h.finish()
+    }
+
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
+        let py = slf.py();
+        let me = slf.get();
+        let args = (PyBytes::new(py, &me.inner.bytes), me.inner.bits);
+        PyTuple::new(py, [py.get_type::<PHash>().into_any(), args.into_pyobject(py)?.into_any()])
+    }
+}
+
+fn checked_bits(nbytes: usize, bits: Option<u32>) -> PyResult<u32> {
+    let max = (nbytes * 8) as u32;
+    let bits = bits.unwrap_or(max);
+    if bits == 0 || bits > max || bits + 8 <= max {
+        return Err(PyValueError::new_err(format!("{bits} bits do not fit in {nbytes} bytes")));
+    }
+    Ok(bits)
+}
+
+fn spec_and_limits(algorithm: &str, hash_size: u32, max_pixels: u64, max_alloc: u64) -> PyResult<(HashSpec, Limits)> {
+    let spec = HashSpec::parse(algorithm, hash_size).map_err(to_py_err)?;
+    let limits = Limits::new(max_pixels, max_alloc).map_err(to_py_err)?;
+    Ok((spec, limits))
+}
+
+/// A read-only, C-contiguous byte view of a bytes-like object, held for as long as we read it.
+fn borrow_bytes(obj: &Bound<'_, PyAny>) -> Result<PyBuffer<u8>, String> {
+    let buf = PyBuffer::<u8>::get(obj)
+        .map_err(|_| format!("expected a bytes-like object, got {}", type_name(obj)))?;
+    if !buf.is_c_contiguous() {
+        return Err("expected a C-contiguous buffer".to_string());
+    }
+    Ok(buf)
+}
+
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
+}
+
+/// SAFETY: the buffer is held (and so its exporter pinned and non-resizable) while the slice lives.
+unsafe fn as_slice(buf: &PyBuffer<u8>) -> &[u8] {
+    std::slice::from_raw_parts(buf.buf_ptr() as *const u8, buf.len_bytes())
+}
+
+#[pyfunction]
+#[pyo3(signature = (data, *, algorithm="phash", hash_size=16, max_pixels=DEFAULT_MAX_PIXELS, max_alloc=DEFAULT_MAX_ALLOC))]
+fn hash_image(
+    py: Python<'_>,
+    data: &Bound<'_, PyAny>,
+    algorithm: &str,
+    hash_size: u32,
+    max_pixels: u64,
+    max_alloc: u64,
+) -> PyResult<PHash> {
+    let (spec, limits) = spec_and_limits(algorithm, hash_size, max_pixels, max_alloc)?;
+    let buf = borrow_bytes(data).map_err(PyTypeError::new_err)?;
+    let slice = unsafe { as_slice(&buf) };
+    let result = py.allow_threads(|| hash_one(slice, &spec, &limits));
+    drop(buf);
+    result.map(|inner| PHash { inner }).map_err(to_py_err)
+}
+
+#[pyfunction]
+#[pyo3(signature = (blobs, *, algorithm="phash", hash_size=16, threads=None, max_pixels=DEFAULT_MAX_PIXELS, max_alloc=DEFAULT_MAX_ALLOC))]
+fn hash_images<'py>(
+    py: Python<'py>,
+    blobs: &Bound<'py, PyAny>,
+    algorithm: &str,
+    hash_size: u32,
+    threads: Option<usize>,
+    max_pixels: u64,
+    max_alloc: u64,
+) -> PyResult<Bound<'py, PyList>> {
+    let (spec, limits) = spec_and_limits(algorithm, hash_size, max_pixels, max_alloc)?;
+    if threads == Some(0) {
+        return Err(PyValueError::new_err("threads must be at least 1"));
+    }
+    // Borrow every input's buffer (no copy). Inputs that are not bytes-like get their error now.
+    let mut views: Vec<Result<PyBuffer<u8>, String>> = Vec::new();
+    for item in blobs.try_iter()? {
+        views.push(borrow_bytes(&item?));
+    }
+    let empty: &[u8] = &[];
+    let slices: Vec<&[u8]> =
+        views.iter().map(|v| v.as_ref().map(|b| unsafe { as_slice(b) }).unwrap_or(empty)).collect();
+    let results = py.allow_threads(|| hash_many(&slices, &spec, &limits, threads));
+    drop(slices);
+
+    let out = PyList::empty(py);
+    for (view, result) in views.iter().zip(results) {
+        let item: PyObject = match (view, result) {
+            (Err(msg), _) => ImageDecodeError::new_err(msg.clone()).into_value(py).into_any(),
+            (Ok(_), Ok(inner)) => Py::new(py, PHash { inner })?.into_any(),
+            (Ok(_), Err(e)) => to_py_err(e).into_value(py).into_any(),
+        };
+        out.append(item)?;
+    }
+    Ok(out)
+}
+
+/// Number of bits `algorithm` produces at `hash_size`.
+#[pyfunction]
+fn hash_bits(algorithm: &str, hash_size: u32) -> PyResult<u32> {
+    let alg = Algorithm::parse(algorithm).map_err(to_py_err)?;
+    HashSpec::new(alg, hash_size).map_err(to_py_err)?;
+    Ok(bit_count(alg, hash_size))
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("ImageDecodeError", py.get_type::<ImageDecodeError>())?;
+    m.add_class::<PHash>()?;
+    m.add_function(wrap_pyfunction!(hash_image, m)?)?;
+    m.add_function(wrap_pyfunction!(hash_images, m)?)?;
+    m.add_function(wrap_pyfunction!(hash_bits, m)?)?;
+    m.add("ALGORITHMS", PyTuple::new(py, Algorithm::NAMES)?)?;
+    m.add("MIN_HASH_SIZE", MIN_HASH_SIZE)?;
+    m.add("MAX_HASH_SIZE", MAX_HASH_SIZE)?;
+    m.add("DEFAULT_MAX_PIXELS", DEFAULT_MAX_PIXELS)?;
+    m.add("DEFAULT_MAX_ALLOC", DEFAULT_MAX_ALLOC)?;
+    m.add("ALPHA_BACKGROUND", ALPHA_BACKGROUND)?;
+    Ok(())
+}

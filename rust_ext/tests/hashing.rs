@@ -1,0 +1,118 @@
+//! Integration tests of the pure-Rust core on real photographs (tests/data, see LICENSES.md).
+mod common;
+
+use beam_phash_native::algorithm::{bit_count, Algorithm, HashSpec};
+use beam_phash_native::decode::Limits;
+use beam_phash_native::error::HashError;
+use beam_phash_native::hash::{hash_many, hash_one, HashBits};
+
+/// Pinned outputs. A change here changes every stored hash of every user: do it on purpose only.
+const GOLDEN: &[(&str, &str, u32, &str)] = &[
+    ("pool.jpg", "phash", 16, "ebdafc00b320242089a9a7e568ce23dfa383dc240c398730e4f176fe537ee39e"),
+    ("pool.jpg", "double_gradient", 16, "029696320b35074901e5ceeee24ec7864e87"),
+    ("pool.jpg", "dhash", 8, "0296b63a29b54101"),
+    ("chelsea.png", "phash", 16, "8d35fa7f67fb62448a8c8412e9477adb258897a64a53ec561d93bc623ae042b6"),
+    ("chelsea.png", "double_gradient", 16, "2a283a5b5996f6e571b3eda2394397f2ae2b"),
+    ("chelsea.png", "dhash", 8, "2a281a59d5f6e5e1"),
+    ("grace_hopper.jpg", "phash", 16, "b9e741802e9b12e6c1c2eb9b784425a0b2fbe667042064ec07639e88eff773f9"),
+    ("grace_hopper.jpg", "double_gradient", 16, "8e4d4c8e6bcccc2a3233594c862606464f8f"),
+    ("grace_hopper.jpg", "dhash", 8, "8e4c4e2acfcc2a2a"),
+];
+
+const PHOTOS: &[&str] = &[
+    "pool.jpg", "pool_2.jpg", "skagen.jpg", "sunset.jpg", "snow.jpg", "grand_canyon_1.jpg",
+    "jesper.jpg", "chelsea.png", "coffee.png", "grace_hopper.jpg",
+];
+
+fn hash(name: &str, alg: &str, n: u32) -> HashBits {
+    let spec = HashSpec::parse(alg, n).unwrap();
+    hash_one(&common::read(name), &spec, &Limits::default()).unwrap()
+}
+
+#[test]
+fn golden_hashes_are_pinned() {
+    for &(name, alg, n, hex) in GOLDEN {
+        assert_eq!(hash(name, alg, n).to_hex(), hex, "{name} {alg} {n}");
+    }
+}
+
+#[test]
+fn every_algorithm_emits_its_documented_bit_count() {
+    let data = common::read("skagen.jpg");
+    for name in Algorithm::NAMES {
+        for n in [8, 16, 32] {
+            let spec = HashSpec::parse(name, n).unwrap();
+            let h = hash_one(&data, &spec, &Limits::default()).unwrap();
+            let alg = Algorithm::parse(name).unwrap();
+            assert_eq!(h.bits, bit_count(alg, n), "{name} {n}");
+            assert_eq!(h.bytes.len(), (h.bits as usize).div_ceil(8), "{name} {n}");
+        }
+    }
+    assert_eq!(hash("skagen.jpg", "phash", 16).bits, 256);
+    assert_eq!(hash("skagen.jpg", "double_gradient", 16).bits, 144);
+}
+
+#[test]
+fn results_do_not_depend_on_thread_count() {
+    let blobs: Vec<Vec<u8>> = PHOTOS.iter().map(|n| common::read(n)).collect();
+    let refs: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
+    let spec = HashSpec::parse("phash", 16).unwrap();
+    let one = hash_many(&refs, &spec, &Limits::default(), Some(1));
+    for threads in [Some(2), Some(3), None] {
+        assert_eq!(hash_many(&refs, &spec, &Limits::default(), threads), one);
+    }
+}
+
+#[test]
+fn distinct_photos_are_far_apart() {
+    let hashes: Vec<HashBits> = PHOTOS.iter().map(|n| hash(n, "phash", 16)).collect();
+    for i in 0..hashes.len() {
+        for j in i + 1..hashes.len() {
+            let d = hashes[i].hamming(&hashes[j]).unwrap();
+            assert!(d > 60, "{} vs {}: distance {d}", PHOTOS[i], PHOTOS[j]);
+        }
+    }
+}
+
+#[test]
+fn bad_inputs_are_errors_not_crashes() {
+    let spec = HashSpec::parse("phash", 16).unwrap();
+    let jpeg = common::read("pool.jpg");
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let random: Vec<u8> = (0..4096)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", vec![]),
+        ("random", random),
+        ("truncated jpeg", jpeg[..jpeg.len() / 3].to_vec()),
+        ("jpeg header only", jpeg[..64].to_vec()),
+        ("text", b"this is not an image, it is a sentence.\n".to_vec()),
+    ];
+    for (what, data) in &cases {
+        let r = hash_one(data, &spec, &Limits::default());
+        assert!(matches!(r, Err(HashError::Decode(_))), "{what}: {r:?}");
+    }
+}
+
+#[test]
+fn giant_declared_dimensions_fail_before_allocating() {
+    let spec = HashSpec::parse("phash", 16).unwrap();
+    let bomb = common::png_declaring(100_000, 100_000);
+    let started = std::time::Instant::now();
+    let r = hash_one(&bomb, &spec, &Limits::default());
+    match r {
+        Err(HashError::TooLarge(msg)) => assert!(msg.contains("100000x100000"), "{msg}"),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    // 10^10 RGB pixels would take tens of seconds and 30 GB to even allocate.
+    assert!(started.elapsed().as_secs() < 1);
+    // A tighter configured limit refuses a small image too.
+    let small = Limits::new(1000, 1 << 20).unwrap();
+    assert!(matches!(hash_one(&common::read("pool.jpg"), &spec, &small), Err(HashError::TooLarge(_))));
+}

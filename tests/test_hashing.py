@@ -1,0 +1,312 @@
+"""The Python hashing API: value type, algorithms, formats, decoding rules, bad input."""
+import io
+import itertools
+import os
+import pickle
+import random
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image, ImageEnhance
+
+import beam_phash
+from beam_phash import ImageDecodeError, PHash, hash_image, hash_images
+from conftest import DATA, encode
+
+NEAR = 16  # bits of 256: the largest distance we accept for an edited copy
+FAR = 60  # bits of 256: the smallest distance we accept between different photos
+
+
+def rgb(name):
+    return Image.open(DATA / name).convert("RGB")
+
+
+# --- bit counts -------------------------------------------------------------------------
+
+EXPECTED_BITS = {
+    "phash": {8: 64, 16: 256, 32: 1024},
+    "double_gradient": {8: 40, 16: 144, 32: 544},
+    "dhash": {8: 64, 16: 256, 32: 1024},
+    "ahash": {8: 64, 16: 256, 32: 1024},
+    "median": {8: 64, 16: 256, 32: 1024},
+    "blockhash": {8: 64, 16: 256, 32: 1024},
+}
+
+
+@pytest.mark.parametrize("algorithm", sorted(EXPECTED_BITS))
+@pytest.mark.parametrize("size", [8, 16, 32])
+def test_bit_counts(photo_bytes, algorithm, size):
+    h = hash_image(photo_bytes["skagen.jpg"], algorithm=algorithm, hash_size=size)
+    assert len(h) == h.bits == EXPECTED_BITS[algorithm][size] == beam_phash.hash_bits(algorithm, size)
+    assert len(bytes(h)) * 8 == len(h)
+
+
+def test_algorithms_constant_lists_them_all():
+    assert set(beam_phash.ALGORITHMS) == set(EXPECTED_BITS)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"algorithm": "sha256"}, "unknown algorithm"),
+    ({"hash_size": 3}, "hash_size must be between"),
+    ({"hash_size": 65}, "hash_size must be between"),
+    ({"hash_size": 100000}, "hash_size must be between"),
+])
+def test_bad_configuration_is_value_error(photo_bytes, kwargs, message):
+    with pytest.raises(ValueError, match=message) as err:
+        hash_image(photo_bytes["pool.jpg"], **kwargs)
+    assert not isinstance(err.value, ImageDecodeError)
+    with pytest.raises(ValueError, match=message):
+        hash_images([photo_bytes["pool.jpg"]], **kwargs)
+
+
+def test_threads_must_be_positive(photo_bytes):
+    with pytest.raises(ValueError, match="threads"):
+        hash_images([photo_bytes["pool.jpg"]], threads=0)
+
+
+# --- the value type -----------------------------------------------------------------------
+
+def test_hamming_hex_bytes_pickle(photo_bytes):
+    a = hash_image(photo_bytes["pool.jpg"])
+    b = hash_image(photo_bytes["snow.jpg"])
+    expected = sum(bin(x ^ y).count("1") for x, y in zip(bytes(a), bytes(b)))
+    assert a - b == b - a == expected > 0
+    assert a - a == 0
+    assert str(a) == a.hex() and len(a.hex()) == 64
+    assert PHash.from_hex(a.hex()) == a
+    assert PHash(bytes(a), bits=256) == a
+    assert pickle.loads(pickle.dumps(a)) == a
+    assert a != b and hash(a) == hash(PHash.from_hex(a.hex()))
+    assert len({a, PHash.from_hex(a.hex()), b}) == 2
+    assert "PHash('" in repr(a)
+
+
+def test_odd_bit_counts_round_trip(photo_bytes):
+    h = hash_image(photo_bytes["pool.jpg"], algorithm="double_gradient", hash_size=12)
+    assert len(h) == 84
+    assert PHash.from_hex(h.hex(), bits=84) == h
+    assert pickle.loads(pickle.dumps(h)) == h
+
+
+def test_length_mismatch_is_type_error(photo_bytes):
+    a = hash_image(photo_bytes["pool.jpg"], hash_size=16)
+    b = hash_image(photo_bytes["pool.jpg"], hash_size=8)
+    with pytest.raises(TypeError, match="256-bit.*64-bit"):
+        a - b
+    with pytest.raises(TypeError):
+        a - 3
+    assert a != b
+
+
+def test_value_type_is_immutable(photo_bytes):
+    h = hash_image(photo_bytes["pool.jpg"])
+    with pytest.raises(AttributeError):
+        h.bits = 3
+
+
+@pytest.mark.parametrize("text", ["abc", "zz", "0g"])
+def test_from_hex_rejects_garbage(text):
+    with pytest.raises(ValueError):
+        PHash.from_hex(text)
+
+
+# --- batches ------------------------------------------------------------------------------
+
+def test_batch_matches_single_and_keeps_order(photo_bytes):
+    names = list(photo_bytes)
+    blobs = [photo_bytes[n] for n in names]
+    batch = hash_images(blobs)
+    assert batch == [hash_image(b) for b in blobs]
+
+
+def test_results_do_not_depend_on_thread_count(photo_bytes):
+    blobs = list(photo_bytes.values()) * 3
+    one = hash_images(blobs, threads=1)
+    assert hash_images(blobs, threads=2) == one
+    assert hash_images(blobs, threads=5) == one
+    assert hash_images(blobs) == one
+
+
+def test_borrows_bytes_bytearray_and_memoryview(photo_bytes):
+    data = photo_bytes["chelsea.png"]
+    expected = hash_image(data)
+    buf = bytearray(data)
+    big = b"xx" + data + b"yy"
+    for view in (buf, memoryview(data), memoryview(buf), memoryview(big)[2:-2]):
+        assert hash_image(view) == expected
+    assert hash_images([buf, memoryview(big)[2:-2], data]) == [expected] * 3
+
+
+def test_one_bad_image_never_fails_the_batch(photo_bytes):
+    good = photo_bytes["pool.jpg"]
+    batch = hash_images([good, b"", "a string", None, good[:500], good])
+    assert isinstance(batch[0], PHash) and batch[0] == batch[5]
+    for i in (1, 2, 3, 4):
+        assert isinstance(batch[i], ImageDecodeError), batch[i]
+    assert "bytes-like" in str(batch[2]) and "NoneType" in str(batch[3])
+
+
+def test_hashing_works_in_a_forked_child(photo_bytes):
+    """The rayon pool must be rebuilt in a child forked after the parent used it."""
+    blobs = list(photo_bytes.values())
+    expected = [h.hex() for h in hash_images(blobs, threads=2)]
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            out = ",".join(h.hex() for h in hash_images(blobs, threads=2)).encode()
+            os.write(write, out)
+        finally:
+            os._exit(0)
+    os.close(write)
+    got = b""
+    import select
+    while True:
+        ready, _, _ = select.select([read], [], [], 60)
+        assert ready, "forked child hung while hashing"
+        chunk = os.read(read, 1 << 16)
+        if not chunk:
+            break
+        got += chunk
+    os.waitpid(pid, 0)
+    assert got.decode().split(",") == expected
+
+
+# --- near and far -------------------------------------------------------------------------
+
+def edits(image):
+    return {
+        "resized 50%": encode(image.resize((image.width // 2, image.height // 2), Image.LANCZOS)),
+        "jpeg q30": encode(image, quality=30),
+        "jpeg q70": encode(image, quality=70),
+        "brightened 15%": encode(ImageEnhance.Brightness(image).enhance(1.15)),
+    }
+
+
+@pytest.mark.parametrize("name", ["pool.jpg", "skagen.jpg", "chelsea.png", "grace_hopper.jpg", "sunset.jpg"])
+def test_edited_copies_come_out_close(photo_bytes, name):
+    original = hash_image(photo_bytes[name])
+    for what, data in edits(rgb(name)).items():
+        assert original - hash_image(data) <= NEAR, what
+
+
+def test_different_photos_come_out_far(photo_bytes):
+    hashes = {n: hash_image(b) for n, b in photo_bytes.items()}
+    for (n1, h1), (n2, h2) in itertools.combinations(hashes.items(), 2):
+        assert h1 - h2 >= FAR, (n1, n2, h1 - h2)
+
+
+# --- formats --------------------------------------------------------------------------------
+
+def formats(image):
+    gray16 = (np.asarray(image.convert("L"), dtype=np.uint16) * 257)
+    rgba = image.convert("RGBA")
+    return {
+        "jpeg baseline": encode(image, quality=95),
+        "jpeg progressive": encode(image, quality=95, progressive=True),
+        "jpeg cmyk": encode(image.convert("CMYK"), quality=95),
+        "png rgb": encode(image, "PNG"),
+        "png 16-bit": encode(Image.fromarray(gray16), "PNG"),
+        "png palette": encode(image.convert("P", palette=Image.ADAPTIVE, colors=256), "PNG"),
+        "png alpha (opaque)": encode(rgba, "PNG"),
+        "gif": encode(image, "GIF"),
+        "webp": encode(image, "WEBP", quality=90),
+        "bmp": encode(image, "BMP"),
+        "tiff": encode(image, "TIFF"),
+    }
+
+
+@pytest.mark.parametrize("name", ["pool.jpg", "chelsea.png"])
+def test_every_format_decodes_to_the_same_picture(photo_bytes, name):
+    image = rgb(name)
+    reference = hash_image(encode(image, "PNG"))
+    for what, data in formats(image).items():
+        assert reference - hash_image(data) <= NEAR, what
+
+
+def test_gif_uses_the_first_frame(photo_bytes):
+    first, second = rgb("pool.jpg"), rgb("snow.jpg").resize(rgb("pool.jpg").size)
+    buf = io.BytesIO()
+    first.save(buf, "GIF", save_all=True, append_images=[second])
+    h = hash_image(buf.getvalue())
+    assert h - hash_image(encode(first, "GIF")) <= NEAR
+    assert h - hash_image(encode(second, "GIF")) >= FAR
+
+
+def test_exif_orientation_is_applied():
+    upright = rgb("pool.jpg")
+    # Orientation 6: the stored pixels must be turned 90° clockwise to be shown upright.
+    stored = upright.transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    tagged = encode(stored, quality=95, exif=exif.tobytes())
+    untagged = encode(stored, quality=95)
+    reference = hash_image(encode(upright, quality=95))
+    assert reference - hash_image(tagged) <= NEAR
+    assert reference - hash_image(untagged) >= FAR  # proves the tag, not luck, did it
+
+
+def test_alpha_is_composited_onto_white():
+    assert beam_phash.ALPHA_BACKGROUND == 255
+    photo = rgb("chelsea.png")
+    w, h = photo.size
+    # Left half transparent, with random colours behind the transparency.
+    rng = np.random.default_rng(7)
+    arr = np.dstack([np.asarray(photo), np.full((h, w), 255, np.uint8)])
+    arr[:, : w // 2, :3] = rng.integers(0, 256, (h, w // 2, 3), dtype=np.uint8)
+    arr[:, : w // 2, 3] = 0
+    on_white = np.asarray(photo).copy()
+    on_white[:, : w // 2] = 255
+    transparent = hash_image(encode(Image.fromarray(arr, "RGBA"), "PNG"))
+    assert transparent == hash_image(encode(Image.fromarray(on_white), "PNG"))
+    assert transparent - hash_image(encode(photo, "PNG")) >= FAR // 2
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+def png_declaring(width, height):
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+
+
+def bad_inputs(photo_bytes):
+    jpeg = photo_bytes["pool.jpg"]
+    return {
+        "empty": b"",
+        "random": random.Random(1).randbytes(5000),
+        "truncated jpeg": jpeg[: len(jpeg) // 2],
+        "truncated png": photo_bytes["chelsea.png"][:3000],
+        "text": b"Definitely not an image.\n" * 10,
+        "giant declared dimensions": png_declaring(100_000, 100_000),
+    }
+
+
+def test_every_bad_input_is_an_image_decode_error(photo_bytes):
+    for what, data in bad_inputs(photo_bytes).items():
+        with pytest.raises(ImageDecodeError):
+            hash_image(data)
+        assert isinstance(hash_images([data])[0], ImageDecodeError), what
+    assert issubclass(ImageDecodeError, ValueError)
+
+
+def test_messages_are_precise_and_never_echo_bytes(photo_bytes):
+    cases = bad_inputs(photo_bytes)
+    msg = {k: str(hash_images([v])[0]) for k, v in cases.items()}
+    assert "empty" in msg["empty"]
+    assert "unrecognised image format" in msg["text"]
+    assert "truncated" in msg["truncated jpeg"]
+    assert "100000x100000" in msg["giant declared dimensions"] and "limit" in msg["giant declared dimensions"]
+    for text in msg.values():
+        assert len(text) < 300 and "Definitely" not in text
+
+
+def test_pixel_limit_is_configurable(photo_bytes):
+    data = photo_bytes["pool.jpg"]  # 800x600
+    with pytest.raises(ImageDecodeError, match="480000 pixels"):
+        hash_image(data, max_pixels=100_000)
+    assert isinstance(hash_image(data, max_pixels=480_000), PHash)
+    assert beam_phash.DEFAULT_MAX_PIXELS == 64_000_000
