@@ -36,3 +36,9 @@ __all__ = [
     "hash_image",
     "hash_images",
 ]
+
+from beam_phash.metrics import NAMESPACE as METRICS_NAMESPACE  # noqa: E402
+from beam_phash.records import DUPLICATE_OF_FIELD, ERROR_FIELD  # noqa: E402
+from beam_phash.transform import ImagePhashDedup  # noqa: E402
+
+__all__ += ["ImagePhashDedup", "METRICS_NAMESPACE", "DUPLICATE_OF_FIELD", "ERROR_FIELD"]

@@ -17,3 +17,23 @@ def encode(image, fmt="JPEG", **kwargs) -> bytes:
 @pytest.fixture(scope="session")
 def photo_bytes() -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in PHOTOS}
+
+
+# Beam's multi-process workers unpickle matchers defined in test modules by reference.
+import os as _os
+import sys as _sys
+
+_TESTS = str(pathlib.Path(__file__).parent)
+_os.environ["PYTHONPATH"] = _os.pathsep.join(
+    p for p in (_TESTS, _os.environ.get("PYTHONPATH", "")) if p)
+if _TESTS not in _sys.path:
+    _sys.path.insert(0, _TESTS)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One embedded Ray for the Ray tests, started here and stopped at the end of the session."""
+    from beam_phash import ray_cluster as rc
+    address = rc.start_local_ray(num_cpus=2)
+    yield address
+    rc.shutdown_local_ray()

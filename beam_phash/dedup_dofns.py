@@ -1,0 +1,75 @@
+"""The two deduplication steps: through the Ray DedupBackend, or with Beam state."""
+from __future__ import annotations
+
+import time
+from typing import Iterable, List, Tuple
+
+import apache_beam as beam
+from apache_beam.coders import StrUtf8Coder
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
+
+from beam_phash import outcome
+from beam_phash.hash_dofn import Hashed
+from beam_phash.metrics import DedupMetrics
+from beam_phash.ray_backend import RayDedupBackend
+
+
+class RayDedupDoFn(beam.DoFn):
+    """One backend call per input batch. The client connects in ``setup()``, never in
+    ``__init__``, so the DoFn pickles as plain configuration."""
+
+    def __init__(self, backend: RayDedupBackend):
+        self._backend = backend
+        self._metrics = DedupMetrics()
+
+    def setup(self):
+        self._backend.connect()
+
+    def process(self, batch: List[Hashed]) -> Iterable:
+        started = time.perf_counter()
+        firsts = self._backend.claim([h.hash for h in batch], [h.owner for h in batch])
+        self._metrics.backend_call_latency_ms.update(int((time.perf_counter() - started) * 1000))
+        yield from self._route(batch, firsts)
+
+    def _route(self, batch: List[Hashed], firsts: List[str]) -> Iterable:
+        for h, first in zip(batch, firsts):
+            yield outcome.emit(h.record, h.owner, first, self._metrics)
+
+
+class StateDedupDoFn(beam.DoFn):
+    """Keyed by raw hash; keeps the first claimant's id in state. Runs wherever the runner
+    supports state (DirectRunner, Flink, Dataflow) and needs no server. State commits with the
+    bundle, so a retried bundle sees the state as it was before it."""
+
+    FIRST_OWNER = ReadModifyWriteStateSpec("first_owner", StrUtf8Coder())
+
+    def __init__(self):
+        self._metrics = DedupMetrics()
+
+    def process(self, element: Tuple[bytes, Tuple[str, dict]],
+                first_owner=beam.DoFn.StateParam(FIRST_OWNER)) -> Iterable:
+        _, (owner, record) = element
+        first = first_owner.read()
+        if first is None:
+            first_owner.write(owner)
+            first = owner
+        yield outcome.emit(record, owner, first, self._metrics)
+
+
+def key_by_hash(batch: List[Hashed]) -> Iterable[Tuple[bytes, Tuple[str, dict]]]:
+    for h in batch:
+        yield h.hash, (h.owner, h.record)
+
+
+class ReleaseBackendDoFn(beam.DoFn):
+    """Runs once, after every record went through the backend: kills its bucket actors."""
+
+    def __init__(self, backend: RayDedupBackend):
+        self._backend = backend
+
+    def setup(self):
+        self._backend.connect()
+
+    def process(self, _count):
+        self._backend.release()
+        return []

@@ -1,0 +1,75 @@
+"""The hashing step: one ``hash_images`` call (Rust, GIL released, all cores) per batch."""
+from __future__ import annotations
+
+import time
+from typing import Iterable, List, NamedTuple, Optional
+
+import apache_beam as beam
+
+from beam_phash._native import PHash, hash_images
+from beam_phash.metrics import DedupMetrics
+from beam_phash.records import (
+    ERROR_FIELD,
+    FAILED,
+    BadRecord,
+    image_bytes,
+    record_id,
+    surrogate_owner,
+    with_fields,
+)
+
+
+class Hashed(NamedTuple):
+    """A record that hashed: its raw hash, the id that claims it, and the output record."""
+
+    hash: bytes
+    owner: str
+    record: dict
+
+
+class HashBatchDoFn(beam.DoFn):
+    """Consumes lists of records (from BatchElements) and emits, per input batch, one list of
+    ``Hashed`` on the main output; records that cannot be hashed go to the ``failed`` tag with an
+    ``error`` reason and ``hash_field=None``."""
+
+    def __init__(self, *, algorithm: str, hash_size: int, image_field: str, hash_field: str,
+                 id_field: Optional[str], threads: Optional[int], max_pixels: int):
+        self._algorithm = algorithm
+        self._hash_size = hash_size
+        self._image_field = image_field
+        self._hash_field = hash_field
+        self._id_field = id_field
+        self._threads = threads
+        self._max_pixels = max_pixels
+        self._metrics = DedupMetrics()
+
+    def _failed(self, record, reason: str):
+        self._metrics.failed.inc()
+        return beam.pvalue.TaggedOutput(
+            FAILED, with_fields(record, **{self._hash_field: None, ERROR_FIELD: reason}))
+
+    def process(self, batch: List[dict]) -> Iterable:
+        self._metrics.inputs.inc(len(batch))
+        blobs, pending = [], []
+        for record in batch:
+            try:
+                blobs.append(image_bytes(record, self._image_field))
+                pending.append(record)
+            except BadRecord as e:
+                yield self._failed(record, str(e))
+        if not blobs:
+            return
+        started = time.perf_counter()
+        results = hash_images(blobs, algorithm=self._algorithm, hash_size=self._hash_size,
+                              threads=self._threads, max_pixels=self._max_pixels)
+        self._metrics.hash_batch_latency_ms.update(int((time.perf_counter() - started) * 1000))
+        self._metrics.hash_batch_size.update(len(blobs))
+        out: List[Hashed] = []
+        for record, data, result in zip(pending, blobs, results):
+            if not isinstance(result, PHash):
+                yield self._failed(record, str(result))
+                continue
+            owner = record_id(record, self._id_field) or surrogate_owner(data)
+            out.append(Hashed(bytes(result), owner, with_fields(record, **{self._hash_field: result.hex()})))
+        if out:
+            yield out

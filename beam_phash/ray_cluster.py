@@ -1,0 +1,82 @@
+"""Finding or starting the Ray cluster that holds the bucket actors.
+
+* ``ray_address=None``: reuse the Ray this process is already connected to, or else start an
+  embedded local Ray: every socket on 127.0.0.1, no dashboard. It is shut down when the process
+  that started it (the pipeline launcher) exits, or by :func:`shutdown_local_ray`.
+* ``ray_address="auto"`` or ``"host:port"``: connect to an existing cluster.
+
+Token auth: Ray may switch token authentication on for a local cluster (writing
+``~/.ray/auth_token``) and sets ``RAY_AUTH_MODE=token`` in the starting process's environment.
+Beam's local worker processes are started after that and inherit it, so they can connect. For a
+cluster of your own, export ``RAY_AUTH_MODE=token`` and make the token available as
+``RAY_AUTH_TOKEN`` or in ``~/.ray/auth_token`` wherever Beam workers run.
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from typing import Optional
+
+import ray
+
+NAMESPACE = "beam_phash"
+# On Linux Ray advertises (and binds) the machine's routable address, even when asked for
+# 127.0.0.1; with this set it uses the loopback address for every socket.
+_LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+_lock = threading.Lock()
+_started_here: Optional[str] = None
+log = logging.getLogger(__name__)
+
+
+def resolve_address(ray_address: Optional[str]) -> str:
+    """Where workers should connect; called once, at pipeline construction."""
+    if ray_address:
+        return ray_address
+    if ray.is_initialized():
+        return ray.get_runtime_context().gcs_address
+    return start_local_ray()
+
+
+def start_local_ray(num_cpus: Optional[int] = None) -> str:
+    """Start an embedded single-node Ray on 127.0.0.1 without a dashboard; return its address."""
+    global _started_here
+    with _lock:
+        if _started_here and ray.is_initialized():
+            return _started_here
+        os.environ.update(_LOOPBACK_ENV)
+        ctx = ray.init(
+            address="local",
+            namespace=NAMESPACE,
+            include_dashboard=False,
+            num_cpus=num_cpus,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+            _node_ip_address="127.0.0.1",
+        )
+        _started_here = ctx.address_info["gcs_address"]
+        atexit.register(shutdown_local_ray)
+        log.info("started embedded Ray at %s", _started_here)
+        return _started_here
+
+
+def shutdown_local_ray() -> None:
+    """Stop the embedded Ray started by this process, if any."""
+    global _started_here
+    with _lock:
+        if _started_here and ray.is_initialized():
+            ray.shutdown()
+        _started_here = None
+
+
+def connect(address: str) -> None:
+    """Connect this process (a Beam worker) to the cluster; a no-op when already connected."""
+    with _lock:
+        if ray.is_initialized():
+            return
+        if address.split(":")[0] in ("127.0.0.1", "localhost"):
+            os.environ.update(_LOOPBACK_ENV)
+        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False,
+                 logging_level=logging.WARNING)

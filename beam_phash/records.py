@@ -1,0 +1,72 @@
+"""Reading image bytes and ids out of input records, and building output records.
+
+Input records are dicts. The image field holds ``bytes``, ``bytearray`` or ``memoryview``, or a
+dict with a ``"bytes"`` key (the Hugging Face datasets image layout, also what Parquet structs from
+img2dataset/LAION exports decode to).
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Mapping, Optional
+
+#: Output tags of ImagePhashDedup(...).with_outputs().
+KEPT = "kept"
+DUPLICATES = "duplicates"
+FAILED = "failed"
+
+#: Fields added to output records.
+DUPLICATE_OF_FIELD = "duplicate_of"
+ERROR_FIELD = "error"
+
+#: Prefix of the owner id used for records that have no id (see surrogate_owner).
+SURROGATE_PREFIX = "sha256:"
+
+BYTES_LIKE = (bytes, bytearray, memoryview)
+
+
+class BadRecord(ValueError):
+    """A record that cannot be hashed; the message is the reason stored in ``error``."""
+
+
+def image_bytes(record: Any, image_field: str):
+    """Return the record's image as a bytes-like object, without copying it."""
+    if not isinstance(record, Mapping):
+        raise BadRecord(f"record is a {type(record).__name__}, expected a dict")
+    if image_field not in record:
+        raise BadRecord(f"missing field {image_field!r}")
+    value = record[image_field]
+    if isinstance(value, Mapping):
+        if "bytes" not in value:
+            raise BadRecord(f"field {image_field!r} is a dict without a 'bytes' key")
+        value = value["bytes"]
+    if value is None:
+        raise BadRecord(f"field {image_field!r} is None")
+    if not isinstance(value, BYTES_LIKE):
+        raise BadRecord(f"field {image_field!r} is a {type(value).__name__}, expected bytes")
+    if len(value) == 0:
+        raise BadRecord(f"field {image_field!r} is empty")
+    return value
+
+
+def record_id(record: Mapping, id_field: Optional[str]) -> Optional[str]:
+    if not id_field:
+        return None
+    value = record.get(id_field)
+    return None if value is None else str(value)
+
+
+def surrogate_owner(data) -> str:
+    """Owner id for a record without an id: a digest of its image bytes.
+
+    A retried record gets the same surrogate, so retries stay idempotent. The price: byte-identical
+    copies without ids cannot be told from a retry, and are all kept. Give records ids to have
+    them deduplicated too.
+    """
+    return SURROGATE_PREFIX + hashlib.sha256(data).hexdigest()
+
+
+def with_fields(record: Any, **fields) -> dict:
+    """A shallow copy of the record (image bytes are shared, not copied) with fields set."""
+    out = dict(record) if isinstance(record, Mapping) else {"record": record}
+    out.update(fields)
+    return out

@@ -1,0 +1,158 @@
+"""``ImagePhashDedup``: perceptual-hash deduplication of image records, first seen wins."""
+from __future__ import annotations
+
+import copy
+import re
+import uuid
+from typing import Optional
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import StandardOptions
+
+from beam_phash._native import (
+    ALGORITHMS,
+    DEFAULT_MAX_PIXELS,
+    MAX_HASH_SIZE,
+    MIN_HASH_SIZE,
+)
+from beam_phash.dedup_dofns import ReleaseBackendDoFn, RayDedupDoFn, StateDedupDoFn, key_by_hash
+from beam_phash.hash_dofn import HashBatchDoFn
+from beam_phash.records import DUPLICATES, FAILED, KEPT
+
+BACKENDS = ("ray", "state")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_REMOTE_RUNNERS = ("DataflowRunner",)
+
+
+def _int_in(name: str, value, low: int, high: Optional[int] = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ValueError(f"{name} must be {bound}, got {value}")
+
+
+def _field(name: str, value, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+
+
+class ImagePhashDedup(beam.PTransform):
+    """Drop records whose image has the same perceptual hash as an earlier one.
+
+    ``records | ImagePhashDedup()`` gives the kept records plus the failed ones (``hash_field``
+    None, ``error`` set). ``records | ImagePhashDedup().with_outputs()`` gives the tuple
+    ``(kept, duplicates, failed)``. Always: inputs = kept + duplicates + failed.
+
+    Args:
+      hash_size: 16 by default; 8 is faster and coarser, 32 more precise (see the README's bit table).
+      image_field: the field holding the image bytes, or a dict with a ``"bytes"`` key.
+      hash_field: where the hex hash is stored on output records.
+      algorithm: one of ``beam_phash.ALGORITHMS``.
+      backend: ``"ray"`` (bucket actors) or ``"state"`` (a Beam stateful DoFn, no server).
+      num_buckets: number of Ray bucket actors; hashes are routed by their own bits.
+      ray_address: None (reuse this process's Ray or start an embedded one on 127.0.0.1),
+        ``"auto"``, or ``"host:port"`` of a running cluster.
+      id_field: unique record id. The backend remembers which id claimed each hash first, so a
+        retried record is still recognised as the keeper. Records without one are identified by a
+        digest of their image bytes (byte-identical copies without ids are then all kept).
+      backend_name: reuse a named Ray backend across pipelines; its actors are then kept alive
+        after the pipeline, so a later pipeline dedups against everything this one saw. Without
+        it each pipeline gets a fresh backend that is released when the pipeline ends.
+      batch_size: records per ``hash_images`` call and per backend round trip (upper bound).
+      max_in_flight: bound on concurrent bucket-actor calls per worker.
+      hash_threads: Rust threads per hashing call (None: all cores).
+      max_pixels: images larger than this fail with a reason instead of being decoded.
+    """
+
+    def __init__(self, hash_size: int = 16, image_field: str = "image",
+                 hash_field: str = "image_phash", algorithm: str = "phash",
+                 backend: str = "ray", num_buckets: int = 16, ray_address: Optional[str] = None,
+                 id_field: Optional[str] = "id", *, backend_name: Optional[str] = None,
+                 batch_size: int = 128, max_in_flight: int = 16,
+                 hash_threads: Optional[int] = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 label: Optional[str] = None):
+        super().__init__(label)
+        _int_in("hash_size", hash_size, MIN_HASH_SIZE, MAX_HASH_SIZE)
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}; got {algorithm!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be 'ray' or 'state', got {backend!r}")
+        _field("image_field", image_field)
+        _field("hash_field", hash_field)
+        _field("id_field", id_field, optional=True)
+        if hash_field == image_field:
+            raise ValueError(f"hash_field and image_field must differ, both are {hash_field!r}")
+        _int_in("num_buckets", num_buckets, 1, 65536)
+        _int_in("batch_size", batch_size, 1, 100_000)
+        _int_in("max_in_flight", max_in_flight, 1)
+        _int_in("max_pixels", max_pixels, 1)
+        if hash_threads is not None:
+            _int_in("hash_threads", hash_threads, 1)
+        if ray_address is not None:
+            _field("ray_address", ray_address)
+        if backend_name is not None and (not isinstance(backend_name, str) or not _NAME_RE.match(backend_name)):
+            raise ValueError("backend_name must be 1-100 characters of letters, digits, '_', '.', '-', "
+                             f"starting with a letter or digit; got {backend_name!r}")
+        if backend == "state" and (ray_address is not None or backend_name is not None):
+            raise ValueError("ray_address and backend_name apply only to backend='ray'")
+        self.hash_size = hash_size
+        self.image_field = image_field
+        self.hash_field = hash_field
+        self.algorithm = algorithm
+        self.backend = backend
+        self.num_buckets = num_buckets
+        self.ray_address = ray_address
+        self.id_field = id_field
+        self.backend_name = backend_name
+        self.batch_size = batch_size
+        self.max_in_flight = max_in_flight
+        self.hash_threads = hash_threads
+        self.max_pixels = max_pixels
+        self._split_outputs = False
+
+    def with_outputs(self) -> "ImagePhashDedup":
+        """The same transform, returning ``(kept, duplicates, failed)``."""
+        other = copy.copy(self)
+        other._split_outputs = True
+        return other
+
+    def _ray_backend(self, pipeline):
+        from beam_phash import ray_cluster
+        from beam_phash.ray_backend import RayDedupBackend
+
+        runner = str(pipeline.options.view_as(StandardOptions).runner or "")
+        if self.ray_address is None and any(r in runner for r in _REMOTE_RUNNERS):
+            raise ValueError(f"backend='ray' on {runner} needs ray_address= of a cluster the workers "
+                             "can reach (or use backend='state')")
+        address = ray_cluster.resolve_address(self.ray_address)
+        name = self.backend_name or f"run-{uuid.uuid4().hex[:16]}"
+        return RayDedupBackend(address, name, self.num_buckets, self.max_in_flight)
+
+    def expand(self, records):
+        batches = records | "BatchForHashing" >> beam.BatchElements(
+            min_batch_size=min(16, self.batch_size), max_batch_size=self.batch_size)
+        hashed = batches | "HashImages" >> beam.ParDo(HashBatchDoFn(
+            algorithm=self.algorithm, hash_size=self.hash_size, image_field=self.image_field,
+            hash_field=self.hash_field, id_field=self.id_field, threads=self.hash_threads,
+            max_pixels=self.max_pixels)).with_outputs(FAILED, main="hashed")
+        if self.backend == "ray":
+            backend = self._ray_backend(records.pipeline)
+            deduped = hashed.hashed | "DedupWithRay" >> beam.ParDo(
+                RayDedupDoFn(backend)).with_outputs(DUPLICATES, main=KEPT)
+            if self.backend_name is None:
+                # Barrier: the count exists only once every record went through the backend.
+                _ = ((deduped[KEPT], deduped[DUPLICATES])
+                     | "AllDeduped" >> beam.Flatten()
+                     | "CountDeduped" >> beam.combiners.Count.Globally()
+                     | "ReleaseBackend" >> beam.ParDo(ReleaseBackendDoFn(backend)))
+        else:
+            deduped = (hashed.hashed
+                       | "KeyByHash" >> beam.FlatMap(key_by_hash)
+                       | "DedupWithState" >> beam.ParDo(StateDedupDoFn()).with_outputs(DUPLICATES, main=KEPT))
+        kept, duplicates, failed = deduped[KEPT], deduped[DUPLICATES], hashed[FAILED]
+        if self._split_outputs:
+            return kept, duplicates, failed
+        return (kept, failed) | "KeptAndFailed" >> beam.Flatten()
