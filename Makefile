@@ -37,7 +37,7 @@ pytest: build
 test: cargo-test pytest
 
 run: build
-	$(PY) -m pipelines.hash_samples
+	$(PY) -m pipelines.dedup_images --output out/dedup
 
 bench: build
 	$(PY) benchmarks/bench_hash.py tests/data
