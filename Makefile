@@ -10,7 +10,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: test run install build cargo-test pytest bench wheel clean
+.PHONY: test run install build cargo-test pytest bench wheel flink-job-server clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -45,5 +45,9 @@ bench: build
 wheel: $(VENV)/.deps
 	$(VENV)/bin/maturin build --release --out dist
 
+# Beam's portable Flink job server, assembled by Maven from Maven Central (see its pom.xml).
+flink-job-server:
+	mvn -B -q -f deploy/flink-job-server/pom.xml package
+
 clean:
-	rm -rf $(VENV) target dist build beam_phash/*.so
+	rm -rf $(VENV) target dist build beam_phash/*.so deploy/flink-job-server/target

@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import socket
 import threading
 from typing import Optional
 
@@ -29,6 +30,16 @@ _LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 _lock = threading.Lock()
 _started_here: Optional[str] = None
 log = logging.getLogger(__name__)
+
+
+def _use_loopback() -> None:
+    """Keep Ray on 127.0.0.1 in this process and the processes it starts. Ray reads the variable
+    once, at import, and otherwise rewrites a loopback address to the machine's routable one,
+    where a cluster bound to 127.0.0.1 does not listen; so the parsed constant is set as well."""
+    os.environ.update(_LOOPBACK_ENV)
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def resolve_address(ray_address: Optional[str]) -> str:
@@ -46,7 +57,7 @@ def start_local_ray(num_cpus: Optional[int] = None) -> str:
     with _lock:
         if _started_here and ray.is_initialized():
             return _started_here
-        os.environ.update(_LOOPBACK_ENV)
+        _use_loopback()
         ctx = ray.init(
             address="local",
             namespace=NAMESPACE,
@@ -71,12 +82,53 @@ def shutdown_local_ray() -> None:
         _started_here = None
 
 
-def connect(address: str) -> None:
-    """Connect this process (a Beam worker) to the cluster; a no-op when already connected."""
+def token_available() -> bool:
+    """Whether this process has a Ray auth token: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, or the
+    default ~/.ray/auth_token (written by `ray start`, `ray get-auth-token --generate`, or a
+    local ray.init())."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return True
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.join(os.path.expanduser("~"), ".ray", "auth_token")
+    return os.path.isfile(path)
+
+
+def _enable_token_mode() -> None:
+    """RAY_AUTH_MODE=token for this process and its children. Ray caches its configuration at
+    import, so it must re-read it, as Ray itself does when it turns token mode on."""
+    os.environ["RAY_AUTH_MODE"] = "token"
+    try:
+        from ray._raylet import Config
+    except ImportError:  # a Ray without token auth: the variable is all there is
+        return
+    Config.initialize("")
+
+
+def _check_reachable(address: str, timeout: float) -> None:
+    """Fail fast with a clear message: ray.init() waits for minutes on an address nobody serves."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto", "ray://...": let Ray resolve it
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise ConnectionError(f"cannot reach the Ray cluster at {address}: {e}") from None
+
+
+def connect(address: str, timeout: float = 30.0) -> None:
+    """Connect this process (a Beam worker) to the cluster; a no-op when already connected.
+
+    Token auth: Ray turns token mode on for clusters found automatically, never for an explicit
+    address. When RAY_AUTH_MODE is unset and a token is available, we set RAY_AUTH_MODE=token, so
+    that a worker can join a token-protected cluster by address (a cluster without token auth
+    accepts such a client too). Set RAY_AUTH_MODE yourself to override.
+    """
     with _lock:
         if ray.is_initialized():
             return
         if address.split(":")[0] in ("127.0.0.1", "localhost"):
-            os.environ.update(_LOOPBACK_ENV)
+            _use_loopback()
+        if "RAY_AUTH_MODE" not in os.environ and token_available():
+            _enable_token_mode()
+        _check_reachable(address, timeout)
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False,
                  logging_level=logging.WARNING)

@@ -1,17 +1,19 @@
-"""Deduplicate a folder (or glob, or list) of image files with ImagePhashDedup.
+"""Deduplicate images with ImagePhashDedup, from image files or Parquet, on any Beam runner.
 
     python -m pipelines.dedup_images --input DIR_OR_GLOB [--input ...] --output OUT_DIR \\
+        [--input-format files|parquet] [--image-column image] [--id-column id] \\
         [--hash-size 16] [--algorithm phash] [--backend ray|state] [--num-buckets 16] \\
-        [--ray-address ADDR] [Beam pipeline options ...]
+        [--ray-address ADDR] [Beam pipeline options: --runner, --direct_num_workers, ...]
 
-Files are matched and read through Beam's filesystems (fileio.MatchFiles / ReadMatches), so
-gs:// and s3:// paths work when those Beam extras are installed. Unknown flags are passed to Beam
-as PipelineOptions (--runner, --direct_num_workers, ...). Output, in OUT_DIR:
+Inputs are matched and read through Beam's filesystems, so gs:// and s3:// paths work when those
+Beam extras are installed. Flags this job does not know pass through to Beam as PipelineOptions.
+Output, in OUT_DIR:
 
-    kept/*.parquet        id (the file path), image_phash
-    duplicates/*.parquet  id, image_phash, duplicate_of
-    failed/*.parquet      id, error
+    kept/*.parquet        the input columns (files: id = the path) + image_phash
+    duplicates/*.parquet  the same + duplicate_of (id of the kept record)
+    failed/*.parquet      the same + error (the reason)
     summary.json          counts, whether they add up, wall time, images/s
+    report.html           counts, the largest duplicate groups as thumbnails, the failures
 """
 from __future__ import annotations
 
@@ -20,118 +22,118 @@ import json
 import os
 import sys
 import time
-import uuid
 from typing import List, Optional
 
 import apache_beam as beam
-import pyarrow as pa
-from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 import beam_phash
 from beam_phash import ImagePhashDedup
+from pipelines import inputs as job_inputs
+from pipelines.inputs import ConfigError, InputSpec, ReadImageRecords
+from pipelines.outputs import WriteOutputs
+from pipelines.progress import ProgressDoFn
+from pipelines.report import CollectReportData, write_report
 
 SAMPLE_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sample_data")
-
-KEPT_SCHEMA = pa.schema([("id", pa.string()), ("image_phash", pa.string())])
-DUPLICATES_SCHEMA = pa.schema([("id", pa.string()), ("image_phash", pa.string()),
-                               ("duplicate_of", pa.string())])
-FAILED_SCHEMA = pa.schema([("id", pa.string()), ("error", pa.string())])
+HASH_FIELD = "image_phash"
 
 
-class ConfigError(Exception):
-    """A problem with the command line, reported in one line before anything runs."""
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad option is one line on stderr and exit code 2, like every other
+    configuration error of this job."""
+
+    def error(self, message):
+        raise ConfigError(message)
 
 
 def parse_args(argv: Optional[List[str]]):
-    ap = argparse.ArgumentParser(prog="beam-phash", description=__doc__.splitlines()[0])
+    ap = _OneLineParser(prog="beam-phash", description=__doc__.splitlines()[0])
     ap.add_argument("--input", action="append", default=None,
                     help="directory, glob or file; repeat for several (default: the bundled sample)")
+    ap.add_argument("--input-format", default="files", choices=job_inputs.FORMATS,
+                    help="files: each file is one image; parquet: rows with an image column")
+    ap.add_argument("--image-column", default="image",
+                    help="Parquet: column with the image bytes, or a struct with a 'bytes' field")
+    ap.add_argument("--id-column", default="id", help="Parquet: column with a unique record id")
     ap.add_argument("--output", default="out/dedup", help="output directory (default: out/dedup)")
     ap.add_argument("--hash-size", type=int, default=16)
     ap.add_argument("--algorithm", default="phash", choices=beam_phash.ALGORITHMS)
     ap.add_argument("--backend", default="ray", choices=["ray", "state"])
     ap.add_argument("--num-buckets", type=int, default=16)
-    ap.add_argument("--ray-address", default=None)
+    ap.add_argument("--ray-address", default=None,
+                    help="existing Ray cluster (host:port or auto); default: an embedded local Ray")
+    ap.add_argument("--no-report", action="store_true", help="skip report.html")
     return ap.parse_known_args(argv)
 
 
-def patterns_for(inputs: List[str]) -> List[str]:
-    """Directories become DIR/*; globs and files are used as they are. Each must match."""
-    patterns = []
-    for item in inputs:
-        is_dir = os.path.isdir(item) or item.endswith("/")
-        pattern = FileSystems.join(item.rstrip("/"), "*") if is_dir else item
-        try:
-            matched = FileSystems.match([pattern])[0].metadata_list
-        except Exception:  # noqa: BLE001 - e.g. an unknown scheme or a missing bucket
-            matched = []
-        if not matched:
-            raise ConfigError(f"--input {item!r} matched no files")
-        patterns.append(pattern)
-    return patterns
-
-
 def check_output(output: str) -> None:
-    probe = FileSystems.join(output, f".write-test-{uuid.uuid4().hex}")
+    probe = FileSystems.join(output, ".write-test")
     try:
-        FileSystems.mkdirs(output) if not FileSystems.exists(output) else None
+        if not FileSystems.exists(output):
+            FileSystems.mkdirs(output)
         FileSystems.create(probe).close()
         FileSystems.delete([probe])
     except Exception as e:  # noqa: BLE001 - any failure means "not writable"
         raise ConfigError(f"--output {output!r} is not writable: {e}") from None
 
 
-def to_record(readable: fileio.ReadableFile) -> dict:
-    return {"id": readable.metadata.path, "image": readable.read()}
-
-
-def project(fields):
-    return lambda r: {f: r.get(f) for f in fields}
-
-
-def build(p, patterns: List[str], output: str, dedup: ImagePhashDedup):
+def build(p, spec: InputSpec, output: str, dedup: ImagePhashDedup, report: bool = True) -> None:
     records = (p
-               | "Patterns" >> beam.Create(patterns)
-               | "MatchFiles" >> fileio.MatchAll()
-               | "ReadMatches" >> fileio.ReadMatches()
-               | "ToRecords" >> beam.Map(to_record))
-    kept, duplicates, failed = records | "Dedup" >> dedup.with_outputs()
-    for name, pcoll, schema in (("kept", kept, KEPT_SCHEMA),
-                                ("duplicates", duplicates, DUPLICATES_SCHEMA),
-                                ("failed", failed, FAILED_SCHEMA)):
-        (pcoll
-         | f"Project{name.title()}" >> beam.Map(project(schema.names))
-         | f"Write{name.title()}" >> beam.io.WriteToParquet(
-             FileSystems.join(output, name, "part"), schema, file_name_suffix=".parquet"))
+               | "Read" >> ReadImageRecords(spec)
+               | "Progress" >> beam.ParDo(ProgressDoFn()))
+    triple = records | "Dedup" >> dedup.with_outputs()
+    _ = triple | "Write" >> WriteOutputs(spec, output, dedup.hash_field)
+    if report:
+        _ = triple | "Report" >> CollectReportData(output, id_field=spec.id_column,
+                                                   image_field=spec.image_column,
+                                                   hash_field=dedup.hash_field)
 
 
 def counts_of(result) -> dict:
     found = result.metrics().query(MetricsFilter().with_namespace(beam_phash.METRICS_NAMESPACE))
-    return {c.key.metric.name: c.committed for c in found["counters"]}
+    totals = {}
+    for c in found["counters"]:  # one entry per step on some runners: add them up
+        totals[c.key.metric.name] = totals.get(c.key.metric.name, 0) + c.committed
+    return totals
+
+
+def configure(argv: Optional[List[str]]):
+    """Parse and check everything; raises ConfigError or ValueError before anything runs."""
+    args, beam_args = parse_args(argv)
+    if args.input_format == "files" and (args.image_column != "image" or args.id_column != "id"):
+        raise ConfigError("--image-column and --id-column apply to --input-format parquet")
+    spec = job_inputs.resolve(args.input or [SAMPLE_DATA], args.input_format,
+                              args.image_column, args.id_column)
+    if HASH_FIELD in spec.columns:
+        raise ConfigError(f"the input already has a column {HASH_FIELD!r}")
+    check_output(args.output)
+    dedup = ImagePhashDedup(hash_size=args.hash_size, algorithm=args.algorithm,
+                            image_field=spec.image_column, id_field=spec.id_column,
+                            hash_field=HASH_FIELD, backend=args.backend,
+                            num_buckets=args.num_buckets, ray_address=args.ray_address)
+    return args, spec, dedup, PipelineOptions(beam_args)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args, beam_args = parse_args(argv)
     try:
-        patterns = patterns_for(args.input or [SAMPLE_DATA])
-        check_output(args.output)
-        dedup = ImagePhashDedup(hash_size=args.hash_size, algorithm=args.algorithm,
-                                backend=args.backend, num_buckets=args.num_buckets,
-                                ray_address=args.ray_address)
-        options = PipelineOptions(beam_args)
+        args, spec, dedup, options = configure(argv)
     except (ConfigError, ValueError) as e:
         print(f"beam-phash: error: {e}", file=sys.stderr)
         return 2
+    print(f"beam-phash: {spec.matched} {spec.fmt} input(s) -> {args.output} "
+          f"({args.algorithm}, {beam_phash.hash_bits(args.algorithm, args.hash_size)} bits, "
+          f"backend {args.backend})", file=sys.stderr, flush=True)
     started = time.time()
     p = beam.Pipeline(options=options)
-    build(p, patterns, args.output, dedup)
+    build(p, spec, args.output, dedup, report=not args.no_report)
     result = p.run()
     result.wait_until_finish()
     wall = time.time() - started
-    counts = {k: counts_of(result).get(k, 0) for k in ("inputs", "kept", "duplicates", "failed")}
+    found = counts_of(result)
+    counts = {k: found.get(k, 0) for k in ("inputs", "kept", "duplicates", "failed")}
     summary = {
         **counts,
         "adds_up": counts["inputs"] == counts["kept"] + counts["duplicates"] + counts["failed"],
@@ -141,14 +143,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         "hash_size": args.hash_size,
         "bits": beam_phash.hash_bits(args.algorithm, args.hash_size),
         "backend": args.backend,
-        "inputs_matched": patterns,
+        "input_format": spec.fmt,
+        "inputs_matched": spec.patterns,
     }
     with FileSystems.create(FileSystems.join(args.output, "summary.json")) as f:
         f.write(json.dumps(summary, indent=2).encode())
     print(f"{counts['inputs']} images: {counts['kept']} kept, {counts['duplicates']} duplicates, "
           f"{counts['failed']} failed ({'adds up' if summary['adds_up'] else 'DOES NOT ADD UP'}) "
-          f"in {wall:.1f} s")
-    print(f"output: {args.output}/{{kept,duplicates,failed}}/*.parquet and {args.output}/summary.json")
+          f"in {wall:.1f} s ({summary['images_per_second']} images/s)")
+    print(f"output: {args.output}/{{kept,duplicates,failed}}/*.parquet, {args.output}/summary.json")
+    if not args.no_report:
+        print(f"report: {write_report(args.output, summary)}")
     return 0 if summary["adds_up"] else 1
 
 

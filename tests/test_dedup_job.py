@@ -1,44 +1,118 @@
-"""The main job on the bundled sample: outputs, summary, and one-line configuration errors."""
-import glob
+"""The main job: the bundled sample (both backends, in-process and multi-process), Parquet input
+in the layouts of img2dataset/LAION and Hugging Face exports, the report, and one-line
+configuration errors."""
+import io
 import json
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
+from conftest import DATA
+from job_outputs import basename, read
 from pipelines import dedup_images
 
+MULTI = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+SAMPLE_GROUPS = {("skagen.jpg", "skagen_copy.jpg"), ("sunset.jpg", "sunset_as_png.png"),
+                 ("jesper.jpg", "jesper_recompressed.jpg")}
 
-def read(out, name):
-    return pq.read_table(glob.glob(f"{out}/{name}/*.parquet")).to_pylist()
 
-
-@pytest.mark.parametrize("extra", [[], ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]],
-                         ids=["in-process", "multi-process"])
-def test_sample_dataset(tmp_path, capsys, extra):
-    out = tmp_path / "out"
-    assert dedup_images.main(["--output", str(out), "--backend", "state", *extra]) == 0
+def check_sample_output(out):
     kept, dups, failed = read(out, "kept"), read(out, "duplicates"), read(out, "failed")
-    name = lambda r: r["id"].rsplit("/", 1)[-1]  # noqa: E731
-    assert sorted(map(name, failed)) == ["broken_truncated.jpg", "not_an_image.jpg"]
-    assert all(r["error"] for r in failed)
+    assert sorted(basename(r["id"]) for r in failed) == ["broken_truncated.jpg", "not_an_image.jpg"]
+    assert all(r["error"] and r["image_phash"] is None for r in failed)
     assert len(kept) == 7 and len({r["image_phash"] for r in kept}) == 7
-    pairs = {frozenset((name(r), r["duplicate_of"].rsplit("/", 1)[-1])) for r in dups}
-    assert pairs == {frozenset(p) for p in [("skagen.jpg", "skagen_copy.jpg"),
-                                            ("sunset.jpg", "sunset_as_png.png"),
-                                            ("jesper.jpg", "jesper_recompressed.jpg")]}
+    pairs = {tuple(sorted((basename(r["id"]), basename(r["duplicate_of"])))) for r in dups}
+    assert pairs == SAMPLE_GROUPS
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["inputs"], summary["kept"], summary["duplicates"], summary["failed"]) == (12, 7, 3, 2)
     assert summary["adds_up"] and summary["bits"] == 256 and summary["images_per_second"] > 0
-    assert "12 images: 7 kept, 3 duplicates, 2 failed (adds up)" in capsys.readouterr().out
+    page = (out / "report.html").read_text()
+    assert page.count('class="kept"') == 3 and page.count('class="dup"') == 3  # 3 groups of 2
+    assert page.count("data:image/jpeg;base64,") == 6
+    assert "broken_truncated.jpg" in page and "truncated" in page and "not_an_image.jpg" in page
+
+
+@pytest.mark.parametrize("backend", ["state", pytest.param("ray", marks=pytest.mark.ray)])
+@pytest.mark.parametrize("extra", [[], MULTI], ids=["in-process", "multi-process"])
+def test_sample_dataset(tmp_path, capfd, backend, extra, request):
+    if backend == "ray":
+        request.getfixturevalue("ray_cluster")
+    out = tmp_path / "out"
+    assert dedup_images.main(["--output", str(out), "--backend", backend, "--num-buckets", "3", *extra]) == 0
+    check_sample_output(out)
+    printed = capfd.readouterr()
+    assert "12 images: 7 kept, 3 duplicates, 2 failed (adds up)" in printed.out
+    assert f"report: {out}/report.html" in printed.out
+    assert "records read and hashed" in printed.err and "images/s" in printed.err
+
+
+def _jpeg(path, quality=None) -> bytes:
+    if quality is None:
+        return path.read_bytes()
+    buf = io.BytesIO()
+    Image.open(path).convert("RGB").save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("layout", ["binary", "hf-struct"])
+def test_parquet_input_keeps_the_input_columns(tmp_path, layout):
+    photos = [DATA / "pool.jpg", DATA / "snow.jpg", DATA / "chelsea.png", DATA / "pool.jpg"]
+    rows = [{"key": f"k{i}", "caption": f"photo {i}", "jpg": p.read_bytes()} for i, p in enumerate(photos)]
+    rows.append({"key": "k-bad", "caption": "broken", "jpg": b"\x89PNG not really"})
+    if layout == "hf-struct":
+        for r in rows:
+            r["jpg"] = {"bytes": r["jpg"], "path": r["key"] + ".jpg"}
+    src = tmp_path / "in"
+    src.mkdir()
+    # Two shards, as exports come.
+    pq.write_table(pa.Table.from_pylist(rows[:3]), src / "part-0.parquet")
+    pq.write_table(pa.Table.from_pylist(rows[3:]), src / "part-1.parquet")
+    out = tmp_path / "out"
+    argv = ["--input", str(src), "--input-format", "parquet", "--image-column", "jpg",
+            "--id-column", "key", "--output", str(out), "--backend", "state"]
+    assert dedup_images.main(argv) == 0
+    kept, dups, failed = read(out, "kept"), read(out, "duplicates"), read(out, "failed")
+    kept_keys = {r["key"] for r in kept}
+    assert kept_keys - {"k0", "k3"} == {"k1", "k2"} and len(kept_keys & {"k0", "k3"}) == 1
+    (dup,) = dups
+    assert {dup["key"], dup["duplicate_of"]} == {"k0", "k3"}
+    for r in kept + dups:  # input columns kept, image bytes intact, hash added
+        assert r["caption"].startswith("photo ") and r["image_phash"]
+        data = r["jpg"]["bytes"] if layout == "hf-struct" else r["jpg"]
+        assert data == photos[int(r["key"][1:])].read_bytes()
+    (bad,) = failed
+    assert bad["key"] == "k-bad" and bad["caption"] == "broken" and bad["error"]
+    assert json.loads((out / "summary.json").read_text())["adds_up"]
 
 
 @pytest.mark.parametrize("args, message", [
     (["--input", "/nonexistent/dir/*.jpg"], "matched no files"),
     (["--output", "/proc/forbidden"], "is not writable"),
     (["--hash-size", "2"], "hash_size must be between"),
+    (["--backend", "redis"], "argument --backend: invalid choice"),
+    (["--hash-size", "big"], "argument --hash-size: invalid int value"),
+    (["--input-format", "parquet"], "matched no files"),  # the sample folder holds no .parquet
+    (["--image-column", "jpg"], "apply to --input-format parquet"),
 ])
 def test_configuration_errors_are_one_line(tmp_path, capsys, args, message):
     argv = ["--output", str(tmp_path / "o"), *args]
     assert dedup_images.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("column_args, message", [
+    (["--image-column", "img"], "--image-column 'img' is not a column"),
+    (["--id-column", "uid"], "--id-column 'uid' is not a column"),
+    (["--image-column", "caption"], "has type string; expected binary"),
+])
+def test_unknown_parquet_columns_are_one_line(tmp_path, capsys, column_args, message):
+    pq.write_table(pa.Table.from_pylist([{"id": "a", "caption": "x", "image": b"123"}]), tmp_path / "a.parquet")
+    argv = ["--input", str(tmp_path / "a.parquet"), "--input-format", "parquet",
+            "--output", str(tmp_path / "o"), *column_args]
+    assert dedup_images.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+

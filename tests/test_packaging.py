@@ -1,5 +1,6 @@
 """Packaging: the typed package ships its stubs, and setup.py builds the job-only sdist that
 Beam's --setup_file stages for remote workers."""
+import os
 import pathlib
 import subprocess
 import sys
@@ -33,3 +34,29 @@ def test_setup_file_builds_the_job_only_sdist(tmp_path):
     assert not any(n.endswith(("pyproject.toml", "Cargo.toml")) or "/rust_ext/" in n for n in names)
     assert not any("/beam_phash/" in n for n in names)
     assert requires.strip() == "beam-phash==0.1.0"
+
+
+def test_release_wheel_installs_and_hashes_without_a_rust_toolchain(tmp_path):
+    """What remote workers get (--extra_package or a container image): the abi3 manylinux wheel
+    from `maturin build --release`, installed where there is no cargo or rustc at all."""
+    dist = tmp_path / "dist"
+    subprocess.run([str(pathlib.Path(sys.executable).parent / "maturin"), "build", "--release",
+                    "--out", str(dist)], cwd=ROOT, check=True, capture_output=True, timeout=1200)
+    (wheel,) = dist.glob("*.whl")
+    assert "-cp311-abi3-" in wheel.name and "manylinux" in wheel.name, wheel.name
+    venv = tmp_path / "venv"
+    subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", str(venv)], check=True)
+    # Only system directories on PATH, and Cargo/rustup homes that hold nothing.
+    bare = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path),
+            "CARGO_HOME": str(tmp_path / "no-cargo"), "RUSTUP_HOME": str(tmp_path / "no-rustup"),
+            "PIP_CACHE_DIR": os.environ.get("PIP_CACHE_DIR", str(pathlib.Path.home() / ".cache" / "pip"))}
+    assert subprocess.run(["sh", "-c", "command -v cargo rustc"], env=bare).returncode != 0
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(wheel)],
+                   env=bare, check=True, capture_output=True, timeout=900)
+    code = ("import beam_phash, pathlib, sys; "
+            "print(beam_phash.__file__); "
+            "print(beam_phash.hash_image(pathlib.Path(sys.argv[1]).read_bytes()).hex())")
+    out = subprocess.run([str(venv / "bin" / "python"), "-c", code, str(ROOT / "tests" / "data" / "pool.jpg")],
+                         env=bare, cwd=tmp_path, check=True, capture_output=True, text=True).stdout.split()
+    assert out[0].startswith(str(venv)), "imported the source tree, not the wheel"
+    assert out[1] == "ebdafc00b320242089a9a7e568ce23dfa383dc240c398730e4f176fe537ee39e"

@@ -1,0 +1,121 @@
+"""The job's inputs: image files, or Parquet files with an image column, as dict records.
+
+Both are read through Beam's I/O (``fileio.MatchAll``/``ReadMatches``, ``parquetio``), so any
+filesystem Beam knows (local, ``gs://``, ``s3://`` with those extras) works. :func:`resolve`
+checks everything at start, so that configuration errors stop the job before it runs.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io import fileio, parquetio
+from apache_beam.io.filesystems import FileSystems
+
+FORMATS = ("files", "parquet")
+
+
+class ConfigError(Exception):
+    """A problem with the command line, reported in one line before anything runs."""
+
+
+@dataclass
+class InputSpec:
+    """What to read, checked: the patterns that matched, and for Parquet the input schema."""
+
+    fmt: str
+    patterns: List[str]
+    image_column: str = "image"
+    id_column: str = "id"
+    schema: Optional[pa.Schema] = None  # Parquet only
+    matched: int = 0
+    columns: List[str] = field(default_factory=list)
+
+
+def _pattern(item: str, fmt: str) -> str:
+    """A directory becomes DIR/* (DIR/*.parquet for Parquet); globs and files stay as they are."""
+    if os.path.isdir(item) or item.endswith("/"):
+        return FileSystems.join(item.rstrip("/"), "*.parquet" if fmt == "parquet" else "*")
+    return item
+
+
+def _match(pattern: str, item: str) -> List[str]:
+    try:
+        found = FileSystems.match([pattern])[0].metadata_list
+    except Exception:  # noqa: BLE001 - an unknown scheme, a missing bucket, a bad glob
+        found = []
+    if not found:
+        raise ConfigError(f"--input {item!r} matched no files")
+    return sorted(m.path for m in found)
+
+
+def _parquet_schema(path: str) -> pa.Schema:
+    try:
+        with FileSystems.open(path) as f:
+            return pq.read_schema(f)
+    except Exception as e:  # noqa: BLE001 - not Parquet, unreadable
+        raise ConfigError(f"cannot read the Parquet schema of {path!r}: {e}") from None
+
+
+def _is_image_type(t: pa.DataType) -> bool:
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return True
+    return pa.types.is_struct(t) and any(
+        t.field(i).name == "bytes" and _is_image_type(t.field(i).type) for i in range(t.num_fields))
+
+
+def resolve(inputs: List[str], fmt: str, image_column: str = "image",
+            id_column: str = "id") -> InputSpec:
+    """Match every input and, for Parquet, check the columns. Raises ConfigError."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"--input-format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    patterns, paths = [], []
+    for item in inputs:
+        pattern = _pattern(item, fmt)
+        paths += _match(pattern, item)
+        patterns.append(pattern)
+    spec = InputSpec(fmt, patterns, image_column, id_column, matched=len(paths))
+    if fmt == "files":
+        spec.columns = ["id"]
+        return spec
+    schema = _parquet_schema(paths[0])
+    names = schema.names
+    for flag, column in (("--image-column", image_column), ("--id-column", id_column)):
+        if column not in names:
+            raise ConfigError(f"{flag} {column!r} is not a column of {paths[0]!r} "
+                              f"(columns: {', '.join(names)})")
+    if not _is_image_type(schema.field(image_column).type):
+        raise ConfigError(f"--image-column {image_column!r} has type {schema.field(image_column).type}; "
+                          "expected binary or a struct with a binary 'bytes' field")
+    for other in paths[1:]:
+        if set(_parquet_schema(other).names) != set(names):
+            raise ConfigError(f"{other!r} has other columns than {paths[0]!r}")
+    spec.schema = schema
+    spec.columns = names
+    return spec
+
+
+def file_record(readable: fileio.ReadableFile) -> dict:
+    """One image file as a record: its path is the id."""
+    return {"id": readable.metadata.path, "image": readable.read()}
+
+
+class ReadImageRecords(beam.PTransform):
+    """Reads the inputs of an :class:`InputSpec` as dict records (image bytes in ``image_column``)."""
+
+    def __init__(self, spec: InputSpec):
+        super().__init__()
+        self._spec = spec
+
+    def expand(self, pbegin):
+        patterns = pbegin | "Patterns" >> beam.Create(self._spec.patterns)
+        if self._spec.fmt == "files":
+            return (patterns
+                    | "MatchFiles" >> fileio.MatchAll()
+                    | "ReadMatches" >> fileio.ReadMatches()
+                    | "ToRecords" >> beam.Map(file_record))
+        return patterns | "ReadParquet" >> parquetio.ReadAllFromParquet()

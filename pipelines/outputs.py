@@ -1,0 +1,65 @@
+"""The job's Parquet outputs: ``kept/``, ``duplicates/`` and ``failed/`` under the output dir.
+
+Rows keep the input's columns (for image files: ``id``, the path; the bytes stay in the files)
+and add the hash; duplicate rows add ``duplicate_of``, failed rows ``error``. Written with Beam's
+``WriteToParquet``, which writes to temporary files and renames them when the write finalizes, so
+a retried bundle never leaves a partial or doubled shard behind.
+"""
+from __future__ import annotations
+
+from typing import Dict, List
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
+
+from beam_phash import DUPLICATE_OF_FIELD, ERROR_FIELD
+from pipelines.inputs import InputSpec
+
+OUTPUTS = ("kept", "duplicates", "failed")
+
+
+def schemas(spec: InputSpec, hash_field: str) -> Dict[str, pa.Schema]:
+    """The Parquet schema of each output."""
+    if spec.fmt == "files":
+        base = pa.schema([("id", pa.string())])
+    else:
+        base = spec.schema.remove_metadata()
+    with_hash = base.append(pa.field(hash_field, pa.string()))
+    return {
+        "kept": with_hash,
+        "duplicates": with_hash.append(pa.field(DUPLICATE_OF_FIELD, pa.string())),
+        "failed": with_hash.append(pa.field(ERROR_FIELD, pa.string())),
+    }
+
+
+def _projector(names: List[str]):
+    """Keep exactly the schema's columns; ids may be ints in the input, duplicate_of is a string."""
+    def project(record: dict) -> dict:
+        row = {n: record.get(n) for n in names}
+        if row.get(DUPLICATE_OF_FIELD) is not None:
+            row[DUPLICATE_OF_FIELD] = str(row[DUPLICATE_OF_FIELD])
+        return row
+    return project
+
+
+class WriteOutputs(beam.PTransform):
+    """Writes the (kept, duplicates, failed) triple as Parquet shards under ``output``."""
+
+    def __init__(self, spec: InputSpec, output: str, hash_field: str):
+        super().__init__()
+        self._spec = spec
+        self._output = output
+        self._schemas = schemas(spec, hash_field)
+
+    def expand(self, triple):
+        written = {}
+        for name, pcoll in zip(OUTPUTS, triple):
+            schema = self._schemas[name]
+            title = name.title()
+            written[name] = (
+                pcoll
+                | f"Project{title}" >> beam.Map(_projector(schema.names))
+                | f"Write{title}" >> beam.io.WriteToParquet(
+                    FileSystems.join(self._output, name, "part"), schema, file_name_suffix=".parquet"))
+        return written

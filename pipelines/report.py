@@ -1,0 +1,197 @@
+"""``report.html``: a self-contained page with the counts, the largest duplicate groups as
+thumbnails (the kept image marked) and the failures with their reasons.
+
+Two halves:
+* :class:`CollectReportData`, inside the pipeline, finds the largest groups by counting
+  duplicates per kept id (a shuffle of ids only), samples at most ``per_group`` members of each
+  before any image is decoded (combiner lifting keeps the shuffle small even for a group of
+  millions of blank images), makes the thumbnails, and writes ``report/*.jsonl``.
+* :func:`write_report`, in the launcher after the run, renders those rows and the summary.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from typing import Dict, Iterable, List, Optional
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from beam_phash import DUPLICATE_OF_FIELD, ERROR_FIELD
+from beam_phash.records import BadRecord, image_bytes
+
+THUMB_SIDE = 160
+
+
+def thumbnail(data) -> Optional[str]:
+    """A small JPEG as a data: URI, or None when Pillow cannot read the image."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.draft("RGB", (THUMB_SIDE * 2, THUMB_SIDE * 2))  # DCT-scaled decode for JPEG
+            im = ImageOps.exif_transpose(im).convert("RGB")
+            im.thumbnail((THUMB_SIDE, THUMB_SIDE))
+            buf = io.BytesIO()
+            im.save(buf, "JPEG", quality=80)
+    except Exception:  # noqa: BLE001 - a thumbnail is decoration, never a failure
+        return None
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def hex_distance(a: Optional[str], b: Optional[str]) -> Optional[int]:
+    if not a or not b or len(a) != len(b):
+        return None
+    return bin(int(a, 16) ^ int(b, 16)).count("1")
+
+
+class _Fields:
+    def __init__(self, id_field: str, image_field: str, hash_field: str):
+        self.id, self.image, self.hash = id_field, image_field, hash_field
+
+    def id_of(self, record: dict) -> Optional[str]:
+        value = record.get(self.id)
+        return None if value is None else str(value)
+
+    def member(self, record: dict, kept: bool, keeper_hash: Optional[str] = None) -> dict:
+        try:
+            thumb = thumbnail(image_bytes(record, self.image))
+        except BadRecord:
+            thumb = None
+        return {"id": self.id_of(record), "hash": record.get(self.hash), "kept": kept,
+                "distance": 0 if kept else hex_distance(record.get(self.hash), keeper_hash),
+                "thumb": thumb}
+
+
+def _build_group(element, sizes: Dict[str, int], fields: _Fields) -> Iterable[str]:
+    keeper_id, grouped = element
+    kept = list(grouped["kept"])
+    samples = [r for batch in grouped["dups"] for r in batch]
+    if not kept:
+        return
+    keeper = kept[0]
+    members = [fields.member(keeper, kept=True)]
+    members += [fields.member(r, kept=False, keeper_hash=keeper.get(fields.hash))
+                for r in sorted(samples, key=lambda r: fields.id_of(r) or "")]
+    yield json.dumps({"keeper": keeper_id, "size": 1 + sizes.get(keeper_id, 0), "members": members})
+
+
+class CollectReportData(beam.PTransform):
+    """(kept, duplicates, failed) -> ``DIR/report/groups.jsonl`` and ``DIR/report/failures.jsonl``."""
+
+    def __init__(self, output: str, *, id_field: str, image_field: str, hash_field: str,
+                 max_groups: int = 12, per_group: int = 8, max_failures: int = 200):
+        super().__init__()
+        self._output = output
+        self._fields = _Fields(id_field, image_field, hash_field)
+        self._max_groups = max_groups
+        self._per_group = per_group
+        self._max_failures = max_failures
+
+    def expand(self, triple):
+        kept, dups, failed = triple
+        fields = self._fields
+        top = (dups
+               | "KeeperIds" >> beam.Map(lambda r: r.get(DUPLICATE_OF_FIELD))
+               | "WithKeeperId" >> beam.Filter(lambda k: k is not None)
+               | "GroupSizes" >> beam.combiners.Count.PerElement()
+               | "LargestGroups" >> beam.combiners.Top.Of(self._max_groups, key=lambda kv: (kv[1], kv[0]))
+               | "AsDict" >> beam.Map(dict))
+        sizes = beam.pvalue.AsSingleton(top)
+        kept_members = (kept
+                        | "KeepersOfTop" >> beam.Filter(lambda r, s: fields.id_of(r) in s, sizes)
+                        | "KeyKeepers" >> beam.Map(lambda r: (fields.id_of(r), r)))
+        dup_samples = (dups
+                       | "DupsOfTop" >> beam.Filter(lambda r, s: r.get(DUPLICATE_OF_FIELD) in s, sizes)
+                       | "KeyDups" >> beam.Map(lambda r: (r[DUPLICATE_OF_FIELD], r))
+                       | "SamplePerGroup" >> beam.combiners.Sample.FixedSizePerKey(self._per_group))
+        (({"kept": kept_members, "dups": dup_samples})
+         | "JoinGroups" >> beam.CoGroupByKey()
+         | "Thumbnails" >> beam.FlatMap(_build_group, sizes, fields)
+         | "WriteGroups" >> beam.io.WriteToText(FileSystems.join(self._output, "report", "groups"),
+                                                file_name_suffix=".jsonl", num_shards=1))
+        (failed
+         | "FailureRows" >> beam.Map(lambda r: {"id": fields.id_of(r), "error": r.get(ERROR_FIELD)})
+         | "FirstFailures" >> beam.combiners.Top.Smallest(self._max_failures, key=lambda r: r["id"] or "")
+         | "FailureLines" >> beam.FlatMap(lambda rows: [json.dumps(r) for r in rows])
+         | "WriteFailures" >> beam.io.WriteToText(FileSystems.join(self._output, "report", "failures"),
+                                                  file_name_suffix=".jsonl", num_shards=1))
+        return top
+
+
+def _read_jsonl(output: str, name: str) -> List[dict]:
+    pattern = FileSystems.join(output, "report", f"{name}*.jsonl")
+    rows: List[dict] = []
+    for match in FileSystems.match([pattern])[0].metadata_list:
+        with FileSystems.open(match.path) as f:
+            rows += [json.loads(line) for line in f.read().decode("utf-8").splitlines() if line.strip()]
+    return rows
+
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em;color:#222}
+table.counts td{padding:.2em 1em}.ok{color:#070}.bad{color:#b00}
+.group{border:1px solid #ccc;border-radius:6px;margin:1em 0;padding:.6em}
+.members{display:flex;flex-wrap:wrap;gap:.6em}
+figure{margin:0;width:170px;font-size:12px;word-break:break-all}
+figure img,.noimg{width:160px;height:160px;object-fit:contain;background:#f4f4f4;border:3px solid transparent}
+figure.kept img{border-color:#2a2}.noimg{display:flex;align-items:center;justify-content:center}
+.tag{font-weight:bold;color:#2a2}
+table.failed{border-collapse:collapse}table.failed td{border-top:1px solid #ddd;padding:.2em .6em}
+"""
+
+
+def _figure(m: dict) -> str:
+    img = (f'<img src="{m["thumb"]}" alt="">' if m.get("thumb")
+           else '<div class="noimg">no preview</div>')
+    label = '<span class="tag">KEPT</span>' if m["kept"] else f'distance {m.get("distance")}'
+    return (f'<figure class="{"kept" if m["kept"] else "dup"}">{img}'
+            f'<figcaption>{label}<br>{html.escape(str(m.get("id")))}</figcaption></figure>')
+
+
+def render(summary: dict, groups: List[dict], failures: List[dict]) -> str:
+    e = html.escape
+    groups = sorted(groups, key=lambda g: (-g["size"], g["keeper"]))
+    adds = summary.get("adds_up")
+    rows = "".join(f"<tr><td>{e(k)}</td><td>{e(str(summary.get(k)))}</td></tr>"
+                   for k in ("inputs", "kept", "duplicates", "failed", "wall_seconds",
+                             "images_per_second", "algorithm", "hash_size", "bits", "backend"))
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>beam-phash report</title>",
+        f"<style>{_STYLE}</style></head><body><h1>beam-phash dedup report</h1>",
+        f"<table class='counts'>{rows}</table>",
+        f"<p class='{'ok' if adds else 'bad'}'>inputs = kept + duplicates + failed: "
+        f"{'yes' if adds else 'NO'}</p>",
+        f"<h2>Largest duplicate groups ({len(groups)} shown)</h2>",
+    ]
+    if not groups:
+        parts.append("<p>No duplicates found.</p>")
+    for g in groups:
+        shown = len(g["members"])
+        more = f", {g['size'] - shown} more not shown" if g["size"] > shown else ""
+        parts.append(f"<div class='group'><div>{g['size']} records with the same image "
+                     f"(kept: {e(str(g['keeper']))}{more})</div><div class='members'>"
+                     + "".join(_figure(m) for m in g["members"]) + "</div></div>")
+    total_failed = summary.get("failed", len(failures))
+    parts.append(f"<h2>Failures ({total_failed}"
+                 f"{', first ' + str(len(failures)) + ' shown' if total_failed > len(failures) else ''})</h2>")
+    if failures:
+        parts.append("<table class='failed'><tr><th>id</th><th>reason</th></tr>"
+                     + "".join(f"<tr><td>{e(str(f['id']))}</td><td>{e(str(f['error']))}</td></tr>"
+                               for f in sorted(failures, key=lambda f: f["id"] or ""))
+                     + "</table>")
+    else:
+        parts.append("<p>None.</p>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(output: str, summary: dict) -> str:
+    """Render ``DIR/report.html`` from the pipeline's report rows; returns its path."""
+    page = render(summary, _read_jsonl(output, "groups"), _read_jsonl(output, "failures"))
+    path = FileSystems.join(output, "report.html")
+    with FileSystems.create(path) as f:
+        f.write(page.encode("utf-8"))
+    return path

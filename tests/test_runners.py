@@ -1,0 +1,142 @@
+"""The main job on other runners and clusters, checked against the DirectRunner's output:
+* FlinkRunner on a local Flink through Beam's portable Flink job server (LOOPBACK workers),
+  with both backends;
+* the Ray backend on a Ray head started separately with `ray start --head` on 127.0.0.1.
+Each test starts its server itself and stops it."""
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from job_outputs import normalized
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+JOB_SERVER = ROOT / "deploy" / "flink-job-server"
+JOB_SERVER_JAR = JOB_SERVER / "target" / "beam-flink-job-server.jar"
+
+
+def run_job(out, *args, env=None, timeout=600):
+    """The CLI in its own process, as a user runs it."""
+    proc = subprocess.run([sys.executable, "-m", "pipelines.dedup_images", "--output", str(out), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "(adds up)" in proc.stdout, proc.stdout
+    return proc
+
+
+@pytest.fixture(scope="module")
+def direct_output(tmp_path_factory):
+    out = tmp_path_factory.mktemp("direct") / "out"
+    run_job(out, "--backend", "state")
+    return normalized(out)
+
+
+@pytest.fixture(scope="module")
+def flink_job_server_jar():
+    """Assembled from Maven Central with mvn (see deploy/flink-job-server/pom.xml)."""
+    if not JOB_SERVER_JAR.exists():
+        subprocess.run(["mvn", "-B", "-q", "-f", str(JOB_SERVER / "pom.xml"), "package"],
+                       check=True, timeout=900)
+    return JOB_SERVER_JAR
+
+
+def _java_processes():
+    out = subprocess.run(["pgrep", "-f", "FlinkJobServerDriver|beam-flink-job-server"],
+                         capture_output=True, text=True)
+    return set(out.stdout.split())
+
+
+@pytest.mark.flink
+@pytest.mark.parametrize("backend", ["state", pytest.param("ray", marks=pytest.mark.ray)])
+def test_flink_runner_matches_the_direct_runner(tmp_path, flink_job_server_jar, direct_output, backend):
+    before = _java_processes()
+    out = tmp_path / "out"
+    run_job(out, "--backend", backend, "--num-buckets", "3",
+            "--runner", "FlinkRunner", f"--flink_job_server_jar={flink_job_server_jar}",
+            "--environment_type=LOOPBACK", "--flink_master=[local]", "--parallelism=2")
+    assert normalized(out) == direct_output
+    assert (out / "report.html").exists()
+    assert _java_processes() <= before, "the Flink job server outlived the job"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    """`ray start --head` on 127.0.0.1, in its own process group so that exactly its processes
+    are stopped afterwards (`ray stop` would stop every Ray on the machine)."""
+    port = _free_port()
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    head = subprocess.Popen(
+        [str(pathlib.Path(sys.executable).parent / "ray"), "start", "--head", "--block",
+         "--node-ip-address=127.0.0.1", f"--port={port}", "--include-dashboard=false",
+         "--num-cpus=1", "--disable-usage-stats"],
+        env=env, stdout=open(tmp_path / "head.log", "w"), stderr=subprocess.STDOUT,
+        start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert head.poll() is None and time.time() < deadline, (tmp_path / "head.log").read_text()
+                time.sleep(0.5)
+        yield f"127.0.0.1:{port}"
+    finally:
+        _stop_group(head.pid)
+
+
+def _stop_group(pgid: int) -> None:
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.time() + wait
+        while time.time() < deadline:
+            if not _live_members(pgid):
+                return
+            time.sleep(0.5)
+    assert not _live_members(pgid), "Ray head processes survived SIGKILL"
+
+
+def _live_members(pgid: int):
+    out = subprocess.run(["ps", "-e", "-o", "pid=,pgid=,stat="], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines()
+            if line.split()[1] == str(pgid) and not line.split()[2].startswith("Z")]
+
+
+@pytest.mark.ray
+def test_ray_backend_on_a_separately_started_cluster(tmp_path, ray_head, direct_output):
+    """The job connects by address. The head enables token auth when ~/.ray/auth_token exists;
+    the client must join without RAY_AUTH_MODE being set by the user."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "pipelines.dedup_images", "--output", str(out),
+                           "--backend", "ray", "--ray-address", ray_head, "--num-buckets", "2",
+                           "--direct_num_workers=2", "--direct_running_mode=multi_processing"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert normalized(out) == direct_output
+
+
+def test_unreachable_ray_address_fails_fast(tmp_path):
+    port = _free_port()  # nobody listens there
+    started = time.time()
+    proc = subprocess.run([sys.executable, "-m", "pipelines.dedup_images", "--output", str(tmp_path / "o"),
+                           "--ray-address", f"127.0.0.1:{port}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert f"cannot reach the Ray cluster at 127.0.0.1:{port}" in proc.stderr
+    assert time.time() - started < 120
