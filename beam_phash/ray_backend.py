@@ -6,14 +6,28 @@ with the stored one, so a call that Ray or Beam repeats gives the same answer.
 """
 from __future__ import annotations
 
-from collections import defaultdict
+import hashlib
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import ray
 
 from beam_phash import ray_cluster
+from beam_phash._native import SeenSet
+from beam_phash.records import SURROGATE_PREFIX
 from beam_phash.routing import bucket_of
+
+
+def owner_digests(owners: Sequence[str]) -> np.ndarray:
+    """64-bit owner ids: the first 8 bytes of BLAKE2b of each owner string. Two different ids
+    collide with probability 2^-64 per pair, and only matter when they also share a hash."""
+    return np.array([int.from_bytes(hashlib.blake2b(o.encode(), digest_size=8).digest(), "little")
+                     for o in owners], dtype="<u8")
+
+
+def _label(owner: str) -> str:
+    """What a bucket stores as the keeper's id: the record id, or "" for an id-less record."""
+    return "" if owner.startswith(SURROGATE_PREFIX) else owner
 
 
 class BackendError(RuntimeError):
@@ -22,20 +36,31 @@ class BackendError(RuntimeError):
 
 @ray.remote
 class BucketActor:
-    """One bucket of the seen-set: raw hash bytes -> id of the record that claimed it first."""
+    """One bucket of the seen-set: a Rust :class:`beam_phash.SeenSet` holding, per hash, the
+    64-bit owner digest of the record that claimed it first and that record's id (about
+    46 bytes + the id's length per hash, instead of ~290 for a Python dict)."""
 
     def __init__(self, backend_name: str, bucket: int):
         self._backend_name = backend_name
         self._bucket = bucket
-        self._first: Dict[bytes, str] = {}
+        self._seen: Optional[SeenSet] = None
 
-    def claim(self, packed: bytes, width: int, owners: List[str]) -> List[str]:
-        first = self._first
-        return [first.setdefault(packed[i * width:(i + 1) * width], owner)
-                for i, owner in enumerate(owners)]
+    def claim(self, packed: bytes, width: int, owners: bytes, labels: List[str]) -> List[Optional[str]]:
+        """Per hash: None where the caller's owner is the first claimant (or a retry of it), else
+        the first claimant's label. Idempotent: the same call again gives the same answer."""
+        if self._seen is None:
+            self._seen = SeenSet(width, keep_labels=True)
+        elif self._seen.hash_bytes != width:
+            raise ValueError(f"bucket {self._bucket} of backend {self._backend_name!r} holds "
+                             f"{self._seen.hash_bytes}-byte hashes, got {width}-byte hashes: a named "
+                             "backend serves one algorithm and hash_size")
+        return self._seen.claim(packed, np.frombuffer(owners, dtype="<u8"), labels)
 
     def size(self) -> int:
-        return len(self._first)
+        return 0 if self._seen is None else len(self._seen)
+
+    def nbytes(self) -> int:
+        return 0 if self._seen is None else self._seen.nbytes
 
 
 def bucket_actor_name(backend_name: str, bucket: int) -> str:
@@ -86,13 +111,15 @@ class RayDedupBackend:
         return actor
 
     def claim(self, hashes: Sequence[bytes], owners: Sequence[str]) -> List[str]:
-        """For each hash, the owner that claimed it first (the caller's own owner if it is new).
+        """For each hash, the owner that claimed it first (the caller's own owner if it is new;
+        ``SURROGATE_PREFIX`` alone where the first claimant had no id).
 
         Groups the batch by bucket, makes one call per bucket, at most ``max_in_flight`` at once.
         """
         if not hashes:
             return []
         width = len(hashes[0])
+        digests = owner_digests(owners)
         buckets = bucket_of(hashes, self.num_buckets)
         order = np.argsort(buckets, kind="stable")
         bounds = np.flatnonzero(np.diff(buckets[order])) + 1
@@ -100,15 +127,16 @@ class RayDedupBackend:
         pending: Dict[object, tuple] = {}
         for idxs in np.split(order, bounds):
             if len(pending) >= self.max_in_flight:
-                self._collect(pending, result, num_returns=1)
+                self._collect(pending, owners, result, num_returns=1)
             bucket = int(buckets[idxs[0]])
             ref = self._actor(bucket).claim.remote(
-                b"".join(hashes[i] for i in idxs), width, [owners[i] for i in idxs])
+                b"".join(hashes[i] for i in idxs), width, digests[idxs].tobytes(),
+                [_label(owners[i]) for i in idxs])
             pending[ref] = (bucket, idxs)
-        self._collect(pending, result, num_returns=len(pending))
+        self._collect(pending, owners, result, num_returns=len(pending))
         return result  # type: ignore[return-value]
 
-    def _collect(self, pending: dict, result: list, num_returns: int) -> None:
+    def _collect(self, pending: dict, owners: Sequence[str], result: list, num_returns: int) -> None:
         done, _ = ray.wait(list(pending), num_returns=num_returns)
         for ref in done:
             bucket, idxs = pending.pop(ref)
@@ -118,12 +146,16 @@ class RayDedupBackend:
                 raise BackendError(
                     f"bucket {bucket} of dedup backend {self.backend_name!r} failed: "
                     f"{type(e).__name__}: {e}") from e
-            for i, first in zip(idxs, firsts):
-                result[i] = first
+            for i, keeper in zip(idxs, firsts):
+                result[i] = owners[i] if keeper is None else (keeper or SURROGATE_PREFIX)
 
     def sizes(self) -> List[int]:
         """Number of distinct hashes held by each bucket."""
         return ray.get([self._actor(b).size.remote() for b in range(self.num_buckets)])
+
+    def nbytes(self) -> List[int]:
+        """Bytes held by each bucket's seen-set."""
+        return ray.get([self._actor(b).nbytes.remote() for b in range(self.num_buckets)])
 
     def release(self) -> None:
         """Kill this backend's bucket actors (their state is gone)."""

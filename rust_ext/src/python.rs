@@ -14,6 +14,7 @@ use crate::algorithm::{bit_count, Algorithm, HashSpec, MAX_HASH_SIZE, MIN_HASH_S
 use crate::decode::{Limits, ALPHA_BACKGROUND, DEFAULT_MAX_ALLOC, DEFAULT_MAX_PIXELS};
 use crate::error::HashError;
 use crate::hash::{hash_many, hash_one, HashBits};
+use crate::seen::{SeenError, SeenSet as CoreSeenSet};
 
 create_exception!(
     beam_phash,
@@ -29,6 +30,13 @@ fn to_py_err(e: HashError) -> PyErr {
         other @ (HashError::Decode(_) | HashError::TooLarge(_) | HashError::Internal(_)) => {
             ImageDecodeError::new_err(other.to_string())
         }
+    }
+}
+
+fn seen_err(e: SeenError) -> PyErr {
+    match e {
+        SeenError::Full => pyo3::exceptions::PyMemoryError::new_err(e.to_string()),
+        other => PyValueError::new_err(other.to_string()),
     }
 }
 
@@ -232,11 +240,97 @@ fn hash_bits(algorithm: &str, hash_size: u32) -> PyResult<u32> {
     Ok(bit_count(alg, hash_size))
 }
 
+/// Owner ids as u64: a buffer of uint64 (numpy, array('Q')), borrowed; or any iterable of ints.
+fn owner_ids(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
+    if let Ok(buf) = PyBuffer::<u64>::get(obj) {
+        return buf.to_vec(obj.py());
+    }
+    obj.try_iter()?.map(|o| o?.extract::<u64>()).collect()
+}
+
+/// A compact seen-set of fixed-width hashes with their first owner (see rust_ext/src/seen.rs).
+#[pyclass(module = "beam_phash", name = "SeenSet")]
+pub struct SeenSet {
+    inner: CoreSeenSet,
+}
+
+#[pymethods]
+impl SeenSet {
+    #[new]
+    #[pyo3(signature = (hash_bytes=32, *, keep_labels=false))]
+    fn new(hash_bytes: usize, keep_labels: bool) -> PyResult<Self> {
+        if hash_bytes == 0 || hash_bytes > 1024 {
+            return Err(PyValueError::new_err(format!("hash_bytes must be between 1 and 1024, got {hash_bytes}")));
+        }
+        Ok(SeenSet { inner: CoreSeenSet::new(hash_bytes, keep_labels) })
+    }
+
+    /// n packed hashes (n * hash_bytes bytes) and n uint64 owners -> n booleans: True where the
+    /// owner is the hash's first claimant (a new hash, or the same owner again).
+    fn check_and_insert(&mut self, py: Python<'_>, hashes: &Bound<'_, PyAny>, owners: &Bound<'_, PyAny>) -> PyResult<Vec<bool>> {
+        let owners = owner_ids(owners)?;
+        let buf = borrow_bytes(hashes).map_err(PyTypeError::new_err)?;
+        let packed = unsafe { as_slice(&buf) };
+        let inner = &mut self.inner;
+        py.allow_threads(|| inner.check_and_insert(packed, &owners)).map_err(seen_err)
+    }
+
+    /// Like check_and_insert, storing `labels` (the records' ids) with new hashes. Returns, per
+    /// hash, None where the caller is the first claimant, else the first claimant's label.
+    fn claim(&mut self, hashes: &Bound<'_, PyAny>, owners: &Bound<'_, PyAny>, labels: Vec<String>) -> PyResult<Vec<Option<String>>> {
+        if !self.inner.keeps_labels() {
+            return Err(PyValueError::new_err("claim() needs SeenSet(keep_labels=True)"));
+        }
+        let owners = owner_ids(owners)?;
+        if labels.len() != owners.len() {
+            return Err(PyValueError::new_err(format!("{} owners but {} labels", owners.len(), labels.len())));
+        }
+        let buf = borrow_bytes(hashes).map_err(PyTypeError::new_err)?;
+        let packed = unsafe { as_slice(&buf) };
+        let width = self.inner.hash_bytes();
+        if packed.len() != owners.len() * width {
+            return Err(seen_err(SeenError::Count { hashes: packed.len() / width, owners: owners.len() }));
+        }
+        let mut out = Vec::with_capacity(owners.len());
+        for ((hash, &owner), label) in packed.chunks_exact(width).zip(&owners).zip(&labels) {
+            let (entry, first) = self.inner.claim_one(hash, owner, Some(label.as_bytes())).map_err(seen_err)?;
+            out.push(if first { None } else { Some(String::from_utf8_lossy(self.inner.label_at(entry)).into_owned()) });
+        }
+        Ok(out)
+    }
+
+    /// The stored owner of each packed hash, None where it is not held.
+    fn owners_of(&self, hashes: &Bound<'_, PyAny>) -> PyResult<Vec<Option<u64>>> {
+        let buf = borrow_bytes(hashes).map_err(PyTypeError::new_err)?;
+        self.inner.owners_of(unsafe { as_slice(&buf) }).map_err(seen_err)
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    #[getter]
+    fn hash_bytes(&self) -> usize {
+        self.inner.hash_bytes()
+    }
+
+    /// Bytes allocated by the set.
+    #[getter]
+    fn nbytes(&self) -> usize {
+        self.inner.memory_bytes()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("SeenSet(hash_bytes={}, len={}, nbytes={})", self.inner.hash_bytes(), self.inner.len(), self.inner.memory_bytes())
+    }
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("ImageDecodeError", py.get_type::<ImageDecodeError>())?;
     m.add_class::<PHash>()?;
+    m.add_class::<SeenSet>()?;
     m.add_function(wrap_pyfunction!(hash_image, m)?)?;
     m.add_function(wrap_pyfunction!(hash_images, m)?)?;
     m.add_function(wrap_pyfunction!(hash_bits, m)?)?;

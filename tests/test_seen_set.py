@@ -1,0 +1,73 @@
+"""beam_phash.SeenSet against a Python dict oracle: first claimant wins, retries are idempotent,
+owners come as numpy arrays, array('Q') or lists, and bad input is a ValueError."""
+import array
+import random
+
+import numpy as np
+import pytest
+
+import beam_phash
+
+
+def oracle_claims(pairs):
+    first = {}
+    out = []
+    for h, owner in pairs:
+        out.append(first.setdefault(h, owner) == owner)
+    return out
+
+
+def test_matches_a_dict_oracle_on_shuffled_claims_with_retries():
+    rng = random.Random(3)
+    hashes = [rng.randbytes(32) for _ in range(3000)]
+    # Each hash claimed by 1-4 owners, some owners claiming twice (a retried bundle).
+    pairs = [(h, rng.getrandbits(64)) for h in hashes for _ in range(rng.randint(1, 4))]
+    pairs += rng.sample(pairs, 500)
+    rng.shuffle(pairs)
+    s = beam_phash.SeenSet(32)
+    got = []
+    for start in range(0, len(pairs), 777):
+        chunk = pairs[start:start + 777]
+        got += s.check_and_insert(b"".join(h for h, _ in chunk),
+                                  np.array([o for _, o in chunk], dtype=np.uint64))
+    assert got == oracle_claims(pairs)
+    assert len(s) == len(set(hashes))
+    # Everything again: only the first claimants win.
+    firsts = {}
+    for h, o in pairs:
+        firsts.setdefault(h, o)
+    again = s.check_and_insert(b"".join(hashes), [firsts[h] for h in hashes])
+    assert all(again) and len(s) == len(set(hashes))
+    assert s.owners_of(b"".join(hashes[:3]) + bytes(32)) == [firsts[h] for h in hashes[:3]] + [None]
+
+
+@pytest.mark.parametrize("owners", [np.array([7, 8], dtype=np.uint64), array.array("Q", [7, 8]), [7, 8]],
+                         ids=["numpy", "array", "list"])
+def test_owner_containers(owners):
+    s = beam_phash.SeenSet(8)
+    assert s.check_and_insert(bytearray(b"a" * 8 + b"b" * 8), owners) == [True, True]
+    assert s.check_and_insert(memoryview(b"a" * 8), [9]) == [False]
+
+
+def test_claim_returns_the_keepers_label():
+    s = beam_phash.SeenSet(4, keep_labels=True)
+    assert s.claim(b"aaaabbbbaaaa", [1, 2, 3], ["id-1", "id-2", "id-3"]) == [None, None, "id-1"]
+    assert s.claim(b"aaaa", [1], ["id-1"]) == [None]  # the keeper again: a retry
+    with pytest.raises(ValueError, match="keep_labels=True"):
+        beam_phash.SeenSet(4).claim(b"aaaa", [1], ["x"])
+
+
+@pytest.mark.parametrize("hashes, owners, message", [
+    (b"x" * 31, [1], "multiple of 32 bytes"),
+    (b"x" * 64, [1], "2 hashes but 1 owners"),
+])
+def test_bad_lengths_are_value_errors(hashes, owners, message):
+    with pytest.raises(ValueError, match=message):
+        beam_phash.SeenSet(32).check_and_insert(hashes, owners)
+
+
+def test_bad_owner_values_and_width():
+    with pytest.raises((OverflowError, TypeError, ValueError)):
+        beam_phash.SeenSet(8).check_and_insert(b"x" * 8, [-1])
+    with pytest.raises(ValueError, match="hash_bytes must be between"):
+        beam_phash.SeenSet(0)
