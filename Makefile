@@ -10,25 +10,34 @@ export PYTHONDONTWRITEBYTECODE := 1
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: test run install build cargo-test pytest bench wheel flink-job-server clean
+.PHONY: test run install build native-deps cargo-test pytest bench bench-data wheel flink-job-server clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
+# libjpeg-turbo, which the turbojpeg crate builds from source, needs cmake and nasm. Installed with
+# apt-get when missing and we are root (CI, containers); otherwise we say what to install.
+native-deps:
+	@command -v cmake >/dev/null && command -v nasm >/dev/null || { \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing cmake and nasm with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake nasm >/dev/null; \
+	  else echo "beam-phash: please install cmake and nasm (e.g. sudo apt-get install cmake nasm)" >&2; exit 1; fi; }
+
 # Installs the Python dependencies (once per change of pyproject.toml) ...
-$(VENV)/.deps: pyproject.toml | $(PY)
+$(VENV)/.deps: pyproject.toml | $(PY) native-deps
 	$(PIP) install -q "maturin>=1.7,<2"
 	$(PIP) install -q -e '.[test]'
 	touch $@
 
 # ... and rebuilds the Rust extension (incremental) every time, so edits are never stale.
-build: $(VENV)/.deps
+build: $(VENV)/.deps native-deps
 	$(PIP) install -q --no-build-isolation --no-deps -e .
 
 install: build
 
-cargo-test:
+cargo-test: native-deps
 	cargo test --workspace
 
 pytest: build
@@ -39,10 +48,18 @@ test: cargo-test pytest
 run: build
 	$(PY) -m pipelines.dedup_images --output out/dedup
 
-bench: build
-	$(PY) benchmarks/bench_hash.py tests/data
+# A set of 1200 web-sized JPEGs (0.1-1 MP) cut from the shared photographs, for the benchmarks.
+BENCH_SET ?= out/webset
+bench-data: build
+	test -d $(BENCH_SET) || $(PY) benchmarks/make_web_set.py ../shared/images --out $(BENCH_SET) --count 1200
 
-wheel: $(VENV)/.deps
+bench: bench-data
+	$(PY) benchmarks/bench_hash.py $(BENCH_SET)
+	$(PY) benchmarks/bench_quality.py ../shared/images
+	$(PY) benchmarks/bench_backend.py
+	$(PY) benchmarks/bench_pipeline.py $(BENCH_SET)
+
+wheel: $(VENV)/.deps native-deps
 	$(VENV)/bin/maturin build --release --out dist
 
 # Beam's portable Flink job server, assembled by Maven from Maven Central (see its pom.xml).

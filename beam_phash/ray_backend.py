@@ -7,6 +7,7 @@ with the stored one, so a call that Ray or Beam repeats gives the same answer.
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -28,6 +29,14 @@ def owner_digests(owners: Sequence[str]) -> np.ndarray:
 def _label(owner: str) -> str:
     """What a bucket stores as the keeper's id: the record id, or "" for an id-less record."""
     return "" if owner.startswith(SURROGATE_PREFIX) else owner
+
+
+def _resident_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
 
 
 class BackendError(RuntimeError):
@@ -56,11 +65,11 @@ class BucketActor:
                              "backend serves one algorithm and hash_size")
         return self._seen.claim(packed, np.frombuffer(owners, dtype="<u8"), labels)
 
-    def size(self) -> int:
-        return 0 if self._seen is None else len(self._seen)
-
-    def nbytes(self) -> int:
-        return 0 if self._seen is None else self._seen.nbytes
+    def stats(self) -> Dict[str, int]:
+        """Hashes held, the seen-set's bytes, and this actor process's resident memory."""
+        return {"hashes": 0 if self._seen is None else len(self._seen),
+                "nbytes": 0 if self._seen is None else self._seen.nbytes,
+                "rss": _resident_bytes()}
 
 
 def bucket_actor_name(backend_name: str, bucket: int) -> str:
@@ -149,13 +158,9 @@ class RayDedupBackend:
             for i, keeper in zip(idxs, firsts):
                 result[i] = owners[i] if keeper is None else (keeper or SURROGATE_PREFIX)
 
-    def sizes(self) -> List[int]:
-        """Number of distinct hashes held by each bucket."""
-        return ray.get([self._actor(b).size.remote() for b in range(self.num_buckets)])
-
-    def nbytes(self) -> List[int]:
-        """Bytes held by each bucket's seen-set."""
-        return ray.get([self._actor(b).nbytes.remote() for b in range(self.num_buckets)])
+    def stats(self) -> List[Dict[str, int]]:
+        """Per bucket: hashes held, seen-set bytes, resident memory of the actor process."""
+        return ray.get([self._actor(b).stats.remote() for b in range(self.num_buckets)])
 
     def release(self) -> None:
         """Kill this backend's bucket actors (their state is gone)."""

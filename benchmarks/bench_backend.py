@@ -69,8 +69,6 @@ def python_baseline(n: int, rng: np.random.Generator) -> None:
 
 
 def ray_run(n: int, num_buckets: int, batch: int) -> None:
-    import ray
-
     from beam_phash import ray_cluster
     from beam_phash.ray_backend import RayDedupBackend
 
@@ -92,10 +90,10 @@ def ray_run(n: int, num_buckets: int, batch: int) -> None:
                 print(f"  {done:,} hashes, {done / (time.perf_counter() - t0):,.0f}/s", flush=True)
                 next_report += 30
         spent = time.perf_counter() - t0
-        sizes, nbytes = backend.sizes(), backend.nbytes()
-        actors = [a for a in ray.util.state.list_actors(filters=[("state", "=", "ALIVE")])
-                  if a.class_name == "BucketActor"]
-        rss = [rss_bytes(str(a.pid)) for a in actors if a.pid]
+        stats = backend.stats()
+        sizes = [b["hashes"] for b in stats]
+        nbytes = [b["nbytes"] for b in stats]
+        rss = [b["rss"] for b in stats]
         print(f"Ray backend, {num_buckets} actors, batches of {batch}: {n:,} hashes in {spent:.0f} s = "
               f"{n / spent:,.0f} hashes/s aggregate")
         print(f"  per actor: {np.mean(sizes):,.0f} hashes, seen-set {np.mean(nbytes) / 2**20:,.0f} MiB "

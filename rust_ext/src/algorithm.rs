@@ -98,8 +98,9 @@ impl HashSpec {
         bit_count(self.algorithm, self.hash_size)
     }
 
-    /// The largest side of the image the hasher resamples from; the decoder box-averages
-    /// images down to a few times this before the hasher's Lanczos filter runs.
+    /// The smallest side the decoder keeps: it reduces images by powers of two (DCT scaling for
+    /// JPEG, box averages otherwise) only while both sides stay at least this, 4x the size the
+    /// hasher's Lanczos filter resamples to.
     pub fn working_side(&self) -> u32 {
         let n = self.hash_size;
         let resample = match self.algorithm {
@@ -110,7 +111,7 @@ impl HashSpec {
             // blockhash averages blocks of the full image itself; give it a generous grid.
             Algorithm::Blockhash => 8 * n,
         };
-        (4 * resample).max(64)
+        (2 * resample).max(32)
     }
 
     pub fn hasher(&self) -> &Hasher {

@@ -6,6 +6,8 @@
 //! * EXIF orientation is applied, so a copy rotated only by its tag hashes like the upright one.
 //! * Transparent pixels are composited onto opaque white (`ALPHA_BACKGROUND`).
 //! * Luma uses the ITU-R BT.601 weights (as PIL's `convert("L")`).
+//! * JPEGs are decoded at a reduced scale by libjpeg-turbo (`jpeg.rs`), luma only; other formats,
+//!   and JPEGs libjpeg-turbo will not take, through the `image` crate.
 //! * Large images are box-averaged down to a bounded working size, so the hash resampler never
 //!   runs over full-resolution pixels.
 use std::io::Cursor;
@@ -42,7 +44,7 @@ impl Limits {
         Ok(Limits { max_pixels, max_alloc })
     }
 
-    fn check(&self, width: u32, height: u32) -> Result<(), HashError> {
+    pub(crate) fn check(&self, width: u32, height: u32) -> Result<(), HashError> {
         if width == 0 || height == 0 {
             return Err(HashError::Decode(format!("image has zero size {width}x{height}")));
         }
@@ -57,9 +59,9 @@ impl Limits {
     }
 }
 
-/// Decode `data` into an upright 8-bit grayscale image no larger than about
-/// `max_side` x `max_side` (aspect ratio kept; smaller images are returned as they are).
-pub fn decode_gray(data: &[u8], limits: &Limits, max_side: u32) -> Result<GrayImage, HashError> {
+/// Decode `data` into an upright 8-bit grayscale image, reduced by a power of two as far as both
+/// sides stay at least `min_side` (aspect ratio kept; smaller images are returned as they are).
+pub fn decode_gray(data: &[u8], limits: &Limits, min_side: u32) -> Result<GrayImage, HashError> {
     if data.is_empty() {
         return Err(HashError::Decode("empty input (0 bytes)".into()));
     }
@@ -75,6 +77,9 @@ pub fn decode_gray(data: &[u8], limits: &Limits, max_side: u32) -> Result<GrayIm
     })?;
     if format == image::ImageFormat::Jpeg {
         check_jpeg_complete(data)?;
+        if let Some(gray) = crate::jpeg::decode_scaled(data, limits, min_side)? {
+            return Ok(shrink(gray, min_side));
+        }
     }
     let mut image_limits = image::Limits::default();
     image_limits.max_alloc = Some(limits.max_alloc);
@@ -88,7 +93,7 @@ pub fn decode_gray(data: &[u8], limits: &Limits, max_side: u32) -> Result<GrayIm
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| classify(format, e))?;
     img.apply_orientation(orientation);
     let gray = to_gray(img);
-    Ok(shrink(gray, max_side))
+    Ok(shrink(gray, min_side))
 }
 
 /// The JPEG decoder fills a truncated scan with grey and reports success. A complete stream has
@@ -159,30 +164,39 @@ fn to_gray(img: DynamicImage) -> GrayImage {
     }
 }
 
-/// Box-average by integer factors so that neither side exceeds roughly `2 * max_side`.
-/// The hasher's own resampler then works on a small image only.
-pub fn shrink(img: GrayImage, max_side: u32) -> GrayImage {
+/// Box-average by the largest power of two f that keeps both sides at least `min_side`.
+///
+/// The same rule as the DCT-scaled JPEG path (`jpeg::pick_denominator`, whose 1/2..1/8 IDCT is
+/// close to a box average), so one picture stored as JPEG and as PNG reaches the hasher's
+/// resampler at the same size and nearly the same pixels. The resampler then works on a small
+/// image only.
+pub fn shrink(img: GrayImage, min_side: u32) -> GrayImage {
     let (w, h) = img.dimensions();
-    let max_side = max_side.max(1);
-    let fx = (w / max_side).max(1);
-    let fy = (h / max_side).max(1);
-    if fx == 1 && fy == 1 {
+    let min_side = min_side.max(1);
+    let mut f = 1u32;
+    while w.div_ceil(2 * f) >= min_side && h.div_ceil(2 * f) >= min_side {
+        f *= 2;
+    }
+    if f == 1 {
         return img;
     }
-    let (ow, oh) = (w / fx, h / fy);
+    // ceil, as the scaled IDCT: the last row and column average the pixels they have.
+    let (ow, oh) = (w.div_ceil(f), h.div_ceil(f));
     let src = img.as_raw();
     let mut acc = vec![0u32; ow as usize];
     let mut out = GrayImage::new(ow, oh);
-    let area = fx * fy;
     for oy in 0..oh {
         acc.iter_mut().for_each(|a| *a = 0);
-        for y in oy * fy..(oy + 1) * fy {
-            let row = &src[(y * w) as usize..(y * w + ow * fx) as usize];
-            for (ox, chunk) in row.chunks_exact(fx as usize).enumerate() {
+        let rows = oy * f..((oy + 1) * f).min(h);
+        let nrows = rows.len() as u32;
+        for y in rows {
+            let row = &src[(y * w) as usize..((y + 1) * w) as usize];
+            for (ox, chunk) in row.chunks(f as usize).enumerate() {
                 acc[ox] += chunk.iter().map(|&v| u32::from(v)).sum::<u32>();
             }
         }
         for (ox, a) in acc.iter().enumerate() {
+            let area = nrows * (f.min(w - ox as u32 * f));
             out.put_pixel(ox as u32, oy, Luma([((a + area / 2) / area) as u8]));
         }
     }
@@ -197,8 +211,13 @@ mod tests {
     fn shrink_averages_blocks() {
         let img = GrayImage::from_fn(8, 4, |x, _| Luma([if x % 2 == 0 { 0 } else { 200 }]));
         let out = shrink(img, 2);
-        assert_eq!(out.dimensions(), (2, 2));
+        assert_eq!(out.dimensions(), (4, 2));
         assert!(out.pixels().all(|p| p.0[0] == 100));
+        // Ceil, with partial edge blocks averaged over the pixels they hold.
+        let odd = GrayImage::from_fn(9, 9, |x, _| Luma([if x == 8 { 40 } else { 100 }]));
+        let out = shrink(odd, 3);
+        assert_eq!(out.dimensions(), (3, 3));
+        assert_eq!((out.get_pixel(1, 1).0[0], out.get_pixel(2, 2).0[0]), (100, 40));
     }
 
     #[test]

@@ -1,0 +1,128 @@
+//! JPEG at a reduced scale: libjpeg-turbo's scaled IDCT decodes straight to 1/2, 1/4 or 1/8 of
+//! the size, luma only, so a hash never pays for full-resolution pixels or for the colour planes.
+//!
+//! `decode_scaled` picks the largest reduction that keeps both sides at least `min_side`, decodes
+//! to 8-bit grayscale (CMYK/YCCK through CMYK, Adobe-inverted as nearly all are), and reads the
+//! EXIF orientation from the APP1 segment itself. It answers `Ok(None)` for what it does not
+//! handle (a decoder error or warning, lossless or 12-bit JPEG), and the caller then falls back to
+//! the general decoder, so a file that decoded before still decodes.
+use std::cell::RefCell;
+
+use image::metadata::Orientation;
+use image::GrayImage;
+use turbojpeg::{Colorspace, Decompressor, Image, PixelFormat, ScalingFactor};
+
+use crate::decode::Limits;
+use crate::error::HashError;
+
+thread_local! {
+    /// One decompressor per thread (it is Send, not Sync), reused across images.
+    static DECOMPRESSOR: RefCell<Option<Decompressor>> = const { RefCell::new(None) };
+}
+
+/// The reduction 1/d (d in 8, 4, 2, 1) that keeps both sides >= `min_side`.
+pub fn pick_denominator(width: usize, height: usize, min_side: usize) -> usize {
+    [8, 4, 2].into_iter().find(|&d| width.div_ceil(d) >= min_side && height.div_ceil(d) >= min_side).unwrap_or(1)
+}
+
+/// Decode `data` (known to be a complete JPEG) to grayscale at a reduced scale, upright.
+pub fn decode_scaled(data: &[u8], limits: &Limits, min_side: u32) -> Result<Option<GrayImage>, HashError> {
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            match Decompressor::new() {
+                Ok(d) => *slot = Some(d),
+                Err(_) => return Ok(None),
+            }
+        }
+        let dec = slot.as_mut().expect("decompressor was just created");
+        decode_with(dec, data, limits, min_side as usize)
+    })
+}
+
+fn decode_with(dec: &mut Decompressor, data: &[u8], limits: &Limits, min_side: usize) -> Result<Option<GrayImage>, HashError> {
+    let Ok(header) = dec.read_header(data) else { return Ok(None) };
+    if header.is_lossless {
+        return Ok(None);
+    }
+    let (w32, h32) = (u32::try_from(header.width).unwrap_or(u32::MAX), u32::try_from(header.height).unwrap_or(u32::MAX));
+    limits.check(w32, h32)?;
+    let denom = pick_denominator(header.width, header.height, min_side);
+    let factor = ScalingFactor::new(1, denom);
+    if dec.set_scaling_factor(factor).is_err() {
+        return Ok(None);
+    }
+    let (w, h) = (factor.scale(header.width), factor.scale(header.height));
+    let cmyk = matches!(header.colorspace, Colorspace::CMYK | Colorspace::YCCK);
+    let (format, channels) = if cmyk { (PixelFormat::CMYK, 4) } else { (PixelFormat::GRAY, 1) };
+    let mut pixels = vec![0u8; w * h * channels];
+    let image = Image { pixels: &mut pixels[..], width: w, pitch: w * channels, height: h, format };
+    if dec.decompress(data, image).is_err() {
+        return Ok(None);
+    }
+    let gray = if cmyk { cmyk_to_gray(&pixels) } else { pixels };
+    let Some(img) = GrayImage::from_raw(w as u32, h as u32, gray) else { return Ok(None) };
+    let mut dynamic = image::DynamicImage::ImageLuma8(img);
+    dynamic.apply_orientation(exif_orientation(data));
+    Ok(Some(dynamic.into_luma8()))
+}
+
+/// Adobe CMYK (stored inverted: 255 = no ink) to BT.601 luma of the RGB it stands for.
+fn cmyk_to_gray(px: &[u8]) -> Vec<u8> {
+    px.chunks_exact(4)
+        .map(|p| {
+            let k = u32::from(p[3]);
+            let (r, g, b) = (u32::from(p[0]) * k / 255, u32::from(p[1]) * k / 255, u32::from(p[2]) * k / 255);
+            ((r * 19595 + g * 38470 + b * 7471 + 32768) >> 16) as u8
+        })
+        .collect()
+}
+
+/// The EXIF orientation from the first APP1 "Exif" segment before the image data; no transform
+/// when there is none or it cannot be read (a broken EXIF block is not a broken image).
+pub fn exif_orientation(data: &[u8]) -> Orientation {
+    let mut i = 2; // after SOI
+    while i + 4 <= data.len() && data[i] == 0xFF {
+        let marker = data[i + 1];
+        if marker == 0xFF {
+            i += 1; // fill byte
+            continue;
+        }
+        if marker == 0xDA || marker == 0xD9 {
+            break; // start of scan / end of image: no more metadata
+        }
+        let len = usize::from(u16::from_be_bytes([data[i + 2], data[i + 3]]));
+        let end = (i + 2 + len).min(data.len());
+        let body = &data[(i + 4).min(end)..end];
+        if marker == 0xE1 && body.starts_with(b"Exif\0\0") {
+            return Orientation::from_exif_chunk(&body[6..]).unwrap_or(Orientation::NoTransforms);
+        }
+        i = end;
+    }
+    Orientation::NoTransforms
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn denominator_keeps_both_sides_above_the_minimum() {
+        assert_eq!(pick_denominator(4000, 3000, 128), 8);
+        assert_eq!(pick_denominator(800, 600, 128), 4);
+        assert_eq!(pick_denominator(300, 200, 128), 1);
+        assert_eq!(pick_denominator(500, 300, 128), 2);
+        assert_eq!(pick_denominator(4000, 100, 128), 1);
+    }
+
+    #[test]
+    fn no_exif_means_no_transform() {
+        assert_eq!(exif_orientation(&[0xFF, 0xD8, 0xFF, 0xD9]), Orientation::NoTransforms);
+        assert_eq!(exif_orientation(b"not a jpeg at all"), Orientation::NoTransforms);
+    }
+
+    #[test]
+    fn cmyk_without_ink_is_white() {
+        assert_eq!(cmyk_to_gray(&[255, 255, 255, 255, 0, 0, 0, 0]), vec![255, 0]);
+    }
+}
