@@ -39,8 +39,20 @@ __all__ = [
     "hash_images",
 ]
 
-from beam_phash.metrics import NAMESPACE as METRICS_NAMESPACE  # noqa: E402
 from beam_phash.records import DUPLICATE_OF_FIELD, ERROR_FIELD  # noqa: E402
-from beam_phash.transform import ImagePhashDedup  # noqa: E402
 
 __all__ += ["ImagePhashDedup", "METRICS_NAMESPACE", "DUPLICATE_OF_FIELD", "ERROR_FIELD"]
+
+
+def __getattr__(name: str):
+    # The Beam parts load on first use: Ray bucket actors import this package too, and must not
+    # pay for importing apache_beam (about a second of CPU per actor process).
+    if name == "ImagePhashDedup":
+        from beam_phash.transform import ImagePhashDedup
+
+        return ImagePhashDedup
+    if name == "METRICS_NAMESPACE":
+        from beam_phash.metrics import NAMESPACE
+
+        return NAMESPACE
+    raise AttributeError(f"module 'beam_phash' has no attribute {name!r}")

@@ -7,6 +7,7 @@ from typing import Iterable, List, Tuple
 import apache_beam as beam
 from apache_beam.coders import StrUtf8Coder
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
+from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_phash import outcome
 from beam_phash.hash_dofn import Hashed
@@ -15,8 +16,13 @@ from beam_phash.ray_backend import RayDedupBackend
 
 
 class RayDedupDoFn(beam.DoFn):
-    """One backend call per input batch. The client connects in ``setup()``, never in
-    ``__init__``, so the DoFn pickles as plain configuration."""
+    """One backend call per bucket per input batch. The client connects in ``setup()``, never in
+    ``__init__``, so the DoFn pickles as plain configuration.
+
+    Pipelined: a batch's claims are sent, and the previous batch's answers are collected and
+    emitted, so the bucket actors work while the next batch is hashed and routed. Each output
+    keeps its own input's timestamp and window. A bundle that fails after sending claims is
+    safe to retry: claims are idempotent."""
 
     def __init__(self, backend: RayDedupBackend):
         self._backend = backend
@@ -25,11 +31,31 @@ class RayDedupDoFn(beam.DoFn):
     def setup(self):
         self._backend.connect()
 
-    def process(self, batch: List[Hashed]) -> Iterable:
-        started = time.perf_counter()
-        firsts = self._backend.claim([h.hash for h in batch], [h.owner for h in batch])
+    def start_bundle(self):
+        self._pending = None
+
+    def process(self, batch: List[Hashed], timestamp=beam.DoFn.TimestampParam,
+                window=beam.DoFn.WindowParam) -> Iterable:
+        sent = (batch, self._backend.submit([h.hash for h in batch], [h.owner for h in batch]),
+                time.perf_counter(), timestamp, window)
+        previous, self._pending = self._pending, sent
+        if previous is not None:
+            yield from self._finish(previous)
+
+    def finish_bundle(self) -> Iterable:
+        if self._pending is not None:
+            previous, self._pending = self._pending, None
+            yield from self._finish(previous)
+
+    def _finish(self, sent) -> Iterable:
+        batch, pending, started, timestamp, window = sent
+        firsts = self._backend.collect(pending)
         self._metrics.backend_call_latency_ms.update(int((time.perf_counter() - started) * 1000))
-        yield from self._route(batch, firsts)
+        for out in self._route(batch, firsts):
+            if isinstance(out, beam.pvalue.TaggedOutput):
+                yield beam.pvalue.TaggedOutput(out.tag, WindowedValue(out.value, timestamp, [window]))
+            else:
+                yield WindowedValue(out, timestamp, [window])
 
     def _route(self, batch: List[Hashed], firsts: List[str]) -> Iterable:
         for h, first in zip(batch, firsts):

@@ -39,6 +39,15 @@ def _resident_bytes() -> int:
         return 0
 
 
+class PendingClaims:
+    """Claims of one batch that were sent to the bucket actors and not collected yet."""
+
+    def __init__(self, owners: Sequence[str]):
+        self.owners = owners
+        self.calls: Dict[object, tuple] = {}
+        self.result: List[Optional[str]] = [None] * len(owners)
+
+
 class BackendError(RuntimeError):
     """A bucket actor is unreachable or died; the message names the bucket."""
 
@@ -121,42 +130,49 @@ class RayDedupBackend:
 
     def claim(self, hashes: Sequence[bytes], owners: Sequence[str]) -> List[str]:
         """For each hash, the owner that claimed it first (the caller's own owner if it is new;
-        ``SURROGATE_PREFIX`` alone where the first claimant had no id).
+        ``SURROGATE_PREFIX`` alone where the first claimant had no id)."""
+        return self.collect(self.submit(hashes, owners))
 
-        Groups the batch by bucket, makes one call per bucket, at most ``max_in_flight`` at once.
-        """
+    def submit(self, hashes: Sequence[bytes], owners: Sequence[str]) -> "PendingClaims":
+        """Send a batch's claims and return without waiting for them (unless more than
+        ``max_in_flight`` calls are out): one call per bucket the batch touches."""
+        pending = PendingClaims(owners)
         if not hashes:
-            return []
+            return pending
         width = len(hashes[0])
         digests = owner_digests(owners)
         buckets = bucket_of(hashes, self.num_buckets)
         order = np.argsort(buckets, kind="stable")
         bounds = np.flatnonzero(np.diff(buckets[order])) + 1
-        result: List[Optional[str]] = [None] * len(hashes)
-        pending: Dict[object, tuple] = {}
         for idxs in np.split(order, bounds):
-            if len(pending) >= self.max_in_flight:
-                self._collect(pending, owners, result, num_returns=1)
+            if len(pending.calls) >= self.max_in_flight:
+                self._collect(pending, num_returns=1)
             bucket = int(buckets[idxs[0]])
             ref = self._actor(bucket).claim.remote(
                 b"".join(hashes[i] for i in idxs), width, digests[idxs].tobytes(),
                 [_label(owners[i]) for i in idxs])
-            pending[ref] = (bucket, idxs)
-        self._collect(pending, owners, result, num_returns=len(pending))
-        return result  # type: ignore[return-value]
+            pending.calls[ref] = (bucket, idxs)
+        return pending
 
-    def _collect(self, pending: dict, owners: Sequence[str], result: list, num_returns: int) -> None:
-        done, _ = ray.wait(list(pending), num_returns=num_returns)
+    def collect(self, pending: "PendingClaims") -> List[str]:
+        """Wait for a submitted batch; the answers of :meth:`claim`, in input order."""
+        self._collect(pending, num_returns=len(pending.calls))
+        return pending.result  # type: ignore[return-value]
+
+    def _collect(self, pending: "PendingClaims", num_returns: int) -> None:
+        if not pending.calls:
+            return
+        done, _ = ray.wait(list(pending.calls), num_returns=num_returns)
         for ref in done:
-            bucket, idxs = pending.pop(ref)
+            bucket, idxs = pending.calls.pop(ref)
             try:
-                firsts = ray.get(ref)
+                keepers = ray.get(ref)
             except ray.exceptions.RayError as e:
                 raise BackendError(
                     f"bucket {bucket} of dedup backend {self.backend_name!r} failed: "
                     f"{type(e).__name__}: {e}") from e
-            for i, keeper in zip(idxs, firsts):
-                result[i] = owners[i] if keeper is None else (keeper or SURROGATE_PREFIX)
+            for i, keeper in zip(idxs, keepers):
+                pending.result[i] = pending.owners[i] if keeper is None else (keeper or SURROGATE_PREFIX)
 
     def stats(self) -> List[Dict[str, int]]:
         """Per bucket: hashes held, seen-set bytes, resident memory of the actor process."""

@@ -65,6 +65,8 @@ def parse_args(argv: Optional[List[str]]):
     ap.add_argument("--num-buckets", type=int, default=16)
     ap.add_argument("--ray-address", default=None,
                     help="existing Ray cluster (host:port or auto); default: an embedded local Ray")
+    ap.add_argument("--backend-name", default=None,
+                    help="Ray: a named backend that outlives the job, so later jobs dedup against it")
     ap.add_argument("--no-report", action="store_true", help="skip report.html")
     return ap.parse_known_args(argv)
 
@@ -113,7 +115,8 @@ def configure(argv: Optional[List[str]]):
     dedup = ImagePhashDedup(hash_size=args.hash_size, algorithm=args.algorithm,
                             image_field=spec.image_column, id_field=spec.id_column,
                             hash_field=HASH_FIELD, backend=args.backend,
-                            num_buckets=args.num_buckets, ray_address=args.ray_address)
+                            num_buckets=args.num_buckets, ray_address=args.ray_address,
+                            backend_name=args.backend_name)
     return args, spec, dedup, PipelineOptions(beam_args)
 
 
