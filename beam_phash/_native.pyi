@@ -1,5 +1,5 @@
 """Type stubs for the Rust extension module ``beam_phash._native``."""
-from typing import Iterable, Literal, Optional, Union
+from typing import Any, Iterable, Literal, Optional, Union
 
 BytesLike = Union[bytes, bytearray, memoryview]
 Algorithm = Literal["phash", "double_gradient", "dhash", "ahash", "median", "blockhash"]
@@ -53,9 +53,10 @@ class SeenSet:
     keep_labels=True, a label (the keeper's record id). About 46 bytes per 256-bit entry."""
 
     def __init__(self, hash_bytes: int = 32, *, keep_labels: bool = False) -> None: ...
-    def check_and_insert(self, hashes: BytesLike, owners: Union[BytesLike, Iterable[int]]) -> list[bool]: ...
+    # owners: a uint64 buffer (numpy uint64 array, array('Q'), memoryview cast to 'Q') or ints.
+    def check_and_insert(self, hashes: BytesLike, owners: Union[Iterable[int], Any]) -> list[bool]: ...
     def claim(
-        self, hashes: BytesLike, owners: Union[BytesLike, Iterable[int]], labels: list[str]
+        self, hashes: BytesLike, owners: Union[Iterable[int], Any], labels: list[str]
     ) -> list[Optional[str]]: ...
     def owners_of(self, hashes: BytesLike) -> list[Optional[int]]: ...
     def __len__(self) -> int: ...

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import Iterable, List, Tuple
+from typing import TYPE_CHECKING, Iterable, List, Tuple
 
 import apache_beam as beam
 from apache_beam.coders import StrUtf8Coder
@@ -12,7 +12,9 @@ from apache_beam.utils.windowed_value import WindowedValue
 from beam_phash import outcome
 from beam_phash.hash_dofn import Hashed
 from beam_phash.metrics import DedupMetrics
-from beam_phash.ray_backend import RayDedupBackend
+
+if TYPE_CHECKING:  # the state backend must not need Ray on its workers
+    from beam_phash.ray_backend import RayDedupBackend
 
 
 class RayDedupDoFn(beam.DoFn):
@@ -48,9 +50,11 @@ class RayDedupDoFn(beam.DoFn):
             yield from self._finish(previous)
 
     def _finish(self, sent) -> Iterable:
-        batch, pending, started, timestamp, window = sent
+        batch, pending, _sent_at, timestamp, window = sent
+        waited = time.perf_counter()
         firsts = self._backend.collect(pending)
-        self._metrics.backend_call_latency_ms.update(int((time.perf_counter() - started) * 1000))
+        # Time spent waiting for answers (the calls overlap with hashing the next batch).
+        self._metrics.backend_call_latency_ms.update(int((time.perf_counter() - waited) * 1000))
         for out in self._route(batch, firsts):
             if isinstance(out, beam.pvalue.TaggedOutput):
                 yield beam.pvalue.TaggedOutput(out.tag, WindowedValue(out.value, timestamp, [window]))

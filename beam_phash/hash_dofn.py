@@ -12,6 +12,7 @@ from beam_phash.records import (
     ERROR_FIELD,
     FAILED,
     BadRecord,
+    encodable_image,
     image_bytes,
     record_id,
     surrogate_owner,
@@ -45,8 +46,8 @@ class HashBatchDoFn(beam.DoFn):
 
     def _failed(self, record, reason: str):
         self._metrics.failed.inc()
-        return beam.pvalue.TaggedOutput(
-            FAILED, with_fields(record, **{self._hash_field: None, ERROR_FIELD: reason}))
+        out = with_fields(record, **{self._hash_field: None, ERROR_FIELD: reason})
+        return beam.pvalue.TaggedOutput(FAILED, encodable_image(out, self._image_field))
 
     def process(self, batch: List[dict]) -> Iterable:
         self._metrics.inputs.inc(len(batch))
@@ -70,6 +71,7 @@ class HashBatchDoFn(beam.DoFn):
                 yield self._failed(record, str(result))
                 continue
             owner = record_id(record, self._id_field) or surrogate_owner(data)
-            out.append(Hashed(bytes(result), owner, with_fields(record, **{self._hash_field: result.hex()})))
+            kept = encodable_image(with_fields(record, **{self._hash_field: result.hex()}), self._image_field)
+            out.append(Hashed(bytes(result), owner, kept))
         if out:
             yield out

@@ -105,9 +105,12 @@ def _enable_token_mode() -> None:
 
 def _check_reachable(address: str, timeout: float) -> None:
     """Fail fast with a clear message: ray.init() waits for minutes on an address nobody serves."""
+    if "://" in address:
+        return  # "ray://..." (Ray Client): let Ray resolve it
     host, _, port = address.rpartition(":")
+    host = host.strip("[]")  # [::1]:6379
     if not host or not port.isdigit():
-        return  # "auto", "ray://...": let Ray resolve it
+        return  # "auto": let Ray resolve it
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as e:

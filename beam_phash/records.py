@@ -65,6 +65,17 @@ def surrogate_owner(data) -> str:
     return SURROGATE_PREFIX + hashlib.sha256(data).hexdigest()
 
 
+def encodable_image(record: dict, image_field: str) -> dict:
+    """Beam's coders cannot encode a memoryview: an output record carries such an image as bytes
+    (the one copy this makes; bytes and bytearray images are passed on as they are)."""
+    value = record.get(image_field)
+    if isinstance(value, memoryview):
+        record[image_field] = value.tobytes()
+    elif isinstance(value, Mapping) and isinstance(value.get("bytes"), memoryview):
+        record[image_field] = {**value, "bytes": value["bytes"].tobytes()}
+    return record
+
+
 def with_fields(record: Any, **fields) -> dict:
     """A shallow copy of the record (image bytes are shared, not copied) with fields set."""
     out = dict(record) if isinstance(record, Mapping) else {"record": record}

@@ -17,7 +17,7 @@ from beam_phash._native import (
 )
 from beam_phash.dedup_dofns import ReleaseBackendDoFn, RayDedupDoFn, StateDedupDoFn, key_by_hash
 from beam_phash.hash_dofn import HashBatchDoFn
-from beam_phash.records import DUPLICATES, FAILED, KEPT
+from beam_phash.records import DUPLICATE_OF_FIELD, DUPLICATES, ERROR_FIELD, FAILED, KEPT
 
 BACKENDS = ("ray", "state")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -85,6 +85,12 @@ class ImagePhashDedup(beam.PTransform):
         _field("id_field", id_field, optional=True)
         if hash_field == image_field:
             raise ValueError(f"hash_field and image_field must differ, both are {hash_field!r}")
+        if hash_field == id_field:
+            raise ValueError(f"hash_field and id_field must differ, both are {hash_field!r}")
+        reserved = {DUPLICATE_OF_FIELD, ERROR_FIELD}
+        for name, value in (("hash_field", hash_field), ("image_field", image_field), ("id_field", id_field)):
+            if value in reserved:
+                raise ValueError(f"{name} {value!r} is a field the transform writes ({', '.join(sorted(reserved))})")
         _int_in("num_buckets", num_buckets, 1, 65536)
         _int_in("batch_size", batch_size, 1, 100_000)
         _int_in("max_in_flight", max_in_flight, 1)
@@ -146,6 +152,7 @@ class ImagePhashDedup(beam.PTransform):
                 # Barrier: the count exists only once every record went through the backend.
                 _ = ((deduped[KEPT], deduped[DUPLICATES])
                      | "AllDeduped" >> beam.Flatten()
+                     | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
                      | "CountDeduped" >> beam.combiners.Count.Globally()
                      | "ReleaseBackend" >> beam.ParDo(ReleaseBackendDoFn(backend)))
         else:

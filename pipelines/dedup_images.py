@@ -30,7 +30,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 import beam_phash
-from beam_phash import ImagePhashDedup
+from beam_phash import DUPLICATE_OF_FIELD, ERROR_FIELD, ImagePhashDedup
 from pipelines import inputs as job_inputs
 from pipelines.inputs import ConfigError, InputSpec, ReadImageRecords
 from pipelines.outputs import WriteOutputs
@@ -39,6 +39,8 @@ from pipelines.report import CollectReportData, write_report
 
 SAMPLE_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sample_data")
 HASH_FIELD = "image_phash"
+_OWN_FLAGS = {"input", "input-format", "image-column", "id-column", "output", "hash-size", "algorithm",
+              "backend", "num-buckets", "ray-address", "backend-name", "no-report"}
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -82,6 +84,29 @@ def check_output(output: str) -> None:
         raise ConfigError(f"--output {output!r} is not writable: {e}") from None
 
 
+def check_beam_options(beam_args: List[str]) -> None:
+    """Flags the job does not know go to Beam; one Beam does not know either is a typo
+    (--hash_size for --hash-size), which Beam would only warn about and drop."""
+    known = set(PipelineOptions([]).get_all_options(drop_default=False, retain_unknown_options=False))
+    for arg in beam_args:
+        if not arg.startswith("--"):
+            continue
+        name = arg[2:].split("=", 1)[0]
+        if name.replace("-", "_") not in known:
+            hint = f" (did you mean --{name.replace('_', '-')}?)" if name.replace("_", "-") in _OWN_FLAGS else ""
+            raise ConfigError(f"unknown option --{name}{hint}")
+
+
+def clear_outputs(output: str) -> None:
+    """The job owns kept/, duplicates/, failed/ and report/: shards of an earlier run there
+    (perhaps more of them) would be read as part of this one."""
+    stale = []
+    for sub in ("kept", "duplicates", "failed", "report"):
+        stale += [m.path for m in FileSystems.match([FileSystems.join(output, sub, "*")])[0].metadata_list]
+    if stale:
+        FileSystems.delete(stale)
+
+
 def build(p, spec: InputSpec, output: str, dedup: ImagePhashDedup, report: bool = True) -> None:
     records = (p
                | "Read" >> ReadImageRecords(spec)
@@ -109,8 +134,10 @@ def configure(argv: Optional[List[str]]):
         raise ConfigError("--image-column and --id-column apply to --input-format parquet")
     spec = job_inputs.resolve(args.input or [SAMPLE_DATA], args.input_format,
                               args.image_column, args.id_column)
-    if HASH_FIELD in spec.columns:
-        raise ConfigError(f"the input already has a column {HASH_FIELD!r}")
+    taken = sorted({HASH_FIELD, DUPLICATE_OF_FIELD, ERROR_FIELD} & set(spec.columns))
+    if taken:
+        raise ConfigError(f"the input already has column(s) {', '.join(taken)}, which the job writes")
+    check_beam_options(beam_args)
     check_output(args.output)
     dedup = ImagePhashDedup(hash_size=args.hash_size, algorithm=args.algorithm,
                             image_field=spec.image_column, id_field=spec.id_column,
@@ -126,6 +153,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (ConfigError, ValueError) as e:
         print(f"beam-phash: error: {e}", file=sys.stderr)
         return 2
+    clear_outputs(args.output)
     print(f"beam-phash: {spec.matched} {spec.fmt} input(s) -> {args.output} "
           f"({args.algorithm}, {beam_phash.hash_bits(args.algorithm, args.hash_size)} bits, "
           f"backend {args.backend})", file=sys.stderr, flush=True)
@@ -147,7 +175,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         "bits": beam_phash.hash_bits(args.algorithm, args.hash_size),
         "backend": args.backend,
         "input_format": spec.fmt,
-        "inputs_matched": spec.patterns,
+        "input_patterns": spec.patterns,
+        "input_files": spec.matched,
     }
     with FileSystems.create(FileSystems.join(args.output, "summary.json")) as f:
         f.write(json.dumps(summary, indent=2).encode())

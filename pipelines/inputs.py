@@ -78,7 +78,9 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
         pattern = _pattern(item, fmt)
         paths += _match(pattern, item)
         patterns.append(pattern)
-    spec = InputSpec(fmt, patterns, image_column, id_column, matched=len(paths))
+    if fmt == "parquet" and len(set(paths)) != len(paths):
+        raise ConfigError("--input values overlap: a Parquet file would be read twice")
+    spec = InputSpec(fmt, patterns, image_column, id_column, matched=len(set(paths)))
     if fmt == "files":
         spec.columns = ["id"]
         return spec
@@ -116,6 +118,10 @@ class ReadImageRecords(beam.PTransform):
         if self._spec.fmt == "files":
             return (patterns
                     | "MatchFiles" >> fileio.MatchAll()
+                    # Overlapping inputs (DIR and DIR/*.jpg) must not read a file twice.
+                    | "Paths" >> beam.Map(lambda m: m.path)
+                    | "DistinctPaths" >> beam.Distinct()
+                    | "MatchEach" >> fileio.MatchAll()
                     | "ReadMatches" >> fileio.ReadMatches()
                     | "ToRecords" >> beam.Map(file_record))
         return patterns | "ReadParquet" >> parquetio.ReadAllFromParquet()

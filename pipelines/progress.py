@@ -1,6 +1,7 @@
-"""Progress lines while the job runs: records processed so far and images/s, per worker.
+"""Progress lines while the job runs: records read so far and images/s, per worker.
 
-A pass-through step placed right before deduplication, so it runs fused with reading and hashing;
+A pass-through step right after reading; it runs fused with reading, batching and hashing, so its
+rate is the rate of the whole fused stage;
 each worker process prints to stderr at most once every ``every_seconds``. It adds one cheap call
 per record and copies nothing.
 """
@@ -36,5 +37,5 @@ class ProgressDoFn(beam.DoFn):
 
     def _report(self, now: float) -> None:
         elapsed = max(now - self._started, 1e-9)
-        print(f"beam-phash: progress [pid {os.getpid()}]: {self._count} records read and hashed, "
+        print(f"beam-phash: progress [pid {os.getpid()}]: {self._count} records read, "
               f"{self._count / elapsed:.0f} images/s", file=sys.stderr, flush=True)

@@ -106,7 +106,7 @@ def test_value_type_is_immutable(photo_bytes):
         h.bits = 3
 
 
-@pytest.mark.parametrize("text", ["abc", "zz", "0g"])
+@pytest.mark.parametrize("text", ["abc", "zz", "0g", "+f+f", "-1"])
 def test_from_hex_rejects_garbage(text):
     with pytest.raises(ValueError):
         PHash.from_hex(text)

@@ -1,9 +1,11 @@
 """ImagePhashDedup against the brute-force oracle: both backends, in-process and multi-process,
 with retries, counters, the plain output form, named backends and argument validation."""
+import hashlib
 import os
 import subprocess
 import sys
 import textwrap
+from collections import defaultdict
 
 import apache_beam as beam
 import pytest
@@ -11,7 +13,7 @@ import ray
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
-from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 
 from beam_phash import METRICS_NAMESPACE, ImagePhashDedup
 from beam_phash.dedup_dofns import RayDedupDoFn
@@ -184,10 +186,33 @@ def test_records_without_ids():
     ok = [r for r in data if not r["id"].startswith("bad")]
     for r in ok:
         del r["id"]
+    groups, _ = oracle([dict(r, id=str(i)) for i, r in enumerate(ok)])
+
+    def check(tagged):
+        kept = [r for t, r in tagged if t == "kept"]
+        dups = [r for t, r in tagged if t == "duplicates"]
+        if len(kept) + len(dups) != len(ok) or not dups:
+            raise BeamAssertException(f"{len(kept)} kept + {len(dups)} duplicates != {len(ok)}")
+        if any(r["duplicate_of"] is not None for r in dups):
+            raise BeamAssertException("a keeper without id was named")
+        contents = defaultdict(set)
+        for r in kept:
+            contents[r["image_phash"]].add(_digest(r["image"]))
+        if set(contents) != set(groups):
+            raise BeamAssertException("a hash group has no kept record")
+        if any(len(c) != 1 for c in contents.values()):
+            raise BeamAssertException("two different byte contents were kept for one hash")
+        if len(kept) == len(groups):
+            raise BeamAssertException("byte-identical copies without ids should all be kept")
+
     with TestPipeline() as p:
-        kept, dups, failed = p | beam.Create(ok) | ImagePhashDedup(backend="state").with_outputs()
-        assert_that(dups | beam.Map(lambda r: r["duplicate_of"]), lambda xs: all(x is None for x in xs) and xs,
-                    label="NoKeeperId")
+        outputs = p | beam.Create(ok) | ImagePhashDedup(backend="state").with_outputs()
+        assert_that(tagged(outputs), check)
+
+
+def _digest(image):
+    data = image["bytes"] if isinstance(image, dict) else image
+    return hashlib.sha256(bytes(data)).hexdigest()
 
 
 # --- routing and validation -------------------------------------------------------------------
@@ -213,6 +238,9 @@ def test_routing_uses_the_hash_bits_not_pythons_salted_hash():
     ({"num_buckets": 0}, "num_buckets must be between 1 and 65536"),
     ({"image_field": ""}, "image_field must be a non-empty string"),
     ({"hash_field": "image"}, "hash_field and image_field must differ"),
+    ({"hash_field": "id"}, "hash_field and id_field must differ"),
+    ({"hash_field": "error"}, "is a field the transform writes"),
+    ({"id_field": "duplicate_of"}, "is a field the transform writes"),
     ({"id_field": 3}, "id_field must be a non-empty string"),
     ({"batch_size": 0}, "batch_size must be between"),
     ({"ray_address": ""}, "ray_address must be a non-empty string"),

@@ -66,6 +66,7 @@ impl PHash {
             .step_by(2)
             .map(|i| {
                 s.get(i..i + 2)
+                    .filter(|pair| pair.bytes().all(|c| c.is_ascii_hexdigit()))
                     .and_then(|pair| u8::from_str_radix(pair, 16).ok())
                     .ok_or_else(|| PyValueError::new_err(format!("invalid hex digit near position {i}")))
             })
@@ -288,6 +289,9 @@ impl SeenSet {
         let buf = borrow_bytes(hashes).map_err(PyTypeError::new_err)?;
         let packed = unsafe { as_slice(&buf) };
         let width = self.inner.hash_bytes();
+        if packed.len() % width != 0 {
+            return Err(seen_err(SeenError::Width { expected: width, got: packed.len() }));
+        }
         if packed.len() != owners.len() * width {
             return Err(seen_err(SeenError::Count { hashes: packed.len() / width, owners: owners.len() }));
         }
