@@ -78,9 +78,11 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
         pattern = _pattern(item, fmt)
         paths += _match(pattern, item)
         patterns.append(pattern)
-    if fmt == "parquet" and len(set(paths)) != len(paths):
-        raise ConfigError("--input values overlap: a Parquet file would be read twice")
-    spec = InputSpec(fmt, patterns, image_column, id_column, matched=len(set(paths)))
+    if len(set(paths)) != len(paths):
+        # Overlapping inputs (DIR and DIR/*.jpg) must not read a file twice: read the matched
+        # files by name instead (only then, as a list of names can be long).
+        paths = patterns = sorted(set(paths))
+    spec = InputSpec(fmt, patterns, image_column, id_column, matched=len(paths))
     if fmt == "files":
         spec.columns = ["id"]
         return spec
@@ -118,10 +120,6 @@ class ReadImageRecords(beam.PTransform):
         if self._spec.fmt == "files":
             return (patterns
                     | "MatchFiles" >> fileio.MatchAll()
-                    # Overlapping inputs (DIR and DIR/*.jpg) must not read a file twice.
-                    | "Paths" >> beam.Map(lambda m: m.path)
-                    | "DistinctPaths" >> beam.Distinct()
-                    | "MatchEach" >> fileio.MatchAll()
                     | "ReadMatches" >> fileio.ReadMatches()
                     | "ToRecords" >> beam.Map(file_record))
         return patterns | "ReadParquet" >> parquetio.ReadAllFromParquet()
