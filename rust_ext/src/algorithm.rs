@@ -99,8 +99,8 @@ impl HashSpec {
     }
 
     /// The smallest side the decoder keeps: it reduces images by powers of two (DCT scaling for
-    /// JPEG, box averages otherwise) only while both sides stay at least this, 4x the size the
-    /// hasher's Lanczos filter resamples to.
+    /// JPEG, box averages otherwise) only while both sides stay at least this, twice the size the
+    /// hasher's Lanczos filter resamples to (and at least 32).
     pub fn working_side(&self) -> u32 {
         let n = self.hash_size;
         let resample = match self.algorithm {

@@ -8,8 +8,8 @@
 //! * Luma uses the ITU-R BT.601 weights (as PIL's `convert("L")`).
 //! * JPEGs are decoded at a reduced scale by libjpeg-turbo (`jpeg.rs`), luma only; other formats,
 //!   and JPEGs libjpeg-turbo will not take, through the `image` crate.
-//! * Large images are box-averaged down to a bounded working size, so the hash resampler never
-//!   runs over full-resolution pixels.
+//! * Images are reduced by powers of two while both sides stay at least the working side, so the
+//!   hash resampler never runs over full-resolution pixels.
 use std::io::Cursor;
 
 use image::{DynamicImage, GrayImage, ImageDecoder, ImageReader, Luma};
@@ -123,7 +123,7 @@ fn describe_magic(data: &[u8]) -> String {
 }
 
 #[inline]
-fn luma601(r: u8, g: u8, b: u8) -> u8 {
+pub(crate) fn luma601(r: u8, g: u8, b: u8) -> u8 {
     // Fixed point BT.601: (299 R + 587 G + 114 B) / 1000, rounded.
     ((u32::from(r) * 19595 + u32::from(g) * 38470 + u32::from(b) * 7471 + 32768) >> 16) as u8
 }
@@ -164,7 +164,18 @@ fn to_gray(img: DynamicImage) -> GrayImage {
     }
 }
 
-/// Box-average by the largest power of two f that keeps both sides at least `min_side`.
+/// The largest power of two f such that both sides, divided by f and rounded up, stay at least
+/// `min_side`. Both reductions use it: the scaled IDCT for JPEG (capped at 8) and `shrink`.
+pub(crate) fn reduction(width: u32, height: u32, min_side: u32) -> u32 {
+    let min_side = min_side.max(1);
+    let mut f = 1u32;
+    while f < 1 << 30 && width.div_ceil(2 * f) >= min_side && height.div_ceil(2 * f) >= min_side {
+        f *= 2;
+    }
+    f
+}
+
+/// Box-average by `reduction(width, height, min_side)`.
 ///
 /// The same rule as the DCT-scaled JPEG path (`jpeg::pick_denominator`, whose 1/2..1/8 IDCT is
 /// close to a box average), so one picture stored as JPEG and as PNG reaches the hasher's
@@ -172,11 +183,7 @@ fn to_gray(img: DynamicImage) -> GrayImage {
 /// image only.
 pub fn shrink(img: GrayImage, min_side: u32) -> GrayImage {
     let (w, h) = img.dimensions();
-    let min_side = min_side.max(1);
-    let mut f = 1u32;
-    while w.div_ceil(2 * f) >= min_side && h.div_ceil(2 * f) >= min_side {
-        f *= 2;
-    }
+    let f = reduction(w, h, min_side);
     if f == 1 {
         return img;
     }

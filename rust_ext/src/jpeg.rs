@@ -12,7 +12,7 @@ use image::metadata::Orientation;
 use image::GrayImage;
 use turbojpeg::{Colorspace, Decompressor, Image, PixelFormat, ScalingFactor};
 
-use crate::decode::Limits;
+use crate::decode::{luma601, reduction, Limits};
 use crate::error::HashError;
 
 thread_local! {
@@ -20,9 +20,11 @@ thread_local! {
     static DECOMPRESSOR: RefCell<Option<Decompressor>> = const { RefCell::new(None) };
 }
 
-/// The reduction 1/d (d in 8, 4, 2, 1) that keeps both sides >= `min_side`.
+/// The reduction 1/d that keeps both sides >= `min_side`: the decoder's power-of-two rule,
+/// capped at the 1/8 the scaled IDCT goes to.
 pub fn pick_denominator(width: usize, height: usize, min_side: usize) -> usize {
-    [8, 4, 2].into_iter().find(|&d| width.div_ceil(d) >= min_side && height.div_ceil(d) >= min_side).unwrap_or(1)
+    let clamp = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+    reduction(clamp(width), clamp(height), clamp(min_side)).min(8) as usize
 }
 
 /// Decode `data` (known to be a complete JPEG) to grayscale at a reduced scale, upright.
@@ -71,9 +73,9 @@ fn decode_with(dec: &mut Decompressor, data: &[u8], limits: &Limits, min_side: u
 fn cmyk_to_gray(px: &[u8]) -> Vec<u8> {
     px.chunks_exact(4)
         .map(|p| {
-            let k = u32::from(p[3]);
-            let (r, g, b) = (u32::from(p[0]) * k / 255, u32::from(p[1]) * k / 255, u32::from(p[2]) * k / 255);
-            ((r * 19595 + g * 38470 + b * 7471 + 32768) >> 16) as u8
+            let k = u16::from(p[3]);
+            let ink = |c: u8| (u16::from(c) * k / 255) as u8;
+            luma601(ink(p[0]), ink(p[1]), ink(p[2]))
         })
         .collect()
 }

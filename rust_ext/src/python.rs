@@ -279,28 +279,11 @@ impl SeenSet {
     /// Like check_and_insert, storing `labels` (the records' ids) with new hashes. Returns, per
     /// hash, None where the caller is the first claimant, else the first claimant's label.
     fn claim(&mut self, hashes: &Bound<'_, PyAny>, owners: &Bound<'_, PyAny>, labels: Vec<String>) -> PyResult<Vec<Option<String>>> {
-        if !self.inner.keeps_labels() {
-            return Err(PyValueError::new_err("claim() needs SeenSet(keep_labels=True)"));
-        }
         let owners = owner_ids(owners)?;
-        if labels.len() != owners.len() {
-            return Err(PyValueError::new_err(format!("{} owners but {} labels", owners.len(), labels.len())));
-        }
         let buf = borrow_bytes(hashes).map_err(PyTypeError::new_err)?;
-        let packed = unsafe { as_slice(&buf) };
-        let width = self.inner.hash_bytes();
-        if packed.len() % width != 0 {
-            return Err(seen_err(SeenError::Width { expected: width, got: packed.len() }));
-        }
-        if packed.len() != owners.len() * width {
-            return Err(seen_err(SeenError::Count { hashes: packed.len() / width, owners: owners.len() }));
-        }
-        let mut out = Vec::with_capacity(owners.len());
-        for ((hash, &owner), label) in packed.chunks_exact(width).zip(&owners).zip(&labels) {
-            let (entry, first) = self.inner.claim_one(hash, owner, Some(label.as_bytes())).map_err(seen_err)?;
-            out.push(if first { None } else { Some(String::from_utf8_lossy(self.inner.label_at(entry)).into_owned()) });
-        }
-        Ok(out)
+        let keepers = self.inner.claim_labelled(unsafe { as_slice(&buf) }, &owners, &labels).map_err(seen_err)?;
+        let label = |e: usize| String::from_utf8_lossy(self.inner.label_at(e)).into_owned();
+        Ok(keepers.into_iter().map(|k| k.map(label)).collect())
     }
 
     /// The stored owner of each packed hash, None where it is not held.

@@ -33,6 +33,8 @@ pub enum SeenError {
     Count { hashes: usize, owners: usize },
     Full,
     LabelTooLong(usize),
+    Labels { owners: usize, labels: usize },
+    NoLabels,
 }
 
 impl std::fmt::Display for SeenError {
@@ -46,6 +48,8 @@ impl std::fmt::Display for SeenError {
             }
             SeenError::Full => write!(f, "seen-set is full ({MAX_ENTRIES} entries)"),
             SeenError::LabelTooLong(n) => write!(f, "label of {n} bytes is longer than {MAX_LABEL_LEN}"),
+            SeenError::Labels { owners, labels } => write!(f, "{owners} owners but {labels} labels"),
+            SeenError::NoLabels => write!(f, "claim() needs SeenSet(keep_labels=True)"),
         }
     }
 }
@@ -280,6 +284,25 @@ impl SeenSet {
         let _ = hash;
     }
 
+    /// `claim_one` for n packed hashes, n owners and n labels (labels must be kept): per hash,
+    /// None where the owner is the first claimant, else the first claimant's entry number.
+    pub fn claim_labelled<L: AsRef<[u8]>>(&mut self, hashes: &[u8], owners: &[u64], labels: &[L]) -> Result<Vec<Option<usize>>, SeenError> {
+        if !self.keeps_labels() {
+            return Err(SeenError::NoLabels);
+        }
+        if labels.len() != owners.len() {
+            return Err(SeenError::Labels { owners: owners.len(), labels: labels.len() });
+        }
+        self.check_lengths(hashes, owners.len())?;
+        let w = self.width;
+        let mut out = Vec::with_capacity(owners.len());
+        for (i, (&owner, label)) in owners.iter().zip(labels).enumerate() {
+            let (entry, first) = self.claim_one(&hashes[i * w..(i + 1) * w], owner, Some(label.as_ref()))?;
+            out.push((!first).then_some(entry));
+        }
+        Ok(out)
+    }
+
     /// The stored owner of each hash, None where the hash is not held.
     pub fn owners_of(&self, hashes: &[u8]) -> Result<Vec<Option<u64>>, SeenError> {
         self.check_lengths(hashes, hashes.len() / self.width)?;
@@ -333,6 +356,10 @@ mod tests {
         let (e2, first) = s.claim_one(&h(5, 8), 2, Some(b"second")).unwrap();
         assert_eq!((e1, first), (e2, false));
         assert_eq!(s.label_at(e1), b"first");
+        let packed = [h(5, 8), h(6, 8)].concat();
+        assert_eq!(s.claim_labelled(&packed, &[3, 4], &["third", "fourth"]).unwrap(), vec![Some(e1), None]);
+        assert_eq!(s.claim_labelled(&packed, &[3], &["x"]), Err(SeenError::Count { hashes: 2, owners: 1 }));
+        assert_eq!(SeenSet::new(8, false).claim_labelled(&packed, &[1, 2], &["a", "b"]), Err(SeenError::NoLabels));
     }
 
     #[test]
