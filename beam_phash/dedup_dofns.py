@@ -39,7 +39,7 @@ class RayDedupDoFn(beam.DoFn):
     def process(self, batch: List[Hashed], timestamp=beam.DoFn.TimestampParam,
                 window=beam.DoFn.WindowParam) -> Iterable:
         sent = (batch, self._backend.submit([h.hash for h in batch], [h.owner for h in batch]),
-                time.perf_counter(), timestamp, window)
+                timestamp, window)
         previous, self._pending = self._pending, sent
         if previous is not None:
             yield from self._finish(previous)
@@ -50,7 +50,7 @@ class RayDedupDoFn(beam.DoFn):
             yield from self._finish(previous)
 
     def _finish(self, sent) -> Iterable:
-        batch, pending, _sent_at, timestamp, window = sent
+        batch, pending, timestamp, window = sent
         waited = time.perf_counter()
         firsts = self._backend.collect(pending)
         # Time spent waiting for answers (the calls overlap with hashing the next batch).

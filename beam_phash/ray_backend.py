@@ -31,7 +31,8 @@ def _label(owner: str) -> str:
     return "" if owner.startswith(SURROGATE_PREFIX) else owner
 
 
-def _resident_bytes() -> int:
+def resident_bytes() -> int:
+    """This process's resident memory, from /proc (0 where there is none)."""
     try:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -56,7 +57,7 @@ class BackendError(RuntimeError):
 class BucketActor:
     """One bucket of the seen-set: a Rust :class:`beam_phash.SeenSet` holding, per hash, the
     64-bit owner digest of the record that claimed it first and that record's id (about
-    46 bytes + the id's length per hash, instead of ~290 for a Python dict)."""
+    54 bytes + the id's length per hash, instead of ~290 for a Python dict)."""
 
     def __init__(self, backend_name: str, bucket: int):
         self._backend_name = backend_name
@@ -78,7 +79,7 @@ class BucketActor:
         """Hashes held, the seen-set's bytes, and this actor process's resident memory."""
         return {"hashes": 0 if self._seen is None else len(self._seen),
                 "nbytes": 0 if self._seen is None else self._seen.nbytes,
-                "rss": _resident_bytes()}
+                "rss": resident_bytes()}
 
 
 def bucket_actor_name(backend_name: str, bucket: int) -> str:

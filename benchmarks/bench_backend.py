@@ -20,21 +20,14 @@ import time
 import numpy as np
 
 import beam_phash
+from beam_phash.ray_backend import resident_bytes
 
 BATCH = 5000
 
 
-def rss_bytes(pid: str = "self") -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def seen_set_run(n: int, rng: np.random.Generator) -> None:
     s = beam_phash.SeenSet(32)
-    rss0 = rss_bytes()
+    rss0 = resident_bytes()
     spent = 0.0
     for start in range(0, n, BATCH):
         m = min(BATCH, n - start)
@@ -43,7 +36,7 @@ def seen_set_run(n: int, rng: np.random.Generator) -> None:
         t0 = time.perf_counter()
         s.check_and_insert(hashes, owners)
         spent += time.perf_counter() - t0
-    rss = rss_bytes() - rss0
+    rss = resident_bytes() - rss0
     print(f"SeenSet   {n:>11,} hashes: {s.nbytes / n:6.1f} B/entry allocated, "
           f"{rss / n:6.1f} B/entry resident growth, {n / spent / 1e6:5.2f} M check_and_insert/s "
           f"(batches of {BATCH})")
@@ -52,7 +45,7 @@ def seen_set_run(n: int, rng: np.random.Generator) -> None:
 
 
 def python_baseline(n: int, rng: np.random.Generator) -> None:
-    rss0 = rss_bytes()
+    rss0 = resident_bytes()
     seen: dict = {}
     t0 = time.perf_counter()
     for start in range(0, n, BATCH):
@@ -62,7 +55,7 @@ def python_baseline(n: int, rng: np.random.Generator) -> None:
         for i in range(m):
             seen.setdefault(packed[32 * i:32 * (i + 1)], owners[i])
     spent = time.perf_counter() - t0
-    rss = rss_bytes() - rss0
+    rss = resident_bytes() - rss0
     print(f"dict      {n:>11,} hashes: {rss / n:6.1f} B/entry resident growth, "
           f"{n / spent / 1e6:5.2f} M inserts/s (Python dict bytes -> int)")
     del seen

@@ -23,8 +23,8 @@ import tempfile
 import time
 
 import beam_phash
+from bench_hash import SUFFIXES
 
-SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
 
 
 def main(argv=None) -> int:

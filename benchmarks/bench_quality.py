@@ -15,15 +15,14 @@ from __future__ import annotations
 import argparse
 import io
 import itertools
-import pathlib
 import sys
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
 import beam_phash
+from make_web_set import sources
 
-SUFFIXES = {".jpg", ".jpeg", ".png"}
 
 
 def jpeg(img: Image.Image, quality: int = 90) -> bytes:
@@ -55,8 +54,7 @@ def main(argv=None) -> int:
     ap.add_argument("--algorithm", default="phash")
     ap.add_argument("--limit", type=int, default=120)
     args = ap.parse_args(argv)
-    paths = sorted(p for d in args.sources for p in pathlib.Path(d).rglob("*") if p.suffix.lower() in SUFFIXES)
-    paths = paths[: args.limit]
+    paths = sources(args.sources)[: args.limit]
     kw = {"algorithm": args.algorithm, "hash_size": args.hash_size}
     originals, dists = [], {name: [] for name in EDITS}
     for p in paths:

@@ -39,8 +39,6 @@ from pipelines.report import CollectReportData, write_report
 
 SAMPLE_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sample_data")
 HASH_FIELD = "image_phash"
-_OWN_FLAGS = {"input", "input-format", "image-column", "id-column", "output", "hash-size", "algorithm",
-              "backend", "num-buckets", "ray-address", "backend-name", "no-report"}
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -52,6 +50,11 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def parse_args(argv: Optional[List[str]]):
+    """(the job's arguments, the flags left for Beam)."""
+    return _parser().parse_known_args(argv)
+
+
+def _parser() -> argparse.ArgumentParser:
     ap = _OneLineParser(prog="beam-phash", description=__doc__.splitlines()[0])
     ap.add_argument("--input", action="append", default=None,
                     help="directory, glob or file; repeat for several (default: the bundled sample)")
@@ -70,7 +73,7 @@ def parse_args(argv: Optional[List[str]]):
     ap.add_argument("--backend-name", default=None,
                     help="Ray: a named backend that outlives the job, so later jobs dedup against it")
     ap.add_argument("--no-report", action="store_true", help="skip report.html")
-    return ap.parse_known_args(argv)
+    return ap
 
 
 def check_output(output: str) -> None:
@@ -88,12 +91,14 @@ def check_beam_options(beam_args: List[str]) -> None:
     """Flags the job does not know go to Beam; one Beam does not know either is a typo
     (--hash_size for --hash-size), which Beam would only warn about and drop."""
     known = set(PipelineOptions([]).get_all_options(drop_default=False, retain_unknown_options=False))
+    own = {flag for action in _parser()._actions for flag in action.option_strings}
     for arg in beam_args:
         if not arg.startswith("--"):
             continue
         name = arg[2:].split("=", 1)[0]
         if name.replace("-", "_") not in known:
-            hint = f" (did you mean --{name.replace('_', '-')}?)" if name.replace("_", "-") in _OWN_FLAGS else ""
+            dashed = "--" + name.replace("_", "-")
+            hint = f" (did you mean {dashed}?)" if dashed in own else ""
             raise ConfigError(f"unknown option --{name}{hint}")
 
 
@@ -154,8 +159,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"beam-phash: error: {e}", file=sys.stderr)
         return 2
     clear_outputs(args.output)
+    bits = beam_phash.hash_bits(args.algorithm, args.hash_size)
     print(f"beam-phash: {spec.matched} {spec.fmt} input(s) -> {args.output} "
-          f"({args.algorithm}, {beam_phash.hash_bits(args.algorithm, args.hash_size)} bits, "
+          f"({args.algorithm}, {bits} bits, "
           f"backend {args.backend})", file=sys.stderr, flush=True)
     started = time.time()
     p = beam.Pipeline(options=options)
@@ -172,7 +178,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "images_per_second": round(counts["inputs"] / wall, 1) if wall > 0 else None,
         "algorithm": args.algorithm,
         "hash_size": args.hash_size,
-        "bits": beam_phash.hash_bits(args.algorithm, args.hash_size),
+        "bits": bits,
         "backend": args.backend,
         "input_format": spec.fmt,
         "input_patterns": spec.patterns,

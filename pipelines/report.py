@@ -19,7 +19,7 @@ from typing import Dict, Iterable, List, Optional
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from beam_phash import DUPLICATE_OF_FIELD, ERROR_FIELD
+from beam_phash import DUPLICATE_OF_FIELD, ERROR_FIELD, PHash
 from beam_phash.records import BadRecord, image_bytes
 
 THUMB_SIDE = 160
@@ -44,7 +44,7 @@ def thumbnail(data) -> Optional[str]:
 def hex_distance(a: Optional[str], b: Optional[str]) -> Optional[int]:
     if not a or not b or len(a) != len(b):
         return None
-    return bin(int(a, 16) ^ int(b, 16)).count("1")
+    return PHash.from_hex(a) - PHash.from_hex(b)
 
 
 class _Fields:

@@ -21,10 +21,10 @@ JOB_SERVER_JAR = JOB_SERVER / "target" / "beam-flink-job-server.jar"
 
 
 def run_job(out, *args, env=None, timeout=600):
-    """The CLI in its own process, as a user runs it."""
+    """The CLI in its own process, as a user runs it (in `env`, default this environment)."""
     proc = subprocess.run([sys.executable, "-m", "pipelines.dedup_images", "--output", str(out), *args],
                           cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+                          env=os.environ if env is None else env)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "(adds up)" in proc.stdout, proc.stdout
     return proc
@@ -123,11 +123,8 @@ def test_ray_backend_on_a_separately_started_cluster(tmp_path, ray_head, direct_
     the client must join without RAY_AUTH_MODE being set by the user."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "pipelines.dedup_images", "--output", str(out),
-                           "--backend", "ray", "--ray-address", ray_head, "--num-buckets", "2",
-                           "--direct_num_workers=2", "--direct_running_mode=multi_processing"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    run_job(out, "--backend", "ray", "--ray-address", ray_head, "--num-buckets", "2",
+            "--direct_num_workers=2", "--direct_running_mode=multi_processing", env=env)
     assert normalized(out) == direct_output
 
 
