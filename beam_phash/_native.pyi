@@ -17,11 +17,28 @@ class ImageDecodeError(ValueError):
 class PHash:
     """An immutable perceptual hash: raw bytes plus the true bit count."""
 
-    def __init__(self, data: bytes, bits: Optional[int] = None) -> None: ...
+    def __init__(
+        self,
+        data: bytes,
+        bits: Optional[int] = None,
+        width: int = 0,
+        height: int = 0,
+        variants: Optional[list[bytes]] = None,
+    ) -> None: ...
     @staticmethod
     def from_hex(s: str, bits: Optional[int] = None) -> PHash: ...
     @property
     def bits(self) -> int: ...
+    @property
+    def width(self) -> int:
+        """Upright width of the hashed image in pixels (0 when unknown)."""
+    @property
+    def height(self) -> int:
+        """Upright height of the hashed image in pixels (0 when unknown)."""
+    @property
+    def variants(self) -> tuple[PHash, ...]:
+        """With dihedral=True, the 8 hashes of the image's dihedral variants (identity; rotations by
+        90, 180, 270 degrees clockwise; the mirror image, then it rotated by 90, 180, 270); else ()."""
     def hex(self) -> str: ...
     def __len__(self) -> int: ...
     def __sub__(self, other: PHash) -> int: ...
@@ -36,6 +53,7 @@ def hash_image(
     hash_size: int = 16,
     max_pixels: int = ...,
     max_alloc: int = ...,
+    dihedral: bool = False,
 ) -> PHash: ...
 def hash_images(
     blobs: Iterable[BytesLike],
@@ -45,6 +63,7 @@ def hash_images(
     threads: Optional[int] = None,
     max_pixels: int = ...,
     max_alloc: int = ...,
+    dihedral: bool = False,
 ) -> list[Union[PHash, ImageDecodeError]]: ...
 def hash_bits(algorithm: Algorithm, hash_size: int) -> int: ...
 
@@ -59,6 +78,10 @@ class SeenSet:
         self, hashes: BytesLike, owners: Union[Iterable[int], Any], labels: list[str]
     ) -> list[Optional[str]]: ...
     def owners_of(self, hashes: BytesLike) -> list[Optional[int]]: ...
+    def entries(self) -> tuple[bytes, bytes, list[str]]:
+        """(packed hashes, packed little-endian uint64 owners, labels) in insertion order."""
+    @property
+    def keeps_labels(self) -> bool: ...
     def __len__(self) -> int: ...
     @property
     def hash_bytes(self) -> int: ...

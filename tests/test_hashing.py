@@ -310,3 +310,19 @@ def test_pixel_limit_is_configurable(photo_bytes):
         hash_image(data, max_pixels=100_000)
     assert isinstance(hash_image(data, max_pixels=480_000), PHash)
     assert beam_phash.DEFAULT_MAX_PIXELS == 64_000_000
+
+
+def test_dihedral_variants_and_size():
+    from PIL import Image
+
+    data = (DATA / "chelsea.png").read_bytes()
+    h = beam_phash.hash_image(data, dihedral=True)
+    img = Image.open(io.BytesIO(data))
+    assert (h.width, h.height) == img.size
+    assert len(h.variants) == 8 and h.variants[0] == h
+    buf = io.BytesIO()
+    img.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(buf, "PNG")
+    mirrored = beam_phash.hash_image(buf.getvalue())
+    assert mirrored - h > 64 and mirrored - h.variants[4] <= 4
+    assert pickle.loads(pickle.dumps(h)).variants == h.variants
+    assert beam_phash.hash_images([data])[0].variants == ()

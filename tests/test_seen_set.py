@@ -71,3 +71,14 @@ def test_bad_owner_values_and_width():
         beam_phash.SeenSet(8).check_and_insert(b"x" * 8, [-1])
     with pytest.raises(ValueError, match="hash_bytes must be between"):
         beam_phash.SeenSet(0)
+
+
+def test_entries_rebuild_the_set():
+    s = beam_phash.SeenSet(4, keep_labels=True)
+    s.claim(b"aaaabbbbcccc", [1, 2, 3], ["id-1", "id-2", ""])
+    hashes, owners, labels = s.entries()
+    assert (hashes, labels) == (b"aaaabbbbcccc", ["id-1", "id-2", ""])
+    copy = beam_phash.SeenSet(4, keep_labels=True)
+    copy.claim(hashes, np.frombuffer(owners, dtype="<u8"), labels)
+    assert copy.entries() == s.entries()
+    assert copy.claim(b"bbbb", [9], ["late"]) == ["id-2"]

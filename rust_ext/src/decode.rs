@@ -12,6 +12,7 @@
 //!   hash resampler never runs over full-resolution pixels.
 use std::io::Cursor;
 
+use image::metadata::Orientation;
 use image::{DynamicImage, GrayImage, ImageDecoder, ImageReader, Luma};
 
 use crate::error::HashError;
@@ -59,9 +60,30 @@ impl Limits {
     }
 }
 
+/// A decoded image: the reduced grayscale pixels to hash, and the upright full-resolution size.
+pub struct Decoded {
+    pub gray: GrayImage,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// The upright size of a `width` x `height` image stored with EXIF `orientation`.
+pub(crate) fn upright_size(width: u32, height: u32, orientation: Orientation) -> (u32, u32) {
+    use Orientation::*;
+    match orientation {
+        Rotate90 | Rotate270 | Rotate90FlipH | Rotate270FlipH => (height, width),
+        _ => (width, height),
+    }
+}
+
 /// Decode `data` into an upright 8-bit grayscale image, reduced by a power of two as far as both
 /// sides stay at least `min_side` (aspect ratio kept; smaller images are returned as they are).
 pub fn decode_gray(data: &[u8], limits: &Limits, min_side: u32) -> Result<GrayImage, HashError> {
+    decode(data, limits, min_side).map(|d| d.gray)
+}
+
+/// [`decode_gray`], plus the image's upright full-resolution size.
+pub fn decode(data: &[u8], limits: &Limits, min_side: u32) -> Result<Decoded, HashError> {
     if data.is_empty() {
         return Err(HashError::Decode("empty input (0 bytes)".into()));
     }
@@ -77,8 +99,8 @@ pub fn decode_gray(data: &[u8], limits: &Limits, min_side: u32) -> Result<GrayIm
     })?;
     if format == image::ImageFormat::Jpeg {
         check_jpeg_complete(data)?;
-        if let Some(gray) = crate::jpeg::decode_scaled(data, limits, min_side)? {
-            return Ok(shrink(gray, min_side));
+        if let Some((gray, width, height)) = crate::jpeg::decode_scaled(data, limits, min_side)? {
+            return Ok(Decoded { gray: shrink(gray, min_side), width, height });
         }
     }
     let mut image_limits = image::Limits::default();
@@ -92,8 +114,8 @@ pub fn decode_gray(data: &[u8], limits: &Limits, min_side: u32) -> Result<GrayIm
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| classify(format, e))?;
     img.apply_orientation(orientation);
-    let gray = to_gray(img);
-    Ok(shrink(gray, min_side))
+    let (width, height) = upright_size(width, height, orientation);
+    Ok(Decoded { gray: shrink(to_gray(img), min_side), width, height })
 }
 
 /// The JPEG decoder fills a truncated scan with grey and reports success. A complete stream has

@@ -5,7 +5,10 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use rayon::prelude::*;
 
 use crate::algorithm::HashSpec;
-use crate::decode::{decode_gray, Limits};
+use image::imageops::{flip_horizontal, rotate180, rotate270, rotate90};
+use image::GrayImage;
+
+use crate::decode::{decode, Limits};
 use crate::error::HashError;
 use crate::pool;
 
@@ -29,31 +32,85 @@ impl HashBits {
     }
 }
 
-fn hash_unguarded(data: &[u8], spec: &HashSpec, limits: &Limits) -> Result<HashBits, HashError> {
-    let gray = decode_gray(data, limits, spec.working_side())?;
-    let hash = spec.hasher().hash_image(&gray);
-    Ok(HashBits { bytes: hash.as_bytes().to_vec(), bits: spec.bits() })
+/// The hash of one image, with its upright full-resolution size and, when asked for, the hashes
+/// of its 8 dihedral variants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageHash {
+    pub hash: HashBits,
+    pub width: u32,
+    pub height: u32,
+    /// Empty, or the 8 variants in [`DIHEDRAL`] order (the first is `hash` itself).
+    pub variants: Vec<HashBits>,
 }
 
-/// Hash one encoded image. Never panics.
-pub fn hash_one(data: &[u8], spec: &HashSpec, limits: &Limits) -> Result<HashBits, HashError> {
-    match catch_unwind(AssertUnwindSafe(|| hash_unguarded(data, spec, limits))) {
+/// The dihedral group of the square, in the order of `ImageHash::variants`: the identity, the
+/// rotations by 90, 180 and 270 degrees clockwise, then the horizontal mirror followed by each.
+pub const DIHEDRAL: [&str; 8] =
+    ["identity", "rot90", "rot180", "rot270", "flip", "flip+rot90", "flip+rot180", "flip+rot270"];
+
+fn dihedral_variant(gray: &GrayImage, i: usize) -> GrayImage {
+    let base = if i >= 4 { flip_horizontal(gray) } else { gray.clone() };
+    match i % 4 {
+        0 => base,
+        1 => rotate90(&base),
+        2 => rotate180(&base),
+        _ => rotate270(&base),
+    }
+}
+
+fn hash_gray(gray: &GrayImage, spec: &HashSpec) -> HashBits {
+    HashBits { bytes: spec.hasher().hash_image(gray).as_bytes().to_vec(), bits: spec.bits() }
+}
+
+fn hash_unguarded(data: &[u8], spec: &HashSpec, limits: &Limits, dihedral: bool) -> Result<ImageHash, HashError> {
+    let decoded = decode(data, limits, spec.working_side())?;
+    let hash = hash_gray(&decoded.gray, spec);
+    let variants = if dihedral {
+        std::iter::once(hash.clone())
+            .chain((1..8).map(|i| hash_gray(&dihedral_variant(&decoded.gray, i), spec)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(ImageHash { hash, width: decoded.width, height: decoded.height, variants })
+}
+
+/// Hash one encoded image (with its dihedral variants when `dihedral`). Never panics.
+pub fn hash_image(data: &[u8], spec: &HashSpec, limits: &Limits, dihedral: bool) -> Result<ImageHash, HashError> {
+    match catch_unwind(AssertUnwindSafe(|| hash_unguarded(data, spec, limits, dihedral))) {
         Ok(result) => result,
         Err(payload) => Err(HashError::Internal(panic_message(payload.as_ref()))),
     }
 }
 
-/// Hash a batch in parallel on `threads` threads (None: all cores). One result per input, in order.
+/// Hash one encoded image: the hash alone. Never panics.
+pub fn hash_one(data: &[u8], spec: &HashSpec, limits: &Limits) -> Result<HashBits, HashError> {
+    hash_image(data, spec, limits, false).map(|h| h.hash)
+}
+
+/// [`hash_image`] over a batch, in parallel on `threads` threads (None: all cores). One result
+/// per input, in order.
+pub fn hash_batch(
+    blobs: &[&[u8]],
+    spec: &HashSpec,
+    limits: &Limits,
+    threads: Option<usize>,
+    dihedral: bool,
+) -> Vec<Result<ImageHash, HashError>> {
+    if blobs.len() <= 1 || threads == Some(1) {
+        return blobs.iter().map(|b| hash_image(b, spec, limits, dihedral)).collect();
+    }
+    pool::install(threads, || blobs.par_iter().map(|b| hash_image(b, spec, limits, dihedral)).collect())
+}
+
+/// [`hash_batch`] without sizes or variants: one hash (or error) per input, in order.
 pub fn hash_many(
     blobs: &[&[u8]],
     spec: &HashSpec,
     limits: &Limits,
     threads: Option<usize>,
 ) -> Vec<Result<HashBits, HashError>> {
-    if blobs.len() <= 1 || threads == Some(1) {
-        return blobs.iter().map(|b| hash_one(b, spec, limits)).collect();
-    }
-    pool::install(threads, || blobs.par_iter().map(|b| hash_one(b, spec, limits)).collect())
+    hash_batch(blobs, spec, limits, threads, false).into_iter().map(|r| r.map(|h| h.hash)).collect()
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

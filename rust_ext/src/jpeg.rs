@@ -12,7 +12,7 @@ use image::metadata::Orientation;
 use image::GrayImage;
 use turbojpeg::{Colorspace, Decompressor, Image, PixelFormat, ScalingFactor};
 
-use crate::decode::{luma601, reduction, Limits};
+use crate::decode::{luma601, reduction, upright_size, Limits};
 use crate::error::HashError;
 
 thread_local! {
@@ -27,8 +27,9 @@ pub fn pick_denominator(width: usize, height: usize, min_side: usize) -> usize {
     reduction(clamp(width), clamp(height), clamp(min_side)).min(8) as usize
 }
 
-/// Decode `data` (known to be a complete JPEG) to grayscale at a reduced scale, upright.
-pub fn decode_scaled(data: &[u8], limits: &Limits, min_side: u32) -> Result<Option<GrayImage>, HashError> {
+/// Decode `data` (known to be a complete JPEG) to grayscale at a reduced scale, upright. Also
+/// answers the upright full-resolution size.
+pub fn decode_scaled(data: &[u8], limits: &Limits, min_side: u32) -> Result<Option<(GrayImage, u32, u32)>, HashError> {
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
@@ -42,7 +43,7 @@ pub fn decode_scaled(data: &[u8], limits: &Limits, min_side: u32) -> Result<Opti
     })
 }
 
-fn decode_with(dec: &mut Decompressor, data: &[u8], limits: &Limits, min_side: usize) -> Result<Option<GrayImage>, HashError> {
+fn decode_with(dec: &mut Decompressor, data: &[u8], limits: &Limits, min_side: usize) -> Result<Option<(GrayImage, u32, u32)>, HashError> {
     let Ok(header) = dec.read_header(data) else { return Ok(None) };
     if header.is_lossless {
         return Ok(None);
@@ -65,8 +66,10 @@ fn decode_with(dec: &mut Decompressor, data: &[u8], limits: &Limits, min_side: u
     let gray = if cmyk { cmyk_to_gray(&pixels) } else { pixels };
     let Some(img) = GrayImage::from_raw(w as u32, h as u32, gray) else { return Ok(None) };
     let mut dynamic = image::DynamicImage::ImageLuma8(img);
-    dynamic.apply_orientation(exif_orientation(data));
-    Ok(Some(dynamic.into_luma8()))
+    let orientation = exif_orientation(data);
+    dynamic.apply_orientation(orientation);
+    let (uw, uh) = upright_size(w32, h32, orientation);
+    Ok(Some((dynamic.into_luma8(), uw, uh)))
 }
 
 /// Adobe CMYK (stored inverted: 255 = no ink) to BT.601 luma of the RGB it stands for.

@@ -13,7 +13,7 @@ use pyo3::types::{PyBytes, PyList, PyTuple};
 use crate::algorithm::{bit_count, Algorithm, HashSpec, MAX_HASH_SIZE, MIN_HASH_SIZE};
 use crate::decode::{Limits, ALPHA_BACKGROUND, DEFAULT_MAX_ALLOC, DEFAULT_MAX_PIXELS};
 use crate::error::HashError;
-use crate::hash::{hash_many, hash_one, HashBits};
+use crate::hash::{hash_batch, hash_image as hash_image_core, HashBits, ImageHash};
 use crate::seen::{SeenError, SeenSet as CoreSeenSet};
 
 create_exception!(
@@ -44,15 +44,60 @@ fn seen_err(e: SeenError) -> PyErr {
 #[pyclass(frozen, module = "beam_phash", name = "PHash")]
 pub struct PHash {
     inner: HashBits,
+    width: u32,
+    height: u32,
+    variants: Vec<HashBits>,
+}
+
+impl PHash {
+    fn bare(inner: HashBits) -> Self {
+        PHash { inner, width: 0, height: 0, variants: Vec::new() }
+    }
+
+    fn from_image(h: ImageHash) -> Self {
+        PHash { inner: h.hash, width: h.width, height: h.height, variants: h.variants }
+    }
 }
 
 #[pymethods]
 impl PHash {
     #[new]
-    #[pyo3(signature = (data, bits=None))]
-    fn new(data: &[u8], bits: Option<u32>) -> PyResult<Self> {
+    #[pyo3(signature = (data, bits=None, width=0, height=0, variants=None))]
+    fn new(data: &[u8], bits: Option<u32>, width: u32, height: u32, variants: Option<Vec<Vec<u8>>>) -> PyResult<Self> {
         let bits = checked_bits(data.len(), bits)?;
-        Ok(PHash { inner: HashBits { bytes: data.to_vec(), bits } })
+        let variants = variants.unwrap_or_default();
+        if !(variants.is_empty() || variants.len() == 8) || variants.iter().any(|v| v.len() != data.len()) {
+            return Err(PyValueError::new_err(format!(
+                "variants must be 8 hashes of {} bytes (or none)",
+                data.len()
+            )));
+        }
+        let variants = variants.into_iter().map(|bytes| HashBits { bytes, bits }).collect();
+        Ok(PHash { inner: HashBits { bytes: data.to_vec(), bits }, width, height, variants })
+    }
+
+    /// Width of the upright image that was hashed, in pixels (0 when unknown).
+    #[getter]
+    fn width(&self) -> u32 {
+        self.width
+    }
+
+    /// Height of the upright image that was hashed, in pixels (0 when unknown).
+    #[getter]
+    fn height(&self) -> u32 {
+        self.height
+    }
+
+    /// With ``dihedral=True``: the hashes of the 8 dihedral variants of the image (identity, rotations
+    /// by 90/180/270 degrees clockwise, then the mirror image followed by each); else empty.
+    #[getter]
+    fn variants<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let items = self
+            .variants
+            .iter()
+            .map(|v| Py::new(py, PHash::bare(v.clone())))
+            .collect::<PyResult<Vec<_>>>()?;
+        PyTuple::new(py, items)
     }
 
     /// Parse the hex form. `bits` defaults to 4 bits per hex digit.
@@ -71,7 +116,7 @@ impl PHash {
                     .ok_or_else(|| PyValueError::new_err(format!("invalid hex digit near position {i}")))
             })
             .collect::<PyResult<Vec<u8>>>()?;
-        Self::new(&bytes, bits)
+        Self::new(&bytes, bits, 0, 0, None)
     }
 
     /// Number of bits.
@@ -138,7 +183,8 @@ impl PHash {
     fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
         let py = slf.py();
         let me = slf.get();
-        let args = (PyBytes::new(py, &me.inner.bytes), me.inner.bits);
+        let variants: Vec<Bound<'py, PyBytes>> = me.variants.iter().map(|v| PyBytes::new(py, &v.bytes)).collect();
+        let args = (PyBytes::new(py, &me.inner.bytes), me.inner.bits, me.width, me.height, variants);
         PyTuple::new(py, [py.get_type::<PHash>().into_any(), args.into_pyobject(py)?.into_any()])
     }
 }
@@ -178,7 +224,7 @@ unsafe fn as_slice(buf: &PyBuffer<u8>) -> &[u8] {
 }
 
 #[pyfunction]
-#[pyo3(signature = (data, *, algorithm="phash", hash_size=16, max_pixels=DEFAULT_MAX_PIXELS, max_alloc=DEFAULT_MAX_ALLOC))]
+#[pyo3(signature = (data, *, algorithm="phash", hash_size=16, max_pixels=DEFAULT_MAX_PIXELS, max_alloc=DEFAULT_MAX_ALLOC, dihedral=false))]
 fn hash_image(
     py: Python<'_>,
     data: &Bound<'_, PyAny>,
@@ -186,17 +232,19 @@ fn hash_image(
     hash_size: u32,
     max_pixels: u64,
     max_alloc: u64,
+    dihedral: bool,
 ) -> PyResult<PHash> {
     let (spec, limits) = spec_and_limits(algorithm, hash_size, max_pixels, max_alloc)?;
     let buf = borrow_bytes(data).map_err(PyTypeError::new_err)?;
     let slice = unsafe { as_slice(&buf) };
-    let result = py.allow_threads(|| hash_one(slice, &spec, &limits));
+    let result = py.allow_threads(|| hash_image_core(slice, &spec, &limits, dihedral));
     drop(buf);
-    result.map(|inner| PHash { inner }).map_err(to_py_err)
+    result.map(PHash::from_image).map_err(to_py_err)
 }
 
 #[pyfunction]
-#[pyo3(signature = (blobs, *, algorithm="phash", hash_size=16, threads=None, max_pixels=DEFAULT_MAX_PIXELS, max_alloc=DEFAULT_MAX_ALLOC))]
+#[pyo3(signature = (blobs, *, algorithm="phash", hash_size=16, threads=None, max_pixels=DEFAULT_MAX_PIXELS, max_alloc=DEFAULT_MAX_ALLOC, dihedral=false))]
+#[allow(clippy::too_many_arguments)]
 fn hash_images<'py>(
     py: Python<'py>,
     blobs: &Bound<'py, PyAny>,
@@ -205,6 +253,7 @@ fn hash_images<'py>(
     threads: Option<usize>,
     max_pixels: u64,
     max_alloc: u64,
+    dihedral: bool,
 ) -> PyResult<Bound<'py, PyList>> {
     let (spec, limits) = spec_and_limits(algorithm, hash_size, max_pixels, max_alloc)?;
     if threads == Some(0) {
@@ -218,14 +267,14 @@ fn hash_images<'py>(
     let empty: &[u8] = &[];
     let slices: Vec<&[u8]> =
         views.iter().map(|v| v.as_ref().map(|b| unsafe { as_slice(b) }).unwrap_or(empty)).collect();
-    let results = py.allow_threads(|| hash_many(&slices, &spec, &limits, threads));
+    let results = py.allow_threads(|| hash_batch(&slices, &spec, &limits, threads, dihedral));
     drop(slices);
 
     let out = PyList::empty(py);
     for (view, result) in views.iter().zip(results) {
         let item: PyObject = match (view, result) {
             (Err(msg), _) => ImageDecodeError::new_err(msg.clone()).into_value(py).into_any(),
-            (Ok(_), Ok(inner)) => Py::new(py, PHash { inner })?.into_any(),
+            (Ok(_), Ok(h)) => Py::new(py, PHash::from_image(h))?.into_any(),
             (Ok(_), Err(e)) => to_py_err(e).into_value(py).into_any(),
         };
         out.append(item)?;
@@ -290,6 +339,29 @@ impl SeenSet {
     fn owners_of(&self, hashes: &Bound<'_, PyAny>) -> PyResult<Vec<Option<u64>>> {
         let buf = borrow_bytes(hashes).map_err(PyTypeError::new_err)?;
         self.inner.owners_of(unsafe { as_slice(&buf) }).map_err(seen_err)
+    }
+
+    /// Every entry, in insertion order, as ``(hashes, owners, labels)``: the packed hashes
+    /// (len * hash_bytes bytes), the owners as packed little-endian uint64, and the labels ("" for
+    /// each entry of a set without labels). Feeding them to :meth:`claim` rebuilds the set.
+    fn entries<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let n = self.inner.len();
+        let mut hashes = Vec::with_capacity(n * self.inner.hash_bytes());
+        let mut owners = Vec::with_capacity(n * 8);
+        let mut labels = Vec::with_capacity(n);
+        for (hash, owner, label) in self.inner.iter() {
+            hashes.extend_from_slice(hash);
+            owners.extend_from_slice(&owner.to_le_bytes());
+            labels.push(String::from_utf8_lossy(label).into_owned());
+        }
+        let items: [Bound<'py, PyAny>; 3] =
+            [PyBytes::new(py, &hashes).into_any(), PyBytes::new(py, &owners).into_any(), labels.into_pyobject(py)?.into_any()];
+        PyTuple::new(py, items)
+    }
+
+    #[getter]
+    fn keeps_labels(&self) -> bool {
+        self.inner.keeps_labels()
     }
 
     fn __len__(&self) -> usize {

@@ -4,7 +4,7 @@ mod common;
 use beam_phash_native::algorithm::{bit_count, Algorithm, HashSpec};
 use beam_phash_native::decode::Limits;
 use beam_phash_native::error::HashError;
-use beam_phash_native::hash::{hash_many, hash_one, HashBits};
+use beam_phash_native::hash::{hash_image, hash_many, hash_one, HashBits, DIHEDRAL};
 
 /// Pinned outputs. A change here changes every stored hash of every user: do it on purpose only
 /// (and say so in the README's hash-version note). Pinned anew when JPEG decoding moved to
@@ -117,4 +117,29 @@ fn giant_declared_dimensions_fail_before_allocating() {
     // A tighter configured limit refuses a small image too.
     let small = Limits::new(1000, 1 << 20).unwrap();
     assert!(matches!(hash_one(&common::read("pool.jpg"), &spec, &small), Err(HashError::TooLarge(_))));
+}
+
+fn encode_png(img: &image::DynamicImage) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+#[test]
+fn dihedral_variants_match_flipped_and_rotated_copies() {
+    let spec = HashSpec::parse("phash", 16).unwrap();
+    let data = common::read("chelsea.png");
+    let original = hash_image(&data, &spec, &Limits::default(), true).unwrap();
+    assert_eq!(original.variants.len(), 8);
+    assert_eq!(original.variants[0], original.hash);
+    let img = image::load_from_memory(&data).unwrap();
+    assert_eq!((original.width, original.height), (img.width(), img.height()));
+    // Each transformed copy hashes (nearly) like the matching variant, and far from the original.
+    for (i, copy) in [(1, img.rotate90()), (2, img.rotate180()), (3, img.rotate270()), (4, img.fliph())] {
+        let h = hash_image(&encode_png(&copy), &spec, &Limits::default(), false).unwrap();
+        assert!(h.variants.is_empty());
+        assert!(h.hash.hamming(&original.variants[i]).unwrap() <= 4, "{}", DIHEDRAL[i]);
+        assert!(h.hash.hamming(&original.hash).unwrap() > 64, "{}", DIHEDRAL[i]);
+        assert_eq!((h.width, h.height), if i % 2 == 1 { (img.height(), img.width()) } else { (img.width(), img.height()) });
+    }
 }
