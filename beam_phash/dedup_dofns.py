@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Iterable, List, Tuple
+from typing import TYPE_CHECKING, Iterable, List, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.coders import StrUtf8Coder
@@ -52,18 +52,18 @@ class RayDedupDoFn(beam.DoFn):
     def _finish(self, sent) -> Iterable:
         batch, pending, timestamp, window = sent
         waited = time.perf_counter()
-        firsts = self._backend.collect(pending)
+        keepers = self._backend.collect(pending)
         # Time spent waiting for answers (the calls overlap with hashing the next batch).
         self._metrics.backend_call_latency_ms.update(int((time.perf_counter() - waited) * 1000))
-        for out in self._route(batch, firsts):
+        for out in self._route(batch, keepers):
             if isinstance(out, beam.pvalue.TaggedOutput):
                 yield beam.pvalue.TaggedOutput(out.tag, WindowedValue(out.value, timestamp, [window]))
             else:
                 yield WindowedValue(out, timestamp, [window])
 
-    def _route(self, batch: List[Hashed], firsts: List[str]) -> Iterable:
-        for h, first in zip(batch, firsts):
-            yield outcome.emit(h.record, h.owner, first, self._metrics)
+    def _route(self, batch: List[Hashed], keepers: List[Optional[str]]) -> Iterable:
+        for h, keeper in zip(batch, keepers):
+            yield outcome.emit(h.record, keeper, self._metrics)
 
 
 class StateDedupDoFn(beam.DoFn):
@@ -83,7 +83,7 @@ class StateDedupDoFn(beam.DoFn):
         if first is None:
             first_owner.write(owner)
             first = owner
-        yield outcome.emit(record, owner, first, self._metrics)
+        yield outcome.emit(record, None if first == owner else outcome.keeper_label(first), self._metrics)
 
 
 def key_by_hash(batch: List[Hashed]) -> Iterable[Tuple[bytes, Tuple[str, dict]]]:
@@ -91,15 +91,19 @@ def key_by_hash(batch: List[Hashed]) -> Iterable[Tuple[bytes, Tuple[str, dict]]]
         yield h.hash, (h.owner, h.record)
 
 
-class ReleaseBackendDoFn(beam.DoFn):
-    """Runs once, after every record went through the backend: kills its bucket actors."""
+class FinishBackendDoFn(beam.DoFn):
+    """Runs once, after every record went through the backend: snapshots the buckets to the
+    state directory (if any), then kills the bucket actors unless the backend is named."""
 
-    def __init__(self, backend: RayDedupBackend):
+    def __init__(self, backend: RayDedupBackend, release: bool):
         self._backend = backend
+        self._release = release
 
     def setup(self):
         self._backend.connect()
 
     def process(self, _count):
-        self._backend.release()
+        self._backend.snapshot()
+        if self._release:
+            self._backend.release()
         return []

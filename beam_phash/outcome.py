@@ -10,11 +10,16 @@ from beam_phash.metrics import DedupMetrics
 from beam_phash.records import DUPLICATE_OF_FIELD, DUPLICATES, SURROGATE_PREFIX, with_fields
 
 
-def emit(record: dict, owner: str, first_owner: str, metrics: DedupMetrics):
-    """The record is kept when it is the hash's first claimant (or a retry of it)."""
-    if first_owner == owner:
+def keeper_label(first_owner: str) -> str:
+    """What a duplicate reports as its keeper: the keeper's id, or "" when it had none."""
+    return "" if first_owner.startswith(SURROGATE_PREFIX) else first_owner
+
+
+def emit(record: dict, keeper: Optional[str], metrics: DedupMetrics):
+    """``keeper`` is the backend's answer: None where this record is its hash's keeper (its first
+    claimant, or a retry of it), else the keeper's id ("" for a keeper without an id)."""
+    if keeper is None:
         metrics.kept.inc()
         return record
     metrics.duplicates.inc()
-    keeper: Optional[str] = None if first_owner.startswith(SURROGATE_PREFIX) else first_owner
-    return beam.pvalue.TaggedOutput(DUPLICATES, with_fields(record, **{DUPLICATE_OF_FIELD: keeper}))
+    return beam.pvalue.TaggedOutput(DUPLICATES, with_fields(record, **{DUPLICATE_OF_FIELD: keeper or None}))

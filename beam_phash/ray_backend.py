@@ -3,6 +3,13 @@ talks to them. Only :class:`RayDedupBackend` calls ``.remote()``.
 
 Actor methods are idempotent: ``claim`` stores an owner only for a new hash and always answers
 with the stored one, so a call that Ray or Beam repeats gives the same answer.
+
+Actor faults. With a ``state_dir`` each bucket logs what it stores before answering and
+snapshots to Parquet (``bucket_store``); Ray restarts a dead bucket actor, which reloads its
+state from disk, and retries the calls that were in flight, so the pipeline's output is as if
+nothing happened. Without one, the state of a dead bucket is gone: the calls fail with a
+:class:`BackendError` naming the bucket, and the bucket is never silently recreated empty (the
+backend records in Ray's KV store which buckets it created).
 """
 from __future__ import annotations
 
@@ -15,20 +22,19 @@ import ray
 
 from beam_phash import ray_cluster
 from beam_phash._native import SeenSet
-from beam_phash.records import SURROGATE_PREFIX
+from beam_phash.bucket_store import BucketStore
+from beam_phash.outcome import keeper_label
 from beam_phash.routing import bucket_of
 
 
-def owner_digests(owners: Sequence[str]) -> np.ndarray:
-    """64-bit owner ids: the first 8 bytes of BLAKE2b of each owner string. Two different ids
-    collide with probability 2^-64 per pair, and only matter when they also share a hash."""
-    return np.array([int.from_bytes(hashlib.blake2b(o.encode(), digest_size=8).digest(), "little")
+def owner_digests(owners: Sequence[str], run_id: str = "") -> np.ndarray:
+    """64-bit owner ids: the first 8 bytes of BLAKE2b of each owner string, keyed by the run.
+    Within a run a retried record is recognised as its hash's keeper; a record claiming a hash
+    that an earlier run kept is a duplicate, even under the same id. Two different ids collide
+    with probability 2^-64 per pair, and only matter when they also share a hash."""
+    key = run_id.encode()[:64]
+    return np.array([int.from_bytes(hashlib.blake2b(o.encode(), digest_size=8, key=key).digest(), "little")
                      for o in owners], dtype="<u8")
-
-
-def _label(owner: str) -> str:
-    """What a bucket stores as the keeper's id: the record id, or "" for an id-less record."""
-    return "" if owner.startswith(SURROGATE_PREFIX) else owner
 
 
 def resident_bytes() -> int:
@@ -59,10 +65,20 @@ class BucketActor:
     64-bit owner digest of the record that claimed it first and that record's id (about
     54 bytes + the id's length per hash, instead of ~290 for a Python dict)."""
 
-    def __init__(self, backend_name: str, bucket: int):
-        self._backend_name = backend_name
-        self._bucket = bucket
+    def __init__(self, backend_name: str, bucket: int, state_dir: Optional[str] = None,
+                 snapshot_every: int = 1_000_000):
+        self._name = f"bucket {bucket} of backend {backend_name!r}"
         self._seen: Optional[SeenSet] = None
+        self._store: Optional[BucketStore] = None
+        self._snapshot_every = snapshot_every
+        if state_dir:
+            # Also what a restart after a crash runs: the state comes back from disk.
+            self._store = BucketStore(state_dir, bucket, self._name)
+            width, chunks = self._store.load()
+            if width:
+                self._seen = SeenSet(width, keep_labels=True)
+                for hashes, owners, labels in chunks:
+                    self._seen.claim(hashes, np.frombuffer(owners, dtype="<u8"), labels)
 
     def claim(self, packed: bytes, width: int, owners: bytes, labels: List[str]) -> List[Optional[str]]:
         """Per hash: None where the caller's owner is the first claimant (or a retry of it), else
@@ -70,35 +86,85 @@ class BucketActor:
         if self._seen is None:
             self._seen = SeenSet(width, keep_labels=True)
         elif self._seen.hash_bytes != width:
-            raise ValueError(f"bucket {self._bucket} of backend {self._backend_name!r} holds "
-                             f"{self._seen.hash_bytes}-byte hashes, got {width}-byte hashes: a named "
-                             "backend serves one algorithm and hash_size")
-        return self._seen.claim(packed, np.frombuffer(owners, dtype="<u8"), labels)
+            raise ValueError(f"{self._name} holds {self._seen.hash_bytes}-byte hashes, got "
+                             f"{width}-byte hashes: a backend serves one algorithm and hash_size")
+        owner_ids = np.frombuffer(owners, dtype="<u8")
+        answers = self._seen.claim(packed, owner_ids, labels)
+        if self._store is not None:
+            self._log(packed, width, owner_ids, labels, answers)
+        return answers
+
+    def _log(self, packed: bytes, width: int, owner_ids: np.ndarray, labels: List[str],
+             answers: List[Optional[str]]) -> None:
+        """Write the entries this call stored (or a retry re-stored) to the log, before answering."""
+        mine = np.fromiter((a is None for a in answers), dtype=bool, count=len(answers))
+        if not mine.any():
+            return
+        hashes = np.frombuffer(packed, dtype=np.uint8).reshape(-1, width)[mine].tobytes()
+        self._store.append(width, hashes, owner_ids[mine].tobytes(),
+                           [label for label, m in zip(labels, mine) if m])
+        if self._store.logged_since_snapshot >= max(self._snapshot_every, len(self._seen)):
+            self.snapshot()  # bounds the log a restart replays
+
+    def snapshot(self) -> Optional[str]:
+        """Write the whole bucket as a Parquet snapshot (crash-safe); the path, or None when there
+        is no state directory or nothing held. Idempotent."""
+        if self._store is None or self._seen is None:
+            return None
+        hashes, owners, labels = self._seen.entries()
+        return self._store.snapshot(self._seen.hash_bytes, hashes, owners, labels)
 
     def stats(self) -> Dict[str, int]:
-        """Hashes held, the seen-set's bytes, and this actor process's resident memory."""
+        """Hashes held, the seen-set's bytes, this actor process's resident memory and its pid."""
         return {"hashes": 0 if self._seen is None else len(self._seen),
                 "nbytes": 0 if self._seen is None else self._seen.nbytes,
-                "rss": resident_bytes()}
+                "rss": resident_bytes(), "pid": os.getpid()}
 
 
 def bucket_actor_name(backend_name: str, bucket: int) -> str:
     return f"{backend_name}.bucket-{bucket:05d}"
 
 
-def get_or_create_bucket(backend_name: str, bucket: int, namespace: str = ray_cluster.NAMESPACE):
+def _created_key(backend_name: str, bucket: int) -> bytes:
+    return f"{backend_name}/bucket-{bucket:05d}".encode()
+
+
+def get_or_create_bucket(backend_name: str, bucket: int, state_dir: Optional[str] = None,
+                         namespace: str = ray_cluster.NAMESPACE):
     """The one way to obtain a bucket actor: by name, in a namespace, created if missing.
 
     Detached, so the actor outlives the Beam worker that happened to create it; the pipeline
     releases it at the end (unless the backend was named by the user, see ImagePhashDedup).
+    With a ``state_dir`` Ray restarts a dead actor (which reloads from disk) and retries its
+    calls. Without one, a bucket that existed and died is lost, and asking for it again raises
+    :class:`BackendError` instead of handing out an empty bucket.
     """
-    return BucketActor.options(
-        name=bucket_actor_name(backend_name, bucket),
+    from ray.experimental import internal_kv
+
+    name = bucket_actor_name(backend_name, bucket)
+    if state_dir is None:
+        try:
+            return ray.get_actor(name, namespace=namespace)
+        except ValueError:
+            pass
+        if internal_kv._internal_kv_get(_created_key(backend_name, bucket), namespace=namespace):
+            raise BackendError(
+                f"bucket {bucket} of dedup backend {backend_name!r} was lost: its actor died and "
+                "the hashes it held died with it. Rerun the pipeline; give it a state_dir "
+                "(--state) to survive actor faults")
+    restarts = -1 if state_dir else 0
+    actor = BucketActor.options(
+        name=name,
         namespace=namespace,
         get_if_exists=True,
         lifetime="detached",
         num_cpus=0,
-    ).remote(backend_name, bucket)
+        max_restarts=restarts,
+        max_task_retries=restarts,
+    ).remote(backend_name, bucket, state_dir)
+    if state_dir is None:
+        internal_kv._internal_kv_put(_created_key(backend_name, bucket), b"1", namespace=namespace)
+    return actor
 
 
 class RayDedupBackend:
@@ -107,11 +173,14 @@ class RayDedupBackend:
     Picklable configuration; :meth:`connect` (called from ``DoFn.setup``) joins the cluster.
     """
 
-    def __init__(self, address: str, backend_name: str, num_buckets: int, max_in_flight: int = 16):
+    def __init__(self, address: str, backend_name: str, num_buckets: int, max_in_flight: int = 16,
+                 state_dir: Optional[str] = None, run_id: str = ""):
         self.address = address
+        self.run_id = run_id
         self.backend_name = backend_name
         self.num_buckets = num_buckets
         self.max_in_flight = max_in_flight
+        self.state_dir = state_dir
         self._actors: Dict[int, object] = {}
 
     def __getstate__(self):
@@ -126,12 +195,12 @@ class RayDedupBackend:
     def _actor(self, bucket: int):
         actor = self._actors.get(bucket)
         if actor is None:
-            actor = self._actors[bucket] = get_or_create_bucket(self.backend_name, bucket)
+            actor = self._actors[bucket] = get_or_create_bucket(self.backend_name, bucket, self.state_dir)
         return actor
 
-    def claim(self, hashes: Sequence[bytes], owners: Sequence[str]) -> List[str]:
-        """For each hash, the owner that claimed it first (the caller's own owner if it is new;
-        ``SURROGATE_PREFIX`` alone where the first claimant had no id)."""
+    def claim(self, hashes: Sequence[bytes], owners: Sequence[str]) -> List[Optional[str]]:
+        """For each hash: None where this owner is its keeper (the first claimant in this run, or
+        a retry of it), else the keeper's id ("" where the keeper had no id)."""
         return self.collect(self.submit(hashes, owners))
 
     def submit(self, hashes: Sequence[bytes], owners: Sequence[str]) -> "PendingClaims":
@@ -141,7 +210,7 @@ class RayDedupBackend:
         if not hashes:
             return pending
         width = len(hashes[0])
-        digests = owner_digests(owners)
+        digests = owner_digests(owners, self.run_id)
         buckets = bucket_of(hashes, self.num_buckets)
         order = np.argsort(buckets, kind="stable")
         bounds = np.flatnonzero(np.diff(buckets[order])) + 1
@@ -151,14 +220,14 @@ class RayDedupBackend:
             bucket = int(buckets[idxs[0]])
             ref = self._actor(bucket).claim.remote(
                 b"".join(hashes[i] for i in idxs), width, digests[idxs].tobytes(),
-                [_label(owners[i]) for i in idxs])
+                [keeper_label(owners[i]) for i in idxs])
             pending.calls[ref] = (bucket, idxs)
         return pending
 
-    def collect(self, pending: "PendingClaims") -> List[str]:
+    def collect(self, pending: "PendingClaims") -> List[Optional[str]]:
         """Wait for a submitted batch; the answers of :meth:`claim`, in input order."""
         self._collect(pending, num_returns=len(pending.calls))
-        return pending.result  # type: ignore[return-value]
+        return pending.result
 
     def _collect(self, pending: "PendingClaims", num_returns: int) -> None:
         if not pending.calls:
@@ -173,19 +242,46 @@ class RayDedupBackend:
                     f"bucket {bucket} of dedup backend {self.backend_name!r} failed: "
                     f"{type(e).__name__}: {e}") from e
             for i, keeper in zip(idxs, keepers):
-                pending.result[i] = pending.owners[i] if keeper is None else (keeper or SURROGATE_PREFIX)
+                pending.result[i] = keeper
 
     def stats(self) -> List[Dict[str, int]]:
         """Per bucket: hashes held, seen-set bytes, resident memory of the actor process."""
         return ray.get([self._actor(b).stats.remote() for b in range(self.num_buckets)])
 
-    def release(self) -> None:
-        """Kill this backend's bucket actors (their state is gone)."""
+    def _existing(self) -> Dict[int, object]:
+        """The bucket actors that exist now (without creating any)."""
+        found = {}
         for bucket in range(self.num_buckets):
             try:
-                actor = ray.get_actor(bucket_actor_name(self.backend_name, bucket),
-                                      namespace=ray_cluster.NAMESPACE)
+                found[bucket] = ray.get_actor(bucket_actor_name(self.backend_name, bucket),
+                                              namespace=ray_cluster.NAMESPACE)
             except ValueError:
-                continue  # never created
+                continue  # never created (or lost)
+        return found
+
+    def snapshot(self) -> List[str]:
+        """Snapshot every bucket to the state directory (no-op without one); the paths written."""
+        if not self.state_dir:
+            return []
+        refs = {bucket: actor.snapshot.remote() for bucket, actor in self._existing().items()}
+        paths = []
+        for bucket, ref in refs.items():
+            try:
+                path = ray.get(ref)
+            except ray.exceptions.RayError as e:
+                raise BackendError(f"bucket {bucket} of dedup backend {self.backend_name!r} could "
+                                   f"not snapshot: {type(e).__name__}: {e}") from e
+            if path:
+                paths.append(path)
+        return paths
+
+    def release(self) -> None:
+        """Kill this backend's bucket actors (their state is gone, except what was snapshotted)."""
+        from ray.experimental import internal_kv
+
+        for actor in self._existing().values():
             ray.kill(actor, no_restart=True)
+        for bucket in range(self.num_buckets):
+            internal_kv._internal_kv_del(_created_key(self.backend_name, bucket),
+                                         namespace=ray_cluster.NAMESPACE)
         self._actors.clear()

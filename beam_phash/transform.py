@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import re
 import uuid
 from typing import Optional
@@ -15,7 +16,8 @@ from beam_phash._native import (
     MAX_HASH_SIZE,
     MIN_HASH_SIZE,
 )
-from beam_phash.dedup_dofns import ReleaseBackendDoFn, RayDedupDoFn, StateDedupDoFn, key_by_hash
+from beam_phash.bucket_store import check_state_dir, prepare_state_dir
+from beam_phash.dedup_dofns import FinishBackendDoFn, RayDedupDoFn, StateDedupDoFn, key_by_hash
 from beam_phash.hash_dofn import HashBatchDoFn
 from beam_phash.records import DUPLICATE_OF_FIELD, DUPLICATES, ERROR_FIELD, FAILED, KEPT
 
@@ -61,6 +63,12 @@ class ImagePhashDedup(beam.PTransform):
       backend_name: reuse a named Ray backend across pipelines; its actors are then kept alive
         after the pipeline, so a later pipeline dedups against everything this one saw. Without
         it each pipeline gets a fresh backend that is released when the pipeline ends.
+      state_dir: a directory (as seen by the Ray bucket actors: local, or a shared file system)
+        where the backend keeps its seen-set: a Parquet snapshot per bucket plus a change log.
+        A later pipeline with the same ``state_dir`` dedups against everything earlier ones
+        kept (incremental dedup), and a bucket actor that dies mid-run is restarted and reloaded
+        instead of failing the pipeline. Its layout (num_buckets, algorithm, hash_size) is fixed
+        by the first run.
       batch_size: records per ``hash_images`` call and per backend round trip (upper bound).
       max_in_flight: bound on concurrent bucket-actor calls per worker.
       hash_threads: Rust threads per hashing call (None: all cores).
@@ -71,7 +79,7 @@ class ImagePhashDedup(beam.PTransform):
                  hash_field: str = "image_phash", algorithm: str = "phash",
                  backend: str = "ray", num_buckets: int = 16, ray_address: Optional[str] = None,
                  id_field: Optional[str] = "id", *, backend_name: Optional[str] = None,
-                 batch_size: int = 128, max_in_flight: int = 16,
+                 state_dir: Optional[str] = None, batch_size: int = 128, max_in_flight: int = 16,
                  hash_threads: Optional[int] = None, max_pixels: int = DEFAULT_MAX_PIXELS,
                  label: Optional[str] = None):
         super().__init__(label)
@@ -102,8 +110,13 @@ class ImagePhashDedup(beam.PTransform):
         if backend_name is not None and (not isinstance(backend_name, str) or not _NAME_RE.match(backend_name)):
             raise ValueError("backend_name must be 1-100 characters of letters, digits, '_', '.', '-', "
                              f"starting with a letter or digit; got {backend_name!r}")
-        if backend == "state" and (ray_address is not None or backend_name is not None):
-            raise ValueError("ray_address and backend_name apply only to backend='ray'")
+        if backend == "state" and (ray_address is not None or backend_name is not None or state_dir is not None):
+            raise ValueError("ray_address, backend_name and state_dir apply only to backend='ray'")
+        if state_dir is not None:
+            _field("state_dir", state_dir)
+            if os.path.exists(state_dir) and not os.path.isdir(state_dir):
+                raise ValueError(f"state_dir {state_dir!r} exists and is not a directory")
+            check_state_dir(state_dir, num_buckets, algorithm, hash_size)
         self.hash_size = hash_size
         self.image_field = image_field
         self.hash_field = hash_field
@@ -113,6 +126,7 @@ class ImagePhashDedup(beam.PTransform):
         self.ray_address = ray_address
         self.id_field = id_field
         self.backend_name = backend_name
+        self.state_dir = state_dir
         self.batch_size = batch_size
         self.max_in_flight = max_in_flight
         self.hash_threads = hash_threads
@@ -135,7 +149,12 @@ class ImagePhashDedup(beam.PTransform):
                              "can reach (or use backend='state')")
         address = ray_cluster.resolve_address(self.ray_address)
         name = self.backend_name or f"run-{uuid.uuid4().hex[:16]}"
-        return RayDedupBackend(address, name, self.num_buckets, self.max_in_flight)
+        state_dir = None
+        if self.state_dir is not None:
+            state_dir = os.path.abspath(self.state_dir)
+            prepare_state_dir(state_dir, self.num_buckets, self.algorithm, self.hash_size)
+        return RayDedupBackend(address, name, self.num_buckets, self.max_in_flight, state_dir,
+                               run_id=uuid.uuid4().hex)
 
     def expand(self, records):
         batches = records | "BatchForHashing" >> beam.BatchElements(
@@ -148,13 +167,14 @@ class ImagePhashDedup(beam.PTransform):
             backend = self._ray_backend(records.pipeline)
             deduped = hashed.hashed | "DedupWithRay" >> beam.ParDo(
                 RayDedupDoFn(backend)).with_outputs(DUPLICATES, main=KEPT)
-            if self.backend_name is None:
+            if self.backend_name is None or self.state_dir is not None:
                 # Barrier: the count exists only once every record went through the backend.
                 _ = ((deduped[KEPT], deduped[DUPLICATES])
                      | "AllDeduped" >> beam.Flatten()
                      | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
                      | "CountDeduped" >> beam.combiners.Count.Globally()
-                     | "ReleaseBackend" >> beam.ParDo(ReleaseBackendDoFn(backend)))
+                     | "FinishBackend" >> beam.ParDo(FinishBackendDoFn(
+                         backend, release=self.backend_name is None)))
         else:
             deduped = (hashed.hashed
                        | "KeyByHash" >> beam.FlatMap(key_by_hash)

@@ -3,7 +3,7 @@
     python -m pipelines.dedup_images --input DIR_OR_GLOB [--input ...] --output OUT_DIR \\
         [--input-format files|parquet] [--image-column image] [--id-column id] \\
         [--hash-size 16] [--algorithm phash] [--backend ray|state] [--num-buckets 16] \\
-        [--ray-address ADDR] [Beam pipeline options: --runner, --direct_num_workers, ...]
+        [--ray-address ADDR] [--state DIR] [Beam pipeline options: --runner, ...]
 
 Inputs are matched and read through Beam's filesystems, so gs:// and s3:// paths work when those
 Beam extras are installed. Flags this job does not know pass through to Beam as PipelineOptions.
@@ -72,6 +72,10 @@ def _parser() -> argparse.ArgumentParser:
                     help="existing Ray cluster (host:port or auto); default: an embedded local Ray")
     ap.add_argument("--backend-name", default=None,
                     help="Ray: a named backend that outlives the job, so later jobs dedup against it")
+    ap.add_argument("--state", default=None, metavar="DIR",
+                    help="Ray: keep the seen-set in DIR (Parquet snapshots + a log), so this job "
+                         "dedups against everything earlier jobs with the same DIR kept, and "
+                         "survives bucket actors dying")
     ap.add_argument("--no-report", action="store_true", help="skip report.html")
     return ap
 
@@ -148,7 +152,7 @@ def configure(argv: Optional[List[str]]):
                             image_field=spec.image_column, id_field=spec.id_column,
                             hash_field=HASH_FIELD, backend=args.backend,
                             num_buckets=args.num_buckets, ray_address=args.ray_address,
-                            backend_name=args.backend_name)
+                            backend_name=args.backend_name, state_dir=args.state)
     return args, spec, dedup, PipelineOptions(beam_args)
 
 

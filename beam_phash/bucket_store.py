@@ -1,0 +1,260 @@
+"""On-disk state of one bucket of the Ray backend: Parquet snapshots plus a change log.
+
+Layout, in ``<state_dir>/bucket-00003/``::
+
+    snapshot-000007.parquet   every entry claimed before log 7 was started
+    log-000007.arrows         entries claimed since (Arrow IPC stream, one batch per claim call)
+    log-000008.arrows         a later log (the actor restarted: a new log, no new snapshot)
+
+Loading takes the newest snapshot that is intact and replays every log of its generation or
+later, in order. So the state survives the actor process dying at any instant:
+
+* a snapshot is written to a temporary file, flushed to disk, then renamed; a snapshot that is
+  torn anyway (a copied or damaged file) fails its row count or digest check and the previous
+  one is used, with its logs, which are kept until the next snapshot;
+* each log batch is written before the claim call answers, so every answered claim is on disk
+  (in the OS cache: it survives the process, and after ``snapshot()`` also the machine); a batch
+  torn by a crash mid-write was never answered, and Beam's retry of that call claims it again.
+
+Entries are (hash, owner, label): the raw hash, the 64-bit owner digest and the keeper's id.
+Nothing here unpickles: snapshots and logs are plain Arrow data.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+from typing import List, Optional, Tuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
+
+FORMAT = "1"
+_SNAPSHOT_RE = re.compile(r"^snapshot-(\d{6})\.parquet$")
+_LOG_RE = re.compile(r"^log-(\d{6})\.arrows$")
+_META_ROWS = b"beam_phash.rows"
+_META_DIGEST = b"beam_phash.digest"
+_META_FORMAT = b"beam_phash.format"
+
+
+class StateError(RuntimeError):
+    """A bucket's state on disk cannot be used; the message names the bucket and the files."""
+
+
+def bucket_dir(state_dir: str, bucket: int) -> str:
+    return os.path.join(state_dir, f"bucket-{bucket:05d}")
+
+
+def _schema(width: int) -> pa.Schema:
+    return pa.schema([("hash", pa.binary(width)), ("owner", pa.uint64()), ("label", pa.string())])
+
+
+def _digest(hashes: bytes, owners: bytes) -> str:
+    d = hashlib.blake2b(digest_size=16)
+    d.update(hashes)
+    d.update(owners)
+    return d.hexdigest()
+
+
+def _table(width: int, hashes: bytes, owners: bytes, labels: List[str]) -> pa.Table:
+    n = len(labels)
+    return pa.Table.from_arrays([
+        pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n, [None, pa.py_buffer(hashes)]),
+        pa.Array.from_buffers(pa.uint64(), n, [None, pa.py_buffer(owners)]),
+        pa.array(labels, pa.string()),
+    ], schema=_schema(width))
+
+
+def _columns(table: pa.Table) -> Tuple[bytes, bytes, List[str]]:
+    """A table's (packed hashes, packed owners, labels)."""
+    if table.num_rows == 0:
+        return b"", b"", []
+    hash_col = table.column("hash").combine_chunks()
+    width = hash_col.type.byte_width
+    raw = np.frombuffer(hash_col.buffers()[1], dtype=np.uint8)
+    hashes = raw[hash_col.offset * width:(hash_col.offset + len(hash_col)) * width].tobytes()
+    owners = table.column("owner").to_numpy().astype("<u8").tobytes()
+    return hashes, owners, table.column("label").to_pylist()
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class BucketStore:
+    """Reads and writes one bucket's directory. Used by one actor at a time."""
+
+    def __init__(self, state_dir: str, bucket: int, name: str):
+        self.path = bucket_dir(state_dir, bucket)
+        self.name = name  # for messages: "bucket 3 of backend 'x'"
+        os.makedirs(self.path, exist_ok=True)
+        self._writer: Optional[pa.ipc.RecordBatchStreamWriter] = None
+        self._sink = None
+        self._gen = 0  # generation of the log being written (and of the next snapshot - 1)
+        self._base = 0  # generation of the newest snapshot known to be intact (0: none)
+        self.logged_since_snapshot = 0
+
+    def _files(self, pattern: re.Pattern) -> List[Tuple[int, str]]:
+        found = []
+        for entry in os.listdir(self.path):
+            m = pattern.match(entry)
+            if m:
+                found.append((int(m.group(1)), os.path.join(self.path, entry)))
+        return sorted(found)
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def load(self) -> Tuple[Optional[int], List[Tuple[bytes, bytes, List[str]]]]:
+        """(hash width or None, entry chunks to replay in order). Starts a new log generation."""
+        snapshots = self._files(_SNAPSHOT_RE)
+        logs = self._files(_LOG_RE)
+        chunks: List[Tuple[bytes, bytes, List[str]]] = []
+        width: Optional[int] = None
+        base = 0
+        for gen, path in reversed(snapshots):
+            try:
+                width, columns = self._read_snapshot(path)
+            except StateError as e:
+                log.warning("%s", e)
+                continue
+            chunks.append(columns)
+            base = gen
+            break
+        else:
+            if snapshots and (not logs or logs[0][0] > 0):
+                raise StateError(f"{self.name}: no intact snapshot in {self.path} and the logs do not "
+                                 "reach back to the start; the state cannot be rebuilt")
+        for gen, path in logs:
+            if gen < base:
+                continue
+            log_width, batches = self._read_log(path)
+            width = width or log_width
+            chunks.extend(batches)
+        self._gen = max([g for g, _ in snapshots + logs], default=-1) + 1
+        self._base = base
+        return width, chunks
+
+    def _read_snapshot(self, path: str) -> Tuple[int, Tuple[bytes, bytes, List[str]]]:
+        try:
+            table = pq.read_table(path)
+        except Exception as e:  # pyarrow raises several types for damaged files
+            raise StateError(f"{self.name}: snapshot {path} is torn or unreadable ({type(e).__name__}); "
+                             "not used") from None
+        meta = table.schema.metadata or {}
+        columns = _columns(table)
+        rows, digest = meta.get(_META_ROWS), meta.get(_META_DIGEST)
+        if (meta.get(_META_FORMAT) != FORMAT.encode() or rows is None or int(rows) != table.num_rows
+                or digest is None or digest.decode() != _digest(columns[0], columns[1])):
+            raise StateError(f"{self.name}: snapshot {path} fails its row count or digest check; not used")
+        return table.schema.field("hash").type.byte_width, columns
+
+    def _read_log(self, path: str) -> Tuple[Optional[int], List[Tuple[bytes, bytes, List[str]]]]:
+        batches, width = [], None
+        try:
+            with pa.OSFile(path, "rb") as f:
+                reader = pa.ipc.open_stream(f)
+                width = reader.schema.field("hash").type.byte_width
+                while True:
+                    try:
+                        batch = reader.read_next_batch()
+                    except StopIteration:
+                        break
+                    batches.append(_columns(pa.Table.from_batches([batch])))
+        except (pa.ArrowInvalid, OSError, EOFError) as e:
+            # The tail a crash tore off was never answered; everything before it stands.
+            log.warning("%s: log %s ends in a torn batch (%s); replayed %d batches before it",
+                        self.name, path, type(e).__name__, len(batches))
+        return width, batches
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def append(self, width: int, hashes: bytes, owners: bytes, labels: List[str]) -> None:
+        """Log newly claimed entries; written through to the OS before the claim answers."""
+        if not labels:
+            return
+        if self._writer is None:
+            self._sink = pa.OSFile(os.path.join(self.path, f"log-{self._gen:06d}.arrows"), "wb")
+            self._writer = pa.ipc.new_stream(self._sink, _schema(width))
+        self._writer.write_table(_table(width, hashes, owners, labels))
+        self._sink.flush()
+        self.logged_since_snapshot += len(labels)
+
+    def _close_log(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._sink.close()
+            self._writer = self._sink = None
+
+    def snapshot(self, width: int, hashes: bytes, owners: bytes, labels: List[str]) -> str:
+        """Write every entry as the next snapshot generation, durably, then drop what it
+        supersedes (keeping one generation back). Returns the snapshot's path."""
+        self._close_log()
+        self._gen += 1
+        path = os.path.join(self.path, f"snapshot-{self._gen:06d}.parquet")
+        table = _table(width, hashes, owners, labels).replace_schema_metadata({
+            _META_FORMAT: FORMAT, _META_ROWS: str(len(labels)), _META_DIGEST: _digest(hashes, owners)})
+        tmp = path + ".tmp"
+        with open(tmp, "wb") as f:
+            pq.write_table(table, f, compression="zstd")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(self.path)
+        # Keep the snapshot this store last loaded or wrote (known intact) and the logs after it,
+        # the fallback should the new one ever be found torn; older files are superseded twice.
+        for gen, old in self._files(_SNAPSHOT_RE) + self._files(_LOG_RE):
+            if gen < self._base:
+                os.remove(old)
+        self._base = self._gen
+        self.logged_since_snapshot = 0
+        return path
+
+    def close(self) -> None:
+        self._close_log()
+
+
+_MANIFEST = "manifest.json"
+
+
+def _manifest_for(num_buckets: int, algorithm: str, hash_size: int) -> dict:
+    return {"format": FORMAT, "num_buckets": num_buckets, "algorithm": algorithm, "hash_size": hash_size}
+
+
+def check_state_dir(state_dir: str, num_buckets: int, algorithm: str, hash_size: int) -> None:
+    """Raise ValueError if ``state_dir`` holds state of another layout (read only)."""
+    path = os.path.join(state_dir, _MANIFEST)
+    if not os.path.exists(path):
+        if os.path.isdir(state_dir) and any(e.startswith("bucket-") for e in os.listdir(state_dir)):
+            raise ValueError(f"state directory {state_dir} holds buckets but no {_MANIFEST}; not using it")
+        return
+    try:
+        with open(path) as f:
+            have = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read {path}: {e}") from None
+    want = _manifest_for(num_buckets, algorithm, hash_size)
+    diff = [f"{k}={have.get(k)!r} (this run: {v!r})" for k, v in want.items() if have.get(k) != v]
+    if diff:
+        raise ValueError(f"state directory {state_dir} was written with {', '.join(diff)}; use the "
+                         "same settings, or another directory")
+
+
+def prepare_state_dir(state_dir: str, num_buckets: int, algorithm: str, hash_size: int) -> None:
+    """Create ``state_dir`` with its manifest (the layout every later run must match)."""
+    check_state_dir(state_dir, num_buckets, algorithm, hash_size)
+    os.makedirs(state_dir, exist_ok=True)
+    path = os.path.join(state_dir, _MANIFEST)
+    if not os.path.exists(path):
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(_manifest_for(num_buckets, algorithm, hash_size), f)
+        os.replace(tmp, path)

@@ -1,0 +1,195 @@
+"""Persistence and actor faults: snapshots that survive tearing, incremental dedup with --state,
+and bucket actors killed in the middle of a run (recovered with a state directory, a clear
+failure naming the bucket without one)."""
+import os
+import shutil
+import signal
+
+import apache_beam as beam
+import numpy as np
+import pytest
+import ray
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that
+
+from beam_phash import ImagePhashDedup, ray_cluster
+from beam_phash.bucket_store import BucketStore
+from beam_phash.ray_backend import BackendError, RayDedupBackend, bucket_actor_name, get_or_create_bucket
+from conftest import PHOTOS
+from dedup_oracle import check_outputs, make_records, oracle
+from job_outputs import basename, read
+from pipelines import dedup_images
+from test_transform import tagged
+
+
+def _owners(*ids):
+    return np.array(ids, dtype="<u8").tobytes()
+
+
+# --- the on-disk format -----------------------------------------------------------------------
+
+def test_snapshots_and_logs_rebuild_the_bucket_and_a_torn_snapshot_is_not_used(tmp_path, caplog):
+    store = BucketStore(str(tmp_path), 3, "bucket 3")
+    assert store.load() == (None, [])
+    store.append(4, b"aaaabbbb", _owners(1, 2), ["a", "b"])
+    first = store.snapshot(4, b"aaaabbbb", _owners(1, 2), ["a", "b"])
+    store.append(4, b"cccc", _owners(3), ["c"])
+    second = store.snapshot(4, b"aaaabbbbcccc", _owners(1, 2, 3), ["a", "b", "c"])
+    store.append(4, b"dddd", _owners(4), ["d"])
+    store.close()
+    assert os.path.exists(first) and os.path.exists(second)  # one generation back is kept
+
+    def replayed():
+        width, chunks = BucketStore(str(tmp_path), 3, "bucket 3").load()
+        assert width == 4
+        return [label for _, _, labels in chunks for label in labels]
+
+    assert replayed() == ["a", "b", "c", "d"]
+    # A torn newest snapshot: the previous one and the logs after it give the same state.
+    with open(second, "r+b") as f:
+        f.truncate(os.path.getsize(second) // 2)
+    assert replayed() == ["a", "b", "c", "d"]
+    assert "is torn or unreadable" in caplog.text
+    # A snapshot damaged in the middle is refused the same way (by Parquet's checks or ours).
+    second_copy = BucketStore(str(tmp_path), 3, "bucket 3")
+    second_copy.load()
+    third = second_copy.snapshot(4, b"aaaabbbbccccdddd", _owners(1, 2, 3, 4), ["a", "b", "c", "d"])
+    data = bytearray(open(third, "rb").read())
+    data[len(data) // 3] ^= 0xFF
+    open(third, "wb").write(data)
+    caplog.clear()
+    assert sorted(set(replayed())) == ["a", "b", "c", "d"]
+    assert "not used" in caplog.text
+
+
+def test_a_torn_log_tail_is_dropped_and_the_rest_replayed(tmp_path):
+    store = BucketStore(str(tmp_path), 0, "bucket 0")
+    store.load()
+    store.append(4, b"aaaa", _owners(1), ["a"])
+    store.append(4, b"bbbb", _owners(2), ["b"])
+    store.close()
+    path = os.path.join(store.path, "log-000000.arrows")
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) - 20)  # tear the last batch
+    _, chunks = BucketStore(str(tmp_path), 0, "bucket 0").load()
+    assert [labels for _, _, labels in chunks] == [["a"]]
+
+
+def test_state_dir_layout_is_checked_before_anything_runs(tmp_path):
+    ImagePhashDedup(state_dir=str(tmp_path / "s"), num_buckets=4)  # not created yet: fine
+    from beam_phash.bucket_store import prepare_state_dir
+    prepare_state_dir(str(tmp_path / "s"), 4, "phash", 16)
+    with pytest.raises(ValueError, match="num_buckets=4 .this run: 8."):
+        ImagePhashDedup(state_dir=str(tmp_path / "s"), num_buckets=8)
+    with pytest.raises(ValueError, match="only to backend='ray'"):
+        ImagePhashDedup(backend="state", state_dir=str(tmp_path / "s"))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="not a directory"):
+        ImagePhashDedup(state_dir=str(tmp_path / "file"))
+
+
+# --- incremental dedup with the job -----------------------------------------------------------
+
+@pytest.mark.ray
+def test_second_run_drops_exactly_what_the_first_kept(ray_cluster, tmp_path):
+    run1, run2, state = tmp_path / "in1", tmp_path / "in2", str(tmp_path / "state")
+    run1.mkdir()
+    run2.mkdir()
+    old, new = PHOTOS[:5], PHOTOS[5:]
+    for p in old:
+        shutil.copy(p, run1 / p.name)
+    shutil.copy(old[0], run1 / f"again_{old[0].name}")  # a duplicate within run 1
+    for p in old[1:4]:
+        shutil.copy(p, run2 / f"seen_{p.name}")  # run 1 kept these images, under other names
+    for p in new:
+        shutil.copy(p, run2 / p.name)
+    common = ["--backend", "ray", "--num-buckets", "3", "--state", state, "--no-report"]
+    out1, out2 = tmp_path / "out1", tmp_path / "out2"
+    assert dedup_images.main(["--input", str(run1), "--output", str(out1), *common]) == 0
+    # Run 2 also reads one of run 1's files again, under the same id.
+    again = str(run1 / old[4].name)
+    assert dedup_images.main(["--input", str(run2), "--input", again, "--output", str(out2), *common]) == 0
+
+    kept1 = {r["image_phash"]: r["id"] for r in read(out1, "kept")}
+    assert len(kept1) == 5
+    kept2, dups2 = read(out2, "kept"), read(out2, "duplicates")
+    # Dropped: exactly the records whose image run 1 kept, each pointing at run 1's keeper.
+    assert sorted(basename(r["id"]) for r in dups2) == sorted(
+        [f"seen_{p.name}" for p in old[1:4]] + [old[4].name])
+    assert all(r["duplicate_of"] == kept1[r["image_phash"]] for r in dups2)
+    # Kept: everything new, once per image.
+    assert sorted(basename(r["id"]) for r in kept2) == sorted(p.name for p in new)
+    assert not set(kept1) & {r["image_phash"] for r in kept2}
+    assert sorted(os.listdir(state)) == ["bucket-00000", "bucket-00001", "bucket-00002", "manifest.json"]
+    assert not [a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith("run-")]
+
+
+# --- actor faults -----------------------------------------------------------------------------
+
+_killed = []
+
+
+class KillBucketOnce(beam.DoFn):
+    """Passes records through; from the ``after``-th on, SIGKILLs the process of ``bucket``'s actor
+    once (as the OOM killer would), as soon as that actor exists."""
+
+    def __init__(self, backend_name: str, bucket: int, after: int):
+        self._name = bucket_actor_name(backend_name, bucket)
+        self._after = after
+        self._seen = 0
+
+    def process(self, record):
+        self._seen += 1
+        if not _killed and self._seen >= self._after:
+            try:
+                actor = ray.get_actor(self._name, namespace=ray_cluster.NAMESPACE)
+            except ValueError:
+                actor = None
+            if actor is not None:
+                pid = ray.get(actor.stats.remote())["pid"]
+                os.kill(pid, signal.SIGKILL)
+                _killed.append(pid)
+        yield record
+
+
+def _run_with_a_kill(records, name, **kwargs):
+    _killed.clear()
+    p = TestPipeline()
+    outputs = (p | beam.Create(records, reshuffle=False)
+               | "KillBucket0" >> beam.ParDo(KillBucketOnce(name, bucket=0, after=8))
+               | ImagePhashDedup(backend="ray", backend_name=name, num_buckets=2, batch_size=4,
+                                 max_in_flight=2, **kwargs).with_outputs())
+    assert_that(tagged(outputs), check_outputs(records))
+    p.run().wait_until_finish()
+
+
+@pytest.mark.ray
+def test_a_killed_bucket_actor_restarts_from_its_state_and_the_output_is_exact(ray_cluster, tmp_path):
+    records = make_records(seed=11)
+    name = "fault-recovery-test"
+    backend = RayDedupBackend(ray_cluster, name, 2, state_dir=str(tmp_path / "state"))
+    try:
+        _run_with_a_kill(records, name, state_dir=str(tmp_path / "state"))
+        assert len(_killed) == 1, "the actor was never killed"
+        stats = backend.connect().stats()
+        assert stats[0]["pid"] != _killed[0]  # Ray restarted it ...
+        expected = len(oracle(records)[0])
+        assert sum(s["hashes"] for s in stats) == expected  # ... holding every hash
+    finally:
+        backend.release()
+
+
+@pytest.mark.ray
+def test_without_state_a_killed_bucket_fails_the_run_naming_it(ray_cluster):
+    records = make_records(seed=12)
+    name = "fault-failure-test"
+    backend = RayDedupBackend(ray_cluster, name, 2).connect()
+    try:
+        with pytest.raises(Exception, match=r"bucket 0 of dedup backend 'fault-failure-test'"):
+            _run_with_a_kill(records, name)
+        assert len(_killed) == 1
+        # And it is never silently recreated empty.
+        with pytest.raises(BackendError, match="bucket 0 of dedup backend 'fault-failure-test' was lost"):
+            get_or_create_bucket(name, 0)
+    finally:
+        backend.release()
