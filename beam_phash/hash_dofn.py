@@ -26,6 +26,8 @@ class Hashed(NamedTuple):
     hash: bytes
     owner: str
     record: dict
+    pixels: int = 0  # width x height of the upright image
+    variants: tuple = ()  # the 8 dihedral hashes, with dihedral=True
 
 
 class HashBatchDoFn(beam.DoFn):
@@ -34,7 +36,8 @@ class HashBatchDoFn(beam.DoFn):
     ``error`` reason and ``hash_field=None``."""
 
     def __init__(self, *, algorithm: str, hash_size: int, image_field: str, hash_field: str,
-                 id_field: Optional[str], threads: Optional[int], max_pixels: int):
+                 id_field: Optional[str], threads: Optional[int], max_pixels: int,
+                 dihedral: bool = False):
         self._algorithm = algorithm
         self._hash_size = hash_size
         self._image_field = image_field
@@ -42,6 +45,7 @@ class HashBatchDoFn(beam.DoFn):
         self._id_field = id_field
         self._threads = threads
         self._max_pixels = max_pixels
+        self._dihedral = dihedral
         self._metrics = DedupMetrics()
 
     def _failed(self, record, reason: str):
@@ -62,7 +66,7 @@ class HashBatchDoFn(beam.DoFn):
             return
         started = time.perf_counter()
         results = hash_images(blobs, algorithm=self._algorithm, hash_size=self._hash_size,
-                              threads=self._threads, max_pixels=self._max_pixels)
+                              threads=self._threads, max_pixels=self._max_pixels, dihedral=self._dihedral)
         self._metrics.hash_batch_latency_ms.update(int((time.perf_counter() - started) * 1000))
         self._metrics.hash_batch_size.update(len(blobs))
         out: List[Hashed] = []
@@ -72,6 +76,7 @@ class HashBatchDoFn(beam.DoFn):
                 continue
             owner = record_id(record, self._id_field) or surrogate_owner(data)
             kept = encodable_image(with_fields(record, **{self._hash_field: result.hex()}), self._image_field)
-            out.append(Hashed(bytes(result), owner, kept))
+            variants = tuple(bytes(v) for v in result.variants) if self._dihedral else ()
+            out.append(Hashed(bytes(result), owner, kept, result.width * result.height, variants))
         if out:
             yield out

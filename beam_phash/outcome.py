@@ -15,11 +15,12 @@ def keeper_label(first_owner: str) -> str:
     return "" if first_owner.startswith(SURROGATE_PREFIX) else first_owner
 
 
-def emit(record: dict, keeper: Optional[str], metrics: DedupMetrics):
+def emit(record: dict, keeper: Optional[str], metrics: DedupMetrics, **fields):
     """``keeper`` is the backend's answer: None where this record is its hash's keeper (its first
-    claimant, or a retry of it), else the keeper's id ("" for a keeper without an id)."""
+    claimant, or a retry of it), else the keeper's id ("" for a keeper without an id). A
+    duplicate also gets ``fields``."""
     if keeper is None:
         metrics.kept.inc()
         return record
     metrics.duplicates.inc()
-    return beam.pvalue.TaggedOutput(DUPLICATES, with_fields(record, **{DUPLICATE_OF_FIELD: keeper or None}))
+    return beam.pvalue.TaggedOutput(DUPLICATES, with_fields(record, **{DUPLICATE_OF_FIELD: keeper or None}, **fields))

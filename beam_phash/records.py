@@ -16,6 +16,8 @@ FAILED = "failed"
 
 #: Fields added to output records.
 DUPLICATE_OF_FIELD = "duplicate_of"
+#: Near-duplicate dedup: Hamming distance of a duplicate to the record it names.
+DISTANCE_FIELD = "distance"
 ERROR_FIELD = "error"
 
 #: Prefix of the owner id used for records that have no id (see surrogate_owner).

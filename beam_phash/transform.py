@@ -15,11 +15,14 @@ from beam_phash._native import (
     DEFAULT_MAX_PIXELS,
     MAX_HASH_SIZE,
     MIN_HASH_SIZE,
+    hash_bits,
 )
 from beam_phash.bucket_store import check_state_dir, prepare_state_dir
 from beam_phash.dedup_dofns import FinishBackendDoFn, RayDedupDoFn, StateDedupDoFn, key_by_hash
 from beam_phash.hash_dofn import HashBatchDoFn
-from beam_phash.records import DUPLICATE_OF_FIELD, DUPLICATES, ERROR_FIELD, FAILED, KEPT
+from beam_phash.near_dup import KEEP_POLICIES
+from beam_phash.near_dup_transform import NearDupDedup
+from beam_phash.records import DISTANCE_FIELD, DUPLICATE_OF_FIELD, DUPLICATES, ERROR_FIELD, FAILED, KEPT
 
 BACKENDS = ("ray", "state")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -42,18 +45,29 @@ def _field(name: str, value, optional: bool = False) -> None:
 
 
 class ImagePhashDedup(beam.PTransform):
-    """Drop records whose image has the same perceptual hash as an earlier one.
+    """Drop records whose image has the same perceptual hash as an earlier one (exact mode), or
+    one within ``max_distance`` bits of a kept one (near-duplicate mode).
 
     ``records | ImagePhashDedup()`` gives the kept records plus the failed ones (``hash_field``
     None, ``error`` set). ``records | ImagePhashDedup().with_outputs()`` gives the tuple
     ``(kept, duplicates, failed)``. Always: inputs = kept + duplicates + failed.
+
+    Exact mode (``max_distance=0``, the default): first seen wins, through a backend.
+    Near-duplicate mode (``max_distance >= 1`` or ``dihedral=True``): runs on Beam's shuffles
+    (no backend). No two kept records lie within ``max_distance`` bits; every duplicate names a
+    kept record within ``max_distance`` bits (``duplicate_of``, ``distance``); the kept set does
+    not depend on the runner, the parallelism or the input order (see ``keep``). Recall is exact
+    (multi-index hashing), except inside band groups larger than ``max_band_group`` (counted by
+    the ``band_groups_capped`` metric), where each member is only compared with its 64 nearest
+    members in hash order.
 
     Args:
       hash_size: 16 by default; 8 is faster and coarser, 32 more precise (see the README's bit table).
       image_field: the field holding the image bytes, or a dict with a ``"bytes"`` key.
       hash_field: where the hex hash is stored on output records.
       algorithm: one of ``beam_phash.ALGORITHMS``.
-      backend: ``"ray"`` (bucket actors) or ``"state"`` (a Beam stateful DoFn, no server).
+      backend: exact mode: ``"ray"`` (bucket actors, the default) or ``"state"`` (a Beam
+        stateful DoFn, no server).
       num_buckets: number of Ray bucket actors; hashes are routed by their own bits.
       ray_address: None (reuse this process's Ray or start an embedded one on 127.0.0.1),
         ``"auto"``, or ``"host:port"`` of a running cluster.
@@ -73,19 +87,40 @@ class ImagePhashDedup(beam.PTransform):
       max_in_flight: bound on concurrent bucket-actor calls per worker.
       hash_threads: Rust threads per hashing call (None: all cores).
       max_pixels: images larger than this fail with a reason instead of being decoded.
+      max_distance: 0 for exact dedup; k >= 1 drops records within k bits of a kept one.
+      dihedral: also treat rotated (90/180/270) and mirrored copies as duplicates.
+      keep: near-duplicate mode, which record of a group is kept: ``"largest"`` (most pixels,
+        then the smallest id) or ``"smallest_id"``.
+      max_band_group: near-duplicate mode, the band group size above which only neighbours in
+        hash order are compared (blank and near-uniform images share bands en masse).
     """
 
     def __init__(self, hash_size: int = 16, image_field: str = "image",
                  hash_field: str = "image_phash", algorithm: str = "phash",
-                 backend: str = "ray", num_buckets: int = 16, ray_address: Optional[str] = None,
+                 backend: Optional[str] = None, num_buckets: int = 16, ray_address: Optional[str] = None,
                  id_field: Optional[str] = "id", *, backend_name: Optional[str] = None,
                  state_dir: Optional[str] = None, batch_size: int = 128, max_in_flight: int = 16,
                  hash_threads: Optional[int] = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 label: Optional[str] = None):
+                 max_distance: int = 0, dihedral: bool = False, keep: str = "largest",
+                 max_band_group: int = 5000, label: Optional[str] = None):
         super().__init__(label)
         _int_in("hash_size", hash_size, MIN_HASH_SIZE, MAX_HASH_SIZE)
         if algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}; got {algorithm!r}")
+        bits = hash_bits(algorithm, hash_size)
+        _int_in("max_distance", max_distance, 0, bits - 1)
+        if not isinstance(dihedral, bool):
+            raise ValueError(f"dihedral must be True or False, got {dihedral!r}")
+        if keep not in KEEP_POLICIES:
+            raise ValueError(f"keep must be one of {', '.join(KEEP_POLICIES)}, got {keep!r}")
+        _int_in("max_band_group", max_band_group, 2)
+        near = max_distance > 0 or dihedral
+        if near and (backend is not None or ray_address is not None or backend_name is not None
+                     or state_dir is not None):
+            raise ValueError("near-duplicate dedup (max_distance >= 1 or dihedral=True) runs on Beam's "
+                             "shuffles: backend, ray_address, backend_name and state_dir do not apply")
+        if backend is None:
+            backend = "ray"
         if backend not in BACKENDS:
             raise ValueError(f"backend must be 'ray' or 'state', got {backend!r}")
         _field("image_field", image_field)
@@ -95,7 +130,7 @@ class ImagePhashDedup(beam.PTransform):
             raise ValueError(f"hash_field and image_field must differ, both are {hash_field!r}")
         if hash_field == id_field:
             raise ValueError(f"hash_field and id_field must differ, both are {hash_field!r}")
-        reserved = {DUPLICATE_OF_FIELD, ERROR_FIELD}
+        reserved = {DUPLICATE_OF_FIELD, ERROR_FIELD, DISTANCE_FIELD}
         for name, value in (("hash_field", hash_field), ("image_field", image_field), ("id_field", id_field)):
             if value in reserved:
                 raise ValueError(f"{name} {value!r} is a field the transform writes ({', '.join(sorted(reserved))})")
@@ -131,6 +166,12 @@ class ImagePhashDedup(beam.PTransform):
         self.max_in_flight = max_in_flight
         self.hash_threads = hash_threads
         self.max_pixels = max_pixels
+        self.max_distance = max_distance
+        self.dihedral = dihedral
+        self.keep = keep
+        self.max_band_group = max_band_group
+        self.bits = bits
+        self.near_duplicates = near
         self._split_outputs = False
 
     def with_outputs(self) -> "ImagePhashDedup":
@@ -162,8 +203,11 @@ class ImagePhashDedup(beam.PTransform):
         hashed = batches | "HashImages" >> beam.ParDo(HashBatchDoFn(
             algorithm=self.algorithm, hash_size=self.hash_size, image_field=self.image_field,
             hash_field=self.hash_field, id_field=self.id_field, threads=self.hash_threads,
-            max_pixels=self.max_pixels)).with_outputs(FAILED, main="hashed")
-        if self.backend == "ray":
+            max_pixels=self.max_pixels, dihedral=self.dihedral)).with_outputs(FAILED, main="hashed")
+        if self.near_duplicates:
+            deduped = hashed.hashed | "NearDuplicates" >> NearDupDedup(
+                self.max_distance, self.bits, keep=self.keep, max_band_group=self.max_band_group)
+        elif self.backend == "ray":
             backend = self._ray_backend(records.pipeline)
             deduped = hashed.hashed | "DedupWithRay" >> beam.ParDo(
                 RayDedupDoFn(backend)).with_outputs(DUPLICATES, main=KEPT)

@@ -3,14 +3,15 @@
     python -m pipelines.dedup_images --input DIR_OR_GLOB [--input ...] --output OUT_DIR \\
         [--input-format files|parquet] [--image-column image] [--id-column id] \\
         [--hash-size 16] [--algorithm phash] [--backend ray|state] [--num-buckets 16] \\
-        [--ray-address ADDR] [--state DIR] [Beam pipeline options: --runner, ...]
+        [--ray-address ADDR] [--state DIR] [--max-distance K [--dihedral] [--keep largest]] \
+        [Beam pipeline options: --runner, ...]
 
 Inputs are matched and read through Beam's filesystems, so gs:// and s3:// paths work when those
 Beam extras are installed. Flags this job does not know pass through to Beam as PipelineOptions.
 Output, in OUT_DIR:
 
     kept/*.parquet        the input columns (files: id = the path) + image_phash
-    duplicates/*.parquet  the same + duplicate_of (id of the kept record)
+    duplicates/*.parquet  the same + duplicate_of (id of the kept record) [+ distance, in bits]
     failed/*.parquet      the same + error (the reason)
     summary.json          counts, whether they add up, wall time, images/s
     report.html           counts, the largest duplicate groups as thumbnails, the failures
@@ -66,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--output", default="out/dedup", help="output directory (default: out/dedup)")
     ap.add_argument("--hash-size", type=int, default=16)
     ap.add_argument("--algorithm", default="phash", choices=beam_phash.ALGORITHMS)
-    ap.add_argument("--backend", default="ray", choices=["ray", "state"])
+    ap.add_argument("--backend", default=None, choices=["ray", "state"],
+                    help="exact dedup: ray (bucket actors, the default) or state (Beam state)")
     ap.add_argument("--num-buckets", type=int, default=16)
     ap.add_argument("--ray-address", default=None,
                     help="existing Ray cluster (host:port or auto); default: an embedded local Ray")
@@ -76,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
                     help="Ray: keep the seen-set in DIR (Parquet snapshots + a log), so this job "
                          "dedups against everything earlier jobs with the same DIR kept, and "
                          "survives bucket actors dying")
+    ap.add_argument("--max-distance", type=int, default=0, metavar="K",
+                    help="near-duplicates: drop images within K bits of a kept one (0: exact dedup)")
+    ap.add_argument("--dihedral", action="store_true",
+                    help="near-duplicates: rotated and mirrored copies count as duplicates too")
+    ap.add_argument("--keep", default="largest", choices=["largest", "smallest_id"],
+                    help="near-duplicates: which image of a group is kept (default: largest)")
     ap.add_argument("--no-report", action="store_true", help="skip report.html")
     return ap
 
@@ -121,7 +129,7 @@ def build(p, spec: InputSpec, output: str, dedup: ImagePhashDedup, report: bool 
                | "Read" >> ReadImageRecords(spec)
                | "Progress" >> beam.ParDo(ProgressDoFn()))
     triple = records | "Dedup" >> dedup.with_outputs()
-    _ = triple | "Write" >> WriteOutputs(spec, output, dedup.hash_field)
+    _ = triple | "Write" >> WriteOutputs(spec, output, dedup.hash_field, dedup.near_duplicates)
     if report:
         _ = triple | "Report" >> CollectReportData(output, id_field=spec.id_column,
                                                    image_field=spec.image_column,
@@ -152,7 +160,8 @@ def configure(argv: Optional[List[str]]):
                             image_field=spec.image_column, id_field=spec.id_column,
                             hash_field=HASH_FIELD, backend=args.backend,
                             num_buckets=args.num_buckets, ray_address=args.ray_address,
-                            backend_name=args.backend_name, state_dir=args.state)
+                            backend_name=args.backend_name, state_dir=args.state,
+                            max_distance=args.max_distance, dihedral=args.dihedral, keep=args.keep)
     return args, spec, dedup, PipelineOptions(beam_args)
 
 
@@ -164,9 +173,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     clear_outputs(args.output)
     bits = beam_phash.hash_bits(args.algorithm, args.hash_size)
+    mode = (f"near-duplicates within {args.max_distance} bits{', dihedral' if args.dihedral else ''}"
+            if dedup.near_duplicates else f"backend {dedup.backend}")
     print(f"beam-phash: {spec.matched} {spec.fmt} input(s) -> {args.output} "
-          f"({args.algorithm}, {bits} bits, "
-          f"backend {args.backend})", file=sys.stderr, flush=True)
+          f"({args.algorithm}, {bits} bits, {mode})", file=sys.stderr, flush=True)
     started = time.time()
     p = beam.Pipeline(options=options)
     build(p, spec, args.output, dedup, report=not args.no_report)
@@ -183,7 +193,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         "algorithm": args.algorithm,
         "hash_size": args.hash_size,
         "bits": bits,
-        "backend": args.backend,
+        "backend": None if dedup.near_duplicates else dedup.backend,
+        "max_distance": args.max_distance,
+        "dihedral": args.dihedral,
+        "keep": args.keep if dedup.near_duplicates else None,
+        "state_dir": args.state,
         "input_format": spec.fmt,
         "input_patterns": spec.patterns,
         "input_files": spec.matched,

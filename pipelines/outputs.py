@@ -14,21 +14,25 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
 from beam_phash import DUPLICATE_OF_FIELD, ERROR_FIELD
+from beam_phash.records import DISTANCE_FIELD
 from pipelines.inputs import InputSpec
 
 OUTPUTS = ("kept", "duplicates", "failed")
 
 
-def schemas(spec: InputSpec, hash_field: str) -> Dict[str, pa.Schema]:
-    """The Parquet schema of each output."""
+def schemas(spec: InputSpec, hash_field: str, near_duplicates: bool = False) -> Dict[str, pa.Schema]:
+    """The Parquet schema of each output (near-duplicate mode adds the duplicates' distance)."""
     if spec.fmt == "files":
         base = pa.schema([("id", pa.string())])
     else:
         base = spec.schema.remove_metadata()
     with_hash = base.append(pa.field(hash_field, pa.string()))
+    duplicates = with_hash.append(pa.field(DUPLICATE_OF_FIELD, pa.string()))
+    if near_duplicates:
+        duplicates = duplicates.append(pa.field(DISTANCE_FIELD, pa.int32()))
     return {
         "kept": with_hash,
-        "duplicates": with_hash.append(pa.field(DUPLICATE_OF_FIELD, pa.string())),
+        "duplicates": duplicates,
         "failed": with_hash.append(pa.field(ERROR_FIELD, pa.string())),
     }
 
@@ -46,11 +50,11 @@ def _projector(names: List[str]):
 class WriteOutputs(beam.PTransform):
     """Writes the (kept, duplicates, failed) triple as Parquet shards under ``output``."""
 
-    def __init__(self, spec: InputSpec, output: str, hash_field: str):
+    def __init__(self, spec: InputSpec, output: str, hash_field: str, near_duplicates: bool = False):
         super().__init__()
         self._spec = spec
         self._output = output
-        self._schemas = schemas(spec, hash_field)
+        self._schemas = schemas(spec, hash_field, near_duplicates)
 
     def expand(self, triple):
         written = {}

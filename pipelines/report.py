@@ -20,7 +20,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from beam_phash import DUPLICATE_OF_FIELD, ERROR_FIELD, PHash
-from beam_phash.records import BadRecord, image_bytes
+from beam_phash.records import DISTANCE_FIELD, BadRecord, image_bytes
 
 THUMB_SIDE = 160
 
@@ -60,8 +60,11 @@ class _Fields:
             thumb = thumbnail(image_bytes(record, self.image))
         except BadRecord:
             thumb = None
+        distance = record.get(DISTANCE_FIELD)  # near-duplicate mode (dihedral-aware)
+        if distance is None:
+            distance = 0 if kept else hex_distance(record.get(self.hash), keeper_hash)
         return {"id": self.id_of(record), "hash": record.get(self.hash), "kept": kept,
-                "distance": 0 if kept else hex_distance(record.get(self.hash), keeper_hash),
+                "distance": distance,
                 "thumb": thumb}
 
 
@@ -157,21 +160,28 @@ def render(summary: dict, groups: List[dict], failures: List[dict]) -> str:
     adds = summary.get("adds_up")
     rows = "".join(f"<tr><td>{e(k)}</td><td>{e(str(summary.get(k)))}</td></tr>"
                    for k in ("inputs", "kept", "duplicates", "failed", "wall_seconds",
-                             "images_per_second", "algorithm", "hash_size", "bits", "backend"))
+                             "images_per_second", "algorithm", "hash_size", "bits", "backend",
+                             "max_distance", "dihedral", "keep"))
+    k = summary.get("max_distance") or 0
+    if k or summary.get("dihedral"):
+        alike = f"within {k} bits" + (", rotated or mirrored included" if summary.get("dihedral") else "")
+        kind = "near-duplicate"
+    else:
+        alike, kind = "with the same hash", "duplicate"
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>beam-phash report</title>",
         f"<style>{_STYLE}</style></head><body><h1>beam-phash dedup report</h1>",
         f"<table class='counts'>{rows}</table>",
         f"<p class='{'ok' if adds else 'bad'}'>inputs = kept + duplicates + failed: "
         f"{'yes' if adds else 'NO'}</p>",
-        f"<h2>Largest duplicate groups ({len(groups)} shown)</h2>",
+        f"<h2>Largest {kind} groups ({len(groups)} shown)</h2>",
     ]
     if not groups:
         parts.append("<p>No duplicates found.</p>")
     for g in groups:
         shown = len(g["members"])
         more = f", {g['size'] - shown} more not shown" if g["size"] > shown else ""
-        parts.append(f"<div class='group'><div>{g['size']} records with the same image "
+        parts.append(f"<div class='group'><div>{g['size']} records {e(alike)} "
                      f"(kept: {e(str(g['keeper']))}{more})</div><div class='members'>"
                      + "".join(_figure(m) for m in g["members"]) + "</div></div>")
     total_failed = summary.get("failed", len(failures))
