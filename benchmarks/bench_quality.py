@@ -24,6 +24,12 @@ import beam_phash
 from make_web_set import sources
 
 
+def web_size(path) -> Image.Image:
+    """The photo upright, in RGB, resized (LANCZOS) to fit 800 x 800 px: the "original" before JPEG q90."""
+    with Image.open(path) as im:
+        im.draft("RGB", (1600, 1600))
+        return ImageOps.contain(ImageOps.exif_transpose(im).convert("RGB"), (800, 800), Image.Resampling.LANCZOS)
+
 
 def jpeg(img: Image.Image, quality: int = 90) -> bytes:
     buf = io.BytesIO()
@@ -58,9 +64,7 @@ def main(argv=None) -> int:
     kw = {"algorithm": args.algorithm, "hash_size": args.hash_size}
     originals, dists = [], {name: [] for name in EDITS}
     for p in paths:
-        with Image.open(p) as im:
-            im.draft("RGB", (1600, 1600))
-            im = ImageOps.contain(ImageOps.exif_transpose(im).convert("RGB"), (800, 800), Image.Resampling.LANCZOS)
+        im = web_size(p)
         base = beam_phash.hash_image(jpeg(im), **kw)
         originals.append(base)
         for name, edit in EDITS.items():

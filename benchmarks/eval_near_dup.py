@@ -1,0 +1,381 @@
+"""Near-duplicate evaluation: recall of edited copies against false merges of distinct photos,
+at each Hamming threshold, for this project's hashes and for imagehash's.
+
+    python benchmarks/eval_near_dup.py SOURCE_DIR [SOURCE_DIR ...] [--markdown PATH]
+        [--same-scene NAME,NAME ...] [--sizes 8,16,32] [--limit N] [--no-imagehash] [--threads 1]
+
+Photos. Each source photo (recursively, .jpg/.jpeg/.png, as `make_web_set.sources`; one file per
+photo) is brought upright to fit 800 x 800 px and saved as JPEG quality 90: the "original"
+(`bench_quality.web_size`). Its 12 edited copies are made from the same 800 px pixels and saved
+as JPEG quality 90 unless the edit says otherwise:
+
+    resize 50%        LANCZOS to half of each side
+    resize to 256 px  LANCZOS to fit 256 x 256 (longest side 256)
+    JPEG q30, q70     the original re-encoded at quality 30 / 70
+    brightness +15%   ImageEnhance.Brightness 1.15
+    contrast 0.8      ImageEnhance.Contrast 0.8
+    crop 5%           2.5% of the width / height cut off each of the four sides (95% of each
+                      side kept, 90.25% of the area), not resized back
+    watermark         "(c) example" in Pillow's default font (ImageFont.load_default) at 1/25 of
+                      the image height, white at 50% opacity, bottom-right corner
+    grayscale         convert("L"), saved as a one-channel JPEG
+    blur              GaussianBlur, radius 1.5 px at 800 px (scaled with the longest side)
+    flip              mirror image (left-right)
+    rotate 90         rotated 90 degrees clockwise
+
+The mild edits, the ones a near-duplicate threshold must catch without dihedral matching, are
+all but crop, flip and rotate 90. Crop is reported but kept out of the targets.
+
+Hashes. beam-phash's phash at each --sizes (64, 256, 1024 bits) and dhash at 16 (256 bits),
+with the 8 dihedral variants (`dihedral=True`); imagehash's phash and dhash at hash_size 16 on
+the PIL image of the same file, its dihedral variants computed on the 8 PIL transposes. Each is
+evaluated plain (identity hashes) and dihedral: a later arrival matches an earlier image when
+one of the later's 8 variants is within k of the earlier's identity hash.
+
+Pairs and counts at threshold k (a pair matches when its distance is <= k):
+  * recall per edit: the fraction of photos whose edited copy matches its original, the copy
+    arriving after the original;
+  * false merges, counted in two groups, each pair once, matching in either arrival order:
+    "orig": pairs of distinct originals (n(n-1)/2), and "cross": an original against each of
+    another photo's 12 edited copies (n(n-1)*12). Copies of two different photos against each
+    other are not counted.
+Note that some distinct photos are two shots of one scene (e.g. kphotoalbum's pool/pool_2):
+they count as false merges when close; the closest pairs are printed by name to judge them, and
+`--same-scene A,B` (file names, repeatable) takes such a pair and its copies out of the counts.
+
+Thresholds. Tables show k at multiples of bits/128 (2 bits of 256), up to 40/256 of the bits;
+the recommendation searches every integer k: the largest k with zero false merges (orig and
+cross), i.e. one less than the closest distinct pair. There the summary gives the pooled recall
+of the mild edits (and the weakest of them), crop, and flip / rotate 90 recall, and checks the
+targets: mild recall >= 0.99 with zero false merges; with dihedral, flip and rotate 90 recall
+>= 0.95. It also gives the smallest k at which mild recall reaches 0.99, and the false merges
+there, to show how far a configuration that misses the target is from it.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
+
+import beam_phash
+from bench_quality import EDITS as QUALITY_EDITS, jpeg, web_size
+from make_web_set import sources
+
+T = Image.Transpose
+
+
+def _gray(im: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    im.convert("L").save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _crop(im: Image.Image) -> bytes:
+    dx, dy = round(im.width * 0.025), round(im.height * 0.025)
+    return jpeg(im.crop((dx, dy, im.width - dx, im.height - dy)))
+
+
+def _watermark(im: Image.Image) -> bytes:
+    layer = Image.new("RGBA", im.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    font = ImageFont.load_default(size=max(10, im.height // 25))
+    text = "\u00a9 example"
+    _, _, right, bottom = draw.textbbox((0, 0), text, font=font)
+    margin = max(4, im.height // 50)
+    draw.text((im.width - right - margin, im.height - bottom - margin), text, font=font, fill=(255, 255, 255, 128))
+    return jpeg(Image.alpha_composite(im.convert("RGBA"), layer))
+
+
+# name -> (column label, edit: 800 px RGB image -> file bytes)
+EDITS = {
+    "resize 50%": ("50%", QUALITY_EDITS["resize 50%"]),
+    "resize to 256 px": ("256px", QUALITY_EDITS["resize to 256 px"]),
+    "JPEG quality 30": ("q30", QUALITY_EDITS["JPEG quality 30"]),
+    "JPEG quality 70": ("q70", QUALITY_EDITS["JPEG quality 70"]),
+    "brightness +15%": ("bri", QUALITY_EDITS["brightness +15%"]),
+    "contrast 0.8": ("con", lambda im: jpeg(ImageEnhance.Contrast(im).enhance(0.8))),
+    "watermark": ("wmark", _watermark),
+    "grayscale": ("gray", _gray),
+    "blur 1.5 px": ("blur", lambda im: jpeg(im.filter(ImageFilter.GaussianBlur(1.5 * max(im.size) / 800)))),
+    "crop 5%": ("crop", _crop),
+    "flip": ("flip", lambda im: jpeg(ImageOps.mirror(im))),
+    "rotate 90": ("rot90", lambda im: jpeg(im.transpose(T.ROTATE_270))),  # PIL's ROTATE_270 is clockwise
+}
+MILD = [name for name in EDITS if name not in ("crop 5%", "flip", "rotate 90")]
+TURNS = ["flip", "rotate 90"]
+MILD_TARGET, TURN_TARGET = 0.99, 0.95
+
+
+@dataclass
+class PhotoSet:
+    names: list[str]  # one per photo
+    files: list[bytes]  # photo i's original at i * (1 + len(EDITS)), then its edits in EDITS order
+
+    def index(self, photo: int, edit: int | None = None) -> int:
+        return photo * (1 + len(EDITS)) + (0 if edit is None else 1 + edit)
+
+
+def make_set(paths) -> PhotoSet:
+    files = []
+    for path in paths:
+        im = web_size(path)
+        files.append(jpeg(im))
+        files.extend(edit(im) for _, edit in EDITS.values())
+    names = [p.name for p in paths]
+    if len(set(names)) < len(names):
+        names = [f"{p.parent.name}/{p.name}" for p in paths]
+    return PhotoSet(names, files)
+
+
+# Hashers: file bytes -> uint8 array (files, 8 dihedral variants, hash bytes), variant 0 the identity.
+
+def ours(files, algorithm: str, hash_size: int, threads: int) -> np.ndarray:
+    out = []
+    for h in beam_phash.hash_images(files, algorithm=algorithm, hash_size=hash_size, threads=threads, dihedral=True):
+        if isinstance(h, Exception):
+            raise h
+        out.append([np.frombuffer(bytes(v), np.uint8) for v in h.variants])
+    return np.array(out)
+
+
+# The 8 transposes in the order of PHash.variants: identity, rotations by 90, 180, 270 clockwise,
+# then the mirror image and it rotated likewise.
+ROTATIONS = [None, T.ROTATE_270, T.ROTATE_180, T.ROTATE_90]
+
+
+def dihedral_images(im: Image.Image) -> list[Image.Image]:
+    mirror = im.transpose(T.FLIP_LEFT_RIGHT)
+    return [base if r is None else base.transpose(r) for base in (im, mirror) for r in ROTATIONS]
+
+
+def with_imagehash(files, fn) -> np.ndarray:
+    out = []
+    for data in files:
+        with Image.open(io.BytesIO(data)) as im:
+            gray = im.convert("L")  # imagehash converts to "L" first anyway; transposing it is cheaper
+        out.append([np.packbits(fn(v, hash_size=16).hash.flatten()) for v in dihedral_images(gray)])
+    return np.array(out)
+
+
+# Distances and counts.
+
+def distances(hashes: np.ndarray, later: list[int], earlier: list[int], dihedral: bool) -> np.ndarray:
+    """Hamming distance of each later file to each earlier one (a matrix): identity against
+    identity, or with dihedral the closest of the later file's 8 variants to the earlier's identity."""
+    variants = hashes[later] if dihedral else hashes[later, :1]
+    xor = variants[:, None, :, :] ^ hashes[earlier][None, :, 0:1, :]
+    return np.bitwise_count(xor).sum(axis=-1, dtype=np.int32).min(axis=-1)
+
+
+def at_most(d: np.ndarray, bits: int) -> np.ndarray:
+    """counts[k] = number of distances <= k, for k = 0..bits."""
+    return np.cumsum(np.bincount(d.ravel(), minlength=bits + 1))
+
+
+@dataclass
+class Result:
+    label: str
+    bits: int
+    dihedral: bool
+    edit_d: dict  # edit name -> distances of the photos' copies to their originals
+    orig_pairs: list  # (distance, name a, name b), distinct originals, closest first
+    cross_pairs: list  # (distance, original's name, other photo's name, edit), closest first
+    same_scene: list  # (distance, name a, name b): the --same-scene originals, not counted
+    recall: dict  # edit name -> recall at k = 0..bits
+    fm_orig: np.ndarray  # false merges at k = 0..bits
+    fm_cross: np.ndarray
+
+    @property
+    def mild_recall(self) -> np.ndarray:
+        return np.mean([self.recall[name] for name in MILD], axis=0)
+
+    @property
+    def best_k(self) -> int:
+        """The largest k with no false merge (-1 when identical hashes already merge)."""
+        return min(self.orig_pairs[0][0], self.cross_pairs[0][0]) - 1
+
+    def false_merges(self, k: int) -> int:
+        return int(self.fm_orig[k] + self.fm_cross[k]) if k >= 0 else 0
+
+
+def evaluate(label: str, hashes: np.ndarray, bits: int, photos: PhotoSet, dihedral: bool, same: np.ndarray) -> Result:
+    """`same`: n x n booleans, True for two photos of one scene (and on the diagonal): their pairs
+    are no false merges."""
+    n, e = len(photos.names), len(EDITS)
+    originals = [photos.index(i) for i in range(n)]
+    edit_d = {}
+    for j, name in enumerate(EDITS):
+        copies = [photos.index(i, j) for i in range(n)]
+        edit_d[name] = np.array([distances(hashes, [c], [o], dihedral)[0, 0] for c, o in zip(copies, originals)])
+    # Distinct pairs match in either arrival order: the smaller of the two directed distances.
+    oo = distances(hashes, originals, originals, dihedral)
+    oo = np.minimum(oo, oo.T)
+    ia, ib = np.triu_indices(n, 1)
+    counted = ~same[ia, ib]
+    orig_d = oo[ia, ib][counted]
+    copies = [photos.index(i, j) for i in range(n) for j in range(e)]
+    oc = np.minimum(distances(hashes, originals, copies, dihedral), distances(hashes, copies, originals, dihedral).T)
+    oc = oc.reshape(n, n, e)  # original a, photo b, edit of b
+    oc[same] = bits + 1  # a photo's own copies, or a same-scene photo's, are not false merges
+    a, b, j = np.nonzero(oc <= bits)
+    cross = sorted(zip(oc[a, b, j].tolist(), a.tolist(), b.tolist(), j.tolist()))
+    names, edits = photos.names, list(EDITS)
+    return Result(
+        label=label + (" +dihedral" if dihedral else ""),
+        bits=bits,
+        dihedral=dihedral,
+        edit_d=edit_d,
+        orig_pairs=sorted((int(d), names[x], names[y]) for d, x, y in zip(orig_d, ia[counted], ib[counted])),
+        cross_pairs=[(d, names[x], names[y], edits[j]) for d, x, y, j in cross],
+        same_scene=sorted((int(oo[x, y]), names[x], names[y]) for x, y in zip(ia[~counted], ib[~counted])),
+        recall={name: at_most(d, bits) / n for name, d in edit_d.items()},
+        fm_orig=at_most(orig_d, bits),
+        fm_cross=at_most(oc[oc <= bits], bits),
+    )
+
+
+# Reporting.
+
+def shown_thresholds(bits: int) -> list[int]:
+    return sorted({round(i * bits / 128) for i in range(21)})
+
+
+def threshold_table(r: Result) -> tuple[list[str], list[list[str]]]:
+    head = ["k", "k/bits"] + [col for col, _ in EDITS.values()] + ["mild", "FM orig", "FM cross"]
+    rows = []
+    for k in shown_thresholds(r.bits):
+        rows.append([str(k), f"{k / r.bits:.3f}"] + [f"{r.recall[name][k]:.2f}" for name in EDITS]
+                    + [f"{r.mild_recall[k]:.3f}", str(r.fm_orig[k]), str(r.fm_cross[k])])
+    # The distances behind the recall columns; under the false merges, the closest pair's distance.
+    for stat, fn in (("mean", np.mean), ("p95", lambda d: np.percentile(d, 95)), ("max", np.max)):
+        rows.append([f"d {stat}", ""] + [f"{fn(r.edit_d[name]):.1f}" for name in EDITS] + ["", "", ""])
+    rows.append(["d min", ""] + [""] * len(EDITS) + ["", str(r.orig_pairs[0][0]), str(r.cross_pairs[0][0])])
+    return head, rows
+
+
+def summary_row(r: Result) -> list[str]:
+    k = r.best_k
+    mild = r.mild_recall
+    weakest = min(MILD, key=lambda name: r.recall[name][k] if k >= 0 else 0)
+    rec = (lambda name: r.recall[name][k]) if k >= 0 else (lambda name: 0.0)
+    mild_k = float(mild[k]) if k >= 0 else 0.0
+    reach = np.nonzero(mild >= MILD_TARGET)[0]
+    k99 = int(reach[0]) if len(reach) else None
+    mild_ok = mild_k >= MILD_TARGET
+    turns_ok = all(rec(name) >= TURN_TARGET for name in TURNS)
+    verdict = "mild met" if mild_ok else "mild NOT met"
+    if r.dihedral:
+        verdict += ", turns met" if turns_ok else ", turns NOT met"
+    return [
+        r.label, str(r.bits), f"{k} ({k / r.bits:.3f})", f"{mild_k:.3f}",
+        f"{rec(weakest):.2f} {EDITS[weakest][0]}" if rec(weakest) < 1 else "all 1.00", f"{rec('crop 5%'):.2f}",
+        f"{rec('flip'):.2f}", f"{rec('rotate 90'):.2f}",
+        f"{k99} ({r.false_merges(k99)})" if k99 is not None else "never", verdict,
+    ]
+
+
+SUMMARY_HEAD = ["hash", "bits", "k (k/bits)", "mild recall", "weakest mild", "crop", "flip", "rot90",
+                "k for mild>=0.99 (FM)", "targets"]
+
+
+def text_table(head, rows) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(head, *rows)]
+
+    def line(cells):  # first column left-aligned, the numbers right-aligned
+        return "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    return "\n".join([line(head), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def md_table(head, rows) -> str:
+    return "\n".join(["| " + " | ".join(cells) + " |" for cells in [head, ["---"] * len(head), *rows]])
+
+
+def closest(r: Result, count: int) -> str:
+    lines = [("closest distinct originals", ", ".join(f"{a}~{b} {d}" for d, a, b in r.orig_pairs[:count])),
+             ("closest original ~ other photo's copy",
+              ", ".join(f"{a}~{b}[{EDITS[e][0]}] {d}" for d, a, b, e in r.cross_pairs[:count]))]
+    if r.same_scene:
+        lines.append(("same scene, not counted", ", ".join(f"{a}~{b} {d}" for d, a, b in r.same_scene)))
+    return "\n".join(f"{title}: {text}" for title, text in lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("sources", nargs="+")
+    ap.add_argument("--sizes", default="8,16,32", help="beam-phash phash hash sizes (default 8,16,32)")
+    ap.add_argument("--limit", type=int, default=None, help="use only the first N photos")
+    ap.add_argument("--threads", type=int, default=1, help="hash_images threads (default 1)")
+    ap.add_argument("--no-imagehash", action="store_true")
+    ap.add_argument("--closest", type=int, default=6, help="closest distinct pairs to list per hash")
+    ap.add_argument("--same-scene", action="append", default=[], metavar="NAME,NAME",
+                    help="two photos (file names) of one scene: their pairs are not counted as false "
+                         "merges, only listed (repeatable)")
+    ap.add_argument("--markdown", metavar="PATH", help="also write the tables as Markdown")
+    args = ap.parse_args(argv)
+    started = time.perf_counter()
+    photos = make_set(sources(args.sources)[: args.limit])
+    n, e = len(photos.names), len(EDITS)
+    same = np.eye(n, dtype=bool)
+    for pair in args.same_scene:
+        unknown = [name for name in pair.split(",") if name not in photos.names]
+        if unknown or pair.count(",") != 1:
+            raise SystemExit(f"--same-scene {pair}: want two photo names, unknown: {', '.join(unknown)}")
+        x, y = (photos.names.index(name) for name in pair.split(","))
+        same[x, y] = same[y, x] = True
+    print(f"{n} photos, {len(photos.files)} files ({e} edits each) made in {time.perf_counter() - started:.0f} s")
+
+    # (label, bits, hasher)
+    configs = [(f"beam-phash phash-{s}", s * s, lambda s=s: ours(photos.files, "phash", s, args.threads))
+               for s in map(int, args.sizes.split(","))]
+    configs.append(("beam-phash dhash-16", 256, lambda: ours(photos.files, "dhash", 16, args.threads)))
+    if not args.no_imagehash:
+        import imagehash
+        configs += [("imagehash phash-16", 256, lambda: with_imagehash(photos.files, imagehash.phash)),
+                    ("imagehash dhash-16", 256, lambda: with_imagehash(photos.files, imagehash.dhash))]
+    results = []
+    for label, bits, compute in configs:
+        t = time.perf_counter()
+        hashes = compute()
+        assert hashes.shape[1:] == (8, bits // 8), hashes.shape
+        hashed = time.perf_counter() - t
+        for dihedral in (False, True):
+            results.append(evaluate(label, hashes, bits, photos, dihedral, same))
+        print(f"{label}: {bits} bits, hashed {len(photos.files)} files x 8 variants in {hashed:.1f} s")
+
+    excluded = int(same.sum() - n) // 2
+    pairs = f"{n * (n - 1) // 2 - excluded} orig pairs, {(n * (n - 1) - 2 * excluded) * e} cross pairs"
+    md = [f"{n} photos at 800 px (JPEG q90) and {e} edited copies each; recall over {n} copies per edit; "
+          f"false merges (FM) over {pairs}.\n"]
+    for r in results:
+        head, rows = threshold_table(r)
+        print(f"\n== {r.label} ({r.bits} bits): recall per edit, false merges ({pairs}) ==")
+        print(text_table(head, rows))
+        print(closest(r, args.closest))
+        md += [f"\n#### {r.label} ({r.bits} bits)\n", md_table(head, rows),
+               "\n" + closest(r, args.closest).replace("\n", "  \n") + "\n"]
+
+    summary = [summary_row(r) for r in results]
+    note = (f"k: the largest threshold with zero false merges; recall there. mild = pooled recall of "
+            f"{', '.join(EDITS[m][0] for m in MILD)}. Targets: mild >= {MILD_TARGET} at zero false merges; "
+            f"with dihedral, flip and rot90 >= {TURN_TARGET}.")
+    if args.same_scene:
+        note += " Not counted as false merges (one scene): " + "; ".join(args.same_scene) + "."
+    print(f"\n== Recommended thresholds ==\n{note}")
+    print(text_table(SUMMARY_HEAD, summary))
+    print(f"\n{time.perf_counter() - started:.0f} s in all")
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            head = [f"### Recommended thresholds\n\n{note}\n", md_table(SUMMARY_HEAD, summary), "\n### Per threshold\n"]
+            f.write("\n".join(head + md) + "\n")
+        print(f"Markdown written to {args.markdown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
