@@ -5,7 +5,7 @@ import copy
 import os
 import re
 import uuid
-from typing import Optional
+from typing import Optional, Union
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import StandardOptions
@@ -20,7 +20,7 @@ from beam_phash._native import (
 from beam_phash.bucket_store import check_state_dir, prepare_state_dir
 from beam_phash.dedup_dofns import FinishBackendDoFn, RayDedupDoFn, StateDedupDoFn, key_by_hash
 from beam_phash.hash_dofn import HashBatchDoFn
-from beam_phash.near_dup import KEEP_POLICIES
+from beam_phash.near_dup import KEEP_POLICIES, recommended_max_distance
 from beam_phash.near_dup_transform import NearDupDedup
 from beam_phash.records import DISTANCE_FIELD, DUPLICATE_OF_FIELD, DUPLICATES, ERROR_FIELD, FAILED, KEPT
 
@@ -87,7 +87,8 @@ class ImagePhashDedup(beam.PTransform):
       max_in_flight: bound on concurrent bucket-actor calls per worker.
       hash_threads: Rust threads per hashing call (None: all cores).
       max_pixels: images larger than this fail with a reason instead of being decoded.
-      max_distance: 0 for exact dedup; k >= 1 drops records within k bits of a kept one.
+      max_distance: 0 for exact dedup; k >= 1 drops records within k bits of a kept one;
+        ``"auto"``: the measured threshold for the algorithm and hash size (README table).
       dihedral: also treat rotated (90/180/270) and mirrored copies as duplicates.
       keep: near-duplicate mode, which record of a group is kept: ``"largest"`` (most pixels,
         then the smallest id) or ``"smallest_id"``.
@@ -101,13 +102,15 @@ class ImagePhashDedup(beam.PTransform):
                  id_field: Optional[str] = "id", *, backend_name: Optional[str] = None,
                  state_dir: Optional[str] = None, batch_size: int = 128, max_in_flight: int = 16,
                  hash_threads: Optional[int] = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 max_distance: int = 0, dihedral: bool = False, keep: str = "largest",
+                 max_distance: Union[int, str] = 0, dihedral: bool = False, keep: str = "largest",
                  max_band_group: int = 5000, label: Optional[str] = None):
         super().__init__(label)
         _int_in("hash_size", hash_size, MIN_HASH_SIZE, MAX_HASH_SIZE)
         if algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}; got {algorithm!r}")
         bits = hash_bits(algorithm, hash_size)
+        if max_distance == "auto":
+            max_distance = recommended_max_distance(algorithm, hash_size)
         _int_in("max_distance", max_distance, 0, bits - 1)
         if not isinstance(dihedral, bool):
             raise ValueError(f"dihedral must be True or False, got {dihedral!r}")

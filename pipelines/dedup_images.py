@@ -50,6 +50,15 @@ class _OneLineParser(argparse.ArgumentParser):
         raise ConfigError(message)
 
 
+def _distance(value: str):
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of bits or 'auto', got {value!r}") from None
+
+
 def parse_args(argv: Optional[List[str]]):
     """(the job's arguments, the flags left for Beam)."""
     return _parser().parse_known_args(argv)
@@ -78,8 +87,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="Ray: keep the seen-set in DIR (Parquet snapshots + a log), so this job "
                          "dedups against everything earlier jobs with the same DIR kept, and "
                          "survives bucket actors dying")
-    ap.add_argument("--max-distance", type=int, default=0, metavar="K",
-                    help="near-duplicates: drop images within K bits of a kept one (0: exact dedup)")
+    ap.add_argument("--max-distance", type=_distance, default=0, metavar="K",
+                    help="near-duplicates: drop images within K bits of a kept one (0: exact dedup; "
+                         "auto: the measured threshold for the algorithm and hash size)")
     ap.add_argument("--dihedral", action="store_true",
                     help="near-duplicates: rotated and mirrored copies count as duplicates too")
     ap.add_argument("--keep", default="largest", choices=["largest", "smallest_id"],
@@ -173,7 +183,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     clear_outputs(args.output)
     bits = beam_phash.hash_bits(args.algorithm, args.hash_size)
-    mode = (f"near-duplicates within {args.max_distance} bits{', dihedral' if args.dihedral else ''}"
+    mode = (f"near-duplicates within {dedup.max_distance} bits{', dihedral' if args.dihedral else ''}"
             if dedup.near_duplicates else f"backend {dedup.backend}")
     print(f"beam-phash: {spec.matched} {spec.fmt} input(s) -> {args.output} "
           f"({args.algorithm}, {bits} bits, {mode})", file=sys.stderr, flush=True)
@@ -194,7 +204,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "hash_size": args.hash_size,
         "bits": bits,
         "backend": None if dedup.near_duplicates else dedup.backend,
-        "max_distance": args.max_distance,
+        "max_distance": dedup.max_distance,
         "dihedral": args.dihedral,
         "keep": args.keep if dedup.near_duplicates else None,
         "state_dir": args.state,

@@ -189,3 +189,10 @@ def test_the_job_writes_near_duplicates_with_distances_and_reports_them(tmp_path
     page = (out / "report.html").read_text()
     assert "records within 14 bits, rotated or mirrored included" in page
     assert any(f"distance {d}<br>" in page for _, d in dups.values() if d > 0)
+
+
+def test_auto_threshold_is_the_measured_one():
+    assert ImagePhashDedup(max_distance="auto").max_distance == 28
+    assert ImagePhashDedup(max_distance="auto", hash_size=32).max_distance == 160
+    with pytest.raises(ValueError, match="no measured max_distance for ahash at hash_size 16"):
+        ImagePhashDedup(max_distance="auto", algorithm="ahash")
