@@ -58,6 +58,8 @@ bench: bench-data
 	$(PY) benchmarks/bench_quality.py ../shared/images
 	$(PY) benchmarks/bench_backend.py
 	$(PY) benchmarks/bench_pipeline.py $(BENCH_SET)
+	$(PY) benchmarks/eval_near_dup.py ../shared/images
+	$(PY) benchmarks/bench_near_dup.py $(BENCH_SET)
 
 wheel: $(VENV)/.deps native-deps
 	$(VENV)/bin/maturin build --release --out dist
