@@ -5,7 +5,7 @@ import copy
 import os
 import re
 import uuid
-from typing import Optional, Union
+from typing import Any, Optional, Tuple, Union
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import StandardOptions
@@ -224,7 +224,7 @@ class ImagePhashDedup(beam.PTransform):
                          backend, release=self.backend_name is None)))
         else:
             deduped = (hashed.hashed
-                       | "KeyByHash" >> beam.FlatMap(key_by_hash)
+                       | "KeyByHash" >> beam.FlatMap(key_by_hash).with_output_types(Tuple[bytes, Any])
                        | "DedupWithState" >> beam.ParDo(StateDedupDoFn()).with_outputs(DUPLICATES, main=KEPT))
         kept, duplicates, failed = deduped[KEPT], deduped[DUPLICATES], hashed[FAILED]
         if self._split_outputs:

@@ -326,3 +326,26 @@ def test_dihedral_variants_and_size():
     assert mirrored - h > 64 and mirrored - h.variants[4] <= 4
     assert pickle.loads(pickle.dumps(h)).variants == h.variants
     assert beam_phash.hash_images([data])[0].variants == ()
+
+
+def test_a_refused_jpeg_leaves_no_state_behind(photo_bytes):
+    """The JPEG decoder is reused per thread: a corrupt or truncated JPEG before a good one must
+    not change the good one's hash (it once did, by 2 bits)."""
+    good = photo_bytes["grace_hopper.jpg"]
+    expected = hash_image(good)
+    rng = random.Random(0)
+    for name in ("pool.jpg", "skagen.jpg", "grace_hopper.jpg"):
+        data = photo_bytes[name]
+        broken = [data[:100] + b"\xff\xd9", data[: len(data) // 2] + b"\xff\xd9"]
+        for _ in range(40):
+            m = bytearray(data)
+            for _ in range(rng.randint(1, 8)):
+                m[rng.randrange(len(m))] = rng.randrange(256)
+            broken.append(bytes(m))
+        for b in broken:
+            try:
+                hash_image(b)
+            except ImageDecodeError:
+                pass
+            assert hash_image(good) == expected
+        assert hash_images(broken + [good], threads=1)[-1] == expected

@@ -39,7 +39,13 @@ pub fn decode_scaled(data: &[u8], limits: &Limits, min_side: u32) -> Result<Opti
             }
         }
         let dec = slot.as_mut().expect("decompressor was just created");
-        decode_with(dec, data, limits, min_side as usize)
+        let result = decode_with(dec, data, limits, min_side as usize);
+        if !matches!(result, Ok(Some(_))) {
+            // libjpeg-turbo keeps state in the handle; after an image it refused, start afresh so
+            // that the next image decodes exactly as it would on a new thread.
+            *slot = None;
+        }
+        result
     })
 }
 
