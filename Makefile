@@ -10,7 +10,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: test run install build native-deps cargo-test pytest bench bench-data wheel flink-job-server clean
+.PHONY: test run install build native-deps cargo-test pytest bench bench-data soak fuzz wheel flink-job-server clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,14 @@ bench: bench-data
 	$(PY) benchmarks/bench_pipeline.py $(BENCH_SET)
 	$(PY) benchmarks/eval_near_dup.py ../shared/images
 	$(PY) benchmarks/bench_near_dup.py $(BENCH_SET)
+
+# Reliability runs (minutes; not part of make test): 100k records with 5% of bundles failing once
+# must give the output of a clean run; and the long fuzz of the decoder.
+soak: build
+	$(PY) benchmarks/soak_retries.py ../shared/images
+
+fuzz: build
+	$(PY) benchmarks/fuzz_decode.py --seconds 600
 
 wheel: $(VENV)/.deps native-deps
 	$(VENV)/bin/maturin build --release --out dist

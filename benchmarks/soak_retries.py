@@ -4,7 +4,7 @@
         [--failure-rate 0.05] [--bundle-size 1000] [--sources N] [--seed 0] [IMAGE_DIR ...]
 
 Input: ``--sources`` pictures (default records/100, at most 1000) cut by make_web_set.py from the
-photos in IMAGE_DIR (default /work/shared/images) and shrunk to 128-256 px, so that 100k records
+photos in IMAGE_DIR (default ../shared/images beside the repository) and shrunk to 128-256 px, so that 100k records
 take minutes on 2 cores. Each gives a JPEG plus two near copies with other bytes: a PNG of its
 pixels as PIL decodes them and a quality-60 re-encode (~40% and ~80% of these hash differently from
 their JPEG: PIL decodes JPEG unlike the hasher). Records ``{"id", "image"}`` pick blobs at random
@@ -231,7 +231,7 @@ def check(rows, records, hash_of, failed):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("images", nargs="*", default=["/work/shared/images"])
+    ap.add_argument("images", nargs="*", default=[str(pathlib.Path(__file__).resolve().parents[2] / "shared" / "images")])
     ap.add_argument("--records", type=int, default=100_000)
     ap.add_argument("--backend", default="both", choices=["ray", "state", "both"])
     ap.add_argument("--failure-rate", type=float, default=0.05)
