@@ -12,54 +12,72 @@ from apache_beam.utils.windowed_value import WindowedValue
 from beam_phash import outcome
 from beam_phash.hash_dofn import Hashed
 from beam_phash.metrics import DedupMetrics
+from beam_phash.records import keeper_label
 
 if TYPE_CHECKING:  # the state backend must not need Ray on its workers
     from beam_phash.ray_backend import RayDedupBackend
 
 
 class RayDedupDoFn(beam.DoFn):
-    """One backend call per bucket per input batch. The client connects in ``setup()``, never in
-    ``__init__``, so the DoFn pickles as plain configuration.
+    """Claims hashes from the bucket actors: one call per bucket per ``claim_batch`` records. The
+    client connects in ``setup()``, never in ``__init__``, so the DoFn pickles as plain
+    configuration.
 
-    Pipelined: a batch's claims are sent, and the previous batch's answers are collected and
-    emitted, so the bucket actors work while the next batch is hashed and routed. Each output
-    keeps its own input's timestamp and window. A bundle that fails after sending claims is
-    safe to retry: claims are idempotent."""
+    Input batches are gathered until they hold ``claim_batch`` records (a Ray call costs about
+    half a millisecond of client time, so fewer, larger calls), then their claims are sent; the
+    answers of the previous send are collected and emitted meanwhile, so the bucket actors work
+    while the next batches are hashed. Each output keeps its own input's timestamp and window. A
+    bundle that fails after sending claims is safe to retry: claims are idempotent."""
 
-    def __init__(self, backend: RayDedupBackend):
+    def __init__(self, backend: RayDedupBackend, claim_batch: int = 1024):
         self._backend = backend
+        self._claim_batch = claim_batch
         self._metrics = DedupMetrics()
 
     def setup(self):
         self._backend.connect()
 
     def start_bundle(self):
-        self._pending = None
+        self._gathered: list = []  # (batch, timestamp, window) not sent yet
+        self._gathered_records = 0
+        self._pending = None  # sent, answers not collected yet
 
     def process(self, batch: List[Hashed], timestamp=beam.DoFn.TimestampParam,
                 window=beam.DoFn.WindowParam) -> Iterable:
-        sent = (batch, self._backend.submit([h.hash for h in batch], [h.owner for h in batch]),
-                timestamp, window)
-        previous, self._pending = self._pending, sent
-        if previous is not None:
-            yield from self._finish(previous)
+        self._gathered.append((batch, timestamp, window))
+        self._gathered_records += len(batch)
+        if self._gathered_records >= self._claim_batch:
+            yield from self._send()
 
     def finish_bundle(self) -> Iterable:
+        if self._gathered:
+            yield from self._send()
         if self._pending is not None:
             previous, self._pending = self._pending, None
             yield from self._finish(previous)
 
+    def _send(self) -> Iterable:
+        items, self._gathered, self._gathered_records = self._gathered, [], 0
+        hashed = [h for batch, _, _ in items for h in batch]
+        sent = (items, self._backend.submit([h.hash for h in hashed], [h.owner for h in hashed]))
+        previous, self._pending = self._pending, sent
+        if previous is not None:
+            yield from self._finish(previous)
+
     def _finish(self, sent) -> Iterable:
-        batch, pending, timestamp, window = sent
+        items, pending = sent
         waited = time.perf_counter()
         keepers = self._backend.collect(pending)
-        # Time spent waiting for answers (the calls overlap with hashing the next batch).
+        # Time spent waiting for answers (the calls overlap with hashing the next batches).
         self._metrics.backend_call_latency_ms.update(int((time.perf_counter() - waited) * 1000))
-        for out in self._route(batch, keepers):
-            if isinstance(out, beam.pvalue.TaggedOutput):
-                yield beam.pvalue.TaggedOutput(out.tag, WindowedValue(out.value, timestamp, [window]))
-            else:
-                yield WindowedValue(out, timestamp, [window])
+        start = 0
+        for batch, timestamp, window in items:
+            for out in self._route(batch, keepers[start:start + len(batch)]):
+                if isinstance(out, beam.pvalue.TaggedOutput):
+                    yield beam.pvalue.TaggedOutput(out.tag, WindowedValue(out.value, timestamp, [window]))
+                else:
+                    yield WindowedValue(out, timestamp, [window])
+            start += len(batch)
 
     def _route(self, batch: List[Hashed], keepers: List[Optional[str]]) -> Iterable:
         for h, keeper in zip(batch, keepers):
@@ -83,7 +101,7 @@ class StateDedupDoFn(beam.DoFn):
         if first is None:
             first_owner.write(owner)
             first = owner
-        yield outcome.emit(record, None if first == owner else outcome.keeper_label(first), self._metrics)
+        yield outcome.emit(record, None if first == owner else keeper_label(first), self._metrics)
 
 
 def key_by_hash(batch: List[Hashed]) -> Iterable[Tuple[bytes, Tuple[str, dict]]]:

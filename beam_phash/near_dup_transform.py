@@ -23,8 +23,8 @@ import apache_beam as beam
 from beam_phash import near_dup
 from beam_phash.hash_dofn import Hashed
 from beam_phash.metrics import DedupMetrics
-from beam_phash.outcome import emit, keeper_label
-from beam_phash.records import DISTANCE_FIELD, DUPLICATES, KEPT
+from beam_phash.outcome import emit
+from beam_phash.records import DISTANCE_FIELD, DUPLICATES, KEPT, keeper_label
 
 _FOLLOWERS = "followers"
 

@@ -7,12 +7,7 @@ from typing import Optional
 import apache_beam as beam
 
 from beam_phash.metrics import DedupMetrics
-from beam_phash.records import DUPLICATE_OF_FIELD, DUPLICATES, SURROGATE_PREFIX, with_fields
-
-
-def keeper_label(first_owner: str) -> str:
-    """What a duplicate reports as its keeper: the keeper's id, or "" when it had none."""
-    return "" if first_owner.startswith(SURROGATE_PREFIX) else first_owner
+from beam_phash.records import DUPLICATE_OF_FIELD, DUPLICATES, with_fields
 
 
 def emit(record: dict, keeper: Optional[str], metrics: DedupMetrics, **fields):

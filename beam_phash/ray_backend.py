@@ -22,8 +22,7 @@ import ray
 
 from beam_phash import ray_cluster
 from beam_phash._native import SeenSet
-from beam_phash.bucket_store import BucketStore
-from beam_phash.outcome import keeper_label
+from beam_phash.records import keeper_label
 from beam_phash.routing import bucket_of
 
 
@@ -69,9 +68,11 @@ class BucketActor:
                  snapshot_every: int = 1_000_000):
         self._name = f"bucket {bucket} of backend {backend_name!r}"
         self._seen: Optional[SeenSet] = None
-        self._store: Optional[BucketStore] = None
+        self._store = None  # a BucketStore with a state_dir
         self._snapshot_every = snapshot_every
         if state_dir:
+            from beam_phash.bucket_store import BucketStore  # pyarrow: only for a state_dir
+
             # Also what a restart after a crash runs: the state comes back from disk.
             self._store = BucketStore(state_dir, bucket, self._name)
             width, chunks = self._store.load()
@@ -247,6 +248,12 @@ class RayDedupBackend:
     def stats(self) -> List[Dict[str, int]]:
         """Per bucket: hashes held, seen-set bytes, resident memory of the actor process."""
         return ray.get([self._actor(b).stats.remote() for b in range(self.num_buckets)])
+
+    def start_buckets(self) -> None:
+        """Create every bucket actor now, without waiting for them: their processes then start
+        while Beam starts the pipeline, instead of when the first hashes arrive."""
+        for bucket in range(self.num_buckets):
+            self._actor(bucket)
 
     def _existing(self) -> Dict[int, object]:
         """The bucket actors that exist now (without creating any)."""

@@ -67,6 +67,11 @@ def surrogate_owner(data) -> str:
     return SURROGATE_PREFIX + hashlib.sha256(data).hexdigest()
 
 
+def keeper_label(first_owner: str) -> str:
+    """What a duplicate reports as its keeper: the keeper's id, or "" when it had none."""
+    return "" if first_owner.startswith(SURROGATE_PREFIX) else first_owner
+
+
 def encodable_image(record: dict, image_field: str) -> dict:
     """Beam's coders cannot encode a memoryview: an output record carries such an image as bytes
     (the one copy this makes; bytes and bytearray images are passed on as they are)."""

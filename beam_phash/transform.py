@@ -83,7 +83,9 @@ class ImagePhashDedup(beam.PTransform):
         kept (incremental dedup), and a bucket actor that dies mid-run is restarted and reloaded
         instead of failing the pipeline. Its layout (num_buckets, algorithm, hash_size) is fixed
         by the first run.
-      batch_size: records per ``hash_images`` call and per backend round trip (upper bound).
+      batch_size: records per ``hash_images`` call (upper bound).
+      claim_batch: Ray backend: records gathered (from several hashing batches) per round of
+        calls to the bucket actors, one call per bucket.
       max_in_flight: bound on concurrent bucket-actor calls per worker.
       hash_threads: Rust threads per hashing call (None: all cores).
       max_pixels: images larger than this fail with a reason instead of being decoded.
@@ -100,7 +102,8 @@ class ImagePhashDedup(beam.PTransform):
                  hash_field: str = "image_phash", algorithm: str = "phash",
                  backend: Optional[str] = None, num_buckets: int = 16, ray_address: Optional[str] = None,
                  id_field: Optional[str] = "id", *, backend_name: Optional[str] = None,
-                 state_dir: Optional[str] = None, batch_size: int = 128, max_in_flight: int = 16,
+                 state_dir: Optional[str] = None, batch_size: int = 128, claim_batch: int = 1024,
+                 max_in_flight: int = 16,
                  hash_threads: Optional[int] = None, max_pixels: int = DEFAULT_MAX_PIXELS,
                  max_distance: Union[int, str] = 0, dihedral: bool = False, keep: str = "largest",
                  max_band_group: int = 5000, label: Optional[str] = None):
@@ -139,6 +142,7 @@ class ImagePhashDedup(beam.PTransform):
                 raise ValueError(f"{name} {value!r} is a field the transform writes ({', '.join(sorted(reserved))})")
         _int_in("num_buckets", num_buckets, 1, 65536)
         _int_in("batch_size", batch_size, 1, 100_000)
+        _int_in("claim_batch", claim_batch, 1, 1_000_000)
         _int_in("max_in_flight", max_in_flight, 1)
         _int_in("max_pixels", max_pixels, 1)
         if hash_threads is not None:
@@ -166,6 +170,7 @@ class ImagePhashDedup(beam.PTransform):
         self.backend_name = backend_name
         self.state_dir = state_dir
         self.batch_size = batch_size
+        self.claim_batch = claim_batch
         self.max_in_flight = max_in_flight
         self.hash_threads = hash_threads
         self.max_pixels = max_pixels
@@ -197,8 +202,11 @@ class ImagePhashDedup(beam.PTransform):
         if self.state_dir is not None:
             state_dir = os.path.abspath(self.state_dir)
             prepare_state_dir(state_dir, self.num_buckets, self.algorithm, self.hash_size)
-        return RayDedupBackend(address, name, self.num_buckets, self.max_in_flight, state_dir,
-                               run_id=uuid.uuid4().hex)
+        backend = RayDedupBackend(address, name, self.num_buckets, self.max_in_flight, state_dir,
+                                  run_id=uuid.uuid4().hex)
+        if self.ray_address is None:
+            backend.start_buckets()  # the launcher is connected to this Ray: start them early
+        return backend
 
     def expand(self, records):
         batches = records | "BatchForHashing" >> beam.BatchElements(
@@ -213,7 +221,7 @@ class ImagePhashDedup(beam.PTransform):
         elif self.backend == "ray":
             backend = self._ray_backend(records.pipeline)
             deduped = hashed.hashed | "DedupWithRay" >> beam.ParDo(
-                RayDedupDoFn(backend)).with_outputs(DUPLICATES, main=KEPT)
+                RayDedupDoFn(backend, self.claim_batch)).with_outputs(DUPLICATES, main=KEPT)
             if self.backend_name is None or self.state_dir is not None:
                 # Barrier: the count exists only once every record went through the backend.
                 _ = ((deduped[KEPT], deduped[DUPLICATES])

@@ -157,7 +157,7 @@ def _run_with_a_kill(records, name, **kwargs):
     p = TestPipeline()
     outputs = (p | beam.Create(records, reshuffle=False)
                | "KillBucket0" >> beam.ParDo(KillBucketOnce(name, bucket=0, after=8))
-               | ImagePhashDedup(backend="ray", backend_name=name, num_buckets=2, batch_size=4,
+               | ImagePhashDedup(backend="ray", backend_name=name, num_buckets=2, batch_size=4, claim_batch=4,
                                  max_in_flight=2, **kwargs).with_outputs())
     assert_that(tagged(outputs), check_outputs(records))
     p.run().wait_until_finish()

@@ -68,7 +68,7 @@ def test_state_backend_matches_oracle(options):
 @pytest.mark.parametrize("options", [[], MULTI], ids=["in-process", "multi-process"])
 def test_ray_backend_matches_oracle(ray_cluster, options):
     records = make_records(seed=2)
-    result = run_dedup(records, options, backend="ray", num_buckets=4, batch_size=8)
+    result = run_dedup(records, options, backend="ray", num_buckets=4, batch_size=8, claim_batch=16)
     assert counters(result) == expected_counts(records)
 
 
@@ -102,7 +102,7 @@ def test_retried_bundles_lose_nothing(ray_cluster, monkeypatch):
     monkeypatch.setattr(RayDedupDoFn, "_route", _flaky_route)
     records = make_records(seed=4)
     result = run_dedup(records, runner="BundleBasedDirectRunner", backend="ray", num_buckets=4,
-                       batch_size=8)
+                       batch_size=8, claim_batch=16)
     assert len(_failed_once) == 2, "no failure was injected"
     # (Counters are not compared here: this runner also keeps the increments of failed attempts.)
 
