@@ -21,6 +21,7 @@ Nothing here unpickles: snapshots and logs are plain Arrow data.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -97,6 +98,15 @@ class BucketStore:
         self.path = bucket_dir(state_dir, bucket)
         self.name = name  # for messages: "bucket 3 of backend 'x'"
         os.makedirs(self.path, exist_ok=True)
+        # One store per bucket directory at a time, for as long as this process lives (the OS
+        # drops the lock when it dies, so a restarted actor takes over at once).
+        self._lock = open(os.path.join(self.path, ".lock"), "a")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.close()
+            raise StateError(f"{self.name}: {self.path} is in use by another backend (one "
+                             "pipeline at a time per state directory)") from None
         self._writer: Optional[pa.ipc.RecordBatchStreamWriter] = None
         self._sink = None
         self._gen = 0  # generation of the log being written (and of the next snapshot - 1)
@@ -182,7 +192,8 @@ class BucketStore:
         if not labels:
             return
         if self._writer is None:
-            self._sink = pa.OSFile(os.path.join(self.path, f"log-{self._gen:06d}.arrows"), "wb")
+            # "x": never truncate a log that exists (it would be another writer's).
+            self._sink = open(os.path.join(self.path, f"log-{self._gen:06d}.arrows"), "xb")
             self._writer = pa.ipc.new_stream(self._sink, _schema(width))
         self._writer.write_table(_table(width, hashes, owners, labels))
         self._sink.flush()
@@ -220,6 +231,7 @@ class BucketStore:
 
     def close(self) -> None:
         self._close_log()
+        self._lock.close()
 
 
 _MANIFEST = "manifest.json"

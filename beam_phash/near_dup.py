@@ -17,6 +17,7 @@ on the set of inputs, not on their order, the runner or its parallelism.
 """
 from __future__ import annotations
 
+import hashlib
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 import numpy as np
@@ -44,7 +45,7 @@ def recommended_max_distance(algorithm: str, hash_size: int) -> int:
 class Node(NamedTuple):
     """One distinct image in the near-duplicate graph."""
 
-    owner: str  # the record id (or the surrogate of an id-less record)
+    key: str  # node_key(): the record id and a digest of the hashes
     rank: tuple  # smaller is preferred by the keep policy
     hash: bytes
     variants: Tuple[bytes, ...] = ()  # the 8 dihedral hashes, or () without dihedral
@@ -60,13 +61,26 @@ class Edge(NamedTuple):
     distance: int
 
 
-def rank_of(policy: str, pixels: int, owner: str) -> tuple:
+def node_key(owner: str, hash_: bytes, variants: Tuple[bytes, ...] = ()) -> str:
+    """A graph node's key: the record id (or id-less surrogate) and a digest of its hashes, so
+    that two different images under one id stay two nodes."""
+    digest = hashlib.blake2b(hash_ + b"".join(variants), digest_size=12).hexdigest()
+    return f"{owner}\x00{digest}"
+
+
+def owner_of(key: str) -> str:
+    """The record id a node key was made from."""
+    return key.rsplit("\x00", 1)[0]
+
+
+def rank_of(policy: str, pixels: int, key: str) -> tuple:
     """The sort key of an image under ``policy``: "largest" prefers more pixels, then the smaller
-    id; "smallest_id" prefers the smaller id."""
+    id; "smallest_id" prefers the smaller id. Ties (one id, two images) go by the hash digest, so
+    the order is total."""
     if policy == "largest":
-        return (-pixels, owner)
+        return (-pixels, key)
     if policy == "smallest_id":
-        return (owner,)
+        return (key,)
     raise ValueError(f"keep must be one of {', '.join(KEEP_POLICIES)}, got {policy!r}")
 
 
@@ -85,10 +99,11 @@ def band_keys(node: Node, bands: Sequence[Tuple[int, int]]) -> Set[bytes]:
     bits, as bytes (a deterministic key for Beam's GroupByKey)."""
     keys = set()
     for h in node.variants or (node.hash,):
-        value = int.from_bytes(h, "big")
-        total = len(h) * 8
+        # Bit i of a hash is bit i % 8 of byte i // 8, the padding (if any) above the last real
+        # bit: read little-endian, bit i is bit i of the integer.
+        value = int.from_bytes(h, "little")
         for i, (start, stop) in enumerate(bands):
-            band = (value >> (total - stop)) & ((1 << (stop - start)) - 1)
+            band = (value >> start) & ((1 << (stop - start)) - 1)
             keys.add(i.to_bytes(2, "big") + band.to_bytes((stop - start + 7) // 8, "big"))
     return keys
 
@@ -125,7 +140,7 @@ def verify_group(nodes: List[Node], k: int, max_group: int, window: int) -> Tupl
     share bands en masse) the members are sorted by hash and each is checked against its
     ``window`` successors only: bounded work, but pairs further apart in that order are missed
     unless another band finds them."""
-    nodes = sorted(set(nodes), key=lambda n: n.hash)
+    nodes = sorted(set(nodes), key=lambda n: (n.hash, n.rank))
     n = len(nodes)
     if n < 2:
         return [], False
@@ -143,13 +158,13 @@ def verify_group(nodes: List[Node], k: int, max_group: int, window: int) -> Tupl
             a, b = nodes[i], nodes[int(j)]
             if b.rank < a.rank:
                 a, b = b, a
-            edges.append(Edge(a.owner, a.rank, b.owner, b.rank, int(d[j - i - 1])))
+            edges.append(Edge(a.key, a.rank, b.key, b.rank, int(d[j - i - 1])))
     return edges, overflow
 
 
 def resolve(edges: Iterable[Edge]) -> Dict[str, Tuple[str, int]]:
-    """Greedy by rank over the near-duplicate graph: {dropped owner: (kept owner, distance)}.
-    Owners without an edge are kept and not listed."""
+    """Greedy by rank over the near-duplicate graph: {dropped node: (kept node, distance)}.
+    Nodes without an edge are kept and not listed."""
     rank: Dict[str, tuple] = {}
     better: Dict[str, Dict[str, int]] = {}  # owner -> {better ranked neighbour: distance}
     for e in edges:

@@ -9,7 +9,8 @@ records and, tagged ``duplicates``, the dropped ones with ``duplicate_of`` (a ke
 2. ``GroupByBand``: each node under each of its k+1 band keys (per variant with dihedral);
    ``VerifyBand`` checks the pairs of each group by popcount and emits the edges within k bits.
 3. ``Resolve``: the edges, on one worker, greedy by rank: which nodes are dropped, for whom.
-4. ``Followers``/``Apply``: the decisions go back to every record by its id.
+4. ``Followers``/``Apply``: the decisions go back to every record by its node key (its id and
+   a digest of its hashes, so two images that share an id are still judged apart).
 
 Nodes without any near neighbour never reach stage 3, so its memory is that of the
 near-duplicate graph (the images that have a neighbour, and their edges), not of the input.
@@ -30,7 +31,7 @@ _FOLLOWERS = "followers"
 
 
 class NodesAndRecords(beam.DoFn):
-    """Each hashed record: (owner, record) on the main output, and its graph node keyed by its
+    """Each hashed record: (node key, record) on the main output, and its graph node keyed by its
     exact hash (with the variants) on ``nodes``."""
 
     def __init__(self, keep: str):
@@ -38,8 +39,9 @@ class NodesAndRecords(beam.DoFn):
 
     def process(self, batch: List[Hashed]) -> Iterable:
         for h in batch:
-            yield h.owner, h.record
-            node = near_dup.Node(h.owner, near_dup.rank_of(self._keep, h.pixels, h.owner), h.hash, h.variants)
+            key = near_dup.node_key(h.owner, h.hash, h.variants)
+            yield key, h.record
+            node = near_dup.Node(key, near_dup.rank_of(self._keep, h.pixels, key), h.hash, h.variants)
             yield beam.pvalue.TaggedOutput("nodes", (h.hash + b"".join(h.variants), node))
 
 
@@ -52,8 +54,8 @@ class ExactGroup(beam.DoFn):
         head = nodes[0]
         yield head
         for other in nodes[1:]:
-            if other.owner != head.owner:
-                yield beam.pvalue.TaggedOutput(_FOLLOWERS, (head.owner, other.owner))
+            if other.key != head.key:
+                yield beam.pvalue.TaggedOutput(_FOLLOWERS, (head.key, other.key))
 
 
 class VerifyBand(beam.DoFn):
@@ -79,7 +81,7 @@ class VerifyBand(beam.DoFn):
 
 
 class Resolve(beam.DoFn):
-    """All edges at once: (dropped owner, (kept owner, distance)) for every dropped node."""
+    """All edges at once: (dropped node, (kept node, distance)) for every dropped node."""
 
     def process(self, element: Tuple[int, Iterable[near_dup.Edge]]) -> Iterable:
         _, edges = element
@@ -110,7 +112,8 @@ class Apply(beam.DoFn):
                 yield emit(record, None, self._metrics)
             else:
                 keeper, distance = decision
-                yield emit(record, keeper_label(keeper), self._metrics, **{DISTANCE_FIELD: distance})
+                yield emit(record, keeper_label(near_dup.owner_of(keeper)), self._metrics,
+                           **{DISTANCE_FIELD: distance})
 
 
 class NearDupDedup(beam.PTransform):
@@ -126,8 +129,10 @@ class NearDupDedup(beam.PTransform):
         self._window = overflow_window
 
     def expand(self, batches):
-        split = batches | "NodesAndRecords" >> beam.ParDo(NodesAndRecords(self._keep)).with_outputs(
-            "nodes", main="records")
+        split = (batches
+                 | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
+                 | "NodesAndRecords" >> beam.ParDo(NodesAndRecords(self._keep)).with_outputs(
+                     "nodes", main="records"))
         exact = (split.nodes
                  | "GroupExact" >> beam.GroupByKey()
                  | "OnePerHash" >> beam.ParDo(ExactGroup()).with_outputs(_FOLLOWERS, main="heads"))

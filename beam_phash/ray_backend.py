@@ -26,13 +26,10 @@ from beam_phash.records import keeper_label
 from beam_phash.routing import bucket_of
 
 
-def owner_digests(owners: Sequence[str], run_id: str = "") -> np.ndarray:
-    """64-bit owner ids: the first 8 bytes of BLAKE2b of each owner string, keyed by the run.
-    Within a run a retried record is recognised as its hash's keeper; a record claiming a hash
-    that an earlier run kept is a duplicate, even under the same id. Two different ids collide
-    with probability 2^-64 per pair, and only matter when they also share a hash."""
-    key = run_id.encode()[:64]
-    return np.array([int.from_bytes(hashlib.blake2b(o.encode(), digest_size=8, key=key).digest(), "little")
+def owner_digests(owners: Sequence[str]) -> np.ndarray:
+    """64-bit owner ids: the first 8 bytes of BLAKE2b of each owner string. Two different ids
+    collide with probability 2^-64 per pair, and only matter when they also share a hash."""
+    return np.array([int.from_bytes(hashlib.blake2b(o.encode(), digest_size=8).digest(), "little")
                      for o in owners], dtype="<u8")
 
 
@@ -122,8 +119,16 @@ class BucketActor:
                 "rss": resident_bytes(), "pid": os.getpid()}
 
 
-def bucket_actor_name(backend_name: str, bucket: int) -> str:
-    return f"{backend_name}.bucket-{bucket:05d}"
+def bucket_actor_name(backend_name: str, bucket: int, state_dir: Optional[str] = None) -> str:
+    """The actor's name; with a state directory it also names the directory (by digest), so a
+    live backend of the same name without it, or with another, is never mistaken for it."""
+    name = f"{backend_name}.bucket-{bucket:05d}"
+    if state_dir:
+        name += ".state-" + hashlib.blake2b(state_dir.encode(), digest_size=6).hexdigest()
+    return name
+
+
+MAX_RESTARTS = 10
 
 
 def _created_key(backend_name: str, bucket: int) -> bytes:
@@ -142,7 +147,7 @@ def get_or_create_bucket(backend_name: str, bucket: int, state_dir: Optional[str
     """
     from ray.experimental import internal_kv
 
-    name = bucket_actor_name(backend_name, bucket)
+    name = bucket_actor_name(backend_name, bucket, state_dir)
     if state_dir is None:
         try:
             return ray.get_actor(name, namespace=namespace)
@@ -153,15 +158,16 @@ def get_or_create_bucket(backend_name: str, bucket: int, state_dir: Optional[str
                 f"bucket {bucket} of dedup backend {backend_name!r} was lost: its actor died and "
                 "the hashes it held died with it. Rerun the pipeline; give it a state_dir "
                 "(--state) to survive actor faults")
-    restarts = -1 if state_dir else 0
     actor = BucketActor.options(
         name=name,
         namespace=namespace,
         get_if_exists=True,
         lifetime="detached",
         num_cpus=0,
-        max_restarts=restarts,
-        max_task_retries=restarts,
+        # Restarts are bounded: an actor that dies again and again (say, OOM while reloading)
+        # ends in a BackendError instead of a pipeline waiting for ever.
+        max_restarts=MAX_RESTARTS if state_dir else 0,
+        max_task_retries=-1 if state_dir else 0,
     ).remote(backend_name, bucket, state_dir)
     if state_dir is None:
         internal_kv._internal_kv_put(_created_key(backend_name, bucket), b"1", namespace=namespace)
@@ -175,9 +181,8 @@ class RayDedupBackend:
     """
 
     def __init__(self, address: str, backend_name: str, num_buckets: int, max_in_flight: int = 16,
-                 state_dir: Optional[str] = None, run_id: str = ""):
+                 state_dir: Optional[str] = None):
         self.address = address
-        self.run_id = run_id
         self.backend_name = backend_name
         self.num_buckets = num_buckets
         self.max_in_flight = max_in_flight
@@ -200,8 +205,8 @@ class RayDedupBackend:
         return actor
 
     def claim(self, hashes: Sequence[bytes], owners: Sequence[str]) -> List[Optional[str]]:
-        """For each hash: None where this owner is its keeper (the first claimant in this run, or
-        a retry of it), else the keeper's id ("" where the keeper had no id)."""
+        """For each hash: None where this owner is its keeper (its first claimant, or a retry of
+        it), else the keeper's id ("" where the keeper had no id)."""
         return self.collect(self.submit(hashes, owners))
 
     def submit(self, hashes: Sequence[bytes], owners: Sequence[str]) -> "PendingClaims":
@@ -211,7 +216,7 @@ class RayDedupBackend:
         if not hashes:
             return pending
         width = len(hashes[0])
-        digests = owner_digests(owners, self.run_id)
+        digests = owner_digests(owners)
         buckets = bucket_of(hashes, self.num_buckets)
         order = np.argsort(buckets, kind="stable")
         bounds = np.flatnonzero(np.diff(buckets[order])) + 1
@@ -260,7 +265,7 @@ class RayDedupBackend:
         found = {}
         for bucket in range(self.num_buckets):
             try:
-                found[bucket] = ray.get_actor(bucket_actor_name(self.backend_name, bucket),
+                found[bucket] = ray.get_actor(bucket_actor_name(self.backend_name, bucket, self.state_dir),
                                               namespace=ray_cluster.NAMESPACE)
             except ValueError:
                 continue  # never created (or lost)

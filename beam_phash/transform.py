@@ -202,8 +202,7 @@ class ImagePhashDedup(beam.PTransform):
         if self.state_dir is not None:
             state_dir = os.path.abspath(self.state_dir)
             prepare_state_dir(state_dir, self.num_buckets, self.algorithm, self.hash_size)
-        backend = RayDedupBackend(address, name, self.num_buckets, self.max_in_flight, state_dir,
-                                  run_id=uuid.uuid4().hex)
+        backend = RayDedupBackend(address, name, self.num_buckets, self.max_in_flight, state_dir)
         if self.ray_address is None:
             backend.start_buckets()  # the launcher is connected to this Ray: start them early
         return backend

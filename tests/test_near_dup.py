@@ -196,3 +196,45 @@ def test_auto_threshold_is_the_measured_one():
     assert ImagePhashDedup(max_distance="auto", hash_size=32).max_distance == 160
     with pytest.raises(ValueError, match="no measured max_distance for ahash at hash_size 16"):
         ImagePhashDedup(max_distance="auto", algorithm="ahash")
+
+
+def test_bands_cover_the_real_bits_and_never_the_padding():
+    """phash at hash_size 6 is 36 bits in 5 bytes: bit i is bit i % 8 of byte i // 8, and the 4
+    padding bits on top must not form a band (at k = 8, 9 bands of 4 bits) every image shares."""
+    bits = beam_phash.hash_bits("phash", 6)
+    assert bits == 36
+    bands = near_dup.band_edges(bits, 8)
+    rng = random.Random(3)
+    for _ in range(200):
+        a = rng.getrandbits(bits)
+        b = a ^ ((1 << bits) - 1)  # every real bit differs, padding equal
+        na = near_dup.Node("a", ("a",), a.to_bytes(5, "little"))
+        nb = near_dup.Node("b", ("b",), b.to_bytes(5, "little"))
+        assert not near_dup.band_keys(na, bands) & near_dup.band_keys(nb, bands)
+        c = a
+        for bit in rng.sample(range(bits), 8):
+            c ^= 1 << bit
+        nc = near_dup.Node("c", ("c",), c.to_bytes(5, "little"))
+        assert near_dup.band_keys(na, bands) & near_dup.band_keys(nc, bands)
+    real = beam_phash.hash_image(PHOTOS[0].read_bytes(), hash_size=6)
+    assert bytes(real)[-1] >> 4 == 0  # the padding of a real hash is the top bits, and zero
+
+
+def test_two_images_under_one_id_are_judged_apart():
+    """Ids should be unique; when they are not, each image still gets its own decision."""
+    pool = (next(p for p in PHOTOS if p.name == "pool.jpg")).read_bytes()
+    snow = next(p for p in PHOTOS if p.name == "snow.jpg")
+    img = Image.open(snow)
+    half = _jpeg(img.resize((img.width // 2, img.height // 2)), 80)
+    # y (the larger snow) is kept and x's half-size snow dropped for it; x's pool, far from
+    # everything, must stay kept although it shares x's id.
+    records = [{"id": "y", "image": snow.read_bytes()}, {"id": "x", "image": pool}, {"id": "x", "image": half}]
+    p = TestPipeline()
+    outputs = p | beam.Create(records, reshuffle=False) | ImagePhashDedup(max_distance=16).with_outputs()
+
+    def check(tagged_records):
+        kept = sorted(r["id"] for t, r in tagged_records if t == "kept")
+        dups = [(r["id"], r["duplicate_of"]) for t, r in tagged_records if t == "duplicates"]
+        assert kept == ["x", "y"] and dups == [("x", "y")], (kept, dups)
+    assert_that(tagged(outputs), check)
+    p.run().wait_until_finish()

@@ -13,7 +13,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that
 
 from beam_phash import ImagePhashDedup, ray_cluster
-from beam_phash.bucket_store import BucketStore
+from beam_phash.bucket_store import BucketStore, StateError
 from beam_phash.ray_backend import BackendError, RayDedupBackend, bucket_actor_name, get_or_create_bucket
 from conftest import PHOTOS
 from dedup_oracle import check_outputs, make_records, oracle
@@ -40,7 +40,9 @@ def test_snapshots_and_logs_rebuild_the_bucket_and_a_torn_snapshot_is_not_used(t
     assert os.path.exists(first) and os.path.exists(second)  # one generation back is kept
 
     def replayed():
-        width, chunks = BucketStore(str(tmp_path), 3, "bucket 3").load()
+        reader = BucketStore(str(tmp_path), 3, "bucket 3")
+        width, chunks = reader.load()
+        reader.close()
         assert width == 4
         return [label for _, _, labels in chunks for label in labels]
 
@@ -54,12 +56,21 @@ def test_snapshots_and_logs_rebuild_the_bucket_and_a_torn_snapshot_is_not_used(t
     second_copy = BucketStore(str(tmp_path), 3, "bucket 3")
     second_copy.load()
     third = second_copy.snapshot(4, b"aaaabbbbccccdddd", _owners(1, 2, 3, 4), ["a", "b", "c", "d"])
+    second_copy.close()
     data = bytearray(open(third, "rb").read())
     data[len(data) // 3] ^= 0xFF
     open(third, "wb").write(data)
     caplog.clear()
     assert sorted(set(replayed())) == ["a", "b", "c", "d"]
     assert "not used" in caplog.text
+
+
+def test_one_store_per_bucket_directory_at_a_time(tmp_path):
+    first = BucketStore(str(tmp_path), 0, "bucket 0")
+    with pytest.raises(StateError, match="in use by another backend"):
+        BucketStore(str(tmp_path), 0, "bucket 0")
+    first.close()
+    BucketStore(str(tmp_path), 0, "bucket 0").close()
 
 
 def test_a_torn_log_tail_is_dropped_and_the_rest_replayed(tmp_path):
@@ -106,20 +117,20 @@ def test_second_run_drops_exactly_what_the_first_kept(ray_cluster, tmp_path):
     common = ["--backend", "ray", "--num-buckets", "3", "--state", state, "--no-report"]
     out1, out2 = tmp_path / "out1", tmp_path / "out2"
     assert dedup_images.main(["--input", str(run1), "--output", str(out1), *common]) == 0
-    # Run 2 also reads one of run 1's files again, under the same id.
+    # Run 2 also reads one of run 1's kept files again, under the same id: the same record.
     again = str(run1 / old[4].name)
     assert dedup_images.main(["--input", str(run2), "--input", again, "--output", str(out2), *common]) == 0
 
     kept1 = {r["image_phash"]: r["id"] for r in read(out1, "kept")}
     assert len(kept1) == 5
     kept2, dups2 = read(out2, "kept"), read(out2, "duplicates")
-    # Dropped: exactly the records whose image run 1 kept, each pointing at run 1's keeper.
-    assert sorted(basename(r["id"]) for r in dups2) == sorted(
-        [f"seen_{p.name}" for p in old[1:4]] + [old[4].name])
+    # Dropped: exactly the new records whose image run 1 kept, each pointing at run 1's keeper.
+    assert sorted(basename(r["id"]) for r in dups2) == sorted(f"seen_{p.name}" for p in old[1:4])
     assert all(r["duplicate_of"] == kept1[r["image_phash"]] for r in dups2)
-    # Kept: everything new, once per image.
-    assert sorted(basename(r["id"]) for r in kept2) == sorted(p.name for p in new)
-    assert not set(kept1) & {r["image_phash"] for r in kept2}
+    # Kept: everything new once per image, and run 1's keeper read again stays its hash's keeper
+    # (as a rerun of a failed job must: it may have claimed its hashes before failing).
+    assert sorted(basename(r["id"]) for r in kept2) == sorted([p.name for p in new] + [old[4].name])
+    assert set(kept1) & {r["image_phash"] for r in kept2} == {h for h, i in kept1.items() if i == again}
     assert sorted(os.listdir(state)) == ["bucket-00000", "bucket-00001", "bucket-00002", "manifest.json"]
     assert not [a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith("run-")]
 
@@ -133,8 +144,8 @@ class KillBucketOnce(beam.DoFn):
     """Passes records through; from the ``after``-th on, SIGKILLs the process of ``bucket``'s actor
     once (as the OOM killer would), as soon as that actor exists."""
 
-    def __init__(self, backend_name: str, bucket: int, after: int):
-        self._name = bucket_actor_name(backend_name, bucket)
+    def __init__(self, backend_name: str, bucket: int, after: int, state_dir=None):
+        self._name = bucket_actor_name(backend_name, bucket, state_dir)
         self._after = after
         self._seen = 0
 
@@ -156,7 +167,8 @@ def _run_with_a_kill(records, name, **kwargs):
     _killed.clear()
     p = TestPipeline()
     outputs = (p | beam.Create(records, reshuffle=False)
-               | "KillBucket0" >> beam.ParDo(KillBucketOnce(name, bucket=0, after=8))
+               | "KillBucket0" >> beam.ParDo(KillBucketOnce(name, bucket=0, after=8,
+                                                           state_dir=kwargs.get("state_dir")))
                | ImagePhashDedup(backend="ray", backend_name=name, num_buckets=2, batch_size=4, claim_batch=4,
                                  max_in_flight=2, **kwargs).with_outputs())
     assert_that(tagged(outputs), check_outputs(records))
