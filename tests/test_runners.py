@@ -1,6 +1,6 @@
 """The main job on other runners and clusters, checked against the DirectRunner's output:
 * FlinkRunner on a local Flink through Beam's portable Flink job server (LOOPBACK workers),
-  with both backends;
+  with both backends, and near-duplicate dedup (which must give the very same result);
 * the Ray backend on a Ray head started separately with `ray start --head` on 127.0.0.1.
 Each test starts its server itself and stops it."""
 import os
@@ -63,6 +63,33 @@ def test_flink_runner_matches_the_direct_runner(tmp_path, flink_job_server_jar, 
     assert normalized(out) == direct_output
     assert (out / "report.html").exists()
     assert _java_processes() <= before, "the Flink job server outlived the job"
+
+
+@pytest.mark.flink
+def test_near_duplicates_on_flink_equal_the_direct_runner(tmp_path, flink_job_server_jar):
+    """Near-duplicate dedup is deterministic: the same kept set, duplicate_of and distances on
+    Flink with parallelism 2 as on the DirectRunner."""
+    from job_outputs import read
+    from test_near_dup import make_near_dup_records
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for r in make_near_dup_records(6):
+        if isinstance(r.get("image"), bytes):
+            (folder / f"{r['id']}.img").write_bytes(r["image"])
+    args = ["--input", str(folder), "--max-distance", "14", "--dihedral", "--no-report"]
+
+    def outcome(out):
+        return ({r["id"] for r in read(out, "kept")},
+                {(r["id"], r["duplicate_of"], r["distance"]) for r in read(out, "duplicates")})
+
+    run_job(tmp_path / "direct", *args)
+    run_job(tmp_path / "flink", *args, "--runner", "FlinkRunner",
+            f"--flink_job_server_jar={flink_job_server_jar}", "--environment_type=LOOPBACK",
+            "--flink_master=[local]", "--parallelism=2")
+    direct = outcome(tmp_path / "direct")
+    assert direct[1] and any(d > 0 for _, _, d in direct[1])
+    assert outcome(tmp_path / "flink") == direct
 
 
 def _free_port() -> int:
