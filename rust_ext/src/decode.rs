@@ -77,12 +77,8 @@ pub(crate) fn upright_size(width: u32, height: u32, orientation: Orientation) ->
 }
 
 /// Decode `data` into an upright 8-bit grayscale image, reduced by a power of two as far as both
-/// sides stay at least `min_side` (aspect ratio kept; smaller images are returned as they are).
-pub fn decode_gray(data: &[u8], limits: &Limits, min_side: u32) -> Result<GrayImage, HashError> {
-    decode(data, limits, min_side).map(|d| d.gray)
-}
-
-/// [`decode_gray`], plus the image's upright full-resolution size.
+/// sides stay at least `min_side` (aspect ratio kept; smaller images are returned as they are),
+/// with the image's upright full-resolution size.
 pub fn decode(data: &[u8], limits: &Limits, min_side: u32) -> Result<Decoded, HashError> {
     if data.is_empty() {
         return Err(HashError::Decode("empty input (0 bytes)".into()));

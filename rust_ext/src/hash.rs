@@ -103,16 +103,6 @@ pub fn hash_batch(
     pool::install(threads, || blobs.par_iter().map(|b| hash_image(b, spec, limits, dihedral)).collect())
 }
 
-/// [`hash_batch`] without sizes or variants: one hash (or error) per input, in order.
-pub fn hash_many(
-    blobs: &[&[u8]],
-    spec: &HashSpec,
-    limits: &Limits,
-    threads: Option<usize>,
-) -> Vec<Result<HashBits, HashError>> {
-    hash_batch(blobs, spec, limits, threads, false).into_iter().map(|r| r.map(|h| h.hash)).collect()
-}
-
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_string()

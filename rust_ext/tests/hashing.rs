@@ -4,7 +4,7 @@ mod common;
 use beam_phash_native::algorithm::{bit_count, Algorithm, HashSpec};
 use beam_phash_native::decode::Limits;
 use beam_phash_native::error::HashError;
-use beam_phash_native::hash::{hash_image, hash_many, hash_one, HashBits, DIHEDRAL};
+use beam_phash_native::hash::{hash_batch, hash_image, hash_one, HashBits, DIHEDRAL};
 
 /// Pinned outputs. A change here changes every stored hash of every user: do it on purpose only
 /// (and say so in the README's hash-version note). Pinned anew when JPEG decoding moved to
@@ -59,9 +59,9 @@ fn results_do_not_depend_on_thread_count() {
     let blobs: Vec<Vec<u8>> = PHOTOS.iter().map(|n| common::read(n)).collect();
     let refs: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
     let spec = HashSpec::parse("phash", 16).unwrap();
-    let one = hash_many(&refs, &spec, &Limits::default(), Some(1));
+    let one = hash_batch(&refs, &spec, &Limits::default(), Some(1), false);
     for threads in [Some(2), Some(3), None] {
-        assert_eq!(hash_many(&refs, &spec, &Limits::default(), threads), one);
+        assert_eq!(hash_batch(&refs, &spec, &Limits::default(), threads, false), one);
     }
 }
 
