@@ -166,18 +166,17 @@ def resolve(edges: Iterable[Edge]) -> Dict[str, Tuple[str, int]]:
     """Greedy by rank over the near-duplicate graph: {dropped node: (kept node, distance)}.
     Nodes without an edge are kept and not listed."""
     rank: Dict[str, tuple] = {}
-    better: Dict[str, Dict[str, int]] = {}  # owner -> {better ranked neighbour: distance}
+    better: Dict[str, Dict[str, int]] = {}  # node -> {better ranked neighbour: distance}
     for e in edges:
         rank[e.a], rank[e.b] = e.a_rank, e.b_rank
-        if e.a != e.b:
-            better.setdefault(e.b, {})[e.a] = e.distance
+        better.setdefault(e.b, {})[e.a] = e.distance
     kept: Set[str] = set()
     dropped: Dict[str, Tuple[str, int]] = {}
-    for owner in sorted(rank, key=rank.__getitem__):
-        near = [(d, rank[o], o) for o, d in better.get(owner, {}).items() if o in kept]
+    for node in sorted(rank, key=rank.__getitem__):
+        near = [(d, rank[o], o) for o, d in better.get(node, {}).items() if o in kept]
         if near:
             d, _, keeper = min(near)
-            dropped[owner] = (keeper, d)
+            dropped[node] = (keeper, d)
         else:
-            kept.add(owner)
+            kept.add(node)
     return dropped

@@ -51,6 +51,11 @@ class PendingClaims:
         self.result: List[Optional[str]] = [None] * len(owners)
 
 
+def bucket_label(backend_name: str, bucket: int) -> str:
+    """How every message names a bucket: "bucket 3 of dedup backend 'run-...'"."""
+    return f"bucket {bucket} of dedup backend {backend_name!r}"
+
+
 class BackendError(RuntimeError):
     """A bucket actor is unreachable or died; the message names the bucket."""
 
@@ -63,7 +68,7 @@ class BucketActor:
 
     def __init__(self, backend_name: str, bucket: int, state_dir: Optional[str] = None,
                  snapshot_every: int = 1_000_000):
-        self._name = f"bucket {bucket} of backend {backend_name!r}"
+        self._name = bucket_label(backend_name, bucket)
         self._seen: Optional[SeenSet] = None
         self._store = None  # a BucketStore with a state_dir
         self._snapshot_every = snapshot_every
@@ -155,7 +160,7 @@ def get_or_create_bucket(backend_name: str, bucket: int, state_dir: Optional[str
             pass
         if internal_kv._internal_kv_get(_created_key(backend_name, bucket), namespace=namespace):
             raise BackendError(
-                f"bucket {bucket} of dedup backend {backend_name!r} was lost: its actor died and "
+                f"{bucket_label(backend_name, bucket)} was lost: its actor died and "
                 "the hashes it held died with it. Rerun the pipeline; give it a state_dir "
                 "(--state) to survive actor faults")
     actor = BucketActor.options(
@@ -245,7 +250,7 @@ class RayDedupBackend:
                 keepers = ray.get(ref)
             except ray.exceptions.RayError as e:
                 raise BackendError(
-                    f"bucket {bucket} of dedup backend {self.backend_name!r} failed: "
+                    f"{bucket_label(self.backend_name, bucket)} failed: "
                     f"{type(e).__name__}: {e}") from e
             for i, keeper in zip(idxs, keepers):
                 pending.result[i] = keeper
@@ -281,8 +286,8 @@ class RayDedupBackend:
             try:
                 path = ray.get(ref)
             except ray.exceptions.RayError as e:
-                raise BackendError(f"bucket {bucket} of dedup backend {self.backend_name!r} could "
-                                   f"not snapshot: {type(e).__name__}: {e}") from e
+                raise BackendError(f"{bucket_label(self.backend_name, bucket)} could not snapshot: "
+                                   f"{type(e).__name__}: {e}") from e
             if path:
                 paths.append(path)
         return paths

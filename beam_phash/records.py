@@ -19,6 +19,8 @@ DUPLICATE_OF_FIELD = "duplicate_of"
 #: Near-duplicate dedup: Hamming distance of a duplicate to the record it names.
 DISTANCE_FIELD = "distance"
 ERROR_FIELD = "error"
+#: Every field the transform adds to output records (input records must not carry them).
+WRITTEN_FIELDS = (DUPLICATE_OF_FIELD, DISTANCE_FIELD, ERROR_FIELD)
 
 #: Prefix of the owner id used for records that have no id (see surrogate_owner).
 SURROGATE_PREFIX = "sha256:"

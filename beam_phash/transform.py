@@ -22,7 +22,7 @@ from beam_phash.dedup_dofns import FinishBackendDoFn, RayDedupDoFn, StateDedupDo
 from beam_phash.hash_dofn import HashBatchDoFn
 from beam_phash.near_dup import KEEP_POLICIES, recommended_max_distance
 from beam_phash.near_dup_transform import NearDupDedup
-from beam_phash.records import DISTANCE_FIELD, DUPLICATE_OF_FIELD, DUPLICATES, ERROR_FIELD, FAILED, KEPT
+from beam_phash.records import DUPLICATES, FAILED, KEPT, WRITTEN_FIELDS
 
 BACKENDS = ("ray", "state")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -136,10 +136,10 @@ class ImagePhashDedup(beam.PTransform):
             raise ValueError(f"hash_field and image_field must differ, both are {hash_field!r}")
         if hash_field == id_field:
             raise ValueError(f"hash_field and id_field must differ, both are {hash_field!r}")
-        reserved = {DUPLICATE_OF_FIELD, ERROR_FIELD, DISTANCE_FIELD}
         for name, value in (("hash_field", hash_field), ("image_field", image_field), ("id_field", id_field)):
-            if value in reserved:
-                raise ValueError(f"{name} {value!r} is a field the transform writes ({', '.join(sorted(reserved))})")
+            if value in WRITTEN_FIELDS:
+                raise ValueError(f"{name} {value!r} is a field the transform writes "
+                                 f"({', '.join(sorted(WRITTEN_FIELDS))})")
         _int_in("num_buckets", num_buckets, 1, 65536)
         _int_in("batch_size", batch_size, 1, 100_000)
         _int_in("claim_batch", claim_batch, 1, 1_000_000)

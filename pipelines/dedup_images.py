@@ -31,8 +31,8 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 import beam_phash
-from beam_phash import DUPLICATE_OF_FIELD, ERROR_FIELD, ImagePhashDedup
-from beam_phash.records import DISTANCE_FIELD
+from beam_phash import ImagePhashDedup
+from beam_phash.records import WRITTEN_FIELDS
 from pipelines import inputs as job_inputs
 from pipelines.inputs import ConfigError, InputSpec, ReadImageRecords
 from pipelines.outputs import WriteOutputs
@@ -162,7 +162,7 @@ def configure(argv: Optional[List[str]]):
         raise ConfigError("--image-column and --id-column apply to --input-format parquet")
     spec = job_inputs.resolve(args.input or [SAMPLE_DATA], args.input_format,
                               args.image_column, args.id_column)
-    taken = sorted({HASH_FIELD, DUPLICATE_OF_FIELD, ERROR_FIELD, DISTANCE_FIELD} & set(spec.columns))
+    taken = sorted({HASH_FIELD, *WRITTEN_FIELDS} & set(spec.columns))
     if taken:
         raise ConfigError(f"the input already has column(s) {', '.join(taken)}, which the job writes")
     check_beam_options(beam_args)
