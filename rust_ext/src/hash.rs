@@ -30,6 +30,27 @@ impl HashBits {
     pub fn to_hex(&self) -> String {
         self.bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
+
+    /// Parse the hex form of a `bits`-bit hash: exactly `ceil(bits / 8)` bytes, padding bits zero.
+    pub fn from_hex(s: &str, bits: u32) -> Result<HashBits, String> {
+        let want = bits.div_ceil(8) as usize;
+        if s.len() != 2 * want {
+            return Err(format!("expected {} hex digits for a {bits}-bit hash, got {}", 2 * want, s.len()));
+        }
+        let bytes = (0..want)
+            .map(|i| {
+                s.get(2 * i..2 * i + 2)
+                    .filter(|pair| pair.bytes().all(|c| c.is_ascii_hexdigit()))
+                    .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+                    .ok_or_else(|| format!("not hex near position {}", 2 * i))
+            })
+            .collect::<Result<Vec<u8>, String>>()?;
+        let spare = want as u32 * 8 - bits;
+        if spare > 0 && bytes[want - 1] >> (8 - spare) != 0 {
+            return Err(format!("bits set past the {bits} bits of the hash"));
+        }
+        Ok(HashBits { bytes, bits })
+    }
 }
 
 /// The hash of one image, with its upright full-resolution size and, when asked for, the hashes

@@ -1,6 +1,6 @@
 //! beam-phash native core.
 //!
-//! Pure-Rust modules (`decode`, `jpeg`, `algorithm`, `hash`, `pool`, `seen`, `error`) hold all logic and are
+//! Pure-Rust modules (`decode`, `jpeg`, `algorithm`, `hash`, `near`, `pool`, `seen`, `error`) hold all logic and are
 //! tested with `cargo test`. `python` is the one thin PyO3 layer, compiled only with the
 //! `python` feature (maturin turns it on).
 pub mod algorithm;
@@ -8,6 +8,7 @@ pub mod decode;
 pub mod error;
 pub mod hash;
 pub mod jpeg;
+pub mod near;
 pub mod pool;
 pub mod seen;
 

@@ -14,6 +14,10 @@ use crate::algorithm::{bit_count, Algorithm, HashSpec, MAX_HASH_SIZE, MIN_HASH_S
 use crate::decode::{Limits, ALPHA_BACKGROUND, DEFAULT_MAX_ALLOC, DEFAULT_MAX_PIXELS};
 use crate::error::HashError;
 use crate::hash::{hash_batch, hash_image as hash_image_core, HashBits, ImageHash};
+use crate::near::bits::{u32s, u64s, Owners, Packed};
+use crate::near::forest::{spanning_forest as forest_core, Components as CoreComponents};
+use crate::near::search::{search, Images, Part, Sub};
+use crate::near::{brute, collapse, resolve, Band, Layout};
 use crate::seen::{SeenError, SeenSet as CoreSeenSet};
 
 create_exception!(
@@ -104,19 +108,11 @@ impl PHash {
     #[staticmethod]
     #[pyo3(signature = (s, bits=None))]
     fn from_hex(s: &str, bits: Option<u32>) -> PyResult<Self> {
-        if s.len() % 2 != 0 {
+        if s.len() % 2 != 0 || s.is_empty() {
             return Err(PyValueError::new_err(format!("hex string has odd length {}", s.len())));
         }
-        let bytes = (0..s.len())
-            .step_by(2)
-            .map(|i| {
-                s.get(i..i + 2)
-                    .filter(|pair| pair.bytes().all(|c| c.is_ascii_hexdigit()))
-                    .and_then(|pair| u8::from_str_radix(pair, 16).ok())
-                    .ok_or_else(|| PyValueError::new_err(format!("invalid hex digit near position {i}")))
-            })
-            .collect::<PyResult<Vec<u8>>>()?;
-        Self::new(&bytes, bits, 0, 0, None)
+        let bits = checked_bits(s.len() / 2, bits)?;
+        HashBits::from_hex(s, bits).map(PHash::bare).map_err(PyValueError::new_err)
     }
 
     /// Number of bits.
@@ -384,6 +380,283 @@ impl SeenSet {
     }
 }
 
+// ---- Near-duplicate kernels (rust_ext/src/near). Buffers in, bytes out (numpy.frombuffer views
+// them without a copy); the GIL is released while a kernel runs, and a panic is an error.
+
+/// Run a kernel without the GIL; a panic inside becomes `HashError::Internal`.
+fn kernel<T: Send>(py: Python<'_>, f: impl FnOnce() -> Result<T, HashError> + Send) -> PyResult<T> {
+    py.allow_threads(|| match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".into());
+            Err(HashError::Internal(msg))
+        }
+    })
+    .map_err(to_py_err)
+}
+
+/// A borrowed byte view of a buffer (numpy array, bytes, memoryview).
+fn view(obj: &Bound<'_, PyAny>) -> PyResult<PyBuffer<u8>> {
+    borrow_bytes(obj).map_err(PyTypeError::new_err)
+}
+
+fn u64_bytes(v: &[u64]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn u32_bytes(v: &[u32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn layout_from(bits: u32, max_distance: u32, bands: Vec<(u32, u32, u32)>) -> PyResult<Layout> {
+    let bands = bands.into_iter().map(|(start, width, radius)| Band { start, width, radius }).collect();
+    Layout::new(bits, max_distance, bands).map_err(to_py_err)
+}
+
+/// The band layout for `bits`-bit hashes within `max_distance`, for about `n` hashes (None: the
+/// cost model's default): a list of (start bit, width, radius).
+#[pyfunction]
+#[pyo3(signature = (bits, max_distance, n=None))]
+fn near_layout(bits: u32, max_distance: u32, n: Option<u64>) -> PyResult<Vec<(u32, u32, u32)>> {
+    let layout = Layout::choose(bits, max_distance, n).map_err(to_py_err)?;
+    Ok(layout.bands.iter().map(|b| (b.start, b.width, b.radius)).collect())
+}
+
+/// Bits [start, start + width) of each packed hash (row width `hash_bytes`), as uint64 bytes.
+#[pyfunction]
+fn near_fields<'py>(py: Python<'py>, hashes: &Bound<'py, PyAny>, hash_bytes: usize, start: u32, width: u32) -> PyResult<Bound<'py, PyBytes>> {
+    if width == 0 || width > 64 || (start + width) as usize > hash_bytes * 8 {
+        return Err(PyValueError::new_err(format!("bits {start}..{} of {hash_bytes}-byte hashes", start + width)));
+    }
+    let buf = view(hashes)?;
+    let data = unsafe { as_slice(&buf) };
+    let out = kernel(py, || {
+        let packed = Packed::new(data, hash_bytes)?;
+        Ok(u64_bytes(&(0..packed.len()).map(|i| crate::near::bits::field(packed.row(i), start, width)).collect::<Vec<_>>()))
+    })?;
+    Ok(PyBytes::new(py, &out))
+}
+
+/// The pairs within `max_distance` that qualify first on one band (or one sub-block partition of
+/// it): (a ids, b ids, distances) as uint64, uint64, uint32 bytes, plus (candidates, big runs).
+#[pyfunction]
+#[pyo3(signature = (hashes, ids, *, hash_bytes, bits, max_distance, layout, band, variants=None, sub=None, prefix_bits=0, prefix=0))]
+#[allow(clippy::too_many_arguments)]
+fn near_search<'py>(
+    py: Python<'py>,
+    hashes: &Bound<'py, PyAny>,
+    ids: &Bound<'py, PyAny>,
+    hash_bytes: usize,
+    bits: u32,
+    max_distance: u32,
+    layout: Vec<(u32, u32, u32)>,
+    band: usize,
+    variants: Option<&Bound<'py, PyAny>>,
+    sub: Option<usize>,
+    prefix_bits: u32,
+    prefix: u64,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let layout = layout_from(bits, max_distance, layout)?;
+    let (hbuf, ibuf) = (view(hashes)?, view(ids)?);
+    let vbuf = variants.map(view).transpose()?;
+    let (hdata, idata) = unsafe { (as_slice(&hbuf), as_slice(&ibuf)) };
+    let vdata = vbuf.as_ref().map(|b| unsafe { as_slice(b) });
+    let part = Part { band, sub: sub.map(|index| Sub { index, prefix_bits, prefix }) };
+    let (edges, stats) = kernel(py, || {
+        let ids = u64s(idata, "ids")?;
+        let v = vdata.map(|d| Packed::new(d, hash_bytes)).transpose()?;
+        let images = Images::new(Packed::new(hdata, hash_bytes)?, v, &ids)?;
+        search(&images, &layout, part)
+    })?;
+    let items: [Bound<'py, PyAny>; 5] = [
+        PyBytes::new(py, &u64_bytes(&edges.a)).into_any(),
+        PyBytes::new(py, &u64_bytes(&edges.b)).into_any(),
+        PyBytes::new(py, &u32_bytes(&edges.distance)).into_any(),
+        stats.candidates.into_pyobject(py)?.into_any(),
+        stats.big_runs.into_pyobject(py)?.into_any(),
+    ];
+    PyTuple::new(py, items)
+}
+
+/// Every pair within `max_distance` by brute force (the oracle): (a, b, distances) bytes.
+#[pyfunction]
+#[pyo3(signature = (hashes, ids, *, hash_bytes, max_distance, variants=None, threads=None))]
+fn near_pairs_brute<'py>(
+    py: Python<'py>,
+    hashes: &Bound<'py, PyAny>,
+    ids: &Bound<'py, PyAny>,
+    hash_bytes: usize,
+    max_distance: u32,
+    variants: Option<&Bound<'py, PyAny>>,
+    threads: Option<usize>,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let (hbuf, ibuf) = (view(hashes)?, view(ids)?);
+    let vbuf = variants.map(view).transpose()?;
+    let (hdata, idata) = unsafe { (as_slice(&hbuf), as_slice(&ibuf)) };
+    let vdata = vbuf.as_ref().map(|b| unsafe { as_slice(b) });
+    let edges = kernel(py, || {
+        let ids = u64s(idata, "ids")?;
+        let v = vdata.map(|d| Packed::new(d, hash_bytes)).transpose()?;
+        let images = Images::new(Packed::new(hdata, hash_bytes)?, v, &ids)?;
+        brute::all_pairs(&images, max_distance, threads)
+    })?;
+    let items = [
+        PyBytes::new(py, &u64_bytes(&edges.a)),
+        PyBytes::new(py, &u64_bytes(&edges.b)),
+        PyBytes::new(py, &u32_bytes(&edges.distance)),
+    ];
+    PyTuple::new(py, items)
+}
+
+/// The indices (uint64 bytes) of the edges that form a spanning forest of the graph (a, b).
+#[pyfunction]
+fn spanning_forest<'py>(py: Python<'py>, a: &Bound<'py, PyAny>, b: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    let (abuf, bbuf) = (view(a)?, view(b)?);
+    let (ad, bd) = unsafe { (as_slice(&abuf), as_slice(&bbuf)) };
+    let keep = kernel(py, || {
+        let keep = forest_core(&u64s(ad, "a")?, &u64s(bd, "b")?)?;
+        Ok(u64_bytes(&keep.iter().map(|&e| e as u64).collect::<Vec<_>>()))
+    })?;
+    Ok(PyBytes::new(py, &keep))
+}
+
+/// Keep-by-rank over the nodes (ids, primary rank, owners packed as offsets + UTF-8 blob) and
+/// their edges: (dropped node index, keeper node index, distance), each uint32 bytes.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn near_resolve<'py>(
+    py: Python<'py>,
+    ids: &Bound<'py, PyAny>,
+    primary: &Bound<'py, PyAny>,
+    owner_offsets: &Bound<'py, PyAny>,
+    owner_blob: &Bound<'py, PyAny>,
+    a: &Bound<'py, PyAny>,
+    b: &Bound<'py, PyAny>,
+    distance: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let bufs = [view(ids)?, view(primary)?, view(owner_offsets)?, view(owner_blob)?, view(a)?, view(b)?, view(distance)?];
+    let s: Vec<&[u8]> = bufs.iter().map(|b| unsafe { as_slice(b) }).collect();
+    let dropped = kernel(py, || {
+        let offsets = u64s(s[2], "owner_offsets")?;
+        let owners = Owners::new(&offsets, s[3])?;
+        resolve::resolve(&u64s(s[0], "ids")?, &u64s(s[1], "primary")?, &owners, &u64s(s[4], "a")?, &u64s(s[5], "b")?, &u32s(s[6], "distance")?)
+    })?;
+    let nodes: Vec<u32> = dropped.iter().map(|d| d.node).collect();
+    let keepers: Vec<u32> = dropped.iter().map(|d| d.keeper).collect();
+    let dist: Vec<u32> = dropped.iter().map(|d| d.distance).collect();
+    let items = [PyBytes::new(py, &u32_bytes(&nodes)), PyBytes::new(py, &u32_bytes(&keepers)), PyBytes::new(py, &u32_bytes(&dist))];
+    PyTuple::new(py, items)
+}
+
+/// Per distinct key (rows of `key_bytes`), ascending, the index of its best-ranked record, as
+/// uint32 bytes.
+#[pyfunction]
+fn collapse_heads<'py>(
+    py: Python<'py>,
+    keys: &Bound<'py, PyAny>,
+    key_bytes: usize,
+    primary: &Bound<'py, PyAny>,
+    owner_offsets: &Bound<'py, PyAny>,
+    owner_blob: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let bufs = [view(keys)?, view(primary)?, view(owner_offsets)?, view(owner_blob)?];
+    let s: Vec<&[u8]> = bufs.iter().map(|b| unsafe { as_slice(b) }).collect();
+    let heads = kernel(py, || {
+        let offsets = u64s(s[2], "owner_offsets")?;
+        collapse::heads(&Packed::new(s[0], key_bytes)?, &u64s(s[1], "primary")?, &Owners::new(&offsets, s[3])?)
+    })?;
+    Ok(PyBytes::new(py, &u32_bytes(&heads)))
+}
+
+/// Hex hashes of `bits` bits -> (packed bytes, one error message or None per value). A value
+/// that is not a valid hash (None, not a str, wrong width, not hex) gets zero bytes and a reason.
+#[pyfunction]
+fn parse_hex_hashes<'py>(py: Python<'py>, values: &Bound<'py, PyAny>, bits: u32) -> PyResult<Bound<'py, PyTuple>> {
+    if bits == 0 {
+        return Err(PyValueError::new_err("bits must be at least 1"));
+    }
+    let width = bits.div_ceil(8) as usize;
+    let mut packed = Vec::new();
+    let errors = PyList::empty(py);
+    for item in values.try_iter()? {
+        let item = item?;
+        let parsed = if item.is_none() {
+            Err("missing hash".to_string())
+        } else {
+            match item.extract::<&str>() {
+                Ok(s) => HashBits::from_hex(s.trim(), bits),
+                Err(_) => Err(format!("hash is a {}, expected a hex string", type_name(&item))),
+            }
+        };
+        match parsed {
+            Ok(h) => {
+                packed.extend_from_slice(&h.bytes);
+                errors.append(py.None())?;
+            }
+            Err(e) => {
+                packed.extend(std::iter::repeat(0u8).take(width));
+                errors.append(e)?;
+            }
+        }
+    }
+    let items: [Bound<'py, PyAny>; 2] = [PyBytes::new(py, &packed).into_any(), errors.into_any()];
+    PyTuple::new(py, items)
+}
+
+/// The one global union-find step over the forests' edges, in compact form (12 bytes per id):
+/// `add_ids` with every edge's ends, then `union` with every edge, then `components`.
+#[pyclass(module = "beam_phash", name = "Components")]
+pub struct Components {
+    inner: CoreComponents,
+}
+
+#[pymethods]
+impl Components {
+    #[new]
+    fn new() -> Self {
+        Components { inner: CoreComponents::new() }
+    }
+
+    fn add_ids(&mut self, py: Python<'_>, ids: &Bound<'_, PyAny>) -> PyResult<()> {
+        let buf = view(ids)?;
+        let data = unsafe { as_slice(&buf) };
+        let inner = &mut self.inner;
+        kernel(py, || inner.add_ids(&u64s(data, "ids")?))
+    }
+
+    fn union(&mut self, py: Python<'_>, a: &Bound<'_, PyAny>, b: &Bound<'_, PyAny>) -> PyResult<()> {
+        let (abuf, bbuf) = (view(a)?, view(b)?);
+        let (ad, bd) = unsafe { (as_slice(&abuf), as_slice(&bbuf)) };
+        let inner = &mut self.inner;
+        kernel(py, || {
+            inner.freeze()?;
+            inner.union(&u64s(ad, "a")?, &u64s(bd, "b")?)
+        })
+    }
+
+    /// (ids, components) as uint64 bytes: every id with a neighbour, ascending, and the smallest
+    /// id of its component.
+    fn components<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let inner = &mut self.inner;
+        let (ids, comp) = kernel(py, || inner.components())?;
+        PyTuple::new(py, [PyBytes::new(py, &u64_bytes(&ids)), PyBytes::new(py, &u64_bytes(&comp))])
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    /// Bytes held by the union-find.
+    #[getter]
+    fn nbytes(&self) -> usize {
+        self.inner.memory_bytes()
+    }
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
@@ -393,6 +666,19 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(hash_image, m)?)?;
     m.add_function(wrap_pyfunction!(hash_images, m)?)?;
     m.add_function(wrap_pyfunction!(hash_bits, m)?)?;
+    m.add_class::<Components>()?;
+    for f in [
+        wrap_pyfunction!(near_layout, m)?,
+        wrap_pyfunction!(near_fields, m)?,
+        wrap_pyfunction!(near_search, m)?,
+        wrap_pyfunction!(near_pairs_brute, m)?,
+        wrap_pyfunction!(spanning_forest, m)?,
+        wrap_pyfunction!(near_resolve, m)?,
+        wrap_pyfunction!(collapse_heads, m)?,
+        wrap_pyfunction!(parse_hex_hashes, m)?,
+    ] {
+        m.add_function(f)?;
+    }
     m.add("ALGORITHMS", PyTuple::new(py, Algorithm::NAMES)?)?;
     m.add("MIN_HASH_SIZE", MIN_HASH_SIZE)?;
     m.add("MAX_HASH_SIZE", MAX_HASH_SIZE)?;

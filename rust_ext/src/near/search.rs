@@ -1,0 +1,483 @@
+//! The banded search of one band (or one sub-block of a band): every pair of images within
+//! `max_distance` bits whose band values lie within the band's radius, each emitted once.
+//!
+//! Band bucketing: the entries (one per image, or nine with dihedral variants: the image's hash
+//! and its 8 variant hashes) are sorted by band value and copied into that order, so each band
+//! value is a contiguous run. Pairs inside a run, and (radius >= 1) between a run and the runs of
+//! the values within `radius` bits of it, found through a direct table of run offsets or a binary
+//! search, are verified by popcount. Big runs (blank or near-uniform images) are brute-forced in
+//! blocks: the work is quadratic in the run, never the recall.
+//!
+//! Emitted once: a pair of images can qualify on several bands, and (with variants) through
+//! several pairs of entries. It is emitted only by the first band (and, when partitioned by
+//! sub-block, the first sub-block) on which any of its entry pairs qualifies; every other band
+//! checks that and skips it. So the union of all bands' outputs holds each pair exactly once,
+//! however the bands are spread over workers.
+use crate::error::HashError;
+use crate::near::bits::{field, image_distance, Packed};
+use crate::near::layout::{Layout, TABLE_BITS};
+
+/// Runs at least this long are counted as brute-forced (degenerate, near-uniform hashes).
+pub const BIG_RUN: usize = 4096;
+const BLOCK: usize = 256;
+
+/// What to search: `hashes` (n rows), optional `variants` (8n rows, first the identity), and
+/// the image ids that the edges name.
+#[derive(Clone, Copy)]
+pub struct Images<'a> {
+    pub hashes: Packed<'a>,
+    pub variants: Option<Packed<'a>>,
+    pub ids: &'a [u64],
+}
+
+impl<'a> Images<'a> {
+    pub fn new(hashes: Packed<'a>, variants: Option<Packed<'a>>, ids: &'a [u64]) -> Result<Self, HashError> {
+        if ids.len() != hashes.len() {
+            return Err(HashError::Config(format!("{} ids for {} hashes", ids.len(), hashes.len())));
+        }
+        if let Some(v) = &variants {
+            if v.width() != hashes.width() || v.len() != 8 * hashes.len() {
+                return Err(HashError::Config(format!(
+                    "variants must be 8 hashes of {} bytes per image, got {} of {} bytes for {} images",
+                    hashes.width(),
+                    v.len(),
+                    v.width(),
+                    hashes.len()
+                )));
+            }
+        }
+        Ok(Images { hashes, variants, ids })
+    }
+
+    fn slots(&self) -> usize {
+        if self.variants.is_some() {
+            9
+        } else {
+            1
+        }
+    }
+
+    /// The hash of entry slot `s` of image `i`: 0 is the image's hash, 1..=8 its variants.
+    #[inline]
+    fn entry(&self, i: usize, s: usize) -> &'a [u8] {
+        match (&self.variants, s) {
+            (_, 0) => self.hashes.row(i),
+            (Some(v), s) => v.row(i * 8 + s - 1),
+            (None, _) => unreachable!(),
+        }
+    }
+
+    #[inline]
+    fn distance(&self, a: usize, b: usize) -> u32 {
+        let v = self.variants.as_ref().map(|v| (v, a, b));
+        image_distance(self.hashes.row(a), self.hashes.row(b), v)
+    }
+
+    /// The entry pairs through which a pair of images is searched: hash against hash, and with
+    /// variants also each variant of one against the other's hash.
+    fn combos(&self) -> &'static [(usize, usize)] {
+        const PLAIN: [(usize, usize); 1] = [(0, 0)];
+        const DIHEDRAL: [(usize, usize); 17] = [
+            (0, 0), (1, 0), (2, 0), (3, 0), (4, 0), (5, 0), (6, 0), (7, 0), (8, 0),
+            (0, 1), (0, 2), (0, 3), (0, 4), (0, 5), (0, 6), (0, 7), (0, 8),
+        ];
+        if self.variants.is_some() {
+            &DIHEDRAL
+        } else {
+            &PLAIN
+        }
+    }
+}
+
+/// Edges found: image ids `a` < `b` by position in the input, with their distance.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Edges {
+    pub a: Vec<u64>,
+    pub b: Vec<u64>,
+    pub distance: Vec<u32>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// Pairs of entries compared by popcount.
+    pub candidates: u64,
+    /// Runs of at least BIG_RUN equal band values, brute-forced in blocks.
+    pub big_runs: u64,
+}
+
+/// Which part of the layout one call searches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Part {
+    pub band: usize,
+    /// None: the whole band. Some: one partition of one sub-block (see `Sub`).
+    pub sub: Option<Sub>,
+}
+
+/// A partition of sub-block `index` of a band: only the entries whose sub-block starts (in its
+/// low `prefix_bits` bits) with `prefix` take part, and only pairs that agree exactly on the
+/// sub-block are emitted. The partitions of all sub-blocks of all bands together find every
+/// pair, once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sub {
+    pub index: usize,
+    pub prefix_bits: u32,
+    pub prefix: u64,
+}
+
+fn qualifies(layout: &Layout, band: usize, sub: Option<usize>, x: &[u8], y: &[u8]) -> bool {
+    let b = &layout.bands[band];
+    if (field(x, b.start, b.width) ^ field(y, b.start, b.width)).count_ones() > b.radius {
+        return false;
+    }
+    match sub {
+        None => true,
+        Some(j) => {
+            let (s, w) = b.subs()[j];
+            field(x, s, w) == field(y, s, w)
+        }
+    }
+}
+
+/// Whether this call emits a pair of images found in it: no part searched before `part`
+/// qualifies it, and (in a sub-block partition with variants, where one pair of images can be in
+/// several partitions through different entries) the first of its entry pairs that qualifies
+/// here lies in this partition.
+fn emitted_here(layout: &Layout, part: Part, images: &Images, a: usize, b: usize, in_partition: &dyn Fn(&[u8]) -> bool) -> bool {
+    let mut first_here: Option<bool> = None;
+    for &(sa, sb) in images.combos() {
+        for &(x, y) in &[(a, b), (b, a)] {
+            let (hx, hy) = (images.entry(x, sa), images.entry(y, sb));
+            for band in 0..part.band {
+                if qualifies(layout, band, None, hx, hy) {
+                    return false;
+                }
+            }
+            if let Some(sub) = part.sub {
+                for earlier in 0..sub.index {
+                    if qualifies(layout, part.band, Some(earlier), hx, hy) {
+                        return false;
+                    }
+                }
+                if first_here.is_none() && qualifies(layout, part.band, Some(sub.index), hx, hy) {
+                    first_here = Some(in_partition(hx));
+                }
+            }
+            if images.variants.is_none() {
+                break; // plain hashes: (a, b) and (b, a) are the same test
+            }
+        }
+    }
+    first_here.unwrap_or(true)
+}
+
+/// Masks of 1..=radius bits over the band's bits, leaving out `skip` (a sub-block) if given.
+fn masks(width: u32, radius: u32, skip: Option<(u32, u32)>) -> Vec<u64> {
+    let free: Vec<u32> = (0..width).filter(|&i| skip.map_or(true, |(s, w)| i < s || i >= s + w)).collect();
+    let mut out = Vec::new();
+    fn rec(free: &[u32], from: usize, left: u32, acc: u64, out: &mut Vec<u64>) {
+        for i in from..free.len() {
+            let m = acc | (1u64 << free[i]);
+            out.push(m);
+            if left > 1 {
+                rec(free, i + 1, left - 1, m, out);
+            }
+        }
+    }
+    if radius > 0 {
+        rec(&free, 0, radius, 0, &mut out);
+    }
+    out
+}
+
+/// Run lookup by band value: a direct table of offsets for narrow bands, else binary search.
+enum Runs {
+    Table { offsets: Vec<u32> },
+    Sorted { values: Vec<u64>, starts: Vec<u32> },
+}
+
+impl Runs {
+    /// From unsorted (key, entry) pairs: a table when the band is narrow enough for the count
+    /// of entries, else the entries are sorted in place and their runs listed.
+    fn build(entries: &mut [(u64, u32)], width: u32) -> Runs {
+        let n = entries.len();
+        if width <= TABLE_BITS && (1usize << width) <= 64 * n.max(1024) {
+            let mut offsets = vec![0u32; (1usize << width) + 1];
+            for &(k, _) in entries.iter() {
+                offsets[k as usize + 1] += 1;
+            }
+            for i in 1..offsets.len() {
+                offsets[i] += offsets[i - 1];
+            }
+            Runs::Table { offsets }
+        } else {
+            entries.sort_unstable();
+            let mut values = Vec::new();
+            let mut starts = Vec::new();
+            for (i, &(k, _)) in entries.iter().enumerate() {
+                if values.last() != Some(&k) {
+                    values.push(k);
+                    starts.push(i as u32);
+                }
+            }
+            starts.push(n as u32);
+            Runs::Sorted { values, starts }
+        }
+    }
+
+    #[inline]
+    fn get(&self, key: u64) -> (usize, usize) {
+        match self {
+            Runs::Table { offsets } => {
+                let k = key as usize;
+                if k + 1 >= offsets.len() {
+                    return (0, 0);
+                }
+                (offsets[k] as usize, offsets[k + 1] as usize)
+            }
+            Runs::Sorted { values, starts } => match values.binary_search(&key) {
+                Ok(i) => (starts[i] as usize, starts[i + 1] as usize),
+                Err(_) => (0, 0),
+            },
+        }
+    }
+}
+
+/// All pairs within `layout.max_distance` that qualify first on `part` (see the module docs).
+pub fn search(images: &Images, layout: &Layout, part: Part) -> Result<(Edges, Stats), HashError> {
+    let Some(band) = layout.bands.get(part.band) else {
+        return Err(HashError::Config(format!("band {} of a {}-band layout", part.band, layout.bands.len())));
+    };
+    if layout.bits as usize > images.hashes.width() * 8 {
+        return Err(HashError::Config(format!(
+            "a {}-bit layout for hashes of {} bytes",
+            layout.bits,
+            images.hashes.width()
+        )));
+    }
+    // In a sub-block partition: the sub-block (start, width), the probes leave it alone.
+    let sub_block = match part.sub {
+        None => None,
+        Some(sub) => {
+            let subs = band.subs();
+            let Some(&(s, w)) = subs.get(sub.index) else {
+                return Err(HashError::Config(format!("sub-block {} of a band with {} sub-blocks", sub.index, subs.len())));
+            };
+            if sub.prefix_bits > w || (sub.prefix_bits < 64 && sub.prefix >> sub.prefix_bits != 0) {
+                return Err(HashError::Config(format!(
+                    "prefix {} of {} bits for a sub-block of {w} bits",
+                    sub.prefix, sub.prefix_bits
+                )));
+            }
+            Some((s, w, sub.prefix_bits, sub.prefix))
+        }
+    };
+    let skip = sub_block.map(|(s, w, _, _)| (s - band.start, w));
+    let in_partition = |h: &[u8]| match sub_block {
+        Some((s, _, pbits, prefix)) if pbits > 0 => field(h, s, pbits) == prefix,
+        _ => true,
+    };
+    let k = layout.max_distance;
+    let slots = images.slots();
+    let n = images.hashes.len();
+
+    // Bucketing: entries sorted by band value (a counting sort for narrow bands), then their
+    // hashes copied in that order as u64 words, so each run is contiguous in memory.
+    let mut entries: Vec<(u64, u32)> = Vec::with_capacity(n * slots);
+    for i in 0..n {
+        for s in 0..slots {
+            let h = images.entry(i, s);
+            if in_partition(h) {
+                entries.push((field(h, band.start, band.width), (i * slots + s) as u32));
+            }
+        }
+    }
+    let runs = Runs::build(&mut entries, band.width);
+    let order: Vec<(u64, u32)> = match &runs {
+        Runs::Table { offsets } => {
+            let mut next = offsets.clone();
+            let mut out = vec![(0u64, 0u32); entries.len()];
+            for &e in &entries {
+                let slot = &mut next[e.0 as usize];
+                out[*slot as usize] = e;
+                *slot += 1;
+            }
+            out
+        }
+        Runs::Sorted { .. } => entries, // already sorted by Runs::build
+    };
+    let keys: Vec<u64> = order.iter().map(|e| e.0).collect();
+    let image_of: Vec<u32> = order.iter().map(|e| e.1 / slots as u32).collect();
+    let slot_of: Vec<u8> = order.iter().map(|e| (e.1 % slots as u32) as u8).collect();
+    drop(order);
+    let wpr = images.hashes.width().div_ceil(8);
+    let mut rows = vec![0u64; keys.len() * wpr];
+    for (i, &img) in image_of.iter().enumerate() {
+        let h = images.entry(img as usize, slot_of[i] as usize);
+        let out = &mut rows[i * wpr..(i + 1) * wpr];
+        let mut chunks = h.chunks_exact(8);
+        for (w, chunk) in (&mut chunks).enumerate() {
+            out[w] = u64::from_le_bytes(chunk.try_into().unwrap());
+        }
+        for (j, byte) in chunks.remainder().iter().enumerate() {
+            out[wpr - 1] |= (*byte as u64) << (8 * j);
+        }
+    }
+    let probe_masks = masks(band.width, band.radius, skip);
+
+    let mut stats = Stats::default();
+    let mut pairs: Vec<(u32, u32, u32)> = Vec::new();
+    let plain = slots == 1;
+    // With variants: entry pairs with one image's own hash, verified by the dihedral distance.
+    let check = |x: usize, y: usize, pairs: &mut Vec<(u32, u32, u32)>, stats: &mut Stats| {
+        let (a, b) = (image_of[x], image_of[y]);
+        if a == b || (slot_of[x] != 0 && slot_of[y] != 0) {
+            return;
+        }
+        stats.candidates += 1;
+        let d = images.distance(a as usize, b as usize);
+        if d <= k {
+            pairs.push((a.min(b), a.max(b), d));
+        }
+    };
+
+    let mut start = 0;
+    while start < keys.len() {
+        let key = keys[start];
+        let end = runs_end(&keys, start);
+        if end - start >= BIG_RUN {
+            stats.big_runs += 1;
+        }
+        // Inside the run, in blocks.
+        for ib in (start..end).step_by(BLOCK) {
+            for jb in (ib..end).step_by(BLOCK) {
+                let xs = ib..(ib + BLOCK).min(end);
+                let ye = (jb + BLOCK).min(end);
+                if plain {
+                    scan_plain(&rows, wpr, xs, |x| jb.max(x + 1)..ye, k, &image_of, &mut pairs, &mut stats);
+                } else {
+                    for x in xs {
+                        for y in jb.max(x + 1)..ye {
+                            check(x, y, &mut pairs, &mut stats);
+                        }
+                    }
+                }
+            }
+        }
+        // Against the runs of the values within the radius (each pair of runs once).
+        for &m in &probe_masks {
+            let other = key ^ m;
+            if other < key {
+                continue;
+            }
+            let (os, oe) = runs.get(other);
+            if os == oe {
+                continue;
+            }
+            if plain {
+                scan_plain(&rows, wpr, start..end, |_| os..oe, k, &image_of, &mut pairs, &mut stats);
+            } else {
+                for x in start..end {
+                    for y in os..oe {
+                        check(x, y, &mut pairs, &mut stats);
+                    }
+                }
+            }
+        }
+        start = end;
+    }
+    pairs.sort_unstable();
+    pairs.dedup_by_key(|p| (p.0, p.1));
+
+    let mut edges = Edges::default();
+    for (a, b, d) in pairs {
+        if !emitted_here(layout, part, images, a as usize, b as usize, &in_partition) {
+            continue;
+        }
+        edges.a.push(images.ids[a as usize]);
+        edges.b.push(images.ids[b as usize]);
+        edges.distance.push(d);
+    }
+    Ok((edges, stats))
+}
+
+#[inline(always)]
+fn dist_fixed<const W: usize>(rows: &[u64], x: usize, y: usize) -> u32 {
+    let rx: &[u64; W] = rows[x * W..x * W + W].try_into().unwrap();
+    let ry: &[u64; W] = rows[y * W..y * W + W].try_into().unwrap();
+    let mut d = 0;
+    for i in 0..W {
+        d += (rx[i] ^ ry[i]).count_ones();
+    }
+    d
+}
+
+#[inline(always)]
+fn scan_fixed<const W: usize>(
+    rows: &[u64],
+    xs: std::ops::Range<usize>,
+    ys: impl Fn(usize) -> std::ops::Range<usize>,
+    k: u32,
+    image_of: &[u32],
+    pairs: &mut Vec<(u32, u32, u32)>,
+) -> u64 {
+    let mut compared = 0;
+    for x in xs {
+        let range = ys(x);
+        compared += range.len() as u64;
+        for y in range {
+            let d = dist_fixed::<W>(rows, x, y);
+            if d <= k {
+                let (a, b) = (image_of[x], image_of[y]);
+                pairs.push((a.min(b), a.max(b), d));
+            }
+        }
+    }
+    compared
+}
+
+/// Plain hashes: every (x, y in ys(x)) pair verified by popcount over the contiguous rows, with
+/// the common row widths unrolled.
+#[allow(clippy::too_many_arguments)]
+fn scan_plain(
+    rows: &[u64],
+    wpr: usize,
+    xs: std::ops::Range<usize>,
+    ys: impl Fn(usize) -> std::ops::Range<usize>,
+    k: u32,
+    image_of: &[u32],
+    pairs: &mut Vec<(u32, u32, u32)>,
+    stats: &mut Stats,
+) {
+    stats.candidates += match wpr {
+        1 => scan_fixed::<1>(rows, xs, ys, k, image_of, pairs),
+        2 => scan_fixed::<2>(rows, xs, ys, k, image_of, pairs),
+        3 => scan_fixed::<3>(rows, xs, ys, k, image_of, pairs),
+        4 => scan_fixed::<4>(rows, xs, ys, k, image_of, pairs),
+        8 => scan_fixed::<8>(rows, xs, ys, k, image_of, pairs),
+        16 => scan_fixed::<16>(rows, xs, ys, k, image_of, pairs),
+        _ => {
+            let mut compared = 0;
+            for x in xs {
+                for y in ys(x) {
+                    compared += 1;
+                    let d: u32 = rows[x * wpr..(x + 1) * wpr].iter().zip(&rows[y * wpr..(y + 1) * wpr]).map(|(p, q)| (p ^ q).count_ones()).sum();
+                    if d <= k {
+                        let (a, b) = (image_of[x], image_of[y]);
+                        pairs.push((a.min(b), a.max(b), d));
+                    }
+                }
+            }
+            compared
+        }
+    };
+}
+
+#[inline]
+fn runs_end(keys: &[u64], start: usize) -> usize {
+    let key = keys[start];
+    let mut end = start + 1;
+    while end < keys.len() && keys[end] == key {
+        end += 1;
+    }
+    end
+}
