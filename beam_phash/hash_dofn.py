@@ -6,7 +6,7 @@ from typing import Iterable, List, NamedTuple, Optional
 
 import apache_beam as beam
 
-from beam_phash._native import PHash, hash_images
+from beam_phash._native import PHash, hash_images, parse_hex_hashes
 from beam_phash.metrics import DedupMetrics
 from beam_phash.records import (
     ERROR_FIELD,
@@ -78,5 +78,37 @@ class HashBatchDoFn(beam.DoFn):
             kept = encodable_image(with_fields(record, **{self._hash_field: result.hex()}), self._image_field)
             variants = tuple(bytes(v) for v in result.variants) if self._dihedral else ()
             out.append(Hashed(bytes(result), owner, kept, result.width * result.height, variants))
+        if out:
+            yield out
+
+
+class ParseHashesDoFn(beam.DoFn):
+    """Like :class:`HashBatchDoFn`, for records that already carry their hash as hex in
+    ``hash_column`` (written by an earlier run, or by another tool): nothing is decoded. A missing
+    value, bad hex, or a hash of another width goes to ``failed`` with the reason. Image sizes are
+    unknown, so ``keep="largest"`` falls back to the smallest id."""
+
+    def __init__(self, *, bits: int, hash_column: str, hash_field: str, id_field: Optional[str]):
+        self._bits = bits
+        self._hash_column = hash_column
+        self._hash_field = hash_field
+        self._id_field = id_field
+        self._width = (bits + 7) // 8
+        self._metrics = DedupMetrics()
+
+    def process(self, batch: List[dict]) -> Iterable:
+        self._metrics.inputs.inc(len(batch))
+        values = [r.get(self._hash_column) if isinstance(r, dict) else None for r in batch]
+        packed, errors = parse_hex_hashes(values, self._bits)
+        out: List[Hashed] = []
+        for i, (record, error) in enumerate(zip(batch, errors)):
+            if error is not None:
+                self._metrics.failed.inc()
+                reason = f"{self._hash_column}: {error}"
+                yield beam.pvalue.TaggedOutput(FAILED, with_fields(record, **{self._hash_field: None, ERROR_FIELD: reason}))
+                continue
+            h = packed[i * self._width:(i + 1) * self._width]
+            owner = record_id(record, self._id_field) or surrogate_owner(h)
+            out.append(Hashed(h, owner, with_fields(record, **{self._hash_field: h.hex()})))
         if out:
             yield out

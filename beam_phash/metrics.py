@@ -17,8 +17,11 @@ class DedupMetrics:
         self.hash_batch_latency_ms = Metrics.distribution(NAMESPACE, "hash_batch_latency_ms")
         self.hash_batch_size = Metrics.distribution(NAMESPACE, "hash_batch_size")
         self.backend_call_latency_ms = Metrics.distribution(NAMESPACE, "backend_call_latency_ms")
-        # Near-duplicate dedup: pairs found within max_distance, and band groups over the cap
-        # (and their members), where only a window of neighbours was checked.
+        # Near-duplicate dedup: distinct images, pairs within max_distance, candidate pairs
+        # compared by popcount, runs of >= 1024 equal band values brute-forced (degenerate,
+        # near-uniform hashes), and images that have a neighbour (the global union-find's size).
+        self.near_images = Metrics.counter(NAMESPACE, "near_images")
         self.near_dup_pairs = Metrics.counter(NAMESPACE, "near_dup_pairs")
-        self.band_groups_capped = Metrics.counter(NAMESPACE, "band_groups_capped")
-        self.band_group_records_capped = Metrics.counter(NAMESPACE, "band_group_records_capped")
+        self.near_candidates = Metrics.counter(NAMESPACE, "near_candidates")
+        self.near_big_runs = Metrics.counter(NAMESPACE, "near_big_runs")
+        self.near_graph_images = Metrics.counter(NAMESPACE, "near_graph_images")

@@ -19,9 +19,9 @@ from beam_phash._native import (
 )
 from beam_phash.bucket_store import check_state_dir, prepare_state_dir
 from beam_phash.dedup_dofns import FinishBackendDoFn, RayDedupDoFn, StateDedupDoFn, key_by_hash
-from beam_phash.hash_dofn import HashBatchDoFn
-from beam_phash.near_dup import KEEP_POLICIES, recommended_max_distance
-from beam_phash.near_dup_transform import NearDupDedup
+from beam_phash.hash_dofn import HashBatchDoFn, ParseHashesDoFn
+from beam_phash.near.policy import check_keep, recommended_max_distance
+from beam_phash.near.transform import NearDedup
 from beam_phash.records import DUPLICATES, FAILED, KEPT, WRITTEN_FIELDS
 
 BACKENDS = ("ray", "state")
@@ -56,10 +56,8 @@ class ImagePhashDedup(beam.PTransform):
     Near-duplicate mode (``max_distance >= 1`` or ``dihedral=True``): runs on Beam's shuffles
     (no backend). No two kept records lie within ``max_distance`` bits; every duplicate names a
     kept record within ``max_distance`` bits (``duplicate_of``, ``distance``); the kept set does
-    not depend on the runner, the parallelism or the input order (see ``keep``). Recall is exact
-    (multi-index hashing), except inside band groups larger than ``max_band_group`` (counted by
-    the ``band_groups_capped`` metric), where each member is only compared with its 64 nearest
-    members in hash order.
+    not depend on the runner, the parallelism or the input order (see ``keep``). Recall is exact:
+    every pair within ``max_distance`` is found (banded search, see ``beam_phash/near``).
 
     Args:
       hash_size: 16 by default; 8 is faster and coarser, 32 more precise (see the README's bit table).
@@ -94,8 +92,15 @@ class ImagePhashDedup(beam.PTransform):
       dihedral: also treat rotated (90/180/270) and mirrored copies as duplicates.
       keep: near-duplicate mode, which record of a group is kept: ``"largest"`` (most pixels,
         then the smallest id) or ``"smallest_id"``.
-      max_band_group: near-duplicate mode, the band group size above which only neighbours in
-        hash order are compared (blank and near-uniform images share bands en masse).
+      hash_column: dedup records that already carry their hash as hex in this field (an earlier
+        run's ``hash_field``, or another tool's), without decoding images. A missing value, bad
+        hex or another width makes a failed record. ``keep="largest"`` then has no sizes and
+        keeps the smallest id; ``dihedral`` needs images.
+      partitions: near-duplicate mode, the number of partitions of the exact and resolve stages.
+      band_partition_bits: near-duplicate mode, 0 (one search partition per band) or b > 0 to
+        cut each band into 2^b partitions per sub-block, for inputs too large for one worker.
+      expected_count: near-duplicate mode, about how many records, for the band layout's cost
+        model (default: 1M).
     """
 
     def __init__(self, hash_size: int = 16, image_field: str = "image",
@@ -106,7 +111,8 @@ class ImagePhashDedup(beam.PTransform):
                  max_in_flight: int = 16,
                  hash_threads: Optional[int] = None, max_pixels: int = DEFAULT_MAX_PIXELS,
                  max_distance: Union[int, str] = 0, dihedral: bool = False, keep: str = "largest",
-                 max_band_group: int = 5000, label: Optional[str] = None):
+                 hash_column: Optional[str] = None, partitions: int = 16, band_partition_bits: int = 0,
+                 expected_count: Optional[int] = None, label: Optional[str] = None):
         super().__init__(label)
         _int_in("hash_size", hash_size, MIN_HASH_SIZE, MAX_HASH_SIZE)
         if algorithm not in ALGORITHMS:
@@ -117,9 +123,15 @@ class ImagePhashDedup(beam.PTransform):
         _int_in("max_distance", max_distance, 0, bits - 1)
         if not isinstance(dihedral, bool):
             raise ValueError(f"dihedral must be True or False, got {dihedral!r}")
-        if keep not in KEEP_POLICIES:
-            raise ValueError(f"keep must be one of {', '.join(KEEP_POLICIES)}, got {keep!r}")
-        _int_in("max_band_group", max_band_group, 2)
+        check_keep(keep)
+        _int_in("partitions", partitions, 1, 1 << 20)
+        _int_in("band_partition_bits", band_partition_bits, 0, 16)
+        if expected_count is not None:
+            _int_in("expected_count", expected_count, 1)
+        _field("hash_column", hash_column, optional=True)
+        if hash_column is not None and dihedral:
+            raise ValueError("dihedral=True needs the images (their rotations are hashed); "
+                             "it cannot be used with hash_column")
         near = max_distance > 0 or dihedral
         if near and (backend is not None or ray_address is not None or backend_name is not None
                      or state_dir is not None):
@@ -177,7 +189,10 @@ class ImagePhashDedup(beam.PTransform):
         self.max_distance = max_distance
         self.dihedral = dihedral
         self.keep = keep
-        self.max_band_group = max_band_group
+        self.hash_column = hash_column
+        self.partitions = partitions
+        self.band_partition_bits = band_partition_bits
+        self.expected_count = expected_count
         self.bits = bits
         self.near_duplicates = near
         self._split_outputs = False
@@ -210,13 +225,20 @@ class ImagePhashDedup(beam.PTransform):
     def expand(self, records):
         batches = records | "BatchForHashing" >> beam.BatchElements(
             min_batch_size=min(16, self.batch_size), max_batch_size=self.batch_size)
-        hashed = batches | "HashImages" >> beam.ParDo(HashBatchDoFn(
-            algorithm=self.algorithm, hash_size=self.hash_size, image_field=self.image_field,
-            hash_field=self.hash_field, id_field=self.id_field, threads=self.hash_threads,
-            max_pixels=self.max_pixels, dihedral=self.dihedral)).with_outputs(FAILED, main="hashed")
+        if self.hash_column is not None:
+            label, step = "ParseHashes", ParseHashesDoFn(
+                bits=self.bits, hash_column=self.hash_column, hash_field=self.hash_field, id_field=self.id_field)
+        else:
+            label, step = "HashImages", HashBatchDoFn(
+                algorithm=self.algorithm, hash_size=self.hash_size, image_field=self.image_field,
+                hash_field=self.hash_field, id_field=self.id_field, threads=self.hash_threads,
+                max_pixels=self.max_pixels, dihedral=self.dihedral)
+        hashed = batches | label >> beam.ParDo(step).with_outputs(FAILED, main="hashed")
         if self.near_duplicates:
-            deduped = hashed.hashed | "NearDuplicates" >> NearDupDedup(
-                self.max_distance, self.bits, keep=self.keep, max_band_group=self.max_band_group)
+            deduped = hashed.hashed | "NearDuplicates" >> NearDedup(
+                self.max_distance, self.bits, (self.bits + 7) // 8, dihedral=self.dihedral, keep=self.keep,
+                partitions=self.partitions, band_partition_bits=self.band_partition_bits,
+                expected_count=self.expected_count)
         elif self.backend == "ray":
             backend = self._ray_backend(records.pipeline)
             deduped = hashed.hashed | "DedupWithRay" >> beam.ParDo(

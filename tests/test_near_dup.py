@@ -1,6 +1,7 @@
 """Near-duplicate dedup against a brute-force oracle (all pairs, greedy by rank): the same kept
-set in any input order, in-process and multi-process, with and without dihedral variants; the
-pigeonhole property of the bands; and the guard on oversized band groups."""
+set in any input order, in-process and multi-process, with and without dihedral variants, from
+images and from hex hashes (``hash_column``), partitioned or not; the Rust kernels against the
+earlier Python implementation (tests/near_reference.py) and brute force."""
 import io
 import random
 
@@ -12,8 +13,12 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that
 from PIL import Image, ImageEnhance
 
+import numpy as np
+
 import beam_phash
-from beam_phash import METRICS_NAMESPACE, ImagePhashDedup, near_dup
+import near_reference as reference
+from beam_phash import METRICS_NAMESPACE, ImagePhashDedup, _native
+from beam_phash.near.dofns import sub_blocks
 from conftest import PHOTOS
 from test_transform import tagged
 
@@ -125,32 +130,192 @@ def test_dihedral_matches_the_oracle(options):
     run(make_near_dup_records(3), 14, dihedral=True, options=options, keep="smallest_id")
 
 
-def test_oversized_band_groups_are_capped_and_counted():
-    counts = run(make_near_dup_records(4), 12, max_band_group=2)
-    assert counts["band_groups_capped"] > 0  # small groups still fit the 64-member window
+def _random_hashes(n, bits, k, seed):
+    """Random hashes, a third of them near copies (k, k + 1 or 1..k bits flipped) of earlier
+    ones, and some near-uniform ones (few bits set), whose band values collide en masse."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        roll = rng.random()
+        if out and roll < 0.33:
+            h = rng.choice(out)
+            for bit in rng.sample(range(bits), rng.choice([k, k + 1, rng.randint(1, k)])):
+                h ^= 1 << bit
+        elif roll < 0.4:
+            h = sum(1 << b for b in rng.sample(range(bits), rng.randint(0, 6)))
+        else:
+            h = rng.getrandbits(bits)
+        out.append(h)
+    width = (bits + 7) // 8
+    return [h.to_bytes(width, "little") for h in out]
 
 
-def test_pigeonhole_every_pair_within_k_shares_a_band():
-    rng = random.Random(7)
-    for k in (1, 5, 12, 30):
-        bands = near_dup.band_edges(256, k)
-        assert bands[0][0] == 0 and bands[-1][1] == 256 and len(bands) == k + 1
-        for _ in range(200):
-            a = rng.getrandbits(256)
-            b = a
-            for bit in rng.sample(range(256), rng.randint(0, k)):
-                b ^= 1 << bit
-            na = near_dup.Node("a", ("a",), a.to_bytes(32, "big"))
-            nb = near_dup.Node("b", ("b",), b.to_bytes(32, "big"))
-            assert near_dup.band_keys(na, bands) & near_dup.band_keys(nb, bands)
-            assert near_dup.distance(na, nb) == bin(a ^ b).count("1")
+def _search_all(hashes, k, bits, prefix_bits=0):
+    """{(a, b): distance} over every band (and sub-block partition) of the chosen layout."""
+    width = len(hashes[0])
+    packed = np.frombuffer(b"".join(hashes), dtype=np.uint8)
+    ids = np.arange(len(hashes), dtype=np.uint64)
+    layout = _native.near_layout(bits, k, len(hashes))
+    found = {}
+    for band, (start, w, radius) in enumerate(layout):
+        parts = [{}]
+        if prefix_bits:
+            parts = [dict(sub=j, prefix_bits=min(prefix_bits, sw), prefix=p)
+                     for j, (_, sw) in enumerate(sub_blocks(start, w, radius))
+                     for p in range(1 << min(prefix_bits, sw))]
+        for kw in parts:
+            a, b, d, _, _ = _native.near_search(packed, ids.view(np.uint8), hash_bytes=width, bits=bits,
+                                                 max_distance=k, layout=layout, band=band, **kw)
+            for x, y, dist in zip(np.frombuffer(a, np.uint64), np.frombuffer(b, np.uint64),
+                                  np.frombuffer(d, np.uint32)):
+                pair = (int(min(x, y)), int(max(x, y)))
+                assert pair not in found, f"{pair} emitted twice"
+                found[pair] = int(dist)
+    return found
+
+
+@pytest.mark.parametrize("bits,k", [(256, 16), (256, 28), (36, 8), (64, 6)])
+def test_rust_search_finds_what_the_python_reference_finds(bits, k):
+    """The banded search over all bands equals the earlier Python implementation (all pairs of
+    every one of its k + 1 band groups, no window), partitioned by sub-block prefix or not."""
+    hashes = _random_hashes(600, bits, k, seed=bits + k)
+    nodes = [reference.Node(str(i), (str(i),), h) for i, h in enumerate(hashes)]
+    groups = {}
+    for n in nodes:
+        for key in reference.band_keys(n, reference.band_edges(bits, k)):
+            groups.setdefault(key, []).append(n)
+    expected = {}
+    for members in groups.values():
+        for e in reference.verify_group(members, k, max_group=10 ** 9, window=0)[0]:
+            expected[(min(int(e.a), int(e.b)), max(int(e.a), int(e.b)))] = e.distance
+    assert any(d == k for d in expected.values())
+    assert _search_all(hashes, k, bits) == expected
+    assert _search_all(hashes, k, bits, prefix_bits=2) == expected
+
+
+def test_padding_bits_never_count():
+    """phash at hash_size 6 is 36 bits in 5 bytes: the layout covers exactly the real bits, and a
+    hex hash with a padding bit set is refused."""
+    bits = beam_phash.hash_bits("phash", 6)
+    layout = _native.near_layout(bits, 8)
+    assert layout[0][0] == 0 and sum(w for _, w, _ in layout) == bits
+    real = beam_phash.hash_image(PHOTOS[0].read_bytes(), hash_size=6)
+    assert bytes(real)[-1] >> 4 == 0  # the padding of a real hash is the top bits, and zero
+    _, errors = _native.parse_hex_hashes(["ffffffffff", "ffffffff0f", "fff", None, 7], bits)
+    assert "bits set past the 36 bits" in errors[0] and errors[1] is None
+    assert "expected 10 hex digits" in errors[2] and errors[3] == "missing hash" and "int" in errors[4]
+
+
+def test_rust_resolve_matches_the_python_reference():
+    rng = random.Random(11)
+    for _ in range(30):
+        n = rng.randint(2, 40)
+        names = [f"n{i:03d}" for i in range(n)]
+        ranks = {name: (rng.randint(0, 3), name) for name in names}
+        edges = {}
+        for _ in range(rng.randint(1, 3 * n)):
+            a, b = sorted(rng.sample(names, 2), key=ranks.__getitem__)
+            edges[(a, b)] = rng.randint(0, 9)
+        ref = reference.resolve([reference.Edge(a, ranks[a], b, ranks[b], d) for (a, b), d in edges.items()])
+        index = {name: i for i, name in enumerate(names)}
+        offsets = np.zeros(n + 1, dtype=np.uint64)
+        offsets[1:] = np.cumsum([len(x) for x in names])
+        a = np.array([index[x] for x, _ in edges], dtype=np.uint64)
+        b = np.array([index[y] for _, y in edges], dtype=np.uint64)
+        got = _native.near_resolve(
+            np.arange(n, dtype=np.uint64).view(np.uint8),
+            np.array([ranks[x][0] for x in names], dtype=np.uint64).view(np.uint8),
+            offsets.view(np.uint8), "".join(names).encode(), np.zeros(n, dtype=np.uint8), 1,
+            a.view(np.uint8), b.view(np.uint8), np.array(list(edges.values()), dtype=np.uint32).view(np.uint8))
+        dropped, keepers, dist = (np.frombuffer(x, np.uint32) for x in got)
+        first = {}  # per dropped node its kept neighbours: the keeper is the first ranked before it
+        for i, j, e in zip(dropped, keepers, dist):
+            if ranks[names[j]] < ranks[names[i]]:
+                first.setdefault(names[i], (names[j], int(e)))
+        assert first == ref
 
 
 def test_a_chain_keeps_both_ends():
     """a-b and b-c within k, a-c not: a is kept, b dropped for a, c kept (no chains)."""
-    E = near_dup.Edge
-    dropped = near_dup.resolve([E("a", (0,), "b", (1,), 5), E("b", (1,), "c", (2,), 5)])
-    assert dropped == {"b": ("a", 5)}
+    E = reference.Edge
+    assert reference.resolve([E("a", (0,), "b", (1,), 5), E("b", (1,), "c", (2,), 5)]) == {"b": ("a", 5)}
+
+
+def hex_records(seed, n=1500, bits=256, k=16):
+    """Records carrying hex hashes (random, near copies, near-uniform), with bad values, shuffled."""
+    hashes = _random_hashes(n, bits, k, seed)
+    records = [{"id": f"r{i:05d}", "h": h.hex()} for i, h in enumerate(hashes)]
+    records += [{"id": "bad-width", "h": "abcd"}, {"id": "bad-hex", "h": "zz" * 32}, {"id": "bad-missing"},
+                {"id": "bad-none", "h": None}]
+    random.Random(seed).shuffle(records)
+    return records
+
+
+def hex_oracle(records, k):
+    """Greedy by id over brute-force distances (numpy): {id: None or (keeper, distance)}, failed."""
+    good = sorted((r for r in records if isinstance(r.get("h"), str) and len(r["h"]) == 64
+                   and all(c in "0123456789abcdef" for c in r["h"])), key=lambda r: r["id"])
+    words = np.frombuffer(b"".join(bytes.fromhex(r["h"]) for r in good), dtype=np.uint64).reshape(len(good), -1)
+    decided, kept = {}, []
+    for i, r in enumerate(good):
+        if kept:
+            d = np.bitwise_count(words[kept] ^ words[i]).sum(axis=1)
+            j = int(np.argmin(d))  # nearest; ties: the earlier kept, which is the better ranked
+            if d[j] <= k:
+                decided[r["id"]] = (good[kept[j]]["id"], int(d[j]))
+                continue
+        decided[r["id"]] = None
+        kept.append(i)
+    failed = {r["id"] for r in records} - set(decided)
+    return decided, failed
+
+
+def run_hex(records, k, options=(), **kwargs):
+    expected, failed = hex_oracle(records, k)
+    assert any(v and v[1] == k for v in expected.values()) and failed
+
+    def check(tagged_records):
+        got = {}
+        for tag, r in tagged_records:
+            assert r["id"] not in got, f"{r['id']} emitted twice"
+            got[r["id"]] = (None if tag == "kept" else (r["duplicate_of"], r["distance"]) if tag == "duplicates"
+                            else "failed:" + r["error"])
+        assert {i for i, v in got.items() if isinstance(v, str)} == failed
+        assert got["bad-width"].startswith("failed:h: expected 64 hex digits")
+        assert {i: v for i, v in got.items() if not isinstance(v, str)} == expected
+
+    p = TestPipeline(options=PipelineOptions(list(options)))
+    outputs = (p | beam.Create(records, reshuffle=False)
+               | ImagePhashDedup(max_distance=k, hash_column="h", **kwargs).with_outputs())
+    assert_that(tagged(outputs), check)
+    result = p.run()
+    result.wait_until_finish()
+    found = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))["counters"]
+    return {c.key.metric.name: c.committed for c in found}
+
+
+@pytest.mark.parametrize("seed,kwargs", [(1, {}), (2, {"band_partition_bits": 2, "partitions": 3}),
+                                         (3, {"partitions": 1})])
+def test_hash_column_matches_the_oracle(seed, kwargs):
+    counts = run_hex(hex_records(seed), 16, **kwargs)
+    assert counts["near_dup_pairs"] > 0 and counts["near_graph_images"] > 0
+
+
+def test_hash_column_multi_process_at_k28():
+    run_hex(hex_records(4), 28, options=MULTI)
+
+
+def test_degenerate_hashes_keep_exact_recall():
+    """3000 near-uniform hashes (at most 3 bits set) share every band value: the big runs are
+    brute-forced, never windowed, and the result is still the oracle's."""
+    rng = random.Random(5)
+    records = []
+    for i in range(3000):
+        h = sum(1 << b for b in rng.sample(range(256), rng.randint(1, 3)))
+        records.append({"id": f"u{i:05d}", "h": h.to_bytes(32, "little").hex()})
+    records += hex_records(6, n=200)
+    counts = run_hex(records, 4)
+    assert counts["near_big_runs"] > 0
 
 
 def test_arguments_are_checked():
@@ -164,6 +329,10 @@ def test_arguments_are_checked():
         ImagePhashDedup(max_distance=4, backend="ray")
     with pytest.raises(ValueError, match="dihedral must be True or False"):
         ImagePhashDedup(dihedral="yes")
+    with pytest.raises(ValueError, match="cannot be used with hash_column"):
+        ImagePhashDedup(max_distance=4, dihedral=True, hash_column="h")
+    with pytest.raises(ValueError, match="band_partition_bits must be between 0 and 16"):
+        ImagePhashDedup(max_distance=4, band_partition_bits=17)
 
 
 def test_the_job_writes_near_duplicates_with_distances_and_reports_them(tmp_path):
@@ -196,28 +365,6 @@ def test_auto_threshold_is_the_measured_one():
     assert ImagePhashDedup(max_distance="auto", hash_size=32).max_distance == 160
     with pytest.raises(ValueError, match="no measured max_distance for ahash at hash_size 16"):
         ImagePhashDedup(max_distance="auto", algorithm="ahash")
-
-
-def test_bands_cover_the_real_bits_and_never_the_padding():
-    """phash at hash_size 6 is 36 bits in 5 bytes: bit i is bit i % 8 of byte i // 8, and the 4
-    padding bits on top must not form a band (at k = 8, 9 bands of 4 bits) every image shares."""
-    bits = beam_phash.hash_bits("phash", 6)
-    assert bits == 36
-    bands = near_dup.band_edges(bits, 8)
-    rng = random.Random(3)
-    for _ in range(200):
-        a = rng.getrandbits(bits)
-        b = a ^ ((1 << bits) - 1)  # every real bit differs, padding equal
-        na = near_dup.Node("a", ("a",), a.to_bytes(5, "little"))
-        nb = near_dup.Node("b", ("b",), b.to_bytes(5, "little"))
-        assert not near_dup.band_keys(na, bands) & near_dup.band_keys(nb, bands)
-        c = a
-        for bit in rng.sample(range(bits), 8):
-            c ^= 1 << bit
-        nc = near_dup.Node("c", ("c",), c.to_bytes(5, "little"))
-        assert near_dup.band_keys(na, bands) & near_dup.band_keys(nc, bands)
-    real = beam_phash.hash_image(PHOTOS[0].read_bytes(), hash_size=6)
-    assert bytes(real)[-1] >> 4 == 0  # the padding of a real hash is the top bits, and zero
 
 
 def test_two_images_under_one_id_are_judged_apart():

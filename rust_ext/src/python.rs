@@ -524,8 +524,8 @@ fn spanning_forest<'py>(py: Python<'py>, a: &Bound<'py, PyAny>, b: &Bound<'py, P
     Ok(PyBytes::new(py, &keep))
 }
 
-/// Keep-by-rank over the nodes (ids, primary rank, owners packed as offsets + UTF-8 blob) and
-/// their edges: (dropped node index, keeper node index, distance), each uint32 bytes.
+/// Keep-by-rank over the nodes (ids, primary rank, owners packed as offsets + UTF-8 blob, keys
+/// as rows of `key_bytes` for the last tie-break) and their edges: (dropped node index, keeper node index, distance), each uint32 bytes.
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
 fn near_resolve<'py>(
@@ -534,16 +534,19 @@ fn near_resolve<'py>(
     primary: &Bound<'py, PyAny>,
     owner_offsets: &Bound<'py, PyAny>,
     owner_blob: &Bound<'py, PyAny>,
+    keys: &Bound<'py, PyAny>,
+    key_bytes: usize,
     a: &Bound<'py, PyAny>,
     b: &Bound<'py, PyAny>,
     distance: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyTuple>> {
-    let bufs = [view(ids)?, view(primary)?, view(owner_offsets)?, view(owner_blob)?, view(a)?, view(b)?, view(distance)?];
+    let bufs = [view(ids)?, view(primary)?, view(owner_offsets)?, view(owner_blob)?, view(keys)?, view(a)?, view(b)?, view(distance)?];
     let s: Vec<&[u8]> = bufs.iter().map(|b| unsafe { as_slice(b) }).collect();
     let dropped = kernel(py, || {
         let offsets = u64s(s[2], "owner_offsets")?;
         let owners = Owners::new(&offsets, s[3])?;
-        resolve::resolve(&u64s(s[0], "ids")?, &u64s(s[1], "primary")?, &owners, &u64s(s[4], "a")?, &u64s(s[5], "b")?, &u32s(s[6], "distance")?)
+        let keys = Packed::new(s[4], key_bytes)?;
+        resolve::resolve(&u64s(s[0], "ids")?, &u64s(s[1], "primary")?, &owners, &keys, &u64s(s[5], "a")?, &u64s(s[6], "b")?, &u32s(s[7], "distance")?)
     })?;
     let nodes: Vec<u32> = dropped.iter().map(|d| d.node).collect();
     let keepers: Vec<u32> = dropped.iter().map(|d| d.keeper).collect();

@@ -6,22 +6,23 @@
 use std::cmp::Ordering;
 
 use crate::error::HashError;
-use crate::near::bits::Owners;
+use crate::near::bits::{Owners, Packed};
 
-/// Rank: smaller `primary` first, then the smaller owner (UTF-8 bytes), then the smaller id.
-fn rank_order(primary: &[u64], owners: &Owners, ids: &[u64]) -> Vec<u32> {
-    let mut order: Vec<u32> = (0..ids.len() as u32).collect();
+/// Rank: smaller `primary` first, then the smaller owner (UTF-8 bytes), then the smaller key
+/// (the image's hash bytes: a tie-break that does not depend on how ids were assigned).
+fn rank_order(primary: &[u64], owners: &Owners, keys: &Packed) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..primary.len() as u32).collect();
     order.sort_unstable_by(|&x, &y| {
         let (x, y) = (x as usize, y as usize);
         primary[x]
             .cmp(&primary[y])
             .then_with(|| owners.get(x).cmp(owners.get(y)))
-            .then_with(|| ids[x].cmp(&ids[y]))
+            .then_with(|| keys.row(x).cmp(keys.row(y)))
     });
     order
 }
 
-/// A dropped image (index into the nodes), its keeper (index) and their distance.
+/// A dropped image (index into the nodes), a kept neighbour (index) and their distance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dropped {
     pub node: u32,
@@ -29,24 +30,32 @@ pub struct Dropped {
     pub distance: u32,
 }
 
-/// Greedy resolution over the nodes `ids` (with their ranks) and the edges among them.
+/// Greedy resolution over the nodes `ids` (with their ranks) and the edges among them: for each
+/// dropped node, every kept neighbour by (distance, rank); the first ranked before the node is
+/// its keeper.
 pub fn resolve(
     ids: &[u64],
     primary: &[u64],
     owners: &Owners,
+    keys: &Packed,
     a: &[u64],
     b: &[u64],
     distance: &[u32],
 ) -> Result<Vec<Dropped>, HashError> {
     let n = ids.len();
-    if primary.len() != n || owners.len() != n {
-        return Err(HashError::Config(format!("{n} nodes with {} ranks and {} owners", primary.len(), owners.len())));
+    if primary.len() != n || owners.len() != n || keys.len() != n {
+        return Err(HashError::Config(format!(
+            "{n} nodes with {} ranks, {} owners and {} keys",
+            primary.len(),
+            owners.len(),
+            keys.len()
+        )));
     }
     if a.len() != b.len() || a.len() != distance.len() {
         return Err(HashError::Config("edge arrays differ in length".into()));
     }
     // Compact ids: each node's position in rank order.
-    let order = rank_order(primary, owners, ids);
+    let order = rank_order(primary, owners, keys);
     let mut by_id: Vec<(u64, u32)> = order.iter().enumerate().map(|(pos, &i)| (ids[i as usize], pos as u32)).collect();
     by_id.sort_unstable();
     if by_id.windows(2).any(|w| w[0].0 == w[1].0) {
@@ -58,32 +67,50 @@ pub fn resolve(
             .map(|i| by_id[i].1)
             .map_err(|_| HashError::Internal(format!("edge end {id} is not a node")))
     };
-    // Each node's better-ranked neighbours (CSR by rank position).
-    let mut better: Vec<(u32, u32, u32)> = Vec::with_capacity(a.len());
+    // Each node's neighbours by rank position, better-ranked first.
+    let mut adjacent: Vec<(u32, u32, u32)> = Vec::with_capacity(2 * a.len());
     for ((&x, &y), &d) in a.iter().zip(b).zip(distance) {
         let (px, py) = (pos(x)?, pos(y)?);
-        match px.cmp(&py) {
-            Ordering::Less => better.push((py, px, d)),
-            Ordering::Greater => better.push((px, py, d)),
-            Ordering::Equal => {}
+        if px != py {
+            adjacent.push((px, py, d));
+            adjacent.push((py, px, d));
         }
     }
-    better.sort_unstable();
-    let mut kept = vec![false; n];
-    let mut dropped = Vec::new();
-    let mut e = 0;
-    for node in 0..n as u32 {
-        let mut best: Option<(u32, u32)> = None; // (distance, keeper position)
-        while e < better.len() && better[e].0 == node {
-            let (_, other, d) = better[e];
-            if kept[other as usize] && best.map_or(true, |b| (d, other) < b) {
-                best = Some((d, other));
-            }
-            e += 1;
+    adjacent.sort_unstable();
+    let bounds: Vec<usize> = {
+        let mut bounds = vec![0usize; n + 1];
+        for &(p, _, _) in &adjacent {
+            bounds[p as usize + 1] += 1;
         }
-        match best {
-            Some((d, keeper)) => dropped.push(Dropped { node: order[node as usize], keeper: order[keeper as usize], distance: d }),
-            None => kept[node as usize] = true,
+        for i in 0..n {
+            bounds[i + 1] += bounds[i];
+        }
+        bounds
+    };
+    let mut kept = vec![false; n];
+    for node in 0..n {
+        // Only better-ranked neighbours are decided yet; they come first in the sorted list.
+        kept[node] = !adjacent[bounds[node]..bounds[node + 1]]
+            .iter()
+            .take_while(|&&(_, other, _)| (other as usize) < node)
+            .any(|&(_, other, _)| kept[other as usize]);
+    }
+    // For every dropped node, all its kept neighbours, nearest first (ties: better ranked). Its
+    // keeper is the first one ranked before it; the rest let a record of the same image that is
+    // ranked after it choose among the images kept before that record (see ApplyDoFn).
+    let mut dropped = Vec::new();
+    for node in 0..n {
+        if kept[node] {
+            continue;
+        }
+        let mut near: Vec<(u32, u32)> = adjacent[bounds[node]..bounds[node + 1]]
+            .iter()
+            .filter(|&&(_, other, _)| kept[other as usize])
+            .map(|&(_, other, d)| (d, other))
+            .collect();
+        near.sort_unstable();
+        for (d, keeper) in near {
+            dropped.push(Dropped { node: order[node], keeper: order[keeper as usize], distance: d });
         }
     }
     Ok(dropped)
@@ -98,8 +125,10 @@ mod tests {
         // ranks a < b < c; a-b and b-c within k: b is dropped for a, c stays.
         let offsets = [0u64, 1, 2, 3];
         let owners = Owners::new(&offsets, b"abc").unwrap();
-        let got = resolve(&[10, 20, 30], &[0, 0, 0], &owners, &[10, 20], &[20, 30], &[5, 5]).unwrap();
-        assert_eq!(got, vec![Dropped { node: 1, keeper: 0, distance: 5 }]);
+        let keys = Packed::new(&[1, 2, 3], 1).unwrap();
+        let got = resolve(&[10, 20, 30], &[0, 0, 0], &owners, &keys, &[10, 20], &[20, 30], &[5, 5]).unwrap();
+        // b lists both kept neighbours, its keeper a (better ranked at equal distance) first.
+        assert_eq!(got, vec![Dropped { node: 1, keeper: 0, distance: 5 }, Dropped { node: 1, keeper: 2, distance: 5 }]);
     }
 
     #[test]
@@ -107,10 +136,12 @@ mod tests {
         // x ranked last, kept neighbours p (distance 7) and q (distance 3): dropped for q.
         let offsets = [0u64, 1, 2, 3];
         let owners = Owners::new(&offsets, b"pqx").unwrap();
-        let got = resolve(&[1, 2, 3], &[0, 0, 0], &owners, &[1, 2], &[3, 3], &[7, 3]).unwrap();
-        assert_eq!(got, vec![Dropped { node: 2, keeper: 1, distance: 3 }]);
+        let keys = Packed::new(&[9, 9, 9], 1).unwrap();
+        let got = resolve(&[1, 2, 3], &[0, 0, 0], &owners, &keys, &[1, 2], &[3, 3], &[7, 3]).unwrap();
+        assert_eq!(got, vec![Dropped { node: 2, keeper: 1, distance: 3 }, Dropped { node: 2, keeper: 0, distance: 7 }]);
         // primary beats the owner: q (primary 0) before p (primary 5).
-        let got = resolve(&[1, 2], &[5, 0], &Owners::new(&[0, 1, 2], b"pq").unwrap(), &[1], &[2], &[4]).unwrap();
+        let keys = Packed::new(&[0, 0], 1).unwrap();
+        let got = resolve(&[1, 2], &[5, 0], &Owners::new(&[0, 1, 2], b"pq").unwrap(), &keys, &[1], &[2], &[4]).unwrap();
         assert_eq!(got, vec![Dropped { node: 0, keeper: 1, distance: 4 }]);
     }
 }

@@ -18,7 +18,7 @@ use crate::near::bits::{field, image_distance, Packed};
 use crate::near::layout::{Layout, TABLE_BITS};
 
 /// Runs at least this long are counted as brute-forced (degenerate, near-uniform hashes).
-pub const BIG_RUN: usize = 4096;
+pub const BIG_RUN: usize = 1024;
 const BLOCK: usize = 256;
 
 /// What to search: `hashes` (n rows), optional `variants` (8n rows, first the identity), and

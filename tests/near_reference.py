@@ -1,4 +1,5 @@
-"""Near-duplicate resolution, without Beam: bands, candidate verification and the keep rule.
+"""The earlier pure-Python near-duplicate implementation, kept as a test oracle for the Rust
+kernels (rust_ext/src/near): bands, candidate verification and the keep rule.
 
 Multi-index hashing. A ``bits``-bit hash is cut into ``k + 1`` contiguous bands. Two hashes within
 ``k`` bits differ in at most ``k`` bands, so by the pigeonhole principle they agree exactly on at
@@ -21,26 +22,6 @@ import hashlib
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 import numpy as np
-
-#: keep= policies: which image of a near-duplicate group is kept.
-KEEP_POLICIES = ("largest", "smallest_id")
-
-#: max_distance="auto": per (algorithm, hash_size), the threshold picked from
-#: benchmarks/eval_near_dup.py on 85 real photos and 12 edits each (table in the README): every
-#: mild edit caught (recall >= 0.99) with no distinct photos merged, and a margin below the
-#: closest distinct pair. phash at 8 cannot do both: 3 keeps apart a stereo pair 4 bits apart.
-RECOMMENDED_MAX_DISTANCE = {("phash", 8): 3, ("phash", 16): 28, ("phash", 32): 160, ("dhash", 16): 24}
-
-
-def recommended_max_distance(algorithm: str, hash_size: int) -> int:
-    """The measured default threshold for ``algorithm`` at ``hash_size`` (ValueError if none)."""
-    try:
-        return RECOMMENDED_MAX_DISTANCE[(algorithm, hash_size)]
-    except KeyError:
-        known = ", ".join(f"{a} {n}" for a, n in RECOMMENDED_MAX_DISTANCE)
-        raise ValueError(f"no measured max_distance for {algorithm} at hash_size {hash_size} "
-                         f"(measured: {known}); give a number") from None
-
 
 class Node(NamedTuple):
     """One distinct image in the near-duplicate graph."""
@@ -79,9 +60,7 @@ def rank_of(policy: str, pixels: int, key: str) -> tuple:
     the order is total."""
     if policy == "largest":
         return (-pixels, key)
-    if policy == "smallest_id":
-        return (key,)
-    raise ValueError(f"keep must be one of {', '.join(KEEP_POLICIES)}, got {policy!r}")
+    return (key,)
 
 
 def band_edges(bits: int, k: int) -> List[Tuple[int, int]]:

@@ -1,0 +1,287 @@
+"""The stages of near-duplicate dedup (see ``transform`` for the data flow). Each works on a
+packed batch and hands the heavy work to one Rust kernel."""
+from __future__ import annotations
+
+import hashlib
+from typing import Dict, Iterable, List, Sequence, Tuple
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
+
+from beam_phash._native import (
+    Components,
+    collapse_heads,
+    near_fields,
+    near_resolve,
+    near_search,
+    spanning_forest,
+)
+from beam_phash.hash_dofn import Hashed
+from beam_phash.metrics import DedupMetrics
+from beam_phash.near.batches import (
+    PARTITION_SHIFT,
+    U64,
+    Assigned,
+    Classes,
+    Edges,
+    Images,
+    Ranked,
+    pack_owners,
+    partition_of_ids,
+    u8,
+    u32s,
+    u64s,
+)
+from beam_phash.near.policy import primary_rank
+from beam_phash.outcome import emit
+from beam_phash.records import DISTANCE_FIELD, keeper_label
+
+ROWS = "rows"
+CLASSES = "classes"
+FOREST = "forest"
+#: Ranked rows per element, at most (a bundle's rows for one partition are sent together).
+FLUSH_ROWS = 16384
+
+
+def exact_partition(key: bytes, partitions: int) -> int:
+    """The exact partition of an image key: from a digest of its bits (never Python's salted hash)."""
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") % partitions
+
+
+def sub_blocks(start: int, width: int, radius: int) -> List[Tuple[int, int]]:
+    """The radius + 1 sub-blocks (start, width) of a band, as rust_ext/src/near/layout.rs cuts them."""
+    parts = radius + 1
+    return [(start + width * j // parts, width * (j + 1) // parts - width * j // parts) for j in range(parts)]
+
+
+def _split(ids: np.ndarray) -> Iterable[Tuple[int, slice]]:
+    """(partition, slice) of ascending ids, partition by partition."""
+    parts = partition_of_ids(ids)
+    bounds = np.flatnonzero(np.diff(parts)) + 1
+    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(ids)]):
+        yield int(parts[lo]), slice(int(lo), int(hi))
+
+
+class PackDoFn(beam.DoFn):
+    """Hashed batches -> every record keyed by its image key (hash and variants) for the final
+    join, and the (key, rank, owner) rows packed per exact partition on ``rows``."""
+
+    def __init__(self, keep: str, partitions: int):
+        self._keep = keep
+        self._partitions = partitions
+
+    def start_bundle(self):
+        self._buffers: Dict[int, Tuple[List[bytes], List[int], List[str]]] = {}
+
+    def _flush(self, p: int):
+        keys, primary, owners = self._buffers.pop(p)
+        width = len(keys[0])
+        rows = Ranked(np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), width),
+                      np.array(primary, dtype=U64), owners)
+        return p, rows
+
+    def process(self, batch: List[Hashed]):
+        for h in batch:
+            key = h.hash + b"".join(h.variants)
+            primary = primary_rank(self._keep, h.pixels)
+            yield key, (primary, h.owner, h.record)
+            p = exact_partition(key, self._partitions)
+            keys, ranks, owners = self._buffers.setdefault(p, ([], [], []))
+            keys.append(key)
+            ranks.append(primary)
+            owners.append(h.owner)
+            if len(keys) >= FLUSH_ROWS:
+                yield beam.pvalue.TaggedOutput(ROWS, self._flush(p))
+
+    def finish_bundle(self):
+        for p in sorted(self._buffers):
+            yield beam.pvalue.TaggedOutput(
+                ROWS, WindowedValue(self._flush(p), GlobalWindow().max_timestamp(), [GlobalWindow()]))
+
+
+class CollapseDoFn(beam.DoFn):
+    """One exact partition: records with an identical key become one image, ranked by its best
+    record. Emits the images (ids, hashes, variants) for the band search, and on ``classes``
+    their ranks and owners for the resolution."""
+
+    def __init__(self, hash_bytes: int, dihedral: bool):
+        self._hash_bytes = hash_bytes
+        self._dihedral = dihedral
+        self._metrics = DedupMetrics()
+
+    def process(self, element: Tuple[int, Iterable[Ranked]]):
+        p, batches = element
+        rows = Ranked.concat(batches)
+        offsets, blob = pack_owners(rows.owners)
+        key_bytes = rows.keys.shape[1]
+        heads = u32s(collapse_heads(u8(rows.keys), key_bytes, u8(rows.primary), u8(offsets), blob))
+        ids = (U64(p) << U64(PARTITION_SHIFT)) | np.arange(len(heads), dtype=U64)
+        keys = rows.keys[heads]
+        self._metrics.near_images.inc(len(heads))
+        yield beam.pvalue.TaggedOutput(CLASSES, (p, Classes(ids, keys, rows.primary[heads], [rows.owners[i] for i in heads])))
+        hb = self._hash_bytes
+        variants = keys[:, hb:].reshape(len(ids), 8, hb) if self._dihedral else None
+        yield Images(ids, np.ascontiguousarray(keys[:, :hb]), None if variants is None else np.ascontiguousarray(variants))
+
+
+class BandSplitDoFn(beam.DoFn):
+    """A batch of images -> one copy per band (keyed (band, -1, 0)); with ``prefix_bits`` > 0, per
+    band, sub-block and prefix of the sub-block instead (keyed (band, sub-block, prefix)), each
+    image going to the prefixes of its hash and variants."""
+
+    def __init__(self, layout: Sequence[Tuple[int, int, int]], hash_bytes: int, prefix_bits: int):
+        self._layout = [tuple(b) for b in layout]
+        self._hash_bytes = hash_bytes
+        self._prefix_bits = prefix_bits
+
+    def process(self, images: Images):
+        if self._prefix_bits == 0:
+            for band in range(len(self._layout)):
+                yield (band, -1, 0), images
+            return
+        entries = images.hashes if images.variants is None else np.concatenate(
+            [images.hashes[:, None, :], images.variants], axis=1)
+        slots = 1 if images.variants is None else 9
+        for band, (start, width, radius) in enumerate(self._layout):
+            for j, (s, w) in enumerate(sub_blocks(start, width, radius)):
+                bits = min(self._prefix_bits, w)
+                prefixes = u64s(near_fields(u8(entries), self._hash_bytes, s, bits)).reshape(-1, slots)
+                for value in np.unique(prefixes):
+                    yield (band, j, int(value)), images.take((prefixes == value).any(axis=1))
+
+
+class SearchDoFn(beam.DoFn):
+    """One band partition: the pairs within k that qualify first here (each pair of the whole
+    search is emitted by exactly one partition), keyed by the exact partition of their first end;
+    their spanning forest on ``forest``."""
+
+    def __init__(self, bits: int, max_distance: int, layout, hash_bytes: int, prefix_bits: int):
+        self._bits = bits
+        self._k = max_distance
+        self._layout = [tuple(b) for b in layout]
+        self._hash_bytes = hash_bytes
+        self._prefix_bits = prefix_bits
+        self._metrics = DedupMetrics()
+
+    def process(self, element: Tuple[Tuple[int, int, int], Iterable[Images]]):
+        (band, sub, prefix), batches = element
+        images = Images.concat(batches)
+        kwargs = {}
+        if sub >= 0:
+            w = sub_blocks(*self._layout[band])[sub][1]
+            kwargs = {"sub": sub, "prefix_bits": min(self._prefix_bits, w), "prefix": prefix}
+        a, b, d, candidates, big_runs = near_search(
+            u8(images.hashes), u8(images.ids), hash_bytes=self._hash_bytes, bits=self._bits,
+            max_distance=self._k, layout=self._layout, band=band,
+            variants=None if images.variants is None else u8(images.variants), **kwargs)
+        self._metrics.near_candidates.inc(candidates)
+        self._metrics.near_big_runs.inc(big_runs)
+        edges = Edges(u64s(a), u64s(b), u32s(d))
+        if not len(edges.a):
+            return
+        self._metrics.near_dup_pairs.inc(len(edges.a))
+        forest = u64s(spanning_forest(u8(edges.a), u8(edges.b))).astype(np.intp)
+        yield beam.pvalue.TaggedOutput(FOREST, edges.take(forest))
+        order = np.argsort(edges.a, kind="stable")
+        edges = edges.take(order)
+        for p, part in _split(edges.a):
+            yield p, edges.take(part)
+
+
+class ComponentsDoFn(beam.DoFn):
+    """The one global step: all spanning forests -> the component of every image with a
+    neighbour (12 bytes per such image, see rust_ext/src/near/forest.rs), per exact partition."""
+
+    def __init__(self):
+        self._metrics = DedupMetrics()
+
+    def process(self, element: Tuple[int, Iterable[Edges]]):
+        _, forests = element
+        components = Components()
+        for f in forests:  # pass 1: the ids
+            components.add_ids(u8(f.a))
+            components.add_ids(u8(f.b))
+        for f in forests:  # pass 2: the edges
+            components.union(u8(f.a), u8(f.b))
+        ids, comps = (u64s(x) for x in components.components())
+        self._metrics.near_graph_images.inc(len(ids))
+        for p, part in _split(ids):
+            yield p, Assigned(ids[part], comps[part])
+
+
+class AttachDoFn(beam.DoFn):
+    """One exact partition: its images that have a neighbour, and the edges that start there,
+    re-keyed by the partition of their component (its smallest id)."""
+
+    def process(self, element):
+        _, joined = element
+        assigned = list(joined["assigned"])
+        if not assigned:
+            return
+        ids = np.concatenate([a.ids for a in assigned])
+        comps = np.concatenate([a.components for a in assigned])
+        classes = Classes.concat(joined[CLASSES])
+        rows = np.searchsorted(classes.ids, ids)
+        nodes = classes.take(rows)
+        for q in np.unique(partition_of_ids(comps)):
+            yield int(q), ("nodes", nodes.take(np.flatnonzero(partition_of_ids(comps) == q)))
+        edges = Edges.concat(joined["edges"])
+        if len(edges.a):
+            edge_comps = comps[np.searchsorted(ids, edges.a)]
+            edge_parts = partition_of_ids(edge_comps)
+            for q in np.unique(edge_parts):
+                yield int(q), ("edges", edges.take(edge_parts == q))
+
+
+class ResolveDoFn(beam.DoFn):
+    """Whole components -> the fate of each dropped image: (its key, its kept neighbours as
+    (distance, rank, owner), the keeper first)."""
+
+    def process(self, element):
+        _, items = element
+        nodes, edges = [], []
+        for kind, batch in items:
+            (nodes if kind == "nodes" else edges).append(batch)
+        nodes = Classes.concat(nodes)
+        edges = Edges.concat(edges)
+        offsets, blob = pack_owners(nodes.owners)
+        dropped, keepers, distances = (u32s(x) for x in near_resolve(
+            u8(nodes.ids), u8(nodes.primary), u8(offsets), blob, u8(nodes.keys), nodes.keys.shape[1],
+            u8(edges.a), u8(edges.b), u8(edges.distance)))
+        if not len(dropped):
+            return
+        starts = np.flatnonzero(np.r_[True, dropped[1:] != dropped[:-1]])
+        for lo, hi in zip(starts, np.r_[starts[1:], len(dropped)]):
+            near = [(int(distances[i]), (int(nodes.primary[keepers[i]]), nodes.owners[keepers[i]],
+                                         nodes.keys[keepers[i]].tobytes()), nodes.owners[keepers[i]])
+                    for i in range(lo, hi)]
+            yield nodes.keys[dropped[lo]].tobytes(), near
+
+
+class ApplyDoFn(beam.DoFn):
+    """The records of one image key and its fate. A record is kept when its image is and it is
+    the best-ranked record of the key (or has that record's owner); otherwise it is a duplicate of
+    the nearest image kept before it in rank order: the key's best record at distance 0, or, when
+    the image was dropped, its nearest kept neighbour ranked before the record."""
+
+    def __init__(self):
+        self._metrics = DedupMetrics()
+
+    def process(self, element):
+        key, joined = element
+        fate = next(iter(joined["fate"]), None)
+        records = list(joined["records"])
+        head = min((primary, owner) for primary, owner, _ in records)[1]
+        for primary, owner, record in records:
+            if fate is None:
+                decision = None if owner == head else (head, 0)
+            else:
+                rank = (primary, owner, key)
+                decision = next((keeper, d) for d, keeper_rank, keeper in fate if keeper_rank < rank)
+            if decision is None:
+                yield emit(record, None, self._metrics)
+            else:
+                keeper, distance = decision
+                yield emit(record, keeper_label(keeper), self._metrics, **{DISTANCE_FIELD: distance})

@@ -1,0 +1,45 @@
+"""The keep rule and the measured thresholds of near-duplicate dedup.
+
+Keeping. Images are ranked by the ``keep`` policy; in rank order an image is kept unless an
+already kept image lies within ``k`` bits, in which case it is dropped as a duplicate of the
+nearest such image (ties: the better ranked). So no two kept images are within ``k`` bits, every
+dropped image names a kept image within ``k`` bits (never a chain), and the result depends only
+on the set of inputs, not on their order, the runner or its parallelism.
+
+A rank is (primary, owner, hash): ``primary`` is a uint64 (fewer is better), the owner is the
+record id compared as a string, the hash bytes break what ties remain.
+"""
+from __future__ import annotations
+
+#: keep= policies: which image of a near-duplicate group is kept.
+KEEP_POLICIES = ("largest", "smallest_id")
+
+#: max_distance="auto": per (algorithm, hash_size), the threshold picked from
+#: benchmarks/eval_near_dup.py on 85 real photos and 12 edits each (table in the README): every
+#: mild edit caught (recall >= 0.99) with no distinct photos merged, and a margin below the
+#: closest distinct pair. phash at 8 cannot do both: 3 keeps apart a stereo pair 4 bits apart.
+RECOMMENDED_MAX_DISTANCE = {("phash", 8): 3, ("phash", 16): 28, ("phash", 32): 160, ("dhash", 16): 24}
+
+_U64_MAX = (1 << 64) - 1
+
+
+def recommended_max_distance(algorithm: str, hash_size: int) -> int:
+    """The measured default threshold for ``algorithm`` at ``hash_size`` (ValueError if none)."""
+    try:
+        return RECOMMENDED_MAX_DISTANCE[(algorithm, hash_size)]
+    except KeyError:
+        known = ", ".join(f"{a} {n}" for a, n in RECOMMENDED_MAX_DISTANCE)
+        raise ValueError(f"no measured max_distance for {algorithm} at hash_size {hash_size} "
+                         f"(measured: {known}); give a number") from None
+
+
+def check_keep(policy: str) -> str:
+    if policy not in KEEP_POLICIES:
+        raise ValueError(f"keep must be one of {', '.join(KEEP_POLICIES)}, got {policy!r}")
+    return policy
+
+
+def primary_rank(policy: str, pixels: int) -> int:
+    """The uint64 first part of a rank: "largest" prefers more pixels (then the smaller id);
+    "smallest_id" ranks by id alone."""
+    return _U64_MAX - pixels if policy == "largest" else 0

@@ -1,0 +1,94 @@
+"""``NearDedup``: near-duplicate dedup of hashed records on Beam shuffles, over packed batches.
+
+Input: lists of :class:`~beam_phash.hash_dofn.Hashed`. Output: the kept records and, tagged
+``duplicates``, the dropped ones with ``duplicate_of`` (a kept record within ``max_distance``
+bits) and ``distance``. Image bytes never enter the stages between ``Pack`` and ``JoinFates``;
+every element there is a packed batch (``batches``), thousands of images per element.
+
+1. ``Pack``: each record keyed by its image key (hash, and variants with dihedral) for the final
+   join; its (key, rank, owner) packed per exact partition (a digest of the key).
+2. ``GroupExact``/``Collapse``: per exact partition, identical keys become one image with a
+   compact id (partition << 40 | index); its best-ranked record represents it.
+3. ``BandSplit``/``GroupBand``/``Search``: per band of the layout (or per band, sub-block and
+   sub-block prefix with ``band_partition_bits``), the Rust banded search finds the pairs within
+   k that qualify first there (exact recall, each pair once), and reduces them to a spanning
+   forest.
+4. ``GroupForests``/``Components``: the one global step, a union-find over the forests' edges in
+   compact form: 12 bytes per image that has a neighbour (ids and parents), plus one forest batch.
+5. ``JoinComponents``/``Attach``: images with a neighbour and the edges, keyed by the partition
+   of their component; ``GroupComponents``/``Resolve``: greedy keep-by-rank per set of whole
+   components, in Rust.
+6. ``JoinFates``/``Apply``: each dropped image's fate goes back to its records by key.
+
+Memory: no step holds the whole graph. A band partition holds its images (ids, hashes) and the
+edges it found; the global step 12 bytes per image with a neighbour; a resolve partition its
+components' images and edges.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import apache_beam as beam
+
+from beam_phash._native import near_layout
+from beam_phash.near import dofns
+from beam_phash.near.policy import check_keep
+from beam_phash.records import DUPLICATES, KEPT
+
+
+class NearDedup(beam.PTransform):
+    """Hashed batches -> kept records (main) and duplicates (tag ``duplicates``).
+
+    Args:
+      max_distance: k; pairs within k bits are near-duplicates.
+      bits: the true bit count of the hashes.
+      hash_bytes: bytes per hash (``ceil(bits / 8)``).
+      dihedral: the records carry the 8 dihedral variant hashes.
+      keep: ``"largest"`` or ``"smallest_id"`` (see ``policy``).
+      partitions: exact and resolve partitions (parallelism of those stages).
+      band_partition_bits: 0: one search partition per band; b > 0: per band, sub-block and
+        b-bit sub-block prefix (for inputs too large for one band on one worker).
+      expected_count: about how many distinct images, for the band layout's cost model.
+    """
+
+    def __init__(self, max_distance: int, bits: int, hash_bytes: int, dihedral: bool = False,
+                 keep: str = "largest", partitions: int = 16, band_partition_bits: int = 0,
+                 expected_count: Optional[int] = None, label: Optional[str] = None):
+        super().__init__(label)
+        self._k = max_distance
+        self._bits = bits
+        self._hash_bytes = hash_bytes
+        self._dihedral = dihedral
+        self._keep = check_keep(keep)
+        self._partitions = partitions
+        self._prefix_bits = band_partition_bits
+        count = None if expected_count is None else expected_count * (9 if dihedral else 1)
+        self.layout = near_layout(bits, max_distance, count)
+
+    def expand(self, hashed):
+        packed = (hashed
+                  | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
+                  | "Pack" >> beam.ParDo(dofns.PackDoFn(self._keep, self._partitions)).with_outputs(
+                      dofns.ROWS, main="records"))
+        collapsed = (packed[dofns.ROWS]
+                     | "GroupExact" >> beam.GroupByKey()
+                     | "Collapse" >> beam.ParDo(dofns.CollapseDoFn(self._hash_bytes, self._dihedral)).with_outputs(
+                         dofns.CLASSES, main="images"))
+        searched = (collapsed.images
+                    | "BandSplit" >> beam.ParDo(dofns.BandSplitDoFn(self.layout, self._hash_bytes, self._prefix_bits))
+                    | "GroupBand" >> beam.GroupByKey()
+                    | "Search" >> beam.ParDo(dofns.SearchDoFn(
+                        self._bits, self._k, self.layout, self._hash_bytes, self._prefix_bits)).with_outputs(
+                        dofns.FOREST, main="edges"))
+        assigned = (searched[dofns.FOREST]
+                    | "OneGraph" >> beam.Map(lambda forest: (0, forest))
+                    | "GroupForests" >> beam.GroupByKey()
+                    | "Components" >> beam.ParDo(dofns.ComponentsDoFn()))
+        fates = ({dofns.CLASSES: collapsed[dofns.CLASSES], "assigned": assigned, "edges": searched.edges}
+                 | "JoinComponents" >> beam.CoGroupByKey()
+                 | "Attach" >> beam.ParDo(dofns.AttachDoFn())
+                 | "GroupComponents" >> beam.GroupByKey()
+                 | "Resolve" >> beam.ParDo(dofns.ResolveDoFn()))
+        return ({"records": packed.records, "fate": fates}
+                | "JoinFates" >> beam.CoGroupByKey()
+                | "Apply" >> beam.ParDo(dofns.ApplyDoFn()).with_outputs(DUPLICATES, main=KEPT))
