@@ -1,108 +1,121 @@
-"""Near-duplicate dedup at scale: 1M hashes through the near-duplicate stages on the DirectRunner.
+"""Near-duplicate dedup at scale, on hashes of real images (``make_hash_set.py``'s cached set).
 
-    python benchmarks/bench_near_dup.py FOLDER [--count 1000000] [--max-distance 12] [--dihedral]
-        [--near-fraction 0.1]
+    python benchmarks/bench_near_dup.py kernel [--count 1000000] [--max-distance 16 28] [--check]
+    python benchmarks/bench_near_dup.py job [--count 1000000] [--max-distance 16] [beam options]
 
-The hashes are real: every image in FOLDER (e.g. ``make bench-data``'s web set) is hashed, and
-the 1M are made from them by random bit flips: each record flips 40-60 random bits of a real hash
-(a distinct image: far beyond the threshold, but with the real hashes' bit statistics, so the band
-groups are as lopsided as real ones), and ``--near-fraction`` of them are near copies of an
-earlier record (1 to max_distance bits flipped). The records are generated inside the pipeline, so
-only the dedup stages are measured (no decoding): exact groups, band groups, verification, the
-single-worker resolution and the join back to the records.
+``kernel``: the Rust banded search alone, on one core, over every band of the chosen layout, on
+the distinct hashes of the set. Counts beyond the cached set are made by flipping 40-60 random
+bits of its hashes (distinct images with the real hashes' bit statistics). ``--check`` compares
+the pairs with the brute-force all-pairs oracle (all cores; minutes at 1M).
 
-Prints wall time, rate, peak resident memory of this process (the in-process runner runs every
-step here), the counts, and checks the result: every near copy is dropped or keeps its original.
+``job``: the whole job on the DirectRunner with ``--hash-column``, from Parquet read to the three
+outputs written; prints wall time and the peak resident memory of this process and of its
+largest child.
 """
 from __future__ import annotations
 
 import argparse
 import pathlib
 import platform
-import random
 import resource
 import sys
 import time
 
-import apache_beam as beam
-from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions
+import numpy as np
 
-import beam_phash
-from beam_phash.hash_dofn import Hashed
-from beam_phash.near_dup_transform import NearDupDedup
-from bench_hash import SUFFIXES
+from beam_phash import _native
 
-SHARD = 10_000
+HERE = pathlib.Path(__file__).resolve().parent
+SET = HERE.parent / "out" / "hashes"
 
 
-def _flip(h: bytes, rng: random.Random, n: int) -> bytes:
-    value = int.from_bytes(h, "big")
-    for bit in rng.sample(range(len(h) * 8), n):
-        value ^= 1 << bit
-    return value.to_bytes(len(h), "big")
+def load(count: int) -> np.ndarray:
+    """(count, 32) uint8 phash-16 hashes: the cached real set, extended by bit flips."""
+    base = SET / "phash16_1000000.npz"
+    if not base.exists():
+        raise SystemExit(f"{base} is missing: run python benchmarks/make_hash_set.py --count 1000000")
+    hashes = np.load(base)["hashes"]
+    if count <= len(hashes):
+        return hashes[:count]
+    rng = np.random.default_rng(0)
+    extra = hashes[rng.integers(0, len(hashes), count - len(hashes))].copy()
+    bits = np.unpackbits(extra, axis=1, bitorder="little")
+    for row in range(len(bits)):
+        flips = rng.choice(256, rng.integers(40, 61), replace=False)
+        bits[row, flips] ^= 1
+    return np.concatenate([hashes, np.packbits(bits, axis=1, bitorder="little")])
 
 
-def generate(shard: int, bases: list, count: int, k: int, near_fraction: float, dihedral: bool):
-    """The records of one shard, deterministic in the shard number."""
-    rng = random.Random(shard)
-    start = shard * SHARD
-    made: list = []
-    batch = []
-    for i in range(start, min(count, start + SHARD)):
-        if made and rng.random() < near_fraction:
-            h = _flip(rng.choice(made), rng, rng.randint(1, k))
-        else:
-            h = _flip(rng.choice(bases), rng, rng.randint(40, 60))
-            made.append(h)
-        variants = tuple(_flip(h, rng, 64) for _ in range(8)) if dihedral else ()
-        owner = f"r{i:08d}"
-        batch.append(Hashed(h, owner, {"id": owner}, 640 * 480, variants))
-        if len(batch) == 500:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+def kernel(args) -> int:
+    hashes = np.unique(load(args.count), axis=0)
+    ids = np.arange(len(hashes), dtype=np.uint64)
+    print(f"{len(hashes):,} distinct hashes ({args.count:,} records); one core; {platform.machine()}")
+    for k in args.max_distance:
+        layout = _native.near_layout(256, k, len(hashes))
+        started = time.perf_counter()
+        found, candidates = [], 0
+        for band in range(len(layout)):
+            a, b, d, c, _ = _native.near_search(hashes, ids.view(np.uint8), hash_bytes=32, bits=256,
+                                                 max_distance=k, layout=layout, band=band)
+            found.append((np.frombuffer(a, np.uint64), np.frombuffer(b, np.uint64)))
+            candidates += c
+        wall = time.perf_counter() - started
+        pairs = sum(len(a) for a, _ in found)
+        radii = sorted({r for _, _, r in layout})
+        print(f"k={k}: {len(layout)} bands (radii {radii}): {pairs:,} pairs, {candidates:,} candidates "
+              f"in {wall:.2f} s")
+        if args.check:
+            t = time.perf_counter()
+            a, b, _ = _native.near_pairs_brute(hashes, ids.view(np.uint8), hash_bytes=32, max_distance=k)
+            want = set(zip(np.frombuffer(a, np.uint64).tolist(), np.frombuffer(b, np.uint64).tolist()))
+            got = set()
+            for x, y in found:
+                got.update(zip(np.minimum(x, y).tolist(), np.maximum(x, y).tolist()))
+            ok = got == want and len(got) == pairs
+            print(f"  brute force ({time.perf_counter() - t:.0f} s): {len(want):,} pairs: "
+                  f"{'PASS' if ok else 'FAIL'}")
+            if not ok:
+                return 1
+    return 0
+
+
+def job(args, beam_args) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines import dedup_images
+
+    k = args.max_distance[0]
+    src = SET / f"parquet_{args.count}"
+    if not src.exists():
+        hashes = load(args.count)
+        src.mkdir(parents=True)
+        per = 100_000
+        for i in range(0, len(hashes), per):
+            part = hashes[i:i + per]
+            pq.write_table(pa.table({"id": [f"r{j:09d}" for j in range(i, i + len(part))],
+                                     "image_phash": [h.tobytes().hex() for h in part]}),
+                           src / f"part-{i // per:04d}.parquet")
+    out = HERE.parent / "out" / f"bench_near_job_{args.count}_{k}"
+    started = time.perf_counter()
+    code = dedup_images.main(["--input", str(src), "--input-format", "parquet", "--hash-column", "image_phash",
+                              "--max-distance", str(k), "--output", str(out), "--no-report", *beam_args])
+    wall = time.perf_counter() - started
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"job: {args.count:,} hashes at k={k} in {wall:.1f} s; peak RSS {peak:,.0f} MiB (this process), "
+          f"{child:,.0f} MiB (largest child)")
+    return code
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("folder", type=pathlib.Path)
+    ap.add_argument("what", choices=["kernel", "job"])
     ap.add_argument("--count", type=int, default=1_000_000)
-    ap.add_argument("--max-distance", type=int, default=12)
-    ap.add_argument("--near-fraction", type=float, default=0.1)
-    ap.add_argument("--dihedral", action="store_true")
+    ap.add_argument("--max-distance", type=int, nargs="+", default=[16, 28])
+    ap.add_argument("--check", action="store_true")
     args, beam_args = ap.parse_known_args(argv)
-    files = sorted(p for p in args.folder.iterdir() if p.suffix.lower() in SUFFIXES)
-    hashes = beam_phash.hash_images([p.read_bytes() for p in files])
-    bases = [bytes(h) for h in hashes if isinstance(h, beam_phash.PHash)]
-    if not bases:
-        raise SystemExit(f"no images in {args.folder}")
-    k = args.max_distance
-    print(f"{len(bases)} real hashes from {args.folder}; {args.count:,} records, k={k}, "
-          f"near fraction {args.near_fraction}, dihedral={args.dihedral}; {platform.machine()}, "
-          f"{platform.python_version()}", flush=True)
-
-    started = time.perf_counter()
-    p = beam.Pipeline(options=PipelineOptions(beam_args or ["--direct_num_workers=1"]))
-    shards = -(-args.count // SHARD)
-    kept, dups = (p
-                  | beam.Create(range(shards))
-                  | "Generate" >> beam.FlatMap(generate, bases, args.count, k, args.near_fraction, args.dihedral)
-                  | NearDupDedup(k, len(bases[0]) * 8, keep="largest"))
-    result = p.run()
-    result.wait_until_finish()
-    wall = time.perf_counter() - started
-    found = result.metrics().query(MetricsFilter().with_namespace(beam_phash.METRICS_NAMESPACE))
-    counts = {c.key.metric.name: c.committed for c in found["counters"]}
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    peak_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"{args.count:,} hashes in {wall:.0f} s = {args.count / wall:,.0f} hashes/s; "
-          f"peak RSS {peak:,.0f} MiB (this process), {peak_children:,.0f} MiB (largest child)")
-    print("counters: " + ", ".join(f"{k}={v:,}" for k, v in sorted(counts.items())))
-    ok = counts.get("kept", 0) + counts.get("duplicates", 0) == args.count
-    print("PASS: every record is kept or a duplicate" if ok else "FAIL: records lost or invented")
-    return 0 if ok else 1
+    return kernel(args) if args.what == "kernel" else job(args, beam_args)
 
 
 if __name__ == "__main__":

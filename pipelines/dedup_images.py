@@ -4,6 +4,7 @@
         [--input-format files|parquet] [--image-column image] [--id-column id] \\
         [--hash-size 16] [--algorithm phash] [--backend ray|state] [--num-buckets 16] \\
         [--ray-address ADDR] [--state DIR] [--max-distance K [--dihedral] [--keep largest]] \
+        [--hash-column COL] \
         [Beam pipeline options: --runner, ...]
 
 Inputs are matched and read through Beam's filesystems, so gs:// and s3:// paths work when those
@@ -95,6 +96,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="near-duplicates: rotated and mirrored copies count as duplicates too")
     ap.add_argument("--keep", default="largest", choices=["largest", "smallest_id"],
                     help="near-duplicates: which image of a group is kept (default: largest)")
+    ap.add_argument("--hash-column", default=None, metavar="COL",
+                    help="Parquet: dedup the hex hashes in COL (an earlier run's image_phash, or "
+                         "another tool's) without decoding images")
     ap.add_argument("--no-report", action="store_true", help="skip report.html")
     return ap
 
@@ -160,9 +164,13 @@ def configure(argv: Optional[List[str]]):
     args, beam_args = parse_args(argv)
     if args.input_format == "files" and (args.image_column != "image" or args.id_column != "id"):
         raise ConfigError("--image-column and --id-column apply to --input-format parquet")
+    if args.hash_column and args.input_format != "parquet":
+        raise ConfigError("--hash-column applies to --input-format parquet")
+    bits = beam_phash.hash_bits(args.algorithm, args.hash_size)
     spec = job_inputs.resolve(args.input or [SAMPLE_DATA], args.input_format,
-                              args.image_column, args.id_column)
-    taken = sorted({HASH_FIELD, *WRITTEN_FIELDS} & set(spec.columns))
+                              args.image_column, args.id_column, args.hash_column, bits)
+    written = {HASH_FIELD, *WRITTEN_FIELDS} - ({args.hash_column} if args.hash_column else set())
+    taken = sorted(written & set(spec.columns))
     if taken:
         raise ConfigError(f"the input already has column(s) {', '.join(taken)}, which the job writes")
     check_beam_options(beam_args)
@@ -172,7 +180,9 @@ def configure(argv: Optional[List[str]]):
                             hash_field=HASH_FIELD, backend=args.backend,
                             num_buckets=args.num_buckets, ray_address=args.ray_address,
                             backend_name=args.backend_name, state_dir=args.state,
-                            max_distance=args.max_distance, dihedral=args.dihedral, keep=args.keep)
+                            max_distance=args.max_distance, dihedral=args.dihedral, keep=args.keep,
+                            hash_column=args.hash_column,
+                            expected_count=spec.rows if spec.fmt == "parquet" else spec.matched)
     return args, spec, dedup, PipelineOptions(beam_args)
 
 

@@ -34,6 +34,7 @@ class InputSpec:
     schema: Optional[pa.Schema] = None  # Parquet only
     matched: int = 0
     columns: List[str] = field(default_factory=list)
+    rows: Optional[int] = None  # Parquet: about how many rows
 
 
 def _pattern(item: str, fmt: str) -> str:
@@ -68,9 +69,21 @@ def _is_image_type(t: pa.DataType) -> bool:
         t.field(i).name == "bytes" and _is_image_type(t.field(i).type) for i in range(t.num_fields))
 
 
+def _sample_hex(path: str, column: str) -> Optional[str]:
+    """The first non-null value of a hash column (from the file's first row group)."""
+    with FileSystems.open(path) as f:
+        pf = pq.ParquetFile(f)
+        if pf.metadata.num_row_groups == 0:
+            return None
+        values = pf.read_row_group(0, columns=[column]).column(0).drop_null()
+        return values[0].as_py() if len(values) else None
+
+
 def resolve(inputs: List[str], fmt: str, image_column: str = "image",
-            id_column: str = "id") -> InputSpec:
-    """Match every input and, for Parquet, check the columns. Raises ConfigError."""
+            id_column: str = "id", hash_column: Optional[str] = None,
+            hash_bits: Optional[int] = None) -> InputSpec:
+    """Match every input and, for Parquet, check the columns (with ``hash_column``: that it holds
+    hex hashes of ``hash_bits`` bits, instead of the image column). Raises ConfigError."""
     if fmt not in FORMATS:
         raise ConfigError(f"--input-format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     patterns, paths = [], []
@@ -88,11 +101,23 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
         return spec
     schema = _parquet_schema(paths[0])
     names = schema.names
-    for flag, column in (("--image-column", image_column), ("--id-column", id_column)):
+    needed = (("--hash-column", hash_column),) if hash_column else (("--image-column", image_column),)
+    for flag, column in needed + (("--id-column", id_column),):
         if column not in names:
             raise ConfigError(f"{flag} {column!r} is not a column of {paths[0]!r} "
                               f"(columns: {', '.join(names)})")
-    if not _is_image_type(schema.field(image_column).type):
+    if hash_column:
+        if not pa.types.is_string(schema.field(hash_column).type) and not pa.types.is_large_string(
+                schema.field(hash_column).type):
+            raise ConfigError(f"--hash-column {hash_column!r} has type {schema.field(hash_column).type}; "
+                              "expected strings of hex digits")
+        sample = _sample_hex(paths[0], hash_column)
+        want = 2 * ((hash_bits + 7) // 8)
+        if sample is not None and len(sample.strip()) != want:
+            raise ConfigError(f"--hash-column {hash_column!r} holds hashes of {len(sample.strip())} hex digits "
+                              f"({len(sample.strip()) * 4} bits); the configured algorithm and hash size give "
+                              f"{hash_bits} bits ({want} hex digits)")
+    elif not _is_image_type(schema.field(image_column).type):
         raise ConfigError(f"--image-column {image_column!r} has type {schema.field(image_column).type}; "
                           "expected binary or a struct with a binary 'bytes' field")
     for other in paths[1:]:
@@ -100,7 +125,17 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
             raise ConfigError(f"{other!r} has other columns than {paths[0]!r}")
     spec.schema = schema
     spec.columns = names
+    spec.rows = _rows(paths)
     return spec
+
+
+def _rows(paths: List[str]) -> Optional[int]:
+    """About how many rows: the first file's count times the number of files (None if unknown)."""
+    try:
+        with FileSystems.open(paths[0]) as f:
+            return pq.ParquetFile(f).metadata.num_rows * len(paths)
+    except Exception:  # noqa: BLE001 - an estimate only; the schema was readable
+        return None
 
 
 def file_record(readable: fileio.ReadableFile) -> dict:

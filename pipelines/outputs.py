@@ -26,7 +26,7 @@ def schemas(spec: InputSpec, hash_field: str, near_duplicates: bool = False) -> 
         base = pa.schema([("id", pa.string())])
     else:
         base = spec.schema.remove_metadata()
-    with_hash = base.append(pa.field(hash_field, pa.string()))
+    with_hash = base if hash_field in base.names else base.append(pa.field(hash_field, pa.string()))
     duplicates = with_hash.append(pa.field(DUPLICATE_OF_FIELD, pa.string()))
     if near_duplicates:
         duplicates = duplicates.append(pa.field(DISTANCE_FIELD, pa.int32()))

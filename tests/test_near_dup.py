@@ -385,3 +385,35 @@ def test_two_images_under_one_id_are_judged_apart():
         assert kept == ["x", "y"] and dups == [("x", "y")], (kept, dups)
     assert_that(tagged(outputs), check)
     p.run().wait_until_finish()
+
+
+def test_the_job_dedups_a_hash_column(tmp_path, capsys):
+    """--hash-column: Parquet with hex hashes (and bad values) against the oracle; a column of
+    another bit count is a one-line configuration error."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from job_outputs import read
+    from pipelines import dedup_images
+
+    records = hex_records(7, n=800)
+    src = tmp_path / "hashes"
+    src.mkdir()
+    for i, part in enumerate((records[:400], records[400:])):
+        pq.write_table(pa.table({"id": [r["id"] for r in part], "h": [r.get("h") for r in part]}),
+                       src / f"part-{i}.parquet")
+    out = tmp_path / "out"
+    assert dedup_images.main(["--input", str(src), "--input-format", "parquet", "--hash-column", "h",
+                              "--max-distance", "16", "--output", str(out)]) == 0
+    expected, failed = hex_oracle(records, 16)
+    assert {r["id"] for r in read(out, "kept")} == {i for i, v in expected.items() if v is None}
+    assert {r["id"]: (r["duplicate_of"], r["distance"]) for r in read(out, "duplicates")} == {
+        i: v for i, v in expected.items() if v is not None}
+    bad = {r["id"]: r["error"] for r in read(out, "failed")}
+    assert set(bad) == failed and bad["bad-hex"].startswith("h: not hex")
+
+    capsys.readouterr()
+    assert dedup_images.main(["--input", str(src), "--input-format", "parquet", "--hash-column", "h",
+                              "--hash-size", "8", "--max-distance", "4", "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "holds hashes of 64 hex digits (256 bits)" in err and "64 bits" in err, err
