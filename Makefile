@@ -59,7 +59,10 @@ bench: bench-data
 	$(PY) benchmarks/bench_backend.py
 	$(PY) benchmarks/bench_pipeline.py $(BENCH_SET)
 	$(PY) benchmarks/eval_near_dup.py ../shared/images
-	$(PY) benchmarks/bench_near_dup.py $(BENCH_SET)
+	$(PY) benchmarks/make_hash_set.py --count 1000000
+	$(PY) benchmarks/bench_near_dup.py kernel --check
+	$(PY) benchmarks/bench_near_dup.py job --max-distance 16
+	$(PY) benchmarks/bench_near_dup.py job --max-distance 28
 
 # Reliability runs (minutes; not part of make test): 100k records with 5% of bundles failing once
 # must give the output of a clean run; and the long fuzz of the decoder.

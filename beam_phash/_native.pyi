@@ -87,3 +87,62 @@ class SeenSet:
     def hash_bytes(self) -> int: ...
     @property
     def nbytes(self) -> int: ...
+
+# Near-duplicate kernels (rust_ext/src/near). Buffers are bytes-like (numpy arrays viewed as
+# uint8); results are bytes to view with numpy.frombuffer (uint64 ids, uint32 distances/indices).
+def near_layout(bits: int, max_distance: int, n: Optional[int] = None) -> list[tuple[int, int, int]]:
+    """Band layout: (start bit, width, radius) per band, from the cost model for about n hashes."""
+def near_fields(hashes: BytesLike, hash_bytes: int, start: int, width: int) -> bytes: ...
+def near_search(
+    hashes: BytesLike,
+    ids: BytesLike,
+    *,
+    hash_bytes: int,
+    bits: int,
+    max_distance: int,
+    layout: list[tuple[int, int, int]],
+    band: int,
+    variants: Optional[BytesLike] = None,
+    sub: Optional[int] = None,
+    prefix_bits: int = 0,
+    prefix: int = 0,
+) -> tuple[bytes, bytes, bytes, int, int]:
+    """(a ids, b ids, distances, candidates, big runs) of the pairs that qualify first on this part."""
+def near_pairs_brute(
+    hashes: BytesLike,
+    ids: BytesLike,
+    *,
+    hash_bytes: int,
+    max_distance: int,
+    variants: Optional[BytesLike] = None,
+    threads: Optional[int] = None,
+) -> tuple[bytes, bytes, bytes]: ...
+def spanning_forest(a: BytesLike, b: BytesLike) -> bytes: ...
+def near_resolve(
+    ids: BytesLike,
+    primary: BytesLike,
+    owner_offsets: BytesLike,
+    owner_blob: BytesLike,
+    keys: BytesLike,
+    key_bytes: int,
+    a: BytesLike,
+    b: BytesLike,
+    distance: BytesLike,
+) -> tuple[bytes, bytes, bytes]:
+    """(dropped node, kept neighbour, distance) indices; per dropped node all kept neighbours by
+    (distance, rank), its keeper the first ranked before it."""
+def collapse_heads(
+    keys: BytesLike, key_bytes: int, primary: BytesLike, owner_offsets: BytesLike, owner_blob: BytesLike
+) -> bytes: ...
+def parse_hex_hashes(values: Iterable[Any], bits: int) -> tuple[bytes, list[Optional[str]]]: ...
+
+class Components:
+    """The global union-find over forest edges, 12 bytes per id: add_ids, then union, then components."""
+
+    def __init__(self) -> None: ...
+    def add_ids(self, ids: BytesLike) -> None: ...
+    def union(self, a: BytesLike, b: BytesLike) -> None: ...
+    def components(self) -> tuple[bytes, bytes]: ...
+    def __len__(self) -> int: ...
+    @property
+    def nbytes(self) -> int: ...
