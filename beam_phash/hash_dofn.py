@@ -20,6 +20,13 @@ from beam_phash.records import (
 )
 
 
+def failed_output(record, reason: str, hash_field: str, image_field: str, metrics: DedupMetrics):
+    """A record that could not be hashed, for the ``failed`` tag: no hash, the reason in ``error``."""
+    metrics.failed.inc()
+    out = with_fields(record, **{hash_field: None, ERROR_FIELD: reason})
+    return beam.pvalue.TaggedOutput(FAILED, encodable_image(out, image_field))
+
+
 class Hashed(NamedTuple):
     """A record that hashed: its raw hash, the id that claims it, and the output record."""
 
@@ -49,9 +56,7 @@ class HashBatchDoFn(beam.DoFn):
         self._metrics = DedupMetrics()
 
     def _failed(self, record, reason: str):
-        self._metrics.failed.inc()
-        out = with_fields(record, **{self._hash_field: None, ERROR_FIELD: reason})
-        return beam.pvalue.TaggedOutput(FAILED, encodable_image(out, self._image_field))
+        return failed_output(record, reason, self._hash_field, self._image_field, self._metrics)
 
     def process(self, batch: List[dict]) -> Iterable:
         self._metrics.inputs.inc(len(batch))
@@ -88,10 +93,12 @@ class ParseHashesDoFn(beam.DoFn):
     value, bad hex, or a hash of another width goes to ``failed`` with the reason. Image sizes are
     unknown, so ``keep="largest"`` falls back to the smallest id."""
 
-    def __init__(self, *, bits: int, hash_column: str, hash_field: str, id_field: Optional[str]):
+    def __init__(self, *, bits: int, hash_column: str, hash_field: str, image_field: str,
+                 id_field: Optional[str]):
         self._bits = bits
         self._hash_column = hash_column
         self._hash_field = hash_field
+        self._image_field = image_field
         self._id_field = id_field
         self._width = (bits + 7) // 8
         self._metrics = DedupMetrics()
@@ -103,12 +110,12 @@ class ParseHashesDoFn(beam.DoFn):
         out: List[Hashed] = []
         for i, (record, error) in enumerate(zip(batch, errors)):
             if error is not None:
-                self._metrics.failed.inc()
-                reason = f"{self._hash_column}: {error}"
-                yield beam.pvalue.TaggedOutput(FAILED, with_fields(record, **{self._hash_field: None, ERROR_FIELD: reason}))
+                yield failed_output(record, f"{self._hash_column}: {error}", self._hash_field,
+                                    self._image_field, self._metrics)
                 continue
             h = packed[i * self._width:(i + 1) * self._width]
             owner = record_id(record, self._id_field) or surrogate_owner(h)
-            out.append(Hashed(h, owner, with_fields(record, **{self._hash_field: h.hex()})))
+            kept = encodable_image(with_fields(record, **{self._hash_field: h.hex()}), self._image_field)
+            out.append(Hashed(h, owner, kept))
         if out:
             yield out

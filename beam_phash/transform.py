@@ -227,7 +227,8 @@ class ImagePhashDedup(beam.PTransform):
             min_batch_size=min(16, self.batch_size), max_batch_size=self.batch_size)
         if self.hash_column is not None:
             label, step = "ParseHashes", ParseHashesDoFn(
-                bits=self.bits, hash_column=self.hash_column, hash_field=self.hash_field, id_field=self.id_field)
+                bits=self.bits, hash_column=self.hash_column, hash_field=self.hash_field,
+                image_field=self.image_field, id_field=self.id_field)
         else:
             label, step = "HashImages", HashBatchDoFn(
                 algorithm=self.algorithm, hash_size=self.hash_size, image_field=self.image_field,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import apache_beam as beam
 import pyarrow as pa
@@ -34,7 +34,7 @@ class InputSpec:
     schema: Optional[pa.Schema] = None  # Parquet only
     matched: int = 0
     columns: List[str] = field(default_factory=list)
-    rows: Optional[int] = None  # Parquet: about how many rows
+    rows: Optional[int] = None  # Parquet: the row count, from the footers
 
 
 def _pattern(item: str, fmt: str) -> str:
@@ -54,10 +54,12 @@ def _match(pattern: str, item: str) -> List[str]:
     return sorted(m.path for m in found)
 
 
-def _parquet_schema(path: str) -> pa.Schema:
+def _parquet_footer(path: str) -> Tuple[pa.Schema, int]:
+    """A Parquet file's schema and row count, from its footer."""
     try:
         with FileSystems.open(path) as f:
-            return pq.read_schema(f)
+            parquet = pq.ParquetFile(f)
+            return parquet.schema_arrow, parquet.metadata.num_rows
     except Exception as e:  # noqa: BLE001 - not Parquet, unreadable
         raise ConfigError(f"cannot read the Parquet schema of {path!r}: {e}") from None
 
@@ -99,7 +101,7 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
     if fmt == "files":
         spec.columns = ["id"]
         return spec
-    schema = _parquet_schema(paths[0])
+    schema, rows = _parquet_footer(paths[0])
     names = schema.names
     needed = (("--hash-column", hash_column),) if hash_column else (("--image-column", image_column),)
     for flag, column in needed + (("--id-column", id_column),):
@@ -121,21 +123,14 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
         raise ConfigError(f"--image-column {image_column!r} has type {schema.field(image_column).type}; "
                           "expected binary or a struct with a binary 'bytes' field")
     for other in paths[1:]:
-        if set(_parquet_schema(other).names) != set(names):
+        other_schema, other_rows = _parquet_footer(other)
+        if set(other_schema.names) != set(names):
             raise ConfigError(f"{other!r} has other columns than {paths[0]!r}")
+        rows += other_rows
     spec.schema = schema
     spec.columns = names
-    spec.rows = _rows(paths)
+    spec.rows = rows
     return spec
-
-
-def _rows(paths: List[str]) -> Optional[int]:
-    """About how many rows: the first file's count times the number of files (None if unknown)."""
-    try:
-        with FileSystems.open(paths[0]) as f:
-            return pq.ParquetFile(f).metadata.num_rows * len(paths)
-    except Exception:  # noqa: BLE001 - an estimate only; the schema was readable
-        return None
 
 
 def file_record(readable: fileio.ReadableFile) -> dict:

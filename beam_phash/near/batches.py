@@ -36,6 +36,22 @@ def pack_owners(owners: Sequence[str]) -> Tuple[np.ndarray, bytes]:
     return offsets, b"".join(encoded)
 
 
+def concat(cls, parts: Iterable):
+    """One ``cls`` batch from several: array fields concatenated, list fields joined, fields
+    that are None in every part stay None."""
+    parts = list(parts)
+    fields = []
+    for name in cls._fields:
+        values = [getattr(p, name) for p in parts]
+        if values[0] is None:
+            fields.append(None)
+        elif isinstance(values[0], list):
+            fields.append([x for v in values for x in v])
+        else:
+            fields.append(np.concatenate(values))
+    return cls(*fields)
+
+
 def partition_of_ids(ids: np.ndarray) -> np.ndarray:
     return (ids >> U64(PARTITION_SHIFT)).astype(np.int64)
 
@@ -47,11 +63,6 @@ class Ranked(NamedTuple):
     primary: np.ndarray  # (n,) uint64
     owners: List[str]
 
-    @staticmethod
-    def concat(parts: Iterable["Ranked"]) -> "Ranked":
-        parts = list(parts)
-        return Ranked(np.concatenate([p.keys for p in parts]), np.concatenate([p.primary for p in parts]),
-                      [o for p in parts for o in p.owners])
 
 
 class Images(NamedTuple):
@@ -63,12 +74,6 @@ class Images(NamedTuple):
 
     def take(self, mask: np.ndarray) -> "Images":
         return Images(self.ids[mask], self.hashes[mask], None if self.variants is None else self.variants[mask])
-
-    @staticmethod
-    def concat(parts: Iterable["Images"]) -> "Images":
-        parts = list(parts)
-        variants = None if parts[0].variants is None else np.concatenate([p.variants for p in parts])
-        return Images(np.concatenate([p.ids for p in parts]), np.concatenate([p.hashes for p in parts]), variants)
 
 
 class Classes(NamedTuple):
@@ -82,12 +87,6 @@ class Classes(NamedTuple):
     def take(self, index: np.ndarray) -> "Classes":
         return Classes(self.ids[index], self.keys[index], self.primary[index], [self.owners[i] for i in index])
 
-    @staticmethod
-    def concat(parts: Iterable["Classes"]) -> "Classes":
-        parts = list(parts)
-        return Classes(np.concatenate([p.ids for p in parts]), np.concatenate([p.keys for p in parts]),
-                       np.concatenate([p.primary for p in parts]), [o for p in parts for o in p.owners])
-
 
 class Edges(NamedTuple):
     """Pairs of image ids within k, with their distance."""
@@ -100,11 +99,8 @@ class Edges(NamedTuple):
         return Edges(self.a[mask], self.b[mask], self.distance[mask])
 
     @staticmethod
-    def concat(parts: Iterable["Edges"]) -> "Edges":
-        parts = list(parts)
-        if not parts:
-            return Edges(np.zeros(0, U64), np.zeros(0, U64), np.zeros(0, np.uint32))
-        return Edges(*(np.concatenate([getattr(p, f) for p in parts]) for f in Edges._fields))
+    def empty() -> "Edges":
+        return Edges(np.zeros(0, U64), np.zeros(0, U64), np.zeros(0, np.uint32))
 
 
 class Assigned(NamedTuple):

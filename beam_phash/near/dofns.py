@@ -2,7 +2,6 @@
 packed batch and hands the heavy work to one Rust kernel."""
 from __future__ import annotations
 
-import hashlib
 from typing import Dict, Iterable, List, Sequence, Tuple
 
 import apache_beam as beam
@@ -28,6 +27,7 @@ from beam_phash.near.batches import (
     Edges,
     Images,
     Ranked,
+    concat,
     pack_owners,
     partition_of_ids,
     u8,
@@ -35,6 +35,7 @@ from beam_phash.near.batches import (
     u64s,
 )
 from beam_phash.near.policy import primary_rank
+from beam_phash.routing import bucket_of
 from beam_phash.outcome import emit
 from beam_phash.records import DISTANCE_FIELD, keeper_label
 
@@ -43,11 +44,6 @@ CLASSES = "classes"
 FOREST = "forest"
 #: Ranked rows per element, at most (a bundle's rows for one partition are sent together).
 FLUSH_ROWS = 16384
-
-
-def exact_partition(key: bytes, partitions: int) -> int:
-    """The exact partition of an image key: from a digest of its bits (never Python's salted hash)."""
-    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") % partitions
 
 
 def sub_blocks(start: int, width: int, radius: int) -> List[Tuple[int, int]]:
@@ -83,17 +79,17 @@ class PackDoFn(beam.DoFn):
         return p, rows
 
     def process(self, batch: List[Hashed]):
-        for h in batch:
-            key = h.hash + b"".join(h.variants)
+        image_keys = [h.hash + b"".join(h.variants) for h in batch]
+        # The exact partition: by the key's own bits, as the Ray backend routes (routing.py).
+        for h, key, p in zip(batch, image_keys, bucket_of(image_keys, self._partitions)):
             primary = primary_rank(self._keep, h.pixels)
             yield key, (primary, h.owner, h.record)
-            p = exact_partition(key, self._partitions)
-            keys, ranks, owners = self._buffers.setdefault(p, ([], [], []))
+            keys, ranks, owners = self._buffers.setdefault(int(p), ([], [], []))
             keys.append(key)
             ranks.append(primary)
             owners.append(h.owner)
             if len(keys) >= FLUSH_ROWS:
-                yield beam.pvalue.TaggedOutput(ROWS, self._flush(p))
+                yield beam.pvalue.TaggedOutput(ROWS, self._flush(int(p)))
 
     def finish_bundle(self):
         for p in sorted(self._buffers):
@@ -113,7 +109,7 @@ class CollapseDoFn(beam.DoFn):
 
     def process(self, element: Tuple[int, Iterable[Ranked]]):
         p, batches = element
-        rows = Ranked.concat(batches)
+        rows = concat(Ranked, batches)
         offsets, blob = pack_owners(rows.owners)
         key_bytes = rows.keys.shape[1]
         heads = u32s(collapse_heads(u8(rows.keys), key_bytes, u8(rows.primary), u8(offsets), blob))
@@ -167,7 +163,7 @@ class SearchDoFn(beam.DoFn):
 
     def process(self, element: Tuple[Tuple[int, int, int], Iterable[Images]]):
         (band, sub, prefix), batches = element
-        images = Images.concat(batches)
+        images = concat(Images, batches)
         kwargs = {}
         if sub >= 0:
             w = sub_blocks(*self._layout[band])[sub][1]
@@ -220,17 +216,17 @@ class AttachDoFn(beam.DoFn):
         assigned = list(joined["assigned"])
         if not assigned:
             return
-        ids = np.concatenate([a.ids for a in assigned])
-        comps = np.concatenate([a.components for a in assigned])
-        classes = Classes.concat(joined[CLASSES])
+        ids, comps = concat(Assigned, assigned)
+        classes = concat(Classes, joined[CLASSES])
         rows = np.searchsorted(classes.ids, ids)
         nodes = classes.take(rows)
-        for q in np.unique(partition_of_ids(comps)):
-            yield int(q), ("nodes", nodes.take(np.flatnonzero(partition_of_ids(comps) == q)))
-        edges = Edges.concat(joined["edges"])
-        if len(edges.a):
-            edge_comps = comps[np.searchsorted(ids, edges.a)]
-            edge_parts = partition_of_ids(edge_comps)
+        node_parts = partition_of_ids(comps)
+        for q in np.unique(node_parts):
+            yield int(q), ("nodes", nodes.take(np.flatnonzero(node_parts == q)))
+        edge_batches = list(joined["edges"])
+        if edge_batches:
+            edges = concat(Edges, edge_batches)
+            edge_parts = partition_of_ids(comps[np.searchsorted(ids, edges.a)])
             for q in np.unique(edge_parts):
                 yield int(q), ("edges", edges.take(edge_parts == q))
 
@@ -244,8 +240,8 @@ class ResolveDoFn(beam.DoFn):
         nodes, edges = [], []
         for kind, batch in items:
             (nodes if kind == "nodes" else edges).append(batch)
-        nodes = Classes.concat(nodes)
-        edges = Edges.concat(edges)
+        nodes = concat(Classes, nodes)
+        edges = concat(Edges, edges) if edges else Edges.empty()
         offsets, blob = pack_owners(nodes.owners)
         dropped, keepers, distances = (u32s(x) for x in near_resolve(
             u8(nodes.ids), u8(nodes.primary), u8(offsets), blob, u8(nodes.keys), nodes.keys.shape[1],

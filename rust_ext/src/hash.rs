@@ -24,7 +24,7 @@ impl HashBits {
         if self.bits != other.bits {
             return None;
         }
-        Some(self.bytes.iter().zip(&other.bytes).map(|(a, b)| (a ^ b).count_ones()).sum())
+        Some(crate::near::bits::hamming(&self.bytes, &other.bytes))
     }
 
     pub fn to_hex(&self) -> String {

@@ -417,6 +417,26 @@ fn layout_from(bits: u32, max_distance: u32, bands: Vec<(u32, u32, u32)>) -> PyR
     Layout::new(bits, max_distance, bands).map_err(to_py_err)
 }
 
+/// Run `f` on the images given as buffers (hashes, uint64 ids, optional variants), as a kernel.
+fn with_images<T: Send>(
+    py: Python<'_>,
+    hashes: &Bound<'_, PyAny>,
+    ids: &Bound<'_, PyAny>,
+    variants: Option<&Bound<'_, PyAny>>,
+    hash_bytes: usize,
+    f: impl FnOnce(&Images) -> Result<T, HashError> + Send,
+) -> PyResult<T> {
+    let (hbuf, ibuf) = (view(hashes)?, view(ids)?);
+    let vbuf = variants.map(view).transpose()?;
+    let (hdata, idata) = unsafe { (as_slice(&hbuf), as_slice(&ibuf)) };
+    let vdata = vbuf.as_ref().map(|b| unsafe { as_slice(b) });
+    kernel(py, || {
+        let ids = u64s(idata, "ids")?;
+        let v = vdata.map(|d| Packed::new(d, hash_bytes)).transpose()?;
+        f(&Images::new(Packed::new(hdata, hash_bytes)?, v, &ids)?)
+    })
+}
+
 /// The band layout for `bits`-bit hashes within `max_distance`, for about `n` hashes (None: the
 /// cost model's default): a list of (start bit, width, radius).
 #[pyfunction]
@@ -461,17 +481,8 @@ fn near_search<'py>(
     prefix: u64,
 ) -> PyResult<Bound<'py, PyTuple>> {
     let layout = layout_from(bits, max_distance, layout)?;
-    let (hbuf, ibuf) = (view(hashes)?, view(ids)?);
-    let vbuf = variants.map(view).transpose()?;
-    let (hdata, idata) = unsafe { (as_slice(&hbuf), as_slice(&ibuf)) };
-    let vdata = vbuf.as_ref().map(|b| unsafe { as_slice(b) });
     let part = Part { band, sub: sub.map(|index| Sub { index, prefix_bits, prefix }) };
-    let (edges, stats) = kernel(py, || {
-        let ids = u64s(idata, "ids")?;
-        let v = vdata.map(|d| Packed::new(d, hash_bytes)).transpose()?;
-        let images = Images::new(Packed::new(hdata, hash_bytes)?, v, &ids)?;
-        search(&images, &layout, part)
-    })?;
+    let (edges, stats) = with_images(py, hashes, ids, variants, hash_bytes, |images| search(images, &layout, part))?;
     let items: [Bound<'py, PyAny>; 5] = [
         PyBytes::new(py, &u64_bytes(&edges.a)).into_any(),
         PyBytes::new(py, &u64_bytes(&edges.b)).into_any(),
@@ -494,16 +505,8 @@ fn near_pairs_brute<'py>(
     variants: Option<&Bound<'py, PyAny>>,
     threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyTuple>> {
-    let (hbuf, ibuf) = (view(hashes)?, view(ids)?);
-    let vbuf = variants.map(view).transpose()?;
-    let (hdata, idata) = unsafe { (as_slice(&hbuf), as_slice(&ibuf)) };
-    let vdata = vbuf.as_ref().map(|b| unsafe { as_slice(b) });
-    let edges = kernel(py, || {
-        let ids = u64s(idata, "ids")?;
-        let v = vdata.map(|d| Packed::new(d, hash_bytes)).transpose()?;
-        let images = Images::new(Packed::new(hdata, hash_bytes)?, v, &ids)?;
-        brute::all_pairs(&images, max_distance, threads)
-    })?;
+    let edges =
+        with_images(py, hashes, ids, variants, hash_bytes, |images| brute::all_pairs(images, max_distance, threads))?;
     let items = [
         PyBytes::new(py, &u64_bytes(&edges.a)),
         PyBytes::new(py, &u64_bytes(&edges.b)),

@@ -3,7 +3,6 @@
 //! (ties: the better ranked). No two kept images are within k, and every dropped image names a
 //! kept one within k. An image's fate depends only on its component, so any set of whole
 //! components can be resolved on its own.
-use std::cmp::Ordering;
 
 use crate::error::HashError;
 use crate::near::bits::{Owners, Packed};
