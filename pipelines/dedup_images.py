@@ -4,7 +4,7 @@
         [--input-format files|parquet] [--image-column image] [--id-column id] \\
         [--hash-size 16] [--algorithm phash] [--backend ray|state] [--num-buckets 16] \\
         [--ray-address ADDR] [--state DIR] [--max-distance K [--dihedral] [--keep largest]] \
-        [--hash-column COL] \
+        [--hash-column COL] [--band-partition-bits B] \
         [Beam pipeline options: --runner, ...]
 
 Inputs are matched and read through Beam's filesystems, so gs:// and s3:// paths work when those
@@ -99,6 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--hash-column", default=None, metavar="COL",
                     help="Parquet: dedup the hex hashes in COL (an earlier run's image_phash, or "
                          "another tool's) without decoding images")
+    ap.add_argument("--band-partition-bits", type=int, default=0, metavar="B",
+                    help="near-duplicates: cut each band's search into 2^B partitions per sub-block "
+                         "(for inputs too large for one band on one worker; default 0)")
     ap.add_argument("--no-report", action="store_true", help="skip report.html")
     return ap
 
@@ -181,7 +184,7 @@ def configure(argv: Optional[List[str]]):
                             num_buckets=args.num_buckets, ray_address=args.ray_address,
                             backend_name=args.backend_name, state_dir=args.state,
                             max_distance=args.max_distance, dihedral=args.dihedral, keep=args.keep,
-                            hash_column=args.hash_column,
+                            hash_column=args.hash_column, band_partition_bits=args.band_partition_bits,
                             expected_count=spec.rows if spec.fmt == "parquet" else spec.matched)
     return args, spec, dedup, PipelineOptions(beam_args)
 

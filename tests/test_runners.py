@@ -92,6 +92,37 @@ def test_near_duplicates_on_flink_equal_the_direct_runner(tmp_path, flink_job_se
     assert outcome(tmp_path / "flink") == direct
 
 
+@pytest.mark.flink
+def test_hash_column_on_flink_equals_the_direct_runner(tmp_path, flink_job_server_jar):
+    """--hash-column with band partitions (--band-partition-bits 2): Flink with parallelism 2
+    gives the DirectRunner's result, which is the brute-force oracle's."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from job_outputs import read
+    from test_near_dup import hex_oracle, hex_records
+
+    records = hex_records(8, n=600)
+    src = tmp_path / "in"
+    src.mkdir()
+    pq.write_table(pa.table({"id": [r["id"] for r in records], "h": [r.get("h") for r in records]}),
+                   src / "hashes.parquet")
+    args = ["--input", str(src), "--input-format", "parquet", "--hash-column", "h", "--max-distance", "16",
+            "--band-partition-bits", "2", "--no-report"]
+
+    def outcome(out):
+        return ({r["id"]: None for r in read(out, "kept")}
+                | {r["id"]: (r["duplicate_of"], r["distance"]) for r in read(out, "duplicates")})
+
+    run_job(tmp_path / "direct", *args)
+    run_job(tmp_path / "flink", *args, "--runner", "FlinkRunner",
+            f"--flink_job_server_jar={flink_job_server_jar}", "--environment_type=LOOPBACK",
+            "--flink_master=[local]", "--parallelism=2")
+    expected, _ = hex_oracle(records, 16)
+    assert outcome(tmp_path / "direct") == expected
+    assert outcome(tmp_path / "flink") == expected
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
