@@ -97,8 +97,11 @@ class ImagePhashDedup(beam.PTransform):
         hex or another width makes a failed record. ``keep="largest"`` then has no sizes and
         keeps the smallest id; ``dihedral`` needs images.
       partitions: near-duplicate mode, the number of partitions of the exact and resolve stages.
-      band_partition_bits: near-duplicate mode, 0 (one search partition per band) or b > 0 to
-        cut each band into 2^b partitions per sub-block, for inputs too large for one worker.
+      band_partition_bits: near-duplicate mode, 0 (bands searched in ``search_partitions``
+        groups, each holding every distinct hash) or b > 0 to cut each band into 2^b partitions
+        per sub-block, for inputs too large for one worker.
+      search_partitions: near-duplicate mode with ``band_partition_bits=0``: how many groups of
+        bands are searched in parallel (each one copy of the hashes through the shuffle).
       expected_count: near-duplicate mode, about how many records, for the band layout's cost
         model (default: 1M).
     """
@@ -112,7 +115,8 @@ class ImagePhashDedup(beam.PTransform):
                  hash_threads: Optional[int] = None, max_pixels: int = DEFAULT_MAX_PIXELS,
                  max_distance: Union[int, str] = 0, dihedral: bool = False, keep: str = "largest",
                  hash_column: Optional[str] = None, partitions: int = 16, band_partition_bits: int = 0,
-                 expected_count: Optional[int] = None, label: Optional[str] = None):
+                 search_partitions: int = 4, expected_count: Optional[int] = None,
+                 label: Optional[str] = None):
         super().__init__(label)
         _int_in("hash_size", hash_size, MIN_HASH_SIZE, MAX_HASH_SIZE)
         if algorithm not in ALGORITHMS:
@@ -126,6 +130,7 @@ class ImagePhashDedup(beam.PTransform):
         check_keep(keep)
         _int_in("partitions", partitions, 1, 1 << 20)
         _int_in("band_partition_bits", band_partition_bits, 0, 16)
+        _int_in("search_partitions", search_partitions, 1, 4096)
         if expected_count is not None:
             _int_in("expected_count", expected_count, 1)
         _field("hash_column", hash_column, optional=True)
@@ -192,6 +197,7 @@ class ImagePhashDedup(beam.PTransform):
         self.hash_column = hash_column
         self.partitions = partitions
         self.band_partition_bits = band_partition_bits
+        self.search_partitions = search_partitions
         self.expected_count = expected_count
         self.bits = bits
         self.near_duplicates = near
@@ -239,7 +245,7 @@ class ImagePhashDedup(beam.PTransform):
             deduped = hashed.hashed | "NearDuplicates" >> NearDedup(
                 self.max_distance, self.bits, (self.bits + 7) // 8, dihedral=self.dihedral, keep=self.keep,
                 partitions=self.partitions, band_partition_bits=self.band_partition_bits,
-                expected_count=self.expected_count)
+                search_partitions=self.search_partitions, expected_count=self.expected_count)
         elif self.backend == "ray":
             backend = self._ray_backend(records.pipeline)
             deduped = hashed.hashed | "DedupWithRay" >> beam.ParDo(

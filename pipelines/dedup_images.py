@@ -4,7 +4,7 @@
         [--input-format files|parquet] [--image-column image] [--id-column id] \\
         [--hash-size 16] [--algorithm phash] [--backend ray|state] [--num-buckets 16] \\
         [--ray-address ADDR] [--state DIR] [--max-distance K [--dihedral] [--keep largest]] \
-        [--hash-column COL] [--band-partition-bits B] \
+        [--hash-column COL] [--band-partition-bits B] [--search-partitions S] \
         [Beam pipeline options: --runner, ...]
 
 Inputs are matched and read through Beam's filesystems, so gs:// and s3:// paths work when those
@@ -102,6 +102,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--band-partition-bits", type=int, default=0, metavar="B",
                     help="near-duplicates: cut each band's search into 2^B partitions per sub-block "
                          "(for inputs too large for one band on one worker; default 0)")
+    ap.add_argument("--search-partitions", type=int, default=4, metavar="S",
+                    help="near-duplicates: band groups searched in parallel, each one copy of the "
+                         "hashes through the shuffle (default 4)")
     ap.add_argument("--no-report", action="store_true", help="skip report.html")
     return ap
 
@@ -185,6 +188,7 @@ def configure(argv: Optional[List[str]]):
                             backend_name=args.backend_name, state_dir=args.state,
                             max_distance=args.max_distance, dihedral=args.dihedral, keep=args.keep,
                             hash_column=args.hash_column, band_partition_bits=args.band_partition_bits,
+                            search_partitions=args.search_partitions,
                             expected_count=spec.rows if spec.fmt == "parquet" else spec.matched)
     return args, spec, dedup, PipelineOptions(beam_args)
 

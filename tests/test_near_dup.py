@@ -295,7 +295,8 @@ def run_hex(records, k, options=(), **kwargs):
 
 
 @pytest.mark.parametrize("seed,kwargs", [(1, {}), (2, {"band_partition_bits": 2, "partitions": 3}),
-                                         (3, {"partitions": 1})])
+                                         (3, {"partitions": 1, "search_partitions": 1}),
+                                         (9, {"search_partitions": 40})])
 def test_hash_column_matches_the_oracle(seed, kwargs):
     counts = run_hex(hex_records(seed), 16, **kwargs)
     assert counts["near_dup_pairs"] > 0 and counts["near_graph_images"] > 0
@@ -333,6 +334,8 @@ def test_arguments_are_checked():
         ImagePhashDedup(max_distance=4, dihedral=True, hash_column="h")
     with pytest.raises(ValueError, match="band_partition_bits must be between 0 and 16"):
         ImagePhashDedup(max_distance=4, band_partition_bits=17)
+    with pytest.raises(ValueError, match="search_partitions must be between 1 and 4096"):
+        ImagePhashDedup(max_distance=4, search_partitions=0)
 
 
 def test_the_job_writes_near_duplicates_with_distances_and_reports_them(tmp_path):

@@ -123,19 +123,22 @@ class CollapseDoFn(beam.DoFn):
 
 
 class BandSplitDoFn(beam.DoFn):
-    """A batch of images -> one copy per band (keyed (band, -1, 0)); with ``prefix_bits`` > 0, per
-    band, sub-block and prefix of the sub-block instead (keyed (band, sub-block, prefix)), each
-    image going to the prefixes of its hash and variants."""
+    """A batch of images -> one copy per band group (keyed (group, -1, 0); group g holds bands g,
+    g + groups, ...); with ``prefix_bits`` > 0, per band, sub-block and prefix of the sub-block
+    instead (keyed (band, sub-block, prefix)), each image going to the prefixes of its hash and
+    variants."""
 
-    def __init__(self, layout: Sequence[Tuple[int, int, int]], hash_bytes: int, prefix_bits: int):
+    def __init__(self, layout: Sequence[Tuple[int, int, int]], hash_bytes: int, prefix_bits: int,
+                 groups: int):
         self._layout = [tuple(b) for b in layout]
         self._hash_bytes = hash_bytes
         self._prefix_bits = prefix_bits
+        self._groups = groups
 
     def process(self, images: Images):
         if self._prefix_bits == 0:
-            for band in range(len(self._layout)):
-                yield (band, -1, 0), images
+            for group in range(self._groups):
+                yield (group, -1, 0), images
             return
         entries = images.hashes if images.variants is None else np.concatenate(
             [images.hashes[:, None, :], images.variants], axis=1)
@@ -149,32 +152,38 @@ class BandSplitDoFn(beam.DoFn):
 
 
 class SearchDoFn(beam.DoFn):
-    """One band partition: the pairs within k that qualify first here (each pair of the whole
-    search is emitted by exactly one partition), keyed by the exact partition of their first end;
-    their spanning forest on ``forest``."""
+    """One band partition (a band group, or a sub-block prefix of one band): the pairs within k
+    that qualify first there (each pair of the whole search is emitted by exactly one partition),
+    keyed by the exact partition of their first end; their spanning forest on ``forest``."""
 
-    def __init__(self, bits: int, max_distance: int, layout, hash_bytes: int, prefix_bits: int):
+    def __init__(self, bits: int, max_distance: int, layout, hash_bytes: int, prefix_bits: int,
+                 groups: int):
         self._bits = bits
         self._k = max_distance
         self._layout = [tuple(b) for b in layout]
         self._hash_bytes = hash_bytes
         self._prefix_bits = prefix_bits
+        self._groups = groups
         self._metrics = DedupMetrics()
 
-    def process(self, element: Tuple[Tuple[int, int, int], Iterable[Images]]):
-        (band, sub, prefix), batches = element
-        images = concat(Images, batches)
-        kwargs = {}
-        if sub >= 0:
-            w = sub_blocks(*self._layout[band])[sub][1]
-            kwargs = {"sub": sub, "prefix_bits": min(self._prefix_bits, w), "prefix": prefix}
+    def _search(self, images: Images, band: int, **kwargs) -> Edges:
         a, b, d, candidates, big_runs = near_search(
             u8(images.hashes), u8(images.ids), hash_bytes=self._hash_bytes, bits=self._bits,
             max_distance=self._k, layout=self._layout, band=band,
             variants=None if images.variants is None else u8(images.variants), **kwargs)
         self._metrics.near_candidates.inc(candidates)
         self._metrics.near_big_runs.inc(big_runs)
-        edges = Edges(u64s(a), u64s(b), u32s(d))
+        return Edges(u64s(a), u64s(b), u32s(d))
+
+    def process(self, element: Tuple[Tuple[int, int, int], Iterable[Images]]):
+        (part, sub, prefix), batches = element
+        images = concat(Images, batches)
+        if sub >= 0:
+            w = sub_blocks(*self._layout[part])[sub][1]
+            edges = self._search(images, part, sub=sub, prefix_bits=min(self._prefix_bits, w), prefix=prefix)
+        else:
+            edges = concat(Edges, [self._search(images, band)
+                                   for band in range(part, len(self._layout), self._groups)])
         if not len(edges.a):
             return
         self._metrics.near_dup_pairs.inc(len(edges.a))

@@ -9,10 +9,10 @@ every element there is a packed batch (``batches``), thousands of images per ele
    join; its (key, rank, owner) packed per exact partition (a digest of the key).
 2. ``GroupExact``/``Collapse``: per exact partition, identical keys become one image with a
    compact id (partition << 40 | index); its best-ranked record represents it.
-3. ``BandSplit``/``GroupBand``/``Search``: per band of the layout (or per band, sub-block and
-   sub-block prefix with ``band_partition_bits``), the Rust banded search finds the pairs within
-   k that qualify first there (exact recall, each pair once), and reduces them to a spanning
-   forest.
+3. ``BandSplit``/``GroupBand``/``Search``: per group of bands of the layout (or per band,
+   sub-block and sub-block prefix with ``band_partition_bits``), the Rust banded search finds the
+   pairs within k that qualify first there (exact recall, each pair once), and reduces them to a
+   spanning forest.
 4. ``GroupForests``/``Components``: the one global step, a union-find over the forests' edges in
    compact form: 12 bytes per image that has a neighbour (ids and parents), plus one forest batch.
 5. ``JoinComponents``/``Attach``: images with a neighbour and the edges, keyed by the partition
@@ -46,14 +46,18 @@ class NearDedup(beam.PTransform):
       dihedral: the records carry the 8 dihedral variant hashes.
       keep: ``"largest"`` or ``"smallest_id"`` (see ``policy``).
       partitions: exact and resolve partitions (parallelism of those stages).
-      band_partition_bits: 0: one search partition per band; b > 0: per band, sub-block and
-        b-bit sub-block prefix (for inputs too large for one band on one worker).
+      band_partition_bits: 0: the bands are searched in ``search_partitions`` groups, each
+        holding every distinct hash; b > 0: one partition per band, sub-block and b-bit
+        sub-block prefix (for inputs too large for one worker).
+      search_partitions: with ``band_partition_bits`` = 0, how many band groups are searched in
+        parallel; each is one copy of the hashes through the shuffle.
       expected_count: about how many distinct images, for the band layout's cost model.
     """
 
     def __init__(self, max_distance: int, bits: int, hash_bytes: int, dihedral: bool = False,
                  keep: str = "largest", partitions: int = 16, band_partition_bits: int = 0,
-                 expected_count: Optional[int] = None, label: Optional[str] = None):
+                 search_partitions: int = 4, expected_count: Optional[int] = None,
+                 label: Optional[str] = None):
         super().__init__(label)
         self._k = max_distance
         self._bits = bits
@@ -64,6 +68,7 @@ class NearDedup(beam.PTransform):
         self._prefix_bits = band_partition_bits
         count = None if expected_count is None else expected_count * (9 if dihedral else 1)
         self.layout = near_layout(bits, max_distance, count)
+        self._search_partitions = min(search_partitions, len(self.layout))
 
     def expand(self, hashed):
         packed = (hashed
@@ -75,10 +80,12 @@ class NearDedup(beam.PTransform):
                      | "Collapse" >> beam.ParDo(dofns.CollapseDoFn(self._hash_bytes, self._dihedral)).with_outputs(
                          dofns.CLASSES, main="images"))
         searched = (collapsed.images
-                    | "BandSplit" >> beam.ParDo(dofns.BandSplitDoFn(self.layout, self._hash_bytes, self._prefix_bits))
+                    | "BandSplit" >> beam.ParDo(dofns.BandSplitDoFn(
+                        self.layout, self._hash_bytes, self._prefix_bits, self._search_partitions))
                     | "GroupBand" >> beam.GroupByKey()
                     | "Search" >> beam.ParDo(dofns.SearchDoFn(
-                        self._bits, self._k, self.layout, self._hash_bytes, self._prefix_bits)).with_outputs(
+                        self._bits, self._k, self.layout, self._hash_bytes, self._prefix_bits,
+                        self._search_partitions)).with_outputs(
                         dofns.FOREST, main="edges"))
         assigned = (searched[dofns.FOREST]
                     | "OneGraph" >> beam.Map(lambda forest: (0, forest))
