@@ -1,5 +1,5 @@
 //! The brute-force oracle: every pair within k, by popcount over all pairs. For tests and for
-//! checking the benchmarks' results; O(n^2).
+//! checking the benchmarks' results; O(n^2), on all cores.
 use rayon::prelude::*;
 
 use crate::error::HashError;
@@ -7,18 +7,46 @@ use crate::near::bits::image_distance;
 use crate::near::search::{Edges, Images};
 use crate::pool;
 
+/// The hashes as rows of little-endian u64 words (the last word zero-padded).
+fn words(images: &Images) -> (Vec<u64>, usize) {
+    let wpr = images.hashes.width().div_ceil(8);
+    let mut out = vec![0u64; images.hashes.len() * wpr];
+    for i in 0..images.hashes.len() {
+        for (j, byte) in images.hashes.row(i).iter().enumerate() {
+            out[i * wpr + j / 8] |= (*byte as u64) << (8 * (j % 8));
+        }
+    }
+    (out, wpr)
+}
+
 /// All pairs (by image id, in input order a before b) within `max_distance`.
 pub fn all_pairs(images: &Images, max_distance: u32, threads: Option<usize>) -> Result<Edges, HashError> {
     let n = images.hashes.len();
+    let (rows, wpr) = words(images);
     let per_row: Vec<Vec<(u32, u32)>> = pool::install(threads, || {
         (0..n)
             .into_par_iter()
             .map(|i| {
                 let mut found = Vec::new();
-                let hi = images.hashes.row(i);
-                for j in i + 1..n {
-                    let v = images.variants.as_ref().map(|v| (v, i, j));
-                    let d = image_distance(hi, images.hashes.row(j), v);
+                let ri = &rows[i * wpr..(i + 1) * wpr];
+                if let Some(v) = &images.variants {
+                    for j in i + 1..n {
+                        let d = image_distance(images.hashes.row(i), images.hashes.row(j), Some((v, i, j)));
+                        if d <= max_distance {
+                            found.push((j as u32, d));
+                        }
+                    }
+                    return found;
+                }
+                for (j, rj) in rows.chunks_exact(wpr).enumerate().skip(i + 1) {
+                    let d: u32 = if wpr == 4 {
+                        (ri[0] ^ rj[0]).count_ones()
+                            + (ri[1] ^ rj[1]).count_ones()
+                            + (ri[2] ^ rj[2]).count_ones()
+                            + (ri[3] ^ rj[3]).count_ones()
+                    } else {
+                        ri.iter().zip(rj).map(|(x, y)| (x ^ y).count_ones()).sum()
+                    };
                     if d <= max_distance {
                         found.push((j as u32, d));
                     }

@@ -244,6 +244,24 @@ impl Runs {
 
 /// All pairs within `layout.max_distance` that qualify first on `part` (see the module docs).
 pub fn search(images: &Images, layout: &Layout, part: Part) -> Result<(Edges, Stats), HashError> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("popcnt") {
+        // SAFETY: the CPU has the popcnt instruction (checked just above).
+        return unsafe { search_popcnt(images, layout, part) };
+    }
+    search_body(images, layout, part)
+}
+
+/// The search compiled with the popcnt instruction (the x86-64 baseline lacks it, and a
+/// software popcount is several times slower); the wheel stays runnable on any x86-64.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "popcnt")]
+unsafe fn search_popcnt(images: &Images, layout: &Layout, part: Part) -> Result<(Edges, Stats), HashError> {
+    search_body(images, layout, part)
+}
+
+#[inline(always)]
+fn search_body(images: &Images, layout: &Layout, part: Part) -> Result<(Edges, Stats), HashError> {
     let Some(band) = layout.bands.get(part.band) else {
         return Err(HashError::Config(format!("band {} of a {}-band layout", part.band, layout.bands.len())));
     };
@@ -448,6 +466,7 @@ fn scan_fixed<const W: usize>(
 /// Plain hashes: every (x, y in ys(x)) pair verified by popcount over the contiguous rows, with
 /// the common row widths unrolled.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn scan_plain(
     rows: &[u64],
     wpr: usize,
