@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
 import logging
 import os
 import re
@@ -32,6 +31,8 @@ from typing import List, Optional, Tuple
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from beam_phash import state_manifest
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +82,6 @@ def _columns(table: pa.Table) -> Tuple[bytes, bytes, List[str]]:
     hashes = raw[hash_col.offset * width:(hash_col.offset + len(hash_col)) * width].tobytes()
     owners = table.column("owner").to_numpy().astype("<u8").tobytes()
     return hashes, owners, table.column("label").to_pylist()
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class BucketStore:
@@ -219,7 +212,7 @@ class BucketStore:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_dir(self.path)
+        state_manifest.fsync_dir(self.path)
         # Keep the snapshot this store last loaded or wrote (known intact) and the logs after it,
         # the fallback should the new one ever be found torn; older files are superseded twice.
         for gen, old in self._files(_SNAPSHOT_RE) + self._files(_LOG_RE):
@@ -234,39 +227,24 @@ class BucketStore:
         self._lock.close()
 
 
-_MANIFEST = "manifest.json"
-
-
 def _manifest_for(num_buckets: int, algorithm: str, hash_size: int) -> dict:
-    return {"format": FORMAT, "num_buckets": num_buckets, "algorithm": algorithm, "hash_size": hash_size}
+    return {"format": FORMAT, **state_manifest.pins(state_manifest.EXACT, algorithm, hash_size),
+            "num_buckets": num_buckets}
 
 
 def check_state_dir(state_dir: str, num_buckets: int, algorithm: str, hash_size: int) -> None:
     """Raise ValueError if ``state_dir`` holds state of another layout (read only)."""
-    path = os.path.join(state_dir, _MANIFEST)
-    if not os.path.exists(path):
+    have = state_manifest.read(state_dir)
+    if have is None:
         if os.path.isdir(state_dir) and any(e.startswith("bucket-") for e in os.listdir(state_dir)):
-            raise ValueError(f"state directory {state_dir} holds buckets but no {_MANIFEST}; not using it")
+            raise ValueError(f"state directory {state_dir} holds buckets but no {state_manifest.MANIFEST}; not using it")
         return
-    try:
-        with open(path) as f:
-            have = json.load(f)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"cannot read {path}: {e}") from None
-    want = _manifest_for(num_buckets, algorithm, hash_size)
-    diff = [f"{k}={have.get(k)!r} (this run: {v!r})" for k, v in want.items() if have.get(k) != v]
-    if diff:
-        raise ValueError(f"state directory {state_dir} was written with {', '.join(diff)}; use the "
-                         "same settings, or another directory")
+    state_manifest.check(state_dir, _manifest_for(num_buckets, algorithm, hash_size), have)
 
 
 def prepare_state_dir(state_dir: str, num_buckets: int, algorithm: str, hash_size: int) -> None:
     """Create ``state_dir`` with its manifest (the layout every later run must match)."""
     check_state_dir(state_dir, num_buckets, algorithm, hash_size)
-    os.makedirs(state_dir, exist_ok=True)
-    path = os.path.join(state_dir, _MANIFEST)
-    if not os.path.exists(path):
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(_manifest_for(num_buckets, algorithm, hash_size), f)
-        os.replace(tmp, path)
+    state_manifest.check_writable(state_dir)
+    if state_manifest.read(state_dir) is None:
+        state_manifest.write(state_dir, _manifest_for(num_buckets, algorithm, hash_size))

@@ -25,3 +25,9 @@ class DedupMetrics:
         self.near_candidates = Metrics.counter(NAMESPACE, "near_candidates")
         self.near_big_runs = Metrics.counter(NAMESPACE, "near_big_runs")
         self.near_graph_images = Metrics.counter(NAMESPACE, "near_graph_images")
+        # The reference set: references hashed (or parsed), and those that could not be; the
+        # duplicates that matched a reference or an earlier run's state (not inputs: see records).
+        self.references = Metrics.counter(NAMESPACE, "references")
+        self.reference_failed = Metrics.counter(NAMESPACE, "reference_failed")
+        self.reference_matches = Metrics.counter(NAMESPACE, "reference_matches")
+        self.state_matches = Metrics.counter(NAMESPACE, "state_matches")

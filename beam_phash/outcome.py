@@ -7,7 +7,7 @@ from typing import Optional
 import apache_beam as beam
 
 from beam_phash.metrics import DedupMetrics
-from beam_phash.records import DUPLICATE_OF_FIELD, DUPLICATES, with_fields
+from beam_phash.records import DUPLICATE_OF_FIELD, DUPLICATES, MATCHED_FIELD, with_fields
 
 
 def emit(record: dict, keeper: Optional[str], metrics: DedupMetrics, **fields):
@@ -18,4 +18,9 @@ def emit(record: dict, keeper: Optional[str], metrics: DedupMetrics, **fields):
         metrics.kept.inc()
         return record
     metrics.duplicates.inc()
+    matched = fields.get(MATCHED_FIELD)
+    if matched == "reference":
+        metrics.reference_matches.inc()
+    elif matched == "state":
+        metrics.state_matches.inc()
     return beam.pvalue.TaggedOutput(DUPLICATES, with_fields(record, **{DUPLICATE_OF_FIELD: keeper or None}, **fields))

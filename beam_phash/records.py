@@ -19,8 +19,13 @@ DUPLICATE_OF_FIELD = "duplicate_of"
 #: Near-duplicate dedup: Hamming distance of a duplicate to the record it names.
 DISTANCE_FIELD = "distance"
 ERROR_FIELD = "error"
+#: What a duplicate matched: "input" (a record kept in this run), "state" (one kept by an earlier
+#: run with the same state directory, near-duplicate mode) or "reference" (the reference set).
+#: Exact mode sets it only for "reference": its backends do not tell this run's keepers from
+#: earlier runs'.
+MATCHED_FIELD = "matched"
 #: Every field the transform adds to output records (input records must not carry them).
-WRITTEN_FIELDS = (DUPLICATE_OF_FIELD, DISTANCE_FIELD, ERROR_FIELD)
+WRITTEN_FIELDS = (DUPLICATE_OF_FIELD, DISTANCE_FIELD, MATCHED_FIELD, ERROR_FIELD)
 
 #: Prefix of the owner id used for records that have no id (see surrogate_owner).
 SURROGATE_PREFIX = "sha256:"

@@ -19,10 +19,18 @@ def bucket_of(hashes: Sequence[bytes], num_buckets: int) -> np.ndarray:
     if not hashes:
         return np.zeros(0, dtype=np.int64)
     width = len(hashes[0])
+    rows = np.frombuffer(b"".join(hashes), dtype=np.uint8).reshape(len(hashes), width)
+    return bucket_of_rows(rows, num_buckets)
+
+
+def bucket_of_rows(rows: np.ndarray, num_buckets: int) -> np.ndarray:
+    """:func:`bucket_of` for packed hashes: a (n, width) uint8 array, one hash per row."""
+    n, width = rows.shape
     padded = -(-width // 8) * 8
-    packed = np.frombuffer(b"".join(h.ljust(padded, b"\0") for h in hashes), dtype="<u8")
-    words = packed.reshape(len(hashes), padded // 8)
-    mixed = np.zeros(len(hashes), dtype=np.uint64)
+    if padded != width:
+        rows = np.concatenate([rows, np.zeros((n, padded - width), dtype=np.uint8)], axis=1)
+    words = np.ascontiguousarray(rows).view("<u8").reshape(n, padded // 8)
+    mixed = np.zeros(n, dtype=np.uint64)
     with np.errstate(over="ignore"):
         for column in words.T:
             mixed = (mixed ^ column) * _GOLDEN

@@ -5,7 +5,7 @@ import copy
 import os
 import re
 import uuid
-from typing import Any, Optional, Tuple, Union
+from typing import Any, NamedTuple, Optional, Tuple, Union
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import StandardOptions
@@ -21,8 +21,10 @@ from beam_phash.bucket_store import check_state_dir, prepare_state_dir
 from beam_phash.dedup_dofns import FinishBackendDoFn, RayDedupDoFn, StateDedupDoFn, key_by_hash
 from beam_phash.hash_dofn import HashBatchDoFn, ParseHashesDoFn
 from beam_phash.near.policy import check_keep, recommended_max_distance
+from beam_phash.near.state import NearState, open_state
 from beam_phash.near.transform import NearDedup
 from beam_phash.records import DUPLICATES, FAILED, KEPT, WRITTEN_FIELDS
+from beam_phash.reference import REFERENCE_FAILED, HashReference, MatchReference
 
 BACKENDS = ("ray", "state")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -44,13 +46,38 @@ def _field(name: str, value, optional: bool = False) -> None:
         raise ValueError(f"{name} must be a non-empty string, got {value!r}")
 
 
+class DedupOutputs(NamedTuple):
+    """What ``ImagePhashDedup(...).with_outputs()`` returns. inputs = kept + duplicates + failed;
+    ``reference_failed`` holds the references that could not be hashed (``{id, error}``; empty
+    without ``reference``), which are not inputs."""
+
+    kept: beam.PCollection
+    duplicates: beam.PCollection
+    failed: beam.PCollection
+    reference_failed: beam.PCollection
+
+
+def _check_state_writable(state_dir: str) -> None:
+    """A state directory must be writable (or creatable) before the run starts."""
+    probe = state_dir
+    while not os.path.exists(probe):
+        parent = os.path.dirname(os.path.abspath(probe))
+        if parent == probe:
+            break
+        probe = parent
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"state directory {state_dir} is not writable ({probe} is not)")
+
+
 class ImagePhashDedup(beam.PTransform):
     """Drop records whose image has the same perceptual hash as an earlier one (exact mode), or
     one within ``max_distance`` bits of a kept one (near-duplicate mode).
 
     ``records | ImagePhashDedup()`` gives the kept records plus the failed ones (``hash_field``
-    None, ``error`` set). ``records | ImagePhashDedup().with_outputs()`` gives the tuple
-    ``(kept, duplicates, failed)``. Always: inputs = kept + duplicates + failed.
+    None, ``error`` set). ``records | ImagePhashDedup().with_outputs()`` gives a
+    :class:`DedupOutputs` ``(kept, duplicates, failed, reference_failed)``. Always: inputs = kept
+    + duplicates + failed. Duplicates carry ``duplicate_of``, ``distance`` (near-duplicate mode or
+    a reference match) and ``matched`` (``"input"``, ``"state"`` or ``"reference"``).
 
     Exact mode (``max_distance=0``, the default): first seen wins, through a backend.
     Near-duplicate mode (``max_distance >= 1`` or ``dihedral=True``): runs on Beam's shuffles
@@ -75,12 +102,15 @@ class ImagePhashDedup(beam.PTransform):
       backend_name: reuse a named Ray backend across pipelines; its actors are then kept alive
         after the pipeline, so a later pipeline dedups against everything this one saw. Without
         it each pipeline gets a fresh backend that is released when the pipeline ends.
-      state_dir: a directory (as seen by the Ray bucket actors: local, or a shared file system)
-        where the backend keeps its seen-set: a Parquet snapshot per bucket plus a change log.
-        A later pipeline with the same ``state_dir`` dedups against everything earlier ones
-        kept (incremental dedup), and a bucket actor that dies mid-run is restarted and reloaded
-        instead of failing the pipeline. Its layout (num_buckets, algorithm, hash_size) is fixed
-        by the first run.
+      state_dir: a directory (local, or a shared file system every worker sees) that carries
+        what earlier pipelines kept: a later pipeline with the same ``state_dir`` drops
+        everything within ``max_distance`` of those (incremental dedup), then adds what it kept.
+        Exact mode (``backend="ray"``): the bucket actors' seen-set, a Parquet snapshot per
+        bucket plus a change log; a bucket actor that dies mid-run is restarted and reloaded.
+        Near-duplicate mode: Parquet segments of kept hashes, read as fixed images (see
+        ``beam_phash/near/state.py``); duplicates of them have ``matched="state"``. The first
+        run pins the mode, algorithm, hash_size and hash version (and, exact mode,
+        num_buckets); a run with other settings is refused. ``max_distance`` may change.
       batch_size: records per ``hash_images`` call (upper bound).
       claim_batch: Ray backend: records gathered (from several hashing batches) per round of
         calls to the bucket actors, one call per bucket.
@@ -104,6 +134,14 @@ class ImagePhashDedup(beam.PTransform):
         bands are searched in parallel (each one copy of the hashes through the shuffle).
       expected_count: near-duplicate mode, about how many records, for the band layout's cost
         model (default: 1M).
+      reference: a PCollection of reference images, in either mode: dict records like the
+        input's (``image_field``, ``id_field``), or pyarrow Tables/RecordBatches with those
+        columns (``parquetio.ReadAllFromParquetBatched``). Every input within ``max_distance`` of
+        one (equal hash in exact mode) is a duplicate naming it, ``matched="reference"``.
+        References are never output, never deduplicated against each other, and not inputs;
+        those that cannot be hashed go to ``reference_failed``.
+      reference_hash_column: the references carry hex hashes in this field/column (an earlier
+        run's ``kept/`` output) instead of images.
     """
 
     def __init__(self, hash_size: int = 16, image_field: str = "image",
@@ -116,7 +154,8 @@ class ImagePhashDedup(beam.PTransform):
                  max_distance: Union[int, str] = 0, dihedral: bool = False, keep: str = "largest",
                  hash_column: Optional[str] = None, partitions: int = 16, band_partition_bits: int = 0,
                  search_partitions: int = 4, expected_count: Optional[int] = None,
-                 label: Optional[str] = None):
+                 reference: Optional[beam.PCollection] = None,
+                 reference_hash_column: Optional[str] = None, label: Optional[str] = None):
         super().__init__(label)
         _int_in("hash_size", hash_size, MIN_HASH_SIZE, MAX_HASH_SIZE)
         if algorithm not in ALGORITHMS:
@@ -138,10 +177,14 @@ class ImagePhashDedup(beam.PTransform):
             raise ValueError("dihedral=True needs the images (their rotations are hashed); "
                              "it cannot be used with hash_column")
         near = max_distance > 0 or dihedral
-        if near and (backend is not None or ray_address is not None or backend_name is not None
-                     or state_dir is not None):
+        if near and (backend is not None or ray_address is not None or backend_name is not None):
             raise ValueError("near-duplicate dedup (max_distance >= 1 or dihedral=True) runs on Beam's "
-                             "shuffles: backend, ray_address, backend_name and state_dir do not apply")
+                             "shuffles: backend, ray_address and backend_name do not apply")
+        if reference is not None and not isinstance(reference, beam.PCollection):
+            raise ValueError(f"reference must be a PCollection of reference records, got {type(reference).__name__}")
+        _field("reference_hash_column", reference_hash_column, optional=True)
+        if reference_hash_column is not None and reference is None:
+            raise ValueError("reference_hash_column needs reference=")
         if backend is None:
             backend = "ray"
         if backend not in BACKENDS:
@@ -175,7 +218,11 @@ class ImagePhashDedup(beam.PTransform):
             _field("state_dir", state_dir)
             if os.path.exists(state_dir) and not os.path.isdir(state_dir):
                 raise ValueError(f"state_dir {state_dir!r} exists and is not a directory")
-            check_state_dir(state_dir, num_buckets, algorithm, hash_size)
+            if near:
+                open_state(state_dir, algorithm, hash_size, bits, create=False)
+            else:
+                check_state_dir(state_dir, num_buckets, algorithm, hash_size)
+            _check_state_writable(state_dir)
         self.hash_size = hash_size
         self.image_field = image_field
         self.hash_field = hash_field
@@ -199,14 +246,27 @@ class ImagePhashDedup(beam.PTransform):
         self.band_partition_bits = band_partition_bits
         self.search_partitions = search_partitions
         self.expected_count = expected_count
+        self.reference = reference
+        self.reference_hash_column = reference_hash_column
         self.bits = bits
         self.near_duplicates = near
         self._split_outputs = False
 
     def with_outputs(self) -> "ImagePhashDedup":
-        """The same transform, returning ``(kept, duplicates, failed)``."""
+        """The same transform, returning :class:`DedupOutputs`."""
         other = copy.copy(self)
         other._split_outputs = True
+        return other
+
+    def with_reference(self, reference: beam.PCollection, hash_column: Optional[str] = None) -> "ImagePhashDedup":
+        """The same transform, deduplicating against ``reference`` too (see ``reference=``):
+        ``records | ImagePhashDedup(max_distance=16).with_reference(eval_records)``."""
+        if not isinstance(reference, beam.PCollection):
+            raise ValueError(f"reference must be a PCollection of reference records, got {type(reference).__name__}")
+        _field("reference_hash_column", hash_column, optional=True)
+        other = copy.copy(self)
+        other.reference = reference
+        other.reference_hash_column = hash_column
         return other
 
     def _ray_backend(self, pipeline):
@@ -241,14 +301,48 @@ class ImagePhashDedup(beam.PTransform):
                 hash_field=self.hash_field, id_field=self.id_field, threads=self.hash_threads,
                 max_pixels=self.max_pixels, dihedral=self.dihedral)
         hashed = batches | label >> beam.ParDo(step).with_outputs(FAILED, main="hashed")
+        fixed, reference_failed = self._reference(records.pipeline)
+        matched = []  # exact mode: duplicates of a reference
         if self.near_duplicates:
+            state = None
+            if self.state_dir is not None:
+                state_dir = os.path.abspath(self.state_dir)
+                manifest = open_state(state_dir, self.algorithm, self.hash_size, self.bits, create=True)
+                state = NearState(state_dir, manifest, uuid.uuid4().hex)
             deduped = hashed.hashed | "NearDuplicates" >> NearDedup(
                 self.max_distance, self.bits, (self.bits + 7) // 8, dihedral=self.dihedral, keep=self.keep,
                 partitions=self.partitions, band_partition_bits=self.band_partition_bits,
-                search_partitions=self.search_partitions, expected_count=self.expected_count)
-        elif self.backend == "ray":
-            backend = self._ray_backend(records.pipeline)
-            deduped = hashed.hashed | "DedupWithRay" >> beam.ParDo(
+                search_partitions=self.search_partitions, expected_count=self.expected_count,
+                fixed=fixed, state=state)
+            kept, duplicates = deduped
+        else:
+            unique = hashed.hashed
+            if fixed is not None:
+                unique, by_reference = hashed.hashed | "MatchReference" >> MatchReference(fixed, self.partitions)
+                matched.append(by_reference)
+            kept, duplicates = self._exact(records.pipeline, unique)
+        if matched:
+            duplicates = (duplicates, *matched) | "AllDuplicates" >> beam.Flatten()
+        failed = hashed[FAILED]
+        if self._split_outputs:
+            return DedupOutputs(kept, duplicates, failed, reference_failed)
+        return (kept, failed) | "KeptAndFailed" >> beam.Flatten()
+
+    def _reference(self, pipeline):
+        """(the reference as fixed batches or None, the references that failed)."""
+        if self.reference is None:
+            return None, pipeline | "NoReferenceFailures" >> beam.Create([])
+        out = self.reference | "HashReference" >> HashReference(
+            self.batch_size, algorithm=self.algorithm, hash_size=self.hash_size, bits=self.bits,
+            image_field=self.image_field, id_field=self.id_field, hash_column=self.reference_hash_column,
+            threads=self.hash_threads, max_pixels=self.max_pixels)
+        return out.fixed, out[REFERENCE_FAILED]
+
+    def _exact(self, pipeline, hashed):
+        """Exact mode through the backend: (kept, duplicates)."""
+        if self.backend == "ray":
+            backend = self._ray_backend(pipeline)
+            deduped = hashed | "DedupWithRay" >> beam.ParDo(
                 RayDedupDoFn(backend, self.claim_batch)).with_outputs(DUPLICATES, main=KEPT)
             if self.backend_name is None or self.state_dir is not None:
                 # Barrier: the count exists only once every record went through the backend.
@@ -259,10 +353,7 @@ class ImagePhashDedup(beam.PTransform):
                      | "FinishBackend" >> beam.ParDo(FinishBackendDoFn(
                          backend, release=self.backend_name is None)))
         else:
-            deduped = (hashed.hashed
+            deduped = (hashed
                        | "KeyByHash" >> beam.FlatMap(key_by_hash).with_output_types(Tuple[bytes, Any])
                        | "DedupWithState" >> beam.ParDo(StateDedupDoFn()).with_outputs(DUPLICATES, main=KEPT))
-        kept, duplicates, failed = deduped[KEPT], deduped[DUPLICATES], hashed[FAILED]
-        if self._split_outputs:
-            return kept, duplicates, failed
-        return (kept, failed) | "KeptAndFailed" >> beam.Flatten()
+        return deduped[KEPT], deduped[DUPLICATES]

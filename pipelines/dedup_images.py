@@ -5,6 +5,8 @@
         [--hash-size 16] [--algorithm phash] [--backend ray|state] [--num-buckets 16] \\
         [--ray-address ADDR] [--state DIR] [--max-distance K [--dihedral] [--keep largest]] \
         [--hash-column COL] [--band-partition-bits B] [--search-partitions S] \
+        [--reference PATH [--reference ...] [--reference-format auto|files|parquet] \
+         [--reference-image-column C] [--reference-id-column C] [--reference-hash-column C]] \
         [Beam pipeline options: --runner, ...]
 
 Inputs are matched and read through Beam's filesystems, so gs:// and s3:// paths work when those
@@ -12,9 +14,11 @@ Beam extras are installed. Flags this job does not know pass through to Beam as 
 Output, in OUT_DIR:
 
     kept/*.parquet        the input columns (files: id = the path) + image_phash
-    duplicates/*.parquet  the same + duplicate_of (id of the kept record) [+ distance, in bits]
+    duplicates/*.parquet  the same + duplicate_of (id of the kept record, of an earlier run's, or
+                          of a reference), matched (input, state or reference) [+ distance]
     failed/*.parquet      the same + error (the reason)
-    summary.json          counts, whether they add up, wall time, images/s
+    reference_failed/*.parquet  references that could not be hashed: id, error
+    summary.json          counts, whether they add up, reference and state matches, wall time
     report.html           counts, the largest duplicate groups as thumbnails, the failures
 """
 from __future__ import annotations
@@ -35,7 +39,7 @@ import beam_phash
 from beam_phash import ImagePhashDedup
 from beam_phash.records import WRITTEN_FIELDS
 from pipelines import inputs as job_inputs
-from pipelines.inputs import ConfigError, InputSpec, ReadImageRecords
+from pipelines.inputs import ConfigError, InputSpec, ReadImageRecords, ReadReference
 from pipelines.outputs import WriteOutputs
 from pipelines.progress import ProgressDoFn
 from pipelines.report import CollectReportData, write_report
@@ -86,9 +90,23 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--backend-name", default=None,
                     help="Ray: a named backend that outlives the job, so later jobs dedup against it")
     ap.add_argument("--state", default=None, metavar="DIR",
-                    help="Ray: keep the seen-set in DIR (Parquet snapshots + a log), so this job "
-                         "dedups against everything earlier jobs with the same DIR kept, and "
-                         "survives bucket actors dying")
+                    help="dedup against everything earlier jobs with the same DIR kept, then add "
+                         "what this job keeps (exact mode with Ray: the bucket seen-set, which also "
+                         "survives actors dying; near-duplicate mode: Parquet segments of kept hashes)")
+    ap.add_argument("--reference", action="append", default=None, metavar="PATH",
+                    help="drop every input within --max-distance of these images (exact mode: the "
+                         "same hash): image files (a folder or glob) or Parquet with an image or hash "
+                         "column, such as an earlier run's kept/; repeat for several. References are "
+                         "never output")
+    ap.add_argument("--reference-format", default="auto", choices=("auto",) + job_inputs.FORMATS,
+                    help="auto (default): Parquet when every matched file ends in .parquet")
+    ap.add_argument("--reference-image-column", default=None, metavar="COL",
+                    help="Parquet references: the image column (default: --image-column)")
+    ap.add_argument("--reference-id-column", default=None, metavar="COL",
+                    help="Parquet references: the id column (default: --id-column)")
+    ap.add_argument("--reference-hash-column", default=None, metavar="COL",
+                    help="Parquet references: hex hashes in COL instead of images (default: "
+                         f"{HASH_FIELD} when the files have it)")
     ap.add_argument("--max-distance", type=_distance, default=0, metavar="K",
                     help="near-duplicates: drop images within K bits of a kept one (0: exact dedup; "
                          "auto: the measured threshold for the algorithm and hash size)")
@@ -139,22 +157,42 @@ def clear_outputs(output: str) -> None:
     """The job owns kept/, duplicates/, failed/ and report/: shards of an earlier run there
     (perhaps more of them) would be read as part of this one."""
     stale = []
-    for sub in ("kept", "duplicates", "failed", "report"):
+    for sub in ("kept", "duplicates", "failed", "reference_failed", "report"):
         stale += [m.path for m in FileSystems.match([FileSystems.join(output, sub, "*")])[0].metadata_list]
     if stale:
         FileSystems.delete(stale)
 
 
-def build(p, spec: InputSpec, output: str, dedup: ImagePhashDedup, report: bool = True) -> None:
+def build(p, spec: InputSpec, output: str, dedup: ImagePhashDedup, report: bool = True,
+          reference: Optional[InputSpec] = None) -> None:
     records = (p
                | "Read" >> ReadImageRecords(spec)
                | "Progress" >> beam.ParDo(ProgressDoFn()))
-    triple = records | "Dedup" >> dedup.with_outputs()
-    _ = triple | "Write" >> WriteOutputs(spec, output, dedup.hash_field, dedup.near_duplicates)
+    if reference is not None:
+        references = p | "ReadReference" >> ReadReference(reference, spec.id_column, spec.image_column)
+        dedup = dedup.with_reference(references, hash_column=reference.hash_column)
+    outputs = records | "Dedup" >> dedup.with_outputs()
+    _ = outputs | "Write" >> WriteOutputs(spec, output, dedup.hash_field,
+                                          dedup.near_duplicates or reference is not None,
+                                          reference=reference is not None)
     if report:
-        _ = triple | "Report" >> CollectReportData(output, id_field=spec.id_column,
-                                                   image_field=spec.image_column,
-                                                   hash_field=dedup.hash_field)
+        _ = outputs | "Report" >> CollectReportData(output, id_field=spec.id_column,
+                                                    image_field=spec.image_column,
+                                                    hash_field=dedup.hash_field)
+
+
+MAX_LISTED = 100
+
+
+def read_reference_failures(output: str) -> List[dict]:
+    """The failed references written to ``reference_failed/``, sorted by id."""
+    import pyarrow.parquet as pq
+
+    rows: List[dict] = []
+    for m in FileSystems.match([FileSystems.join(output, "reference_failed", "*.parquet")])[0].metadata_list:
+        with FileSystems.open(m.path) as f:
+            rows += pq.read_table(f).to_pylist()
+    return sorted(rows, key=lambda r: str(r.get("id")))
 
 
 def counts_of(result) -> dict:
@@ -179,6 +217,14 @@ def configure(argv: Optional[List[str]]):
     taken = sorted(written & set(spec.columns))
     if taken:
         raise ConfigError(f"the input already has column(s) {', '.join(taken)}, which the job writes")
+    reference = None
+    if args.reference:
+        reference = job_inputs.reference_spec(
+            args.reference, args.reference_format, args.reference_image_column or spec.image_column,
+            args.reference_id_column or spec.id_column, args.reference_hash_column, HASH_FIELD, bits)
+    elif any(v is not None for v in (args.reference_image_column, args.reference_id_column,
+                                     args.reference_hash_column)) or args.reference_format != "auto":
+        raise ConfigError("--reference-format and --reference-*-column apply with --reference")
     check_beam_options(beam_args)
     check_output(args.output)
     dedup = ImagePhashDedup(hash_size=args.hash_size, algorithm=args.algorithm,
@@ -190,12 +236,12 @@ def configure(argv: Optional[List[str]]):
                             hash_column=args.hash_column, band_partition_bits=args.band_partition_bits,
                             search_partitions=args.search_partitions,
                             expected_count=spec.rows if spec.fmt == "parquet" else spec.matched)
-    return args, spec, dedup, PipelineOptions(beam_args)
+    return args, spec, dedup, PipelineOptions(beam_args), reference
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     try:
-        args, spec, dedup, options = configure(argv)
+        args, spec, dedup, options, reference = configure(argv)
     except (ConfigError, ValueError) as e:
         print(f"beam-phash: error: {e}", file=sys.stderr)
         return 2
@@ -207,7 +253,7 @@ def main(argv: Optional[List[str]] = None) -> int:
           f"({args.algorithm}, {bits} bits, {mode})", file=sys.stderr, flush=True)
     started = time.time()
     p = beam.Pipeline(options=options)
-    build(p, spec, args.output, dedup, report=not args.no_report)
+    build(p, spec, args.output, dedup, report=not args.no_report, reference=reference)
     result = p.run()
     result.wait_until_finish()
     wall = time.time() - started
@@ -216,6 +262,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     summary = {
         **counts,
         "adds_up": counts["inputs"] == counts["kept"] + counts["duplicates"] + counts["failed"],
+        "state_matches": found.get("state_matches", 0),
         "wall_seconds": round(wall, 3),
         "images_per_second": round(counts["inputs"] / wall, 1) if wall > 0 else None,
         "algorithm": args.algorithm,
@@ -230,11 +277,26 @@ def main(argv: Optional[List[str]] = None) -> int:
         "input_patterns": spec.patterns,
         "input_files": spec.matched,
     }
+    if reference is not None:
+        failures = read_reference_failures(args.output)
+        summary["reference"] = {
+            "patterns": reference.patterns, "format": reference.fmt, "files": reference.matched,
+            "hash_column": reference.hash_column,
+            "references": found.get("references", 0), "matches": found.get("reference_matches", 0),
+            "failed": found.get("reference_failed", 0), "failures": failures[:MAX_LISTED],
+        }
     with FileSystems.create(FileSystems.join(args.output, "summary.json")) as f:
         f.write(json.dumps(summary, indent=2).encode())
     print(f"{counts['inputs']} images: {counts['kept']} kept, {counts['duplicates']} duplicates, "
           f"{counts['failed']} failed ({'adds up' if summary['adds_up'] else 'DOES NOT ADD UP'}) "
           f"in {wall:.1f} s ({summary['images_per_second']} images/s)")
+    if reference is not None:
+        ref = summary["reference"]
+        print(f"reference: {ref['references']} images, {ref['matches']} inputs matched them, "
+              f"{ref['failed']} could not be hashed"
+              + (f" (listed in {args.output}/reference_failed/)" if ref["failed"] else ""))
+    if summary["state_matches"]:
+        print(f"state: {summary['state_matches']} inputs matched what earlier runs kept")
     print(f"output: {args.output}/{{kept,duplicates,failed}}/*.parquet, {args.output}/summary.json")
     if not args.no_report:
         print(f"report: {write_report(args.output, summary)}")

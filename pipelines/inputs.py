@@ -35,6 +35,7 @@ class InputSpec:
     matched: int = 0
     columns: List[str] = field(default_factory=list)
     rows: Optional[int] = None  # Parquet: the row count, from the footers
+    hash_column: Optional[str] = None  # references: the column of hex hashes, if any
 
 
 def _pattern(item: str, fmt: str) -> str:
@@ -44,13 +45,13 @@ def _pattern(item: str, fmt: str) -> str:
     return item
 
 
-def _match(pattern: str, item: str) -> List[str]:
+def _match(pattern: str, item: str, flag: str = "--input") -> List[str]:
     try:
         found = FileSystems.match([pattern])[0].metadata_list
     except Exception:  # noqa: BLE001 - an unknown scheme, a missing bucket, a bad glob
         found = []
     if not found:
-        raise ConfigError(f"--input {item!r} matched no files")
+        raise ConfigError(f"{flag} {item!r} matched no files")
     return sorted(m.path for m in found)
 
 
@@ -83,15 +84,17 @@ def _sample_hex(path: str, column: str) -> Optional[str]:
 
 def resolve(inputs: List[str], fmt: str, image_column: str = "image",
             id_column: str = "id", hash_column: Optional[str] = None,
-            hash_bits: Optional[int] = None) -> InputSpec:
+            hash_bits: Optional[int] = None, flag: str = "--input") -> InputSpec:
     """Match every input and, for Parquet, check the columns (with ``hash_column``: that it holds
-    hex hashes of ``hash_bits`` bits, instead of the image column). Raises ConfigError."""
+    hex hashes of ``hash_bits`` bits, instead of the image column). Raises ConfigError, naming
+    the options as ``flag`` (``--input``, or ``--reference`` for ``--reference-image-column``...)."""
+    column_flag = "--" if flag == "--input" else flag + "-"
     if fmt not in FORMATS:
-        raise ConfigError(f"--input-format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        raise ConfigError(f"{flag}-format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     patterns, paths = [], []
     for item in inputs:
         pattern = _pattern(item, fmt)
-        paths += _match(pattern, item)
+        paths += _match(pattern, item, flag)
         patterns.append(pattern)
     if len(set(paths)) != len(paths):
         # Overlapping inputs (DIR and DIR/*.jpg) must not read a file twice: read the matched
@@ -103,24 +106,24 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
         return spec
     schema, rows = _parquet_footer(paths[0])
     names = schema.names
-    needed = (("--hash-column", hash_column),) if hash_column else (("--image-column", image_column),)
-    for flag, column in needed + (("--id-column", id_column),):
+    needed = ((f"{column_flag}hash-column", hash_column),) if hash_column else ((f"{column_flag}image-column", image_column),)
+    for option, column in needed + ((f"{column_flag}id-column", id_column),):
         if column not in names:
-            raise ConfigError(f"{flag} {column!r} is not a column of {paths[0]!r} "
+            raise ConfigError(f"{option} {column!r} is not a column of {paths[0]!r} "
                               f"(columns: {', '.join(names)})")
     if hash_column:
         if not pa.types.is_string(schema.field(hash_column).type) and not pa.types.is_large_string(
                 schema.field(hash_column).type):
-            raise ConfigError(f"--hash-column {hash_column!r} has type {schema.field(hash_column).type}; "
+            raise ConfigError(f"{column_flag}hash-column {hash_column!r} has type {schema.field(hash_column).type}; "
                               "expected strings of hex digits")
         sample = _sample_hex(paths[0], hash_column)
         want = 2 * ((hash_bits + 7) // 8)
         if sample is not None and len(sample.strip()) != want:
-            raise ConfigError(f"--hash-column {hash_column!r} holds hashes of {len(sample.strip())} hex digits "
+            raise ConfigError(f"{column_flag}hash-column {hash_column!r} holds hashes of {len(sample.strip())} hex digits "
                               f"({len(sample.strip()) * 4} bits); the configured algorithm and hash size give "
                               f"{hash_bits} bits ({want} hex digits)")
     elif not _is_image_type(schema.field(image_column).type):
-        raise ConfigError(f"--image-column {image_column!r} has type {schema.field(image_column).type}; "
+        raise ConfigError(f"{column_flag}image-column {image_column!r} has type {schema.field(image_column).type}; "
                           "expected binary or a struct with a binary 'bytes' field")
     for other in paths[1:]:
         other_schema, other_rows = _parquet_footer(other)
@@ -153,3 +156,56 @@ class ReadImageRecords(beam.PTransform):
                     | "ReadMatches" >> fileio.ReadMatches()
                     | "ToRecords" >> beam.Map(file_record))
         return patterns | "ReadParquet" >> parquetio.ReadAllFromParquet()
+
+
+def reference_spec(references: List[str], fmt: str, image_column: str, id_column: str,
+                   hash_column: Optional[str], hash_column_default: str, hash_bits: int) -> InputSpec:
+    """Resolve ``--reference``: ``fmt`` "auto" is Parquet when every matched file ends in
+    ``.parquet``, else image files. Parquet without an explicit hash column uses
+    ``hash_column_default`` (the job's own hash column, as in an earlier run's ``kept/``) when it
+    is there, else the image column."""
+    if fmt == "auto":
+        paths = [p for item in references for p in _match(_pattern(item, "files"), item, "--reference")]
+        fmt = "parquet" if all(p.endswith(".parquet") for p in paths) else "files"
+    if fmt == "parquet" and hash_column is None:
+        first = _match(_pattern(references[0], "parquet"), references[0], "--reference")[0]
+        schema, _ = _parquet_footer(first)
+        if hash_column_default in schema.names and image_column not in schema.names:
+            hash_column = hash_column_default
+        elif hash_column_default in schema.names and pa.types.is_string(schema.field(hash_column_default).type):
+            hash_column = hash_column_default  # hashes already there: no decoding
+    if fmt == "files" and hash_column is not None:
+        raise ConfigError("--reference-hash-column applies to Parquet references")
+    spec = resolve(references, fmt, image_column, id_column, hash_column, hash_bits, flag="--reference")
+    spec.hash_column = hash_column
+    return spec
+
+
+class ReadReference(beam.PTransform):
+    """Reads the references of an :class:`InputSpec` with the input's readers: image files as
+    dict records, Parquet as pyarrow tables (``ReadAllFromParquetBatched``, only the id and the
+    image or hash column), with the id and image columns renamed to the transform's fields."""
+
+    def __init__(self, spec: InputSpec, id_field: str, image_field: str):
+        super().__init__()
+        self._spec = spec
+        self._id_field = id_field
+        self._image_field = image_field
+
+    def expand(self, pbegin):
+        spec = self._spec
+        patterns = pbegin | "Patterns" >> beam.Create(spec.patterns)
+        id_field, image_field = self._id_field, self._image_field
+        if spec.fmt == "files":
+            return (patterns
+                    | "MatchFiles" >> fileio.MatchAll()
+                    | "ReadMatches" >> fileio.ReadMatches()
+                    | "ToRecords" >> beam.Map(lambda f: {id_field: f.metadata.path, image_field: f.read()}))
+        value = spec.hash_column or spec.image_column
+        renamed = {spec.id_column: id_field, value: spec.hash_column or image_field}
+
+        def rename(table):
+            return table.rename_columns([renamed.get(n, n) for n in table.schema.names])
+        return (patterns
+                | "ReadParquet" >> parquetio.ReadAllFromParquetBatched(columns=[spec.id_column, value])
+                | "Rename" >> beam.Map(rename))

@@ -14,14 +14,16 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
 from beam_phash import DUPLICATE_OF_FIELD, ERROR_FIELD
-from beam_phash.records import DISTANCE_FIELD
+from beam_phash.records import DISTANCE_FIELD, MATCHED_FIELD
 from pipelines.inputs import InputSpec
 
 OUTPUTS = ("kept", "duplicates", "failed")
+REFERENCE_FAILED = "reference_failed"
 
 
 def schemas(spec: InputSpec, hash_field: str, near_duplicates: bool = False) -> Dict[str, pa.Schema]:
-    """The Parquet schema of each output (near-duplicate mode adds the duplicates' distance)."""
+    """The Parquet schema of each output (near-duplicate mode, or a reference, adds the
+    duplicates' distance)."""
     if spec.fmt == "files":
         base = pa.schema([("id", pa.string())])
     else:
@@ -30,10 +32,12 @@ def schemas(spec: InputSpec, hash_field: str, near_duplicates: bool = False) -> 
     duplicates = with_hash.append(pa.field(DUPLICATE_OF_FIELD, pa.string()))
     if near_duplicates:
         duplicates = duplicates.append(pa.field(DISTANCE_FIELD, pa.int32()))
+    duplicates = duplicates.append(pa.field(MATCHED_FIELD, pa.string()))
     return {
         "kept": with_hash,
         "duplicates": duplicates,
         "failed": with_hash.append(pa.field(ERROR_FIELD, pa.string())),
+        REFERENCE_FAILED: pa.schema([("id", pa.string()), (ERROR_FIELD, pa.string())]),
     }
 
 
@@ -48,19 +52,26 @@ def _projector(names: List[str]):
 
 
 class WriteOutputs(beam.PTransform):
-    """Writes the (kept, duplicates, failed) triple as Parquet shards under ``output``."""
+    """Writes ``DedupOutputs`` (kept, duplicates, failed, reference_failed) as Parquet shards
+    under ``output``; ``reference_failed`` only with a reference."""
 
-    def __init__(self, spec: InputSpec, output: str, hash_field: str, near_duplicates: bool = False):
+    def __init__(self, spec: InputSpec, output: str, hash_field: str, near_duplicates: bool = False,
+                 reference: bool = False):
         super().__init__()
         self._spec = spec
+        self._reference = reference
         self._output = output
         self._schemas = schemas(spec, hash_field, near_duplicates)
 
-    def expand(self, triple):
+    def expand(self, outputs):
         written = {}
-        for name, pcoll in zip(OUTPUTS, triple):
+        id_column = self._spec.id_column
+        failed_refs = outputs.reference_failed | "ReferenceFailedRows" >> beam.Map(
+            lambda r: {"id": None if r.get(id_column) is None else str(r.get(id_column)), ERROR_FIELD: r.get(ERROR_FIELD)})
+        names = OUTPUTS + ((REFERENCE_FAILED,) if self._reference else ())
+        for name, pcoll in zip(names, tuple(outputs[:3]) + (failed_refs,)):
             schema = self._schemas[name]
-            title = name.title()
+            title = name.title().replace("_", "")
             written[name] = (
                 pcoll
                 | f"Project{title}" >> beam.Map(_projector(schema.names))

@@ -20,7 +20,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from beam_phash import DUPLICATE_OF_FIELD, ERROR_FIELD, PHash
-from beam_phash.records import DISTANCE_FIELD, BadRecord, image_bytes
+from beam_phash.records import DISTANCE_FIELD, MATCHED_FIELD, BadRecord, image_bytes
 
 THUMB_SIDE = 160
 
@@ -93,9 +93,20 @@ class CollectReportData(beam.PTransform):
         self._per_group = per_group
         self._max_failures = max_failures
 
-    def expand(self, triple):
-        kept, dups, failed = triple
+    def expand(self, outputs):
+        kept, all_dups, failed = outputs[:3]
         fields = self._fields
+        # Groups are of this run's keepers; matches of a reference or an earlier run are listed apart.
+        dups = all_dups | "OfThisRun" >> beam.Filter(lambda r: r.get(MATCHED_FIELD) in (None, "input"))
+        (all_dups
+         | "OfEarlier" >> beam.Filter(lambda r: r.get(MATCHED_FIELD) in ("reference", "state"))
+         | "FirstMatches" >> beam.combiners.Top.Smallest(
+             self._max_groups * self._per_group, key=lambda r: (r.get(MATCHED_FIELD), fields.id_of(r) or ""))
+         | "MatchRows" >> beam.FlatMap(lambda rows: [json.dumps({
+             **fields.member(r, kept=False), "matched": r.get(MATCHED_FIELD),
+             "duplicate_of": r.get(DUPLICATE_OF_FIELD)}) for r in rows])
+         | "WriteMatches" >> beam.io.WriteToText(FileSystems.join(self._output, "report", "matches"),
+                                                 file_name_suffix=".jsonl", num_shards=1))
         top = (dups
                | "KeeperIds" >> beam.Map(lambda r: r.get(DUPLICATE_OF_FIELD))
                | "WithKeeperId" >> beam.Filter(lambda k: k is not None)
@@ -146,15 +157,44 @@ table.failed{border-collapse:collapse}table.failed td{border-top:1px solid #ddd;
 """
 
 
-def _figure(m: dict) -> str:
+def _figure(m: dict, caption: Optional[str] = None) -> str:
     img = (f'<img src="{m["thumb"]}" alt="">' if m.get("thumb")
            else '<div class="noimg">no preview</div>')
     label = '<span class="tag">KEPT</span>' if m["kept"] else f'distance {m.get("distance")}'
+    if caption is not None:
+        label = html.escape(caption)
     return (f'<figure class="{"kept" if m["kept"] else "dup"}">{img}'
             f'<figcaption>{label}<br>{html.escape(str(m.get("id")))}</figcaption></figure>')
 
 
-def render(summary: dict, groups: List[dict], failures: List[dict]) -> str:
+def _matches_section(summary: dict, matches: List[dict]) -> List[str]:
+    """What matched the reference or an earlier run (state), and the references that failed."""
+    e = html.escape
+    ref = summary.get("reference")
+    state = summary.get("state_matches") or 0
+    if ref is None and not state:
+        return []
+    parts = ["<h2>Matched before this run</h2><table class='counts'>"]
+    if ref is not None:
+        parts.append(f"<tr><td>references</td><td>{ref.get('references')}</td></tr>"
+                     f"<tr><td>inputs that matched the reference</td><td>{ref.get('matches')}</td></tr>"
+                     f"<tr><td>references that could not be hashed</td><td>{ref.get('failed')}</td></tr>")
+    if summary.get("state_dir"):
+        parts.append(f"<tr><td>inputs that matched earlier runs (state)</td><td>{state}</td></tr>")
+    parts.append("</table>")
+    if matches:
+        parts.append("<div class='members'>" + "".join(
+            _figure({**m, "kept": False}, f"{m['matched']}: {m.get('duplicate_of')}, distance {m.get('distance')}")
+            for m in sorted(matches, key=lambda m: (m["matched"], str(m["id"])))) + "</div>")
+    failures = (ref or {}).get("failures") or []
+    if failures:
+        parts.append("<h3>References that could not be hashed</h3><table class='failed'>"
+                     + "".join(f"<tr><td>{e(str(f.get('id')))}</td><td>{e(str(f.get('error')))}</td></tr>"
+                               for f in failures) + "</table>")
+    return parts
+
+
+def render(summary: dict, groups: List[dict], failures: List[dict], matches: List[dict] = ()) -> str:
     e = html.escape
     groups = sorted(groups, key=lambda g: (-g["size"], g["keeper"]))
     adds = summary.get("adds_up")
@@ -174,8 +214,9 @@ def render(summary: dict, groups: List[dict], failures: List[dict]) -> str:
         f"<table class='counts'>{rows}</table>",
         f"<p class='{'ok' if adds else 'bad'}'>inputs = kept + duplicates + failed: "
         f"{'yes' if adds else 'NO'}</p>",
-        f"<h2>Largest {kind} groups ({len(groups)} shown)</h2>",
     ]
+    parts += _matches_section(summary, list(matches))
+    parts += [f"<h2>Largest {kind} groups ({len(groups)} shown)</h2>"]
     if not groups:
         parts.append("<p>No duplicates found.</p>")
     for g in groups:
@@ -200,7 +241,8 @@ def render(summary: dict, groups: List[dict], failures: List[dict]) -> str:
 
 def write_report(output: str, summary: dict) -> str:
     """Render ``DIR/report.html`` from the pipeline's report rows; returns its path."""
-    page = render(summary, _read_jsonl(output, "groups"), _read_jsonl(output, "failures"))
+    page = render(summary, _read_jsonl(output, "groups"), _read_jsonl(output, "failures"),
+                  _read_jsonl(output, "matches"))
     path = FileSystems.join(output, "report.html")
     with FileSystems.create(path) as f:
         f.write(page.encode("utf-8"))

@@ -9,10 +9,15 @@ from __future__ import annotations
 from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
+import pyarrow as pa
 
 U64 = np.uint64
-#: A class id is (exact partition << PARTITION_SHIFT) | index in that partition.
+#: A class id is (exact partition << PARTITION_SHIFT) | index in that partition; a fixed image's
+#: id (see ``fixed``) also has FIXED_BIT set, and its source in SOURCE_SHIFT.
 PARTITION_SHIFT = 40
+FIXED_BIT = U64(1 << 63)
+SOURCE_SHIFT = 62
+_PARTITION_MASK = U64((1 << (SOURCE_SHIFT - PARTITION_SHIFT)) - 1)
 
 
 def u8(a: np.ndarray) -> np.ndarray:
@@ -37,8 +42,8 @@ def pack_owners(owners: Sequence[str]) -> Tuple[np.ndarray, bytes]:
 
 
 def concat(cls, parts: Iterable):
-    """One ``cls`` batch from several: array fields concatenated, list fields joined, fields
-    that are None in every part stay None."""
+    """One ``cls`` batch from several: array fields concatenated, list fields joined, Arrow
+    arrays concatenated, fields that are None in every part stay None."""
     parts = list(parts)
     fields = []
     for name in cls._fields:
@@ -47,13 +52,35 @@ def concat(cls, parts: Iterable):
             fields.append(None)
         elif isinstance(values[0], list):
             fields.append([x for v in values for x in v])
+        elif isinstance(values[0], pa.Array):
+            fields.append(pa.concat_arrays([v.cast(pa.large_string()) for v in values]))
         else:
             fields.append(np.concatenate(values))
     return cls(*fields)
 
 
 def partition_of_ids(ids: np.ndarray) -> np.ndarray:
-    return (ids >> U64(PARTITION_SHIFT)).astype(np.int64)
+    return ((ids >> U64(PARTITION_SHIFT)) & _PARTITION_MASK).astype(np.int64)
+
+
+def is_fixed(ids: np.ndarray) -> np.ndarray:
+    return (ids & FIXED_BIT) != 0
+
+
+def take_labels(labels: pa.Array, index) -> pa.Array:
+    return labels.take(pa.array(np.asarray(index, dtype=np.int64)))
+
+
+def pack_labels(labels: pa.Array) -> Tuple[np.ndarray, np.ndarray]:
+    """(uint64 offsets, UTF-8 blob) of an Arrow string array without nulls, for the kernels."""
+    labels = labels.cast(pa.large_string())
+    if isinstance(labels, pa.ChunkedArray):
+        labels = labels.combine_chunks()
+    _, offsets, data = labels.buffers()
+    n = len(labels)
+    offsets = np.frombuffer(offsets, dtype=np.int64)[labels.offset:labels.offset + n + 1]
+    blob = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+    return (offsets - offsets[0]).astype(U64), blob[offsets[0]:offsets[-1]]
 
 
 class Ranked(NamedTuple):
@@ -98,6 +125,11 @@ class Edges(NamedTuple):
     def take(self, mask) -> "Edges":
         return Edges(self.a[mask], self.b[mask], self.distance[mask])
 
+    def split_fixed(self) -> Tuple["Edges", "Edges"]:
+        """(edges between new images, edges from a new image ``a`` to a fixed image ``b``)."""
+        mixed = is_fixed(self.b)
+        return self.take(~mixed), self.take(mixed)
+
     @staticmethod
     def empty() -> "Edges":
         return Edges(np.zeros(0, U64), np.zeros(0, U64), np.zeros(0, np.uint32))
@@ -108,3 +140,62 @@ class Assigned(NamedTuple):
 
     ids: np.ndarray
     components: np.ndarray
+
+
+class Fixed(NamedTuple):
+    """Images that are already kept (an earlier run's, or a reference set): their hashes, source
+    (``fixed.SOURCES``) and labels (the ids that duplicates name), as an Arrow string array."""
+
+    keys: np.ndarray  # (n, hash_bytes) uint8
+    source: np.ndarray  # (n,) uint64
+    labels: pa.Array
+
+    def take(self, index) -> "Fixed":
+        return Fixed(self.keys[index], self.source[index], take_labels(self.labels, index))
+
+
+class FixedClasses(NamedTuple):
+    """The distinct fixed images of one exact partition: ids (ascending), source, label."""
+
+    ids: np.ndarray
+    source: np.ndarray
+    labels: pa.Array
+
+
+class Blocks(NamedTuple):
+    """New images within k of a fixed one: the new id, the best fixed id, the distance."""
+
+    new: np.ndarray  # uint64
+    fixed: np.ndarray  # uint64
+    distance: np.ndarray  # uint32
+
+    def take(self, index) -> "Blocks":
+        return Blocks(self.new[index], self.fixed[index], self.distance[index])
+
+    def best(self) -> "Blocks":
+        """One block per new image: the fixed image of the first source (a reference before an
+        earlier run), then the nearest, then the smallest id."""
+        if not len(self.new):
+            return self
+        source = self.fixed >> U64(SOURCE_SHIFT)
+        order = np.lexsort((self.fixed, self.distance, source, self.new))
+        ordered = self.take(order)
+        first = np.r_[True, ordered.new[1:] != ordered.new[:-1]]
+        return ordered.take(first)
+
+
+class Named(NamedTuple):
+    """Blocks with the fixed image's source and label: what a blocked image's records name."""
+
+    new: np.ndarray
+    fixed: np.ndarray
+    distance: np.ndarray
+    source: np.ndarray
+    labels: pa.Array
+
+    def blocks(self) -> Blocks:
+        return Blocks(self.new, self.fixed, self.distance)
+
+    def take(self, index) -> "Named":
+        return Named(self.new[index], self.fixed[index], self.distance[index], self.source[index],
+                     take_labels(self.labels, index))

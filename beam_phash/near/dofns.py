@@ -23,25 +23,34 @@ from beam_phash.near.batches import (
     PARTITION_SHIFT,
     U64,
     Assigned,
+    Blocks,
     Classes,
     Edges,
     Images,
+    Named,
     Ranked,
     concat,
+    is_fixed,
     pack_owners,
     partition_of_ids,
     u8,
     u32s,
     u64s,
 )
+from beam_phash.near.fixed import INPUT, SOURCES, STATE, blocks_by_partition, fixed_batch
 from beam_phash.near.policy import primary_rank
-from beam_phash.routing import bucket_of
+from beam_phash.routing import bucket_of, bucket_of_rows
 from beam_phash.outcome import emit
-from beam_phash.records import DISTANCE_FIELD, keeper_label
+from beam_phash.records import DISTANCE_FIELD, MATCHED_FIELD, keeper_label
 
 ROWS = "rows"
 CLASSES = "classes"
 FOREST = "forest"
+BLOCKS = "blocks"
+FATES = "fates"
+KEPT_ROWS = "kept_rows"
+#: The rank of a fixed image: before every record of this run.
+FIXED_RANK = (-1, "", b"")
 #: Ranked rows per element, at most (a bundle's rows for one partition are sent together).
 FLUSH_ROWS = 16384
 
@@ -166,24 +175,40 @@ class SearchDoFn(beam.DoFn):
         self._groups = groups
         self._metrics = DedupMetrics()
 
-    def _search(self, images: Images, band: int, **kwargs) -> Edges:
+    def _search(self, images: Images, band: int, fixed: int, **kwargs) -> Edges:
         a, b, d, candidates, big_runs = near_search(
             u8(images.hashes), u8(images.ids), hash_bytes=self._hash_bytes, bits=self._bits,
             max_distance=self._k, layout=self._layout, band=band,
-            variants=None if images.variants is None else u8(images.variants), **kwargs)
+            variants=None if images.variants is None else u8(images.variants), fixed=fixed, **kwargs)
         self._metrics.near_candidates.inc(candidates)
         self._metrics.near_big_runs.inc(big_runs)
         return Edges(u64s(a), u64s(b), u32s(d))
 
     def process(self, element: Tuple[Tuple[int, int, int], Iterable[Images]]):
         (part, sub, prefix), batches = element
-        images = concat(Images, batches)
+        new, fixed = [], []
+        for batch in batches:
+            if len(batch.ids):
+                (fixed if is_fixed(batch.ids[:1])[0] else new).append(batch)
+        if not new:
+            return  # fixed images are never paired with each other
+        images = concat(Images, new)
+        n_fixed = 0
+        if fixed:
+            fixed_images = concat(Images, fixed)
+            n_fixed = len(fixed_images.ids)
+            images = Images(np.concatenate([images.ids, fixed_images.ids]),
+                            np.concatenate([images.hashes, fixed_images.hashes]), images.variants)
         if sub >= 0:
             w = sub_blocks(*self._layout[part])[sub][1]
-            edges = self._search(images, part, sub=sub, prefix_bits=min(self._prefix_bits, w), prefix=prefix)
+            edges = self._search(images, part, n_fixed, sub=sub, prefix_bits=min(self._prefix_bits, w), prefix=prefix)
         else:
-            edges = concat(Edges, [self._search(images, band)
+            edges = concat(Edges, [self._search(images, band, n_fixed)
                                    for band in range(part, len(self._layout), self._groups)])
+        edges, mixed = edges.split_fixed()
+        if len(mixed.a):
+            for p, blocks in blocks_by_partition(Blocks(mixed.a, mixed.b, mixed.distance).best()):
+                yield beam.pvalue.TaggedOutput(BLOCKS, (p, blocks))
         if not len(edges.a):
             return
         self._metrics.near_dup_pairs.inc(len(edges.a))
@@ -218,26 +243,52 @@ class ComponentsDoFn(beam.DoFn):
 
 class AttachDoFn(beam.DoFn):
     """One exact partition: its images that have a neighbour, and the edges that start there,
-    re-keyed by the partition of their component (its smallest id)."""
+    re-keyed by the partition of their component (its smallest id). Images within k of a fixed
+    image are dropped here, as duplicates of it (on ``fates``), and leave the graph: they are
+    never kept, so they decide nothing for their neighbours."""
 
     def process(self, element):
         _, joined = element
         assigned = list(joined["assigned"])
+        named = list(joined["named"])
+        if not assigned and not named:
+            return
+        classes = concat(Classes, joined[CLASSES])
+        blocked = np.zeros(0, dtype=U64)
+        if named:
+            named = concat(Named, named)
+            named = named.take(_best_rows(named))
+            blocked = named.new
+            rows = np.searchsorted(classes.ids, named.new)
+            for i, row in enumerate(rows):
+                yield beam.pvalue.TaggedOutput(FATES, (classes.keys[row].tobytes(), [
+                    (int(named.distance[i]), FIXED_RANK, named.labels[i].as_py(), SOURCES[int(named.source[i])])]))
         if not assigned:
             return
         ids, comps = concat(Assigned, assigned)
-        classes = concat(Classes, joined[CLASSES])
+        if len(blocked):
+            keep = ~np.isin(ids, blocked)
+            ids, comps = ids[keep], comps[keep]
         rows = np.searchsorted(classes.ids, ids)
         nodes = classes.take(rows)
         node_parts = partition_of_ids(comps)
         for q in np.unique(node_parts):
             yield int(q), ("nodes", nodes.take(np.flatnonzero(node_parts == q)))
         edge_batches = list(joined["edges"])
-        if edge_batches:
+        if edge_batches and len(ids):
             edges = concat(Edges, edge_batches)
+            edges = edges.take(np.isin(edges.a, ids))
             edge_parts = partition_of_ids(comps[np.searchsorted(ids, edges.a)])
             for q in np.unique(edge_parts):
                 yield int(q), ("edges", edges.take(edge_parts == q))
+
+
+def _best_rows(named: Named) -> np.ndarray:
+    """Rows of the one block per new image (see ``Blocks.best``), from every search group."""
+    blocks = named.blocks()
+    order = np.lexsort((blocks.fixed, blocks.distance, named.source, blocks.new))
+    new = blocks.new[order]
+    return order[np.r_[True, new[1:] != new[:-1]]]
 
 
 class ResolveDoFn(beam.DoFn):
@@ -251,6 +302,8 @@ class ResolveDoFn(beam.DoFn):
             (nodes if kind == "nodes" else edges).append(batch)
         nodes = concat(Classes, nodes)
         edges = concat(Edges, edges) if edges else Edges.empty()
+        # Edges to images that left the graph (within k of a fixed image) decide nothing.
+        edges = edges.take(np.isin(edges.b, nodes.ids))
         offsets, blob = pack_owners(nodes.owners)
         dropped, keepers, distances = (u32s(x) for x in near_resolve(
             u8(nodes.ids), u8(nodes.primary), u8(offsets), blob, u8(nodes.keys), nodes.keys.shape[1],
@@ -260,7 +313,7 @@ class ResolveDoFn(beam.DoFn):
         starts = np.flatnonzero(np.r_[True, dropped[1:] != dropped[:-1]])
         for lo, hi in zip(starts, np.r_[starts[1:], len(dropped)]):
             near = [(int(distances[i]), (int(nodes.primary[keepers[i]]), nodes.owners[keepers[i]],
-                                         nodes.keys[keepers[i]].tobytes()), nodes.owners[keepers[i]])
+                                         nodes.keys[keepers[i]].tobytes()), nodes.owners[keepers[i]], INPUT)
                     for i in range(lo, hi)]
             yield nodes.keys[dropped[lo]].tobytes(), near
 
@@ -269,10 +322,17 @@ class ApplyDoFn(beam.DoFn):
     """The records of one image key and its fate. A record is kept when its image is and it is
     the best-ranked record of the key (or has that record's owner); otherwise it is a duplicate of
     the nearest image kept before it in rank order: the key's best record at distance 0, or, when
-    the image was dropped, its nearest kept neighbour ranked before the record."""
+    the image was dropped, its nearest kept neighbour ranked before the record (a fixed image, when
+    it is within k of one). With ``hash_bytes`` set, the kept images' hashes and labels also go,
+    packed per bundle and keyed by exact partition, to ``kept_rows`` (for the state)."""
 
-    def __init__(self):
+    def __init__(self, hash_bytes: int = 0, partitions: int = 1):
+        self._hash_bytes = hash_bytes
+        self._partitions = partitions
         self._metrics = DedupMetrics()
+
+    def start_bundle(self):
+        self._kept: Tuple[List[bytes], List[str]] = ([], [])
 
     def process(self, element):
         key, joined = element
@@ -281,12 +341,27 @@ class ApplyDoFn(beam.DoFn):
         head = min((primary, owner) for primary, owner, _ in records)[1]
         for primary, owner, record in records:
             if fate is None:
-                decision = None if owner == head else (head, 0)
+                decision = None if owner == head else (head, 0, INPUT)
             else:
                 rank = (primary, owner, key)
-                decision = next((keeper, d) for d, keeper_rank, keeper in fate if keeper_rank < rank)
+                decision = next((keeper, d, source) for d, keeper_rank, keeper, source in fate if keeper_rank < rank)
             if decision is None:
+                if self._hash_bytes:
+                    self._kept[0].append(key[:self._hash_bytes])
+                    self._kept[1].append(keeper_label(owner))
                 yield emit(record, None, self._metrics)
             else:
-                keeper, distance = decision
-                yield emit(record, keeper_label(keeper), self._metrics, **{DISTANCE_FIELD: distance})
+                keeper, distance, source = decision
+                yield emit(record, keeper_label(keeper) if source == INPUT else keeper, self._metrics,
+                           **{DISTANCE_FIELD: distance, MATCHED_FIELD: source})
+
+    def finish_bundle(self):
+        hashes, labels = self._kept
+        if not hashes:
+            return
+        keys = np.frombuffer(b"".join(hashes), dtype=np.uint8).reshape(len(hashes), self._hash_bytes)
+        parts = bucket_of_rows(keys, self._partitions)
+        batch = fixed_batch(keys, STATE, labels)
+        for p in np.unique(parts):
+            yield beam.pvalue.TaggedOutput(KEPT_ROWS, WindowedValue(
+                (int(p), batch.take(np.flatnonzero(parts == p))), GlobalWindow().max_timestamp(), [GlobalWindow()]))

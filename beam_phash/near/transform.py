@@ -20,6 +20,11 @@ every element there is a packed batch (``batches``), thousands of images per ele
    components, in Rust.
 6. ``JoinFates``/``Apply``: each dropped image's fate goes back to its records by key.
 
+Fixed images (``fixed.py``: an earlier run's kept hashes from ``state``, and a reference set)
+join at step 3 after their own collapse; a new image within k of one is dropped by ``Attach`` as
+its duplicate and leaves the graph. With ``state``, ``Apply`` also emits the kept hashes, which
+``NearState.commit`` adds to the state directory once every record has its fate.
+
 Memory: no step holds the whole graph. A band partition holds its images (ids, hashes) and the
 edges it found; the global step 12 bytes per image with a neighbour; a resolve partition its
 components' images and edges.
@@ -31,8 +36,9 @@ from typing import Optional
 import apache_beam as beam
 
 from beam_phash._native import near_layout
-from beam_phash.near import dofns
+from beam_phash.near import dofns, fixed as fixed_images
 from beam_phash.near.policy import check_keep
+from beam_phash.near.state import NearState
 from beam_phash.records import DUPLICATES, KEPT
 
 
@@ -52,13 +58,18 @@ class NearDedup(beam.PTransform):
       search_partitions: with ``band_partition_bits`` = 0, how many band groups are searched in
         parallel; each is one copy of the hashes through the shuffle.
       expected_count: about how many distinct images, for the band layout's cost model.
+      fixed: a PCollection of ``batches.Fixed`` (a reference set), or None.
+      state: a :class:`NearState`: its images are fixed too, and this run's kept ones are
+        added to it.
     """
 
     def __init__(self, max_distance: int, bits: int, hash_bytes: int, dihedral: bool = False,
                  keep: str = "largest", partitions: int = 16, band_partition_bits: int = 0,
                  search_partitions: int = 4, expected_count: Optional[int] = None,
-                 label: Optional[str] = None):
+                 fixed=None, state: Optional[NearState] = None, label: Optional[str] = None):
         super().__init__(label)
+        self._fixed = fixed
+        self._state = state
         self._k = max_distance
         self._bits = bits
         self._hash_bytes = hash_bytes
@@ -70,6 +81,25 @@ class NearDedup(beam.PTransform):
         self.layout = near_layout(bits, max_distance, count)
         self._search_partitions = min(search_partitions, len(self.layout))
 
+    def _fixed_images(self, pipeline):
+        """Fixed batches from the state and the reference -> (distinct fixed images, their
+        classes), or (None, None)."""
+        sources = []
+        if self._state is not None and self._state.manifest["segments"]:
+            sources.append(pipeline | "ReadState" >> self._state)
+        if self._fixed is not None:
+            sources.append(self._fixed)
+        if not sources:
+            return None, None
+        batches = sources[0] if len(sources) == 1 else tuple(sources) | "AllFixed" >> beam.Flatten()
+        collapsed = (batches
+                     | "FixedWindow" >> beam.WindowInto(beam.window.GlobalWindows())
+                     | "PackFixed" >> beam.ParDo(fixed_images.PackFixedDoFn(self._partitions))
+                     | "GroupFixed" >> beam.GroupByKey()
+                     | "CollapseFixed" >> beam.ParDo(fixed_images.CollapseFixedDoFn()).with_outputs(
+                         fixed_images.FIXED_CLASSES, main="images"))
+        return collapsed.images, collapsed[fixed_images.FIXED_CLASSES]
+
     def expand(self, hashed):
         packed = (hashed
                   | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
@@ -79,23 +109,41 @@ class NearDedup(beam.PTransform):
                      | "GroupExact" >> beam.GroupByKey()
                      | "Collapse" >> beam.ParDo(dofns.CollapseDoFn(self._hash_bytes, self._dihedral)).with_outputs(
                          dofns.CLASSES, main="images"))
-        searched = (collapsed.images
+        fixed, fixed_classes = self._fixed_images(hashed.pipeline)
+        images = collapsed.images
+        if fixed is not None:
+            images = (images, fixed) | "WithFixed" >> beam.Flatten()
+        searched = (images
                     | "BandSplit" >> beam.ParDo(dofns.BandSplitDoFn(
                         self.layout, self._hash_bytes, self._prefix_bits, self._search_partitions))
                     | "GroupBand" >> beam.GroupByKey()
                     | "Search" >> beam.ParDo(dofns.SearchDoFn(
                         self._bits, self._k, self.layout, self._hash_bytes, self._prefix_bits,
                         self._search_partitions)).with_outputs(
-                        dofns.FOREST, main="edges"))
+                        dofns.FOREST, dofns.BLOCKS, main="edges"))
         assigned = (searched[dofns.FOREST]
                     | "OneGraph" >> beam.Map(lambda forest: (0, forest))
                     | "GroupForests" >> beam.GroupByKey()
                     | "Components" >> beam.ParDo(dofns.ComponentsDoFn()))
-        fates = ({dofns.CLASSES: collapsed[dofns.CLASSES], "assigned": assigned, "edges": searched.edges}
-                 | "JoinComponents" >> beam.CoGroupByKey()
-                 | "Attach" >> beam.ParDo(dofns.AttachDoFn())
-                 | "GroupComponents" >> beam.GroupByKey()
-                 | "Resolve" >> beam.ParDo(dofns.ResolveDoFn()))
-        return ({"records": packed.records, "fate": fates}
-                | "JoinFates" >> beam.CoGroupByKey()
-                | "Apply" >> beam.ParDo(dofns.ApplyDoFn()).with_outputs(DUPLICATES, main=KEPT))
+        joined = {dofns.CLASSES: collapsed[dofns.CLASSES], "assigned": assigned, "edges": searched.edges}
+        if fixed is not None:
+            joined["named"] = ({fixed_images.FIXED_CLASSES: fixed_classes, "blocks": searched[dofns.BLOCKS]}
+                               | "JoinFixed" >> beam.CoGroupByKey()
+                               | "NameBlocks" >> beam.ParDo(fixed_images.NameBlocksDoFn()))
+        else:
+            joined["named"] = searched[dofns.BLOCKS]  # always empty: keeps the join's shape
+        attached = (joined
+                    | "JoinComponents" >> beam.CoGroupByKey()
+                    | "Attach" >> beam.ParDo(dofns.AttachDoFn()).with_outputs(dofns.FATES, main="nodes"))
+        resolved = (attached.nodes
+                    | "GroupComponents" >> beam.GroupByKey()
+                    | "Resolve" >> beam.ParDo(dofns.ResolveDoFn()))
+        fates = (resolved, attached[dofns.FATES]) | "AllFates" >> beam.Flatten()
+        applied = ({"records": packed.records, "fate": fates}
+                   | "JoinFates" >> beam.CoGroupByKey()
+                   | "Apply" >> beam.ParDo(dofns.ApplyDoFn(
+                       self._hash_bytes if self._state is not None else 0, self._partitions)).with_outputs(
+                       DUPLICATES, dofns.KEPT_ROWS, main=KEPT))
+        if self._state is not None:
+            _ = self._state.commit(applied[dofns.KEPT_ROWS])
+        return applied[KEPT], applied[DUPLICATES]

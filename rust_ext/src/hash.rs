@@ -12,6 +12,11 @@ use crate::decode::{decode, Limits};
 use crate::error::HashError;
 use crate::pool;
 
+/// The version of the hashes this crate computes. Bump it whenever any image's hash changes (a
+/// new resize, a fixed rounding): state written with another version would silently miss
+/// duplicates, so it is recorded in every state manifest and checked on load.
+pub const HASH_VERSION: u32 = 1;
+
 /// Raw hash bytes plus the number of meaningful bits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HashBits {

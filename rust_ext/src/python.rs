@@ -13,7 +13,7 @@ use pyo3::types::{PyBytes, PyList, PyTuple};
 use crate::algorithm::{bit_count, Algorithm, HashSpec, MAX_HASH_SIZE, MIN_HASH_SIZE};
 use crate::decode::{Limits, ALPHA_BACKGROUND, DEFAULT_MAX_ALLOC, DEFAULT_MAX_PIXELS};
 use crate::error::HashError;
-use crate::hash::{hash_batch, hash_image as hash_image_core, HashBits, ImageHash};
+use crate::hash::{hash_batch, hash_image as hash_image_core, HashBits, ImageHash, HASH_VERSION};
 use crate::near::bits::{u32s, u64s, Owners, Packed};
 use crate::near::forest::{spanning_forest as forest_core, Components as CoreComponents};
 use crate::near::search::{search, Images, Part, Sub};
@@ -424,6 +424,7 @@ fn with_images<T: Send>(
     ids: &Bound<'_, PyAny>,
     variants: Option<&Bound<'_, PyAny>>,
     hash_bytes: usize,
+    fixed: usize,
     f: impl FnOnce(&Images) -> Result<T, HashError> + Send,
 ) -> PyResult<T> {
     let (hbuf, ibuf) = (view(hashes)?, view(ids)?);
@@ -433,7 +434,7 @@ fn with_images<T: Send>(
     kernel(py, || {
         let ids = u64s(idata, "ids")?;
         let v = vdata.map(|d| Packed::new(d, hash_bytes)).transpose()?;
-        f(&Images::new(Packed::new(hdata, hash_bytes)?, v, &ids)?)
+        f(&Images::with_fixed(Packed::new(hdata, hash_bytes)?, v, &ids, fixed)?)
     })
 }
 
@@ -463,8 +464,10 @@ fn near_fields<'py>(py: Python<'py>, hashes: &Bound<'py, PyAny>, hash_bytes: usi
 
 /// The pairs within `max_distance` that qualify first on one band (or one sub-block partition of
 /// it): (a ids, b ids, distances) as uint64, uint64, uint32 bytes, plus (candidates, big runs).
+/// The last `fixed` images are already kept: only pairs with a new image are searched, and
+/// `variants` cover the new images only.
 #[pyfunction]
-#[pyo3(signature = (hashes, ids, *, hash_bytes, bits, max_distance, layout, band, variants=None, sub=None, prefix_bits=0, prefix=0))]
+#[pyo3(signature = (hashes, ids, *, hash_bytes, bits, max_distance, layout, band, variants=None, sub=None, prefix_bits=0, prefix=0, fixed=0))]
 #[allow(clippy::too_many_arguments)]
 fn near_search<'py>(
     py: Python<'py>,
@@ -479,10 +482,11 @@ fn near_search<'py>(
     sub: Option<usize>,
     prefix_bits: u32,
     prefix: u64,
+    fixed: usize,
 ) -> PyResult<Bound<'py, PyTuple>> {
     let layout = layout_from(bits, max_distance, layout)?;
     let part = Part { band, sub: sub.map(|index| Sub { index, prefix_bits, prefix }) };
-    let (edges, stats) = with_images(py, hashes, ids, variants, hash_bytes, |images| search(images, &layout, part))?;
+    let (edges, stats) = with_images(py, hashes, ids, variants, hash_bytes, fixed, |images| search(images, &layout, part))?;
     let items: [Bound<'py, PyAny>; 5] = [
         PyBytes::new(py, &u64_bytes(&edges.a)).into_any(),
         PyBytes::new(py, &u64_bytes(&edges.b)).into_any(),
@@ -493,9 +497,10 @@ fn near_search<'py>(
     PyTuple::new(py, items)
 }
 
-/// Every pair within `max_distance` by brute force (the oracle): (a, b, distances) bytes.
+/// Every pair within `max_distance` by brute force (the oracle): (a, b, distances) bytes; the
+/// last `fixed` images pair only with the others.
 #[pyfunction]
-#[pyo3(signature = (hashes, ids, *, hash_bytes, max_distance, variants=None, threads=None))]
+#[pyo3(signature = (hashes, ids, *, hash_bytes, max_distance, variants=None, threads=None, fixed=0))]
 fn near_pairs_brute<'py>(
     py: Python<'py>,
     hashes: &Bound<'py, PyAny>,
@@ -504,9 +509,10 @@ fn near_pairs_brute<'py>(
     max_distance: u32,
     variants: Option<&Bound<'py, PyAny>>,
     threads: Option<usize>,
+    fixed: usize,
 ) -> PyResult<Bound<'py, PyTuple>> {
     let edges =
-        with_images(py, hashes, ids, variants, hash_bytes, |images| brute::all_pairs(images, max_distance, threads))?;
+        with_images(py, hashes, ids, variants, hash_bytes, fixed, |images| brute::all_pairs(images, max_distance, threads))?;
     let items = [
         PyBytes::new(py, &u64_bytes(&edges.a)),
         PyBytes::new(py, &u64_bytes(&edges.b)),
@@ -613,6 +619,66 @@ fn parse_hex_hashes<'py>(py: Python<'py>, values: &Bound<'py, PyAny>, bits: u32)
     PyTuple::new(py, items)
 }
 
+/// A column of hex hashes in Arrow layout (int64 `offsets`, n + 1 of them, into `data`; `valid`
+/// one byte per value, 0 for null, or None) -> (packed bytes, indices of the bad values as
+/// uint32 bytes, one reason per bad value). Bad values get zero bytes.
+#[pyfunction]
+#[pyo3(signature = (offsets, data, bits, valid=None))]
+fn parse_hex_column<'py>(
+    py: Python<'py>,
+    offsets: &Bound<'py, PyAny>,
+    data: &Bound<'py, PyAny>,
+    bits: u32,
+    valid: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyTuple>> {
+    if bits == 0 {
+        return Err(PyValueError::new_err("bits must be at least 1"));
+    }
+    let (obuf, dbuf) = (view(offsets)?, view(data)?);
+    let vbuf = valid.map(view).transpose()?;
+    let (odata, ddata) = unsafe { (as_slice(&obuf), as_slice(&dbuf)) };
+    let vdata = vbuf.as_ref().map(|b| unsafe { as_slice(b) });
+    let (packed, bad, reasons) = kernel(py, || {
+        let offsets: Vec<i64> = u64s(odata, "offsets")?.into_iter().map(|o| o as i64).collect();
+        let n = offsets.len().saturating_sub(1);
+        if vdata.is_some_and(|v| v.len() != n) {
+            return Err(HashError::Config(format!("{} validity bytes for {n} values", vdata.map_or(0, |v| v.len()))));
+        }
+        let width = bits.div_ceil(8) as usize;
+        let mut packed = Vec::with_capacity(n * width);
+        let (mut bad, mut reasons) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let (lo, hi) = (offsets[i], offsets[i + 1]);
+            if lo < 0 || hi < lo || hi as usize > ddata.len() {
+                return Err(HashError::Config(format!("offsets {lo}..{hi} outside {} bytes of data", ddata.len())));
+            }
+            let parsed = if vdata.is_some_and(|v| v[i] == 0) {
+                Err("missing hash".to_string())
+            } else {
+                match std::str::from_utf8(&ddata[lo as usize..hi as usize]) {
+                    Ok(s) => HashBits::from_hex(s.trim(), bits),
+                    Err(_) => Err("hash is not UTF-8 text".to_string()),
+                }
+            };
+            match parsed {
+                Ok(h) => packed.extend_from_slice(&h.bytes),
+                Err(e) => {
+                    packed.extend(std::iter::repeat(0u8).take(width));
+                    bad.push(i as u32);
+                    reasons.push(e);
+                }
+            }
+        }
+        Ok((packed, bad, reasons))
+    })?;
+    let items: [Bound<'py, PyAny>; 3] = [
+        PyBytes::new(py, &packed).into_any(),
+        PyBytes::new(py, &u32_bytes(&bad)).into_any(),
+        PyList::new(py, reasons)?.into_any(),
+    ];
+    PyTuple::new(py, items)
+}
+
 /// The one global union-find step over the forests' edges, in compact form (12 bytes per id):
 /// `add_ids` with every edge's ends, then `union` with every edge, then `components`.
 #[pyclass(module = "beam_phash", name = "Components")]
@@ -682,6 +748,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         wrap_pyfunction!(near_resolve, m)?,
         wrap_pyfunction!(collapse_heads, m)?,
         wrap_pyfunction!(parse_hex_hashes, m)?,
+        wrap_pyfunction!(parse_hex_column, m)?,
     ] {
         m.add_function(f)?;
     }
@@ -691,5 +758,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DEFAULT_MAX_PIXELS", DEFAULT_MAX_PIXELS)?;
     m.add("DEFAULT_MAX_ALLOC", DEFAULT_MAX_ALLOC)?;
     m.add("ALPHA_BACKGROUND", ALPHA_BACKGROUND)?;
+    m.add("HASH_VERSION", HASH_VERSION)?;
     Ok(())
 }

@@ -171,6 +171,78 @@ fn dihedral_variants_find_exactly_the_brute_force_pairs() {
     }
 }
 
+/// Brute force written out here, independently of the crate's oracle: every pair with at least
+/// one new image, by the one-sided dihedral distance against a fixed image.
+fn pairs_with_new(data: &[u8], variants: Option<&[u8]>, bytes: usize, fixed_from: usize, k: u32) -> BTreeMap<(u64, u64), u32> {
+    let ham = |x: &[u8], y: &[u8]| x.iter().zip(y).map(|(p, q)| (p ^ q).count_ones()).sum::<u32>();
+    let row = |i: usize| &data[i * bytes..(i + 1) * bytes];
+    let var = |i: usize, v: usize| &variants.unwrap()[(i * 8 + v) * bytes..][..bytes];
+    let n = data.len() / bytes;
+    let mut want = BTreeMap::new();
+    for i in 0..fixed_from {
+        for j in i + 1..n {
+            let d = match variants {
+                None => ham(row(i), row(j)),
+                Some(_) if j >= fixed_from => (0..8).map(|v| ham(var(i, v), row(j))).min().unwrap(),
+                Some(_) => (0..8).map(|v| ham(var(i, v), row(j)).min(ham(row(i), var(j, v)))).min().unwrap(),
+            };
+            if d <= k {
+                want.insert((i as u64, j as u64), d);
+            }
+        }
+    }
+    want
+}
+
+#[test]
+fn fixed_images_pair_only_with_new_ones() {
+    for (bits, k, fixed) in [(256u32, 16u32, 300usize), (256, 4, 50), (64, 10, 399), (64, 10, 0), (36, 8, 200)] {
+        let bytes = bits.div_ceil(8) as usize;
+        let n = 400;
+        let data = adversarial(n, bits, k, 17 + bits as u64 + fixed as u64);
+        let ids: Vec<u64> = (0..n as u64).collect();
+        let images = Images::with_fixed(Packed::new(&data, bytes).unwrap(), None, &ids, fixed).unwrap();
+        let want = pairs_with_new(&data, None, bytes, n - fixed, k);
+        assert!(fixed == 0 || want.keys().any(|&(_, b)| b as usize >= n - fixed), "no new-fixed pair ({bits}, {k})");
+        assert_eq!(oracle(&images, k), want, "the crate's oracle, bits {bits} k {k} fixed {fixed}");
+        for r in 0..=2u32.min(k) {
+            let m = (k + 1).div_ceil(r + 1).max(bits.div_ceil(64));
+            let Ok(layout) = Layout::with_radii(bits, k, &vec![r; m as usize]) else { continue };
+            assert_eq!(all_parts(&images, &layout, 0), want, "bits {bits} k {k} radius {r} fixed {fixed}");
+            assert_eq!(all_parts(&images, &layout, 2), want, "bits {bits} k {k} radius {r} fixed {fixed}, partitioned");
+        }
+    }
+}
+
+#[test]
+fn fixed_images_against_dihedral_variants() {
+    let (bits, k, n, fixed) = (64u32, 10u32, 200usize, 120usize);
+    let data = adversarial(n, bits, k, 4242);
+    let mut rng = Rng(99);
+    // New images only have variants; some are near a fixed image's hash (a rotated copy of it).
+    let mut variants = Vec::new();
+    for i in 0..n - fixed {
+        let h = &data[i * 8..(i + 1) * 8];
+        variants.extend_from_slice(h);
+        for _ in 1..8 {
+            let mut x = if rng.below(6) == 0 { data[(n - fixed + rng.below(fixed as u64) as usize) * 8..][..8].to_vec() } else { h.to_vec() };
+            flip(&mut x, bits, rng.below(k as u64 + 4) as u32, &mut rng);
+            variants.extend_from_slice(&x);
+        }
+    }
+    let ids: Vec<u64> = (0..n as u64).collect();
+    let images = Images::with_fixed(Packed::new(&data, 8).unwrap(), Some(Packed::new(&variants, 8).unwrap()), &ids, fixed).unwrap();
+    let want = pairs_with_new(&data, Some(&variants), 8, n - fixed, k);
+    assert!(want.iter().any(|(&(a, b), &d)| b as usize >= n - fixed && d < { let ham = data[a as usize * 8..][..8].iter().zip(&data[b as usize * 8..][..8]).map(|(p, q)| (p ^ q).count_ones()).sum::<u32>(); ham }), "no pair found only through a variant");
+    assert_eq!(oracle(&images, k), want);
+    for r in 0..=2u32 {
+        let layout = Layout::with_radii(bits, k, &vec![r; (k + 1).div_ceil(r + 1) as usize]).unwrap();
+        assert_eq!(all_parts(&images, &layout, 0), want, "radius {r}");
+        assert_eq!(all_parts(&images, &layout, 3), want, "radius {r}, partitioned");
+    }
+    assert!(Images::with_fixed(Packed::new(&data, 8).unwrap(), Some(Packed::new(&variants[..8], 8).unwrap()), &ids, fixed).is_err());
+}
+
 #[test]
 fn a_run_of_identical_band_values_is_searched_whole() {
     // 5000 hashes that all agree on every band but the last bits: one big run per band.

@@ -3,7 +3,6 @@
 use rayon::prelude::*;
 
 use crate::error::HashError;
-use crate::near::bits::image_distance;
 use crate::near::search::{Edges, Images};
 use crate::pool;
 
@@ -28,10 +27,13 @@ pub fn all_pairs(images: &Images, max_distance: u32, threads: Option<usize>) -> 
             .into_par_iter()
             .map(|i| {
                 let mut found = Vec::new();
+                if images.is_fixed(i) {
+                    return found; // fixed images pair only with new ones, which come first
+                }
                 let ri = &rows[i * wpr..(i + 1) * wpr];
-                if let Some(v) = &images.variants {
+                if images.variants.is_some() {
                     for j in i + 1..n {
-                        let d = image_distance(images.hashes.row(i), images.hashes.row(j), Some((v, i, j)));
+                        let d = images.distance(i, j);
                         if d <= max_distance {
                             found.push((j as u32, d));
                         }

@@ -8,45 +8,64 @@
 //! search, are verified by popcount. Big runs (blank or near-uniform images) are brute-forced in
 //! blocks: the work is quadratic in the run, never the recall.
 //!
+//! Fixed images (`Images::with_fixed`): the last `fixed` images are already kept (an earlier
+//! run's, or a reference set). They take part with their hash only (no variants), and pairs of
+//! two fixed images are never searched: inside each run the entries of new images come first,
+//! and fixed entries are compared only with new ones, so fixed-only runs cost their bucketing
+//! and nothing else.
+//!
 //! Emitted once: a pair of images can qualify on several bands, and (with variants) through
 //! several pairs of entries. It is emitted only by the first band (and, when partitioned by
 //! sub-block, the first sub-block) on which any of its entry pairs qualifies; every other band
 //! checks that and skips it. So the union of all bands' outputs holds each pair exactly once,
 //! however the bands are spread over workers.
 use crate::error::HashError;
-use crate::near::bits::{field, image_distance, Packed};
+use crate::near::bits::{field, hamming, image_distance, Packed};
 use crate::near::layout::{Layout, TABLE_BITS};
 
 /// Runs at least this long are counted as brute-forced (degenerate, near-uniform hashes).
 pub const BIG_RUN: usize = 1024;
 const BLOCK: usize = 256;
 
-/// What to search: `hashes` (n rows), optional `variants` (8n rows, first the identity), and
-/// the image ids that the edges name.
+/// What to search: `hashes` (n rows), optional `variants` (8 rows per new image, first the
+/// identity), the image ids that the edges name, and how many of the images, at the end, are
+/// fixed (see the module docs).
 #[derive(Clone, Copy)]
 pub struct Images<'a> {
     pub hashes: Packed<'a>,
     pub variants: Option<Packed<'a>>,
     pub ids: &'a [u64],
+    /// Images at or after this index are fixed.
+    pub fixed_from: usize,
 }
 
 impl<'a> Images<'a> {
     pub fn new(hashes: Packed<'a>, variants: Option<Packed<'a>>, ids: &'a [u64]) -> Result<Self, HashError> {
+        Self::with_fixed(hashes, variants, ids, 0)
+    }
+
+    /// Images whose last `fixed` are fixed: already kept, hash only (the variants cover the
+    /// new images only), never paired with each other.
+    pub fn with_fixed(hashes: Packed<'a>, variants: Option<Packed<'a>>, ids: &'a [u64], fixed: usize) -> Result<Self, HashError> {
         if ids.len() != hashes.len() {
             return Err(HashError::Config(format!("{} ids for {} hashes", ids.len(), hashes.len())));
         }
+        if fixed > hashes.len() {
+            return Err(HashError::Config(format!("{fixed} fixed images of {}", hashes.len())));
+        }
+        let fixed_from = hashes.len() - fixed;
         if let Some(v) = &variants {
-            if v.width() != hashes.width() || v.len() != 8 * hashes.len() {
+            if v.width() != hashes.width() || v.len() != 8 * fixed_from {
                 return Err(HashError::Config(format!(
-                    "variants must be 8 hashes of {} bytes per image, got {} of {} bytes for {} images",
+                    "variants must be 8 hashes of {} bytes per new image, got {} of {} bytes for {} new images",
                     hashes.width(),
                     v.len(),
                     v.width(),
-                    hashes.len()
+                    fixed_from
                 )));
             }
         }
-        Ok(Images { hashes, variants, ids })
+        Ok(Images { hashes, variants, ids, fixed_from })
     }
 
     fn slots(&self) -> usize {
@@ -54,6 +73,21 @@ impl<'a> Images<'a> {
             9
         } else {
             1
+        }
+    }
+
+    #[inline]
+    pub fn is_fixed(&self, i: usize) -> bool {
+        i >= self.fixed_from
+    }
+
+    /// Entry slots image `i` takes part with: all of them for a new image, its hash for a fixed one.
+    #[inline]
+    fn slots_of(&self, i: usize) -> usize {
+        if self.is_fixed(i) {
+            1
+        } else {
+            self.slots()
         }
     }
 
@@ -67,10 +101,20 @@ impl<'a> Images<'a> {
         }
     }
 
+    /// The distance of two images: with variants, the smallest over the variants of each new
+    /// one against the other's hash (a fixed image has no variants of its own).
     #[inline]
-    fn distance(&self, a: usize, b: usize) -> u32 {
-        let v = self.variants.as_ref().map(|v| (v, a, b));
-        image_distance(self.hashes.row(a), self.hashes.row(b), v)
+    pub fn distance(&self, a: usize, b: usize) -> u32 {
+        let (ha, hb) = (self.hashes.row(a), self.hashes.row(b));
+        match &self.variants {
+            None => image_distance(ha, hb, None),
+            Some(v) => match (self.is_fixed(a), self.is_fixed(b)) {
+                (false, false) => image_distance(ha, hb, Some((v, a, b))),
+                (false, true) => (0..8).map(|i| hamming(v.row(a * 8 + i), hb)).min().unwrap(),
+                (true, false) => (0..8).map(|i| hamming(ha, v.row(b * 8 + i))).min().unwrap(),
+                (true, true) => hamming(ha, hb),
+            },
+        }
     }
 
     /// The entry pairs through which a pair of images is searched: hash against hash, and with
@@ -146,6 +190,9 @@ fn emitted_here(layout: &Layout, part: Part, images: &Images, a: usize, b: usize
     let mut first_here: Option<bool> = None;
     for &(sa, sb) in images.combos() {
         for &(x, y) in &[(a, b), (b, a)] {
+            if sa >= images.slots_of(x) || sb >= images.slots_of(y) {
+                continue; // a fixed image takes part with its hash only
+            }
             let (hx, hy) = (images.entry(x, sa), images.entry(y, sb));
             for band in 0..part.band {
                 if qualifies(layout, band, None, hx, hy) {
@@ -302,7 +349,7 @@ fn search_body(images: &Images, layout: &Layout, part: Part) -> Result<(Edges, S
     // hashes copied in that order as u64 words, so each run is contiguous in memory.
     let mut entries: Vec<(u64, u32)> = Vec::with_capacity(n * slots);
     for i in 0..n {
-        for s in 0..slots {
+        for s in 0..images.slots_of(i) {
             let h = images.entry(i, s);
             if in_partition(h) {
                 entries.push((field(h, band.start, band.width), (i * slots + s) as u32));
@@ -348,7 +395,7 @@ fn search_body(images: &Images, layout: &Layout, part: Part) -> Result<(Edges, S
     // With variants: entry pairs with one image's own hash, verified by the dihedral distance.
     let check = |x: usize, y: usize, pairs: &mut Vec<(u32, u32, u32)>, stats: &mut Stats| {
         let (a, b) = (image_of[x], image_of[y]);
-        if a == b || (slot_of[x] != 0 && slot_of[y] != 0) {
+        if a == b || (slot_of[x] != 0 && slot_of[y] != 0) || (images.is_fixed(a as usize) && images.is_fixed(b as usize)) {
             return;
         }
         stats.candidates += 1;
@@ -358,47 +405,58 @@ fn search_body(images: &Images, layout: &Layout, part: Part) -> Result<(Edges, S
         }
     };
 
+    // Within a run, entries of new images come first (entries were listed in image order and
+    // both bucketings keep that order within a value): [start, mid) new, [mid, end) fixed.
+    let first_fixed = |s: usize, e: usize| s + image_of[s..e].partition_point(|&img| !images.is_fixed(img as usize));
+    let scan = |xs: std::ops::Range<usize>, ys: &dyn Fn(usize) -> std::ops::Range<usize>, pairs: &mut Vec<(u32, u32, u32)>, stats: &mut Stats| {
+        if plain {
+            scan_plain(&rows, wpr, xs, ys, k, &image_of, pairs, stats);
+        } else {
+            for x in xs {
+                for y in ys(x) {
+                    check(x, y, pairs, stats);
+                }
+            }
+        }
+    };
+
     let mut start = 0;
     while start < keys.len() {
         let key = keys[start];
         let end = runs_end(&keys, start);
+        let mid = first_fixed(start, end);
+        if mid == start {
+            start = end; // fixed entries only: their pairs with new ones are found from the new side
+            continue;
+        }
         if end - start >= BIG_RUN {
             stats.big_runs += 1;
         }
-        // Inside the run, in blocks.
-        for ib in (start..end).step_by(BLOCK) {
+        // Inside the run, in blocks: each new entry against every later entry.
+        for ib in (start..mid).step_by(BLOCK) {
             for jb in (ib..end).step_by(BLOCK) {
-                let xs = ib..(ib + BLOCK).min(end);
                 let ye = (jb + BLOCK).min(end);
-                if plain {
-                    scan_plain(&rows, wpr, xs, |x| jb.max(x + 1)..ye, k, &image_of, &mut pairs, &mut stats);
-                } else {
-                    for x in xs {
-                        for y in jb.max(x + 1)..ye {
-                            check(x, y, &mut pairs, &mut stats);
-                        }
-                    }
-                }
+                scan(ib..(ib + BLOCK).min(mid), &|x| jb.max(x + 1)..ye, &mut pairs, &mut stats);
             }
         }
-        // Against the runs of the values within the radius (each pair of runs once).
+        // Against the runs of the values within the radius, each pair of runs once: from the
+        // smaller value, or from this run when the other one holds fixed entries only.
         for &m in &probe_masks {
             let other = key ^ m;
-            if other < key {
-                continue;
-            }
             let (os, oe) = runs.get(other);
             if os == oe {
                 continue;
             }
-            if plain {
-                scan_plain(&rows, wpr, start..end, |_| os..oe, k, &image_of, &mut pairs, &mut stats);
-            } else {
-                for x in start..end {
-                    for y in os..oe {
-                        check(x, y, &mut pairs, &mut stats);
-                    }
+            let omid = first_fixed(os, oe);
+            if other < key {
+                if omid == os {
+                    scan(start..mid, &|_| os..oe, &mut pairs, &mut stats);
                 }
+                continue;
+            }
+            scan(start..mid, &|_| os..oe, &mut pairs, &mut stats);
+            if mid < end && omid > os {
+                scan(mid..end, &|_| os..omid, &mut pairs, &mut stats);
             }
         }
         start = end;
@@ -422,7 +480,7 @@ fn search_body(images: &Images, layout: &Layout, part: Part) -> Result<(Edges, S
 /// exceeds it: most candidates are far apart, and half a hash settles that with a branch that
 /// is almost always taken (a test per word would mispredict at larger k).
 #[inline(always)]
-fn dist_fixed<const W: usize>(rows: &[u64], x: usize, y: usize, k: u32) -> u32 {
+fn dist_width<const W: usize>(rows: &[u64], x: usize, y: usize, k: u32) -> u32 {
     let rx: &[u64; W] = rows[x * W..x * W + W].try_into().unwrap();
     let ry: &[u64; W] = rows[y * W..y * W + W].try_into().unwrap();
     let half = W.div_ceil(2);
@@ -440,7 +498,7 @@ fn dist_fixed<const W: usize>(rows: &[u64], x: usize, y: usize, k: u32) -> u32 {
 }
 
 #[inline(always)]
-fn scan_fixed<const W: usize>(
+fn scan_width<const W: usize>(
     rows: &[u64],
     xs: std::ops::Range<usize>,
     ys: impl Fn(usize) -> std::ops::Range<usize>,
@@ -453,7 +511,7 @@ fn scan_fixed<const W: usize>(
         let range = ys(x);
         compared += range.len() as u64;
         for y in range {
-            let d = dist_fixed::<W>(rows, x, y, k);
+            let d = dist_width::<W>(rows, x, y, k);
             if d <= k {
                 let (a, b) = (image_of[x], image_of[y]);
                 pairs.push((a.min(b), a.max(b), d));
@@ -478,12 +536,12 @@ fn scan_plain(
     stats: &mut Stats,
 ) {
     stats.candidates += match wpr {
-        1 => scan_fixed::<1>(rows, xs, ys, k, image_of, pairs),
-        2 => scan_fixed::<2>(rows, xs, ys, k, image_of, pairs),
-        3 => scan_fixed::<3>(rows, xs, ys, k, image_of, pairs),
-        4 => scan_fixed::<4>(rows, xs, ys, k, image_of, pairs),
-        8 => scan_fixed::<8>(rows, xs, ys, k, image_of, pairs),
-        16 => scan_fixed::<16>(rows, xs, ys, k, image_of, pairs),
+        1 => scan_width::<1>(rows, xs, ys, k, image_of, pairs),
+        2 => scan_width::<2>(rows, xs, ys, k, image_of, pairs),
+        3 => scan_width::<3>(rows, xs, ys, k, image_of, pairs),
+        4 => scan_width::<4>(rows, xs, ys, k, image_of, pairs),
+        8 => scan_width::<8>(rows, xs, ys, k, image_of, pairs),
+        16 => scan_width::<16>(rows, xs, ys, k, image_of, pairs),
         _ => {
             let mut compared = 0;
             for x in xs {

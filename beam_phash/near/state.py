@@ -1,0 +1,211 @@
+"""Near-duplicate state across runs (``state_dir=`` with ``max_distance``, ``--state DIR``):
+the hashes every earlier run with the same directory kept, with their ids.
+
+Layout::
+
+    DIR/manifest.json                       pins (mode, algorithm, hash size, hash version),
+                                            the generation, and the committed segments with
+                                            their row counts and digests
+    DIR/runs/<run>/part-00003.parquet       one run's kept hashes of exact partition 3
+
+A run reads the segments its launcher found in the manifest, as packed batches, and they join
+the band search as fixed images (``fixed``). It writes its own kept hashes as new segments
+(each a temporary file, fsync, rename: a retried bundle rewrites the same file), then one
+commit step replaces the manifest atomically, listing them. A run that dies before that adds
+nothing: files of uncommitted runs are never read, and the next commit removes them. A commit
+refuses to land when another run committed since this one read the manifest (one run at a time
+per directory), so nothing a run kept is ever silently lost from the state.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from typing import Iterable, List, Optional, Tuple
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from beam_phash import state_manifest
+from beam_phash.near.batches import Fixed, concat, pack_labels
+from beam_phash.near.fixed import STATE, fixed_batch
+
+FORMAT = "beam_phash.near-state/1"
+RUNS = "runs"
+#: Rows per batch read from a segment.
+READ_ROWS = 1 << 20
+_META_ROWS = b"beam_phash.rows"
+_META_DIGEST = b"beam_phash.digest"
+
+
+class StateError(RuntimeError):
+    """The state cannot be used or updated; the message says why and what to do."""
+
+
+def _digest(keys: np.ndarray, labels: pa.Array) -> str:
+    offsets, blob = pack_labels(labels)
+    d = hashlib.blake2b(digest_size=16)
+    d.update(np.ascontiguousarray(keys).tobytes())
+    d.update(offsets.astype("<u8").tobytes())
+    d.update(blob.tobytes())
+    return d.hexdigest()
+
+
+def open_state(state_dir: str, algorithm: str, hash_size: int, bits: int, create: bool) -> dict:
+    """Check ``state_dir`` against this run's settings and return its manifest (a new, empty one
+    when there is none). With ``create``, also make the directory and check that it is writable.
+    Raises ValueError."""
+    want = {**state_manifest.pins(state_manifest.NEAR, algorithm, hash_size), "bits": bits}
+    if os.path.exists(state_dir) and not os.path.isdir(state_dir):
+        raise ValueError(f"state_dir {state_dir!r} exists and is not a directory")
+    have = state_manifest.read(state_dir) if os.path.isdir(state_dir) else None
+    if have is None and os.path.isdir(state_dir) and any(e.startswith("bucket-") for e in os.listdir(state_dir)):
+        raise ValueError(f"state directory {state_dir} holds exact-mode buckets but no manifest; not using it")
+    state_manifest.check(state_dir, want, have)
+    if create:
+        state_manifest.check_writable(state_dir)
+    return have or {"format": FORMAT, **want, "generation": 0, "rows": 0, "segments": []}
+
+
+class ReadSegmentDoFn(beam.DoFn):
+    """A committed segment -> its rows as fixed batches (source ``state``), after checking its
+    row count and digest against the manifest. A damaged segment fails the run: using the state
+    without it would keep copies of images an earlier run kept."""
+
+    def __init__(self, state_dir: str):
+        self._dir = state_dir
+
+    def process(self, segment: dict) -> Iterable[Fixed]:
+        path = os.path.join(self._dir, segment["path"])
+        try:
+            table = pq.read_table(path)
+        except Exception as e:  # noqa: BLE001 - pyarrow raises several types for damaged files
+            raise StateError(f"state segment {path} is missing or unreadable ({e}); the state in "
+                             f"{self._dir} is damaged") from None
+        keys = _keys(table)
+        labels = table.column("label").combine_chunks()
+        if len(keys) != segment["rows"] or _digest(keys, labels) != segment["digest"]:
+            raise StateError(f"state segment {path} fails its row count or digest check; the state "
+                             f"in {self._dir} is damaged")
+        for lo in range(0, len(keys), READ_ROWS):
+            yield fixed_batch(keys[lo:lo + READ_ROWS], STATE, labels.slice(lo, READ_ROWS))
+
+
+def _keys(table: pa.Table) -> np.ndarray:
+    column = table.column("hash").combine_chunks()
+    width = column.type.byte_width
+    raw = np.frombuffer(column.buffers()[1], dtype=np.uint8)
+    return raw[column.offset * width:(column.offset + len(column)) * width].reshape(len(column), width)
+
+
+def write_segment(state_dir: str, run: str, part: int, rows: Fixed) -> dict:
+    """Write one segment of kept hashes (temporary file, fsync, rename: rewriting the same name
+    is harmless) and return its manifest entry."""
+    width = rows.keys.shape[1]
+    n = len(rows.keys)
+    digest = _digest(rows.keys, rows.labels)
+    table = pa.Table.from_arrays([
+        pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n, [None, pa.py_buffer(np.ascontiguousarray(rows.keys).tobytes())]),
+        rows.labels.cast(pa.large_string()),
+    ], names=["hash", "label"]).replace_schema_metadata({_META_ROWS: str(n), _META_DIGEST: digest})
+    rel = os.path.join(RUNS, run, f"part-{part:05d}.parquet")
+    path = os.path.join(state_dir, rel)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as f:
+        pq.write_table(table, f, compression="zstd")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    state_manifest.fsync_dir(os.path.dirname(path))
+    return {"path": rel, "rows": n, "digest": digest}
+
+
+def commit(state_dir: str, run: str, generation: int, manifest: dict, segments: List[dict]) -> Optional[int]:
+    """Add a run's segments to the manifest, atomically; the new generation, or None when this
+    run's commit already landed. StateError when another run committed since ``generation``."""
+    segments = sorted(segments, key=lambda s: s["path"])
+    have = state_manifest.read(state_dir) or manifest
+    mine = os.path.join(RUNS, run) + os.sep
+    if any(s["path"].startswith(mine) for s in have.get("segments", [])):
+        return None
+    if have.get("generation", 0) != generation:
+        raise StateError(
+            f"state directory {state_dir} changed while this run ran (generation "
+            f"{have.get('generation')}, this run read {generation}): another run committed "
+            "to it. Run one job at a time per state directory; this run's kept hashes were not added")
+    new = dict(have)
+    new["segments"] = list(have.get("segments", [])) + segments
+    new["rows"] = int(have.get("rows", 0)) + sum(s["rows"] for s in segments)
+    new["generation"] = generation + 1
+    os.makedirs(state_dir, exist_ok=True)
+    state_manifest.write(state_dir, new)
+    _remove_uncommitted(state_dir, new)
+    return new["generation"]
+
+
+class WriteSegmentDoFn(beam.DoFn):
+    """One exact partition of this run's kept hashes -> a segment file and its manifest entry."""
+
+    def __init__(self, state_dir: str, run: str):
+        self._dir = state_dir
+        self._run = run
+
+    def process(self, element: Tuple[int, Iterable[Fixed]]):
+        p, batches = element
+        yield 0, write_segment(self._dir, self._run, p, concat(Fixed, batches))
+
+
+class CommitDoFn(beam.DoFn):
+    """All of this run's segments -> the new manifest, atomically (see :func:`commit`)."""
+
+    def __init__(self, state_dir: str, run: str, generation: int, manifest: dict):
+        self._dir = state_dir
+        self._run = run
+        self._generation = generation
+        self._manifest = manifest
+
+    def process(self, element: Tuple[int, Iterable[dict]]):
+        _, segments = element
+        generation = commit(self._dir, self._run, self._generation, self._manifest, list(segments))
+        yield from [] if generation is None else [generation]
+
+
+def _remove_uncommitted(state_dir: str, manifest: dict) -> None:
+    """Run folders that no committed segment names: runs that died before their commit."""
+    committed = {s["path"].split(os.sep)[1] for s in manifest["segments"]}
+    runs = os.path.join(state_dir, RUNS)
+    for run in os.listdir(runs) if os.path.isdir(runs) else []:
+        if run not in committed:
+            shutil.rmtree(os.path.join(runs, run), ignore_errors=True)
+        else:
+            for name in os.listdir(os.path.join(runs, run)):
+                if name.endswith(".tmp"):
+                    os.remove(os.path.join(runs, run, name))
+
+
+class NearState(beam.PTransform):
+    """Reads the committed state as fixed batches (``expand`` on a pipeline begin), and
+    ``commit`` writes a run's kept rows."""
+
+    def __init__(self, state_dir: str, manifest: dict, run: str):
+        super().__init__()
+        self.state_dir = state_dir
+        self.manifest = manifest
+        self.run = run
+
+    def expand(self, pbegin):
+        return (pbegin
+                | "Segments" >> beam.Create(self.manifest["segments"], reshuffle=False)
+                | "Reshuffle" >> beam.Reshuffle()
+                | "ReadSegments" >> beam.ParDo(ReadSegmentDoFn(self.state_dir)))
+
+    def commit(self, kept_rows):
+        return (kept_rows
+                | "GroupKeptRows" >> beam.GroupByKey()
+                | "WriteSegments" >> beam.ParDo(WriteSegmentDoFn(self.state_dir, self.run))
+                | "GroupSegments" >> beam.GroupByKey()
+                | "Commit" >> beam.ParDo(CommitDoFn(self.state_dir, self.run, self.manifest["generation"],
+                                                    self.manifest)))

@@ -1,0 +1,253 @@
+"""The reference set (``reference=``, ``--reference``): images that every input record is checked
+against, and that are never output, never deduplicated among themselves and never counted as
+inputs. A record within ``max_distance`` of a reference (equal hash in exact mode) is a duplicate
+naming it, with ``matched="reference"``.
+
+``HashReference`` turns the reference elements into packed fixed batches (``near.batches.Fixed``):
+dict records (the image in ``image_field``, or a hex hash in ``hash_column``), or pyarrow
+Tables/RecordBatches with those columns (``parquetio.ReadAllFromParquetBatched``), so that a large
+set of hashes is never one Python object per hash. A reference that cannot be hashed goes to its
+own failed output, with the reason.
+
+Near-duplicate mode hands the batches to ``NearDedup`` as fixed images. Exact mode uses
+``MatchReference``: a join on the hash, before the backend.
+"""
+from __future__ import annotations
+
+from typing import Iterable, List, Optional, Tuple
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+
+from beam_phash._native import PHash, collapse_heads, hash_images, parse_hex_column, parse_hex_hashes
+from beam_phash.hash_dofn import Hashed
+from beam_phash.metrics import DedupMetrics
+from beam_phash.near.batches import Fixed, concat, pack_labels, take_labels, u8, u32s
+from beam_phash.near.fixed import REFERENCE, SOURCES, PackFixedDoFn, fixed_batch
+from beam_phash.outcome import emit
+from beam_phash.records import (
+    DISTANCE_FIELD,
+    DUPLICATES,
+    ERROR_FIELD,
+    MATCHED_FIELD,
+    BadRecord,
+    image_bytes,
+    record_id,
+)
+from beam_phash.routing import bucket_of_rows
+
+REFERENCE_FAILED = "reference_failed"
+
+
+class HashReferenceDoFn(beam.DoFn):
+    """Lists of reference elements (dicts, or Arrow tables) -> ``Fixed`` batches; references that
+    cannot be hashed go to ``reference_failed`` as ``{id_field: id, "error": reason}``."""
+
+    def __init__(self, *, algorithm: str, hash_size: int, bits: int, image_field: str,
+                 id_field: Optional[str], hash_column: Optional[str], threads: Optional[int],
+                 max_pixels: int):
+        self._algorithm = algorithm
+        self._hash_size = hash_size
+        self._bits = bits
+        self._width = (bits + 7) // 8
+        self._image_field = image_field
+        self._id_field = id_field
+        self._hash_column = hash_column
+        self._threads = threads
+        self._max_pixels = max_pixels
+        self._metrics = DedupMetrics()
+
+    def _failed(self, label: str, reason: str):
+        self._metrics.reference_failed.inc()
+        return beam.pvalue.TaggedOutput(REFERENCE_FAILED, {self._id_field or "id": label or None, ERROR_FIELD: reason})
+
+    def _hash(self, labels: List[str], blobs: list) -> Iterable:
+        """Images (bytes-likes, or None with a reason string) -> one Fixed batch and failures."""
+        good, keys = [], []
+        todo = [i for i, b in enumerate(blobs) if not isinstance(b, str)]
+        for i, b in enumerate(blobs):
+            if isinstance(b, str):
+                yield self._failed(labels[i], b)
+        results = hash_images([blobs[i] for i in todo], algorithm=self._algorithm, hash_size=self._hash_size,
+                              threads=self._threads, max_pixels=self._max_pixels) if todo else []
+        for i, result in zip(todo, results):
+            if isinstance(result, PHash):
+                good.append(i)
+                keys.append(bytes(result))
+            else:
+                yield self._failed(labels[i], str(result))
+        if good:
+            yield self._batch(np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(good), self._width),
+                              [labels[i] for i in good])
+
+    def _batch(self, keys: np.ndarray, labels) -> Fixed:
+        self._metrics.references.inc(len(keys))
+        return fixed_batch(keys, REFERENCE, labels)
+
+    def _parsed(self, labels, packed: bytes, bad: np.ndarray, reasons: List[str]) -> Iterable:
+        keys = np.frombuffer(packed, dtype=np.uint8).reshape(-1, self._width)
+        for i, reason in zip(bad, reasons):
+            yield self._failed(str(labels[int(i)]), f"{self._hash_column}: {reason}")
+        good = np.setdiff1d(np.arange(len(keys)), bad)
+        if len(good):
+            if isinstance(labels, pa.Array):
+                labels = take_labels(labels, good)
+            else:
+                labels = [labels[i] for i in good]
+            yield self._batch(keys[good], labels)
+
+    def _table(self, table) -> Iterable:
+        names = table.schema.names
+        n = table.num_rows
+        if self._id_field and self._id_field in names:
+            labels = table.column(self._id_field)
+            labels = (labels.combine_chunks() if isinstance(labels, pa.ChunkedArray) else labels).cast(pa.large_string())
+        else:
+            labels = pa.array([""] * n, pa.large_string())
+        if self._hash_column is not None:
+            column = table.column(self._hash_column)
+            column = (column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column).cast(pa.large_string())
+            _, offsets, data = column.buffers()
+            offsets = np.frombuffer(offsets, dtype=np.int64)[column.offset:column.offset + n + 1]
+            data = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+            valid = column.is_valid().to_numpy(zero_copy_only=False).astype(np.uint8)
+            packed, bad, reasons = parse_hex_column(u8(offsets.astype(np.int64)), data, self._bits, valid)
+            yield from self._parsed(labels.fill_null(""), packed, u32s(bad), reasons)
+            return
+        blobs = []
+        for value in table.column(self._image_field).to_pylist():
+            try:
+                blobs.append(image_bytes({self._image_field: value}, self._image_field))
+            except BadRecord as e:
+                blobs.append(str(e))
+        yield from self._hash([s or "" for s in labels.to_pylist()], blobs)
+
+    def process(self, batch: list) -> Iterable:
+        records = []
+        for element in batch:
+            if isinstance(element, (pa.Table, pa.RecordBatch)):
+                yield from self._table(element)
+            else:
+                records.append(element)
+        if not records:
+            return
+        labels = [(record_id(r, self._id_field) if isinstance(r, dict) else None) or "" for r in records]
+        if self._hash_column is not None:
+            values = [r.get(self._hash_column) if isinstance(r, dict) else None for r in records]
+            packed, errors = parse_hex_hashes(values, self._bits)
+            bad = np.array([i for i, e in enumerate(errors) if e is not None], dtype=np.int64)
+            yield from self._parsed(labels, packed, bad, [e for e in errors if e is not None])
+            return
+        blobs = []
+        for r in records:
+            try:
+                blobs.append(image_bytes(r, self._image_field))
+            except BadRecord as e:
+                blobs.append(str(e))
+        yield from self._hash(labels, blobs)
+
+
+class HashReference(beam.PTransform):
+    """Reference elements -> ``Fixed`` batches (main) and failed references (``reference_failed``)."""
+
+    def __init__(self, batch_size: int, **settings):
+        super().__init__()
+        self._batch_size = batch_size
+        self._settings = settings
+
+    def expand(self, references):
+        return (references
+                | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self._batch_size)
+                | "Hash" >> beam.ParDo(HashReferenceDoFn(**self._settings)).with_outputs(
+                    REFERENCE_FAILED, main="fixed"))
+
+
+class KeyRecordsDoFn(beam.DoFn):
+    """Hashed batches -> each record keyed by its hash, and per bundle the distinct hashes of
+    each exact partition (``keys``)."""
+
+    def __init__(self, partitions: int):
+        self._partitions = partitions
+
+    def start_bundle(self):
+        self._keys: List[bytes] = []
+
+    def process(self, batch: List[Hashed]):
+        for h in batch:
+            self._keys.append(h.hash)
+            yield h.hash, h
+
+    def finish_bundle(self):
+        from apache_beam.transforms.window import GlobalWindow
+        from apache_beam.utils.windowed_value import WindowedValue
+
+        if not self._keys:
+            return
+        keys = np.unique(np.frombuffer(b"".join(self._keys), dtype=np.uint8).reshape(len(self._keys), -1), axis=0)
+        parts = bucket_of_rows(keys, self._partitions)
+        for p in np.unique(parts):
+            yield beam.pvalue.TaggedOutput("keys", WindowedValue(
+                (int(p), keys[parts == p]), GlobalWindow().max_timestamp(), [GlobalWindow()]))
+
+
+class MatchKeysDoFn(beam.DoFn):
+    """One exact partition: the input hashes and the reference rows -> (hash, reference label)
+    for each input hash equal to a reference's (the reference with the smallest label)."""
+
+    def process(self, element):
+        _, joined = element
+        keys = list(joined["keys"])
+        fixed = list(joined["fixed"])
+        if not keys or not fixed:
+            return
+        rows = concat(Fixed, fixed)
+        offsets, blob = pack_labels(rows.labels)
+        width = rows.keys.shape[1]
+        heads = u32s(collapse_heads(u8(rows.keys), width, u8(rows.source), u8(offsets), blob))
+        ref = np.ascontiguousarray(rows.keys[heads]).view(f"V{width}").ravel()  # ascending
+        mine = np.unique(np.concatenate(keys), axis=0)
+        wanted = np.ascontiguousarray(mine).view(f"V{width}").ravel()
+        at = np.minimum(np.searchsorted(ref, wanted), len(ref) - 1)
+        for i in np.flatnonzero(ref[at] == wanted):
+            head = int(heads[at[i]])
+            yield mine[i].tobytes(), (rows.labels[head].as_py(), SOURCES[int(rows.source[head])])
+
+
+class ApplyMatchesDoFn(beam.DoFn):
+    """Records of one hash and its reference match, if any: matched records are duplicates of
+    the reference; the others go on (as one-record batches) to the backend."""
+
+    def __init__(self):
+        self._metrics = DedupMetrics()
+
+    def process(self, element: Tuple[bytes, dict]):
+        _, joined = element
+        match = next(iter(joined["match"]), None)
+        for h in joined["records"]:
+            if match is None:
+                yield [h]
+            else:
+                label, source = match
+                yield emit(h.record, label, self._metrics, **{DISTANCE_FIELD: 0, MATCHED_FIELD: source})
+
+
+class MatchReference(beam.PTransform):
+    """Exact mode: Hashed batches -> the records whose hash no reference has (main, as Hashed
+    batches) and the duplicates of a reference (``duplicates``)."""
+
+    def __init__(self, fixed, partitions: int = 16):
+        super().__init__()
+        self._fixed = fixed
+        self._partitions = partitions
+
+    def expand(self, hashed):
+        keyed = hashed | "KeyRecords" >> beam.ParDo(KeyRecordsDoFn(self._partitions)).with_outputs("keys", main="records")
+        fixed = self._fixed | "PackReference" >> beam.ParDo(PackFixedDoFn(self._partitions))
+        matches = ({"keys": keyed.keys, "fixed": fixed}
+                   | "JoinReference" >> beam.CoGroupByKey()
+                   | "MatchKeys" >> beam.ParDo(MatchKeysDoFn()))
+        out = ({"records": keyed.records, "match": matches}
+               | "JoinMatches" >> beam.CoGroupByKey()
+               | "ApplyMatches" >> beam.ParDo(ApplyMatchesDoFn()).with_outputs(DUPLICATES, main="unmatched"))
+        return out.unmatched, out[DUPLICATES]

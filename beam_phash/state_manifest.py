@@ -1,0 +1,90 @@
+"""The manifest of a state directory (``state_dir=``, ``--state``): what every later run must
+match, and for near-duplicate state also the committed segments.
+
+Both modes pin the algorithm, the hash size and the hash version (``HASH_VERSION``: hashes of
+another version would silently miss duplicates). The mode is pinned too: exact mode keeps Ray
+bucket snapshots and logs, near-duplicate mode Parquet segments of kept hashes, and one directory
+holds one of them. A manifest written before the mode and version were recorded is exact mode's,
+of hash version 1.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional
+
+from beam_phash._native import HASH_VERSION
+
+MANIFEST = "manifest.json"
+EXACT = "exact"
+NEAR = "near"
+_MODE_USE = {EXACT: "exact dedup (max_distance=0, backend='ray')",
+             NEAR: "near-duplicate dedup (max_distance >= 1)"}
+
+
+def pins(mode: str, algorithm: str, hash_size: int) -> dict:
+    return {"mode": mode, "algorithm": algorithm, "hash_size": hash_size, "hash_version": HASH_VERSION}
+
+
+def read(state_dir: str) -> Optional[dict]:
+    """The manifest, or None when there is none; ValueError when it cannot be read."""
+    path = os.path.join(state_dir, MANIFEST)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            have = json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read {path}: {e}") from None
+    if not isinstance(have, dict):
+        raise ValueError(f"{path} is not a state manifest")
+    have.setdefault("mode", EXACT)
+    have.setdefault("hash_version", 1)
+    return have
+
+
+def check(state_dir: str, want: dict, have: Optional[dict]) -> None:
+    """Raise ValueError naming every pinned setting where ``have`` (a manifest) differs."""
+    if have is None:
+        return
+    if have.get("mode") != want["mode"]:
+        raise ValueError(f"state directory {state_dir} holds the state of {_MODE_USE.get(have.get('mode'), have.get('mode'))}; "
+                         f"this run is {_MODE_USE[want['mode']]}, which keeps its state in another layout: "
+                         "use another directory")
+    diff = [f"{k}={have.get(k)!r} (this run: {v!r})" for k, v in want.items() if have.get(k) != v]
+    if diff:
+        raise ValueError(f"state directory {state_dir} was written with {', '.join(diff)}; use the "
+                         "same settings, or another directory")
+
+
+def write(state_dir: str, manifest: dict) -> None:
+    """Replace the manifest atomically and durably: a temporary file, fsync, rename, fsync the
+    directory. A reader sees the old manifest or the new one, never a mix."""
+    path = os.path.join(state_dir, MANIFEST)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(manifest, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(state_dir)
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def check_writable(state_dir: str) -> None:
+    """ValueError unless ``state_dir`` can be created and written (checked before the run)."""
+    try:
+        os.makedirs(state_dir, exist_ok=True)
+        probe = os.path.join(state_dir, f".write-test-{os.getpid()}")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise ValueError(f"state directory {state_dir} is not writable: {e}") from None
