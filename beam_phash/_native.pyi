@@ -10,6 +10,7 @@ MAX_HASH_SIZE: int
 DEFAULT_MAX_PIXELS: int
 DEFAULT_MAX_ALLOC: int
 ALPHA_BACKGROUND: int
+HASH_VERSION: int
 
 class ImageDecodeError(ValueError):
     """The bytes are not a usable image (empty, unknown format, corrupt, or over the limits)."""
@@ -106,8 +107,10 @@ def near_search(
     sub: Optional[int] = None,
     prefix_bits: int = 0,
     prefix: int = 0,
+    fixed: int = 0,
 ) -> tuple[bytes, bytes, bytes, int, int]:
-    """(a ids, b ids, distances, candidates, big runs) of the pairs that qualify first on this part."""
+    """(a ids, b ids, distances, candidates, big runs) of the pairs that qualify first on this part;
+    the last ``fixed`` images (hash only, no variants) pair only with the others."""
 def near_pairs_brute(
     hashes: BytesLike,
     ids: BytesLike,
@@ -116,6 +119,7 @@ def near_pairs_brute(
     max_distance: int,
     variants: Optional[BytesLike] = None,
     threads: Optional[int] = None,
+    fixed: int = 0,
 ) -> tuple[bytes, bytes, bytes]: ...
 def spanning_forest(a: BytesLike, b: BytesLike) -> bytes: ...
 def near_resolve(
@@ -135,6 +139,10 @@ def collapse_heads(
     keys: BytesLike, key_bytes: int, primary: BytesLike, owner_offsets: BytesLike, owner_blob: BytesLike
 ) -> bytes: ...
 def parse_hex_hashes(values: Iterable[Any], bits: int) -> tuple[bytes, list[Optional[str]]]: ...
+def parse_hex_column(
+    offsets: BytesLike, data: BytesLike, bits: int, valid: Optional[BytesLike] = None
+) -> tuple[bytes, bytes, list[str]]:
+    """An Arrow string column of hex hashes -> (packed, bad indices as uint32 bytes, reasons)."""
 
 class Components:
     """The global union-find over forest edges, 12 bytes per id: add_ids, then union, then components."""

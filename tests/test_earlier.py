@@ -1,0 +1,379 @@
+"""Dedup against what came before: near-duplicate ``state_dir`` across runs, and a reference set
+(``reference=``, ``--reference``) in exact and near mode, against a brute-force oracle; the
+state's crash safety and the refusals of a state or reference that cannot be used."""
+import io
+import json
+import os
+import random
+import subprocess
+import sys
+
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that
+from PIL import Image
+
+import beam_phash
+from beam_phash import ImagePhashDedup
+from beam_phash.near import state as near_state
+from beam_phash.near.fixed import STATE, fixed_batch
+from conftest import PHOTOS
+from test_near_dup import MULTI, _random_hashes
+from test_transform import tagged
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SOURCE_ORDER = {"reference": 0, "state": 1}
+
+
+def _words(hashes):
+    return np.frombuffer(b"".join(hashes), dtype=np.uint64).reshape(len(hashes), -1)
+
+
+def oracle(records, k, fixed=()):
+    """Brute force. ``records``: (id, hash bytes); ``fixed``: (label, hash bytes, source). A
+    record within k of a fixed hash is its duplicate: the first source, then the nearest (any
+    label at that source and distance is right); the others are kept greedily by id, each
+    dropped one naming its nearest kept (ties: the smaller id). Returns {id: None (kept),
+    ("input", keeper, d) or (source, {labels}, d)}."""
+    decided = {}
+    good = sorted(records)
+    if fixed:
+        fw = _words([h for _, h, _ in fixed])
+        order = np.array([SOURCE_ORDER[s] for _, _, s in fixed])
+    rest = []
+    for rid, h in good:
+        if fixed:
+            d = np.bitwise_count(fw ^ _words([h])).sum(axis=1)
+            within = np.flatnonzero(d <= k)
+            if len(within):
+                best = min((order[i], d[i]) for i in within)
+                labels = {fixed[i][0] for i in within if (order[i], d[i]) == best}
+                decided[rid] = ({0: "reference", 1: "state"}[best[0]], labels, int(best[1]))
+                continue
+        rest.append((rid, h))
+    kept = []
+    words = _words([h for _, h in rest]) if rest else None
+    for i, (rid, _) in enumerate(rest):
+        if kept:
+            d = np.bitwise_count(words[kept] ^ words[i]).sum(axis=1)
+            j = int(np.argmin(d))
+            if d[j] <= k:
+                decided[rid] = ("input", rest[kept[j]][0], int(d[j]))
+                continue
+        decided[rid] = None
+        kept.append(i)
+    return decided
+
+
+def check_against(expected, failed=()):
+    def _check(tagged_records):
+        got = {}
+        for tag, r in tagged_records:
+            assert r["id"] not in got, f"{r['id']} emitted twice"
+            if tag == "failed":
+                got[r["id"]] = "failed"
+            elif tag == "kept":
+                got[r["id"]] = None
+            else:
+                got[r["id"]] = (r.get("matched"), r["duplicate_of"], r.get("distance"))
+        assert {i for i, v in got.items() if v == "failed"} == set(failed)
+        for rid, want in expected.items():
+            have = got.get(rid, "missing")
+            if want is None or want[0] == "input":
+                assert have == want, (rid, have, want)
+            else:
+                source, labels, d = want
+                assert have != "missing" and have is not None and have[0] == source and have[2] == d \
+                    and have[1] in labels, (rid, have, want)
+        assert set(got) - {"failed"} >= set(expected)
+    return _check
+
+
+def run_pipeline(records, k, options=(), reference=None, **kwargs):
+    p = TestPipeline(options=PipelineOptions(list(options)))
+    dedup = ImagePhashDedup(max_distance=k, **kwargs)
+    if reference is not None:
+        dedup = dedup.with_reference(p | "References" >> beam.Create(reference, reshuffle=False),
+                                     hash_column=kwargs.get("hash_column"))
+    outputs = p | beam.Create(records, reshuffle=False) | dedup.with_outputs()
+    return p, outputs
+
+
+def _flip(h: bytes, count: int, rng: random.Random) -> bytes:
+    x = int.from_bytes(h, "little")
+    for bit in rng.sample(range(256), count):
+        x ^= 1 << bit
+    return x.to_bytes(32, "little")
+
+
+@pytest.mark.parametrize("k1,k2,options,with_reference", [
+    (16, 16, (), False),
+    (12, 20, MULTI, True),
+])
+def test_second_run_drops_what_the_first_kept(tmp_path, k1, k2, options, with_reference):
+    rng = random.Random(k1 * 100 + k2)
+    first = [(f"a{i:04d}", h) for i, h in enumerate(_random_hashes(500, 256, k1, seed=k1))]
+    second_hashes = []
+    for i in range(500):
+        roll = rng.random()
+        if roll < 0.35:  # a near copy (sometimes exactly k2 or k2 + 1 bits) of anything run 1 saw
+            second_hashes.append(_flip(rng.choice(first)[1], rng.choice([0, 3, k2, k2 + 1]), rng))
+        elif roll < 0.55 and second_hashes:  # near copies among the new records
+            second_hashes.append(_flip(rng.choice(second_hashes), rng.randint(0, k2), rng))
+        else:
+            second_hashes.append(rng.getrandbits(256).to_bytes(32, "little"))
+    second = [(f"b{i:04d}", h) for i, h in enumerate(second_hashes)]
+    state = str(tmp_path / "state")
+
+    expected1 = oracle(first, k1)
+    records1 = [{"id": i, "h": h.hex()} for i, h in first]
+    random.Random(1).shuffle(records1)
+    p, outputs = run_pipeline(records1, k1, options, hash_column="h", state_dir=state)
+    assert_that(tagged(outputs), check_against(expected1))
+    p.run().wait_until_finish()
+    manifest = json.load(open(os.path.join(state, "manifest.json")))
+    kept1 = [(i, h) for i, h in first if expected1[i] is None]
+    assert manifest["rows"] == len(kept1) and manifest["generation"] == 1
+
+    fixed = [(i, h, "state") for i, h in kept1]
+    reference = None
+    if with_reference:  # references near some of run 1's keepers: a reference wins over the state
+        ref_hashes = [_flip(h, rng.randint(0, 4), rng) for _, h in rng.sample(kept1, 40)]
+        ref_hashes += [rng.getrandbits(256).to_bytes(32, "little") for _ in range(20)]
+        fixed += [(f"ref{i:03d}", h, "reference") for i, h in enumerate(ref_hashes)]
+        reference = [{"id": f"ref{i:03d}", "h": h.hex()} for i, h in enumerate(ref_hashes)]
+        reference.append({"id": "ref-bad", "h": "not hex"})
+    expected2 = oracle(second, k2, fixed)
+    kinds = {v[0] for v in expected2.values() if v}
+    assert {"input", "state"} <= kinds and (not with_reference or "reference" in kinds)
+    assert any(v and v[0] == "state" and v[2] == k2 for v in expected2.values())
+    records2 = [{"id": i, "h": h.hex()} for i, h in second]
+    random.Random(2).shuffle(records2)
+    p, outputs = run_pipeline(records2, k2, options, reference=reference, hash_column="h", state_dir=state)
+    assert_that(tagged(outputs), check_against(expected2), label="Second")
+    if with_reference:
+        assert_that(outputs.reference_failed | beam.Map(lambda r: (r["id"], r["error"].split(":")[0])),
+                    lambda rows: rows == [("ref-bad", "h")] or pytest.fail(str(rows)), label="BadReference")
+    p.run().wait_until_finish()
+    manifest = json.load(open(os.path.join(state, "manifest.json")))
+    assert manifest["generation"] == 2
+    assert manifest["rows"] == len(kept1) + sum(v is None for v in expected2.values())
+
+
+def _photo_records():
+    """Each test photo, a half-size re-encoded copy, and a byte copy; ids say which."""
+    records = []
+    for p in PHOTOS:
+        data = p.read_bytes()
+        img = Image.open(io.BytesIO(data)).convert("RGB")
+        buf = io.BytesIO()
+        img.resize((img.width // 2, img.height // 2)).save(buf, "JPEG", quality=75)
+        records += [{"id": p.stem, "image": data}, {"id": f"{p.stem}~half", "image": buf.getvalue()},
+                    {"id": f"{p.stem}~copy", "image": data}]
+    return records
+
+
+@pytest.mark.parametrize("k", [0, 24])
+def test_reference_images_exact_and_near(k):
+    records = _photo_records()
+    random.Random(k).shuffle(records)
+    refs = [{"id": f"ref:{p.stem}", "image": p.read_bytes()} for p in PHOTOS[:4]]
+    refs.append({"id": "ref:broken", "image": b"\xff\xd8 truncated"})
+    hashes = {r["id"]: bytes(beam_phash.hash_image(r["image"])) for r in records}
+    fixed = [(r["id"], bytes(beam_phash.hash_image(r["image"])), "reference") for r in refs[:-1]]
+    if k:
+        expected = oracle(list(hashes.items()), k, fixed)
+    else:  # exact mode: equal hashes only; keepers are first-seen, so only the reference matches are pinned
+        fw = {h: {l for l, fh, _ in fixed if fh == h} for _, h, _ in fixed}
+        expected = {i: ("reference", fw[h], 0) for i, h in hashes.items() if h in fw}
+    assert sum(1 for v in expected.values() if v and v[0] == "reference") >= 8
+    p, outputs = run_pipeline(records, k, reference=refs, **({} if k else {"backend": "state"}))
+    assert_that(tagged(outputs), check_against(expected))
+    assert_that(outputs.reference_failed | beam.Map(lambda r: r["id"]),
+                lambda ids: ids == ["ref:broken"] or pytest.fail(str(ids)), label="BadReference")
+    p.run().wait_until_finish()
+
+
+def test_reference_hashes_in_exact_mode():
+    rng = random.Random(5)
+    hashes = [rng.getrandbits(256).to_bytes(32, "little") for _ in range(60)]
+    records = [{"id": f"r{i:03d}", "h": hashes[i % 40].hex()} for i in range(80)]
+    reference = [{"id": f"z{i}", "h": hashes[i].hex()} for i in range(0, 40, 3)]
+    reference += [{"id": f"a{i}", "h": hashes[i].hex()} for i in range(0, 40, 9)]  # same hash, smaller label
+    refs = {}
+    for r in reference:
+        refs.setdefault(r["h"], set()).add(r["id"])
+    expected = {r["id"]: ("reference", {min(refs[r["h"]])}, 0) for r in records if r["h"] in refs}
+
+    def check(tagged_records):
+        check_against(expected)(tagged_records)
+        others = {}
+        for tag, r in tagged_records:
+            if r["id"] not in expected:
+                others.setdefault(r["h"], []).append((tag, r.get("duplicate_of")))
+        for h, rows in others.items():  # first seen wins among the rest: one kept per hash
+            kept = [t for t, _ in rows if t == "kept"]
+            assert len(kept) == 1, (h, rows)
+    p, outputs = run_pipeline(records, 0, reference=reference, hash_column="h", backend="state")
+    assert_that(tagged(outputs), check)
+    p.run().wait_until_finish()
+
+
+def test_dihedral_with_a_reference():
+    records = []
+    for p in PHOTOS[:5]:
+        img = Image.open(p).convert("RGB")
+        for name, t in (("flip", Image.Transpose.FLIP_LEFT_RIGHT), ("rot", Image.Transpose.ROTATE_90),
+                        ("rot180", Image.Transpose.ROTATE_180)):
+            buf = io.BytesIO()
+            img.transpose(t).save(buf, "JPEG", quality=90)
+            records.append({"id": f"{p.stem}~{name}", "image": buf.getvalue()})
+    for p in PHOTOS[5:]:
+        records.append({"id": p.stem, "image": p.read_bytes()})
+    refs = [{"id": f"ref:{p.stem}", "image": p.read_bytes()} for p in PHOTOS[:5]]
+    k = 28
+    fixed = [(r["id"], beam_phash.hash_image(r["image"]), "reference") for r in refs]
+    expected = {}
+    mine = {r["id"]: beam_phash.hash_image(r["image"], dihedral=True) for r in records}
+    for rid, h in mine.items():  # one-sided: the input's variants against the reference's hash
+        d = {label: min(v - fh for v in h.variants) for label, fh, _ in fixed}
+        best = min(d.values())
+        if best <= k:
+            expected[rid] = ("reference", {l for l, x in d.items() if x == best}, best)
+    assert len(expected) >= 12, expected
+    p, outputs = run_pipeline(records, k, reference=refs, dihedral=True)
+    assert_that(tagged(outputs), check_against(expected))
+    p.run().wait_until_finish()
+
+
+def _manifest(state):
+    return json.load(open(os.path.join(state, "manifest.json")))
+
+
+def _seed_state(state, hashes, labels, bits=256, algorithm="phash", hash_size=16):
+    manifest = near_state.open_state(state, algorithm, hash_size, bits, create=True)
+    keys = np.frombuffer(b"".join(hashes), dtype=np.uint8).reshape(len(hashes), -1)
+    entry = near_state.write_segment(state, "seed", 0, fixed_batch(keys, STATE, labels))
+    near_state.commit(state, "seed", manifest["generation"], manifest, [entry])
+
+
+def test_a_run_that_dies_adds_nothing_and_damage_is_refused(tmp_path):
+    state = str(tmp_path / "state")
+    rng = random.Random(3)
+    hashes = [rng.getrandbits(256).to_bytes(32, "little") for _ in range(30)]
+    _seed_state(state, hashes[:10], [f"s{i}" for i in range(10)])
+    manifest = _manifest(state)
+    # A run that died after writing a segment, before its commit: never read, removed later.
+    keys = np.frombuffer(b"".join(hashes[10:20]), dtype=np.uint8).reshape(10, 32)
+    near_state.write_segment(state, "dead", 0, fixed_batch(keys, STATE, [f"d{i}" for i in range(10)]))
+    records = [{"id": f"r{i:02d}", "h": h.hex()} for i, h in enumerate(hashes)]
+    expected = oracle([(r["id"], bytes.fromhex(r["h"])) for r in records], 8,
+                      [(f"s{i}", h, "state") for i, h in enumerate(hashes[:10])])
+    assert sum(1 for v in expected.values() if v is None) == 20
+    p, outputs = run_pipeline(records, 8, hash_column="h", state_dir=state)
+    assert_that(tagged(outputs), check_against(expected))
+    p.run().wait_until_finish()
+    assert not os.path.exists(os.path.join(state, "runs", "dead"))
+    assert _manifest(state)["rows"] == 30 and _manifest(state)["generation"] == manifest["generation"] + 1
+    # A commit on a stale generation is refused: another run committed meanwhile.
+    with pytest.raises(near_state.StateError, match="changed while this run ran"):
+        near_state.commit(state, "late", manifest["generation"], manifest, [])
+    # A damaged segment fails the run instead of silently forgetting what it held.
+    seg = os.path.join(state, _manifest(state)["segments"][0]["path"])
+    with open(seg, "r+b") as f:
+        f.truncate(os.path.getsize(seg) // 2)
+    p, outputs = run_pipeline(records, 8, hash_column="h", state_dir=state)
+    with pytest.raises(Exception, match="damaged"):
+        p.run().wait_until_finish()
+
+
+def test_a_state_that_cannot_be_used_is_refused(tmp_path):
+    near = str(tmp_path / "near")
+    _seed_state(near, [bytes(32)], ["x"])
+    with pytest.raises(ValueError, match="hash_size=16"):
+        ImagePhashDedup(max_distance=4, hash_size=8, state_dir=near)
+    with pytest.raises(ValueError, match="algorithm='phash'"):
+        ImagePhashDedup(max_distance=4, algorithm="dhash", state_dir=near)
+    with pytest.raises(ValueError, match="exact dedup"):
+        ImagePhashDedup(state_dir=near)  # exact mode, Ray backend: another layout
+    manifest = _manifest(near)
+    manifest["hash_version"] = beam_phash._native.HASH_VERSION + 1
+    json.dump(manifest, open(os.path.join(near, "manifest.json"), "w"))
+    with pytest.raises(ValueError, match="hash_version"):
+        ImagePhashDedup(max_distance=4, state_dir=near)
+    exact = str(tmp_path / "exact")
+    from beam_phash.bucket_store import prepare_state_dir
+    prepare_state_dir(exact, 16, "phash", 16)
+    with pytest.raises(ValueError, match="near-duplicate"):
+        ImagePhashDedup(max_distance=4, state_dir=exact)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(ValueError, match="not writable"):
+        ImagePhashDedup(max_distance=4, state_dir=str(blocker / "state"))
+    with pytest.raises(ValueError, match="reference must be a PCollection"):
+        ImagePhashDedup(reference=["not", "a", "pcollection"])
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "pipelines.dedup_images", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_cli_reference_and_state(tmp_path):
+    sample = os.path.join(ROOT, "pipelines", "sample_data")
+    refdir = tmp_path / "refs"
+    refdir.mkdir()
+    for name in ("skagen.jpg", "sunset.jpg", "not_an_image.jpg"):
+        (refdir / name).write_bytes(open(os.path.join(sample, name), "rb").read())
+    out = tmp_path / "out"
+    r = _cli("--output", str(out), "--max-distance", "auto", "--reference", str(refdir),
+             "--state", str(tmp_path / "state"))
+    assert r.returncode == 0, r.stderr
+    summary = json.load(open(out / "summary.json"))
+    ref = summary["reference"]
+    # skagen, its byte copy, sunset and its PNG copy match; the broken reference is listed.
+    assert (ref["references"], ref["matches"], ref["failed"]) == (2, 4, 1), ref
+    assert ref["failures"][0]["id"].endswith("not_an_image.jpg") and ref["failures"][0]["error"]
+    assert summary["adds_up"] and summary["inputs"] == 12
+    page = open(out / "report.html").read()
+    assert "inputs that matched the reference</td><td>4<" in page
+    import pyarrow.parquet as pq
+    dups = pq.read_table(out / "duplicates").to_pylist()
+    assert sorted(d["matched"] for d in dups).count("reference") == 4
+    # Run 2 with the same state, no reference: what run 1 kept matches the state; the images that
+    # matched the reference were never kept, so one of each of their two groups is kept now.
+    out2 = tmp_path / "out2"
+    r = _cli("--output", str(out2), "--max-distance", "auto", "--state", str(tmp_path / "state"))
+    assert r.returncode == 0, r.stderr
+    summary2 = json.load(open(out2 / "summary.json"))
+    assert summary2["kept"] == 2 and summary2["state_matches"] == summary["kept"] + summary["duplicates"] - 4
+    # Run 1's kept/ as a reference, exact mode: its hash column is found and used.
+    out3 = tmp_path / "out3"
+    r = _cli("--output", str(out3), "--backend", "state", "--reference", str(out / "kept"))
+    assert r.returncode == 0, r.stderr
+    summary3 = json.load(open(out3 / "summary.json"))
+    assert summary3["reference"]["hash_column"] == "image_phash"
+    assert summary3["reference"]["references"] == summary["kept"]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--reference", "/nonexistent/refs"], "--reference '/nonexistent/refs' matched no files"),
+    (["--reference", "KEPT", "--reference-id-column", "nope"], "--reference-id-column 'nope' is not a column"),
+    (["--reference", "KEPT", "--reference-hash-column", "nope"], "--reference-hash-column 'nope' is not a column"),
+    (["--max-distance", "8", "--state", "FILE/state"], "is not writable"),
+])
+def test_cli_refuses_a_bad_reference_or_state(tmp_path, args, message):
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    pq.write_table(pa.table({"id": ["a"], "image_phash": ["00" * 32]}), kept / "part.parquet")
+    (tmp_path / "file").write_text("x")
+    args = [a.replace("KEPT", str(kept)).replace("FILE", str(tmp_path / "file")) for a in args]
+    r = _cli("--output", str(tmp_path / "out"), *args)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = [line for line in r.stderr.splitlines() if line.startswith("beam-phash:")]
+    assert len(lines) == 1 and message in lines[0], r.stderr
