@@ -190,6 +190,9 @@ def test_reference_images_exact_and_near(k):
         fw = {h: {l for l, fh, _ in fixed if fh == h} for _, h, _ in fixed}
         expected = {i: ("reference", fw[h], 0) for i, h in hashes.items() if h in fw}
     assert sum(1 for v in expected.values() if v and v[0] == "reference") >= 8
+    if k:  # near mode: the references as one Arrow table, as ReadAllFromParquetBatched gives them
+        import pyarrow as pa
+        refs = [pa.table({"id": [r["id"] for r in refs], "image": [r["image"] for r in refs]})]
     p, outputs = run_pipeline(records, k, reference=refs, **({} if k else {"backend": "state"}))
     assert_that(tagged(outputs), check_against(expected))
     assert_that(outputs.reference_failed | beam.Map(lambda r: r["id"]),
