@@ -203,6 +203,11 @@ def counts_of(result) -> dict:
     return totals
 
 
+def _count(spec: InputSpec) -> int:
+    """Records an input holds: Parquet rows (from the footers), else matched files."""
+    return spec.rows if spec.fmt == "parquet" else spec.matched
+
+
 def configure(argv: Optional[List[str]]):
     """Parse and check everything; raises ConfigError or ValueError before anything runs."""
     args, beam_args = parse_args(argv)
@@ -235,7 +240,7 @@ def configure(argv: Optional[List[str]]):
                             max_distance=args.max_distance, dihedral=args.dihedral, keep=args.keep,
                             hash_column=args.hash_column, band_partition_bits=args.band_partition_bits,
                             search_partitions=args.search_partitions,
-                            expected_count=spec.rows if spec.fmt == "parquet" else spec.matched)
+                            expected_count=_count(spec) + (_count(reference) if reference else 0))
     return args, spec, dedup, PipelineOptions(beam_args), reference
 
 

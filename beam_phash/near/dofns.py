@@ -175,7 +175,7 @@ class SearchDoFn(beam.DoFn):
         self._groups = groups
         self._metrics = DedupMetrics()
 
-    def _search(self, images: Images, band: int, fixed: int, **kwargs) -> Edges:
+    def _search(self, images: Images, band, fixed: int, **kwargs) -> Edges:
         a, b, d, candidates, big_runs = near_search(
             u8(images.hashes), u8(images.ids), hash_bytes=self._hash_bytes, bits=self._bits,
             max_distance=self._k, layout=self._layout, band=band,
@@ -202,9 +202,8 @@ class SearchDoFn(beam.DoFn):
         if sub >= 0:
             w = sub_blocks(*self._layout[part])[sub][1]
             edges = self._search(images, part, n_fixed, sub=sub, prefix_bits=min(self._prefix_bits, w), prefix=prefix)
-        else:
-            edges = concat(Edges, [self._search(images, band, n_fixed)
-                                   for band in range(part, len(self._layout), self._groups)])
+        else:  # every band of the group, in parallel on the worker's cores
+            edges = self._search(images, list(range(part, len(self._layout), self._groups)), n_fixed)
         edges, mixed = edges.split_fixed()
         if len(mixed.a):
             for p, blocks in blocks_by_partition(Blocks(mixed.a, mixed.b, mixed.distance).best()):

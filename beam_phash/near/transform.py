@@ -39,6 +39,9 @@ from beam_phash._native import near_layout
 from beam_phash.near import dofns, fixed as fixed_images
 from beam_phash.near.policy import check_keep
 from beam_phash.near.state import NearState
+
+#: The band layout's default count of images (``near_layout``'s own default).
+DEFAULT_COUNT = 1_000_000
 from beam_phash.records import DUPLICATES, KEPT
 
 
@@ -56,8 +59,10 @@ class NearDedup(beam.PTransform):
         holding every distinct hash; b > 0: one partition per band, sub-block and b-bit
         sub-block prefix (for inputs too large for one worker).
       search_partitions: with ``band_partition_bits`` = 0, how many band groups are searched in
-        parallel; each is one copy of the hashes through the shuffle.
-      expected_count: about how many distinct images, for the band layout's cost model.
+        parallel; each is one copy of the hashes through the shuffle. With fixed images (a
+        state or a reference) one group holds every band, searched on all the worker's cores.
+      expected_count: about how many distinct images, for the band layout's cost model
+        (references included; the state's rows are added).
       fixed: a PCollection of ``batches.Fixed`` (a reference set), or None.
       state: a :class:`NearState`: its images are fixed too, and this run's kept ones are
         added to it.
@@ -77,9 +82,15 @@ class NearDedup(beam.PTransform):
         self._keep = check_keep(keep)
         self._partitions = partitions
         self._prefix_bits = band_partition_bits
-        count = None if expected_count is None else expected_count * (9 if dihedral else 1)
+        with_fixed = fixed is not None or (state is not None and bool(state.manifest["segments"]))
+        count = None
+        if expected_count is not None or with_fixed:
+            count = (expected_count or DEFAULT_COUNT) * (9 if dihedral else 1)
+            count += 0 if state is None else state.manifest["rows"]
         self.layout = near_layout(bits, max_distance, count)
-        self._search_partitions = min(search_partitions, len(self.layout))
+        # Fixed images are many and cheap to search (never paired with each other), costly to
+        # copy: then one group holds every band, searched in parallel on the worker's cores.
+        self._search_partitions = 1 if with_fixed else min(search_partitions, len(self.layout))
 
     def _fixed_images(self, pipeline):
         """Fixed batches from the state and the reference -> (distinct fixed images, their

@@ -16,7 +16,7 @@ use crate::error::HashError;
 use crate::hash::{hash_batch, hash_image as hash_image_core, HashBits, ImageHash, HASH_VERSION};
 use crate::near::bits::{u32s, u64s, Owners, Packed};
 use crate::near::forest::{spanning_forest as forest_core, Components as CoreComponents};
-use crate::near::search::{search, Images, Part, Sub};
+use crate::near::search::{search, search_bands, Images, Part, Sub};
 use crate::near::{brute, collapse, resolve, Band, Layout};
 use crate::seen::{SeenError, SeenSet as CoreSeenSet};
 
@@ -464,10 +464,11 @@ fn near_fields<'py>(py: Python<'py>, hashes: &Bound<'py, PyAny>, hash_bytes: usi
 
 /// The pairs within `max_distance` that qualify first on one band (or one sub-block partition of
 /// it): (a ids, b ids, distances) as uint64, uint64, uint32 bytes, plus (candidates, big runs).
-/// The last `fixed` images are already kept: only pairs with a new image are searched, and
-/// `variants` cover the new images only.
+/// `band` may be a list of whole bands, searched in parallel on `threads` threads (None: all
+/// cores). The last `fixed` images are already kept: only pairs with a new image are searched,
+/// and `variants` cover the new images only.
 #[pyfunction]
-#[pyo3(signature = (hashes, ids, *, hash_bytes, bits, max_distance, layout, band, variants=None, sub=None, prefix_bits=0, prefix=0, fixed=0))]
+#[pyo3(signature = (hashes, ids, *, hash_bytes, bits, max_distance, layout, band, variants=None, sub=None, prefix_bits=0, prefix=0, fixed=0, threads=None))]
 #[allow(clippy::too_many_arguments)]
 fn near_search<'py>(
     py: Python<'py>,
@@ -477,16 +478,25 @@ fn near_search<'py>(
     bits: u32,
     max_distance: u32,
     layout: Vec<(u32, u32, u32)>,
-    band: usize,
+    band: &Bound<'py, PyAny>,
     variants: Option<&Bound<'py, PyAny>>,
     sub: Option<usize>,
     prefix_bits: u32,
     prefix: u64,
     fixed: usize,
+    threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyTuple>> {
     let layout = layout_from(bits, max_distance, layout)?;
-    let part = Part { band, sub: sub.map(|index| Sub { index, prefix_bits, prefix }) };
-    let (edges, stats) = with_images(py, hashes, ids, variants, hash_bytes, fixed, |images| search(images, &layout, part))?;
+    let (edges, stats) = if let Ok(single) = band.extract::<usize>() {
+        let part = Part { band: single, sub: sub.map(|index| Sub { index, prefix_bits, prefix }) };
+        with_images(py, hashes, ids, variants, hash_bytes, fixed, |images| search(images, &layout, part))?
+    } else {
+        let bands: Vec<usize> = band.extract()?;
+        if sub.is_some() {
+            return Err(PyValueError::new_err("a sub-block partition is of one band, not a list"));
+        }
+        with_images(py, hashes, ids, variants, hash_bytes, fixed, |images| search_bands(images, &layout, &bands, threads))?
+    };
     let items: [Bound<'py, PyAny>; 5] = [
         PyBytes::new(py, &u64_bytes(&edges.a)).into_any(),
         PyBytes::new(py, &u64_bytes(&edges.b)).into_any(),

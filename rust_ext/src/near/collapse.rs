@@ -1,7 +1,10 @@
 //! Exact collapse: records with an identical key (hash, and variants with dihedral) are one image
 //! in the near-duplicate graph, represented by its best-ranked record.
+use rayon::prelude::*;
+
 use crate::error::HashError;
 use crate::near::bits::{Owners, Packed};
+use crate::pool;
 
 /// For each distinct key, in ascending key order, the index of its best-ranked record (smaller
 /// `primary`, then the smaller owner, then the earlier index).
@@ -11,14 +14,15 @@ pub fn heads(keys: &Packed, primary: &[u64], owners: &Owners) -> Result<Vec<u32>
         return Err(HashError::Config(format!("{n} keys with {} ranks and {} owners", primary.len(), owners.len())));
     }
     let mut order: Vec<u32> = (0..n as u32).collect();
-    order.sort_unstable_by(|&x, &y| {
+    // On all cores: a partition of a large fixed set holds millions of rows.
+    pool::install(None, || order.par_sort_unstable_by(|&x, &y| {
         let (x, y) = (x as usize, y as usize);
         keys.row(x)
             .cmp(keys.row(y))
             .then_with(|| primary[x].cmp(&primary[y]))
             .then_with(|| owners.get(x).cmp(owners.get(y)))
             .then_with(|| x.cmp(&y))
-    });
+    }));
     let mut out = Vec::new();
     for (i, &r) in order.iter().enumerate() {
         if i == 0 || keys.row(order[i - 1] as usize) != keys.row(r as usize) {

@@ -19,12 +19,30 @@
 //! sub-block, the first sub-block) on which any of its entry pairs qualifies; every other band
 //! checks that and skips it. So the union of all bands' outputs holds each pair exactly once,
 //! however the bands are spread over workers.
+use rayon::prelude::*;
+
 use crate::error::HashError;
 use crate::near::bits::{field, hamming, image_distance, Packed};
 use crate::near::layout::{Layout, TABLE_BITS};
+use crate::pool;
 
 /// Runs at least this long are counted as brute-forced (degenerate, near-uniform hashes).
 pub const BIG_RUN: usize = 1024;
+/// Bands at most this wide filter fixed entries through a bitmap of the values near new ones
+/// (2^30 bits: 128 MiB at the most).
+const NEAR_NEW_MAX_BITS: u32 = 30;
+const FIXED_CHUNK: usize = 64;
+
+#[inline(always)]
+fn prefetch<T>(x: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint; it never faults, and the pointer is valid anyway.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch(x as *const T as *const i8, std::arch::x86_64::_MM_HINT_T0);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = x;
+}
 const BLOCK: usize = 256;
 
 /// What to search: `hashes` (n rows), optional `variants` (8 rows per new image, first the
@@ -236,16 +254,47 @@ fn masks(width: u32, radius: u32, skip: Option<(u32, u32)>) -> Vec<u64> {
     out
 }
 
-/// Run lookup by band value: a direct table of offsets for narrow bands, else binary search.
+/// Run lookup by band value: a direct table of offsets for narrow bands, else a binary search
+/// within the slice of values that share their top bits (found through a small table).
 enum Runs {
     Table { offsets: Vec<u32> },
-    Sorted { values: Vec<u64>, starts: Vec<u32> },
+    Sorted { values: Vec<u64>, starts: Vec<u32>, top: Vec<u32>, shift: u32 },
+}
+
+/// Sort (key, entry) pairs by key, stably (equal keys keep their order): an LSD radix sort of
+/// 16-bit digits over the key's `width` bits, O(n) per digit; the comparison sort beyond 48 bits.
+fn sort_by_key(entries: &mut Vec<(u64, u32)>, width: u32) {
+    if width > 48 {
+        entries.sort_by_key(|e| e.0);
+        return;
+    }
+    let mut other = vec![(0u64, 0u32); entries.len()];
+    let mut shift = 0;
+    while shift < width {
+        let mut counts = vec![0usize; 1 << 16];
+        for e in entries.iter() {
+            counts[((e.0 >> shift) & 0xFFFF) as usize] += 1;
+        }
+        let mut sum = 0;
+        for c in counts.iter_mut() {
+            let n = *c;
+            *c = sum;
+            sum += n;
+        }
+        for &e in entries.iter() {
+            let slot = &mut counts[((e.0 >> shift) & 0xFFFF) as usize];
+            other[*slot] = e;
+            *slot += 1;
+        }
+        std::mem::swap(entries, &mut other);
+        shift += 16;
+    }
 }
 
 impl Runs {
-    /// From unsorted (key, entry) pairs: a table when the band is narrow enough for the count
-    /// of entries, else the entries are sorted in place and their runs listed.
-    fn build(entries: &mut [(u64, u32)], width: u32) -> Runs {
+    /// From (key, entry) pairs in entry order: a table when the band is narrow enough for the
+    /// count of entries, else the entries are sorted in place (stably) and their runs listed.
+    fn build(entries: &mut Vec<(u64, u32)>, width: u32) -> Runs {
         let n = entries.len();
         if width <= TABLE_BITS && (1usize << width) <= 64 * n.max(1024) {
             let mut offsets = vec![0u32; (1usize << width) + 1];
@@ -257,7 +306,7 @@ impl Runs {
             }
             Runs::Table { offsets }
         } else {
-            entries.sort_unstable();
+            sort_by_key(entries, width);
             let mut values = Vec::new();
             let mut starts = Vec::new();
             for (i, &(k, _)) in entries.iter().enumerate() {
@@ -267,7 +316,17 @@ impl Runs {
                 }
             }
             starts.push(n as u32);
-            Runs::Sorted { values, starts }
+            // The top `p` bits of a value index the slice of values that share them.
+            let p = (usize::BITS - values.len().leading_zeros()).min(width).min(TABLE_BITS);
+            let shift = width - p;
+            let mut top = vec![0u32; (1usize << p) + 1];
+            for &v in &values {
+                top[(v >> shift) as usize + 1] += 1;
+            }
+            for i in 1..top.len() {
+                top[i] += top[i - 1];
+            }
+            Runs::Sorted { values, starts, top, shift }
         }
     }
 
@@ -281,12 +340,37 @@ impl Runs {
                 }
                 (offsets[k] as usize, offsets[k + 1] as usize)
             }
-            Runs::Sorted { values, starts } => match values.binary_search(&key) {
-                Ok(i) => (starts[i] as usize, starts[i + 1] as usize),
-                Err(_) => (0, 0),
-            },
+            Runs::Sorted { values, starts, top, shift } => {
+                let t = (key >> shift) as usize;
+                if t + 1 >= top.len() {
+                    return (0, 0);
+                }
+                let (lo, hi) = (top[t] as usize, top[t + 1] as usize);
+                match values[lo..hi].binary_search(&key) {
+                    Ok(i) => (starts[lo + i] as usize, starts[lo + i + 1] as usize),
+                    Err(_) => (0, 0),
+                }
+            }
         }
     }
+}
+
+/// [`search`] over several whole bands, in parallel on `threads` threads (None: all cores):
+/// their edges one band after the other, and the summed stats.
+pub fn search_bands(images: &Images, layout: &Layout, bands: &[usize], threads: Option<usize>) -> Result<(Edges, Stats), HashError> {
+    let found: Vec<Result<(Edges, Stats), HashError>> =
+        pool::install(threads, || bands.par_iter().map(|&band| search(images, layout, Part { band, sub: None })).collect());
+    let mut edges = Edges::default();
+    let mut stats = Stats::default();
+    for result in found {
+        let (e, s) = result?;
+        edges.a.extend(e.a);
+        edges.b.extend(e.b);
+        edges.distance.extend(e.distance);
+        stats.candidates += s.candidates;
+        stats.big_runs += s.big_runs;
+    }
+    Ok((edges, stats))
 }
 
 /// All pairs within `layout.max_distance` that qualify first on `part` (see the module docs).
@@ -345,17 +429,52 @@ fn search_body(images: &Images, layout: &Layout, part: Part) -> Result<(Edges, S
     let slots = images.slots();
     let n = images.hashes.len();
 
+    let probe_masks = masks(band.width, band.radius, skip);
     // Bucketing: entries sorted by band value (a counting sort for narrow bands), then their
     // hashes copied in that order as u64 words, so each run is contiguous in memory.
-    let mut entries: Vec<(u64, u32)> = Vec::with_capacity(n * slots);
-    for i in 0..n {
-        for s in 0..images.slots_of(i) {
+    let mut entries: Vec<(u64, u32)> = Vec::with_capacity(images.fixed_from * slots + (n - images.fixed_from));
+    for i in 0..images.fixed_from {
+        for s in 0..slots {
             let h = images.entry(i, s);
             if in_partition(h) {
                 entries.push((field(h, band.start, band.width), (i * slots + s) as u32));
             }
         }
     }
+    // A fixed entry is compared only with new entries whose band value lies within the radius of
+    // its own: on a wide band, the values near a new one mark the few fixed entries worth sorting.
+    let near_new = (images.fixed_from < n && band.width <= NEAR_NEW_MAX_BITS).then(|| {
+        let mut bitmap = vec![0u64; (1usize << band.width).div_ceil(64)];
+        let mut set = |v: u64| bitmap[(v >> 6) as usize] |= 1 << (v & 63);
+        for &(v, _) in &entries {
+            set(v);
+            for &m in &probe_masks {
+                set(v ^ m);
+            }
+        }
+        bitmap
+    });
+    // In chunks, each bitmap word prefetched before it is tested: the tests are random reads of
+    // a bitmap far larger than the caches, and this lets their misses overlap.
+    let mut chunk: Vec<(u64, u32)> = Vec::with_capacity(FIXED_CHUNK);
+    for lo in (images.fixed_from..n).step_by(FIXED_CHUNK) {
+        chunk.clear();
+        for i in lo..(lo + FIXED_CHUNK).min(n) {
+            let h = images.hashes.row(i);
+            if in_partition(h) {
+                let v = field(h, band.start, band.width);
+                if let Some(b) = &near_new {
+                    prefetch(&b[(v >> 6) as usize]);
+                }
+                chunk.push((v, (i * slots) as u32));
+            }
+        }
+        match &near_new {
+            None => entries.extend_from_slice(&chunk),
+            Some(b) => entries.extend(chunk.iter().filter(|(v, _)| b[(v >> 6) as usize] & (1 << (v & 63)) != 0)),
+        }
+    }
+    drop(near_new);
     let runs = Runs::build(&mut entries, band.width);
     let order: Vec<(u64, u32)> = match &runs {
         Runs::Table { offsets } => {
@@ -387,7 +506,6 @@ fn search_body(images: &Images, layout: &Layout, part: Part) -> Result<(Edges, S
             out[wpr - 1] |= (*byte as u64) << (8 * j);
         }
     }
-    let probe_masks = masks(band.width, band.radius, skip);
 
     let mut stats = Stats::default();
     let mut pairs: Vec<(u32, u32, u32)> = Vec::new();
