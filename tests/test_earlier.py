@@ -109,11 +109,12 @@ def _flip(h: bytes, count: int, rng: random.Random) -> bytes:
     return x.to_bytes(32, "little")
 
 
-@pytest.mark.parametrize("k1,k2,options,with_reference", [
-    (16, 16, (), False),
-    (12, 20, MULTI, True),
+@pytest.mark.parametrize("k1,k2,options,with_reference,extra", [
+    (16, 16, (), False, {}),
+    (12, 20, MULTI, True, {}),
+    (16, 16, (), True, {"band_partition_bits": 2, "partitions": 3}),
 ])
-def test_second_run_drops_what_the_first_kept(tmp_path, k1, k2, options, with_reference):
+def test_second_run_drops_what_the_first_kept(tmp_path, k1, k2, options, with_reference, extra):
     rng = random.Random(k1 * 100 + k2)
     first = [(f"a{i:04d}", h) for i, h in enumerate(_random_hashes(500, 256, k1, seed=k1))]
     second_hashes = []
@@ -152,7 +153,7 @@ def test_second_run_drops_what_the_first_kept(tmp_path, k1, k2, options, with_re
     assert any(v and v[0] == "state" and v[2] == k2 for v in expected2.values())
     records2 = [{"id": i, "h": h.hex()} for i, h in second]
     random.Random(2).shuffle(records2)
-    p, outputs = run_pipeline(records2, k2, options, reference=reference, hash_column="h", state_dir=state)
+    p, outputs = run_pipeline(records2, k2, options, reference=reference, hash_column="h", state_dir=state, **extra)
     assert_that(tagged(outputs), check_against(expected2), label="Second")
     if with_reference:
         assert_that(outputs.reference_failed | beam.Map(lambda r: (r["id"], r["error"].split(":")[0])),

@@ -12,12 +12,10 @@ import numpy as np
 import pyarrow as pa
 
 U64 = np.uint64
-#: A class id is (exact partition << PARTITION_SHIFT) | index in that partition; a fixed image's
-#: id (see ``fixed``) also has FIXED_BIT set, and its source in SOURCE_SHIFT.
+#: A class id is (exact partition << PARTITION_SHIFT) | index in that partition. In a band
+#: search, a fixed image (see ``fixed``) is FIXED_BIT | its index among that search's fixed images.
 PARTITION_SHIFT = 40
 FIXED_BIT = U64(1 << 63)
-SOURCE_SHIFT = 62
-_PARTITION_MASK = U64((1 << (SOURCE_SHIFT - PARTITION_SHIFT)) - 1)
 
 
 def u8(a: np.ndarray) -> np.ndarray:
@@ -60,7 +58,7 @@ def concat(cls, parts: Iterable):
 
 
 def partition_of_ids(ids: np.ndarray) -> np.ndarray:
-    return ((ids >> U64(PARTITION_SHIFT)) & _PARTITION_MASK).astype(np.int64)
+    return (ids >> U64(PARTITION_SHIFT)).astype(np.int64)
 
 
 def is_fixed(ids: np.ndarray) -> np.ndarray:
@@ -154,48 +152,27 @@ class Fixed(NamedTuple):
         return Fixed(self.keys[index], self.source[index], take_labels(self.labels, index))
 
 
-class FixedClasses(NamedTuple):
-    """The distinct fixed images of one exact partition: ids (ascending), source, label."""
-
-    ids: np.ndarray
-    source: np.ndarray
-    labels: pa.Array
-
-
-class Blocks(NamedTuple):
-    """New images within k of a fixed one: the new id, the best fixed id, the distance."""
+class Named(NamedTuple):
+    """New images within k of a fixed one: the new id, the distance, the fixed image's source
+    and label (what the new image's records name)."""
 
     new: np.ndarray  # uint64
-    fixed: np.ndarray  # uint64
     distance: np.ndarray  # uint32
-
-    def take(self, index) -> "Blocks":
-        return Blocks(self.new[index], self.fixed[index], self.distance[index])
-
-    def best(self) -> "Blocks":
-        """One block per new image: the fixed image of the first source (a reference before an
-        earlier run), then the nearest, then the smallest id."""
-        if not len(self.new):
-            return self
-        source = self.fixed >> U64(SOURCE_SHIFT)
-        order = np.lexsort((self.fixed, self.distance, source, self.new))
-        ordered = self.take(order)
-        first = np.r_[True, ordered.new[1:] != ordered.new[:-1]]
-        return ordered.take(first)
-
-
-class Named(NamedTuple):
-    """Blocks with the fixed image's source and label: what a blocked image's records name."""
-
-    new: np.ndarray
-    fixed: np.ndarray
-    distance: np.ndarray
-    source: np.ndarray
+    source: np.ndarray  # uint64
     labels: pa.Array
 
-    def blocks(self) -> Blocks:
-        return Blocks(self.new, self.fixed, self.distance)
-
     def take(self, index) -> "Named":
-        return Named(self.new[index], self.fixed[index], self.distance[index], self.source[index],
-                     take_labels(self.labels, index))
+        return Named(self.new[index], self.distance[index], self.source[index], take_labels(self.labels, index))
+
+    def best(self) -> "Named":
+        """One row per new image: the first source (a reference before an earlier run), then
+        the nearest, then the smallest label: the same whatever the runner and the order."""
+        if not len(self.new):
+            return self
+        import pyarrow.compute as pc
+
+        table = pa.table({"new": self.new, "source": self.source, "distance": self.distance, "label": self.labels})
+        order = pc.sort_indices(table, sort_keys=[("new", "ascending"), ("source", "ascending"),
+                                                  ("distance", "ascending"), ("label", "ascending")]).to_numpy()
+        new = self.new[order]
+        return self.take(order[np.r_[True, new[1:] != new[:-1]]])

@@ -20,24 +20,24 @@ from beam_phash._native import (
 from beam_phash.hash_dofn import Hashed
 from beam_phash.metrics import DedupMetrics
 from beam_phash.near.batches import (
+    FIXED_BIT,
     PARTITION_SHIFT,
     U64,
     Assigned,
-    Blocks,
     Classes,
     Edges,
+    Fixed,
     Images,
     Named,
     Ranked,
     concat,
-    is_fixed,
     pack_owners,
     partition_of_ids,
     u8,
     u32s,
     u64s,
 )
-from beam_phash.near.fixed import INPUT, SOURCES, STATE, blocks_by_partition, fixed_batch
+from beam_phash.near.fixed import INPUT, SOURCES, STATE, fixed_batch, named_by_partition
 from beam_phash.near.policy import primary_rank
 from beam_phash.routing import bucket_of, bucket_of_rows
 from beam_phash.outcome import emit
@@ -46,7 +46,7 @@ from beam_phash.records import DISTANCE_FIELD, MATCHED_FIELD, keeper_label
 ROWS = "rows"
 CLASSES = "classes"
 FOREST = "forest"
-BLOCKS = "blocks"
+NAMED = "named"
 FATES = "fates"
 KEPT_ROWS = "kept_rows"
 #: The rank of a fixed image: before every record of this run.
@@ -132,10 +132,10 @@ class CollapseDoFn(beam.DoFn):
 
 
 class BandSplitDoFn(beam.DoFn):
-    """A batch of images -> one copy per band group (keyed (group, -1, 0); group g holds bands g,
-    g + groups, ...); with ``prefix_bits`` > 0, per band, sub-block and prefix of the sub-block
-    instead (keyed (band, sub-block, prefix)), each image going to the prefixes of its hash and
-    variants."""
+    """A batch of images (or of fixed images) -> one copy per band group (keyed (group, -1, 0);
+    group g holds bands g, g + groups, ...); with ``prefix_bits`` > 0, per band, sub-block and
+    prefix of the sub-block instead (keyed (band, sub-block, prefix)), each image going to the
+    prefixes of its hash and variants."""
 
     def __init__(self, layout: Sequence[Tuple[int, int, int]], hash_bytes: int, prefix_bits: int,
                  groups: int):
@@ -144,20 +144,23 @@ class BandSplitDoFn(beam.DoFn):
         self._prefix_bits = prefix_bits
         self._groups = groups
 
-    def process(self, images: Images):
+    def process(self, images):
         if self._prefix_bits == 0:
             for group in range(self._groups):
                 yield (group, -1, 0), images
             return
-        entries = images.hashes if images.variants is None else np.concatenate(
-            [images.hashes[:, None, :], images.variants], axis=1)
-        slots = 1 if images.variants is None else 9
+        if isinstance(images, Fixed):
+            entries, slots = images.keys, 1
+        else:
+            entries = images.hashes if images.variants is None else np.concatenate(
+                [images.hashes[:, None, :], images.variants], axis=1)
+            slots = 1 if images.variants is None else 9
         for band, (start, width, radius) in enumerate(self._layout):
             for j, (s, w) in enumerate(sub_blocks(start, width, radius)):
                 bits = min(self._prefix_bits, w)
                 prefixes = u64s(near_fields(u8(entries), self._hash_bytes, s, bits)).reshape(-1, slots)
                 for value in np.unique(prefixes):
-                    yield (band, j, int(value)), images.take((prefixes == value).any(axis=1))
+                    yield (band, j, int(value)), images.take(np.flatnonzero((prefixes == value).any(axis=1)))
 
 
 class SearchDoFn(beam.DoFn):
@@ -184,21 +187,22 @@ class SearchDoFn(beam.DoFn):
         self._metrics.near_big_runs.inc(big_runs)
         return Edges(u64s(a), u64s(b), u32s(d))
 
-    def process(self, element: Tuple[Tuple[int, int, int], Iterable[Images]]):
+    def process(self, element: Tuple[Tuple[int, int, int], Iterable]):
         (part, sub, prefix), batches = element
         new, fixed = [], []
         for batch in batches:
-            if len(batch.ids):
-                (fixed if is_fixed(batch.ids[:1])[0] else new).append(batch)
+            if isinstance(batch, Fixed):
+                fixed.append(batch)
+            elif len(batch.ids):
+                new.append(batch)
         if not new:
             return  # fixed images are never paired with each other
         images = concat(Images, new)
-        n_fixed = 0
-        if fixed:
-            fixed_images = concat(Images, fixed)
-            n_fixed = len(fixed_images.ids)
-            images = Images(np.concatenate([images.ids, fixed_images.ids]),
-                            np.concatenate([images.hashes, fixed_images.hashes]), images.variants)
+        fixed = concat(Fixed, fixed) if fixed else None
+        n_fixed = 0 if fixed is None else len(fixed.keys)
+        if n_fixed:  # after the new images, with local ids
+            images = Images(np.concatenate([images.ids, FIXED_BIT | np.arange(n_fixed, dtype=U64)]),
+                            np.concatenate([images.hashes, fixed.keys]), images.variants)
         if sub >= 0:
             w = sub_blocks(*self._layout[part])[sub][1]
             edges = self._search(images, part, n_fixed, sub=sub, prefix_bits=min(self._prefix_bits, w), prefix=prefix)
@@ -206,8 +210,9 @@ class SearchDoFn(beam.DoFn):
             edges = self._search(images, list(range(part, len(self._layout), self._groups)), n_fixed)
         edges, mixed = edges.split_fixed()
         if len(mixed.a):
-            for p, blocks in blocks_by_partition(Blocks(mixed.a, mixed.b, mixed.distance).best()):
-                yield beam.pvalue.TaggedOutput(BLOCKS, (p, blocks))
+            rows = (mixed.b & ~FIXED_BIT).astype(np.int64)
+            for p, named in named_by_partition(mixed.a, mixed.distance, rows, fixed):
+                yield beam.pvalue.TaggedOutput(NAMED, (p, named))
         if not len(edges.a):
             return
         self._metrics.near_dup_pairs.inc(len(edges.a))
@@ -255,8 +260,7 @@ class AttachDoFn(beam.DoFn):
         classes = concat(Classes, joined[CLASSES])
         blocked = np.zeros(0, dtype=U64)
         if named:
-            named = concat(Named, named)
-            named = named.take(_best_rows(named))
+            named = concat(Named, named).best()  # the best over every search that found one
             blocked = named.new
             rows = np.searchsorted(classes.ids, named.new)
             for i, row in enumerate(rows):
@@ -280,14 +284,6 @@ class AttachDoFn(beam.DoFn):
             edge_parts = partition_of_ids(comps[np.searchsorted(ids, edges.a)])
             for q in np.unique(edge_parts):
                 yield int(q), ("edges", edges.take(edge_parts == q))
-
-
-def _best_rows(named: Named) -> np.ndarray:
-    """Rows of the one block per new image (see ``Blocks.best``), from every search group."""
-    blocks = named.blocks()
-    order = np.lexsort((blocks.fixed, blocks.distance, named.source, blocks.new))
-    new = blocks.new[order]
-    return order[np.r_[True, new[1:] != new[:-1]]]
 
 
 class ResolveDoFn(beam.DoFn):

@@ -21,8 +21,8 @@ every element there is a packed batch (``batches``), thousands of images per ele
 6. ``JoinFates``/``Apply``: each dropped image's fate goes back to its records by key.
 
 Fixed images (``fixed.py``: an earlier run's kept hashes from ``state``, and a reference set)
-join at step 3 after their own collapse; a new image within k of one is dropped by ``Attach`` as
-its duplicate and leaves the graph. With ``state``, ``Apply`` also emits the kept hashes, which
+join at step 3 as packed batches; the search names the best fixed image near each new image, and
+``Attach`` drops that new image as its duplicate: it leaves the graph. With ``state``, ``Apply`` also emits the kept hashes, which
 ``NearState.commit`` adds to the state directory once every record has its fate.
 
 Memory: no step holds the whole graph. A band partition holds its images (ids, hashes) and the
@@ -36,7 +36,7 @@ from typing import Optional
 import apache_beam as beam
 
 from beam_phash._native import near_layout
-from beam_phash.near import dofns, fixed as fixed_images
+from beam_phash.near import dofns
 from beam_phash.near.policy import check_keep
 from beam_phash.near.state import NearState
 
@@ -92,24 +92,17 @@ class NearDedup(beam.PTransform):
         # copy: then one group holds every band, searched in parallel on the worker's cores.
         self._search_partitions = 1 if with_fixed else min(search_partitions, len(self.layout))
 
-    def _fixed_images(self, pipeline):
-        """Fixed batches from the state and the reference -> (distinct fixed images, their
-        classes), or (None, None)."""
+    def _fixed_batches(self, pipeline):
+        """Fixed batches from the state and the reference, or None."""
         sources = []
         if self._state is not None and self._state.manifest["segments"]:
             sources.append(pipeline | "ReadState" >> self._state)
         if self._fixed is not None:
             sources.append(self._fixed)
         if not sources:
-            return None, None
+            return None
         batches = sources[0] if len(sources) == 1 else tuple(sources) | "AllFixed" >> beam.Flatten()
-        collapsed = (batches
-                     | "FixedWindow" >> beam.WindowInto(beam.window.GlobalWindows())
-                     | "PackFixed" >> beam.ParDo(fixed_images.PackFixedDoFn(self._partitions))
-                     | "GroupFixed" >> beam.GroupByKey()
-                     | "CollapseFixed" >> beam.ParDo(fixed_images.CollapseFixedDoFn()).with_outputs(
-                         fixed_images.FIXED_CLASSES, main="images"))
-        return collapsed.images, collapsed[fixed_images.FIXED_CLASSES]
+        return batches | "FixedWindow" >> beam.WindowInto(beam.window.GlobalWindows())
 
     def expand(self, hashed):
         packed = (hashed
@@ -120,7 +113,7 @@ class NearDedup(beam.PTransform):
                      | "GroupExact" >> beam.GroupByKey()
                      | "Collapse" >> beam.ParDo(dofns.CollapseDoFn(self._hash_bytes, self._dihedral)).with_outputs(
                          dofns.CLASSES, main="images"))
-        fixed, fixed_classes = self._fixed_images(hashed.pipeline)
+        fixed = self._fixed_batches(hashed.pipeline)
         images = collapsed.images
         if fixed is not None:
             images = (images, fixed) | "WithFixed" >> beam.Flatten()
@@ -131,18 +124,13 @@ class NearDedup(beam.PTransform):
                     | "Search" >> beam.ParDo(dofns.SearchDoFn(
                         self._bits, self._k, self.layout, self._hash_bytes, self._prefix_bits,
                         self._search_partitions)).with_outputs(
-                        dofns.FOREST, dofns.BLOCKS, main="edges"))
+                        dofns.FOREST, dofns.NAMED, main="edges"))
         assigned = (searched[dofns.FOREST]
                     | "OneGraph" >> beam.Map(lambda forest: (0, forest))
                     | "GroupForests" >> beam.GroupByKey()
                     | "Components" >> beam.ParDo(dofns.ComponentsDoFn()))
-        joined = {dofns.CLASSES: collapsed[dofns.CLASSES], "assigned": assigned, "edges": searched.edges}
-        if fixed is not None:
-            joined["named"] = ({fixed_images.FIXED_CLASSES: fixed_classes, "blocks": searched[dofns.BLOCKS]}
-                               | "JoinFixed" >> beam.CoGroupByKey()
-                               | "NameBlocks" >> beam.ParDo(fixed_images.NameBlocksDoFn()))
-        else:
-            joined["named"] = searched[dofns.BLOCKS]  # always empty: keeps the join's shape
+        joined = {dofns.CLASSES: collapsed[dofns.CLASSES], "assigned": assigned, "edges": searched.edges,
+                  "named": searched[dofns.NAMED]}
         attached = (joined
                     | "JoinComponents" >> beam.CoGroupByKey()
                     | "Attach" >> beam.ParDo(dofns.AttachDoFn()).with_outputs(dofns.FATES, main="nodes"))
