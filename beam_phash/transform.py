@@ -131,9 +131,10 @@ class ImagePhashDedup(beam.PTransform):
         groups, each holding every distinct hash) or b > 0 to cut each band into 2^b partitions
         per sub-block, for inputs too large for one worker.
       search_partitions: near-duplicate mode with ``band_partition_bits=0``: how many groups of
-        bands are searched in parallel (each one copy of the hashes through the shuffle).
-      expected_count: near-duplicate mode, about how many records, for the band layout's cost
-        model (default: 1M).
+        bands are searched in parallel (each one copy of the hashes through the shuffle); with a
+        state or a reference, one group whose bands are searched on all the worker's cores.
+      expected_count: near-duplicate mode, about how many records (references included), for
+        the band layout's cost model (default: 1M); a state's rows are added.
       reference: a PCollection of reference images, in either mode: dict records like the
         input's (``image_field``, ``id_field``), or pyarrow Tables/RecordBatches with those
         columns (``parquetio.ReadAllFromParquetBatched``). Every input within ``max_distance`` of
