@@ -302,7 +302,7 @@ class ImagePhashDedup(beam.PTransform):
                 hash_field=self.hash_field, id_field=self.id_field, threads=self.hash_threads,
                 max_pixels=self.max_pixels, dihedral=self.dihedral)
         hashed = batches | label >> beam.ParDo(step).with_outputs(FAILED, main="hashed")
-        fixed, reference_failed = self._reference(records.pipeline)
+        fixed, reference_failed = self._reference(hashed[FAILED])
         matched = []  # exact mode: duplicates of a reference
         if self.near_duplicates:
             state = None
@@ -329,10 +329,12 @@ class ImagePhashDedup(beam.PTransform):
             return DedupOutputs(kept, duplicates, failed, reference_failed)
         return (kept, failed) | "KeptAndFailed" >> beam.Flatten()
 
-    def _reference(self, pipeline):
+    def _reference(self, failed):
         """(the reference as fixed batches or None, the references that failed)."""
         if self.reference is None:
-            return None, pipeline | "NoReferenceFailures" >> beam.Create([])
+            # Empty, and produced by a step with an input: portable runners (Flink) reject the
+            # identity step an empty Create adds inside a composite.
+            return None, failed | "NoReferenceFailures" >> beam.Filter(lambda _: False)
         out = self.reference | "HashReference" >> HashReference(
             self.batch_size, algorithm=self.algorithm, hash_size=self.hash_size, bits=self.bits,
             image_field=self.image_field, id_field=self.id_field, hash_column=self.reference_hash_column,

@@ -81,6 +81,11 @@ def _build_group(element, sizes: Dict[str, int], fields: _Fields) -> Iterable[st
     yield json.dumps({"keeper": keeper_id, "size": 1 + sizes.get(keeper_id, 0), "members": members})
 
 
+def _of_this_run(record: dict) -> bool:
+    """A duplicate of a record kept in this run (not of a reference or an earlier run)."""
+    return record.get(MATCHED_FIELD) in (None, "input")
+
+
 class CollectReportData(beam.PTransform):
     """(kept, duplicates, failed) -> ``DIR/report/groups.jsonl`` and ``DIR/report/failures.jsonl``."""
 
@@ -94,11 +99,12 @@ class CollectReportData(beam.PTransform):
         self._max_failures = max_failures
 
     def expand(self, outputs):
-        kept, all_dups, failed = outputs[:3]
+        kept, dups, failed = outputs[:3]
         fields = self._fields
-        # Groups are of this run's keepers; matches of a reference or an earlier run are listed apart.
-        dups = all_dups | "OfThisRun" >> beam.Filter(lambda r: r.get(MATCHED_FIELD) in (None, "input"))
-        (all_dups
+        # Groups are of this run's keepers; matches of a reference or an earlier run are listed
+        # apart. (Each step reads the duplicates directly: a filter step between them and the
+        # group steps made Flink's fuser (job server 2.62) reject the Ray backend's pipeline.)
+        (dups
          | "OfEarlier" >> beam.Filter(lambda r: r.get(MATCHED_FIELD) in ("reference", "state"))
          | "FirstMatches" >> beam.combiners.Top.Smallest(
              self._max_groups * self._per_group, key=lambda r: (r.get(MATCHED_FIELD), fields.id_of(r) or ""))
@@ -108,7 +114,7 @@ class CollectReportData(beam.PTransform):
          | "WriteMatches" >> beam.io.WriteToText(FileSystems.join(self._output, "report", "matches"),
                                                  file_name_suffix=".jsonl", num_shards=1))
         top = (dups
-               | "KeeperIds" >> beam.Map(lambda r: r.get(DUPLICATE_OF_FIELD))
+               | "KeeperIds" >> beam.Map(lambda r: r.get(DUPLICATE_OF_FIELD) if _of_this_run(r) else None)
                | "WithKeeperId" >> beam.Filter(lambda k: k is not None)
                | "GroupSizes" >> beam.combiners.Count.PerElement()
                | "LargestGroups" >> beam.combiners.Top.Of(self._max_groups, key=lambda kv: (kv[1], kv[0]))
@@ -118,7 +124,7 @@ class CollectReportData(beam.PTransform):
                         | "KeepersOfTop" >> beam.Filter(lambda r, s: fields.id_of(r) in s, sizes)
                         | "KeyKeepers" >> beam.Map(lambda r: (fields.id_of(r), r)))
         dup_samples = (dups
-                       | "DupsOfTop" >> beam.Filter(lambda r, s: r.get(DUPLICATE_OF_FIELD) in s, sizes)
+                       | "DupsOfTop" >> beam.Filter(lambda r, s: _of_this_run(r) and r.get(DUPLICATE_OF_FIELD) in s, sizes)
                        | "KeyDups" >> beam.Map(lambda r: (r[DUPLICATE_OF_FIELD], r))
                        | "SamplePerGroup" >> beam.combiners.Sample.FixedSizePerKey(self._per_group))
         (({"kept": kept_members, "dups": dup_samples})

@@ -354,13 +354,14 @@ def test_cli_reference_and_state(tmp_path):
     assert r.returncode == 0, r.stderr
     summary2 = json.load(open(out2 / "summary.json"))
     assert summary2["kept"] == 2 and summary2["state_matches"] == summary["kept"] + summary["duplicates"] - 4
-    # Run 1's kept/ as a reference, exact mode: its hash column is found and used.
+    # Run 1's kept/ as a reference, exact mode with the Ray backend: its hash column is found and used.
     out3 = tmp_path / "out3"
-    r = _cli("--output", str(out3), "--backend", "state", "--reference", str(out / "kept"))
+    r = _cli("--output", str(out3), "--reference", str(out / "kept"))
     assert r.returncode == 0, r.stderr
     summary3 = json.load(open(out3 / "summary.json"))
     assert summary3["reference"]["hash_column"] == "image_phash"
     assert summary3["reference"]["references"] == summary["kept"]
+    assert summary3["reference"]["matches"] >= summary["kept"] and summary3["adds_up"]
 
 
 @pytest.mark.parametrize("args,message", [
@@ -381,3 +382,21 @@ def test_cli_refuses_a_bad_reference_or_state(tmp_path, args, message):
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = [line for line in r.stderr.splitlines() if line.startswith("beam-phash:")]
     assert len(lines) == 1 and message in lines[0], r.stderr
+
+
+def test_reference_tables_parse_hashes_in_bulk_and_report_bad_ones():
+    import pyarrow as pa
+    from beam_phash.reference import REFERENCE_FAILED, HashReferenceDoFn
+
+    good = "0f" * 32
+    table = pa.table({"id": ["a", "b", "c", None, "e"],
+                      "h": [good, "zz" * 32, None, "ff" * 32, good[:10]]})
+    step = HashReferenceDoFn(algorithm="phash", hash_size=16, bits=256, image_field="image", id_field="id",
+                             hash_column="h", threads=None, max_pixels=10**8)
+    out = list(step.process([table]))
+    failed = sorted((o.value["id"], o.value["error"]) for o in out if getattr(o, "tag", None) == REFERENCE_FAILED)
+    assert [f[0] for f in failed] == ["b", "c", "e"]
+    assert "not hex" in failed[0][1] and "missing hash" in failed[1][1] and "64 hex digits" in failed[2][1]
+    batches = [o for o in out if not hasattr(o, "tag")]
+    assert len(batches) == 1 and batches[0].labels.to_pylist() == ["a", ""]
+    assert batches[0].keys.tobytes() == bytes.fromhex(good) + bytes.fromhex("ff" * 32)
