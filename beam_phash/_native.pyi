@@ -11,6 +11,7 @@ DEFAULT_MAX_PIXELS: int
 DEFAULT_MAX_ALLOC: int
 ALPHA_BACKGROUND: int
 HASH_VERSION: int
+FLAT_QUALITY: int
 
 class ImageDecodeError(ValueError):
     """The bytes are not a usable image (empty, unknown format, corrupt, or over the limits)."""
@@ -25,6 +26,7 @@ class PHash:
         width: int = 0,
         height: int = 0,
         variants: Optional[list[bytes]] = None,
+        quality: Optional[int] = None,
     ) -> None: ...
     @staticmethod
     def from_hex(s: str, bits: Optional[int] = None) -> PHash: ...
@@ -36,6 +38,10 @@ class PHash:
     @property
     def height(self) -> int:
         """Upright height of the hashed image in pixels (0 when unknown)."""
+    @property
+    def quality(self) -> Optional[int]:
+        """How much the picture has to hash, 0-100 (mean gradient of its 32 x 32 grid); below
+        FLAT_QUALITY it is flat (blank, plain, faint). None when unknown (a hash from hex)."""
     @property
     def variants(self) -> tuple[PHash, ...]:
         """With dihedral=True, the 8 hashes of the image's dihedral variants (identity; rotations by

@@ -6,11 +6,12 @@ from typing import Iterable, List, NamedTuple, Optional
 
 import apache_beam as beam
 
-from beam_phash._native import PHash, hash_images, parse_hex_hashes
+from beam_phash._native import FLAT_QUALITY, PHash, hash_images, parse_hex_hashes
 from beam_phash.metrics import DedupMetrics
 from beam_phash.records import (
     ERROR_FIELD,
     FAILED,
+    QUALITY_FIELD,
     BadRecord,
     encodable_image,
     image_bytes,
@@ -35,6 +36,7 @@ class Hashed(NamedTuple):
     record: dict
     pixels: int = 0  # width x height of the upright image
     variants: tuple = ()  # the 8 dihedral hashes, with dihedral=True
+    flat: bool = False  # quality under FLAT_QUALITY: near-duplicate dedup matches it exactly only
 
 
 class HashBatchDoFn(beam.DoFn):
@@ -80,9 +82,13 @@ class HashBatchDoFn(beam.DoFn):
                 yield self._failed(record, str(result))
                 continue
             owner = record_id(record, self._id_field) or surrogate_owner(data)
-            kept = encodable_image(with_fields(record, **{self._hash_field: result.hex()}), self._image_field)
+            kept = encodable_image(with_fields(record, **{self._hash_field: result.hex(), QUALITY_FIELD: result.quality}),
+                                   self._image_field)
             variants = tuple(bytes(v) for v in result.variants) if self._dihedral else ()
-            out.append(Hashed(bytes(result), owner, kept, result.width * result.height, variants))
+            flat = result.quality < FLAT_QUALITY
+            if flat:
+                self._metrics.flat_images.inc()
+            out.append(Hashed(bytes(result), owner, kept, result.width * result.height, variants, flat))
         if out:
             yield out
 

@@ -31,3 +31,5 @@ class DedupMetrics:
         self.reference_failed = Metrics.counter(NAMESPACE, "reference_failed")
         self.reference_matches = Metrics.counter(NAMESPACE, "reference_matches")
         self.state_matches = Metrics.counter(NAMESPACE, "state_matches")
+        # Images whose quality is under FLAT_QUALITY (blank, flat): matched by identical hash only.
+        self.flat_images = Metrics.counter(NAMESPACE, "flat_images")

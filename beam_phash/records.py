@@ -24,8 +24,10 @@ ERROR_FIELD = "error"
 #: Exact mode sets it only for "reference": its backends do not tell this run's keepers from
 #: earlier runs'.
 MATCHED_FIELD = "matched"
+#: How much the picture has to hash, 0-100 (``PHash.quality``), on records hashed from images.
+QUALITY_FIELD = "image_quality"
 #: Every field the transform adds to output records (input records must not carry them).
-WRITTEN_FIELDS = (DUPLICATE_OF_FIELD, DISTANCE_FIELD, MATCHED_FIELD, ERROR_FIELD)
+WRITTEN_FIELDS = (DUPLICATE_OF_FIELD, DISTANCE_FIELD, MATCHED_FIELD, ERROR_FIELD, QUALITY_FIELD)
 
 #: Prefix of the owner id used for records that have no id (see surrogate_owner).
 SURROGATE_PREFIX = "sha256:"

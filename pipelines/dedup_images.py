@@ -13,7 +13,7 @@ Inputs are matched and read through Beam's filesystems, so gs:// and s3:// paths
 Beam extras are installed. Flags this job does not know pass through to Beam as PipelineOptions.
 Output, in OUT_DIR:
 
-    kept/*.parquet        the input columns (files: id = the path) + image_phash
+    kept/*.parquet        the input columns (files: id = the path) + image_phash, image_quality
     duplicates/*.parquet  the same + duplicate_of (id of the kept record, of an earlier run's, or
                           of a reference), matched (input, state or reference) [+ distance]
     failed/*.parquet      the same + error (the reason)
@@ -37,7 +37,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 import beam_phash
 from beam_phash import ImagePhashDedup
-from beam_phash.records import WRITTEN_FIELDS
+from beam_phash.records import QUALITY_FIELD, WRITTEN_FIELDS
 from pipelines import inputs as job_inputs
 from pipelines.inputs import ConfigError, InputSpec, ReadImageRecords, ReadReference
 from pipelines.outputs import WriteOutputs
@@ -174,7 +174,8 @@ def build(p, spec: InputSpec, output: str, dedup: ImagePhashDedup, report: bool 
     outputs = records | "Dedup" >> dedup.with_outputs()
     _ = outputs | "Write" >> WriteOutputs(spec, output, dedup.hash_field,
                                           dedup.near_duplicates or reference is not None,
-                                          reference=reference is not None)
+                                          reference=reference is not None,
+                                          quality=dedup.hash_column is None)
     if report:
         _ = outputs | "Report" >> CollectReportData(output, id_field=spec.id_column,
                                                     image_field=spec.image_column,
@@ -218,7 +219,8 @@ def configure(argv: Optional[List[str]]):
     bits = beam_phash.hash_bits(args.algorithm, args.hash_size)
     spec = job_inputs.resolve(args.input or [SAMPLE_DATA], args.input_format,
                               args.image_column, args.id_column, args.hash_column, bits)
-    written = {HASH_FIELD, *WRITTEN_FIELDS} - ({args.hash_column} if args.hash_column else set())
+    # With hashes given, nothing is decoded: the hash and quality columns pass through.
+    written = {HASH_FIELD, *WRITTEN_FIELDS} - ({args.hash_column, QUALITY_FIELD} if args.hash_column else set())
     taken = sorted(written & set(spec.columns))
     if taken:
         raise ConfigError(f"the input already has column(s) {', '.join(taken)}, which the job writes")
@@ -268,6 +270,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         **counts,
         "adds_up": counts["inputs"] == counts["kept"] + counts["duplicates"] + counts["failed"],
         "state_matches": found.get("state_matches", 0),
+        "flat_images": found.get("flat_images", 0),
         "wall_seconds": round(wall, 3),
         "images_per_second": round(counts["inputs"] / wall, 1) if wall > 0 else None,
         "algorithm": args.algorithm,

@@ -14,21 +14,24 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
 from beam_phash import DUPLICATE_OF_FIELD, ERROR_FIELD
-from beam_phash.records import DISTANCE_FIELD, MATCHED_FIELD
+from beam_phash.records import DISTANCE_FIELD, MATCHED_FIELD, QUALITY_FIELD
 from pipelines.inputs import InputSpec
 
 OUTPUTS = ("kept", "duplicates", "failed")
 REFERENCE_FAILED = "reference_failed"
 
 
-def schemas(spec: InputSpec, hash_field: str, near_duplicates: bool = False) -> Dict[str, pa.Schema]:
+def schemas(spec: InputSpec, hash_field: str, near_duplicates: bool = False,
+            quality: bool = True) -> Dict[str, pa.Schema]:
     """The Parquet schema of each output (near-duplicate mode, or a reference, adds the
-    duplicates' distance)."""
+    duplicates' distance; images hashed here, ``quality``, their quality score)."""
     if spec.fmt == "files":
         base = pa.schema([("id", pa.string())])
     else:
         base = spec.schema.remove_metadata()
     with_hash = base if hash_field in base.names else base.append(pa.field(hash_field, pa.string()))
+    if quality and QUALITY_FIELD not in with_hash.names:
+        with_hash = with_hash.append(pa.field(QUALITY_FIELD, pa.int32()))
     duplicates = with_hash.append(pa.field(DUPLICATE_OF_FIELD, pa.string()))
     if near_duplicates:
         duplicates = duplicates.append(pa.field(DISTANCE_FIELD, pa.int32()))
@@ -56,12 +59,12 @@ class WriteOutputs(beam.PTransform):
     under ``output``; ``reference_failed`` only with a reference."""
 
     def __init__(self, spec: InputSpec, output: str, hash_field: str, near_duplicates: bool = False,
-                 reference: bool = False):
+                 reference: bool = False, quality: bool = True):
         super().__init__()
         self._spec = spec
         self._reference = reference
         self._output = output
-        self._schemas = schemas(spec, hash_field, near_duplicates)
+        self._schemas = schemas(spec, hash_field, near_duplicates, quality)
 
     def expand(self, outputs):
         written = {}

@@ -82,11 +82,13 @@ def pack_labels(labels: pa.Array) -> Tuple[np.ndarray, np.ndarray]:
 
 
 class Ranked(NamedTuple):
-    """Records with their key (hash, then the 8 variant hashes with dihedral), rank and owner."""
+    """Records with their key (hash, then the 8 variant hashes with dihedral), rank, owner, and
+    whether the image is flat (matched by identical key only)."""
 
     keys: np.ndarray  # (n, key_bytes) uint8
     primary: np.ndarray  # (n,) uint64
     owners: List[str]
+    flat: np.ndarray  # (n,) bool
 
 
 

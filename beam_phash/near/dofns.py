@@ -78,13 +78,13 @@ class PackDoFn(beam.DoFn):
         self._partitions = partitions
 
     def start_bundle(self):
-        self._buffers: Dict[int, Tuple[List[bytes], List[int], List[str]]] = {}
+        self._buffers: Dict[int, Tuple[List[bytes], List[int], List[str], List[bool]]] = {}
 
     def _flush(self, p: int):
-        keys, primary, owners = self._buffers.pop(p)
+        keys, primary, owners, flat = self._buffers.pop(p)
         width = len(keys[0])
         rows = Ranked(np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), width),
-                      np.array(primary, dtype=U64), owners)
+                      np.array(primary, dtype=U64), owners, np.array(flat, dtype=bool))
         return p, rows
 
     def process(self, batch: List[Hashed]):
@@ -93,10 +93,11 @@ class PackDoFn(beam.DoFn):
         for h, key, p in zip(batch, image_keys, bucket_of(image_keys, self._partitions)):
             primary = primary_rank(self._keep, h.pixels)
             yield key, (primary, h.owner, h.record)
-            keys, ranks, owners = self._buffers.setdefault(int(p), ([], [], []))
+            keys, ranks, owners, flat = self._buffers.setdefault(int(p), ([], [], [], []))
             keys.append(key)
             ranks.append(primary)
             owners.append(h.owner)
+            flat.append(h.flat)
             if len(keys) >= FLUSH_ROWS:
                 yield beam.pvalue.TaggedOutput(ROWS, self._flush(int(p)))
 
@@ -126,6 +127,10 @@ class CollapseDoFn(beam.DoFn):
         keys = rows.keys[heads]
         self._metrics.near_images.inc(len(heads))
         yield beam.pvalue.TaggedOutput(CLASSES, (p, Classes(ids, keys, rows.primary[heads], [rows.owners[i] for i in heads])))
+        # Flat images (identical keys share the flag) stay out of the band search: they match
+        # only their identical copies, here.
+        searched = ~rows.flat[heads]
+        ids, keys = ids[searched], keys[searched]
         hb = self._hash_bytes
         variants = keys[:, hb:].reshape(len(ids), 8, hb) if self._dihedral else None
         yield Images(ids, np.ascontiguousarray(keys[:, :hb]), None if variants is None else np.ascontiguousarray(variants))

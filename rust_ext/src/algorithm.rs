@@ -2,6 +2,7 @@
 use image_hasher::{FilterType, HashAlg, Hasher, HasherConfig};
 
 use crate::error::HashError;
+use crate::phash::PHasher;
 
 pub const MIN_HASH_SIZE: u32 = 4;
 pub const MAX_HASH_SIZE: u32 = 64;
@@ -70,6 +71,8 @@ pub struct HashSpec {
     pub algorithm: Algorithm,
     pub hash_size: u32,
     hasher: Hasher,
+    /// pHash's own last step (see `phash`); None for the other algorithms.
+    phasher: Option<PHasher>,
 }
 
 impl HashSpec {
@@ -86,7 +89,8 @@ impl HashSpec {
         if algorithm == Algorithm::PHash {
             config = config.preproc_dct();
         }
-        Ok(HashSpec { algorithm, hash_size, hasher: config.to_hasher() })
+        let phasher = (algorithm == Algorithm::PHash).then(|| PHasher::new(hash_size));
+        Ok(HashSpec { algorithm, hash_size, hasher: config.to_hasher(), phasher })
     }
 
     pub fn parse(algorithm: &str, hash_size: u32) -> Result<Self, HashError> {
@@ -116,6 +120,26 @@ impl HashSpec {
 
     pub fn hasher(&self) -> &Hasher {
         &self.hasher
+    }
+
+    pub fn phasher(&self) -> Option<&PHasher> {
+        self.phasher.as_ref()
+    }
+
+    /// The grid image_hasher resizes to for the algorithms it finishes itself (we resample the
+    /// picture's exact extent to it first, so its own resize is one to one); None for pHash
+    /// (`phash.rs`) and blockhash (which averages blocks of the whole image).
+    pub fn grid(&self) -> Option<(u32, u32)> {
+        let n = self.hash_size;
+        match self.algorithm {
+            Algorithm::PHash | Algorithm::Blockhash => None,
+            Algorithm::AHash | Algorithm::Median => Some((n, n)),
+            Algorithm::DHash => Some((n + 1, n)),
+            Algorithm::DoubleGradient => {
+                let m = (n + 1) & !1;
+                Some((m / 2 + 1, m / 2 + 1))
+            }
+        }
     }
 }
 

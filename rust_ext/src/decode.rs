@@ -16,6 +16,7 @@ use image::metadata::Orientation;
 use image::{DynamicImage, GrayImage, ImageDecoder, ImageReader, Luma};
 
 use crate::error::HashError;
+use crate::extent::Extent;
 
 /// The background that transparent pixels are composited onto: white.
 pub const ALPHA_BACKGROUND: u8 = 255;
@@ -60,11 +61,13 @@ impl Limits {
     }
 }
 
-/// A decoded image: the reduced grayscale pixels to hash, and the upright full-resolution size.
+/// A decoded image: the reduced grayscale pixels to hash, the upright full-resolution size, and
+/// the rectangle of `gray` the picture covers (see `extent`).
 pub struct Decoded {
     pub gray: GrayImage,
     pub width: u32,
     pub height: u32,
+    pub extent: Extent,
 }
 
 /// The upright size of a `width` x `height` image stored with EXIF `orientation`.
@@ -95,8 +98,8 @@ pub fn decode(data: &[u8], limits: &Limits, min_side: u32) -> Result<Decoded, Ha
     })?;
     if format == image::ImageFormat::Jpeg {
         check_jpeg_complete(data)?;
-        if let Some((gray, width, height)) = crate::jpeg::decode_scaled(data, limits, min_side)? {
-            return Ok(Decoded { gray: shrink(gray, min_side), width, height });
+        if let Some((gray, width, height, extent)) = crate::jpeg::decode_scaled(data, limits, min_side)? {
+            return Ok(reduce(gray, width, height, extent, min_side));
         }
     }
     let mut image_limits = image::Limits::default();
@@ -111,7 +114,15 @@ pub fn decode(data: &[u8], limits: &Limits, min_side: u32) -> Result<Decoded, Ha
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| classify(format, e))?;
     img.apply_orientation(orientation);
     let (width, height) = upright_size(width, height, orientation);
-    Ok(Decoded { gray: shrink(to_gray(img), min_side), width, height })
+    let gray = to_gray(img);
+    let extent = Extent::full(gray.width(), gray.height());
+    Ok(reduce(gray, width, height, extent, min_side))
+}
+
+/// `shrink`, with the picture's extent carried along.
+fn reduce(gray: GrayImage, width: u32, height: u32, extent: Extent, min_side: u32) -> Decoded {
+    let f = reduction(gray.width(), gray.height(), min_side);
+    Decoded { gray: shrink(gray, min_side), width, height, extent: extent.reduced(f64::from(f)) }
 }
 
 /// The JPEG decoder fills a truncated scan with grey and reports success. A complete stream has

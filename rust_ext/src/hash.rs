@@ -10,12 +10,17 @@ use image::GrayImage;
 
 use crate::decode::{decode, Limits};
 use crate::error::HashError;
+use crate::extent::Extent;
+use crate::grid::{quality, resample_f32, resample_u8, QUALITY_SIDE};
 use crate::pool;
 
 /// The version of the hashes this crate computes. Bump it whenever any image's hash changes (a
 /// new resize, a fixed rounding): state written with another version would silently miss
 /// duplicates, so it is recorded in every state manifest and checked on load.
-pub const HASH_VERSION: u32 = 1;
+///
+/// 2: the picture's exact extent is resampled onto the hash grid (`grid.rs`; pHash in f32,
+/// `phash.rs`), and dihedral variants turn the extent with the pixels.
+pub const HASH_VERSION: u32 = 2;
 
 /// Raw hash bytes plus the number of meaningful bits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -65,6 +70,8 @@ pub struct ImageHash {
     pub hash: HashBits,
     pub width: u32,
     pub height: u32,
+    /// How much the picture has to hash, 0-100 (`grid::quality`); flat pictures score low.
+    pub quality: u8,
     /// Empty, or the 8 variants in [`DIHEDRAL`] order (the first is `hash` itself).
     pub variants: Vec<HashBits>,
 }
@@ -74,31 +81,47 @@ pub struct ImageHash {
 pub const DIHEDRAL: [&str; 8] =
     ["identity", "rot90", "rot180", "rot270", "flip", "flip+rot90", "flip+rot180", "flip+rot270"];
 
-fn dihedral_variant(gray: &GrayImage, i: usize) -> GrayImage {
-    let base = if i >= 4 { flip_horizontal(gray) } else { gray.clone() };
+/// Dihedral variant `i` of the reduced image, with the picture's extent turned alike.
+fn dihedral_variant(gray: &GrayImage, extent: Extent, i: usize) -> (GrayImage, Extent) {
+    let (w, h) = gray.dimensions();
+    let (base, e) = if i >= 4 { (flip_horizontal(gray), extent.flipped_h(w)) } else { (gray.clone(), extent) };
     match i % 4 {
-        0 => base,
-        1 => rotate90(&base),
-        2 => rotate180(&base),
-        _ => rotate270(&base),
+        0 => (base, e),
+        1 => (rotate90(&base), e.rotated90(w, h)),
+        2 => (rotate180(&base), e.rotated180(w, h)),
+        _ => (rotate270(&base), e.rotated270(w, h)),
     }
 }
 
-fn hash_gray(gray: &GrayImage, spec: &HashSpec) -> HashBits {
-    HashBits { bytes: spec.hasher().hash_image(gray).as_bytes().to_vec(), bits: spec.bits() }
+fn hash_gray(gray: &GrayImage, extent: Extent, spec: &HashSpec) -> Result<HashBits, HashError> {
+    let bytes = match (spec.phasher(), spec.grid()) {
+        (Some(p), _) => p.hash(gray, extent)?,
+        (None, Some((w, h))) => spec.hasher().hash_image(&resample_u8(gray, extent, w, h)?).as_bytes().to_vec(),
+        (None, None) => spec.hasher().hash_image(gray).as_bytes().to_vec(),
+    };
+    Ok(HashBits { bytes, bits: spec.bits() })
 }
 
 fn hash_unguarded(data: &[u8], spec: &HashSpec, limits: &Limits, dihedral: bool) -> Result<ImageHash, HashError> {
     let decoded = decode(data, limits, spec.working_side())?;
-    let hash = hash_gray(&decoded.gray, spec);
+    // The quality grid; pHash at the default size hashes this very grid.
+    let grid = resample_f32(&decoded.gray, decoded.extent, QUALITY_SIDE)?;
+    let quality = quality(&grid, QUALITY_SIDE as usize);
+    let hash = match spec.phasher() {
+        Some(p) if p.side() == QUALITY_SIDE => HashBits { bytes: p.hash_grid(grid), bits: spec.bits() },
+        _ => hash_gray(&decoded.gray, decoded.extent, spec)?,
+    };
     let variants = if dihedral {
-        std::iter::once(hash.clone())
-            .chain((1..8).map(|i| hash_gray(&dihedral_variant(&decoded.gray, i), spec)))
-            .collect()
+        let mut all = vec![hash.clone()];
+        for i in 1..8 {
+            let (img, e) = dihedral_variant(&decoded.gray, decoded.extent, i);
+            all.push(hash_gray(&img, e, spec)?);
+        }
+        all
     } else {
         Vec::new()
     };
-    Ok(ImageHash { hash, width: decoded.width, height: decoded.height, variants })
+    Ok(ImageHash { hash, width: decoded.width, height: decoded.height, quality, variants })
 }
 
 /// Hash one encoded image (with its dihedral variants when `dihedral`). Never panics.

@@ -14,6 +14,7 @@ use turbojpeg::{Colorspace, Decompressor, Image, PixelFormat, ScalingFactor};
 
 use crate::decode::{luma601, reduction, upright_size, Limits};
 use crate::error::HashError;
+use crate::extent::Extent;
 
 thread_local! {
     /// One decompressor per thread (it is Send, not Sync), reused across images.
@@ -28,8 +29,8 @@ pub fn pick_denominator(width: usize, height: usize, min_side: usize) -> usize {
 }
 
 /// Decode `data` (known to be a complete JPEG) to grayscale at a reduced scale, upright. Also
-/// answers the upright full-resolution size.
-pub fn decode_scaled(data: &[u8], limits: &Limits, min_side: u32) -> Result<Option<(GrayImage, u32, u32)>, HashError> {
+/// answers the upright full-resolution size, and where the picture lies in the reduced image.
+pub fn decode_scaled(data: &[u8], limits: &Limits, min_side: u32) -> Result<Option<(GrayImage, u32, u32, Extent)>, HashError> {
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
@@ -49,7 +50,7 @@ pub fn decode_scaled(data: &[u8], limits: &Limits, min_side: u32) -> Result<Opti
     })
 }
 
-fn decode_with(dec: &mut Decompressor, data: &[u8], limits: &Limits, min_side: usize) -> Result<Option<(GrayImage, u32, u32)>, HashError> {
+fn decode_with(dec: &mut Decompressor, data: &[u8], limits: &Limits, min_side: usize) -> Result<Option<(GrayImage, u32, u32, Extent)>, HashError> {
     let Ok(header) = dec.read_header(data) else { return Ok(None) };
     if header.is_lossless {
         return Ok(None);
@@ -75,7 +76,10 @@ fn decode_with(dec: &mut Decompressor, data: &[u8], limits: &Limits, min_side: u
     let orientation = exif_orientation(data);
     dynamic.apply_orientation(orientation);
     let (uw, uh) = upright_size(w32, h32, orientation);
-    Ok(Some((dynamic.into_luma8(), uw, uh)))
+    // The scaled image's last row and column may stand for part of a block only.
+    let extent = Extent { x: 0.0, y: 0.0, w: header.width as f64 / denom as f64, h: header.height as f64 / denom as f64 }
+        .oriented(w as u32, h as u32, orientation);
+    Ok(Some((dynamic.into_luma8(), uw, uh, extent)))
 }
 
 /// Adobe CMYK (stored inverted: 255 = no ink) to BT.601 luma of the RGB it stands for.

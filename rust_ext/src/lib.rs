@@ -6,9 +6,12 @@
 pub mod algorithm;
 pub mod decode;
 pub mod error;
+pub mod extent;
+pub mod grid;
 pub mod hash;
 pub mod jpeg;
 pub mod near;
+pub mod phash;
 pub mod pool;
 pub mod seen;
 

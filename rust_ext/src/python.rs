@@ -50,24 +50,28 @@ pub struct PHash {
     inner: HashBits,
     width: u32,
     height: u32,
+    quality: Option<u8>,
     variants: Vec<HashBits>,
 }
 
 impl PHash {
     fn bare(inner: HashBits) -> Self {
-        PHash { inner, width: 0, height: 0, variants: Vec::new() }
+        PHash { inner, width: 0, height: 0, quality: None, variants: Vec::new() }
     }
 
     fn from_image(h: ImageHash) -> Self {
-        PHash { inner: h.hash, width: h.width, height: h.height, variants: h.variants }
+        PHash { inner: h.hash, width: h.width, height: h.height, quality: Some(h.quality), variants: h.variants }
     }
 }
 
 #[pymethods]
 impl PHash {
     #[new]
-    #[pyo3(signature = (data, bits=None, width=0, height=0, variants=None))]
-    fn new(data: &[u8], bits: Option<u32>, width: u32, height: u32, variants: Option<Vec<Vec<u8>>>) -> PyResult<Self> {
+    #[pyo3(signature = (data, bits=None, width=0, height=0, variants=None, quality=None))]
+    fn new(data: &[u8], bits: Option<u32>, width: u32, height: u32, variants: Option<Vec<Vec<u8>>>, quality: Option<u8>) -> PyResult<Self> {
+        if quality.is_some_and(|q| q > 100) {
+            return Err(PyValueError::new_err(format!("quality must be between 0 and 100, got {}", quality.unwrap_or(0))));
+        }
         let bits = checked_bits(data.len(), bits)?;
         let variants = variants.unwrap_or_default();
         if !(variants.is_empty() || variants.len() == 8) || variants.iter().any(|v| v.len() != data.len()) {
@@ -77,7 +81,14 @@ impl PHash {
             )));
         }
         let variants = variants.into_iter().map(|bytes| HashBits { bytes, bits }).collect();
-        Ok(PHash { inner: HashBits { bytes: data.to_vec(), bits }, width, height, variants })
+        Ok(PHash { inner: HashBits { bytes: data.to_vec(), bits }, width, height, quality, variants })
+    }
+
+    /// How much the picture has to hash, 0-100: the mean gradient of its 32 x 32 grid (a blank
+    /// or flat image scores near 0, its hash is noise). None when unknown (a hash from hex).
+    #[getter]
+    fn quality(&self) -> Option<u8> {
+        self.quality
     }
 
     /// Width of the upright image that was hashed, in pixels (0 when unknown).
@@ -180,7 +191,7 @@ impl PHash {
         let py = slf.py();
         let me = slf.get();
         let variants: Vec<Bound<'py, PyBytes>> = me.variants.iter().map(|v| PyBytes::new(py, &v.bytes)).collect();
-        let args = (PyBytes::new(py, &me.inner.bytes), me.inner.bits, me.width, me.height, variants);
+        let args = (PyBytes::new(py, &me.inner.bytes), me.inner.bits, me.width, me.height, variants, me.quality);
         PyTuple::new(py, [py.get_type::<PHash>().into_any(), args.into_pyobject(py)?.into_any()])
     }
 }
@@ -769,5 +780,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DEFAULT_MAX_ALLOC", DEFAULT_MAX_ALLOC)?;
     m.add("ALPHA_BACKGROUND", ALPHA_BACKGROUND)?;
     m.add("HASH_VERSION", HASH_VERSION)?;
+    m.add("FLAT_QUALITY", crate::grid::FLAT_QUALITY)?;
     Ok(())
 }

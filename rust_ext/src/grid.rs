@@ -1,0 +1,75 @@
+//! The picture's extent (see `extent`) resampled onto a hash grid: Lanczos3 on a sub-pixel crop,
+//! its support scaled with the reduction (fast_image_resize, SIMD), one resizer per thread.
+use std::cell::RefCell;
+
+use fast_image_resize::images::Image as Grid;
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use image::GrayImage;
+
+use crate::error::HashError;
+use crate::extent::Extent;
+
+thread_local! {
+    static RESIZER: RefCell<Resizer> = RefCell::new(Resizer::new());
+}
+
+fn resample(src: &Grid, extent: Extent, dst: &mut Grid) -> Result<(), HashError> {
+    let (w, h) = (f64::from(src.width()), f64::from(src.height()));
+    let (x, y) = (extent.x.clamp(0.0, w), extent.y.clamp(0.0, h));
+    let (cw, ch) = (extent.w.min(w - x).max(1e-3), extent.h.min(h - y).max(1e-3));
+    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3)).crop(x, y, cw, ch);
+    RESIZER
+        .with(|r| r.borrow_mut().resize(src, dst, Some(&options)))
+        .map_err(|e| HashError::Internal(format!("resize: {e}")))
+}
+
+/// A `side` x `side` grid of f32, row-major.
+pub fn resample_f32(gray: &GrayImage, extent: Extent, side: u32) -> Result<Vec<f32>, HashError> {
+    let bytes: Vec<u8> = gray.as_raw().iter().flat_map(|&v| f32::from(v).to_ne_bytes()).collect();
+    let src = Grid::from_vec_u8(gray.width(), gray.height(), bytes, PixelType::F32)
+        .map_err(|e| HashError::Internal(format!("resize source: {e}")))?;
+    let mut dst = Grid::new(side, side, PixelType::F32);
+    resample(&src, extent, &mut dst)?;
+    Ok(dst.buffer().chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect())
+}
+
+/// A `width` x `height` 8-bit image (for the algorithms image_hasher finishes).
+pub fn resample_u8(gray: &GrayImage, extent: Extent, width: u32, height: u32) -> Result<GrayImage, HashError> {
+    let src = Grid::from_vec_u8(gray.width(), gray.height(), gray.as_raw().clone(), PixelType::U8)
+        .map_err(|e| HashError::Internal(format!("resize source: {e}")))?;
+    let mut dst = Grid::new(width, height, PixelType::U8);
+    resample(&src, extent, &mut dst)?;
+    GrayImage::from_raw(width, height, dst.into_vec()).ok_or_else(|| HashError::Internal("resize output size".into()))
+}
+
+/// Pictures scoring below this are flat (blank, a plain colour, a faint gradient): near-duplicate
+/// dedup matches them by identical hash only.
+pub const FLAT_QUALITY: u8 = 10;
+/// The side of the grid a quality score is measured on, whatever the algorithm and hash size.
+pub const QUALITY_SIDE: u32 = 32;
+/// Mean absolute difference of neighbouring grid pixels (0..255 luma) that scores 100.
+const FULL_QUALITY_GRADIENT: f32 = 12.0;
+
+/// How much a picture has to hash, 0-100: the mean absolute difference between neighbouring
+/// pixels of its `QUALITY_SIDE` grid (luma 0-255), scaled so that FULL_QUALITY_GRADIENT and more
+/// scores 100. Blank and flat pictures score near 0; their hashes are noise around a few bits,
+/// close to other flat pictures' (PDQ gives its hashes a similar gradient-energy score).
+pub fn quality(grid: &[f32], side: usize) -> u8 {
+    let mut sum = 0f32;
+    let mut pairs = 0usize;
+    for y in 0..side {
+        for x in 0..side {
+            let v = grid[y * side + x];
+            if x + 1 < side {
+                sum += (grid[y * side + x + 1] - v).abs();
+                pairs += 1;
+            }
+            if y + 1 < side {
+                sum += (grid[(y + 1) * side + x] - v).abs();
+                pairs += 1;
+            }
+        }
+    }
+    let mean = if pairs == 0 { 0.0 } else { sum / pairs as f32 };
+    (100.0 * mean / FULL_QUALITY_GRADIENT).round().clamp(0.0, 100.0) as u8
+}

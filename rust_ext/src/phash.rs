@@ -1,0 +1,73 @@
+//! pHash, computed on the picture's exact extent and in floating point.
+//!
+//! image_hasher's pHash resamples the whole reduced image to the 2n x 2n grid and rounds the
+//! result to 8 bits. Both move the hash of a resized copy: the reduced image's last row or column
+//! may stand for part of a block only (see `extent`), and at the grid's small size the rounding
+//! step is close to the contrast of the high frequencies. Here the grid is resampled from the
+//! extent (a sub-pixel crop, Lanczos3 whose support scales with the reduction), kept in f32,
+//! transformed by a DCT-II over its rows and the first n columns, and the low n x n coefficients
+//! (row-major, the DC term included) are compared with their median (the mean of the two middle
+//! values): a bit is set where the coefficient is at least the median, least significant bit
+//! first, as image_hasher packs them.
+use std::sync::Arc;
+
+use image::GrayImage;
+use rustdct::{DctPlanner, TransformType2And3};
+
+use crate::error::HashError;
+use crate::extent::Extent;
+use crate::grid::resample_f32;
+
+/// The planned DCT of one hash size (shared by all threads).
+pub struct PHasher {
+    n: usize,
+    dct: Arc<dyn TransformType2And3<f32>>,
+}
+
+impl PHasher {
+    pub fn new(hash_size: u32) -> PHasher {
+        let n = hash_size as usize;
+        PHasher { n, dct: DctPlanner::new().plan_dct2(2 * n) }
+    }
+
+    /// The side of the grid this hash is computed on (2n).
+    pub fn side(&self) -> u32 {
+        2 * self.n as u32
+    }
+
+    /// The hash bytes (n² bits, least significant bit first) of the picture at `extent` in `gray`.
+    pub fn hash(&self, gray: &GrayImage, extent: Extent) -> Result<Vec<u8>, HashError> {
+        Ok(self.hash_grid(resample_f32(gray, extent, self.side())?))
+    }
+
+    /// The hash of a grid already resampled (`side()` x `side()`, row-major).
+    pub fn hash_grid(&self, mut grid: Vec<f32>) -> Vec<u8> {
+        let (n, side) = (self.n, 2 * self.n);
+        let mut scratch = vec![0f32; self.dct.get_scratch_len()];
+        for row in grid.chunks_exact_mut(side) {
+            self.dct.process_dct2_with_scratch(row, &mut scratch);
+        }
+        let mut low = vec![0f32; n * n];
+        let mut column = vec![0f32; side];
+        for x in 0..n {
+            for (y, c) in column.iter_mut().enumerate() {
+                *c = grid[y * side + x];
+            }
+            self.dct.process_dct2_with_scratch(&mut column, &mut scratch);
+            for y in 0..n {
+                low[y * n + x] = column[y];
+            }
+        }
+        let mut sorted = low.clone();
+        sorted.sort_unstable_by(f32::total_cmp);
+        let m = sorted.len();
+        let median = if m % 2 == 0 { (sorted[m / 2 - 1] + sorted[m / 2]) / 2.0 } else { sorted[m / 2] };
+        let mut out = vec![0u8; (n * n).div_ceil(8)];
+        for (i, &c) in low.iter().enumerate() {
+            if c >= median {
+                out[i / 8] |= 1 << (i % 8);
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,114 @@
+"""Hash version 2 holds still (issue: hashes that hold still): resized, re-encoded, rotated and
+flipped copies of the test photos land within a few bits of the original's hash or its dihedral
+variant, and flat pictures get a low quality score and are matched by identical hash only. Under
+version 1 a half-size copy moved up to 16 bits at p95 and a rotated copy up to 20."""
+import io
+
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that
+from PIL import Image
+
+import beam_phash
+from beam_phash import ImagePhashDedup, _native
+from conftest import PHOTOS
+from test_transform import tagged
+
+T = Image.Transpose
+#: PIL's transposes in the order of PHash.variants (rotations clockwise; then the mirror image,
+#: then it rotated): flip then rot90 clockwise is the anti-diagonal transpose.
+VARIANT_OF = {1: T.ROTATE_270, 2: T.ROTATE_180, 3: T.ROTATE_90, 4: T.FLIP_LEFT_RIGHT,
+              5: T.TRANSVERSE, 6: T.FLIP_TOP_BOTTOM, 7: T.TRANSPOSE}
+
+
+def _jpeg(im, quality=90) -> bytes:
+    buf = io.BytesIO()
+    im.convert("RGB").save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _png(im) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("algorithm,hash_size", [("phash", 16), ("phash", 8), ("phash", 32)])
+def test_resized_and_reencoded_copies_stay_close(algorithm, hash_size):
+    distances = []
+    for p in PHOTOS:
+        im = Image.open(p).convert("RGB")
+        original = beam_phash.hash_image(_jpeg(im), algorithm=algorithm, hash_size=hash_size)
+        small = im.copy()
+        small.thumbnail((256, 256), Image.Resampling.LANCZOS)
+        for copy in (_jpeg(im.resize((im.width // 2, im.height // 2), Image.Resampling.LANCZOS), 75),
+                     _jpeg(small), _jpeg(im, 70), _jpeg(im, 30)):
+            distances.append(original - beam_phash.hash_image(copy, algorithm=algorithm, hash_size=hash_size))
+    bits = _native.hash_bits(algorithm, hash_size)
+    # 40 copies: most at 0-2 bits of 256, none beyond 8 (scaled with the bit count).
+    assert np.percentile(distances, 95) <= 4 * bits / 256 + 2, distances
+    assert max(distances) <= 8 * bits / 256 + 2, distances
+
+
+def test_dihedral_variants_match_truly_turned_copies():
+    distances = []
+    for p in PHOTOS:
+        im = Image.open(p).convert("RGB")
+        h = beam_phash.hash_image(_jpeg(im), dihedral=True)
+        for i, op in VARIANT_OF.items():
+            distances.append(h.variants[i] - beam_phash.hash_image(_jpeg(im.transpose(op))))
+    assert np.percentile(distances, 95) <= 4 and max(distances) <= 8, distances
+
+
+def test_flat_pictures_score_low_and_photos_high():
+    w, h = 640, 480
+    flat = [Image.new("L", (w, h), 255), Image.new("L", (w, h), 0), Image.new("L", (w, h), 128),
+            Image.fromarray(np.tile(np.linspace(120, 140, w).astype(np.uint8), (h, 1))),
+            Image.fromarray((128 + np.random.default_rng(0).integers(-3, 4, (h, w))).astype(np.uint8))]
+    for im in flat:
+        assert beam_phash.hash_image(_png(im)).quality < _native.FLAT_QUALITY
+    for p in PHOTOS:
+        assert beam_phash.hash_image(p.read_bytes()).quality >= 40, p.name
+    h = beam_phash.hash_image(PHOTOS[0].read_bytes())
+    assert beam_phash.PHash.from_hex(h.hex()).quality is None
+    import pickle
+    assert pickle.loads(pickle.dumps(h)).quality == h.quality
+
+
+def test_flat_pictures_merge_only_with_identical_copies():
+    w, h = 640, 480
+    white = _png(Image.new("L", (w, h), 255))
+    records = [
+        {"id": "white", "image": white},
+        {"id": "white-copy", "image": white},
+        {"id": "grey", "image": _png(Image.new("L", (w, h), 250))},
+        {"id": "faint", "image": _png(Image.fromarray(np.tile(np.linspace(120, 140, w).astype(np.uint8), (h, 1))))},
+        {"id": "noise", "image": _png(Image.fromarray((128 + np.random.default_rng(1).integers(-3, 4, (h, w))).astype(np.uint8)))},
+        {"id": "photo", "image": PHOTOS[0].read_bytes()},
+        {"id": "photo-q70", "image": _jpeg(Image.open(PHOTOS[0]), 70)},
+    ]
+    hashes = {r["id"]: beam_phash.hash_image(r["image"]) for r in records}
+    # The flat hashes lie close together: without the flag they would merge.
+    assert hashes["white"] - hashes["faint"] <= 16
+
+    # Blank pictures of any grey share one hash: identical, so still duplicates.
+    assert hashes["white"] == hashes["grey"]
+
+    def check(rows):
+        got = {r["id"]: (tag, r.get("duplicate_of"), r.get("image_quality")) for tag, r in rows}
+        assert got["white"][:2] == got["white-copy"][:2] == ("duplicates", "grey"), got
+        for i in ("grey", "faint", "noise", "photo"):
+            assert got[i][0] == "kept", got
+        assert got["photo-q70"][:2] == ("duplicates", "photo"), got
+        assert got["white"][2] < _native.FLAT_QUALITY <= got["photo"][2]
+
+    p = TestPipeline()
+    outputs = p | beam.Create(records) | ImagePhashDedup(max_distance=16, keep="smallest_id").with_outputs()
+    assert_that(tagged(outputs), check)
+    result = p.run()
+    result.wait_until_finish()
+    from apache_beam.metrics.metric import MetricsFilter
+    counters = result.metrics().query(MetricsFilter().with_name("flat_images"))["counters"]
+    assert sum(c.committed for c in counters) == 5  # white, its copy, grey, faint, noise
