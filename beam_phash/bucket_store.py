@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from beam_phash import state_manifest
+from beam_phash._native import HASH_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ _LOG_RE = re.compile(r"^log-(\d{6})\.arrows$")
 _META_ROWS = b"beam_phash.rows"
 _META_DIGEST = b"beam_phash.digest"
 _META_FORMAT = b"beam_phash.format"
+#: The hash version the entries were computed with (the manifest pins it for the whole directory).
+_META_HASH_VERSION = b"beam_phash.hash_version"
 
 
 class StateError(RuntimeError):
@@ -205,7 +208,8 @@ class BucketStore:
         self._gen += 1
         path = os.path.join(self.path, f"snapshot-{self._gen:06d}.parquet")
         table = _table(width, hashes, owners, labels).replace_schema_metadata({
-            _META_FORMAT: FORMAT, _META_ROWS: str(len(labels)), _META_DIGEST: _digest(hashes, owners)})
+            _META_FORMAT: FORMAT, _META_ROWS: str(len(labels)), _META_DIGEST: _digest(hashes, owners),
+            _META_HASH_VERSION: str(HASH_VERSION)})
         tmp = path + ".tmp"
         with open(tmp, "wb") as f:
             pq.write_table(table, f, compression="zstd")

@@ -282,6 +282,9 @@ def test_a_run_that_dies_adds_nothing_and_damage_is_refused(tmp_path):
     p.run().wait_until_finish()
     assert not os.path.exists(os.path.join(state, "runs", "dead"))
     assert _manifest(state)["rows"] == 30 and _manifest(state)["generation"] == manifest["generation"] + 1
+    import pyarrow.parquet as pq
+    seg_meta = pq.read_schema(os.path.join(state, _manifest(state)["segments"][-1]["path"])).metadata
+    assert seg_meta[b"beam_phash.hash_version"] == str(beam_phash._native.HASH_VERSION).encode()
     # A commit on a stale generation is refused: another run committed meanwhile.
     with pytest.raises(near_state.StateError, match="changed while this run ran"):
         near_state.commit(state, "late", manifest["generation"], manifest, [])

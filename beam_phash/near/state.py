@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from beam_phash import state_manifest
+from beam_phash._native import HASH_VERSION
 from beam_phash.near.batches import Fixed, concat, pack_labels
 from beam_phash.near.fixed import STATE, fixed_batch
 
@@ -38,6 +39,8 @@ RUNS = "runs"
 READ_ROWS = 1 << 20
 _META_ROWS = b"beam_phash.rows"
 _META_DIGEST = b"beam_phash.digest"
+#: The hash version of the segment's hashes (the manifest pins it for the whole directory).
+_META_HASH_VERSION = b"beam_phash.hash_version"
 
 
 class StateError(RuntimeError):
@@ -109,7 +112,8 @@ def write_segment(state_dir: str, run: str, part: int, rows: Fixed) -> dict:
     table = pa.Table.from_arrays([
         pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n, [None, pa.py_buffer(np.ascontiguousarray(rows.keys).tobytes())]),
         rows.labels.cast(pa.large_string()),
-    ], names=["hash", "label"]).replace_schema_metadata({_META_ROWS: str(n), _META_DIGEST: digest})
+    ], names=["hash", "label"]).replace_schema_metadata({
+        _META_ROWS: str(n), _META_DIGEST: digest, _META_HASH_VERSION: str(HASH_VERSION)})
     rel = os.path.join(RUNS, run, f"part-{part:05d}.parquet")
     path = os.path.join(state_dir, rel)
     os.makedirs(os.path.dirname(path), exist_ok=True)
