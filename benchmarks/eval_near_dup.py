@@ -43,6 +43,10 @@ Note that some distinct photos are two shots of one scene (e.g. kphotoalbum's po
 they count as false merges when close; the closest pairs are printed by name to judge them, and
 `--same-scene A,B` (file names, repeatable) takes such a pair and its copies out of the counts.
 
+Distances. For each hash, the distance of every edited copy to its original (median/p95/max
+bits), and for flip and rotate 90 also to the original's matching dihedral variant, beside
+imagehash's.
+
 Thresholds. Tables show k at multiples of bits/128 (2 bits of 256), up to 40/256 of the bits;
 the recommendation searches every integer k: the largest k with zero false merges (orig and
 cross), i.e. one less than the closest distinct pair. There the summary gives the pooled recall
@@ -170,6 +174,41 @@ def distances(hashes: np.ndarray, later: list[int], earlier: list[int], dihedral
     variants = hashes[later] if dihedral else hashes[later, :1]
     xor = variants[:, None, :, :] ^ hashes[earlier][None, :, 0:1, :]
     return np.bitwise_count(xor).sum(axis=-1, dtype=np.int32).min(axis=-1)
+
+
+#: The dihedral variant (PHash.variants index) a turned copy must match: flip = the mirror image
+#: (4), rotate 90 = rotated 90 degrees clockwise (1).
+TURN_VARIANT = {"flip": 4, "rotate 90": 1}
+
+
+def edit_distances(hashes: np.ndarray, photos: PhotoSet) -> dict:
+    """Per edit, the distance of each photo's copy to its original, identity hash against identity
+    hash; for flip and rotate 90, also (``edit (variant)``) the copy against the original's
+    matching dihedral variant: how far a variant lands from the truly turned copy."""
+    n = len(photos.names)
+    out = {}
+    originals = hashes[[photos.index(i) for i in range(n)]]
+    for j, name in enumerate(EDITS):
+        copies = hashes[[photos.index(i, j) for i in range(n)], 0]
+        out[name] = np.bitwise_count(copies ^ originals[:, 0]).sum(axis=-1)
+        if name in TURN_VARIANT:
+            out[f"{name} (variant)"] = np.bitwise_count(copies ^ originals[:, TURN_VARIANT[name]]).sum(axis=-1)
+    return out
+
+
+def distance_table(per_config: dict) -> tuple[list[str], list[list[str]]]:
+    """Rows: edits; columns: median/p95/max of each configuration's distances."""
+    labels = list(per_config)
+    head = ["edit"] + labels
+    names = list(next(iter(per_config.values())))
+    rows = []
+    for name in names:
+        cells = [name]
+        for label in labels:
+            d = per_config[label][name]
+            cells.append(f"{int(np.median(d))}/{int(np.percentile(d, 95))}/{int(d.max())}")
+        rows.append(cells)
+    return head, rows
 
 
 def at_most(d: np.ndarray, bits: int) -> np.ndarray:
@@ -339,11 +378,13 @@ def main(argv=None) -> int:
         configs += [("imagehash phash-16", 256, lambda: with_imagehash(photos.files, imagehash.phash)),
                     ("imagehash dhash-16", 256, lambda: with_imagehash(photos.files, imagehash.dhash))]
     results = []
+    per_edit = {}
     for label, bits, compute in configs:
         t = time.perf_counter()
         hashes = compute()
         assert hashes.shape[1:] == (8, bits // 8), hashes.shape
         hashed = time.perf_counter() - t
+        per_edit[f"{label} ({bits})"] = edit_distances(hashes, photos)
         for dihedral in (False, True):
             results.append(evaluate(label, hashes, bits, photos, dihedral, same))
         print(f"{label}: {bits} bits, hashed {len(photos.files)} files x 8 variants in {hashed:.1f} s")
@@ -359,6 +400,13 @@ def main(argv=None) -> int:
         print(closest(r, args.closest))
         md += [f"\n#### {r.label} ({r.bits} bits)\n", md_table(head, rows),
                "\n" + closest(r, args.closest).replace("\n", "  \n") + "\n"]
+
+    dhead, drows = distance_table(per_edit)
+    dnote = ("Distance of each edited copy to its original, median/p95/max bits (identity hashes; "
+             "'(variant)': the copy against the original's matching dihedral variant).")
+    print(f"\n== Distances per edit ==\n{dnote}")
+    print(text_table(dhead, drows))
+    md = [f"\n### Distances per edit\n\n{dnote}\n", md_table(dhead, drows)] + md
 
     summary = [summary_row(r) for r in results]
     note = (f"k: the largest threshold with zero false merges; recall there. mild = pooled recall of "
