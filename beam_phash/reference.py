@@ -35,7 +35,7 @@ from beam_phash.records import (
     image_bytes,
     record_id,
 )
-from beam_phash.routing import bucket_of_rows
+from beam_phash.routing import rows_by_bucket
 
 REFERENCE_FAILED = "reference_failed"
 
@@ -61,6 +61,16 @@ class HashReferenceDoFn(beam.DoFn):
     def _failed(self, label: str, reason: str):
         self._metrics.reference_failed.inc()
         return beam.pvalue.TaggedOutput(REFERENCE_FAILED, {self._id_field or "id": label or None, ERROR_FIELD: reason})
+
+    def _blobs(self, records: list) -> list:
+        """Each record's image bytes, or the reason it has none (a str)."""
+        blobs = []
+        for r in records:
+            try:
+                blobs.append(image_bytes(r, self._image_field))
+            except BadRecord as e:
+                blobs.append(str(e))
+        return blobs
 
     def _hash(self, labels: List[str], blobs: list) -> Iterable:
         """Images (bytes-likes, or None with a reason string) -> one Fixed batch and failures."""
@@ -107,21 +117,14 @@ class HashReferenceDoFn(beam.DoFn):
             labels = pa.array([""] * n, pa.large_string())
         if self._hash_column is not None:
             column = table.column(self._hash_column)
-            column = (column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column).cast(pa.large_string())
-            _, offsets, data = column.buffers()
-            offsets = np.frombuffer(offsets, dtype=np.int64)[column.offset:column.offset + n + 1]
-            data = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+            column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+            offsets, data = pack_labels(column)  # the Arrow buffers as they are; nulls are marked apart
             valid = column.is_valid().to_numpy(zero_copy_only=False).astype(np.uint8)
-            packed, bad, reasons = parse_hex_column(u8(offsets.astype(np.int64)), data, self._bits, valid)
+            packed, bad, reasons = parse_hex_column(u8(offsets), data, self._bits, valid)
             yield from self._parsed(labels.fill_null(""), packed, u32s(bad), reasons)
             return
-        blobs = []
-        for value in table.column(self._image_field).to_pylist():
-            try:
-                blobs.append(image_bytes({self._image_field: value}, self._image_field))
-            except BadRecord as e:
-                blobs.append(str(e))
-        yield from self._hash([s or "" for s in labels.to_pylist()], blobs)
+        images = [{self._image_field: value} for value in table.column(self._image_field).to_pylist()]
+        yield from self._hash([s or "" for s in labels.to_pylist()], self._blobs(images))
 
     def process(self, batch: list) -> Iterable:
         records = []
@@ -139,13 +142,7 @@ class HashReferenceDoFn(beam.DoFn):
             bad = np.array([i for i, e in enumerate(errors) if e is not None], dtype=np.int64)
             yield from self._parsed(labels, packed, bad, [e for e in errors if e is not None])
             return
-        blobs = []
-        for r in records:
-            try:
-                blobs.append(image_bytes(r, self._image_field))
-            except BadRecord as e:
-                blobs.append(str(e))
-        yield from self._hash(labels, blobs)
+        yield from self._hash(labels, self._blobs(records))
 
 
 class HashReference(beam.PTransform):
@@ -185,10 +182,9 @@ class KeyRecordsDoFn(beam.DoFn):
         if not self._keys:
             return
         keys = np.unique(np.frombuffer(b"".join(self._keys), dtype=np.uint8).reshape(len(self._keys), -1), axis=0)
-        parts = bucket_of_rows(keys, self._partitions)
-        for p in np.unique(parts):
+        for p, rows in rows_by_bucket(keys, self._partitions):
             yield beam.pvalue.TaggedOutput("keys", WindowedValue(
-                (int(p), keys[parts == p]), GlobalWindow().max_timestamp(), [GlobalWindow()]))
+                (p, keys[rows]), GlobalWindow().max_timestamp(), [GlobalWindow()]))
 
 
 class MatchKeysDoFn(beam.DoFn):

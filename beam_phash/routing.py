@@ -7,7 +7,7 @@ from uniform (pHash's DC bit, for one, is almost always set).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterator, Sequence, Tuple
 
 import numpy as np
 
@@ -36,3 +36,10 @@ def bucket_of_rows(rows: np.ndarray, num_buckets: int) -> np.ndarray:
             mixed = (mixed ^ column) * _GOLDEN
             mixed ^= mixed >> np.uint64(29)
     return ((mixed >> np.uint64(32)) % np.uint64(num_buckets)).astype(np.int64)
+
+
+def rows_by_bucket(rows: np.ndarray, num_buckets: int) -> Iterator[Tuple[int, np.ndarray]]:
+    """(bucket, indices of the rows routed there) for each bucket that gets any of ``rows``."""
+    parts = bucket_of_rows(rows, num_buckets)
+    for p in np.unique(parts):
+        yield int(p), np.flatnonzero(parts == p)

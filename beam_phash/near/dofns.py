@@ -39,7 +39,7 @@ from beam_phash.near.batches import (
 )
 from beam_phash.near.fixed import INPUT, SOURCES, STATE, fixed_batch, named_by_partition
 from beam_phash.near.policy import primary_rank
-from beam_phash.routing import bucket_of, bucket_of_rows
+from beam_phash.routing import bucket_of, rows_by_bucket
 from beam_phash.outcome import emit
 from beam_phash.records import DISTANCE_FIELD, MATCHED_FIELD, keeper_label
 
@@ -360,8 +360,7 @@ class ApplyDoFn(beam.DoFn):
         if not hashes:
             return
         keys = np.frombuffer(b"".join(hashes), dtype=np.uint8).reshape(len(hashes), self._hash_bytes)
-        parts = bucket_of_rows(keys, self._partitions)
         batch = fixed_batch(keys, STATE, labels)
-        for p in np.unique(parts):
+        for p, rows in rows_by_bucket(keys, self._partitions):
             yield beam.pvalue.TaggedOutput(KEPT_ROWS, WindowedValue(
-                (int(p), batch.take(np.flatnonzero(parts == p))), GlobalWindow().max_timestamp(), [GlobalWindow()]))
+                (p, batch.take(rows)), GlobalWindow().max_timestamp(), [GlobalWindow()]))

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from beam_phash.near.batches import U64, Fixed, Named, partition_of_ids, take_labels
-from beam_phash.routing import bucket_of_rows
+from beam_phash.routing import rows_by_bucket
 
 #: Sources of fixed images, in the order a duplicate names them when it matches several.
 REFERENCE = 0
@@ -46,9 +46,8 @@ class PackFixedDoFn(beam.DoFn):
     def process(self, batch: Fixed):
         if not len(batch.keys):
             return
-        parts = bucket_of_rows(batch.keys, self._partitions)
-        for p in np.unique(parts):
-            yield int(p), batch.take(np.flatnonzero(parts == p))
+        for p, rows in rows_by_bucket(batch.keys, self._partitions):
+            yield p, batch.take(rows)
 
 
 def named_by_partition(new: np.ndarray, distance: np.ndarray, rows: np.ndarray,
