@@ -192,13 +192,16 @@ STATE_RUN = "bench-earlier"
 def state_set(earlier: int) -> pathlib.Path:
     """A near-mode state directory holding ``load(earlier)`` (labels ``e%09d``), written directly
     with the library's segment and commit functions in parts of STATE_ROWS rows; made when its
-    manifest does not already list ``earlier`` rows."""
+    manifest does not already list ``earlier`` rows of this hash version."""
     from beam_phash.near.fixed import STATE, fixed_batch
     from beam_phash.near.state import commit, open_state, write_segment
 
     dst = SET / f"state_{earlier}"
     if dst.exists():
-        manifest = open_state(str(dst), "phash", 16, 256, create=False)
+        try:
+            manifest = open_state(str(dst), "phash", 16, 256, create=False)
+        except ValueError:  # a cached state of another hash version: made again
+            manifest = {"rows": None}
         if manifest["rows"] == earlier:
             return dst
         shutil.rmtree(dst)
