@@ -112,3 +112,40 @@ def test_flat_pictures_merge_only_with_identical_copies():
     from apache_beam.metrics.metric import MetricsFilter
     counters = result.metrics().query(MetricsFilter().with_name("flat_images"))["counters"]
     assert sum(c.committed for c in counters) == 5  # white, its copy, grey, faint, noise
+
+
+@pytest.mark.parametrize("against,band_partition_bits", [("reference", 0), ("state", 0), ("reference", 2)])
+def test_flat_pictures_match_earlier_ones_by_identical_hash_only(tmp_path, against, band_partition_bits):
+    w, h = 640, 480
+    faint = _png(Image.fromarray(np.tile(np.linspace(120, 140, w).astype(np.uint8), (h, 1))))
+    near = _png(Image.fromarray(np.tile(np.linspace(121, 139, w).astype(np.uint8), (h, 1))))
+    earlier = [{"id": "e:white", "image": _png(Image.new("L", (w, h), 255))},
+               {"id": "e:faint", "image": faint},
+               {"id": "e:photo", "image": PHOTOS[0].read_bytes()}]
+    records = [{"id": "grey", "image": _png(Image.new("L", (w, h), 250))},  # the white's hash
+               {"id": "faint-copy", "image": faint},
+               {"id": "faint-near", "image": near},  # a few bits from the faint one
+               {"id": "photo-q70", "image": _jpeg(Image.open(PHOTOS[0]), 70)}]
+    hashes = {r["id"]: beam_phash.hash_image(r["image"]) for r in earlier + records}
+    assert 0 < hashes["faint-near"] - hashes["e:faint"] <= 16
+
+    def check(rows):
+        got = {r["id"]: (tag, r.get("duplicate_of"), r.get("matched"), r.get("distance")) for tag, r in rows}
+        assert got == {"grey": ("duplicates", "e:white", against, 0),
+                       "faint-copy": ("duplicates", "e:faint", against, 0),
+                       "faint-near": ("kept", None, None, None),
+                       "photo-q70": ("duplicates", "e:photo", against, hashes["photo-q70"] - hashes["e:photo"])}, got
+
+    state = str(tmp_path / "state")
+    kwargs = {"max_distance": 16, "dihedral": True, "band_partition_bits": band_partition_bits}
+    if against == "state":  # a first run keeps the earlier pictures
+        p = TestPipeline()
+        _ = p | "Earlier" >> beam.Create(earlier) | ImagePhashDedup(state_dir=state, **kwargs)
+        p.run().wait_until_finish()
+    p = TestPipeline()
+    dedup = ImagePhashDedup(**kwargs, **({"state_dir": state} if against == "state" else {}))
+    if against == "reference":
+        dedup = dedup.with_reference(p | "References" >> beam.Create(earlier))
+    outputs = p | beam.Create(records) | dedup.with_outputs()
+    assert_that(tagged(outputs), check)
+    p.run().wait_until_finish()

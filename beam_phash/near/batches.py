@@ -103,6 +103,16 @@ class Images(NamedTuple):
         return Images(self.ids[mask], self.hashes[mask], None if self.variants is None else self.variants[mask])
 
 
+class Flat(NamedTuple):
+    """Flat images (quality under FLAT_QUALITY): kept out of the band search, they meet only the
+    fixed images, at distance 0 (an identical hash, or one of their dihedral variants)."""
+
+    images: Images
+
+    def take(self, mask: np.ndarray) -> "Flat":
+        return Flat(self.images.take(mask))
+
+
 class Classes(NamedTuple):
     """The distinct images of one exact partition with their best rank: ids, keys, primary, owner."""
 

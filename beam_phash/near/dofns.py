@@ -27,6 +27,7 @@ from beam_phash.near.batches import (
     Classes,
     Edges,
     Fixed,
+    Flat,
     Images,
     Named,
     Ranked,
@@ -110,12 +111,20 @@ class PackDoFn(beam.DoFn):
 class CollapseDoFn(beam.DoFn):
     """One exact partition: records with an identical key become one image, ranked by its best
     record. Emits the images (ids, hashes, variants) for the band search, and on ``classes``
-    their ranks and owners for the resolution."""
+    their ranks and owners for the resolution. Flat images stay out of the band search: they
+    match their identical copies here, and, ``with_fixed``, the fixed images at distance 0
+    (emitted as ``Flat``)."""
 
-    def __init__(self, hash_bytes: int, dihedral: bool):
+    def __init__(self, hash_bytes: int, dihedral: bool, with_fixed: bool = False):
         self._hash_bytes = hash_bytes
         self._dihedral = dihedral
+        self._with_fixed = with_fixed
         self._metrics = DedupMetrics()
+
+    def _images(self, ids: np.ndarray, keys: np.ndarray) -> Images:
+        hb = self._hash_bytes
+        variants = keys[:, hb:].reshape(len(ids), 8, hb) if self._dihedral else None
+        return Images(ids, np.ascontiguousarray(keys[:, :hb]), None if variants is None else np.ascontiguousarray(variants))
 
     def process(self, element: Tuple[int, Iterable[Ranked]]):
         p, batches = element
@@ -127,20 +136,18 @@ class CollapseDoFn(beam.DoFn):
         keys = rows.keys[heads]
         self._metrics.near_images.inc(len(heads))
         yield beam.pvalue.TaggedOutput(CLASSES, (p, Classes(ids, keys, rows.primary[heads], [rows.owners[i] for i in heads])))
-        # Flat images (identical keys share the flag) stay out of the band search: they match
-        # only their identical copies, here.
-        searched = ~rows.flat[heads]
-        ids, keys = ids[searched], keys[searched]
-        hb = self._hash_bytes
-        variants = keys[:, hb:].reshape(len(ids), 8, hb) if self._dihedral else None
-        yield Images(ids, np.ascontiguousarray(keys[:, :hb]), None if variants is None else np.ascontiguousarray(variants))
+        flat = rows.flat[heads]  # identical keys share the flag
+        yield self._images(ids[~flat], keys[~flat])
+        if self._with_fixed and flat.any():
+            yield Flat(self._images(ids[flat], keys[flat]))
 
 
 class BandSplitDoFn(beam.DoFn):
     """A batch of images (or of fixed images) -> one copy per band group (keyed (group, -1, 0);
     group g holds bands g, g + groups, ...); with ``prefix_bits`` > 0, per band, sub-block and
     prefix of the sub-block instead (keyed (band, sub-block, prefix)), each image going to the
-    prefixes of its hash and variants."""
+    prefixes of its hash and variants. Flat images, matched at distance 0 only, go to the first
+    band alone (where every identical pair qualifies first)."""
 
     def __init__(self, layout: Sequence[Tuple[int, int, int]], hash_bytes: int, prefix_bits: int,
                  groups: int):
@@ -150,18 +157,20 @@ class BandSplitDoFn(beam.DoFn):
         self._groups = groups
 
     def process(self, images):
+        flat = isinstance(images, Flat)
         if self._prefix_bits == 0:
-            for group in range(self._groups):
+            for group in range(1 if flat else self._groups):
                 yield (group, -1, 0), images
             return
         if isinstance(images, Fixed):
             entries, slots = images.keys, 1
         else:
-            entries = images.hashes if images.variants is None else np.concatenate(
-                [images.hashes[:, None, :], images.variants], axis=1)
-            slots = 1 if images.variants is None else 9
-        for band, (start, width, radius) in enumerate(self._layout):
-            for j, (s, w) in enumerate(sub_blocks(start, width, radius)):
+            some = images.images if flat else images
+            entries = some.hashes if some.variants is None else np.concatenate(
+                [some.hashes[:, None, :], some.variants], axis=1)
+            slots = 1 if some.variants is None else 9
+        for band, (start, width, radius) in enumerate(self._layout[:1] if flat else self._layout):
+            for j, (s, w) in enumerate(sub_blocks(start, width, radius)[:1] if flat else sub_blocks(start, width, radius)):
                 bits = min(self._prefix_bits, w)
                 prefixes = u64s(near_fields(u8(entries), self._hash_bytes, s, bits)).reshape(-1, slots)
                 for value in np.unique(prefixes):
@@ -183,41 +192,56 @@ class SearchDoFn(beam.DoFn):
         self._groups = groups
         self._metrics = DedupMetrics()
 
-    def _search(self, images: Images, band, fixed: int, **kwargs) -> Edges:
+    def _search(self, images: Images, band, fixed: int, max_distance: int, **kwargs) -> Edges:
         a, b, d, candidates, big_runs = near_search(
             u8(images.hashes), u8(images.ids), hash_bytes=self._hash_bytes, bits=self._bits,
-            max_distance=self._k, layout=self._layout, band=band,
+            max_distance=max_distance, layout=self._layout, band=band,
             variants=None if images.variants is None else u8(images.variants), fixed=fixed, **kwargs)
         self._metrics.near_candidates.inc(candidates)
         self._metrics.near_big_runs.inc(big_runs)
         return Edges(u64s(a), u64s(b), u32s(d))
 
-    def process(self, element: Tuple[Tuple[int, int, int], Iterable]):
-        (part, sub, prefix), batches = element
-        new, fixed = [], []
-        for batch in batches:
-            if isinstance(batch, Fixed):
-                fixed.append(batch)
-            elif len(batch.ids):
-                new.append(batch)
-        if not new:
-            return  # fixed images are never paired with each other
-        images = concat(Images, new)
-        fixed = concat(Fixed, fixed) if fixed else None
+    def _search_part(self, images: Images, fixed, part: int, sub: int, prefix: int, max_distance: int) -> Edges:
+        """The pairs of this partition within ``max_distance``: among the new images and from
+        them to the fixed ones (after the new images, with local ids). At distance 0 the first
+        band finds every pair (BandSplit sends flat images there alone)."""
         n_fixed = 0 if fixed is None else len(fixed.keys)
-        if n_fixed:  # after the new images, with local ids
+        if n_fixed:
             images = Images(np.concatenate([images.ids, FIXED_BIT | np.arange(n_fixed, dtype=U64)]),
                             np.concatenate([images.hashes, fixed.keys]), images.variants)
         if sub >= 0:
             w = sub_blocks(*self._layout[part])[sub][1]
-            edges = self._search(images, part, n_fixed, sub=sub, prefix_bits=min(self._prefix_bits, w), prefix=prefix)
-        else:  # every band of the group, in parallel on the worker's cores
-            edges = self._search(images, list(range(part, len(self._layout), self._groups)), n_fixed)
-        edges, mixed = edges.split_fixed()
+            return self._search(images, part, n_fixed, max_distance, sub=sub,
+                                prefix_bits=min(self._prefix_bits, w), prefix=prefix)
+        # every band of the group, in parallel on the worker's cores
+        bands = [0] if max_distance == 0 else list(range(part, len(self._layout), self._groups))
+        return self._search(images, bands, n_fixed, max_distance)
+
+    @staticmethod
+    def _named(mixed: Edges, fixed: Fixed):
         if len(mixed.a):
             rows = (mixed.b & ~FIXED_BIT).astype(np.int64)
             for p, named in named_by_partition(mixed.a, mixed.distance, rows, fixed):
                 yield beam.pvalue.TaggedOutput(NAMED, (p, named))
+
+    def process(self, element: Tuple[Tuple[int, int, int], Iterable]):
+        (part, sub, prefix), batches = element
+        new, fixed, flat = [], [], []
+        for batch in batches:
+            if isinstance(batch, Fixed):
+                fixed.append(batch)
+            elif isinstance(batch, Flat):
+                flat.append(batch.images)
+            elif len(batch.ids):
+                new.append(batch)
+        fixed = concat(Fixed, fixed) if fixed else None
+        if flat and fixed is not None:  # flat images meet the fixed ones at distance 0 only
+            _, mixed = self._search_part(concat(Images, flat), fixed, part, sub, prefix, 0).split_fixed()
+            yield from self._named(mixed, fixed)
+        if not new:
+            return  # fixed images are never paired with each other
+        edges, mixed = self._search_part(concat(Images, new), fixed, part, sub, prefix, self._k).split_fixed()
+        yield from self._named(mixed, fixed)
         if not len(edges.a):
             return
         self._metrics.near_dup_pairs.inc(len(edges.a))

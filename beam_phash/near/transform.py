@@ -83,6 +83,7 @@ class NearDedup(beam.PTransform):
         self._partitions = partitions
         self._prefix_bits = band_partition_bits
         with_fixed = fixed is not None or (state is not None and bool(state.manifest["segments"]))
+        self._with_fixed = with_fixed
         count = None
         if expected_count is not None or with_fixed:
             count = (expected_count or DEFAULT_COUNT) * (9 if dihedral else 1)
@@ -111,7 +112,7 @@ class NearDedup(beam.PTransform):
                       dofns.ROWS, main="records"))
         collapsed = (packed[dofns.ROWS]
                      | "GroupExact" >> beam.GroupByKey()
-                     | "Collapse" >> beam.ParDo(dofns.CollapseDoFn(self._hash_bytes, self._dihedral)).with_outputs(
+                     | "Collapse" >> beam.ParDo(dofns.CollapseDoFn(self._hash_bytes, self._dihedral, self._with_fixed)).with_outputs(
                          dofns.CLASSES, main="images"))
         fixed = self._fixed_batches(hashed.pipeline)
         images = collapsed.images
