@@ -78,8 +78,20 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def check_writable(state_dir: str) -> None:
-    """ValueError unless ``state_dir`` can be created and written (checked before the run)."""
+def check_writable(state_dir: str, create: bool = True) -> None:
+    """ValueError unless ``state_dir`` can be created and written. ``create``: make it and write
+    a probe file in it (at the run's start); else only check, without touching the file system,
+    that it or its nearest existing parent is writable (when a transform is built)."""
+    if not create:
+        probe = state_dir
+        while not os.path.exists(probe):
+            parent = os.path.dirname(os.path.abspath(probe))
+            if parent == probe:
+                break
+            probe = parent
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise ValueError(f"state directory {state_dir} is not writable ({probe} is not)")
+        return
     try:
         os.makedirs(state_dir, exist_ok=True)
         probe = os.path.join(state_dir, f".write-test-{os.getpid()}")

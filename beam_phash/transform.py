@@ -17,6 +17,7 @@ from beam_phash._native import (
     MIN_HASH_SIZE,
     hash_bits,
 )
+from beam_phash import state_manifest
 from beam_phash.bucket_store import check_state_dir, prepare_state_dir
 from beam_phash.dedup_dofns import FinishBackendDoFn, RayDedupDoFn, StateDedupDoFn, key_by_hash
 from beam_phash.hash_dofn import HashBatchDoFn, ParseHashesDoFn
@@ -55,18 +56,6 @@ class DedupOutputs(NamedTuple):
     duplicates: beam.PCollection
     failed: beam.PCollection
     reference_failed: beam.PCollection
-
-
-def _check_state_writable(state_dir: str) -> None:
-    """A state directory must be writable (or creatable) before the run starts."""
-    probe = state_dir
-    while not os.path.exists(probe):
-        parent = os.path.dirname(os.path.abspath(probe))
-        if parent == probe:
-            break
-        probe = parent
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ValueError(f"state directory {state_dir} is not writable ({probe} is not)")
 
 
 class ImagePhashDedup(beam.PTransform):
@@ -223,7 +212,7 @@ class ImagePhashDedup(beam.PTransform):
                 open_state(state_dir, algorithm, hash_size, bits, create=False)
             else:
                 check_state_dir(state_dir, num_buckets, algorithm, hash_size)
-            _check_state_writable(state_dir)
+            state_manifest.check_writable(state_dir, create=False)
         self.hash_size = hash_size
         self.image_field = image_field
         self.hash_field = hash_field
