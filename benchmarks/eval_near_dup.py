@@ -3,6 +3,7 @@ at each Hamming threshold, for this project's hashes and for imagehash's.
 
     python benchmarks/eval_near_dup.py SOURCE_DIR [SOURCE_DIR ...] [--markdown PATH]
         [--same-scene NAME,NAME ...] [--sizes 8,16,32] [--limit N] [--no-imagehash] [--threads 1]
+        [--save-distances JSON] [--before JSON]
 
 Photos. Each source photo (recursively, .jpg/.jpeg/.png, as `make_web_set.sources`; one file per
 photo) is brought upright to fit 800 x 800 px and saved as JPEG quality 90: the "original"
@@ -59,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -196,6 +198,18 @@ def edit_distances(hashes: np.ndarray, photos: PhotoSet) -> dict:
     return out
 
 
+def with_before(per_config: dict, before: dict) -> dict:
+    """The configurations, each preceded by its distances from ``before`` (a ``--save-distances``
+    file of another build, its columns labelled with that build's hash version) when it has them."""
+    out = {}
+    tag = f"before (hash version {before['hash_version']})"
+    for label, d in per_config.items():
+        if label in before["distances"]:
+            out[f"{label}, {tag}"] = {name: np.array(v) for name, v in before["distances"][label].items()}
+        out[label] = d
+    return out
+
+
 def distance_table(per_config: dict) -> tuple[list[str], list[list[str]]]:
     """Rows: edits; columns: median/p95/max of each configuration's distances."""
     labels = list(per_config)
@@ -205,7 +219,10 @@ def distance_table(per_config: dict) -> tuple[list[str], list[list[str]]]:
     for name in names:
         cells = [name]
         for label in labels:
-            d = per_config[label][name]
+            d = per_config[label].get(name)
+            if d is None:
+                cells.append("")
+                continue
             cells.append(f"{int(np.median(d))}/{int(np.percentile(d, 95))}/{int(d.max())}")
         rows.append(cells)
     return head, rows
@@ -356,6 +373,11 @@ def main(argv=None) -> int:
                     help="two photos (file names) of one scene: their pairs are not counted as false "
                          "merges, only listed (repeatable)")
     ap.add_argument("--markdown", metavar="PATH", help="also write the tables as Markdown")
+    ap.add_argument("--save-distances", metavar="JSON",
+                    help="save each hash's distances per edit (with the hash version), for --before")
+    ap.add_argument("--before", metavar="JSON",
+                    help="a --save-distances file of another build (e.g. the previous hash version): "
+                         "its distances are shown beside this build's, on the same photos")
     args = ap.parse_args(argv)
     started = time.perf_counter()
     photos = make_set(sources(args.sources)[: args.limit])
@@ -401,6 +423,17 @@ def main(argv=None) -> int:
         md += [f"\n#### {r.label} ({r.bits} bits)\n", md_table(head, rows),
                "\n" + closest(r, args.closest).replace("\n", "  \n") + "\n"]
 
+    if args.save_distances:
+        with open(args.save_distances, "w") as f:
+            json.dump({"hash_version": getattr(beam_phash._native, "HASH_VERSION", 1), "photos": photos.names,
+                       "distances": {label: {name: d.tolist() for name, d in edits.items()}
+                                     for label, edits in per_edit.items()}}, f)
+    if args.before:
+        with open(args.before) as f:
+            before = json.load(f)
+        if before["photos"] != photos.names:
+            raise SystemExit(f"--before {args.before}: made on other photos")
+        per_edit = with_before(per_edit, before)
     dhead, drows = distance_table(per_edit)
     dnote = ("Distance of each edited copy to its original, median/p95/max bits (identity hashes; "
              "'(variant)': the copy against the original's matching dihedral variant).")

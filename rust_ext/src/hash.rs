@@ -20,7 +20,7 @@ use crate::pool;
 ///
 /// 2: the picture's exact extent is resampled onto the hash grid (`grid.rs`; pHash in f32,
 /// `phash.rs`), and dihedral variants turn the extent with the pixels.
-pub const HASH_VERSION: u32 = 2;
+pub const HASH_VERSION: u32 = 3;
 
 /// Raw hash bytes plus the number of meaningful bits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
