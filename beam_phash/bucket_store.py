@@ -164,19 +164,27 @@ class BucketStore:
         return table.schema.field("hash").type.byte_width, columns
 
     def _read_log(self, path: str) -> Tuple[Optional[int], List[Tuple[bytes, bytes, List[str]]]]:
+        """The log's batches. A log that cannot be opened or read is an error naming it; only a
+        log whose bytes end in an incomplete batch (the tail a crash tore off) loses that tail."""
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise StateError(f"{self.name}: log {path} cannot be read ({e}); its claims would be "
+                             "lost, so the bucket does not start") from None
         batches, width = [], None
         try:
-            with pa.OSFile(path, "rb") as f:
-                reader = pa.ipc.open_stream(f)
-                width = reader.schema.field("hash").type.byte_width
-                while True:
-                    try:
-                        batch = reader.read_next_batch()
-                    except StopIteration:
-                        break
-                    batches.append(_columns(pa.Table.from_batches([batch])))
+            reader = pa.ipc.open_stream(pa.BufferReader(data))
+            width = reader.schema.field("hash").type.byte_width
+            while True:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    break
+                batches.append(_columns(pa.Table.from_batches([batch])))
         except (pa.ArrowInvalid, OSError, EOFError) as e:
-            # The tail a crash tore off was never answered; everything before it stands.
+            # In memory, these only mean the bytes end early: the torn tail was never answered,
+            # and everything before it stands.
             log.warning("%s: log %s ends in a torn batch (%s); replayed %d batches before it",
                         self.name, path, type(e).__name__, len(batches))
         return width, batches

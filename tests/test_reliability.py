@@ -86,6 +86,18 @@ def test_a_torn_log_tail_is_dropped_and_the_rest_replayed(tmp_path):
     assert [labels for _, _, labels in chunks] == [["a"]]
 
 
+def test_a_log_that_cannot_be_read_is_an_error_naming_it(tmp_path):
+    store = BucketStore(str(tmp_path), 0, "bucket 0")
+    store.load()
+    store.append(4, b"aaaa", _owners(1), ["a"])
+    store.close()
+    # Not a torn tail: a log that cannot be opened at all (a directory in its place; permissions
+    # do not stop root). Its claims must not be forgotten silently.
+    os.mkdir(os.path.join(store.path, "log-000001.arrows"))
+    with pytest.raises(StateError, match="log .*log-000001.arrows cannot be read"):
+        BucketStore(str(tmp_path), 0, "bucket 0").load()
+
+
 def test_state_dir_layout_is_checked_before_anything_runs(tmp_path):
     ImagePhashDedup(state_dir=str(tmp_path / "s"), num_buckets=4)  # not created yet: fine
     from beam_phash.bucket_store import prepare_state_dir
