@@ -254,9 +254,19 @@ impl SeenSet {
         }
     }
 
+    /// Full unless `n` more entries fit (all of a batch might be new), so that a batch that
+    /// cannot go in whole is refused before any of it does.
+    fn check_room(&self, n: usize) -> Result<(), SeenError> {
+        if self.len + n > MAX_ENTRIES {
+            return Err(SeenError::Full);
+        }
+        Ok(())
+    }
+
     /// For n packed hashes and n owners: true where the owner is the hash's first claimant.
     pub fn check_and_insert(&mut self, hashes: &[u8], owners: &[u64]) -> Result<Vec<bool>, SeenError> {
         let n = self.check_lengths(hashes, owners.len())?;
+        self.check_room(n)?;
         let mut out = Vec::with_capacity(n);
         let w = self.width;
         for (i, &owner) in owners.iter().enumerate() {
@@ -294,6 +304,11 @@ impl SeenSet {
             return Err(SeenError::Labels { owners: owners.len(), labels: labels.len() });
         }
         self.check_lengths(hashes, owners.len())?;
+        // Checked before the first insert: a batch goes in whole or not at all.
+        if let Some(long) = labels.iter().map(|l| l.as_ref().len()).find(|&len| len > MAX_LABEL_LEN) {
+            return Err(SeenError::LabelTooLong(long));
+        }
+        self.check_room(owners.len())?;
         let w = self.width;
         let mut out = Vec::with_capacity(owners.len());
         for (i, (&owner, label)) in owners.iter().zip(labels).enumerate() {
@@ -360,6 +375,17 @@ mod tests {
         assert_eq!(s.claim_labelled(&packed, &[3, 4], &["third", "fourth"]).unwrap(), vec![Some(e1), None]);
         assert_eq!(s.claim_labelled(&packed, &[3], &["x"]), Err(SeenError::Count { hashes: 2, owners: 1 }));
         assert_eq!(SeenSet::new(8, false).claim_labelled(&packed, &[1, 2], &["a", "b"]), Err(SeenError::NoLabels));
+    }
+
+    #[test]
+    fn a_batch_with_a_bad_label_inserts_nothing() {
+        let mut s = SeenSet::new(8, true);
+        let packed = [h(1, 8), h(2, 8), h(3, 8)].concat();
+        let long = vec![b'x'; MAX_LABEL_LEN + 1];
+        let labels: [&[u8]; 3] = [b"a", b"b", &long];
+        assert_eq!(s.claim_labelled(&packed, &[1, 2, 3], &labels), Err(SeenError::LabelTooLong(MAX_LABEL_LEN + 1)));
+        assert_eq!(s.len(), 0);
+        assert_eq!(s.owners_of(&packed).unwrap(), vec![None, None, None]);
     }
 
     #[test]
