@@ -16,6 +16,9 @@ FLAT_QUALITY: int
 class ImageDecodeError(ValueError):
     """The bytes are not a usable image (empty, unknown format, corrupt, or over the limits)."""
 
+class InternalError(ImageDecodeError):
+    """The Rust code failed on this input (a caught panic): a bug to report, not a bad image."""
+
 class PHash:
     """An immutable perceptual hash: raw bytes plus the true bit count."""
 

@@ -6,7 +6,8 @@ from typing import Iterable, List, NamedTuple, Optional
 
 import apache_beam as beam
 
-from beam_phash._native import FLAT_QUALITY, PHash, hash_images, parse_hex_hashes
+from beam_phash._native import FLAT_QUALITY, InternalError, PHash, hash_images, parse_hex_hashes
+from beam_phash.failures import TALLY, Tally
 from beam_phash.metrics import DedupMetrics
 from beam_phash.records import (
     ERROR_FIELD,
@@ -42,7 +43,7 @@ class Hashed(NamedTuple):
 class HashBatchDoFn(beam.DoFn):
     """Consumes lists of records (from BatchElements) and emits, per input batch, one list of
     ``Hashed`` on the main output; records that cannot be hashed go to the ``failed`` tag with an
-    ``error`` reason and ``hash_field=None``."""
+    ``error`` reason and ``hash_field=None``; and the batch's ``failures.Tally`` on ``tally``."""
 
     def __init__(self, *, algorithm: str, hash_size: int, image_field: str, hash_field: str,
                  id_field: Optional[str], threads: Optional[int], max_pixels: int,
@@ -69,7 +70,9 @@ class HashBatchDoFn(beam.DoFn):
                 pending.append(record)
             except BadRecord as e:
                 yield self._failed(record, str(e))
+        failed, internal = len(batch) - len(blobs), 0
         if not blobs:
+            yield beam.pvalue.TaggedOutput(TALLY, Tally(len(batch), failed, 0))
             return
         started = time.perf_counter()
         results = hash_images(blobs, algorithm=self._algorithm, hash_size=self._hash_size,
@@ -79,6 +82,11 @@ class HashBatchDoFn(beam.DoFn):
         out: List[Hashed] = []
         for record, data, result in zip(pending, blobs, results):
             if not isinstance(result, PHash):
+                if isinstance(result, InternalError):
+                    internal += 1
+                    self._metrics.internal_errors.inc()
+                else:
+                    failed += 1
                 yield self._failed(record, str(result))
                 continue
             owner = record_id(record, self._id_field) or surrogate_owner(data)
@@ -89,6 +97,7 @@ class HashBatchDoFn(beam.DoFn):
             if flat:
                 self._metrics.flat_images.inc()
             out.append(Hashed(bytes(result), owner, kept, result.width * result.height, variants, flat))
+        yield beam.pvalue.TaggedOutput(TALLY, Tally(len(batch), failed, internal))
         if out:
             yield out
 
@@ -113,6 +122,7 @@ class ParseHashesDoFn(beam.DoFn):
         self._metrics.inputs.inc(len(batch))
         values = [r.get(self._hash_column) if isinstance(r, dict) else None for r in batch]
         packed, errors = parse_hex_hashes(values, self._bits)
+        yield beam.pvalue.TaggedOutput(TALLY, Tally(len(batch), sum(e is not None for e in errors), 0))
         out: List[Hashed] = []
         for i, (record, error) in enumerate(zip(batch, errors)):
             if error is not None:

@@ -33,3 +33,5 @@ class DedupMetrics:
         self.state_matches = Metrics.counter(NAMESPACE, "state_matches")
         # Images whose quality is under FLAT_QUALITY (blank, flat): matched by identical hash only.
         self.flat_images = Metrics.counter(NAMESPACE, "flat_images")
+        # Inputs the Rust code failed on (a caught panic: a bug, see failures.py); also in failed.
+        self.internal_errors = Metrics.counter(NAMESPACE, "internal_errors")

@@ -20,6 +20,7 @@ from beam_phash._native import (
 from beam_phash import state_manifest
 from beam_phash.bucket_store import check_state_dir, prepare_state_dir
 from beam_phash.dedup_dofns import FinishBackendDoFn, RayDedupDoFn, StateDedupDoFn, key_by_hash
+from beam_phash.failures import DEFAULT_MAX_INTERNAL, TALLY, CheckFailures, FailureThreshold
 from beam_phash.hash_dofn import HashBatchDoFn, ParseHashesDoFn
 from beam_phash.near.policy import check_keep, recommended_max_distance
 from beam_phash.near.state import NearState, open_state
@@ -241,11 +242,22 @@ class ImagePhashDedup(beam.PTransform):
         self.bits = bits
         self.near_duplicates = near
         self._split_outputs = False
+        self.failure_threshold = FailureThreshold()
 
     def with_outputs(self) -> "ImagePhashDedup":
         """The same transform, returning :class:`DedupOutputs`."""
         other = copy.copy(self)
         other._split_outputs = True
+        return other
+
+    def with_failure_threshold(self, decode: Optional[float] = None,
+                               internal: Optional[float] = DEFAULT_MAX_INTERNAL) -> "ImagePhashDedup":
+        """The same transform, failing the run (``FailureThresholdError``) when more than the
+        fraction ``decode`` of the inputs could not be hashed, or more than ``internal`` hit an
+        internal error (see ``failures``). Default: no limit for decode failures, 0.001 for
+        internal errors."""
+        other = copy.copy(self)
+        other.failure_threshold = FailureThreshold(decode, internal)
         return other
 
     def with_reference(self, reference: beam.PCollection, hash_column: Optional[str] = None) -> "ImagePhashDedup":
@@ -290,7 +302,8 @@ class ImagePhashDedup(beam.PTransform):
                 algorithm=self.algorithm, hash_size=self.hash_size, image_field=self.image_field,
                 hash_field=self.hash_field, id_field=self.id_field, threads=self.hash_threads,
                 max_pixels=self.max_pixels, dihedral=self.dihedral)
-        hashed = batches | label >> beam.ParDo(step).with_outputs(FAILED, main="hashed")
+        hashed = batches | label >> beam.ParDo(step).with_outputs(FAILED, TALLY, main="hashed")
+        _ = hashed[TALLY] | "CheckFailures" >> CheckFailures(self.failure_threshold)
         fixed, reference_failed = self._reference(hashed[FAILED])
         matched = []  # exact mode: duplicates of a reference
         if self.near_duplicates:

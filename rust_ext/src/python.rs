@@ -27,13 +27,19 @@ create_exception!(
     "The bytes are not a usable image (empty, unknown format, corrupt, or over the size limits)."
 );
 
+create_exception!(
+    beam_phash,
+    InternalError,
+    ImageDecodeError,
+    "The Rust code failed on this input (a caught panic): a bug to report, not a bad image."
+);
+
 /// The one mapping from core errors to Python exceptions.
 fn to_py_err(e: HashError) -> PyErr {
     match e {
         HashError::Config(m) => PyValueError::new_err(m),
-        other @ (HashError::Decode(_) | HashError::TooLarge(_) | HashError::Internal(_)) => {
-            ImageDecodeError::new_err(other.to_string())
-        }
+        HashError::Internal(_) => InternalError::new_err(e.to_string()),
+        other @ (HashError::Decode(_) | HashError::TooLarge(_)) => ImageDecodeError::new_err(other.to_string()),
     }
 }
 
@@ -754,6 +760,7 @@ impl Components {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("ImageDecodeError", py.get_type::<ImageDecodeError>())?;
+    m.add("InternalError", py.get_type::<InternalError>())?;
     m.add_class::<PHash>()?;
     m.add_class::<SeenSet>()?;
     m.add_function(wrap_pyfunction!(hash_image, m)?)?;
