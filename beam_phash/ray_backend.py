@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import ray
 
-from beam_phash import ray_cluster
+from beam_phash import ray_cluster, ray_private
 from beam_phash._native import SeenSet
 from beam_phash.records import keeper_label
 from beam_phash.routing import bucket_of
@@ -150,15 +150,13 @@ def get_or_create_bucket(backend_name: str, bucket: int, state_dir: Optional[str
     calls. Without one, a bucket that existed and died is lost, and asking for it again raises
     :class:`BackendError` instead of handing out an empty bucket.
     """
-    from ray.experimental import internal_kv
-
     name = bucket_actor_name(backend_name, bucket, state_dir)
     if state_dir is None:
         try:
             return ray.get_actor(name, namespace=namespace)
         except ValueError:
             pass
-        if internal_kv._internal_kv_get(_created_key(backend_name, bucket), namespace=namespace):
+        if ray_private.kv_get(_created_key(backend_name, bucket), namespace):
             raise BackendError(
                 f"{bucket_label(backend_name, bucket)} was lost: its actor died and "
                 "the hashes it held died with it. Rerun the pipeline; give it a state_dir "
@@ -175,7 +173,7 @@ def get_or_create_bucket(backend_name: str, bucket: int, state_dir: Optional[str
         max_task_retries=-1 if state_dir else 0,
     ).remote(backend_name, bucket, state_dir)
     if state_dir is None:
-        internal_kv._internal_kv_put(_created_key(backend_name, bucket), b"1", namespace=namespace)
+        ray_private.kv_put(_created_key(backend_name, bucket), b"1", namespace)
     return actor
 
 
@@ -294,11 +292,8 @@ class RayDedupBackend:
 
     def release(self) -> None:
         """Kill this backend's bucket actors (their state is gone, except what was snapshotted)."""
-        from ray.experimental import internal_kv
-
         for actor in self._existing().values():
             ray.kill(actor, no_restart=True)
         for bucket in range(self.num_buckets):
-            internal_kv._internal_kv_del(_created_key(self.backend_name, bucket),
-                                         namespace=ray_cluster.NAMESPACE)
+            ray_private.kv_del(_created_key(self.backend_name, bucket), ray_cluster.NAMESPACE)
         self._actors.clear()

@@ -22,6 +22,8 @@ from typing import Optional
 
 import ray
 
+from beam_phash import ray_private
+
 NAMESPACE = "beam_phash"
 # On Linux Ray advertises (and binds) the machine's routable address, even when asked for
 # 127.0.0.1; with this set it uses the loopback address for every socket.
@@ -37,9 +39,7 @@ def _use_loopback() -> None:
     once, at import, and otherwise rewrites a loopback address to the machine's routable one,
     where a cluster bound to 127.0.0.1 does not listen; so the parsed constant is set as well."""
     os.environ.update(_LOOPBACK_ENV)
-    from ray._private import ray_constants
-
-    ray_constants.ENABLE_RAY_CLUSTER = False
+    ray_private.disable_cluster_mode()
 
 
 def resolve_address(ray_address: Optional[str]) -> str:
