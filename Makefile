@@ -10,7 +10,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: test run install build native-deps cargo-test pytest bench bench-data soak fuzz wheel flink-job-server clean
+.PHONY: test run install build native-deps cargo-test stubtest pytest bench bench-data soak fuzz wheel flink-job-server clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +43,11 @@ cargo-test: native-deps
 pytest: build
 	$(PY) -m pytest
 
-test: cargo-test pytest
+# The type stubs of the Rust module (beam_phash/_native.pyi) against the built module.
+stubtest: build
+	$(PY) -m mypy.stubtest beam_phash._native
+
+test: cargo-test stubtest pytest
 
 run: build
 	$(PY) -m pipelines.dedup_images --output out/dedup

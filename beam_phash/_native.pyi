@@ -1,8 +1,19 @@
-"""Type stubs for the Rust extension module ``beam_phash._native``."""
-from typing import Any, Iterable, Literal, Optional, Union
+"""Type stubs for the Rust extension module ``beam_phash._native``, checked against the built
+module by ``python -m mypy.stubtest beam_phash._native`` in ``make test``."""
+from typing import Any, Iterable, Literal, Optional, Union, final
 
-BytesLike = Union[bytes, bytearray, memoryview]
-Algorithm = Literal["phash", "double_gradient", "dhash", "ahash", "median", "blockhash"]
+from typing_extensions import Self
+
+_BytesLike = Union[bytes, bytearray, memoryview]
+_Algorithm = Literal["phash", "double_gradient", "dhash", "ahash", "median", "blockhash"]
+
+__all__ = [
+    "ImageDecodeError", "InternalError", "PHash", "SeenSet", "hash_image", "hash_images", "hash_bits",
+    "Components", "near_layout", "near_fields", "near_search", "near_pairs_brute", "spanning_forest",
+    "near_resolve", "collapse_heads", "parse_hex_hashes", "parse_hex_column", "ALGORITHMS",
+    "MIN_HASH_SIZE", "MAX_HASH_SIZE", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_ALLOC", "ALPHA_BACKGROUND",
+    "HASH_VERSION", "FLAT_QUALITY",
+]
 
 ALGORITHMS: tuple[str, ...]
 MIN_HASH_SIZE: int
@@ -19,18 +30,19 @@ class ImageDecodeError(ValueError):
 class InternalError(ImageDecodeError):
     """The Rust code failed on this input (a caught panic): a bug to report, not a bad image."""
 
+@final
 class PHash:
     """An immutable perceptual hash: raw bytes plus the true bit count."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         data: bytes,
         bits: Optional[int] = None,
         width: int = 0,
         height: int = 0,
         variants: Optional[list[bytes]] = None,
         quality: Optional[int] = None,
-    ) -> None: ...
+    ) -> Self: ...
     @staticmethod
     def from_hex(s: str, bits: Optional[int] = None) -> PHash: ...
     @property
@@ -51,43 +63,45 @@ class PHash:
         90, 180, 270 degrees clockwise; the mirror image, then it rotated by 90, 180, 270); else ()."""
     def hex(self) -> str: ...
     def __len__(self) -> int: ...
-    def __sub__(self, other: PHash) -> int: ...
+    def __sub__(self, other: PHash, /) -> int: ...
+    def __rsub__(self, other: PHash, /) -> int: ...
     def __bytes__(self) -> bytes: ...
-    def __eq__(self, other: object) -> bool: ...
+    def __eq__(self, other: object, /) -> bool: ...
     def __hash__(self) -> int: ...
 
 def hash_image(
-    data: BytesLike,
+    data: _BytesLike,
     *,
-    algorithm: Algorithm = "phash",
+    algorithm: _Algorithm = "phash",
     hash_size: int = 16,
     max_pixels: int = ...,
     max_alloc: int = ...,
     dihedral: bool = False,
 ) -> PHash: ...
 def hash_images(
-    blobs: Iterable[BytesLike],
+    blobs: Iterable[_BytesLike],
     *,
-    algorithm: Algorithm = "phash",
+    algorithm: _Algorithm = "phash",
     hash_size: int = 16,
     threads: Optional[int] = None,
     max_pixels: int = ...,
     max_alloc: int = ...,
     dihedral: bool = False,
 ) -> list[Union[PHash, ImageDecodeError]]: ...
-def hash_bits(algorithm: Algorithm, hash_size: int) -> int: ...
+def hash_bits(algorithm: _Algorithm, hash_size: int) -> int: ...
 
+@final
 class SeenSet:
     """Compact seen-set: fixed-width hashes with their first owner (uint64) and, with
     keep_labels=True, a label (the keeper's record id). About 46 bytes per 256-bit entry."""
 
-    def __init__(self, hash_bytes: int = 32, *, keep_labels: bool = False) -> None: ...
+    def __new__(cls, hash_bytes: int = 32, *, keep_labels: bool = False) -> Self: ...
     # owners: a uint64 buffer (numpy uint64 array, array('Q'), memoryview cast to 'Q') or ints.
-    def check_and_insert(self, hashes: BytesLike, owners: Union[Iterable[int], Any]) -> list[bool]: ...
+    def check_and_insert(self, hashes: _BytesLike, owners: Union[Iterable[int], Any]) -> list[bool]: ...
     def claim(
-        self, hashes: BytesLike, owners: Union[Iterable[int], Any], labels: list[str]
+        self, hashes: _BytesLike, owners: Union[Iterable[int], Any], labels: list[str]
     ) -> list[Optional[str]]: ...
-    def owners_of(self, hashes: BytesLike) -> list[Optional[int]]: ...
+    def owners_of(self, hashes: _BytesLike) -> list[Optional[int]]: ...
     def entries(self) -> tuple[bytes, bytes, list[str]]:
         """(packed hashes, packed little-endian uint64 owners, labels) in insertion order."""
     @property
@@ -102,63 +116,65 @@ class SeenSet:
 # uint8); results are bytes to view with numpy.frombuffer (uint64 ids, uint32 distances/indices).
 def near_layout(bits: int, max_distance: int, n: Optional[int] = None) -> list[tuple[int, int, int]]:
     """Band layout: (start bit, width, radius) per band, from the cost model for about n hashes."""
-def near_fields(hashes: BytesLike, hash_bytes: int, start: int, width: int) -> bytes: ...
+def near_fields(hashes: _BytesLike, hash_bytes: int, start: int, width: int) -> bytes: ...
 def near_search(
-    hashes: BytesLike,
-    ids: BytesLike,
+    hashes: _BytesLike,
+    ids: _BytesLike,
     *,
     hash_bytes: int,
     bits: int,
     max_distance: int,
     layout: list[tuple[int, int, int]],
-    band: int,
-    variants: Optional[BytesLike] = None,
+    band: Union[int, list[int]],
+    variants: Optional[_BytesLike] = None,
     sub: Optional[int] = None,
     prefix_bits: int = 0,
     prefix: int = 0,
     fixed: int = 0,
+    threads: Optional[int] = None,
 ) -> tuple[bytes, bytes, bytes, int, int]:
     """(a ids, b ids, distances, candidates, big runs) of the pairs that qualify first on this part;
     the last ``fixed`` images (hash only, no variants) pair only with the others."""
 def near_pairs_brute(
-    hashes: BytesLike,
-    ids: BytesLike,
+    hashes: _BytesLike,
+    ids: _BytesLike,
     *,
     hash_bytes: int,
     max_distance: int,
-    variants: Optional[BytesLike] = None,
+    variants: Optional[_BytesLike] = None,
     threads: Optional[int] = None,
     fixed: int = 0,
 ) -> tuple[bytes, bytes, bytes]: ...
-def spanning_forest(a: BytesLike, b: BytesLike) -> bytes: ...
+def spanning_forest(a: _BytesLike, b: _BytesLike) -> bytes: ...
 def near_resolve(
-    ids: BytesLike,
-    primary: BytesLike,
-    owner_offsets: BytesLike,
-    owner_blob: BytesLike,
-    keys: BytesLike,
+    ids: _BytesLike,
+    primary: _BytesLike,
+    owner_offsets: _BytesLike,
+    owner_blob: _BytesLike,
+    keys: _BytesLike,
     key_bytes: int,
-    a: BytesLike,
-    b: BytesLike,
-    distance: BytesLike,
+    a: _BytesLike,
+    b: _BytesLike,
+    distance: _BytesLike,
 ) -> tuple[bytes, bytes, bytes]:
     """(dropped node, kept neighbour, distance) indices; per dropped node all kept neighbours by
     (distance, rank), its keeper the first ranked before it."""
 def collapse_heads(
-    keys: BytesLike, key_bytes: int, primary: BytesLike, owner_offsets: BytesLike, owner_blob: BytesLike
+    keys: _BytesLike, key_bytes: int, primary: _BytesLike, owner_offsets: _BytesLike, owner_blob: _BytesLike
 ) -> bytes: ...
 def parse_hex_hashes(values: Iterable[Any], bits: int) -> tuple[bytes, list[Optional[str]]]: ...
 def parse_hex_column(
-    offsets: BytesLike, data: BytesLike, bits: int, valid: Optional[BytesLike] = None
+    offsets: _BytesLike, data: _BytesLike, bits: int, valid: Optional[_BytesLike] = None
 ) -> tuple[bytes, bytes, list[str]]:
     """An Arrow string column of hex hashes -> (packed, bad indices as uint32 bytes, reasons)."""
 
+@final
 class Components:
     """The global union-find over forest edges, 12 bytes per id: add_ids, then union, then components."""
 
     def __init__(self) -> None: ...
-    def add_ids(self, ids: BytesLike) -> None: ...
-    def union(self, a: BytesLike, b: BytesLike) -> None: ...
+    def add_ids(self, ids: _BytesLike) -> None: ...
+    def union(self, a: _BytesLike, b: _BytesLike) -> None: ...
     def components(self) -> tuple[bytes, bytes]: ...
     def __len__(self) -> int: ...
     @property
