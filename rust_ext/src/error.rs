@@ -1,28 +1,42 @@
-//! Error type of the pure-Rust core. The PyO3 layer maps it to Python exceptions in one place
-//! (`python::to_py_err`).
+//! The one error type of the native core. The PyO3 layer maps it to Python exceptions in one
+//! place (`python::to_py_err`); the seen-set's own errors convert into it.
 use std::fmt;
 
+use crate::exact::seen::SeenError;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HashError {
+pub enum Error {
     /// The bytes are not a usable image: empty, unknown format, corrupt or truncated data.
     Decode(String),
     /// The image is larger than the configured pixel or allocation limits.
     TooLarge(String),
     /// The hashing code panicked on this input; the panic was caught at the batch boundary.
     Internal(String),
-    /// A configuration value (algorithm name, hash size, limits) is not supported.
+    /// A configuration value (algorithm name, hash size, limits) is not supported, or an
+    /// argument is malformed (buffer lengths, a hash of the wrong width).
     Config(String),
+    /// A structure is full (the seen-set's 2^32 - 1 entries).
+    Full(String),
 }
 
-impl fmt::Display for HashError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            HashError::Decode(m) => write!(f, "cannot decode image: {m}"),
-            HashError::TooLarge(m) => write!(f, "image exceeds limits: {m}"),
-            HashError::Internal(m) => write!(f, "internal error while hashing image: {m}"),
-            HashError::Config(m) => write!(f, "{m}"),
+impl From<SeenError> for Error {
+    fn from(e: SeenError) -> Self {
+        match e {
+            SeenError::Full => Error::Full(e.to_string()),
+            other => Error::Config(other.to_string()),
         }
     }
 }
 
-impl std::error::Error for HashError {}
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Decode(m) => write!(f, "cannot decode image: {m}"),
+            Error::TooLarge(m) => write!(f, "image exceeds limits: {m}"),
+            Error::Internal(m) => write!(f, "internal error while hashing image: {m}"),
+            Error::Config(m) | Error::Full(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

@@ -1,19 +1,20 @@
 //! beam-phash native core.
 //!
-//! Pure-Rust modules (`decode`, `jpeg`, `algorithm`, `hash`, `near`, `pool`, `seen`, `error`) hold all logic and are
-//! tested with `cargo test`. `python` is the one thin PyO3 layer, compiled only with the
-//! `python` feature (maturin turns it on).
-pub mod algorithm;
-pub mod decode;
+//! Pure-Rust modules hold all logic and are tested with `cargo test`:
+//! * `image`: decoding, the picture's exact extent, resampling onto a grid, the quality score;
+//! * `hash`: the algorithms, pHash's own last step, hashing one image or a batch;
+//! * `exact`: the seen-set of exact dedup;
+//! * `near`: the near-duplicate kernels (banded search, forest, resolve);
+//! * `error`: the one error type; `pool`: the rayon pools.
+//!
+//! `python` is the one thin PyO3 layer, with the one mapping from `error::Error` to Python
+//! exceptions, compiled only with the `python` feature (maturin turns it on).
 pub mod error;
-pub mod extent;
-pub mod grid;
+pub mod exact;
 pub mod hash;
-pub mod jpeg;
+pub mod image;
 pub mod near;
-pub mod phash;
 pub mod pool;
-pub mod seen;
 
 #[cfg(feature = "python")]
 mod python;

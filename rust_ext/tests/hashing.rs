@@ -1,9 +1,9 @@
 //! Integration tests of the pure-Rust core on real photographs (tests/data, see LICENSES.md).
 mod common;
 
-use beam_phash_native::algorithm::{bit_count, Algorithm, HashSpec};
-use beam_phash_native::decode::Limits;
-use beam_phash_native::error::HashError;
+use beam_phash_native::hash::algorithm::{bit_count, Algorithm, HashSpec};
+use beam_phash_native::image::decode::Limits;
+use beam_phash_native::error::Error;
 use beam_phash_native::hash::{hash_batch, hash_image, hash_one, HashBits, DIHEDRAL};
 
 /// Pinned outputs. A change here changes every stored hash of every user: do it on purpose only
@@ -100,7 +100,7 @@ fn bad_inputs_are_errors_not_crashes() {
     ];
     for (what, data) in &cases {
         let r = hash_one(data, &spec, &Limits::default());
-        assert!(matches!(r, Err(HashError::Decode(_))), "{what}: {r:?}");
+        assert!(matches!(r, Err(Error::Decode(_))), "{what}: {r:?}");
     }
 }
 
@@ -111,14 +111,14 @@ fn giant_declared_dimensions_fail_before_allocating() {
     let started = std::time::Instant::now();
     let r = hash_one(&bomb, &spec, &Limits::default());
     match r {
-        Err(HashError::TooLarge(msg)) => assert!(msg.contains("100000x100000"), "{msg}"),
+        Err(Error::TooLarge(msg)) => assert!(msg.contains("100000x100000"), "{msg}"),
         other => panic!("expected TooLarge, got {other:?}"),
     }
     // 10^10 RGB pixels would take tens of seconds and 30 GB to even allocate.
     assert!(started.elapsed().as_secs() < 1);
     // A tighter configured limit refuses a small image too.
     let small = Limits::new(1000, 1 << 20).unwrap();
-    assert!(matches!(hash_one(&common::read("pool.jpg"), &spec, &small), Err(HashError::TooLarge(_))));
+    assert!(matches!(hash_one(&common::read("pool.jpg"), &spec, &small), Err(Error::TooLarge(_))));
 }
 
 fn encode_png(img: &image::DynamicImage) -> Vec<u8> {

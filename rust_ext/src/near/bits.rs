@@ -2,7 +2,7 @@
 //!
 //! Bit `i` of a hash is bit `i % 8` of byte `i / 8`; bits past the hash's true bit count (the
 //! padding of the last byte) are zero and never form part of a band.
-use crate::error::HashError;
+use crate::error::Error;
 
 /// `n` hashes of `width` bytes each, back to back.
 #[derive(Clone, Copy, Debug)]
@@ -12,12 +12,12 @@ pub struct Packed<'a> {
 }
 
 impl<'a> Packed<'a> {
-    pub fn new(data: &'a [u8], width: usize) -> Result<Self, HashError> {
+    pub fn new(data: &'a [u8], width: usize) -> Result<Self, Error> {
         if width == 0 {
-            return Err(HashError::Config("hash width must be at least one byte".into()));
+            return Err(Error::Config("hash width must be at least one byte".into()));
         }
         if data.len() % width != 0 {
-            return Err(HashError::Config(format!(
+            return Err(Error::Config(format!(
                 "packed hashes: {} bytes is not a multiple of the hash width {width}",
                 data.len()
             )));
@@ -52,13 +52,13 @@ pub struct Owners<'a> {
 }
 
 impl<'a> Owners<'a> {
-    pub fn new(offsets: &'a [u64], blob: &'a [u8]) -> Result<Self, HashError> {
+    pub fn new(offsets: &'a [u64], blob: &'a [u8]) -> Result<Self, Error> {
         let bad = offsets.is_empty()
             || offsets[0] != 0
             || offsets.windows(2).any(|w| w[0] > w[1])
             || offsets[offsets.len() - 1] as usize != blob.len();
         if bad {
-            return Err(HashError::Config("owner offsets must rise from 0 to the blob's length".into()));
+            return Err(Error::Config("owner offsets must rise from 0 to the blob's length".into()));
         }
         Ok(Owners { offsets, blob })
     }
@@ -130,17 +130,17 @@ pub fn image_distance(ha: &[u8], hb: &[u8], variants: Option<(&Packed, usize, us
 }
 
 /// Little-endian u64s from a byte buffer (numpy arrays arrive as bytes).
-pub fn u64s(bytes: &[u8], what: &str) -> Result<Vec<u64>, HashError> {
+pub fn u64s(bytes: &[u8], what: &str) -> Result<Vec<u64>, Error> {
     if bytes.len() % 8 != 0 {
-        return Err(HashError::Config(format!("{what}: {} bytes is not a whole number of uint64", bytes.len())));
+        return Err(Error::Config(format!("{what}: {} bytes is not a whole number of uint64", bytes.len())));
     }
     Ok(bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect())
 }
 
 /// Little-endian u32s from a byte buffer.
-pub fn u32s(bytes: &[u8], what: &str) -> Result<Vec<u32>, HashError> {
+pub fn u32s(bytes: &[u8], what: &str) -> Result<Vec<u32>, Error> {
     if bytes.len() % 4 != 0 {
-        return Err(HashError::Config(format!("{what}: {} bytes is not a whole number of uint32", bytes.len())));
+        return Err(Error::Config(format!("{what}: {} bytes is not a whole number of uint32", bytes.len())));
     }
     Ok(bytes.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect())
 }

@@ -2,7 +2,7 @@
 //! checking the benchmarks' results; O(n^2), on all cores.
 use rayon::prelude::*;
 
-use crate::error::HashError;
+use crate::error::Error;
 use crate::near::search::{Edges, Images};
 use crate::pool;
 
@@ -19,7 +19,7 @@ fn words(images: &Images) -> (Vec<u64>, usize) {
 }
 
 /// All pairs (by image id, in input order a before b) within `max_distance`.
-pub fn all_pairs(images: &Images, max_distance: u32, threads: Option<usize>) -> Result<Edges, HashError> {
+pub fn all_pairs(images: &Images, max_distance: u32, threads: Option<usize>) -> Result<Edges, Error> {
     let n = images.hashes.len();
     let (rows, wpr) = words(images);
     let per_row: Vec<Vec<(u32, u32)>> = pool::install(threads, || {

@@ -2,16 +2,16 @@
 //! in the near-duplicate graph, represented by its best-ranked record.
 use rayon::prelude::*;
 
-use crate::error::HashError;
+use crate::error::Error;
 use crate::near::bits::{Owners, Packed};
 use crate::pool;
 
 /// For each distinct key, in ascending key order, the index of its best-ranked record (smaller
 /// `primary`, then the smaller owner, then the earlier index).
-pub fn heads(keys: &Packed, primary: &[u64], owners: &Owners) -> Result<Vec<u32>, HashError> {
+pub fn heads(keys: &Packed, primary: &[u64], owners: &Owners) -> Result<Vec<u32>, Error> {
     let n = keys.len();
     if primary.len() != n || owners.len() != n {
-        return Err(HashError::Config(format!("{n} keys with {} ranks and {} owners", primary.len(), owners.len())));
+        return Err(Error::Config(format!("{n} keys with {} ranks and {} owners", primary.len(), owners.len())));
     }
     let mut order: Vec<u32> = (0..n as u32).collect();
     // On all cores: a partition of a large fixed set holds millions of rows.

@@ -6,7 +6,7 @@
 //! in two passes over the forests: first their ids, then their edges.
 use std::collections::HashMap;
 
-use crate::error::HashError;
+use crate::error::Error;
 
 fn find(parent: &mut [u32], mut x: u32) -> u32 {
     while parent[x as usize] != x {
@@ -30,9 +30,9 @@ fn union(parent: &mut [u32], a: u32, b: u32) -> bool {
 
 /// The edges (by index into `a`/`b`) that form a spanning forest of the graph: same components,
 /// no cycles, at most (distinct ids - 1) edges.
-pub fn spanning_forest(a: &[u64], b: &[u64]) -> Result<Vec<usize>, HashError> {
+pub fn spanning_forest(a: &[u64], b: &[u64]) -> Result<Vec<usize>, Error> {
     if a.len() != b.len() {
-        return Err(HashError::Config(format!("{} edge starts for {} edge ends", a.len(), b.len())));
+        return Err(Error::Config(format!("{} edge starts for {} edge ends", a.len(), b.len())));
     }
     let mut index: HashMap<u64, u32> = HashMap::with_capacity(a.len());
     let mut parent: Vec<u32> = Vec::new();
@@ -69,9 +69,9 @@ impl Components {
 
     /// Pass 1: ids that have a neighbour. Duplicates are folded as they come, so the buffer stays
     /// within about twice the distinct ids.
-    pub fn add_ids(&mut self, ids: &[u64]) -> Result<(), HashError> {
+    pub fn add_ids(&mut self, ids: &[u64]) -> Result<(), Error> {
         if self.frozen {
-            return Err(HashError::Config("Components: add_ids after freeze".into()));
+            return Err(Error::Config("Components: add_ids after freeze".into()));
         }
         self.ids.extend_from_slice(ids);
         if self.ids.len() > 2 * self.distinct + (1 << 20) {
@@ -87,33 +87,33 @@ impl Components {
         self.distinct = self.ids.len();
     }
 
-    pub fn freeze(&mut self) -> Result<(), HashError> {
+    pub fn freeze(&mut self) -> Result<(), Error> {
         if self.frozen {
             return Ok(());
         }
         self.fold();
         if self.ids.len() > u32::MAX as usize {
-            return Err(HashError::Config(format!("{} images with a neighbour: over 2^32", self.ids.len())));
+            return Err(Error::Config(format!("{} images with a neighbour: over 2^32", self.ids.len())));
         }
         self.parent = (0..self.ids.len() as u32).collect();
         self.frozen = true;
         Ok(())
     }
 
-    fn index(&self, id: u64) -> Result<u32, HashError> {
+    fn index(&self, id: u64) -> Result<u32, Error> {
         self.ids
             .binary_search(&id)
             .map(|i| i as u32)
-            .map_err(|_| HashError::Internal(format!("edge end {id} was not given to add_ids")))
+            .map_err(|_| Error::Internal(format!("edge end {id} was not given to add_ids")))
     }
 
     /// Pass 2: the edges.
-    pub fn union(&mut self, a: &[u64], b: &[u64]) -> Result<(), HashError> {
+    pub fn union(&mut self, a: &[u64], b: &[u64]) -> Result<(), Error> {
         if !self.frozen {
-            return Err(HashError::Config("Components: union before freeze".into()));
+            return Err(Error::Config("Components: union before freeze".into()));
         }
         if a.len() != b.len() {
-            return Err(HashError::Config(format!("{} edge starts for {} edge ends", a.len(), b.len())));
+            return Err(Error::Config(format!("{} edge starts for {} edge ends", a.len(), b.len())));
         }
         for (&x, &y) in a.iter().zip(b) {
             let (i, j) = (self.index(x)?, self.index(y)?);
@@ -123,7 +123,7 @@ impl Components {
     }
 
     /// Every id with a neighbour, ascending, and its component: the smallest id in it.
-    pub fn components(&mut self) -> Result<(Vec<u64>, Vec<u64>), HashError> {
+    pub fn components(&mut self) -> Result<(Vec<u64>, Vec<u64>), Error> {
         self.freeze()?;
         let mut comp = Vec::with_capacity(self.ids.len());
         for i in 0..self.ids.len() as u32 {

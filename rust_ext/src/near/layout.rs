@@ -16,7 +16,7 @@
 //! verifying the expected `n^2/2 * V(w, r) / 2^w` candidate pairs by popcount. Radius 0 (k + 1
 //! exact bands) wins for small k; radius 1 wins once exact bands get narrow (about k >= 20 at 256
 //! bits, n = 1M), where candidates would grow as n^2 / 2^(bits / (k + 1)).
-use crate::error::HashError;
+use crate::error::Error;
 
 /// Bands at most this wide are probed through a direct table of 2^width run offsets.
 pub const TABLE_BITS: u32 = 22;
@@ -79,16 +79,16 @@ pub fn ball(width: u32, radius: u32) -> f64 {
 
 impl Layout {
     /// Bands of (nearly) equal width with the given radii, in order.
-    pub fn with_radii(bits: u32, max_distance: u32, radii: &[u32]) -> Result<Layout, HashError> {
+    pub fn with_radii(bits: u32, max_distance: u32, radii: &[u32]) -> Result<Layout, Error> {
         if max_distance >= bits {
-            return Err(HashError::Config(format!(
+            return Err(Error::Config(format!(
                 "max_distance must be between 0 and {} for {bits}-bit hashes, got {max_distance}",
                 bits.saturating_sub(1)
             )));
         }
         let m = radii.len() as u32;
         if m == 0 || m > bits {
-            return Err(HashError::Config(format!("{m} bands cannot cut {bits} bits")));
+            return Err(Error::Config(format!("{m} bands cannot cut {bits} bits")));
         }
         let bands: Vec<Band> = (0..m)
             .map(|i| {
@@ -101,11 +101,11 @@ impl Layout {
     }
 
     /// A layout given band by band; checked for coverage, widths and the pigeonhole condition.
-    pub fn new(bits: u32, max_distance: u32, bands: Vec<Band>) -> Result<Layout, HashError> {
+    pub fn new(bits: u32, max_distance: u32, bands: Vec<Band>) -> Result<Layout, Error> {
         let mut next = 0;
         for b in &bands {
             if b.start != next || b.width == 0 || b.width > MAX_BAND_BITS || b.radius >= b.width {
-                return Err(HashError::Config(format!(
+                return Err(Error::Config(format!(
                     "bad band layout: bands must cover bits 0..{bits} in order, each 1-{MAX_BAND_BITS} bits wide \
                      with a radius below its width (band at {} of width {} radius {})",
                     b.start, b.width, b.radius
@@ -114,11 +114,11 @@ impl Layout {
             next += b.width;
         }
         if next != bits {
-            return Err(HashError::Config(format!("bad band layout: the bands cover {next} of {bits} bits")));
+            return Err(Error::Config(format!("bad band layout: the bands cover {next} of {bits} bits")));
         }
         let units: u32 = bands.iter().map(|b| b.radius + 1).sum();
         if units < max_distance + 1 {
-            return Err(HashError::Config(format!(
+            return Err(Error::Config(format!(
                 "bad band layout: sum of (radius + 1) is {units}, below max_distance + 1 = {}",
                 max_distance + 1
             )));
@@ -127,7 +127,7 @@ impl Layout {
     }
 
     /// The cheapest layout under the cost model for `n` hashes (module docs).
-    pub fn choose(bits: u32, max_distance: u32, n: Option<u64>) -> Result<Layout, HashError> {
+    pub fn choose(bits: u32, max_distance: u32, n: Option<u64>) -> Result<Layout, Error> {
         let n = n.unwrap_or(DEFAULT_N).max(2);
         let need = max_distance + 1;
         let min_bands = bits.div_ceil(MAX_BAND_BITS);
@@ -152,7 +152,7 @@ impl Layout {
                 best = Some((cost, layout));
             }
         }
-        best.map(|(_, l)| l).ok_or_else(|| HashError::Config(format!("no band layout for {bits} bits at k={max_distance}")))
+        best.map(|(_, l)| l).ok_or_else(|| Error::Config(format!("no band layout for {bits} bits at k={max_distance}")))
     }
 
     /// The cost model's estimate for `n` hashes with uniform bits (arbitrary units).

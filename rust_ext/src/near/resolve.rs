@@ -4,7 +4,7 @@
 //! kept one within k. An image's fate depends only on its component, so any set of whole
 //! components can be resolved on its own.
 
-use crate::error::HashError;
+use crate::error::Error;
 use crate::near::bits::{Owners, Packed};
 
 /// Rank: smaller `primary` first, then the smaller owner (UTF-8 bytes), then the smaller key
@@ -40,10 +40,10 @@ pub fn resolve(
     a: &[u64],
     b: &[u64],
     distance: &[u32],
-) -> Result<Vec<Dropped>, HashError> {
+) -> Result<Vec<Dropped>, Error> {
     let n = ids.len();
     if primary.len() != n || owners.len() != n || keys.len() != n {
-        return Err(HashError::Config(format!(
+        return Err(Error::Config(format!(
             "{n} nodes with {} ranks, {} owners and {} keys",
             primary.len(),
             owners.len(),
@@ -51,20 +51,20 @@ pub fn resolve(
         )));
     }
     if a.len() != b.len() || a.len() != distance.len() {
-        return Err(HashError::Config("edge arrays differ in length".into()));
+        return Err(Error::Config("edge arrays differ in length".into()));
     }
     // Compact ids: each node's position in rank order.
     let order = rank_order(primary, owners, keys);
     let mut by_id: Vec<(u64, u32)> = order.iter().enumerate().map(|(pos, &i)| (ids[i as usize], pos as u32)).collect();
     by_id.sort_unstable();
     if by_id.windows(2).any(|w| w[0].0 == w[1].0) {
-        return Err(HashError::Internal("a node id appears twice".into()));
+        return Err(Error::Internal("a node id appears twice".into()));
     }
-    let pos = |id: u64| -> Result<u32, HashError> {
+    let pos = |id: u64| -> Result<u32, Error> {
         by_id
             .binary_search_by(|p| p.0.cmp(&id))
             .map(|i| by_id[i].1)
-            .map_err(|_| HashError::Internal(format!("edge end {id} is not a node")))
+            .map_err(|_| Error::Internal(format!("edge end {id} is not a node")))
     };
     // Each node's neighbours by rank position, better-ranked first.
     let mut adjacent: Vec<(u32, u32, u32)> = Vec::with_capacity(2 * a.len());

@@ -21,7 +21,7 @@
 //! however the bands are spread over workers.
 use rayon::prelude::*;
 
-use crate::error::HashError;
+use crate::error::Error;
 use crate::near::bits::{field, hamming, image_distance, Packed};
 use crate::near::layout::{Layout, TABLE_BITS};
 use crate::pool;
@@ -58,23 +58,23 @@ pub struct Images<'a> {
 }
 
 impl<'a> Images<'a> {
-    pub fn new(hashes: Packed<'a>, variants: Option<Packed<'a>>, ids: &'a [u64]) -> Result<Self, HashError> {
+    pub fn new(hashes: Packed<'a>, variants: Option<Packed<'a>>, ids: &'a [u64]) -> Result<Self, Error> {
         Self::with_fixed(hashes, variants, ids, 0)
     }
 
     /// Images whose last `fixed` are fixed: already kept, hash only (the variants cover the
     /// new images only), never paired with each other.
-    pub fn with_fixed(hashes: Packed<'a>, variants: Option<Packed<'a>>, ids: &'a [u64], fixed: usize) -> Result<Self, HashError> {
+    pub fn with_fixed(hashes: Packed<'a>, variants: Option<Packed<'a>>, ids: &'a [u64], fixed: usize) -> Result<Self, Error> {
         if ids.len() != hashes.len() {
-            return Err(HashError::Config(format!("{} ids for {} hashes", ids.len(), hashes.len())));
+            return Err(Error::Config(format!("{} ids for {} hashes", ids.len(), hashes.len())));
         }
         if fixed > hashes.len() {
-            return Err(HashError::Config(format!("{fixed} fixed images of {}", hashes.len())));
+            return Err(Error::Config(format!("{fixed} fixed images of {}", hashes.len())));
         }
         let fixed_from = hashes.len() - fixed;
         if let Some(v) = &variants {
             if v.width() != hashes.width() || v.len() != 8 * fixed_from {
-                return Err(HashError::Config(format!(
+                return Err(Error::Config(format!(
                     "variants must be 8 hashes of {} bytes per new image, got {} of {} bytes for {} new images",
                     hashes.width(),
                     v.len(),
@@ -357,8 +357,8 @@ impl Runs {
 
 /// [`search`] over several whole bands, in parallel on `threads` threads (None: all cores):
 /// their edges one band after the other, and the summed stats.
-pub fn search_bands(images: &Images, layout: &Layout, bands: &[usize], threads: Option<usize>) -> Result<(Edges, Stats), HashError> {
-    let found: Vec<Result<(Edges, Stats), HashError>> =
+pub fn search_bands(images: &Images, layout: &Layout, bands: &[usize], threads: Option<usize>) -> Result<(Edges, Stats), Error> {
+    let found: Vec<Result<(Edges, Stats), Error>> =
         pool::install(threads, || bands.par_iter().map(|&band| search(images, layout, Part { band, sub: None })).collect());
     let mut edges = Edges::default();
     let mut stats = Stats::default();
@@ -374,7 +374,7 @@ pub fn search_bands(images: &Images, layout: &Layout, bands: &[usize], threads: 
 }
 
 /// All pairs within `layout.max_distance` that qualify first on `part` (see the module docs).
-pub fn search(images: &Images, layout: &Layout, part: Part) -> Result<(Edges, Stats), HashError> {
+pub fn search(images: &Images, layout: &Layout, part: Part) -> Result<(Edges, Stats), Error> {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("popcnt") {
         // SAFETY: the CPU has the popcnt instruction (checked just above).
@@ -387,17 +387,17 @@ pub fn search(images: &Images, layout: &Layout, part: Part) -> Result<(Edges, St
 /// software popcount is several times slower); the wheel stays runnable on any x86-64.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "popcnt")]
-unsafe fn search_popcnt(images: &Images, layout: &Layout, part: Part) -> Result<(Edges, Stats), HashError> {
+unsafe fn search_popcnt(images: &Images, layout: &Layout, part: Part) -> Result<(Edges, Stats), Error> {
     search_body(images, layout, part)
 }
 
 #[inline(always)]
-fn search_body(images: &Images, layout: &Layout, part: Part) -> Result<(Edges, Stats), HashError> {
+fn search_body(images: &Images, layout: &Layout, part: Part) -> Result<(Edges, Stats), Error> {
     let Some(band) = layout.bands.get(part.band) else {
-        return Err(HashError::Config(format!("band {} of a {}-band layout", part.band, layout.bands.len())));
+        return Err(Error::Config(format!("band {} of a {}-band layout", part.band, layout.bands.len())));
     };
     if layout.bits as usize > images.hashes.width() * 8 {
-        return Err(HashError::Config(format!(
+        return Err(Error::Config(format!(
             "a {}-bit layout for hashes of {} bytes",
             layout.bits,
             images.hashes.width()
@@ -409,10 +409,10 @@ fn search_body(images: &Images, layout: &Layout, part: Part) -> Result<(Edges, S
         Some(sub) => {
             let subs = band.subs();
             let Some(&(s, w)) = subs.get(sub.index) else {
-                return Err(HashError::Config(format!("sub-block {} of a band with {} sub-blocks", sub.index, subs.len())));
+                return Err(Error::Config(format!("sub-block {} of a band with {} sub-blocks", sub.index, subs.len())));
             };
             if sub.prefix_bits > w || (sub.prefix_bits < 64 && sub.prefix >> sub.prefix_bits != 0) {
-                return Err(HashError::Config(format!(
+                return Err(Error::Config(format!(
                     "prefix {} of {} bits for a sub-block of {w} bits",
                     sub.prefix, sub.prefix_bits
                 )));

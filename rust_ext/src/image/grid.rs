@@ -6,40 +6,40 @@ use fast_image_resize::images::Image as Grid;
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::GrayImage;
 
-use crate::error::HashError;
-use crate::extent::Extent;
+use crate::error::Error;
+use crate::image::extent::Extent;
 
 thread_local! {
     static RESIZER: RefCell<Resizer> = RefCell::new(Resizer::new());
 }
 
-fn resample(src: &Grid, extent: Extent, dst: &mut Grid) -> Result<(), HashError> {
+fn resample(src: &Grid, extent: Extent, dst: &mut Grid) -> Result<(), Error> {
     let (w, h) = (f64::from(src.width()), f64::from(src.height()));
     let (x, y) = (extent.x.clamp(0.0, w), extent.y.clamp(0.0, h));
     let (cw, ch) = (extent.w.min(w - x).max(1e-3), extent.h.min(h - y).max(1e-3));
     let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3)).crop(x, y, cw, ch);
     RESIZER
         .with(|r| r.borrow_mut().resize(src, dst, Some(&options)))
-        .map_err(|e| HashError::Internal(format!("resize: {e}")))
+        .map_err(|e| Error::Internal(format!("resize: {e}")))
 }
 
 /// A `side` x `side` grid of f32, row-major.
-pub fn resample_f32(gray: &GrayImage, extent: Extent, side: u32) -> Result<Vec<f32>, HashError> {
+pub fn resample_f32(gray: &GrayImage, extent: Extent, side: u32) -> Result<Vec<f32>, Error> {
     let bytes: Vec<u8> = gray.as_raw().iter().flat_map(|&v| f32::from(v).to_ne_bytes()).collect();
     let src = Grid::from_vec_u8(gray.width(), gray.height(), bytes, PixelType::F32)
-        .map_err(|e| HashError::Internal(format!("resize source: {e}")))?;
+        .map_err(|e| Error::Internal(format!("resize source: {e}")))?;
     let mut dst = Grid::new(side, side, PixelType::F32);
     resample(&src, extent, &mut dst)?;
     Ok(dst.buffer().chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect())
 }
 
 /// A `width` x `height` 8-bit image (for the algorithms image_hasher finishes).
-pub fn resample_u8(gray: &GrayImage, extent: Extent, width: u32, height: u32) -> Result<GrayImage, HashError> {
+pub fn resample_u8(gray: &GrayImage, extent: Extent, width: u32, height: u32) -> Result<GrayImage, Error> {
     let src = Grid::from_vec_u8(gray.width(), gray.height(), gray.as_raw().clone(), PixelType::U8)
-        .map_err(|e| HashError::Internal(format!("resize source: {e}")))?;
+        .map_err(|e| Error::Internal(format!("resize source: {e}")))?;
     let mut dst = Grid::new(width, height, PixelType::U8);
     resample(&src, extent, &mut dst)?;
-    GrayImage::from_raw(width, height, dst.into_vec()).ok_or_else(|| HashError::Internal("resize output size".into()))
+    GrayImage::from_raw(width, height, dst.into_vec()).ok_or_else(|| Error::Internal("resize output size".into()))
 }
 
 /// Pictures scoring below this are flat (blank, a plain colour, a faint gradient): near-duplicate

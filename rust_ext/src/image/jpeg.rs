@@ -12,9 +12,9 @@ use image::metadata::Orientation;
 use image::GrayImage;
 use turbojpeg::{Colorspace, Decompressor, Image, PixelFormat, ScalingFactor};
 
-use crate::decode::{luma601, reduction, upright_size, Limits};
-use crate::error::HashError;
-use crate::extent::Extent;
+use crate::image::decode::{luma601, reduction, upright_size, Limits};
+use crate::error::Error;
+use crate::image::extent::Extent;
 
 thread_local! {
     /// One decompressor per thread (it is Send, not Sync), reused across images.
@@ -30,7 +30,7 @@ pub fn pick_denominator(width: usize, height: usize, min_side: usize) -> usize {
 
 /// Decode `data` (known to be a complete JPEG) to grayscale at a reduced scale, upright. Also
 /// answers the upright full-resolution size, and where the picture lies in the reduced image.
-pub fn decode_scaled(data: &[u8], limits: &Limits, min_side: u32) -> Result<Option<(GrayImage, u32, u32, Extent)>, HashError> {
+pub fn decode_scaled(data: &[u8], limits: &Limits, min_side: u32) -> Result<Option<(GrayImage, u32, u32, Extent)>, Error> {
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
@@ -50,7 +50,7 @@ pub fn decode_scaled(data: &[u8], limits: &Limits, min_side: u32) -> Result<Opti
     })
 }
 
-fn decode_with(dec: &mut Decompressor, data: &[u8], limits: &Limits, min_side: usize) -> Result<Option<(GrayImage, u32, u32, Extent)>, HashError> {
+fn decode_with(dec: &mut Decompressor, data: &[u8], limits: &Limits, min_side: usize) -> Result<Option<(GrayImage, u32, u32, Extent)>, Error> {
     let Ok(header) = dec.read_header(data) else { return Ok(None) };
     if header.is_lossless {
         return Ok(None);

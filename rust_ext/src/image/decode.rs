@@ -15,8 +15,8 @@ use std::io::Cursor;
 use image::metadata::Orientation;
 use image::{DynamicImage, GrayImage, ImageDecoder, ImageReader, Luma};
 
-use crate::error::HashError;
-use crate::extent::Extent;
+use crate::error::Error;
+use crate::image::extent::Extent;
 
 /// The background that transparent pixels are composited onto: white.
 pub const ALPHA_BACKGROUND: u8 = 255;
@@ -39,20 +39,20 @@ impl Default for Limits {
 }
 
 impl Limits {
-    pub fn new(max_pixels: u64, max_alloc: u64) -> Result<Self, HashError> {
+    pub fn new(max_pixels: u64, max_alloc: u64) -> Result<Self, Error> {
         if max_pixels == 0 || max_alloc == 0 {
-            return Err(HashError::Config("max_pixels and max_alloc must be positive".into()));
+            return Err(Error::Config("max_pixels and max_alloc must be positive".into()));
         }
         Ok(Limits { max_pixels, max_alloc })
     }
 
-    pub(crate) fn check(&self, width: u32, height: u32) -> Result<(), HashError> {
+    pub(crate) fn check(&self, width: u32, height: u32) -> Result<(), Error> {
         if width == 0 || height == 0 {
-            return Err(HashError::Decode(format!("image has zero size {width}x{height}")));
+            return Err(Error::Decode(format!("image has zero size {width}x{height}")));
         }
         let pixels = u64::from(width) * u64::from(height);
         if pixels > self.max_pixels {
-            return Err(HashError::TooLarge(format!(
+            return Err(Error::TooLarge(format!(
                 "{width}x{height} = {pixels} pixels, limit is {} pixels",
                 self.max_pixels
             )));
@@ -82,15 +82,15 @@ pub(crate) fn upright_size(width: u32, height: u32, orientation: Orientation) ->
 /// Decode `data` into an upright 8-bit grayscale image, reduced by a power of two as far as both
 /// sides stay at least `min_side` (aspect ratio kept; smaller images are returned as they are),
 /// with the image's upright full-resolution size.
-pub fn decode(data: &[u8], limits: &Limits, min_side: u32) -> Result<Decoded, HashError> {
+pub fn decode(data: &[u8], limits: &Limits, min_side: u32) -> Result<Decoded, Error> {
     if data.is_empty() {
-        return Err(HashError::Decode("empty input (0 bytes)".into()));
+        return Err(Error::Decode("empty input (0 bytes)".into()));
     }
     let mut reader = ImageReader::new(Cursor::new(data))
         .with_guessed_format()
-        .map_err(|e| HashError::Decode(format!("cannot read header: {e}")))?;
+        .map_err(|e| Error::Decode(format!("cannot read header: {e}")))?;
     let format = reader.format().ok_or_else(|| {
-        HashError::Decode(format!(
+        Error::Decode(format!(
             "unrecognised image format ({} bytes, starts with {})",
             data.len(),
             describe_magic(data)
@@ -98,7 +98,7 @@ pub fn decode(data: &[u8], limits: &Limits, min_side: u32) -> Result<Decoded, Ha
     })?;
     if format == image::ImageFormat::Jpeg {
         check_jpeg_complete(data)?;
-        if let Some((gray, width, height, extent)) = crate::jpeg::decode_scaled(data, limits, min_side)? {
+        if let Some((gray, width, height, extent)) = crate::image::jpeg::decode_scaled(data, limits, min_side)? {
             return Ok(reduce(gray, width, height, extent, min_side));
         }
     }
@@ -129,19 +129,19 @@ fn reduce(gray: GrayImage, width: u32, height: u32, extent: Extent, min_side: u3
 /// an EOI marker (FF D9) after its last start-of-scan (FF DA). Entropy-coded data never holds
 /// either pair (a data byte FF is stuffed as FF 00), so this tolerates embedded EXIF thumbnails
 /// and bytes appended after the end of the image.
-fn check_jpeg_complete(data: &[u8]) -> Result<(), HashError> {
+fn check_jpeg_complete(data: &[u8]) -> Result<(), Error> {
     let last = |marker: u8| data.windows(2).rposition(|w| w[0] == 0xFF && w[1] == marker);
     match (last(0xDA), last(0xD9)) {
         (Some(sos), Some(eoi)) if eoi > sos => Ok(()),
-        (None, _) => Err(HashError::Decode("Jpeg: no image scan (file truncated before the image data)".into())),
-        _ => Err(HashError::Decode("Jpeg: truncated (no end-of-image marker after the last scan)".into())),
+        (None, _) => Err(Error::Decode("Jpeg: no image scan (file truncated before the image data)".into())),
+        _ => Err(Error::Decode("Jpeg: truncated (no end-of-image marker after the last scan)".into())),
     }
 }
 
-fn classify(format: image::ImageFormat, e: image::ImageError) -> HashError {
+fn classify(format: image::ImageFormat, e: image::ImageError) -> Error {
     match e {
-        image::ImageError::Limits(l) => HashError::TooLarge(format!("{format:?}: {l}")),
-        other => HashError::Decode(format!("{format:?}: {other}")),
+        image::ImageError::Limits(l) => Error::TooLarge(format!("{format:?}: {l}")),
+        other => Error::Decode(format!("{format:?}: {other}")),
     }
 }
 

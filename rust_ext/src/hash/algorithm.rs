@@ -1,8 +1,8 @@
 //! The supported hash algorithms, their validated configuration and their true bit counts.
 use image_hasher::{FilterType, HashAlg, Hasher, HasherConfig};
 
-use crate::error::HashError;
-use crate::phash::PHasher;
+use crate::error::Error;
+use crate::hash::phash::PHasher;
 
 pub const MIN_HASH_SIZE: u32 = 4;
 pub const MAX_HASH_SIZE: u32 = 64;
@@ -27,7 +27,7 @@ pub enum Algorithm {
 impl Algorithm {
     pub const NAMES: [&'static str; 6] = ["phash", "double_gradient", "dhash", "ahash", "median", "blockhash"];
 
-    pub fn parse(name: &str) -> Result<Self, HashError> {
+    pub fn parse(name: &str) -> Result<Self, Error> {
         Ok(match name {
             "phash" => Algorithm::PHash,
             "double_gradient" => Algorithm::DoubleGradient,
@@ -36,7 +36,7 @@ impl Algorithm {
             "median" => Algorithm::Median,
             "blockhash" => Algorithm::Blockhash,
             other => {
-                return Err(HashError::Config(format!(
+                return Err(Error::Config(format!(
                     "unknown algorithm {other:?}; expected one of {}",
                     Self::NAMES.join(", ")
                 )))
@@ -76,9 +76,9 @@ pub struct HashSpec {
 }
 
 impl HashSpec {
-    pub fn new(algorithm: Algorithm, hash_size: u32) -> Result<Self, HashError> {
+    pub fn new(algorithm: Algorithm, hash_size: u32) -> Result<Self, Error> {
         if !(MIN_HASH_SIZE..=MAX_HASH_SIZE).contains(&hash_size) {
-            return Err(HashError::Config(format!(
+            return Err(Error::Config(format!(
                 "hash_size must be between {MIN_HASH_SIZE} and {MAX_HASH_SIZE}, got {hash_size}"
             )));
         }
@@ -93,7 +93,7 @@ impl HashSpec {
         Ok(HashSpec { algorithm, hash_size, hasher: config.to_hasher(), phasher })
     }
 
-    pub fn parse(algorithm: &str, hash_size: u32) -> Result<Self, HashError> {
+    pub fn parse(algorithm: &str, hash_size: u32) -> Result<Self, Error> {
         Self::new(Algorithm::parse(algorithm)?, hash_size)
     }
 
@@ -178,7 +178,7 @@ mod tests {
 
     #[test]
     fn rejects_unknown_algorithms_and_sizes() {
-        assert!(matches!(Algorithm::parse("sha1"), Err(HashError::Config(_))));
+        assert!(matches!(Algorithm::parse("sha1"), Err(Error::Config(_))));
         assert!(HashSpec::parse("phash", 3).is_err());
         assert!(HashSpec::parse("phash", 65).is_err());
         assert!(HashSpec::parse("phash", 64).is_ok());

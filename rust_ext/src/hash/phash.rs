@@ -14,9 +14,9 @@ use std::sync::Arc;
 use image::GrayImage;
 use rustdct::{DctPlanner, TransformType2And3};
 
-use crate::error::HashError;
-use crate::extent::Extent;
-use crate::grid::resample_f32;
+use crate::error::Error;
+use crate::image::extent::Extent;
+use crate::image::grid::resample_f32;
 
 /// The planned DCT of one hash size (shared by all threads).
 pub struct PHasher {
@@ -36,7 +36,7 @@ impl PHasher {
     }
 
     /// The hash bytes (n² bits, least significant bit first) of the picture at `extent` in `gray`.
-    pub fn hash(&self, gray: &GrayImage, extent: Extent) -> Result<Vec<u8>, HashError> {
+    pub fn hash(&self, gray: &GrayImage, extent: Extent) -> Result<Vec<u8>, Error> {
         Ok(self.hash_grid(resample_f32(gray, extent, self.side())?))
     }
 

@@ -1,25 +1,30 @@
 //! Decode-and-hash, one image or a batch. Each input gets exactly one result, and a panic in
-//! the decoder or hasher becomes that input's error instead of unwinding further.
+//! the decoder or hasher becomes that input's error instead of unwinding further. `algorithm`
+//! holds the supported algorithms and their bit counts, `phash` pHash's own last step.
+pub mod algorithm;
+pub mod phash;
+
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use rayon::prelude::*;
-
-use crate::algorithm::HashSpec;
 use image::imageops::{flip_horizontal, rotate180, rotate270, rotate90};
 use image::GrayImage;
+use rayon::prelude::*;
 
-use crate::decode::{decode, Limits};
-use crate::error::HashError;
-use crate::extent::Extent;
-use crate::grid::{quality, resample_f32, resample_u8, QUALITY_SIDE};
+use crate::error::Error;
+use crate::hash::algorithm::HashSpec;
+use crate::image::decode::{decode, Limits};
+use crate::image::extent::Extent;
+use crate::image::grid::{quality, resample_f32, resample_u8, QUALITY_SIDE};
 use crate::pool;
 
 /// The version of the hashes this crate computes. Bump it whenever any image's hash changes (a
 /// new resize, a fixed rounding): state written with another version would silently miss
 /// duplicates, so it is recorded in every state manifest and checked on load.
 ///
-/// 2: the picture's exact extent is resampled onto the hash grid (`grid.rs`; pHash in f32,
-/// `phash.rs`), and dihedral variants turn the extent with the pixels.
+/// 2: the picture's exact extent is resampled onto the hash grid (`image/grid.rs`; pHash in
+/// f32, `phash.rs`), and dihedral variants turn the extent with the pixels.
+/// 3: dHash, aHash, median and double-gradient decode at a larger working side
+/// (`HashSpec::working_side`), so turned copies land near their dihedral variant.
 pub const HASH_VERSION: u32 = 3;
 
 /// Raw hash bytes plus the number of meaningful bits.
@@ -93,7 +98,7 @@ fn dihedral_variant(gray: &GrayImage, extent: Extent, i: usize) -> (GrayImage, E
     }
 }
 
-fn hash_gray(gray: &GrayImage, extent: Extent, spec: &HashSpec) -> Result<HashBits, HashError> {
+fn hash_gray(gray: &GrayImage, extent: Extent, spec: &HashSpec) -> Result<HashBits, Error> {
     let bytes = match (spec.phasher(), spec.grid()) {
         (Some(p), _) => p.hash(gray, extent)?,
         (None, Some((w, h))) => spec.hasher().hash_image(&resample_u8(gray, extent, w, h)?).as_bytes().to_vec(),
@@ -102,7 +107,7 @@ fn hash_gray(gray: &GrayImage, extent: Extent, spec: &HashSpec) -> Result<HashBi
     Ok(HashBits { bytes, bits: spec.bits() })
 }
 
-fn hash_unguarded(data: &[u8], spec: &HashSpec, limits: &Limits, dihedral: bool) -> Result<ImageHash, HashError> {
+fn hash_unguarded(data: &[u8], spec: &HashSpec, limits: &Limits, dihedral: bool) -> Result<ImageHash, Error> {
     let decoded = decode(data, limits, spec.working_side())?;
     // The quality grid; pHash at the default size hashes this very grid.
     let grid = resample_f32(&decoded.gray, decoded.extent, QUALITY_SIDE)?;
@@ -125,15 +130,15 @@ fn hash_unguarded(data: &[u8], spec: &HashSpec, limits: &Limits, dihedral: bool)
 }
 
 /// Hash one encoded image (with its dihedral variants when `dihedral`). Never panics.
-pub fn hash_image(data: &[u8], spec: &HashSpec, limits: &Limits, dihedral: bool) -> Result<ImageHash, HashError> {
+pub fn hash_image(data: &[u8], spec: &HashSpec, limits: &Limits, dihedral: bool) -> Result<ImageHash, Error> {
     match catch_unwind(AssertUnwindSafe(|| hash_unguarded(data, spec, limits, dihedral))) {
         Ok(result) => result,
-        Err(payload) => Err(HashError::Internal(panic_message(payload.as_ref()))),
+        Err(payload) => Err(Error::Internal(panic_message(payload.as_ref()))),
     }
 }
 
 /// Hash one encoded image: the hash alone. Never panics.
-pub fn hash_one(data: &[u8], spec: &HashSpec, limits: &Limits) -> Result<HashBits, HashError> {
+pub fn hash_one(data: &[u8], spec: &HashSpec, limits: &Limits) -> Result<HashBits, Error> {
     hash_image(data, spec, limits, false).map(|h| h.hash)
 }
 
@@ -145,7 +150,7 @@ pub fn hash_batch(
     limits: &Limits,
     threads: Option<usize>,
     dihedral: bool,
-) -> Vec<Result<ImageHash, HashError>> {
+) -> Vec<Result<ImageHash, Error>> {
     if blobs.len() <= 1 || threads == Some(1) {
         return blobs.iter().map(|b| hash_image(b, spec, limits, dihedral)).collect();
     }

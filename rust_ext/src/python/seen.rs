@@ -1,0 +1,88 @@
+//! `SeenSet`: the compact seen-set of exact dedup (`crate::exact::seen`).
+use super::*;
+
+/// A compact seen-set of fixed-width hashes with their first owner (see rust_ext/src/exact/seen.rs).
+#[pyclass(module = "beam_phash", name = "SeenSet")]
+pub(crate) struct SeenSet {
+    inner: CoreSeenSet,
+}
+
+#[pymethods]
+impl SeenSet {
+    #[new]
+    #[pyo3(signature = (hash_bytes=32, *, keep_labels=false))]
+    fn new(hash_bytes: usize, keep_labels: bool) -> PyResult<Self> {
+        if hash_bytes == 0 || hash_bytes > 1024 {
+            return Err(PyValueError::new_err(format!("hash_bytes must be between 1 and 1024, got {hash_bytes}")));
+        }
+        Ok(SeenSet { inner: CoreSeenSet::new(hash_bytes, keep_labels) })
+    }
+
+    /// n packed hashes (n * hash_bytes bytes) and n uint64 owners -> n booleans: True where the
+    /// owner is the hash's first claimant (a new hash, or the same owner again).
+    fn check_and_insert(&mut self, py: Python<'_>, hashes: &Bound<'_, PyAny>, owners: &Bound<'_, PyAny>) -> PyResult<Vec<bool>> {
+        let owners = owner_ids(owners)?;
+        let buf = borrow_bytes(hashes).map_err(PyTypeError::new_err)?;
+        let packed = unsafe { as_slice(&buf) };
+        let inner = &mut self.inner;
+        py.allow_threads(|| inner.check_and_insert(packed, &owners)).map_err(to_py_err)
+    }
+
+    /// Like check_and_insert, storing `labels` (the records' ids) with new hashes. Returns, per
+    /// hash, None where the caller is the first claimant, else the first claimant's label.
+    fn claim(&mut self, hashes: &Bound<'_, PyAny>, owners: &Bound<'_, PyAny>, labels: Vec<String>) -> PyResult<Vec<Option<String>>> {
+        let owners = owner_ids(owners)?;
+        let buf = borrow_bytes(hashes).map_err(PyTypeError::new_err)?;
+        let keepers = self.inner.claim_labelled(unsafe { as_slice(&buf) }, &owners, &labels).map_err(to_py_err)?;
+        let label = |e: usize| String::from_utf8_lossy(self.inner.label_at(e)).into_owned();
+        Ok(keepers.into_iter().map(|k| k.map(label)).collect())
+    }
+
+    /// The stored owner of each packed hash, None where it is not held.
+    fn owners_of(&self, hashes: &Bound<'_, PyAny>) -> PyResult<Vec<Option<u64>>> {
+        let buf = borrow_bytes(hashes).map_err(PyTypeError::new_err)?;
+        self.inner.owners_of(unsafe { as_slice(&buf) }).map_err(to_py_err)
+    }
+
+    /// Every entry, in insertion order, as ``(hashes, owners, labels)``: the packed hashes
+    /// (len * hash_bytes bytes), the owners as packed little-endian uint64, and the labels ("" for
+    /// each entry of a set without labels). Feeding them to :meth:`claim` rebuilds the set.
+    fn entries<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let n = self.inner.len();
+        let mut hashes = Vec::with_capacity(n * self.inner.hash_bytes());
+        let mut owners = Vec::with_capacity(n * 8);
+        let mut labels = Vec::with_capacity(n);
+        for (hash, owner, label) in self.inner.iter() {
+            hashes.extend_from_slice(hash);
+            owners.extend_from_slice(&owner.to_le_bytes());
+            labels.push(String::from_utf8_lossy(label).into_owned());
+        }
+        let items: [Bound<'py, PyAny>; 3] =
+            [PyBytes::new(py, &hashes).into_any(), PyBytes::new(py, &owners).into_any(), labels.into_pyobject(py)?.into_any()];
+        PyTuple::new(py, items)
+    }
+
+    #[getter]
+    fn keeps_labels(&self) -> bool {
+        self.inner.keeps_labels()
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    #[getter]
+    fn hash_bytes(&self) -> usize {
+        self.inner.hash_bytes()
+    }
+
+    /// Bytes allocated by the set.
+    #[getter]
+    fn nbytes(&self) -> usize {
+        self.inner.memory_bytes()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("SeenSet(hash_bytes={}, len={}, nbytes={})", self.inner.hash_bytes(), self.inner.len(), self.inner.memory_bytes())
+    }
+}
