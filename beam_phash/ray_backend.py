@@ -45,10 +45,9 @@ def resident_bytes() -> int:
 class PendingClaims:
     """Claims of one batch that were sent to the bucket actors and not collected yet."""
 
-    def __init__(self, owners: Sequence[str]):
-        self.owners = owners
+    def __init__(self, count: int):
         self.calls: Dict[object, tuple] = {}
-        self.result: List[Optional[str]] = [None] * len(owners)
+        self.result: List[Optional[str]] = [None] * count
 
 
 def bucket_label(backend_name: str, bucket: int) -> str:
@@ -215,7 +214,7 @@ class RayDedupBackend:
     def submit(self, hashes: Sequence[bytes], owners: Sequence[str]) -> "PendingClaims":
         """Send a batch's claims and return without waiting for them (unless more than
         ``max_in_flight`` calls are out): one call per bucket the batch touches."""
-        pending = PendingClaims(owners)
+        pending = PendingClaims(len(owners))
         if not hashes:
             return pending
         width = len(hashes[0])

@@ -44,17 +44,6 @@ impl Algorithm {
         })
     }
 
-    pub fn name(self) -> &'static str {
-        match self {
-            Algorithm::PHash => "phash",
-            Algorithm::DoubleGradient => "double_gradient",
-            Algorithm::DHash => "dhash",
-            Algorithm::AHash => "ahash",
-            Algorithm::Median => "median",
-            Algorithm::Blockhash => "blockhash",
-        }
-    }
-
     fn hash_alg(self) -> HashAlg {
         match self {
             Algorithm::PHash | Algorithm::Median => HashAlg::Median,
