@@ -43,18 +43,29 @@ __all__ = [
 
 from beam_phash.records import DUPLICATE_OF_FIELD, ERROR_FIELD  # noqa: E402
 
-__all__ += ["ImagePhashDedup", "METRICS_NAMESPACE", "DUPLICATE_OF_FIELD", "ERROR_FIELD"]
+#: The Beam parts, loaded on first use: Ray bucket actors import this package too, and must not
+#: pay for importing apache_beam (about a second of CPU per actor process).
+_LAZY = {
+    "ImagePhashDedup": ("beam_phash.transform", "ImagePhashDedup"),
+    "DedupOutputs": ("beam_phash.transform", "DedupOutputs"),
+    "HashImages": ("beam_phash.hashing", "HashImages"),
+    "HashConfig": ("beam_phash.hashing", "HashConfig"),
+    "ExactDedup": ("beam_phash.exact.transform", "ExactDedup"),
+    "RayBackend": ("beam_phash.exact.config", "RayBackend"),
+    "StateBackend": ("beam_phash.exact.config", "StateBackend"),
+    "NearDedup": ("beam_phash.near.transform", "NearDedup"),
+    "NearConfig": ("beam_phash.near.config", "NearConfig"),
+    "FailureThreshold": ("beam_phash.failures", "FailureThreshold"),
+    "METRICS_NAMESPACE": ("beam_phash.metrics", "NAMESPACE"),
+}
+
+__all__ += ["DUPLICATE_OF_FIELD", "ERROR_FIELD", *_LAZY]
 
 
 def __getattr__(name: str):
-    # The Beam parts load on first use: Ray bucket actors import this package too, and must not
-    # pay for importing apache_beam (about a second of CPU per actor process).
-    if name == "ImagePhashDedup":
-        from beam_phash.transform import ImagePhashDedup
+    if name in _LAZY:
+        import importlib
 
-        return ImagePhashDedup
-    if name == "METRICS_NAMESPACE":
-        from beam_phash.metrics import NAMESPACE
-
-        return NAMESPACE
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'beam_phash' has no attribute {name!r}")

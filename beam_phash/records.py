@@ -1,4 +1,6 @@
-"""Reading image bytes and ids out of input records, and building output records.
+"""Records: reading image bytes and ids out of input records, the record type every dedup path
+consumes (:class:`Hashed`), and the verdict: how a backend's answer becomes a kept record or a
+duplicate (:func:`emit`, :func:`keeper_label`), the same for every path.
 
 Input records are dicts. The image field holds ``bytes``, ``bytearray`` or ``memoryview``, or a
 dict with a ``"bytes"`` key (the Hugging Face datasets image layout, also what Parquet structs from
@@ -7,7 +9,12 @@ img2dataset/LAION exports decode to).
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Optional
+
+import apache_beam as beam
+
+if TYPE_CHECKING:
+    from beam_phash.metrics import DedupMetrics
 
 #: Output tags of ImagePhashDedup(...).with_outputs().
 KEPT = "kept"
@@ -76,9 +83,9 @@ def surrogate_owner(data) -> str:
     return SURROGATE_PREFIX + hashlib.sha256(data).hexdigest()
 
 
-def keeper_label(first_owner: str) -> str:
+def keeper_label(owner: str) -> str:
     """What a duplicate reports as its keeper: the keeper's id, or "" when it had none."""
-    return "" if first_owner.startswith(SURROGATE_PREFIX) else first_owner
+    return "" if owner.startswith(SURROGATE_PREFIX) else owner
 
 
 def encodable_image(record: dict, image_field: str) -> dict:
@@ -97,3 +104,30 @@ def with_fields(record: Any, **fields) -> dict:
     out = dict(record) if isinstance(record, Mapping) else {"record": record}
     out.update(fields)
     return out
+
+
+class Hashed(NamedTuple):
+    """A record that hashed: its raw hash, the id that claims it, and the output record."""
+
+    hash: bytes
+    owner: str
+    record: dict
+    pixels: int = 0  # width x height of the upright image
+    variants: tuple = ()  # the 8 dihedral hashes, with dihedral=True
+    flat: bool = False  # quality under FLAT_QUALITY: near-duplicate dedup matches it exactly only
+
+
+def emit(record: dict, keeper: Optional[str], metrics: DedupMetrics, **fields):
+    """``keeper`` is the backend's answer: None where this record is its hash's keeper (its first
+    claimant, or a retry of it), else the keeper's id ("" for a keeper without an id). A
+    duplicate also gets ``fields``."""
+    if keeper is None:
+        metrics.kept.inc()
+        return record
+    metrics.duplicates.inc()
+    matched = fields.get(MATCHED_FIELD)
+    if matched == "reference":
+        metrics.reference_matches.inc()
+    elif matched == "state":
+        metrics.state_matches.inc()
+    return beam.pvalue.TaggedOutput(DUPLICATES, with_fields(record, **{DUPLICATE_OF_FIELD: keeper or None}, **fields))

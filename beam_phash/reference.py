@@ -21,17 +21,17 @@ import numpy as np
 import pyarrow as pa
 
 from beam_phash._native import PHash, collapse_heads, hash_images, parse_hex_column, parse_hex_hashes
-from beam_phash.hash_dofn import Hashed
 from beam_phash.metrics import DedupMetrics
 from beam_phash.near.batches import Fixed, concat, pack_labels, take_labels, u8, u32s
 from beam_phash.near.fixed import REFERENCE, SOURCES, PackFixedDoFn, fixed_batch
-from beam_phash.outcome import emit
 from beam_phash.records import (
     DISTANCE_FIELD,
     DUPLICATES,
     ERROR_FIELD,
     MATCHED_FIELD,
     BadRecord,
+    Hashed,
+    emit,
     image_bytes,
     record_id,
 )

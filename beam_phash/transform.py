@@ -1,51 +1,25 @@
-"""``ImagePhashDedup``: perceptual-hash deduplication of image records, first seen wins."""
+"""``ImagePhashDedup``: perceptual-hash deduplication of image records, composed of
+``HashImages`` (``hashing``), then ``ExactDedup`` (``exact``) or ``NearDedup`` (``near``), with an
+optional reference set (``reference``)."""
 from __future__ import annotations
 
 import copy
-import os
-import re
-import uuid
-from typing import Any, NamedTuple, Optional, Tuple, Union
+from typing import NamedTuple, Optional, Union
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import StandardOptions
 
-from beam_phash._native import (
-    ALGORITHMS,
-    DEFAULT_MAX_PIXELS,
-    MAX_HASH_SIZE,
-    MIN_HASH_SIZE,
-    hash_bits,
-)
-from beam_phash import state_manifest
-from beam_phash.bucket_store import check_state_dir, prepare_state_dir
-from beam_phash.dedup_dofns import FinishBackendDoFn, RayDedupDoFn, StateDedupDoFn, key_by_hash
-from beam_phash.failures import DEFAULT_MAX_INTERNAL, TALLY, CheckFailures, FailureThreshold
-from beam_phash.hash_dofn import HashBatchDoFn, ParseHashesDoFn
-from beam_phash.near.policy import check_keep, recommended_max_distance
-from beam_phash.near.state import NearState, open_state
+from beam_phash._native import DEFAULT_MAX_PIXELS
+from beam_phash.checks import text
+from beam_phash.exact.config import RayBackend, StateBackend
+from beam_phash.exact.transform import ExactDedup
+from beam_phash.failures import DEFAULT_MAX_INTERNAL, FailureThreshold
+from beam_phash.hashing import HashConfig, HashImages
+from beam_phash.near.config import NearConfig
+from beam_phash.near.policy import recommended_max_distance
 from beam_phash.near.transform import NearDedup
-from beam_phash.records import DUPLICATES, FAILED, KEPT, WRITTEN_FIELDS
 from beam_phash.reference import REFERENCE_FAILED, HashReference, MatchReference
 
 BACKENDS = ("ray", "state")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-_REMOTE_RUNNERS = ("DataflowRunner",)
-
-
-def _int_in(name: str, value, low: int, high: Optional[int] = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < low or (high is not None and value > high):
-        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
-        raise ValueError(f"{name} must be {bound}, got {value}")
-
-
-def _field(name: str, value, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
 
 
 class DedupOutputs(NamedTuple):
@@ -148,101 +122,56 @@ class ImagePhashDedup(beam.PTransform):
                  reference: Optional[beam.PCollection] = None,
                  reference_hash_column: Optional[str] = None, label: Optional[str] = None):
         super().__init__(label)
-        _int_in("hash_size", hash_size, MIN_HASH_SIZE, MAX_HASH_SIZE)
-        if algorithm not in ALGORITHMS:
-            raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}; got {algorithm!r}")
-        bits = hash_bits(algorithm, hash_size)
+        # Each part validates itself; what is checked here is how they combine.
+        self.hashing = HashConfig(algorithm=algorithm, hash_size=hash_size, image_field=image_field,
+                                  hash_field=hash_field, id_field=id_field, batch_size=batch_size,
+                                  threads=hash_threads, max_pixels=max_pixels, dihedral=dihedral,
+                                  hash_column=hash_column)
         if max_distance == "auto":
             max_distance = recommended_max_distance(algorithm, hash_size)
-        _int_in("max_distance", max_distance, 0, bits - 1)
-        if not isinstance(dihedral, bool):
-            raise ValueError(f"dihedral must be True or False, got {dihedral!r}")
-        check_keep(keep)
-        _int_in("partitions", partitions, 1, 1 << 20)
-        _int_in("band_partition_bits", band_partition_bits, 0, 16)
-        _int_in("search_partitions", search_partitions, 1, 4096)
-        if expected_count is not None:
-            _int_in("expected_count", expected_count, 1)
-        _field("hash_column", hash_column, optional=True)
-        if hash_column is not None and dihedral:
-            raise ValueError("dihedral=True needs the images (their rotations are hashed); "
-                             "it cannot be used with hash_column")
-        near = max_distance > 0 or dihedral
-        if near and (backend is not None or ray_address is not None or backend_name is not None):
-            raise ValueError("near-duplicate dedup (max_distance >= 1 or dihedral=True) runs on Beam's "
-                             "shuffles: backend, ray_address and backend_name do not apply")
-        if reference is not None and not isinstance(reference, beam.PCollection):
-            raise ValueError(f"reference must be a PCollection of reference records, got {type(reference).__name__}")
-        _field("reference_hash_column", reference_hash_column, optional=True)
-        if reference_hash_column is not None and reference is None:
-            raise ValueError("reference_hash_column needs reference=")
-        if backend is None:
-            backend = "ray"
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be 'ray' or 'state', got {backend!r}")
-        _field("image_field", image_field)
-        _field("hash_field", hash_field)
-        _field("id_field", id_field, optional=True)
-        if hash_field == image_field:
-            raise ValueError(f"hash_field and image_field must differ, both are {hash_field!r}")
-        if hash_field == id_field:
-            raise ValueError(f"hash_field and id_field must differ, both are {hash_field!r}")
-        for name, value in (("hash_field", hash_field), ("image_field", image_field), ("id_field", id_field)):
-            if value in WRITTEN_FIELDS:
-                raise ValueError(f"{name} {value!r} is a field the transform writes "
-                                 f"({', '.join(sorted(WRITTEN_FIELDS))})")
-        _int_in("num_buckets", num_buckets, 1, 65536)
-        _int_in("batch_size", batch_size, 1, 100_000)
-        _int_in("claim_batch", claim_batch, 1, 1_000_000)
-        _int_in("max_in_flight", max_in_flight, 1)
-        _int_in("max_pixels", max_pixels, 1)
-        if hash_threads is not None:
-            _int_in("hash_threads", hash_threads, 1)
-        if ray_address is not None:
-            _field("ray_address", ray_address)
-        if backend_name is not None and (not isinstance(backend_name, str) or not _NAME_RE.match(backend_name)):
-            raise ValueError("backend_name must be 1-100 characters of letters, digits, '_', '.', '-', "
-                             f"starting with a letter or digit; got {backend_name!r}")
-        if backend == "state" and (ray_address is not None or backend_name is not None or state_dir is not None):
-            raise ValueError("ray_address, backend_name and state_dir apply only to backend='ray'")
-        if state_dir is not None:
-            _field("state_dir", state_dir)
-            if os.path.exists(state_dir) and not os.path.isdir(state_dir):
-                raise ValueError(f"state_dir {state_dir!r} exists and is not a directory")
-            if near:
-                open_state(state_dir, algorithm, hash_size, bits, create=False)
+        near = NearConfig(max_distance, keep=keep, partitions=partitions, band_partition_bits=band_partition_bits,
+                          search_partitions=search_partitions, expected_count=expected_count,
+                          state_dir=state_dir)
+        if max_distance > 0 or dihedral:
+            if backend is not None or ray_address is not None or backend_name is not None:
+                raise ValueError("near-duplicate dedup (max_distance >= 1 or dihedral=True) runs on Beam's "
+                                 "shuffles: backend, ray_address and backend_name do not apply")
+            self.dedup: Union[ExactDedup, NearDedup] = NearDedup(near, self.hashing)
+        else:
+            if backend not in (None,) + BACKENDS:
+                raise ValueError(f"backend must be 'ray' or 'state', got {backend!r}")
+            if backend == "state":
+                if ray_address is not None or backend_name is not None or state_dir is not None:
+                    raise ValueError("ray_address, backend_name and state_dir apply only to backend='ray'")
+                config: Union[RayBackend, StateBackend] = StateBackend()
             else:
-                check_state_dir(state_dir, num_buckets, algorithm, hash_size)
-            state_manifest.check_writable(state_dir, create=False)
-        self.hash_size = hash_size
-        self.image_field = image_field
-        self.hash_field = hash_field
-        self.algorithm = algorithm
-        self.backend = backend
-        self.num_buckets = num_buckets
-        self.ray_address = ray_address
-        self.id_field = id_field
-        self.backend_name = backend_name
-        self.state_dir = state_dir
-        self.batch_size = batch_size
-        self.claim_batch = claim_batch
-        self.max_in_flight = max_in_flight
-        self.hash_threads = hash_threads
-        self.max_pixels = max_pixels
-        self.max_distance = max_distance
-        self.dihedral = dihedral
-        self.keep = keep
-        self.hash_column = hash_column
+                config = RayBackend(num_buckets=num_buckets, ray_address=ray_address, backend_name=backend_name,
+                                    state_dir=state_dir, claim_batch=claim_batch, max_in_flight=max_in_flight)
+            self.dedup = ExactDedup(config, algorithm, hash_size)
         self.partitions = partitions
-        self.band_partition_bits = band_partition_bits
-        self.search_partitions = search_partitions
-        self.expected_count = expected_count
-        self.reference = reference
-        self.reference_hash_column = reference_hash_column
-        self.bits = bits
-        self.near_duplicates = near
-        self._split_outputs = False
         self.failure_threshold = FailureThreshold()
+        self.reference = None
+        self.reference_hash_column = None
+        self._split_outputs = False
+        if reference is not None:
+            self._set_reference(reference, reference_hash_column)
+        elif reference_hash_column is not None:
+            text("reference_hash_column", reference_hash_column)
+            raise ValueError("reference_hash_column needs reference=")
+
+    # The configuration, as attributes (the documented ones and what the job reads).
+    hash_size = property(lambda self: self.hashing.hash_size)
+    algorithm = property(lambda self: self.hashing.algorithm)
+    image_field = property(lambda self: self.hashing.image_field)
+    hash_field = property(lambda self: self.hashing.hash_field)
+    id_field = property(lambda self: self.hashing.id_field)
+    hash_column = property(lambda self: self.hashing.hash_column)
+    dihedral = property(lambda self: self.hashing.dihedral)
+    bits = property(lambda self: self.hashing.bits)
+    near_duplicates = property(lambda self: isinstance(self.dedup, NearDedup))
+    max_distance = property(lambda self: self.dedup.max_distance if self.near_duplicates else 0)
+    backend = property(lambda self: None if self.near_duplicates else (
+        "ray" if isinstance(self.dedup.backend, RayBackend) else "state"))
 
     def with_outputs(self) -> "ImagePhashDedup":
         """The same transform, returning :class:`DedupOutputs`."""
@@ -263,70 +192,32 @@ class ImagePhashDedup(beam.PTransform):
     def with_reference(self, reference: beam.PCollection, hash_column: Optional[str] = None) -> "ImagePhashDedup":
         """The same transform, deduplicating against ``reference`` too (see ``reference=``):
         ``records | ImagePhashDedup(max_distance=16).with_reference(eval_records)``."""
-        if not isinstance(reference, beam.PCollection):
-            raise ValueError(f"reference must be a PCollection of reference records, got {type(reference).__name__}")
-        _field("reference_hash_column", hash_column, optional=True)
         other = copy.copy(self)
-        other.reference = reference
-        other.reference_hash_column = hash_column
+        other._set_reference(reference, hash_column)
         return other
 
-    def _ray_backend(self, pipeline):
-        from beam_phash import ray_cluster
-        from beam_phash.ray_backend import RayDedupBackend
-
-        runner = str(pipeline.options.view_as(StandardOptions).runner or "")
-        if self.ray_address is None and any(r in runner for r in _REMOTE_RUNNERS):
-            raise ValueError(f"backend='ray' on {runner} needs ray_address= of a cluster the workers "
-                             "can reach (or use backend='state')")
-        address = ray_cluster.resolve_address(self.ray_address)
-        name = self.backend_name or f"run-{uuid.uuid4().hex[:16]}"
-        state_dir = None
-        if self.state_dir is not None:
-            state_dir = os.path.abspath(self.state_dir)
-            prepare_state_dir(state_dir, self.num_buckets, self.algorithm, self.hash_size)
-        backend = RayDedupBackend(address, name, self.num_buckets, self.max_in_flight, state_dir)
-        if self.ray_address is None:
-            backend.start_buckets()  # the launcher is connected to this Ray: start them early
-        return backend
+    def _set_reference(self, reference, hash_column: Optional[str]) -> None:
+        if not isinstance(reference, beam.PCollection):
+            raise ValueError(f"reference must be a PCollection of reference records, got {type(reference).__name__}")
+        text("reference_hash_column", hash_column, optional=True)
+        self.reference = reference
+        self.reference_hash_column = hash_column
 
     def expand(self, records):
-        batches = records | "BatchForHashing" >> beam.BatchElements(
-            min_batch_size=min(16, self.batch_size), max_batch_size=self.batch_size)
-        if self.hash_column is not None:
-            label, step = "ParseHashes", ParseHashesDoFn(
-                bits=self.bits, hash_column=self.hash_column, hash_field=self.hash_field,
-                image_field=self.image_field, id_field=self.id_field)
-        else:
-            label, step = "HashImages", HashBatchDoFn(
-                algorithm=self.algorithm, hash_size=self.hash_size, image_field=self.image_field,
-                hash_field=self.hash_field, id_field=self.id_field, threads=self.hash_threads,
-                max_pixels=self.max_pixels, dihedral=self.dihedral)
-        hashed = batches | label >> beam.ParDo(step).with_outputs(FAILED, TALLY, main="hashed")
-        _ = hashed[TALLY] | "CheckFailures" >> CheckFailures(self.failure_threshold)
-        fixed, reference_failed = self._reference(hashed[FAILED])
+        hashed, failed = records | "HashImages" >> HashImages(self.hashing, self.failure_threshold)
+        fixed, reference_failed = self._reference(failed)
         matched = []  # exact mode: duplicates of a reference
         if self.near_duplicates:
-            state = None
-            if self.state_dir is not None:
-                state_dir = os.path.abspath(self.state_dir)
-                manifest = open_state(state_dir, self.algorithm, self.hash_size, self.bits, create=True)
-                state = NearState(state_dir, manifest, uuid.uuid4().hex)
-            deduped = hashed.hashed | "NearDuplicates" >> NearDedup(
-                self.max_distance, self.bits, (self.bits + 7) // 8, dihedral=self.dihedral, keep=self.keep,
-                partitions=self.partitions, band_partition_bits=self.band_partition_bits,
-                search_partitions=self.search_partitions, expected_count=self.expected_count,
-                fixed=fixed, state=state)
-            kept, duplicates = deduped
+            dedup = self.dedup if fixed is None else self.dedup.with_fixed(fixed)
+            kept, duplicates = hashed | "NearDuplicates" >> dedup
         else:
-            unique = hashed.hashed
+            unique = hashed
             if fixed is not None:
-                unique, by_reference = hashed.hashed | "MatchReference" >> MatchReference(fixed, self.partitions)
+                unique, by_reference = hashed | "MatchReference" >> MatchReference(fixed, self.partitions)
                 matched.append(by_reference)
-            kept, duplicates = self._exact(records.pipeline, unique)
+            kept, duplicates = unique | "Exact" >> self.dedup
         if matched:
             duplicates = (duplicates, *matched) | "AllDuplicates" >> beam.Flatten()
-        failed = hashed[FAILED]
         if self._split_outputs:
             return DedupOutputs(kept, duplicates, failed, reference_failed)
         return (kept, failed) | "KeptAndFailed" >> beam.Flatten()
@@ -338,27 +229,7 @@ class ImagePhashDedup(beam.PTransform):
             # identity step an empty Create adds inside a composite.
             return None, failed | "NoReferenceFailures" >> beam.Filter(lambda _: False)
         out = self.reference | "HashReference" >> HashReference(
-            self.batch_size, algorithm=self.algorithm, hash_size=self.hash_size, bits=self.bits,
+            self.hashing.batch_size, algorithm=self.algorithm, hash_size=self.hash_size, bits=self.bits,
             image_field=self.image_field, id_field=self.id_field, hash_column=self.reference_hash_column,
-            threads=self.hash_threads, max_pixels=self.max_pixels)
+            threads=self.hashing.threads, max_pixels=self.hashing.max_pixels)
         return out.fixed, out[REFERENCE_FAILED]
-
-    def _exact(self, pipeline, hashed):
-        """Exact mode through the backend: (kept, duplicates)."""
-        if self.backend == "ray":
-            backend = self._ray_backend(pipeline)
-            deduped = hashed | "DedupWithRay" >> beam.ParDo(
-                RayDedupDoFn(backend, self.claim_batch)).with_outputs(DUPLICATES, main=KEPT)
-            if self.backend_name is None or self.state_dir is not None:
-                # Barrier: the count exists only once every record went through the backend.
-                _ = ((deduped[KEPT], deduped[DUPLICATES])
-                     | "AllDeduped" >> beam.Flatten()
-                     | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
-                     | "CountDeduped" >> beam.combiners.Count.Globally()
-                     | "FinishBackend" >> beam.ParDo(FinishBackendDoFn(
-                         backend, release=self.backend_name is None)))
-        else:
-            deduped = (hashed
-                       | "KeyByHash" >> beam.FlatMap(key_by_hash).with_output_types(Tuple[bytes, Any])
-                       | "DedupWithState" >> beam.ParDo(StateDedupDoFn()).with_outputs(DUPLICATES, main=KEPT))
-        return deduped[KEPT], deduped[DUPLICATES]

@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 import beam_phash
-from beam_phash.ray_backend import resident_bytes
+from beam_phash.exact.ray_actor import resident_bytes
 
 BATCH = 5000
 
@@ -62,8 +62,8 @@ def python_baseline(n: int, rng: np.random.Generator) -> None:
 
 
 def ray_run(n: int, num_buckets: int, batch: int) -> None:
-    from beam_phash import ray_cluster
-    from beam_phash.ray_backend import RayDedupBackend
+    from beam_phash.exact import ray_cluster
+    from beam_phash.exact.ray_client import RayDedupBackend
 
     address = ray_cluster.start_local_ray()
     backend = RayDedupBackend(address, f"bench-{os.getpid()}", num_buckets, max_in_flight=num_buckets).connect()

@@ -61,8 +61,8 @@ def main(argv=None) -> int:
             return json.loads(pathlib.Path(out, "summary.json").read_text())["inputs"] / wall
 
     if args.backend == "ray":
-        from beam_phash import ray_cluster
-        from beam_phash.ray_backend import RayDedupBackend
+        from beam_phash.exact import ray_cluster
+        from beam_phash.exact.ray_client import RayDedupBackend
 
         address = ray_cluster.start_local_ray()
         name = f"bench-{os.getpid()}"

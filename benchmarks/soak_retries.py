@@ -52,8 +52,10 @@ from PIL import Image
 
 import beam_phash
 from beam_phash import ImagePhashDedup
-from beam_phash.dedup_dofns import RayDedupDoFn, StateDedupDoFn
-from beam_phash.hash_dofn import Hashed, HashBatchDoFn
+from beam_phash.exact.ray_dofns import RayDedupDoFn
+from beam_phash.exact.state_backend import StateDedupDoFn
+from beam_phash.hashing import HashBatchDoFn
+from beam_phash.records import Hashed
 import make_web_set
 
 HASH = dict(algorithm="phash", hash_size=16)
@@ -255,7 +257,7 @@ def main(argv=None) -> int:
     ok = True
     for backend in (["state", "ray"] if args.backend == "both" else [args.backend]):
         if backend == "ray":
-            from beam_phash import ray_cluster
+            from beam_phash.exact import ray_cluster
             ray_cluster.start_local_ray()  # not timed; each run still starts its own bucket actors
         run(records[:2 * args.bundle_size], backend, args)  # warm-up: first-run costs, not timed
         kept, walls = {}, {}

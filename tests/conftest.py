@@ -33,7 +33,7 @@ if _TESTS not in _sys.path:
 @pytest.fixture(scope="session")
 def ray_cluster():
     """One embedded Ray for the Ray tests, started here and stopped at the end of the session."""
-    from beam_phash import ray_cluster as rc
+    from beam_phash.exact import ray_cluster as rc
     address = rc.start_local_ray(num_cpus=2)
     yield address
     rc.shutdown_local_ray()

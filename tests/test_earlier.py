@@ -312,7 +312,7 @@ def test_a_state_that_cannot_be_used_is_refused(tmp_path):
     with pytest.raises(ValueError, match="hash_version"):
         ImagePhashDedup(max_distance=4, state_dir=near)
     exact = str(tmp_path / "exact")
-    from beam_phash.bucket_store import prepare_state_dir
+    from beam_phash.exact.store import prepare_state_dir
     prepare_state_dir(exact, 16, "phash", 16)
     with pytest.raises(ValueError, match="near-duplicate"):
         ImagePhashDedup(max_distance=4, state_dir=exact)

@@ -6,7 +6,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that
 
 import beam_phash
-from beam_phash import ImagePhashDedup, hash_dofn
+from beam_phash import ImagePhashDedup, hashing
 from beam_phash.failures import FailureThreshold, Tally
 from conftest import PHOTOS
 from test_transform import tagged
@@ -49,13 +49,13 @@ def test_decode_failures_are_data_by_default_and_under_the_threshold():
 def internal_errors(monkeypatch):
     """hash_images as it is, but an InternalError (what a caught panic gives) for images whose
     bytes start with b"PANIC"."""
-    real = hash_dofn.hash_images
+    real = hashing.hash_images
 
     def hash_images(blobs, **kwargs):
         results = real([b"x" if bytes(b[:5]) == b"PANIC" else b for b in blobs], **kwargs)
         return [beam_phash.InternalError("internal error while hashing image: boom")
                 if bytes(b[:5]) == b"PANIC" else r for b, r in zip(blobs, results)]
-    monkeypatch.setattr(hash_dofn, "hash_images", hash_images)
+    monkeypatch.setattr(hashing, "hash_images", hash_images)
 
 
 def test_internal_errors_fail_the_run_by_default(internal_errors):

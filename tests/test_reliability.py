@@ -12,9 +12,10 @@ import ray
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that
 
-from beam_phash import ImagePhashDedup, ray_cluster
-from beam_phash.bucket_store import BucketStore, StateError
-from beam_phash.ray_backend import BackendError, RayDedupBackend, bucket_actor_name, get_or_create_bucket
+from beam_phash import ImagePhashDedup
+from beam_phash.exact import ray_cluster
+from beam_phash.exact.store import BucketStore, StateError
+from beam_phash.exact.ray_client import BackendError, RayDedupBackend, bucket_actor_name, get_or_create_bucket
 from conftest import PHOTOS
 from dedup_oracle import check_outputs, make_records, oracle
 from job_outputs import basename, read
@@ -100,7 +101,7 @@ def test_a_log_that_cannot_be_read_is_an_error_naming_it(tmp_path):
 
 def test_state_dir_layout_is_checked_before_anything_runs(tmp_path):
     ImagePhashDedup(state_dir=str(tmp_path / "s"), num_buckets=4)  # not created yet: fine
-    from beam_phash.bucket_store import prepare_state_dir
+    from beam_phash.exact.store import prepare_state_dir
     prepare_state_dir(str(tmp_path / "s"), 4, "phash", 16)
     with pytest.raises(ValueError, match="num_buckets=4 .this run: 8."):
         ImagePhashDedup(state_dir=str(tmp_path / "s"), num_buckets=8)

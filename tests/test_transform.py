@@ -16,8 +16,8 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 
 from beam_phash import METRICS_NAMESPACE, ImagePhashDedup
-from beam_phash.dedup_dofns import RayDedupDoFn
-from beam_phash.ray_backend import RayDedupBackend
+from beam_phash.exact.ray_dofns import RayDedupDoFn
+from beam_phash.exact.ray_client import RayDedupBackend
 from beam_phash.routing import bucket_of
 from dedup_oracle import check_outputs, make_records, oracle
 
@@ -141,7 +141,8 @@ def test_embedded_ray_starts_on_loopback_and_stops(tmp_path):
     script = tmp_path / "job.py"
     script.write_text(textwrap.dedent("""
         import apache_beam as beam, ray
-        from beam_phash import ImagePhashDedup, ray_cluster
+        from beam_phash import ImagePhashDedup
+        from beam_phash.exact import ray_cluster
         from dedup_oracle import make_records, oracle
         records = [r for r in make_records(seed=6) if not r["id"].startswith("bad")]
         with beam.Pipeline() as p:

@@ -17,7 +17,6 @@ from beam_phash._native import (
     near_search,
     spanning_forest,
 )
-from beam_phash.hash_dofn import Hashed
 from beam_phash.metrics import DedupMetrics
 from beam_phash.near.batches import (
     FIXED_BIT,
@@ -41,8 +40,7 @@ from beam_phash.near.batches import (
 from beam_phash.near.fixed import INPUT, SOURCES, STATE, fixed_batch, named_by_partition
 from beam_phash.near.policy import primary_rank
 from beam_phash.routing import bucket_of, rows_by_bucket
-from beam_phash.outcome import emit
-from beam_phash.records import DISTANCE_FIELD, MATCHED_FIELD, keeper_label
+from beam_phash.records import DISTANCE_FIELD, MATCHED_FIELD, Hashed, emit, keeper_label
 
 ROWS = "rows"
 CLASSES = "classes"

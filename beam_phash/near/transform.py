@@ -1,6 +1,6 @@
 """``NearDedup``: near-duplicate dedup of hashed records on Beam shuffles, over packed batches.
 
-Input: lists of :class:`~beam_phash.hash_dofn.Hashed`. Output: the kept records and, tagged
+Input: lists of :class:`~beam_phash.records.Hashed`. Output: the kept records and, tagged
 ``duplicates``, the dropped ones with ``duplicate_of`` (a kept record within ``max_distance``
 bits) and ``distance``. Image bytes never enter the stages between ``Pack`` and ``JoinFates``;
 every element there is a packed batch (``batches``), thousands of images per element.
@@ -31,73 +31,98 @@ components' images and edges.
 """
 from __future__ import annotations
 
+import copy
+import os
+import uuid
 from typing import Optional
 
 import apache_beam as beam
 
+from beam_phash import state_manifest
 from beam_phash._native import near_layout
+from beam_phash.checks import int_in
+from beam_phash.hashing import HashConfig
 from beam_phash.near import dofns
-from beam_phash.near.policy import check_keep
-from beam_phash.near.state import NearState
+from beam_phash.near.config import NearConfig
+from beam_phash.near.policy import recommended_max_distance
+from beam_phash.near.state import NearState, open_state
+from beam_phash.records import DUPLICATES, KEPT
 
 #: The band layout's default count of images (``near_layout``'s own default).
 DEFAULT_COUNT = 1_000_000
-from beam_phash.records import DUPLICATES, KEPT
 
 
 class NearDedup(beam.PTransform):
     """Hashed batches -> kept records (main) and duplicates (tag ``duplicates``).
 
+    ``NearDedup(NearConfig(max_distance=16), hashing=HashConfig(...))``: ``config`` says how
+    (see :class:`NearConfig`), ``hashing`` what the hashes are (algorithm, size, and whether the
+    records carry their 8 dihedral variants). With one search group per band group
+    (``search_partitions``), or with fixed images (a state or a reference) one group holding
+    every band, searched on all the worker's cores.
+
     Args:
-      max_distance: k; pairs within k bits are near-duplicates.
-      bits: the true bit count of the hashes.
-      hash_bytes: bytes per hash (``ceil(bits / 8)``).
-      dihedral: the records carry the 8 dihedral variant hashes.
-      keep: ``"largest"`` or ``"smallest_id"`` (see ``policy``).
-      partitions: exact and resolve partitions (parallelism of those stages).
-      band_partition_bits: 0: the bands are searched in ``search_partitions`` groups, each
-        holding every distinct hash; b > 0: one partition per band, sub-block and b-bit
-        sub-block prefix (for inputs too large for one worker).
-      search_partitions: with ``band_partition_bits`` = 0, how many band groups are searched in
-        parallel; each is one copy of the hashes through the shuffle. With fixed images (a
-        state or a reference) one group holds every band, searched on all the worker's cores.
-      expected_count: about how many distinct images, for the band layout's cost model
-        (references included; the state's rows are added).
+      config: the near-duplicate settings; ``max_distance="auto"`` is resolved here.
+      hashing: the ``HashConfig`` the records were hashed with.
       fixed: a PCollection of ``batches.Fixed`` (a reference set), or None.
-      state: a :class:`NearState`: its images are fixed too, and this run's kept ones are
-        added to it.
     """
 
-    def __init__(self, max_distance: int, bits: int, hash_bytes: int, dihedral: bool = False,
-                 keep: str = "largest", partitions: int = 16, band_partition_bits: int = 0,
-                 search_partitions: int = 4, expected_count: Optional[int] = None,
-                 fixed=None, state: Optional[NearState] = None, label: Optional[str] = None):
+    def __init__(self, config: NearConfig = NearConfig(), hashing: HashConfig = HashConfig(),
+                 fixed=None, label: Optional[str] = None):
         super().__init__(label)
+        if not isinstance(config, NearConfig):
+            raise ValueError(f"config must be a NearConfig, got {config!r}")
+        self.config = config
+        self.hashing = hashing
         self._fixed = fixed
-        self._state = state
-        self._k = max_distance
-        self._bits = bits
-        self._hash_bytes = hash_bytes
-        self._dihedral = dihedral
-        self._keep = check_keep(keep)
-        self._partitions = partitions
-        self._prefix_bits = band_partition_bits
+        self._bits = hashing.bits
+        self.max_distance = (recommended_max_distance(hashing.algorithm, hashing.hash_size)
+                             if config.max_distance == "auto" else config.max_distance)
+        int_in("max_distance", self.max_distance, 0, self._bits - 1)
+        self._k = self.max_distance
+        self._hash_bytes = (self._bits + 7) // 8
+        self._dihedral = hashing.dihedral
+        self._keep = config.keep
+        self._partitions = config.partitions
+        self._prefix_bits = config.band_partition_bits
+        if config.state_dir is not None:  # refused now, not when the pipeline is built
+            open_state(config.state_dir, hashing.algorithm, hashing.hash_size, self._bits, create=False)
+            state_manifest.check_writable(config.state_dir, create=False)
+
+    def with_fixed(self, fixed) -> "NearDedup":
+        """The same transform, with ``fixed`` (a PCollection of ``batches.Fixed``, a reference
+        set) already kept: inputs within k of one are its duplicates."""
+        other = copy.copy(self)
+        other._fixed = fixed
+        return other
+
+    def _open_state(self) -> Optional[NearState]:
+        if self.config.state_dir is None:
+            return None
+        state_dir = os.path.abspath(self.config.state_dir)
+        manifest = open_state(state_dir, self.hashing.algorithm, self.hashing.hash_size, self._bits, create=True)
+        return NearState(state_dir, manifest, uuid.uuid4().hex)
+
+    def _plan(self, state: Optional[NearState]):
+        """The band layout and the number of search groups, from the expected count (and the
+        state's rows)."""
+        fixed, expected = self._fixed, self.config.expected_count
         with_fixed = fixed is not None or (state is not None and bool(state.manifest["segments"]))
-        self._with_fixed = with_fixed
         count = None
-        if expected_count is not None or with_fixed:
-            count = (expected_count or DEFAULT_COUNT) * (9 if dihedral else 1)
+        if expected is not None or with_fixed:
+            count = (expected or DEFAULT_COUNT) * (9 if self._dihedral else 1)
             count += 0 if state is None else state.manifest["rows"]
-        self.layout = near_layout(bits, max_distance, count)
+        layout = near_layout(self._bits, self._k, count)
         # Fixed images are many and cheap to search (never paired with each other), costly to
         # copy: then one group holds every band, searched in parallel on the worker's cores.
-        self._search_partitions = 1 if with_fixed else min(search_partitions, len(self.layout))
+        groups = 1 if with_fixed else min(self.config.search_partitions, len(layout))
+        return with_fixed, layout, groups
 
-    def _fixed_batches(self, pipeline):
+    def _fixed_batches(self, pipeline, state: Optional[NearState]):
         """Fixed batches from the state and the reference, or None."""
         sources = []
-        if self._state is not None and self._state.manifest["segments"]:
-            sources.append(pipeline | "ReadState" >> self._state)
+        if state is not None and state.manifest["segments"]:
+            sources.append(pipeline | "ReadState" >> state)
         if self._fixed is not None:
             sources.append(self._fixed)
         if not sources:
@@ -106,15 +131,17 @@ class NearDedup(beam.PTransform):
         return batches | "FixedWindow" >> beam.WindowInto(beam.window.GlobalWindows())
 
     def expand(self, hashed):
+        state = self._open_state()
+        with_fixed, self.layout, self._search_partitions = self._plan(state)
         packed = (hashed
                   | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
                   | "Pack" >> beam.ParDo(dofns.PackDoFn(self._keep, self._partitions)).with_outputs(
                       dofns.ROWS, main="records"))
         collapsed = (packed[dofns.ROWS]
                      | "GroupExact" >> beam.GroupByKey()
-                     | "Collapse" >> beam.ParDo(dofns.CollapseDoFn(self._hash_bytes, self._dihedral, self._with_fixed)).with_outputs(
+                     | "Collapse" >> beam.ParDo(dofns.CollapseDoFn(self._hash_bytes, self._dihedral, with_fixed)).with_outputs(
                          dofns.CLASSES, main="images"))
-        fixed = self._fixed_batches(hashed.pipeline)
+        fixed = self._fixed_batches(hashed.pipeline, state)
         images = collapsed.images
         if fixed is not None:
             images = (images, fixed) | "WithFixed" >> beam.Flatten()
@@ -142,8 +169,8 @@ class NearDedup(beam.PTransform):
         applied = ({"records": packed.records, "fate": fates}
                    | "JoinFates" >> beam.CoGroupByKey()
                    | "Apply" >> beam.ParDo(dofns.ApplyDoFn(
-                       self._hash_bytes if self._state is not None else 0, self._partitions)).with_outputs(
+                       self._hash_bytes if state is not None else 0, self._partitions)).with_outputs(
                        DUPLICATES, dofns.KEPT_ROWS, main=KEPT))
-        if self._state is not None:
-            _ = self._state.commit(applied[dofns.KEPT_ROWS])
+        if state is not None:
+            _ = state.commit(applied[dofns.KEPT_ROWS])
         return applied[KEPT], applied[DUPLICATES]

@@ -1,19 +1,36 @@
-"""The hashing step: one ``hash_images`` call (Rust, GIL released, all cores) per batch."""
+"""Hashing: ``HashImages`` turns records into batches of :class:`~beam_phash.records.Hashed`
+(one ``hash_images`` call per batch: Rust, GIL released, all cores) and failed records, from a
+:class:`HashConfig` that validates itself. Every dedup path starts here."""
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Iterable, List, NamedTuple, Optional
 
 import apache_beam as beam
 
-from beam_phash._native import FLAT_QUALITY, InternalError, PHash, hash_images, parse_hex_hashes
-from beam_phash.failures import TALLY, Tally
+from beam_phash._native import (
+    ALGORITHMS,
+    DEFAULT_MAX_PIXELS,
+    FLAT_QUALITY,
+    MAX_HASH_SIZE,
+    MIN_HASH_SIZE,
+    InternalError,
+    PHash,
+    hash_bits,
+    hash_images,
+    parse_hex_hashes,
+)
+from beam_phash.checks import int_in, text
+from beam_phash.failures import TALLY, CheckFailures, FailureThreshold, Tally
 from beam_phash.metrics import DedupMetrics
 from beam_phash.records import (
     ERROR_FIELD,
     FAILED,
+    WRITTEN_FIELDS,
     QUALITY_FIELD,
     BadRecord,
+    Hashed,
     encodable_image,
     image_bytes,
     record_id,
@@ -27,17 +44,6 @@ def failed_output(record, reason: str, hash_field: str, image_field: str, metric
     metrics.failed.inc()
     out = with_fields(record, **{hash_field: None, ERROR_FIELD: reason})
     return beam.pvalue.TaggedOutput(FAILED, encodable_image(out, image_field))
-
-
-class Hashed(NamedTuple):
-    """A record that hashed: its raw hash, the id that claims it, and the output record."""
-
-    hash: bytes
-    owner: str
-    record: dict
-    pixels: int = 0  # width x height of the upright image
-    variants: tuple = ()  # the 8 dihedral hashes, with dihedral=True
-    flat: bool = False  # quality under FLAT_QUALITY: near-duplicate dedup matches it exactly only
 
 
 class HashBatchDoFn(beam.DoFn):
@@ -135,3 +141,86 @@ class ParseHashesDoFn(beam.DoFn):
             out.append(Hashed(h, owner, kept))
         if out:
             yield out
+
+
+@dataclass(frozen=True)
+class HashConfig:
+    """How records are hashed (see ``ImagePhashDedup`` for each argument). Validates itself."""
+
+    algorithm: str = "phash"
+    hash_size: int = 16
+    image_field: str = "image"
+    hash_field: str = "image_phash"
+    id_field: Optional[str] = "id"
+    batch_size: int = 128
+    threads: Optional[int] = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    dihedral: bool = False
+    hash_column: Optional[str] = None
+
+    def __post_init__(self):
+        int_in("hash_size", self.hash_size, MIN_HASH_SIZE, MAX_HASH_SIZE)
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}; got {self.algorithm!r}")
+        if not isinstance(self.dihedral, bool):
+            raise ValueError(f"dihedral must be True or False, got {self.dihedral!r}")
+        text("hash_column", self.hash_column, optional=True)
+        if self.hash_column is not None and self.dihedral:
+            raise ValueError("dihedral=True needs the images (their rotations are hashed); "
+                             "it cannot be used with hash_column")
+        text("image_field", self.image_field)
+        text("hash_field", self.hash_field)
+        text("id_field", self.id_field, optional=True)
+        if self.hash_field == self.image_field:
+            raise ValueError(f"hash_field and image_field must differ, both are {self.hash_field!r}")
+        if self.hash_field == self.id_field:
+            raise ValueError(f"hash_field and id_field must differ, both are {self.hash_field!r}")
+        for name in ("hash_field", "image_field", "id_field"):
+            if getattr(self, name) in WRITTEN_FIELDS:
+                raise ValueError(f"{name} {getattr(self, name)!r} is a field the transform writes "
+                                 f"({', '.join(sorted(WRITTEN_FIELDS))})")
+        int_in("batch_size", self.batch_size, 1, 100_000)
+        int_in("max_pixels", self.max_pixels, 1)
+        if self.threads is not None:
+            int_in("hash_threads", self.threads, 1)
+
+    @property
+    def bits(self) -> int:
+        """The true bit count of the hashes."""
+        return hash_bits(self.algorithm, self.hash_size)
+
+
+class HashedOutputs(NamedTuple):
+    """What ``HashImages`` returns: batches of ``Hashed``, and the records that failed (with
+    ``error``, ``hash_field`` None)."""
+
+    hashed: beam.PCollection
+    failed: beam.PCollection
+
+
+class HashImages(beam.PTransform):
+    """Records -> :class:`HashedOutputs`: batches of ``Hashed`` and the failed records. With
+    ``config.hash_column`` the records' hex hashes are parsed instead (nothing is decoded). A
+    run whose failures pass ``failure_threshold`` fails (see ``failures``)."""
+
+    def __init__(self, config: HashConfig = HashConfig(),
+                 failure_threshold: FailureThreshold = FailureThreshold(), label: Optional[str] = None):
+        super().__init__(label)
+        self.config = config
+        self.failure_threshold = failure_threshold
+
+    def expand(self, records):
+        c = self.config
+        batches = records | "Batch" >> beam.BatchElements(
+            min_batch_size=min(16, c.batch_size), max_batch_size=c.batch_size)
+        if c.hash_column is not None:
+            step = ParseHashesDoFn(bits=c.bits, hash_column=c.hash_column, hash_field=c.hash_field,
+                                   image_field=c.image_field, id_field=c.id_field)
+        else:
+            step = HashBatchDoFn(algorithm=c.algorithm, hash_size=c.hash_size, image_field=c.image_field,
+                                 hash_field=c.hash_field, id_field=c.id_field, threads=c.threads,
+                                 max_pixels=c.max_pixels, dihedral=c.dihedral)
+        hashed = batches | ("ParseHashes" if c.hash_column else "Hash") >> beam.ParDo(step).with_outputs(
+            FAILED, TALLY, main="hashed")
+        _ = hashed[TALLY] | "CheckFailures" >> CheckFailures(self.failure_threshold)
+        return HashedOutputs(hashed.hashed, hashed[FAILED])

@@ -22,7 +22,7 @@ from typing import Optional
 
 import ray
 
-from beam_phash import ray_private
+from beam_phash.exact import ray_private
 
 NAMESPACE = "beam_phash"
 # On Linux Ray advertises (and binds) the machine's routable address, even when asked for

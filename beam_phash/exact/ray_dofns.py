@@ -1,21 +1,18 @@
-"""The two deduplication steps: through the Ray DedupBackend, or with Beam state."""
+"""The Beam steps of the Ray backend: claiming hashes from the bucket actors, and finishing the
+backend once every record went through it."""
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Iterable, List, Optional
 
 import apache_beam as beam
-from apache_beam.coders import StrUtf8Coder
-from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.utils.windowed_value import WindowedValue
 
-from beam_phash import outcome
-from beam_phash.hash_dofn import Hashed
 from beam_phash.metrics import DedupMetrics
-from beam_phash.records import keeper_label
+from beam_phash.records import Hashed, emit
 
-if TYPE_CHECKING:  # the state backend must not need Ray on its workers
-    from beam_phash.ray_backend import RayDedupBackend
+if TYPE_CHECKING:  # pickled configuration; the client is imported where it connects
+    from beam_phash.exact.ray_client import RayDedupBackend
 
 
 class RayDedupDoFn(beam.DoFn):
@@ -81,32 +78,7 @@ class RayDedupDoFn(beam.DoFn):
 
     def _route(self, batch: List[Hashed], keepers: List[Optional[str]]) -> Iterable:
         for h, keeper in zip(batch, keepers):
-            yield outcome.emit(h.record, keeper, self._metrics)
-
-
-class StateDedupDoFn(beam.DoFn):
-    """Keyed by raw hash; keeps the first claimant's id in state. Runs wherever the runner
-    supports state (DirectRunner, Flink, Dataflow) and needs no server. State commits with the
-    bundle, so a retried bundle sees the state as it was before it."""
-
-    FIRST_OWNER = ReadModifyWriteStateSpec("first_owner", StrUtf8Coder())
-
-    def __init__(self):
-        self._metrics = DedupMetrics()
-
-    def process(self, element: Tuple[bytes, Tuple[str, dict]],
-                first_owner=beam.DoFn.StateParam(FIRST_OWNER)) -> Iterable:
-        _, (owner, record) = element
-        first = first_owner.read()
-        if first is None:
-            first_owner.write(owner)
-            first = owner
-        yield outcome.emit(record, None if first == owner else keeper_label(first), self._metrics)
-
-
-def key_by_hash(batch: List[Hashed]) -> Iterable[Tuple[bytes, Tuple[str, dict]]]:
-    for h in batch:
-        yield h.hash, (h.owner, h.record)
+            yield emit(h.record, keeper, self._metrics)
 
 
 class FinishBackendDoFn(beam.DoFn):

@@ -1,11 +1,8 @@
-"""The Ray DedupBackend: bucket actors holding "hash -> first owner", and the one client that
-talks to them. Only :class:`RayDedupBackend` calls ``.remote()``.
-
-Actor methods are idempotent: ``claim`` stores an owner only for a new hash and always answers
-with the stored one, so a call that Ray or Beam repeats gives the same answer.
+"""The client of the Ray backend: the one place that creates bucket actors (``ray_actor``) and
+calls ``.remote()`` on them (:func:`get_or_create_bucket`, :class:`RayDedupBackend`).
 
 Actor faults. With a ``state_dir`` each bucket logs what it stores before answering and
-snapshots to Parquet (``bucket_store``); Ray restarts a dead bucket actor, which reloads its
+snapshots to Parquet (``store``); Ray restarts a dead bucket actor, which reloads its
 state from disk, and retries the calls that were in flight, so the pipeline's output is as if
 nothing happened. Without one, the state of a dead bucket is gone: the calls fail with a
 :class:`BackendError` naming the bucket, and the bucket is never silently recreated empty (the
@@ -14,14 +11,13 @@ backend records in Ray's KV store which buckets it created).
 from __future__ import annotations
 
 import hashlib
-import os
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import ray
 
-from beam_phash import ray_cluster, ray_private
-from beam_phash._native import SeenSet
+from beam_phash.exact import ray_cluster, ray_private
+from beam_phash.exact.ray_actor import BucketActor, bucket_label
 from beam_phash.records import keeper_label
 from beam_phash.routing import bucket_of
 
@@ -33,15 +29,6 @@ def owner_digests(owners: Sequence[str]) -> np.ndarray:
                      for o in owners], dtype="<u8")
 
 
-def resident_bytes() -> int:
-    """This process's resident memory, from /proc (0 where there is none)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError):
-        return 0
-
-
 class PendingClaims:
     """Claims of one batch that were sent to the bucket actors and not collected yet."""
 
@@ -50,77 +37,8 @@ class PendingClaims:
         self.result: List[Optional[str]] = [None] * count
 
 
-def bucket_label(backend_name: str, bucket: int) -> str:
-    """How every message names a bucket: "bucket 3 of dedup backend 'run-...'"."""
-    return f"bucket {bucket} of dedup backend {backend_name!r}"
-
-
 class BackendError(RuntimeError):
     """A bucket actor is unreachable or died; the message names the bucket."""
-
-
-@ray.remote
-class BucketActor:
-    """One bucket of the seen-set: a Rust :class:`beam_phash.SeenSet` holding, per hash, the
-    64-bit owner digest of the record that claimed it first and that record's id (about
-    54 bytes + the id's length per hash, instead of ~290 for a Python dict)."""
-
-    def __init__(self, backend_name: str, bucket: int, state_dir: Optional[str] = None,
-                 snapshot_every: int = 1_000_000):
-        self._name = bucket_label(backend_name, bucket)
-        self._seen: Optional[SeenSet] = None
-        self._store = None  # a BucketStore with a state_dir
-        self._snapshot_every = snapshot_every
-        if state_dir:
-            from beam_phash.bucket_store import BucketStore  # pyarrow: only for a state_dir
-
-            # Also what a restart after a crash runs: the state comes back from disk.
-            self._store = BucketStore(state_dir, bucket, self._name)
-            width, chunks = self._store.load()
-            if width:
-                self._seen = SeenSet(width, keep_labels=True)
-                for hashes, owners, labels in chunks:
-                    self._seen.claim(hashes, np.frombuffer(owners, dtype="<u8"), labels)
-
-    def claim(self, packed: bytes, width: int, owners: bytes, labels: List[str]) -> List[Optional[str]]:
-        """Per hash: None where the caller's owner is the first claimant (or a retry of it), else
-        the first claimant's label. Idempotent: the same call again gives the same answer."""
-        if self._seen is None:
-            self._seen = SeenSet(width, keep_labels=True)
-        elif self._seen.hash_bytes != width:
-            raise ValueError(f"{self._name} holds {self._seen.hash_bytes}-byte hashes, got "
-                             f"{width}-byte hashes: a backend serves one algorithm and hash_size")
-        owner_ids = np.frombuffer(owners, dtype="<u8")
-        answers = self._seen.claim(packed, owner_ids, labels)
-        if self._store is not None:
-            self._log(packed, width, owner_ids, labels, answers)
-        return answers
-
-    def _log(self, packed: bytes, width: int, owner_ids: np.ndarray, labels: List[str],
-             answers: List[Optional[str]]) -> None:
-        """Write the entries this call stored (or a retry re-stored) to the log, before answering."""
-        mine = np.fromiter((a is None for a in answers), dtype=bool, count=len(answers))
-        if not mine.any():
-            return
-        hashes = np.frombuffer(packed, dtype=np.uint8).reshape(-1, width)[mine].tobytes()
-        self._store.append(width, hashes, owner_ids[mine].tobytes(),
-                           [label for label, m in zip(labels, mine) if m])
-        if self._store.logged_since_snapshot >= max(self._snapshot_every, len(self._seen)):
-            self.snapshot()  # bounds the log a restart replays
-
-    def snapshot(self) -> Optional[str]:
-        """Write the whole bucket as a Parquet snapshot (crash-safe); the path, or None when there
-        is no state directory or nothing held. Idempotent."""
-        if self._store is None or self._seen is None:
-            return None
-        hashes, owners, labels = self._seen.entries()
-        return self._store.snapshot(self._seen.hash_bytes, hashes, owners, labels)
-
-    def stats(self) -> Dict[str, int]:
-        """Hashes held, the seen-set's bytes, this actor process's resident memory and its pid."""
-        return {"hashes": 0 if self._seen is None else len(self._seen),
-                "nbytes": 0 if self._seen is None else self._seen.nbytes,
-                "rss": resident_bytes(), "pid": os.getpid()}
 
 
 def bucket_actor_name(backend_name: str, bucket: int, state_dir: Optional[str] = None) -> str:

@@ -1,0 +1,20 @@
+"""Argument checks shared by the configuration objects: each raises a ValueError naming the
+argument, what it must be, and what it got."""
+from __future__ import annotations
+
+from typing import Optional
+
+
+def int_in(name: str, value, low: int, high: Optional[int] = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ValueError(f"{name} must be {bound}, got {value}")
+
+
+def text(name: str, value, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string, got {value!r}")

@@ -1,0 +1,49 @@
+"""The two backends of exact dedup, as frozen configurations that validate themselves."""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+from beam_phash.checks import int_in, text
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+@dataclass(frozen=True)
+class RayBackend:
+    """Ray bucket actors hold "hash -> first claimant" (see ``ImagePhashDedup`` for each argument).
+
+    ``num_buckets`` actors, hashes routed by their own bits; ``ray_address``: None (this process's
+    Ray, or an embedded one on 127.0.0.1), ``"auto"`` or ``"host:port"``; ``backend_name``: a
+    backend that outlives the pipeline; ``state_dir``: the seen-set on disk, surviving actor
+    faults and carried to later runs; ``claim_batch`` records per round of actor calls;
+    ``max_in_flight`` concurrent actor calls per worker."""
+
+    num_buckets: int = 16
+    ray_address: Optional[str] = None
+    backend_name: Optional[str] = None
+    state_dir: Optional[str] = None
+    claim_batch: int = 1024
+    max_in_flight: int = 16
+
+    def __post_init__(self):
+        int_in("num_buckets", self.num_buckets, 1, 65536)
+        int_in("claim_batch", self.claim_batch, 1, 1_000_000)
+        int_in("max_in_flight", self.max_in_flight, 1)
+        if self.ray_address is not None:
+            text("ray_address", self.ray_address)
+        name = self.backend_name
+        if name is not None and (not isinstance(name, str) or not _NAME_RE.match(name)):
+            raise ValueError("backend_name must be 1-100 characters of letters, digits, '_', '.', '-', "
+                             f"starting with a letter or digit; got {name!r}")
+        if self.state_dir is not None:
+            text("state_dir", self.state_dir)
+            if os.path.exists(self.state_dir) and not os.path.isdir(self.state_dir):
+                raise ValueError(f"state_dir {self.state_dir!r} exists and is not a directory")
+
+
+@dataclass(frozen=True)
+class StateBackend:
+    """Beam state keeps the first claimant of each hash: no server, any runner with state."""

@@ -1,0 +1,78 @@
+"""``ExactDedup``: first seen wins among records with the same hash, through a backend."""
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any, Optional, Tuple, Union
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import StandardOptions
+
+from beam_phash import state_manifest
+from beam_phash.exact.config import RayBackend, StateBackend
+from beam_phash.exact.ray_dofns import FinishBackendDoFn, RayDedupDoFn
+from beam_phash.exact.state_backend import StateDedupDoFn, key_by_hash
+from beam_phash.exact.store import check_state_dir, prepare_state_dir
+from beam_phash.records import DUPLICATES, KEPT
+
+_REMOTE_RUNNERS = ("DataflowRunner",)
+
+
+class ExactDedup(beam.PTransform):
+    """Batches of ``Hashed`` -> (kept records, duplicates naming the keeper's id). The first
+    claimant of a hash is kept; a retried record is recognised as the keeper by its id.
+
+    ``ExactDedup(RayBackend(num_buckets=16))`` or ``ExactDedup(StateBackend())``;
+    ``algorithm`` and ``hash_size`` are those of the hashes (a Ray ``state_dir`` pins them).
+    """
+
+    def __init__(self, backend: Union[RayBackend, StateBackend] = RayBackend(), algorithm: str = "phash",
+                 hash_size: int = 16, label: Optional[str] = None):
+        super().__init__(label)
+        if not isinstance(backend, (RayBackend, StateBackend)):
+            raise ValueError(f"backend must be a RayBackend or a StateBackend, got {backend!r}")
+        self.backend = backend
+        self._algorithm = algorithm
+        self._hash_size = hash_size
+        if isinstance(backend, RayBackend) and backend.state_dir is not None:
+            check_state_dir(backend.state_dir, backend.num_buckets, algorithm, hash_size)
+            state_manifest.check_writable(backend.state_dir, create=False)
+
+    def _client(self, pipeline):
+        from beam_phash.exact import ray_cluster
+        from beam_phash.exact.ray_client import RayDedupBackend
+
+        b = self.backend
+        runner = str(pipeline.options.view_as(StandardOptions).runner or "")
+        if b.ray_address is None and any(r in runner for r in _REMOTE_RUNNERS):
+            raise ValueError(f"backend='ray' on {runner} needs ray_address= of a cluster the workers "
+                             "can reach (or use backend='state')")
+        address = ray_cluster.resolve_address(b.ray_address)
+        name = b.backend_name or f"run-{uuid.uuid4().hex[:16]}"
+        state_dir = None
+        if b.state_dir is not None:
+            state_dir = os.path.abspath(b.state_dir)
+            prepare_state_dir(state_dir, b.num_buckets, self._algorithm, self._hash_size)
+        client = RayDedupBackend(address, name, b.num_buckets, b.max_in_flight, state_dir)
+        if b.ray_address is None:
+            client.start_buckets()  # the launcher is connected to this Ray: start them early
+        return client
+
+    def expand(self, hashed):
+        b = self.backend
+        if isinstance(b, RayBackend):
+            client = self._client(hashed.pipeline)
+            deduped = hashed | "DedupWithRay" >> beam.ParDo(
+                RayDedupDoFn(client, b.claim_batch)).with_outputs(DUPLICATES, main=KEPT)
+            if b.backend_name is None or b.state_dir is not None:
+                # Barrier: the count exists only once every record went through the backend.
+                _ = ((deduped[KEPT], deduped[DUPLICATES])
+                     | "AllDeduped" >> beam.Flatten()
+                     | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
+                     | "CountDeduped" >> beam.combiners.Count.Globally()
+                     | "FinishBackend" >> beam.ParDo(FinishBackendDoFn(client, release=b.backend_name is None)))
+        else:
+            deduped = (hashed
+                       | "KeyByHash" >> beam.FlatMap(key_by_hash).with_output_types(Tuple[bytes, Any])
+                       | "DedupWithState" >> beam.ParDo(StateDedupDoFn()).with_outputs(DUPLICATES, main=KEPT))
+        return deduped[KEPT], deduped[DUPLICATES]

@@ -1,0 +1,38 @@
+"""Near-duplicate dedup's configuration, frozen and validated on construction."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional, Union
+
+from beam_phash.checks import int_in, text
+from beam_phash.near.policy import check_keep
+
+
+@dataclass(frozen=True)
+class NearConfig:
+    """See ``ImagePhashDedup`` for each argument. ``max_distance``: k >= 0 bits, or ``"auto"``
+    (the measured threshold for the hashes' algorithm and size, resolved by ``NearDedup``);
+    its upper bound, the bit count, is checked there too."""
+
+    max_distance: Union[int, str] = "auto"
+    keep: str = "largest"
+    partitions: int = 16
+    band_partition_bits: int = 0
+    search_partitions: int = 4
+    expected_count: Optional[int] = None
+    state_dir: Optional[str] = None
+
+    def __post_init__(self):
+        if self.max_distance != "auto":
+            int_in("max_distance", self.max_distance, 0)
+        check_keep(self.keep)
+        int_in("partitions", self.partitions, 1, 1 << 20)
+        int_in("band_partition_bits", self.band_partition_bits, 0, 16)
+        int_in("search_partitions", self.search_partitions, 1, 4096)
+        if self.expected_count is not None:
+            int_in("expected_count", self.expected_count, 1)
+        if self.state_dir is not None:
+            text("state_dir", self.state_dir)
+            if os.path.exists(self.state_dir) and not os.path.isdir(self.state_dir):
+                raise ValueError(f"state_dir {self.state_dir!r} exists and is not a directory")
