@@ -58,7 +58,7 @@ WRITTEN = (KEY, SHARD, MEMBERS, IMAGE_MEMBER)
 #: Fields the reader sets; sidecar columns of these names are not joined.
 OWN_FIELDS = (KEY, SHARD, IMAGE, IMAGE_MEMBER, MEMBERS, MEMBER_BYTES)
 
-READ_BUFFER = 1 << 20
+READ_BUFFER = 1 << 16  # tarfile copies its buffer on every read: larger is slower
 STATUS_COLUMN = "status"
 ERROR_MESSAGE_COLUMN = "error_message"
 

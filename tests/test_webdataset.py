@@ -116,11 +116,15 @@ def bad_shards(tmp_path):
     return src, good, failures
 
 
-def test_bad_input_is_failed_records_naming_shard_and_sample(tmp_path, bad_shards):
+MULTI = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+
+
+@pytest.mark.parametrize("extra", [[], MULTI], ids=["in-process", "multi-process"])
+def test_bad_input_is_failed_records_naming_shard_and_sample(tmp_path, bad_shards, extra):
     src, good, failures = bad_shards
     out, shards = tmp_path / "out", tmp_path / "new"
     argv = ["--input", str(src), "--input-format", "webdataset", "--output", str(out), *STATE,
-            "--write-shards", str(shards), "--shard-size", "0.3"]
+            "--write-shards", str(shards), "--shard-size", "0.3", *extra]
     assert dedup_images.main(argv) == 0
     kept, dups, failed = read(out, "kept"), read(out, "duplicates"), read(out, "failed")
     by_key = {}
@@ -354,13 +358,17 @@ def _served_name(base):
     return lambda r: r["url"][len(base) + 1:]
 
 
-def test_img2dataset_shards_give_the_files_result_and_shards_round_trip(downloads, files_run, tmp_path):
+@pytest.mark.parametrize("backend", ["state", pytest.param("ray", marks=pytest.mark.ray)])
+def test_img2dataset_shards_give_the_files_result_and_shards_round_trip(downloads, files_run, tmp_path,
+                                                                       backend, request):
+    if backend == "ray":
+        request.getfixturevalue("ray_cluster")
     root, base, outputs = downloads
     shards = outputs["webdataset"]
     assert len(glob.glob(f"{shards}/*.tar")) >= 3 and glob.glob(f"{shards}/*.parquet")
     out, new = tmp_path / "out", tmp_path / "new"
-    argv = ["--input", str(shards), "--input-format", "webdataset", "--output", str(out), *STATE,
-            "--write-shards", str(new), "--shard-size", "0.5"]
+    argv = ["--input", str(shards), "--input-format", "webdataset", "--output", str(out), "--backend", backend,
+            "--num-buckets", "3", "--write-shards", str(new), "--shard-size", "0.5"]
     assert dedup_images.main(argv) == 0
     result = outcome(out, _served_name(base))
     assert result["groups"] == files_run["groups"]
