@@ -132,7 +132,11 @@ class SampleStream:
 
     def __iter__(self) -> Iterator[_Sample]:
         tar = self._tar
-        for info in tar:
+        while True:
+            info = tar.next()
+            if info is None:
+                break
+            tar.members = []  # tarfile keeps every TarInfo it read: not ours
             if not info.isfile():
                 continue  # directories, links: not sample data
             key, suffix = split_name(info.name)
@@ -149,6 +153,15 @@ class SampleStream:
         if self.pending is not None:
             done, self.pending = self.pending, None
             yield done
+
+
+def check_end_marker(f, offset: int) -> None:
+    """``tarfile`` ends quietly at a header that is cut short or garbled: a tar that stops
+    anywhere but at its end-of-archive marker (a zero block) is damaged, and raises EOFError."""
+    f.seek(offset)
+    block = f.read(tarfile.BLOCKSIZE)
+    if len(block) < tarfile.BLOCKSIZE or block.count(0) != tarfile.BLOCKSIZE:
+        raise EOFError(f"no end-of-archive marker at byte {offset}: the data stops or is damaged there")
 
 
 class ReadShardDoFn(beam.DoFn):
@@ -212,8 +225,13 @@ class ReadShardDoFn(beam.DoFn):
         stream = None
         try:
             with _open(shard) as f:
+                plain = shard.endswith(".tar") and f.seekable()
                 try:
-                    tar = tarfile.open(fileobj=f, mode="r|*", bufsize=READ_BUFFER)
+                    # A plain tar on a seekable file: read in order with tarfile's file mode, which
+                    # reads each member's bytes straight from the file. Otherwise (compressed) the
+                    # stream mode, which decompresses as it goes.
+                    tar = (tarfile.open(fileobj=f, mode="r:") if plain
+                           else tarfile.open(fileobj=f, mode="r|*", bufsize=READ_BUFFER))
                 except (tarfile.TarError, EOFError, OSError, ValueError) as e:
                     yield self._failure(shard, f"{shard}#unreadable", f"not a tar archive ({e})")
                     tar = None
@@ -223,6 +241,8 @@ class ReadShardDoFn(beam.DoFn):
                         last = sample.key
                         failure = self._check_key(shard, sample, seen, repeated)
                         yield failure if failure is not None else self._record(shard, sample, sidecar)
+                    if plain:
+                        check_end_marker(f, tar.offset)
         except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as e:
             pending = stream.pending if stream is not None else None
             if pending is not None:
@@ -258,26 +278,89 @@ class ReadShardDoFn(beam.DoFn):
         return None
 
 
+class _Unusual(Exception):
+    """A header the quick scan does not handle (PAX, GNU long names, sparse, base-256 sizes)."""
+
+
+_REGULAR = (b"0", b"\0", b"7")
+_NO_DATA = (b"1", b"2", b"3", b"4", b"5", b"6")
+
+
+def _nts(field: bytes) -> str:
+    end = field.find(b"\0")
+    return (field if end < 0 else field[:end]).decode("utf-8", "surrogateescape")
+
+
+def _scan_names(f) -> Iterator[str]:
+    """Names of the regular members of a plain ustar/GNU tar, from its headers alone (seeking over
+    the data): the same names ``tarfile`` gives, an order of magnitude faster, which matters as
+    :class:`FindRepeatedKeys` reads every header once more. Raises :class:`_Unusual` on a header
+    it does not handle; stops at the end marker or where the data breaks."""
+    offset = 0
+    while True:
+        f.seek(offset)
+        header = f.read(tarfile.BLOCKSIZE)
+        if len(header) < tarfile.BLOCKSIZE or header.count(0) == tarfile.BLOCKSIZE:
+            return
+        if sum(header) - sum(header[148:156]) + 8 * 32 != int(_nts(header[148:156]).strip() or "-1", 8):
+            raise _Unusual("checksum")
+        kind = header[156:157]
+        if header[124] & 0x80:
+            raise _Unusual("base-256 size")
+        size = int(_nts(header[124:136]).strip() or "0", 8)
+        name = _nts(header[0:100])
+        prefix = _nts(header[345:500])
+        if prefix:
+            name = prefix + "/" + name
+        if kind in _REGULAR:
+            if not (kind == b"\0" and name.endswith("/")):  # V7 directories
+                yield name
+            offset += tarfile.BLOCKSIZE + -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+        elif kind in _NO_DATA:
+            offset += tarfile.BLOCKSIZE
+        else:
+            raise _Unusual(f"type {kind!r}")
+
+
+def _tarfile_names(f) -> Iterator[str]:
+    with tarfile.open(fileobj=f, mode="r:*") as tar:
+        while True:
+            info = tar.next()
+            if info is None:
+                return
+            tar.members = []  # do not accumulate TarInfo objects
+            if info.isfile():
+                yield info.name
+
+
 def list_keys(shard: str) -> Iterator[Tuple[str, Tuple[str, int]]]:
     """``(key, (shard, ordinal))`` for every sample of a shard, from the member headers: a
-    seekable file is read at its headers only (``tarfile`` skips the data by seeking). Stops
-    quietly where the shard breaks; the read itself reports that."""
+    seekable file is read at its headers only. Plain tars are scanned directly, others (PAX
+    headers, GNU long names, compressed) with ``tarfile``. Stops quietly where the shard breaks;
+    the read itself reports that."""
+    def keys(names):
+        last, ordinal = None, 0
+        for name in names:
+            key, _ = split_name(name)
+            if key != last:
+                yield key, (shard, ordinal)
+                ordinal += 1
+                last = key
+
     try:
-        with _open(shard) as f, tarfile.open(fileobj=f, mode="r:*") as tar:
-            last, ordinal = None, 0
-            while True:
-                info = tar.next()
-                if info is None:
-                    break
-                tar.members = []  # do not accumulate TarInfo objects
-                if not info.isfile():
-                    continue
-                key, _ = split_name(info.name)
-                if key != last:
-                    yield key, (shard, ordinal)
-                    ordinal += 1
-                    last = key
+        with _open(shard) as f:
+            found = list(keys(_scan_names(f)))
+    except _Unusual:
+        found = None
     except Exception:  # noqa: BLE001 - damaged shards are reported by ReadShardDoFn
+        return
+    if found is not None:
+        yield from found
+        return
+    try:
+        with _open(shard) as f:
+            yield from keys(_tarfile_names(f))
+    except Exception:  # noqa: BLE001 - as above
         return
 
 

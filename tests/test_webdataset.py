@@ -75,9 +75,9 @@ def jpeg(image, **kwargs) -> bytes:
 
 @pytest.fixture()
 def bad_shards(tmp_path):
-    """Four shards: a (good samples, one without image, one with only an unknown suffix, one with
+    """Five shards: a (good samples, one without image, one with only an unknown suffix, one with
     an unknown extra member), b (repeats a key of a), c (cut inside its third sample), d (not a
-    tar). Returns (dir, {key: members} of the samples that must be read, expected failures)."""
+    tar), e (cut between two samples). Returns (dir, {key: members} of the samples that must be read, expected failures)."""
     src = tmp_path / "shards"
     src.mkdir()
     photo = {p.name: p.read_bytes() for p in PHOTOS}
@@ -101,8 +101,15 @@ def bad_shards(tmp_path):
         u2 = t.getmember("u2.jpg")
     (src / "c.tar").write_bytes(full[: u2.offset_data + u2.size // 2])
     (src / "d.tar").write_bytes(b"this is not a tar archive at all" * 40)
+    # Cut exactly between two members: tarfile alone would take that for the end of the archive.
+    e_full = [("v0.jpg", photo["coffee.png"]), ("v1.jpg", photo["sunset.jpg"])]
+    write_tar(tmp_path / "e_full.tar", e_full)
+    with tarfile.open(tmp_path / "e_full.tar") as t:
+        v1 = t.getmember("v1.jpg")
+    (src / "e.tar").write_bytes((tmp_path / "e_full.tar").read_bytes()[: v1.offset])
     good = {**samples_of(dict(a)), **{k: v for k, v in samples_of(dict(b)).items() if k != "s0"},
-            **{k: v for k, v in samples_of(dict(c_full)).items() if k in ("u0", "u1")}}
+            **{k: v for k, v in samples_of(dict(c_full)).items() if k in ("u0", "u1")},
+            "v0": samples_of(dict(e_full))["v0"]}
     for k in ("s2", "s3"):
         del good[k]
     failures = {  # key -> words its error must hold
@@ -112,6 +119,7 @@ def bad_shards(tmp_path):
         "u2": ["c.tar", "sample u2", "breaks inside it"],
         f"{src}/c.tar#truncated": ["c.tar", "after sample u2"],
         f"{src}/d.tar#unreadable": ["d.tar", "not a tar"],
+        f"{src}/e.tar#truncated": ["e.tar", "after sample v0", "no end-of-archive marker"],
     }
     return src, good, failures
 
@@ -401,3 +409,30 @@ def test_img2dataset_parquet_as_it_is_gives_the_files_result(downloads, files_ru
     dead = [r for r in read(out, "failed") if r["url"].endswith(DEAD)]
     assert len(dead) == 2 and all(r["error"].startswith("status failed_to_download: ") for r in dead)
     assert all(r["jpg"] is None and r["image_phash"] is None for r in dead)
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT],
+                         ids=["ustar", "gnu", "pax"])
+def test_key_listing_agrees_with_tarfile(tmp_path, fmt):
+    """The repeated-key pre-pass scans plain headers itself (and falls back to tarfile for PAX
+    and GNU long names): its keys must be the ones the reader sees."""
+    from pipelines.webdataset_read import list_keys
+
+    path = tmp_path / "s.tar"
+    with tarfile.open(path, "w", format=fmt) as tar:
+        for name, data in [("a/" + "d" * 120 + "/k1.jpg", b"x" * 700), ("a/" + "d" * 120 + "/k1.txt", b""),
+                           ("dir", None), ("k2.jpg", b"y" * 512), ("lnk", "k2.jpg"), ("ü/k3.json", b"{}"),
+                           ("k2.txt", b"again, not consecutive")]:
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type = tarfile.DIRTYPE
+            elif isinstance(data, str):
+                info.type, info.linkname = tarfile.SYMTYPE, data
+            else:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if isinstance(data, bytes) else None)
+    with tarfile.open(path) as tar:
+        keys = [split_name(m.name)[0] for m in tar if m.isfile()]
+    expected = [k for i, k in enumerate(keys) if i == 0 or k != keys[i - 1]]
+    assert [k for k, _ in list_keys(str(path))] == expected
+    assert expected == ["a/" + "d" * 120 + "/k1", "k2", "ü/k3", "k2"]
