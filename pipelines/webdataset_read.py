@@ -1,7 +1,7 @@
 """Reading WebDataset shards (``00000.tar`` ...) as one dict record per sample.
 
-A shard is read as a stream (``tarfile`` mode ``r|*``, through ``FileSystems.open``): one member
-at a time, never the whole shard in memory, nothing extracted to disk. Members are grouped into
+A shard is read as a stream through ``FileSystems.open``, one member at a time
+(:mod:`pipelines.tar_members`): never the whole shard in memory, nothing extracted to disk. Members are grouped into
 samples the WebDataset way: the key is the member path up to the first dot of its basename
 (``a/b/000012.seg.png`` -> key ``a/b/000012``, member suffix ``seg.png``), and consecutive
 members with the same key form one sample.
@@ -44,6 +44,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from beam_phash.records import ERROR_FIELD, FAILED
+from pipelines.tar_members import MemberCutShort, plain_members, stream_members
 
 DEFAULT_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 
@@ -58,7 +59,6 @@ WRITTEN = (KEY, SHARD, MEMBERS, IMAGE_MEMBER)
 #: Fields the reader sets; sidecar columns of these names are not joined.
 OWN_FIELDS = (KEY, SHARD, IMAGE, IMAGE_MEMBER, MEMBERS, MEMBER_BYTES)
 
-READ_BUFFER = 1 << 16  # tarfile copies its buffer on every read: larger is slower
 STATUS_COLUMN = "status"
 ERROR_MESSAGE_COLUMN = "error_message"
 
@@ -122,46 +122,57 @@ class _Sample:
 
 
 class SampleStream:
-    """Samples of an open tar stream, in order. ``pending`` is the sample being assembled: when
-    the stream breaks (``tarfile.TarError``, ``EOFError``, ``OSError``), it is the sample the
-    break cut into (perhaps complete, perhaps not), and every sample yielded before is complete."""
+    """Samples of a shard's ``(name, bytes)`` members, in order. ``pending`` is the sample being
+    assembled: when the members break off (``tarfile.TarError``, ``EOFError``, ``OSError``), it
+    is the sample the break cut into (perhaps complete, perhaps not), and every sample yielded
+    before is complete. ``started``: whether any member was read."""
 
-    def __init__(self, tar: tarfile.TarFile):
-        self._tar = tar
+    def __init__(self, members: Iterator[Tuple[str, bytes]]):
+        self._members = members
         self.pending: Optional[_Sample] = None
+        self.started = False
 
     def __iter__(self) -> Iterator[_Sample]:
-        tar = self._tar
+        members = iter(self._members)
         while True:
-            info = tar.next()
-            if info is None:
+            try:
+                name, data = next(members)
+            except StopIteration:
                 break
-            tar.members = []  # tarfile keeps every TarInfo it read: not ours
-            if not info.isfile():
-                continue  # directories, links: not sample data
-            key, suffix = split_name(info.name)
+            except MemberCutShort as e:
+                # The break is inside a member: its sample is the broken one.
+                key, _ = split_name(e.name)
+                if self.pending is not None and key != self.pending.key:
+                    done, self.pending = self.pending, _Sample(key)
+                    yield done
+                elif self.pending is None:
+                    self.pending = _Sample(key)
+                raise
+            except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error):
+                # At a header: the members read so far are whole, the rest is lost.
+                if self.pending is not None:
+                    done, self.pending = self.pending, None
+                    yield done
+                raise
+            self.started = True
+            key, suffix = split_name(name)
             if self.pending is not None and key != self.pending.key:
                 done, self.pending = self.pending, None
                 yield done
             if self.pending is None:
                 self.pending = _Sample(key)
-            extracted = tar.extractfile(info)
-            data = extracted.read() if extracted is not None else b""
-            if len(data) != info.size:
-                raise EOFError(f"member {info.name} is cut short ({len(data)} of {info.size} bytes)")
             self.pending.add(suffix, data)
         if self.pending is not None:
             done, self.pending = self.pending, None
             yield done
 
 
-def check_end_marker(f, offset: int) -> None:
-    """``tarfile`` ends quietly at a header that is cut short or garbled: a tar that stops
-    anywhere but at its end-of-archive marker (a zero block) is damaged, and raises EOFError."""
-    f.seek(offset)
-    block = f.read(tarfile.BLOCKSIZE)
-    if len(block) < tarfile.BLOCKSIZE or block.count(0) != tarfile.BLOCKSIZE:
-        raise EOFError(f"no end-of-archive marker at byte {offset}: the data stops or is damaged there")
+def open_members(f, shard: str, read_data: bool = True) -> Iterator[Tuple[str, bytes]]:
+    """A shard's members: a plain ``.tar`` on a seekable file is parsed directly, anything else
+    (compressed) read by tarfile as a stream."""
+    if shard.endswith(".tar") and f.seekable():
+        return plain_members(f, read_data)
+    return stream_members(f)
 
 
 class ReadShardDoFn(beam.DoFn):
@@ -225,35 +236,18 @@ class ReadShardDoFn(beam.DoFn):
         stream = None
         try:
             with _open(shard) as f:
-                plain = shard.endswith(".tar") and f.seekable()
-                try:
-                    # A plain tar on a seekable file: read in order with tarfile's file mode, which
-                    # reads each member's bytes straight from the file. Otherwise (compressed) the
-                    # stream mode, which decompresses as it goes.
-                    tar = (tarfile.open(fileobj=f, mode="r:") if plain
-                           else tarfile.open(fileobj=f, mode="r|*", bufsize=READ_BUFFER))
-                except (tarfile.TarError, EOFError, OSError, ValueError) as e:
-                    yield self._failure(shard, f"{shard}#unreadable", f"not a tar archive ({e})")
-                    tar = None
-                if tar is not None:
-                    stream = SampleStream(tar)
-                    for sample in stream:
-                        last = sample.key
-                        failure = self._check_key(shard, sample, seen, repeated)
-                        yield failure if failure is not None else self._record(shard, sample, sidecar)
-                    if plain:
-                        check_end_marker(f, tar.offset)
+                stream = SampleStream(open_members(f, shard))
+                for sample in stream:
+                    last = sample.key
+                    failure = self._check_key(shard, sample, seen, repeated)
+                    yield failure if failure is not None else self._record(shard, sample, sidecar)
+        except tarfile.ReadError as e:
+            if stream is None or not stream.started:
+                yield self._failure(shard, f"{shard}#unreadable", f"not a tar archive ({e})")
+            else:
+                yield from self._broken(shard, stream, last, seen, repeated, e)
         except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as e:
-            pending = stream.pending if stream is not None else None
-            if pending is not None:
-                repeated_key = self._check_key(shard, pending, seen, repeated)
-                yield repeated_key if repeated_key is not None else self._failure(
-                    shard, pending.key, f"sample {pending.key}: the shard breaks inside it "
-                    f"({type(e).__name__}: {e})", sample=pending)
-                last = pending.key
-            where = f"after sample {last}" if last is not None else "before its first sample"
-            yield self._failure(shard, f"{shard}#truncated", f"truncated or damaged {where}, the rest of the "
-                                f"shard is lost ({type(e).__name__}: {e})")
+            yield from self._broken(shard, stream, last, seen, repeated, e)
         if sidecar is not None:
             for key, row in sidecar.items():
                 if key in seen or repeated.get((shard, key)) not in (None, shard):
@@ -264,6 +258,20 @@ class ReadShardDoFn(beam.DoFn):
                 else:
                     reason = f"sample {key} is listed in {sidecar_path(shard)} but not in the shard"
                 yield self._failure(shard, key, reason, row)
+
+    def _broken(self, shard: str, stream: Optional[SampleStream], last: Optional[str], seen: set,
+                repeated, e: Exception) -> Iterable:
+        """The sample a break cut into, and ``SHARD#truncated`` for the unknown rest."""
+        pending = stream.pending if stream is not None else None
+        if pending is not None:
+            repeated_key = self._check_key(shard, pending, seen, repeated)
+            yield repeated_key if repeated_key is not None else self._failure(
+                shard, pending.key, f"sample {pending.key}: the shard breaks inside it "
+                f"({type(e).__name__}: {e})", sample=pending)
+            last = pending.key
+        where = f"after sample {last}" if last is not None else "before its first sample"
+        yield self._failure(shard, f"{shard}#truncated", f"truncated or damaged {where}, the rest of the "
+                            f"shard is lost ({type(e).__name__}: {e})")
 
     def _check_key(self, shard: str, sample: _Sample, seen: set, repeated) -> Optional[beam.pvalue.TaggedOutput]:
         """None for a key's first occurrence (and records it in ``seen``), else the failure."""
@@ -278,89 +286,20 @@ class ReadShardDoFn(beam.DoFn):
         return None
 
 
-class _Unusual(Exception):
-    """A header the quick scan does not handle (PAX, GNU long names, sparse, base-256 sizes)."""
-
-
-_REGULAR = (b"0", b"\0", b"7")
-_NO_DATA = (b"1", b"2", b"3", b"4", b"5", b"6")
-
-
-def _nts(field: bytes) -> str:
-    end = field.find(b"\0")
-    return (field if end < 0 else field[:end]).decode("utf-8", "surrogateescape")
-
-
-def _scan_names(f) -> Iterator[str]:
-    """Names of the regular members of a plain ustar/GNU tar, from its headers alone (seeking over
-    the data): the same names ``tarfile`` gives, an order of magnitude faster, which matters as
-    :class:`FindRepeatedKeys` reads every header once more. Raises :class:`_Unusual` on a header
-    it does not handle; stops at the end marker or where the data breaks."""
-    offset = 0
-    while True:
-        f.seek(offset)
-        header = f.read(tarfile.BLOCKSIZE)
-        if len(header) < tarfile.BLOCKSIZE or header.count(0) == tarfile.BLOCKSIZE:
-            return
-        if sum(header) - sum(header[148:156]) + 8 * 32 != int(_nts(header[148:156]).strip() or "-1", 8):
-            raise _Unusual("checksum")
-        kind = header[156:157]
-        if header[124] & 0x80:
-            raise _Unusual("base-256 size")
-        size = int(_nts(header[124:136]).strip() or "0", 8)
-        name = _nts(header[0:100])
-        prefix = _nts(header[345:500])
-        if prefix:
-            name = prefix + "/" + name
-        if kind in _REGULAR:
-            if not (kind == b"\0" and name.endswith("/")):  # V7 directories
-                yield name
-            offset += tarfile.BLOCKSIZE + -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
-        elif kind in _NO_DATA:
-            offset += tarfile.BLOCKSIZE
-        else:
-            raise _Unusual(f"type {kind!r}")
-
-
-def _tarfile_names(f) -> Iterator[str]:
-    with tarfile.open(fileobj=f, mode="r:*") as tar:
-        while True:
-            info = tar.next()
-            if info is None:
-                return
-            tar.members = []  # do not accumulate TarInfo objects
-            if info.isfile():
-                yield info.name
-
-
 def list_keys(shard: str) -> Iterator[Tuple[str, Tuple[str, int]]]:
-    """``(key, (shard, ordinal))`` for every sample of a shard, from the member headers: a
-    seekable file is read at its headers only. Plain tars are scanned directly, others (PAX
-    headers, GNU long names, compressed) with ``tarfile``. Stops quietly where the shard breaks;
+    """``(key, (shard, ordinal))`` for every sample of a shard, from the member headers (a plain
+    tar is read at its headers only, the data sought over). Stops quietly where the shard breaks;
     the read itself reports that."""
-    def keys(names):
-        last, ordinal = None, 0
-        for name in names:
-            key, _ = split_name(name)
-            if key != last:
-                yield key, (shard, ordinal)
-                ordinal += 1
-                last = key
-
     try:
         with _open(shard) as f:
-            found = list(keys(_scan_names(f)))
-    except _Unusual:
-        found = None
+            last, ordinal = None, 0
+            for name, _ in open_members(f, shard, read_data=False):
+                key, _ = split_name(name)
+                if key != last:
+                    yield key, (shard, ordinal)
+                    ordinal += 1
+                    last = key
     except Exception:  # noqa: BLE001 - damaged shards are reported by ReadShardDoFn
-        return
-    if found is not None:
-        yield from found
-        return
-    try:
-        with _open(shard) as f:
-            yield from keys(_tarfile_names(f))
-    except Exception:  # noqa: BLE001 - as above
         return
 
 

@@ -436,3 +436,38 @@ def test_key_listing_agrees_with_tarfile(tmp_path, fmt):
     expected = [k for i, k in enumerate(keys) if i == 0 or k != keys[i - 1]]
     assert [k for k, _ in list_keys(str(path))] == expected
     assert expected == ["a/" + "d" * 120 + "/k1", "k2", "ü/k3", "k2"]
+
+
+@pytest.mark.parametrize("layout", ["pax-long-names", "gzip", "gzip-cut"])
+def test_reader_handles_pax_and_compressed_shards(tmp_path, layout):
+    """Plain headers are parsed directly; PAX headers (long, non-ASCII names) are left to tarfile
+    from where they start, compressed shards are streamed by tarfile; all give the same samples."""
+    from pipelines.webdataset_read import ReadShardDoFn
+
+    photo = PHOTOS[0].read_bytes()
+    members = [("k0.jpg", photo), ("k0.txt", b"zero"),
+               ("d/" + "ü" * 80 + "/k1.jpg", photo[:5000]), ("d/" + "ü" * 80 + "/k1.json", b"{}"),
+               ("k2.jpg", photo[:3000])]
+    name = "s.tar" if layout.startswith("pax") else "s.tar.gz"
+    path = tmp_path / name
+    with tarfile.open(path, "w:gz" if name.endswith(".gz") else "w", format=tarfile.PAX_FORMAT) as tar:
+        for n, data in members:
+            info = tarfile.TarInfo(n)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    if layout == "gzip-cut":
+        path.write_bytes(path.read_bytes()[:-2000])
+    out = list(ReadShardDoFn(("jpg",)).process(str(path)))
+    records = [o for o in out if isinstance(o, dict)]
+    failed = [o.value for o in out if not isinstance(o, dict)]
+    expected = samples_of(dict(members))
+    if layout == "gzip-cut":  # the samples before the break, the broken one, then the rest
+        keys = [r["key"] for r in records]
+        assert keys == list(expected)[: len(keys)] and len(keys) < len(expected)
+        assert [f["key"] for f in failed] == [list(expected)[len(keys)], f"{path}#truncated"]
+        assert "breaks inside it" in failed[0]["error"] and "truncated or damaged" in failed[1]["error"]
+        return
+    assert not failed
+    assert [r["key"] for r in records] == list(expected)
+    for r in records:
+        assert {r["image_member"]: r["image"], **r["member_bytes"]} == expected[r["key"]]
