@@ -13,7 +13,8 @@ Writes are safe under bundle retries, the way Beam's file sinks are:
    the target size: a part that is a shard alone is renamed to ``{:05d}.tar``; smaller parts are
    concatenated (their members, then one end-of-archive marker). Then the temporary directory,
    with any part of a failed attempt, is deleted. Names are dense: ``00000.tar`` to ``N-1``.
-   The finalize step is idempotent: a shard already in place whose parts are gone is skipped.
+   The finalize step is idempotent: a shard already in place whose parts are (partly) gone is
+   skipped; one whose parts are all there is made again, identically.
 
 ``DIR/kept_keys/*.parquet`` (one column, ``key``) lists every kept sample, for users who filter
 shards themselves (``webdataset``'s ``.select``); it is written with ``WriteToParquet``.
@@ -196,8 +197,8 @@ class FinalizeShardsDoFn(beam.DoFn):
         for index, group in enumerate(plan(list(parts), self._target)):
             target = shard_name(self._out_dir, index)
             present = [p.path for p in group if FileSystems.exists(p.path)]
-            if not present and FileSystems.exists(target):
-                pass  # a retry of this step: done before
+            if len(present) < len(group) and FileSystems.exists(target):
+                pass  # a retry of this step: this shard was finished before its parts went
             elif len(group) == 1:
                 FileSystems.rename([group[0].path], [target])
             else:

@@ -471,3 +471,35 @@ def test_reader_handles_pax_and_compressed_shards(tmp_path, layout):
     assert [r["key"] for r in records] == list(expected)
     for r in records:
         assert {r["image_member"]: r["image"], **r["member_bytes"]} == expected[r["key"]]
+
+
+def test_finalize_retried_after_dying_while_cleaning_up(tmp_path, monkeypatch):
+    """The finalize step dies after publishing the shards, having deleted one part of a
+    concatenated shard: its retry must keep the shards as they were, not fail or rebuild them
+    from what is left."""
+    from pipelines import webdataset_write
+
+    tmp = tmp_path / ".tmp-run"
+    tmp.mkdir()
+    parts = []
+    for keys in (["a0"], ["b0"], ["c0", "c1"]):
+        w = _PartWriter(str(tmp), mtime=1)
+        for k in keys:
+            w.add({"key": k, "members": ["jpg"], "image_member": "jpg", "image": k.encode() * 300, "member_bytes": {}})
+        parts.append(w.close())
+    target = parts[0].members_end + parts[1].members_end  # a0 + b0 concatenated, c0 alone
+    dofn = FinalizeShardsDoFn(str(tmp_path), str(tmp), target)
+
+    def dies_half_way(directory):
+        import os
+        os.remove(parts[1].path)
+        raise RuntimeError("worker lost")
+
+    monkeypatch.setattr(webdataset_write, "remove_tree", dies_half_way)
+    with pytest.raises(RuntimeError):
+        list(dofn.process((None, parts)))
+    first = {p: open(p, "rb").read() for p in sorted(glob.glob(f"{tmp_path}/*.tar"))}
+    monkeypatch.undo()
+    assert list(dofn.process((None, parts))) == [(f"{tmp_path}/00000.tar", 2), (f"{tmp_path}/00001.tar", 2)]
+    assert {p: open(p, "rb").read() for p in sorted(glob.glob(f"{tmp_path}/*.tar"))} == first
+    assert list(tar_members(tmp_path / "00000.tar")) == ["a0.jpg", "b0.jpg"] and not tmp.exists()
