@@ -189,7 +189,8 @@ def _resolve_shards(spec: InputSpec, paths: List[str], image_exts: Tuple[str, ..
         taken = set(wds.OWN_FIELDS) | set(reserved)
         for f in schema.remove_metadata():
             if f.name not in taken:
-                fields.append(f)
+                # A column that is all null in the first shard may hold strings in the next ones.
+                fields.append(f.with_type(pa.string()) if pa.types.is_null(f.type) else f)
                 spec.sidecar_columns += (f.name,)
     spec.schema = pa.schema(fields)
     spec.columns = [f.name for f in fields]

@@ -503,3 +503,16 @@ def test_finalize_retried_after_dying_while_cleaning_up(tmp_path, monkeypatch):
     assert list(dofn.process((None, parts))) == [(f"{tmp_path}/00000.tar", 2), (f"{tmp_path}/00001.tar", 2)]
     assert {p: open(p, "rb").read() for p in sorted(glob.glob(f"{tmp_path}/*.tar"))} == first
     assert list(tar_members(tmp_path / "00000.tar")) == ["a0.jpg", "b0.jpg"] and not tmp.exists()
+
+
+def test_sidecar_column_null_in_the_first_shard(tmp_path):
+    src = tmp_path / "shards"
+    src.mkdir()
+    photo = {p.name: p.read_bytes() for p in PHOTOS}
+    for i, (name, note) in enumerate([("pool.jpg", None), ("snow.jpg", "a note")]):
+        write_tar(src / f"{i:05d}.tar", [(f"k{i}.jpg", photo[name])])
+        pq.write_table(pa.Table.from_pylist([{"key": f"k{i}", "note": note}]), src / f"{i:05d}.parquet")
+    assert pa.types.is_null(pq.read_schema(src / "00000.parquet").field("note").type)
+    out = tmp_path / "out"
+    assert dedup_images.main(["--input", str(src), "--input-format", "webdataset", "--output", str(out), *STATE]) == 0
+    assert {r["key"]: r["note"] for r in read(out, "kept")} == {"k0": None, "k1": "a note"}
