@@ -228,7 +228,7 @@ def _count(spec: InputSpec) -> int:
     """Records an input holds: Parquet rows (from the footers), for shards an estimate from their
     size (100 KiB a sample), else matched files."""
     if spec.fmt == "webdataset":
-        return max(spec.matched, spec.total_bytes // 102400)
+        return job_inputs.estimated_samples(spec)
     return spec.rows if spec.fmt == "parquet" else spec.matched
 
 

@@ -197,6 +197,11 @@ def _resolve_shards(spec: InputSpec, paths: List[str], image_exts: Tuple[str, ..
     return spec
 
 
+def estimated_samples(spec: InputSpec) -> int:
+    """About how many samples shards hold: 100 KiB a sample (web images and their metadata)."""
+    return max(spec.matched, spec.total_bytes // 102400)
+
+
 def split_status(record: dict, status_column: str):
     """img2dataset rows: "success" rows go on to be hashed, others to ``FAILED`` with their status
     and error message as the reason."""
@@ -228,7 +233,8 @@ class ReadImageRecords(beam.PTransform):
         patterns = pbegin | "Patterns" >> beam.Create(spec.patterns)
         if spec.fmt == "webdataset":
             read = patterns | "ReadShards" >> wds.ReadShards(
-                spec.image_exts, spec.sidecar_columns, spec.join_sidecar, check_repeated_keys=spec.matched > 1)
+                spec.image_exts, spec.sidecar_columns, spec.join_sidecar, check_repeated_keys=spec.matched > 1,
+                expected_samples=estimated_samples(spec))
             return read.records, read[FAILED]
         if spec.fmt == "files":
             records = (patterns

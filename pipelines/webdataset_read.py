@@ -286,38 +286,63 @@ class ReadShardDoFn(beam.DoFn):
         return None
 
 
-def list_keys(shard: str) -> Iterator[Tuple[str, Tuple[str, int]]]:
-    """``(key, (shard, ordinal))`` for every sample of a shard, from the member headers (a plain
-    tar is read at its headers only, the data sought over). Stops quietly where the shard breaks;
-    the read itself reports that."""
+def list_keys(shard: str) -> Iterator[str]:
+    """The key of every sample of a shard, in order, from the member headers (a plain tar is
+    read at its headers only, the data sought over). Stops quietly where the shard breaks; the
+    read itself reports that."""
     try:
         with _open(shard) as f:
-            last, ordinal = None, 0
+            last = None
             for name, _ in open_members(f, shard, read_data=False):
                 key, _ = split_name(name)
                 if key != last:
-                    yield key, (shard, ordinal)
-                    ordinal += 1
+                    yield key
                     last = key
     except Exception:  # noqa: BLE001 - damaged shards are reported by ReadShardDoFn
         return
 
 
+#: Keys per bucket of the repeated-key shuffle, about: few elements, small groups.
+KEYS_PER_BUCKET = 50_000
+
+
+def keys_by_bucket(shard: str, buckets: int) -> Iterator[Tuple[int, Tuple[str, List[str]]]]:
+    """A shard's keys, as one ``(bucket, (shard, keys))`` element per bucket (``zlib.crc32`` of
+    the key, the same in every process): the shuffle moves lists, not one element per sample."""
+    by_bucket: Dict[int, List[str]] = {}
+    for key in list_keys(shard):
+        by_bucket.setdefault(zlib.crc32(key.encode("utf-8", "surrogateescape")) % buckets, []).append(key)
+    for bucket, keys in by_bucket.items():
+        yield bucket, (shard, keys)
+
+
 def _first_holders(element) -> Iterable[Tuple[Tuple[str, str], str]]:
-    key, places = element
-    shards = sorted({shard for shard, _ in places})
-    if len(shards) > 1:
-        for shard in shards[1:]:
-            yield (shard, key), shards[0]
+    """``((shard, key), first shard)`` for every key of a bucket held by more than one shard."""
+    _, lists = element
+    holders: Dict[str, List[str]] = {}
+    for shard, keys in lists:
+        for key in keys:
+            holders.setdefault(key, []).append(shard)
+    for key, shards in holders.items():
+        if len(shards) > 1:
+            shards = sorted(set(shards))
+            for shard in shards[1:]:
+                yield (shard, key), shards[0]
 
 
 class FindRepeatedKeys(beam.PTransform):
-    """Shard paths -> ``((shard, key), first shard)`` for every key held by more than one shard."""
+    """Shard paths -> ``((shard, key), first shard)`` for every key held by more than one shard.
+    ``expected_samples`` sets the number of buckets of keys shuffled."""
+
+    def __init__(self, expected_samples: int = 0):
+        super().__init__()
+        self._buckets = max(1, min(1 << 16, expected_samples // KEYS_PER_BUCKET))
 
     def expand(self, shards):
+        buckets = self._buckets
         return (shards
-                | "ListKeys" >> beam.FlatMap(list_keys)
-                | "GroupKeys" >> beam.GroupByKey()
+                | "ListKeys" >> beam.FlatMap(keys_by_bucket, buckets)
+                | "GroupBuckets" >> beam.GroupByKey()
                 | "FirstHolders" >> beam.FlatMap(_first_holders))
 
 
@@ -327,8 +352,9 @@ class ReadShards(beam.PTransform):
     one shard)."""
 
     def __init__(self, image_exts: Tuple[str, ...] = DEFAULT_IMAGE_EXTS, sidecar_columns: Tuple[str, ...] = (),
-                 join_sidecar: bool = True, check_repeated_keys: bool = True):
+                 join_sidecar: bool = True, check_repeated_keys: bool = True, expected_samples: int = 0):
         super().__init__()
+        self._expected_samples = expected_samples
         self._image_exts = image_exts
         self._sidecar_columns = sidecar_columns
         self._join_sidecar = join_sidecar
@@ -341,7 +367,7 @@ class ReadShards(beam.PTransform):
                   | "SpreadShards" >> beam.Reshuffle())
         dofn = ReadShardDoFn(self._image_exts, self._sidecar_columns, self._join_sidecar)
         if self._check_repeated_keys:
-            repeated = shards | "RepeatedKeys" >> FindRepeatedKeys()
+            repeated = shards | "RepeatedKeys" >> FindRepeatedKeys(self._expected_samples)
             return shards | "ReadShard" >> beam.ParDo(dofn, repeated=beam.pvalue.AsDict(repeated)).with_outputs(
                 FAILED, main="records")
         return shards | "ReadShard" >> beam.ParDo(dofn).with_outputs(FAILED, main="records")

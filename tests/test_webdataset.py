@@ -434,7 +434,7 @@ def test_key_listing_agrees_with_tarfile(tmp_path, fmt):
     with tarfile.open(path) as tar:
         keys = [split_name(m.name)[0] for m in tar if m.isfile()]
     expected = [k for i, k in enumerate(keys) if i == 0 or k != keys[i - 1]]
-    assert [k for k, _ in list_keys(str(path))] == expected
+    assert list(list_keys(str(path))) == expected
     assert expected == ["a/" + "d" * 120 + "/k1", "k2", "ü/k3", "k2"]
 
 
@@ -516,3 +516,22 @@ def test_sidecar_column_null_in_the_first_shard(tmp_path):
     out = tmp_path / "out"
     assert dedup_images.main(["--input", str(src), "--input-format", "webdataset", "--output", str(out), *STATE]) == 0
     assert {r["key"]: r["note"] for r in read(out, "kept")} == {"k0": None, "k1": "a note"}
+
+
+def test_repeated_keys_found_in_any_bucket(tmp_path):
+    """The key shuffle moves lists of keys per bucket: a key repeated across shards is found
+    whatever the bucket count, with the first shard by path as its holder."""
+    import apache_beam as beam
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from pipelines.webdataset_read import FindRepeatedKeys, KEYS_PER_BUCKET
+
+    for name, keys in (("a.tar", ["k0", "k1", "k2"]), ("b.tar", ["k3", "k1"]), ("c.tar", ["k1", "k2", "k4"])):
+        write_tar(tmp_path / name, [(f"{k}.jpg", b"x") for k in keys])
+    expected = [((f"{tmp_path}/b.tar", "k1"), f"{tmp_path}/a.tar"), ((f"{tmp_path}/c.tar", "k1"), f"{tmp_path}/a.tar"),
+                ((f"{tmp_path}/c.tar", "k2"), f"{tmp_path}/a.tar")]
+    for samples in (0, 7 * KEYS_PER_BUCKET):
+        with beam.Pipeline() as p:
+            found = (p | f"Shards{samples}" >> beam.Create([str(tmp_path / n) for n in ("c.tar", "a.tar", "b.tar")])
+                     | f"Find{samples}" >> FindRepeatedKeys(samples))
+            assert_that(found, equal_to(expected))
