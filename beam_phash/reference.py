@@ -66,6 +66,9 @@ class HashReferenceDoFn(beam.DoFn):
         """Each record's image bytes, or the reason it has none (a str)."""
         blobs = []
         for r in records:
+            if isinstance(r, dict) and r.get(ERROR_FIELD):  # failed while it was read: that reason
+                blobs.append(str(r[ERROR_FIELD]))
+                continue
             try:
                 blobs.append(image_bytes(r, self._image_field))
             except BadRecord as e:

@@ -1,7 +1,8 @@
-"""Deduplicate images with ImagePhashDedup, from image files or Parquet, on any Beam runner.
+"""Deduplicate images with ImagePhashDedup, from image files, Parquet or WebDataset shards, on any Beam runner.
 
     python -m pipelines.dedup_images --input DIR_OR_GLOB [--input ...] --output OUT_DIR \\
-        [--input-format files|parquet] [--image-column image] [--id-column id] \\
+        [--input-format files|parquet|webdataset] [--image-column image] [--id-column id] \\
+        [--image-ext jpg,jpeg,png,webp] [--no-shard-metadata] [--write-shards DIR [--shard-size MB]] \\
         [--hash-size 16] [--algorithm phash] [--backend ray|state] [--num-buckets 16] \\
         [--ray-address ADDR] [--state DIR] [--max-distance K [--dihedral] [--keep largest]] \
         [--hash-column COL] [--band-partition-bits B] [--search-partitions S] \
@@ -18,6 +19,7 @@ Output, in OUT_DIR:
                           of a reference), matched (input, state or reference) [+ distance]
     failed/*.parquet      the same + error (the reason)
     reference_failed/*.parquet  references that could not be hashed: id, error
+    (--write-shards DIR: the kept samples as DIR/00000.tar ..., and DIR/kept_keys/*.parquet)
     summary.json          counts, whether they add up, reference and state matches, wall time
     report.html           counts, the largest duplicate groups as thumbnails, the failures
 """
@@ -42,7 +44,10 @@ from pipelines import inputs as job_inputs
 from pipelines.inputs import ConfigError, InputSpec, ReadImageRecords, ReadReference
 from pipelines.outputs import WriteOutputs
 from pipelines.progress import ProgressDoFn
+from pipelines.read_failures import with_read_failures
 from pipelines.report import CollectReportData, write_report
+from pipelines.webdataset_read import DEFAULT_IMAGE_EXTS
+from pipelines.webdataset_write import DEFAULT_SHARD_MB, KEPT_KEYS, WriteShards
 
 SAMPLE_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sample_data")
 HASH_FIELD = "image_phash"
@@ -75,10 +80,23 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--input", action="append", default=None,
                     help="directory, glob or file; repeat for several (default: the bundled sample)")
     ap.add_argument("--input-format", default="files", choices=job_inputs.FORMATS,
-                    help="files: each file is one image; parquet: rows with an image column")
+                    help="files: each file is one image; parquet: rows with an image column; "
+                         "webdataset: tar shards (a directory means DIR/*.tar), one record per sample")
     ap.add_argument("--image-column", default="image",
-                    help="Parquet: column with the image bytes, or a struct with a 'bytes' field")
-    ap.add_argument("--id-column", default="id", help="Parquet: column with a unique record id")
+                    help="Parquet: column with the image bytes, or a struct with a 'bytes' field "
+                         "(default image, else img2dataset's jpg/png/webp)")
+    ap.add_argument("--id-column", default="id",
+                    help="Parquet: column with a unique record id (default id, else img2dataset's key)")
+    ap.add_argument("--image-ext", default=None, metavar="EXTS",
+                    help="WebDataset: the image member is the first of these suffixes a sample has "
+                         f"(default {','.join(DEFAULT_IMAGE_EXTS)})")
+    ap.add_argument("--no-shard-metadata", action="store_true",
+                    help="WebDataset: do not join the sidecar Parquet (00000.parquet beside 00000.tar)")
+    ap.add_argument("--write-shards", default=None, metavar="DIR",
+                    help="WebDataset: write the kept samples, byte-identical, as new shards "
+                         "DIR/00000.tar ... and their keys as DIR/kept_keys/*.parquet")
+    ap.add_argument("--shard-size", type=float, default=DEFAULT_SHARD_MB, metavar="MB",
+                    help=f"--write-shards: target shard size in MiB (default {DEFAULT_SHARD_MB:g})")
     ap.add_argument("--output", default="out/dedup", help="output directory (default: out/dedup)")
     ap.add_argument("--hash-size", type=int, default=16)
     ap.add_argument("--algorithm", default="phash", choices=beam_phash.ALGORITHMS)
@@ -164,14 +182,16 @@ def clear_outputs(output: str) -> None:
 
 
 def build(p, spec: InputSpec, output: str, dedup: ImagePhashDedup, report: bool = True,
-          reference: Optional[InputSpec] = None) -> None:
-    records = (p
-               | "Read" >> ReadImageRecords(spec)
-               | "Progress" >> beam.ParDo(ProgressDoFn()))
+          reference: Optional[InputSpec] = None, write_shards: Optional[str] = None,
+          shard_mb: float = DEFAULT_SHARD_MB) -> None:
+    read, read_failed = p | "Read" >> ReadImageRecords(spec)
+    records = read | "Progress" >> beam.ParDo(ProgressDoFn())
     if reference is not None:
         references = p | "ReadReference" >> ReadReference(reference, spec.id_column, spec.image_column)
         dedup = dedup.with_reference(references, hash_column=reference.hash_column)
-    outputs = records | "Dedup" >> dedup.with_outputs()
+    outputs = with_read_failures(records | "Dedup" >> dedup.with_outputs(), read_failed, dedup.hash_field)
+    if write_shards is not None:
+        _ = outputs.kept | "WriteShards" >> WriteShards(write_shards, shard_mb)
     _ = outputs | "Write" >> WriteOutputs(spec, output, dedup.hash_field,
                                           dedup.near_duplicates or reference is not None,
                                           reference=reference is not None,
@@ -205,20 +225,58 @@ def counts_of(result) -> dict:
 
 
 def _count(spec: InputSpec) -> int:
-    """Records an input holds: Parquet rows (from the footers), else matched files."""
+    """Records an input holds: Parquet rows (from the footers), for shards an estimate from their
+    size (100 KiB a sample), else matched files."""
+    if spec.fmt == "webdataset":
+        return job_inputs.estimated_samples(spec)
     return spec.rows if spec.fmt == "parquet" else spec.matched
+
+
+def check_write_shards(args, spec: InputSpec) -> None:
+    if args.write_shards is None:
+        if args.shard_size != DEFAULT_SHARD_MB:
+            raise ConfigError("--shard-size applies with --write-shards")
+        return
+    if spec.fmt != "webdataset":
+        raise ConfigError("--write-shards applies to --input-format webdataset")
+    if not args.shard_size > 0:
+        raise ConfigError(f"--shard-size must be a positive number of MiB, got {args.shard_size:g}")
+    target = os.path.abspath(args.write_shards.rstrip("/"))
+    for pattern in spec.patterns:
+        if "://" not in pattern and os.path.dirname(os.path.abspath(pattern)) == target:
+            raise ConfigError(f"--write-shards {args.write_shards!r} is an input directory; "
+                              "write the new shards elsewhere")
+    try:
+        check_output(args.write_shards)
+    except ConfigError:
+        raise ConfigError(f"--write-shards {args.write_shards!r} is not writable") from None
+
+
+def clear_shards(directory: str) -> None:
+    """Shards and kept keys of an earlier run in the --write-shards directory would mix with this
+    run's: removed before it starts (only the names this job writes)."""
+    stale = [m.path for pattern in ("[0-9][0-9][0-9][0-9][0-9].tar", f"{KEPT_KEYS}/*")
+             for m in FileSystems.match([FileSystems.join(directory, pattern)])[0].metadata_list]
+    if stale:
+        FileSystems.delete(stale)
 
 
 def configure(argv: Optional[List[str]]):
     """Parse and check everything; raises ConfigError or ValueError before anything runs."""
     args, beam_args = parse_args(argv)
-    if args.input_format == "files" and (args.image_column != "image" or args.id_column != "id"):
+    if args.input_format != "parquet" and (args.image_column != "image" or args.id_column != "id"):
         raise ConfigError("--image-column and --id-column apply to --input-format parquet")
     if args.hash_column and args.input_format != "parquet":
         raise ConfigError("--hash-column applies to --input-format parquet")
+    if args.input_format != "webdataset" and (args.image_ext is not None or args.no_shard_metadata):
+        raise ConfigError("--image-ext and --no-shard-metadata apply to --input-format webdataset")
     bits = beam_phash.hash_bits(args.algorithm, args.hash_size)
+    image_exts = tuple(args.image_ext.split(",")) if args.image_ext is not None else DEFAULT_IMAGE_EXTS
     spec = job_inputs.resolve(args.input or [SAMPLE_DATA], args.input_format,
-                              args.image_column, args.id_column, args.hash_column, bits)
+                              args.image_column, args.id_column, args.hash_column, bits,
+                              image_exts=image_exts, join_sidecar=not args.no_shard_metadata,
+                              reserved=(HASH_FIELD, *WRITTEN_FIELDS))
+    check_write_shards(args, spec)
     # With hashes given, nothing is decoded: the hash and quality columns pass through.
     written = {HASH_FIELD, *WRITTEN_FIELDS} - ({args.hash_column, QUALITY_FIELD} if args.hash_column else set())
     taken = sorted(written & set(spec.columns))
@@ -253,6 +311,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"beam-phash: error: {e}", file=sys.stderr)
         return 2
     clear_outputs(args.output)
+    if args.write_shards is not None:
+        clear_shards(args.write_shards)
     bits = beam_phash.hash_bits(args.algorithm, args.hash_size)
     mode = (f"near-duplicates within {dedup.max_distance} bits{', dihedral' if args.dihedral else ''}"
             if dedup.near_duplicates else f"backend {dedup.backend}")
@@ -260,7 +320,8 @@ def main(argv: Optional[List[str]] = None) -> int:
           f"({args.algorithm}, {bits} bits, {mode})", file=sys.stderr, flush=True)
     started = time.time()
     p = beam.Pipeline(options=options)
-    build(p, spec, args.output, dedup, report=not args.no_report, reference=reference)
+    build(p, spec, args.output, dedup, report=not args.no_report, reference=reference,
+          write_shards=args.write_shards, shard_mb=args.shard_size)
     result = p.run()
     result.wait_until_finish()
     wall = time.time() - started
@@ -285,6 +346,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         "input_patterns": spec.patterns,
         "input_files": spec.matched,
     }
+    if args.write_shards is not None:
+        shards = FileSystems.match([FileSystems.join(args.write_shards, "[0-9][0-9][0-9][0-9][0-9].tar")])[0]
+        summary["write_shards"] = {"dir": args.write_shards, "shards": len(shards.metadata_list),
+                                   "bytes": sum(m.size_in_bytes for m in shards.metadata_list)}
     if reference is not None:
         failures = read_reference_failures(args.output)
         summary["reference"] = {
@@ -306,6 +371,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if summary["state_matches"]:
         print(f"state: {summary['state_matches']} inputs matched what earlier runs kept")
     print(f"output: {args.output}/{{kept,duplicates,failed}}/*.parquet, {args.output}/summary.json")
+    if args.write_shards is not None:
+        written = summary["write_shards"]
+        print(f"shards: {counts['kept']} kept samples in {written['shards']} shards in {args.write_shards}/ "
+              f"({written['bytes'] / 2**20:.1f} MiB), keys in {args.write_shards}/{KEPT_KEYS}/")
     if not args.no_report:
         print(f"report: {write_report(args.output, summary)}")
     return 0 if summary["adds_up"] else 1

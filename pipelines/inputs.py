@@ -1,6 +1,7 @@
-"""The job's inputs: image files, or Parquet files with an image column, as dict records.
+"""The job's inputs: image files, Parquet files with an image column, or WebDataset shards, as
+dict records.
 
-Both are read through Beam's I/O (``fileio.MatchAll``/``ReadMatches``, ``parquetio``), so any
+All are read through Beam's I/O (``fileio.MatchAll``/``ReadMatches``, ``parquetio``), so any
 filesystem Beam knows (local, ``gs://``, ``s3://`` with those extras) works. :func:`resolve`
 checks everything at start, so that configuration errors stop the job before it runs.
 """
@@ -16,7 +17,16 @@ import pyarrow.parquet as pq
 from apache_beam.io import fileio, parquetio
 from apache_beam.io.filesystems import FileSystems
 
-FORMATS = ("files", "parquet")
+from beam_phash.records import ERROR_FIELD, FAILED
+from pipelines import webdataset_read as wds
+
+FORMATS = ("files", "parquet", "webdataset")
+#: img2dataset's Parquet: the image column is named after the format, the id is ``key``.
+DETECTED_IMAGE_COLUMNS = ("jpg", "png", "webp", "jpeg")
+DETECTED_ID_COLUMN = "key"
+#: img2dataset marks each row with a status and an error message; only "success" rows hold images.
+STATUS_COLUMN = "status"
+ERROR_MESSAGE_COLUMN = "error_message"
 
 
 class ConfigError(Exception):
@@ -36,12 +46,19 @@ class InputSpec:
     columns: List[str] = field(default_factory=list)
     rows: Optional[int] = None  # Parquet: the row count, from the footers
     hash_column: Optional[str] = None  # references: the column of hex hashes, if any
+    status_column: Optional[str] = None  # Parquet from img2dataset: rows not "success" fail unread
+    image_exts: Tuple[str, ...] = wds.DEFAULT_IMAGE_EXTS  # WebDataset: image member suffixes
+    sidecar_columns: Tuple[str, ...] = ()  # WebDataset: columns joined from the shards' Parquet
+    join_sidecar: bool = True  # WebDataset: join the sidecar Parquet when a shard has one
+    total_bytes: int = 0  # WebDataset: the shards' total size
 
 
 def _pattern(item: str, fmt: str) -> str:
-    """A directory becomes DIR/* (DIR/*.parquet for Parquet); globs and files stay as they are."""
+    """A directory becomes DIR/* (DIR/*.parquet for Parquet, DIR/*.tar for WebDataset); globs
+    and files stay as they are."""
     if os.path.isdir(item) or item.endswith("/"):
-        return FileSystems.join(item.rstrip("/"), "*.parquet" if fmt == "parquet" else "*")
+        suffix = {"parquet": "*.parquet", "webdataset": "*.tar"}.get(fmt, "*")
+        return FileSystems.join(item.rstrip("/"), suffix)
     return item
 
 
@@ -84,10 +101,17 @@ def _sample_hex(path: str, column: str) -> Optional[str]:
 
 def resolve(inputs: List[str], fmt: str, image_column: str = "image",
             id_column: str = "id", hash_column: Optional[str] = None,
-            hash_bits: Optional[int] = None, flag: str = "--input") -> InputSpec:
+            hash_bits: Optional[int] = None, flag: str = "--input",
+            image_exts: Tuple[str, ...] = wds.DEFAULT_IMAGE_EXTS, join_sidecar: bool = True,
+            reserved: Tuple[str, ...] = ()) -> InputSpec:
     """Match every input and, for Parquet, check the columns (with ``hash_column``: that it holds
     hex hashes of ``hash_bits`` bits, instead of the image column). Raises ConfigError, naming
-    the options as ``flag`` (``--input``, or ``--reference`` for ``--reference-image-column``...)."""
+    the options as ``flag`` (``--input``, or ``--reference`` for ``--reference-image-column``...).
+
+    Parquet: when the default columns (``image``, ``id``) are missing, img2dataset's are detected
+    (``jpg``/``png``/``webp``, ``key``); with its ``status`` and ``error_message`` columns, rows
+    whose status is not ``success`` become failed records without being decoded.
+    WebDataset: ``reserved`` names the fields the job writes, which sidecar columns cannot be."""
     column_flag = "--" if flag == "--input" else flag + "-"
     if fmt not in FORMATS:
         raise ConfigError(f"{flag}-format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -104,8 +128,19 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
     if fmt == "files":
         spec.columns = ["id"]
         return spec
+    if fmt == "webdataset":
+        return _resolve_shards(spec, paths, image_exts, join_sidecar, reserved)
     schema, rows = _parquet_footer(paths[0])
     names = schema.names
+    if not hash_column and image_column == "image" and image_column not in names:
+        found = [c for c in DETECTED_IMAGE_COLUMNS if c in names and _is_image_type(schema.field(c).type)]
+        if found:
+            image_column = spec.image_column = found[0]
+    if id_column == "id" and id_column not in names and DETECTED_ID_COLUMN in names:
+        id_column = spec.id_column = DETECTED_ID_COLUMN
+    if STATUS_COLUMN in names and ERROR_MESSAGE_COLUMN in names and pa.types.is_string(
+            schema.field(STATUS_COLUMN).type):
+        spec.status_column = STATUS_COLUMN
     needed = ((f"{column_flag}hash-column", hash_column),) if hash_column else ((f"{column_flag}image-column", image_column),)
     for option, column in needed + ((f"{column_flag}id-column", id_column),):
         if column not in names:
@@ -136,26 +171,84 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
     return spec
 
 
+def _resolve_shards(spec: InputSpec, paths: List[str], image_exts: Tuple[str, ...],
+                    join_sidecar: bool, reserved: Tuple[str, ...]) -> InputSpec:
+    """WebDataset: the output schema (the sample fields, then the first shard's sidecar columns)."""
+    exts = tuple(e.strip().lower().lstrip(".") for e in image_exts if e.strip())
+    if not exts:
+        raise ConfigError("--image-ext needs at least one suffix")
+    spec.image_exts = exts
+    spec.image_column, spec.id_column = wds.IMAGE, wds.KEY
+    spec.join_sidecar = join_sidecar
+    spec.total_bytes = sum(m.size_in_bytes for r in FileSystems.match(paths) for m in r.metadata_list)
+    fields = [pa.field(wds.KEY, pa.string()), pa.field(wds.SHARD, pa.string()),
+              pa.field(wds.MEMBERS, pa.list_(pa.string())), pa.field(wds.IMAGE_MEMBER, pa.string())]
+    sidecar = wds.sidecar_path(paths[0])
+    if join_sidecar and FileSystems.exists(sidecar):
+        schema, _ = _parquet_footer(sidecar)
+        taken = set(wds.OWN_FIELDS) | set(reserved)
+        for f in schema.remove_metadata():
+            if f.name not in taken:
+                # A column that is all null in the first shard may hold strings in the next ones.
+                fields.append(f.with_type(pa.string()) if pa.types.is_null(f.type) else f)
+                spec.sidecar_columns += (f.name,)
+    spec.schema = pa.schema(fields)
+    spec.columns = [f.name for f in fields]
+    return spec
+
+
+def estimated_samples(spec: InputSpec) -> int:
+    """About how many samples shards hold: 100 KiB a sample (web images and their metadata)."""
+    return max(spec.matched, spec.total_bytes // 102400)
+
+
+def split_status(record: dict, status_column: str):
+    """img2dataset rows: "success" rows go on to be hashed, others to ``FAILED`` with their status
+    and error message as the reason."""
+    status = record.get(status_column)
+    if status == "success":
+        yield record
+        return
+    failed = dict(record)
+    failed[ERROR_FIELD] = f"{status_column} {status}: {record.get(ERROR_MESSAGE_COLUMN) or 'no error message'}"
+    yield beam.pvalue.TaggedOutput(FAILED, failed)
+
+
 def file_record(readable: fileio.ReadableFile) -> dict:
     """One image file as a record: its path is the id."""
     return {"id": readable.metadata.path, "image": readable.read()}
 
 
 class ReadImageRecords(beam.PTransform):
-    """Reads the inputs of an :class:`InputSpec` as dict records (image bytes in ``image_column``)."""
+    """Reads the inputs of an :class:`InputSpec`: ``(records, failed)``, the dict records (image
+    bytes in ``image_column``) and those that failed while reading (with ``error``: a broken
+    shard, a sample without an image, a failed img2dataset download), which are not hashed."""
 
     def __init__(self, spec: InputSpec):
         super().__init__()
         self._spec = spec
 
     def expand(self, pbegin):
-        patterns = pbegin | "Patterns" >> beam.Create(self._spec.patterns)
-        if self._spec.fmt == "files":
-            return (patterns
-                    | "MatchFiles" >> fileio.MatchAll()
-                    | "ReadMatches" >> fileio.ReadMatches()
-                    | "ToRecords" >> beam.Map(file_record))
-        return patterns | "ReadParquet" >> parquetio.ReadAllFromParquet()
+        spec = self._spec
+        patterns = pbegin | "Patterns" >> beam.Create(spec.patterns)
+        if spec.fmt == "webdataset":
+            read = patterns | "ReadShards" >> wds.ReadShards(
+                spec.image_exts, spec.sidecar_columns, spec.join_sidecar, check_repeated_keys=spec.matched > 1,
+                expected_samples=estimated_samples(spec))
+            return read.records, read[FAILED]
+        if spec.fmt == "files":
+            records = (patterns
+                       | "MatchFiles" >> fileio.MatchAll()
+                       | "ReadMatches" >> fileio.ReadMatches()
+                       | "ToRecords" >> beam.Map(file_record))
+        else:
+            records = patterns | "ReadParquet" >> parquetio.ReadAllFromParquet()
+        if spec.status_column is None:
+            # Empty, and produced by a step with an input (portable runners reject an empty Create).
+            return records, records | "NoReadFailures" >> beam.Filter(lambda _: False)
+        split = records | "SplitStatus" >> beam.FlatMap(split_status, spec.status_column).with_outputs(
+            FAILED, main="records")
+        return split.records, split[FAILED]
 
 
 def reference_spec(references: List[str], fmt: str, image_column: str, id_column: str,
@@ -166,7 +259,12 @@ def reference_spec(references: List[str], fmt: str, image_column: str, id_column
     is there, else the image column."""
     if fmt == "auto":
         paths = [p for item in references for p in _match(_pattern(item, "files"), item, "--reference")]
-        fmt = "parquet" if all(p.endswith(".parquet") for p in paths) else "files"
+        if all(p.endswith(".parquet") for p in paths):
+            fmt = "parquet"
+        elif any(p.endswith(".tar") for p in paths) and all(p.endswith((".tar", ".parquet")) for p in paths):
+            fmt = "webdataset"  # shards, with their sidecars
+        else:
+            fmt = "files"
     if fmt == "parquet" and hash_column is None:
         first = _match(_pattern(references[0], "parquet"), references[0], "--reference")[0]
         schema, _ = _parquet_footer(first)
@@ -174,8 +272,10 @@ def reference_spec(references: List[str], fmt: str, image_column: str, id_column
             hash_column = hash_column_default
         elif hash_column_default in schema.names and pa.types.is_string(schema.field(hash_column_default).type):
             hash_column = hash_column_default  # hashes already there: no decoding
-    if fmt == "files" and hash_column is not None:
+    if fmt in ("files", "webdataset") and hash_column is not None:
         raise ConfigError("--reference-hash-column applies to Parquet references")
+    if fmt == "webdataset":
+        return resolve(references, fmt, flag="--reference", join_sidecar=False)
     spec = resolve(references, fmt, image_column, id_column, hash_column, hash_bits, flag="--reference")
     spec.hash_column = hash_column
     return spec
@@ -196,6 +296,15 @@ class ReadReference(beam.PTransform):
         spec = self._spec
         patterns = pbegin | "Patterns" >> beam.Create(spec.patterns)
         id_field, image_field = self._id_field, self._image_field
+        if spec.fmt == "webdataset":
+            read = patterns | "ReadShards" >> wds.ReadShards(spec.image_exts, join_sidecar=False,
+                                                              check_repeated_keys=False)
+            # A sample that could not be read reaches the reference hashing without an image, and
+            # is listed in reference_failed/ with the reader's reason.
+            samples = (read.records, read[FAILED]) | "AllSamples" >> beam.Flatten()
+            return samples | "ToRecords" >> beam.Map(
+                lambda r: {id_field: r[wds.KEY], image_field: r.get(wds.IMAGE),
+                           **({ERROR_FIELD: r[ERROR_FIELD]} if ERROR_FIELD in r else {})})
         if spec.fmt == "files":
             return (patterns
                     | "MatchFiles" >> fileio.MatchAll()

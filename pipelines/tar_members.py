@@ -1,0 +1,134 @@
+"""The members of a tar file, in order, one at a time: ``(name, bytes)`` of each regular file.
+
+Shards hold tens of thousands of small members, and ``tarfile`` spends more time building a
+``TarInfo`` per header than reading the bytes. A plain tar (the ustar headers ``tarfile``,
+``webdataset`` and img2dataset write for ordinary names) is therefore parsed here directly: a
+512-byte header, the name, the size, the data. At the first header this does not handle (PAX
+extended headers, GNU long names, sparse files, base-256 sizes) the rest of the file is handed to
+``tarfile``, starting at that header. Compressed shards go through ``tarfile``'s stream mode.
+
+Damage is never taken for the end: a tar must end with its end-of-archive marker (a zero block).
+A file cut short inside a member raises :class:`MemberCutShort` (naming the member); cut inside a
+header or between two members, or with a garbled header, ``EOFError``; a file that is not a tar
+at all, ``tarfile.ReadError``. Nothing is
+held in memory but the current member.
+"""
+from __future__ import annotations
+
+import tarfile
+from typing import Iterator, Tuple
+
+BLOCK = tarfile.BLOCKSIZE
+_REGULAR = (b"0", b"\0", b"7")  # regular, old regular, contiguous
+_NO_DATA = (b"1", b"2", b"3", b"4", b"5", b"6")  # links, devices, directories, FIFOs
+STREAM_BUFFER = 1 << 16  # tarfile's stream mode copies its buffer on every read: larger is slower
+
+
+class MemberCutShort(EOFError):
+    """The data of member ``name`` breaks off: the sample it belongs to is incomplete."""
+
+    def __init__(self, name: str, detail: str):
+        super().__init__(f"member {name} is cut short ({detail})")
+        self.name = name
+
+
+def _read_member(name: str, read, size: int) -> bytes:
+    try:
+        data = read()
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise MemberCutShort(name, f"{type(e).__name__}: {e}") from e
+    if len(data) != size:
+        raise MemberCutShort(name, f"{len(data)} of {size} bytes")
+    return data
+
+
+class _Unusual(Exception):
+    """A header the plain parser leaves to tarfile; ``offset`` is where it starts."""
+
+    def __init__(self, offset: int, what: str):
+        super().__init__(what)
+        self.offset = offset
+
+
+def _nts(field: bytes) -> str:
+    end = field.find(b"\0")
+    return (field if end < 0 else field[:end]).decode("utf-8", "surrogateescape")
+
+
+def _headers(f, read_data: bool) -> Iterator[Tuple[str, bytes]]:
+    """``(name, data)`` of the regular members of a plain tar (``data`` is b"" unless
+    ``read_data``; then the data is sought over). Raises ``_Unusual`` at a header it leaves to
+    tarfile, EOFError or tarfile.ReadError on damage."""
+    offset = 0
+    while True:
+        f.seek(offset)
+        header = f.read(BLOCK)
+        if len(header) < BLOCK:
+            if offset == 0:
+                raise tarfile.ReadError("empty file" if not header else "shorter than one tar header")
+            raise EOFError(f"no end-of-archive marker at byte {offset}: the data stops there")
+        if header.count(0) == BLOCK:
+            return
+        try:
+            valid = sum(header) - sum(header[148:156]) + 8 * 32 == int(_nts(header[148:156]).strip() or "-1", 8)
+        except ValueError:
+            valid = False
+        if not valid:
+            if offset == 0:
+                raise tarfile.ReadError("bad header checksum at byte 0")
+            raise EOFError(f"damaged header at byte {offset}")
+        kind = header[156:157]
+        if kind not in _REGULAR and kind not in _NO_DATA or header[124] & 0x80:
+            raise _Unusual(offset, f"header type {kind!r}")
+        size = int(_nts(header[124:136]).strip() or "0", 8)
+        name = _nts(header[0:100])
+        prefix = _nts(header[345:500])
+        if prefix:
+            name = prefix + "/" + name
+        if kind in _NO_DATA:
+            offset += BLOCK
+            continue
+        if not (kind == b"\0" and name.endswith("/")):  # an old-style directory otherwise
+            yield name, (_read_member(name, lambda: f.read(size), size) if read_data else b"")
+        offset += BLOCK + -(-size // BLOCK) * BLOCK
+
+
+def _tarfile_members(f, offset: int, read_data: bool) -> Iterator[Tuple[str, bytes]]:
+    """The same, through tarfile's file mode, from the header at ``offset`` on."""
+    f.seek(offset)
+    tar = tarfile.open(fileobj=f, mode="r:")
+    while True:
+        info = tar.next()
+        if info is None:
+            break
+        tar.members = []  # tarfile keeps every TarInfo it read: not ours
+        if not info.isfile():
+            continue
+        yield info.name, (_read_member(info.name, tar.extractfile(info).read, info.size) if read_data else b"")
+    # tarfile stops quietly at a header that is cut short or garbled.
+    f.seek(tar.offset)
+    block = f.read(BLOCK)
+    if len(block) < BLOCK or block.count(0) != BLOCK:
+        raise EOFError(f"no end-of-archive marker at byte {tar.offset}: the data stops or is damaged there")
+
+
+def plain_members(f, read_data: bool = True) -> Iterator[Tuple[str, bytes]]:
+    """Members of an uncompressed tar on a seekable file (``read_data=False``: names only, the
+    data sought over)."""
+    try:
+        yield from _headers(f, read_data)
+    except _Unusual as unusual:
+        yield from _tarfile_members(f, unusual.offset, read_data)
+
+
+def stream_members(f) -> Iterator[Tuple[str, bytes]]:
+    """Members of any tar tarfile reads as a stream (gzip, bzip2, xz or none), read forward only."""
+    tar = tarfile.open(fileobj=f, mode="r|*", bufsize=STREAM_BUFFER)
+    while True:
+        info = tar.next()
+        if info is None:
+            return
+        tar.members = []
+        if not info.isfile():
+            continue
+        yield info.name, _read_member(info.name, tar.extractfile(info).read, info.size)

@@ -1,0 +1,373 @@
+"""Reading WebDataset shards (``00000.tar`` ...) as one dict record per sample.
+
+A shard is read as a stream through ``FileSystems.open``, one member at a time
+(:mod:`pipelines.tar_members`): never the whole shard in memory, nothing extracted to disk. Members are grouped into
+samples the WebDataset way: the key is the member path up to the first dot of its basename
+(``a/b/000012.seg.png`` -> key ``a/b/000012``, member suffix ``seg.png``), and consecutive
+members with the same key form one sample.
+
+A sample record holds:
+
+* ``key``: the sample key (the id), ``shard``: the shard's path;
+* ``image``: the bytes of the first member whose suffix is in ``image_exts`` (in that order),
+  and ``image_member``: that suffix;
+* ``members``: every member suffix, in shard order; ``member_bytes``: the bytes of every other
+  member (``.txt``, ``.json``, and any unknown suffix), so that ``--write-shards`` writes the
+  sample out again byte for byte;
+* with a sidecar (``00000.parquet`` beside ``00000.tar``, as img2dataset writes): that row's
+  columns, joined on ``key``.
+
+Bad input is data, never a crash: each problem is a failed record (``FAILED`` tag) whose ``error``
+names the shard and the sample:
+
+* a sample with no image member (only unknown suffixes, or only ``.txt``/``.json``);
+* a key seen before: again later in the same shard, or in an earlier shard (shards are ranked by
+  path; the first occurrence wins). Keys repeated across shards are found by a pre-pass that lists
+  the member names only (:class:`FindRepeatedKeys`), a shuffle of keys, never of images;
+* a shard that is not a tar: one record ``SHARD#unreadable``;
+* a truncated shard: the sample being read when the data ran out, and one record
+  ``SHARD#truncated`` standing for whatever the shard held after it;
+* sidecar rows whose ``status`` is not ``success`` (img2dataset's failed downloads, which are in
+  the Parquet only), and sidecar rows marked ``success`` that the shard does not hold.
+"""
+from __future__ import annotations
+
+import posixpath
+import tarfile
+import zlib
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+from apache_beam.io import fileio
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from beam_phash.records import ERROR_FIELD, FAILED
+from pipelines.tar_members import MemberCutShort, plain_members, stream_members
+
+DEFAULT_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+
+KEY = "key"
+SHARD = "shard"
+IMAGE = "image"
+IMAGE_MEMBER = "image_member"
+MEMBERS = "members"
+MEMBER_BYTES = "member_bytes"
+#: Fields of a sample record that are written to the Parquet outputs (image bytes never are).
+WRITTEN = (KEY, SHARD, MEMBERS, IMAGE_MEMBER)
+#: Fields the reader sets; sidecar columns of these names are not joined.
+OWN_FIELDS = (KEY, SHARD, IMAGE, IMAGE_MEMBER, MEMBERS, MEMBER_BYTES)
+
+STATUS_COLUMN = "status"
+ERROR_MESSAGE_COLUMN = "error_message"
+
+
+def split_name(name: str) -> Tuple[str, str]:
+    """``(key, suffix)`` of a member path, the WebDataset way: the key runs to the first dot of
+    the basename. A basename without a dot is all key (suffix ``""``)."""
+    directory, base = posixpath.split(name)
+    stem, dot, suffix = base.partition(".")
+    return (posixpath.join(directory, stem) if directory else stem), suffix
+
+
+def member_name(key: str, suffix: str) -> str:
+    return f"{key}.{suffix}" if suffix else key
+
+
+def sidecar_path(shard: str) -> str:
+    """``00000.parquet`` beside ``00000.tar`` (also for ``.tar.gz`` and friends)."""
+    base = shard
+    for ext in (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar"):
+        if base.endswith(ext):
+            base = base[: -len(ext)]
+            break
+    return base + ".parquet"
+
+
+def _open(path: str):
+    # tarfile's r|* recognises gzip, bz2 and xz itself: no decompression by file name here.
+    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def read_sidecar(shard: str) -> Optional[Dict[str, dict]]:
+    """The sidecar's rows by key, or None when the shard has none. Sidecars hold metadata only
+    (one row of a few hundred bytes per sample), so one shard's is read whole."""
+    path = sidecar_path(shard)
+    if not FileSystems.exists(path):
+        return None
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        rows = pq.read_table(f).to_pylist()
+    return {str(r[KEY]): r for r in rows if r.get(KEY) is not None}
+
+
+class _Sample:
+    """Members of one sample as they come off the stream."""
+
+    __slots__ = ("key", "suffixes", "data")
+
+    def __init__(self, key: str):
+        self.key = key
+        self.suffixes: List[str] = []
+        self.data: Dict[str, bytes] = {}
+
+    def add(self, suffix: str, data: bytes) -> None:
+        if suffix in self.data:  # the same member name twice: keep both, the later one renamed
+            n = 2
+            while f"{suffix}~{n}" in self.data:
+                n += 1
+            suffix = f"{suffix}~{n}"
+        self.suffixes.append(suffix)
+        self.data[suffix] = data
+
+
+class SampleStream:
+    """Samples of a shard's ``(name, bytes)`` members, in order. ``pending`` is the sample being
+    assembled: when the members break off (``tarfile.TarError``, ``EOFError``, ``OSError``), it
+    is the sample the break cut into (perhaps complete, perhaps not), and every sample yielded
+    before is complete. ``started``: whether any member was read."""
+
+    def __init__(self, members: Iterator[Tuple[str, bytes]]):
+        self._members = members
+        self.pending: Optional[_Sample] = None
+        self.started = False
+
+    def __iter__(self) -> Iterator[_Sample]:
+        members = iter(self._members)
+        while True:
+            try:
+                name, data = next(members)
+            except StopIteration:
+                break
+            except MemberCutShort as e:
+                # The break is inside a member: its sample is the broken one.
+                key, _ = split_name(e.name)
+                if self.pending is not None and key != self.pending.key:
+                    done, self.pending = self.pending, _Sample(key)
+                    yield done
+                elif self.pending is None:
+                    self.pending = _Sample(key)
+                raise
+            except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error):
+                # At a header: the members read so far are whole, the rest is lost.
+                if self.pending is not None:
+                    done, self.pending = self.pending, None
+                    yield done
+                raise
+            self.started = True
+            key, suffix = split_name(name)
+            if self.pending is not None and key != self.pending.key:
+                done, self.pending = self.pending, None
+                yield done
+            if self.pending is None:
+                self.pending = _Sample(key)
+            self.pending.add(suffix, data)
+        if self.pending is not None:
+            done, self.pending = self.pending, None
+            yield done
+
+
+def open_members(f, shard: str, read_data: bool = True) -> Iterator[Tuple[str, bytes]]:
+    """A shard's members: a plain ``.tar`` on a seekable file is parsed directly, anything else
+    (compressed) read by tarfile as a stream."""
+    if shard.endswith(".tar") and f.seekable():
+        return plain_members(f, read_data)
+    return stream_members(f)
+
+
+class ReadShardDoFn(beam.DoFn):
+    """One shard path in, its sample records out (main output), failures on ``FAILED``.
+
+    ``repeated``: a side input mapping ``(shard, key)`` to the shard that holds the key's first
+    occurrence, for keys that occur in more than one shard."""
+
+    def __init__(self, image_exts: Tuple[str, ...], sidecar_columns: Tuple[str, ...] = (),
+                 join_sidecar: bool = True):
+        self._image_exts = tuple(e.lower().lstrip(".") for e in image_exts)
+        self._sidecar_columns = tuple(sidecar_columns)
+        self._join_sidecar = join_sidecar
+
+    def _base(self, shard: str, key: str) -> dict:
+        record = {KEY: key, SHARD: shard, MEMBERS: [], IMAGE_MEMBER: None}
+        for c in self._sidecar_columns:
+            record[c] = None
+        return record
+
+    def _failure(self, shard: str, key: str, reason: str, sidecar_row: Optional[dict] = None,
+                 sample: Optional[_Sample] = None):
+        record = self._base(shard, key)
+        if sample is not None:
+            record[MEMBERS] = list(sample.suffixes)
+        if sidecar_row is not None:
+            for c in self._sidecar_columns:
+                record[c] = sidecar_row.get(c)
+        record[ERROR_FIELD] = f"shard {shard}: {reason}"
+        return beam.pvalue.TaggedOutput(FAILED, record)
+
+    def _record(self, shard: str, sample: _Sample, sidecar: Optional[Dict[str, dict]]):
+        row = sidecar.get(sample.key) if sidecar is not None else None
+        lowered = {s.lower(): s for s in sample.suffixes}
+        image_member = next((lowered[e] for e in self._image_exts if e in lowered), None)
+        if image_member is None:
+            names = ", ".join(member_name(sample.key, s) for s in sample.suffixes)
+            return self._failure(shard, sample.key,
+                                 f"sample {sample.key} has no image member with a suffix among "
+                                 f"{','.join(self._image_exts)} (members: {names})", row, sample)
+        record = self._base(shard, sample.key)
+        record[MEMBERS] = list(sample.suffixes)
+        record[IMAGE_MEMBER] = image_member
+        record[IMAGE] = sample.data.pop(image_member)
+        record[MEMBER_BYTES] = sample.data
+        if row is not None:
+            for c in self._sidecar_columns:
+                record[c] = row.get(c)
+        return record
+
+    def process(self, shard: str, repeated=None) -> Iterable:
+        repeated = repeated or {}
+        try:
+            sidecar = read_sidecar(shard) if self._join_sidecar else None
+        except Exception as e:  # noqa: BLE001 - a damaged sidecar: the samples are still read
+            sidecar = None
+            yield self._failure(shard, f"{sidecar_path(shard)}#unreadable",
+                                f"sidecar {sidecar_path(shard)} cannot be read: {e}")
+        seen = set()
+        last: Optional[str] = None
+        stream = None
+        try:
+            with _open(shard) as f:
+                stream = SampleStream(open_members(f, shard))
+                for sample in stream:
+                    last = sample.key
+                    failure = self._check_key(shard, sample, seen, repeated)
+                    yield failure if failure is not None else self._record(shard, sample, sidecar)
+        except tarfile.ReadError as e:
+            if stream is None or not stream.started:
+                yield self._failure(shard, f"{shard}#unreadable", f"not a tar archive ({e})")
+            else:
+                yield from self._broken(shard, stream, last, seen, repeated, e)
+        except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as e:
+            yield from self._broken(shard, stream, last, seen, repeated, e)
+        if sidecar is not None:
+            for key, row in sidecar.items():
+                if key in seen or repeated.get((shard, key)) not in (None, shard):
+                    continue
+                status = row.get(STATUS_COLUMN)
+                if status is not None and status != "success":
+                    reason = f"sample {key}: {status}: {row.get(ERROR_MESSAGE_COLUMN) or 'no error message'}"
+                else:
+                    reason = f"sample {key} is listed in {sidecar_path(shard)} but not in the shard"
+                yield self._failure(shard, key, reason, row)
+
+    def _broken(self, shard: str, stream: Optional[SampleStream], last: Optional[str], seen: set,
+                repeated, e: Exception) -> Iterable:
+        """The sample a break cut into, and ``SHARD#truncated`` for the unknown rest."""
+        pending = stream.pending if stream is not None else None
+        if pending is not None:
+            repeated_key = self._check_key(shard, pending, seen, repeated)
+            yield repeated_key if repeated_key is not None else self._failure(
+                shard, pending.key, f"sample {pending.key}: the shard breaks inside it "
+                f"({type(e).__name__}: {e})", sample=pending)
+            last = pending.key
+        where = f"after sample {last}" if last is not None else "before its first sample"
+        yield self._failure(shard, f"{shard}#truncated", f"truncated or damaged {where}, the rest of the "
+                            f"shard is lost ({type(e).__name__}: {e})")
+
+    def _check_key(self, shard: str, sample: _Sample, seen: set, repeated) -> Optional[beam.pvalue.TaggedOutput]:
+        """None for a key's first occurrence (and records it in ``seen``), else the failure."""
+        if sample.key in seen:
+            return self._failure(shard, sample.key, f"sample {sample.key}: key repeated within the "
+                                 "shard (its first occurrence is used)", sample=sample)
+        seen.add(sample.key)
+        first = repeated.get((shard, sample.key))
+        if first is not None and first != shard:
+            return self._failure(shard, sample.key, f"sample {sample.key}: key already in shard "
+                                 f"{first} (the first shard by path is used)", sample=sample)
+        return None
+
+
+def list_keys(shard: str) -> Iterator[str]:
+    """The key of every sample of a shard, in order, from the member headers (a plain tar is
+    read at its headers only, the data sought over). Stops quietly where the shard breaks; the
+    read itself reports that."""
+    try:
+        with _open(shard) as f:
+            last = None
+            for name, _ in open_members(f, shard, read_data=False):
+                key, _ = split_name(name)
+                if key != last:
+                    yield key
+                    last = key
+    except Exception:  # noqa: BLE001 - damaged shards are reported by ReadShardDoFn
+        return
+
+
+#: Keys per bucket of the repeated-key shuffle, about: few elements, small groups.
+KEYS_PER_BUCKET = 50_000
+
+
+def keys_by_bucket(shard: str, buckets: int) -> Iterator[Tuple[int, Tuple[str, List[str]]]]:
+    """A shard's keys, as one ``(bucket, (shard, keys))`` element per bucket (``zlib.crc32`` of
+    the key, the same in every process): the shuffle moves lists, not one element per sample."""
+    by_bucket: Dict[int, List[str]] = {}
+    for key in list_keys(shard):
+        by_bucket.setdefault(zlib.crc32(key.encode("utf-8", "surrogateescape")) % buckets, []).append(key)
+    for bucket, keys in by_bucket.items():
+        yield bucket, (shard, keys)
+
+
+def _first_holders(element) -> Iterable[Tuple[Tuple[str, str], str]]:
+    """``((shard, key), first shard)`` for every key of a bucket held by more than one shard."""
+    _, lists = element
+    holders: Dict[str, List[str]] = {}
+    for shard, keys in lists:
+        for key in keys:
+            holders.setdefault(key, []).append(shard)
+    for key, shards in holders.items():
+        if len(shards) > 1:
+            shards = sorted(set(shards))
+            for shard in shards[1:]:
+                yield (shard, key), shards[0]
+
+
+class FindRepeatedKeys(beam.PTransform):
+    """Shard paths -> ``((shard, key), first shard)`` for every key held by more than one shard.
+    ``expected_samples`` sets the number of buckets of keys shuffled."""
+
+    def __init__(self, expected_samples: int = 0):
+        super().__init__()
+        self._buckets = max(1, min(1 << 16, expected_samples // KEYS_PER_BUCKET))
+
+    def expand(self, shards):
+        buckets = self._buckets
+        return (shards
+                | "ListKeys" >> beam.FlatMap(keys_by_bucket, buckets)
+                | "GroupBuckets" >> beam.GroupByKey()
+                | "FirstHolders" >> beam.FlatMap(_first_holders))
+
+
+class ReadShards(beam.PTransform):
+    """Shard patterns -> sample records (main) and failed records (``FAILED``), as a
+    ``DoOutputsTuple``. ``check_repeated_keys``: run the key pre-pass (only useful with more than
+    one shard)."""
+
+    def __init__(self, image_exts: Tuple[str, ...] = DEFAULT_IMAGE_EXTS, sidecar_columns: Tuple[str, ...] = (),
+                 join_sidecar: bool = True, check_repeated_keys: bool = True, expected_samples: int = 0):
+        super().__init__()
+        self._expected_samples = expected_samples
+        self._image_exts = image_exts
+        self._sidecar_columns = sidecar_columns
+        self._join_sidecar = join_sidecar
+        self._check_repeated_keys = check_repeated_keys
+
+    def expand(self, patterns):
+        shards = (patterns
+                  | "MatchShards" >> fileio.MatchAll()
+                  | "ShardPaths" >> beam.Map(lambda m: m.path)
+                  | "SpreadShards" >> beam.Reshuffle())
+        dofn = ReadShardDoFn(self._image_exts, self._sidecar_columns, self._join_sidecar)
+        if self._check_repeated_keys:
+            repeated = shards | "RepeatedKeys" >> FindRepeatedKeys(self._expected_samples)
+            return shards | "ReadShard" >> beam.ParDo(dofn, repeated=beam.pvalue.AsDict(repeated)).with_outputs(
+                FAILED, main="records")
+        return shards | "ReadShard" >> beam.ParDo(dofn).with_outputs(FAILED, main="records")

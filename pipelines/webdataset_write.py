@@ -1,0 +1,232 @@
+"""``--write-shards DIR``: the kept samples as new WebDataset shards ``DIR/00000.tar`` ...
+
+Every member is written back under its original name (``KEY.SUFFIX``) with its original bytes.
+Writes are safe under bundle retries, the way Beam's file sinks are:
+
+1. ``WritePartsDoFn`` writes each bundle's samples into temporary tars
+   ``DIR/.tmp-<run>/<uuid>.tar``, starting a new one whenever one reaches the target size, and
+   emits a description of each part (path, bytes, samples, first key, where its members end)
+   only from ``finish_bundle``, once the parts are closed. A bundle that fails leaves parts
+   nobody reports; its retry writes parts with new names.
+2. ``FinalizeShardsDoFn`` gets the list of every reported part in one element (after a
+   ``GroupByKey``), sorts it by first key, and packs consecutive parts into shards of at most
+   the target size: a part that is a shard alone is renamed to ``{:05d}.tar``; smaller parts are
+   concatenated (their members, then one end-of-archive marker). Then the temporary directory,
+   with any part of a failed attempt, is deleted. Names are dense: ``00000.tar`` to ``N-1``.
+   The finalize step is idempotent: a shard already in place whose parts are (partly) gone is
+   skipped; one whose parts are all there is made again, identically.
+
+``DIR/kept_keys/*.parquet`` (one column, ``key``) lists every kept sample, for users who filter
+shards themselves (``webdataset``'s ``.select``); it is written with ``WriteToParquet``.
+"""
+from __future__ import annotations
+
+import io
+import tarfile
+import time
+import uuid
+from typing import Iterable, List, NamedTuple, Optional
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
+
+from pipelines.webdataset_read import IMAGE, IMAGE_MEMBER, KEY, MEMBER_BYTES, MEMBERS, member_name
+
+DEFAULT_SHARD_MB = 256.0
+KEPT_KEYS = "kept_keys"
+END_OF_ARCHIVE = b"\0" * (2 * tarfile.BLOCKSIZE)
+COPY_CHUNK = 8 << 20
+
+
+class Part(NamedTuple):
+    path: str
+    first_key: str
+    samples: int
+    members_end: int  # bytes of member data; the end-of-archive marker follows
+
+
+def tmp_dir(out_dir: str, run: str) -> str:
+    return FileSystems.join(out_dir, f".tmp-{run}")
+
+
+def shard_name(out_dir: str, index: int) -> str:
+    return FileSystems.join(out_dir, f"{index:05d}.tar")
+
+
+def sample_members(record: dict) -> List[tuple]:
+    """``(name, bytes)`` of a sample record's members, in the order they had in the input."""
+    key, image_member = record[KEY], record.get(IMAGE_MEMBER)
+    others = record.get(MEMBER_BYTES) or {}
+    out = []
+    for suffix in record.get(MEMBERS) or []:
+        data = record[IMAGE] if suffix == image_member else others[suffix]
+        if isinstance(data, memoryview):
+            data = data.tobytes()
+        out.append((member_name(key, suffix.split("~", 1)[0]), bytes(data)))
+    return out
+
+
+class _PartWriter:
+    def __init__(self, directory: str, mtime: int):
+        self.path = FileSystems.join(directory, f"{uuid.uuid4().hex}.tar")
+        self._file = FileSystems.create(self.path, mime_type="application/x-tar",
+                                        compression_type=CompressionTypes.UNCOMPRESSED)
+        self._tar = tarfile.open(fileobj=self._file, mode="w|", format=tarfile.PAX_FORMAT)
+        self._mtime = mtime
+        self.first_key: Optional[str] = None
+        self.samples = 0
+
+    def add(self, record: dict) -> None:
+        for name, data in sample_members(record):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mtime = self._mtime
+            info.mode = 0o644
+            self._tar.addfile(info, io.BytesIO(data))
+        if self.first_key is None:
+            self.first_key = record[KEY]
+        self.samples += 1
+
+    @property
+    def size(self) -> int:
+        return self._tar.offset
+
+    def close(self) -> Part:
+        members_end = self._tar.offset
+        self._tar.close()  # the end-of-archive marker, padded to a record
+        self._file.close()
+        return Part(self.path, self.first_key or "", self.samples, members_end)
+
+
+class WritePartsDoFn(beam.DoFn):
+    """Kept sample records -> temporary tars; emits a :class:`Part` per closed tar in
+    ``finish_bundle`` (never before the bundle's writes are complete)."""
+
+    def __init__(self, directory: str, target_bytes: int, mtime: int):
+        self._directory = directory
+        self._target = target_bytes
+        self._mtime = mtime
+
+    def start_bundle(self):
+        self._writer: Optional[_PartWriter] = None
+        self._closed: List[Part] = []
+
+    def process(self, record: dict):
+        if self._writer is None:
+            if not FileSystems.exists(self._directory):
+                FileSystems.mkdirs(self._directory)
+            self._writer = _PartWriter(self._directory, self._mtime)
+        self._writer.add(record)
+        if self._writer.size >= self._target:
+            self._closed.append(self._writer.close())
+            self._writer = None
+        return ()
+
+    def finish_bundle(self):
+        if self._writer is not None:
+            self._closed.append(self._writer.close())
+            self._writer = None
+        for part in self._closed:
+            yield WindowedValue(part, GlobalWindow().max_timestamp(), [GlobalWindow()])
+        self._closed = []
+
+
+def plan(parts: List[Part], target_bytes: int) -> List[List[Part]]:
+    """Consecutive parts (sorted by first key) packed into shards of at most ``target_bytes``
+    of members (a part alone may be larger)."""
+    shards: List[List[Part]] = []
+    size = 0
+    for part in sorted(parts, key=lambda p: (p.first_key, p.path)):
+        if part.samples == 0:
+            continue
+        if shards and size + part.members_end <= target_bytes:
+            shards[-1].append(part)
+            size += part.members_end
+        else:
+            shards.append([part])
+            size = part.members_end
+    return shards
+
+
+def _concatenate(parts: List[Part], target: str) -> None:
+    tmp = target + ".partial"
+    with FileSystems.create(tmp, mime_type="application/x-tar",
+                            compression_type=CompressionTypes.UNCOMPRESSED) as out:
+        written = 0
+        for part in parts:
+            with FileSystems.open(part.path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+                left = part.members_end
+                while left:
+                    chunk = f.read(min(COPY_CHUNK, left))
+                    if not chunk:
+                        raise IOError(f"{part.path} is shorter than its {part.members_end} bytes of members")
+                    out.write(chunk)
+                    left -= len(chunk)
+                    written += len(chunk)
+        out.write(END_OF_ARCHIVE)
+        written += len(END_OF_ARCHIVE)
+        record = tarfile.RECORDSIZE
+        if written % record:
+            out.write(b"\0" * (record - written % record))
+    FileSystems.rename([tmp], [target])
+
+
+def remove_tree(directory: str) -> None:
+    """Delete a temporary directory and whatever failed attempts left in it."""
+    leftovers = [m.path for m in FileSystems.match([FileSystems.join(directory, "*")])[0].metadata_list]
+    if leftovers:
+        FileSystems.delete(leftovers)
+    if FileSystems.exists(directory):
+        FileSystems.delete([directory])
+
+
+class FinalizeShardsDoFn(beam.DoFn):
+    """All parts in one element -> the final shards; emits ``(shard path, samples)``."""
+
+    def __init__(self, out_dir: str, directory: str, target_bytes: int):
+        self._out_dir = out_dir
+        self._directory = directory
+        self._target = target_bytes
+
+    def process(self, element) -> Iterable:
+        _, parts = element
+        for index, group in enumerate(plan(list(parts), self._target)):
+            target = shard_name(self._out_dir, index)
+            present = [p.path for p in group if FileSystems.exists(p.path)]
+            if len(present) < len(group) and FileSystems.exists(target):
+                pass  # a retry of this step: this shard was finished before its parts went
+            elif len(group) == 1:
+                FileSystems.rename([group[0].path], [target])
+            else:
+                _concatenate(group, target)
+            yield target, sum(p.samples for p in group)
+        remove_tree(self._directory)
+
+
+class WriteShards(beam.PTransform):
+    """Kept sample records -> ``out_dir/{:05d}.tar`` and ``out_dir/kept_keys/*.parquet``.
+    Returns a PCollection of ``(shard path, samples)``."""
+
+    def __init__(self, out_dir: str, shard_mb: float = DEFAULT_SHARD_MB):
+        super().__init__()
+        self._out_dir = out_dir
+        self._target = max(1, int(shard_mb * 2**20))
+        self._run = uuid.uuid4().hex[:12]
+        self._mtime = int(time.time())
+
+    def expand(self, kept):
+        directory = tmp_dir(self._out_dir, self._run)
+        _ = (kept
+             | "KeptKey" >> beam.Map(lambda r: {KEY: None if r.get(KEY) is None else str(r.get(KEY))})
+             | "WriteKeptKeys" >> beam.io.WriteToParquet(
+                 FileSystems.join(self._out_dir, KEPT_KEYS, "part"), pa.schema([(KEY, pa.string())]),
+                 file_name_suffix=".parquet"))
+        return (kept
+                | "WriteParts" >> beam.ParDo(WritePartsDoFn(directory, self._target, self._mtime))
+                | "OneKey" >> beam.Map(lambda part: (None, part))
+                | "AllParts" >> beam.GroupByKey()
+                | "Finalize" >> beam.ParDo(FinalizeShardsDoFn(self._out_dir, directory, self._target)))

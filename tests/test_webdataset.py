@@ -1,0 +1,537 @@
+"""WebDataset shards and img2dataset output: reading (``--input-format webdataset``, img2dataset
+Parquet as it is), writing (``--write-shards``), bad input as failed records, and the real
+clients: img2dataset downloads from a local HTTP server, the ``webdataset`` library reads our
+shards back."""
+from __future__ import annotations
+
+import glob
+import io
+import json
+import tarfile
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from conftest import DATA, PHOTOS
+from job_outputs import read
+from pipelines import dedup_images
+from pipelines.webdataset_read import split_name
+from pipelines.webdataset_write import FinalizeShardsDoFn, Part, _PartWriter, plan
+
+STATE = ["--backend", "state"]
+
+
+def write_tar(path, members):
+    """A tar of ``(name, bytes)`` members, written with the standard library (not our writer)."""
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def tar_members(path) -> dict:
+    """``{name: bytes}`` of a tar (standard library)."""
+    with tarfile.open(path) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}
+
+
+def samples_of(members: dict) -> dict:
+    """``{key: {suffix: bytes}}``, grouped the WebDataset way."""
+    out: dict = {}
+    for name, data in members.items():
+        key, suffix = split_name(name)
+        out.setdefault(key, {})[suffix] = data
+    return out
+
+
+def read_back_with_webdataset(directory) -> dict:
+    """Our shards, read by the ``webdataset`` library: ``{key: {suffix: bytes}}``."""
+    import webdataset as wds
+
+    urls = sorted(glob.glob(f"{directory}/*.tar"))
+    assert urls, f"no shards in {directory}"
+    out = {}
+    for sample in wds.WebDataset(urls, shardshuffle=False):
+        key = sample["__key__"]
+        assert key not in out, f"sample {key} written twice"
+        out[key] = {k: v for k, v in sample.items() if not k.startswith("__")}
+    return out
+
+
+def summary(out) -> dict:
+    return json.loads((out / "summary.json").read_text())
+
+
+def jpeg(image, **kwargs) -> bytes:
+    buf = io.BytesIO()
+    image.convert("RGB").save(buf, "JPEG", **kwargs)
+    return buf.getvalue()
+
+
+# --- bad input: every problem a failed record naming the shard and the sample --------------------
+
+@pytest.fixture()
+def bad_shards(tmp_path):
+    """Five shards: a (good samples, one without image, one with only an unknown suffix, one with
+    an unknown extra member), b (repeats a key of a), c (cut inside its third sample), d (not a
+    tar), e (cut between two samples). Returns (dir, {key: members} of the samples that must be read, expected failures)."""
+    src = tmp_path / "shards"
+    src.mkdir()
+    photo = {p.name: p.read_bytes() for p in PHOTOS}
+    meta = lambda k: json.dumps({"key": k}).encode()  # noqa: E731
+    a = [("s0.jpg", photo["pool.jpg"]), ("s0.txt", b"a pool"), ("s0.json", meta("s0")),
+         ("s1.png", photo["chelsea.png"]), ("s1.txt", b"a cat"),
+         ("s2.txt", b"only a caption"), ("s2.json", meta("s2")),                # no image
+         ("s3.tiff", b"II*\x00 not handled"), ("s3.txt", b"tiff"),              # unknown suffix only
+         ("s4.jpg", photo["snow.jpg"]), ("s4.seg.xyz", b"\x00\x01 extra"),      # unknown extra member
+         ("s5.jpg", photo["pool.jpg"])]                                         # a duplicate of s0
+    b = [("s0.jpg", photo["coffee.png"]), ("s0.txt", b"same key, other shard"),  # repeated key
+         ("t0.jpeg", photo["sunset.jpg"]), ("t0.json", meta("t0"))]
+    c_full = [("u0.jpg", photo["skagen.jpg"]), ("u1.jpg", photo["jesper.jpg"]), ("u1.txt", b"u1"),
+              ("u2.jpg", photo["grace_hopper.jpg"]), ("u3.jpg", photo["grand_canyon_1.jpg"])]
+    write_tar(src / "a.tar", a)
+    write_tar(src / "b.tar", b)
+    write_tar(tmp_path / "c_full.tar", c_full)
+    full = (tmp_path / "c_full.tar").read_bytes()
+    # Cut in the middle of u2.jpg's data.
+    with tarfile.open(tmp_path / "c_full.tar") as t:
+        u2 = t.getmember("u2.jpg")
+    (src / "c.tar").write_bytes(full[: u2.offset_data + u2.size // 2])
+    (src / "d.tar").write_bytes(b"this is not a tar archive at all" * 40)
+    # Cut exactly between two members: tarfile alone would take that for the end of the archive.
+    e_full = [("v0.jpg", photo["coffee.png"]), ("v1.jpg", photo["sunset.jpg"])]
+    write_tar(tmp_path / "e_full.tar", e_full)
+    with tarfile.open(tmp_path / "e_full.tar") as t:
+        v1 = t.getmember("v1.jpg")
+    (src / "e.tar").write_bytes((tmp_path / "e_full.tar").read_bytes()[: v1.offset])
+    good = {**samples_of(dict(a)), **{k: v for k, v in samples_of(dict(b)).items() if k != "s0"},
+            **{k: v for k, v in samples_of(dict(c_full)).items() if k in ("u0", "u1")},
+            "v0": samples_of(dict(e_full))["v0"]}
+    for k in ("s2", "s3"):
+        del good[k]
+    failures = {  # key -> words its error must hold
+        "s2": ["a.tar", "sample s2", "no image member", "s2.txt"],
+        "s3": ["a.tar", "sample s3", "no image member", "s3.tiff"],
+        "s0@b": ["b.tar", "sample s0", "already in shard", "a.tar"],
+        "u2": ["c.tar", "sample u2", "breaks inside it"],
+        f"{src}/c.tar#truncated": ["c.tar", "after sample u2"],
+        f"{src}/d.tar#unreadable": ["d.tar", "not a tar"],
+        f"{src}/e.tar#truncated": ["e.tar", "after sample v0", "no end-of-archive marker"],
+    }
+    return src, good, failures
+
+
+MULTI = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+
+
+@pytest.mark.parametrize("extra", [[], MULTI], ids=["in-process", "multi-process"])
+def test_bad_input_is_failed_records_naming_shard_and_sample(tmp_path, bad_shards, extra):
+    src, good, failures = bad_shards
+    out, shards = tmp_path / "out", tmp_path / "new"
+    argv = ["--input", str(src), "--input-format", "webdataset", "--output", str(out), *STATE,
+            "--write-shards", str(shards), "--shard-size", "0.3", *extra]
+    assert dedup_images.main(argv) == 0
+    kept, dups, failed = read(out, "kept"), read(out, "duplicates"), read(out, "failed")
+    by_key = {}
+    for r in failed:
+        name = "s0@b" if r["key"] == "s0" else r["key"]
+        assert name not in by_key, f"{name} failed twice"
+        by_key[name] = r
+    assert set(by_key) == set(failures)
+    for name, words in failures.items():
+        error = by_key[name]["error"]
+        assert all(w in error for w in words), (name, error)
+        assert by_key[name]["shard"].endswith(words[0]) and by_key[name]["image_phash"] is None
+    assert by_key["s2"]["members"] == ["txt", "json"] and by_key["s3"]["members"] == ["tiff", "txt"]
+    # Everything else was read, once: s5 is a byte copy of s0.
+    assert sorted(r["key"] for r in kept + dups) == sorted(good)
+    (dup,) = dups
+    assert {dup["key"], dup["duplicate_of"]} == {"s0", "s5"}
+    s0 = next(r for r in kept + dups if r["key"] == "s0")
+    assert s0["shard"] == f"{src}/a.tar" and s0["members"] == ["jpg", "txt", "json"] and s0["image_member"] == "jpg"
+    s = summary(out)
+    assert (s["inputs"], s["kept"], s["duplicates"], s["failed"]) == (len(good) + len(failures), len(good) - 1, 1,
+                                                                     len(failures))
+    assert s["adds_up"]
+    # The kept samples, every member intact (the unknown s4.seg.xyz too), in dense shards.
+    written = read_back_with_webdataset(shards)
+    assert set(written) == {r["key"] for r in kept}
+    for key, members in written.items():
+        assert members == good[key], key
+    names = sorted(p.rsplit("/", 1)[-1] for p in glob.glob(f"{shards}/*.tar"))
+    assert len(names) >= 2 and names == [f"{i:05d}.tar" for i in range(len(names))]
+    assert not glob.glob(f"{shards}/.tmp-*")
+    keys = pq.read_table(sorted(glob.glob(f"{shards}/kept_keys/*.parquet"))).column("key").to_pylist()
+    assert sorted(keys) == sorted(written)
+
+
+def test_sidecar_columns_are_joined_and_image_ext_order(tmp_path):
+    src = tmp_path / "shards"
+    src.mkdir()
+    photo = {p.name: p.read_bytes() for p in PHOTOS}
+    write_tar(src / "00000.tar", [("k0.png", photo["coffee.png"]), ("k0.jpg", photo["pool.jpg"]),
+                                  ("k1.jpg", photo["snow.jpg"])])
+    pq.write_table(pa.Table.from_pylist([
+        {"key": "k0", "caption": "both", "status": "success", "error_message": None, "width": 1},
+        {"key": "k1", "caption": "snow", "status": "success", "error_message": None, "width": 2},
+        {"key": "k2", "caption": "gone", "status": "failed_to_download", "error_message": "HTTP 404", "width": None},
+    ]), src / "00000.parquet")
+    out = tmp_path / "out"
+    argv = ["--input", str(src / "*.tar"), "--input-format", "webdataset", "--image-ext", "png,jpg",
+            "--output", str(out), *STATE]
+    assert dedup_images.main(argv) == 0
+    kept = {r["key"]: r for r in read(out, "kept")}
+    assert kept["k0"]["image_member"] == "png" and kept["k0"]["caption"] == "both" and kept["k1"]["width"] == 2
+    (gone,) = read(out, "failed")
+    assert gone["key"] == "k2" and gone["caption"] == "gone" and "failed_to_download: HTTP 404" in gone["error"]
+    assert summary(out)["adds_up"] and summary(out)["inputs"] == 3
+    # Without the sidecar: no extra columns, and k2 is nobody's business.
+    assert dedup_images.main(argv + ["--no-shard-metadata"]) == 0
+    assert "caption" not in read(out, "kept")[0] and summary(out)["inputs"] == 2
+
+
+def test_reference_accepts_shards(tmp_path):
+    photo = {p.name: p.read_bytes() for p in PHOTOS}
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    write_tar(ref / "00000.tar", [("r0.jpg", photo["pool.jpg"]), ("r1.txt", b"no image")])
+    src = tmp_path / "in"
+    src.mkdir()
+    write_tar(src / "00000.tar", [("a.jpg", photo["pool.jpg"]), ("b.jpg", photo["snow.jpg"])])
+    out = tmp_path / "out"
+    assert dedup_images.main(["--input", str(src), "--input-format", "webdataset", "--reference", str(ref),
+                              "--output", str(out), *STATE]) == 0
+    (dup,) = read(out, "duplicates")
+    assert (dup["key"], dup["duplicate_of"], dup["matched"]) == ("a", "r0", "reference")
+    s = summary(out)
+    assert s["reference"]["format"] == "webdataset" and s["reference"]["failed"] == 1
+    assert "r1" in s["reference"]["failures"][0]["id"] and "no image member" in s["reference"]["failures"][0]["error"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--input-format", "webdataset"], "matched no files"),  # the sample folder holds no .tar
+    (["--write-shards", "/tmp/x"], "--write-shards applies to --input-format webdataset"),
+    (["--image-ext", "jpg"], "apply to --input-format webdataset"),
+    (["--shard-size", "10"], "--shard-size applies with --write-shards"),
+])
+def test_configuration_errors_are_one_line(tmp_path, capsys, args, message):
+    assert dedup_images.main(["--output", str(tmp_path / "o"), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+
+
+def test_write_shards_into_the_input_directory_is_refused(tmp_path, capsys):
+    write_tar(tmp_path / "00000.tar", [("k.jpg", PHOTOS[0].read_bytes())])
+    argv = ["--input", str(tmp_path), "--input-format", "webdataset", "--output", str(tmp_path / "o"),
+            "--write-shards", str(tmp_path)]
+    assert dedup_images.main(argv) == 2
+    assert "is an input directory" in capsys.readouterr().err
+
+
+def test_finalize_packs_parts_and_ignores_failed_attempts(tmp_path):
+    """Parts of a bundle that failed are never reported: the finalize step must not publish them,
+    must delete them, and must be safe to run twice."""
+    photo = {p.name: p.read_bytes() for p in PHOTOS}
+    tmp = tmp_path / ".tmp-run"
+    tmp.mkdir()
+
+    def part(keys):
+        w = _PartWriter(str(tmp), mtime=1)
+        for k in keys:
+            w.add({"key": k, "members": ["jpg", "txt"], "image_member": "jpg", "image": photo["pool.jpg"],
+                   "member_bytes": {"txt": k.encode()}})
+        return w.close()
+
+    parts = [part(["c0", "c1"]), part(["a0"]), part(["b0", "b1", "b2"])]
+    orphan = part(["x-failed-attempt"])
+    target = parts[1].members_end + parts[2].members_end  # a0 and b0 fit together; c0 does not join
+    groups = plan(parts, target)
+    assert [[p.first_key for p in g] for g in groups] == [["a0", "b0"], ["c0"]]
+    dofn = FinalizeShardsDoFn(str(tmp_path), str(tmp), target)
+    results = list(dofn.process((None, parts)))
+    assert results == [(f"{tmp_path}/00000.tar", 4), (f"{tmp_path}/00001.tar", 2)]
+    assert not tmp.exists() and orphan.path.startswith(str(tmp))
+    assert list(tar_members(tmp_path / "00000.tar")) == [
+        "a0.jpg", "a0.txt", "b0.jpg", "b0.txt", "b1.jpg", "b1.txt", "b2.jpg", "b2.txt"]
+    assert tar_members(tmp_path / "00001.tar")["c1.txt"] == b"c1"
+    before = {p: open(p, "rb").read() for p in glob.glob(f"{tmp_path}/*.tar")}
+    assert list(dofn.process((None, parts))) == results  # a retried finalize changes nothing
+    assert {p: open(p, "rb").read() for p in glob.glob(f"{tmp_path}/*.tar")} == before
+    assert isinstance(parts[0], Part)
+
+
+# --- the real clients: img2dataset downloads from a local server; webdataset reads our shards -----
+
+DEAD = ("gone.jpg", "missing/nothing.png")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """Photos served over HTTP on 127.0.0.1: originals, byte copies, resized copies, broken files."""
+    import functools
+    import http.server
+    import threading
+
+    root = tmp_path_factory.mktemp("site")
+    for p in PHOTOS:
+        (root / p.name).write_bytes(p.read_bytes())
+    (root / "copy_of_pool.jpg").write_bytes((DATA / "pool.jpg").read_bytes())
+    (root / "copy_of_chelsea.png").write_bytes((DATA / "chelsea.png").read_bytes())
+    for name in ("snow.jpg", "skagen.jpg"):
+        im = Image.open(DATA / name)
+        (root / f"half_{name}").write_bytes(jpeg(im.resize((im.width // 2, im.height // 2)), quality=90))
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" * 10)
+    data = (DATA / "sunset.jpg").read_bytes()
+    (root / "truncated.jpg").write_bytes(data[: len(data) // 3])
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+@pytest.fixture(scope="module")
+def downloads(site, tmp_path_factory):
+    """img2dataset's webdataset and parquet output of the site, with dead URLs in the list."""
+    import os
+
+    root, base = site
+    work = tmp_path_factory.mktemp("img2dataset")
+    names = sorted(p.name for p in root.iterdir()) + list(DEAD)
+    urls = work / "urls.txt"
+    urls.write_text("".join(f"{base}/{n}\n" for n in names))
+    # Offline: no proxy for the local server, no update check by albumentations (an img2dataset
+    # dependency) at import, also in img2dataset's spawned worker processes.
+    saved = {k: os.environ.get(k) for k in ("NO_PROXY", "no_proxy", "NO_ALBUMENTATIONS_UPDATE")}
+    os.environ.update(NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost", NO_ALBUMENTATIONS_UPDATE="1")
+    try:
+        from img2dataset import download
+
+        outputs = {}
+        for fmt in ("webdataset", "parquet"):
+            outputs[fmt] = work / fmt
+            download(url_list=str(urls), input_format="txt", output_format=fmt, output_folder=str(outputs[fmt]),
+                     processes_count=1, thread_count=4, number_sample_per_shard=5, resize_mode="no",
+                     disable_all_reencoding=True, timeout=5, retries=0, enable_wandb=False,
+                     distributor="multiprocessing", compute_hash=None)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return root, base, outputs
+
+
+def outcome(out, name_of, id_column="key") -> dict:
+    """The run's results by served file name: hash groups (hash -> names), failed names."""
+    kept, dups, failed = read(out, "kept"), read(out, "duplicates"), read(out, "failed")
+    groups: dict = {}
+    for r in kept + dups:
+        groups.setdefault(r["image_phash"], set()).add(name_of(r))
+    keepers = {r["image_phash"]: r for r in kept}
+    assert len(keepers) == len(kept), "two records kept for one hash"
+    for r in dups:
+        assert r["duplicate_of"] == keepers[r["image_phash"]][id_column], r
+    s = summary(out)
+    assert s["adds_up"] and s["inputs"] == len(kept) + len(dups) + len(failed)
+    return {"groups": groups, "failed": {name_of(r) for r in failed}}
+
+
+@pytest.fixture(scope="module")
+def files_run(site, tmp_path_factory):
+    """The oracle: the job on the served files themselves."""
+    root, _ = site
+    out = tmp_path_factory.mktemp("files-run")
+    assert dedup_images.main(["--input", str(root), "--output", str(out), "--no-report", *STATE]) == 0
+    result = outcome(out, lambda r: r["id"].rsplit("/", 1)[-1], "id")
+    # The oracle can fail: byte copies are grouped, broken files failed.
+    assert {"pool.jpg", "copy_of_pool.jpg"} in result["groups"].values()
+    assert {"chelsea.png", "copy_of_chelsea.png"} in result["groups"].values()
+    assert result["failed"] == {"broken.jpg", "truncated.jpg"}
+    return result
+
+
+def _served_name(base):
+    return lambda r: r["url"][len(base) + 1:]
+
+
+@pytest.mark.parametrize("backend", ["state", pytest.param("ray", marks=pytest.mark.ray)])
+def test_img2dataset_shards_give_the_files_result_and_shards_round_trip(downloads, files_run, tmp_path,
+                                                                       backend, request):
+    if backend == "ray":
+        request.getfixturevalue("ray_cluster")
+    root, base, outputs = downloads
+    shards = outputs["webdataset"]
+    assert len(glob.glob(f"{shards}/*.tar")) >= 3 and glob.glob(f"{shards}/*.parquet")
+    out, new = tmp_path / "out", tmp_path / "new"
+    argv = ["--input", str(shards), "--input-format", "webdataset", "--output", str(out), "--backend", backend,
+            "--num-buckets", "3", "--write-shards", str(new), "--shard-size", "0.5"]
+    assert dedup_images.main(argv) == 0
+    result = outcome(out, _served_name(base))
+    assert result["groups"] == files_run["groups"]
+    # img2dataset keeps failed downloads in the sidecar only; they are failed records here too.
+    assert result["failed"] == files_run["failed"] | set(DEAD)
+    dead = [r for r in read(out, "failed") if r["url"].endswith(DEAD)]
+    assert all("404" in r["error"] and r["status"] == "failed_to_download" and r["shard"] for r in dead)
+    # The new shards, read by the webdataset library: exactly the kept samples, members intact.
+    original = {}
+    for tar in glob.glob(f"{shards}/*.tar"):
+        original.update(samples_of(tar_members(tar)))
+    written = read_back_with_webdataset(new)
+    kept = {r["key"] for r in read(out, "kept")}
+    assert set(written) == kept
+    for key, members in written.items():
+        assert members == original[key] and set(members) >= {"jpg", "json"}, key
+    keys = pq.read_table(sorted(glob.glob(f"{new}/kept_keys/*.parquet"))).column("key").to_pylist()
+    assert sorted(keys) == sorted(kept)
+
+
+def test_img2dataset_parquet_as_it_is_gives_the_files_result(downloads, files_run, tmp_path):
+    root, base, outputs = downloads
+    out = tmp_path / "out"
+    # No --image-column / --id-column: img2dataset's jpg and key are found.
+    assert dedup_images.main(["--input", str(outputs["parquet"]), "--input-format", "parquet",
+                              "--output", str(out), *STATE]) == 0
+    result = outcome(out, _served_name(base))
+    assert result["groups"] == files_run["groups"]
+    assert result["failed"] == files_run["failed"] | set(DEAD)
+    dead = [r for r in read(out, "failed") if r["url"].endswith(DEAD)]
+    assert len(dead) == 2 and all(r["error"].startswith("status failed_to_download: ") for r in dead)
+    assert all(r["jpg"] is None and r["image_phash"] is None for r in dead)
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT],
+                         ids=["ustar", "gnu", "pax"])
+def test_key_listing_agrees_with_tarfile(tmp_path, fmt):
+    """The repeated-key pre-pass scans plain headers itself (and falls back to tarfile for PAX
+    and GNU long names): its keys must be the ones the reader sees."""
+    from pipelines.webdataset_read import list_keys
+
+    path = tmp_path / "s.tar"
+    with tarfile.open(path, "w", format=fmt) as tar:
+        for name, data in [("a/" + "d" * 120 + "/k1.jpg", b"x" * 700), ("a/" + "d" * 120 + "/k1.txt", b""),
+                           ("dir", None), ("k2.jpg", b"y" * 512), ("lnk", "k2.jpg"), ("ü/k3.json", b"{}"),
+                           ("k2.txt", b"again, not consecutive")]:
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type = tarfile.DIRTYPE
+            elif isinstance(data, str):
+                info.type, info.linkname = tarfile.SYMTYPE, data
+            else:
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data) if isinstance(data, bytes) else None)
+    with tarfile.open(path) as tar:
+        keys = [split_name(m.name)[0] for m in tar if m.isfile()]
+    expected = [k for i, k in enumerate(keys) if i == 0 or k != keys[i - 1]]
+    assert list(list_keys(str(path))) == expected
+    assert expected == ["a/" + "d" * 120 + "/k1", "k2", "ü/k3", "k2"]
+
+
+@pytest.mark.parametrize("layout", ["pax-long-names", "gzip", "gzip-cut"])
+def test_reader_handles_pax_and_compressed_shards(tmp_path, layout):
+    """Plain headers are parsed directly; PAX headers (long, non-ASCII names) are left to tarfile
+    from where they start, compressed shards are streamed by tarfile; all give the same samples."""
+    from pipelines.webdataset_read import ReadShardDoFn
+
+    photo = PHOTOS[0].read_bytes()
+    members = [("k0.jpg", photo), ("k0.txt", b"zero"),
+               ("d/" + "ü" * 80 + "/k1.jpg", photo[:5000]), ("d/" + "ü" * 80 + "/k1.json", b"{}"),
+               ("k2.jpg", photo[:3000])]
+    name = "s.tar" if layout.startswith("pax") else "s.tar.gz"
+    path = tmp_path / name
+    with tarfile.open(path, "w:gz" if name.endswith(".gz") else "w", format=tarfile.PAX_FORMAT) as tar:
+        for n, data in members:
+            info = tarfile.TarInfo(n)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    if layout == "gzip-cut":
+        path.write_bytes(path.read_bytes()[:-2000])
+    out = list(ReadShardDoFn(("jpg",)).process(str(path)))
+    records = [o for o in out if isinstance(o, dict)]
+    failed = [o.value for o in out if not isinstance(o, dict)]
+    expected = samples_of(dict(members))
+    if layout == "gzip-cut":  # the samples before the break, the broken one, then the rest
+        keys = [r["key"] for r in records]
+        assert keys == list(expected)[: len(keys)] and len(keys) < len(expected)
+        assert [f["key"] for f in failed] == [list(expected)[len(keys)], f"{path}#truncated"]
+        assert "breaks inside it" in failed[0]["error"] and "truncated or damaged" in failed[1]["error"]
+        return
+    assert not failed
+    assert [r["key"] for r in records] == list(expected)
+    for r in records:
+        assert {r["image_member"]: r["image"], **r["member_bytes"]} == expected[r["key"]]
+
+
+def test_finalize_retried_after_dying_while_cleaning_up(tmp_path, monkeypatch):
+    """The finalize step dies after publishing the shards, having deleted one part of a
+    concatenated shard: its retry must keep the shards as they were, not fail or rebuild them
+    from what is left."""
+    from pipelines import webdataset_write
+
+    tmp = tmp_path / ".tmp-run"
+    tmp.mkdir()
+    parts = []
+    for keys in (["a0"], ["b0"], ["c0", "c1"]):
+        w = _PartWriter(str(tmp), mtime=1)
+        for k in keys:
+            w.add({"key": k, "members": ["jpg"], "image_member": "jpg", "image": k.encode() * 300, "member_bytes": {}})
+        parts.append(w.close())
+    target = parts[0].members_end + parts[1].members_end  # a0 + b0 concatenated, c0 alone
+    dofn = FinalizeShardsDoFn(str(tmp_path), str(tmp), target)
+
+    def dies_half_way(directory):
+        import os
+        os.remove(parts[1].path)
+        raise RuntimeError("worker lost")
+
+    monkeypatch.setattr(webdataset_write, "remove_tree", dies_half_way)
+    with pytest.raises(RuntimeError):
+        list(dofn.process((None, parts)))
+    first = {p: open(p, "rb").read() for p in sorted(glob.glob(f"{tmp_path}/*.tar"))}
+    monkeypatch.undo()
+    assert list(dofn.process((None, parts))) == [(f"{tmp_path}/00000.tar", 2), (f"{tmp_path}/00001.tar", 2)]
+    assert {p: open(p, "rb").read() for p in sorted(glob.glob(f"{tmp_path}/*.tar"))} == first
+    assert list(tar_members(tmp_path / "00000.tar")) == ["a0.jpg", "b0.jpg"] and not tmp.exists()
+
+
+def test_sidecar_column_null_in_the_first_shard(tmp_path):
+    src = tmp_path / "shards"
+    src.mkdir()
+    photo = {p.name: p.read_bytes() for p in PHOTOS}
+    for i, (name, note) in enumerate([("pool.jpg", None), ("snow.jpg", "a note")]):
+        write_tar(src / f"{i:05d}.tar", [(f"k{i}.jpg", photo[name])])
+        pq.write_table(pa.Table.from_pylist([{"key": f"k{i}", "note": note}]), src / f"{i:05d}.parquet")
+    assert pa.types.is_null(pq.read_schema(src / "00000.parquet").field("note").type)
+    out = tmp_path / "out"
+    assert dedup_images.main(["--input", str(src), "--input-format", "webdataset", "--output", str(out), *STATE]) == 0
+    assert {r["key"]: r["note"] for r in read(out, "kept")} == {"k0": None, "k1": "a note"}
+
+
+def test_repeated_keys_found_in_any_bucket(tmp_path):
+    """The key shuffle moves lists of keys per bucket: a key repeated across shards is found
+    whatever the bucket count, with the first shard by path as its holder."""
+    import apache_beam as beam
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from pipelines.webdataset_read import FindRepeatedKeys, KEYS_PER_BUCKET
+
+    for name, keys in (("a.tar", ["k0", "k1", "k2"]), ("b.tar", ["k3", "k1"]), ("c.tar", ["k1", "k2", "k4"])):
+        write_tar(tmp_path / name, [(f"{k}.jpg", b"x") for k in keys])
+    expected = [((f"{tmp_path}/b.tar", "k1"), f"{tmp_path}/a.tar"), ((f"{tmp_path}/c.tar", "k1"), f"{tmp_path}/a.tar"),
+                ((f"{tmp_path}/c.tar", "k2"), f"{tmp_path}/a.tar")]
+    for samples in (0, 7 * KEYS_PER_BUCKET):
+        with beam.Pipeline() as p:
+            found = (p | f"Shards{samples}" >> beam.Create([str(tmp_path / n) for n in ("c.tar", "a.tar", "b.tar")])
+                     | f"Find{samples}" >> FindRepeatedKeys(samples))
+            assert_that(found, equal_to(expected))
