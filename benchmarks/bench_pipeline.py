@@ -136,8 +136,8 @@ def compare_shards(args, files, run) -> int:
                   "shards": ("--input", str(shard_dir), "--input-format", "webdataset")}
         extra, release = [], None
         if args.backend == "ray":
-            from beam_phash import ray_cluster
-            from beam_phash.ray_backend import RayDedupBackend
+            from beam_phash.exact import ray_cluster
+            from beam_phash.exact.ray_client import RayDedupBackend
 
             address = ray_cluster.start_local_ray()
             name = f"bench-{os.getpid()}"
