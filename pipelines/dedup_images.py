@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from typing import List, Optional
@@ -39,6 +40,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 import beam_phash
 from beam_phash import ImagePhashDedup
+from beam_phash.failures import DEFAULT_MAX_INTERNAL, FailureThresholdError
 from beam_phash.records import QUALITY_FIELD, WRITTEN_FIELDS
 from pipelines import inputs as job_inputs
 from pipelines.inputs import ConfigError, InputSpec, ReadImageRecords, ReadReference
@@ -141,6 +143,12 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--search-partitions", type=int, default=4, metavar="S",
                     help="near-duplicates: band groups searched in parallel, each one copy of the "
                          "hashes through the shuffle (default 4)")
+    ap.add_argument("--max-decode-failures", type=float, default=None, metavar="FRACTION",
+                    help="fail the run when more than this fraction of the inputs cannot be hashed "
+                         "(default: no limit; failed inputs are listed in failed/)")
+    ap.add_argument("--max-internal-failures", type=float, default=DEFAULT_MAX_INTERNAL, metavar="FRACTION",
+                    help="fail the run when more than this fraction of the inputs hit an internal "
+                         f"error of the Rust code (a bug; default {DEFAULT_MAX_INTERNAL})")
     ap.add_argument("--no-report", action="store_true", help="skip report.html")
     return ap
 
@@ -217,11 +225,39 @@ def read_reference_failures(output: str) -> List[dict]:
 
 
 def counts_of(result) -> dict:
-    found = result.metrics().query(MetricsFilter().with_namespace(beam_phash.METRICS_NAMESPACE))
+    """The job's counters, summed over steps; {} when the runner reports no metrics."""
+    try:
+        found = result.metrics().query(MetricsFilter().with_namespace(beam_phash.METRICS_NAMESPACE))
+    except (NotImplementedError, AttributeError):
+        return {}
     totals = {}
     for c in found["counters"]:  # one entry per step on some runners: add them up
         totals[c.key.metric.name] = totals.get(c.key.metric.name, 0) + c.committed
     return totals
+
+
+def output_rows(output: str) -> dict:
+    """Rows written to kept/, duplicates/ and failed/, from the Parquet footers."""
+    import pyarrow.parquet as pq
+
+    rows = {}
+    for name in ("kept", "duplicates", "failed"):
+        rows[name] = 0
+        for m in FileSystems.match([FileSystems.join(output, name, "*.parquet")])[0].metadata_list:
+            with FileSystems.open(m.path) as f:
+                rows[name] += pq.ParquetFile(f).metadata.num_rows
+    return rows
+
+
+def verified_counts(found: dict, spec: InputSpec, output: str) -> tuple:
+    """(counts, how they were obtained, whether inputs = kept + duplicates + failed is checked).
+    From the runner's metrics; a runner that reports none gets the written rows, checked against
+    the input count when the inputs say it (files, Parquet rows); else unverified."""
+    if "inputs" in found:
+        return {k: found.get(k, 0) for k in ("inputs", "kept", "duplicates", "failed")}, "metrics", True
+    rows = output_rows(output)
+    inputs = spec.matched if spec.fmt == "files" else spec.rows if spec.fmt == "parquet" else None
+    return {"inputs": inputs, **rows}, "outputs", inputs is not None
 
 
 def _count(spec: InputSpec) -> int:
@@ -300,7 +336,8 @@ def configure(argv: Optional[List[str]]):
                             max_distance=args.max_distance, dihedral=args.dihedral, keep=args.keep,
                             hash_column=args.hash_column, band_partition_bits=args.band_partition_bits,
                             search_partitions=args.search_partitions,
-                            expected_count=_count(spec) + (_count(reference) if reference else 0))
+                            expected_count=_count(spec) + (_count(reference) if reference else 0)
+                            ).with_failure_threshold(args.max_decode_failures, args.max_internal_failures)
     return args, spec, dedup, PipelineOptions(beam_args), reference
 
 
@@ -322,18 +359,28 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = beam.Pipeline(options=options)
     build(p, spec, args.output, dedup, report=not args.no_report, reference=reference,
           write_shards=args.write_shards, shard_mb=args.shard_size)
-    result = p.run()
-    result.wait_until_finish()
+    try:
+        result = p.run()
+        result.wait_until_finish()
+    except Exception as e:  # noqa: BLE001 - only our own failure threshold is said in one line
+        reason = failure_threshold_reason(e)
+        if reason is None:
+            raise
+        print(f"beam-phash: error: {reason}", file=sys.stderr)
+        return 1
     wall = time.time() - started
     found = counts_of(result)
-    counts = {k: found.get(k, 0) for k in ("inputs", "kept", "duplicates", "failed")}
+    counts, counted_from, checkable = verified_counts(found, spec, args.output)
+    adds_up = checkable and counts["inputs"] == counts["kept"] + counts["duplicates"] + counts["failed"]
     summary = {
         **counts,
-        "adds_up": counts["inputs"] == counts["kept"] + counts["duplicates"] + counts["failed"],
+        "adds_up": adds_up,
+        "counts_from": counted_from,
+        "verified": checkable,
         "state_matches": found.get("state_matches", 0),
         "flat_images": found.get("flat_images", 0),
         "wall_seconds": round(wall, 3),
-        "images_per_second": round(counts["inputs"] / wall, 1) if wall > 0 else None,
+        "images_per_second": round(counts["inputs"] / wall, 1) if wall > 0 and counts["inputs"] else None,
         "algorithm": args.algorithm,
         "hash_size": args.hash_size,
         "bits": bits,
@@ -360,9 +407,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         }
     with FileSystems.create(FileSystems.join(args.output, "summary.json")) as f:
         f.write(json.dumps(summary, indent=2).encode())
-    print(f"{counts['inputs']} images: {counts['kept']} kept, {counts['duplicates']} duplicates, "
-          f"{counts['failed']} failed ({'adds up' if summary['adds_up'] else 'DOES NOT ADD UP'}) "
+    verdict = ("adds up" if adds_up else "DOES NOT ADD UP" if checkable else
+               "UNVERIFIED: the runner reported no counts and the input count is unknown")
+    inputs = "?" if counts["inputs"] is None else counts["inputs"]
+    print(f"{inputs} images: {counts['kept']} kept, {counts['duplicates']} duplicates, "
+          f"{counts['failed']} failed ({verdict}) "
           f"in {wall:.1f} s ({summary['images_per_second']} images/s)")
+    if counted_from == "outputs":
+        print("counts: the runner reported no metrics; counted from the written rows"
+              + ("" if checkable else ", which cannot be checked against the inputs"), file=sys.stderr)
     if reference is not None:
         ref = summary["reference"]
         print(f"reference: {ref['references']} images, {ref['matches']} inputs matched them, "
@@ -377,7 +430,25 @@ def main(argv: Optional[List[str]] = None) -> int:
               f"({written['bytes'] / 2**20:.1f} MiB), keys in {args.write_shards}/{KEPT_KEYS}/")
     if not args.no_report:
         print(f"report: {write_report(args.output, summary)}")
-    return 0 if summary["adds_up"] else 1
+    return 0 if adds_up else 1 if checkable else 3
+
+
+_THRESHOLD_MESSAGE = re.compile(r"\d+ of \d+ inputs \([^)]*\) [^\n]*? over the failure threshold of [^\n]*?"
+                                r"the failed output lists each with its reason")
+
+
+def failure_threshold_reason(e: BaseException) -> Optional[str]:
+    """The message of a FailureThresholdError raised in the pipeline (runners wrap it), or None."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, FailureThresholdError):
+            return str(e)
+        found = _THRESHOLD_MESSAGE.search(str(e))  # a worker's error, passed on as text
+        if found:
+            return found.group(0)
+        e = e.__cause__ or e.__context__
+    return None
 
 
 if __name__ == "__main__":

@@ -62,11 +62,22 @@ def _pattern(item: str, fmt: str) -> str:
     return item
 
 
+def listing_error(e: Exception) -> str:
+    """What went wrong listing a path, in one line: a filesystem Beam does not have (a missing
+    extra), or the error itself (credentials, permissions, a missing bucket), by its type."""
+    text = " ".join(str(e).split())
+    if "Unable to get filesystem" in text or "Unable to get the Filesystem" in text:
+        return ("no Beam filesystem for this path's scheme: install its extra "
+                "(pip install 'beam-phash[gcp]' for gs://, 'beam-phash[aws]' for s3://), "
+                f"or check the path ({text[:300]})")
+    return f"{type(e).__name__}: {text[:300]}"
+
+
 def _match(pattern: str, item: str, flag: str = "--input") -> List[str]:
     try:
         found = FileSystems.match([pattern])[0].metadata_list
-    except Exception:  # noqa: BLE001 - an unknown scheme, a missing bucket, a bad glob
-        found = []
+    except Exception as e:  # noqa: BLE001 - said as what it is, never as "matched no files"
+        raise ConfigError(f"{flag} {item!r} cannot be listed: {listing_error(e)}") from None
     if not found:
         raise ConfigError(f"{flag} {item!r} matched no files")
     return sorted(m.path for m in found)

@@ -136,3 +136,57 @@ def test_overlapping_inputs_and_reruns_count_each_file_once(tmp_path):
     (out / "kept" / "part-99999-of-99999.parquet").write_bytes(b"stale shard of an older run")
     assert dedup_images.main(argv) == 0
     assert len(read(out, "kept")) == 7
+
+
+def test_an_input_that_cannot_be_listed_says_why(tmp_path, capsys, monkeypatch):
+    out = str(tmp_path / "o")
+    # A scheme whose filesystem extra is missing here: named as such, not "matched no files".
+    assert dedup_images.main(["--input", "gs://some-bucket/images/*.jpg", "--output", out]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot be listed: no Beam filesystem" in err and "beam-phash[gcp]" in err, err
+    assert "matched no files" not in err and "\n" not in err
+
+    from apache_beam.io.filesystems import FileSystems
+
+    def denied(patterns):
+        raise PermissionError("403 Forbidden: the credentials cannot list this bucket")
+    monkeypatch.setattr(FileSystems, "match", staticmethod(denied))
+    assert dedup_images.main(["--input", str(DATA), "--output", out]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot be listed: PermissionError: 403 Forbidden" in err and "matched no files" not in err, err
+
+
+def test_a_run_without_metrics_is_checked_against_the_outputs_or_unverified(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(dedup_images, "counts_of", lambda result: {})  # a runner with no metrics
+    out = tmp_path / "o"
+    assert dedup_images.main(["--output", str(out), "--backend", "state", "--no-report"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["counts_from"] == "outputs" and summary["verified"] and summary["adds_up"]
+    assert summary["inputs"] == 12 and summary["kept"] + summary["duplicates"] + summary["failed"] == 12
+
+    # WebDataset input: the number of samples is not known up front, so nothing can be checked.
+    import tarfile
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    with tarfile.open(shards / "00000.tar", "w") as tar:
+        for p in sorted(DATA.glob("*.jpg"))[:3]:
+            tar.add(p, arcname=f"{p.stem}.jpg")
+    capsys.readouterr()
+    assert dedup_images.main(["--input", str(shards), "--input-format", "webdataset",
+                              "--output", str(tmp_path / "o2"), "--backend", "state", "--no-report"]) == 3
+    assert "UNVERIFIED" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "o2" / "summary.json").read_text())
+    assert summary["inputs"] is None and not summary["verified"] and not summary["adds_up"]
+
+
+def test_the_failure_threshold_stops_the_job_in_one_line(tmp_path, capsys):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "good.jpg").write_bytes(sorted(DATA.glob("*.jpg"))[0].read_bytes())
+    for i in range(3):
+        (inputs / f"bad{i}.jpg").write_bytes(b"not a jpeg %d" % i)
+    argv = ["--input", str(inputs), "--output", str(tmp_path / "o"), "--backend", "state", "--no-report"]
+    assert dedup_images.main(argv + ["--max-decode-failures", "0.5"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("beam-phash: error: 3 of 4 inputs (75.0%) could not be hashed"), err
+    assert dedup_images.main(argv) == 0  # no limit by default: failures are data
