@@ -12,7 +12,7 @@ __all__ = [
     "Components", "near_layout", "near_fields", "near_search", "near_pairs_brute", "spanning_forest",
     "near_resolve", "collapse_heads", "parse_hex_hashes", "parse_hex_column", "ALGORITHMS",
     "MIN_HASH_SIZE", "MAX_HASH_SIZE", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_ALLOC", "ALPHA_BACKGROUND",
-    "HASH_VERSION", "FLAT_QUALITY",
+    "HASH_VERSION", "FLAT_QUALITY", "route_rows",
 ]
 
 ALGORITHMS: tuple[str, ...]
@@ -167,6 +167,9 @@ def parse_hex_column(
     offsets: _BytesLike, data: _BytesLike, bits: int, valid: Optional[_BytesLike] = None
 ) -> tuple[bytes, bytes, list[str]]:
     """An Arrow string column of hex hashes -> (packed, bad indices as uint32 bytes, reasons)."""
+
+def route_rows(rows: _BytesLike, width: int, buckets: int) -> bytes:
+    """The bucket (uint32 bytes) of each packed hash of ``width`` bytes, by its own bits."""
 
 @final
 class Components:

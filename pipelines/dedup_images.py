@@ -41,6 +41,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 import beam_phash
 from beam_phash import ImagePhashDedup
 from beam_phash.failures import DEFAULT_MAX_INTERNAL, FailureThresholdError
+from beam_phash.near.policy import KEEP_POLICIES
 from beam_phash.records import QUALITY_FIELD, WRITTEN_FIELDS
 from pipelines import inputs as job_inputs
 from pipelines.inputs import ConfigError, InputSpec, ReadImageRecords, ReadReference
@@ -132,7 +133,7 @@ def _parser() -> argparse.ArgumentParser:
                          "auto: the measured threshold for the algorithm and hash size)")
     ap.add_argument("--dihedral", action="store_true",
                     help="near-duplicates: rotated and mirrored copies count as duplicates too")
-    ap.add_argument("--keep", default="largest", choices=["largest", "smallest_id"],
+    ap.add_argument("--keep", default="largest", choices=KEEP_POLICIES,
                     help="near-duplicates: which image of a group is kept (default: largest)")
     ap.add_argument("--hash-column", default=None, metavar="COL",
                     help="Parquet: dedup the hex hashes in COL (an earlier run's image_phash, or "

@@ -11,6 +11,7 @@
 //! Semantics of `check_and_insert`: true where the caller's owner is the hash's first claimant:
 //! a new hash (now stored with that owner), or a hash already stored with that same owner (a
 //! retry of the same record). That makes repeated calls idempotent.
+use crate::exact::mix::{mix, INDEX_SEED};
 
 const CHUNK_SHIFT: u32 = 16;
 const CHUNK: usize = 1 << CHUNK_SHIFT;
@@ -69,27 +70,6 @@ pub struct SeenSet {
 struct Labels {
     spans: Vec<Box<[u64]>>,
     arena: Vec<u8>,
-}
-
-#[inline]
-fn mix(hash: &[u8]) -> u64 {
-    // Chain every 64-bit word through a multiply-xorshift (the hash's own bits, no salt). A seed
-    // different from beam_phash.routing's, so that the bucket choice does not bias the index.
-    let mut h: u64 = 0x243F_6A88_85A3_08D3;
-    let mut words = hash.chunks_exact(8);
-    for w in &mut words {
-        h = (h ^ u64::from_le_bytes(w.try_into().unwrap())).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        h ^= h >> 31;
-    }
-    let rest = words.remainder();
-    if !rest.is_empty() {
-        let mut buf = [0u8; 8];
-        buf[..rest.len()].copy_from_slice(rest);
-        h = (h ^ u64::from_le_bytes(buf)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        h ^= h >> 31;
-    }
-    h = h.wrapping_mul(0xD6E8_FEB8_6659_FD93);
-    h ^ (h >> 32)
 }
 
 #[inline]
@@ -152,7 +132,7 @@ impl SeenSet {
     #[inline]
     fn find(&self, hash: &[u8]) -> (usize, Option<usize>) {
         let slots = self.index.len();
-        let mut s = slot_of(mix(hash), slots);
+        let mut s = slot_of(mix(hash, INDEX_SEED), slots);
         loop {
             let e = self.index[s];
             if e == EMPTY {
@@ -175,7 +155,7 @@ impl SeenSet {
         let slots = ((self.index.len() as f64 * GROWTH) as usize).max(MIN_SLOTS);
         let mut index = vec![EMPTY; slots];
         for e in 0..self.len {
-            let mut s = slot_of(mix(self.hash_at(e)), slots);
+            let mut s = slot_of(mix(self.hash_at(e), INDEX_SEED), slots);
             while index[s] != EMPTY {
                 s += 1;
                 if s == slots {
@@ -283,7 +263,7 @@ impl SeenSet {
     fn prefetch_slot(&self, hash: &[u8]) {
         #[cfg(target_arch = "x86_64")]
         {
-            let s = slot_of(mix(hash), self.index.len());
+            let s = slot_of(mix(hash, INDEX_SEED), self.index.len());
             // SAFETY: a prefetch of an in-bounds address; it never faults and reads nothing.
             unsafe {
                 use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};

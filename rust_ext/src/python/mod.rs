@@ -11,6 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
 use crate::error::Error;
+use crate::exact::mix::route;
 use crate::exact::seen::SeenSet as CoreSeenSet;
 use crate::hash::algorithm::{bit_count, Algorithm, HashSpec, MAX_HASH_SIZE, MIN_HASH_SIZE};
 use crate::hash::{hash_batch, hash_image as hash_image_core, HashBits, ImageHash, HASH_VERSION};
@@ -75,6 +76,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         wrap_pyfunction!(collapse_heads, m)?,
         wrap_pyfunction!(parse_hex_hashes, m)?,
         wrap_pyfunction!(parse_hex_column, m)?,
+        wrap_pyfunction!(route_rows, m)?,
     ] {
         m.add_function(f)?;
     }

@@ -86,3 +86,19 @@ impl SeenSet {
         format!("SeenSet(hash_bytes={}, len={}, nbytes={})", self.inner.hash_bytes(), self.inner.len(), self.inner.memory_bytes())
     }
 }
+
+/// The bucket in [0, buckets) of each packed hash (`rows`: a buffer of hashes `width` bytes
+/// each), as uint32 bytes: `crate::exact::mix::route`, the routing of `beam_phash.routing`.
+#[pyfunction]
+pub(crate) fn route_rows<'py>(py: Python<'py>, rows: &Bound<'py, PyAny>, width: usize, buckets: u32) -> PyResult<Bound<'py, PyBytes>> {
+    if width == 0 || buckets == 0 {
+        return Err(PyValueError::new_err("width and buckets must be at least 1"));
+    }
+    let buf = view(rows)?;
+    let data = unsafe { as_slice(&buf) };
+    if data.len() % width != 0 {
+        return Err(PyValueError::new_err(format!("rows hold {} bytes, not a multiple of width {width}", data.len())));
+    }
+    let routed = kernel(py, || Ok(route(data, width, buckets)))?;
+    Ok(PyBytes::new(py, &u32_bytes(&routed)))
+}
