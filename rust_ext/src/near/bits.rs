@@ -77,6 +77,17 @@ impl<'a> Owners<'a> {
     }
 }
 
+/// Hamming distance of two hashes held as equally many little-endian u64 words (4 for 256 bits,
+/// unrolled).
+#[inline]
+pub fn hamming_words(a: &[u64], b: &[u64]) -> u32 {
+    if a.len() == 4 && b.len() == 4 {
+        return (a[0] ^ b[0]).count_ones() + (a[1] ^ b[1]).count_ones() + (a[2] ^ b[2]).count_ones()
+            + (a[3] ^ b[3]).count_ones();
+    }
+    a.iter().zip(b).map(|(x, y)| (x ^ y).count_ones()).sum()
+}
+
 /// Hamming distance of two equally long byte strings.
 #[inline]
 pub fn hamming(a: &[u8], b: &[u8]) -> u32 {

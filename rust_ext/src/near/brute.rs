@@ -3,6 +3,7 @@
 use rayon::prelude::*;
 
 use crate::error::Error;
+use crate::near::bits::hamming_words;
 use crate::near::search::{Edges, Images};
 use crate::pool;
 
@@ -41,14 +42,7 @@ pub fn all_pairs(images: &Images, max_distance: u32, threads: Option<usize>) -> 
                     return found;
                 }
                 for (j, rj) in rows.chunks_exact(wpr).enumerate().skip(i + 1) {
-                    let d: u32 = if wpr == 4 {
-                        (ri[0] ^ rj[0]).count_ones()
-                            + (ri[1] ^ rj[1]).count_ones()
-                            + (ri[2] ^ rj[2]).count_ones()
-                            + (ri[3] ^ rj[3]).count_ones()
-                    } else {
-                        ri.iter().zip(rj).map(|(x, y)| (x ^ y).count_ones()).sum()
-                    };
+                    let d = hamming_words(ri, rj);
                     if d <= max_distance {
                         found.push((j as u32, d));
                     }
