@@ -51,28 +51,19 @@ class HashBatchDoFn(beam.DoFn):
     ``Hashed`` on the main output; records that cannot be hashed go to the ``failed`` tag with an
     ``error`` reason and ``hash_field=None``; and the batch's ``failures.Tally`` on ``tally``."""
 
-    def __init__(self, *, algorithm: str, hash_size: int, image_field: str, hash_field: str,
-                 id_field: Optional[str], threads: Optional[int], max_pixels: int,
-                 dihedral: bool = False):
-        self._algorithm = algorithm
-        self._hash_size = hash_size
-        self._image_field = image_field
-        self._hash_field = hash_field
-        self._id_field = id_field
-        self._threads = threads
-        self._max_pixels = max_pixels
-        self._dihedral = dihedral
+    def __init__(self, config: HashConfig):
+        self._c = config
         self._metrics = DedupMetrics()
 
     def _failed(self, record, reason: str):
-        return failed_output(record, reason, self._hash_field, self._image_field, self._metrics)
+        return failed_output(record, reason, self._c.hash_field, self._c.image_field, self._metrics)
 
     def process(self, batch: List[dict]) -> Iterable:
         self._metrics.inputs.inc(len(batch))
         blobs, pending = [], []
         for record in batch:
             try:
-                blobs.append(image_bytes(record, self._image_field))
+                blobs.append(image_bytes(record, self._c.image_field))
                 pending.append(record)
             except BadRecord as e:
                 yield self._failed(record, str(e))
@@ -81,8 +72,8 @@ class HashBatchDoFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(TALLY, Tally(len(batch), failed, 0))
             return
         started = time.perf_counter()
-        results = hash_images(blobs, algorithm=self._algorithm, hash_size=self._hash_size,
-                              threads=self._threads, max_pixels=self._max_pixels, dihedral=self._dihedral)
+        results = hash_images(blobs, algorithm=self._c.algorithm, hash_size=self._c.hash_size,
+                              threads=self._c.threads, max_pixels=self._c.max_pixels, dihedral=self._c.dihedral)
         self._metrics.hash_batch_latency_ms.update(int((time.perf_counter() - started) * 1000))
         self._metrics.hash_batch_size.update(len(blobs))
         out: List[Hashed] = []
@@ -95,10 +86,10 @@ class HashBatchDoFn(beam.DoFn):
                     failed += 1
                 yield self._failed(record, str(result))
                 continue
-            owner = record_id(record, self._id_field) or surrogate_owner(data)
-            kept = encodable_image(with_fields(record, **{self._hash_field: result.hex(), QUALITY_FIELD: result.quality}),
-                                   self._image_field)
-            variants = tuple(bytes(v) for v in result.variants) if self._dihedral else ()
+            owner = record_id(record, self._c.id_field) or surrogate_owner(data)
+            kept = encodable_image(with_fields(record, **{self._c.hash_field: result.hex(), QUALITY_FIELD: result.quality}),
+                                   self._c.image_field)
+            variants = tuple(bytes(v) for v in result.variants) if self._c.dihedral else ()
             flat = result.quality < FLAT_QUALITY
             if flat:
                 self._metrics.flat_images.inc()
@@ -114,30 +105,25 @@ class ParseHashesDoFn(beam.DoFn):
     value, bad hex, or a hash of another width goes to ``failed`` with the reason. Image sizes are
     unknown, so ``keep="largest"`` falls back to the smallest id."""
 
-    def __init__(self, *, bits: int, hash_column: str, hash_field: str, image_field: str,
-                 id_field: Optional[str]):
-        self._bits = bits
-        self._hash_column = hash_column
-        self._hash_field = hash_field
-        self._image_field = image_field
-        self._id_field = id_field
-        self._width = (bits + 7) // 8
+    def __init__(self, config: HashConfig):
+        self._c = config
+        self._width = (config.bits + 7) // 8
         self._metrics = DedupMetrics()
 
     def process(self, batch: List[dict]) -> Iterable:
         self._metrics.inputs.inc(len(batch))
-        values = [r.get(self._hash_column) if isinstance(r, dict) else None for r in batch]
-        packed, errors = parse_hex_hashes(values, self._bits)
+        values = [r.get(self._c.hash_column) if isinstance(r, dict) else None for r in batch]
+        packed, errors = parse_hex_hashes(values, self._c.bits)
         yield beam.pvalue.TaggedOutput(TALLY, Tally(len(batch), sum(e is not None for e in errors), 0))
         out: List[Hashed] = []
         for i, (record, error) in enumerate(zip(batch, errors)):
             if error is not None:
-                yield failed_output(record, f"{self._hash_column}: {error}", self._hash_field,
-                                    self._image_field, self._metrics)
+                yield failed_output(record, f"{self._c.hash_column}: {error}", self._c.hash_field,
+                                    self._c.image_field, self._metrics)
                 continue
             h = packed[i * self._width:(i + 1) * self._width]
-            owner = record_id(record, self._id_field) or surrogate_owner(h)
-            kept = encodable_image(with_fields(record, **{self._hash_field: h.hex()}), self._image_field)
+            owner = record_id(record, self._c.id_field) or surrogate_owner(h)
+            kept = encodable_image(with_fields(record, **{self._c.hash_field: h.hex()}), self._c.image_field)
             out.append(Hashed(h, owner, kept))
         if out:
             yield out
@@ -213,13 +199,7 @@ class HashImages(beam.PTransform):
         c = self.config
         batches = records | "Batch" >> beam.BatchElements(
             min_batch_size=min(16, c.batch_size), max_batch_size=c.batch_size)
-        if c.hash_column is not None:
-            step = ParseHashesDoFn(bits=c.bits, hash_column=c.hash_column, hash_field=c.hash_field,
-                                   image_field=c.image_field, id_field=c.id_field)
-        else:
-            step = HashBatchDoFn(algorithm=c.algorithm, hash_size=c.hash_size, image_field=c.image_field,
-                                 hash_field=c.hash_field, id_field=c.id_field, threads=c.threads,
-                                 max_pixels=c.max_pixels, dihedral=c.dihedral)
+        step = ParseHashesDoFn(c) if c.hash_column is not None else HashBatchDoFn(c)
         hashed = batches | ("ParseHashes" if c.hash_column else "Hash") >> beam.ParDo(step).with_outputs(
             FAILED, TALLY, main="hashed")
         _ = hashed[TALLY] | "CheckFailures" >> CheckFailures(self.failure_threshold)

@@ -14,13 +14,14 @@ Near-duplicate mode hands the batches to ``NearDedup`` as fixed images. Exact mo
 """
 from __future__ import annotations
 
-from typing import Iterable, List, Optional, Tuple
+from typing import Iterable, List, Tuple
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
 from beam_phash._native import PHash, collapse_heads, hash_images, parse_hex_column, parse_hex_hashes
+from beam_phash.hashing import HashConfig
 from beam_phash.metrics import DedupMetrics
 from beam_phash.near.batches import Fixed, concat, pack_labels, take_labels, u8, u32s
 from beam_phash.near.fixed import REFERENCE, SOURCES, PackFixedDoFn, fixed_batch
@@ -44,23 +45,14 @@ class HashReferenceDoFn(beam.DoFn):
     """Lists of reference elements (dicts, or Arrow tables) -> ``Fixed`` batches; references that
     cannot be hashed go to ``reference_failed`` as ``{id_field: id, "error": reason}``."""
 
-    def __init__(self, *, algorithm: str, hash_size: int, bits: int, image_field: str,
-                 id_field: Optional[str], hash_column: Optional[str], threads: Optional[int],
-                 max_pixels: int):
-        self._algorithm = algorithm
-        self._hash_size = hash_size
-        self._bits = bits
-        self._width = (bits + 7) // 8
-        self._image_field = image_field
-        self._id_field = id_field
-        self._hash_column = hash_column
-        self._threads = threads
-        self._max_pixels = max_pixels
+    def __init__(self, config: HashConfig):
+        self._c = config  # its hash_column: the references' hex hashes, if they have them
+        self._width = (config.bits + 7) // 8
         self._metrics = DedupMetrics()
 
     def _failed(self, label: str, reason: str):
         self._metrics.reference_failed.inc()
-        return beam.pvalue.TaggedOutput(REFERENCE_FAILED, {self._id_field or "id": label or None, ERROR_FIELD: reason})
+        return beam.pvalue.TaggedOutput(REFERENCE_FAILED, {self._c.id_field or "id": label or None, ERROR_FIELD: reason})
 
     def _blobs(self, records: list) -> list:
         """Each record's image bytes, or the reason it has none (a str)."""
@@ -70,7 +62,7 @@ class HashReferenceDoFn(beam.DoFn):
                 blobs.append(str(r[ERROR_FIELD]))
                 continue
             try:
-                blobs.append(image_bytes(r, self._image_field))
+                blobs.append(image_bytes(r, self._c.image_field))
             except BadRecord as e:
                 blobs.append(str(e))
         return blobs
@@ -82,8 +74,8 @@ class HashReferenceDoFn(beam.DoFn):
         for i, b in enumerate(blobs):
             if isinstance(b, str):
                 yield self._failed(labels[i], b)
-        results = hash_images([blobs[i] for i in todo], algorithm=self._algorithm, hash_size=self._hash_size,
-                              threads=self._threads, max_pixels=self._max_pixels) if todo else []
+        results = hash_images([blobs[i] for i in todo], algorithm=self._c.algorithm, hash_size=self._c.hash_size,
+                              threads=self._c.threads, max_pixels=self._c.max_pixels) if todo else []
         for i, result in zip(todo, results):
             if isinstance(result, PHash):
                 good.append(i)
@@ -101,7 +93,7 @@ class HashReferenceDoFn(beam.DoFn):
     def _parsed(self, labels, packed: bytes, bad: np.ndarray, reasons: List[str]) -> Iterable:
         keys = np.frombuffer(packed, dtype=np.uint8).reshape(-1, self._width)
         for i, reason in zip(bad, reasons):
-            yield self._failed(str(labels[int(i)]), f"{self._hash_column}: {reason}")
+            yield self._failed(str(labels[int(i)]), f"{self._c.hash_column}: {reason}")
         good = np.setdiff1d(np.arange(len(keys)), bad)
         if len(good):
             if isinstance(labels, pa.Array):
@@ -113,20 +105,20 @@ class HashReferenceDoFn(beam.DoFn):
     def _table(self, table) -> Iterable:
         names = table.schema.names
         n = table.num_rows
-        if self._id_field and self._id_field in names:
-            labels = table.column(self._id_field)
+        if self._c.id_field and self._c.id_field in names:
+            labels = table.column(self._c.id_field)
             labels = (labels.combine_chunks() if isinstance(labels, pa.ChunkedArray) else labels).cast(pa.large_string())
         else:
             labels = pa.array([""] * n, pa.large_string())
-        if self._hash_column is not None:
-            column = table.column(self._hash_column)
+        if self._c.hash_column is not None:
+            column = table.column(self._c.hash_column)
             column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
             offsets, data = pack_labels(column)  # the Arrow buffers as they are; nulls are marked apart
             valid = column.is_valid().to_numpy(zero_copy_only=False).astype(np.uint8)
-            packed, bad, reasons = parse_hex_column(u8(offsets), data, self._bits, valid)
+            packed, bad, reasons = parse_hex_column(u8(offsets), data, self._c.bits, valid)
             yield from self._parsed(labels.fill_null(""), packed, u32s(bad), reasons)
             return
-        images = [{self._image_field: value} for value in table.column(self._image_field).to_pylist()]
+        images = [{self._c.image_field: value} for value in table.column(self._c.image_field).to_pylist()]
         yield from self._hash([s or "" for s in labels.to_pylist()], self._blobs(images))
 
     def process(self, batch: list) -> Iterable:
@@ -138,10 +130,10 @@ class HashReferenceDoFn(beam.DoFn):
                 records.append(element)
         if not records:
             return
-        labels = [(record_id(r, self._id_field) if isinstance(r, dict) else None) or "" for r in records]
-        if self._hash_column is not None:
-            values = [r.get(self._hash_column) if isinstance(r, dict) else None for r in records]
-            packed, errors = parse_hex_hashes(values, self._bits)
+        labels = [(record_id(r, self._c.id_field) if isinstance(r, dict) else None) or "" for r in records]
+        if self._c.hash_column is not None:
+            values = [r.get(self._c.hash_column) if isinstance(r, dict) else None for r in records]
+            packed, errors = parse_hex_hashes(values, self._c.bits)
             bad = np.array([i for i, e in enumerate(errors) if e is not None], dtype=np.int64)
             yield from self._parsed(labels, packed, bad, [e for e in errors if e is not None])
             return
@@ -149,17 +141,17 @@ class HashReferenceDoFn(beam.DoFn):
 
 
 class HashReference(beam.PTransform):
-    """Reference elements -> ``Fixed`` batches (main) and failed references (``reference_failed``)."""
+    """Reference elements -> ``Fixed`` batches (main) and failed references (``reference_failed``),
+    hashed as ``config`` says (its ``hash_column``: the references' own hex hashes)."""
 
-    def __init__(self, batch_size: int, **settings):
+    def __init__(self, config: HashConfig):
         super().__init__()
-        self._batch_size = batch_size
-        self._settings = settings
+        self._config = config
 
     def expand(self, references):
         return (references
-                | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self._batch_size)
-                | "Hash" >> beam.ParDo(HashReferenceDoFn(**self._settings)).with_outputs(
+                | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self._config.batch_size)
+                | "Hash" >> beam.ParDo(HashReferenceDoFn(self._config)).with_outputs(
                     REFERENCE_FAILED, main="fixed"))
 
 

@@ -4,6 +4,7 @@ optional reference set (``reference``)."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import NamedTuple, Optional, Union
 
 import apache_beam as beam
@@ -228,8 +229,6 @@ class ImagePhashDedup(beam.PTransform):
             # Empty, and produced by a step with an input: portable runners (Flink) reject the
             # identity step an empty Create adds inside a composite.
             return None, failed | "NoReferenceFailures" >> beam.Filter(lambda _: False)
-        out = self.reference | "HashReference" >> HashReference(
-            self.hashing.batch_size, algorithm=self.algorithm, hash_size=self.hash_size, bits=self.bits,
-            image_field=self.image_field, id_field=self.id_field, hash_column=self.reference_hash_column,
-            threads=self.hashing.threads, max_pixels=self.hashing.max_pixels)
+        config = dataclasses.replace(self.hashing, hash_column=self.reference_hash_column, dihedral=False)
+        out = self.reference | "HashReference" >> HashReference(config)
         return out.fixed, out[REFERENCE_FAILED]

@@ -389,13 +389,13 @@ def test_cli_refuses_a_bad_reference_or_state(tmp_path, args, message):
 
 def test_reference_tables_parse_hashes_in_bulk_and_report_bad_ones():
     import pyarrow as pa
+    from beam_phash.hashing import HashConfig
     from beam_phash.reference import REFERENCE_FAILED, HashReferenceDoFn
 
     good = "0f" * 32
     table = pa.table({"id": ["a", "b", "c", None, "e"],
                       "h": [good, "zz" * 32, None, "ff" * 32, good[:10]]})
-    step = HashReferenceDoFn(algorithm="phash", hash_size=16, bits=256, image_field="image", id_field="id",
-                             hash_column="h", threads=None, max_pixels=10**8)
+    step = HashReferenceDoFn(HashConfig(hash_column="h"))
     out = list(step.process([table]))
     failed = sorted((o.value["id"], o.value["error"]) for o in out if getattr(o, "tag", None) == REFERENCE_FAILED)
     assert [f[0] for f in failed] == ["b", "c", "e"]
