@@ -23,15 +23,22 @@ from beam_phash.reference import REFERENCE_FAILED, HashReference, MatchReference
 BACKENDS = ("ray", "state")
 
 
-class DedupOutputs(NamedTuple):
-    """What ``ImagePhashDedup(...).with_outputs()`` returns. inputs = kept + duplicates + failed;
-    ``reference_failed`` holds the references that could not be hashed (``{id, error}``; empty
-    without ``reference``), which are not inputs."""
-
+class _Outputs(NamedTuple):
     kept: beam.PCollection
     duplicates: beam.PCollection
     failed: beam.PCollection
-    reference_failed: beam.PCollection
+
+
+class DedupOutputs(_Outputs):
+    """What ``ImagePhashDedup(...).with_outputs()`` returns: a NamedTuple that unpacks as
+    ``kept, duplicates, failed = ...`` (inputs = kept + duplicates + failed), and, as an
+    attribute, ``reference_failed``: the references that could not be hashed (``{id, error}``;
+    empty without a reference), which are not inputs."""
+
+    def __new__(cls, kept, duplicates, failed, reference_failed):
+        self = super().__new__(cls, kept, duplicates, failed)
+        self.reference_failed = reference_failed
+        return self
 
 
 class ImagePhashDedup(beam.PTransform):
@@ -40,7 +47,7 @@ class ImagePhashDedup(beam.PTransform):
 
     ``records | ImagePhashDedup()`` gives the kept records plus the failed ones (``hash_field``
     None, ``error`` set). ``records | ImagePhashDedup().with_outputs()`` gives a
-    :class:`DedupOutputs` ``(kept, duplicates, failed, reference_failed)``. Always: inputs = kept
+    :class:`DedupOutputs` ``(kept, duplicates, failed)`` with ``.reference_failed``. Always: inputs = kept
     + duplicates + failed. Duplicates carry ``duplicate_of``, ``distance`` (near-duplicate mode or
     a reference match) and ``matched`` (``"input"``, ``"state"`` or ``"reference"``).
 

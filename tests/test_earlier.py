@@ -22,7 +22,7 @@ from beam_phash.near import state as near_state
 from beam_phash.near.fixed import STATE, fixed_batch
 from conftest import PHOTOS
 from test_near_dup import MULTI, _random_hashes
-from test_transform import tagged
+from tagged import tagged
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE_ORDER = {"reference": 0, "state": 1}

@@ -14,7 +14,7 @@ from PIL import Image
 import beam_phash
 from beam_phash import ImagePhashDedup, _native
 from conftest import PHOTOS
-from test_transform import tagged
+from tagged import tagged
 
 T = Image.Transpose
 #: PIL's transposes in the order of PHash.variants (rotations clockwise; then the mirror image,

@@ -20,7 +20,7 @@ import near_reference as reference
 from beam_phash import METRICS_NAMESPACE, ImagePhashDedup, _native
 from beam_phash.near.dofns import sub_blocks
 from conftest import PHOTOS
-from test_transform import tagged
+from tagged import tagged
 
 MULTI = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 

@@ -20,7 +20,7 @@ from conftest import PHOTOS
 from dedup_oracle import check_outputs, make_records, oracle
 from job_outputs import basename, read
 from pipelines import dedup_images
-from test_transform import tagged
+from tagged import tagged
 
 
 def _owners(*ids):

@@ -16,20 +16,13 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 
 from beam_phash import METRICS_NAMESPACE, ImagePhashDedup
-from beam_phash.exact.ray_dofns import RayDedupDoFn
 from beam_phash.exact.ray_client import RayDedupBackend
+from beam_phash.exact.ray_dofns import RayDedupDoFn
 from beam_phash.routing import bucket_of
 from dedup_oracle import check_outputs, make_records, oracle
+from tagged import tagged
 
 MULTI = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
-
-
-def tagged(outputs):
-    kept, dups, failed = outputs[:3]
-    return ((kept | "TagKept" >> beam.Map(lambda r: ("kept", r)),
-             dups | "TagDups" >> beam.Map(lambda r: ("duplicates", r)),
-             failed | "TagFailed" >> beam.Map(lambda r: ("failed", r)))
-            | "AllOutputs" >> beam.Flatten())
 
 
 def run_dedup(records, options=(), runner=None, **kwargs):
@@ -252,3 +245,15 @@ def test_routing_uses_the_hash_bits_not_pythons_salted_hash():
 def test_arguments_are_validated_at_construction(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ImagePhashDedup(**kwargs)
+
+
+def test_with_outputs_unpacks_as_kept_duplicates_failed():
+    records = make_records(seed=9)
+    p = TestPipeline()
+    outputs = p | beam.Create(records) | ImagePhashDedup(backend="state").with_outputs()
+    kept, duplicates, failed = outputs  # as documented before the reference set existed
+    assert (kept, duplicates, failed) == (outputs.kept, outputs.duplicates, outputs.failed)
+    assert isinstance(outputs.reference_failed, beam.PCollection)
+    assert_that(outputs.reference_failed, equal_to([]), label="NoReferenceFailures")
+    assert_that(tagged(outputs), check_outputs(records))
+    p.run().wait_until_finish()
