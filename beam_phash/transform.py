@@ -33,12 +33,19 @@ class DedupOutputs(_Outputs):
     """What ``ImagePhashDedup(...).with_outputs()`` returns: a NamedTuple that unpacks as
     ``kept, duplicates, failed = ...`` (inputs = kept + duplicates + failed), and, as an
     attribute, ``reference_failed``: the references that could not be hashed (``{id, error}``;
-    empty without a reference), which are not inputs."""
+    empty without a reference), which are not inputs.
 
-    def __new__(cls, kept, duplicates, failed, reference_failed):
+    Beam rebuilds a NamedTuple given as a transform's input from its three fields, so inside
+    such a transform ``reference_failed`` is None: pass it on explicitly."""
+
+    def __new__(cls, kept, duplicates, failed, reference_failed=None):
         self = super().__new__(cls, kept, duplicates, failed)
         self.reference_failed = reference_failed
         return self
+
+    def _replace(self, **fields) -> "DedupOutputs":
+        reference_failed = fields.pop("reference_failed", self.reference_failed)
+        return DedupOutputs(*super()._replace(**fields), reference_failed)
 
 
 class ImagePhashDedup(beam.PTransform):

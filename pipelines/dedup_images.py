@@ -201,7 +201,9 @@ def build(p, spec: InputSpec, output: str, dedup: ImagePhashDedup, report: bool 
     outputs = with_read_failures(records | "Dedup" >> dedup.with_outputs(), read_failed, dedup.hash_field)
     if write_shards is not None:
         _ = outputs.kept | "WriteShards" >> WriteShards(write_shards, shard_mb)
-    _ = outputs | "Write" >> WriteOutputs(spec, output, dedup.hash_field,
+    # DedupOutputs carries reference_failed as an attribute, which Beam drops from a transform's
+    # input: the four go as a plain tuple.
+    _ = (*outputs, outputs.reference_failed) | "Write" >> WriteOutputs(spec, output, dedup.hash_field,
                                           dedup.near_duplicates or reference is not None,
                                           reference=reference is not None,
                                           quality=dedup.hash_column is None)

@@ -55,7 +55,7 @@ def _projector(names: List[str]):
 
 
 class WriteOutputs(beam.PTransform):
-    """Writes ``DedupOutputs`` (kept, duplicates, failed, reference_failed) as Parquet shards
+    """Writes (kept, duplicates, failed, reference_failed) as Parquet shards
     under ``output``; ``reference_failed`` only with a reference."""
 
     def __init__(self, spec: InputSpec, output: str, hash_field: str, near_duplicates: bool = False,
@@ -67,9 +67,10 @@ class WriteOutputs(beam.PTransform):
         self._schemas = schemas(spec, hash_field, near_duplicates, quality)
 
     def expand(self, outputs):
+        """``outputs``: (kept, duplicates, failed, reference_failed)."""
         written = {}
         id_column = self._spec.id_column
-        failed_refs = outputs.reference_failed | "ReferenceFailedRows" >> beam.Map(
+        failed_refs = outputs[3] | "ReferenceFailedRows" >> beam.Map(
             lambda r: {"id": None if r.get(id_column) is None else str(r.get(id_column)), ERROR_FIELD: r.get(ERROR_FIELD)})
         names = OUTPUTS + ((REFERENCE_FAILED,) if self._reference else ())
         for name, pcoll in zip(names, tuple(outputs[:3]) + (failed_refs,)):

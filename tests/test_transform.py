@@ -114,7 +114,7 @@ def test_named_backend_dedups_across_pipelines(ray_cluster):
         groups1, _ = oracle(first_half)
         groups2, failed2 = oracle(second)
         p = TestPipeline()
-        kept, dups, failed, _ = (p | beam.Create(second)
+        kept, dups, failed = (p | beam.Create(second)
                               | ImagePhashDedup(backend="ray", backend_name=name, num_buckets=2).with_outputs())
         new_hashes = sorted(set(groups2) - set(groups1))
         assert_that(kept | beam.Map(lambda r: r["image_phash"]), equal_to(new_hashes), label="OnlyNew")
