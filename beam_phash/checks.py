@@ -2,6 +2,7 @@
 argument, what it must be, and what it got."""
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 
@@ -18,3 +19,10 @@ def text(name: str, value, optional: bool = False) -> None:
         return
     if not isinstance(value, str) or not value:
         raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+
+
+def state_dir(value) -> None:
+    """A state directory: a non-empty path that is not an existing file."""
+    text("state_dir", value)
+    if os.path.exists(value) and not os.path.isdir(value):
+        raise ValueError(f"state_dir {value!r} exists and is not a directory")

@@ -216,13 +216,18 @@ def build(p, spec: InputSpec, output: str, dedup: ImagePhashDedup, report: bool 
 MAX_LISTED = 100
 
 
+def output_files(output: str, name: str) -> List[str]:
+    """The Parquet files of one output (``kept``, ``reference_failed``...) under ``output``."""
+    return [m.path for m in FileSystems.match([FileSystems.join(output, name, "*.parquet")])[0].metadata_list]
+
+
 def read_reference_failures(output: str) -> List[dict]:
     """The failed references written to ``reference_failed/``, sorted by id."""
     import pyarrow.parquet as pq
 
     rows: List[dict] = []
-    for m in FileSystems.match([FileSystems.join(output, "reference_failed", "*.parquet")])[0].metadata_list:
-        with FileSystems.open(m.path) as f:
+    for path in output_files(output, "reference_failed"):
+        with FileSystems.open(path) as f:
             rows += pq.read_table(f).to_pylist()
     return sorted(rows, key=lambda r: str(r.get("id")))
 
@@ -246,8 +251,8 @@ def output_rows(output: str) -> dict:
     rows = {}
     for name in ("kept", "duplicates", "failed"):
         rows[name] = 0
-        for m in FileSystems.match([FileSystems.join(output, name, "*.parquet")])[0].metadata_list:
-            with FileSystems.open(m.path) as f:
+        for path in output_files(output, name):
+            with FileSystems.open(path) as f:
                 rows[name] += pq.ParquetFile(f).metadata.num_rows
     return rows
 
@@ -259,16 +264,20 @@ def verified_counts(found: dict, spec: InputSpec, output: str) -> tuple:
     if "inputs" in found:
         return {k: found.get(k, 0) for k in ("inputs", "kept", "duplicates", "failed")}, "metrics", True
     rows = output_rows(output)
-    inputs = spec.matched if spec.fmt == "files" else spec.rows if spec.fmt == "parquet" else None
+    inputs = known_count(spec)
     return {"inputs": inputs, **rows}, "outputs", inputs is not None
 
 
+def known_count(spec: InputSpec) -> Optional[int]:
+    """Records an input holds, when it says: Parquet rows (from the footers), matched files;
+    None for shards (their samples are known once read)."""
+    return spec.rows if spec.fmt == "parquet" else spec.matched if spec.fmt == "files" else None
+
+
 def _count(spec: InputSpec) -> int:
-    """Records an input holds: Parquet rows (from the footers), for shards an estimate from their
-    size (100 KiB a sample), else matched files."""
-    if spec.fmt == "webdataset":
-        return job_inputs.estimated_samples(spec)
-    return spec.rows if spec.fmt == "parquet" else spec.matched
+    """:func:`known_count`, or for shards an estimate from their size (100 KiB a sample)."""
+    known = known_count(spec)
+    return job_inputs.estimated_samples(spec) if known is None else known
 
 
 def check_write_shards(args, spec: InputSpec) -> None:

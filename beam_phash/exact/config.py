@@ -1,11 +1,11 @@
 """The two backends of exact dedup, as frozen configurations that validate themselves."""
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from typing import Optional
 
+from beam_phash import checks
 from beam_phash.checks import int_in, text
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -39,9 +39,7 @@ class RayBackend:
             raise ValueError("backend_name must be 1-100 characters of letters, digits, '_', '.', '-', "
                              f"starting with a letter or digit; got {name!r}")
         if self.state_dir is not None:
-            text("state_dir", self.state_dir)
-            if os.path.exists(self.state_dir) and not os.path.isdir(self.state_dir):
-                raise ValueError(f"state_dir {self.state_dir!r} exists and is not a directory")
+            checks.state_dir(self.state_dir)
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,11 @@
 """Near-duplicate dedup's configuration, frozen and validated on construction."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Optional, Union
 
-from beam_phash.checks import int_in, text
+from beam_phash import checks
+from beam_phash.checks import int_in
 from beam_phash.near.policy import check_keep
 
 
@@ -33,6 +33,4 @@ class NearConfig:
         if self.expected_count is not None:
             int_in("expected_count", self.expected_count, 1)
         if self.state_dir is not None:
-            text("state_dir", self.state_dir)
-            if os.path.exists(self.state_dir) and not os.path.isdir(self.state_dir):
-                raise ValueError(f"state_dir {self.state_dir!r} exists and is not a directory")
+            checks.state_dir(self.state_dir)

@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from beam_phash import state_manifest
+from beam_phash import checks, state_manifest
 from beam_phash._native import HASH_VERSION
 from beam_phash.near.batches import Fixed, concat, pack_labels
 from beam_phash.near.fixed import STATE, fixed_batch
@@ -61,8 +61,7 @@ def open_state(state_dir: str, algorithm: str, hash_size: int, bits: int, create
     when there is none). With ``create``, also make the directory and check that it is writable.
     Raises ValueError."""
     want = {**state_manifest.pins(state_manifest.NEAR, algorithm, hash_size), "bits": bits}
-    if os.path.exists(state_dir) and not os.path.isdir(state_dir):
-        raise ValueError(f"state_dir {state_dir!r} exists and is not a directory")
+    checks.state_dir(state_dir)
     have = state_manifest.read(state_dir) if os.path.isdir(state_dir) else None
     if have is None and os.path.isdir(state_dir) and any(e.startswith("bucket-") for e in os.listdir(state_dir)):
         raise ValueError(f"state directory {state_dir} holds exact-mode buckets but no manifest; not using it")

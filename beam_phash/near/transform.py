@@ -79,10 +79,9 @@ class NearDedup(beam.PTransform):
         self.max_distance = (recommended_max_distance(hashing.algorithm, hashing.hash_size)
                              if config.max_distance == "auto" else config.max_distance)
         int_in("max_distance", self.max_distance, 0, self._bits - 1)
-        self._k = self.max_distance
         self._hash_bytes = (self._bits + 7) // 8
         self._dihedral = hashing.dihedral
-        self._keep = config.keep
+        self.max_distanceeep = config.keep
         self._partitions = config.partitions
         self._prefix_bits = config.band_partition_bits
         if config.state_dir is not None:  # refused now, not when the pipeline is built
@@ -112,7 +111,7 @@ class NearDedup(beam.PTransform):
         if expected is not None or with_fixed:
             count = (expected or DEFAULT_COUNT) * (9 if self._dihedral else 1)
             count += 0 if state is None else state.manifest["rows"]
-        layout = near_layout(self._bits, self._k, count)
+        layout = near_layout(self._bits, self.max_distance, count)
         # Fixed images are many and cheap to search (never paired with each other), costly to
         # copy: then one group holds every band, searched in parallel on the worker's cores.
         groups = 1 if with_fixed else min(self.config.search_partitions, len(layout))
@@ -135,7 +134,7 @@ class NearDedup(beam.PTransform):
         with_fixed, self.layout, self._search_partitions = self._plan(state)
         packed = (hashed
                   | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
-                  | "Pack" >> beam.ParDo(dofns.PackDoFn(self._keep, self._partitions)).with_outputs(
+                  | "Pack" >> beam.ParDo(dofns.PackDoFn(self.max_distanceeep, self._partitions)).with_outputs(
                       dofns.ROWS, main="records"))
         collapsed = (packed[dofns.ROWS]
                      | "GroupExact" >> beam.GroupByKey()
@@ -150,7 +149,7 @@ class NearDedup(beam.PTransform):
                         self.layout, self._hash_bytes, self._prefix_bits, self._search_partitions))
                     | "GroupBand" >> beam.GroupByKey()
                     | "Search" >> beam.ParDo(dofns.SearchDoFn(
-                        self._bits, self._k, self.layout, self._hash_bytes, self._prefix_bits,
+                        self._bits, self.max_distance, self.layout, self._hash_bytes, self._prefix_bits,
                         self._search_partitions)).with_outputs(
                         dofns.FOREST, dofns.NAMED, main="edges"))
         assigned = (searched[dofns.FOREST]
