@@ -81,7 +81,7 @@ class NearDedup(beam.PTransform):
         int_in("max_distance", self.max_distance, 0, self._bits - 1)
         self._hash_bytes = (self._bits + 7) // 8
         self._dihedral = hashing.dihedral
-        self.max_distanceeep = config.keep
+        self._keep = config.keep
         self._partitions = config.partitions
         self._prefix_bits = config.band_partition_bits
         if config.state_dir is not None:  # refused now, not when the pipeline is built
@@ -134,7 +134,7 @@ class NearDedup(beam.PTransform):
         with_fixed, self.layout, self._search_partitions = self._plan(state)
         packed = (hashed
                   | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
-                  | "Pack" >> beam.ParDo(dofns.PackDoFn(self.max_distanceeep, self._partitions)).with_outputs(
+                  | "Pack" >> beam.ParDo(dofns.PackDoFn(self._keep, self._partitions)).with_outputs(
                       dofns.ROWS, main="records"))
         collapsed = (packed[dofns.ROWS]
                      | "GroupExact" >> beam.GroupByKey()
