@@ -72,7 +72,11 @@ class ImagePhashDedup(beam.PTransform):
       algorithm: one of ``beam_phash.ALGORITHMS``.
       backend: exact mode: ``"ray"`` (bucket actors, the default) or ``"state"`` (a Beam
         stateful DoFn, no server).
-      num_buckets: number of Ray bucket actors; hashes are routed by their own bits.
+      num_buckets: number of Ray buckets; hashes are routed by their own bits, and a
+        ``state_dir`` keeps one directory per bucket.
+      num_actors: number of Ray actor processes hosting the buckets (each hosts
+        ``num_buckets / num_actors`` of them); None: one per CPU of the cluster, at most
+        ``num_buckets``. A named backend keeps the number it started with.
       ray_address: None (reuse this process's Ray or start an embedded one on 127.0.0.1),
         ``"auto"``, or ``"host:port"`` of a running cluster.
       id_field: unique record id. The backend remembers which id claimed each hash first, so a
@@ -127,7 +131,7 @@ class ImagePhashDedup(beam.PTransform):
     def __init__(self, hash_size: int = 16, image_field: str = "image",
                  hash_field: str = "image_phash", algorithm: str = "phash",
                  backend: Optional[str] = None, num_buckets: int = 16, ray_address: Optional[str] = None,
-                 id_field: Optional[str] = "id", *, backend_name: Optional[str] = None,
+                 id_field: Optional[str] = "id", *, num_actors: Optional[int] = None, backend_name: Optional[str] = None,
                  state_dir: Optional[str] = None, batch_size: int = 128, claim_batch: int = 1024,
                  max_in_flight: int = 16,
                  hash_threads: Optional[int] = None, max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -148,19 +152,20 @@ class ImagePhashDedup(beam.PTransform):
                           search_partitions=search_partitions, expected_count=expected_count,
                           state_dir=state_dir)
         if max_distance > 0 or dihedral:
-            if backend is not None or ray_address is not None or backend_name is not None:
+            if any(v is not None for v in (backend, ray_address, backend_name, num_actors)):
                 raise ValueError("near-duplicate dedup (max_distance >= 1 or dihedral=True) runs on Beam's "
-                                 "shuffles: backend, ray_address and backend_name do not apply")
+                                 "shuffles: backend, ray_address, backend_name and num_actors do not apply")
             self.dedup: Union[ExactDedup, NearDedup] = NearDedup(near, self.hashing)
         else:
             if backend not in (None,) + BACKENDS:
                 raise ValueError(f"backend must be 'ray' or 'state', got {backend!r}")
             if backend == "state":
-                if ray_address is not None or backend_name is not None or state_dir is not None:
-                    raise ValueError("ray_address, backend_name and state_dir apply only to backend='ray'")
+                if any(v is not None for v in (ray_address, backend_name, state_dir, num_actors)):
+                    raise ValueError("ray_address, backend_name, state_dir and num_actors apply only to "
+                                     "backend='ray'")
                 config: Union[RayBackend, StateBackend] = StateBackend()
             else:
-                config = RayBackend(num_buckets=num_buckets, ray_address=ray_address, backend_name=backend_name,
+                config = RayBackend(num_buckets=num_buckets, num_actors=num_actors, ray_address=ray_address, backend_name=backend_name,
                                     state_dir=state_dir, claim_batch=claim_batch, max_in_flight=max_in_flight)
             self.dedup = ExactDedup(config, algorithm, hash_size)
         self.partitions = partitions

@@ -87,9 +87,9 @@ def ray_run(n: int, num_buckets: int, batch: int) -> None:
         sizes = [b["hashes"] for b in stats]
         nbytes = [b["nbytes"] for b in stats]
         rss = [b["rss"] for b in stats]
-        print(f"Ray backend, {num_buckets} actors, batches of {batch}: {n:,} hashes in {spent:.0f} s = "
-              f"{n / spent:,.0f} hashes/s aggregate")
-        print(f"  per actor: {np.mean(sizes):,.0f} hashes, seen-set {np.mean(nbytes) / 2**20:,.0f} MiB "
+        print(f"Ray backend, {num_buckets} buckets on {backend.actors} actors, batches of {batch}: "
+              f"{n:,} hashes in {spent:.0f} s = {n / spent:,.0f} hashes/s aggregate")
+        print(f"  per bucket: {np.mean(sizes):,.0f} hashes, seen-set {np.mean(nbytes) / 2**20:,.0f} MiB "
               f"({sum(nbytes) / sum(sizes):.1f} B/entry incl. ids), resident "
               f"{np.mean(rss) / 2**20:,.0f} MiB (max {max(rss) / 2**20:,.0f} MiB)")
     finally:

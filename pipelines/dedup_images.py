@@ -3,7 +3,7 @@
     python -m pipelines.dedup_images --input DIR_OR_GLOB [--input ...] --output OUT_DIR \\
         [--input-format files|parquet|webdataset] [--image-column image] [--id-column id] \\
         [--image-ext jpg,jpeg,png,webp] [--no-shard-metadata] [--write-shards DIR [--shard-size MB]] \\
-        [--hash-size 16] [--algorithm phash] [--backend ray|state] [--num-buckets 16] \\
+        [--hash-size 16] [--algorithm phash] [--backend ray|state] [--num-buckets 16] [--num-actors N] \\
         [--ray-address ADDR] [--state DIR] [--max-distance K [--dihedral] [--keep largest]] \
         [--hash-column COL] [--band-partition-bits B] [--search-partitions S] \
         [--reference PATH [--reference ...] [--reference-format auto|files|parquet] \
@@ -105,7 +105,11 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--algorithm", default="phash", choices=beam_phash.ALGORITHMS)
     ap.add_argument("--backend", default=None, choices=["ray", "state"],
                     help="exact dedup: ray (bucket actors, the default) or state (Beam state)")
-    ap.add_argument("--num-buckets", type=int, default=16)
+    ap.add_argument("--num-buckets", type=int, default=16,
+                    help="Ray: buckets the hashes are routed to (and a --state keeps, one directory each)")
+    ap.add_argument("--num-actors", type=int, default=None,
+                    help="Ray: actor processes hosting the buckets (default: one per CPU of the cluster, "
+                         "at most --num-buckets)")
     ap.add_argument("--ray-address", default=None,
                     help="existing Ray cluster (host:port or auto); default: an embedded local Ray")
     ap.add_argument("--backend-name", default=None,
@@ -343,7 +347,7 @@ def configure(argv: Optional[List[str]]):
     dedup = ImagePhashDedup(hash_size=args.hash_size, algorithm=args.algorithm,
                             image_field=spec.image_column, id_field=spec.id_column,
                             hash_field=HASH_FIELD, backend=args.backend,
-                            num_buckets=args.num_buckets, ray_address=args.ray_address,
+                            num_buckets=args.num_buckets, num_actors=args.num_actors, ray_address=args.ray_address,
                             backend_name=args.backend_name, state_dir=args.state,
                             max_distance=args.max_distance, dihedral=args.dihedral, keep=args.keep,
                             hash_column=args.hash_column, band_partition_bits=args.band_partition_bits,

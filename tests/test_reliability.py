@@ -15,7 +15,7 @@ from apache_beam.testing.util import assert_that
 from beam_phash import ImagePhashDedup
 from beam_phash.exact import ray_cluster
 from beam_phash.exact.store import BucketStore, StateError
-from beam_phash.exact.ray_client import BackendError, RayDedupBackend, bucket_actor_name, get_or_create_bucket
+from beam_phash.exact.ray_client import BackendError, RayDedupBackend, actor_name, get_or_create_actor
 from conftest import PHOTOS
 from dedup_oracle import check_outputs, make_records, oracle
 from job_outputs import basename, read
@@ -129,10 +129,12 @@ def test_second_run_drops_exactly_what_the_first_kept(ray_cluster, tmp_path):
         shutil.copy(p, run2 / p.name)
     common = ["--backend", "ray", "--num-buckets", "3", "--state", state, "--no-report"]
     out1, out2 = tmp_path / "out1", tmp_path / "out2"
-    assert dedup_images.main(["--input", str(run1), "--output", str(out1), *common]) == 0
+    # Run 1 hosts the 3 buckets in one actor, run 2 in one actor each: the state carries over.
+    assert dedup_images.main(["--input", str(run1), "--output", str(out1), *common, "--num-actors", "1"]) == 0
     # Run 2 also reads one of run 1's kept files again, under the same id: the same record.
     again = str(run1 / old[4].name)
-    assert dedup_images.main(["--input", str(run2), "--input", again, "--output", str(out2), *common]) == 0
+    assert dedup_images.main(["--input", str(run2), "--input", again, "--output", str(out2), *common,
+                              "--num-actors", "3"]) == 0
 
     kept1 = {r["image_phash"]: r["id"] for r in read(out1, "kept")}
     assert len(kept1) == 5
@@ -153,12 +155,12 @@ def test_second_run_drops_exactly_what_the_first_kept(ray_cluster, tmp_path):
 _killed = []
 
 
-class KillBucketOnce(beam.DoFn):
-    """Passes records through; from the ``after``-th on, SIGKILLs the process of ``bucket``'s actor
-    once (as the OOM killer would), as soon as that actor exists."""
+class KillActorOnce(beam.DoFn):
+    """Passes records through; from the ``after``-th on, SIGKILLs the process of actor ``actor``
+    of ``num_actors`` once (as the OOM killer would), as soon as that actor exists."""
 
-    def __init__(self, backend_name: str, bucket: int, after: int, state_dir=None):
-        self._name = bucket_actor_name(backend_name, bucket, state_dir)
+    def __init__(self, backend_name: str, actor: int, num_actors: int, after: int, state_dir=None):
+        self._name = actor_name(backend_name, actor, num_actors, state_dir)
         self._after = after
         self._seen = 0
 
@@ -170,7 +172,7 @@ class KillBucketOnce(beam.DoFn):
             except ValueError:
                 actor = None
             if actor is not None:
-                pid = ray.get(actor.stats.remote())["pid"]
+                pid = ray.get(actor.stats.remote())[0]["pid"]
                 os.kill(pid, signal.SIGKILL)
                 _killed.append(pid)
         yield record
@@ -180,10 +182,10 @@ def _run_with_a_kill(records, name, **kwargs):
     _killed.clear()
     p = TestPipeline()
     outputs = (p | beam.Create(records, reshuffle=False)
-               | "KillBucket0" >> beam.ParDo(KillBucketOnce(name, bucket=0, after=8,
-                                                           state_dir=kwargs.get("state_dir")))
-               | ImagePhashDedup(backend="ray", backend_name=name, num_buckets=2, batch_size=4, claim_batch=4,
-                                 max_in_flight=2, **kwargs).with_outputs())
+               | "KillActor0" >> beam.ParDo(KillActorOnce(name, actor=0, num_actors=2, after=8,
+                                                         state_dir=kwargs.get("state_dir")))
+               | ImagePhashDedup(backend="ray", backend_name=name, num_buckets=4, num_actors=2, batch_size=4,
+                                 claim_batch=4, max_in_flight=2, **kwargs).with_outputs())
     assert_that(tagged(outputs), check_outputs(records))
     p.run().wait_until_finish()
 
@@ -192,14 +194,16 @@ def _run_with_a_kill(records, name, **kwargs):
 def test_a_killed_bucket_actor_restarts_from_its_state_and_the_output_is_exact(ray_cluster, tmp_path):
     records = make_records(seed=11)
     name = "fault-recovery-test"
-    backend = RayDedupBackend(ray_cluster, name, 2, state_dir=str(tmp_path / "state"))
+    backend = RayDedupBackend(ray_cluster, name, 4, state_dir=str(tmp_path / "state"), num_actors=2)
     try:
         _run_with_a_kill(records, name, state_dir=str(tmp_path / "state"))
         assert len(_killed) == 1, "the actor was never killed"
         stats = backend.connect().stats()
-        assert stats[0]["pid"] != _killed[0]  # Ray restarted it ...
+        assert [s["bucket"] for s in stats] == [0, 1, 2, 3]
+        assert stats[0]["pid"] == stats[2]["pid"] != _killed[0]  # Ray restarted it ...
         expected = len(oracle(records)[0])
-        assert sum(s["hashes"] for s in stats) == expected  # ... holding every hash
+        assert sum(s["hashes"] for s in stats) == expected  # ... holding every hash of both its buckets
+        assert stats[0]["hashes"] and stats[2]["hashes"]
     finally:
         backend.release()
 
@@ -208,13 +212,13 @@ def test_a_killed_bucket_actor_restarts_from_its_state_and_the_output_is_exact(r
 def test_without_state_a_killed_bucket_fails_the_run_naming_it(ray_cluster):
     records = make_records(seed=12)
     name = "fault-failure-test"
-    backend = RayDedupBackend(ray_cluster, name, 2).connect()
+    backend = RayDedupBackend(ray_cluster, name, 4, num_actors=2).connect()
     try:
-        with pytest.raises(Exception, match=r"bucket 0 of dedup backend 'fault-failure-test'"):
+        with pytest.raises(Exception, match=r"buckets 0, 2 of dedup backend 'fault-failure-test'"):
             _run_with_a_kill(records, name)
         assert len(_killed) == 1
-        # And it is never silently recreated empty.
-        with pytest.raises(BackendError, match="bucket 0 of dedup backend 'fault-failure-test' was lost"):
-            get_or_create_bucket(name, 0)
+        # And they are never silently recreated empty.
+        with pytest.raises(BackendError, match="buckets 0, 2 of dedup backend 'fault-failure-test' were lost"):
+            get_or_create_actor(name, 0, 2, 4)
     finally:
         backend.release()

@@ -124,8 +124,37 @@ def test_named_backend_dedups_across_pipelines(ray_cluster):
         assert_that(dups | beam.Filter(lambda r: not r["duplicate_of"].endswith("/run2"))
                     | beam.Map(lambda r: r["id"]), equal_to(expected_old), label="PointAtRun1")
         p.run().wait_until_finish()
+        # A later pipeline on the backend with another layout would miss what it holds: refused.
+        with pytest.raises(ValueError, match="has num_buckets=2, this pipeline asks for 4"):
+            _ = TestPipeline() | beam.Create(second) | ImagePhashDedup(backend="ray", backend_name=name, num_buckets=4)
+        with pytest.raises(ValueError, match="runs 2 actors, this pipeline asks for num_actors=1"):
+            _ = (TestPipeline() | beam.Create(second)
+                 | ImagePhashDedup(backend="ray", backend_name=name, num_buckets=2, num_actors=1))
     finally:
         RayDedupBackend(ray_cluster, name, 2).connect().release()
+
+
+@pytest.mark.ray
+def test_buckets_share_one_actor_per_cpu_by_default(ray_cluster):
+    """16 buckets on the 2-CPU test cluster: 2 actor processes, 8 buckets each, every bucket
+    answering; release removes the actors and the recorded layout."""
+    name = "layout-test"
+    backend = RayDedupBackend(ray_cluster, name, 16).connect()
+    try:
+        assert backend.actors == 2
+        hashes = [bytes([i]) * 32 for i in range(64)]
+        assert backend.claim(hashes, [f"a{i}" for i in range(64)]) == [None] * 64
+        assert backend.claim(hashes, [f"b{i}" for i in range(64)]) == [f"a{i}" for i in range(64)]
+        stats = backend.stats()
+        assert [s["bucket"] for s in stats] == list(range(16))
+        assert sum(s["hashes"] for s in stats) == 64
+        assert len({s["pid"] for s in stats}) == 2
+        assert {s["pid"] for s in stats[0::2]} != {s["pid"] for s in stats[1::2]}
+    finally:
+        backend.release()
+    assert not [a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(name)]
+    assert RayDedupBackend(ray_cluster, name, 4, num_actors=4).connect().actors == 4  # the layout was forgotten
+    RayDedupBackend(ray_cluster, name, 4).connect().release()
 
 
 def test_embedded_ray_starts_on_loopback_and_stops(tmp_path):

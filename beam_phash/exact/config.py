@@ -15,13 +15,15 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 class RayBackend:
     """Ray bucket actors hold "hash -> first claimant" (see ``ImagePhashDedup`` for each argument).
 
-    ``num_buckets`` actors, hashes routed by their own bits; ``ray_address``: None (this process's
+    ``num_buckets`` buckets, hashes routed by their own bits, hosted by ``num_actors`` actor
+    processes (None: one per CPU of the cluster, at most ``num_buckets``); ``ray_address``: None (this process's
     Ray, or an embedded one on 127.0.0.1), ``"auto"`` or ``"host:port"``; ``backend_name``: a
     backend that outlives the pipeline; ``state_dir``: the seen-set on disk, surviving actor
     faults and carried to later runs; ``claim_batch`` records per round of actor calls;
     ``max_in_flight`` concurrent actor calls per worker."""
 
     num_buckets: int = 16
+    num_actors: Optional[int] = None
     ray_address: Optional[str] = None
     backend_name: Optional[str] = None
     state_dir: Optional[str] = None
@@ -30,6 +32,8 @@ class RayBackend:
 
     def __post_init__(self):
         int_in("num_buckets", self.num_buckets, 1, 65536)
+        if self.num_actors is not None:
+            int_in("num_actors", self.num_actors, 1, self.num_buckets)
         int_in("claim_batch", self.claim_batch, 1, 1_000_000)
         int_in("max_in_flight", self.max_in_flight, 1)
         if self.ray_address is not None:

@@ -1,6 +1,8 @@
-"""The Ray bucket actor: one bucket of the exact-dedup seen-set, "hash -> first owner", held in
-a Rust :class:`beam_phash.SeenSet`, with a state directory logged and snapshotted by
-``store.BucketStore``. Only the client (``ray_client``) creates and calls it.
+"""The Ray bucket actor: one process hosting several buckets of the exact-dedup seen-set,
+"hash -> first owner", each held in a Rust :class:`beam_phash.SeenSet`, and with a state
+directory logged and snapshotted per bucket by ``store.BucketStore`` (so the on-disk layout is one
+directory per bucket, whatever the number of actors). Only the client (``ray_client``) creates
+and calls it.
 
 Its methods are idempotent: ``claim`` stores an owner only for a new hash and always answers with
 the stored one, so a call that Ray or Beam repeats gives the same answer.
@@ -8,12 +10,13 @@ the stored one, so a call that Ray or Beam repeats gives the same answer.
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import ray
 
 from beam_phash._native import SeenSet
+
 
 def resident_bytes() -> int:
     """This process's resident memory, from /proc (0 where there is none)."""
@@ -29,40 +32,34 @@ def bucket_label(backend_name: str, bucket: int) -> str:
     return f"bucket {bucket} of dedup backend {backend_name!r}"
 
 
-@ray.remote
-class BucketActor:
-    """One bucket of the seen-set: a Rust :class:`beam_phash.SeenSet` holding, per hash, the
-    64-bit owner digest of the record that claimed it first and that record's id (about
-    54 bytes + the id's length per hash, instead of ~290 for a Python dict)."""
+class _Bucket:
+    """One bucket: its seen-set (created by the first claim, or loaded) and, with a state
+    directory, its store."""
 
-    def __init__(self, backend_name: str, bucket: int, state_dir: Optional[str] = None,
-                 snapshot_every: int = 1_000_000):
-        self._name = bucket_label(backend_name, bucket)
-        self._seen: Optional[SeenSet] = None
-        self._store = None  # a BucketStore with a state_dir
+    def __init__(self, backend_name: str, bucket: int, state_dir: Optional[str], snapshot_every: int):
+        self.name = bucket_label(backend_name, bucket)
+        self.seen: Optional[SeenSet] = None
+        self.store = None
         self._snapshot_every = snapshot_every
         if state_dir:
             from beam_phash.exact.store import BucketStore  # pyarrow: only for a state_dir
 
             # Also what a restart after a crash runs: the state comes back from disk.
-            self._store = BucketStore(state_dir, bucket, self._name)
-            width, chunks = self._store.load()
+            self.store = BucketStore(state_dir, bucket, self.name)
+            width, chunks = self.store.load()
             if width:
-                self._seen = SeenSet(width, keep_labels=True)
+                self.seen = SeenSet(width, keep_labels=True)
                 for hashes, owners, labels in chunks:
-                    self._seen.claim(hashes, np.frombuffer(owners, dtype="<u8"), labels)
+                    self.seen.claim(hashes, np.frombuffer(owners, dtype="<u8"), labels)
 
-    def claim(self, packed: bytes, width: int, owners: bytes, labels: List[str]) -> List[Optional[str]]:
-        """Per hash: None where the caller's owner is the first claimant (or a retry of it), else
-        the first claimant's label. Idempotent: the same call again gives the same answer."""
-        if self._seen is None:
-            self._seen = SeenSet(width, keep_labels=True)
-        elif self._seen.hash_bytes != width:
-            raise ValueError(f"{self._name} holds {self._seen.hash_bytes}-byte hashes, got "
+    def claim(self, packed: bytes, width: int, owner_ids: np.ndarray, labels: List[str]) -> List[Optional[str]]:
+        if self.seen is None:
+            self.seen = SeenSet(width, keep_labels=True)
+        elif self.seen.hash_bytes != width:
+            raise ValueError(f"{self.name} holds {self.seen.hash_bytes}-byte hashes, got "
                              f"{width}-byte hashes: a backend serves one algorithm and hash_size")
-        owner_ids = np.frombuffer(owners, dtype="<u8")
-        answers = self._seen.claim(packed, owner_ids, labels)
-        if self._store is not None:
+        answers = self.seen.claim(packed, owner_ids, labels)
+        if self.store is not None:
             self._log(packed, width, owner_ids, labels, answers)
         return answers
 
@@ -73,21 +70,64 @@ class BucketActor:
         if not mine.any():
             return
         hashes = np.frombuffer(packed, dtype=np.uint8).reshape(-1, width)[mine].tobytes()
-        self._store.append(width, hashes, owner_ids[mine].tobytes(),
-                           [label for label, m in zip(labels, mine) if m])
-        if self._store.logged_since_snapshot >= max(self._snapshot_every, len(self._seen)):
+        self.store.append(width, hashes, owner_ids[mine].tobytes(),
+                          [label for label, m in zip(labels, mine) if m])
+        if self.store.logged_since_snapshot >= max(self._snapshot_every, len(self.seen)):
             self.snapshot()  # bounds the log a restart replays
 
     def snapshot(self) -> Optional[str]:
-        """Write the whole bucket as a Parquet snapshot (crash-safe); the path, or None when there
-        is no state directory or nothing held. Idempotent."""
-        if self._store is None or self._seen is None:
+        if self.store is None or self.seen is None:
             return None
-        hashes, owners, labels = self._seen.entries()
-        return self._store.snapshot(self._seen.hash_bytes, hashes, owners, labels)
+        hashes, owners, labels = self.seen.entries()
+        return self.store.snapshot(self.seen.hash_bytes, hashes, owners, labels)
 
-    def stats(self) -> Dict[str, int]:
-        """Hashes held, the seen-set's bytes, this actor process's resident memory and its pid."""
-        return {"hashes": 0 if self._seen is None else len(self._seen),
-                "nbytes": 0 if self._seen is None else self._seen.nbytes,
-                "rss": resident_bytes(), "pid": os.getpid()}
+
+@ray.remote
+class BucketActor:
+    """Several buckets of the seen-set in one process: per bucket, a Rust
+    :class:`beam_phash.SeenSet` holding, per hash, the 64-bit owner digest of the record that
+    claimed it first and that record's id (about 54 bytes + the id's length per hash, instead of
+    ~290 for a Python dict)."""
+
+    def __init__(self, backend_name: str, buckets: Sequence[int], state_dir: Optional[str] = None,
+                 snapshot_every: int = 1_000_000):
+        self._buckets: Dict[int, _Bucket] = {
+            b: _Bucket(backend_name, b, state_dir, snapshot_every) for b in buckets}
+
+    def claim(self, packed: bytes, width: int, owners: bytes, labels: List[str],
+              buckets: bytes) -> List[Optional[str]]:
+        """Per hash, in input order: None where the caller's owner is the first claimant (or a
+        retry of it), else the first claimant's label. ``buckets`` holds each hash's bucket as
+        little-endian uint32. Idempotent: the same call again gives the same answer."""
+        rows = np.frombuffer(packed, dtype=np.uint8).reshape(-1, width)
+        owner_ids = np.frombuffer(owners, dtype="<u8")
+        of = np.frombuffer(buckets, dtype="<u4")
+        present = np.unique(of)
+        if len(present) == 1:  # the common case with one bucket per actor: no regrouping
+            return self._hosted(int(present[0])).claim(packed, width, owner_ids, labels)
+        answers: List[Optional[str]] = [None] * len(labels)
+        for bucket in present:
+            idxs = np.flatnonzero(of == bucket)
+            got = self._hosted(int(bucket)).claim(rows[idxs].tobytes(), width, owner_ids[idxs], [labels[i] for i in idxs])
+            for i, answer in zip(idxs.tolist(), got):
+                answers[i] = answer
+        return answers
+
+    def _hosted(self, bucket: int) -> _Bucket:
+        hosted = self._buckets.get(bucket)
+        if hosted is None:
+            raise ValueError(f"bucket {bucket} is not hosted by this actor (it hosts {sorted(self._buckets)})")
+        return hosted
+
+    def snapshot(self) -> List[str]:
+        """Write each hosted bucket as a Parquet snapshot (crash-safe); the paths written (none
+        without a state directory, or for an empty bucket). Idempotent."""
+        return [path for path in (b.snapshot() for b in self._buckets.values()) if path]
+
+    def stats(self) -> List[Dict[str, int]]:
+        """Per hosted bucket: its number, the hashes held, the seen-set's bytes, and this actor
+        process's resident memory and pid."""
+        rss, pid = resident_bytes(), os.getpid()
+        return [{"bucket": b, "hashes": 0 if h.seen is None else len(h.seen),
+                 "nbytes": 0 if h.seen is None else h.seen.nbytes, "rss": rss, "pid": pid}
+                for b, h in sorted(self._buckets.items())]

@@ -1,12 +1,19 @@
 """The client of the Ray backend: the one place that creates bucket actors (``ray_actor``) and
-calls ``.remote()`` on them (:func:`get_or_create_bucket`, :class:`RayDedupBackend`).
+calls ``.remote()`` on them (:func:`get_or_create_actor`, :class:`RayDedupBackend`).
+
+Buckets and actors. ``num_buckets`` is the routing (a hash goes to the bucket its own bits
+choose) and the on-disk layout (one directory per bucket); ``num_actors`` processes host them,
+actor ``a`` every bucket ``b`` with ``b % num_actors == a``. The default, one actor per CPU of the
+cluster and at most one per bucket, keeps a small job on a laptop from starting 16 processes on
+two cores. A state directory is read by any number of actors, so it carries over when the
+number changes.
 
 Actor faults. With a ``state_dir`` each bucket logs what it stores before answering and
-snapshots to Parquet (``store``); Ray restarts a dead bucket actor, which reloads its
-state from disk, and retries the calls that were in flight, so the pipeline's output is as if
-nothing happened. Without one, the state of a dead bucket is gone: the calls fail with a
-:class:`BackendError` naming the bucket, and the bucket is never silently recreated empty (the
-backend records in Ray's KV store which buckets it created).
+snapshots to Parquet (``store``); Ray restarts a dead actor, which reloads its buckets from
+disk, and retries the calls that were in flight, so the pipeline's output is as if nothing
+happened. Without one, the state of a dead actor is gone: the calls fail with a
+:class:`BackendError` naming its buckets, and they are never silently recreated empty (the
+backend records in Ray's KV store which actors it created).
 """
 from __future__ import annotations
 
@@ -38,13 +45,33 @@ class PendingClaims:
 
 
 class BackendError(RuntimeError):
-    """A bucket actor is unreachable or died; the message names the bucket."""
+    """A bucket actor is unreachable or died; the message names its buckets."""
 
 
-def bucket_actor_name(backend_name: str, bucket: int, state_dir: Optional[str] = None) -> str:
+def buckets_label(backend_name: str, buckets: Sequence[int]) -> str:
+    """How messages name the buckets of one actor call: "bucket 3 of dedup backend 'x'" or
+    "buckets 1, 3 of dedup backend 'x'"."""
+    if len(buckets) == 1:
+        return bucket_label(backend_name, buckets[0])
+    return f"buckets {', '.join(map(str, buckets))} of dedup backend {backend_name!r}"
+
+
+def hosted_buckets(actor: int, num_actors: int, num_buckets: int) -> List[int]:
+    """The buckets actor ``actor`` of ``num_actors`` hosts: every bucket b with b % num_actors == actor."""
+    return list(range(actor, num_buckets, num_actors))
+
+
+def default_num_actors(num_buckets: int) -> int:
+    """One actor per CPU of the cluster, at most one per bucket: the actors' processes then never
+    outnumber the cores that run them (actors reserve no CPU: ``num_cpus=0``)."""
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    return max(1, min(num_buckets, cpus))
+
+
+def actor_name(backend_name: str, actor: int, num_actors: int, state_dir: Optional[str] = None) -> str:
     """The actor's name; with a state directory it also names the directory (by digest), so a
     live backend of the same name without it, or with another, is never mistaken for it."""
-    name = f"{backend_name}.bucket-{bucket:05d}"
+    name = f"{backend_name}.actor-{actor:05d}-of-{num_actors:05d}"
     if state_dir:
         name += ".state-" + hashlib.blake2b(state_dir.encode(), digest_size=6).hexdigest()
     return name
@@ -53,32 +80,59 @@ def bucket_actor_name(backend_name: str, bucket: int, state_dir: Optional[str] =
 MAX_RESTARTS = 10
 
 
-def _created_key(backend_name: str, bucket: int) -> bytes:
-    return f"{backend_name}/bucket-{bucket:05d}".encode()
+def _created_key(backend_name: str, actor: int) -> bytes:
+    return f"{backend_name}/actor-{actor:05d}".encode()
 
 
-def get_or_create_bucket(backend_name: str, bucket: int, state_dir: Optional[str] = None,
-                         namespace: str = ray_cluster.NAMESPACE):
+def _layout_key(backend_name: str) -> bytes:
+    return f"{backend_name}/layout".encode()
+
+
+def backend_layout(backend_name: str, num_buckets: int, num_actors: Optional[int],
+                   namespace: str = ray_cluster.NAMESPACE) -> int:
+    """The number of actors of a backend: fixed by whichever client comes first (``num_actors``,
+    or :func:`default_num_actors`), recorded in Ray's KV store, and read there by every other
+    client, so that every worker, and every later pipeline on a named backend, routes a bucket to
+    the same actor. A client with another ``num_buckets``, or asking for another ``num_actors``,
+    is refused: it would miss the hashes the backend holds."""
+    key = _layout_key(backend_name)
+    proposed = f"{num_buckets}:{num_actors or default_num_actors(num_buckets)}".encode()
+    existed = ray_private.kv_put(key, proposed, namespace, overwrite=False)
+    recorded = (ray_private.kv_get(key, namespace) or proposed) if existed else proposed
+    have_buckets, have_actors = (int(v) for v in recorded.decode().split(":"))
+    if have_buckets != num_buckets:
+        raise ValueError(f"dedup backend {backend_name!r} has num_buckets={have_buckets}, this "
+                         f"pipeline asks for {num_buckets}: reuse a backend with its num_buckets")
+    if num_actors is not None and have_actors != num_actors:
+        raise ValueError(f"dedup backend {backend_name!r} runs {have_actors} actors, this pipeline "
+                         f"asks for num_actors={num_actors}: reuse a backend with its num_actors")
+    return have_actors
+
+
+def get_or_create_actor(backend_name: str, actor: int, num_actors: int, num_buckets: int,
+                        state_dir: Optional[str] = None, namespace: str = ray_cluster.NAMESPACE):
     """The one way to obtain a bucket actor: by name, in a namespace, created if missing.
 
     Detached, so the actor outlives the Beam worker that happened to create it; the pipeline
     releases it at the end (unless the backend was named by the user, see ImagePhashDedup).
-    With a ``state_dir`` Ray restarts a dead actor (which reloads from disk) and retries its
-    calls. Without one, a bucket that existed and died is lost, and asking for it again raises
-    :class:`BackendError` instead of handing out an empty bucket.
+    With a ``state_dir`` Ray restarts a dead actor (which reloads its buckets from disk) and
+    retries its calls. Without one, an actor that existed and died is lost, and asking for it
+    again raises :class:`BackendError` instead of handing out empty buckets.
     """
-    name = bucket_actor_name(backend_name, bucket, state_dir)
+    name = actor_name(backend_name, actor, num_actors, state_dir)
+    buckets = hosted_buckets(actor, num_actors, num_buckets)
     if state_dir is None:
         try:
             return ray.get_actor(name, namespace=namespace)
         except ValueError:
             pass
-        if ray_private.kv_get(_created_key(backend_name, bucket), namespace):
+        if ray_private.kv_get(_created_key(backend_name, actor), namespace):
             raise BackendError(
-                f"{bucket_label(backend_name, bucket)} was lost: its actor died and "
+                f"{buckets_label(backend_name, buckets)} {'was' if len(buckets) == 1 else 'were'} "
+                "lost: their actor died and "
                 "the hashes it held died with it. Rerun the pipeline; give it a state_dir "
                 "(--state) to survive actor faults")
-    actor = BucketActor.options(
+    handle = BucketActor.options(
         name=name,
         namespace=namespace,
         get_if_exists=True,
@@ -88,41 +142,55 @@ def get_or_create_bucket(backend_name: str, bucket: int, state_dir: Optional[str
         # ends in a BackendError instead of a pipeline waiting for ever.
         max_restarts=MAX_RESTARTS if state_dir else 0,
         max_task_retries=-1 if state_dir else 0,
-    ).remote(backend_name, bucket, state_dir)
+    ).remote(backend_name, buckets, state_dir)
     if state_dir is None:
-        ray_private.kv_put(_created_key(backend_name, bucket), b"1", namespace)
-    return actor
+        ray_private.kv_put(_created_key(backend_name, actor), b"1", namespace)
+    return handle
 
 
 class RayDedupBackend:
-    """Client of one backend (``backend_name``) of ``num_buckets`` actors.
+    """Client of one backend (``backend_name``) of ``num_buckets`` buckets hosted by
+    ``num_actors`` actors (None: fixed by the first client, see :func:`backend_layout`).
 
     Picklable configuration; :meth:`connect` (called from ``DoFn.setup``) joins the cluster.
     """
 
     def __init__(self, address: str, backend_name: str, num_buckets: int, max_in_flight: int = 16,
-                 state_dir: Optional[str] = None):
+                 state_dir: Optional[str] = None, num_actors: Optional[int] = None):
         self.address = address
         self.backend_name = backend_name
         self.num_buckets = num_buckets
         self.max_in_flight = max_in_flight
         self.state_dir = state_dir
+        self.num_actors = num_actors
+        self._layout: Optional[int] = None  # the backend's number of actors, once connected
         self._actors: Dict[int, object] = {}
 
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_actors"] = {}
+        state["_layout"] = None
         return state
 
     def connect(self) -> "RayDedupBackend":
         ray_cluster.connect(self.address)
+        if self._layout is None:
+            self._layout = backend_layout(self.backend_name, self.num_buckets, self.num_actors)
         return self
 
-    def _actor(self, bucket: int):
-        actor = self._actors.get(bucket)
-        if actor is None:
-            actor = self._actors[bucket] = get_or_create_bucket(self.backend_name, bucket, self.state_dir)
-        return actor
+    @property
+    def actors(self) -> int:
+        """The backend's number of actors (after :meth:`connect`)."""
+        if self._layout is None:
+            raise RuntimeError("RayDedupBackend.connect() first")
+        return self._layout
+
+    def _actor(self, actor: int):
+        handle = self._actors.get(actor)
+        if handle is None:
+            handle = self._actors[actor] = get_or_create_actor(
+                self.backend_name, actor, self.actors, self.num_buckets, self.state_dir)
+        return handle
 
     def claim(self, hashes: Sequence[bytes], owners: Sequence[str]) -> List[Optional[str]]:
         """For each hash: None where this owner is its keeper (its first claimant, or a retry of
@@ -131,23 +199,24 @@ class RayDedupBackend:
 
     def submit(self, hashes: Sequence[bytes], owners: Sequence[str]) -> "PendingClaims":
         """Send a batch's claims and return without waiting for them (unless more than
-        ``max_in_flight`` calls are out): one call per bucket the batch touches."""
+        ``max_in_flight`` calls are out): one call per actor the batch touches."""
         pending = PendingClaims(len(owners))
         if not hashes:
             return pending
         width = len(hashes[0])
         digests = owner_digests(owners)
         buckets = bucket_of(hashes, self.num_buckets)
-        order = np.argsort(buckets, kind="stable")
-        bounds = np.flatnonzero(np.diff(buckets[order])) + 1
+        actors = buckets % self.actors
+        order = np.argsort(actors, kind="stable")
+        bounds = np.flatnonzero(np.diff(actors[order])) + 1
         for idxs in np.split(order, bounds):
             if len(pending.calls) >= self.max_in_flight:
                 self._collect(pending, num_returns=1)
-            bucket = int(buckets[idxs[0]])
-            ref = self._actor(bucket).claim.remote(
+            actor = int(actors[idxs[0]])
+            ref = self._actor(actor).claim.remote(
                 b"".join(hashes[i] for i in idxs), width, digests[idxs].tobytes(),
-                [keeper_label(owners[i]) for i in idxs])
-            pending.calls[ref] = (bucket, idxs)
+                [keeper_label(owners[i]) for i in idxs], buckets[idxs].astype("<u4").tobytes())
+            pending.calls[ref] = (actor, idxs)
         return pending
 
     def collect(self, pending: "PendingClaims") -> List[Optional[str]]:
@@ -160,33 +229,36 @@ class RayDedupBackend:
             return
         done, _ = ray.wait(list(pending.calls), num_returns=num_returns)
         for ref in done:
-            bucket, idxs = pending.calls.pop(ref)
+            actor, idxs = pending.calls.pop(ref)
             try:
                 keepers = ray.get(ref)
             except ray.exceptions.RayError as e:
+                buckets = hosted_buckets(actor, self.actors, self.num_buckets)
                 raise BackendError(
-                    f"{bucket_label(self.backend_name, bucket)} failed: "
+                    f"{buckets_label(self.backend_name, buckets)} failed: "
                     f"{type(e).__name__}: {e}") from e
             for i, keeper in zip(idxs, keepers):
                 pending.result[i] = keeper
 
     def stats(self) -> List[Dict[str, int]]:
-        """Per bucket: hashes held, seen-set bytes, resident memory of the actor process."""
-        return ray.get([self._actor(b).stats.remote() for b in range(self.num_buckets)])
+        """Per bucket, in bucket order: hashes held, seen-set bytes, and the resident memory and
+        pid of the actor process hosting it."""
+        per_actor = ray.get([self._actor(a).stats.remote() for a in range(self.actors)])
+        return sorted((s for stats in per_actor for s in stats), key=lambda s: s["bucket"])
 
-    def start_buckets(self) -> None:
-        """Create every bucket actor now, without waiting for them: their processes then start
-        while Beam starts the pipeline, instead of when the first hashes arrive."""
-        for bucket in range(self.num_buckets):
-            self._actor(bucket)
+    def start_actors(self) -> None:
+        """Create every actor now, without waiting for them: their processes then start while
+        Beam starts the pipeline, instead of when the first hashes arrive."""
+        for actor in range(self.actors):
+            self._actor(actor)
 
     def _existing(self) -> Dict[int, object]:
-        """The bucket actors that exist now (without creating any)."""
+        """The actors that exist now (without creating any)."""
         found = {}
-        for bucket in range(self.num_buckets):
+        for actor in range(self.actors):
             try:
-                found[bucket] = ray.get_actor(bucket_actor_name(self.backend_name, bucket, self.state_dir),
-                                              namespace=ray_cluster.NAMESPACE)
+                found[actor] = ray.get_actor(actor_name(self.backend_name, actor, self.actors, self.state_dir),
+                                             namespace=ray_cluster.NAMESPACE)
             except ValueError:
                 continue  # never created (or lost)
         return found
@@ -195,22 +267,23 @@ class RayDedupBackend:
         """Snapshot every bucket to the state directory (no-op without one); the paths written."""
         if not self.state_dir:
             return []
-        refs = {bucket: actor.snapshot.remote() for bucket, actor in self._existing().items()}
+        refs = {actor: handle.snapshot.remote() for actor, handle in self._existing().items()}
         paths = []
-        for bucket, ref in refs.items():
+        for actor, ref in refs.items():
             try:
-                path = ray.get(ref)
+                paths.extend(ray.get(ref))
             except ray.exceptions.RayError as e:
-                raise BackendError(f"{bucket_label(self.backend_name, bucket)} could not snapshot: "
+                buckets = hosted_buckets(actor, self.actors, self.num_buckets)
+                raise BackendError(f"{buckets_label(self.backend_name, buckets)} could not snapshot: "
                                    f"{type(e).__name__}: {e}") from e
-            if path:
-                paths.append(path)
         return paths
 
     def release(self) -> None:
-        """Kill this backend's bucket actors (their state is gone, except what was snapshotted)."""
-        for actor in self._existing().values():
-            ray.kill(actor, no_restart=True)
-        for bucket in range(self.num_buckets):
-            ray_private.kv_del(_created_key(self.backend_name, bucket), ray_cluster.NAMESPACE)
+        """Kill this backend's actors (their state is gone, except what was snapshotted) and
+        forget its layout."""
+        for handle in self._existing().values():
+            ray.kill(handle, no_restart=True)
+        for actor in range(self.actors):
+            ray_private.kv_del(_created_key(self.backend_name, actor), ray_cluster.NAMESPACE)
+        ray_private.kv_del(_layout_key(self.backend_name), ray_cluster.NAMESPACE)
         self._actors.clear()

@@ -6,7 +6,8 @@ one to change; ``tests/test_reliability.py`` (lost buckets) and the embedded-Ray
 
 * ``ray.experimental.internal_kv``: the GCS key-value store. It records which bucket actors a
   backend created, so that a bucket whose actor died without a state directory is reported as
-  lost instead of silently recreated empty. Ray has no public KV API.
+  lost instead of silently recreated empty, and each backend's number of actors, so that every
+  client routes a bucket to the same actor. Ray has no public KV API.
 * ``ray._private.ray_constants.ENABLE_RAY_CLUSTER``: Ray parses ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``
   and the loopback settings once, at import; an embedded Ray bound to 127.0.0.1 needs the parsed
   constant set as well (see ``ray_cluster._use_loopback``).
@@ -22,10 +23,12 @@ def kv_get(key: bytes, namespace: str) -> Optional[bytes]:
     return internal_kv._internal_kv_get(key, namespace=namespace)
 
 
-def kv_put(key: bytes, value: bytes, namespace: str) -> None:
+def kv_put(key: bytes, value: bytes, namespace: str, overwrite: bool = True) -> bool:
+    """Store ``value``; whether the key existed already (then, with ``overwrite=False``, the
+    stored value is left as it was)."""
     from ray.experimental import internal_kv
 
-    internal_kv._internal_kv_put(key, value, namespace=namespace)
+    return bool(internal_kv._internal_kv_put(key, value, overwrite=overwrite, namespace=namespace))
 
 
 def kv_del(key: bytes, namespace: str) -> None:

@@ -53,9 +53,10 @@ class ExactDedup(beam.PTransform):
         if b.state_dir is not None:
             state_dir = os.path.abspath(b.state_dir)
             prepare_state_dir(state_dir, b.num_buckets, self._algorithm, self._hash_size)
-        client = RayDedupBackend(address, name, b.num_buckets, b.max_in_flight, state_dir)
+        client = RayDedupBackend(address, name, b.num_buckets, b.max_in_flight, state_dir, b.num_actors)
         if b.ray_address is None:
-            client.start_buckets()  # the launcher is connected to this Ray: start them early
+            # The launcher is connected to this Ray: fix the layout and start the actors now.
+            client.connect().start_actors()
         return client
 
     def expand(self, hashed):
