@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Optional
 
-import apache_beam as beam
-
 if TYPE_CHECKING:
     from beam_phash.metrics import DedupMetrics
 
@@ -130,4 +128,6 @@ def emit(record: dict, keeper: Optional[str], metrics: DedupMetrics, **fields):
         metrics.reference_matches.inc()
     elif matched == "state":
         metrics.state_matches.inc()
-    return beam.pvalue.TaggedOutput(DUPLICATES, with_fields(record, **{DUPLICATE_OF_FIELD: keeper or None}, **fields))
+    from apache_beam.pvalue import TaggedOutput  # here: Ray actors import this module, not Beam
+
+    return TaggedOutput(DUPLICATES, with_fields(record, **{DUPLICATE_OF_FIELD: keeper or None}, **fields))

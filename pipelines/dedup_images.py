@@ -25,33 +25,44 @@ Output, in OUT_DIR:
 """
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__":  # before Beam's import (see early_start); `beam-phash` does it in cli.py
+    from pipelines import early_start
+
+    early_start.begin(sys.argv[1:])
+
 import argparse
 import json
+import logging
 import os
 import re
-import sys
 import time
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 import beam_phash
 from beam_phash import ImagePhashDedup
 from beam_phash.failures import DEFAULT_MAX_INTERNAL, FailureThresholdError
 from beam_phash.near.policy import KEEP_POLICIES
 from beam_phash.records import QUALITY_FIELD, WRITTEN_FIELDS
+from pipelines import early_start
 from pipelines import inputs as job_inputs
 from pipelines.inputs import ConfigError, InputSpec, ReadImageRecords, ReadReference
 from pipelines.outputs import WriteOutputs
-from pipelines.progress import ProgressDoFn
+from pipelines.console import Console, close_console, open_console
+from pipelines.early_start import LOCAL_RUNNERS
+from pipelines.progress import ProgressBoard, ProgressDoFn
 from pipelines.read_failures import with_read_failures
 from pipelines.report import CollectReportData, write_report
 from pipelines.webdataset_read import DEFAULT_IMAGE_EXTS
 from pipelines.webdataset_write import DEFAULT_SHARD_MB, KEPT_KEYS, WriteShards
 
+log = logging.getLogger(__name__)
 SAMPLE_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sample_data")
 HASH_FIELD = "image_phash"
 
@@ -196,9 +207,9 @@ def clear_outputs(output: str) -> None:
 
 def build(p, spec: InputSpec, output: str, dedup: ImagePhashDedup, report: bool = True,
           reference: Optional[InputSpec] = None, write_shards: Optional[str] = None,
-          shard_mb: float = DEFAULT_SHARD_MB) -> None:
+          shard_mb: float = DEFAULT_SHARD_MB, progress: Optional[Tuple[str, int]] = None) -> None:
     read, read_failed = p | "Read" >> ReadImageRecords(spec)
-    records = read | "Progress" >> beam.ParDo(ProgressDoFn())
+    records = read if progress is None else read | "Progress" >> beam.ParDo(ProgressDoFn(progress))
     if reference is not None:
         references = p | "ReadReference" >> ReadReference(reference, spec.id_column, spec.image_column)
         dedup = dedup.with_reference(references, hash_column=reference.hash_column)
@@ -358,10 +369,22 @@ def configure(argv: Optional[List[str]]):
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """The job: exit code 0 when the counts add up, 1 when they do not or the run failed, 2 for
+    a configuration error, 3 when they cannot be checked. Only its own lines reach the terminal;
+    the rest goes to OUTPUT/logs/job.log (see ``console``)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    con = open_console(early_start.output_of(argv))
+    try:
+        return _run(argv, con)
+    finally:
+        close_console()
+
+
+def _run(argv: List[str], con: Console) -> int:
     try:
         args, spec, dedup, options, reference = configure(argv)
     except (ConfigError, ValueError) as e:
-        print(f"beam-phash: error: {e}", file=sys.stderr)
+        con.tell(f"beam-phash: error: {e}")
         return 2
     clear_outputs(args.output)
     if args.write_shards is not None:
@@ -369,21 +392,27 @@ def main(argv: Optional[List[str]] = None) -> int:
     bits = beam_phash.hash_bits(args.algorithm, args.hash_size)
     mode = (f"near-duplicates within {dedup.max_distance} bits{', dihedral' if args.dihedral else ''}"
             if dedup.near_duplicates else f"backend {dedup.backend}")
-    print(f"beam-phash: {spec.matched} {spec.fmt} input(s) -> {args.output} "
-          f"({args.algorithm}, {bits} bits, {mode})", file=sys.stderr, flush=True)
+    con.tell(f"beam-phash: {spec.matched} {spec.fmt} input(s) -> {args.output} "
+             f"({args.algorithm}, {bits} bits, {mode}); logs in {con.log_dir}/")
     started = time.time()
-    p = beam.Pipeline(options=options)
-    build(p, spec, args.output, dedup, report=not args.no_report, reference=reference,
-          write_shards=args.write_shards, shard_mb=args.shard_size)
+    board = None
+    if options.view_as(StandardOptions).runner in LOCAL_RUNNERS:
+        board = ProgressBoard(con.err, total=known_count(spec))
     try:
+        p = beam.Pipeline(options=options)
+        build(p, spec, args.output, dedup, report=not args.no_report, reference=reference,
+              write_shards=args.write_shards, shard_mb=args.shard_size,
+              progress=board.address if board else None)
         result = p.run()
         result.wait_until_finish()
-    except Exception as e:  # noqa: BLE001 - only our own failure threshold is said in one line
-        reason = failure_threshold_reason(e)
-        if reason is None:
-            raise
-        print(f"beam-phash: error: {reason}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - every failure is one line; the traceback is in the log
+        log.exception("the run failed")
+        con.tell(f"beam-phash: error: {failure_threshold_reason(e) or one_line(e)} "
+                 f"(details in {con.log_path})")
         return 1
+    finally:
+        if board is not None:
+            board.close()
     wall = time.time() - started
     found = counts_of(result)
     counts, counted_from, checkable = verified_counts(found, spec, args.output)
@@ -426,26 +455,26 @@ def main(argv: Optional[List[str]] = None) -> int:
     verdict = ("adds up" if adds_up else "DOES NOT ADD UP" if checkable else
                "UNVERIFIED: the runner reported no counts and the input count is unknown")
     inputs = "?" if counts["inputs"] is None else counts["inputs"]
-    print(f"{inputs} images: {counts['kept']} kept, {counts['duplicates']} duplicates, "
-          f"{counts['failed']} failed ({verdict}) "
-          f"in {wall:.1f} s ({summary['images_per_second']} images/s)")
+    con.say(f"{inputs} images: {counts['kept']} kept, {counts['duplicates']} duplicates, "
+            f"{counts['failed']} failed ({verdict}) "
+            f"in {wall:.1f} s ({summary['images_per_second']} images/s)")
     if counted_from == "outputs":
-        print("counts: the runner reported no metrics; counted from the written rows"
-              + ("" if checkable else ", which cannot be checked against the inputs"), file=sys.stderr)
+        con.tell("counts: the runner reported no metrics; counted from the written rows"
+                 + ("" if checkable else ", which cannot be checked against the inputs"))
     if reference is not None:
         ref = summary["reference"]
-        print(f"reference: {ref['references']} images, {ref['matches']} inputs matched them, "
-              f"{ref['failed']} could not be hashed"
-              + (f" (listed in {args.output}/reference_failed/)" if ref["failed"] else ""))
+        con.say(f"reference: {ref['references']} images, {ref['matches']} inputs matched them, "
+                f"{ref['failed']} could not be hashed"
+                + (f" (listed in {args.output}/reference_failed/)" if ref["failed"] else ""))
     if summary["state_matches"]:
-        print(f"state: {summary['state_matches']} inputs matched what earlier runs kept")
-    print(f"output: {args.output}/{{kept,duplicates,failed}}/*.parquet, {args.output}/summary.json")
+        con.say(f"state: {summary['state_matches']} inputs matched what earlier runs kept")
+    con.say(f"output: {args.output}/{{kept,duplicates,failed}}/*.parquet, {args.output}/summary.json")
     if args.write_shards is not None:
         written = summary["write_shards"]
-        print(f"shards: {counts['kept']} kept samples in {written['shards']} shards in {args.write_shards}/ "
-              f"({written['bytes'] / 2**20:.1f} MiB), keys in {args.write_shards}/{KEPT_KEYS}/")
+        con.say(f"shards: {counts['kept']} kept samples in {written['shards']} shards in {args.write_shards}/ "
+                f"({written['bytes'] / 2**20:.1f} MiB), keys in {args.write_shards}/{KEPT_KEYS}/")
     if not args.no_report:
-        print(f"report: {write_report(args.output, summary)}")
+        con.say(f"report: {write_report(args.output, summary)}")
     return 0 if adds_up else 1 if checkable else 3
 
 
@@ -465,6 +494,15 @@ def failure_threshold_reason(e: BaseException) -> Optional[str]:
             return found.group(0)
         e = e.__cause__ or e.__context__
     return None
+
+
+def one_line(e: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message, without the step
+    Beam appends ("[while running ...]"); the whole traceback is in the log."""
+    first = (str(e).strip().splitlines() or [""])[0]
+    first = re.sub(r"\s*\[while running '[^']*'\]$", "", first)
+    text = f"{type(e).__name__}: {first}" if first else type(e).__name__
+    return text if len(text) <= 400 else text[:397] + "..."
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from collections import defaultdict
 
 import apache_beam as beam
@@ -172,20 +173,26 @@ def test_embedded_ray_starts_on_loopback_and_stops(tmp_path):
             kept | beam.combiners.Count.Globally() | beam.Map(lambda n: print("KEPT", n))
         print("EXPECTED", len(oracle(records)[0]))
         print("ADDRESS", ray_cluster._started_here)
+        print("SESSION", ray.get_runtime_context().get_node_id() and ray._private.worker._global_node.get_session_dir_path())
     """))
-    before = _ray_process_count()
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
                          env={**os.environ, "RAY_ADDRESS": ""})
     assert out.returncode == 0, out.stderr[-3000:]
     expected = out.stdout.split("EXPECTED ")[1].split()[0]
     assert f"KEPT {expected}\n" in out.stdout, out.stdout
     assert "ADDRESS 127.0.0.1:" in out.stdout
-    assert _ray_process_count() == before, "the embedded Ray outlived its launcher"
+    session = out.stdout.split("SESSION ")[1].split()[0]
+    assert os.path.basename(session).startswith("session_")
+    deadline = time.time() + 10
+    while _processes_of(session) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not _processes_of(session), "the embedded Ray outlived its launcher"
 
 
-def _ray_process_count():
-    out = subprocess.run(["pgrep", "-c", "-f", "gcs_server"], capture_output=True, text=True)
-    return int(out.stdout.strip() or 0)
+def _processes_of(session: str):
+    """Processes whose command line names the Ray session directory (every Ray process does)."""
+    out = subprocess.run(["pgrep", "-a", "-f", os.path.basename(session)], capture_output=True, text=True)
+    return [line for line in out.stdout.splitlines() if "pgrep" not in line]
 
 
 # --- the plain output form --------------------------------------------------------------------

@@ -51,22 +51,79 @@ def resolve_address(ray_address: Optional[str]) -> str:
     return start_local_ray()
 
 
+class _Head:
+    """The embedded head node, started in a thread of its own that lives until shutdown: Ray's
+    processes die with the thread that started them (they are started with the parent-death
+    signal, which Linux ties to the starting thread), so a thread that started them and ended
+    would take them along."""
+
+    def __init__(self, num_cpus: Optional[int]):
+        self.node = None
+        self.error: Optional[BaseException] = None
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        threading.Thread(target=self._keep, args=(num_cpus,), name="beam-phash-ray-head",
+                         daemon=True).start()
+
+    def _keep(self, num_cpus: Optional[int]) -> None:
+        try:
+            self.node = ray_private.start_lean_head(num_cpus)
+        except BaseException as e:  # noqa: BLE001 - handed to the thread that waits for the head
+            self.error = e
+        finally:
+            self._ready.set()
+        self._stop.wait()
+
+    def wait(self):
+        """The started node; raises what starting it raised."""
+        self._ready.wait()
+        if self.error is not None:
+            raise self.error
+        return self.node
+
+    def stop(self) -> None:
+        if self.node is not None:
+            self.node.kill_all_processes(check_alive=False, allow_graceful=True)
+        self._stop.set()
+
+
+_head: Optional[_Head] = None
+
+
+def start_local_ray_soon(num_cpus: Optional[int] = None) -> None:
+    """Begin starting the embedded Ray's processes and return at once, so that they come up while
+    the caller imports Beam and builds the pipeline (about 2 s each on 2 cores);
+    :func:`start_local_ray` then joins them. A no-op when Ray is already up or starting."""
+    global _head
+    with _lock:
+        if _head is None and not ray.is_initialized():
+            _use_loopback()
+            _head = _Head(num_cpus)
+
+
 def start_local_ray(num_cpus: Optional[int] = None) -> str:
-    """Start an embedded single-node Ray on 127.0.0.1 without a dashboard; return its address."""
-    global _started_here
+    """Start an embedded single-node Ray on 127.0.0.1 with only what the backend needs (no
+    dashboard, no autoscaler monitor, no log monitor; see ``ray_private.start_lean_head``), or
+    join the one :func:`start_local_ray_soon` began; return its address."""
+    global _started_here, _head
+    start_local_ray_soon(num_cpus)
     with _lock:
         if _started_here and ray.is_initialized():
             return _started_here
-        _use_loopback()
-        ctx = ray.init(
-            address="local",
-            namespace=NAMESPACE,
-            include_dashboard=False,
-            num_cpus=num_cpus,
-            log_to_driver=False,
-            logging_level=logging.WARNING,
-            _node_ip_address="127.0.0.1",
-        )
+        try:
+            lean = {"address": _head.wait().address}
+        except (ImportError, AttributeError, TypeError) as e:  # a Ray whose private API moved
+            log.warning("starting Ray with ray.init(): the lean start is unavailable (%s: %s)",
+                        type(e).__name__, e)
+            _head.stop()
+            _head = None
+            lean = {"address": "local", "include_dashboard": False, "num_cpus": num_cpus,
+                    "_node_ip_address": "127.0.0.1"}
+        except BaseException:
+            _head.stop()
+            _head = None
+            raise
+        ctx = ray.init(namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING, **lean)
         _started_here = ctx.address_info["gcs_address"]
         atexit.register(shutdown_local_ray)
         log.info("started embedded Ray at %s", _started_here)
@@ -75,11 +132,14 @@ def start_local_ray(num_cpus: Optional[int] = None) -> str:
 
 def shutdown_local_ray() -> None:
     """Stop the embedded Ray started by this process, if any."""
-    global _started_here
+    global _started_here, _head
     with _lock:
         if _started_here and ray.is_initialized():
             ray.shutdown()
+        if _head is not None:
+            _head.stop()
         _started_here = None
+        _head = None
 
 
 def token_available() -> bool:

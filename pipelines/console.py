@@ -1,0 +1,146 @@
+"""What the job shows on the terminal, and where everything else goes.
+
+While the job runs, the process's own standard output and error (file descriptors 1 and 2) point
+at ``OUTPUT/logs/job.log``, and so does Python's root logger, at INFO. So Beam's and Ray's log
+lines, the C++ logs of Ray's core, and whatever Beam's worker processes or Ray's processes print
+land there, not on the terminal. The job's own lines (its summary, one-line errors, the progress
+bar) go to the terminal through :meth:`Console.say`, :meth:`Console.tell` and :attr:`Console.err`.
+
+Light on purpose (no Beam, no Ray): ``dedup_images`` opens it before importing Beam, whose
+import already logs warnings.
+
+When ``sys.stdout`` and ``sys.stderr`` are not the process's descriptors (a notebook, a test
+capture), the job's lines go to them, and the descriptors still go to the log.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import sys
+import tempfile
+from typing import Optional, TextIO
+
+LOG_NAME = "job.log"
+
+
+def log_dir_for(output: str) -> str:
+    """``OUTPUT/logs`` for a local output; a local temporary directory for ``gs://`` and the like
+    (the job says where at the end)."""
+    if "://" in output:
+        return tempfile.mkdtemp(prefix="beam-phash-logs-")
+    return os.path.join(output, "logs")
+
+
+class Console:
+    """The terminal of one job run: open with :meth:`open`, restore with :meth:`close`."""
+
+    def __init__(self, output: str):
+        self.output = output
+        self.log_dir = log_dir_for(output)
+        self.log_path = os.path.join(self.log_dir, LOG_NAME)
+        self.out: TextIO = sys.stdout
+        self.err: TextIO = sys.stderr
+        self._saved_fds: Optional[tuple] = None
+        self._log: Optional[io.TextIOWrapper] = None
+        self._handler: Optional[logging.Handler] = None
+        self._root_handlers: list = []
+        self._root_level = logging.WARNING
+
+    def open(self) -> "Console":
+        try:
+            os.makedirs(self.log_dir, exist_ok=True)
+            self._log = open(self.log_path, "a", buffering=1, encoding="utf-8", errors="replace")
+        except OSError:  # an output that cannot be written: the job says so; the log goes elsewhere
+            self.log_dir = tempfile.mkdtemp(prefix="beam-phash-logs-")
+            self.log_path = os.path.join(self.log_dir, LOG_NAME)
+            self._log = open(self.log_path, "a", buffering=1, encoding="utf-8", errors="replace")
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        if _is_open(1) and _is_open(2):
+            self._saved_fds = (os.dup(1), os.dup(2))
+            # Our lines go where sys.stdout/sys.stderr went: the saved descriptors when those
+            # streams wrote to fds 1 and 2, else the streams themselves (a capture, a notebook).
+            if _fd_of(sys.stdout) == 1:
+                self.out = open(os.dup(self._saved_fds[0]), "w", buffering=1, encoding="utf-8", errors="replace")
+            if _fd_of(sys.stderr) == 2:
+                self.err = open(os.dup(self._saved_fds[1]), "w", buffering=1, encoding="utf-8", errors="replace")
+            os.dup2(self._log.fileno(), 1)
+            os.dup2(self._log.fileno(), 2)
+        root = logging.getLogger()
+        self._root_handlers, self._root_level = root.handlers[:], root.level
+        for handler in self._root_handlers:
+            root.removeHandler(handler)
+        self._handler = logging.StreamHandler(self._log)
+        self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(self._handler)
+        root.setLevel(logging.INFO)
+        return self
+
+    def say(self, line: str) -> None:
+        """A line of the job's result, on standard output."""
+        print(line, file=self.out, flush=True)
+
+    def tell(self, line: str) -> None:
+        """A line about the run (start, warnings, one-line errors), on standard error."""
+        print(line, file=self.err, flush=True)
+
+    def close(self) -> None:
+        """Give the terminal back, as it was before :meth:`open`."""
+        root = logging.getLogger()
+        if self._handler is not None:
+            root.removeHandler(self._handler)
+            for handler in self._root_handlers:
+                root.addHandler(handler)
+            root.setLevel(self._root_level)
+            self._handler = None
+        if self._saved_fds is not None:
+            for stream in (sys.stdout, sys.stderr, self.out, self.err):
+                stream.flush()
+            os.dup2(self._saved_fds[0], 1)
+            os.dup2(self._saved_fds[1], 2)
+            for fd in self._saved_fds:
+                os.close(fd)
+            for stream in (self.out, self.err):
+                if stream not in (sys.stdout, sys.stderr):
+                    stream.close()
+            self.out, self.err = sys.stdout, sys.stderr
+            self._saved_fds = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def _fd_of(stream) -> Optional[int]:
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None
+
+
+_current: Optional[Console] = None
+
+
+def open_console(output: str) -> Console:
+    """The run's console, opened on first use for ``output`` (again if the output changed)."""
+    global _current
+    if _current is not None and _current.output != output:
+        close_console()
+    if _current is None:
+        _current = Console(output).open()
+    return _current
+
+
+def close_console() -> None:
+    global _current
+    if _current is not None:
+        _current.close()
+        _current = None

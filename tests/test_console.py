@@ -1,0 +1,115 @@
+"""The job's terminal: its own lines only, the rest in OUTPUT/logs/job.log, progress from the
+workers, and every failure in one line."""
+import io
+import logging
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+
+from pipelines import early_start
+from pipelines.console import Console
+from pipelines.dedup_images import one_line
+from pipelines.progress import ProgressBoard, ProgressDoFn
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def test_the_console_sends_fd_output_and_logging_to_the_log_and_gives_the_terminal_back(tmp_path):
+    """Run in a child process, whose fds 1 and 2 are pipes we read: what a library or a child
+    process writes to them goes to the log, the job's own lines to the terminal."""
+    script = f"""
+import logging, os, subprocess, sys
+from pipelines.console import Console
+con = Console({str(tmp_path / 'out')!r}).open()
+logging.getLogger("chatty").warning("a library warning")
+os.write(2, b"written to fd 2\\n")
+subprocess.run([sys.executable, "-c", "print('a child process')"])
+con.say("our result line")
+con.tell("beam-phash: our note")
+con.close()
+print("after close")
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["our result line", "after close"]
+    assert proc.stderr.splitlines() == ["beam-phash: our note"]
+    log = (tmp_path / "out" / "logs" / "job.log").read_text()
+    for chatter in ("a library warning", "written to fd 2", "a child process"):
+        assert chatter in log
+
+
+def test_the_console_without_real_fds_still_logs_to_the_file(tmp_path, capsys):
+    con = Console(str(tmp_path)).open()
+    logging.getLogger("chatty").warning("to the file")
+    con.say("result")
+    con.close()
+    assert capsys.readouterr().out == "result\n"
+    assert "to the file" in (tmp_path / "logs" / "job.log").read_text()
+
+
+def test_progress_counts_every_record_a_pipeline_read():
+    stream = io.StringIO()
+    board = ProgressBoard(stream, total=300)
+    with TestPipeline() as p:
+        _ = p | beam.Create(range(300)) | beam.ParDo(ProgressDoFn(board.address, every_seconds=0.01))
+    deadline = time.monotonic() + 10
+    while board.count < 300 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    board.close()
+    assert board.count == 300
+    assert "300/300 records" in board.line() and "[########################]" in board.line()
+
+
+def test_the_progress_line_has_a_rate_and_an_eta():
+    board = ProgressBoard(io.StringIO(), total=1000)
+    board._counts = {b"a": 150, b"b": 100}
+    board._first = 0.0
+    line = board.line(now=5.0)
+    board.close()
+    assert "250/1,000 records" in line and "50 images/s" in line and "ETA 15 s" in line
+    unknown = ProgressBoard(io.StringIO())
+    unknown._counts = {b"a": 10}
+    assert "10 records" in unknown.line() and "ETA" not in unknown.line()
+    unknown.close()
+
+
+def test_errors_are_one_line():
+    e = RuntimeError("bucket 2 of dedup backend 'x' failed: ActorDiedError: gone\n\tclass_name: B "
+                     "[while running 'ImagePhashDedup/Exact']")
+    assert one_line(e) == "RuntimeError: bucket 2 of dedup backend 'x' failed: ActorDiedError: gone"
+    assert one_line(ValueError("x" * 1000)).endswith("...") and len(one_line(ValueError("x" * 1000))) == 400
+    assert one_line(KeyError()) == "KeyError"
+
+
+@pytest.mark.parametrize("argv, needed", [
+    ([], True),
+    (["--backend", "ray", "--output", "o"], True),
+    (["--backend", "state"], False),
+    (["--ray-address", "auto"], False),
+    (["--max-distance", "auto"], False),
+    (["--max-distance", "0"], True),
+    (["--dihedral"], False),
+    (["--runner", "FlinkRunner"], False),
+    (["--help"], False),
+])
+def test_the_embedded_ray_is_started_early_only_when_the_run_needs_it(argv, needed):
+    assert early_start.needs_embedded_ray(argv) == needed
+
+
+def test_a_failure_in_the_run_is_one_line_naming_the_log(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "pipelines.dedup_images", "--output", str(out),
+                           "--backend", "state", "--max-decode-failures", "0.01"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("beam-phash: error: ") and "over the failure threshold" in lines[-1]
+    assert all(line.startswith("beam-phash: ") for line in lines), proc.stderr
+    assert "Traceback" in (out / "logs" / "job.log").read_text()
+    assert os.path.exists(out / "logs" / "job.log")
