@@ -60,3 +60,15 @@ def test_release_wheel_installs_and_hashes_without_a_rust_toolchain(tmp_path):
                          env=bare, cwd=tmp_path, check=True, capture_output=True, text=True).stdout.split()
     assert out[0].startswith(str(venv)), "imported the source tree, not the wheel"
     assert out[1] == "ebdafc00b320242089a9a7e568ce239fa383dc240c398730e6f176fe537ee39e"
+
+
+def test_actors_and_the_early_start_do_not_import_beam():
+    """Ray actor processes and the job's early start must not pay for importing Beam (about a
+    second of CPU each on 2 cores)."""
+    code = ("import sys, beam_phash, beam_phash.exact.ray_actor, beam_phash.exact.ray_cluster, "
+            "beam_phash.exact.store, pipelines.early_start, pipelines.console; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'apache_beam'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=pathlib.Path(__file__).resolve().parent.parent)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
