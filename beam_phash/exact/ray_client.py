@@ -17,6 +17,7 @@ backend records in Ray's KV store which actors it created).
 """
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 from typing import Dict, List, Optional, Sequence
 
@@ -163,6 +164,8 @@ class RayDedupBackend:
         self.max_in_flight = max_in_flight
         self.state_dir = state_dir
         self.num_actors = num_actors
+        # The embedded Ray that the launcher is still starting: wait for it instead of failing fast.
+        self.starting = ray_cluster.is_starting(address)
         self._layout: Optional[int] = None  # the backend's number of actors, once connected
         self._actors: Dict[int, object] = {}
 
@@ -173,10 +176,19 @@ class RayDedupBackend:
         return state
 
     def connect(self) -> "RayDedupBackend":
-        ray_cluster.connect(self.address)
+        ray_cluster.connect(self.address, starting=self.starting)
         if self._layout is None:
             self._layout = backend_layout(self.backend_name, self.num_buckets, self.num_actors)
         return self
+
+    def connect_soon(self) -> "concurrent.futures.Future":
+        """:meth:`connect` and :meth:`start_actors` in a background thread: the caller hashes
+        meanwhile, and waits on the future before its first claim (which raises what connecting
+        raised)."""
+        pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="beam-phash-ray-connect")
+        future = pool.submit(lambda: self.connect().start_actors())
+        pool.shutdown(wait=False)
+        return future
 
     @property
     def actors(self) -> int:
@@ -246,11 +258,12 @@ class RayDedupBackend:
         per_actor = ray.get([self._actor(a).stats.remote() for a in range(self.actors)])
         return sorted((s for stats in per_actor for s in stats), key=lambda s: s["bucket"])
 
-    def start_actors(self) -> None:
+    def start_actors(self) -> "RayDedupBackend":
         """Create every actor now, without waiting for them: their processes then start while
         Beam starts the pipeline, instead of when the first hashes arrive."""
         for actor in range(self.actors):
             self._actor(actor)
+        return self
 
     def _existing(self) -> Dict[int, object]:
         """The actors that exist now (without creating any)."""

@@ -18,6 +18,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from typing import Optional
 
 import ray
@@ -43,12 +44,25 @@ def _use_loopback() -> None:
 
 
 def resolve_address(ray_address: Optional[str]) -> str:
-    """Where workers should connect; called once, at pipeline construction."""
+    """Where workers should connect; called once, at pipeline construction. For an embedded Ray
+    that is still starting, its address at once (see :func:`is_starting`)."""
     if ray_address:
         return ray_address
     if ray.is_initialized():
         return ray.get_runtime_context().gcs_address
-    return start_local_ray()
+    return start_local_ray_soon()
+
+
+def is_starting(address: str) -> bool:
+    """Whether ``address`` is the embedded Ray this process is starting and has not joined yet:
+    then a client waits for it to come up instead of failing fast."""
+    return _head is not None and _head.address == address and not (_started_here and ray.is_initialized())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class _Head:
@@ -58,6 +72,8 @@ class _Head:
     would take them along."""
 
     def __init__(self, num_cpus: Optional[int]):
+        # The GCS port is chosen here, so that the address is known before the head is up.
+        self.address = f"127.0.0.1:{_free_port()}"
         self.node = None
         self.error: Optional[BaseException] = None
         self._ready = threading.Event()
@@ -67,7 +83,7 @@ class _Head:
 
     def _keep(self, num_cpus: Optional[int]) -> None:
         try:
-            self.node = ray_private.start_lean_head(num_cpus)
+            self.node = ray_private.start_lean_head(num_cpus, int(self.address.rpartition(":")[2]))
         except BaseException as e:  # noqa: BLE001 - handed to the thread that waits for the head
             self.error = e
         finally:
@@ -90,15 +106,19 @@ class _Head:
 _head: Optional[_Head] = None
 
 
-def start_local_ray_soon(num_cpus: Optional[int] = None) -> None:
-    """Begin starting the embedded Ray's processes and return at once, so that they come up while
-    the caller imports Beam and builds the pipeline (about 2 s each on 2 cores);
-    :func:`start_local_ray` then joins them. A no-op when Ray is already up or starting."""
+def start_local_ray_soon(num_cpus: Optional[int] = None) -> str:
+    """Begin starting the embedded Ray's processes and return its address at once, so that they
+    come up while the caller imports Beam, builds the pipeline and hashes (about 2 s of start-up
+    on 2 cores); :func:`start_local_ray` or :func:`connect` then joins them. Starts nothing when
+    Ray is already up or starting."""
     global _head
     with _lock:
-        if _head is None and not ray.is_initialized():
+        if _started_here and ray.is_initialized():
+            return _started_here
+        if _head is None:
             _use_loopback()
             _head = _Head(num_cpus)
+        return _head.address
 
 
 def start_local_ray(num_cpus: Optional[int] = None) -> str:
@@ -106,6 +126,8 @@ def start_local_ray(num_cpus: Optional[int] = None) -> str:
     dashboard, no autoscaler monitor, no log monitor; see ``ray_private.start_lean_head``), or
     join the one :func:`start_local_ray_soon` began; return its address."""
     global _started_here, _head
+    if ray.is_initialized() and not _started_here:
+        return ray.get_runtime_context().gcs_address
     start_local_ray_soon(num_cpus)
     with _lock:
         if _started_here and ray.is_initialized():
@@ -163,28 +185,39 @@ def _enable_token_mode() -> None:
     Config.initialize("")
 
 
-def _check_reachable(address: str, timeout: float) -> None:
-    """Fail fast with a clear message: ray.init() waits for minutes on an address nobody serves."""
+def _check_reachable(address: str, timeout: float, starting: bool = False) -> None:
+    """Fail fast with a clear message: ray.init() waits for minutes on an address nobody serves.
+    For a cluster that is ``starting`` (the embedded one), wait up to ``timeout`` for it."""
     if "://" in address:
         return  # "ray://..." (Ray Client): let Ray resolve it
     host, _, port = address.rpartition(":")
     host = host.strip("[]")  # [::1]:6379
     if not host or not port.isdigit():
         return  # "auto": let Ray resolve it
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
-    except OSError as e:
-        raise ConnectionError(f"cannot reach the Ray cluster at {address}: {e}") from None
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((host, int(port)), timeout=timeout).close()
+            return
+        except OSError as e:
+            if not starting or time.monotonic() > deadline:
+                raise ConnectionError(f"cannot reach the Ray cluster at {address}: {e}") from None
+        time.sleep(0.1)
 
 
-def connect(address: str, timeout: float = 30.0) -> None:
+def connect(address: str, timeout: float = 30.0, starting: bool = False) -> None:
     """Connect this process (a Beam worker) to the cluster; a no-op when already connected.
+    ``starting``: the address is an embedded Ray that may still be starting; the process that
+    starts it joins it (:func:`start_local_ray`), other processes wait for it (up to 120 s).
 
     Token auth: Ray turns token mode on for clusters found automatically, never for an explicit
     address. When RAY_AUTH_MODE is unset and a token is available, we set RAY_AUTH_MODE=token, so
     that a worker can join a token-protected cluster by address (a cluster without token auth
     accepts such a client too). Set RAY_AUTH_MODE yourself to override.
     """
+    if is_starting(address):
+        start_local_ray()
+        return
     with _lock:
         if ray.is_initialized():
             return
@@ -192,6 +225,6 @@ def connect(address: str, timeout: float = 30.0) -> None:
             _use_loopback()
         if "RAY_AUTH_MODE" not in os.environ and token_available():
             _enable_token_mode()
-        _check_reachable(address, timeout)
+        _check_reachable(address, max(timeout, 120.0) if starting else timeout, starting)
         ray.init(address=address, namespace=NAMESPACE, log_to_driver=False,
                  logging_level=logging.WARNING)

@@ -32,7 +32,9 @@ class RayDedupDoFn(beam.DoFn):
         self._metrics = DedupMetrics()
 
     def setup(self):
-        self._backend.connect()
+        # Connecting (and, for an embedded Ray, waiting for it to come up) overlaps with hashing
+        # the first batches; the first claim waits for it.
+        self._connected = self._backend.connect_soon()
 
     def start_bundle(self):
         self._gathered: list = []  # (batch, timestamp, window) not sent yet
@@ -56,6 +58,9 @@ class RayDedupDoFn(beam.DoFn):
     def _send(self) -> Iterable:
         items, self._gathered, self._gathered_records = self._gathered, [], 0
         hashed = [h for batch, _, _ in items for h in batch]
+        if self._connected is not None:
+            self._connected.result()
+            self._connected = None
         sent = (items, self._backend.submit([h.hash for h in hashed], [h.owner for h in hashed]))
         previous, self._pending = self._pending, sent
         if previous is not None:

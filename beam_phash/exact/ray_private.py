@@ -42,7 +42,7 @@ def kv_del(key: bytes, namespace: str) -> None:
     internal_kv._internal_kv_del(key, namespace=namespace)
 
 
-def start_lean_head(num_cpus: Optional[int]):
+def start_lean_head(num_cpus: Optional[int], gcs_port: Optional[int] = None):
     """Start a single-node Ray head on 127.0.0.1 with only what actors need (GCS, raylet and
     its agents) and return its ``Node`` (``.address``, ``.kill_all_processes()``). The caller
     then joins it with ``ray.init(address=...)``."""
@@ -54,7 +54,7 @@ def start_lean_head(num_cpus: Optional[int]):
     enable_token_auth_by_default()  # as ray.init() does for a new local cluster
     ensure_token_if_auth_enabled({}, create_token_if_missing=True)
     params = RayParams(node_ip_address="127.0.0.1", num_cpus=num_cpus, include_dashboard=False,
-                       include_log_monitor=False, no_monitor=True)
+                       include_log_monitor=False, no_monitor=True, gcs_server_port=gcs_port)
     # A reaper process kills the node's processes if this one dies without shutting it down.
     return Node(params, head=True, shutdown_at_exit=False, spawn_reaper=True, ray_init_cluster=True)
 

@@ -54,9 +54,10 @@ class ExactDedup(beam.PTransform):
             state_dir = os.path.abspath(b.state_dir)
             prepare_state_dir(state_dir, b.num_buckets, self._algorithm, self._hash_size)
         client = RayDedupBackend(address, name, b.num_buckets, b.max_in_flight, state_dir, b.num_actors)
-        if b.ray_address is None:
-            # The launcher is connected to this Ray: fix the layout and start the actors now.
+        if b.ray_address is None and not client.starting:
+            # The launcher is connected to this Ray: check the layout and start the actors now.
             client.connect().start_actors()
+        # (An embedded Ray still starting is joined by the claiming step, while it hashes.)
         return client
 
     def expand(self, hashed):
