@@ -49,8 +49,8 @@ from pipelines.inputs import ConfigError, InputSpec, ReadImageRecords, ReadRefer
 from pipelines.outputs import WriteOutputs
 from pipelines.progress import ProgressDoFn
 from pipelines.read_failures import with_read_failures
-from pipelines.report import CollectReportData, read_distances, write_report
-from pipelines.report_distances import hint as distance_hint
+from pipelines.report import CollectReportData, write_report
+from pipelines.report_distances import hint as distance_hint, read_stats as read_distances
 from pipelines.webdataset_read import DEFAULT_IMAGE_EXTS
 from pipelines.webdataset_write import DEFAULT_SHARD_MB, KEPT_KEYS, WriteShards
 

@@ -9,7 +9,8 @@ Two halves:
   duplicates per kept id (a shuffle of ids only), samples at most ``per_group`` members of each
   before any image is decoded (combiner lifting keeps the shuffle small even for a group of
   millions of blank images), makes the thumbnails, and writes ``report/*.jsonl``; with
-  ``report_distances.CollectDistances`` the distance histogram of a bounded sample.
+  ``report_distances.CollectDistances`` ``report/distances.json``, the distance histogram of a
+  bounded sample.
 * :func:`write_report`, in the launcher after the run, renders those rows and the summary.
 """
 from __future__ import annotations
@@ -97,9 +98,8 @@ def _of_this_run(record: dict) -> bool:
 
 class CollectReportData(beam.PTransform):
     """(kept, duplicates, failed) -> ``DIR/report/groups.jsonl``, ``failures.jsonl``,
-    ``matches.jsonl``, and (with ``distances``, the keyword arguments of
-    ``report_distances.CollectDistances`` but the thumbnails) ``distances.jsonl`` and
-    ``pair_images.jsonl``."""
+    ``matches.jsonl``, and with ``distances`` (the keyword arguments of
+    ``report_distances.CollectDistances`` but the thumbnails) ``distances.json``."""
 
     def __init__(self, output: str, *, id_field: str, image_field: str, hash_field: str,
                  max_groups: int = 12, per_group: int = 8, max_failures: int = 200,
@@ -223,7 +223,7 @@ def _matches_section(summary: dict, matches: List[dict]) -> List[str]:
 
 
 def render(summary: dict, groups: List[dict], failures: List[dict], matches: List[dict] = (),
-           distances: Optional[dict] = None, pair_images: List[dict] = ()) -> str:
+           distances: Optional[dict] = None) -> str:
     e = html.escape
     groups = sorted(groups, key=lambda g: (-g["size"], g["keeper"]))
     adds = summary.get("adds_up")
@@ -244,7 +244,7 @@ def render(summary: dict, groups: List[dict], failures: List[dict], matches: Lis
         f"<p class='{'ok' if adds else 'bad'}'>inputs = kept + duplicates + failed: "
         f"{'yes' if adds else 'NO'}</p>",
     ]
-    parts += report_distances.section(distances, list(pair_images), _figure)
+    parts += report_distances.section(distances, _figure)
     parts += _matches_section(summary, list(matches))
     parts += [f"<h2>Largest {kind} groups ({len(groups)} shown)</h2>"]
     if not groups:
@@ -269,15 +269,10 @@ def render(summary: dict, groups: List[dict], failures: List[dict], matches: Lis
     return "\n".join(parts)
 
 
-def read_distances(output: str) -> Optional[dict]:
-    """The distance statistics the pipeline wrote (``report_distances``), or None."""
-    return next(iter(_read_jsonl(output, "distances")), None)
-
-
 def write_report(output: str, summary: dict) -> str:
     """Render ``DIR/report.html`` from the pipeline's report rows; returns its path."""
     page = render(summary, _read_jsonl(output, "groups"), _read_jsonl(output, "failures"),
-                  _read_jsonl(output, "matches"), read_distances(output), _read_jsonl(output, "pair_images"))
+                  _read_jsonl(output, "matches"), report_distances.read_stats(output))
     path = FileSystems.join(output, "report.html")
     with FileSystems.create(path) as f:
         f.write(page.encode("utf-8"))

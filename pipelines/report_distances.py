@@ -15,8 +15,8 @@ Inside the pipeline, :class:`CollectDistances`:
 4. ``PairThumbnails``: the example pairs' records (found by id, a side input of a few ids) get
    their thumbnails.
 
-Writes ``report/distances.jsonl`` (one row) and ``report/pair_images.jsonl``; :func:`section`
-renders them into report.html, and :func:`hint` into the job's output.
+Writes ``report/distances.json`` (one step writes it whole, with the thumbnails); :func:`section`
+renders it into report.html, and :func:`hint` into the job's output.
 """
 from __future__ import annotations
 
@@ -43,6 +43,8 @@ from beam_phash.records import QUALITY_FIELD
 SAMPLE_SIZE = 500_000
 #: Records per packed batch out of ``PackSample``.
 FLUSH_ROWS = 16384
+#: What CollectDistances writes under OUTPUT/report/: the statistics and the pairs' thumbnails.
+DISTANCES_FILE = "distances.json"
 #: Example pairs are picked near these fractions of the range.
 PAIR_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -246,9 +248,24 @@ def distance_stats(sample: Sample, bits: int, limit: int, auto: Optional[int], m
     }
 
 
+def _write_json(stats: dict, path: str, images: List[dict]) -> None:
+    """One file, written whole by one step (a retry writes the same file again)."""
+    with FileSystems.create(path) as f:
+        f.write(json.dumps({**stats, "images": sorted(images, key=lambda i: i["id"])}).encode("utf-8"))
+
+
+def read_stats(output: str) -> Optional[dict]:
+    """What ``CollectDistances`` wrote under ``output``, or None (no report data)."""
+    path = FileSystems.join(output, "report", DISTANCES_FILE)
+    if not FileSystems.exists(path):
+        return None
+    with FileSystems.open(path) as f:
+        return json.loads(f.read().decode("utf-8"))
+
+
 class CollectDistances(beam.PTransform):
-    """(kept, duplicates) -> ``report/distances.jsonl`` (see the module docs) and the example
-    pairs' thumbnails in ``report/pair_images.jsonl`` (``thumb_of(record)``: a data URI or None)."""
+    """(kept, duplicates) -> ``report/distances.json`` (see the module docs), with the example
+    pairs' thumbnails under ``images`` (``thumb_of(record)``: a data URI or None)."""
 
     def __init__(self, output: str, *, hash_field: str, id_field: str, algorithm: str, hash_size: int,
                  bits: int, max_distance: int, thumb_of: Callable[[dict], Optional[str]],
@@ -270,19 +287,16 @@ class CollectDistances(beam.PTransform):
                  | "AllSampled" >> beam.Flatten()
                  | "Sample" >> beam.CombineGlobally(SampleFn(size, (bits + 7) // 8))
                  | "Distances" >> beam.Map(lambda s: distance_stats(s, bits, limit, auto, k, size)))
-        _ = (stats
-             | "DistanceJson" >> beam.Map(json.dumps)
-             | "WriteDistances" >> beam.io.WriteToText(FileSystems.join(self._output, "report", "distances"),
-                                                       file_name_suffix=".jsonl", num_shards=1))
         pair_ids = beam.pvalue.AsSingleton(
             stats | "PairIds" >> beam.Map(lambda s: {i for p in s["pairs"] for i in (p["a"], p["b"])}))
         id_field, thumb_of = self._id_field, self._thumb_of
-        _ = ((kept, dups)
-             | "AllHashed" >> beam.Flatten()
-             | "PairRecords" >> beam.Filter(lambda r, ids: record_id(r, id_field) in ids, pair_ids)
-             | "PairThumbnails" >> beam.Map(lambda r: json.dumps({"id": record_id(r, id_field), "thumb": thumb_of(r)}))
-             | "WritePairImages" >> beam.io.WriteToText(FileSystems.join(self._output, "report", "pair_images"),
-                                                        file_name_suffix=".jsonl", num_shards=1))
+        thumbs = ((kept, dups)
+                  | "AllHashed" >> beam.Flatten()
+                  | "PairRecords" >> beam.Filter(lambda r, ids: record_id(r, id_field) in ids, pair_ids)
+                  | "PairThumbnails" >> beam.Map(lambda r: {"id": record_id(r, id_field), "thumb": thumb_of(r)})
+                  | "AllThumbnails" >> beam.combiners.ToList())
+        path = FileSystems.join(self._output, "report", DISTANCES_FILE)
+        _ = stats | "WriteDistances" >> beam.Map(_write_json, path, beam.pvalue.AsSingleton(thumbs))
         return stats
 
 
@@ -320,9 +334,10 @@ def _histogram_svg(stats: dict) -> str:
     return "".join(parts)
 
 
-def section(stats: Optional[dict], images: List[dict], figure: Callable[[dict, str], str]) -> List[str]:
-    """The report's "Which threshold?" section: the histogram, what ``auto`` would add, and the
-    example pairs side by side (``figure(member, caption)`` draws one thumbnail)."""
+def section(stats: Optional[dict], figure: Callable[[dict, str], str]) -> List[str]:
+    """The report's "Which threshold?" section from :func:`read_stats`: the histogram, what
+    ``auto`` would add, and the example pairs side by side (``figure(member, caption)`` draws one
+    thumbnail)."""
     if not stats:
         return []
     e = html.escape
@@ -347,7 +362,7 @@ def section(stats: Optional[dict], images: List[dict], figure: Callable[[dict, s
     if note:
         parts.append(f"<p class='hint'>{e(note)}</p>")
     if stats["pairs"]:
-        thumbs = {m["id"]: m for m in images}
+        thumbs = {m["id"]: m for m in stats.get("images", [])}
         parts.append("<h3>Example pairs</h3><div class='pairs'>")
         for p in stats["pairs"]:
             verdict = ("within auto" if auto is not None and p["distance"] <= auto else

@@ -43,7 +43,7 @@ def check_sample_output(out):
     # the histogram: 14 hashed images, 3 dropped copies and 3 keepers at 0 bits, the 8 images of
     # the resized and re-encoded pairs at 2-6 bits; then example pairs at 0, 2, 4, 6 bits and two
     # unrelated photos beyond the range, each side by side
-    distances = json.loads(next((out / "report").glob("distances*.jsonl")).read_text())
+    distances = json.loads((out / "report" / "distances.json").read_text())
     assert distances["kept"][:8] == [3, 0, 4, 0, 2, 0, 2, 0] and sum(distances["kept"]) == 11
     assert distances["dropped"][0] == 3 and sum(distances["dropped"]) == 3
     assert (distances["sampled"], distances["limit"], distances["auto"]) == (14, 32, 16)
