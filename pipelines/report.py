@@ -27,7 +27,6 @@ from apache_beam.io.filesystems import FileSystems
 from beam_phash import DUPLICATE_OF_FIELD, ERROR_FIELD, PHash
 from beam_phash.records import DISTANCE_FIELD, MATCHED_FIELD, BadRecord, image_bytes
 from pipelines import report_distances
-from pipelines.report_distances import CollectDistances
 
 THUMB_SIDE = 160
 
@@ -153,7 +152,7 @@ class CollectReportData(beam.PTransform):
          | "WriteFailures" >> beam.io.WriteToText(FileSystems.join(self._output, "report", "failures"),
                                                   file_name_suffix=".jsonl", num_shards=1))
         if self._distances is not None:
-            _ = (kept, dups) | "Distances" >> CollectDistances(
+            _ = (kept, dups) | "Distances" >> report_distances.CollectDistances(
                 self._output, hash_field=fields.hash, id_field=fields.id, thumb_of=fields.thumb, **self._distances)
         return top
 
