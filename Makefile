@@ -10,7 +10,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: test run install build native-deps cargo-test stubtest pytest bench bench-data soak fuzz wheel flink-job-server clean
+.PHONY: test run install build native-deps browser-deps cargo-test stubtest pytest bench bench-data soak fuzz wheel flink-job-server clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,15 @@ native-deps:
 	    echo "installing cmake and nasm with apt-get"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake nasm >/dev/null; \
 	  else echo "beam-phash: please install cmake and nasm (e.g. sudo apt-get install cmake nasm)" >&2; exit 1; fi; }
+
+# The browser test of report.html (tests/test_report_browser.py) drives Debian's chromium through
+# Playwright; installed like cmake and nasm above. Only `make test` needs it, not build or run.
+browser-deps:
+	@command -v chromium >/dev/null || { \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing chromium with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "beam-phash: please install chromium (e.g. sudo apt-get install chromium)" >&2; exit 1; fi; }
 
 # Installs the Python dependencies (once per change of pyproject.toml) ...
 $(VENV)/.deps: pyproject.toml | $(PY) native-deps
@@ -47,7 +56,7 @@ pytest: build
 stubtest: build
 	$(PY) -m mypy.stubtest beam_phash._native
 
-test: cargo-test stubtest pytest
+test: cargo-test stubtest browser-deps pytest
 
 run: build
 	$(PY) -m pipelines.dedup_images --output out/dedup

@@ -21,7 +21,8 @@ Output, in OUT_DIR:
     reference_failed/*.parquet  references that could not be hashed: id, error
     (--write-shards DIR: the kept samples as DIR/00000.tar ..., and DIR/kept_keys/*.parquet)
     summary.json          counts, whether they add up, reference and state matches, wall time
-    report.html           counts, the largest duplicate groups as thumbnails, the failures
+    report.html           counts, the distances to each image's nearest other image (which
+                          threshold?), the largest duplicate groups as thumbnails, the failures
 """
 from __future__ import annotations
 
@@ -59,6 +60,7 @@ from pipelines.early_start import LOCAL_RUNNERS
 from pipelines.progress import ProgressBoard, ProgressDoFn
 from pipelines.read_failures import with_read_failures
 from pipelines.report import CollectReportData, write_report
+from pipelines.report_distances import hint as distance_hint, read_stats as read_distances
 from pipelines.webdataset_read import DEFAULT_IMAGE_EXTS
 from pipelines.webdataset_write import DEFAULT_SHARD_MB, KEPT_KEYS, WriteShards
 
@@ -223,9 +225,11 @@ def build(p, spec: InputSpec, output: str, dedup: ImagePhashDedup, report: bool 
                                           reference=reference is not None,
                                           quality=dedup.hash_column is None)
     if report:
+        distances = dict(algorithm=dedup.algorithm, hash_size=dedup.hash_size, bits=dedup.bits,
+                         max_distance=dedup.max_distance)
         _ = outputs | "Report" >> CollectReportData(output, id_field=spec.id_column,
                                                     image_field=spec.image_column,
-                                                    hash_field=dedup.hash_field)
+                                                    hash_field=dedup.hash_field, distances=distances)
 
 
 MAX_LISTED = 100
@@ -475,6 +479,9 @@ def _run(argv: List[str], con: Console) -> int:
                 f"({written['bytes'] / 2**20:.1f} MiB), keys in {args.write_shards}/{KEPT_KEYS}/")
     if not args.no_report:
         con.say(f"report: {write_report(args.output, summary)}")
+        note = distance_hint(read_distances(args.output), caught=counts["duplicates"])
+        if note:
+            con.say(note)
     return 0 if adds_up else 1 if checkable else 3
 
 

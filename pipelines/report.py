@@ -1,11 +1,16 @@
-"""``report.html``: a self-contained page with the counts, the largest duplicate groups as
-thumbnails (the kept image marked) and the failures with their reasons.
+"""``report.html``: a self-contained page with the counts, which threshold fits the images (the
+histogram of distances to the nearest other image and example pairs, ``report_distances``), the
+largest duplicate groups as thumbnails (the kept image marked, each duplicate's distance), what
+matched a reference or an earlier run, and the failures with their reasons. Thumbnails are
+inline JPEGs that the browser decodes lazily (``loading="lazy"``).
 
 Two halves:
 * :class:`CollectReportData`, inside the pipeline, finds the largest groups by counting
   duplicates per kept id (a shuffle of ids only), samples at most ``per_group`` members of each
   before any image is decoded (combiner lifting keeps the shuffle small even for a group of
-  millions of blank images), makes the thumbnails, and writes ``report/*.jsonl``.
+  millions of blank images), makes the thumbnails, and writes ``report/*.jsonl``; with
+  ``report_distances.CollectDistances`` ``report/distances.json``, the distance histogram of a
+  bounded sample.
 * :func:`write_report`, in the launcher after the run, renders those rows and the summary.
 """
 from __future__ import annotations
@@ -21,6 +26,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_phash import DUPLICATE_OF_FIELD, ERROR_FIELD, PHash
 from beam_phash.records import DISTANCE_FIELD, MATCHED_FIELD, BadRecord, image_bytes
+from pipelines import report_distances
 
 THUMB_SIDE = 160
 
@@ -55,11 +61,14 @@ class _Fields:
         value = record.get(self.id)
         return None if value is None else str(value)
 
-    def member(self, record: dict, kept: bool, keeper_hash: Optional[str] = None) -> dict:
+    def thumb(self, record: dict) -> Optional[str]:
         try:
-            thumb = thumbnail(image_bytes(record, self.image))
+            return thumbnail(image_bytes(record, self.image))
         except BadRecord:
-            thumb = None
+            return None
+
+    def member(self, record: dict, kept: bool, keeper_hash: Optional[str] = None) -> dict:
+        thumb = self.thumb(record)
         distance = record.get(DISTANCE_FIELD)  # near-duplicate mode (dihedral-aware)
         if distance is None:
             distance = 0 if kept else hex_distance(record.get(self.hash), keeper_hash)
@@ -87,13 +96,17 @@ def _of_this_run(record: dict) -> bool:
 
 
 class CollectReportData(beam.PTransform):
-    """(kept, duplicates, failed) -> ``DIR/report/groups.jsonl`` and ``DIR/report/failures.jsonl``."""
+    """(kept, duplicates, failed) -> ``DIR/report/groups.jsonl``, ``failures.jsonl``,
+    ``matches.jsonl``, and with ``distances`` (the keyword arguments of
+    ``report_distances.CollectDistances`` but the thumbnails) ``distances.json``."""
 
     def __init__(self, output: str, *, id_field: str, image_field: str, hash_field: str,
-                 max_groups: int = 12, per_group: int = 8, max_failures: int = 200):
+                 max_groups: int = 12, per_group: int = 8, max_failures: int = 200,
+                 distances: Optional[dict] = None):
         super().__init__()
         self._output = output
         self._fields = _Fields(id_field, image_field, hash_field)
+        self._distances = distances
         self._max_groups = max_groups
         self._per_group = per_group
         self._max_failures = max_failures
@@ -138,6 +151,9 @@ class CollectReportData(beam.PTransform):
          | "FailureLines" >> beam.FlatMap(lambda rows: [json.dumps(r) for r in rows])
          | "WriteFailures" >> beam.io.WriteToText(FileSystems.join(self._output, "report", "failures"),
                                                   file_name_suffix=".jsonl", num_shards=1))
+        if self._distances is not None:
+            _ = (kept, dups) | "Distances" >> report_distances.CollectDistances(
+                self._output, hash_field=fields.hash, id_field=fields.id, thumb_of=fields.thumb, **self._distances)
         return top
 
 
@@ -156,6 +172,10 @@ table.counts td{padding:.2em 1em}.ok{color:#070}.bad{color:#b00}
 .group{border:1px solid #ccc;border-radius:6px;margin:1em 0;padding:.6em}
 .members{display:flex;flex-wrap:wrap;gap:.6em}
 figure{margin:0;width:170px;font-size:12px;word-break:break-all}
+.histogram rect.kept{fill:#2a6}.histogram rect.dropped{fill:#b8c8d8}.histogram text{font-size:11px}
+.histogram line.auto{stroke:#d60;stroke-dasharray:4 3}.histogram line.run{stroke:#06c}
+.histogram text.auto{fill:#d60}.histogram text.run{fill:#06c}.hint{font-weight:bold}
+.pairs{display:flex;flex-wrap:wrap;gap:1em}.pair{border:1px solid #ccc;border-radius:6px;padding:.4em}
 figure img,.noimg{width:160px;height:160px;object-fit:contain;background:#f4f4f4;border:3px solid transparent}
 figure.kept img{border-color:#2a2}.noimg{display:flex;align-items:center;justify-content:center}
 .tag{font-weight:bold;color:#2a2}
@@ -164,7 +184,8 @@ table.failed{border-collapse:collapse}table.failed td{border-top:1px solid #ddd;
 
 
 def _figure(m: dict, caption: Optional[str] = None) -> str:
-    img = (f'<img src="{m["thumb"]}" alt="">' if m.get("thumb")
+    img = (f'<img src="{m["thumb"]}" alt="{html.escape(str(m.get("id")))}" loading="lazy" decoding="async">'
+           if m.get("thumb")
            else '<div class="noimg">no preview</div>')
     label = '<span class="tag">KEPT</span>' if m["kept"] else f'distance {m.get("distance")}'
     if caption is not None:
@@ -200,7 +221,8 @@ def _matches_section(summary: dict, matches: List[dict]) -> List[str]:
     return parts
 
 
-def render(summary: dict, groups: List[dict], failures: List[dict], matches: List[dict] = ()) -> str:
+def render(summary: dict, groups: List[dict], failures: List[dict], matches: List[dict] = (),
+           distances: Optional[dict] = None) -> str:
     e = html.escape
     groups = sorted(groups, key=lambda g: (-g["size"], g["keeper"]))
     adds = summary.get("adds_up")
@@ -221,6 +243,7 @@ def render(summary: dict, groups: List[dict], failures: List[dict], matches: Lis
         f"<p class='{'ok' if adds else 'bad'}'>inputs = kept + duplicates + failed: "
         f"{'yes' if adds else 'NO'}</p>",
     ]
+    parts += report_distances.section(distances, _figure)
     parts += _matches_section(summary, list(matches))
     parts += [f"<h2>Largest {kind} groups ({len(groups)} shown)</h2>"]
     if not groups:
@@ -248,7 +271,7 @@ def render(summary: dict, groups: List[dict], failures: List[dict], matches: Lis
 def write_report(output: str, summary: dict) -> str:
     """Render ``DIR/report.html`` from the pipeline's report rows; returns its path."""
     page = render(summary, _read_jsonl(output, "groups"), _read_jsonl(output, "failures"),
-                  _read_jsonl(output, "matches"))
+                  _read_jsonl(output, "matches"), report_distances.read_stats(output))
     path = FileSystems.join(output, "report.html")
     with FileSystems.create(path) as f:
         f.write(page.encode("utf-8"))

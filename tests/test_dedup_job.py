@@ -16,21 +16,42 @@ from pipelines import dedup_images
 MULTI = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 SAMPLE_GROUPS = {("skagen.jpg", "skagen_copy.jpg"), ("sunset.jpg", "sunset_as_png.png"),
                  ("jesper.jpg", "jesper_recompressed.jpg")}
+#: The resized and re-encoded copies of the sample, 2-6 bits from their originals: exact mode keeps them.
+SAMPLE_NEAR = {("snow.jpg", "snow_256px.jpg"), ("grand_canyon_1.jpg", "grand_canyon_1_256px.jpg"),
+               ("pool.jpg", "pool_half_q40.jpg"), ("pool_2.jpg", "pool_2_q20.jpg")}
+EXACT_LINE = "16 images: 11 kept, 3 duplicates, 2 failed (adds up)"
+AUTO_LINE = "16 images: 7 kept, 7 duplicates, 2 failed (adds up)"
+HINT = ("Exact hashes caught 3 duplicates. 8 kept images lie within 16 bits (the --max-distance auto "
+        "threshold) of another kept image: likely resized or re-encoded copies; --max-distance auto "
+        "would drop about 4 more.")
 
 
 def check_sample_output(out):
     kept, dups, failed = read(out, "kept"), read(out, "duplicates"), read(out, "failed")
     assert sorted(basename(r["id"]) for r in failed) == ["broken_truncated.jpg", "not_an_image.jpg"]
     assert all(r["error"] and r["image_phash"] is None for r in failed)
-    assert len(kept) == 7 and len({r["image_phash"] for r in kept}) == 7
+    assert len(kept) == 11 and len({r["image_phash"] for r in kept}) == 11
+    assert {n for pair in SAMPLE_NEAR for n in pair} <= {basename(r["id"]) for r in kept}
     pairs = {tuple(sorted((basename(r["id"]), basename(r["duplicate_of"])))) for r in dups}
     assert pairs == SAMPLE_GROUPS
     summary = json.loads((out / "summary.json").read_text())
-    assert (summary["inputs"], summary["kept"], summary["duplicates"], summary["failed"]) == (12, 7, 3, 2)
+    assert (summary["inputs"], summary["kept"], summary["duplicates"], summary["failed"]) == (16, 11, 3, 2)
     assert summary["adds_up"] and summary["bits"] == 256 and summary["images_per_second"] > 0
     page = (out / "report.html").read_text()
-    assert page.count('class="kept"') == 3 and page.count('class="dup"') == 3  # 3 groups of 2
-    assert page.count("data:image/jpeg;base64,") == 6
+    groups = page[page.index("Largest duplicate groups"):]
+    assert groups.count('class="kept"') == 3 and groups.count('class="dup"') == 3  # 3 groups of 2
+    # the histogram: 14 hashed images, 3 dropped copies and 3 keepers at 0 bits, the 8 images of
+    # the resized and re-encoded pairs at 2-6 bits; then example pairs at 0, 2, 4, 6 bits and two
+    # unrelated photos beyond the range, each side by side
+    distances = json.loads((out / "report" / "distances.json").read_text())
+    assert distances["kept"][:8] == [3, 0, 4, 0, 2, 0, 2, 0] and sum(distances["kept"]) == 11
+    assert distances["dropped"][0] == 3 and sum(distances["dropped"]) == 3
+    assert (distances["sampled"], distances["limit"], distances["auto"]) == (14, 32, 16)
+    assert [p["distance"] for p in distances["pairs"]][:4] == [0, 2, 4, 6] and distances["pairs"][4]["distance"] > 32
+    assert "Which threshold? Distance to the nearest other image" in page and "For all 14 hashed images" in page
+    assert page.count("<div class='pair'>") == 5 and page.count("<rect ") == 5
+    assert page.count("data:image/jpeg;base64,") == 6 + 10
+    assert page.count("<img ") == page.count('loading="lazy"') == 16
     assert "broken_truncated.jpg" in page and "truncated" in page and "not_an_image.jpg" in page
 
 
@@ -43,7 +64,7 @@ def test_sample_dataset(tmp_path, capfd, backend, extra, request):
     assert dedup_images.main(["--output", str(out), "--backend", backend, "--num-buckets", "3", *extra]) == 0
     check_sample_output(out)
     printed = capfd.readouterr()
-    assert "12 images: 7 kept, 3 duplicates, 2 failed (adds up)" in printed.out
+    assert EXACT_LINE in printed.out and HINT in printed.out
     assert f"report: {out}/report.html" in printed.out
     # Quiet: only the job's own lines; Beam's and Ray's go to the log.
     assert all(line.startswith("beam-phash: ") for line in printed.err.splitlines()), printed.err
@@ -133,12 +154,29 @@ def test_overlapping_inputs_and_reruns_count_each_file_once(tmp_path):
     for _ in range(2):
         assert dedup_images.main(argv) == 0
         summary = json.loads((out / "summary.json").read_text())
-        assert (summary["inputs"], summary["input_files"]) == (12, 12)
+        assert (summary["inputs"], summary["input_files"]) == (16, 16)
         rows = read(out, "kept") + read(out, "duplicates") + read(out, "failed")
-        assert len(rows) == 12 and len({r["id"] for r in rows}) == 12
+        assert len(rows) == 16 and len({r["id"] for r in rows}) == 16
     (out / "kept" / "part-99999-of-99999.parquet").write_bytes(b"stale shard of an older run")
     assert dedup_images.main(argv) == 0
-    assert len(read(out, "kept")) == 7
+    assert len(read(out, "kept")) == 11
+
+
+def test_auto_drops_what_the_exact_run_said_it_would(tmp_path, capfd):
+    """make run's point: exact mode names the copies a perceptual threshold would catch, and
+    --max-distance auto on the same photos drops exactly that many more."""
+    assert dedup_images.main(["--output", str(tmp_path / "exact"), "--backend", "state"]) == 0
+    assert HINT in capfd.readouterr().out
+    out = tmp_path / "auto"
+    assert dedup_images.main(["--output", str(out), "--max-distance", "auto"]) == 0
+    printed = capfd.readouterr().out
+    assert AUTO_LINE in printed and "kept images lie within" not in printed  # nothing left within auto
+    pairs = {tuple(sorted((basename(r["id"]), basename(r["duplicate_of"])))): r["distance"]
+             for r in read(out, "duplicates")}
+    assert set(pairs) == SAMPLE_GROUPS | SAMPLE_NEAR
+    assert all(pairs[p] == 0 for p in SAMPLE_GROUPS) and all(2 <= pairs[p] <= 6 for p in SAMPLE_NEAR)
+    page = (out / "report.html").read_text()
+    assert "Largest near-duplicate groups (7 shown)" in page and "distance 6<br>" in page
 
 
 def test_an_input_that_cannot_be_listed_says_why(tmp_path, capsys, monkeypatch):
@@ -165,7 +203,7 @@ def test_a_run_without_metrics_is_checked_against_the_outputs_or_unverified(tmp_
     assert dedup_images.main(["--output", str(out), "--backend", "state", "--no-report"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["counts_from"] == "outputs" and summary["verified"] and summary["adds_up"]
-    assert summary["inputs"] == 12 and summary["kept"] + summary["duplicates"] + summary["failed"] == 12
+    assert summary["inputs"] == 16 and summary["kept"] + summary["duplicates"] + summary["failed"] == 16
 
     # WebDataset input: the number of samples is not known up front, so nothing can be checked.
     import tarfile

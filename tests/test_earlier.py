@@ -344,7 +344,7 @@ def test_cli_reference_and_state(tmp_path):
     # skagen, its byte copy, sunset and its PNG copy match; the broken reference is listed.
     assert (ref["references"], ref["matches"], ref["failed"]) == (2, 4, 1), ref
     assert ref["failures"][0]["id"].endswith("not_an_image.jpg") and ref["failures"][0]["error"]
-    assert summary["adds_up"] and summary["inputs"] == 12
+    assert summary["adds_up"] and summary["inputs"] == 16
     page = open(out / "report.html").read()
     assert "inputs that matched the reference</td><td>4<" in page
     import pyarrow.parquet as pq
