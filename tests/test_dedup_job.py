@@ -60,6 +60,7 @@ def check_sample_output(out):
 def test_sample_dataset(tmp_path, capfd, backend, extra, request):
     if backend == "ray":
         request.getfixturevalue("ray_cluster")
+        capfd.readouterr()  # the fixture's own start-up lines are not the job's
     out = tmp_path / "out"
     assert dedup_images.main(["--output", str(out), "--backend", backend, "--num-buckets", "3", *extra]) == 0
     check_sample_output(out)
