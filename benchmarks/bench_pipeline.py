@@ -30,14 +30,14 @@ ours / imagededup (target: at most 1.25x). imagededup lives in a venv of its own
 Peak memory of a spawned run: a sampler thread lists /proc every ``--sample-interval`` seconds,
 follows the spawned process and every process it (or its children) started, which includes Ray's
 GCS, raylet and worker processes, and reads each one's VmHWM (the kernel's peak resident set of
-that process, shared libraries and mapped files included). It reports the largest single
-process, the tree's anonymous memory (the largest sum of RssAnon over the tree at one sample:
-private memory, without the shared libraries, mapped files and Ray's shared-memory object store
-that every process maps) and the number of processes. A process that lives less than one interval
-may be missed, and the tree figure is a sample, not a peak. Also printed: the ``ru_maxrss`` that
-``os.wait4`` returns for the spawned process, the largest peak of it and of the descendants it
-waited for; Ray's daemons are not waited for, so that figure (like ``RUSAGE_CHILDREN``) misses
-them.
+that process, shared libraries and mapped files included). It reports the largest single process
+(the larger of that and wait4's figure below, which is exact for the spawned process), the tree's
+anonymous memory (the largest sum of RssAnon over the tree at one sample: private memory, without
+the shared libraries, mapped files and Ray's shared-memory object store that every process maps)
+and the number of processes. A process that lives less than one interval may be missed, and the
+tree figure is a sample, not a peak. Also printed: the ``ru_maxrss`` that ``os.wait4`` returns for
+the spawned process, the largest peak of it and of the descendants it waited for; Ray's daemons are
+not waited for, so that figure (like ``RUSAGE_CHILDREN``) misses them.
 
 With ``--shards``: packs the same images into WebDataset shards (``KEY.jpg`` + ``KEY.txt`` +
 ``KEY.json``, ``--samples-per-shard`` a shard, in a temporary directory), then runs the job on the
@@ -280,8 +280,11 @@ def spawn(cmd, log_path: pathlib.Path, interval: float, cwd=None, env=None):
         proc.returncode = os.waitstatus_to_exitcode(status)
     sampler.stop.set()
     sampler.join()
-    peak = max(sampler.hwm.values(), default=0)
-    return wall, proc.returncode, peak, sampler.peak_tree, len(sampler.hwm), usage.ru_maxrss * 1024
+    # The last sample may precede a process's final growth; wait4's figure is exact for the
+    # spawned process (and the children it waited for).
+    maxrss = usage.ru_maxrss * 1024
+    peak = max(max(sampler.hwm.values(), default=0), maxrss)
+    return wall, proc.returncode, peak, sampler.peak_tree, len(sampler.hwm), maxrss
 
 
 def _fail(what: str, code: int, log_path: pathlib.Path) -> None:
