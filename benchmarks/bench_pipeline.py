@@ -16,7 +16,8 @@ Rate mode (the default; the issue's target is for 10,000 images or more, `make b
    (Beam's start-up, reading the files with fileio, batching, hashing, the backend round trips and
    the Parquet writes; no report): "actors starting", which includes starting the bucket-actor
    processes, and with the actors already running.
-4. Prints the rates and their ratio to the ceiling (target: at least 0.75x).
+4. Times ``hash_images`` again (the load of a shared machine moves the ceiling too) and prints
+   the rates and their ratio to the higher ceiling (target: at least 0.75x).
 
 Cold-start mode (``--cold``, `make bench-cold`): the default job against imagededup, as a user
 would run each, on the first ``--count`` images of FOLDER (hard links, or copies, in
@@ -141,7 +142,6 @@ def main(argv=None) -> int:
     print(f"{len(files)} images, {sum(map(len, blobs)) / 2**20:.0f} MiB; {machine_info()}")
 
     ceiling = measure_ceiling(blobs, args.hash_size)
-    del blobs
     print(f"hash_images, all cores:        {ceiling:8.0f} images/s")
 
     job_flags = ["--backend", args.backend, "--hash-size", str(args.hash_size), "--no-report"]
@@ -149,9 +149,8 @@ def main(argv=None) -> int:
         # Fully cold first, before this process starts a Ray of its own.
         with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as out:
             res = spawn_job([str(args.folder.resolve())], out, [*job_flags, *beam_args], args.sample_interval)
-        spawned = res.inputs / res.wall
-        print(f"pipeline, {args.backend} backend, fresh process (interpreter, imports, Ray, everything): "
-              f"{spawned:8.0f} images/s  {spawned / ceiling:.2f}x  ({res.wall:.1f} s; {res.memory()})")
+        print(f"fresh process: {res.wall:.1f} s; {res.memory()}")
+        results = [(f"{args.backend} backend, fresh process (interpreter, imports, Ray, all)", res.inputs / res.wall)]
 
     from pipelines import dedup_images
 
@@ -179,11 +178,18 @@ def main(argv=None) -> int:
             warm = run(["--backend-name", name])
         finally:
             RayDedupBackend(address, name, 16).connect().release()
-        print(f"pipeline, ray backend, in-process, Ray up, actors starting: {cold:8.0f} images/s  {cold / ceiling:.2f}x")
-        print(f"pipeline, ray backend, in-process, actors running:          {warm:8.0f} images/s  {warm / ceiling:.2f}x")
+        results += [("ray backend, in-process, Ray up, actors starting", cold),
+                    ("ray backend, in-process, actors running", warm)]
     else:
-        rate = run([])
-        print(f"pipeline, state backend, in-process:                        {rate:8.0f} images/s  {rate / ceiling:.2f}x")
+        results.append(("state backend, in-process", run([])))
+    # Again, after the jobs: on a shared machine the ceiling moves too, and the higher one gives
+    # the lower, safer ratio.
+    after = measure_ceiling(blobs, args.hash_size)
+    print(f"hash_images, all cores:        {ceiling:8.0f} images/s before the jobs, {after:.0f} after; "
+          f"ratios to the higher")
+    ceiling = max(ceiling, after)
+    for label, rate in results:
+        print(f"pipeline, {label + ':':62s} {rate:8.0f} images/s  {rate / ceiling:.2f}x")
     print(f"(ratios to hash_images on all cores; target >= 0.75x on 10,000 images or more; "
           f"this run: {len(files)} images; load average now {' '.join(f'{x:.2f}' for x in os.getloadavg())})")
     return 0
