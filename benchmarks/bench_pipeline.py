@@ -28,6 +28,11 @@ and times each from spawn to exit. It prints every run, the median and best of e
 ours / imagededup (target: at most 1.25x). imagededup lives in a venv of its own
 (`make bench-imagededup`), never in the project's.
 
+CPU time of a spawned run (steadier than wall time on a shared machine, but no target): the user
+and system seconds of the spawned process and all its descendants, a lower bound, the larger of
+two: the sum of each process's last sample in /proc, and ``os.wait4``'s figure (exact, but only for
+the spawned process and the children it waited for).
+
 Peak memory of a spawned run: a sampler thread lists /proc every ``--sample-interval`` seconds,
 follows the spawned process and every process it (or its children) started, which includes Ray's
 GCS, raylet and worker processes, and reads each one's VmHWM (the kernel's peak resident set of
@@ -199,13 +204,18 @@ class Run:
     """One spawned run: wall time from spawn to exit, its output's counts, and the peak memory of
     the process tree it started."""
 
-    def __init__(self, wall, inputs, detail, peak_process, peak_tree, processes, maxrss):
+    def __init__(self, wall, inputs, detail, peak_process, peak_tree, processes, maxrss, cpu):
         self.wall, self.inputs, self.detail = wall, inputs, detail
         self.peak_process, self.peak_tree, self.processes, self.maxrss = peak_process, peak_tree, processes, maxrss
+        self.cpu = cpu
 
     def memory(self) -> str:
-        return (f"largest process {self.peak_process / 2**20:.0f} MiB, tree anon {self.peak_tree / 2**20:.0f} MiB "
-                f"in {self.processes} processes, wait4 maxrss {self.maxrss / 2**20:.0f} MiB")
+        return (f"CPU {self.cpu:.1f} s, largest process {self.peak_process / 2**20:.0f} MiB, "
+                f"tree anon {self.peak_tree / 2**20:.0f} MiB in {self.processes} processes, "
+                f"wait4 maxrss {self.maxrss / 2**20:.0f} MiB")
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class TreeSampler(threading.Thread):
@@ -217,6 +227,7 @@ class TreeSampler(threading.Thread):
         self.ours = {root}       # descendants seen (a pid stays ours after it is re-parented)
         self.known = set()       # pids already classified
         self.hwm = {}            # pid -> peak resident bytes seen
+        self.cpu = {}            # pid -> user + system seconds at its last sample
         self.peak_tree = 0
         self.stop = threading.Event()
 
@@ -261,6 +272,13 @@ class TreeSampler(threading.Thread):
                     hwm = int(line.split()[1]) * 1024
             self.hwm[pid] = max(self.hwm.get(pid, 0), hwm)
             tree += rss
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as f:
+                    stat = f.read()
+                fields = stat[stat.rindex(b")") + 2:].split()
+                self.cpu[pid] = (int(fields[11]) + int(fields[12])) / _TICKS
+            except (OSError, ValueError, IndexError):
+                pass
         self.peak_tree = max(self.peak_tree, tree)
 
     def run(self) -> None:
@@ -274,7 +292,7 @@ class TreeSampler(threading.Thread):
 
 def spawn(cmd, log_path: pathlib.Path, interval: float, cwd=None, env=None):
     """Runs cmd as a fresh process; (wall seconds, exit code, peak largest process, peak tree sum,
-    processes seen, wait4 maxrss in bytes)."""
+    processes seen, wait4 maxrss in bytes, CPU seconds of the tree)."""
     with open(log_path, "wb") as log:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -290,7 +308,11 @@ def spawn(cmd, log_path: pathlib.Path, interval: float, cwd=None, env=None):
     # spawned process (and the children it waited for).
     maxrss = usage.ru_maxrss * 1024
     peak = max(max(sampler.hwm.values(), default=0), maxrss)
-    return wall, proc.returncode, peak, sampler.peak_tree, len(sampler.hwm), maxrss
+    # CPU seconds of the tree, two lower bounds: the sum of each process's last sample (misses
+    # what came after it) and wait4's (exact, but only the spawned process and the children it
+    # waited for, so not Ray's daemons).
+    cpu = max(sum(sampler.cpu.values()), usage.ru_utime + usage.ru_stime)
+    return wall, proc.returncode, peak, sampler.peak_tree, len(sampler.hwm), maxrss, cpu
 
 
 def _fail(what: str, code: int, log_path: pathlib.Path) -> None:
@@ -308,14 +330,14 @@ def spawn_job(inputs, out: str, flags, interval: float) -> Run:
     cmd += ["--output", out, *flags]
     log_path = pathlib.Path(out + ".log")
     try:
-        wall, code, peak, tree, n, maxrss = spawn(cmd, log_path, interval, cwd=REPO, env=env)
+        wall, code, peak, tree, n, maxrss, cpu = spawn(cmd, log_path, interval, cwd=REPO, env=env)
         if code != 0:
             _fail("the job", code, log_path)
     finally:
         log_path.unlink(missing_ok=True)
     summary = json.loads(pathlib.Path(out, "summary.json").read_text())
     detail = f"{summary.get('kept')} kept, {summary.get('duplicates')} duplicates"
-    return Run(wall, summary["inputs"], detail, peak, tree, n, maxrss)
+    return Run(wall, summary["inputs"], detail, peak, tree, n, maxrss, cpu)
 
 
 IMAGEDEDUP_SCRIPT = """\
@@ -332,13 +354,13 @@ def spawn_imagededup(python: pathlib.Path, folder: pathlib.Path, interval: float
     with tempfile.TemporaryDirectory(prefix="bench-imagededup-") as tmp:
         log_path, result = pathlib.Path(tmp, "log"), pathlib.Path(tmp, "result.json")
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-        wall, code, peak, tree, n, maxrss = spawn(
+        wall, code, peak, tree, n, maxrss, cpu = spawn(
             [str(python), "-c", IMAGEDEDUP_SCRIPT, str(folder), str(result)], log_path, interval, env=env)
         if code != 0:
             _fail("imagededup", code, log_path)
         found = json.loads(result.read_text())
     detail = f"{found['with_duplicates']} images with duplicates"
-    return Run(wall, found["images"], detail, peak, tree, n, maxrss)
+    return Run(wall, found["images"], detail, peak, tree, n, maxrss, cpu)
 
 
 def cold_folder(files, count: int) -> pathlib.Path:
@@ -398,13 +420,15 @@ def compare_cold(args, extra) -> int:
         walls = [r.wall for r in rs]
         stats[name] = (statistics.median(walls), min(walls))
         peak = max(rs, key=lambda r: r.peak_process)
-        print(f"{name:10s} median {stats[name][0]:6.2f} s, best {stats[name][1]:6.2f} s of {repeat}; "
+        print(f"{name:10s} median {stats[name][0]:6.2f} s, best {stats[name][1]:6.2f} s of {repeat}, "
+              f"median CPU {statistics.median(r.cpu for r in rs):.1f} s; "
               f"peak: largest process {peak.peak_process / 2**20:.0f} MiB, "
               f"tree anon {max(r.peak_tree for r in rs) / 2**20:.0f} MiB, up to {max(r.processes for r in rs)} processes")
     median = stats["ours"][0] / stats["imagededup"][0]
     best = stats["ours"][1] / stats["imagededup"][1]
+    cpu = statistics.median(r.cpu for r in runs["ours"]) / statistics.median(r.cpu for r in runs["imagededup"])
     print(f"ours / imagededup: {median:.2f}x the wall time (medians), {best:.2f}x (bests); target <= 1.25x: "
-          f"{'met' if median <= 1.25 else 'not met'}")
+          f"{'met' if median <= 1.25 else 'not met'}; {cpu:.2f}x the CPU time (medians)")
     print(f"load average now {' '.join(f'{x:.2f}' for x in os.getloadavg())} (1, 5, 15 min) on {os.cpu_count()} cores")
     return 0
 
