@@ -3,11 +3,14 @@
 :class:`HashConfig` that validates itself. Every dedup path starts here."""
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import time
 from dataclasses import dataclass
 from typing import Iterable, List, NamedTuple, Optional
 
 import apache_beam as beam
+from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_phash._native import (
     ALGORITHMS,
@@ -49,16 +52,34 @@ def failed_output(record, reason: str, hash_field: str, image_field: str, metric
 class HashBatchDoFn(beam.DoFn):
     """Consumes lists of records (from BatchElements) and emits, per input batch, one list of
     ``Hashed`` on the main output; records that cannot be hashed go to the ``failed`` tag with an
-    ``error`` reason and ``hash_field=None``; and the batch's ``failures.Tally`` on ``tally``."""
+    ``error`` reason and ``hash_field=None``; and the batch's ``failures.Tally`` on ``tally``.
+
+    Each batch is hashed in a background thread (``hash_images`` releases the GIL and runs on all
+    cores) while this thread goes on reading and batching the next one and passing the previous
+    one's results on: one batch in flight, so Beam's per-record work overlaps with the hashing
+    instead of following it. Each output keeps its own input's timestamp and window; whatever is
+    in flight is emitted by ``finish_bundle``, so a bundle never ends with a batch unsent."""
 
     def __init__(self, config: HashConfig):
         self._c = config
         self._metrics = DedupMetrics()
 
+    def setup(self):
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="beam-phash-hash")
+
+    def teardown(self):
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+    def start_bundle(self):
+        self._in_flight: collections.deque = collections.deque()
+
     def _failed(self, record, reason: str):
         return failed_output(record, reason, self._c.hash_field, self._c.image_field, self._metrics)
 
-    def process(self, batch: List[dict]) -> Iterable:
+    def process(self, batch: List[dict], timestamp=beam.DoFn.TimestampParam,
+                window=beam.DoFn.WindowParam) -> Iterable:
         self._metrics.inputs.inc(len(batch))
         blobs, pending = [], []
         for record in batch:
@@ -67,15 +88,36 @@ class HashBatchDoFn(beam.DoFn):
                 pending.append(record)
             except BadRecord as e:
                 yield self._failed(record, str(e))
-        failed, internal = len(batch) - len(blobs), 0
         if not blobs:
-            yield beam.pvalue.TaggedOutput(TALLY, Tally(len(batch), failed, 0))
+            yield beam.pvalue.TaggedOutput(TALLY, Tally(len(batch), len(batch), 0))
             return
+        hashing = self._pool.submit(self._hash, blobs)
+        self._in_flight.append((hashing, len(batch), pending, blobs, timestamp, window))
+        while len(self._in_flight) > 1:
+            yield from self._emit(self._in_flight.popleft())
+
+    def finish_bundle(self) -> Iterable:
+        while self._in_flight:
+            yield from self._emit(self._in_flight.popleft())
+
+    def _hash(self, blobs: list) -> list:
         started = time.perf_counter()
         results = hash_images(blobs, algorithm=self._c.algorithm, hash_size=self._c.hash_size,
                               threads=self._c.threads, max_pixels=self._c.max_pixels, dihedral=self._c.dihedral)
         self._metrics.hash_batch_latency_ms.update(int((time.perf_counter() - started) * 1000))
         self._metrics.hash_batch_size.update(len(blobs))
+        return results
+
+    def _emit(self, flight) -> Iterable:
+        hashing, size, pending, blobs, timestamp, window = flight
+        for out in self._outputs(size, pending, blobs, hashing.result()):
+            if isinstance(out, beam.pvalue.TaggedOutput):
+                yield beam.pvalue.TaggedOutput(out.tag, WindowedValue(out.value, timestamp, [window]))
+            else:
+                yield WindowedValue(out, timestamp, [window])
+
+    def _outputs(self, size: int, pending: List[dict], blobs: list, results: list) -> Iterable:
+        failed, internal = size - len(blobs), 0
         out: List[Hashed] = []
         for record, data, result in zip(pending, blobs, results):
             if not isinstance(result, PHash):
@@ -94,7 +136,7 @@ class HashBatchDoFn(beam.DoFn):
             if flat:
                 self._metrics.flat_images.inc()
             out.append(Hashed(bytes(result), owner, kept, result.width * result.height, variants, flat))
-        yield beam.pvalue.TaggedOutput(TALLY, Tally(len(batch), failed, internal))
+        yield beam.pvalue.TaggedOutput(TALLY, Tally(size, failed, internal))
         if out:
             yield out
 

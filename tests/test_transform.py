@@ -293,3 +293,29 @@ def test_with_outputs_unpacks_as_kept_duplicates_failed():
     assert_that(outputs.reference_failed, equal_to([]), label="NoReferenceFailures")
     assert_that(tagged(outputs), check_outputs(records))
     p.run().wait_until_finish()
+
+
+# --- hashing overlapped with the rest of the bundle -------------------------------------------
+
+def test_hashing_keeps_each_batch_in_its_own_window():
+    """HashImages hashes a batch in the background and emits it while the next one is read (or
+    in finish_bundle): each output must still carry its own input's window, and nothing may be
+    left behind at the end of a bundle."""
+    from apache_beam.transforms.window import FixedWindows, TimestampedValue
+
+    from beam_phash import HashConfig, HashImages
+
+    records = [r for r in make_records(seed=21) if not r["id"].startswith("bad")]
+    assert len(records) > 20
+
+    def window_of(item, window=beam.DoFn.WindowParam):
+        yield [(h.owner, int(window.start)) for h in item]
+
+    with TestPipeline() as p:
+        hashed = (p | beam.Create(list(enumerate(records)))
+                  | "Stamp" >> beam.Map(lambda ir: TimestampedValue(ir[1], ir[0] % 5 * 10))
+                  | beam.WindowInto(FixedWindows(10))
+                  | HashImages(HashConfig(batch_size=4)))
+        pairs = hashed.hashed | beam.ParDo(window_of) | beam.FlatMap(lambda b: b)
+        expected = [(r["id"], i % 5 * 10) for i, r in enumerate(records)]
+        assert_that(pairs, equal_to(expected))
