@@ -82,6 +82,7 @@ class ProgressBoard:
         self.address: Tuple[str, int] = self._socket.getsockname()
         self._started = time.monotonic()
         self._first: Optional[float] = None
+        self._latest: Optional[float] = None
         # A bar is drawn from the first count on; plain lines start after line_every.
         self._drawn = 0.0 if self._tty else self._started
         self._stop = threading.Event()
@@ -102,10 +103,11 @@ class ProgressBoard:
                 return
             if data:
                 sender, _, count = data.partition(b" ")
-                if count.isdigit():
-                    self._counts[sender] = max(self._counts.get(sender, 0), int(count))
+                if count.isdigit() and int(count) > self._counts.get(sender, 0):
+                    self._counts[sender] = int(count)
+                    self._latest = time.monotonic()
                     if self._first is None:
-                        self._first = time.monotonic()
+                        self._first = self._latest
             now = time.monotonic()
             if now - self._drawn >= (0.2 if self._tty else self._line_every) and self._counts:
                 self._drawn = now
@@ -115,7 +117,9 @@ class ProgressBoard:
         """The progress as one line: count[/total], images/s, ETA."""
         now = time.monotonic() if now is None else now
         n = self.count
-        spent = now - (now if self._first is None else self._first)
+        # The rate until the latest count: it holds still while the outputs are written.
+        until = now if self._latest is None else min(now, self._latest)
+        spent = until - (until if self._first is None else self._first)
         rate = n / spent if spent > 0.5 else None
         parts = []
         if self._total:

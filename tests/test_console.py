@@ -69,8 +69,9 @@ def test_progress_counts_every_record_a_pipeline_read():
 def test_the_progress_line_has_a_rate_and_an_eta():
     board = ProgressBoard(io.StringIO(), total=1000)
     board._counts = {b"a": 150, b"b": 100}
-    board._first = 0.0
+    board._first, board._latest = 0.0, 5.0
     line = board.line(now=5.0)
+    assert board.line(now=60.0) == line  # the rate is that of the counts, not of the wait after them
     board.close()
     assert "250/1,000 records" in line and "50 images/s" in line and "ETA 15 s" in line
     unknown = ProgressBoard(io.StringIO())
