@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import apache_beam as beam
 import pyarrow as pa
@@ -51,6 +51,8 @@ class InputSpec:
     sidecar_columns: Tuple[str, ...] = ()  # WebDataset: columns joined from the shards' Parquet
     join_sidecar: bool = True  # WebDataset: join the sidecar Parquet when a shard has one
     total_bytes: int = 0  # WebDataset: the shards' total size
+    # WebDataset: keys repeated across shards, found by the launcher (few small local shards)
+    repeated_keys: Optional[Dict[Tuple[str, str], str]] = None
 
 
 def _pattern(item: str, fmt: str) -> str:
@@ -140,7 +142,7 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
         spec.columns = ["id"]
         return spec
     if fmt == "webdataset":
-        return _resolve_shards(spec, paths, image_exts, join_sidecar, reserved)
+        return _resolve_shards(spec, paths, image_exts, join_sidecar, reserved, check_keys=flag == "--input")
     schema, rows = _parquet_footer(paths[0])
     names = schema.names
     if not hash_column and image_column == "image" and image_column not in names:
@@ -183,8 +185,9 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
 
 
 def _resolve_shards(spec: InputSpec, paths: List[str], image_exts: Tuple[str, ...],
-                    join_sidecar: bool, reserved: Tuple[str, ...]) -> InputSpec:
-    """WebDataset: the output schema (the sample fields, then the first shard's sidecar columns)."""
+                    join_sidecar: bool, reserved: Tuple[str, ...], check_keys: bool = True) -> InputSpec:
+    """WebDataset: the output schema (the sample fields, then the first shard's sidecar columns);
+    with ``check_keys``, for a few small local shards, the keys repeated across them."""
     exts = tuple(e.strip().lower().lstrip(".") for e in image_exts if e.strip())
     if not exts:
         raise ConfigError("--image-ext needs at least one suffix")
@@ -192,6 +195,9 @@ def _resolve_shards(spec: InputSpec, paths: List[str], image_exts: Tuple[str, ..
     spec.image_column, spec.id_column = wds.IMAGE, wds.KEY
     spec.join_sidecar = join_sidecar
     spec.total_bytes = sum(m.size_in_bytes for r in FileSystems.match(paths) for m in r.metadata_list)
+    if (check_keys and 1 < len(paths) <= wds.LOCAL_KEY_CHECK_SHARDS and spec.total_bytes <= wds.LOCAL_KEY_CHECK_BYTES
+            and not any("://" in p for p in paths)):
+        spec.repeated_keys = wds.repeated_keys(paths)
     fields = [pa.field(wds.KEY, pa.string()), pa.field(wds.SHARD, pa.string()),
               pa.field(wds.MEMBERS, pa.list_(pa.string())), pa.field(wds.IMAGE_MEMBER, pa.string())]
     sidecar = wds.sidecar_path(paths[0])
@@ -245,7 +251,7 @@ class ReadImageRecords(beam.PTransform):
         if spec.fmt == "webdataset":
             read = patterns | "ReadShards" >> wds.ReadShards(
                 spec.image_exts, spec.sidecar_columns, spec.join_sidecar, check_repeated_keys=spec.matched > 1,
-                expected_samples=estimated_samples(spec))
+                expected_samples=estimated_samples(spec), repeated=spec.repeated_keys)
             return read.records, read[FAILED]
         if spec.fmt == "files":
             records = (patterns

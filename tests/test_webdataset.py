@@ -16,7 +16,7 @@ from PIL import Image
 
 from conftest import DATA, PHOTOS
 from job_outputs import read
-from pipelines import dedup_images
+from pipelines import dedup_images, inputs, webdataset_read
 from pipelines.webdataset_read import split_name
 from pipelines.webdataset_write import FinalizeShardsDoFn, Part, _PartWriter, plan
 
@@ -127,9 +127,16 @@ def bad_shards(tmp_path):
 MULTI = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 
 
-@pytest.mark.parametrize("extra", [[], MULTI], ids=["in-process", "multi-process"])
-def test_bad_input_is_failed_records_naming_shard_and_sample(tmp_path, bad_shards, extra):
+@pytest.mark.parametrize("extra, key_check", [([], "launcher"), ([], "pipeline"), (MULTI, "pipeline")],
+                         ids=["in-process", "in-process-key-pre-pass", "multi-process-key-pre-pass"])
+def test_bad_input_is_failed_records_naming_shard_and_sample(tmp_path, bad_shards, extra, key_check, monkeypatch):
+    """Keys repeated across shards are found by the launcher for a few small local shards, and
+    by the pipeline's pre-pass otherwise: the same failed records either way."""
+    if key_check == "pipeline":
+        monkeypatch.setattr(webdataset_read, "LOCAL_KEY_CHECK_SHARDS", 0)
     src, good, failures = bad_shards
+    found = inputs.resolve([str(src)], "webdataset").repeated_keys
+    assert found == (None if key_check == "pipeline" else {(f"{src}/b.tar", "s0"): f"{src}/a.tar"})
     out, shards = tmp_path / "out", tmp_path / "new"
     argv = ["--input", str(src), "--input-format", "webdataset", "--output", str(out), *STATE,
             "--write-shards", str(shards), "--shard-size", "0.3", *extra]
