@@ -114,3 +114,25 @@ def test_a_failure_in_the_run_is_one_line_naming_the_log(tmp_path):
     assert all(line.startswith("beam-phash: ") for line in lines), proc.stderr
     assert "Traceback" in (out / "logs" / "job.log").read_text()
     assert os.path.exists(out / "logs" / "job.log")
+
+
+@pytest.mark.ray
+def test_a_fresh_job_starts_ray_early_and_its_worker_processes_wait_for_it(tmp_path):
+    """The command line begins Ray's start before Beam's import and builds the pipeline without
+    waiting for it; Beam's worker processes then connect to a head that may still be starting.
+    Ray's chatter stays in the log, and nothing of that Ray outlives the job."""
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "pipelines.dedup_images", "--output", str(out),
+                           "--direct_num_workers=2", "--direct_running_mode=multi_processing"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "(adds up)" in proc.stdout
+    assert all(line.startswith("beam-phash: ") for line in proc.stderr.splitlines()), proc.stderr
+    log = (out / "logs" / "job.log").read_text()
+    assert "embedded Ray head up at 127.0.0.1:" in log
+    session = [w for w in log.split() if "/session_" in w]
+    assert session, "Ray's session directory is not named in the log"
+    name = session[0].split("/session_")[1].split("/")[0].rstrip(")")
+    time.sleep(1)
+    left = subprocess.run(["pgrep", "-a", "-f", "session_" + name], capture_output=True, text=True).stdout
+    assert not [line for line in left.splitlines() if "pgrep" not in line], left

@@ -84,6 +84,8 @@ class _Head:
     def _keep(self, num_cpus: Optional[int]) -> None:
         try:
             self.node = ray_private.start_lean_head(num_cpus, int(self.address.rpartition(":")[2]))
+            log.info("embedded Ray head up at %s (logs in %s)", self.address,
+                     os.path.join(self.node.get_session_dir_path(), "logs"))
         except BaseException as e:  # noqa: BLE001 - handed to the thread that waits for the head
             self.error = e
         finally:
@@ -118,6 +120,8 @@ def start_local_ray_soon(num_cpus: Optional[int] = None) -> str:
         if _head is None:
             _use_loopback()
             _head = _Head(num_cpus)
+            # Stopped at exit even when this process never joins it (Beam's worker processes do).
+            atexit.register(shutdown_local_ray)
         return _head.address
 
 
@@ -147,7 +151,6 @@ def start_local_ray(num_cpus: Optional[int] = None) -> str:
             raise
         ctx = ray.init(namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING, **lean)
         _started_here = ctx.address_info["gcs_address"]
-        atexit.register(shutdown_local_ray)
         log.info("started embedded Ray at %s", _started_here)
         return _started_here
 
