@@ -68,10 +68,16 @@ class ExactDedup(beam.PTransform):
                 RayDedupDoFn(client, b.claim_batch)).with_outputs(DUPLICATES, main=KEPT)
             if b.backend_name is None or b.state_dir is not None:
                 # Barrier: the count exists only once every record went through the backend.
-                _ = ((deduped[KEPT], deduped[DUPLICATES])
-                     | "AllDeduped" >> beam.Flatten()
-                     | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
-                     | "CountDeduped" >> beam.combiners.Count.Globally()
+                # Each output is counted where it is made (combiner lifting: only the partial
+                # counts leave the stage); flattening the records first would carry every one of
+                # them, image bytes and all, out of the stage to be counted.
+                counts = [deduped[tag]
+                          | f"GlobalWindow{tag.title()}" >> beam.WindowInto(beam.window.GlobalWindows())
+                          | f"Count{tag.title()}" >> beam.combiners.Count.Globally()
+                          for tag in (KEPT, DUPLICATES)]
+                _ = (counts
+                     | "BothCounts" >> beam.Flatten()
+                     | "CountDeduped" >> beam.CombineGlobally(sum)
                      | "FinishBackend" >> beam.ParDo(FinishBackendDoFn(client, release=b.backend_name is None)))
         else:
             deduped = (hashed
