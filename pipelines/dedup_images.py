@@ -229,7 +229,8 @@ def build(p, spec: InputSpec, output: str, dedup: ImagePhashDedup, report: bool 
                          max_distance=dedup.max_distance)
         _ = outputs | "Report" >> CollectReportData(output, id_field=spec.id_column,
                                                     image_field=spec.image_column,
-                                                    hash_field=dedup.hash_field, distances=distances)
+                                                    hash_field=dedup.hash_field, distances=distances,
+                                                    ids_are_paths=spec.fmt == "files")
 
 
 MAX_LISTED = 100

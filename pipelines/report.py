@@ -54,17 +54,25 @@ def hex_distance(a: Optional[str], b: Optional[str]) -> Optional[int]:
 
 
 class _Fields:
-    def __init__(self, id_field: str, image_field: str, hash_field: str):
+    def __init__(self, id_field: str, image_field: str, hash_field: str, ids_are_paths: bool = False):
         self.id, self.image, self.hash = id_field, image_field, hash_field
+        self.ids_are_paths = ids_are_paths
 
     def id_of(self, record: dict) -> Optional[str]:
         value = record.get(self.id)
         return None if value is None else str(value)
 
+    def without_image(self, record: dict) -> dict:
+        """The record without its image bytes, when they can be read again from its id (a path)."""
+        return {k: v for k, v in record.items() if k != self.image}
+
     def thumb(self, record: dict) -> Optional[str]:
         try:
+            if self.ids_are_paths and self.image not in record:
+                with FileSystems.open(self.id_of(record)) as f:
+                    return thumbnail(f.read())
             return thumbnail(image_bytes(record, self.image))
-        except BadRecord:
+        except (BadRecord, OSError, ValueError, TypeError):
             return None
 
     def member(self, record: dict, kept: bool, keeper_hash: Optional[str] = None) -> dict:
@@ -102,10 +110,10 @@ class CollectReportData(beam.PTransform):
 
     def __init__(self, output: str, *, id_field: str, image_field: str, hash_field: str,
                  max_groups: int = 12, per_group: int = 8, max_failures: int = 200,
-                 distances: Optional[dict] = None):
+                 distances: Optional[dict] = None, ids_are_paths: bool = False):
         super().__init__()
         self._output = output
-        self._fields = _Fields(id_field, image_field, hash_field)
+        self._fields = _Fields(id_field, image_field, hash_field, ids_are_paths)
         self._distances = distances
         self._max_groups = max_groups
         self._per_group = per_group
@@ -114,6 +122,13 @@ class CollectReportData(beam.PTransform):
     def expand(self, outputs):
         kept, dups, failed = outputs[:3]
         fields = self._fields
+        if fields.ids_are_paths:
+            # The report knows which records it shows only once the run is over, so every record
+            # waits until then (on the DirectRunner, in memory). When the id is the image's path,
+            # the bytes are dropped here, in the step that made the record, and the few shown
+            # are read again for their thumbnails.
+            kept = kept | "KeptWithoutImages" >> beam.Map(fields.without_image)
+            dups = dups | "DuplicatesWithoutImages" >> beam.Map(fields.without_image)
         # Groups are of this run's keepers; matches of a reference or an earlier run are listed
         # apart. (Each step reads the duplicates directly: a filter step between them and the
         # group steps made Flink's fuser (job server 2.62) reject the Ray backend's pipeline.)
