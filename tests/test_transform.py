@@ -319,3 +319,31 @@ def test_hashing_keeps_each_batch_in_its_own_window():
         pairs = hashed.hashed | beam.ParDo(window_of) | beam.FlatMap(lambda b: b)
         expected = [(r["id"], i % 5 * 10) for i, r in enumerate(records)]
         assert_that(pairs, equal_to(expected))
+
+
+def test_without_ray_s_private_api_the_embedded_ray_starts_with_ray_init(tmp_path):
+    """When a Ray upgrade moves the API of the lean start, the embedded Ray is started with
+    ray.init() before its address is handed out, and the pipeline runs on it."""
+    script = tmp_path / "job.py"
+    script.write_text(textwrap.dedent("""
+        import apache_beam as beam
+        from beam_phash import ImagePhashDedup
+        from beam_phash.exact import ray_cluster, ray_private
+        from dedup_oracle import make_records, oracle
+
+        def moved(*args, **kwargs):
+            raise ImportError("ray._private.node moved")
+        ray_private.lean_head_params = moved
+        records = [r for r in make_records(seed=6) if not r["id"].startswith("bad")]
+        with beam.Pipeline() as p:
+            kept = p | beam.Create(records) | ImagePhashDedup(num_buckets=2)
+            kept | beam.combiners.Count.Globally() | beam.Map(lambda n: print("KEPT", n))
+        print("EXPECTED", len(oracle(records)[0]))
+        print("HEAD", ray_cluster._head)
+    """))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "RAY_ADDRESS": ""})
+    assert out.returncode == 0, out.stderr[-3000:]
+    expected = out.stdout.split("EXPECTED ")[1].split()[0]
+    assert f"KEPT {expected}\n" in out.stdout and "HEAD None" in out.stdout, out.stdout
+    assert "the lean start is unavailable (ImportError: ray._private.node moved)" in out.stderr

@@ -71,19 +71,17 @@ class _Head:
     signal, which Linux ties to the starting thread), so a thread that started them and ended
     would take them along."""
 
-    def __init__(self, num_cpus: Optional[int]):
-        # The GCS port is chosen here, so that the address is known before the head is up.
-        self.address = f"127.0.0.1:{_free_port()}"
+    def __init__(self, address: str, params):
+        self.address = address
         self.node = None
         self.error: Optional[BaseException] = None
         self._ready = threading.Event()
         self._stop = threading.Event()
-        threading.Thread(target=self._keep, args=(num_cpus,), name="beam-phash-ray-head",
-                         daemon=True).start()
+        threading.Thread(target=self._keep, args=(params,), name="beam-phash-ray-head", daemon=True).start()
 
-    def _keep(self, num_cpus: Optional[int]) -> None:
+    def _keep(self, params) -> None:
         try:
-            self.node = ray_private.start_lean_head(num_cpus, int(self.address.rpartition(":")[2]))
+            self.node = ray_private.start_lean_head(params)
             log.info("embedded Ray head up at %s (logs in %s)", self.address,
                      os.path.join(self.node.get_session_dir_path(), "logs"))
         except BaseException as e:  # noqa: BLE001 - handed to the thread that waits for the head
@@ -108,18 +106,37 @@ class _Head:
 _head: Optional[_Head] = None
 
 
+def _join(**how) -> str:
+    """``ray.init`` this process into the embedded Ray (under ``_lock``); its address."""
+    global _started_here
+    ctx = ray.init(namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING, **how)
+    _started_here = ctx.address_info["gcs_address"]
+    log.info("started embedded Ray at %s", _started_here)
+    return _started_here
+
+
 def start_local_ray_soon(num_cpus: Optional[int] = None) -> str:
     """Begin starting the embedded Ray's processes and return its address at once, so that they
     come up while the caller imports Beam, builds the pipeline and hashes (about 2 s of start-up
     on 2 cores); :func:`start_local_ray` or :func:`connect` then joins them. Starts nothing when
-    Ray is already up or starting."""
+    Ray is already up or starting. With a Ray whose private API moved, it starts Ray with
+    ``ray.init()`` instead, and returns once it is up."""
     global _head
     with _lock:
         if _started_here and ray.is_initialized():
             return _started_here
         if _head is None:
             _use_loopback()
-            _head = _Head(num_cpus)
+            port = _free_port()  # chosen here, so that the address is known before the head is up
+            try:
+                params = ray_private.lean_head_params(num_cpus, port)
+            except (ImportError, AttributeError, TypeError) as e:
+                log.warning("starting Ray with ray.init(): the lean start is unavailable (%s: %s)",
+                            type(e).__name__, e)
+                atexit.register(shutdown_local_ray)
+                return _join(address="local", include_dashboard=False, num_cpus=num_cpus,
+                             _node_ip_address="127.0.0.1")
+            _head = _Head(f"127.0.0.1:{port}", params)
             # Stopped at exit even when this process never joins it (Beam's worker processes do).
             atexit.register(shutdown_local_ray)
         return _head.address
@@ -127,9 +144,9 @@ def start_local_ray_soon(num_cpus: Optional[int] = None) -> str:
 
 def start_local_ray(num_cpus: Optional[int] = None) -> str:
     """Start an embedded single-node Ray on 127.0.0.1 with only what the backend needs (no
-    dashboard, no autoscaler monitor, no log monitor; see ``ray_private.start_lean_head``), or
+    dashboard, no autoscaler monitor, no log monitor; see ``ray_private.lean_head_params``), or
     join the one :func:`start_local_ray_soon` began; return its address."""
-    global _started_here, _head
+    global _head
     if ray.is_initialized() and not _started_here:
         return ray.get_runtime_context().gcs_address
     start_local_ray_soon(num_cpus)
@@ -137,22 +154,12 @@ def start_local_ray(num_cpus: Optional[int] = None) -> str:
         if _started_here and ray.is_initialized():
             return _started_here
         try:
-            lean = {"address": _head.wait().address}
-        except (ImportError, AttributeError, TypeError) as e:  # a Ray whose private API moved
-            log.warning("starting Ray with ray.init(): the lean start is unavailable (%s: %s)",
-                        type(e).__name__, e)
-            _head.stop()
-            _head = None
-            lean = {"address": "local", "include_dashboard": False, "num_cpus": num_cpus,
-                    "_node_ip_address": "127.0.0.1"}
+            node = _head.wait()
         except BaseException:
             _head.stop()
             _head = None
             raise
-        ctx = ray.init(namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING, **lean)
-        _started_here = ctx.address_info["gcs_address"]
-        log.info("started embedded Ray at %s", _started_here)
-        return _started_here
+        return _join(address=node.address)
 
 
 def shutdown_local_ray() -> None:

@@ -42,19 +42,28 @@ def kv_del(key: bytes, namespace: str) -> None:
     internal_kv._internal_kv_del(key, namespace=namespace)
 
 
-def start_lean_head(num_cpus: Optional[int], gcs_port: Optional[int] = None):
-    """Start a single-node Ray head on 127.0.0.1 with only what actors need (GCS, raylet and
-    its agents) and return its ``Node`` (``.address``, ``.kill_all_processes()``). The caller
-    then joins it with ``ray.init(address=...)``."""
+def lean_head_params(num_cpus: Optional[int], gcs_port: int):
+    """The parameters of a single-node Ray head on 127.0.0.1 with only what actors need (GCS,
+    raylet and its agents), its GCS on ``gcs_port``. Raises ImportError or TypeError at once
+    when a Ray upgrade moved this API, before anyone was told the head's address."""
+    from ray._private.authentication.authentication_token_setup import (  # noqa: F401 - checked here
+        enable_token_auth_by_default, ensure_token_if_auth_enabled)
+    from ray._private.node import Node  # noqa: F401 - checked here, used by start_lean_head
+    from ray._private.parameter import RayParams
+
+    return RayParams(node_ip_address="127.0.0.1", num_cpus=num_cpus, include_dashboard=False,
+                     include_log_monitor=False, no_monitor=True, gcs_server_port=gcs_port)
+
+
+def start_lean_head(params):
+    """Start the head of :func:`lean_head_params` and return its ``Node`` (``.address``,
+    ``.kill_all_processes()``). The caller then joins it with ``ray.init(address=...)``."""
     from ray._private.authentication.authentication_token_setup import (
         enable_token_auth_by_default, ensure_token_if_auth_enabled)
     from ray._private.node import Node
-    from ray._private.parameter import RayParams
 
     enable_token_auth_by_default()  # as ray.init() does for a new local cluster
     ensure_token_if_auth_enabled({}, create_token_if_missing=True)
-    params = RayParams(node_ip_address="127.0.0.1", num_cpus=num_cpus, include_dashboard=False,
-                       include_log_monitor=False, no_monitor=True, gcs_server_port=gcs_port)
     # A reaper process kills the node's processes if this one dies without shutting it down.
     return Node(params, head=True, shutdown_at_exit=False, spawn_reaper=True, ray_init_cluster=True)
 
