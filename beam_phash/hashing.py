@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Iterable, List, NamedTuple, Optional
 
 import apache_beam as beam
-from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_phash._native import (
     ALGORITHMS,
@@ -27,6 +26,7 @@ from beam_phash._native import (
 from beam_phash.checks import int_in, text
 from beam_phash.failures import TALLY, CheckFailures, FailureThreshold, Tally
 from beam_phash.metrics import DedupMetrics
+from beam_phash.windowed import in_window
 from beam_phash.records import (
     ERROR_FIELD,
     FAILED,
@@ -110,11 +110,7 @@ class HashBatchDoFn(beam.DoFn):
 
     def _emit(self, flight) -> Iterable:
         hashing, size, pending, blobs, timestamp, window = flight
-        for out in self._outputs(size, pending, blobs, hashing.result()):
-            if isinstance(out, beam.pvalue.TaggedOutput):
-                yield beam.pvalue.TaggedOutput(out.tag, WindowedValue(out.value, timestamp, [window]))
-            else:
-                yield WindowedValue(out, timestamp, [window])
+        yield from in_window(self._outputs(size, pending, blobs, hashing.result()), timestamp, window)
 
     def _outputs(self, size: int, pending: List[dict], blobs: list, results: list) -> Iterable:
         failed, internal = size - len(blobs), 0

@@ -6,10 +6,10 @@ import time
 from typing import TYPE_CHECKING, Iterable, List, Optional
 
 import apache_beam as beam
-from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_phash.metrics import DedupMetrics
 from beam_phash.records import Hashed, emit
+from beam_phash.windowed import in_window
 
 if TYPE_CHECKING:  # pickled configuration; the client is imported where it connects
     from beam_phash.exact.ray_client import RayDedupBackend
@@ -74,11 +74,7 @@ class RayDedupDoFn(beam.DoFn):
         self._metrics.backend_call_latency_ms.update(int((time.perf_counter() - waited) * 1000))
         start = 0
         for batch, timestamp, window in items:
-            for out in self._route(batch, keepers[start:start + len(batch)]):
-                if isinstance(out, beam.pvalue.TaggedOutput):
-                    yield beam.pvalue.TaggedOutput(out.tag, WindowedValue(out.value, timestamp, [window]))
-                else:
-                    yield WindowedValue(out, timestamp, [window])
+            yield from in_window(self._route(batch, keepers[start:start + len(batch)]), timestamp, window)
             start += len(batch)
 
     def _route(self, batch: List[Hashed], keepers: List[Optional[str]]) -> Iterable:
