@@ -75,14 +75,15 @@ def listing_error(e: Exception) -> str:
     return f"{type(e).__name__}: {text[:300]}"
 
 
-def _match(pattern: str, item: str, flag: str = "--input") -> List[str]:
+def _match(pattern: str, item: str, flag: str = "--input") -> Dict[str, int]:
+    """The files ``pattern`` matches, sorted by path, with their sizes in bytes."""
     try:
         found = FileSystems.match([pattern])[0].metadata_list
     except Exception as e:  # noqa: BLE001 - said as what it is, never as "matched no files"
         raise ConfigError(f"{flag} {item!r} cannot be listed: {listing_error(e)}") from None
     if not found:
         raise ConfigError(f"{flag} {item!r} matched no files")
-    return sorted(m.path for m in found)
+    return {m.path: m.size_in_bytes for m in sorted(found, key=lambda m: m.path)}
 
 
 def _parquet_footer(path: str) -> Tuple[pa.Schema, int]:
@@ -128,10 +129,12 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
     column_flag = "--" if flag == "--input" else flag + "-"
     if fmt not in FORMATS:
         raise ConfigError(f"{flag}-format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    patterns, paths = [], []
+    patterns, paths, sizes = [], [], {}
     for item in inputs:
         pattern = _pattern(item, fmt)
-        paths += _match(pattern, item, flag)
+        matched = _match(pattern, item, flag)
+        paths += matched
+        sizes.update(matched)
         patterns.append(pattern)
     if len(set(paths)) != len(paths):
         # Overlapping inputs (DIR and DIR/*.jpg) must not read a file twice: read the matched
@@ -142,6 +145,7 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
         spec.columns = ["id"]
         return spec
     if fmt == "webdataset":
+        spec.total_bytes = sum(sizes.values())
         return _resolve_shards(spec, paths, image_exts, join_sidecar, reserved, check_keys=flag == "--input")
     schema, rows = _parquet_footer(paths[0])
     names = schema.names
@@ -186,7 +190,8 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
 
 def _resolve_shards(spec: InputSpec, paths: List[str], image_exts: Tuple[str, ...],
                     join_sidecar: bool, reserved: Tuple[str, ...], check_keys: bool = True) -> InputSpec:
-    """WebDataset: the output schema (the sample fields, then the first shard's sidecar columns);
+    """WebDataset (``spec.total_bytes`` set): the output schema (the sample fields, then the
+    first shard's sidecar columns);
     with ``check_keys``, for a few small local shards, the keys repeated across them."""
     exts = tuple(e.strip().lower().lstrip(".") for e in image_exts if e.strip())
     if not exts:
@@ -194,7 +199,6 @@ def _resolve_shards(spec: InputSpec, paths: List[str], image_exts: Tuple[str, ..
     spec.image_exts = exts
     spec.image_column, spec.id_column = wds.IMAGE, wds.KEY
     spec.join_sidecar = join_sidecar
-    spec.total_bytes = sum(m.size_in_bytes for r in FileSystems.match(paths) for m in r.metadata_list)
     if (check_keys and 1 < len(paths) <= wds.LOCAL_KEY_CHECK_SHARDS and spec.total_bytes <= wds.LOCAL_KEY_CHECK_BYTES
             and not any("://" in p for p in paths)):
         spec.repeated_keys = wds.repeated_keys(paths)
@@ -283,7 +287,7 @@ def reference_spec(references: List[str], fmt: str, image_column: str, id_column
         else:
             fmt = "files"
     if fmt == "parquet" and hash_column is None:
-        first = _match(_pattern(references[0], "parquet"), references[0], "--reference")[0]
+        first = next(iter(_match(_pattern(references[0], "parquet"), references[0], "--reference")))
         schema, _ = _parquet_footer(first)
         if hash_column_default in schema.names and image_column not in schema.names:
             hash_column = hash_column_default
