@@ -373,6 +373,23 @@ def configure(argv: Optional[List[str]]):
     return args, spec, dedup, PipelineOptions(beam_args), reference
 
 
+def local_runner(options: PipelineOptions):
+    """The runner of a job given no ``--runner``: Beam's in-process FnApiRunner, set up as the
+    DirectRunner sets it up. The DirectRunner itself would first try Prism, downloading its
+    binary when the machine is online (a quarter of a second of failed attempt when it is not),
+    so the same command would run on two different runners depending on the network. None when
+    a runner is named."""
+    if options.view_as(StandardOptions).runner is not None:
+        return None
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
+        beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """The job: exit code 0 when the counts add up, 1 when they do not or the run failed, 2 for
     a configuration error, 3 when they cannot be checked. Only its own lines reach the terminal;
@@ -404,7 +421,7 @@ def _run(argv: List[str], con: Console) -> int:
     if options.view_as(StandardOptions).runner in LOCAL_RUNNERS:
         board = ProgressBoard(con.err, total=known_count(spec))
     try:
-        p = beam.Pipeline(options=options)
+        p = beam.Pipeline(runner=local_runner(options), options=options)
         build(p, spec, args.output, dedup, report=not args.no_report, reference=reference,
               write_shards=args.write_shards, shard_mb=args.shard_size,
               progress=board.address if board else None)

@@ -1,9 +1,9 @@
 """The job's Parquet outputs: ``kept/``, ``duplicates/`` and ``failed/`` under the output dir.
 
 Rows keep the input's columns (for image files: ``id``, the path; the bytes stay in the files)
-and add the hash; duplicate rows add ``duplicate_of``, failed rows ``error``. Written with Beam's
-``WriteToParquet``, which writes to temporary files and renames them when the write finalizes, so
-a retried bundle never leaves a partial or doubled shard behind.
+and add the hash; duplicate rows add ``duplicate_of``, failed rows ``error``. Written by
+``parquet_write``, which writes to temporary files and renames them when the write finalizes, so
+a retried bundle never leaves a partial or doubled file behind.
 """
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from typing import Dict, List
 
 import apache_beam as beam
 import pyarrow as pa
-from apache_beam.io.filesystems import FileSystems
 
 from beam_phash import DUPLICATE_OF_FIELD, ERROR_FIELD
 from beam_phash.records import DISTANCE_FIELD, MATCHED_FIELD, QUALITY_FIELD
 from pipelines.inputs import InputSpec
+from pipelines.parquet_write import WriteParquet
 
 OUTPUTS = ("kept", "duplicates", "failed")
 REFERENCE_FAILED = "reference_failed"
@@ -54,9 +54,16 @@ def _projector(names: List[str]):
     return project
 
 
+def _reference_failed_row(id_column: str):
+    def row(record: dict) -> dict:
+        found = record.get(id_column)
+        return {"id": None if found is None else str(found), ERROR_FIELD: record.get(ERROR_FIELD)}
+    return row
+
+
 class WriteOutputs(beam.PTransform):
-    """Writes (kept, duplicates, failed, reference_failed) as Parquet shards
-    under ``output``; ``reference_failed`` only with a reference."""
+    """Writes (kept, duplicates, failed, reference_failed) as Parquet files
+    ``output/NAME/part-*.parquet``; ``reference_failed`` only with a reference."""
 
     def __init__(self, spec: InputSpec, output: str, hash_field: str, near_duplicates: bool = False,
                  reference: bool = False, quality: bool = True):
@@ -68,17 +75,8 @@ class WriteOutputs(beam.PTransform):
 
     def expand(self, outputs):
         """``outputs``: (kept, duplicates, failed, reference_failed)."""
-        written = {}
-        id_column = self._spec.id_column
-        failed_refs = outputs[3] | "ReferenceFailedRows" >> beam.Map(
-            lambda r: {"id": None if r.get(id_column) is None else str(r.get(id_column)), ERROR_FIELD: r.get(ERROR_FIELD)})
         names = OUTPUTS + ((REFERENCE_FAILED,) if self._reference else ())
-        for name, pcoll in zip(names, tuple(outputs[:3]) + (failed_refs,)):
-            schema = self._schemas[name]
-            title = name.title().replace("_", "")
-            written[name] = (
-                pcoll
-                | f"Project{title}" >> beam.Map(_projector(schema.names))
-                | f"Write{title}" >> beam.io.WriteToParquet(
-                    FileSystems.join(self._output, name, "part"), schema, file_name_suffix=".parquet"))
-        return written
+        rows = {name: _projector(self._schemas[name].names) for name in OUTPUTS}
+        rows[REFERENCE_FAILED] = _reference_failed_row(self._spec.id_column)
+        return dict(zip(names, outputs)) | "Parquet" >> WriteParquet(
+            self._output, {name: self._schemas[name] for name in names}, rows)

@@ -17,7 +17,7 @@ Writes are safe under bundle retries, the way Beam's file sinks are:
    skipped; one whose parts are all there is made again, identically.
 
 ``DIR/kept_keys/*.parquet`` (one column, ``key``) lists every kept sample, for users who filter
-shards themselves (``webdataset``'s ``.select``); it is written with ``WriteToParquet``.
+shards themselves (``webdataset``'s ``.select``); it is written by ``parquet_write``.
 """
 from __future__ import annotations
 
@@ -31,9 +31,9 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.transforms.window import GlobalWindow
-from apache_beam.utils.windowed_value import WindowedValue
 
+from pipelines.parquet_write import WriteParquet
+from pipelines.temp_parts import global_output, remove_tree
 from pipelines.webdataset_read import IMAGE, IMAGE_MEMBER, KEY, MEMBER_BYTES, MEMBERS, member_name
 
 DEFAULT_SHARD_MB = 256.0
@@ -131,7 +131,7 @@ class WritePartsDoFn(beam.DoFn):
             self._closed.append(self._writer.close())
             self._writer = None
         for part in self._closed:
-            yield WindowedValue(part, GlobalWindow().max_timestamp(), [GlobalWindow()])
+            yield global_output(part)
         self._closed = []
 
 
@@ -175,15 +175,6 @@ def _concatenate(parts: List[Part], target: str) -> None:
     FileSystems.rename([tmp], [target])
 
 
-def remove_tree(directory: str) -> None:
-    """Delete a temporary directory and whatever failed attempts left in it."""
-    leftovers = [m.path for m in FileSystems.match([FileSystems.join(directory, "*")])[0].metadata_list]
-    if leftovers:
-        FileSystems.delete(leftovers)
-    if FileSystems.exists(directory):
-        FileSystems.delete([directory])
-
-
 class FinalizeShardsDoFn(beam.DoFn):
     """All parts in one element -> the final shards; emits ``(shard path, samples)``."""
 
@@ -220,11 +211,9 @@ class WriteShards(beam.PTransform):
 
     def expand(self, kept):
         directory = tmp_dir(self._out_dir, self._run)
-        _ = (kept
-             | "KeptKey" >> beam.Map(lambda r: {KEY: None if r.get(KEY) is None else str(r.get(KEY))})
-             | "WriteKeptKeys" >> beam.io.WriteToParquet(
-                 FileSystems.join(self._out_dir, KEPT_KEYS, "part"), pa.schema([(KEY, pa.string())]),
-                 file_name_suffix=".parquet"))
+        _ = {KEPT_KEYS: kept} | "WriteKeptKeys" >> WriteParquet(
+            self._out_dir, {KEPT_KEYS: pa.schema([(KEY, pa.string())])},
+            rows={KEPT_KEYS: lambda r: {KEY: None if r.get(KEY) is None else str(r.get(KEY))}})
         return (kept
                 | "WriteParts" >> beam.ParDo(WritePartsDoFn(directory, self._target, self._mtime))
                 | "OneKey" >> beam.Map(lambda part: (None, part))

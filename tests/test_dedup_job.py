@@ -71,6 +71,9 @@ def test_sample_dataset(tmp_path, capfd, backend, extra, request):
     assert all(line.startswith("beam-phash: ") for line in printed.err.splitlines()), printed.err
     log = (out / "logs" / "job.log").read_text()
     assert "apache_beam" in log and "WARNING" not in printed.out + printed.err
+    # No --runner: the FnApiRunner directly, never the DirectRunner's attempt at Prism.
+    assert "PrismRunner" not in log
+    assert not list(out.glob(".tmp-*"))  # the Parquet writer's temporary files are gone
 
 
 def _jpeg(path, quality=None) -> bytes:

@@ -11,6 +11,10 @@ from beam_phash.metrics import DedupMetrics
 from beam_phash.records import Hashed, emit
 from beam_phash.windowed import in_window
 
+#: The ``RayDedupDoFn`` output that counts the records whose claims were answered, one count
+#: per input batch: the end-of-run barrier sums it.
+CLAIMED = "claimed"
+
 if TYPE_CHECKING:  # pickled configuration; the client is imported where it connects
     from beam_phash.exact.ray_client import RayDedupBackend
 
@@ -24,7 +28,9 @@ class RayDedupDoFn(beam.DoFn):
     half a millisecond of client time, so fewer, larger calls), then their claims are sent; the
     answers of the previous send are collected and emitted meanwhile, so the bucket actors work
     while the next batches are hashed. Each output keeps its own input's timestamp and window. A
-    bundle that fails after sending claims is safe to retry: claims are idempotent."""
+    bundle that fails after sending claims is safe to retry: claims are idempotent. Besides the
+    kept and duplicate records, it emits to ``CLAIMED`` each input batch's size once the batch's
+    answers are in."""
 
     def __init__(self, backend: RayDedupBackend, claim_batch: int = 1024):
         self._backend = backend
@@ -80,6 +86,7 @@ class RayDedupDoFn(beam.DoFn):
     def _route(self, batch: List[Hashed], keepers: List[Optional[str]]) -> Iterable:
         for h, keeper in zip(batch, keepers):
             yield emit(h.record, keeper, self._metrics)
+        yield beam.pvalue.TaggedOutput(CLAIMED, len(batch))
 
 
 class FinishBackendDoFn(beam.DoFn):
@@ -93,7 +100,7 @@ class FinishBackendDoFn(beam.DoFn):
     def setup(self):
         self._backend.connect()
 
-    def process(self, _count):
+    def process(self, _claimed):
         self._backend.snapshot()
         if self._release:
             self._backend.release()

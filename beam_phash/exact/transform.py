@@ -10,7 +10,7 @@ from apache_beam.options.pipeline_options import StandardOptions
 
 from beam_phash import state_manifest
 from beam_phash.exact.config import RayBackend, StateBackend
-from beam_phash.exact.ray_dofns import FinishBackendDoFn, RayDedupDoFn
+from beam_phash.exact.ray_dofns import CLAIMED, FinishBackendDoFn, RayDedupDoFn
 from beam_phash.exact.state_backend import StateDedupDoFn, key_by_hash
 from beam_phash.exact.store import check_state_dir, prepare_state_dir
 from beam_phash.records import DUPLICATES, KEPT
@@ -65,19 +65,14 @@ class ExactDedup(beam.PTransform):
         if isinstance(b, RayBackend):
             client = self._client(hashed.pipeline)
             deduped = hashed | "DedupWithRay" >> beam.ParDo(
-                RayDedupDoFn(client, b.claim_batch)).with_outputs(DUPLICATES, main=KEPT)
+                RayDedupDoFn(client, b.claim_batch)).with_outputs(DUPLICATES, CLAIMED, main=KEPT)
             if b.backend_name is None or b.state_dir is not None:
-                # Barrier: the count exists only once every record went through the backend.
-                # Each output is counted where it is made (combiner lifting: only the partial
-                # counts leave the stage); flattening the records first would carry every one of
-                # them, image bytes and all, out of the stage to be counted.
-                counts = [deduped[tag]
-                          | f"GlobalWindow{tag.title()}" >> beam.WindowInto(beam.window.GlobalWindows())
-                          | f"Count{tag.title()}" >> beam.combiners.Count.Globally()
-                          for tag in (KEPT, DUPLICATES)]
-                _ = (counts
-                     | "BothCounts" >> beam.Flatten()
-                     | "CountDeduped" >> beam.CombineGlobally(sum)
+                # Barrier: the sum exists only once every record went through the backend. Only
+                # the claiming step's counts leave its stage (combiner lifting), never the
+                # records, whose image bytes the kept and duplicate outputs carry.
+                _ = (deduped[CLAIMED]
+                     | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
+                     | "CountClaimed" >> beam.CombineGlobally(sum)
                      | "FinishBackend" >> beam.ParDo(FinishBackendDoFn(client, release=b.backend_name is None)))
         else:
             deduped = (hashed

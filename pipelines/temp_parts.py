@@ -1,0 +1,22 @@
+"""What the job's two file writers (``parquet_write``, ``webdataset_write``) share: parts are
+written per bundle into a temporary directory and reported from ``finish_bundle``; one finalize
+step renames them and deletes the directory, with whatever failed attempts left in it."""
+from __future__ import annotations
+
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.windowed_value import WindowedValue
+
+
+def global_output(value) -> WindowedValue:
+    """An output of ``finish_bundle``: it has no input element to take a window from."""
+    return WindowedValue(value, GlobalWindow().max_timestamp(), [GlobalWindow()])
+
+
+def remove_tree(directory: str) -> None:
+    """Delete a temporary directory and whatever failed attempts left in it."""
+    leftovers = [m.path for m in FileSystems.match([FileSystems.join(directory, "*")])[0].metadata_list]
+    if leftovers:
+        FileSystems.delete(leftovers)
+    if FileSystems.exists(directory):
+        FileSystems.delete([directory])
