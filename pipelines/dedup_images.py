@@ -44,7 +44,7 @@ from typing import List, Optional, Tuple
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 import beam_phash
 from beam_phash import ImagePhashDedup
@@ -207,10 +207,17 @@ def clear_outputs(output: str) -> None:
         FileSystems.delete(stale)
 
 
+def one_local_worker(options: PipelineOptions) -> bool:
+    """The job runs on the FnApiRunner (the default, see :func:`local_runner`) with one worker,
+    in this process: spreading the input over workers has nowhere to go."""
+    runner = options.view_as(StandardOptions).runner
+    return runner in (None, "FnApiRunner") and options.view_as(DirectOptions).direct_num_workers == 1
+
+
 def build(p, spec: InputSpec, output: str, dedup: ImagePhashDedup, report: bool = True,
           reference: Optional[InputSpec] = None, write_shards: Optional[str] = None,
           shard_mb: float = DEFAULT_SHARD_MB, progress: Optional[Tuple[str, int]] = None) -> None:
-    read, read_failed = p | "Read" >> ReadImageRecords(spec)
+    read, read_failed = p | "Read" >> ReadImageRecords(spec, spread=not one_local_worker(p.options))
     records = read if progress is None else read | "Progress" >> beam.ParDo(ProgressDoFn(progress))
     if reference is not None:
         references = p | "ReadReference" >> ReadReference(reference, spec.id_column, spec.image_column)

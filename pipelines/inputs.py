@@ -1,7 +1,7 @@
 """The job's inputs: image files, Parquet files with an image column, or WebDataset shards, as
 dict records.
 
-All are read through Beam's I/O (``fileio.MatchAll``/``ReadMatches``, ``parquetio``), so any
+All are read through Beam's filesystems (``fileio.MatchAll``, ``FileSystems.open``, ``parquetio``), so any
 filesystem Beam knows (local, ``gs://``, ``s3://`` with those extras) works. :func:`resolve`
 checks everything at start, so that configuration errors stop the job before it runs.
 """
@@ -235,19 +235,59 @@ def split_status(record: dict, status_column: str):
     yield beam.pvalue.TaggedOutput(FAILED, failed)
 
 
-def file_record(readable: fileio.ReadableFile) -> dict:
-    """One image file as a record: its path is the id."""
-    return {"id": readable.metadata.path, "image": readable.read()}
+class ReadFileDoFn(beam.DoFn):
+    """A path -> a record ``{id_field: path, image_field: bytes}``, or to ``FAILED`` with the
+    reason when the file cannot be read (gone since it was listed, no permission)."""
+
+    def __init__(self, id_field: str, image_field: str):
+        self._id_field = id_field
+        self._image_field = image_field
+
+    def process(self, path: str):
+        try:
+            with FileSystems.open(path, mime_type="application/octet-stream") as f:
+                data = f.read()
+        except Exception as e:  # noqa: BLE001 - any filesystem's error: the record says which
+            yield beam.pvalue.TaggedOutput(FAILED, {self._id_field: path, self._image_field: None,
+                                                    ERROR_FIELD: f"cannot read the file: {type(e).__name__}: {e}"})
+            return
+        yield {self._id_field: path, self._image_field: data}
+
+
+class ReadFiles(beam.PTransform):
+    """File patterns -> ``(records, failed)``: one record per matched file, its path the id.
+    With ``spread`` the matched paths are reshuffled before they are read, so that a runner
+    spreads the reading and the hashing of one pattern's files over its workers (without it,
+    every file of a pattern is read and hashed in the bundle that matched the pattern); a runner
+    with one worker in this process has nowhere to spread them to."""
+
+    def __init__(self, id_field: str = "id", image_field: str = "image", spread: bool = True):
+        super().__init__()
+        self._id_field = id_field
+        self._image_field = image_field
+        self._spread = spread
+
+    def expand(self, patterns):
+        paths = (patterns
+                 | "MatchFiles" >> fileio.MatchAll()
+                 | "FilePaths" >> beam.FlatMap(lambda m: [] if m.path.endswith(("/", "\\")) else [m.path]))
+        if self._spread:
+            paths = paths | "SpreadFiles" >> beam.Reshuffle()
+        read = paths | "ReadFiles" >> beam.ParDo(ReadFileDoFn(self._id_field, self._image_field)).with_outputs(
+            FAILED, main="records")
+        return read.records, read[FAILED]
 
 
 class ReadImageRecords(beam.PTransform):
     """Reads the inputs of an :class:`InputSpec`: ``(records, failed)``, the dict records (image
     bytes in ``image_column``) and those that failed while reading (with ``error``: a broken
-    shard, a sample without an image, a failed img2dataset download), which are not hashed."""
+    shard, a sample without an image, a failed img2dataset download), which are not hashed.
+    ``spread``: see :class:`ReadFiles`."""
 
-    def __init__(self, spec: InputSpec):
+    def __init__(self, spec: InputSpec, spread: bool = True):
         super().__init__()
         self._spec = spec
+        self._spread = spread
 
     def expand(self, pbegin):
         spec = self._spec
@@ -258,12 +298,8 @@ class ReadImageRecords(beam.PTransform):
                 expected_samples=estimated_samples(spec), repeated=spec.repeated_keys)
             return read.records, read[FAILED]
         if spec.fmt == "files":
-            records = (patterns
-                       | "MatchFiles" >> fileio.MatchAll()
-                       | "ReadMatches" >> fileio.ReadMatches()
-                       | "ToRecords" >> beam.Map(file_record))
-        else:
-            records = patterns | "ReadParquet" >> parquetio.ReadAllFromParquet()
+            return patterns | "ReadFiles" >> ReadFiles(spread=self._spread)
+        records = patterns | "ReadParquet" >> parquetio.ReadAllFromParquet()
         if spec.status_column is None:
             # Empty, and produced by a step with an input (portable runners reject an empty Create).
             return records, records | "NoReadFailures" >> beam.Filter(lambda _: False)
@@ -327,10 +363,9 @@ class ReadReference(beam.PTransform):
                 lambda r: {id_field: r[wds.KEY], image_field: r.get(wds.IMAGE),
                            **({ERROR_FIELD: r[ERROR_FIELD]} if ERROR_FIELD in r else {})})
         if spec.fmt == "files":
-            return (patterns
-                    | "MatchFiles" >> fileio.MatchAll()
-                    | "ReadMatches" >> fileio.ReadMatches()
-                    | "ToRecords" >> beam.Map(lambda f: {id_field: f.metadata.path, image_field: f.read()}))
+            # A file that could not be read reaches the reference hashing without an image, and
+            # is listed in reference_failed/ with the reason.
+            return patterns | "ReadFiles" >> ReadFiles(id_field, image_field) | "AllFiles" >> beam.Flatten()
         value = spec.hash_column or spec.image_column
         renamed = {spec.id_column: id_field, value: spec.hash_column or image_field}
 

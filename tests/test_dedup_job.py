@@ -235,3 +235,44 @@ def test_the_failure_threshold_stops_the_job_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("beam-phash: error: 3 of 4 inputs (75.0%) could not be hashed"), err
     assert dedup_images.main(argv) == 0  # no limit by default: failures are data
+
+
+def test_a_file_that_cannot_be_read_is_a_failed_record(tmp_path, monkeypatch):
+    """A listed file that cannot be read (gone since it was listed, no permission) is failed
+    with the reason, and the counts still add up."""
+    from apache_beam.io.filesystems import FileSystems
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("a.jpg", "gone.jpg"):
+        (src / name).write_bytes((DATA / "pool.jpg").read_bytes())
+    real_open = FileSystems.open
+
+    def open_or_fail(path, *args, **kwargs):
+        if path.endswith("gone.jpg"):
+            raise FileNotFoundError(f"[Errno 2] No such file or directory: {path!r}")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(FileSystems, "open", staticmethod(open_or_fail))
+    out = tmp_path / "out"
+    assert dedup_images.main(["--input", str(src), "--output", str(out), "--backend", "state", "--no-report"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["inputs"], summary["kept"], summary["failed"]) == (2, 1, 1)
+    [failed] = read(out, "failed")
+    assert basename(failed["id"]) == "gone.jpg"
+    assert failed["error"].startswith("cannot read the file: FileNotFoundError"), failed
+
+
+@pytest.mark.parametrize("extra, spread", [([], False), (MULTI, True), (["--runner", "DirectRunner"], True)],
+                         ids=["in-process", "multi-process", "named-runner"])
+def test_files_are_spread_over_workers_unless_there_is_one(tmp_path, extra, spread):
+    """Matched files are reshuffled before they are read, so that several workers share the
+    reading and hashing, except on the one in-process worker of the default runner."""
+    import apache_beam as beam
+
+    _, spec, dedup, options, _ = dedup_images.configure(
+        ["--output", str(tmp_path / "out"), "--backend", "state", *extra])
+    p = beam.Pipeline(options=options)
+    dedup_images.build(p, spec, str(tmp_path / "out"), dedup, report=False)
+    names = [t.unique_name for t in p.to_runner_api().components.transforms.values()]
+    assert any(n.endswith("/SpreadFiles") for n in names) == spread
