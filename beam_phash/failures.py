@@ -81,7 +81,10 @@ class CheckFailures(beam.PTransform):
 
     def expand(self, tallies):
         threshold = self._threshold
+        # One key rather than CombineGlobally: no default value is needed (no tally, nothing to
+        # check), and CombineGlobally's machinery for it is ten transforms of its own.
         return (tallies
                 | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
-                | "Sum" >> beam.CombineGlobally(_add)
-                | "Check" >> beam.Map(lambda t: threshold.check(Tally(*t))))
+                | "OneKey" >> beam.Map(lambda t: (None, t))
+                | "Sum" >> beam.CombinePerKey(_add)
+                | "Check" >> beam.Map(lambda kv: threshold.check(Tally(*kv[1]))))

@@ -15,6 +15,7 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io import fileio, parquetio
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from beam_phash.records import ERROR_FIELD, FAILED
@@ -243,9 +244,21 @@ class ReadFileDoFn(beam.DoFn):
         self._id_field = id_field
         self._image_field = image_field
 
+    def setup(self):
+        self._filesystems: Dict[str, object] = {}
+
+    def _open(self, path: str):
+        # FileSystems.open looks the filesystem up among every subclass on each call: once per
+        # scheme here. The bytes are read as stored (an image file is never a .gz to unpack).
+        scheme = FileSystems.get_scheme(path)
+        fs = self._filesystems.get(scheme)
+        if fs is None:
+            fs = self._filesystems[scheme] = FileSystems.get_filesystem(path)
+        return fs.open(path, mime_type="application/octet-stream", compression_type=CompressionTypes.UNCOMPRESSED)
+
     def process(self, path: str):
         try:
-            with FileSystems.open(path, mime_type="application/octet-stream") as f:
+            with self._open(path) as f:
                 data = f.read()
         except Exception as e:  # noqa: BLE001 - any filesystem's error: the record says which
             yield beam.pvalue.TaggedOutput(FAILED, {self._id_field: path, self._image_field: None,

@@ -240,20 +240,20 @@ def test_the_failure_threshold_stops_the_job_in_one_line(tmp_path, capsys):
 def test_a_file_that_cannot_be_read_is_a_failed_record(tmp_path, monkeypatch):
     """A listed file that cannot be read (gone since it was listed, no permission) is failed
     with the reason, and the counts still add up."""
-    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.io.localfilesystem import LocalFileSystem
 
     src = tmp_path / "src"
     src.mkdir()
     for name in ("a.jpg", "gone.jpg"):
         (src / name).write_bytes((DATA / "pool.jpg").read_bytes())
-    real_open = FileSystems.open
+    real_open = LocalFileSystem.open
 
-    def open_or_fail(path, *args, **kwargs):
+    def open_or_fail(self, path, *args, **kwargs):
         if path.endswith("gone.jpg"):
             raise FileNotFoundError(f"[Errno 2] No such file or directory: {path!r}")
-        return real_open(path, *args, **kwargs)
+        return real_open(self, path, *args, **kwargs)
 
-    monkeypatch.setattr(FileSystems, "open", staticmethod(open_or_fail))
+    monkeypatch.setattr(LocalFileSystem, "open", open_or_fail)
     out = tmp_path / "out"
     assert dedup_images.main(["--input", str(src), "--output", str(out), "--backend", "state", "--no-report"]) == 0
     summary = json.loads((out / "summary.json").read_text())
