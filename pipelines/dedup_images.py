@@ -209,7 +209,8 @@ def clear_outputs(output: str) -> None:
 
 def one_local_worker(options: PipelineOptions) -> bool:
     """The job runs on the FnApiRunner (the default, see :func:`local_runner`) with one worker,
-    in this process: spreading the input over workers has nowhere to go."""
+    in this process: its steps can use what the launcher found, and spreading the input over
+    workers has nowhere to go."""
     runner = options.view_as(StandardOptions).runner
     return runner in (None, "FnApiRunner") and options.view_as(DirectOptions).direct_num_workers == 1
 
@@ -217,7 +218,7 @@ def one_local_worker(options: PipelineOptions) -> bool:
 def build(p, spec: InputSpec, output: str, dedup: ImagePhashDedup, report: bool = True,
           reference: Optional[InputSpec] = None, write_shards: Optional[str] = None,
           shard_mb: float = DEFAULT_SHARD_MB, progress: Optional[Tuple[str, int]] = None) -> None:
-    read, read_failed = p | "Read" >> ReadImageRecords(spec, spread=not one_local_worker(p.options))
+    read, read_failed = p | "Read" >> ReadImageRecords(spec, in_process=one_local_worker(p.options))
     records = read if progress is None else read | "Progress" >> beam.ParDo(ProgressDoFn(progress))
     if reference is not None:
         references = p | "ReadReference" >> ReadReference(reference, spec.id_column, spec.image_column)

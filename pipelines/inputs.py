@@ -54,6 +54,8 @@ class InputSpec:
     total_bytes: int = 0  # WebDataset: the shards' total size
     # WebDataset: keys repeated across shards, found by the launcher (few small local shards)
     repeated_keys: Optional[Dict[Tuple[str, str], str]] = None
+    # Image files: every matched path, as the launcher listed them
+    paths: Optional[List[str]] = None
 
 
 def _pattern(item: str, fmt: str) -> str:
@@ -144,6 +146,7 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
     spec = InputSpec(fmt, patterns, image_column, id_column, matched=len(paths))
     if fmt == "files":
         spec.columns = ["id"]
+        spec.paths = sorted(set(paths))
         return spec
     if fmt == "webdataset":
         spec.total_bytes = sum(sizes.values())
@@ -268,24 +271,33 @@ class ReadFileDoFn(beam.DoFn):
 
 
 class ReadFiles(beam.PTransform):
-    """File patterns -> ``(records, failed)``: one record per matched file, its path the id.
-    With ``spread`` the matched paths are reshuffled before they are read, so that a runner
-    spreads the reading and the hashing of one pattern's files over its workers (without it,
-    every file of a pattern is read and hashed in the bundle that matched the pattern); a runner
-    with one worker in this process has nowhere to spread them to."""
+    """Image files -> ``(records, failed)``: one record per file matched by ``patterns``, its
+    path the id.
 
-    def __init__(self, id_field: str = "id", image_field: str = "image", spread: bool = True):
+    The patterns are matched by the workers, and the matched paths reshuffled before they are
+    read, so that a runner spreads the reading and the hashing of one pattern's files over its
+    workers (without it, every file of a pattern is read and hashed in the bundle that matched
+    the pattern). With ``listed``, the paths the launcher matched, the pipeline runs on one
+    worker in the launcher's process: it reads those paths instead of listing them again, and
+    has nowhere to spread them to."""
+
+    def __init__(self, patterns: List[str], id_field: str = "id", image_field: str = "image",
+                 listed: Optional[List[str]] = None):
         super().__init__()
+        self._patterns = patterns
         self._id_field = id_field
         self._image_field = image_field
-        self._spread = spread
+        self._listed = listed
 
-    def expand(self, patterns):
-        paths = (patterns
-                 | "MatchFiles" >> fileio.MatchAll()
-                 | "FilePaths" >> beam.FlatMap(lambda m: [] if m.path.endswith(("/", "\\")) else [m.path]))
-        if self._spread:
-            paths = paths | "SpreadFiles" >> beam.Reshuffle()
+    def expand(self, pbegin):
+        if self._listed is not None:
+            paths = pbegin | "Listed" >> beam.Create(self._listed, reshuffle=False)
+        else:
+            paths = (pbegin
+                     | "Patterns" >> beam.Create(self._patterns)
+                     | "MatchFiles" >> fileio.MatchAll()
+                     | "FilePaths" >> beam.FlatMap(lambda m: [] if m.path.endswith(("/", "\\")) else [m.path])
+                     | "SpreadFiles" >> beam.Reshuffle())
         read = paths | "ReadFiles" >> beam.ParDo(ReadFileDoFn(self._id_field, self._image_field)).with_outputs(
             FAILED, main="records")
         return read.records, read[FAILED]
@@ -295,23 +307,23 @@ class ReadImageRecords(beam.PTransform):
     """Reads the inputs of an :class:`InputSpec`: ``(records, failed)``, the dict records (image
     bytes in ``image_column``) and those that failed while reading (with ``error``: a broken
     shard, a sample without an image, a failed img2dataset download), which are not hashed.
-    ``spread``: see :class:`ReadFiles`."""
+    ``in_process``: the pipeline runs on one worker in this process (see :class:`ReadFiles`)."""
 
-    def __init__(self, spec: InputSpec, spread: bool = True):
+    def __init__(self, spec: InputSpec, in_process: bool = False):
         super().__init__()
         self._spec = spec
-        self._spread = spread
+        self._in_process = in_process
 
     def expand(self, pbegin):
         spec = self._spec
+        if spec.fmt == "files":
+            return pbegin | "ReadFiles" >> ReadFiles(spec.patterns, listed=spec.paths if self._in_process else None)
         patterns = pbegin | "Patterns" >> beam.Create(spec.patterns)
         if spec.fmt == "webdataset":
             read = patterns | "ReadShards" >> wds.ReadShards(
                 spec.image_exts, spec.sidecar_columns, spec.join_sidecar, check_repeated_keys=spec.matched > 1,
                 expected_samples=estimated_samples(spec), repeated=spec.repeated_keys)
             return read.records, read[FAILED]
-        if spec.fmt == "files":
-            return patterns | "ReadFiles" >> ReadFiles(spread=self._spread)
         records = patterns | "ReadParquet" >> parquetio.ReadAllFromParquet()
         if spec.status_column is None:
             # Empty, and produced by a step with an input (portable runners reject an empty Create).
@@ -364,8 +376,12 @@ class ReadReference(beam.PTransform):
 
     def expand(self, pbegin):
         spec = self._spec
-        patterns = pbegin | "Patterns" >> beam.Create(spec.patterns)
         id_field, image_field = self._id_field, self._image_field
+        if spec.fmt == "files":
+            # A file that could not be read reaches the reference hashing without an image, and
+            # is listed in reference_failed/ with the reason.
+            return pbegin | "ReadFiles" >> ReadFiles(spec.patterns, id_field, image_field) | "AllFiles" >> beam.Flatten()
+        patterns = pbegin | "Patterns" >> beam.Create(spec.patterns)
         if spec.fmt == "webdataset":
             read = patterns | "ReadShards" >> wds.ReadShards(spec.image_exts, join_sidecar=False,
                                                               check_repeated_keys=False)
@@ -375,10 +391,6 @@ class ReadReference(beam.PTransform):
             return samples | "ToRecords" >> beam.Map(
                 lambda r: {id_field: r[wds.KEY], image_field: r.get(wds.IMAGE),
                            **({ERROR_FIELD: r[ERROR_FIELD]} if ERROR_FIELD in r else {})})
-        if spec.fmt == "files":
-            # A file that could not be read reaches the reference hashing without an image, and
-            # is listed in reference_failed/ with the reason.
-            return patterns | "ReadFiles" >> ReadFiles(id_field, image_field) | "AllFiles" >> beam.Flatten()
         value = spec.hash_column or spec.image_column
         renamed = {spec.id_column: id_field, value: spec.hash_column or image_field}
 

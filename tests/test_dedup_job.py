@@ -267,7 +267,8 @@ def test_a_file_that_cannot_be_read_is_a_failed_record(tmp_path, monkeypatch):
                          ids=["in-process", "multi-process", "named-runner"])
 def test_files_are_spread_over_workers_unless_there_is_one(tmp_path, extra, spread):
     """Matched files are reshuffled before they are read, so that several workers share the
-    reading and hashing, except on the one in-process worker of the default runner."""
+    reading and hashing, except on the one in-process worker of the default runner, which reads
+    the launcher's listing instead of listing the files again."""
     import apache_beam as beam
 
     _, spec, dedup, options, _ = dedup_images.configure(
@@ -276,3 +277,5 @@ def test_files_are_spread_over_workers_unless_there_is_one(tmp_path, extra, spre
     dedup_images.build(p, spec, str(tmp_path / "out"), dedup, report=False)
     names = [t.unique_name for t in p.to_runner_api().components.transforms.values()]
     assert any(n.endswith("/SpreadFiles") for n in names) == spread
+    assert any(n.endswith("/MatchFiles") for n in names) == spread
+    assert any(n.endswith("/Listed") for n in names) != spread
