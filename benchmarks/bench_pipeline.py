@@ -127,7 +127,8 @@ def main(argv=None) -> int:
     ap.add_argument("--samples-per-shard", type=int, default=100)
     ap.add_argument("--repeat", type=int, default=None,
                     help="--shards: runs of each input (best is kept; default 2); "
-                         "--cold: runs of each tool (default 3)")
+                         "--cold: runs of each tool (default 3); otherwise: runs with the actors "
+                         "running (the median is compared; default 1)")
     ap.add_argument("--cold", action="store_true",
                     help="cold start: the default job as a fresh process against imagededup's PHash")
     ap.add_argument("--count", type=int, default=1000, help="--cold: the first COUNT images of FOLDER")
@@ -180,11 +181,14 @@ def main(argv=None) -> int:
         try:
             cold = run(["--backend-name", name])
             # The same job again: the bucket actors are up, the same ids claim the same hashes.
-            warm = run(["--backend-name", name])
+            warm = [run(["--backend-name", name]) for _ in range(args.repeat or 1)]
         finally:
             RayDedupBackend(address, name, 16).connect().release()
-        results += [("ray backend, in-process, Ray up, actors starting", cold),
-                    ("ray backend, in-process, actors running", warm)]
+        results.append(("ray backend, in-process, Ray up, actors starting", cold))
+        if len(warm) > 1:
+            print("in-process, actors running, each run: " + ", ".join(f"{r:.0f}" for r in warm) + " images/s")
+        results.append((f"ray backend, in-process, actors running{', median' if len(warm) > 1 else ''}",
+                        statistics.median(warm)))
     else:
         results.append(("state backend, in-process", run([])))
     # Again, after the jobs: on a shared machine the ceiling moves too, and the higher one gives
