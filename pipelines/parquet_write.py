@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.temp_parts import global_output, remove_tree
+from pipelines.temp_parts import ensure_dir, global_output, remove_tree
 
 #: Rows converted to Arrow at a time.
 BATCH_ROWS = 1000
@@ -104,8 +104,7 @@ class WritePartsDoFn(beam.DoFn):
 
     def process(self, record: dict):
         if self._writer is None:
-            if not FileSystems.exists(self._directory):
-                FileSystems.mkdirs(self._directory)
+            ensure_dir(self._directory)
             self._writer = _PartWriter(self._directory, self._name, self._schema)
         self._writer.add(self._row(record))
         return ()
@@ -137,9 +136,7 @@ class FinalizeDoFn(beam.DoFn):
             by_name[part.name].append(part)
         for name, found in by_name.items():
             found.sort(key=lambda p: p.path)
-            target_dir = FileSystems.join(self._out_dir, name)
-            if not FileSystems.exists(target_dir):
-                FileSystems.mkdirs(target_dir)
+            ensure_dir(FileSystems.join(self._out_dir, name))
             if not found:
                 target = final_name(self._out_dir, name, 0, 1)
                 if not FileSystems.exists(target):

@@ -20,3 +20,15 @@ def remove_tree(directory: str) -> None:
         FileSystems.delete(leftovers)
     if FileSystems.exists(directory):
         FileSystems.delete([directory])
+
+
+def ensure_dir(directory: str) -> None:
+    """Create ``directory`` unless it exists; workers writing parts at the same time race to
+    create it, and losing that race is fine."""
+    if FileSystems.exists(directory):
+        return
+    try:
+        FileSystems.mkdirs(directory)
+    except IOError:
+        if not FileSystems.exists(directory):
+            raise

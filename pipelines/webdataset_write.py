@@ -33,7 +33,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.parquet_write import WriteParquet
-from pipelines.temp_parts import global_output, remove_tree
+from pipelines.temp_parts import ensure_dir, global_output, remove_tree
 from pipelines.webdataset_read import IMAGE, IMAGE_MEMBER, KEY, MEMBER_BYTES, MEMBERS, member_name
 
 DEFAULT_SHARD_MB = 256.0
@@ -117,8 +117,7 @@ class WritePartsDoFn(beam.DoFn):
 
     def process(self, record: dict):
         if self._writer is None:
-            if not FileSystems.exists(self._directory):
-                FileSystems.mkdirs(self._directory)
+            ensure_dir(self._directory)
             self._writer = _PartWriter(self._directory, self._mtime)
         self._writer.add(record)
         if self._writer.size >= self._target:

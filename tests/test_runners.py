@@ -195,3 +195,47 @@ def test_unreachable_ray_address_fails_fast(tmp_path):
     assert proc.returncode != 0
     assert f"cannot reach the Ray cluster at 127.0.0.1:{port}" in proc.stderr
     assert time.time() - started < 120
+
+
+@pytest.mark.flink
+def test_webdataset_shards_on_flink_equal_the_direct_runner(tmp_path, flink_job_server_jar):
+    """Shards on Flink (parallelism 2): the same groups and failed records as on the default
+    runner, the repeated keys found by the pipeline's pre-pass (more shards than the launcher
+    checks itself), and --write-shards holding exactly the kept samples."""
+    import io
+
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from job_outputs import read
+    from pipelines import webdataset_read
+    from test_webdataset import make_bad_shards, read_back_with_webdataset, write_tar
+
+    src, good, failures = make_bad_shards(tmp_path)
+    for i in range(webdataset_read.LOCAL_KEY_CHECK_SHARDS):  # past the launcher's own key check
+        buf = io.BytesIO()
+        Image.new("RGB", (40, 40), (i * 3 % 256, 90, 200 - i)).save(buf, "PNG")
+        write_tar(src / f"x{i:03d}.tar", [(f"x{i}.png", buf.getvalue()), (f"x{i}.txt", b"%d" % i)])
+    write_tar(src / "y.tar", [("u0.jpg", b"same key as a sample of c.tar")])  # a key repeated across shards
+    args = ["--input", str(src), "--input-format", "webdataset", "--backend", "state", "--no-report"]
+
+    def outcome(out, shards):
+        kept, dups = read(out, "kept"), read(out, "duplicates")
+        groups = {}
+        for r in kept + dups:
+            groups.setdefault(r["image_phash"], set()).add(r["key"])
+        assert sorted(r["image_phash"] for r in kept) == sorted(groups)  # one keeper per group
+        assert set(read_back_with_webdataset(shards)) == {r["key"] for r in kept}
+        assert sorted(pq.read_table(str(shards / "kept_keys")).column("key").to_pylist()) == sorted(
+            r["key"] for r in kept)
+        failed = sorted((r["key"], r["shard"].rsplit("/", 1)[-1], r["error"]) for r in read(out, "failed"))
+        return {k: frozenset(v) for k, v in groups.items()}, failed
+
+    run_job(tmp_path / "direct", *args, "--write-shards", str(tmp_path / "direct-shards"))
+    run_job(tmp_path / "flink", *args, "--write-shards", str(tmp_path / "flink-shards"),
+            "--runner", "FlinkRunner", f"--flink_job_server_jar={flink_job_server_jar}",
+            "--environment_type=LOOPBACK", "--flink_master=[local]", "--parallelism=2")
+    direct = outcome(tmp_path / "direct", tmp_path / "direct-shards")
+    assert ("u0", "y.tar") in {(k, s) for k, s, _ in direct[1]}  # the repeat in y.tar is failed
+    assert len(direct[1]) == len(failures) + 1
+    assert outcome(tmp_path / "flink", tmp_path / "flink-shards") == direct

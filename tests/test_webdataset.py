@@ -75,6 +75,10 @@ def jpeg(image, **kwargs) -> bytes:
 
 @pytest.fixture()
 def bad_shards(tmp_path):
+    return make_bad_shards(tmp_path)
+
+
+def make_bad_shards(tmp_path):
     """Five shards: a (good samples, one without image, one with only an unknown suffix, one with
     an unknown extra member), b (repeats a key of a), c (cut inside its third sample), d (not a
     tar), e (cut between two samples). Returns (dir, {key: members} of the samples that must be read, expected failures)."""
