@@ -149,6 +149,10 @@ class ProgressBoard:
     def close(self) -> None:
         """Stop listening; on a terminal, clear the bar's line."""
         self._stop.set()
+        try:  # wake the listener now rather than at its next receive timeout (up to 0.2 s)
+            self._socket.sendto(b"", self.address)
+        except OSError:
+            pass
         self._thread.join()
         self._socket.close()
         if self._tty and self._counts:

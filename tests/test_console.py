@@ -66,6 +66,19 @@ def test_progress_counts_every_record_a_pipeline_read():
     assert "300/300 records" in board.line() and "[########################]" in board.line()
 
 
+def test_closing_the_board_wakes_its_listener():
+    """close() does not wait for the listener's receive to time out: the job's end waited for it."""
+    import threading
+
+    board = ProgressBoard(io.StringIO())
+    board._socket.settimeout(60)  # from the next receive on, only the wake-up can end it
+    time.sleep(0.5)
+    closer = threading.Thread(target=board.close)
+    closer.start()
+    closer.join(10)
+    assert not closer.is_alive()
+
+
 def test_the_progress_line_has_a_rate_and_an_eta():
     board = ProgressBoard(io.StringIO(), total=1000)
     board._counts = {b"a": 150, b"b": 100}
