@@ -34,6 +34,7 @@ if __name__ == "__main__":  # before Beam's import (see early_start); `beam-phas
     early_start.begin(sys.argv[1:])
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -433,6 +434,10 @@ def _run(argv: List[str], con: Console) -> int:
         build(p, spec, args.output, dedup, report=not args.no_report, reference=reference,
               write_shards=args.write_shards, shard_mb=args.shard_size,
               progress=board.address if board else None)
+        # Everything allocated so far (the imports, the pipeline) outlives the run: frozen, the
+        # collections the run triggers skip it (a full one walked some 180,000 objects, up to
+        # 0.18 s, on the 10,000-image job).
+        gc.freeze()
         result = p.run()
         result.wait_until_finish()
     except Exception as e:  # noqa: BLE001 - every failure is one line; the traceback is in the log
@@ -441,6 +446,7 @@ def _run(argv: List[str], con: Console) -> int:
                  f"(details in {con.log_path})")
         return 1
     finally:
+        gc.unfreeze()
         if board is not None:
             board.close()
     wall = time.time() - started
