@@ -144,9 +144,10 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
         # files by name instead (only then, as a list of names can be long).
         paths = patterns = sorted(set(paths))
     spec = InputSpec(fmt, patterns, image_column, id_column, matched=len(paths))
+    if fmt in ("files", "webdataset"):
+        spec.paths = sorted(set(paths))
     if fmt == "files":
         spec.columns = ["id"]
-        spec.paths = sorted(set(paths))
         return spec
     if fmt == "webdataset":
         spec.total_bytes = sum(sizes.values())
@@ -318,12 +319,13 @@ class ReadImageRecords(beam.PTransform):
         spec = self._spec
         if spec.fmt == "files":
             return pbegin | "ReadFiles" >> ReadFiles(spec.patterns, listed=spec.paths if self._in_process else None)
-        patterns = pbegin | "Patterns" >> beam.Create(spec.patterns)
         if spec.fmt == "webdataset":
-            read = patterns | "ReadShards" >> wds.ReadShards(
-                spec.image_exts, spec.sidecar_columns, spec.join_sidecar, check_repeated_keys=spec.matched > 1,
-                expected_samples=estimated_samples(spec), repeated=spec.repeated_keys)
+            read = pbegin | "ReadShards" >> wds.ReadShards(
+                spec.patterns, spec.image_exts, spec.sidecar_columns, spec.join_sidecar,
+                check_repeated_keys=spec.matched > 1, expected_samples=estimated_samples(spec),
+                repeated=spec.repeated_keys, listed=spec.paths if self._in_process else None)
             return read.records, read[FAILED]
+        patterns = pbegin | "Patterns" >> beam.Create(spec.patterns)
         records = patterns | "ReadParquet" >> parquetio.ReadAllFromParquet()
         if spec.status_column is None:
             # Empty, and produced by a step with an input (portable runners reject an empty Create).
@@ -381,10 +383,9 @@ class ReadReference(beam.PTransform):
             # A file that could not be read reaches the reference hashing without an image, and
             # is listed in reference_failed/ with the reason.
             return pbegin | "ReadFiles" >> ReadFiles(spec.patterns, id_field, image_field) | "AllFiles" >> beam.Flatten()
-        patterns = pbegin | "Patterns" >> beam.Create(spec.patterns)
         if spec.fmt == "webdataset":
-            read = patterns | "ReadShards" >> wds.ReadShards(spec.image_exts, join_sidecar=False,
-                                                              check_repeated_keys=False)
+            read = pbegin | "ReadShards" >> wds.ReadShards(spec.patterns, spec.image_exts, join_sidecar=False,
+                                                            check_repeated_keys=False)
             # A sample that could not be read reaches the reference hashing without an image, and
             # is listed in reference_failed/ with the reader's reason.
             samples = (read.records, read[FAILED]) | "AllSamples" >> beam.Flatten()
@@ -396,6 +397,7 @@ class ReadReference(beam.PTransform):
 
         def rename(table):
             return table.rename_columns([renamed.get(n, n) for n in table.schema.names])
-        return (patterns
+        return (pbegin
+                | "Patterns" >> beam.Create(spec.patterns)
                 | "ReadParquet" >> parquetio.ReadAllFromParquetBatched(columns=[spec.id_column, value])
                 | "Rename" >> beam.Map(rename))

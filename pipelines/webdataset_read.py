@@ -360,14 +360,20 @@ class FindRepeatedKeys(beam.PTransform):
 
 
 class ReadShards(beam.PTransform):
-    """Shard patterns -> sample records (main) and failed records (``FAILED``), as a
-    ``DoOutputsTuple``. ``check_repeated_keys``: run the key pre-pass (only useful with more than
-    one shard); ``repeated``: its result, found beforehand (:func:`repeated_keys`), instead."""
+    """Shards -> sample records (main) and failed records (``FAILED``), as a
+    ``DoOutputsTuple``. Applied to the pipeline: the workers match ``patterns`` and spread the
+    shards over themselves; with ``listed``, the shard paths the launcher matched (the pipeline
+    runs on one worker in its process), those are read as they are. ``check_repeated_keys``: run
+    the key pre-pass (only useful with more than one shard); ``repeated``: its result, found
+    beforehand (:func:`repeated_keys`), instead."""
 
-    def __init__(self, image_exts: Tuple[str, ...] = DEFAULT_IMAGE_EXTS, sidecar_columns: Tuple[str, ...] = (),
-                 join_sidecar: bool = True, check_repeated_keys: bool = True, expected_samples: int = 0,
-                 repeated: Optional[Dict[Tuple[str, str], str]] = None):
+    def __init__(self, patterns: List[str], image_exts: Tuple[str, ...] = DEFAULT_IMAGE_EXTS,
+                 sidecar_columns: Tuple[str, ...] = (), join_sidecar: bool = True,
+                 check_repeated_keys: bool = True, expected_samples: int = 0,
+                 repeated: Optional[Dict[Tuple[str, str], str]] = None, listed: Optional[List[str]] = None):
         super().__init__()
+        self._patterns = patterns
+        self._listed = listed
         self._repeated = repeated
         self._expected_samples = expected_samples
         self._image_exts = image_exts
@@ -375,11 +381,15 @@ class ReadShards(beam.PTransform):
         self._join_sidecar = join_sidecar
         self._check_repeated_keys = check_repeated_keys
 
-    def expand(self, patterns):
-        shards = (patterns
-                  | "MatchShards" >> fileio.MatchAll()
-                  | "ShardPaths" >> beam.Map(lambda m: m.path)
-                  | "SpreadShards" >> beam.Reshuffle())
+    def expand(self, pbegin):
+        if self._listed is not None:
+            shards = pbegin | "Listed" >> beam.Create(self._listed, reshuffle=False)
+        else:
+            shards = (pbegin
+                      | "Patterns" >> beam.Create(self._patterns)
+                      | "MatchShards" >> fileio.MatchAll()
+                      | "ShardPaths" >> beam.Map(lambda m: m.path)
+                      | "SpreadShards" >> beam.Reshuffle())
         dofn = ReadShardDoFn(self._image_exts, self._sidecar_columns, self._join_sidecar)
         if self._repeated is not None:
             return shards | "ReadShard" >> beam.ParDo(dofn, repeated=self._repeated).with_outputs(

@@ -263,19 +263,28 @@ def test_a_file_that_cannot_be_read_is_a_failed_record(tmp_path, monkeypatch):
     assert failed["error"].startswith("cannot read the file: FileNotFoundError"), failed
 
 
+@pytest.mark.parametrize("fmt, spread_step, match_step", [("files", "SpreadFiles", "MatchFiles"),
+                                                          ("webdataset", "SpreadShards", "MatchShards")])
 @pytest.mark.parametrize("extra, spread", [([], False), (MULTI, True), (["--runner", "DirectRunner"], True)],
                          ids=["in-process", "multi-process", "named-runner"])
-def test_files_are_spread_over_workers_unless_there_is_one(tmp_path, extra, spread):
-    """Matched files are reshuffled before they are read, so that several workers share the
-    reading and hashing, except on the one in-process worker of the default runner, which reads
-    the launcher's listing instead of listing the files again."""
+def test_inputs_are_spread_over_workers_unless_there_is_one(tmp_path, extra, spread, fmt, spread_step, match_step):
+    """Matched files and shards are reshuffled before they are read, so that several workers
+    share the reading and hashing, except on the one in-process worker of the default runner,
+    which reads the launcher's listing instead of listing the input again."""
+    import tarfile
+
     import apache_beam as beam
 
+    source = []
+    if fmt == "webdataset":
+        with tarfile.open(tmp_path / "00000.tar", "w") as tar:
+            tar.add(DATA / "pool.jpg", arcname="k0.jpg")
+        source = ["--input", str(tmp_path / "00000.tar"), "--input-format", fmt]
     _, spec, dedup, options, _ = dedup_images.configure(
-        ["--output", str(tmp_path / "out"), "--backend", "state", *extra])
+        ["--output", str(tmp_path / "out"), "--backend", "state", *source, *extra])
     p = beam.Pipeline(options=options)
     dedup_images.build(p, spec, str(tmp_path / "out"), dedup, report=False)
     names = [t.unique_name for t in p.to_runner_api().components.transforms.values()]
-    assert any(n.endswith("/SpreadFiles") for n in names) == spread
-    assert any(n.endswith("/MatchFiles") for n in names) == spread
+    assert any(n.endswith("/" + spread_step) for n in names) == spread
+    assert any(n.endswith("/" + match_step) for n in names) == spread
     assert any(n.endswith("/Listed") for n in names) != spread
