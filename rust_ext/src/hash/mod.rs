@@ -1,20 +1,20 @@
 //! Decode-and-hash, one image or a batch. Each input gets exactly one result, and a panic in
 //! the decoder or hasher becomes that input's error instead of unwinding further. `algorithm`
-//! holds the supported algorithms and their bit counts, `phash` pHash's own last step.
+//! holds the supported algorithms and their bit counts, `phash` and `dhash` those two
+//! algorithms' own last steps.
 pub mod algorithm;
+pub mod dhash;
 pub mod phash;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use image::imageops::{flip_horizontal, rotate180, rotate270, rotate90};
-use image::GrayImage;
 use rayon::prelude::*;
 
 use crate::error::Error;
-use crate::hash::algorithm::HashSpec;
-use crate::image::decode::{decode, Limits};
-use crate::image::extent::Extent;
-use crate::image::grid::{quality, resample_f32, resample_u8, QUALITY_SIDE};
+use crate::hash::algorithm::{Algorithm, HashSpec};
+use crate::image::decode::{decode, Decoded, Limits};
+use crate::image::grid::{quality, Picture, QUALITY_SIDE};
 use crate::pool;
 
 /// The version of the hashes this crate computes. Bump it whenever any image's hash changes (a
@@ -25,7 +25,9 @@ use crate::pool;
 /// f32, `phash.rs`), and dihedral variants turn the extent with the pixels.
 /// 3: dHash, aHash, median and double-gradient decode at a larger working side
 /// (`HashSpec::working_side`), so turned copies land near their dihedral variant.
-pub const HASH_VERSION: u32 = 3;
+/// 4: dHash compares its grid in f32, with a dead zone, instead of image_hasher's 8-bit grid
+/// (`dhash.rs`), and decodes at 6x its grid's width instead of 8x. Only dHash hashes changed.
+pub const HASH_VERSION: u32 = 4;
 
 /// Raw hash bytes plus the number of meaningful bits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -87,46 +89,48 @@ pub const DIHEDRAL: [&str; 8] =
     ["identity", "rot90", "rot180", "rot270", "flip", "flip+rot90", "flip+rot180", "flip+rot270"];
 
 /// Dihedral variant `i` of the reduced image, with the picture's extent turned alike.
-fn dihedral_variant(gray: &GrayImage, extent: Extent, i: usize) -> (GrayImage, Extent) {
+fn dihedral_variant(picture: &Picture, i: usize) -> Picture {
+    let (gray, extent) = (&picture.gray, picture.extent);
     let (w, h) = gray.dimensions();
     let (base, e) = if i >= 4 { (flip_horizontal(gray), extent.flipped_h(w)) } else { (gray.clone(), extent) };
     match i % 4 {
-        0 => (base, e),
-        1 => (rotate90(&base), e.rotated90(w, h)),
-        2 => (rotate180(&base), e.rotated180(w, h)),
-        _ => (rotate270(&base), e.rotated270(w, h)),
+        0 => Picture::new(base, e),
+        1 => Picture::new(rotate90(&base), e.rotated90(w, h)),
+        2 => Picture::new(rotate180(&base), e.rotated180(w, h)),
+        _ => Picture::new(rotate270(&base), e.rotated270(w, h)),
     }
 }
 
-fn hash_gray(gray: &GrayImage, extent: Extent, spec: &HashSpec) -> Result<HashBits, Error> {
+fn hash_picture(picture: &Picture, spec: &HashSpec) -> Result<HashBits, Error> {
     let bytes = match (spec.phasher(), spec.grid()) {
-        (Some(p), _) => p.hash(gray, extent)?,
-        (None, Some((w, h))) => spec.hasher().hash_image(&resample_u8(gray, extent, w, h)?).as_bytes().to_vec(),
-        (None, None) => spec.hasher().hash_image(gray).as_bytes().to_vec(),
+        (Some(p), _) => p.hash(picture)?,
+        (None, Some((w, h))) => spec.hasher().hash_image(&picture.resample_u8(w, h)?).as_bytes().to_vec(),
+        (None, None) if spec.algorithm == Algorithm::DHash => dhash::hash(picture, spec.hash_size)?,
+        (None, None) => spec.hasher().hash_image(&picture.gray).as_bytes().to_vec(),
     };
     Ok(HashBits { bytes, bits: spec.bits() })
 }
 
 fn hash_unguarded(data: &[u8], spec: &HashSpec, limits: &Limits, dihedral: bool) -> Result<ImageHash, Error> {
-    let decoded = decode(data, limits, spec.working_side())?;
+    let Decoded { gray, width, height, extent } = decode(data, limits, spec.working_side())?;
+    let picture = Picture::new(gray, extent);
     // The quality grid; pHash at the default size hashes this very grid.
-    let grid = resample_f32(&decoded.gray, decoded.extent, QUALITY_SIDE)?;
+    let grid = picture.resample_f32(QUALITY_SIDE, QUALITY_SIDE)?;
     let quality = quality(&grid, QUALITY_SIDE as usize);
     let hash = match spec.phasher() {
         Some(p) if p.side() == QUALITY_SIDE => HashBits { bytes: p.hash_grid(grid), bits: spec.bits() },
-        _ => hash_gray(&decoded.gray, decoded.extent, spec)?,
+        _ => hash_picture(&picture, spec)?,
     };
     let variants = if dihedral {
         let mut all = vec![hash.clone()];
         for i in 1..8 {
-            let (img, e) = dihedral_variant(&decoded.gray, decoded.extent, i);
-            all.push(hash_gray(&img, e, spec)?);
+            all.push(hash_picture(&dihedral_variant(&picture, i), spec)?);
         }
         all
     } else {
         Vec::new()
     };
-    Ok(ImageHash { hash, width: decoded.width, height: decoded.height, quality, variants })
+    Ok(ImageHash { hash, width, height, quality, variants })
 }
 
 /// Hash one encoded image (with its dihedral variants when `dihedral`). Never panics.

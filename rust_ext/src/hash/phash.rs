@@ -11,12 +11,10 @@
 //! first, as image_hasher packs them.
 use std::sync::Arc;
 
-use image::GrayImage;
 use rustdct::{DctPlanner, TransformType2And3};
 
 use crate::error::Error;
-use crate::image::extent::Extent;
-use crate::image::grid::resample_f32;
+use crate::image::grid::Picture;
 
 /// The planned DCT of one hash size (shared by all threads).
 pub struct PHasher {
@@ -35,9 +33,9 @@ impl PHasher {
         2 * self.n as u32
     }
 
-    /// The hash bytes (n² bits, least significant bit first) of the picture at `extent` in `gray`.
-    pub fn hash(&self, gray: &GrayImage, extent: Extent) -> Result<Vec<u8>, Error> {
-        Ok(self.hash_grid(resample_f32(gray, extent, self.side())?))
+    /// The hash bytes (n² bits, least significant bit first) of `picture`.
+    pub fn hash(&self, picture: &Picture) -> Result<Vec<u8>, Error> {
+        Ok(self.hash_grid(picture.resample_f32(self.side(), self.side())?))
     }
 
     /// The hash of a grid already resampled (`side()` x `side()`, row-major).

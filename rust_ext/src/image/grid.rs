@@ -1,6 +1,8 @@
 //! The picture's extent (see `extent`) resampled onto a hash grid: Lanczos3 on a sub-pixel crop,
-//! its support scaled with the reduction (fast_image_resize, SIMD), one resizer per thread.
-use std::cell::RefCell;
+//! its support scaled with the reduction (fast_image_resize, SIMD), one resizer per thread. A
+//! `Picture` converts its reduced image to f32 once for all the f32 grids asked of it (the
+//! quality grid and dHash's, say).
+use std::cell::{OnceCell, RefCell};
 
 use fast_image_resize::images::Image as Grid;
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
@@ -23,23 +25,48 @@ fn resample(src: &Grid, extent: Extent, dst: &mut Grid) -> Result<(), Error> {
         .map_err(|e| Error::Internal(format!("resize: {e}")))
 }
 
-/// A `side` x `side` grid of f32, row-major.
-pub fn resample_f32(gray: &GrayImage, extent: Extent, side: u32) -> Result<Vec<f32>, Error> {
-    let bytes: Vec<u8> = gray.as_raw().iter().flat_map(|&v| f32::from(v).to_ne_bytes()).collect();
-    let src = Grid::from_vec_u8(gray.width(), gray.height(), bytes, PixelType::F32)
-        .map_err(|e| Error::Internal(format!("resize source: {e}")))?;
-    let mut dst = Grid::new(side, side, PixelType::F32);
-    resample(&src, extent, &mut dst)?;
-    Ok(dst.buffer().chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect())
+/// A reduced image and the rectangle its picture covers in it (see `extent`). Its f32 copy, the
+/// source of the f32 grids, is made once, when a grid in f32 is first asked for.
+pub struct Picture {
+    pub gray: GrayImage,
+    pub extent: Extent,
+    floats: OnceCell<Grid<'static>>,
 }
 
-/// A `width` x `height` 8-bit image (for the algorithms image_hasher finishes).
-pub fn resample_u8(gray: &GrayImage, extent: Extent, width: u32, height: u32) -> Result<GrayImage, Error> {
-    let src = Grid::from_vec_u8(gray.width(), gray.height(), gray.as_raw().clone(), PixelType::U8)
-        .map_err(|e| Error::Internal(format!("resize source: {e}")))?;
-    let mut dst = Grid::new(width, height, PixelType::U8);
-    resample(&src, extent, &mut dst)?;
-    GrayImage::from_raw(width, height, dst.into_vec()).ok_or_else(|| Error::Internal("resize output size".into()))
+impl Picture {
+    pub fn new(gray: GrayImage, extent: Extent) -> Picture {
+        Picture { gray, extent, floats: OnceCell::new() }
+    }
+
+    /// A `width` x `height` grid of f32, row-major.
+    pub fn resample_f32(&self, width: u32, height: u32) -> Result<Vec<f32>, Error> {
+        let src = match self.floats.get() {
+            Some(src) => src,
+            None => {
+                let src = to_f32(&self.gray)?;
+                self.floats.get_or_init(|| src)
+            }
+        };
+        let mut dst = Grid::new(width, height, PixelType::F32);
+        resample(src, self.extent, &mut dst)?;
+        Ok(dst.buffer().chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect())
+    }
+
+    /// A `width` x `height` 8-bit image (for the algorithms image_hasher finishes).
+    pub fn resample_u8(&self, width: u32, height: u32) -> Result<GrayImage, Error> {
+        let gray = &self.gray;
+        let src = Grid::from_vec_u8(gray.width(), gray.height(), gray.as_raw().clone(), PixelType::U8)
+            .map_err(|e| Error::Internal(format!("resize source: {e}")))?;
+        let mut dst = Grid::new(width, height, PixelType::U8);
+        resample(&src, self.extent, &mut dst)?;
+        GrayImage::from_raw(width, height, dst.into_vec()).ok_or_else(|| Error::Internal("resize output size".into()))
+    }
+}
+
+fn to_f32(gray: &GrayImage) -> Result<Grid<'static>, Error> {
+    let bytes: Vec<u8> = gray.as_raw().iter().flat_map(|&v| f32::from(v).to_ne_bytes()).collect();
+    Grid::from_vec_u8(gray.width(), gray.height(), bytes, PixelType::F32)
+        .map_err(|e| Error::Internal(format!("resize source: {e}")))
 }
 
 /// Pictures scoring below this are flat (blank, a plain colour, a faint gradient): near-duplicate
