@@ -352,7 +352,8 @@ def configure(argv: Optional[List[str]]):
     spec = job_inputs.resolve(args.input or [SAMPLE_DATA], args.input_format,
                               args.image_column, args.id_column, args.hash_column, bits,
                               image_exts=image_exts, join_sidecar=not args.no_shard_metadata,
-                              reserved=(HASH_FIELD, *WRITTEN_FIELDS))
+                              reserved=(HASH_FIELD, *WRITTEN_FIELDS),
+                              in_process=one_local_worker(PipelineOptions(beam_args)))
     check_write_shards(args, spec)
     # With hashes given, nothing is decoded: the hash and quality columns pass through.
     written = {HASH_FIELD, *WRITTEN_FIELDS} - ({args.hash_column, QUALITY_FIELD} if args.hash_column else set())

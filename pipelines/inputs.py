@@ -120,7 +120,7 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
             id_column: str = "id", hash_column: Optional[str] = None,
             hash_bits: Optional[int] = None, flag: str = "--input",
             image_exts: Tuple[str, ...] = wds.DEFAULT_IMAGE_EXTS, join_sidecar: bool = True,
-            reserved: Tuple[str, ...] = ()) -> InputSpec:
+            reserved: Tuple[str, ...] = (), in_process: bool = False) -> InputSpec:
     """Match every input and, for Parquet, check the columns (with ``hash_column``: that it holds
     hex hashes of ``hash_bits`` bits, instead of the image column). Raises ConfigError, naming
     the options as ``flag`` (``--input``, or ``--reference`` for ``--reference-image-column``...).
@@ -128,7 +128,8 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
     Parquet: when the default columns (``image``, ``id``) are missing, img2dataset's are detected
     (``jpg``/``png``/``webp``, ``key``); with its ``status`` and ``error_message`` columns, rows
     whose status is not ``success`` become failed records without being decoded.
-    WebDataset: ``reserved`` names the fields the job writes, which sidecar columns cannot be."""
+    WebDataset: ``reserved`` names the fields the job writes, which sidecar columns cannot be;
+    ``in_process``: the pipeline will run on one worker in this process."""
     column_flag = "--" if flag == "--input" else flag + "-"
     if fmt not in FORMATS:
         raise ConfigError(f"{flag}-format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -151,7 +152,8 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
         return spec
     if fmt == "webdataset":
         spec.total_bytes = sum(sizes.values())
-        return _resolve_shards(spec, paths, image_exts, join_sidecar, reserved, check_keys=flag == "--input")
+        return _resolve_shards(spec, paths, image_exts, join_sidecar, reserved, check_keys=flag == "--input",
+                               in_process=in_process)
     schema, rows = _parquet_footer(paths[0])
     names = schema.names
     if not hash_column and image_column == "image" and image_column not in names:
@@ -194,18 +196,20 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
 
 
 def _resolve_shards(spec: InputSpec, paths: List[str], image_exts: Tuple[str, ...],
-                    join_sidecar: bool, reserved: Tuple[str, ...], check_keys: bool = True) -> InputSpec:
+                    join_sidecar: bool, reserved: Tuple[str, ...], check_keys: bool = True,
+                    in_process: bool = False) -> InputSpec:
     """WebDataset (``spec.total_bytes`` set): the output schema (the sample fields, then the
     first shard's sidecar columns);
-    with ``check_keys``, for a few small local shards, the keys repeated across them."""
+    with ``check_keys``, for a few small local shards (any local shards ``in_process``, see
+    ``webdataset_read.LOCAL_KEY_CHECK_SHARDS``), the keys repeated across them."""
     exts = tuple(e.strip().lower().lstrip(".") for e in image_exts if e.strip())
     if not exts:
         raise ConfigError("--image-ext needs at least one suffix")
     spec.image_exts = exts
     spec.image_column, spec.id_column = wds.IMAGE, wds.KEY
     spec.join_sidecar = join_sidecar
-    if (check_keys and 1 < len(paths) <= wds.LOCAL_KEY_CHECK_SHARDS and spec.total_bytes <= wds.LOCAL_KEY_CHECK_BYTES
-            and not any("://" in p for p in paths)):
+    few = len(paths) <= wds.LOCAL_KEY_CHECK_SHARDS and spec.total_bytes <= wds.LOCAL_KEY_CHECK_BYTES
+    if check_keys and len(paths) > 1 and (few or in_process) and not any("://" in p for p in paths):
         spec.repeated_keys = wds.repeated_keys(paths)
     fields = [pa.field(wds.KEY, pa.string()), pa.field(wds.SHARD, pa.string()),
               pa.field(wds.MEMBERS, pa.list_(pa.string())), pa.field(wds.IMAGE_MEMBER, pa.string())]

@@ -267,19 +267,25 @@ def test_a_file_that_cannot_be_read_is_a_failed_record(tmp_path, monkeypatch):
                                                           ("webdataset", "SpreadShards", "MatchShards")])
 @pytest.mark.parametrize("extra, spread", [([], False), (MULTI, True), (["--runner", "DirectRunner"], True)],
                          ids=["in-process", "multi-process", "named-runner"])
-def test_inputs_are_spread_over_workers_unless_there_is_one(tmp_path, extra, spread, fmt, spread_step, match_step):
+def test_inputs_are_spread_over_workers_unless_there_is_one(tmp_path, extra, spread, fmt, spread_step, match_step,
+                                                            monkeypatch):
     """Matched files and shards are reshuffled before they are read, so that several workers
     share the reading and hashing, except on the one in-process worker of the default runner,
-    which reads the launcher's listing instead of listing the input again."""
+    which reads the launcher's listing instead of listing the input again (and takes the keys
+    repeated across shards from the launcher, however many shards: no pre-pass)."""
     import tarfile
 
     import apache_beam as beam
 
+    from pipelines import webdataset_read
+
     source = []
     if fmt == "webdataset":
-        with tarfile.open(tmp_path / "00000.tar", "w") as tar:
-            tar.add(DATA / "pool.jpg", arcname="k0.jpg")
-        source = ["--input", str(tmp_path / "00000.tar"), "--input-format", fmt]
+        monkeypatch.setattr(webdataset_read, "LOCAL_KEY_CHECK_SHARDS", 0)  # "many" shards
+        for i in range(2):
+            with tarfile.open(tmp_path / f"0000{i}.tar", "w") as tar:
+                tar.add(DATA / "pool.jpg", arcname=f"k{i}.jpg")
+        source = ["--input", str(tmp_path), "--input-format", fmt]
     _, spec, dedup, options, _ = dedup_images.configure(
         ["--output", str(tmp_path / "out"), "--backend", "state", *source, *extra])
     p = beam.Pipeline(options=options)
@@ -288,3 +294,5 @@ def test_inputs_are_spread_over_workers_unless_there_is_one(tmp_path, extra, spr
     assert any(n.endswith("/" + spread_step) for n in names) == spread
     assert any(n.endswith("/" + match_step) for n in names) == spread
     assert any(n.endswith("/Listed") for n in names) != spread
+    if fmt == "webdataset":
+        assert any("/RepeatedKeys/" in n for n in names) == spread

@@ -131,15 +131,18 @@ def make_bad_shards(tmp_path):
 MULTI = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 
 
-@pytest.mark.parametrize("extra, key_check", [([], "launcher"), ([], "pipeline"), (MULTI, "pipeline")],
-                         ids=["in-process", "in-process-key-pre-pass", "multi-process-key-pre-pass"])
-def test_bad_input_is_failed_records_naming_shard_and_sample(tmp_path, bad_shards, extra, key_check, monkeypatch):
-    """Keys repeated across shards are found by the launcher for a few small local shards, and
-    by the pipeline's pre-pass otherwise: the same failed records either way."""
-    if key_check == "pipeline":
+@pytest.mark.parametrize("extra, many, key_check", [([], False, "launcher"), ([], True, "launcher"),
+                                                     (MULTI, True, "pipeline")],
+                         ids=["in-process", "in-process-many-shards", "multi-process-key-pre-pass"])
+def test_bad_input_is_failed_records_naming_shard_and_sample(tmp_path, bad_shards, extra, many, key_check,
+                                                             monkeypatch):
+    """Keys repeated across shards are found by the launcher for a few small local shards, or
+    for any local shards when the pipeline runs in its process, and by the pipeline's pre-pass
+    otherwise: the same failed records either way."""
+    if many:  # more shards than the launcher checks for other runners
         monkeypatch.setattr(webdataset_read, "LOCAL_KEY_CHECK_SHARDS", 0)
     src, good, failures = bad_shards
-    found = inputs.resolve([str(src)], "webdataset").repeated_keys
+    found = inputs.resolve([str(src)], "webdataset", in_process=not extra).repeated_keys
     assert found == (None if key_check == "pipeline" else {(f"{src}/b.tar", "s0"): f"{src}/a.tar"})
     out, shards = tmp_path / "out", tmp_path / "new"
     argv = ["--input", str(src), "--input-format", "webdataset", "--output", str(out), *STATE,
