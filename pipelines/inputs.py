@@ -14,12 +14,13 @@ from typing import Dict, List, Optional, Tuple
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
-from apache_beam.io import fileio, parquetio
+from apache_beam.io import parquetio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from beam_phash.records import ERROR_FIELD, FAILED
 from pipelines import webdataset_read as wds
+from pipelines.input_paths import InputPaths
 
 FORMATS = ("files", "parquet", "webdataset")
 #: img2dataset's Parquet: the image column is named after the format, the id is ``key``.
@@ -277,14 +278,8 @@ class ReadFileDoFn(beam.DoFn):
 
 class ReadFiles(beam.PTransform):
     """Image files -> ``(records, failed)``: one record per file matched by ``patterns``, its
-    path the id.
-
-    The patterns are matched by the workers, and the matched paths reshuffled before they are
-    read, so that a runner spreads the reading and the hashing of one pattern's files over its
-    workers (without it, every file of a pattern is read and hashed in the bundle that matched
-    the pattern). With ``listed``, the paths the launcher matched, the pipeline runs on one
-    worker in the launcher's process: it reads those paths instead of listing them again, and
-    has nowhere to spread them to."""
+    path the id; ``listed``: the paths the launcher matched, when the pipeline runs in its
+    process (see :class:`~pipelines.input_paths.InputPaths`)."""
 
     def __init__(self, patterns: List[str], id_field: str = "id", image_field: str = "image",
                  listed: Optional[List[str]] = None):
@@ -295,14 +290,7 @@ class ReadFiles(beam.PTransform):
         self._listed = listed
 
     def expand(self, pbegin):
-        if self._listed is not None:
-            paths = pbegin | "Listed" >> beam.Create(self._listed, reshuffle=False)
-        else:
-            paths = (pbegin
-                     | "Patterns" >> beam.Create(self._patterns)
-                     | "MatchFiles" >> fileio.MatchAll()
-                     | "FilePaths" >> beam.FlatMap(lambda m: [] if m.path.endswith(("/", "\\")) else [m.path])
-                     | "SpreadFiles" >> beam.Reshuffle())
+        paths = pbegin | "Files" >> InputPaths(self._patterns, self._listed)
         read = paths | "ReadFiles" >> beam.ParDo(ReadFileDoFn(self._id_field, self._image_field)).with_outputs(
             FAILED, main="records")
         return read.records, read[FAILED]

@@ -39,11 +39,11 @@ from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import apache_beam as beam
 import pyarrow.parquet as pq
-from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from beam_phash.records import ERROR_FIELD, FAILED
+from pipelines.input_paths import InputPaths
 from pipelines.tar_members import MemberCutShort, plain_members, stream_members
 
 DEFAULT_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
@@ -364,9 +364,9 @@ class FindRepeatedKeys(beam.PTransform):
 
 class ReadShards(beam.PTransform):
     """Shards -> sample records (main) and failed records (``FAILED``), as a
-    ``DoOutputsTuple``. Applied to the pipeline: the workers match ``patterns`` and spread the
-    shards over themselves; with ``listed``, the shard paths the launcher matched (the pipeline
-    runs on one worker in its process), those are read as they are. ``check_repeated_keys``: run
+    ``DoOutputsTuple``, from the shards ``patterns`` match; ``listed``: the shard paths the
+    launcher matched, when the pipeline runs in its process (see
+    :class:`~pipelines.input_paths.InputPaths`). ``check_repeated_keys``: run
     the key pre-pass (only useful with more than one shard); ``repeated``: its result, found
     beforehand (:func:`repeated_keys`), instead."""
 
@@ -385,14 +385,7 @@ class ReadShards(beam.PTransform):
         self._check_repeated_keys = check_repeated_keys
 
     def expand(self, pbegin):
-        if self._listed is not None:
-            shards = pbegin | "Listed" >> beam.Create(self._listed, reshuffle=False)
-        else:
-            shards = (pbegin
-                      | "Patterns" >> beam.Create(self._patterns)
-                      | "MatchShards" >> fileio.MatchAll()
-                      | "ShardPaths" >> beam.Map(lambda m: m.path)
-                      | "SpreadShards" >> beam.Reshuffle())
+        shards = pbegin | "Shards" >> InputPaths(self._patterns, self._listed)
         dofn = ReadShardDoFn(self._image_exts, self._sidecar_columns, self._join_sidecar)
         if self._repeated is not None:
             return shards | "ReadShard" >> beam.ParDo(dofn, repeated=self._repeated).with_outputs(

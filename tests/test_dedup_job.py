@@ -263,8 +263,8 @@ def test_a_file_that_cannot_be_read_is_a_failed_record(tmp_path, monkeypatch):
     assert failed["error"].startswith("cannot read the file: FileNotFoundError"), failed
 
 
-@pytest.mark.parametrize("fmt, spread_step, match_step", [("files", "SpreadFiles", "MatchFiles"),
-                                                          ("webdataset", "SpreadShards", "MatchShards")])
+@pytest.mark.parametrize("fmt, spread_step, match_step", [("files", "Files/Spread", "Files/Match"),
+                                                          ("webdataset", "Shards/Spread", "Shards/Match")])
 @pytest.mark.parametrize("extra, spread", [([], False), (MULTI, True), (["--runner", "DirectRunner"], True)],
                          ids=["in-process", "multi-process", "named-runner"])
 def test_inputs_are_spread_over_workers_unless_there_is_one(tmp_path, extra, spread, fmt, spread_step, match_step,
