@@ -53,9 +53,10 @@ class InputSpec:
     sidecar_columns: Tuple[str, ...] = ()  # WebDataset: columns joined from the shards' Parquet
     join_sidecar: bool = True  # WebDataset: join the sidecar Parquet when a shard has one
     total_bytes: int = 0  # WebDataset: the shards' total size
-    # WebDataset: keys repeated across shards, found by the launcher (few small local shards)
+    # WebDataset: keys repeated across shards, found by the launcher (local shards: a few small
+    # ones, or any when the pipeline runs in its process)
     repeated_keys: Optional[Dict[Tuple[str, str], str]] = None
-    # Image files: every matched path, as the launcher listed them
+    # Image files and WebDataset: every matched path, as the launcher listed them
     paths: Optional[List[str]] = None
 
 
