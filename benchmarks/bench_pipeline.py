@@ -449,27 +449,35 @@ def compare_shards(args, files, run) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-shards-") as tmp:
         shard_dir = pathlib.Path(tmp)
         count = make_shards(files, shard_dir, args.samples_per_shard)
+        # The shards were just written: their writeback to disk would compete with the first runs.
+        os.sync()
         size = sum(p.stat().st_size for p in shard_dir.iterdir())
         print(f"{count} shards of up to {args.samples_per_shard} samples (jpg + txt + json), {size / 2**20:.0f} MiB")
         inputs = {"files": ("--input", str(args.folder)),
                   "shards": ("--input", str(shard_dir), "--input-format", "webdataset")}
-        extra, release = [], None
+        extra = {mode: [] for mode in inputs}
+        release = None
         if args.backend == "ray":
             from beam_phash.exact import ray_cluster
             from beam_phash.exact.ray_client import RayDedupBackend
 
             address = ray_cluster.start_local_ray()
-            name = f"bench-{os.getpid()}"
-            extra = ["--backend-name", name]
-            release = lambda: RayDedupBackend(address, name, 16).connect().release()  # noqa: E731
-            run(extra)  # warm-up: starts the bucket actors
+            # A backend of its own for each input: the ids differ (paths, sample keys), and in a
+            # shared one every run of the other input would find its hashes taken and output
+            # duplicates instead of kept records.
+            names = {mode: f"bench-{mode}-{os.getpid()}" for mode in inputs}
+            extra = {mode: ["--backend-name", name] for mode, name in names.items()}
+            release = lambda: [RayDedupBackend(address, name, 16).connect().release()  # noqa: E731
+                               for name in names.values()]
+            for mode, source in inputs.items():
+                run(extra[mode], source)  # warm-up: starts the bucket actors, claims the hashes
         best = {k: 0.0 for k in inputs}
         cpu = {k: float("inf") for k in inputs}
         try:
             for _ in range(args.repeat):
                 for mode, source in inputs.items():
                     before = _cpu_seconds()
-                    rate = run(extra, source)
+                    rate = run(extra[mode], source)
                     used = (_cpu_seconds() - before) / len(files) * 1000
                     print(f"  {mode:6s} run: {rate:8.0f} images/s, {used:.2f} ms CPU an image")
                     best[mode] = max(best[mode], rate)

@@ -55,6 +55,13 @@ def _nts(field: bytes) -> str:
     return (field if end < 0 else field[:end]).decode("utf-8", "surrogateescape")
 
 
+def _octal(field: bytes, empty: int) -> int:
+    """A numeric header field: octal digits, space- or NUL-terminated (``int`` takes bytes)."""
+    end = field.find(b"\0")
+    digits = (field if end < 0 else field[:end]).strip()
+    return int(digits, 8) if digits else empty
+
+
 def _headers(f, read_data: bool) -> Iterator[Tuple[str, bytes]]:
     """``(name, data)`` of the regular members of a plain tar (``data`` is b"" unless
     ``read_data``; then the data is sought over). Raises ``_Unusual`` at a header it leaves to
@@ -70,7 +77,7 @@ def _headers(f, read_data: bool) -> Iterator[Tuple[str, bytes]]:
         if header.count(0) == BLOCK:
             return
         try:
-            valid = sum(header) - sum(header[148:156]) + 8 * 32 == int(_nts(header[148:156]).strip() or "-1", 8)
+            valid = sum(header) - sum(header[148:156]) + 8 * 32 == _octal(header[148:156], -1)
         except ValueError:
             valid = False
         if not valid:
@@ -80,11 +87,10 @@ def _headers(f, read_data: bool) -> Iterator[Tuple[str, bytes]]:
         kind = header[156:157]
         if kind not in _REGULAR and kind not in _NO_DATA or header[124] & 0x80:
             raise _Unusual(offset, f"header type {kind!r}")
-        size = int(_nts(header[124:136]).strip() or "0", 8)
+        size = _octal(header[124:136], 0)
         name = _nts(header[0:100])
-        prefix = _nts(header[345:500])
-        if prefix:
-            name = prefix + "/" + name
+        if header[345]:  # a ustar prefix
+            name = _nts(header[345:500]) + "/" + name
         if kind in _NO_DATA:
             offset += BLOCK
             continue
