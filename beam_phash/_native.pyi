@@ -1,5 +1,6 @@
 """Type stubs for the Rust extension module ``beam_phash._native``, checked against the built
 module by ``python -m mypy.stubtest beam_phash._native`` in ``make test``."""
+import os
 from typing import Any, Iterable, Literal, Optional, Union, final
 
 from typing_extensions import Self
@@ -12,7 +13,7 @@ __all__ = [
     "Components", "near_layout", "near_fields", "near_search", "near_pairs_brute", "spanning_forest",
     "near_resolve", "collapse_heads", "parse_hex_hashes", "parse_hex_column", "ALGORITHMS",
     "MIN_HASH_SIZE", "MAX_HASH_SIZE", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_ALLOC", "ALPHA_BACKGROUND",
-    "HASH_VERSION", "FLAT_QUALITY", "route_rows",
+    "HASH_VERSION", "FLAT_QUALITY", "route_rows", "tar_member_names",
 ]
 
 ALGORITHMS: tuple[str, ...]
@@ -170,6 +171,11 @@ def parse_hex_column(
 
 def route_rows(rows: _BytesLike, width: int, buckets: int) -> bytes:
     """The bucket (uint32 bytes) of each packed hash of ``width`` bytes, by its own bits."""
+
+def tar_member_names(path: Union[str, "os.PathLike[str]"]) -> Optional[list[str]]:
+    """The regular members' names of the plain tar at local ``path``, from its headers alone (in
+    order; up to where the file is damaged); None when the walk does not handle the file (PAX or
+    GNU headers, base-256 sizes, names not UTF-8, a file it cannot open)."""
 
 @final
 class Components:

@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from beam_phash._native import tar_member_names
 from beam_phash.records import ERROR_FIELD, FAILED
 from pipelines.input_paths import InputPaths
 from pipelines.tar_members import MemberCutShort, plain_members, stream_members
@@ -286,18 +287,30 @@ class ReadShardDoFn(beam.DoFn):
         return None
 
 
+def _member_names(shard: str) -> Iterator[str]:
+    # A plain tar on the local disk: the Rust walk over its headers (about 15 times faster than
+    # this module's); otherwise, or where that walk gives up, the reader's own.
+    if shard.endswith(".tar") and "://" not in shard:
+        names = tar_member_names(shard)
+        if names is not None:
+            yield from names
+            return
+    with _open(shard) as f:
+        for name, _ in open_members(f, shard, read_data=False):
+            yield name
+
+
 def list_keys(shard: str) -> Iterator[str]:
     """The key of every sample of a shard, in order, from the member headers (a plain tar is
     read at its headers only, the data sought over). Stops quietly where the shard breaks; the
     read itself reports that."""
     try:
-        with _open(shard) as f:
-            last = None
-            for name, _ in open_members(f, shard, read_data=False):
-                key, _ = split_name(name)
-                if key != last:
-                    yield key
-                    last = key
+        last = None
+        for name in _member_names(shard):
+            key, _ = split_name(name)
+            if key != last:
+                yield key
+                last = key
     except Exception:  # noqa: BLE001 - damaged shards are reported by ReadShardDoFn
         return
 

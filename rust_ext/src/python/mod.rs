@@ -49,11 +49,13 @@ mod buffers;
 mod hashing;
 mod near;
 mod seen;
+mod tar;
 
 use buffers::*;
 use hashing::*;
 use near::*;
 use seen::*;
+use tar::*;
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -77,6 +79,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         wrap_pyfunction!(parse_hex_hashes, m)?,
         wrap_pyfunction!(parse_hex_column, m)?,
         wrap_pyfunction!(route_rows, m)?,
+        wrap_pyfunction!(tar_member_names, m)?,
     ] {
         m.add_function(f)?;
     }
