@@ -16,6 +16,7 @@ from pipelines import early_start
 from pipelines.console import Console
 from pipelines.dedup_images import one_line
 from pipelines.progress import ProgressBoard, ProgressDoFn
+from processes import processes_of
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -147,5 +148,5 @@ def test_a_fresh_job_starts_ray_early_and_its_worker_processes_wait_for_it(tmp_p
     assert session, "Ray's session directory is not named in the log"
     name = session[0].split("/session_")[1].split("/")[0].rstrip(")")
     time.sleep(1)
-    left = subprocess.run(["pgrep", "-a", "-f", "session_" + name], capture_output=True, text=True).stdout
-    assert not [line for line in left.splitlines() if "pgrep" not in line], left
+    left = processes_of("session_" + name)
+    assert not left, left

@@ -21,6 +21,7 @@ from beam_phash.exact.ray_client import RayDedupBackend
 from beam_phash.exact.ray_dofns import RayDedupDoFn
 from beam_phash.routing import bucket_of
 from dedup_oracle import check_outputs, make_records, oracle
+from processes import processes_of
 from tagged import tagged
 
 MULTI = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
@@ -158,41 +159,44 @@ def test_buckets_share_one_actor_per_cpu_by_default(ray_cluster):
     RayDedupBackend(ray_cluster, name, 4).connect().release()
 
 
-def test_embedded_ray_starts_on_loopback_and_stops(tmp_path):
-    """ray_address=None with no Ray running: the job starts one on 127.0.0.1 and it is gone
-    when the launcher exits."""
+def _job_on_embedded_ray(tmp_path, before: str = "", after: str = "") -> subprocess.CompletedProcess:
+    """A script that runs ImagePhashDedup with no Ray running (``ray_address=None``), in a
+    process of its own; checked to exit 0 and keep what the oracle keeps. ``before`` and
+    ``after``: lines of the script around the pipeline."""
     script = tmp_path / "job.py"
-    script.write_text(textwrap.dedent("""
-        import apache_beam as beam, ray
-        from beam_phash import ImagePhashDedup
-        from beam_phash.exact import ray_cluster
-        from dedup_oracle import make_records, oracle
+    script.write_text("import apache_beam as beam, ray\n"
+                      "from beam_phash import ImagePhashDedup\n"
+                      "from beam_phash.exact import ray_cluster, ray_private\n"
+                      "from dedup_oracle import make_records, oracle\n"
+                      + textwrap.dedent(before) + textwrap.dedent("""
         records = [r for r in make_records(seed=6) if not r["id"].startswith("bad")]
         with beam.Pipeline() as p:
             kept = p | beam.Create(records) | ImagePhashDedup(num_buckets=2)
             kept | beam.combiners.Count.Globally() | beam.Map(lambda n: print("KEPT", n))
         print("EXPECTED", len(oracle(records)[0]))
-        print("ADDRESS", ray_cluster._started_here)
-        print("SESSION", ray.get_runtime_context().get_node_id() and ray._private.worker._global_node.get_session_dir_path())
-    """))
+    """) + textwrap.dedent(after))
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
                          env={**os.environ, "RAY_ADDRESS": ""})
     assert out.returncode == 0, out.stderr[-3000:]
     expected = out.stdout.split("EXPECTED ")[1].split()[0]
     assert f"KEPT {expected}\n" in out.stdout, out.stdout
+    return out
+
+
+def test_embedded_ray_starts_on_loopback_and_stops(tmp_path):
+    """ray_address=None with no Ray running: the job starts one on 127.0.0.1 and it is gone
+    when the launcher exits."""
+    out = _job_on_embedded_ray(tmp_path, after="""
+        print("ADDRESS", ray_cluster._started_here)
+        print("SESSION", ray.get_runtime_context().get_node_id() and ray._private.worker._global_node.get_session_dir_path())
+    """)
     assert "ADDRESS 127.0.0.1:" in out.stdout
     session = out.stdout.split("SESSION ")[1].split()[0]
     assert os.path.basename(session).startswith("session_")
     deadline = time.time() + 10
-    while _processes_of(session) and time.time() < deadline:
+    while processes_of(session) and time.time() < deadline:
         time.sleep(0.2)
-    assert not _processes_of(session), "the embedded Ray outlived its launcher"
-
-
-def _processes_of(session: str):
-    """Processes whose command line names the Ray session directory (every Ray process does)."""
-    out = subprocess.run(["pgrep", "-a", "-f", os.path.basename(session)], capture_output=True, text=True)
-    return [line for line in out.stdout.splitlines() if "pgrep" not in line]
+    assert not processes_of(session), "the embedded Ray outlived its launcher"
 
 
 # --- the plain output form --------------------------------------------------------------------
@@ -324,26 +328,12 @@ def test_hashing_keeps_each_batch_in_its_own_window():
 def test_without_ray_s_private_api_the_embedded_ray_starts_with_ray_init(tmp_path):
     """When a Ray upgrade moves the API of the lean start, the embedded Ray is started with
     ray.init() before its address is handed out, and the pipeline runs on it."""
-    script = tmp_path / "job.py"
-    script.write_text(textwrap.dedent("""
-        import apache_beam as beam
-        from beam_phash import ImagePhashDedup
-        from beam_phash.exact import ray_cluster, ray_private
-        from dedup_oracle import make_records, oracle
-
+    out = _job_on_embedded_ray(tmp_path, before="""
         def moved(*args, **kwargs):
             raise ImportError("ray._private.node moved")
         ray_private.lean_head_params = moved
-        records = [r for r in make_records(seed=6) if not r["id"].startswith("bad")]
-        with beam.Pipeline() as p:
-            kept = p | beam.Create(records) | ImagePhashDedup(num_buckets=2)
-            kept | beam.combiners.Count.Globally() | beam.Map(lambda n: print("KEPT", n))
-        print("EXPECTED", len(oracle(records)[0]))
+    """, after="""
         print("HEAD", ray_cluster._head)
-    """))
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "RAY_ADDRESS": ""})
-    assert out.returncode == 0, out.stderr[-3000:]
-    expected = out.stdout.split("EXPECTED ")[1].split()[0]
-    assert f"KEPT {expected}\n" in out.stdout and "HEAD None" in out.stdout, out.stdout
+    """)
+    assert "HEAD None" in out.stdout, out.stdout
     assert "the lean start is unavailable (ImportError: ray._private.node moved)" in out.stderr
