@@ -349,11 +349,11 @@ def configure(argv: Optional[List[str]]):
         raise ConfigError("--image-ext and --no-shard-metadata apply to --input-format webdataset")
     bits = beam_phash.hash_bits(args.algorithm, args.hash_size)
     image_exts = tuple(args.image_ext.split(",")) if args.image_ext is not None else DEFAULT_IMAGE_EXTS
+    options = PipelineOptions(beam_args)
     spec = job_inputs.resolve(args.input or [SAMPLE_DATA], args.input_format,
                               args.image_column, args.id_column, args.hash_column, bits,
                               image_exts=image_exts, join_sidecar=not args.no_shard_metadata,
-                              reserved=(HASH_FIELD, *WRITTEN_FIELDS),
-                              in_process=one_local_worker(PipelineOptions(beam_args)))
+                              reserved=(HASH_FIELD, *WRITTEN_FIELDS), in_process=one_local_worker(options))
     check_write_shards(args, spec)
     # With hashes given, nothing is decoded: the hash and quality columns pass through.
     written = {HASH_FIELD, *WRITTEN_FIELDS} - ({args.hash_column, QUALITY_FIELD} if args.hash_column else set())
@@ -380,7 +380,7 @@ def configure(argv: Optional[List[str]]):
                             search_partitions=args.search_partitions,
                             expected_count=_count(spec) + (_count(reference) if reference else 0)
                             ).with_failure_threshold(args.max_decode_failures, args.max_internal_failures)
-    return args, spec, dedup, PipelineOptions(beam_args), reference
+    return args, spec, dedup, options, reference
 
 
 def local_runner(options: PipelineOptions):

@@ -142,13 +142,14 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
         paths += matched
         sizes.update(matched)
         patterns.append(pattern)
-    if len(set(paths)) != len(paths):
+    listed = sorted(set(paths))
+    if len(listed) != len(paths):
         # Overlapping inputs (DIR and DIR/*.jpg) must not read a file twice: read the matched
         # files by name instead (only then, as a list of names can be long).
-        paths = patterns = sorted(set(paths))
+        paths = patterns = listed
     spec = InputSpec(fmt, patterns, image_column, id_column, matched=len(paths))
     if fmt in ("files", "webdataset"):
-        spec.paths = sorted(set(paths))
+        spec.paths = listed
     if fmt == "files":
         spec.columns = ["id"]
         return spec
