@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.temp_parts import ensure_dir, global_output, remove_tree
+from pipelines.temp_parts import ensure_dir, global_output, remove_tree, tmp_dir
 
 #: Rows converted to Arrow at a time.
 BATCH_ROWS = 1000
@@ -161,10 +161,10 @@ class WriteParquet(beam.PTransform):
         self._out_dir = out_dir
         self._schemas = schemas
         self._rows = rows or {}
-        self._run = uuid.uuid4().hex[:12]
+        self._directory = tmp_dir(out_dir)
 
     def expand(self, pcolls: dict):
-        directory = FileSystems.join(self._out_dir, f".tmp-{self._run}")
+        directory = self._directory
         parts = []
         for name, pcoll in pcolls.items():
             names = self._schemas[name].names

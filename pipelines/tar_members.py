@@ -50,15 +50,19 @@ class _Unusual(Exception):
         self.offset = offset
 
 
-def _nts(field: bytes) -> str:
+def _field(field: bytes) -> bytes:
+    """A header field up to its first NUL."""
     end = field.find(b"\0")
-    return (field if end < 0 else field[:end]).decode("utf-8", "surrogateescape")
+    return field if end < 0 else field[:end]
+
+
+def _nts(field: bytes) -> str:
+    return _field(field).decode("utf-8", "surrogateescape")
 
 
 def _octal(field: bytes, empty: int) -> int:
     """A numeric header field: octal digits, space- or NUL-terminated (``int`` takes bytes)."""
-    end = field.find(b"\0")
-    digits = (field if end < 0 else field[:end]).strip()
+    digits = _field(field).strip()
     return int(digits, 8) if digits else empty
 
 

@@ -3,9 +3,16 @@ written per bundle into a temporary directory and reported from ``finish_bundle`
 step renames them and deletes the directory, with whatever failed attempts left in it."""
 from __future__ import annotations
 
+import uuid
+
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
+
+
+def tmp_dir(out_dir: str) -> str:
+    """A temporary directory of its own for one write into ``out_dir``: ``out_dir/.tmp-<run>``."""
+    return FileSystems.join(out_dir, f".tmp-{uuid.uuid4().hex[:12]}")
 
 
 def global_output(value) -> WindowedValue:

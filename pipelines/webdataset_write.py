@@ -33,7 +33,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.parquet_write import WriteParquet
-from pipelines.temp_parts import ensure_dir, global_output, remove_tree
+from pipelines.temp_parts import ensure_dir, global_output, remove_tree, tmp_dir
 from pipelines.webdataset_read import IMAGE, IMAGE_MEMBER, KEY, MEMBER_BYTES, MEMBERS, member_name
 
 DEFAULT_SHARD_MB = 256.0
@@ -47,10 +47,6 @@ class Part(NamedTuple):
     first_key: str
     samples: int
     members_end: int  # bytes of member data; the end-of-archive marker follows
-
-
-def tmp_dir(out_dir: str, run: str) -> str:
-    return FileSystems.join(out_dir, f".tmp-{run}")
 
 
 def shard_name(out_dir: str, index: int) -> str:
@@ -205,11 +201,11 @@ class WriteShards(beam.PTransform):
         super().__init__()
         self._out_dir = out_dir
         self._target = max(1, int(shard_mb * 2**20))
-        self._run = uuid.uuid4().hex[:12]
+        self._directory = tmp_dir(out_dir)
         self._mtime = int(time.time())
 
     def expand(self, kept):
-        directory = tmp_dir(self._out_dir, self._run)
+        directory = self._directory
         _ = {KEPT_KEYS: kept} | "WriteKeptKeys" >> WriteParquet(
             self._out_dir, {KEPT_KEYS: pa.schema([(KEY, pa.string())])},
             rows={KEPT_KEYS: lambda r: {KEY: None if r.get(KEY) is None else str(r.get(KEY))}})
