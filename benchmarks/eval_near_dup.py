@@ -3,7 +3,7 @@ at each Hamming threshold, for this project's hashes and for imagehash's.
 
     python benchmarks/eval_near_dup.py SOURCE_DIR [SOURCE_DIR ...] [--markdown PATH]
         [--same-scene NAME,NAME ...] [--sizes 8,16,32] [--limit N] [--no-imagehash] [--threads 1]
-        [--save-distances JSON] [--before JSON]
+        [--save-distances JSON] [--before JSON] [--quality-split Q]
 
 Photos. Each source photo (recursively, .jpg/.jpeg/.png, as `make_web_set.sources`; one file per
 photo) is brought upright to fit 800 x 800 px and saved as JPEG quality 90: the "original"
@@ -47,6 +47,11 @@ they count as false merges when close; the closest pairs are printed by name to 
 Distances. For each hash, the distance of every edited copy to its original (median/p95/max
 bits), and for flip and rotate 90 also to the original's matching dihedral variant, beside
 imagehash's.
+
+By picture quality. The same distances again, split by the quality of the photo's original
+(`PHash.quality`, phash 16, 0-100): under --quality-split (default 50) and the rest. Low-contrast
+pictures (a sky, haze, a faint gradient) score low; their copies move furthest, because the
+picture's few strong coefficients leave the rest at the level of the edit's noise.
 
 Thresholds. Tables show k at multiples of bits/128 (2 bits of 256), up to 40/256 of the bits;
 the recommendation searches every integer k: the largest k with zero false merges (orig and
@@ -228,6 +233,18 @@ def distance_table(per_config: dict) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
+def by_quality(per_config: dict, quality: np.ndarray, split: int) -> dict:
+    """`per_config` with each configuration's distances split into the photos whose original
+    scores under `split` (`PHash.quality`) and the rest: two columns per configuration."""
+    out = {}
+    for low, mask in ((True, quality < split), (False, quality >= split)):
+        tag = f"quality {'<' if low else '>='} {split} ({int(mask.sum())} photos)"
+        if mask.any():
+            for label, d in per_config.items():
+                out.setdefault(label, {})[tag] = {name: v[mask] for name, v in d.items()}
+    return {f"{label}, {tag}": d for label, tags in out.items() for tag, d in tags.items()}
+
+
 def at_most(d: np.ndarray, bits: int) -> np.ndarray:
     """counts[k] = number of distances <= k, for k = 0..bits."""
     return np.cumsum(np.bincount(d.ravel(), minlength=bits + 1))
@@ -372,6 +389,9 @@ def main(argv=None) -> int:
     ap.add_argument("--same-scene", action="append", default=[], metavar="NAME,NAME",
                     help="two photos (file names) of one scene: their pairs are not counted as false "
                          "merges, only listed (repeatable)")
+    ap.add_argument("--quality-split", type=int, default=50, metavar="Q",
+                    help="also show the distances per edit for photos whose original's quality "
+                         "(PHash.quality, 0-100) is under Q and for the rest (default 50)")
     ap.add_argument("--markdown", metavar="PATH", help="also write the tables as Markdown")
     ap.add_argument("--save-distances", metavar="JSON",
                     help="save each hash's distances per edit (with the hash version), for --before")
@@ -439,7 +459,15 @@ def main(argv=None) -> int:
              "'(variant)': the copy against the original's matching dihedral variant).")
     print(f"\n== Distances per edit ==\n{dnote}")
     print(text_table(dhead, drows))
-    md = [f"\n### Distances per edit\n\n{dnote}\n", md_table(dhead, drows)] + md
+    quality = np.array([h.quality for h in beam_phash.hash_images(
+        [photos.files[photos.index(i)] for i in range(n)], hash_size=16, threads=args.threads)])
+    qhead, qrows = distance_table(by_quality(per_edit, quality, args.quality_split))
+    qnote = (f"The same, for the photos whose original's quality (PHash.quality, phash 16) is under "
+             f"{args.quality_split}, and for the rest. Low-contrast pictures (skies, haze) score low.")
+    print(f"\n== Distances per edit, by picture quality ==\n{qnote}")
+    print(text_table(qhead, qrows))
+    md = [f"\n### Distances per edit\n\n{dnote}\n", md_table(dhead, drows),
+          f"\n### Distances per edit, by picture quality\n\n{qnote}\n", md_table(qhead, qrows)] + md
 
     summary = [summary_row(r) for r in results]
     note = (f"k: the largest threshold with zero false merges; recall there. mild = pooled recall of "
