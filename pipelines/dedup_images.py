@@ -219,7 +219,7 @@ def one_local_worker(options: PipelineOptions) -> bool:
 def build(p, spec: InputSpec, output: str, dedup: ImagePhashDedup, report: bool = True,
           reference: Optional[InputSpec] = None, write_shards: Optional[str] = None,
           shard_mb: float = DEFAULT_SHARD_MB, progress: Optional[Tuple[str, int]] = None) -> None:
-    read, read_failed = p | "Read" >> ReadImageRecords(spec, in_process=one_local_worker(p.options))
+    read, read_failed = p | "Read" >> ReadImageRecords(spec)
     records = read if progress is None else read | "Progress" >> beam.ParDo(ProgressDoFn(progress))
     if reference is not None:
         references = p | "ReadReference" >> ReadReference(reference, spec.id_column, spec.image_column)

@@ -56,7 +56,8 @@ class InputSpec:
     # WebDataset: keys repeated across shards, found by the launcher (local shards: a few small
     # ones, or any when the pipeline runs in its process)
     repeated_keys: Optional[Dict[Tuple[str, str], str]] = None
-    # Image files and WebDataset: every matched path, as the launcher listed them
+    # Image files and WebDataset, when the pipeline runs in the launcher's process (``in_process``):
+    # every matched path, as the launcher listed them, for the pipeline to read instead of matching again
     paths: Optional[List[str]] = None
 
 
@@ -131,7 +132,8 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
     (``jpg``/``png``/``webp``, ``key``); with its ``status`` and ``error_message`` columns, rows
     whose status is not ``success`` become failed records without being decoded.
     WebDataset: ``reserved`` names the fields the job writes, which sidecar columns cannot be;
-    ``in_process``: the pipeline will run on one worker in this process."""
+    ``in_process``: the pipeline will run on one worker in this process, which then reads the
+    files or shards listed here (``paths``) instead of matching them again."""
     column_flag = "--" if flag == "--input" else flag + "-"
     if fmt not in FORMATS:
         raise ConfigError(f"{flag}-format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -148,7 +150,7 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
         # files by name instead (only then, as a list of names can be long).
         paths = patterns = listed
     spec = InputSpec(fmt, patterns, image_column, id_column, matched=len(paths))
-    if fmt in ("files", "webdataset"):
+    if in_process and fmt in ("files", "webdataset"):
         spec.paths = listed
     if fmt == "files":
         spec.columns = ["id"]
@@ -302,22 +304,21 @@ class ReadImageRecords(beam.PTransform):
     """Reads the inputs of an :class:`InputSpec`: ``(records, failed)``, the dict records (image
     bytes in ``image_column``) and those that failed while reading (with ``error``: a broken
     shard, a sample without an image, a failed img2dataset download), which are not hashed.
-    ``in_process``: the pipeline runs on one worker in this process (see :class:`ReadFiles`)."""
+    Files and shards are read from the launcher's listing when the spec has one (``paths``)."""
 
-    def __init__(self, spec: InputSpec, in_process: bool = False):
+    def __init__(self, spec: InputSpec):
         super().__init__()
         self._spec = spec
-        self._in_process = in_process
 
     def expand(self, pbegin):
         spec = self._spec
         if spec.fmt == "files":
-            return pbegin | "ReadFiles" >> ReadFiles(spec.patterns, listed=spec.paths if self._in_process else None)
+            return pbegin | "ReadFiles" >> ReadFiles(spec.patterns, listed=spec.paths)
         if spec.fmt == "webdataset":
             read = pbegin | "ReadShards" >> wds.ReadShards(
                 spec.patterns, spec.image_exts, spec.sidecar_columns, spec.join_sidecar,
                 check_repeated_keys=spec.matched > 1, expected_samples=estimated_samples(spec),
-                repeated=spec.repeated_keys, listed=spec.paths if self._in_process else None)
+                repeated=spec.repeated_keys, listed=spec.paths)
             return read.records, read[FAILED]
         patterns = pbegin | "Patterns" >> beam.Create(spec.patterns)
         records = patterns | "ReadParquet" >> parquetio.ReadAllFromParquet()
