@@ -102,6 +102,7 @@ bench: bench-data bench-cold bench-10k
 	$(PY) benchmarks/bench_near_dup.py kernel --check
 	$(PY) benchmarks/bench_near_dup.py job --max-distance 16
 	$(PY) benchmarks/bench_near_dup.py job --max-distance 28
+	$(PY) benchmarks/bench_bands.py $(BENCH_SET_10K)
 	OPENBLAS_NUM_THREADS=1 $(PY) benchmarks/bench_near_dup.py against --count 1000000 --earlier 10000000 --max-distance 16
 
 # Reliability runs (minutes; not part of make test): 100k records with 5% of bundles failing once
