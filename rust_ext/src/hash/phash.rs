@@ -56,10 +56,13 @@ impl PHasher {
                 low[y * n + x] = column[y];
             }
         }
-        let mut sorted = low.clone();
-        sorted.sort_unstable_by(f32::total_cmp);
-        let m = sorted.len();
-        let median = if m % 2 == 0 { (sorted[m / 2 - 1] + sorted[m / 2]) / 2.0 } else { sorted[m / 2] };
+        let mut scratch = low.clone();
+        let m = scratch.len();
+        let (below, &mut middle, _) = scratch.select_nth_unstable_by(m / 2, f32::total_cmp);
+        let median = match below.iter().copied().max_by(f32::total_cmp) {
+            Some(under) if m % 2 == 0 => (under + middle) / 2.0,
+            _ => middle,
+        };
         let mut out = vec![0u8; (n * n).div_ceil(8)];
         for (i, &c) in low.iter().enumerate() {
             if c >= median {
