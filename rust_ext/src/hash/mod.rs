@@ -27,7 +27,10 @@ use crate::pool;
 /// (`HashSpec::working_side`), so turned copies land near their dihedral variant.
 /// 4: dHash compares its grid in f32, with a dead zone, instead of image_hasher's 8-bit grid
 /// (`dhash.rs`), and decodes at 6x its grid's width instead of 8x. Only dHash hashes changed.
-pub const HASH_VERSION: u32 = 4;
+/// 5: pHash decodes at 3x its DCT grid instead of 2x (`HashSpec::working_side`), and every grid
+/// is resampled with a Lanczos3 of one polynomial sine (`grid.rs`; the same kernel to 1e-9).
+/// pHash hashes changed.
+pub const HASH_VERSION: u32 = 5;
 
 /// Raw hash bytes plus the number of meaningful bits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
