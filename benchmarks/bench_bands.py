@@ -28,7 +28,7 @@ import time
 import numpy as np
 
 import beam_phash
-from bench_hash import SUFFIXES
+from bench_hash import read_folder
 
 
 def distinct_hashes(blobs: list[bytes], algorithm: str, hash_size: int, threads: int) -> np.ndarray:
@@ -71,12 +71,7 @@ def main(argv=None) -> int:
     if not 1 <= args.band_bits <= 32:
         ap.error("--band-bits must be between 1 and 32")
 
-    files = sorted(p for p in args.folder.rglob("*") if p.suffix.lower() in SUFFIXES)
-    if args.limit:
-        files = files[: args.limit]
-    if not files:
-        ap.error(f"no images under {args.folder}")
-    blobs = [p.read_bytes() for p in files]
+    blobs = read_folder(args.folder, args.limit)
     print(f"{len(blobs)} images from {args.folder}; bands of {args.band_bits} bits")
     print(f"{'hash':<10} {'bits':>5} {'distinct':>9} {'ones':>6} {'pairs':>12} {'per hash':>9} "
           f"{'largest':>8} {'random':>10}")

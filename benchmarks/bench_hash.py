@@ -31,6 +31,17 @@ def best_rate(fn, n_items: int, repeat: int) -> float:
     return n_items / best
 
 
+def read_folder(folder: pathlib.Path, limit: int = 0) -> list[bytes]:
+    """The bytes of the images under `folder` (recursively, by suffix, sorted), the first `limit`
+    of them when it is not 0."""
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in SUFFIXES)
+    if limit:
+        files = files[:limit]
+    if not files:
+        raise SystemExit(f"no images under {folder}")
+    return [p.read_bytes() for p in files]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folder", type=pathlib.Path)
@@ -43,12 +54,7 @@ def main(argv=None) -> int:
     from PIL import Image
     import imagehash
 
-    files = sorted(p for p in args.folder.rglob("*") if p.suffix.lower() in SUFFIXES)
-    if args.limit:
-        files = files[: args.limit]
-    if not files:
-        ap.error(f"no images under {args.folder}")
-    blobs = [p.read_bytes() for p in files]
+    blobs = read_folder(args.folder, args.limit)
     n = len(blobs)
     mb = sum(map(len, blobs)) / 1e6
     print(f"{n} images, {mb:.1f} MB, from {args.folder}")
