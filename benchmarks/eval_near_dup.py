@@ -492,15 +492,16 @@ def main(argv=None) -> int:
              f"{args.quality_split}, and for the rest. Low-contrast pictures (skies, haze) score low.")
     print(f"\n== Distances per edit, by picture quality ==\n{qnote}")
     print(text_table(qhead, qrows))
-    md = [f"\n### Distances per edit\n\n{dnote}\n", md_table(dhead, drows),
-          f"\n### Distances per edit, by picture quality\n\n{qnote}\n", md_table(qhead, qrows)] + md
+    paired = []
     phead, prows = against_imagehash(per_edit)
     if len(phead) > 1:
         pnote = ("Photo by photo against imagehash's hash of the same algorithm and size: on how many "
                  "photos the copy lies closer to its original, as close, or further; then the means.")
         print(f"\n== Against imagehash, photo by photo ==\n{pnote}")
         print(text_table(phead, prows))
-        md[4:4] = [f"\n### Against imagehash, photo by photo\n\n{pnote}\n", md_table(phead, prows)]
+        paired = [f"\n### Against imagehash, photo by photo\n\n{pnote}\n", md_table(phead, prows)]
+    md = [f"\n### Distances per edit\n\n{dnote}\n", md_table(dhead, drows),
+          f"\n### Distances per edit, by picture quality\n\n{qnote}\n", md_table(qhead, qrows)] + paired + md
 
     summary = [summary_row(r) for r in results]
     note = (f"k: the largest threshold with zero false merges; recall there. mild = pooled recall of "
