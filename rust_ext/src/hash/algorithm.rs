@@ -101,9 +101,9 @@ impl HashSpec {
     /// gets its rotation variant to 3 at 6x (2 at 8x, 4 at 4x; 2, 2 and 3 on 400 web crops), and
     /// 6x hashes faster than version 3's 8x did. pHash at 3x (version 5; 2x before) resamples a
     /// 256 px copy from 128 px instead of 64, and a 3:2 photo of 800 px from its 1/4 decode:
-    /// the copies' mean distance fell by a tenth (resize to 256 px by a quarter, the rotation
-    /// variant's by a half), at 0.93x the decode floor against 0.97x (`bench_hash.py`); 4x
-    /// was a little closer still and 0.88x.
+    /// the copies' mean distances fell by 6-8% (resize to 256 px by a quarter, the rotation
+    /// variant's by a third to a half), at 0.93x the decode floor against 0.97x (`bench_hash.py`);
+    /// 4x was a little closer still and 0.88x.
     pub fn working_side(&self) -> u32 {
         let n = self.hash_size;
         let resample = match self.algorithm {
