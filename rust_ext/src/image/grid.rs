@@ -18,8 +18,8 @@ thread_local! {
 
 /// Lanczos3, sinc(x) sinc(x / 3) on (-3, 3), as fast_image_resize's own but with one sine, and
 /// that one a polynomial: sin(pi x) = s (3 - 4 s^2) for s = sin(pi x / 3). A reduction by r
-/// takes about 12 r weights per grid pixel, and libm's two sines per weight were a tenth of the
-/// hashing time.
+/// takes about 12 r weights per grid pixel, and libm's two sines per weight were 4% of pHash 16's
+/// hashing time at a 64 px working side and 7% at 128 px (perf, `out/webset`).
 fn lanczos3(x: f64) -> f64 {
     if x == 0.0 {
         return 1.0;
