@@ -128,12 +128,15 @@ fn reduce(gray: GrayImage, width: u32, height: u32, extent: Extent, min_side: u3
 /// The JPEG decoder fills a truncated scan with grey and reports success. A complete stream has
 /// an EOI marker (FF D9) after its last start-of-scan (FF DA). Entropy-coded data never holds
 /// either pair (a data byte FF is stuffed as FF 00), so this tolerates embedded EXIF thumbnails
-/// and bytes appended after the end of the image.
+/// and bytes appended after the end of the image. The EOI is looked for from the end and the
+/// scans from the front, where both usually are: a backward search for the last scan would read
+/// a baseline JPEG's whole entropy-coded data.
 fn check_jpeg_complete(data: &[u8]) -> Result<(), Error> {
-    let last = |marker: u8| data.windows(2).rposition(|w| w[0] == 0xFF && w[1] == marker);
-    match (last(0xDA), last(0xD9)) {
-        (Some(sos), Some(eoi)) if eoi > sos => Ok(()),
-        (None, _) => Err(Error::Decode("Jpeg: no image scan (file truncated before the image data)".into())),
+    let is = |marker: u8| move |w: &[u8]| w[0] == 0xFF && w[1] == marker;
+    let scan_in = |part: &[u8]| part.windows(2).any(is(0xDA));
+    match data.windows(2).rposition(is(0xD9)) {
+        _ if !scan_in(data) => Err(Error::Decode("Jpeg: no image scan (file truncated before the image data)".into())),
+        Some(eoi) if !scan_in(&data[eoi..]) => Ok(()),
         _ => Err(Error::Decode("Jpeg: truncated (no end-of-image marker after the last scan)".into())),
     }
 }

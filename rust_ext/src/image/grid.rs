@@ -90,11 +90,9 @@ impl Picture {
 }
 
 fn to_f32(gray: &GrayImage) -> Grid<'static> {
-    let mut floats = Grid::new(gray.width(), gray.height(), PixelType::F32);
-    for (dst, &v) in floats.buffer_mut().chunks_exact_mut(4).zip(gray.as_raw()) {
-        dst.copy_from_slice(&f32::from(v).to_ne_bytes());
-    }
-    floats
+    let mut bytes = Vec::with_capacity(4 * gray.as_raw().len());
+    bytes.extend(gray.as_raw().iter().flat_map(|&v| f32::from(v).to_ne_bytes()));
+    Grid::from_vec_u8(gray.width(), gray.height(), bytes, PixelType::F32).expect("4 bytes per pixel")
 }
 
 /// Pictures scoring below this are flat (blank, a plain colour, a faint gradient): near-duplicate
