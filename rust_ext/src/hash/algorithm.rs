@@ -93,28 +93,30 @@ impl HashSpec {
 
     /// The smallest side the decoder keeps: it reduces images by powers of two (DCT scaling for
     /// JPEG, box averages otherwise) only while both sides stay at least this: 4x the grid the
-    /// picture is resampled to (pHash: 3x its 2n DCT grid), 6x dHash's n + 1 columns, and at
-    /// least 32. The reduction's box filter starts at the picture's corner, so a turned copy is
-    /// reduced in another phase; from a smaller working side its hash moved further from the
-    /// matching dihedral variant (hash version 2, p95 on the 85 shared photos: median hash 16
+    /// picture is resampled to, 6x dHash's n + 1 columns, 6n for pHash (1.5x its 4n DCT grid),
+    /// and at least 32. The reduction's box filter starts at the picture's corner, so a turned
+    /// copy is reduced in another phase; from a smaller working side its hash moved further from
+    /// the matching dihedral variant (hash version 2, p95 on the 85 shared photos: median hash 16
     /// 8 bits, dHash 16 14; version 3, dHash at 8x: 3 and 5). dHash's grid in f32 (version 4)
     /// gets its rotation variant to 3 at 6x (2 at 8x, 4 at 4x; 2, 2 and 3 on 400 web crops), and
-    /// 6x hashes faster than version 3's 8x did. pHash at 3x (version 5; 2x before) resamples a
-    /// 256 px copy from 128 px instead of 64, and a 3:2 photo of 800 px from its 1/4 decode:
-    /// the copies' mean distances fell by 6-8% (resize to 256 px by a quarter, the rotation
-    /// variant's by a third to a half), at 0.93x the decode floor against 0.97x (`bench_hash.py`);
-    /// 4x was a little closer still and 0.88x.
+    /// 6x hashes faster than version 3's 8x did. pHash at 6n (version 5; 4n before) resamples a
+    /// 256 px copy from 128 px instead of 64, and a 3:2 photo of 800 px from its 1/4 decode: the
+    /// copies' mean distances fell by 6-8% (resize to 256 px by a quarter, the rotation variant's
+    /// by a third to a half). With version 6's 4n grid, working sides of 4n, 6n and 8n gave sums
+    /// of the mean distances (eight mild edits and the two dihedral variants) of 15.7, 14.5 and
+    /// 14.2 bits on the 85 photos, and 15.7, 14.4 and 14.2 on 400 web crops (`eval_near_dup.py`,
+    /// one run each); 8n decodes up to four times the pixels for that last 0.3.
     pub fn working_side(&self) -> u32 {
         let n = self.hash_size;
-        let resample = match self.algorithm {
-            Algorithm::PHash => 3 * n,
-            Algorithm::DHash => 3 * (n + 1),
-            Algorithm::DoubleGradient => 2 * (n / 2 + 1),
-            Algorithm::AHash | Algorithm::Median => 2 * n,
+        let side = match self.algorithm {
+            Algorithm::PHash => 6 * n,
+            Algorithm::DHash => 6 * (n + 1),
+            Algorithm::DoubleGradient => 4 * (n / 2 + 1),
+            Algorithm::AHash | Algorithm::Median => 4 * n,
             // blockhash averages blocks of the full image itself; give it a generous grid.
-            Algorithm::Blockhash => 8 * n,
+            Algorithm::Blockhash => 16 * n,
         };
-        (2 * resample).max(32)
+        side.max(32)
     }
 
     pub fn hasher(&self) -> &Hasher {

@@ -14,7 +14,7 @@ use rayon::prelude::*;
 use crate::error::Error;
 use crate::hash::algorithm::{Algorithm, HashSpec};
 use crate::image::decode::{decode, Decoded, Limits};
-use crate::image::grid::{quality, Picture, QUALITY_SIDE};
+use crate::image::grid::{block_means, quality, Picture, QUALITY_SIDE};
 use crate::pool;
 
 /// The version of the hashes this crate computes. Bump it whenever any image's hash changes (a
@@ -30,7 +30,9 @@ use crate::pool;
 /// 5: pHash decodes at 3x its DCT grid instead of 2x (`HashSpec::working_side`), and every grid
 /// is resampled with a Lanczos3 of one polynomial sine (`grid.rs`; the same kernel to 1e-9).
 /// pHash hashes changed.
-pub const HASH_VERSION: u32 = 5;
+/// 6: pHash's DCT grid is 4n x 4n instead of 2n x 2n (`phash.rs`), and its quality score comes
+/// from the block means of that grid. pHash hashes changed.
+pub const HASH_VERSION: u32 = 6;
 
 /// Raw hash bytes plus the number of meaningful bits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -117,12 +119,18 @@ fn hash_picture(picture: &Picture, spec: &HashSpec) -> Result<HashBits, Error> {
 fn hash_unguarded(data: &[u8], spec: &HashSpec, limits: &Limits, dihedral: bool) -> Result<ImageHash, Error> {
     let Decoded { gray, width, height, extent } = decode(data, limits, spec.working_side())?;
     let picture = Picture::new(gray, extent);
-    // The quality grid; pHash at the default size hashes this very grid.
-    let grid = picture.resample_f32(QUALITY_SIDE, QUALITY_SIDE)?;
-    let quality = quality(&grid, QUALITY_SIDE as usize);
-    let hash = match spec.phasher() {
-        Some(p) if p.side() == QUALITY_SIDE => HashBits { bytes: p.hash_grid(grid), bits: spec.bits() },
-        _ => hash_picture(&picture, spec)?,
+    let (hash, quality) = match spec.phasher() {
+        // pHash's grid gives the quality grid by block means when its side is a multiple.
+        Some(p) if p.side() % QUALITY_SIDE == 0 => {
+            let side = p.side() as usize;
+            let grid = picture.resample_f32(p.side(), p.side())?;
+            let q = quality(&block_means(&grid, side, QUALITY_SIDE as usize), QUALITY_SIDE as usize);
+            (HashBits { bytes: p.hash_grid(grid), bits: spec.bits() }, q)
+        }
+        _ => {
+            let grid = picture.resample_f32(QUALITY_SIDE, QUALITY_SIDE)?;
+            (hash_picture(&picture, spec)?, quality(&grid, QUALITY_SIDE as usize))
+        }
     };
     let variants = if dihedral {
         let mut all = vec![hash.clone()];

@@ -103,8 +103,24 @@ pub const QUALITY_SIDE: u32 = 32;
 /// Mean absolute difference of neighbouring grid pixels (0..255 luma) that scores 100.
 const FULL_QUALITY_GRADIENT: f32 = 12.0;
 
+/// The `to` x `to` grid of the means of a `side` x `side` grid's blocks (`side` a multiple of `to`).
+pub fn block_means(grid: &[f32], side: usize, to: usize) -> Vec<f32> {
+    let k = side / to;
+    let mut out = vec![0f32; to * to];
+    for (y, row) in grid.chunks_exact(side).enumerate() {
+        let line = &mut out[(y / k) * to..(y / k + 1) * to];
+        for (o, block) in line.iter_mut().zip(row.chunks_exact(k)) {
+            *o += block.iter().sum::<f32>();
+        }
+    }
+    let scale = 1.0 / (k * k) as f32;
+    out.iter_mut().for_each(|v| *v *= scale);
+    out
+}
+
 /// How much a picture has to hash, 0-100: the mean absolute difference between neighbouring
-/// pixels of its `QUALITY_SIDE` grid (luma 0-255), scaled so that FULL_QUALITY_GRADIENT and more
+/// pixels of its `QUALITY_SIDE` grid (luma 0-255; resampled, or the block means of pHash's grid
+/// when its side is a multiple), scaled so that FULL_QUALITY_GRADIENT and more
 /// scores 100. Blank and flat pictures score near 0; their hashes are noise around a few bits,
 /// close to other flat pictures' (PDQ gives its hashes a similar gradient-energy score).
 pub fn quality(grid: &[f32], side: usize) -> u8 {
@@ -130,6 +146,15 @@ pub fn quality(grid: &[f32], side: usize) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn block_means_average_each_block() {
+        let side = 4;
+        let grid: Vec<f32> = (0..side * side).map(|i| i as f32).collect();
+        // Rows 0-1 and 2-3, columns 0-1 and 2-3: (0 + 1 + 4 + 5) / 4 = 2.5, and so on.
+        assert_eq!(block_means(&grid, side, 2), vec![2.5, 4.5, 10.5, 12.5]);
+        assert_eq!(block_means(&grid, side, side), grid);
+    }
 
     /// The one-sine form against the definition, sinc(x) sinc(x / 3).
     #[test]
