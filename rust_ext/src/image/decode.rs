@@ -246,6 +246,25 @@ pub fn shrink(img: GrayImage, min_side: u32) -> GrayImage {
 mod tests {
     use super::*;
 
+    /// The completeness test on marker layouts: an EOI after the last scan, wherever the
+    /// thumbnails and trailing bytes are.
+    #[test]
+    fn a_jpeg_is_complete_when_an_eoi_follows_its_last_scan() {
+        const SOI: &[u8] = &[0xFF, 0xD8];
+        const SOS: &[u8] = &[0xFF, 0xDA, 0x12, 0xFF, 0x00, 0x34]; // a scan, with a stuffed FF 00
+        const EOI: &[u8] = &[0xFF, 0xD9];
+        let thumbnail = [&[0xFF, 0xE1][..], SOI, SOS, EOI].concat();
+        let ok = |parts: &[&[u8]]| check_jpeg_complete(&parts.concat()).is_ok();
+        assert!(ok(&[SOI, SOS, EOI]));
+        assert!(ok(&[SOI, SOS, EOI, b"appended bytes"]));
+        assert!(ok(&[SOI, &thumbnail, SOS, EOI]));
+        assert!(!ok(&[SOI, SOS])); // cut inside the scan
+        assert!(!ok(&[SOI, &thumbnail, SOS])); // the thumbnail's EOI comes before the last scan
+        assert!(!ok(&[SOI, SOS, EOI, SOS])); // a later scan, cut
+        let err = check_jpeg_complete(&[SOI, &[0xFF, 0xE0, 0x00, 0x02]].concat()).unwrap_err();
+        assert!(err.to_string().contains("no image scan"), "{err}");
+    }
+
     #[test]
     fn shrink_averages_blocks() {
         let img = GrayImage::from_fn(8, 4, |x, _| Luma([if x % 2 == 0 { 0 } else { 200 }]));

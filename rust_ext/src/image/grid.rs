@@ -120,9 +120,9 @@ pub fn block_means(grid: &[f32], side: usize, to: usize) -> Vec<f32> {
 
 /// How much a picture has to hash, 0-100: the mean absolute difference between neighbouring
 /// pixels of its `QUALITY_SIDE` grid (luma 0-255; resampled, or the block means of pHash's grid
-/// when its side is a multiple), scaled so that FULL_QUALITY_GRADIENT and more
-/// scores 100. Blank and flat pictures score near 0; their hashes are noise around a few bits,
-/// close to other flat pictures' (PDQ gives its hashes a similar gradient-energy score).
+/// when its side is a multiple), scaled so that FULL_QUALITY_GRADIENT and more scores 100. Blank
+/// and flat pictures score near 0; their hashes are noise around a few bits, close to other flat
+/// pictures' (PDQ gives its hashes a similar gradient-energy score).
 pub fn quality(grid: &[f32], side: usize) -> u8 {
     let mut sum = 0f32;
     let mut pairs = 0usize;
