@@ -6,7 +6,8 @@ distinct photos, so a faster decoder can be shown not to blur the two together.
 Each source photo (recursively, .jpg/.jpeg/.png; one per photo, so every pair is distinct) is
 decoded with PIL, brought to a web size (longest side 800 px) and re-encoded as JPEG quality 90:
 the "original". Its edits are then hashed against it. Prints, per edit, the mean, 95th
-percentile and maximum Hamming distance to the original, and for all pairs of distinct originals
+percentile and maximum Hamming distance to the original and the share of copies whose hash is
+identical (what exact mode catches), and for all pairs of distinct originals
 the minimum, 1st percentile and mean distance. A good hash keeps every edit's maximum well below
 the distinct pairs' minimum.
 """
@@ -44,7 +45,15 @@ EDITS = {
     "JPEG quality 70": lambda im: jpeg(im, 70),
     "brightness +15%": lambda im: jpeg(ImageEnhance.Brightness(im).enhance(1.15)),
     "PNG re-encode": lambda im: _png(im),
+    # The original file's own pixels, stored again: what exact mode should still call identical.
+    "original as PNG": lambda im: _png(_decoded(jpeg(im))),
+    "original at q95": lambda im: jpeg(_decoded(jpeg(im)), 95),
 }
+
+
+def _decoded(data: bytes) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as im:
+        return im.convert("RGB")
 
 
 def _png(im: Image.Image) -> bytes:
@@ -71,9 +80,10 @@ def main(argv=None) -> int:
             dists[name].append(beam_phash.hash_image(edit(im), **kw) - base)
     bits = len(originals[0])
     print(f"{len(paths)} photos, {args.algorithm} at hash_size {args.hash_size} = {bits} bits")
-    print(f"{'edit':<20} {'mean':>6} {'p95':>6} {'max':>6}")
+    print(f"{'edit':<20} {'mean':>6} {'p95':>6} {'max':>6} {'same':>6}")
     for name, d in dists.items():
-        print(f"{name:<20} {np.mean(d):6.1f} {np.percentile(d, 95):6.1f} {max(d):6d}")
+        same = np.mean(np.array(d) == 0)
+        print(f"{name:<20} {np.mean(d):6.1f} {np.percentile(d, 95):6.1f} {max(d):6d} {same:6.0%}")
     pairs = [a - b for a, b in itertools.combinations(originals, 2)]
     print(f"{'distinct pairs':<20} min {min(pairs)}, 1st percentile {np.percentile(pairs, 1):.1f}, "
           f"mean {np.mean(pairs):.1f} ({len(pairs)} pairs)")
