@@ -2,7 +2,9 @@
 copies of the test photos land within a few bits of the original's hash or its dihedral variant,
 and flat pictures get a low quality score and are matched by identical hash only. Under hash
 version 1 a half-size pHash copy moved up to 16 bits at p95 and a rotated copy up to 20; under
-version 3 dHash 16's copies here moved 8 bits at p95 and up to 15 (version 4: 4 and 8)."""
+version 3 dHash 16's copies here moved 8 bits at p95 and up to 15 (version 4: 4 and 8); under
+version 6 the median hash's variants lay 4.55 bits at p95 from the turned copies (chelsea.png's
+up to 8; version 7, on an f32 grid: within the bound for every algorithm)."""
 import io
 
 import apache_beam as beam
@@ -53,7 +55,7 @@ def test_resized_and_reencoded_copies_stay_close(algorithm, hash_size):
     assert max(distances) <= 8 * bits / 256 + 2, distances
 
 
-@pytest.mark.parametrize("algorithm", ["phash", "dhash"])
+@pytest.mark.parametrize("algorithm", _native.ALGORITHMS)
 def test_dihedral_variants_match_truly_turned_copies(algorithm):
     distances = []
     for p in PHOTOS:

@@ -128,13 +128,13 @@ impl HashSpec {
     }
 
     /// The grid image_hasher resizes to for the algorithms it finishes itself (we resample the
-    /// picture's exact extent to it first, so its own resize is one to one); None for pHash and
-    /// dHash (`phash.rs`, `dhash.rs`) and blockhash (which averages blocks of the whole image).
+    /// picture's exact extent to it first, so its own resize is one to one); None for pHash,
+    /// dHash, aHash and the median hash (`phash.rs`, `dhash.rs`, `average.rs`) and blockhash
+    /// (which averages blocks of the whole image).
     pub fn grid(&self) -> Option<(u32, u32)> {
         let n = self.hash_size;
         match self.algorithm {
-            Algorithm::PHash | Algorithm::DHash | Algorithm::Blockhash => None,
-            Algorithm::AHash | Algorithm::Median => Some((n, n)),
+            Algorithm::PHash | Algorithm::DHash | Algorithm::AHash | Algorithm::Median | Algorithm::Blockhash => None,
             Algorithm::DoubleGradient => {
                 let m = (n + 1) & !1;
                 Some((m / 2 + 1, m / 2 + 1))

@@ -1,10 +1,13 @@
 //! Decode-and-hash, one image or a batch. Each input gets exactly one result, and a panic in
 //! the decoder or hasher becomes that input's error instead of unwinding further. `algorithm`
-//! holds the supported algorithms and their bit counts, `phash` and `dhash` those two
-//! algorithms' own last steps.
+//! holds the supported algorithms and their bit counts; `phash`, `dhash` and `average` (aHash and
+//! the median hash) the last steps we compute ourselves, `threshold` the median and bit packing
+//! they share.
 pub mod algorithm;
+pub mod average;
 pub mod dhash;
 pub mod phash;
+pub mod threshold;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -13,6 +16,7 @@ use rayon::prelude::*;
 
 use crate::error::Error;
 use crate::hash::algorithm::{Algorithm, HashSpec};
+use crate::hash::average::Level;
 use crate::image::decode::{decode, Decoded, Limits};
 use crate::image::grid::{block_means, quality, Picture, QUALITY_SIDE};
 use crate::pool;
@@ -32,7 +36,9 @@ use crate::pool;
 /// pHash hashes changed.
 /// 6: pHash's DCT grid is 4n x 4n instead of 2n x 2n (`phash.rs`), and its quality score comes
 /// from the block means of that grid. pHash hashes changed.
-pub const HASH_VERSION: u32 = 6;
+/// 7: aHash and the median hash compare their grid in f32 instead of image_hasher's 8-bit grid
+/// (`average.rs`). Only aHash and median hashes changed.
+pub const HASH_VERSION: u32 = 7;
 
 /// Raw hash bytes plus the number of meaningful bits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -107,11 +113,16 @@ fn dihedral_variant(picture: &Picture, i: usize) -> Picture {
 }
 
 fn hash_picture(picture: &Picture, spec: &HashSpec) -> Result<HashBits, Error> {
-    let bytes = match (spec.phasher(), spec.grid()) {
+    let n = spec.hash_size;
+    let bytes = match (spec.phasher(), spec.algorithm) {
         (Some(p), _) => p.hash(picture)?,
-        (None, Some((w, h))) => spec.hasher().hash_image(&picture.resample_u8(w, h)?).as_bytes().to_vec(),
-        (None, None) if spec.algorithm == Algorithm::DHash => dhash::hash(picture, spec.hash_size)?,
-        (None, None) => spec.hasher().hash_image(&picture.gray).as_bytes().to_vec(),
+        (None, Algorithm::DHash) => dhash::hash(picture, n)?,
+        (None, Algorithm::AHash) => average::hash(picture, n, Level::Mean)?,
+        (None, Algorithm::Median) => average::hash(picture, n, Level::Median)?,
+        (None, _) => match spec.grid() {
+            Some((w, h)) => spec.hasher().hash_image(&picture.resample_u8(w, h)?).as_bytes().to_vec(),
+            None => spec.hasher().hash_image(&picture.gray).as_bytes().to_vec(),
+        },
     };
     Ok(HashBits { bytes, bits: spec.bits() })
 }

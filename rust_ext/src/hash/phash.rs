@@ -16,6 +16,7 @@ use std::sync::Arc;
 use rustdct::{DctPlanner, TransformType2And3};
 
 use crate::error::Error;
+use crate::hash::threshold::{bits_at_least, median};
 use crate::image::grid::Picture;
 
 /// The planned DCT of one hash size (shared by all threads).
@@ -58,19 +59,6 @@ impl PHasher {
                 low[y * n + x] = column[y];
             }
         }
-        let mut scratch = low.clone();
-        let m = scratch.len();
-        let (below, &mut middle, _) = scratch.select_nth_unstable_by(m / 2, f32::total_cmp);
-        let median = match below.iter().copied().max_by(f32::total_cmp) {
-            Some(under) if m % 2 == 0 => (under + middle) / 2.0,
-            _ => middle,
-        };
-        let mut out = vec![0u8; (n * n).div_ceil(8)];
-        for (i, &c) in low.iter().enumerate() {
-            if c >= median {
-                out[i / 8] |= 1 << (i % 8);
-            }
-        }
-        out
+        bits_at_least(&low, median(&mut low.clone()))
     }
 }

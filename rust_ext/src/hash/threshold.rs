@@ -1,0 +1,46 @@
+//! A grid's values against one threshold: the median pHash and the median hash compare with, and
+//! the packing of the bits, least significant bit first, as image_hasher packs them.
+
+/// The median of `values`: the middle value, or the mean of the two middle values of an even
+/// count (as image_hasher's). Reorders `values`.
+pub fn median(values: &mut [f32]) -> f32 {
+    let m = values.len();
+    if m == 0 {
+        return 0.0;
+    }
+    let (below, &mut middle, _) = values.select_nth_unstable_by(m / 2, f32::total_cmp);
+    match below.iter().copied().max_by(f32::total_cmp) {
+        Some(under) if m % 2 == 0 => (under + middle) / 2.0,
+        _ => middle,
+    }
+}
+
+/// One bit per value, set where the value is at least `threshold`; bit i of the result is
+/// value i, least significant bit first.
+pub fn bits_at_least(values: &[f32], threshold: f32) -> Vec<u8> {
+    let mut out = vec![0u8; values.len().div_ceil(8)];
+    for (i, &v) in values.iter().enumerate() {
+        if v >= threshold {
+            out[i / 8] |= 1 << (i % 8);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(&mut []), 0.0);
+    }
+
+    #[test]
+    fn bits_are_packed_least_significant_first() {
+        let values = [1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0];
+        assert_eq!(bits_at_least(&values, 1.0), vec![0b0000_1101, 0b1]);
+    }
+}
