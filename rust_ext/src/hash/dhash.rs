@@ -10,6 +10,11 @@
 //! differences and the zone alike), and at least a quarter grey level (so that the noise of a
 //! flat picture reads 0, as its ties did on the 8-bit grid). The layout is image_hasher's: bit
 //! y·n + x for pixel (x, y) against pixel (x + 1, y), least significant bit first.
+//!
+//! The double-gradient hash is the same in both directions (hash version 7): on a (k + 1) x
+//! (k + 1) grid, k = n/2 rounded up, first each pixel against its right-hand neighbour row by
+//! row, then each against the one below it column by column (image_hasher's `DoubleGradient`
+//! layout), with one dead zone for both.
 use crate::error::Error;
 use crate::image::grid::Picture;
 
@@ -23,16 +28,45 @@ pub fn hash(picture: &Picture, n: u32) -> Result<Vec<u8>, Error> {
     Ok(gradient_bits(&picture.resample_f32(n + 1, n)?, n as usize))
 }
 
-/// The bits of an (n + 1) x n grid (row-major): each pixel against its right-hand neighbour.
-pub fn gradient_bits(grid: &[f32], n: usize) -> Vec<u8> {
-    let differences = || grid.chunks_exact(n + 1).flat_map(|row| row.windows(2)).map(|p| p[1] - p[0]);
-    let mean = differences().map(f32::abs).sum::<f32>() / (n * n).max(1) as f32;
-    bits_above(differences(), n, (DEAD_ZONE_SHARE * mean).max(DEAD_ZONE_MIN))
+/// The double-gradient hash bytes (2k(k + 1) bits, k = n/2 rounded up) of `picture`.
+pub fn double_hash(picture: &Picture, n: u32) -> Result<Vec<u8>, Error> {
+    let side = n.div_ceil(2) + 1;
+    Ok(double_gradient_bits(&picture.resample_f32(side, side)?, side as usize - 1))
 }
 
-/// n² differences, row by row, packed least significant bit first: 1 where above `zone`.
-fn bits_above(differences: impl Iterator<Item = f32>, n: usize, zone: f32) -> Vec<u8> {
-    let mut out = vec![0u8; (n * n).div_ceil(8)];
+/// The bits of an (n + 1) x n grid (row-major): each pixel against its right-hand neighbour.
+pub fn gradient_bits(grid: &[f32], n: usize) -> Vec<u8> {
+    bits_above(|| rightward(grid, n + 1), n * n)
+}
+
+/// The bits of a (k + 1) x (k + 1) grid (row-major): each pixel against its right-hand
+/// neighbour, row by row, then against the one below it, column by column.
+pub fn double_gradient_bits(grid: &[f32], k: usize) -> Vec<u8> {
+    bits_above(|| both_ways(grid, k + 1), 2 * k * (k + 1))
+}
+
+/// Each pixel of a row-major grid `width` wide less its left-hand neighbour, row by row.
+fn rightward(grid: &[f32], width: usize) -> impl Iterator<Item = f32> + '_ {
+    grid.chunks_exact(width).flat_map(|row| row.windows(2)).map(|p| p[1] - p[0])
+}
+
+/// A square grid's differences: rightward, then each pixel less the one above it, column by
+/// column.
+fn both_ways(grid: &[f32], side: usize) -> impl Iterator<Item = f32> + '_ {
+    let below = (0..side).flat_map(move |x| (1..side).map(move |y| grid[y * side + x] - grid[(y - 1) * side + x]));
+    rightward(grid, side).chain(below)
+}
+
+/// `count` differences packed least significant bit first: 1 where above the dead zone, a share
+/// of their mean absolute value (and at least `DEAD_ZONE_MIN`).
+fn bits_above<I: Iterator<Item = f32>>(differences: impl Fn() -> I, count: usize) -> Vec<u8> {
+    let mean = differences().map(f32::abs).sum::<f32>() / count.max(1) as f32;
+    bits_over(differences(), count, (DEAD_ZONE_SHARE * mean).max(DEAD_ZONE_MIN))
+}
+
+/// `count` differences packed least significant bit first: 1 where above `zone`.
+fn bits_over(differences: impl Iterator<Item = f32>, count: usize, zone: f32) -> Vec<u8> {
+    let mut out = vec![0u8; count.div_ceil(8)];
     for (i, d) in differences.enumerate() {
         if d > zone {
             out[i / 8] |= 1 << (i % 8);
@@ -47,9 +81,9 @@ mod tests {
     use image::{GrayImage, Luma};
     use image_hasher::{HashAlg, HasherConfig};
 
-    fn noise(n: u32, seed: u32, levels: u32) -> GrayImage {
+    fn noise(width: u32, height: u32, seed: u32, levels: u32) -> GrayImage {
         let mut state = seed;
-        GrayImage::from_fn(n + 1, n, |_, _| {
+        GrayImage::from_fn(width, height, |_, _| {
             state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
             Luma([100 + ((state >> 16) % levels) as u8])
         })
@@ -65,12 +99,26 @@ mod tests {
     #[test]
     fn layout_is_image_hashers() {
         for n in [4u32, 5, 8, 16, 31] {
-            let grid = noise(n, 12345 + n, 6);
+            let grid = noise(n + 1, n, 12345 + n, 6);
             let hasher = HasherConfig::new().hash_alg(HashAlg::Gradient).hash_size(n, n).to_hasher();
             let theirs = hasher.hash_image(&grid).as_bytes().to_vec();
             let g = floats(&grid);
             let differences = g.chunks_exact(n as usize + 1).flat_map(|row| row.windows(2)).map(|p| p[1] - p[0]);
-            assert_eq!(bits_above(differences, n as usize, 0.0), theirs, "n = {n}");
+            assert_eq!(bits_over(differences, (n * n) as usize, 0.0), theirs, "n = {n}");
+        }
+    }
+
+    /// The same for the double gradient on a (k + 1) x (k + 1) grid, against image_hasher's
+    /// `DoubleGradient` at hash size 2k.
+    #[test]
+    fn double_layout_is_image_hashers() {
+        for k in [2u32, 4, 8, 16] {
+            let grid = noise(k + 1, k + 1, 54321 + k, 6);
+            let hasher = HasherConfig::new().hash_alg(HashAlg::DoubleGradient).hash_size(2 * k, 2 * k).to_hasher();
+            let theirs = hasher.hash_image(&grid).as_bytes().to_vec();
+            let (g, k) = (floats(&grid), k as usize);
+            assert_eq!(bits_over(both_ways(&g, k + 1), 2 * k * (k + 1), 0.0), theirs, "k = {k}");
+            assert_eq!(double_gradient_bits(&g, k).len(), theirs.len(), "k = {k}");
         }
     }
 
@@ -78,7 +126,7 @@ mod tests {
     fn a_faint_ramp_reads_zero_and_contrast_changes_nothing() {
         let ramp: Vec<f32> = (0..17 * 16).map(|i| 100.0 + 0.2 * (i % 17) as f32).collect();
         assert!(gradient_bits(&ramp, 16).iter().all(|&b| b == 0));
-        let grid = floats(&noise(16, 7, 60));
+        let grid = floats(&noise(17, 16, 7, 60));
         let scaled: Vec<f32> = grid.iter().map(|v| 0.8 * v + 20.0).collect();
         assert_eq!(gradient_bits(&scaled, 16), gradient_bits(&grid, 16));
     }

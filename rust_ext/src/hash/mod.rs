@@ -37,7 +37,8 @@ use crate::pool;
 /// 6: pHash's DCT grid is 4n x 4n instead of 2n x 2n (`phash.rs`), and its quality score comes
 /// from the block means of that grid. pHash hashes changed.
 /// 7: aHash and the median hash compare their grid in f32 instead of image_hasher's 8-bit grid
-/// (`average.rs`). Only aHash and median hashes changed.
+/// (`average.rs`), and double-gradient does as dHash does, in f32 with its dead zone, from 6x its
+/// grid (`dhash.rs`). pHash and dHash hashes did not change.
 pub const HASH_VERSION: u32 = 7;
 
 /// Raw hash bytes plus the number of meaningful bits.
@@ -117,12 +118,11 @@ fn hash_picture(picture: &Picture, spec: &HashSpec) -> Result<HashBits, Error> {
     let bytes = match (spec.phasher(), spec.algorithm) {
         (Some(p), _) => p.hash(picture)?,
         (None, Algorithm::DHash) => dhash::hash(picture, n)?,
+        (None, Algorithm::DoubleGradient) => dhash::double_hash(picture, n)?,
         (None, Algorithm::AHash) => average::hash(picture, n, Level::Mean)?,
         (None, Algorithm::Median) => average::hash(picture, n, Level::Median)?,
-        (None, _) => match spec.grid() {
-            Some((w, h)) => spec.hasher().hash_image(&picture.resample_u8(w, h)?).as_bytes().to_vec(),
-            None => spec.hasher().hash_image(&picture.gray).as_bytes().to_vec(),
-        },
+        // blockhash averages blocks of the whole reduced image itself.
+        (None, _) => spec.hasher().hash_image(&picture.gray).as_bytes().to_vec(),
     };
     Ok(HashBits { bytes, bits: spec.bits() })
 }

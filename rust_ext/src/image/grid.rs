@@ -77,16 +77,6 @@ impl Picture {
         resample(src, self.extent, &mut dst)?;
         Ok(dst.buffer().chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect())
     }
-
-    /// A `width` x `height` 8-bit image (for the algorithms image_hasher finishes).
-    pub fn resample_u8(&self, width: u32, height: u32) -> Result<GrayImage, Error> {
-        let gray = &self.gray;
-        let src = Grid::from_vec_u8(gray.width(), gray.height(), gray.as_raw().clone(), PixelType::U8)
-            .map_err(|e| Error::Internal(format!("resize source: {e}")))?;
-        let mut dst = Grid::new(width, height, PixelType::U8);
-        resample(&src, self.extent, &mut dst)?;
-        GrayImage::from_raw(width, height, dst.into_vec()).ok_or_else(|| Error::Internal("resize output size".into()))
-    }
 }
 
 fn to_f32(gray: &GrayImage) -> Grid<'static> {
