@@ -1,5 +1,5 @@
 //! The supported hash algorithms, their validated configuration and their true bit counts.
-use image_hasher::{FilterType, HashAlg, Hasher, HasherConfig};
+use image_hasher::{HashAlg, Hasher, HasherConfig};
 
 use crate::error::Error;
 use crate::hash::phash::PHasher;
@@ -43,23 +43,16 @@ impl Algorithm {
             }
         })
     }
-
-    fn hash_alg(self) -> HashAlg {
-        match self {
-            Algorithm::PHash | Algorithm::Median => HashAlg::Median,
-            Algorithm::DoubleGradient => HashAlg::DoubleGradient,
-            Algorithm::DHash => HashAlg::Gradient,
-            Algorithm::AHash => HashAlg::Mean,
-            Algorithm::Blockhash => HashAlg::Blockhash,
-        }
-    }
 }
 
-/// A validated (algorithm, hash_size) pair with a ready hasher. Build once, share across threads.
+/// A validated (algorithm, hash_size) pair with its last step ready. Build once, share across
+/// threads.
 pub struct HashSpec {
     pub algorithm: Algorithm,
     pub hash_size: u32,
-    hasher: Hasher,
+    /// image_hasher's blockhash at this size, which averages blocks of the whole reduced image
+    /// itself; the other algorithms' last steps are ours (`phash`, `dhash`, `average`).
+    blockhasher: Hasher,
     /// pHash's own last step (see `phash`); None for the other algorithms.
     phasher: Option<PHasher>,
 }
@@ -71,15 +64,9 @@ impl HashSpec {
                 "hash_size must be between {MIN_HASH_SIZE} and {MAX_HASH_SIZE}, got {hash_size}"
             )));
         }
-        let mut config = HasherConfig::new()
-            .hash_alg(algorithm.hash_alg())
-            .hash_size(hash_size, hash_size)
-            .resize_filter(FilterType::Lanczos3);
-        if algorithm == Algorithm::PHash {
-            config = config.preproc_dct();
-        }
+        let blockhasher = HasherConfig::new().hash_alg(HashAlg::Blockhash).hash_size(hash_size, hash_size).to_hasher();
         let phasher = (algorithm == Algorithm::PHash).then(|| PHasher::new(hash_size));
-        Ok(HashSpec { algorithm, hash_size, hasher: config.to_hasher(), phasher })
+        Ok(HashSpec { algorithm, hash_size, blockhasher, phasher })
     }
 
     pub fn parse(algorithm: &str, hash_size: u32) -> Result<Self, Error> {
@@ -121,8 +108,8 @@ impl HashSpec {
         side.max(32)
     }
 
-    pub fn hasher(&self) -> &Hasher {
-        &self.hasher
+    pub fn blockhasher(&self) -> &Hasher {
+        &self.blockhasher
     }
 
     pub fn phasher(&self) -> Option<&PHasher> {

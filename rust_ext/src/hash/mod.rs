@@ -121,8 +121,8 @@ fn hash_picture(picture: &Picture, spec: &HashSpec) -> Result<HashBits, Error> {
         (None, Algorithm::DoubleGradient) => dhash::double_hash(picture, n)?,
         (None, Algorithm::AHash) => average::hash(picture, n, Level::Mean)?,
         (None, Algorithm::Median) => average::hash(picture, n, Level::Median)?,
-        // blockhash averages blocks of the whole reduced image itself.
-        (None, _) => spec.hasher().hash_image(&picture.gray).as_bytes().to_vec(),
+        // blockhash: image_hasher's, on the whole reduced image.
+        (None, _) => spec.blockhasher().hash_image(&picture.gray).as_bytes().to_vec(),
     };
     Ok(HashBits { bytes, bits: spec.bits() })
 }

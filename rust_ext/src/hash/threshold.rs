@@ -10,7 +10,7 @@ pub fn median(values: &mut [f32]) -> f32 {
     }
     let (below, &mut middle, _) = values.select_nth_unstable_by(m / 2, f32::total_cmp);
     match below.iter().copied().max_by(f32::total_cmp) {
-        Some(under) if m % 2 == 0 => (under + middle) / 2.0,
+        Some(under) if m.is_multiple_of(2) => (under + middle) / 2.0,
         _ => middle,
     }
 }
