@@ -3,7 +3,7 @@ at each Hamming threshold, for this project's hashes and for imagehash's.
 
     python benchmarks/eval_near_dup.py SOURCE_DIR [SOURCE_DIR ...] [--markdown PATH]
         [--same-scene NAME,NAME ...] [--sizes 8,16,32] [--limit N] [--no-imagehash] [--threads 1]
-        [--save-distances JSON] [--before JSON] [--quality-split Q]
+        [--save-distances JSON] [--before JSON] [--quality-split Q] [--algorithms phash,dhash]
 
 Photos. Each source photo (recursively, .jpg/.jpeg/.png, as `make_web_set.sources`; one file per
 photo) is brought upright to fit 800 x 800 px and saved as JPEG quality 90: the "original"
@@ -27,9 +27,10 @@ as JPEG quality 90 unless the edit says otherwise:
 The mild edits, the ones a near-duplicate threshold must catch without dihedral matching, are
 all but crop, flip and rotate 90. Crop is reported but kept out of the targets.
 
-Hashes. beam-phash's phash and dhash at each --sizes (8, 16, 32: 64, 256, 1024 bits), with the
-8 dihedral variants (`dihedral=True`); imagehash's phash and dhash at the same sizes on the PIL
-image of the same file, its dihedral variants computed on the 8 PIL transposes. Each is
+Hashes. beam-phash's phash and dhash (or --algorithms: any of ours) at each --sizes (8, 16, 32:
+64, 256, 1024 bits for these two), with the 8 dihedral variants (`dihedral=True`); imagehash's
+twin of each where it has one (phash, dhash, and average_hash for ahash) at the same sizes on
+the PIL image of the same file, its dihedral variants computed on the 8 PIL transposes. Each is
 evaluated plain (identity hashes) and dihedral: a later arrival matches an earlier image when
 one of the later's 8 variants is within k of the earlier's identity hash.
 
@@ -80,7 +81,9 @@ from bench_quality import EDITS as QUALITY_EDITS, jpeg, web_size
 from make_web_set import sources
 
 T = Image.Transpose
+#: Our algorithms evaluated by default, and imagehash's function for each that it has.
 ALGORITHMS = ("phash", "dhash")
+IMAGEHASH_TWIN = {"phash": "phash", "dhash": "dhash", "ahash": "average_hash"}
 OURS, THEIRS = "beam-phash", "imagehash"
 
 
@@ -404,7 +407,10 @@ def closest(r: Result, count: int) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("sources", nargs="+")
-    ap.add_argument("--sizes", default="8,16,32", help="hash sizes of phash and dhash, ours and imagehash's (default 8,16,32)")
+    ap.add_argument("--sizes", default="8,16,32", help="hash sizes, ours and imagehash's (default 8,16,32)")
+    ap.add_argument("--algorithms", default=",".join(ALGORITHMS),
+                    help=f"our algorithms to evaluate, beside imagehash's twin where it has one "
+                         f"(default {','.join(ALGORITHMS)}; any of {', '.join(beam_phash._native.ALGORITHMS)})")
     ap.add_argument("--limit", type=int, default=None, help="use only the first N photos")
     ap.add_argument("--threads", type=int, default=1, help="hash_images threads (default 1)")
     ap.add_argument("--no-imagehash", action="store_true")
@@ -422,6 +428,9 @@ def main(argv=None) -> int:
                     help="a --save-distances file of another build (e.g. the previous hash version): "
                          "its distances are shown beside this build's, on the same photos")
     args = ap.parse_args(argv)
+    unknown = sorted(set(args.algorithms.split(",")) - set(beam_phash._native.ALGORITHMS))
+    if unknown:
+        raise SystemExit(f"--algorithms: unknown {', '.join(unknown)}; choose from {', '.join(beam_phash._native.ALGORITHMS)}")
     started = time.perf_counter()
     photos = make_set(sources(args.sources)[: args.limit])
     n, e = len(photos.names), len(EDITS)
@@ -438,13 +447,15 @@ def main(argv=None) -> int:
     if not args.no_imagehash:
         import imagehash
     configs = []
-    for algorithm in ALGORITHMS:
+    for algorithm in args.algorithms.split(","):
         for size in map(int, args.sizes.split(",")):
-            configs.append((f"{OURS} {algorithm}-{size}", size * size,
+            bits = beam_phash._native.hash_bits(algorithm, size)
+            configs.append((f"{OURS} {algorithm}-{size}", bits,
                             lambda a=algorithm, s=size: ours(photos.files, a, s, args.threads)))
-            if not args.no_imagehash:
+            twin = IMAGEHASH_TWIN.get(algorithm)
+            if twin and not args.no_imagehash:
                 configs.append((f"{THEIRS} {algorithm}-{size}", size * size,
-                                lambda a=algorithm, s=size: with_imagehash(photos.files, getattr(imagehash, a), s)))
+                                lambda t=twin, s=size: with_imagehash(photos.files, getattr(imagehash, t), s)))
     results = []
     per_edit = {}
     for label, bits, compute in configs:
