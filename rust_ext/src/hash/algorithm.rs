@@ -81,11 +81,11 @@ impl HashSpec {
     /// The smallest side the decoder keeps: it reduces images by powers of two (DCT scaling for
     /// JPEG, box averages otherwise) only while both sides stay at least this: 4x the grid the
     /// picture is resampled to, 6x dHash's n + 1 columns and double-gradient's n/2 + 1, 6n for
-    /// pHash (1.5x its 4n DCT grid), and at least 32. The reduction's box filter starts at the picture's corner, so a turned
-    /// copy is reduced in another phase; from a smaller working side its hash moved further from
-    /// the matching dihedral variant (hash version 2, p95 on the 85 shared photos: median hash 16
-    /// 8 bits, dHash 16 14; version 3, dHash at 8x: 3 and 5). dHash's grid in f32 (version 4)
-    /// gets its rotation variant to 3 at 6x (2 at 8x, 4 at 4x; 2, 2 and 3 on 400 web crops), and
+    /// pHash (1.5x its 4n DCT grid), and at least 32. The reduction's box filter starts at the
+    /// picture's corner, so a turned copy is reduced in another phase; from a smaller working
+    /// side its hash moved further from the matching dihedral variant (hash version 2, p95 on the
+    /// 85 shared photos: median hash 16 8 bits, dHash 16 14; version 3, dHash at 8x: 3 and 5).
+    /// dHash's grid in f32 (version 4) gets its rotation variant to 3 at 6x (2 at 8x, 4 at 4x; 2, 2 and 3 on 400 web crops), and
     /// 6x hashes faster than version 3's 8x did. pHash at 6n (version 5; 4n before) resamples a
     /// 256 px copy from 128 px instead of 64, and a 3:2 photo of 800 px from its 1/4 decode: the
     /// copies' mean distances fell by 6-8% (resize to 256 px by a quarter, the rotation variant's

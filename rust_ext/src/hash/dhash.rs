@@ -103,8 +103,7 @@ mod tests {
             let hasher = HasherConfig::new().hash_alg(HashAlg::Gradient).hash_size(n, n).to_hasher();
             let theirs = hasher.hash_image(&grid).as_bytes().to_vec();
             let g = floats(&grid);
-            let differences = g.chunks_exact(n as usize + 1).flat_map(|row| row.windows(2)).map(|p| p[1] - p[0]);
-            assert_eq!(bits_over(differences, (n * n) as usize, 0.0), theirs, "n = {n}");
+            assert_eq!(bits_over(rightward(&g, n as usize + 1), (n * n) as usize, 0.0), theirs, "n = {n}");
         }
     }
 
