@@ -461,7 +461,7 @@ def main(argv=None) -> int:
     for label, bits, compute in configs:
         t = time.perf_counter()
         hashes = compute()
-        assert hashes.shape[1:] == (8, bits // 8), hashes.shape
+        assert hashes.shape[1:] == (8, -(-bits // 8)), hashes.shape
         hashed = time.perf_counter() - t
         per_edit[f"{label} ({bits})"] = edit_distances(hashes, photos)
         for dihedral in (False, True):
