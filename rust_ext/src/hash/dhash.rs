@@ -16,6 +16,7 @@
 //! row, then each against the one below it column by column (image_hasher's `DoubleGradient`
 //! layout), with one dead zone for both.
 use crate::error::Error;
+use crate::hash::threshold::pack;
 use crate::image::grid::Picture;
 
 /// The dead zone, as a share of the mean absolute difference of horizontal neighbours...
@@ -66,13 +67,7 @@ fn bits_above<I: Iterator<Item = f32>>(differences: impl Fn() -> I, count: usize
 
 /// `count` differences packed least significant bit first: 1 where above `zone`.
 fn bits_over(differences: impl Iterator<Item = f32>, count: usize, zone: f32) -> Vec<u8> {
-    let mut out = vec![0u8; count.div_ceil(8)];
-    for (i, d) in differences.enumerate() {
-        if d > zone {
-            out[i / 8] |= 1 << (i % 8);
-        }
-    }
-    out
+    pack(differences.map(|d| d > zone), count)
 }
 
 #[cfg(test)]

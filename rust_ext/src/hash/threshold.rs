@@ -1,5 +1,6 @@
 //! A grid's values against one threshold: the median pHash and the median hash compare with, and
-//! the packing of the bits, least significant bit first, as image_hasher packs them.
+//! the packing of the bits, least significant bit first, as image_hasher packs them (dHash's
+//! too).
 
 /// The median of `values`: the middle value, or the mean of the two middle values of an even
 /// count (as image_hasher's). Reorders `values`.
@@ -18,9 +19,15 @@ pub fn median(values: &mut [f32]) -> f32 {
 /// One bit per value, set where the value is at least `threshold`; bit i of the result is
 /// value i, least significant bit first.
 pub fn bits_at_least(values: &[f32], threshold: f32) -> Vec<u8> {
-    let mut out = vec![0u8; values.len().div_ceil(8)];
-    for (i, &v) in values.iter().enumerate() {
-        if v >= threshold {
+    pack(values.iter().map(|&v| v >= threshold), values.len())
+}
+
+/// `count` bits packed least significant bit first, bit i set where the i-th item is true (the
+/// layout of every hash here, image_hasher's).
+pub fn pack(bits: impl Iterator<Item = bool>, count: usize) -> Vec<u8> {
+    let mut out = vec![0u8; count.div_ceil(8)];
+    for (i, set) in bits.enumerate() {
+        if set {
             out[i / 8] |= 1 << (i % 8);
         }
     }
