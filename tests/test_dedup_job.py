@@ -14,45 +14,45 @@ from job_outputs import basename, read
 from pipelines import dedup_images
 
 MULTI = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
-SAMPLE_GROUPS = {("skagen.jpg", "skagen_copy.jpg"), ("jesper.jpg", "jesper_recompressed.jpg")}
-#: The resized, re-encoded and converted copies of the sample, 2 and 6 bits from their originals
-#: (the PNG 2: its pixels are reduced by box averages, the JPEG's by DCT scaling): exact mode keeps them.
+SAMPLE_GROUPS = {("skagen.jpg", "skagen_copy.jpg")}
+#: The resized, re-encoded and converted copies of the sample, 1 to 9 bits from their originals
+#: (hash version 8; JPEG quality 20 the furthest): exact mode keeps them.
 SAMPLE_NEAR = {("snow.jpg", "snow_256px.jpg"), ("grand_canyon_1.jpg", "grand_canyon_1_256px.jpg"),
                ("pool.jpg", "pool_half_q40.jpg"), ("pool_2.jpg", "pool_2_q20.jpg"),
-               ("sunset.jpg", "sunset_as_png.png")}
-EXACT_LINE = "16 images: 12 kept, 2 duplicates, 2 failed (adds up)"
+               ("sunset.jpg", "sunset_as_png.png"), ("jesper.jpg", "jesper_recompressed.jpg")}
+EXACT_LINE = "16 images: 13 kept, 1 duplicates, 2 failed (adds up)"
 AUTO_LINE = "16 images: 7 kept, 7 duplicates, 2 failed (adds up)"
-HINT = ("Exact hashes caught 2 duplicates. 10 kept images lie within 16 bits (the --max-distance auto "
+HINT = ("Exact hashes caught 1 duplicates. 12 kept images lie within 16 bits (the --max-distance auto "
         "threshold) of another kept image: likely resized or re-encoded copies; --max-distance auto "
-        "would drop about 5 more.")
+        "would drop about 6 more.")
 
 
 def check_sample_output(out):
     kept, dups, failed = read(out, "kept"), read(out, "duplicates"), read(out, "failed")
     assert sorted(basename(r["id"]) for r in failed) == ["broken_truncated.jpg", "not_an_image.jpg"]
     assert all(r["error"] and r["image_phash"] is None for r in failed)
-    assert len(kept) == 12 and len({r["image_phash"] for r in kept}) == 12
+    assert len(kept) == 13 and len({r["image_phash"] for r in kept}) == 13
     assert {n for pair in SAMPLE_NEAR for n in pair} <= {basename(r["id"]) for r in kept}
     pairs = {tuple(sorted((basename(r["id"]), basename(r["duplicate_of"])))) for r in dups}
     assert pairs == SAMPLE_GROUPS
     summary = json.loads((out / "summary.json").read_text())
-    assert (summary["inputs"], summary["kept"], summary["duplicates"], summary["failed"]) == (16, 12, 2, 2)
+    assert (summary["inputs"], summary["kept"], summary["duplicates"], summary["failed"]) == (16, 13, 1, 2)
     assert summary["adds_up"] and summary["bits"] == 256 and summary["images_per_second"] > 0
     page = (out / "report.html").read_text()
     groups = page[page.index("Largest duplicate groups"):]
-    assert groups.count('class="kept"') == 2 and groups.count('class="dup"') == 2  # 2 groups of 2
-    # the histogram: 14 hashed images, 2 dropped copies and 2 keepers at 0 bits, the 10 images of
-    # the resized, re-encoded and converted pairs at 2 and 6 bits; then example pairs at 0, 2 and
-    # 6 bits and two unrelated photos beyond the range, each side by side
+    assert groups.count('class="kept"') == 1 and groups.count('class="dup"') == 1  # 1 group of 2
+    # the histogram: 14 hashed images, 1 dropped copy and its keeper at 0 bits, the 12 images of
+    # the resized, re-encoded and converted pairs at 1, 3, 4 and 9 bits; then example pairs at 0,
+    # 1, 3, 4 and 9 bits and two unrelated photos beyond the range, each side by side
     distances = json.loads((out / "report" / "distances.json").read_text())
-    assert distances["kept"][:8] == [2, 0, 8, 0, 0, 0, 2, 0] and sum(distances["kept"]) == 12
-    assert distances["dropped"][0] == 2 and sum(distances["dropped"]) == 2
+    assert distances["kept"][:11] == [1, 6, 0, 2, 2, 0, 0, 0, 0, 2, 0] and sum(distances["kept"]) == 13
+    assert distances["dropped"][0] == 1 and sum(distances["dropped"]) == 1
     assert (distances["sampled"], distances["limit"], distances["auto"]) == (14, 32, 16)
-    assert [p["distance"] for p in distances["pairs"]][:3] == [0, 2, 6] and distances["pairs"][3]["distance"] > 32
+    assert [p["distance"] for p in distances["pairs"]][:5] == [0, 1, 3, 4, 9] and distances["pairs"][5]["distance"] > 32
     assert "Which threshold? Distance to the nearest other image" in page and "For all 14 hashed images" in page
-    assert page.count("<div class='pair'>") == 4 and page.count("<rect ") == 4
-    assert page.count("data:image/jpeg;base64,") == 4 + 8
-    assert page.count("<img ") == page.count('loading="lazy"') == 4 + 8
+    assert page.count("<div class='pair'>") == 6 and page.count("<rect ") == 6
+    assert page.count("data:image/jpeg;base64,") == 2 + 12
+    assert page.count("<img ") == page.count('loading="lazy"') == 2 + 12
     assert "broken_truncated.jpg" in page and "truncated" in page and "not_an_image.jpg" in page
 
 
@@ -164,7 +164,7 @@ def test_overlapping_inputs_and_reruns_count_each_file_once(tmp_path):
         assert len(rows) == 16 and len({r["id"] for r in rows}) == 16
     (out / "kept" / "part-99999-of-99999.parquet").write_bytes(b"stale shard of an older run")
     assert dedup_images.main(argv) == 0
-    assert len(read(out, "kept")) == 12
+    assert len(read(out, "kept")) == 13
 
 
 def test_auto_drops_what_the_exact_run_said_it_would(tmp_path, capfd):
@@ -179,9 +179,9 @@ def test_auto_drops_what_the_exact_run_said_it_would(tmp_path, capfd):
     pairs = {tuple(sorted((basename(r["id"]), basename(r["duplicate_of"])))): r["distance"]
              for r in read(out, "duplicates")}
     assert set(pairs) == SAMPLE_GROUPS | SAMPLE_NEAR
-    assert all(pairs[p] == 0 for p in SAMPLE_GROUPS) and all(2 <= pairs[p] <= 6 for p in SAMPLE_NEAR)
+    assert all(pairs[p] == 0 for p in SAMPLE_GROUPS) and all(1 <= pairs[p] <= 9 for p in SAMPLE_NEAR)
     page = (out / "report.html").read_text()
-    assert "Largest near-duplicate groups (7 shown)" in page and "distance 6<br>" in page
+    assert "Largest near-duplicate groups (7 shown)" in page and "distance 9<br>" in page
 
 
 def test_an_input_that_cannot_be_listed_says_why(tmp_path, capsys, monkeypatch):

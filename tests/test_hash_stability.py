@@ -50,9 +50,13 @@ def test_resized_and_reencoded_copies_stay_close(algorithm, hash_size):
                      _jpeg(small), _jpeg(im, 70), _jpeg(im, 30)):
             distances.append(original - beam_phash.hash_image(copy, algorithm=algorithm, hash_size=hash_size))
     bits = _native.hash_bits(algorithm, hash_size)
-    # 40 copies: most at 0-2 bits of 256, none beyond 8 (scaled with the bit count).
-    assert np.percentile(distances, 95) <= 4 * bits / 256 + 2, distances
-    assert max(distances) <= 8 * bits / 256 + 2, distances
+    # 40 copies: most at 0-2 bits of 256, none beyond 8 (scaled with the bit count). At 1024 bits
+    # pHash also reads the fine frequencies that JPEG q30 quantises: the q30 copies of these ten
+    # photos move 5-24 bits in hash version 8 (6-18 in version 7; on the 85 shared photos version
+    # 8's q30 p95 is 28 bits against 34), so phash 32 is held to a third of its auto threshold (80).
+    p95_bound, max_bound = (26, 40) if (algorithm, bits) == ("phash", 1024) else (4 * bits / 256 + 2, 8 * bits / 256 + 2)
+    assert np.percentile(distances, 95) <= p95_bound, distances
+    assert max(distances) <= max_bound, distances
 
 
 @pytest.mark.parametrize("algorithm", _native.ALGORITHMS)
@@ -94,8 +98,9 @@ def test_flat_pictures_merge_only_with_identical_copies():
         {"id": "photo-q70", "image": _jpeg(Image.open(PHOTOS[0]), 70)},
     ]
     hashes = {r["id"]: beam_phash.hash_image(r["image"]) for r in records}
-    # The flat hashes lie close together: without the flag they would merge.
-    assert hashes["white"] - hashes["faint"] <= 16
+    # The flat hashes lie close together: without the flag they would merge (36 bits apart in hash
+    # version 8, whose bits sum four coefficients against zero; within 16 before).
+    assert hashes["white"] - hashes["faint"] <= 40
 
     # Blank pictures of any grey share one hash: identical, so still duplicates.
     assert hashes["white"] == hashes["grey"]
@@ -109,7 +114,7 @@ def test_flat_pictures_merge_only_with_identical_copies():
         assert got["white"][2] < _native.FLAT_QUALITY <= got["photo"][2]
 
     p = TestPipeline()
-    outputs = p | beam.Create(records) | ImagePhashDedup(max_distance=16, keep="smallest_id").with_outputs()
+    outputs = p | beam.Create(records) | ImagePhashDedup(max_distance=40, keep="smallest_id").with_outputs()
     assert_that(tagged(outputs), check)
     result = p.run()
     result.wait_until_finish()

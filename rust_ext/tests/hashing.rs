@@ -19,16 +19,18 @@ use beam_phash_native::hash::{hash_batch, hash_image, hash_one, HashBits, DIHEDR
 /// dHash's dead zone and a 6x working side (pool's moved 4 bits, chelsea's 3, grace_hopper's 7).
 /// aHash and the median hash were first pinned in version 7, when they went to an f32 grid (from
 /// version 6: pool's aHash 16 moved 2 bits and its median 16 1, chelsea's median 8 1, sunset's
-/// aHash 16 5).
+/// aHash 16 5). pHash pinned anew for version 8, whose bits are sums of four coefficients
+/// against zero: every pHash moved, as unrelated hashes do (pool's 136 bits, chelsea's 131,
+/// grace_hopper's 125); the other algorithms' did not.
 const GOLDEN: &[(&str, &str, u32, &str)] = &[
-    ("pool.jpg", "phash", 16, "ebdafc00b320242089a9a7ed68ce239fa383dc240c398730e4f176fe537ee39e"),
+    ("pool.jpg", "phash", 16, "052cffc505528244dd84ca4e310ddba508ce99a835e466c24728e915416b1595"),
     ("pool.jpg", "double_gradient", 16, "02d296320bb5070901e5ceeee26ec7864687"),
     ("pool.jpg", "dhash", 8, "0296361a21950101"),
     ("pool.jpg", "dhash", 16, "1d181920992099242e256e25c607ce058e0572843ac74da5c334830803000302"),
-    ("chelsea.png", "phash", 16, "8d35fa7f67fb62448a8c8412e9477adb258887a64a53ec561d93bc62bae042b6"),
+    ("chelsea.png", "phash", 16, "dc6900d36a51cc376f75be2af7a0d161279bb8c4c607e2aa51286c2080453ed3"),
     ("chelsea.png", "double_gradient", 16, "2a283a5b5996f2e1f1b3eda2394397f2ae2b"),
     ("chelsea.png", "dhash", 8, "2a281a59d5f2e5a1"),
-    ("grace_hopper.jpg", "phash", 16, "b9e741802e9b12e6c1c2eb9b784425a0b6fbe667042064ec07639e886ff773f9"),
+    ("grace_hopper.jpg", "phash", 16, "a29ebfe5ccf9353fb9906d3a8b9a4fb2a59c90f494f4d2dc0ff833f47f5fca51"),
     ("grace_hopper.jpg", "double_gradient", 16, "8e494c0e6bcc8c2a2233594c862606464f0f"),
     ("grace_hopper.jpg", "dhash", 8, "8e4c4e2acfcc2a2a"),
     ("pool.jpg", "ahash", 16, "7b10f303b3013301fd0fff0fff0fff0ffd0d440c00047e00ff01ff03ff07ff0f"),

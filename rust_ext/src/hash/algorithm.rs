@@ -9,7 +9,8 @@ pub const MAX_HASH_SIZE: u32 = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Algorithm {
-    /// DCT preprocessing, then each low-frequency coefficient against the median: hash_size² bits.
+    /// The low-frequency DCT coefficients, four at a time through a Hadamard transform, each sum
+    /// against zero (`phash.rs`): hash_size² bits.
     PHash,
     /// image_hasher's DoubleGradient, what the original Ray operator used:
     /// 2·(n/2)·(n/2+1) bits for hash_size n (144 at 16, not 256).

@@ -39,7 +39,10 @@ use crate::pool;
 /// 7: aHash and the median hash compare their grid in f32 instead of image_hasher's 8-bit grid
 /// (`average.rs`), and double-gradient does as dHash does, in f32 with its dead zone, from 6x its
 /// grid (`dhash.rs`). pHash and dHash hashes did not change.
-pub const HASH_VERSION: u32 = 7;
+/// 8: pHash compresses its grid's highlights (a knee at the 90th percentile) and makes each bit
+/// from four low coefficients of about the same frequency (a Hadamard transform, against zero)
+/// instead of one coefficient against their median (`phash.rs`). Only pHash hashes changed.
+pub const HASH_VERSION: u32 = 8;
 
 /// Raw hash bytes plus the number of meaningful bits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
