@@ -16,7 +16,7 @@ from pipelines import dedup_images
 MULTI = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 SAMPLE_GROUPS = {("skagen.jpg", "skagen_copy.jpg")}
 #: The resized, re-encoded and converted copies of the sample, 1 to 9 bits from their originals
-#: (hash version 8; JPEG quality 20 the furthest): exact mode keeps them.
+#: (hash version 9; JPEG quality 20 the furthest): exact mode keeps them.
 SAMPLE_NEAR = {("snow.jpg", "snow_256px.jpg"), ("grand_canyon_1.jpg", "grand_canyon_1_256px.jpg"),
                ("pool.jpg", "pool_half_q40.jpg"), ("pool_2.jpg", "pool_2_q20.jpg"),
                ("sunset.jpg", "sunset_as_png.png"), ("jesper.jpg", "jesper_recompressed.jpg")}
@@ -42,15 +42,15 @@ def check_sample_output(out):
     groups = page[page.index("Largest duplicate groups"):]
     assert groups.count('class="kept"') == 1 and groups.count('class="dup"') == 1  # 1 group of 2
     # the histogram: 14 hashed images, 1 dropped copy and its keeper at 0 bits, the 12 images of
-    # the resized, re-encoded and converted pairs at 1, 3, 4 and 9 bits; then example pairs at 0,
-    # 1, 3, 4 and 9 bits and two unrelated photos beyond the range, each side by side
+    # the resized, re-encoded and converted pairs at 1, 2, 3, 4 and 9 bits; then example pairs at
+    # 0, 2, 3, 4 and 9 bits and two unrelated photos beyond the range, each side by side
     distances = json.loads((out / "report" / "distances.json").read_text())
-    assert distances["kept"][:11] == [1, 6, 0, 2, 2, 0, 0, 0, 0, 2, 0] and sum(distances["kept"]) == 13
+    assert distances["kept"][:11] == [1, 2, 4, 2, 2, 0, 0, 0, 0, 2, 0] and sum(distances["kept"]) == 13
     assert distances["dropped"][0] == 1 and sum(distances["dropped"]) == 1
     assert (distances["sampled"], distances["limit"], distances["auto"]) == (14, 32, 16)
-    assert [p["distance"] for p in distances["pairs"]][:5] == [0, 1, 3, 4, 9] and distances["pairs"][5]["distance"] > 32
+    assert [p["distance"] for p in distances["pairs"]][:5] == [0, 2, 3, 4, 9] and distances["pairs"][5]["distance"] > 32
     assert "Which threshold? Distance to the nearest other image" in page and "For all 14 hashed images" in page
-    assert page.count("<div class='pair'>") == 6 and page.count("<rect ") == 6
+    assert page.count("<div class='pair'>") == 6 and page.count("<rect ") == 7  # bars at 0, 1, 2, 3, 4 and 9 bits, one of them stacked (kept and dropped at 0)
     assert page.count("data:image/jpeg;base64,") == 2 + 12
     assert page.count("<img ") == page.count('loading="lazy"') == 2 + 12
     assert "broken_truncated.jpg" in page and "truncated" in page and "not_an_image.jpg" in page

@@ -42,7 +42,10 @@ use crate::pool;
 /// 8: pHash compresses its grid's highlights (a knee at the 90th percentile) and makes each bit
 /// from four low coefficients of about the same frequency (a Hadamard transform, against zero)
 /// instead of one coefficient against their median (`phash.rs`). Only pHash hashes changed.
-pub const HASH_VERSION: u32 = 8;
+/// 9: grey and YCbCr JPEGs are reduced from their luma coefficients in f32 (`coefficients.rs`)
+/// instead of by libjpeg-turbo's scaled IDCT to 8 bits, and `shrink` no longer rounds. Every
+/// hash of a JPEG changed, and of other formats where they are shrunk.
+pub const HASH_VERSION: u32 = 9;
 
 /// Raw hash bytes plus the number of meaningful bits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -105,9 +108,9 @@ pub const DIHEDRAL: [&str; 8] =
 
 /// Dihedral variant `i` of the reduced image, with the picture's extent turned alike.
 fn dihedral_variant(picture: &Picture, i: usize) -> Picture {
-    let (gray, extent) = (&picture.gray, picture.extent);
-    let (w, h) = gray.dimensions();
-    let (base, e) = if i >= 4 { (flip_horizontal(gray), extent.flipped_h(w)) } else { (gray.clone(), extent) };
+    let (pixels, extent) = (&picture.pixels, picture.extent);
+    let (w, h) = pixels.dimensions();
+    let (base, e) = if i >= 4 { (flip_horizontal(pixels), extent.flipped_h(w)) } else { (pixels.clone(), extent) };
     match i % 4 {
         0 => Picture::new(base, e),
         1 => Picture::new(rotate90(&base), e.rotated90(w, h)),
@@ -125,14 +128,14 @@ fn hash_picture(picture: &Picture, spec: &HashSpec) -> Result<HashBits, Error> {
         (None, Algorithm::AHash) => average::hash(picture, n, Level::Mean)?,
         (None, Algorithm::Median) => average::hash(picture, n, Level::Median)?,
         // blockhash: image_hasher's, on the whole reduced image.
-        (None, _) => spec.blockhasher().hash_image(&picture.gray).as_bytes().to_vec(),
+        (None, _) => spec.blockhasher().hash_image(&picture.gray8()).as_bytes().to_vec(),
     };
     Ok(HashBits { bytes, bits: spec.bits() })
 }
 
 fn hash_unguarded(data: &[u8], spec: &HashSpec, limits: &Limits, dihedral: bool) -> Result<ImageHash, Error> {
-    let Decoded { gray, width, height, extent } = decode(data, limits, spec.working_side())?;
-    let picture = Picture::new(gray, extent);
+    let Decoded { pixels, width, height, extent } = decode(data, limits, spec.working_side())?;
+    let picture = Picture::new(pixels, extent);
     let (hash, quality) = match spec.phasher() {
         // pHash's grid gives the quality grid by block means when its side is a multiple.
         Some(p) if p.side() % QUALITY_SIDE == 0 => {

@@ -6,14 +6,16 @@
 //! * EXIF orientation is applied, so a copy rotated only by its tag hashes like the upright one.
 //! * Transparent pixels are composited onto opaque white (`ALPHA_BACKGROUND`).
 //! * Luma uses the ITU-R BT.601 weights (as PIL's `convert("L")`).
-//! * JPEGs are decoded at a reduced scale by libjpeg-turbo (`jpeg.rs`), luma only; other formats,
-//!   and JPEGs libjpeg-turbo will not take, through the `image` crate.
+//! * JPEGs are decoded at a reduced scale from their luma coefficients (`coefficients.rs`), or by
+//!   libjpeg-turbo's scaled IDCT (`jpeg.rs`); other formats, and JPEGs libjpeg-turbo will not
+//!   take, through the `image` crate.
 //! * Images are reduced by powers of two while both sides stay at least the working side, so the
-//!   hash resampler never runs over full-resolution pixels.
+//!   hash resampler never runs over full-resolution pixels. The reduced image is kept in f32.
 use std::io::Cursor;
 
+use image::imageops::{flip_horizontal, flip_vertical, rotate180, rotate270, rotate90};
 use image::metadata::Orientation;
-use image::{DynamicImage, GrayImage, ImageDecoder, ImageReader, Luma};
+use image::{DynamicImage, GrayImage, ImageBuffer, ImageDecoder, ImageReader, Luma};
 
 use crate::error::Error;
 use crate::image::extent::Extent;
@@ -61,13 +63,31 @@ impl Limits {
     }
 }
 
+/// Grey pixels in f32 (luma 0-255): the reduced image the hashes are computed from.
+pub type Plane = ImageBuffer<Luma<f32>, Vec<f32>>;
+
 /// A decoded image: the reduced grayscale pixels to hash, the upright full-resolution size, and
-/// the rectangle of `gray` the picture covers (see `extent`).
+/// the rectangle of `pixels` the picture covers (see `extent`).
 pub struct Decoded {
-    pub gray: GrayImage,
+    pub pixels: Plane,
     pub width: u32,
     pub height: u32,
     pub extent: Extent,
+}
+
+/// `plane` turned upright from EXIF `orientation` (as `DynamicImage::apply_orientation`).
+pub(crate) fn orient(plane: Plane, orientation: Orientation) -> Plane {
+    use Orientation::*;
+    match orientation {
+        NoTransforms => plane,
+        Rotate90 => rotate90(&plane),
+        Rotate180 => rotate180(&plane),
+        Rotate270 => rotate270(&plane),
+        FlipHorizontal => flip_horizontal(&plane),
+        FlipVertical => flip_vertical(&plane),
+        Rotate90FlipH => flip_horizontal(&rotate90(&plane)),
+        Rotate270FlipH => flip_horizontal(&rotate270(&plane)),
+    }
 }
 
 /// The upright size of a `width` x `height` image stored with EXIF `orientation`.
@@ -79,7 +99,7 @@ pub(crate) fn upright_size(width: u32, height: u32, orientation: Orientation) ->
     }
 }
 
-/// Decode `data` into an upright 8-bit grayscale image, reduced by a power of two as far as both
+/// Decode `data` into an upright grayscale image in f32, reduced by a power of two as far as both
 /// sides stay at least `min_side` (aspect ratio kept; smaller images are returned as they are),
 /// with the image's upright full-resolution size.
 pub fn decode(data: &[u8], limits: &Limits, min_side: u32) -> Result<Decoded, Error> {
@@ -98,8 +118,10 @@ pub fn decode(data: &[u8], limits: &Limits, min_side: u32) -> Result<Decoded, Er
     })?;
     if format == image::ImageFormat::Jpeg {
         check_jpeg_complete(data)?;
-        if let Some((gray, width, height, extent)) = crate::image::jpeg::decode_scaled(data, limits, min_side)? {
-            return Ok(reduce(gray, width, height, extent, min_side));
+        if let Some((plane, width, height, extent)) = crate::image::jpeg::decode_scaled(data, limits, min_side)? {
+            let f = reduction(plane.width(), plane.height(), min_side);
+            let pixels = if f == 1 { plane } else { shrink(&plane, min_side) };
+            return Ok(Decoded { pixels, width, height, extent: extent.reduced(f64::from(f)) });
         }
     }
     let mut image_limits = image::Limits::default();
@@ -115,14 +137,9 @@ pub fn decode(data: &[u8], limits: &Limits, min_side: u32) -> Result<Decoded, Er
     img.apply_orientation(orientation);
     let (width, height) = upright_size(width, height, orientation);
     let gray = to_gray(img);
-    let extent = Extent::full(gray.width(), gray.height());
-    Ok(reduce(gray, width, height, extent, min_side))
-}
-
-/// `shrink`, with the picture's extent carried along.
-fn reduce(gray: GrayImage, width: u32, height: u32, extent: Extent, min_side: u32) -> Decoded {
     let f = reduction(gray.width(), gray.height(), min_side);
-    Decoded { gray: shrink(gray, min_side), width, height, extent: extent.reduced(f64::from(f)) }
+    let extent = Extent::full(gray.width(), gray.height()).reduced(f64::from(f));
+    Ok(Decoded { pixels: shrink(&gray, min_side), width, height, extent })
 }
 
 /// The JPEG decoder fills a truncated scan with grey and reports success. A complete stream has
@@ -207,36 +224,38 @@ pub(crate) fn reduction(width: u32, height: u32, min_side: u32) -> u32 {
     f
 }
 
-/// Box-average by `reduction(width, height, min_side)`.
+/// Box-average by `reduction(width, height, min_side)`, into f32 (no rounding).
 ///
-/// The same rule as the DCT-scaled JPEG path (`jpeg::pick_denominator`, whose 1/2..1/8 IDCT is
-/// close to a box average), so one picture stored as JPEG and as PNG reaches the hasher's
-/// resampler at the same size and nearly the same pixels. The resampler then works on a small
-/// image only.
-pub fn shrink(img: GrayImage, min_side: u32) -> GrayImage {
+/// The same rule as the DCT-scaled JPEG path (`jpeg::pick_denominator`), so one picture stored as
+/// JPEG and as PNG reaches the hasher's resampler at the same size and nearly the same pixels.
+/// The resampler then works on a small image only.
+pub fn shrink<T: Copy + Into<f32>>(img: &ImageBuffer<Luma<T>, Vec<T>>, min_side: u32) -> Plane
+where
+    Luma<T>: image::Pixel<Subpixel = T>,
+{
     let (w, h) = img.dimensions();
     let f = reduction(w, h, min_side);
+    let src = img.as_raw();
     if f == 1 {
-        return img;
+        return Plane::from_raw(w, h, src.iter().map(|&v| v.into()).collect()).expect("same size");
     }
     // ceil, as the scaled IDCT: the last row and column average the pixels they have.
     let (ow, oh) = (w.div_ceil(f), h.div_ceil(f));
-    let src = img.as_raw();
-    let mut acc = vec![0u32; ow as usize];
-    let mut out = GrayImage::new(ow, oh);
+    let mut acc = vec![0f64; ow as usize];
+    let mut out = Plane::new(ow, oh);
     for oy in 0..oh {
-        acc.iter_mut().for_each(|a| *a = 0);
+        acc.iter_mut().for_each(|a| *a = 0.0);
         let rows = oy * f..((oy + 1) * f).min(h);
         let nrows = rows.len() as u32;
         for y in rows {
             let row = &src[(y * w) as usize..((y + 1) * w) as usize];
             for (ox, chunk) in row.chunks(f as usize).enumerate() {
-                acc[ox] += chunk.iter().map(|&v| u32::from(v)).sum::<u32>();
+                acc[ox] += chunk.iter().map(|&v| f64::from(v.into())).sum::<f64>();
             }
         }
         for (ox, a) in acc.iter().enumerate() {
             let area = nrows * (f.min(w - ox as u32 * f));
-            out.put_pixel(ox as u32, oy, Luma([((a + area / 2) / area) as u8]));
+            out.put_pixel(ox as u32, oy, Luma([(a / f64::from(area)) as f32]));
         }
     }
     out
@@ -268,20 +287,22 @@ mod tests {
     #[test]
     fn shrink_averages_blocks() {
         let img = GrayImage::from_fn(8, 4, |x, _| Luma([if x % 2 == 0 { 0 } else { 200 }]));
-        let out = shrink(img, 2);
+        let out = shrink(&img, 2);
         assert_eq!(out.dimensions(), (4, 2));
-        assert!(out.pixels().all(|p| p.0[0] == 100));
-        // Ceil, with partial edge blocks averaged over the pixels they hold.
-        let odd = GrayImage::from_fn(9, 9, |x, _| Luma([if x == 8 { 40 } else { 100 }]));
-        let out = shrink(odd, 3);
+        assert!(out.pixels().all(|p| p.0[0] == 100.0));
+        // Ceil, with partial edge blocks averaged over the pixels they hold; no rounding.
+        let odd = GrayImage::from_fn(9, 9, |x, _| Luma([if x == 8 { 40 } else { 101 }]));
+        let out = shrink(&odd, 3);
         assert_eq!(out.dimensions(), (3, 3));
-        assert_eq!((out.get_pixel(1, 1).0[0], out.get_pixel(2, 2).0[0]), (100, 40));
+        assert_eq!((out.get_pixel(1, 1).0[0], out.get_pixel(2, 2).0[0]), (101.0, 40.0));
+        let halves = GrayImage::from_fn(2, 2, |x, _| Luma([x as u8]));
+        assert_eq!(shrink(&halves, 1).as_raw(), &vec![0.5]);
     }
 
     #[test]
     fn shrink_keeps_small_images() {
         let img = GrayImage::new(10, 7);
-        assert_eq!(shrink(img, 64).dimensions(), (10, 7));
+        assert_eq!(shrink(&img, 64).dimensions(), (10, 7));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The picture's extent (see `extent`) resampled onto a hash grid: Lanczos3 on a sub-pixel crop,
 //! its support scaled with the reduction (fast_image_resize, SIMD), one resizer per thread. A
-//! `Picture` converts its reduced image to f32 once for all the f32 grids asked of it (the
+//! `Picture` hands its reduced image (f32) to the resizer once for all the grids asked of it (the
 //! quality grid and dHash's, say).
 use std::cell::{OnceCell, RefCell};
 use std::f64::consts::{FRAC_PI_2, FRAC_PI_3, PI};
@@ -8,6 +8,8 @@ use std::f64::consts::{FRAC_PI_2, FRAC_PI_3, PI};
 use fast_image_resize::images::Image as Grid;
 use fast_image_resize::{Filter, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::GrayImage;
+
+use crate::image::decode::Plane;
 
 use crate::error::Error;
 use crate::image::extent::Extent;
@@ -51,17 +53,24 @@ fn resample(src: &Grid, extent: Extent, dst: &mut Grid) -> Result<(), Error> {
         .map_err(|e| Error::Internal(format!("resize: {e}")))
 }
 
-/// A reduced image and the rectangle its picture covers in it (see `extent`). Its f32 copy, the
-/// source of the f32 grids, is made once, when a grid in f32 is first asked for.
+/// A reduced image and the rectangle its picture covers in it (see `extent`). Its copy in the
+/// resizer's layout, the source of the grids, is made once, when a grid is first asked for.
 pub struct Picture {
-    pub gray: GrayImage,
+    pub pixels: Plane,
     pub extent: Extent,
     floats: OnceCell<Grid<'static>>,
 }
 
 impl Picture {
-    pub fn new(gray: GrayImage, extent: Extent) -> Picture {
-        Picture { gray, extent, floats: OnceCell::new() }
+    pub fn new(pixels: Plane, extent: Extent) -> Picture {
+        Picture { pixels, extent, floats: OnceCell::new() }
+    }
+
+    /// The reduced image rounded to 8 bits, for image_hasher's blockhash.
+    pub fn gray8(&self) -> GrayImage {
+        let (w, h) = self.pixels.dimensions();
+        let bytes = self.pixels.as_raw().iter().map(|&v| v.round().clamp(0.0, 255.0) as u8).collect();
+        GrayImage::from_raw(w, h, bytes).expect("same size")
     }
 
     /// A `width` x `height` grid of f32, row-major.
@@ -69,7 +78,7 @@ impl Picture {
         let src = match self.floats.get() {
             Some(src) => src,
             None => {
-                let src = to_f32(&self.gray);
+                let src = to_grid(&self.pixels);
                 self.floats.get_or_init(|| src)
             }
         };
@@ -79,10 +88,10 @@ impl Picture {
     }
 }
 
-fn to_f32(gray: &GrayImage) -> Grid<'static> {
-    let mut bytes = Vec::with_capacity(4 * gray.as_raw().len());
-    bytes.extend(gray.as_raw().iter().flat_map(|&v| f32::from(v).to_ne_bytes()));
-    Grid::from_vec_u8(gray.width(), gray.height(), bytes, PixelType::F32).expect("4 bytes per pixel")
+fn to_grid(pixels: &Plane) -> Grid<'static> {
+    let mut bytes = Vec::with_capacity(4 * pixels.as_raw().len());
+    bytes.extend(pixels.as_raw().iter().flat_map(|v| v.to_ne_bytes()));
+    Grid::from_vec_u8(pixels.width(), pixels.height(), bytes, PixelType::F32).expect("4 bytes per pixel")
 }
 
 /// Pictures scoring below this are flat (blank, a plain colour, a faint gradient): near-duplicate

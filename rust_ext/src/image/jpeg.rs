@@ -1,18 +1,20 @@
-//! JPEG at a reduced scale: libjpeg-turbo's scaled IDCT decodes straight to 1/2, 1/4 or 1/8 of
-//! the size, luma only, so a hash never pays for full-resolution pixels or for the colour planes.
+//! JPEG at a reduced scale, 1/2, 1/4 or 1/8 of the size, luma only, so a hash never pays for
+//! full-resolution pixels or for the colour planes.
 //!
-//! `decode_scaled` picks the largest reduction that keeps both sides at least `min_side`, decodes
-//! to 8-bit grayscale (CMYK/YCCK through CMYK, Adobe-inverted as nearly all are), and reads the
-//! EXIF orientation from the APP1 segment itself. It answers `Ok(None)` for what it does not
-//! handle (a decoder error or warning, lossless or 12-bit JPEG), and the caller then falls back to
-//! the general decoder, so a file that decoded before still decodes.
+//! `decode_scaled` picks the largest reduction that keeps both sides at least `min_side`. Grey and
+//! YCbCr JPEGs are rebuilt in f32 from their luma coefficients (`coefficients.rs`); the others
+//! (CMYK/YCCK, through CMYK, Adobe-inverted as nearly all are), and any the coefficient path
+//! refuses, go through libjpeg-turbo's scaled IDCT to 8-bit grayscale. It reads the EXIF
+//! orientation from the APP1 segment itself. It answers `Ok(None)` for what it does not handle (a
+//! decoder error or warning, lossless or 12-bit JPEG), and the caller then falls back to the
+//! general decoder, so a file that decoded before still decodes.
 use std::cell::RefCell;
 
 use image::metadata::Orientation;
-use image::GrayImage;
 use turbojpeg::{Colorspace, Decompressor, Image, PixelFormat, ScalingFactor};
 
-use crate::image::decode::{luma601, reduction, upright_size, Limits};
+use crate::image::coefficients::luma_plane;
+use crate::image::decode::{luma601, orient, reduction, upright_size, Limits, Plane};
 use crate::error::Error;
 use crate::image::extent::Extent;
 
@@ -30,7 +32,7 @@ pub fn pick_denominator(width: usize, height: usize, min_side: usize) -> usize {
 
 /// Decode `data` (known to be a complete JPEG) to grayscale at a reduced scale, upright. Also
 /// answers the upright full-resolution size, and where the picture lies in the reduced image.
-pub fn decode_scaled(data: &[u8], limits: &Limits, min_side: u32) -> Result<Option<(GrayImage, u32, u32, Extent)>, Error> {
+pub fn decode_scaled(data: &[u8], limits: &Limits, min_side: u32) -> Result<Option<(Plane, u32, u32, Extent)>, Error> {
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
@@ -50,7 +52,7 @@ pub fn decode_scaled(data: &[u8], limits: &Limits, min_side: u32) -> Result<Opti
     })
 }
 
-fn decode_with(dec: &mut Decompressor, data: &[u8], limits: &Limits, min_side: usize) -> Result<Option<(GrayImage, u32, u32, Extent)>, Error> {
+fn decode_with(dec: &mut Decompressor, data: &[u8], limits: &Limits, min_side: usize) -> Result<Option<(Plane, u32, u32, Extent)>, Error> {
     let Ok(header) = dec.read_header(data) else { return Ok(None) };
     if header.is_lossless {
         return Ok(None);
@@ -58,28 +60,39 @@ fn decode_with(dec: &mut Decompressor, data: &[u8], limits: &Limits, min_side: u
     let (w32, h32) = (u32::try_from(header.width).unwrap_or(u32::MAX), u32::try_from(header.height).unwrap_or(u32::MAX));
     limits.check(w32, h32)?;
     let denom = pick_denominator(header.width, header.height, min_side);
-    let factor = ScalingFactor::new(1, denom);
-    if dec.set_scaling_factor(factor).is_err() {
-        return Ok(None);
-    }
-    let (w, h) = (factor.scale(header.width), factor.scale(header.height));
-    let cmyk = matches!(header.colorspace, Colorspace::CMYK | Colorspace::YCCK);
-    let (format, channels) = if cmyk { (PixelFormat::CMYK, 4) } else { (PixelFormat::GRAY, 1) };
-    let mut pixels = vec![0u8; w * h * channels];
-    let image = Image { pixels: &mut pixels[..], width: w, pitch: w * channels, height: h, format };
-    if dec.decompress(data, image).is_err() {
-        return Ok(None);
-    }
-    let gray = if cmyk { cmyk_to_gray(&pixels) } else { pixels };
-    let Some(img) = GrayImage::from_raw(w as u32, h as u32, gray) else { return Ok(None) };
-    let mut dynamic = image::DynamicImage::ImageLuma8(img);
+    let from_coefficients = match header.colorspace {
+        Colorspace::Gray | Colorspace::YCbCr => luma_plane(data, header.width, header.height, denom),
+        _ => None,
+    };
+    let plane = match from_coefficients {
+        Some(plane) => plane,
+        None => match scaled_idct(dec, data, header.width, header.height, denom, header.colorspace) {
+            Some(gray) => gray,
+            None => return Ok(None),
+        },
+    };
+    let (w, h) = (plane.width(), plane.height());
     let orientation = exif_orientation(data);
-    dynamic.apply_orientation(orientation);
+    let plane = orient(plane, orientation);
     let (uw, uh) = upright_size(w32, h32, orientation);
     // The scaled image's last row and column may stand for part of a block only.
     let extent = Extent { x: 0.0, y: 0.0, w: header.width as f64 / denom as f64, h: header.height as f64 / denom as f64 }
-        .oriented(w as u32, h as u32, orientation);
-    Ok(Some((dynamic.into_luma8(), uw, uh, extent)))
+        .oriented(w, h, orientation);
+    Ok(Some((plane, uw, uh, extent)))
+}
+
+/// libjpeg-turbo's scaled IDCT to 1/`denom`, 8-bit grey, as stored (not turned upright).
+fn scaled_idct(dec: &mut Decompressor, data: &[u8], width: usize, height: usize, denom: usize, colorspace: Colorspace) -> Option<Plane> {
+    let factor = ScalingFactor::new(1, denom);
+    dec.set_scaling_factor(factor).ok()?;
+    let (w, h) = (factor.scale(width), factor.scale(height));
+    let cmyk = matches!(colorspace, Colorspace::CMYK | Colorspace::YCCK);
+    let (format, channels) = if cmyk { (PixelFormat::CMYK, 4) } else { (PixelFormat::GRAY, 1) };
+    let mut pixels = vec![0u8; w * h * channels];
+    let image = Image { pixels: &mut pixels[..], width: w, pitch: w * channels, height: h, format };
+    dec.decompress(data, image).ok()?;
+    let gray = if cmyk { cmyk_to_gray(&pixels) } else { pixels };
+    Plane::from_raw(w as u32, h as u32, gray.into_iter().map(f32::from).collect())
 }
 
 /// Adobe CMYK (stored inverted: 255 = no ink) to BT.601 luma of the RGB it stands for.
@@ -93,28 +106,37 @@ fn cmyk_to_gray(px: &[u8]) -> Vec<u8> {
         .collect()
 }
 
+/// The marker segments before the image data, as (marker, body), a body cut short where the data
+/// ends; the walk stops at the first start of scan or an end of image.
+pub(crate) fn header_segments(data: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    let mut i = 2; // after SOI
+    std::iter::from_fn(move || {
+        while i + 4 <= data.len() && data[i] == 0xFF {
+            let marker = data[i + 1];
+            if marker == 0xFF {
+                i += 1; // fill byte
+                continue;
+            }
+            if marker == 0xDA || marker == 0xD9 {
+                return None; // start of scan / end of image: no more metadata
+            }
+            let len = usize::from(u16::from_be_bytes([data[i + 2], data[i + 3]]));
+            let end = (i + 2 + len).min(data.len());
+            let body = &data[(i + 4).min(end)..end];
+            i = end;
+            return Some((marker, body));
+        }
+        None
+    })
+}
+
 /// The EXIF orientation from the first APP1 "Exif" segment before the image data; no transform
 /// when there is none or it cannot be read (a broken EXIF block is not a broken image).
 pub fn exif_orientation(data: &[u8]) -> Orientation {
-    let mut i = 2; // after SOI
-    while i + 4 <= data.len() && data[i] == 0xFF {
-        let marker = data[i + 1];
-        if marker == 0xFF {
-            i += 1; // fill byte
-            continue;
-        }
-        if marker == 0xDA || marker == 0xD9 {
-            break; // start of scan / end of image: no more metadata
-        }
-        let len = usize::from(u16::from_be_bytes([data[i + 2], data[i + 3]]));
-        let end = (i + 2 + len).min(data.len());
-        let body = &data[(i + 4).min(end)..end];
-        if marker == 0xE1 && body.starts_with(b"Exif\0\0") {
-            return Orientation::from_exif_chunk(&body[6..]).unwrap_or(Orientation::NoTransforms);
-        }
-        i = end;
-    }
-    Orientation::NoTransforms
+    header_segments(data)
+        .find(|(marker, body)| *marker == 0xE1 && body.starts_with(b"Exif\0\0"))
+        .and_then(|(_, body)| Orientation::from_exif_chunk(&body[6..]))
+        .unwrap_or(Orientation::NoTransforms)
 }
 
 #[cfg(test)]

@@ -1,0 +1,378 @@
+//! JPEG at a reduced scale, rebuilt in f32 from the luma plane's DCT coefficients.
+//!
+//! libjpeg-turbo's 1/2 and 1/4 scaled IDCTs fold each block's high odd coefficients into the
+//! reduced pixels, and they round the result to 8 bits. A low-quality copy quantises those
+//! coefficients to zero where its original keeps them, and at 1/4 scale one grey level is close
+//! to a low-contrast picture's weak frequencies: both moved pHash 16's bits under JPEG q30
+//! (`benchmarks/eval_decode.py`). Here each 8 x 8 block's low (8/d) x (8/d) coefficients are
+//! dequantised, and each of the block's (8/d)² reduced pixels is the mean of that low-passed
+//! block over its d x d pixels, kept in f32. For d = 8 that is the block's mean, as libjpeg's.
+//!
+//! The coefficients come from libjpeg-turbo itself: `tj3Transform` with no transform and no
+//! output (`TJXOPT_NOOUTPUT`) hands each row of luma blocks to a callback
+//! (`tjtransform::customFilter`). They are quantised; the steps come from the file's DQT segment
+//! for the frame's first component. Only 8-bit grey and YCbCr JPEGs are taken; for the rest (and
+//! on any error or warning) this answers `None` and the caller decodes through the scaled IDCT.
+use std::cell::RefCell;
+use std::f64::consts::PI;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use turbojpeg::libc::{c_int, c_short, c_uchar};
+use turbojpeg::raw;
+
+use crate::image::decode::Plane;
+use crate::image::jpeg::header_segments;
+
+/// JPEG's zig-zag order: the natural (row-major) index of the i-th coefficient stored in a DQT.
+const ZIGZAG: [usize; 64] = [
+    0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13, 6, 7, 14, 21,
+    28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59, 52, 45, 38, 31, 39, 46, 53, 60, 61,
+    54, 47, 55, 62, 63,
+];
+
+/// A TurboJPEG instance initialised for transforms, destroyed with its thread.
+struct Transformer(raw::tjhandle);
+
+impl Drop for Transformer {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from tj3Init and is destroyed once.
+        unsafe { raw::tj3Destroy(self.0) }
+    }
+}
+
+thread_local! {
+    static TRANSFORMER: RefCell<Option<Transformer>> = const { RefCell::new(None) };
+}
+
+/// The quantisation steps (natural order) of the table the frame's first component uses, from
+/// the DQT segments before the first scan (where a table cut short by the end of the data, or
+/// any other oddity, gives `None`); `None` unless the frame is 8-bit DCT (baseline,
+/// extended or progressive, Huffman or arithmetic) and the table is there.
+pub(crate) fn luma_steps(data: &[u8]) -> Option<[u16; 64]> {
+    let mut tables = [None::<[u16; 64]>; 4];
+    let mut luma = None;
+    for (marker, body) in header_segments(data) {
+        match marker {
+            0xDB => {
+                let mut at = 0;
+                while at < body.len() {
+                    let (wide, id) = (body[at] >> 4 == 1, usize::from(body[at] & 0x0F));
+                    let size = if wide { 2 } else { 1 };
+                    let entries = body.get(at + 1..at + 1 + 64 * size)?;
+                    let mut steps = [0u16; 64];
+                    for (k, &natural) in ZIGZAG.iter().enumerate() {
+                        steps[natural] =
+                            if wide { u16::from_be_bytes([entries[2 * k], entries[2 * k + 1]]) } else { u16::from(entries[k]) };
+                    }
+                    *tables.get_mut(id)? = Some(steps);
+                    at += 1 + 64 * size;
+                }
+            }
+            // SOF0-2 and SOF9-10: 8-bit DCT frames. Body: precision, height, width, count, then
+            // (id, sampling, table) per component.
+            0xC0..=0xC2 | 0xC9 | 0xCA => {
+                if body.first() != Some(&8) {
+                    return None;
+                }
+                luma = Some(usize::from(*body.get(8)? & 0x0F));
+            }
+            0xC3 | 0xC5..=0xC7 | 0xCB | 0xCD..=0xCF => return None, // lossless, hierarchical
+            _ => {}
+        }
+    }
+    tables.get(luma?).copied().flatten().filter(|steps| steps.iter().all(|&s| s > 0))
+}
+
+/// `weights[i * m + u]`: the mean of JPEG's (orthonormal) 8-point DCT basis function u over the
+/// d samples of reduced pixel i, for m = 8 / d.
+fn pixel_weights(d: usize) -> Vec<f32> {
+    let m = 8 / d;
+    let mut weights = vec![0f32; m * m];
+    for i in 0..m {
+        for u in 0..m {
+            let scale = if u == 0 { (1.0f64 / 8.0).sqrt() } else { 0.5 };
+            let sum: f64 = (i * d..(i + 1) * d).map(|x| (PI * u as f64 * (2 * x + 1) as f64 / 16.0).cos()).sum();
+            weights[i * m + u] = (scale * sum / d as f64) as f32;
+        }
+    }
+    weights
+}
+
+/// Where the callback writes the reduced luma plane.
+struct Sink {
+    /// Each kept coefficient's step (`steps[u * m + v]`) and the pixel weights (`pixel_weights`).
+    steps: Vec<f32>,
+    weights: Vec<f32>,
+    m: usize,
+    /// The luma plane in blocks, as the frame's size says it must be.
+    blocks: (usize, usize),
+    /// (blocks.0 * m) x (blocks.1 * m), row-major.
+    pixels: Vec<f32>,
+}
+
+impl Sink {
+    fn new(steps: &[u16; 64], d: usize, blocks: (usize, usize)) -> Sink {
+        let m = 8 / d;
+        let kept = (0..m * m).map(|i| f32::from(steps[(i / m) * 8 + i % m])).collect();
+        Sink { steps: kept, weights: pixel_weights(d), m, blocks, pixels: vec![0.0; blocks.0 * m * blocks.1 * m] }
+    }
+
+    /// One array of block rows (`coeffs`, 64 per block, natural order, quantised) at block row
+    /// `first_row`; false when it does not fit the plane expected.
+    fn take(&mut self, coeffs: &[c_short], width_blocks: usize, first_row: usize) -> bool {
+        if width_blocks < self.blocks.0 {
+            return false;
+        }
+        match self.m {
+            8 => self.take_sized::<8>(coeffs, width_blocks, first_row),
+            4 => self.take_sized::<4>(coeffs, width_blocks, first_row),
+            2 => self.take_sized::<2>(coeffs, width_blocks, first_row),
+            _ => self.take_sized::<1>(coeffs, width_blocks, first_row),
+        }
+        true
+    }
+
+    /// `take` for m = M, with the block's arithmetic on arrays of a size known when compiled
+    /// (the compiler vectorises the rows), skipping the rows of coefficients that are all zero
+    /// (most of the high ones, once quantised).
+    fn take_sized<const M: usize>(&mut self, coeffs: &[c_short], width_blocks: usize, first_row: usize) {
+        let stride = self.blocks.0 * M;
+        // weights[i][u], and by_column[v][j] = weights[j][v]; steps[u][v]
+        let mut weights = [[0f32; M]; M];
+        let mut by_column = [[0f32; M]; M];
+        let mut steps = [[0f32; M]; M];
+        for i in 0..M {
+            for u in 0..M {
+                weights[i][u] = self.weights[i * M + u];
+                by_column[u][i] = self.weights[i * M + u];
+                steps[i][u] = self.steps[i * M + u];
+            }
+        }
+        for (r, row) in coeffs.chunks_exact(64 * width_blocks).enumerate() {
+            let by = first_row + r;
+            if by >= self.blocks.1 {
+                break; // rows of padding blocks
+            }
+            for (bx, block) in row.chunks_exact(64).take(self.blocks.0).enumerate() {
+                // rows[u][j]: coefficient row u through the horizontal weights of pixel column j;
+                // `live` lists the rows with a coefficient that is not zero.
+                let mut rows = [[0f32; M]; M];
+                let mut live = [0usize; M];
+                let mut count = 0;
+                for u in 0..M {
+                    let coefficients = &block[u * 8..u * 8 + M];
+                    if coefficients.iter().all(|&c| c == 0) {
+                        continue;
+                    }
+                    live[count] = u;
+                    count += 1;
+                    let row = &mut rows[u];
+                    for v in 0..M {
+                        let q = f32::from(coefficients[v]) * steps[u][v];
+                        for (r, b) in row.iter_mut().zip(&by_column[v]) {
+                            *r += q * b;
+                        }
+                    }
+                }
+                for (i, pixel_weights) in weights.iter().enumerate() {
+                    let mut line = [128f32; M];
+                    for &u in &live[..count] {
+                        let w = pixel_weights[u];
+                        for (p, r) in line.iter_mut().zip(&rows[u]) {
+                            *p += w * r;
+                        }
+                    }
+                    self.pixels[(by * M + i) * stride + bx * M..][..M].copy_from_slice(&line);
+                }
+            }
+        }
+    }
+}
+
+unsafe extern "C" fn take_luma(
+    coeffs: *mut c_short,
+    array: raw::tjregion,
+    plane: raw::tjregion,
+    component: c_int,
+    _transform_id: c_int,
+    transform: *mut raw::tjtransform,
+) -> c_int {
+    if component != 0 {
+        return 0;
+    }
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        let (width_blocks, rows) = ((array.w / 8) as usize, (array.h / 8) as usize);
+        // SAFETY: `data` is the Sink `luma_plane` passed in, alive for the whole call, and
+        // libjpeg-turbo hands `rows` rows of `width_blocks` blocks of 64 coefficients.
+        let sink = unsafe { &mut *((*transform).data as *mut Sink) };
+        if ((plane.w / 8) as usize, (plane.h / 8) as usize) != sink.blocks {
+            return false; // luma is not the full-size plane (an unusual sampling)
+        }
+        let coeffs = unsafe { std::slice::from_raw_parts(coeffs, width_blocks * rows * 64) };
+        sink.take(coeffs, width_blocks, (array.y / 8) as usize)
+    }));
+    if matches!(result, Ok(true)) {
+        0
+    } else {
+        -1
+    }
+}
+
+/// The `width` x `height` JPEG `data` (grey or YCbCr, 8-bit) reduced by 1/`d` (d = 1, 2, 4 or 8):
+/// ceil(width / d) x ceil(height / d) pixels of luma in f32, as stored (not turned upright).
+pub fn luma_plane(data: &[u8], width: usize, height: usize, d: usize) -> Option<Plane> {
+    if ![1, 2, 4, 8].contains(&d) {
+        return None;
+    }
+    let steps = luma_steps(data)?;
+    let blocks = (width.div_ceil(8), height.div_ceil(8));
+    let mut sink = Sink::new(&steps, d, blocks);
+    let done = TRANSFORMER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            // SAFETY: tj3Init has no preconditions; a null handle is checked.
+            let handle = unsafe { raw::tj3Init(raw::TJINIT_TJINIT_TRANSFORM as c_int) };
+            if handle.is_null() {
+                return false;
+            }
+            *slot = Some(Transformer(handle));
+        }
+        let handle = slot.as_ref().expect("transformer was just created").0;
+        let transform = raw::tjtransform {
+            r: raw::tjregion { x: 0, y: 0, w: 0, h: 0 },
+            op: raw::TJXOP_TJXOP_NONE as c_int,
+            options: (raw::TJXOPT_NOOUTPUT | raw::TJXOPT_GRAY | raw::TJXOPT_COPYNONE) as c_int,
+            data: (&mut sink as *mut Sink).cast(),
+            customFilter: Some(take_luma),
+        };
+        let mut out: *mut c_uchar = std::ptr::null_mut();
+        let mut out_size = 0;
+        // SAFETY: `data` outlives the call; with TJXOPT_NOOUTPUT nothing is written to `out`;
+        // `transform.data` points at `sink`, which outlives the call.
+        let status = unsafe { raw::tj3Transform(handle, data.as_ptr(), data.len() as _, 1, &mut out, &mut out_size, &transform) };
+        if status != 0 {
+            // libjpeg-turbo keeps state in the handle; after an image it refused, start afresh.
+            *slot = None;
+        }
+        status == 0
+    });
+    if !done {
+        return None;
+    }
+    let stride = blocks.0 * 8 / d;
+    let (w, h) = (width.div_ceil(d), height.div_ceil(d));
+    let mut pixels = Vec::with_capacity(w * h);
+    for row in sink.pixels.chunks_exact(stride).take(h) {
+        pixels.extend_from_slice(&row[..w]);
+    }
+    Plane::from_raw(w as u32, h as u32, pixels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use turbojpeg::{Compressor, Decompressor, Image, PixelFormat, ScalingFactor, Subsamp};
+
+    /// A textured 8-bit grey test picture, `w` x `h`.
+    fn picture(w: usize, h: usize) -> Vec<u8> {
+        (0..w * h)
+            .map(|i| {
+                let (x, y) = ((i % w) as f64, (i / w) as f64);
+                (128.0 + 60.0 * (x / 9.0).sin() * (y / 13.0).cos() + 40.0 * ((x + 2.0 * y) / 5.0).sin()) as u8
+            })
+            .collect()
+    }
+
+    fn encode(pixels: &[u8], w: usize, h: usize, format: PixelFormat, quality: i32) -> Vec<u8> {
+        let mut c = Compressor::new().unwrap();
+        c.set_quality(quality).unwrap();
+        c.set_subsamp(if format == PixelFormat::GRAY { Subsamp::Gray } else { Subsamp::Sub2x2 }).unwrap();
+        let channels = format.size();
+        let image = Image { pixels, width: w, pitch: w * channels, height: h, format };
+        c.compress_to_vec(image).unwrap()
+    }
+
+    /// libjpeg-turbo's own decode of `jpeg` at 1/d, grey.
+    fn libjpeg(jpeg: &[u8], w: usize, h: usize, d: usize) -> Vec<u8> {
+        let mut dec = Decompressor::new().unwrap();
+        let factor = ScalingFactor::new(1, d);
+        dec.set_scaling_factor(factor).unwrap();
+        let (sw, sh) = (factor.scale(w), factor.scale(h));
+        let mut out = vec![0u8; sw * sh];
+        dec.decompress(jpeg, Image { pixels: &mut out[..], width: sw, pitch: sw, height: sh, format: PixelFormat::GRAY }).unwrap();
+        out
+    }
+
+    fn max_difference(ours: &Plane, theirs: &[u8]) -> f32 {
+        ours.as_raw().iter().zip(theirs).map(|(a, &b)| (a - f32::from(b)).abs()).fold(0.0, f32::max)
+    }
+
+    /// At full size every coefficient is kept, and at 1/8 only the DC term: both are what
+    /// libjpeg-turbo's decode gives at that scale, to its rounding (and its fixed-point IDCT).
+    #[test]
+    fn full_and_eighth_scale_match_libjpeg() {
+        let (w, h) = (67, 45); // partial blocks on both edges
+        let grey = picture(w, h);
+        let rgb: Vec<u8> = grey.iter().flat_map(|&v| [v, v, v]).collect();
+        for jpeg in [encode(&grey, w, h, PixelFormat::GRAY, 75), encode(&rgb, w, h, PixelFormat::RGB, 40)] {
+            for d in [1, 8] {
+                let ours = luma_plane(&jpeg, w, h, d).expect("a grey or YCbCr JPEG");
+                assert_eq!(ours.dimensions(), (w.div_ceil(d) as u32, h.div_ceil(d) as u32));
+                let diff = max_difference(&ours, &libjpeg(&jpeg, w, h, d));
+                assert!(diff <= 1.0, "1/{d}: {diff} grey levels from libjpeg-turbo's");
+            }
+        }
+    }
+
+    /// The basis functions but the DC term average to nothing over a block, so at every scale
+    /// a block's reduced pixels keep its mean: the 1/8 plane's pixel.
+    #[test]
+    fn every_scale_keeps_each_blocks_mean() {
+        let (w, h) = (64, 48);
+        let jpeg = encode(&picture(w, h), w, h, PixelFormat::GRAY, 60);
+        let eighth = luma_plane(&jpeg, w, h, 8).unwrap();
+        for d in [1, 2, 4] {
+            let plane = luma_plane(&jpeg, w, h, d).unwrap();
+            let m = (8 / d) as u32;
+            for (bx, by, mean) in eighth.enumerate_pixels() {
+                let sum: f32 = (0..m * m).map(|k| plane.get_pixel(bx * m + k % m, by * m + k / m).0[0]).sum();
+                let ours = sum / (m * m) as f32;
+                assert!((ours - mean.0[0]).abs() < 1e-3, "1/{d}, block ({bx}, {by}): {ours} against {}", mean.0[0]);
+            }
+        }
+    }
+
+    #[test]
+    fn weights_average_the_basis() {
+        // d = 8: the one pixel is the DC term over sqrt(8), and the other basis functions
+        // average to nothing over a whole block.
+        let w = pixel_weights(8);
+        assert!((w[0] - (1.0f32 / 8.0).sqrt()).abs() < 1e-7);
+        // d = 1: the basis itself, orthonormal.
+        let w = pixel_weights(1);
+        for u in 0..8 {
+            for v in 0..8 {
+                let dot: f32 = (0..8).map(|i| w[i * 8 + u] * w[i * 8 + v]).sum();
+                assert!((dot - if u == v { 1.0 } else { 0.0 }).abs() < 1e-6, "{u} {v} {dot}");
+            }
+        }
+    }
+
+    #[test]
+    fn steps_are_read_in_natural_order() {
+        let jpeg = encode(&picture(16, 16), 16, 16, PixelFormat::GRAY, 50);
+        let steps = luma_steps(&jpeg).unwrap();
+        // The standard luma table at quality 50: its first row and first column.
+        assert_eq!(&steps[..4], &[16, 11, 10, 16]);
+        assert_eq!([steps[8], steps[16], steps[24]], [12, 14, 14]);
+    }
+
+    #[test]
+    fn not_a_dct_frame_is_not_taken() {
+        let mut jpeg = encode(&picture(16, 16), 16, 16, PixelFormat::GRAY, 50);
+        let sof = jpeg.windows(2).position(|p| p == [0xFF, 0xC0]).unwrap();
+        jpeg[sof + 1] = 0xC3; // lossless
+        assert!(luma_steps(&jpeg).is_none());
+        assert!(luma_steps(b"not a jpeg").is_none());
+    }
+}
