@@ -30,8 +30,8 @@ a model of pHash's version-8 rule (knee, DCT, Hadamard groups of four, `rust_ext
 phash.rs`). Each decode's model hashes are checked against beam-phash's own hashes of the same
 files: the share of files where the two are identical, and the mean distance between them. The
 decode beam-phash uses comes close to 100% (hash version 8: libjpeg scaled, 100%; version 9:
-coefficients, f32, short of it where the full-size decode clipped or a block is partial, whose
-coefficients the model only estimates).
+coefficients, f32 for the files it reduces and libjpeg at full size, short of it where the
+full-size decode clipped or a block is partial, whose coefficients the model only estimates).
 
 Output. For each decode and mild edit, the p95 and the mean of the distances between copy and
 original (bits); then the three closest pairs of distinct originals, which a change of decoder

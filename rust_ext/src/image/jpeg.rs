@@ -2,9 +2,10 @@
 //! full-resolution pixels or for the colour planes.
 //!
 //! `decode_scaled` picks the largest reduction that keeps both sides at least `min_side`. Grey and
-//! YCbCr JPEGs are rebuilt in f32 from their luma coefficients (`coefficients.rs`); the others
-//! (CMYK/YCCK, through CMYK, Adobe-inverted as nearly all are), and any the coefficient path
-//! refuses, go through libjpeg-turbo's scaled IDCT to 8-bit grayscale. It reads the EXIF
+//! YCbCr JPEGs that it reduces are rebuilt in f32 from their luma coefficients
+//! (`coefficients.rs`); the others (at full size; CMYK/YCCK, through CMYK, Adobe-inverted as
+//! nearly all are), and any the coefficient path refuses, go through libjpeg-turbo's (scaled)
+//! IDCT to 8-bit grayscale. It reads the EXIF
 //! orientation from the APP1 segment itself. It answers `Ok(None)` for what it does not handle (a
 //! decoder error or warning, lossless or 12-bit JPEG), and the caller then falls back to the
 //! general decoder, so a file that decoded before still decodes.
@@ -60,8 +61,9 @@ fn decode_with(dec: &mut Decompressor, data: &[u8], limits: &Limits, min_side: u
     let (w32, h32) = (u32::try_from(header.width).unwrap_or(u32::MAX), u32::try_from(header.height).unwrap_or(u32::MAX));
     limits.check(w32, h32)?;
     let denom = pick_denominator(header.width, header.height, min_side);
+    // At full size libjpeg-turbo's IDCT folds nothing away, and its SIMD code is the faster.
     let from_coefficients = match header.colorspace {
-        Colorspace::Gray | Colorspace::YCbCr => luma_plane(data, header.width, header.height, denom),
+        Colorspace::Gray | Colorspace::YCbCr if denom > 1 => luma_plane(data, header.width, header.height, denom),
         _ => None,
     };
     let plane = match from_coefficients {
