@@ -42,9 +42,10 @@ use crate::pool;
 /// 8: pHash compresses its grid's highlights (a knee at the 90th percentile) and makes each bit
 /// from four low coefficients of about the same frequency (a Hadamard transform, against zero)
 /// instead of one coefficient against their median (`phash.rs`). Only pHash hashes changed.
-/// 9: grey and YCbCr JPEGs are reduced from their luma coefficients in f32 (`coefficients.rs`)
-/// instead of by libjpeg-turbo's scaled IDCT to 8 bits, and `shrink` no longer rounds. Every
-/// hash of a JPEG changed, and of other formats where they are shrunk.
+/// 9: grey and YCbCr JPEGs that are decoded at a reduced scale are rebuilt in f32 from their
+/// luma coefficients (`coefficients.rs`) instead of by libjpeg-turbo's scaled IDCT to 8 bits,
+/// and `shrink` no longer rounds. Any hash of such a JPEG, or of another format that is shrunk,
+/// may move (by a bit or two on the shared photos).
 pub const HASH_VERSION: u32 = 9;
 
 /// Raw hash bytes plus the number of meaningful bits.

@@ -9,9 +9,8 @@ use fast_image_resize::images::Image as Grid;
 use fast_image_resize::{Filter, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::GrayImage;
 
-use crate::image::decode::Plane;
-
 use crate::error::Error;
+use crate::image::decode::Plane;
 use crate::image::extent::Extent;
 
 thread_local! {
