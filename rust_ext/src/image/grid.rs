@@ -1,11 +1,11 @@
 //! The picture's extent (see `extent`) resampled onto a hash grid: Lanczos3 on a sub-pixel crop,
-//! its support scaled with the reduction (fast_image_resize, SIMD), one resizer per thread. A
-//! `Picture` hands its reduced image (f32) to the resizer once for all the grids asked of it (the
+//! its support scaled with the reduction (fast_image_resize, SIMD), one resizer per thread. The
+//! resizer reads a `Picture`'s reduced image (f32) in place, for every grid asked of it (the
 //! quality grid and dHash's, say).
-use std::cell::{OnceCell, RefCell};
+use std::cell::RefCell;
 use std::f64::consts::{FRAC_PI_2, FRAC_PI_3, PI};
 
-use fast_image_resize::images::Image as Grid;
+use fast_image_resize::images::{Image as Grid, ImageRef};
 use fast_image_resize::{Filter, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::GrayImage;
 
@@ -41,7 +41,7 @@ fn sin_to_pi(t: f64) -> f64 {
     u * (1.0 + u2 * c.iter().rev().fold(0.0, |acc, &k| k + u2 * acc))
 }
 
-fn resample(src: &Grid, extent: Extent, dst: &mut Grid) -> Result<(), Error> {
+fn resample(src: &ImageRef, extent: Extent, dst: &mut Grid) -> Result<(), Error> {
     let (w, h) = (f64::from(src.width()), f64::from(src.height()));
     let (x, y) = (extent.x.clamp(0.0, w), extent.y.clamp(0.0, h));
     let (cw, ch) = (extent.w.min(w - x).max(1e-3), extent.h.min(h - y).max(1e-3));
@@ -52,17 +52,15 @@ fn resample(src: &Grid, extent: Extent, dst: &mut Grid) -> Result<(), Error> {
         .map_err(|e| Error::Internal(format!("resize: {e}")))
 }
 
-/// A reduced image and the rectangle its picture covers in it (see `extent`). Its copy in the
-/// resizer's layout, the source of the grids, is made once, when a grid is first asked for.
+/// A reduced image and the rectangle its picture covers in it (see `extent`).
 pub struct Picture {
     pub pixels: Plane,
     pub extent: Extent,
-    floats: OnceCell<Grid<'static>>,
 }
 
 impl Picture {
     pub fn new(pixels: Plane, extent: Extent) -> Picture {
-        Picture { pixels, extent, floats: OnceCell::new() }
+        Picture { pixels, extent }
     }
 
     /// The reduced image rounded to 8 bits, for image_hasher's blockhash.
@@ -74,23 +72,13 @@ impl Picture {
 
     /// A `width` x `height` grid of f32, row-major.
     pub fn resample_f32(&self, width: u32, height: u32) -> Result<Vec<f32>, Error> {
-        let src = match self.floats.get() {
-            Some(src) => src,
-            None => {
-                let src = to_grid(&self.pixels);
-                self.floats.get_or_init(|| src)
-            }
-        };
+        let (w, h) = self.pixels.dimensions();
+        let src = ImageRef::new(w, h, bytemuck::cast_slice(self.pixels.as_raw()), PixelType::F32)
+            .map_err(|e| Error::Internal(format!("resize source: {e}")))?;
         let mut dst = Grid::new(width, height, PixelType::F32);
-        resample(src, self.extent, &mut dst)?;
+        resample(&src, self.extent, &mut dst)?;
         Ok(dst.buffer().chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect())
     }
-}
-
-fn to_grid(pixels: &Plane) -> Grid<'static> {
-    let mut bytes = Vec::with_capacity(4 * pixels.as_raw().len());
-    bytes.extend(pixels.as_raw().iter().flat_map(|v| v.to_ne_bytes()));
-    Grid::from_vec_u8(pixels.width(), pixels.height(), bytes, PixelType::F32).expect("4 bytes per pixel")
 }
 
 /// Pictures scoring below this are flat (blank, a plain colour, a faint gradient): near-duplicate
