@@ -26,7 +26,7 @@ The coefficients are recovered from the full-size decode (Pillow, luma only) by 
 rounding to the file's luma quantisation steps; a decoder that reads them from the file gets the
 same values except where the full-size decode clipped at 0 or 255. Each reduced image is then
 resampled (Pillow's Lanczos, over the picture's exact extent) onto a 4n x 4n grid and hashed by
-a model of pHash's version-8 rule (knee, DCT, Hadamard groups of four, `rust_ext/src/hash/
+a model of pHash's rule (version 8's knee, up to n = 16 since version 10; DCT, Hadamard groups of four, `rust_ext/src/hash/
 phash.rs`). Each decode's model hashes are checked against beam-phash's own hashes of the same
 files: the share of files where the two are identical, and the mean distance between them. The
 decode beam-phash uses comes close to 100% (hash version 8: libjpeg scaled, 100%; version 9:
@@ -50,8 +50,9 @@ import beam_phash
 from eval_near_dup import EDITS, MILD, make_set, md_table, text_table
 from make_web_set import sources
 
-#: pHash version 8's knee (`KNEE_QUANTILE`, `KNEE_SLOPE` in phash.rs).
-KNEE_QUANTILE, KNEE_SLOPE = 0.9, 0.25
+#: pHash's knee (`KNEE_QUANTILE`, `KNEE_SLOPE`, `KNEE_MAX_SIZE` in phash.rs): version 8 on, for
+#: hash sizes up to 16 since version 10.
+KNEE_QUANTILE, KNEE_SLOPE, KNEE_MAX_SIZE = 0.9, 0.25, 16
 
 
 def dct_matrix(m: int, orthonormal: bool) -> np.ndarray:
@@ -65,8 +66,8 @@ BLOCK = dct_matrix(8, orthonormal=True)
 
 
 class PHashModel:
-    """pHash version 8 on a float grid: the knee, the low n x n DCT coefficients without the DC
-    term, taken four at a time in order of u² + v² through a 4-point Hadamard transform."""
+    """pHash (version 10) on a float grid: the knee (n <= 16), the low n x n DCT coefficients without
+    the DC term, taken four at a time in order of u² + v² through a 4-point Hadamard transform."""
 
     def __init__(self, n: int):
         self.n = n
@@ -75,8 +76,9 @@ class PHashModel:
 
     def bits(self, grid: np.ndarray) -> np.ndarray:
         g = grid.astype(np.float64)
-        point = np.quantile(g, KNEE_QUANTILE)
-        g = np.where(g > point, point + (g - point) * KNEE_SLOPE, g)
+        if self.n <= KNEE_MAX_SIZE:
+            point = np.quantile(g, KNEE_QUANTILE)
+            g = np.where(g > point, point + (g - point) * KNEE_SLOPE, g)
         low = (self.dct @ g @ self.dct.T)[: self.n, : self.n].ravel()
         low[0] = 0.0
         sums = []

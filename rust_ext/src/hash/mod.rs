@@ -46,7 +46,9 @@ use crate::pool;
 /// luma coefficients (`coefficients.rs`) instead of by libjpeg-turbo's scaled IDCT to 8 bits,
 /// and `shrink` no longer rounds. Any hash of such a JPEG, or of another format that is shrunk,
 /// may move (by a bit or two on the shared photos).
-pub const HASH_VERSION: u32 = 9;
+/// 10: pHash takes its knee only up to hash size 16 (`phash.rs`, `KNEE_MAX_SIZE`). Only pHash
+/// hashes of larger sizes (phash 32) changed.
+pub const HASH_VERSION: u32 = 10;
 
 /// Raw hash bytes plus the number of meaningful bits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
