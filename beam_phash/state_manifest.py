@@ -9,17 +9,34 @@ of hash version 1.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from typing import Optional
+from typing import Iterable, Optional
+
+import pyarrow as pa
 
 from beam_phash._native import HASH_VERSION
+from beam_phash.near.batches import pack_labels
 
 MANIFEST = "manifest.json"
 EXACT = "exact"
 NEAR = "near"
 _MODE_USE = {EXACT: "exact dedup (max_distance=0, backend='ray')",
              NEAR: "near-duplicate dedup (max_distance >= 1)"}
+
+
+def digest(columns: Iterable[bytes], labels: pa.Array) -> str:
+    """The digest a state file (an exact-mode snapshot, a near-duplicate segment) records of its
+    entries: the packed fixed-width columns in order, then every label (offsets and UTF-8
+    bytes). A file whose entries differ from it in any byte is not used."""
+    d = hashlib.blake2b(digest_size=16)
+    for column in columns:
+        d.update(column)
+    offsets, blob = pack_labels(labels)
+    d.update(offsets.astype("<u8").tobytes())
+    d.update(blob.tobytes())
+    return d.hexdigest()
 
 
 def pins(mode: str, algorithm: str, hash_size: int) -> dict:

@@ -7,6 +7,8 @@ import signal
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import ray
 from apache_beam.testing.test_pipeline import TestPipeline
@@ -53,17 +55,35 @@ def test_snapshots_and_logs_rebuild_the_bucket_and_a_torn_snapshot_is_not_used(t
         f.truncate(os.path.getsize(second) // 2)
     assert replayed() == ["a", "b", "c", "d"]
     assert "is torn or unreadable" in caplog.text
-    # A snapshot damaged in the middle is refused the same way (by Parquet's checks or ours).
+    # A newer snapshot damaged in any column is refused, and the one before it with its logs used.
     second_copy = BucketStore(str(tmp_path), 3, "bucket 3")
     second_copy.load()
     third = second_copy.snapshot(4, b"aaaabbbbccccdddd", _owners(1, 2, 3, 4), ["a", "b", "c", "d"])
     second_copy.close()
-    data = bytearray(open(third, "rb").read())
-    data[len(data) // 3] ^= 0xFF
-    open(third, "wb").write(data)
+    intact = open(third, "rb").read()
+    table = pq.read_table(third)
+    chunks = pq.ParquetFile(third).metadata.row_group(0)
+    for i, name in enumerate(table.column_names):
+        # Entries that Parquet reads back without complaint (a bit flipped before it was
+        # written, say) but that differ from the digest: only the digest can tell.
+        column = table.column(name).to_pylist()
+        column[1] = {"hash": b"bbbx", "owner": 7, "label": "x"}[name]
+        changed = table.set_column(i, name, pa.array(column, table.schema.field(name).type))
+        pq.write_table(changed.replace_schema_metadata(table.schema.metadata), third)
+        caplog.clear()
+        assert replayed() == ["a", "b", "c", "d"], name
+        assert "fails its row count or digest check; not used" in caplog.text, name
+        # A byte of the column's stored data flipped on disk: unreadable, or off its digest.
+        chunk = chunks.column(i)
+        data = bytearray(intact)
+        data[chunk.data_page_offset + chunk.total_compressed_size - 1] ^= 0xFF
+        open(third, "wb").write(data)
+        caplog.clear()
+        assert replayed() == ["a", "b", "c", "d"], name
+        assert "not used" in caplog.text, name
+    open(third, "wb").write(intact)
     caplog.clear()
-    assert sorted(set(replayed())) == ["a", "b", "c", "d"]
-    assert "not used" in caplog.text
+    assert replayed() == ["a", "b", "c", "d"] and "not used" not in caplog.text
 
 
 def test_one_store_per_bucket_directory_at_a_time(tmp_path):

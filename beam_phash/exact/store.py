@@ -10,8 +10,8 @@ Loading takes the newest snapshot that is intact and replays every log of its ge
 later, in order. So the state survives the actor process dying at any instant:
 
 * a snapshot is written to a temporary file, flushed to disk, then renamed; a snapshot that is
-  torn anyway (a copied or damaged file) fails its row count or digest check and the previous
-  one is used, with its logs, which are kept until the next snapshot;
+  torn anyway (a copied or damaged file) fails to read, or fails its row count or digest check
+  (the digest covers every hash, owner and label), and the previous one is used, with its logs, which are kept until the next snapshot;
 * each log batch is written before the claim call answers, so every answered claim is on disk
   (in the OS cache: it survives the process, and after ``snapshot()`` also the machine); a batch
   torn by a crash mid-write was never answered, and Beam's retry of that call claims it again.
@@ -22,7 +22,6 @@ Nothing here unpickles: snapshots and logs are plain Arrow data.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import logging
 import os
 import re
@@ -37,7 +36,8 @@ from beam_phash._native import HASH_VERSION
 
 log = logging.getLogger(__name__)
 
-FORMAT = "1"
+#: 2: the digest covers the labels too (format 1's covered the hashes and owners only).
+FORMAT = "2"
 _SNAPSHOT_RE = re.compile(r"^snapshot-(\d{6})\.parquet$")
 _LOG_RE = re.compile(r"^log-(\d{6})\.arrows$")
 _META_ROWS = b"beam_phash.rows"
@@ -57,13 +57,6 @@ def bucket_dir(state_dir: str, bucket: int) -> str:
 
 def _schema(width: int) -> pa.Schema:
     return pa.schema([("hash", pa.binary(width)), ("owner", pa.uint64()), ("label", pa.string())])
-
-
-def _digest(hashes: bytes, owners: bytes) -> str:
-    d = hashlib.blake2b(digest_size=16)
-    d.update(hashes)
-    d.update(owners)
-    return d.hexdigest()
 
 
 def _table(width: int, hashes: bytes, owners: bytes, labels: List[str]) -> pa.Table:
@@ -159,7 +152,8 @@ class BucketStore:
         columns = _columns(table)
         rows, digest = meta.get(_META_ROWS), meta.get(_META_DIGEST)
         if (meta.get(_META_FORMAT) != FORMAT.encode() or rows is None or int(rows) != table.num_rows
-                or digest is None or digest.decode() != _digest(columns[0], columns[1])):
+                or digest is None
+                or digest.decode() != state_manifest.digest(columns[:2], table.column("label"))):
             raise StateError(f"{self.name}: snapshot {path} fails its row count or digest check; not used")
         return table.schema.field("hash").type.byte_width, columns
 
@@ -215,8 +209,10 @@ class BucketStore:
         self._close_log()
         self._gen += 1
         path = os.path.join(self.path, f"snapshot-{self._gen:06d}.parquet")
-        table = _table(width, hashes, owners, labels).replace_schema_metadata({
-            _META_FORMAT: FORMAT, _META_ROWS: str(len(labels)), _META_DIGEST: _digest(hashes, owners),
+        table = _table(width, hashes, owners, labels)
+        table = table.replace_schema_metadata({
+            _META_FORMAT: FORMAT, _META_ROWS: str(len(labels)),
+            _META_DIGEST: state_manifest.digest([hashes, owners], table.column("label")),
             _META_HASH_VERSION: str(HASH_VERSION)})
         tmp = path + ".tmp"
         with open(tmp, "wb") as f:

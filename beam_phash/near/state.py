@@ -18,7 +18,6 @@ per directory), so nothing a run kept is ever silently lost from the state.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from typing import Iterable, List, Optional, Tuple
@@ -30,7 +29,7 @@ import pyarrow.parquet as pq
 
 from beam_phash import checks, state_manifest
 from beam_phash._native import HASH_VERSION
-from beam_phash.near.batches import Fixed, concat, pack_labels
+from beam_phash.near.batches import Fixed, concat
 from beam_phash.near.fixed import STATE, fixed_batch
 
 FORMAT = "beam_phash.near-state/1"
@@ -48,12 +47,7 @@ class StateError(RuntimeError):
 
 
 def _digest(keys: np.ndarray, labels: pa.Array) -> str:
-    offsets, blob = pack_labels(labels)
-    d = hashlib.blake2b(digest_size=16)
-    d.update(np.ascontiguousarray(keys).tobytes())
-    d.update(offsets.astype("<u8").tobytes())
-    d.update(blob.tobytes())
-    return d.hexdigest()
+    return state_manifest.digest([np.ascontiguousarray(keys).tobytes()], labels)
 
 
 def open_state(state_dir: str, algorithm: str, hash_size: int, bits: int, create: bool) -> dict:
