@@ -26,8 +26,8 @@ The coefficients are recovered from the full-size decode (Pillow, luma only) by 
 rounding to the file's luma quantisation steps; a decoder that reads them from the file gets the
 same values except where the full-size decode clipped at 0 or 255. Each reduced image is then
 resampled (Pillow's Lanczos, over the picture's exact extent) onto a 4n x 4n grid and hashed by
-a model of pHash's rule (version 8's knee, up to n = 16 since version 10; DCT, Hadamard groups of four, `rust_ext/src/hash/
-phash.rs`). Each decode's model hashes are checked against beam-phash's own hashes of the same
+a model of pHash's rule (version 8's knee, up to n = 16 since version 10; the DCT; Hadamard
+groups of four; `rust_ext/src/hash/phash.rs`). Each decode's model hashes are checked against beam-phash's own hashes of the same
 files: the share of files where the two are identical, and the mean distance between them. The
 decode beam-phash uses comes close to 100% (hash version 8: libjpeg scaled, 100%; version 9:
 coefficients, f32 for the files it reduces and libjpeg at full size, short of it where the
@@ -66,8 +66,9 @@ BLOCK = dct_matrix(8, orthonormal=True)
 
 
 class PHashModel:
-    """pHash (version 10) on a float grid: the knee (n <= 16), the low n x n DCT coefficients without
-    the DC term, taken four at a time in order of u² + v² through a 4-point Hadamard transform."""
+    """pHash (version 10) on a float grid: the knee (n <= 16), the low n x n DCT coefficients
+    without the DC term, taken four at a time in order of u² + v² through a 4-point Hadamard
+    transform."""
 
     def __init__(self, n: int):
         self.n = n

@@ -11,7 +11,8 @@ later, in order. So the state survives the actor process dying at any instant:
 
 * a snapshot is written to a temporary file, flushed to disk, then renamed; a snapshot that is
   torn anyway (a copied or damaged file) fails to read, or fails its row count or digest check
-  (the digest covers every hash, owner and label), and the previous one is used, with its logs, which are kept until the next snapshot;
+  (the digest covers every hash, owner and label), and the previous one is used, with its logs,
+  which are kept until the next snapshot;
 * each log batch is written before the claim call answers, so every answered claim is on disk
   (in the OS cache: it survives the process, and after ``snapshot()`` also the machine); a batch
   torn by a crash mid-write was never answered, and Beam's retry of that call claims it again.
