@@ -27,11 +27,12 @@ rounding to the file's luma quantisation steps; a decoder that reads them from t
 same values except where the full-size decode clipped at 0 or 255. Each reduced image is then
 resampled (Pillow's Lanczos, over the picture's exact extent) onto a 4n x 4n grid and hashed by
 a model of pHash's rule (version 8's knee, up to n = 16 since version 10; the DCT; Hadamard
-groups of four; `rust_ext/src/hash/phash.rs`). Each decode's model hashes are checked against beam-phash's own hashes of the same
-files: the share of files where the two are identical, and the mean distance between them. The
-decode beam-phash uses comes close to 100% (hash version 8: libjpeg scaled, 100%; version 9:
-coefficients, f32 for the files it reduces and libjpeg at full size, short of it where the
-full-size decode clipped or a block is partial, whose coefficients the model only estimates).
+groups of four; `rust_ext/src/hash/phash.rs`). Each decode's model hashes are checked against
+beam-phash's own hashes of the same files: the share of files where the two are identical, and
+the mean distance between them. The decode beam-phash uses comes close to 100% (hash version 8:
+libjpeg scaled, 100%; version 9: coefficients, f32 for the files it reduces and libjpeg at full
+size, short of it where the full-size decode clipped or a block is partial, whose coefficients
+the model only estimates).
 
 Output. For each decode and mild edit, the p95 and the mean of the distances between copy and
 original (bits); then the three closest pairs of distinct originals, which a change of decoder

@@ -262,12 +262,17 @@ pub fn luma_plane(data: &[u8], width: usize, height: usize, d: usize) -> Option<
     if !done {
         return None;
     }
+    // The plane holds whole blocks: drop the padding columns and rows in place (each row moves
+    // to an offset at or before its own), without a second copy of the image.
     let stride = blocks.0 * 8 / d;
     let (w, h) = (width.div_ceil(d), height.div_ceil(d));
-    let mut pixels = Vec::with_capacity(w * h);
-    for row in sink.pixels.chunks_exact(stride).take(h) {
-        pixels.extend_from_slice(&row[..w]);
+    let mut pixels = sink.pixels;
+    if stride != w {
+        for row in 1..h {
+            pixels.copy_within(row * stride..row * stride + w, row * w);
+        }
     }
+    pixels.truncate(w * h);
     Plane::from_raw(w as u32, h as u32, pixels)
 }
 
