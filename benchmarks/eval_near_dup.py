@@ -47,7 +47,10 @@ they count as false merges when close; the closest pairs are printed by name to 
 
 Distances. For each hash, the distance of every edited copy to its original (median/p95/max
 bits), and for flip and rotate 90 also to the original's matching dihedral variant, beside
-imagehash's. Then, photo by photo against imagehash's hash of the same algorithm and size: on
+imagehash's. The turned JPEG copy holds its own encoder noise: unless the picture's sides are
+multiples of 8, its 8 x 8 blocks start at another corner than the original's. So flip and
+rotate 90 are measured once more on grey PNGs of the original and of its turned pixels
+("(variant, lossless)"), where what is left is the variant's own error. Then, photo by photo against imagehash's hash of the same algorithm and size: on
 how many photos ours moves less, as much, or more, and the two means (a p95 over 85 photos is
 decided by its top four or five, so it can differ by two bits where the means do not).
 
@@ -129,25 +132,40 @@ TURNS = ["flip", "rotate 90"]
 MILD_TARGET, TURN_TARGET = 0.99, 0.95
 
 
+#: The turns checked once more without JPEG: (name, PIL transpose), after the original itself.
+LOSSLESS_TURNS = [("flip", T.FLIP_LEFT_RIGHT), ("rotate 90", T.ROTATE_270)]
+
+
+def lossless(im: Image.Image) -> bytes:
+    """`im` in grey as PNG: no encoder noise, so a turned copy holds exactly the turned pixels."""
+    buf = io.BytesIO()
+    im.convert("L").save(buf, "PNG", compress_level=1)
+    return buf.getvalue()
+
+
 @dataclass
 class PhotoSet:
     names: list[str]  # one per photo
     files: list[bytes]  # photo i's original at i * (1 + len(EDITS)), then its edits in EDITS order
+    #: photo i's original, then its LOSSLESS_TURNS, at i * (1 + len(LOSSLESS_TURNS)), all in grey PNG
+    lossless: list[bytes]
 
     def index(self, photo: int, edit: int | None = None) -> int:
         return photo * (1 + len(EDITS)) + (0 if edit is None else 1 + edit)
 
 
 def make_set(paths) -> PhotoSet:
-    files = []
+    files, turns = [], []
     for path in paths:
         im = web_size(path)
         files.append(jpeg(im))
         files.extend(edit(im) for _, edit in EDITS.values())
+        turns.append(lossless(im))
+        turns.extend(lossless(im.transpose(t)) for _, t in LOSSLESS_TURNS)
     names = [p.name for p in paths]
     if len(set(names)) < len(names):
         names = [f"{p.parent.name}/{p.name}" for p in paths]
-    return PhotoSet(names, files)
+    return PhotoSet(names, files, turns)
 
 
 # Hashers: file bytes -> uint8 array (files, 8 dihedral variants, hash bytes), variant 0 the identity.
@@ -222,18 +240,28 @@ def closest_first(d: np.ndarray, tie) -> list[int]:
 TURN_VARIANT = {"flip": 4, "rotate 90": 1}
 
 
-def edit_distances(hashes: np.ndarray, photos: PhotoSet) -> dict:
+def edit_distances(hashes: np.ndarray, photos: PhotoSet, turns: np.ndarray) -> dict:
     """Per edit, the distance of each photo's copy to its original, identity hash against identity
     hash; for flip and rotate 90, also (``edit (variant)``) the copy against the original's
-    matching dihedral variant: how far a variant lands from the truly turned copy."""
+    matching dihedral variant: how far a variant lands from the truly turned copy. `turns` are
+    the hashes of `photos.lossless`: the same, without JPEG (``edit (variant, lossless)``). A
+    turned JPEG copy is encoded in blocks that start at another corner of the picture unless its
+    sides are multiples of 8, so its encoder noise is independent of the original's; without
+    JPEG, what is left is the variant's own error."""
     n = len(photos.names)
     out = {}
     originals = hashes[[photos.index(i) for i in range(n)]]
+    per_photo = 1 + len(LOSSLESS_TURNS)
+    turned = dict(LOSSLESS_TURNS)
     for j, name in enumerate(EDITS):
         copies = hashes[[photos.index(i, j) for i in range(n)], 0]
         out[name] = np.bitwise_count(copies ^ originals[:, 0]).sum(axis=-1)
         if name in TURN_VARIANT:
             out[f"{name} (variant)"] = np.bitwise_count(copies ^ originals[:, TURN_VARIANT[name]]).sum(axis=-1)
+        if name in turned:
+            t = 1 + list(turned).index(name)
+            plain, copy = turns[0::per_photo], turns[t::per_photo, 0]
+            out[f"{name} (variant, lossless)"] = np.bitwise_count(copy ^ plain[:, TURN_VARIANT[name]]).sum(axis=-1)
     return out
 
 
@@ -253,7 +281,8 @@ def distance_table(per_config: dict) -> tuple[list[str], list[list[str]]]:
     """Rows: edits; columns: median/p95/max of each configuration's distances."""
     labels = list(per_config)
     head = ["edit"] + labels
-    names = list(next(iter(per_config.values())))
+    # every row any configuration has (a --before file may lack newer ones), in first-seen order
+    names = list(dict.fromkeys(name for d in per_config.values() for name in d))
     rows = []
     for name in names:
         cells = [name]
@@ -288,9 +317,12 @@ def against_imagehash(per_config: dict) -> tuple[list[str], list[list[str]]]:
     pairs = [(a, b) for a, b in pairs if b in per_config]
     head = ["edit"] + [f"{a}: closer/level/further, mean vs imagehash" for a, _ in pairs]
     rows = []
-    for name in next(iter(per_config.values())):
+    for name in dict.fromkeys(name for a, _ in pairs for name in per_config[a]):
         cells = [name]
         for a, b in pairs:
+            if name not in per_config[a] or name not in per_config[b]:
+                cells.append("")
+                continue
             x, y = per_config[a][name], per_config[b][name]
             cells.append(f"{int((x < y).sum())}/{int((x == y).sum())}/{int((x > y).sum())}, "
                          f"{x.mean():.2f} vs {y.mean():.2f}")
@@ -481,19 +513,19 @@ def main(argv=None) -> int:
         for size in map(int, args.sizes.split(",")):
             bits = beam_phash._native.hash_bits(algorithm, size)
             configs.append((f"{OURS} {algorithm}-{size}", bits,
-                            lambda a=algorithm, s=size: ours(photos.files, a, s, args.threads)))
+                            lambda files, a=algorithm, s=size: ours(files, a, s, args.threads)))
             twin = IMAGEHASH_TWIN.get(algorithm)
             if twin and not args.no_imagehash:
                 configs.append((f"{THEIRS} {algorithm}-{size}", size * size,
-                                lambda t=twin, s=size: with_imagehash(photos.files, getattr(imagehash, t), s)))
+                                lambda files, t=twin, s=size: with_imagehash(files, getattr(imagehash, t), s)))
     results = []
     per_edit = {}
     for label, bits, compute in configs:
         t = time.perf_counter()
-        hashes = compute()
+        hashes = compute(photos.files)
         assert hashes.shape[1:] == (8, -(-bits // 8)), hashes.shape
         hashed = time.perf_counter() - t
-        per_edit[f"{label} ({bits})"] = edit_distances(hashes, photos)
+        per_edit[f"{label} ({bits})"] = edit_distances(hashes, photos, compute(photos.lossless))
         for dihedral in (False, True):
             results.append(evaluate(label, hashes, bits, photos, dihedral, same))
         print(f"{label}: {bits} bits, hashed {len(photos.files)} files x 8 variants in {hashed:.1f} s")
@@ -523,7 +555,8 @@ def main(argv=None) -> int:
         per_edit = with_before(per_edit, before)
     dhead, drows = distance_table(per_edit)
     dnote = ("Distance of each edited copy to its original, median/p95/max bits (identity hashes; "
-             "'(variant)': the copy against the original's matching dihedral variant).")
+             "'(variant)': the copy against the original's matching dihedral variant; '(variant, lossless)': "
+             "the same on grey PNGs of the original and its turned pixels, without JPEG's noise).")
     print(f"\n== Distances per edit ==\n{dnote}")
     print(text_table(dhead, drows))
     quality = np.array([h.quality for h in beam_phash.hash_images(
