@@ -50,9 +50,10 @@ bits), and for flip and rotate 90 also to the original's matching dihedral varia
 imagehash's. The turned JPEG copy holds its own encoder noise: unless the picture's sides are
 multiples of 8, its 8 x 8 blocks start at another corner than the original's. So flip and
 rotate 90 are measured once more on grey PNGs of the original and of its turned pixels
-("(variant, lossless)"), where what is left is the variant's own error. Then, photo by photo against imagehash's hash of the same algorithm and size: on
-how many photos ours moves less, as much, or more, and the two means (a p95 over 85 photos is
-decided by its top four or five, so it can differ by two bits where the means do not).
+("(variant, lossless)"), where what is left is the variant's own error. Then, photo by photo
+against imagehash's hash of the same algorithm and size: on how many photos ours moves less, as
+much, or more, and the two means (a p95 over 85 photos is decided by its top four or five, so it
+can differ by two bits where the means do not).
 
 By picture quality. The same distances again, split by the quality of the photo's original
 (`PHash.quality`, phash 16, 0-100): under --quality-split (default 50) and the rest. Low-contrast
@@ -251,17 +252,15 @@ def edit_distances(hashes: np.ndarray, photos: PhotoSet, turns: np.ndarray) -> d
     n = len(photos.names)
     out = {}
     originals = hashes[[photos.index(i) for i in range(n)]]
-    per_photo = 1 + len(LOSSLESS_TURNS)
-    turned = dict(LOSSLESS_TURNS)
     for j, name in enumerate(EDITS):
         copies = hashes[[photos.index(i, j) for i in range(n)], 0]
         out[name] = np.bitwise_count(copies ^ originals[:, 0]).sum(axis=-1)
         if name in TURN_VARIANT:
             out[f"{name} (variant)"] = np.bitwise_count(copies ^ originals[:, TURN_VARIANT[name]]).sum(axis=-1)
-        if name in turned:
-            t = 1 + list(turned).index(name)
-            plain, copy = turns[0::per_photo], turns[t::per_photo, 0]
-            out[f"{name} (variant, lossless)"] = np.bitwise_count(copy ^ plain[:, TURN_VARIANT[name]]).sum(axis=-1)
+    per_photo = 1 + len(LOSSLESS_TURNS)
+    for t, (name, _) in enumerate(LOSSLESS_TURNS, start=1):
+        plain, copies = turns[0::per_photo, TURN_VARIANT[name]], turns[t::per_photo, 0]
+        out[f"{name} (variant, lossless)"] = np.bitwise_count(copies ^ plain).sum(axis=-1)
     return out
 
 
