@@ -164,7 +164,9 @@ impl Sink {
                 let mut count = 0;
                 for u in 0..M {
                     let coefficients = &block[u * 8..u * 8 + M];
-                    if coefficients.iter().all(|&c| c == 0) {
+                    // A row of zeros adds nothing (128 + w 0 is 128 exactly); for m <= 2 the test
+                    // costs more than the row it skips.
+                    if M > 2 && coefficients.iter().all(|&c| c == 0) {
                         continue;
                     }
                     live[count] = u;
