@@ -158,7 +158,8 @@ impl Sink {
             }
             for (bx, block) in row.chunks_exact(64).take(self.blocks.0).enumerate() {
                 // rows[u][j]: coefficient row u through the horizontal weights of pixel column j;
-                // `live` lists the rows with a coefficient that is not zero.
+                // `live` lists the rows computed: for m > 2 those with a coefficient that is not
+                // zero, for m <= 2 all of them.
                 let mut rows = [[0f32; M]; M];
                 let mut live = [0usize; M];
                 let mut count = 0;
