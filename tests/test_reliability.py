@@ -229,6 +229,30 @@ def test_a_killed_bucket_actor_restarts_from_its_state_and_the_output_is_exact(r
 
 
 @pytest.mark.ray
+def test_an_actor_another_client_just_created_is_not_called_lost(ray_cluster, monkeypatch):
+    """Two workers start at once. One looks the actor up just before the other registers it and
+    marks it created (a Flink run hit this): it must then find the actor, not report its buckets
+    lost."""
+    name = "creation-race-test"
+    backend = RayDedupBackend(ray_cluster, name, 4, num_actors=2).connect()
+    try:
+        created = get_or_create_actor(name, 0, 2, 4)  # the other client: registered and marked
+        real, looked_up = ray.get_actor, []
+
+        def before_it_was_registered(actor, namespace=None):
+            looked_up.append(actor)
+            if len(looked_up) == 1:
+                raise ValueError(f"Failed to look up actor with name '{actor}'")
+            return real(actor, namespace=namespace)
+
+        monkeypatch.setattr(ray, "get_actor", before_it_was_registered)
+        assert get_or_create_actor(name, 0, 2, 4)._actor_id == created._actor_id
+        assert len(looked_up) == 2
+    finally:
+        backend.release()
+
+
+@pytest.mark.ray
 def test_without_state_a_killed_bucket_fails_the_run_naming_it(ray_cluster):
     records = make_records(seed=12)
     name = "fault-failure-test"

@@ -128,11 +128,17 @@ def get_or_create_actor(backend_name: str, actor: int, num_actors: int, num_buck
         except ValueError:
             pass
         if ray_private.kv_get(_created_key(backend_name, actor), namespace):
-            raise BackendError(
-                f"{buckets_label(backend_name, buckets)} {'was' if len(buckets) == 1 else 'were'} "
-                "lost: their actor died and "
-                "the hashes it held died with it. Rerun the pipeline; give it a state_dir "
-                "(--state) to survive actor faults")
+            # The mark is set only once the actor's name resolves (below). Another client may
+            # have created the actor and set it between the look-up above and this read, so
+            # look once more: only an actor that is still missing has died.
+            try:
+                return ray.get_actor(name, namespace=namespace)
+            except ValueError:
+                raise BackendError(
+                    f"{buckets_label(backend_name, buckets)} {'was' if len(buckets) == 1 else 'were'} "
+                    "lost: their actor died and "
+                    "the hashes it held died with it. Rerun the pipeline; give it a state_dir "
+                    "(--state) to survive actor faults") from None
     handle = BucketActor.options(
         name=name,
         namespace=namespace,
@@ -145,6 +151,10 @@ def get_or_create_actor(backend_name: str, actor: int, num_actors: int, num_buck
         max_task_retries=-1 if state_dir else 0,
     ).remote(backend_name, buckets, state_dir)
     if state_dir is None:
+        # A named actor is registered before .remote() returns; check that its name resolves
+        # before marking it created, so that a client finding the mark can tell "died" from
+        # "being created".
+        ray.get_actor(name, namespace=namespace)
         ray_private.kv_put(_created_key(backend_name, actor), b"1", namespace)
     return handle
 
