@@ -110,6 +110,14 @@ def backend_layout(backend_name: str, num_buckets: int, num_actors: Optional[int
     return have_actors
 
 
+def _named_actor(name: str, namespace: str):
+    """The actor of that name, or None when no live actor has it."""
+    try:
+        return ray.get_actor(name, namespace=namespace)
+    except ValueError:
+        return None
+
+
 def get_or_create_actor(backend_name: str, actor: int, num_actors: int, num_buckets: int,
                         state_dir: Optional[str] = None, namespace: str = ray_cluster.NAMESPACE):
     """The one way to obtain a bucket actor: by name, in a namespace, created if missing.
@@ -123,22 +131,20 @@ def get_or_create_actor(backend_name: str, actor: int, num_actors: int, num_buck
     name = actor_name(backend_name, actor, num_actors, state_dir)
     buckets = hosted_buckets(actor, num_actors, num_buckets)
     if state_dir is None:
-        try:
-            return ray.get_actor(name, namespace=namespace)
-        except ValueError:
-            pass
-        if ray_private.kv_get(_created_key(backend_name, actor), namespace):
+        found = _named_actor(name, namespace)
+        if found is None and ray_private.kv_get(_created_key(backend_name, actor), namespace):
             # The mark is set only once the actor's name resolves (below). Another client may
             # have created the actor and set it between the look-up above and this read, so
             # look once more: only an actor that is still missing has died.
-            try:
-                return ray.get_actor(name, namespace=namespace)
-            except ValueError:
+            found = _named_actor(name, namespace)
+            if found is None:
                 raise BackendError(
                     f"{buckets_label(backend_name, buckets)} {'was' if len(buckets) == 1 else 'were'} "
                     "lost: their actor died and "
                     "the hashes it held died with it. Rerun the pipeline; give it a state_dir "
-                    "(--state) to survive actor faults") from None
+                    "(--state) to survive actor faults")
+        if found is not None:
+            return found
     handle = BucketActor.options(
         name=name,
         namespace=namespace,
@@ -277,14 +283,9 @@ class RayDedupBackend:
 
     def _existing(self) -> Dict[int, object]:
         """The actors that exist now (without creating any)."""
-        found = {}
-        for actor in range(self.actors):
-            try:
-                found[actor] = ray.get_actor(actor_name(self.backend_name, actor, self.actors, self.state_dir),
-                                             namespace=ray_cluster.NAMESPACE)
-            except ValueError:
-                continue  # never created (or lost)
-        return found
+        handles = {actor: _named_actor(actor_name(self.backend_name, actor, self.actors, self.state_dir),
+                                       ray_cluster.NAMESPACE) for actor in range(self.actors)}
+        return {actor: h for actor, h in handles.items() if h is not None}  # None: never created, or lost
 
     def snapshot(self) -> List[str]:
         """Snapshot every bucket to the state directory (no-op without one); the paths written."""
