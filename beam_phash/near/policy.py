@@ -16,8 +16,9 @@ KEEP_POLICIES = ("largest", "smallest_id")
 
 #: max_distance="auto": per (algorithm, hash_size), the threshold picked from
 #: benchmarks/eval_near_dup.py on 85 real photos and 12 edits each (table in the README), for
-#: hash version 10 (phash 8 and 16, dhash: measured on version 9, whose hashes of them version 10
-#: left as they were; double_gradient: version 7): the smallest k that catches the mild edits
+#: hash version 11 (whose hashes of every JPEG that decodes cleanly are version 10's; phash 8
+#: and 16, dhash: measured on version 9, whose hashes of them version 10 left as they were;
+#: double_gradient: version 7): the smallest k that catches the mild edits
 #: (recall >= 0.99) with no distinct photos merged, rounded up a little, far below the closest
 #: distinct pair (phash 16: 8 needed, 10 on 400 web crops and 12 on 1200, none merged up to 76;
 #: phash 32: 70 needed, 67 on 400 web crops, none merged up to 426; dhash 16: 11 needed, 13 on

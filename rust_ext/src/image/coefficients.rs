@@ -14,8 +14,10 @@
 //! The coefficients come from libjpeg-turbo itself: `tj3Transform` with no transform and no
 //! output (`TJXOPT_NOOUTPUT`) hands each row of luma blocks to a callback
 //! (`tjtransform::customFilter`). They are quantised; the steps come from the file's DQT segment
-//! for the frame's first component. Only 8-bit grey and YCbCr JPEGs are taken; for the rest (and
-//! on any error or warning) this answers `None` and the caller decodes through the scaled IDCT.
+//! for the frame's first component. A progressive JPEG is handed over without the scans the
+//! plane does not read (`scans.rs`): its chroma AC scans, and at 1/8 its luma AC scans. Only
+//! 8-bit grey and YCbCr JPEGs are taken; for the rest (and on any error or warning) this answers
+//! `None` and the caller decodes through the scaled IDCT.
 use std::cell::RefCell;
 use std::f64::consts::PI;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -25,6 +27,7 @@ use turbojpeg::raw;
 
 use crate::image::decode::Plane;
 use crate::image::jpeg::header_segments;
+use crate::image::scans;
 
 /// JPEG's zig-zag order: the natural (row-major) index of the i-th coefficient stored in a DQT.
 const ZIGZAG: [usize; 64] = [
@@ -84,6 +87,11 @@ pub(crate) fn luma_steps(data: &[u8]) -> Option<[u16; 64]> {
         }
     }
     tables.get(luma?).copied().flatten().filter(|steps| steps.iter().all(|&s| s > 0))
+}
+
+/// The last zig-zag position of the m x m low coefficients, the ones the plane at 1/(8 / m) reads.
+fn last_position(m: usize) -> u8 {
+    (0u8..64).filter(|&k| ZIGZAG[usize::from(k)] / 8 < m && ZIGZAG[usize::from(k)] % 8 < m).max().unwrap_or(0)
 }
 
 /// `weights[i * m + u]`: the mean of JPEG's (orthonormal) 8-point DCT basis function u over the
@@ -231,8 +239,13 @@ pub fn luma_plane(data: &[u8], width: usize, height: usize, d: usize) -> Option<
         return None;
     }
     let steps = luma_steps(data)?;
+    rebuild(&scans::for_luma(data, last_position(8 / d)), &steps, width, height, d)
+}
+
+/// `luma_plane` from `stream`, the JPEG's bytes or those of the scans the plane reads.
+fn rebuild(stream: &[u8], steps: &[u16; 64], width: usize, height: usize, d: usize) -> Option<Plane> {
     let blocks = (width.div_ceil(8), height.div_ceil(8));
-    let mut sink = Sink::new(&steps, d, blocks);
+    let mut sink = Sink::new(steps, d, blocks);
     let done = TRANSFORMER.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
@@ -253,9 +266,10 @@ pub fn luma_plane(data: &[u8], width: usize, height: usize, d: usize) -> Option<
         };
         let mut out: *mut c_uchar = std::ptr::null_mut();
         let mut out_size = 0;
-        // SAFETY: `data` outlives the call; with TJXOPT_NOOUTPUT nothing is written to `out`;
+        // SAFETY: `stream` outlives the call; with TJXOPT_NOOUTPUT nothing is written to `out`;
         // `transform.data` points at `sink`, which outlives the call.
-        let status = unsafe { raw::tj3Transform(handle, data.as_ptr(), data.len() as _, 1, &mut out, &mut out_size, &transform) };
+        let status =
+            unsafe { raw::tj3Transform(handle, stream.as_ptr(), stream.len() as _, 1, &mut out, &mut out_size, &transform) };
         if status != 0 {
             // libjpeg-turbo keeps state in the handle; after an image it refused, start afresh.
             *slot = None;
@@ -351,6 +365,55 @@ mod tests {
                 assert!((ours - mean.0[0]).abs() < 1e-3, "1/{d}, block ({bx}, {by}): {ours} against {}", mean.0[0]);
             }
         }
+    }
+
+    /// A progressive JPEG of `picture(w, h)`: grey, or YCbCr with `subsamp`, Huffman or arithmetic.
+    fn progressive(w: usize, h: usize, subsamp: Option<Subsamp>, arithmetic: bool) -> Vec<u8> {
+        let grey = picture(w, h);
+        let rgb: Vec<u8> = grey.iter().enumerate().flat_map(|(i, &v)| [v, v.wrapping_add((i % 7) as u8), 255 - v]).collect();
+        let mut c = Compressor::new().unwrap();
+        c.set_quality(85).unwrap();
+        c.set_progressive(true).unwrap();
+        c.set_arithmetic(arithmetic).unwrap();
+        let image = match subsamp {
+            Some(s) => {
+                c.set_subsamp(s).unwrap();
+                Image { pixels: &rgb[..], width: w, pitch: w * 3, height: h, format: PixelFormat::RGB }
+            }
+            None => {
+                c.set_subsamp(Subsamp::Gray).unwrap();
+                Image { pixels: &grey[..], width: w, pitch: w, height: h, format: PixelFormat::GRAY }
+            }
+        };
+        c.compress_to_vec(image).unwrap()
+    }
+
+    /// Without the scans it does not read, a progressive JPEG gives the plane its every scan gives.
+    #[test]
+    fn cut_scans_leave_the_plane_as_it_was() {
+        let (w, h) = (75, 53);
+        for subsamp in [None, Some(Subsamp::Sub2x2), Some(Subsamp::None), Some(Subsamp::Sub2x1)] {
+            for arithmetic in [false, true] {
+                let jpeg = progressive(w, h, subsamp, arithmetic);
+                let steps = luma_steps(&jpeg).unwrap();
+                for d in [2, 4, 8] {
+                    let stream = scans::for_luma(&jpeg, last_position(8 / d));
+                    let case = format!("{subsamp:?}, arithmetic {arithmetic}, 1/{d}");
+                    // Colour always has chroma scans to cut; grey has luma AC bands above 1/8's.
+                    if subsamp.is_some() || d == 8 {
+                        assert!(stream.len() < jpeg.len(), "{case}: nothing cut");
+                    }
+                    let cut = rebuild(&stream, &steps, w, h, d).unwrap_or_else(|| panic!("{case}: refused"));
+                    let whole = rebuild(&jpeg, &steps, w, h, d).unwrap();
+                    assert_eq!(cut.as_raw(), whole.as_raw(), "{case}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn last_positions_cover_the_low_coefficients() {
+        assert_eq!([1, 2, 4, 8].map(last_position), [0, 4, 24, 63]);
     }
 
     #[test]

@@ -6,3 +6,4 @@ pub mod decode;
 pub mod extent;
 pub mod grid;
 pub mod jpeg;
+pub mod scans;
