@@ -167,3 +167,37 @@ fn dihedral_variants_match_flipped_and_rotated_copies() {
         assert_eq!((h.width, h.height), if i % 2 == 1 { (img.height(), img.width()) } else { (img.width(), img.height()) });
     }
 }
+
+/// A lossless transcode keeps every DCT coefficient, so a progressive copy hashes exactly as its
+/// baseline original, though only some of its scans are decoded (`image/scans.rs`): copies made
+/// by libjpeg-turbo (its scan script, Huffman and arithmetic) and by mozjpeg's scan optimisation
+/// (`transcodes/sunset_mozjpeg.jpg`, whose scans split the bands otherwise). Sizes 8, 16 and 32 decode
+/// these 800 x 532 photos at 1/8, 1/4 and 1/2.
+#[test]
+fn progressive_transcodes_hash_as_their_original() {
+    use turbojpeg::{Transform, TransformOp};
+    let transcode = |jpeg: &[u8], arithmetic: bool| {
+        let mut options = Transform::op(TransformOp::None);
+        options.progressive = true;
+        options.arithmetic = arithmetic;
+        turbojpeg::transform(&options, jpeg).unwrap().to_vec()
+    };
+    let sunset = common::read("sunset.jpg");
+    let pool = common::read("pool.jpg");
+    let cases = [
+        ("sunset.jpg by mozjpeg", &sunset, common::read("transcodes/sunset_mozjpeg.jpg")),
+        ("sunset.jpg, progressive", &sunset, transcode(&sunset, false)),
+        ("pool.jpg, progressive", &pool, transcode(&pool, false)),
+        ("pool.jpg, progressive arithmetic", &pool, transcode(&pool, true)),
+    ];
+    for (case, original, copy) in &cases {
+        assert_eq!(&copy[..2], &[0xFF, 0xD8]);
+        assert!(copy.windows(2).any(|w| w == [0xFF, 0xC2] || w == [0xFF, 0xCA]), "{case}: not progressive");
+        for (alg, n) in [("phash", 8), ("phash", 16), ("phash", 32), ("dhash", 16), ("ahash", 8), ("double_gradient", 16)] {
+            let spec = HashSpec::parse(alg, n).unwrap();
+            let want = hash_image(original, &spec, &Limits::default(), true).unwrap();
+            let got = hash_image(copy, &spec, &Limits::default(), true).unwrap();
+            assert_eq!(got, want, "{case}, {alg} {n}");
+        }
+    }
+}
