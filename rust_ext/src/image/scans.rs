@@ -15,21 +15,27 @@
 //! were.) The kept scans decode to the same luma coefficients, so the plane is the same.
 //!
 //! Only a progressive frame (SOF2 or SOF10) is walked. Anything unusual (a marker out of place,
-//! a segment or scan cut short, no end of image, more scans than `MAX_SCANS`) answers the bytes
-//! unchanged, so a damaged file reaches libjpeg-turbo whole and fails or warns as it did.
+//! a segment or scan cut short, no end of image, more scans than `MAX_SCANS`, a scan's
+//! parameters or its place in the progression that libjpeg would refuse or warn about) answers
+//! the bytes unchanged, so such a file reaches libjpeg-turbo whole and fails or warns as it did.
+//! (Damage inside the entropy-coded data of a scan that is cut goes unseen.)
 use std::borrow::Cow;
 
 /// More scans than this (a real encoder writes about 10) and the bytes are left as they are.
 const MAX_SCANS: usize = 256;
 
 /// One scan: its bytes (from its SOS marker to the marker after its entropy-coded data), the
-/// frame's components it carries (bit i: the frame's i-th), and its band of zig-zag positions.
+/// frame's components it carries (bit i: the frame's i-th), its band of zig-zag positions, and
+/// its successive approximation: the bit position of the previous scan of this band (`high`, 0
+/// for a first scan) and its own (`low`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Scan {
     start: usize,
     end: usize,
     components: u8,
     band: (u8, u8),
+    high: u8,
+    low: u8,
 }
 
 impl Scan {
@@ -41,7 +47,9 @@ impl Scan {
 /// `data` without the scans that neither carry luma (the frame's first component) at a zig-zag
 /// position up to `last`, nor feed a scan that is kept; borrowed when nothing is cut.
 pub fn for_luma(data: &[u8], last: u8) -> Cow<'_, [u8]> {
-    let Some(scans) = progressive_scans(data) else { return Cow::Borrowed(data) };
+    let Some(scans) = progressive_scans(data).filter(|scans| progression_is_sound(scans)) else {
+        return Cow::Borrowed(data);
+    };
     let mut keep = vec![false; scans.len()];
     for j in (0..scans.len()).rev() {
         let scan = &scans[j];
@@ -107,8 +115,9 @@ fn progressive_scans(data: &[u8]) -> Option<Vec<Scan>> {
                     components |= 1 << ids.iter().position(|&c| c == id)?;
                 }
                 let band = (*body.get(1 + 2 * count)?, *body.get(2 + 2 * count)?);
+                let approximation = *body.get(3 + 2 * count)?;
                 let end = entropy_end(data, i + 2 + len)?;
-                scans.push(Scan { start: i, end, components, band });
+                scans.push(Scan { start: i, end, components, band, high: approximation >> 4, low: approximation & 0x0F });
                 if scans.len() > MAX_SCANS {
                     return None;
                 }
@@ -119,6 +128,40 @@ fn progressive_scans(data: &[u8]) -> Option<Vec<Scan>> {
         }
         i += 2 + len;
     }
+}
+
+/// Whether libjpeg would take every scan without an error or a warning about its parameters or
+/// its place in the progression (jdphuff.c and jdarith.c, `start_pass`): a DC band is 0..=0, an
+/// AC band lies in 1..=63 and has one component, a refinement goes one bit lower than the scan
+/// before it, and each scan of a coefficient starts where the one before it stopped (an AC band
+/// only after its component's DC term). Then cutting scans cannot make libjpeg see the
+/// progression otherwise than it would have.
+fn progression_is_sound(scans: &[Scan]) -> bool {
+    // The bit position each coefficient of each component stopped at; -1 before its first scan.
+    let mut reached = [[-1i8; 64]; 8];
+    for scan in scans {
+        let (first, last) = scan.band;
+        let dc = first == 0;
+        let shape = if dc { last == 0 } else { first <= last && last < 64 && scan.components.count_ones() == 1 };
+        if scan.components == 0 || !shape || (scan.high != 0 && scan.low + 1 != scan.high) || scan.low > 13 {
+            return false;
+        }
+        for (c, bits) in reached.iter_mut().enumerate() {
+            if scan.components & (1 << c) == 0 {
+                continue;
+            }
+            if !dc && bits[0] < 0 {
+                return false;
+            }
+            for bit in &mut bits[usize::from(first)..=usize::from(last)] {
+                if i16::from(scan.high) != i16::from((*bit).max(0)) {
+                    return false;
+                }
+                *bit = scan.low as i8;
+            }
+        }
+    }
+    true
 }
 
 /// Where entropy-coded data starting at `from` ends: the first 0xFF that is neither a stuffed
@@ -159,13 +202,19 @@ mod tests {
         s
     }
 
-    /// A scan of the components `ids` over the band `ss..=se`, with `data` as its entropy data.
+    /// A first scan of the components `ids` over the band `ss..=se`, with `data` as its
+    /// entropy-coded data.
     fn scan(ids: &[u8], ss: u8, se: u8, data: &[u8]) -> Vec<u8> {
+        refine(ids, ss, se, (0, 0), data)
+    }
+
+    /// The same with successive approximation: the bit positions (Ah, Al).
+    fn refine(ids: &[u8], ss: u8, se: u8, (high, low): (u8, u8), data: &[u8]) -> Vec<u8> {
         let mut body = vec![ids.len() as u8];
         for &id in ids {
             body.extend_from_slice(&[id, 0]);
         }
-        body.extend_from_slice(&[ss, se, 0]);
+        body.extend_from_slice(&[ss, se, high << 4 | low]);
         let mut s = segment(0xDA, &body);
         s.extend_from_slice(data);
         s
@@ -233,14 +282,15 @@ mod tests {
         // only on Cb's first pass, and both go.
         let scans = [
             scan(&[1, 2, 3], 0, 0, &[1; 8]),
-            scan(&[1], 6, 63, &[2; 8]),
-            scan(&[2], 1, 63, &[3; 8]),
-            scan(&[1], 1, 63, &[4; 8]),
-            scan(&[2], 1, 63, &[5; 8]),
+            refine(&[1], 6, 63, (0, 1), &[2; 8]),
+            refine(&[2], 1, 63, (0, 1), &[3; 8]),
+            refine(&[1], 1, 5, (0, 1), &[6; 8]),
+            refine(&[1], 1, 63, (1, 0), &[4; 8]),
+            refine(&[2], 1, 63, (1, 0), &[5; 8]),
         ];
         let jpeg = progressive(&scans);
         let out = for_luma(&jpeg, 4);
-        for (fill, kept) in [(1u8, true), (2, true), (3, false), (4, true), (5, false)] {
+        for (fill, kept) in [(1u8, true), (2, true), (3, false), (6, true), (4, true), (5, false)] {
             assert_eq!(out.windows(8).any(|w| w == [fill; 8]), kept, "scan of {fill}s");
         }
     }
@@ -260,6 +310,16 @@ mod tests {
         // A scan of a component the frame does not have.
         let stray = progressive(&[scan(&[1, 2, 3], 0, 0, &[1; 8]), scan(&[9], 1, 63, &[2; 8])]);
         assert!(matches!(for_luma(&stray, 4), Cow::Borrowed(_)));
+        // A progression libjpeg would warn about, in scans that would be cut: Cb refined before
+        // its first scan, a Cr band before Cr's DC term, two components in an AC band.
+        for bogus in [
+            refine(&[2], 1, 63, (1, 0), &[2; 8]),
+            scan(&[3], 1, 63, &[2; 8]),
+            scan(&[2, 3], 1, 63, &[2; 8]),
+        ] {
+            let dc = scan(&[1, 2], 0, 0, &[1; 8]);
+            assert!(matches!(for_luma(&progressive(&[dc, bogus]), 4), Cow::Borrowed(_)));
+        }
         // Nothing to cut.
         let luma = progressive(&[scan(&[1, 2, 3], 0, 0, &[1; 8]), scan(&[1], 1, 5, &[2; 8])]);
         assert!(matches!(for_luma(&luma, 4), Cow::Borrowed(_)));
