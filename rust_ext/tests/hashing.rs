@@ -171,8 +171,9 @@ fn dihedral_variants_match_flipped_and_rotated_copies() {
 /// A lossless transcode keeps every DCT coefficient, so a progressive copy hashes exactly as its
 /// baseline original, though only some of its scans are decoded (`image/scans.rs`): copies made
 /// by libjpeg-turbo (its scan script, Huffman and arithmetic) and by mozjpeg's scan optimisation
-/// (`transcodes/sunset_mozjpeg.jpg`, whose scans split the bands otherwise). Sizes 8, 16 and 32 decode
-/// these 800 x 532 photos at 1/8, 1/4 and 1/2.
+/// (`transcodes/sunset_mozjpeg.jpg`, whose scans split the bands otherwise). pHash 8, 16 and 32
+/// decode these 800 x 532 photos at 1/8, 1/4 and 1/2 from their coefficients, pHash 64 at full
+/// size through libjpeg-turbo's IDCT, without the chroma scans (`image/jpeg.rs`).
 #[test]
 fn progressive_transcodes_hash_as_their_original() {
     use turbojpeg::{Transform, TransformOp};
@@ -195,7 +196,7 @@ fn progressive_transcodes_hash_as_their_original() {
         assert!(copy.windows(2).any(|w| w == [0xFF, 0xC2] || w == [0xFF, 0xCA]), "{case}: not progressive");
         // Chroma scans are cut at every scale.
         assert!(beam_phash_native::image::scans::for_luma(copy, 63).len() < copy.len(), "{case}: nothing cut");
-        for (alg, n) in [("phash", 8), ("phash", 16), ("phash", 32), ("dhash", 16), ("ahash", 8), ("double_gradient", 16)] {
+        for (alg, n) in [("phash", 8), ("phash", 16), ("phash", 32), ("phash", 64), ("dhash", 16), ("ahash", 8), ("double_gradient", 16)] {
             let spec = HashSpec::parse(alg, n).unwrap();
             let want = hash_image(original, &spec, &Limits::default(), true).unwrap();
             let got = hash_image(copy, &spec, &Limits::default(), true).unwrap();

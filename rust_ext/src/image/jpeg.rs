@@ -9,6 +9,7 @@
 //! orientation from the APP1 segment itself. It answers `Ok(None)` for what it does not handle (a
 //! decoder error or warning, lossless or 12-bit JPEG), and the caller then falls back to the
 //! general decoder, so a file that decoded before still decodes.
+use std::borrow::Cow;
 use std::cell::RefCell;
 
 use image::metadata::Orientation;
@@ -18,6 +19,7 @@ use crate::image::coefficients::luma_plane;
 use crate::image::decode::{luma601, orient, reduction, upright_size, Limits, Plane};
 use crate::error::Error;
 use crate::image::extent::Extent;
+use crate::image::scans;
 
 thread_local! {
     /// One decompressor per thread (it is Send, not Sync), reused across images.
@@ -83,7 +85,8 @@ fn decode_with(dec: &mut Decompressor, data: &[u8], limits: &Limits, min_side: u
     Ok(Some((plane, uw, uh, extent)))
 }
 
-/// libjpeg-turbo's scaled IDCT to 1/`denom`, 8-bit grey, as stored (not turned upright).
+/// libjpeg-turbo's scaled IDCT to 1/`denom`, 8-bit grey, as stored (not turned upright). Grey
+/// from YCbCr is the luma alone, so a progressive file's chroma scans are cut (`scans.rs`).
 fn scaled_idct(dec: &mut Decompressor, data: &[u8], width: usize, height: usize, denom: usize, colorspace: Colorspace) -> Option<Plane> {
     let factor = ScalingFactor::new(1, denom);
     dec.set_scaling_factor(factor).ok()?;
@@ -92,7 +95,8 @@ fn scaled_idct(dec: &mut Decompressor, data: &[u8], width: usize, height: usize,
     let (format, channels) = if cmyk { (PixelFormat::CMYK, 4) } else { (PixelFormat::GRAY, 1) };
     let mut pixels = vec![0u8; w * h * channels];
     let image = Image { pixels: &mut pixels[..], width: w, pitch: w * channels, height: h, format };
-    dec.decompress(data, image).ok()?;
+    let stream = if matches!(colorspace, Colorspace::YCbCr) { scans::for_luma(data, 63) } else { Cow::Borrowed(data) };
+    dec.decompress(&stream, image).ok()?;
     let gray = if cmyk { cmyk_to_gray(&pixels) } else { pixels };
     Plane::from_raw(w as u32, h as u32, gray.into_iter().map(f32::from).collect())
 }
@@ -158,6 +162,40 @@ mod tests {
     fn no_exif_means_no_transform() {
         assert_eq!(exif_orientation(&[0xFF, 0xD8, 0xFF, 0xD9]), Orientation::NoTransforms);
         assert_eq!(exif_orientation(b"not a jpeg at all"), Orientation::NoTransforms);
+    }
+
+    /// Grey from a progressive YCbCr JPEG without its chroma scans is the grey of the whole
+    /// file, at full size (where the hash takes this path) and reduced.
+    #[test]
+    fn grey_from_a_progressive_jpeg_needs_no_chroma_scans() {
+        use turbojpeg::{Compressor, Subsamp};
+        let (w, h) = (75, 53);
+        let rgb: Vec<u8> = (0..w * h)
+            .flat_map(|i| {
+                let (x, y) = ((i % w) as f64, (i / w) as f64);
+                let v = 128.0 + 60.0 * (x / 9.0).sin() * (y / 13.0).cos();
+                [v as u8, (255.0 - v) as u8, (x * 3.0) as u8]
+            })
+            .collect();
+        for subsamp in [Subsamp::Sub2x2, Subsamp::None] {
+            let mut c = Compressor::new().unwrap();
+            c.set_progressive(true).unwrap();
+            c.set_subsamp(subsamp).unwrap();
+            let jpeg = c.compress_to_vec(Image { pixels: &rgb[..], width: w, pitch: w * 3, height: h, format: PixelFormat::RGB }).unwrap();
+            assert!(scans::for_luma(&jpeg, 63).len() < jpeg.len(), "{subsamp:?}: nothing cut");
+            for denom in [1, 2] {
+                let mut dec = Decompressor::new().unwrap();
+                let ours = scaled_idct(&mut dec, &jpeg, w, h, denom, Colorspace::YCbCr).unwrap();
+                let factor = ScalingFactor::new(1, denom);
+                let (sw, sh) = (factor.scale(w), factor.scale(h));
+                let mut whole = vec![0u8; sw * sh];
+                let mut dec = Decompressor::new().unwrap();
+                dec.set_scaling_factor(factor).unwrap();
+                dec.decompress(&jpeg, Image { pixels: &mut whole[..], width: sw, pitch: sw, height: sh, format: PixelFormat::GRAY }).unwrap();
+                let whole: Vec<f32> = whole.into_iter().map(f32::from).collect();
+                assert_eq!(ours.as_raw(), &whole, "{subsamp:?}, 1/{denom}");
+            }
+        }
     }
 
     #[test]
