@@ -48,10 +48,10 @@ use crate::pool;
 /// may move (by a bit or two on the shared photos).
 /// 10: pHash takes its knee only up to hash size 16 (`phash.rs`, `KNEE_MAX_SIZE`). Only pHash
 /// hashes of larger sizes (phash 32) changed.
-/// 11: a progressive JPEG rebuilt from its coefficients reaches libjpeg-turbo without the scans
-/// the plane does not read (`scans.rs`): its chroma AC scans, and at 1/8 its luma AC scans. The
-/// luma coefficients read are the same, and so is the hash of every JPEG that decodes without a
-/// warning. A progressive JPEG whose only damage lies in a scan that is cut now hashes from its
+/// 11: a progressive JPEG reaches libjpeg-turbo without the scans the hash does not read
+/// (`scans.rs`): its chroma AC scans, and when it is rebuilt at 1/8 from its coefficients, its
+/// luma AC scans. The luma coefficients read are the same, and so is the hash of every JPEG that
+/// decodes without a warning. A progressive JPEG whose only damage lies in a scan that is cut now hashes from its
 /// luma, where before libjpeg-turbo's warning sent it to the `image` crate's decoder.
 pub const HASH_VERSION: u32 = 11;
 
