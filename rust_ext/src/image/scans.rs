@@ -18,7 +18,8 @@
 //! a segment or scan cut short, no end of image, more scans than `MAX_SCANS`, a scan's
 //! parameters or its place in the progression that libjpeg would refuse or warn about) answers
 //! the bytes unchanged, so such a file reaches libjpeg-turbo whole and fails or warns as it did.
-//! (Damage inside the entropy-coded data of a scan that is cut goes unseen.)
+//! What a scan that is cut would have failed on (damage in its entropy-coded data, a Huffman
+//! table it names that was never defined) goes unseen.
 use std::borrow::Cow;
 
 /// More scans than this (a real encoder writes about 10) and the bytes are left as they are.
@@ -106,9 +107,13 @@ fn progressive_scans(data: &[u8]) -> Option<Vec<Scan>> {
             // Any other frame (or a second one); DHT (C4), JPG (C8) and DAC (CC) are not frames.
             0xC0..=0xCF if !matches!(marker, 0xC4 | 0xC8 | 0xCC) => return None,
             // Start of scan: count, (id, tables) per component, Ss, Se, Ah/Al; then the data.
+            // libjpeg refuses any other length, and more than 4 components.
             0xDA => {
                 let ids = frame.as_ref()?;
                 let count = usize::from(*body.first()?);
+                if !(1..=4).contains(&count) || len != 6 + 2 * count {
+                    return None;
+                }
                 let mut components = 0u8;
                 for k in 0..count {
                     let id = *body.get(1 + 2 * k)?;
@@ -143,7 +148,7 @@ fn progression_is_sound(scans: &[Scan]) -> bool {
         let (first, last) = scan.band;
         let dc = first == 0;
         let shape = if dc { last == 0 } else { first <= last && last < 64 && scan.components.count_ones() == 1 };
-        if scan.components == 0 || !shape || (scan.high != 0 && scan.low + 1 != scan.high) || scan.low > 13 {
+        if !shape || (scan.high != 0 && scan.low + 1 != scan.high) || scan.low > 13 {
             return false;
         }
         for (c, bits) in reached.iter_mut().enumerate() {
@@ -310,6 +315,13 @@ mod tests {
         // A scan of a component the frame does not have.
         let stray = progressive(&[scan(&[1, 2, 3], 0, 0, &[1; 8]), scan(&[9], 1, 63, &[2; 8])]);
         assert!(matches!(for_luma(&stray, 4), Cow::Borrowed(_)));
+        // A scan of no component, and one whose header is longer than its components need.
+        let empty = progressive(&[scan(&[1, 2, 3], 0, 0, &[1; 8]), scan(&[], 1, 63, &[2; 8])]);
+        assert!(matches!(for_luma(&empty, 4), Cow::Borrowed(_)));
+        let mut long = scan(&[2], 1, 63, &[2; 8]);
+        long[3] += 1; // the length, one byte more: the last data byte counts as header
+        let long = progressive(&[scan(&[1, 2, 3], 0, 0, &[1; 8]), long]);
+        assert!(matches!(for_luma(&long, 4), Cow::Borrowed(_)));
         // A progression libjpeg would warn about, in scans that would be cut: Cb refined before
         // its first scan, a Cr band before Cr's DC term, two components in an AC band.
         for bogus in [
