@@ -411,6 +411,41 @@ mod tests {
         }
     }
 
+    /// Damaged copies: whenever libjpeg-turbo takes a mutated progressive JPEG whole, without a
+    /// warning, it takes the cut bytes too and the plane is the same (a cut scan can only hide
+    /// damage, never add any).
+    #[test]
+    fn a_damaged_file_that_decodes_whole_decodes_alike_cut() {
+        let (w, h) = (75, 53);
+        let mut state = 12345u32;
+        let mut next = move || {
+            state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            (state >> 8) as usize
+        };
+        let (mut whole_ok, mut cut_differs) = (0, 0);
+        for subsamp in [Some(Subsamp::Sub2x2), Some(Subsamp::None), None] {
+            let jpeg = progressive(w, h, subsamp, false);
+            let steps = luma_steps(&jpeg).unwrap();
+            for _ in 0..600 {
+                let mut copy = jpeg.clone();
+                for _ in 0..1 + next() % 3 {
+                    let at = 2 + next() % (copy.len() - 2);
+                    copy[at] = next() as u8;
+                }
+                for d in [2, 4, 8] {
+                    let Some(whole) = rebuild(&copy, &steps, w, h, d) else { continue };
+                    whole_ok += 1;
+                    let stream = scans::for_luma(&copy, last_position(8 / d));
+                    cut_differs += usize::from(stream.len() != copy.len());
+                    let cut = rebuild(&stream, &steps, w, h, d).expect("the whole file decoded");
+                    assert_eq!(cut.as_raw(), whole.as_raw(), "{subsamp:?}, 1/{d}");
+                }
+            }
+        }
+        // The property was tested on cut streams, not only on copies left whole.
+        assert!(whole_ok > 100 && cut_differs > 100, "{whole_ok} decoded whole, {cut_differs} of them cut");
+    }
+
     #[test]
     fn last_positions_cover_the_low_coefficients() {
         assert_eq!([1, 2, 4, 8].map(last_position), [0, 4, 24, 63]);
