@@ -198,6 +198,35 @@ mod tests {
         }
     }
 
+    /// Scan scripts that leave the luma's AC terms incomplete (so libjpeg-turbo smooths the
+    /// luma's blocks when every component's tables and DC terms are there) and send each
+    /// component's DC term in a scan of its own, one with an Adobe segment after its first scan
+    /// (`tests/data/scan_scripts/README.md`). Cut, each gives the grey of the whole file.
+    #[test]
+    fn scan_scripts_that_smooth_or_reorder_give_the_same_grey() {
+        for (name, jpeg) in [
+            ("A", &include_bytes!("../../../tests/data/scan_scripts/A.jpg")[..]),
+            ("B", &include_bytes!("../../../tests/data/scan_scripts/B.jpg")[..]),
+            ("F", &include_bytes!("../../../tests/data/scan_scripts/F.jpg")[..]),
+        ] {
+            let header = Decompressor::new().unwrap().read_header(jpeg).unwrap();
+            let (w, h) = (header.width, header.height);
+            assert!(scans::for_luma(jpeg, 63).len() < jpeg.len(), "{name}: nothing cut");
+            for denom in [1, 2, 8] {
+                let mut dec = Decompressor::new().unwrap();
+                let ours = scaled_idct(&mut dec, jpeg, w, h, denom, header.colorspace).unwrap();
+                let factor = ScalingFactor::new(1, denom);
+                let (sw, sh) = (factor.scale(w), factor.scale(h));
+                let mut whole = vec![0u8; sw * sh];
+                let mut dec = Decompressor::new().unwrap();
+                dec.set_scaling_factor(factor).unwrap();
+                dec.decompress(jpeg, Image { pixels: &mut whole[..], width: sw, pitch: sw, height: sh, format: PixelFormat::GRAY }).unwrap();
+                let whole: Vec<f32> = whole.into_iter().map(f32::from).collect();
+                assert_eq!(ours.as_raw(), &whole, "{name}, 1/{denom}");
+            }
+        }
+    }
+
     #[test]
     fn cmyk_without_ink_is_white() {
         assert_eq!(cmyk_to_gray(&[255, 255, 255, 255, 0, 0, 0, 0]), vec![255, 0]);

@@ -8,11 +8,16 @@
 //! chroma components' AC scans always, and at 1/8 the luma AC scans too, are decoded for
 //! nothing.
 //!
-//! A scan is kept when it carries luma coefficients the plane reads, or when a kept scan after
-//! it shares a component and overlaps its band. (A refinement scan's decoding depends on which
-//! coefficients of its band earlier scans made non-zero, and libjpeg checks each scan's bit
-//! depth against the scans before it; keeping every such earlier scan leaves both as they
-//! were.) The kept scans decode to the same luma coefficients, so the plane is the same.
+//! A scan is kept when it carries luma coefficients the plane reads, when it is a DC scan, or
+//! when a kept scan after it shares a component and overlaps its band. (A refinement scan's
+//! decoding depends on which coefficients of its band earlier scans made non-zero, and libjpeg
+//! checks each scan's bit depth against the scans before it; keeping every such earlier scan
+//! leaves both as they were. Every DC scan stays because a component's first scan, always a DC
+//! scan, latches its quantisation table; because libjpeg's block smoothing of the luma reads
+//! whether every component's tables and DC terms are there; and because markers after the first
+//! scan, such as an Adobe segment, must not move before it, where they would decide the colour
+//! space. DC scans are small.) The kept scans decode to the same luma coefficients, and
+//! libjpeg-turbo's grey from them is the same.
 //!
 //! Only a progressive frame (SOF2 or SOF10) is walked. Anything unusual (a marker out of place,
 //! a segment or scan cut short, no end of image, more scans than `MAX_SCANS`, a scan's
@@ -45,8 +50,8 @@ impl Scan {
     }
 }
 
-/// `data` without the scans that neither carry luma (the frame's first component) at a zig-zag
-/// position up to `last`, nor feed a scan that is kept; borrowed when nothing is cut.
+/// `data` without the AC scans that neither carry luma (the frame's first component) at a
+/// zig-zag position up to `last`, nor feed a scan that is kept; borrowed when nothing is cut.
 pub fn for_luma(data: &[u8], last: u8) -> Cow<'_, [u8]> {
     let Some(scans) = progressive_scans(data).filter(|scans| progression_is_sound(scans)) else {
         return Cow::Borrowed(data);
@@ -54,7 +59,7 @@ pub fn for_luma(data: &[u8], last: u8) -> Cow<'_, [u8]> {
     let mut keep = vec![false; scans.len()];
     for j in (0..scans.len()).rev() {
         let scan = &scans[j];
-        let reads = scan.components & 1 != 0 && scan.band.0 <= last;
+        let reads = scan.band.0 == 0 || (scan.components & 1 != 0 && scan.band.0 <= last);
         keep[j] = reads || (j + 1..scans.len()).any(|k| keep[k] && scans[k].depends_on(scan));
     }
     if keep.iter().all(|&k| k) {
@@ -70,7 +75,7 @@ pub fn for_luma(data: &[u8], last: u8) -> Cow<'_, [u8]> {
     Cow::Owned(out)
 }
 
-/// The scans of a progressive JPEG with at most 8 components, walked from its start of image to
+/// The scans of a progressive JPEG with at most 4 components, walked from its start of image to
 /// its end of image; `None` for any other frame and for anything out of place.
 fn progressive_scans(data: &[u8]) -> Option<Vec<Scan>> {
     if !data.starts_with(&[0xFF, 0xD8]) {
@@ -98,8 +103,9 @@ fn progressive_scans(data: &[u8]) -> Option<Vec<Scan>> {
             // Progressive DCT, Huffman or arithmetic: precision, height, width, count, then
             // (id, sampling, table) per component.
             0xC2 | 0xCA if frame.is_none() => {
+                // libjpeg matches a scan's components among the frame's first 4 only.
                 let count = usize::from(*body.get(5)?);
-                if count == 0 || count > 8 {
+                if !(1..=4).contains(&count) {
                     return None;
                 }
                 frame = Some((0..count).map(|k| body.get(6 + 3 * k).copied()).collect::<Option<_>>()?);
@@ -118,6 +124,9 @@ fn progressive_scans(data: &[u8]) -> Option<Vec<Scan>> {
                 for k in 0..count {
                     let id = *body.get(1 + 2 * k)?;
                     components |= 1 << ids.iter().position(|&c| c == id)?;
+                }
+                if components.count_ones() as usize != count {
+                    return None; // a component named twice, which libjpeg refuses
                 }
                 let band = (*body.get(1 + 2 * count)?, *body.get(2 + 2 * count)?);
                 let approximation = *body.get(3 + 2 * count)?;
@@ -143,7 +152,7 @@ fn progressive_scans(data: &[u8]) -> Option<Vec<Scan>> {
 /// progression otherwise than it would have.
 fn progression_is_sound(scans: &[Scan]) -> bool {
     // The bit position each coefficient of each component stopped at; -1 before its first scan.
-    let mut reached = [[-1i8; 64]; 8];
+    let mut reached = [[-1i8; 64]; 4];
     for scan in scans {
         let (first, last) = scan.band;
         let dc = first == 0;
@@ -300,6 +309,22 @@ mod tests {
         }
     }
 
+    /// A DC scan stays even when it carries no luma: it latches its components' tables.
+    #[test]
+    fn dc_scans_stay() {
+        let scans = [
+            scan(&[1], 0, 0, &[1; 8]),
+            scan(&[2], 0, 0, &[2; 8]),
+            scan(&[3], 0, 0, &[3; 8]),
+            scan(&[2], 1, 63, &[4; 8]),
+        ];
+        let jpeg = progressive(&scans);
+        let out = for_luma(&jpeg, 63);
+        for (fill, kept) in [(1u8, true), (2, true), (3, true), (4, false)] {
+            assert_eq!(out.windows(8).any(|w| w == [fill; 8]), kept, "scan of {fill}s");
+        }
+    }
+
     #[test]
     fn anything_unusual_is_left_as_it_is() {
         let jpeg = progressive(&[scan(&[1, 2, 3], 0, 0, &[1; 8]), scan(&[2], 1, 63, &[2; 8])]);
@@ -315,6 +340,9 @@ mod tests {
         // A scan of a component the frame does not have.
         let stray = progressive(&[scan(&[1, 2, 3], 0, 0, &[1; 8]), scan(&[9], 1, 63, &[2; 8])]);
         assert!(matches!(for_luma(&stray, 4), Cow::Borrowed(_)));
+        // A component named twice in one scan.
+        let twice = progressive(&[scan(&[1, 2, 3], 0, 0, &[1; 8]), scan(&[2, 2], 1, 63, &[2; 8])]);
+        assert!(matches!(for_luma(&twice, 4), Cow::Borrowed(_)));
         // A scan of no component, and one whose header is longer than its components need.
         let empty = progressive(&[scan(&[1, 2, 3], 0, 0, &[1; 8]), scan(&[], 1, 63, &[2; 8])]);
         assert!(matches!(for_luma(&empty, 4), Cow::Borrowed(_)));
