@@ -164,6 +164,17 @@ mod tests {
         assert_eq!(exif_orientation(b"not a jpeg at all"), Orientation::NoTransforms);
     }
 
+    /// libjpeg-turbo's grey of all of `jpeg` (`w` x `h`) at 1/`denom`, nothing cut.
+    fn whole_grey(jpeg: &[u8], w: usize, h: usize, denom: usize) -> Vec<f32> {
+        let factor = ScalingFactor::new(1, denom);
+        let (sw, sh) = (factor.scale(w), factor.scale(h));
+        let mut grey = vec![0u8; sw * sh];
+        let mut dec = Decompressor::new().unwrap();
+        dec.set_scaling_factor(factor).unwrap();
+        dec.decompress(jpeg, Image { pixels: &mut grey[..], width: sw, pitch: sw, height: sh, format: PixelFormat::GRAY }).unwrap();
+        grey.into_iter().map(f32::from).collect()
+    }
+
     /// Grey from a progressive YCbCr JPEG without its chroma scans is the grey of the whole
     /// file, at full size (where the hash takes this path) and reduced.
     #[test]
@@ -186,14 +197,7 @@ mod tests {
             for denom in [1, 2] {
                 let mut dec = Decompressor::new().unwrap();
                 let ours = scaled_idct(&mut dec, &jpeg, w, h, denom, Colorspace::YCbCr).unwrap();
-                let factor = ScalingFactor::new(1, denom);
-                let (sw, sh) = (factor.scale(w), factor.scale(h));
-                let mut whole = vec![0u8; sw * sh];
-                let mut dec = Decompressor::new().unwrap();
-                dec.set_scaling_factor(factor).unwrap();
-                dec.decompress(&jpeg, Image { pixels: &mut whole[..], width: sw, pitch: sw, height: sh, format: PixelFormat::GRAY }).unwrap();
-                let whole: Vec<f32> = whole.into_iter().map(f32::from).collect();
-                assert_eq!(ours.as_raw(), &whole, "{subsamp:?}, 1/{denom}");
+                assert_eq!(ours.as_raw(), &whole_grey(&jpeg, w, h, denom), "{subsamp:?}, 1/{denom}");
             }
         }
     }
@@ -215,14 +219,7 @@ mod tests {
             for denom in [1, 2, 8] {
                 let mut dec = Decompressor::new().unwrap();
                 let ours = scaled_idct(&mut dec, jpeg, w, h, denom, header.colorspace).unwrap();
-                let factor = ScalingFactor::new(1, denom);
-                let (sw, sh) = (factor.scale(w), factor.scale(h));
-                let mut whole = vec![0u8; sw * sh];
-                let mut dec = Decompressor::new().unwrap();
-                dec.set_scaling_factor(factor).unwrap();
-                dec.decompress(jpeg, Image { pixels: &mut whole[..], width: sw, pitch: sw, height: sh, format: PixelFormat::GRAY }).unwrap();
-                let whole: Vec<f32> = whole.into_iter().map(f32::from).collect();
-                assert_eq!(ours.as_raw(), &whole, "{name}, 1/{denom}");
+                assert_eq!(ours.as_raw(), &whole_grey(jpeg, w, h, denom), "{name}, 1/{denom}");
             }
         }
     }
