@@ -23,7 +23,7 @@ import pyarrow as pa
 from beam_phash._native import PHash, collapse_heads, hash_images, parse_hex_column, parse_hex_hashes
 from beam_phash.hashing import HashConfig
 from beam_phash.metrics import DedupMetrics
-from beam_phash.near.batches import Fixed, concat, pack_labels, take_labels, u8, u32s
+from beam_phash.near.batches import Fixed, concat, take_labels, u8, u32s
 from beam_phash.near.fixed import REFERENCE, SOURCES, PackFixedDoFn, fixed_batch
 from beam_phash.records import (
     DISTANCE_FIELD,
@@ -37,6 +37,7 @@ from beam_phash.records import (
     record_id,
 )
 from beam_phash.routing import rows_by_bucket
+from beam_phash.strings import pack_labels
 
 REFERENCE_FAILED = "reference_failed"
 

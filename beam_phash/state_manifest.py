@@ -17,7 +17,7 @@ from typing import Iterable, Optional
 import pyarrow as pa
 
 from beam_phash._native import HASH_VERSION
-from beam_phash.near.batches import pack_labels
+from beam_phash.strings import pack_labels
 
 MANIFEST = "manifest.json"
 EXACT = "exact"

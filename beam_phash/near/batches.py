@@ -2,11 +2,12 @@
 
 Never one Python object per hash: an element holds a batch of images (``Images``), of ranked
 records (``Ranked``), of edges (``Edges``) or of component assignments (``Assigned``). Owners
-(record ids) travel as a list of ``str`` per batch and are packed to UTF-8 for the kernels.
+(record ids) travel as a list of ``str`` per batch and are packed to UTF-8 for the kernels
+(``beam_phash.strings``).
 """
 from __future__ import annotations
 
-from typing import Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Iterable, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import pyarrow as pa
@@ -29,14 +30,6 @@ def u64s(buf: bytes) -> np.ndarray:
 
 def u32s(buf: bytes) -> np.ndarray:
     return np.frombuffer(buf, dtype=np.uint32)
-
-
-def pack_owners(owners: Sequence[str]) -> Tuple[np.ndarray, bytes]:
-    """(uint64 offsets, UTF-8 blob) of the owners, for the kernels."""
-    encoded = [o.encode("utf-8", "surrogatepass") for o in owners]
-    offsets = np.zeros(len(encoded) + 1, dtype=U64)
-    np.cumsum([len(e) for e in encoded], out=offsets[1:])
-    return offsets, b"".join(encoded)
 
 
 def concat(cls, parts: Iterable):
@@ -67,18 +60,6 @@ def is_fixed(ids: np.ndarray) -> np.ndarray:
 
 def take_labels(labels: pa.Array, index) -> pa.Array:
     return labels.take(pa.array(np.asarray(index, dtype=np.int64)))
-
-
-def pack_labels(labels: pa.Array) -> Tuple[np.ndarray, np.ndarray]:
-    """(uint64 offsets, UTF-8 blob) of an Arrow string array without nulls, for the kernels."""
-    labels = labels.cast(pa.large_string())
-    if isinstance(labels, pa.ChunkedArray):
-        labels = labels.combine_chunks()
-    _, offsets, data = labels.buffers()
-    n = len(labels)
-    offsets = np.frombuffer(offsets, dtype=np.int64)[labels.offset:labels.offset + n + 1]
-    blob = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
-    return (offsets - offsets[0]).astype(U64), blob[offsets[0]:offsets[-1]]
 
 
 class Ranked(NamedTuple):

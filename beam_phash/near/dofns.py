@@ -31,7 +31,6 @@ from beam_phash.near.batches import (
     Named,
     Ranked,
     concat,
-    pack_owners,
     partition_of_ids,
     u8,
     u32s,
@@ -41,6 +40,7 @@ from beam_phash.near.fixed import INPUT, SOURCES, STATE, fixed_batch, named_by_p
 from beam_phash.near.policy import primary_rank
 from beam_phash.routing import bucket_of, rows_by_bucket
 from beam_phash.records import DISTANCE_FIELD, MATCHED_FIELD, Hashed, emit, keeper_label
+from beam_phash.strings import pack_owners
 
 ROWS = "rows"
 CLASSES = "classes"
