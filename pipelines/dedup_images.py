@@ -4,11 +4,15 @@
         [--input-format files|parquet|webdataset] [--image-column image] [--id-column id] \\
         [--image-ext jpg,jpeg,png,webp] [--no-shard-metadata] [--write-shards DIR [--shard-size MB]] \\
         [--hash-size 16] [--algorithm phash] [--backend ray|state] [--num-buckets 16] [--num-actors N] \\
-        [--ray-address ADDR] [--state DIR] [--max-distance K [--dihedral] [--keep largest]] \
-        [--hash-column COL] [--band-partition-bits B] [--search-partitions S] \
-        [--reference PATH [--reference ...] [--reference-format auto|files|parquet] \
-         [--reference-image-column C] [--reference-id-column C] [--reference-hash-column C]] \
+        [--ray-address ADDR] [--backend-name NAME] [--state DIR] \\
+        [--max-distance K [--dihedral] [--keep largest]] \\
+        [--hash-column COL] [--band-partition-bits B] [--search-partitions S] \\
+        [--reference PATH [--reference ...] [--reference-format auto|files|parquet|webdataset] \\
+         [--reference-image-column C] [--reference-id-column C] [--reference-hash-column C]] \\
+        [--max-decode-failures FRACTION] [--max-internal-failures FRACTION] [--no-report] \\
         [Beam pipeline options: --runner, ...]
+
+Without --input the job reads the bundled sample; without --output it writes to out/dedup.
 
 Inputs are matched and read through Beam's filesystems, so gs:// and s3:// paths work when those
 Beam extras are installed. Flags this job does not know pass through to Beam as PipelineOptions.
@@ -138,7 +142,8 @@ def _parser() -> argparse.ArgumentParser:
                          "column, such as an earlier run's kept/; repeat for several. References are "
                          "never output")
     ap.add_argument("--reference-format", default="auto", choices=("auto",) + job_inputs.FORMATS,
-                    help="auto (default): Parquet when every matched file ends in .parquet")
+                    help="auto (default): Parquet when every matched file ends in .parquet, WebDataset "
+                         "when they are .tar shards (with their .parquet sidecars), else image files")
     ap.add_argument("--reference-image-column", default=None, metavar="COL",
                     help="Parquet references: the image column (default: --image-column)")
     ap.add_argument("--reference-id-column", default=None, metavar="COL",
@@ -405,6 +410,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     a configuration error, 3 when they cannot be checked. Only its own lines reach the terminal;
     the rest goes to OUTPUT/logs/job.log (see ``console``)."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if early_start.wants_help(argv):
+        # Before the console: once it is open, stdout is the log, and help is for the terminal.
+        _parser().print_help()
+        return 0
     con = open_console(early_start.output_of(argv))
     try:
         return _run(argv, con)

@@ -9,6 +9,7 @@ different result. ``dedup_images`` checks everything afterwards.
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import List, Optional
 
 DEFAULT_OUTPUT = "out/dedup"
@@ -44,10 +45,19 @@ def needs_embedded_ray(argv: List[str]) -> bool:
             and args.max_distance in (None, "0") and not args.dihedral and args.runner in LOCAL_RUNNERS)
 
 
+def wants_help(argv: List[str]) -> bool:
+    return "-h" in argv or "--help" in argv
+
+
 def begin(argv: List[str]) -> None:
     """Open the console and, when the run needs it, begin starting the embedded Ray."""
     from pipelines.console import open_console
 
+    if wants_help(argv):
+        # Help goes to the terminal and writes nothing under the output; the imports' warnings
+        # (which the console would have sent to the log) are not shown with it.
+        logging.disable(logging.WARNING)
+        return
     open_console(output_of(argv))
     if needs_embedded_ray(argv):
         from beam_phash.exact import ray_cluster

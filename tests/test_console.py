@@ -117,6 +117,17 @@ def test_the_embedded_ray_is_started_early_only_when_the_run_needs_it(argv, need
     assert early_start.needs_embedded_ray(argv) == needed
 
 
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_reaches_the_terminal_and_writes_no_output(tmp_path, flag):
+    """Help is printed before the console opens: once open, stdout would be the job's log."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-m", "pipelines.dedup_images", flag, "--max-distance", "auto"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "--max-distance" in proc.stdout and "--reference-format" in proc.stdout
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_failure_in_the_run_is_one_line_naming_the_log(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "pipelines.dedup_images", "--output", str(out),
