@@ -333,7 +333,8 @@ class ReadImageRecords(beam.PTransform):
 def reference_spec(references: List[str], fmt: str, image_column: str, id_column: str,
                    hash_column: Optional[str], hash_column_default: str, hash_bits: int) -> InputSpec:
     """Resolve ``--reference``: ``fmt`` "auto" is Parquet when every matched file ends in
-    ``.parquet``, else image files. Parquet without an explicit hash column uses
+    ``.parquet``, WebDataset when they are ``.tar`` shards (with their ``.parquet`` sidecars),
+    else image files. Parquet without an explicit hash column uses
     ``hash_column_default`` (the job's own hash column, as in an earlier run's ``kept/``) when it
     is there, else the image column."""
     if fmt == "auto":
