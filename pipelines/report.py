@@ -89,11 +89,19 @@ def _build_group(element, sizes: Dict[str, int], fields: _Fields) -> Iterable[st
     keeper_id, grouped = element
     kept = list(grouped["kept"])
     samples = [r for batch in grouped["dups"] for r in batch]
-    if not kept:
+    if kept:
+        keeper = fields.member(kept[0], kept=True)
+    elif samples:
+        # Kept before this run: in exact mode the backend (with --state, or a named one) answers
+        # with the id an earlier run kept, and this run has no record of it. Exact mode matches
+        # identical hashes only (dihedral runs are near-duplicate mode), so the keeper's hash is
+        # its duplicates'. Its thumbnail is read from its id when that is a path still there.
+        keeper = {**fields.member({fields.id: keeper_id}, kept=True), "earlier": True,
+                  "hash": samples[0].get(fields.hash)}
+    else:
         return
-    keeper = kept[0]
-    members = [fields.member(keeper, kept=True)]
-    members += [fields.member(r, kept=False, keeper_hash=keeper.get(fields.hash))
+    members = [keeper]
+    members += [fields.member(r, kept=False, keeper_hash=keeper["hash"])
                 for r in sorted(samples, key=lambda r: fields.id_of(r) or "")]
     yield json.dumps({"keeper": keeper_id, "size": 1 + sizes.get(keeper_id, 0), "members": members})
 
@@ -202,7 +210,9 @@ def _figure(m: dict, caption: Optional[str] = None) -> str:
     img = (f'<img src="{m["thumb"]}" alt="{html.escape(str(m.get("id")))}" loading="lazy" decoding="async">'
            if m.get("thumb")
            else '<div class="noimg">no preview</div>')
-    label = '<span class="tag">KEPT</span>' if m["kept"] else f'distance {m.get("distance")}'
+    distance = m.get("distance")
+    label = (f'<span class="tag">{"KEPT BEFORE THIS RUN" if m.get("earlier") else "KEPT"}</span>' if m["kept"]
+             else f'distance {"?" if distance is None else distance}')
     if caption is not None:
         label = html.escape(caption)
     return (f'<figure class="{"kept" if m["kept"] else "dup"}">{img}'
@@ -262,12 +272,15 @@ def render(summary: dict, groups: List[dict], failures: List[dict], matches: Lis
     parts += _matches_section(summary, list(matches))
     parts += [f"<h2>Largest {kind} groups ({len(groups)} shown)</h2>"]
     if not groups:
-        parts.append("<p>No duplicates found.</p>")
+        parts.append("<p>No duplicates found.</p>" if not summary.get("duplicates") else
+                     "<p>No groups among this run's keepers: every duplicate matched a reference or an "
+                     "earlier run.</p>")
     for g in groups:
         shown = len(g["members"])
         more = f", {g['size'] - shown} more not shown" if g["size"] > shown else ""
+        when = " before this run" if g["members"][0].get("earlier") else ""
         parts.append(f"<div class='group'><div>{g['size']} records {e(alike)} "
-                     f"(kept: {e(str(g['keeper']))}{more})</div><div class='members'>"
+                     f"(kept{when}: {e(str(g['keeper']))}{more})</div><div class='members'>"
                      + "".join(_figure(m) for m in g["members"]) + "</div></div>")
     total_failed = summary.get("failed", len(failures))
     parts.append(f"<h2>Failures ({total_failed}"

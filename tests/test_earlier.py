@@ -403,3 +403,29 @@ def test_reference_tables_parse_hashes_in_bulk_and_report_bad_ones():
     batches = [o for o in out if not hasattr(o, "tag")]
     assert len(batches) == 1 and batches[0].labels.to_pylist() == ["a", ""]
     assert batches[0].keys.tobytes() == bytes.fromhex(good) + bytes.fromhex("ff" * 32)
+
+
+def test_the_report_shows_exact_mode_duplicates_of_an_earlier_run_as_its_groups(tmp_path):
+    """In exact mode the backend names the id an earlier run kept (``--state``, a named Ray
+    backend) and sets no ``matched``: the report shows such a group with its keeper marked as
+    kept before this run (its thumbnail read from its path), not "No duplicates found"."""
+    from pipelines.report import CollectReportData, write_report
+
+    earlier, copy, other = (str(tmp_path / n) for n in ("earlier.jpg", "copy.jpg", "other.jpg"))
+    for path, photo in ((earlier, PHOTOS[0]), (copy, PHOTOS[0]), (other, PHOTOS[1])):
+        with open(photo, "rb") as src, open(path, "wb") as dst:
+            dst.write(src.read())
+    h = "ab" * 32
+    kept = [{"id": other, "image_phash": "cd" * 32}]
+    dups = [{"id": copy, "image_phash": h, "duplicate_of": earlier}]
+    out = str(tmp_path / "out")
+    with TestPipeline() as p:
+        outputs = tuple(p | name >> beam.Create(rows, reshuffle=False)
+                        for name, rows in (("Kept", kept), ("Dups", dups), ("Failed", [])))
+        _ = outputs | CollectReportData(out, id_field="id", image_field="image", hash_field="image_phash",
+                                        ids_are_paths=True)
+    page = open(write_report(out, {"inputs": 2, "kept": 1, "duplicates": 1, "failed": 0})).read()
+    groups = page[page.index("Largest duplicate groups (1 shown)"):page.index("<h2>Failures")]
+    assert f"kept before this run: {earlier}" in groups and "KEPT BEFORE THIS RUN" in groups
+    assert "distance 0<br>" in groups and groups.count("data:image/jpeg;base64,") == 2
+    assert "No duplicates found" not in page
