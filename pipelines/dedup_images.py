@@ -47,6 +47,7 @@ import time
 from typing import List, Optional, Tuple
 
 import apache_beam as beam
+from apache_beam.io.filesystem import FileSystem
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
@@ -186,6 +187,29 @@ def check_output(output: str) -> None:
         FileSystems.delete([probe])
     except Exception as e:  # noqa: BLE001 - any failure means "not writable"
         raise ConfigError(f"--output {output!r} is not writable: {e}") from None
+
+
+#: Paths this job writes under --output (one of each kind), to test the input patterns against.
+_OUTPUT_SAMPLES = ("report.html", "summary.json", "kept/p.parquet", "duplicates/p.parquet", "failed/p.parquet",
+                   "reference_failed/p.parquet", "report/groups.jsonl", "logs/job.log")
+
+
+def check_output_apart(output: str, specs: List[Tuple[str, InputSpec]]) -> None:
+    """The job clears and writes files under --output; an input pattern that matches them would
+    read this run's own outputs as inputs (and a reference there would be cleared before it is
+    read). Local paths only."""
+    if "://" in output:
+        return
+    base = os.path.abspath(output)
+    written = [os.path.join(base, sample) for sample in _OUTPUT_SAMPLES]
+    for flag, spec in specs:
+        for pattern in spec.patterns:
+            if "://" in pattern:
+                continue
+            regex = re.compile(FileSystem.translate_pattern(os.path.abspath(pattern)))
+            if any(regex.match(path) for path in written):
+                raise ConfigError(f"{flag} {pattern!r} would read what this job writes under --output "
+                                  f"{output!r} (and clears first); choose an --output outside the inputs")
 
 
 def check_beam_options(beam_args: List[str]) -> None:
@@ -374,6 +398,7 @@ def configure(argv: Optional[List[str]]):
                                      args.reference_hash_column)) or args.reference_format != "auto":
         raise ConfigError("--reference-format and --reference-*-column apply with --reference")
     check_beam_options(beam_args)
+    check_output_apart(args.output, [("--input", spec)] + ([("--reference", reference)] if reference else []))
     check_output(args.output)
     dedup = ImagePhashDedup(hash_size=args.hash_size, algorithm=args.algorithm,
                             image_field=spec.image_column, id_field=spec.id_column,

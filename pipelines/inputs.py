@@ -88,8 +88,20 @@ def _match(pattern: str, item: str, flag: str = "--input") -> Dict[str, int]:
     except Exception as e:  # noqa: BLE001 - said as what it is, never as "matched no files"
         raise ConfigError(f"{flag} {item!r} cannot be listed: {listing_error(e)}") from None
     if not found:
-        raise ConfigError(f"{flag} {item!r} matched no files")
+        raise ConfigError(f"{flag} {item!r} matched no files{_what_a_folder_means(pattern, item)}")
     return {m.path: m.size_in_bytes for m in sorted(found, key=lambda m: m.path)}
+
+
+def _what_a_folder_means(pattern: str, item: str) -> str:
+    """For a directory that holds files but none of the format's: what it was read as."""
+    if pattern == item or "://" in item or not os.path.isdir(item):
+        return ""
+    others = sum(1 for e in os.scandir(item) if e.is_file())
+    if not others:
+        return ""
+    fmt = {".parquet": "parquet", ".tar": "webdataset"}.get(os.path.splitext(pattern)[1], "files")
+    return (f" (a directory means {pattern} for the {fmt} format, and it holds {others} other "
+            "file(s); is --input-format right?)")
 
 
 def _parquet_footer(path: str) -> Tuple[pa.Schema, int]:

@@ -122,7 +122,7 @@ def test_parquet_input_keeps_the_input_columns(tmp_path, layout):
     (["--hash-size", "2"], "hash_size must be between"),
     (["--backend", "redis"], "argument --backend: invalid choice"),
     (["--hash-size", "big"], "argument --hash-size: invalid int value"),
-    (["--input-format", "parquet"], "matched no files"),  # the sample folder holds no .parquet
+    (["--input-format", "parquet"], "matched no files (a directory means "),  # the sample folder holds no .parquet
     (["--image-column", "jpg"], "apply to --input-format parquet"),
     (["--hash_size", "8"], "unknown option --hash_size (did you mean --hash-size?)"),
     (["--direct_num_workerz=2"], "unknown option --direct_num_workerz"),
@@ -132,6 +132,26 @@ def test_configuration_errors_are_one_line(tmp_path, capsys, args, message):
     assert dedup_images.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("inputs, output", [
+    (["--input", "{d}"], "{d}"),
+    (["--input", "{d}/**"], "{d}/out"),
+    (["--input", "{d}", "--reference", "{d}/out/kept"], "{d}/out"),
+])
+def test_an_output_the_inputs_would_read_is_refused(tmp_path, capsys, inputs, output):
+    """The job clears and writes files under --output: a pattern matching them would read this
+    run's own outputs (or clear a reference before reading it)."""
+    d = tmp_path / "in"
+    (d / "out" / "kept").mkdir(parents=True)
+    (d / "a.jpg").write_bytes(sorted(DATA.glob("*.jpg"))[0].read_bytes())
+    pq.write_table(pa.Table.from_pylist([{"id": "x", "image_phash": "00" * 32}]), d / "out" / "kept" / "p.parquet")
+    argv = [a.format(d=d) for a in inputs] + ["--output", output.format(d=d), "--backend", "state", "--no-report"]
+    assert dedup_images.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "would read what this job writes under --output" in err and "\n" not in err
+    # a folder is read without its subfolders: an output inside it is apart from it
+    assert dedup_images.main(["--input", str(d), "--output", str(d / "out"), "--backend", "state", "--no-report"]) == 0
 
 
 @pytest.mark.parametrize("column_args, message", [
