@@ -39,10 +39,12 @@ if __name__ == "__main__":  # before Beam's import (see early_start); `beam-phas
 
 import argparse
 import gc
+import glob
 import json
 import logging
 import os
 import re
+import shutil
 import time
 from typing import List, Optional, Tuple
 
@@ -54,7 +56,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 
 import beam_phash
 from beam_phash import ImagePhashDedup
-from beam_phash.failures import DEFAULT_MAX_INTERNAL, FailureThresholdError
+from beam_phash.failures import DEFAULT_MAX_INTERNAL
 from beam_phash.near.policy import KEEP_POLICIES
 from beam_phash.records import QUALITY_FIELD, WRITTEN_FIELDS
 from pipelines import early_start
@@ -225,6 +227,23 @@ def check_beam_options(beam_args: List[str]) -> None:
             dashed = "--" + name.replace("_", "-")
             hint = f" (did you mean {dashed}?)" if dashed in own else ""
             raise ConfigError(f"unknown option --{name}{hint}")
+
+
+def remove_unfinished(directories: List[str]) -> None:
+    """After a failed run: the writers' unfinished parts (``DIR/.tmp-*``) and the report's
+    unfinished text writes (``DIR/report/beam-temp-*``), in the output (and shards) directories."""
+    for directory in directories:
+        for pattern in (FileSystems.join(directory, ".tmp-*"), FileSystems.join(directory, "report", "beam-temp-*")):
+            try:
+                if "://" in pattern:  # an object store: the objects under the prefix
+                    found = FileSystems.match([FileSystems.join(pattern, "**")])[0].metadata_list
+                    if found:
+                        FileSystems.delete([m.path for m in found])
+                else:
+                    for path in glob.glob(pattern):
+                        shutil.rmtree(path, ignore_errors=True)
+            except Exception:  # noqa: BLE001 - best effort: the run's own error is the one to report
+                log.warning("could not remove the unfinished files %s", pattern, exc_info=True)
 
 
 def clear_outputs(output: str) -> None:
@@ -477,8 +496,12 @@ def _run(argv: List[str], con: Console) -> int:
         result.wait_until_finish()
     except Exception as e:  # noqa: BLE001 - every failure is one line; the traceback is in the log
         log.exception("the run failed")
-        con.tell(f"beam-phash: error: {failure_threshold_reason(e) or one_line(e)} "
-                 f"(details in {con.log_path})")
+        reason = failure_threshold_reason(e)
+        if reason is not None:  # the run stopped before its outputs were written
+            reason = reason.replace(_THRESHOLD_TAIL, "no outputs were written: rerun without the threshold "
+                                                     "to have failed/ list each with its reason")
+        con.tell(f"beam-phash: error: {reason or one_line(e)} (details in {con.log_path})")
+        remove_unfinished([args.output] + ([args.write_shards] if args.write_shards is not None else []))
         return 1
     finally:
         gc.unfreeze()
@@ -552,8 +575,9 @@ def _run(argv: List[str], con: Console) -> int:
     return 0 if adds_up else 1 if checkable else 3
 
 
+_THRESHOLD_TAIL = "the failed output lists each with its reason"
 _THRESHOLD_MESSAGE = re.compile(r"\d+ of \d+ inputs \([^)]*\) [^\n]*? over the failure threshold of [^\n]*?"
-                                r"the failed output lists each with its reason")
+                                + re.escape(_THRESHOLD_TAIL))
 
 
 def failure_threshold_reason(e: BaseException) -> Optional[str]:
@@ -561,9 +585,7 @@ def failure_threshold_reason(e: BaseException) -> Optional[str]:
     seen = set()
     while e is not None and id(e) not in seen:
         seen.add(id(e))
-        if isinstance(e, FailureThresholdError):
-            return str(e)
-        found = _THRESHOLD_MESSAGE.search(str(e))  # a worker's error, passed on as text
+        found = _THRESHOLD_MESSAGE.search(str(e))  # without "[while running ...]"; or a worker's error as text
         if found:
             return found.group(0)
         e = e.__cause__ or e.__context__

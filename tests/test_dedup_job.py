@@ -251,10 +251,13 @@ def test_the_failure_threshold_stops_the_job_in_one_line(tmp_path, capsys):
     (inputs / "good.jpg").write_bytes(sorted(DATA.glob("*.jpg"))[0].read_bytes())
     for i in range(3):
         (inputs / f"bad{i}.jpg").write_bytes(b"not a jpeg %d" % i)
-    argv = ["--input", str(inputs), "--output", str(tmp_path / "o"), "--backend", "state", "--no-report"]
+    argv = ["--input", str(inputs), "--output", str(tmp_path / "o"), "--backend", "state"]
     assert dedup_images.main(argv + ["--max-decode-failures", "0.5"]) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("beam-phash: error: 3 of 4 inputs (75.0%) could not be hashed"), err
+    assert "no outputs were written: rerun without the threshold" in err and "[while running" not in err
+    unfinished = [p for p in (tmp_path / "o").rglob("*") if p.name.startswith(("beam-temp", ".tmp-"))]
+    assert not unfinished  # the writers' parts and the report's text writes, left by the failed run
     assert dedup_images.main(argv) == 0  # no limit by default: failures are data
 
 
