@@ -159,7 +159,7 @@ def _parser() -> argparse.ArgumentParser:
                          "auto: the measured threshold for the algorithm and hash size)")
     ap.add_argument("--dihedral", action="store_true",
                     help="near-duplicates: rotated and mirrored copies count as duplicates too")
-    ap.add_argument("--keep", default="largest", choices=KEEP_POLICIES,
+    ap.add_argument("--keep", default=None, choices=KEEP_POLICIES,
                     help="near-duplicates: which image of a group is kept (default: largest)")
     ap.add_argument("--hash-column", default=None, metavar="COL",
                     help="Parquet: dedup the hex hashes in COL (an earlier run's image_phash, or "
@@ -194,6 +194,24 @@ def check_output(output: str) -> None:
 #: Paths this job writes under --output (one of each kind), to test the input patterns against.
 _OUTPUT_SAMPLES = ("report.html", "summary.json", "kept/p.parquet", "duplicates/p.parquet", "failed/p.parquet",
                    "reference_failed/p.parquet", "report/groups.jsonl", "logs/job.log")
+
+
+#: The library's argument names in its messages, and this job's flags for them (names of plain
+#: words, such as keep, are left: they read as prose too).
+_FLAGS = (("backend='ray'", "--backend ray"), ("backend='state'", "--backend state"),
+          ("dihedral=True", "--dihedral"), ("max_distance", "--max-distance"), ("hash_size", "--hash-size"),
+          ("state_dir", "--state"), ("ray_address", "--ray-address"), ("backend_name", "--backend-name"),
+          ("num_actors", "--num-actors"), ("num_buckets", "--num-buckets"),
+          ("band_partition_bits", "--band-partition-bits"), ("search_partitions", "--search-partitions"),
+          ("reference_hash_column", "--reference-hash-column"), ("reference=", "--reference"),
+          ("backend", "--backend"))
+
+
+def as_flags(message: str) -> str:
+    """A message of ImagePhashDedup's argument checks with this job's flag names."""
+    for name, flag in _FLAGS:
+        message = re.sub(r"(?<![\w-])" + re.escape(name) + (r"(?!\w)" if name[-1].isalnum() else ""), flag, message)
+    return message
 
 
 def check_output_apart(output: str, specs: List[Tuple[str, InputSpec]]) -> None:
@@ -416,6 +434,10 @@ def configure(argv: Optional[List[str]]):
     elif any(v is not None for v in (args.reference_image_column, args.reference_id_column,
                                      args.reference_hash_column)) or args.reference_format != "auto":
         raise ConfigError("--reference-format and --reference-*-column apply with --reference")
+    if args.keep is not None and args.max_distance == 0 and not args.dihedral:
+        raise ConfigError("--keep applies with --max-distance (exact mode keeps the first record of each "
+                          "hash to reach the backend)")
+    args.keep = args.keep or "largest"
     check_beam_options(beam_args)
     check_output_apart(args.output, [("--input", spec)] + ([("--reference", reference)] if reference else []))
     check_output(args.output)
@@ -468,8 +490,11 @@ def main(argv: Optional[List[str]] = None) -> int:
 def _run(argv: List[str], con: Console) -> int:
     try:
         args, spec, dedup, options, reference = configure(argv)
-    except (ConfigError, ValueError) as e:
+    except ConfigError as e:
         con.tell(f"beam-phash: error: {e}")
+        return 2
+    except ValueError as e:  # the library's check of its arguments: said with this job's flags
+        con.tell(f"beam-phash: error: {as_flags(str(e))}")
         return 2
     clear_outputs(args.output)
     if args.write_shards is not None:
@@ -477,7 +502,8 @@ def _run(argv: List[str], con: Console) -> int:
     bits = beam_phash.hash_bits(args.algorithm, args.hash_size)
     mode = (f"near-duplicates within {dedup.max_distance} bits{', dihedral' if args.dihedral else ''}"
             if dedup.near_duplicates else f"backend {dedup.backend}")
-    con.tell(f"beam-phash: {spec.matched} {spec.fmt} input(s) -> {args.output} "
+    noun = {"parquet": "Parquet file", "webdataset": "WebDataset shard"}.get(spec.fmt, "file")
+    con.tell(f"beam-phash: {spec.matched} {noun}{'' if spec.matched == 1 else 's'} -> {args.output} "
              f"({args.algorithm}, {bits} bits, {mode}); logs in {con.log_dir}/")
     started = time.time()
     board = None

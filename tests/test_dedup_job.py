@@ -119,7 +119,10 @@ def test_parquet_input_keeps_the_input_columns(tmp_path, layout):
 @pytest.mark.parametrize("args, message", [
     (["--input", "/nonexistent/dir/*.jpg"], "matched no files"),
     (["--output", "/proc/forbidden"], "is not writable"),
-    (["--hash-size", "2"], "hash_size must be between"),
+    (["--hash-size", "2"], "--hash-size must be between"),  # the library's check, said with the flags
+    (["--backend", "state", "--max-distance", "auto"], "runs on Beam's shuffles: --backend, --ray-address"),
+    (["--backend", "state", "--state", "st"], "--state and --num-actors apply only to --backend ray"),
+    (["--keep", "smallest_id"], "--keep applies with --max-distance"),
     (["--backend", "redis"], "argument --backend: invalid choice"),
     (["--hash-size", "big"], "argument --hash-size: invalid int value"),
     (["--input-format", "parquet"], "matched no files (a directory means "),  # the sample folder holds no .parquet
