@@ -475,6 +475,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     """The job: exit code 0 when the counts add up, 1 when they do not or the run failed, 2 for
     a configuration error, 3 when they cannot be checked. Only its own lines reach the terminal;
     the rest goes to OUTPUT/logs/job.log (see ``console``)."""
+    command_line = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
     if early_start.wants_help(argv):
         # Before the console: once it is open, stdout is the log, and help is for the terminal.
@@ -482,9 +483,43 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     con = open_console(early_start.output_of(argv))
     try:
-        return _run(argv, con)
+        code = _run(argv, con)
+        if command_line:  # a run in a process of its own (not a caller's, which may use Ray on)
+            stop_embedded_ray()
+        return code
+    except KeyboardInterrupt:
+        return interrupted(con)
     finally:
         close_console()
+
+
+def stop_embedded_ray() -> None:
+    """Stop the embedded Ray, if this process started one, while the console still sends its
+    output to the log (atexit would do it after the terminal is given back)."""
+    if "beam_phash.exact.ray_cluster" in sys.modules:
+        sys.modules["beam_phash.exact.ray_cluster"].shutdown_local_ray()
+
+
+def interrupted(con: Console) -> int:
+    """Ctrl-C: one line, the embedded Ray stopped, exit 130."""
+    log.warning("interrupted", exc_info=True)
+    try:
+        stop_embedded_ray()
+    except BaseException:  # noqa: BLE001 - a second Ctrl-C, or Ray failing to stop: atexit tries again
+        log.warning("stopping the embedded Ray after the interrupt failed", exc_info=True)
+    con.tell(f"beam-phash: interrupted (details in {con.log_path})")
+    return 130
+
+
+def _interrupt_in(e: BaseException) -> bool:
+    """Whether a run's failure is Ctrl-C, as runners pass it on (wrapped, or as text)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, KeyboardInterrupt) or str(e).strip() == "KeyboardInterrupt":
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def _run(argv: List[str], con: Console) -> int:
@@ -520,7 +555,13 @@ def _run(argv: List[str], con: Console) -> int:
         gc.freeze()
         result = p.run()
         result.wait_until_finish()
+    except KeyboardInterrupt:
+        remove_unfinished([args.output] + ([args.write_shards] if args.write_shards is not None else []))
+        raise
     except Exception as e:  # noqa: BLE001 - every failure is one line; the traceback is in the log
+        if _interrupt_in(e):  # Ctrl-C, as the runner passed it on
+            remove_unfinished([args.output] + ([args.write_shards] if args.write_shards is not None else []))
+            raise KeyboardInterrupt from e
         log.exception("the run failed")
         reason = failure_threshold_reason(e)
         if reason is not None:  # the run stopped before its outputs were written

@@ -161,3 +161,29 @@ def test_a_fresh_job_starts_ray_early_and_its_worker_processes_wait_for_it(tmp_p
     time.sleep(1)
     left = processes_of("session_" + name)
     assert not left, left
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("after", [0.3, 1.5, 3.0])
+def test_ctrl_c_is_one_line_and_exit_130_at_any_point(tmp_path, after):
+    """Ctrl-C while Beam is imported, while the embedded Ray starts or while the job runs: one
+    line, exit 130, no traceback (the traceback goes to the log). A job that had finished by then
+    exits as usual."""
+    import signal
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    photos = sorted((ROOT / "tests" / "data").glob("*.jpg"))
+    for i in range(1500):
+        (inputs / f"{i:05d}.jpg").write_bytes(photos[i % len(photos)].read_bytes())
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "--input", str(inputs),
+                             "--output", str(tmp_path / "out")],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(after)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert "Traceback" not in err and all(line.startswith("beam-phash: ") for line in err.splitlines()), err
+    if proc.returncode == 130:
+        assert err.splitlines()[-1].startswith("beam-phash: interrupted"), err
+    else:
+        assert proc.returncode == 0 and "(adds up)" in out, (proc.returncode, err)
