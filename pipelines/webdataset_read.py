@@ -214,6 +214,9 @@ class ReadShardDoFn(beam.DoFn):
             return self._failure(shard, sample.key,
                                  f"sample {sample.key} has no image member with a suffix among "
                                  f"{','.join(self._image_exts)} (members: {names})", row, sample)
+        if not sample.data[image_member]:  # said by member, not as the record's internal field
+            return self._failure(shard, sample.key, f"sample {sample.key}: its image member "
+                                 f"{member_name(sample.key, image_member)} is empty", row, sample)
         record = self._base(shard, sample.key)
         record[MEMBERS] = list(sample.suffixes)
         record[IMAGE_MEMBER] = image_member
@@ -255,7 +258,7 @@ class ReadShardDoFn(beam.DoFn):
                     continue
                 status = row.get(STATUS_COLUMN)
                 if status is not None and status != "success":
-                    reason = f"sample {key}: {status}: {row.get(ERROR_MESSAGE_COLUMN) or 'no error message'}"
+                    reason = f"sample {key}: {STATUS_COLUMN} {status}: {row.get(ERROR_MESSAGE_COLUMN) or 'no error message'}"
                 else:
                     reason = f"sample {key} is listed in {sidecar_path(shard)} but not in the shard"
                 yield self._failure(shard, key, reason, row)

@@ -80,7 +80,7 @@ def bad_shards(tmp_path):
 
 def make_bad_shards(tmp_path):
     """Five shards: a (good samples, one without image, one with only an unknown suffix, one with
-    an unknown extra member), b (repeats a key of a), c (cut inside its third sample), d (not a
+    an unknown extra member, one whose image member is empty), b (repeats a key of a), c (cut inside its third sample), d (not a
     tar), e (cut between two samples). Returns (dir, {key: members} of the samples that must be read, expected failures)."""
     src = tmp_path / "shards"
     src.mkdir()
@@ -91,7 +91,8 @@ def make_bad_shards(tmp_path):
          ("s2.txt", b"only a caption"), ("s2.json", meta("s2")),                # no image
          ("s3.tiff", b"II*\x00 not handled"), ("s3.txt", b"tiff"),              # unknown suffix only
          ("s4.jpg", photo["snow.jpg"]), ("s4.seg.xyz", b"\x00\x01 extra"),      # unknown extra member
-         ("s5.jpg", photo["pool.jpg"])]                                         # a duplicate of s0
+         ("s5.jpg", photo["pool.jpg"]),                                         # a duplicate of s0
+         ("s6.jpg", b""), ("s6.txt", b"empty image")]                           # an empty image member
     b = [("s0.jpg", photo["coffee.png"]), ("s0.txt", b"same key, other shard"),  # repeated key
          ("t0.jpeg", photo["sunset.jpg"]), ("t0.json", meta("t0"))]
     c_full = [("u0.jpg", photo["skagen.jpg"]), ("u1.jpg", photo["jesper.jpg"]), ("u1.txt", b"u1"),
@@ -114,11 +115,12 @@ def make_bad_shards(tmp_path):
     good = {**samples_of(dict(a)), **{k: v for k, v in samples_of(dict(b)).items() if k != "s0"},
             **{k: v for k, v in samples_of(dict(c_full)).items() if k in ("u0", "u1")},
             "v0": samples_of(dict(e_full))["v0"]}
-    for k in ("s2", "s3"):
+    for k in ("s2", "s3", "s6"):
         del good[k]
     failures = {  # key -> words its error must hold
         "s2": ["a.tar", "sample s2", "no image member", "s2.txt"],
         "s3": ["a.tar", "sample s3", "no image member", "s3.tiff"],
+        "s6": ["a.tar", "sample s6", "image member s6.jpg is empty"],
         "s0@b": ["b.tar", "sample s0", "already in shard", "a.tar"],
         "u2": ["c.tar", "sample u2", "breaks inside it"],
         f"{src}/c.tar#truncated": ["c.tar", "after sample u2"],
@@ -200,7 +202,7 @@ def test_sidecar_columns_are_joined_and_image_ext_order(tmp_path):
     kept = {r["key"]: r for r in read(out, "kept")}
     assert kept["k0"]["image_member"] == "png" and kept["k0"]["caption"] == "both" and kept["k1"]["width"] == 2
     (gone,) = read(out, "failed")
-    assert gone["key"] == "k2" and gone["caption"] == "gone" and "failed_to_download: HTTP 404" in gone["error"]
+    assert gone["key"] == "k2" and gone["caption"] == "gone" and "status failed_to_download: HTTP 404" in gone["error"]
     assert summary(out)["adds_up"] and summary(out)["inputs"] == 3
     # Without the sidecar: no extra columns, and k2 is nobody's business.
     assert dedup_images.main(argv + ["--no-shard-metadata"]) == 0
