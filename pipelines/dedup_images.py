@@ -636,7 +636,8 @@ def _run(argv: List[str], con: Console) -> int:
                 f"({written['bytes'] / 2**20:.1f} MiB), keys in {args.write_shards}/{KEPT_KEYS}/")
     if not args.no_report:
         con.say(f"report: {write_report(args.output, summary)}")
-        note = distance_hint(read_distances(args.output), caught=counts["duplicates"])
+        note = distance_hint(read_distances(args.output), caught=counts["duplicates"],
+                             dihedral=args.dihedral)
         if note:
             con.say(note)
     return 0 if adds_up else 1 if checkable else 3

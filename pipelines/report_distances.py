@@ -376,14 +376,17 @@ def section(stats: Optional[dict], figure: Callable[[dict, str], str]) -> List[s
     return parts
 
 
-def hint(stats: Optional[dict], caught: Optional[int] = None) -> Optional[str]:
+def hint(stats: Optional[dict], caught: Optional[int] = None, dihedral: bool = False) -> Optional[str]:
     """What ``--max-distance auto`` would add, when kept images lie that close to each other (led
-    by what this run ``caught``, when given); None when nothing."""
+    by what this run ``caught``, when given, with rotated and mirrored copies when ``dihedral``);
+    None when nothing."""
     if not stats or not stats.get("kept_near") or stats.get("auto") is None:
         return None
     k = stats.get("max_distance") or 0
     of = f" (in a sample of {stats['sampled']:,})" if stats["sampled"] < stats["seen"] - stats["flat"] else ""
-    led = "" if caught is None else f"{'Exact hashes' if not k else f'Within {k} bits'} caught {caught} duplicates. "
+    how = "Exact hashes" if not k else f"Within {k} bits"
+    turned = " (rotated and mirrored copies included)" if dihedral else ""
+    led = "" if caught is None else f"{how}{turned} caught {caught} duplicates. "
     return (f"{led}{stats['kept_near']} kept images lie within {stats['auto']} bits (the --max-distance auto "
             f"threshold) of another kept image{of}: likely resized or re-encoded copies; --max-distance auto "
             f"would drop about {stats['would_drop']} more.")

@@ -76,6 +76,8 @@ def test_kept_images_near_each_other_and_what_auto_would_drop():
     assert stats["kept"][0] == 1  # a itself, whose exact copy was dropped
     assert [p["distance"] for p in stats["pairs"]][0] == 0 and stats["pairs"][-1]["distance"] > 32
     assert rd.hint(stats, caught=1).startswith("Exact hashes caught 1 duplicates. 5 kept images lie within 16 bits")
+    assert rd.hint(stats, caught=3, dihedral=True).startswith(
+        "Exact hashes (rotated and mirrored copies included) caught 3 duplicates.")
     assert rd.hint(stats).endswith("--max-distance auto would drop about 3 more.")
 
 
