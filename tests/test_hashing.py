@@ -61,6 +61,13 @@ def test_bad_configuration_is_value_error(photo_bytes, kwargs, message):
         hash_images([photo_bytes["pool.jpg"]], **kwargs)
 
 
+@pytest.mark.parametrize("one", [b"\xff\xd8 one image", bytearray(b"img"), memoryview(b"img"), "path.jpg"])
+def test_one_image_where_a_sequence_belongs_is_a_type_error(one):
+    """Iterated, a bytes object would be one failed "image" per byte."""
+    with pytest.raises(TypeError, match=r"sequence of images.*pass \[data\]"):
+        hash_images(one)
+
+
 def test_threads_must_be_positive(photo_bytes):
     with pytest.raises(ValueError, match="threads"):
         hash_images([photo_bytes["pool.jpg"]], threads=0)
@@ -106,7 +113,16 @@ def test_value_type_is_immutable(photo_bytes):
         h.bits = 3
 
 
-@pytest.mark.parametrize("text", ["abc", "zz", "0g", "+f+f", "-1"])
+def test_padding_bits_past_the_bit_count_are_refused():
+    """As from_hex refuses them: a stray bit would put a hash further than its bit count."""
+    with pytest.raises(ValueError, match="bits set past the 12 bits"):
+        PHash(b"\xff\xff", bits=12)
+    with pytest.raises(ValueError, match="bits set past the 12 bits"):
+        PHash(b"\xff\x0f", bits=12, variants=[b"\xff\x0f"] * 7 + [b"\x00\x10"])
+    assert PHash(b"\xff\x0f", bits=12) - PHash(b"\x00\x00", bits=12) == 12
+
+
+@pytest.mark.parametrize("text", ["", "abc", "zz", "0g", "+f+f", "-1"])
 def test_from_hex_rejects_garbage(text):
     with pytest.raises(ValueError):
         PHash.from_hex(text)

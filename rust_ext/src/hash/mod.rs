@@ -88,6 +88,16 @@ impl HashBits {
                     .ok_or_else(|| format!("not hex near position {}", 2 * i))
             })
             .collect::<Result<Vec<u8>, String>>()?;
+        HashBits::new(bytes, bits)
+    }
+
+    /// A `bits`-bit hash from its bytes (`ceil(bits / 8)` of them), refused when a padding bit
+    /// past `bits` is set: such a hash would be further than `bits` from another.
+    pub fn new(bytes: Vec<u8>, bits: u32) -> Result<HashBits, String> {
+        let want = bits.div_ceil(8) as usize;
+        if bytes.len() != want {
+            return Err(format!("a {bits}-bit hash has {want} bytes, got {}", bytes.len()));
+        }
         let spare = want as u32 * 8 - bits;
         if spare > 0 && bytes[want - 1] >> (8 - spare) != 0 {
             return Err(format!("bits set past the {bits} bits of the hash"));

@@ -37,8 +37,10 @@ impl PHash {
                 data.len()
             )));
         }
-        let variants = variants.into_iter().map(|bytes| HashBits { bytes, bits }).collect();
-        Ok(PHash { inner: HashBits { bytes: data.to_vec(), bits }, width, height, quality, variants })
+        let variants =
+            variants.into_iter().map(|bytes| HashBits::new(bytes, bits)).collect::<Result<Vec<_>, _>>().map_err(PyValueError::new_err)?;
+        let inner = HashBits::new(data.to_vec(), bits).map_err(PyValueError::new_err)?;
+        Ok(PHash { inner, width, height, quality, variants })
     }
 
     /// How much the picture has to hash, 0-100: the mean gradient of its 32 x 32 grid (a blank
@@ -76,7 +78,10 @@ impl PHash {
     #[staticmethod]
     #[pyo3(signature = (s, bits=None))]
     fn from_hex(s: &str, bits: Option<u32>) -> PyResult<Self> {
-        if s.len() % 2 != 0 || s.is_empty() {
+        if s.is_empty() {
+            return Err(PyValueError::new_err("hex string is empty"));
+        }
+        if s.len() % 2 != 0 {
             return Err(PyValueError::new_err(format!("hex string has odd length {}", s.len())));
         }
         let bits = checked_bits(s.len() / 2, bits)?;
@@ -201,6 +206,13 @@ pub(crate) fn hash_images<'py>(
     max_alloc: u64,
     dihedral: bool,
 ) -> PyResult<Bound<'py, PyList>> {
+    if blobs.is_instance_of::<PyString>() || PyBuffer::<u8>::get(blobs).is_ok() {
+        // One image where a sequence of images belongs: its bytes would each be an "image".
+        return Err(PyTypeError::new_err(format!(
+            "blobs must be a sequence of images, got one {} (pass [data] for a single image)",
+            blobs.get_type().name()?
+        )));
+    }
     let (spec, limits) = spec_and_limits(algorithm, hash_size, max_pixels, max_alloc)?;
     if threads == Some(0) {
         return Err(PyValueError::new_err("threads must be at least 1"));
