@@ -22,7 +22,11 @@ def text(name: str, value, optional: bool = False) -> None:
 
 
 def state_dir(value) -> None:
-    """A state directory: a non-empty path that is not an existing file."""
+    """A state directory: a non-empty local (or mounted) path that is not an existing file.
+    Object stores are refused: opened as a local path, "gs://b/x" would become ./gs:/b/x."""
     text("state_dir", value)
+    if "://" in value:
+        raise ValueError(f"state_dir must be a path every worker sees (local or a shared file system); "
+                         f"object stores are not supported, got {value!r}")
     if os.path.exists(value) and not os.path.isdir(value):
         raise ValueError(f"state_dir {value!r} exists and is not a directory")

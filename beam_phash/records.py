@@ -54,6 +54,10 @@ def image_bytes(record: Any, image_field: str):
     if isinstance(value, Mapping):
         if "bytes" not in value:
             raise BadRecord(f"field {image_field!r} is a dict without a 'bytes' key")
+        if value["bytes"] is None:  # the Hugging Face layout may hold a path instead: not read
+            path = value.get("path")
+            raise BadRecord(f"field {image_field!r} has 'bytes' None"
+                            + (f" (its 'path' {path!r} is not read)" if path else ""))
         value = value["bytes"]
     if value is None:
         raise BadRecord(f"field {image_field!r} is None")

@@ -10,8 +10,8 @@ from typing import NamedTuple, Optional, Union
 import apache_beam as beam
 
 from beam_phash._native import DEFAULT_MAX_PIXELS
-from beam_phash.checks import text
-from beam_phash.exact.config import RayBackend, StateBackend
+from beam_phash.checks import int_in, text
+from beam_phash.exact.config import MAX_BUCKETS, RayBackend, StateBackend
 from beam_phash.exact.transform import ExactDedup
 from beam_phash.failures import DEFAULT_MAX_INTERNAL, FailureThreshold
 from beam_phash.hashing import HashConfig, HashImages
@@ -141,6 +141,7 @@ class ImagePhashDedup(beam.PTransform):
                  reference: Optional[beam.PCollection] = None,
                  reference_hash_column: Optional[str] = None, label: Optional[str] = None):
         super().__init__(label)
+        int_in("num_buckets", num_buckets, 1, MAX_BUCKETS)  # checked whatever the backend, as every argument is
         # Each part validates itself; what is checked here is how they combine.
         self.hashing = HashConfig(algorithm=algorithm, hash_size=hash_size, image_field=image_field,
                                   hash_field=hash_field, id_field=id_field, batch_size=batch_size,

@@ -38,6 +38,7 @@ def make_records(seed: int = 0, with_ids: bool = True) -> list[dict]:
         {"id": "bad-garbage-2", "image": b"garbage two"},
         {"id": "bad-truncated", "image": PHOTOS[0].read_bytes()[:2000]},
         {"id": "bad-hf-dict", "image": {"path": "x.jpg"}},
+        {"id": "bad-hf-path", "image": {"bytes": None, "path": "x.jpg"}},
     ]
     records += bad
     rng.shuffle(records)

@@ -251,6 +251,13 @@ def _digest(image):
 
 # --- routing and validation -------------------------------------------------------------------
 
+def test_a_hugging_face_image_with_a_path_only_says_so():
+    from beam_phash.records import BadRecord, image_bytes
+
+    with pytest.raises(BadRecord, match=r"field 'image' has 'bytes' None \(its 'path' 'x.jpg' is not read\)"):
+        image_bytes({"image": {"bytes": None, "path": "x.jpg"}}, "image")
+
+
 def test_routing_uses_the_hash_bits_not_pythons_salted_hash():
     hashes = [bytes([i, 255 - i]) * 16 for i in range(64)]
     code = ("import sys; from beam_phash.routing import bucket_of; "
@@ -270,6 +277,11 @@ def test_routing_uses_the_hash_bits_not_pythons_salted_hash():
     ({"algorithm": "md5"}, "algorithm must be one of"),
     ({"backend": "redis"}, "backend must be 'ray' or 'state'"),
     ({"num_buckets": 0}, "num_buckets must be between 1 and 65536"),
+    ({"num_buckets": 0, "backend": "state"}, "num_buckets must be between 1 and 65536"),  # unused, still checked
+    ({"num_buckets": -1, "max_distance": 4}, "num_buckets must be between 1 and 65536"),
+    ({"id_field": "image"}, "image_field and id_field must differ"),
+    ({"state_dir": "gs://bucket/state"}, "object stores are not supported"),
+    ({"state_dir": "s3://bucket/state", "max_distance": 4}, "object stores are not supported"),
     ({"image_field": ""}, "image_field must be a non-empty string"),
     ({"hash_field": "image"}, "hash_field and image_field must differ"),
     ({"hash_field": "id"}, "hash_field and id_field must differ"),

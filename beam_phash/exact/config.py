@@ -9,6 +9,8 @@ from beam_phash import checks
 from beam_phash.checks import int_in, text
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+#: The most buckets a Ray backend routes to.
+MAX_BUCKETS = 65536
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,7 @@ class RayBackend:
     max_in_flight: int = 16
 
     def __post_init__(self):
-        int_in("num_buckets", self.num_buckets, 1, 65536)
+        int_in("num_buckets", self.num_buckets, 1, MAX_BUCKETS)
         if self.num_actors is not None:
             int_in("num_actors", self.num_actors, 1, self.num_buckets)
         int_in("claim_batch", self.claim_batch, 1, 1_000_000)
