@@ -191,11 +191,6 @@ def check_output(output: str) -> None:
         raise ConfigError(f"--output {output!r} is not writable: {e}") from None
 
 
-#: Paths this job writes under --output (one of each kind), to test the input patterns against.
-_OUTPUT_SAMPLES = ("report.html", "summary.json", "kept/p.parquet", "duplicates/p.parquet", "failed/p.parquet",
-                   "reference_failed/p.parquet", "report/groups.jsonl", "logs/job.log")
-
-
 #: The library's argument names in its messages, and this job's flags for them (names of plain
 #: words, such as keep, are left: they read as prose too).
 _FLAGS = (("backend='ray'", "--backend ray"), ("backend='state'", "--backend state"),
@@ -212,6 +207,11 @@ def as_flags(message: str) -> str:
     for name, flag in _FLAGS:
         message = re.sub(r"(?<![\w-])" + re.escape(name) + (r"(?!\w)" if name[-1].isalnum() else ""), flag, message)
     return message
+
+
+#: Paths this job writes under --output (one of each kind), to test the input patterns against.
+_OUTPUT_SAMPLES = ("report.html", "summary.json", "kept/p.parquet", "duplicates/p.parquet", "failed/p.parquet",
+                   "reference_failed/p.parquet", "report/groups.jsonl", "logs/job.log")
 
 
 def check_output_apart(output: str, specs: List[Tuple[str, InputSpec]]) -> None:
@@ -245,6 +245,11 @@ def check_beam_options(beam_args: List[str]) -> None:
             dashed = "--" + name.replace("_", "-")
             hint = f" (did you mean {dashed}?)" if dashed in own else ""
             raise ConfigError(f"unknown option --{name}{hint}")
+
+
+def written_dirs(args) -> List[str]:
+    """The directories this job writes into: --output, and --write-shards when given."""
+    return [args.output] + ([args.write_shards] if args.write_shards is not None else [])
 
 
 def remove_unfinished(directories: List[str]) -> None:
@@ -556,11 +561,11 @@ def _run(argv: List[str], con: Console) -> int:
         result = p.run()
         result.wait_until_finish()
     except KeyboardInterrupt:
-        remove_unfinished([args.output] + ([args.write_shards] if args.write_shards is not None else []))
+        remove_unfinished(written_dirs(args))
         raise
     except Exception as e:  # noqa: BLE001 - every failure is one line; the traceback is in the log
         if _interrupt_in(e):  # Ctrl-C, as the runner passed it on
-            remove_unfinished([args.output] + ([args.write_shards] if args.write_shards is not None else []))
+            remove_unfinished(written_dirs(args))
             raise KeyboardInterrupt from e
         log.exception("the run failed")
         reason = failure_threshold_reason(e)
@@ -568,7 +573,7 @@ def _run(argv: List[str], con: Console) -> int:
             reason = reason.replace(_THRESHOLD_TAIL, "no outputs were written: rerun without the threshold "
                                                      "to have failed/ list each with its reason")
         con.tell(f"beam-phash: error: {reason or one_line(e)} (details in {con.log_path})")
-        remove_unfinished([args.output] + ([args.write_shards] if args.write_shards is not None else []))
+        remove_unfinished(written_dirs(args))
         return 1
     finally:
         gc.unfreeze()
