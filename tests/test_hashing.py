@@ -68,6 +68,22 @@ def test_one_image_where_a_sequence_belongs_is_a_type_error(one):
         hash_images(one)
 
 
+@pytest.mark.parametrize("call, message", [
+    (lambda d: hash_images([d], threads=-1), "threads must be between 1 and"),
+    (lambda d: hash_images([d], max_pixels=-1), "max_pixels must be at least 1, got -1"),
+    (lambda d: hash_images([d], hash_size=-1), "hash_size must be between 4 and 64, got -1"),
+    (lambda d: hash_image(d, max_alloc=-5), "max_alloc must be at least 1, got -5"),
+    (lambda d: PHash.from_hex("ab", bits=-1), "bits must be between 1 and"),
+    (lambda d: PHash(b"ab", quality=500), "quality must be between 0 and 100, got 500"),
+    (lambda d: PHash(b"ab", width=-3), "width must be between 0 and"),
+    (lambda d: beam_phash.hash_bits("phash", -2), "hash_size must be between 4 and 64, got -2"),
+])
+def test_negative_and_out_of_range_ints_are_value_errors_naming_the_argument(photo_bytes, call, message):
+    """Not PyO3's OverflowError for a negative value where the core takes an unsigned one."""
+    with pytest.raises(ValueError, match=message):
+        call(photo_bytes["pool.jpg"])
+
+
 def test_threads_must_be_positive(photo_bytes):
     with pytest.raises(ValueError, match="threads"):
         hash_images([photo_bytes["pool.jpg"]], threads=0)

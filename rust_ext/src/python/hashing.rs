@@ -25,11 +25,10 @@ impl PHash {
 impl PHash {
     #[new]
     #[pyo3(signature = (data, bits=None, width=0, height=0, variants=None, quality=None))]
-    fn new(data: &[u8], bits: Option<u32>, width: u32, height: u32, variants: Option<Vec<Vec<u8>>>, quality: Option<u8>) -> PyResult<Self> {
-        if quality.is_some_and(|q| q > 100) {
-            return Err(PyValueError::new_err(format!("quality must be between 0 and 100, got {}", quality.unwrap_or(0))));
-        }
-        let bits = checked_bits(data.len(), bits)?;
+    fn new(data: &[u8], bits: Option<i64>, width: i64, height: i64, variants: Option<Vec<Vec<u8>>>, quality: Option<i64>) -> PyResult<Self> {
+        let quality = quality.map(|q| int_arg::<u8>("quality", q, 0, 100)).transpose()?;
+        let (width, height) = (int_arg("width", width, 0, u32::MAX.into())?, int_arg("height", height, 0, u32::MAX.into())?);
+        let bits = checked_bits(data.len(), bits.map(|b| int_arg("bits", b, 1, u32::MAX.into())).transpose()?)?;
         let variants = variants.unwrap_or_default();
         if !(variants.is_empty() || variants.len() == 8) || variants.iter().any(|v| v.len() != data.len()) {
             return Err(PyValueError::new_err(format!(
@@ -77,7 +76,8 @@ impl PHash {
     /// Parse the hex form. `bits` defaults to 4 bits per hex digit.
     #[staticmethod]
     #[pyo3(signature = (s, bits=None))]
-    fn from_hex(s: &str, bits: Option<u32>) -> PyResult<Self> {
+    fn from_hex(s: &str, bits: Option<i64>) -> PyResult<Self> {
+        let bits = bits.map(|b| int_arg("bits", b, 1, u32::MAX.into())).transpose()?;
         if s.is_empty() {
             return Err(PyValueError::new_err("hex string is empty"));
         }
@@ -167,22 +167,35 @@ pub(crate) fn checked_bits(nbytes: usize, bits: Option<u32>) -> PyResult<u32> {
     Ok(bits)
 }
 
-pub(crate) fn spec_and_limits(algorithm: &str, hash_size: u32, max_pixels: u64, max_alloc: u64) -> PyResult<(HashSpec, Limits)> {
+pub(crate) fn spec_and_limits(algorithm: &str, hash_size: i64, max_pixels: i64, max_alloc: i64) -> PyResult<(HashSpec, Limits)> {
+    let hash_size = int_arg("hash_size", hash_size, MIN_HASH_SIZE.into(), MAX_HASH_SIZE.into())?;
     let spec = HashSpec::parse(algorithm, hash_size).map_err(to_py_err)?;
-    let limits = Limits::new(max_pixels, max_alloc).map_err(to_py_err)?;
+    let limits = Limits::new(int_arg("max_pixels", max_pixels, 1, i64::MAX)?, int_arg("max_alloc", max_alloc, 1, i64::MAX)?)
+        .map_err(to_py_err)?;
     Ok((spec, limits))
+}
+
+/// An int argument in `min..=max`, converted to the type the core takes: out of range is a
+/// ValueError naming it (PyO3's own conversion of a negative value to an unsigned type raises
+/// OverflowError without the name).
+pub(crate) fn int_arg<T: TryFrom<i64>>(name: &str, value: i64, min: i64, max: i64) -> PyResult<T> {
+    match T::try_from(value) {
+        Ok(v) if (min..=max).contains(&value) => Ok(v),
+        _ if max == i64::MAX => Err(PyValueError::new_err(format!("{name} must be at least {min}, got {value}"))),
+        _ => Err(PyValueError::new_err(format!("{name} must be between {min} and {max}, got {value}"))),
+    }
 }
 
 
 #[pyfunction]
-#[pyo3(signature = (data, *, algorithm="phash", hash_size=16, max_pixels=DEFAULT_MAX_PIXELS, max_alloc=DEFAULT_MAX_ALLOC, dihedral=false))]
+#[pyo3(signature = (data, *, algorithm="phash", hash_size=16, max_pixels=DEFAULT_MAX_PIXELS as i64, max_alloc=DEFAULT_MAX_ALLOC as i64, dihedral=false))]
 pub(crate) fn hash_image(
     py: Python<'_>,
     data: &Bound<'_, PyAny>,
     algorithm: &str,
-    hash_size: u32,
-    max_pixels: u64,
-    max_alloc: u64,
+    hash_size: i64,
+    max_pixels: i64,
+    max_alloc: i64,
     dihedral: bool,
 ) -> PyResult<PHash> {
     let (spec, limits) = spec_and_limits(algorithm, hash_size, max_pixels, max_alloc)?;
@@ -194,16 +207,16 @@ pub(crate) fn hash_image(
 }
 
 #[pyfunction]
-#[pyo3(signature = (blobs, *, algorithm="phash", hash_size=16, threads=None, max_pixels=DEFAULT_MAX_PIXELS, max_alloc=DEFAULT_MAX_ALLOC, dihedral=false))]
+#[pyo3(signature = (blobs, *, algorithm="phash", hash_size=16, threads=None, max_pixels=DEFAULT_MAX_PIXELS as i64, max_alloc=DEFAULT_MAX_ALLOC as i64, dihedral=false))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn hash_images<'py>(
     py: Python<'py>,
     blobs: &Bound<'py, PyAny>,
     algorithm: &str,
-    hash_size: u32,
-    threads: Option<usize>,
-    max_pixels: u64,
-    max_alloc: u64,
+    hash_size: i64,
+    threads: Option<i64>,
+    max_pixels: i64,
+    max_alloc: i64,
     dihedral: bool,
 ) -> PyResult<Bound<'py, PyList>> {
     if blobs.is_instance_of::<PyString>() || PyBuffer::<u8>::get(blobs).is_ok() {
@@ -214,9 +227,7 @@ pub(crate) fn hash_images<'py>(
         )));
     }
     let (spec, limits) = spec_and_limits(algorithm, hash_size, max_pixels, max_alloc)?;
-    if threads == Some(0) {
-        return Err(PyValueError::new_err("threads must be at least 1"));
-    }
+    let threads = threads.map(|t| int_arg::<usize>("threads", t, 1, 4096)).transpose()?;
     // Borrow every input's buffer (no copy). Inputs that are not bytes-like get their error now.
     let mut views: Vec<Result<PyBuffer<u8>, String>> = Vec::new();
     for item in blobs.try_iter()? {
@@ -242,7 +253,8 @@ pub(crate) fn hash_images<'py>(
 
 /// Number of bits `algorithm` produces at `hash_size`.
 #[pyfunction]
-pub(crate) fn hash_bits(algorithm: &str, hash_size: u32) -> PyResult<u32> {
+pub(crate) fn hash_bits(algorithm: &str, hash_size: i64) -> PyResult<u32> {
+    let hash_size = int_arg("hash_size", hash_size, MIN_HASH_SIZE.into(), MAX_HASH_SIZE.into())?;
     let alg = Algorithm::parse(algorithm).map_err(to_py_err)?;
     HashSpec::new(alg, hash_size).map_err(to_py_err)?;
     Ok(bit_count(alg, hash_size))
