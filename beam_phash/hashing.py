@@ -199,7 +199,7 @@ class HashConfig:
             raise ValueError(f"hash_field and image_field must differ, both are {self.hash_field!r}")
         if self.hash_field == self.id_field:
             raise ValueError(f"hash_field and id_field must differ, both are {self.hash_field!r}")
-        if self.image_field == self.id_field:
+        if self.image_field == self.id_field and self.hash_column is None:  # images are read
             raise ValueError(f"image_field and id_field must differ, both are {self.image_field!r}")
         for name in ("hash_field", "image_field", "id_field"):
             if getattr(self, name) in WRITTEN_FIELDS:

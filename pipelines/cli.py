@@ -12,18 +12,15 @@ def main() -> int:
         early_start.begin(sys.argv[1:])
         from pipelines import dedup_images
     except KeyboardInterrupt:  # while Beam is imported: one line, as dedup_images.main says it later
+        import logging
+
         from pipelines.console import close_console, open_console
 
+        logging.getLogger(__name__).warning("interrupted", exc_info=True)
         con = open_console(early_start.output_of(sys.argv[1:]))
-        try:
-            from pipelines.dedup_images import interrupted
-        except BaseException:  # noqa: BLE001 - the import itself was what Ctrl-C cut short
-            con.tell("beam-phash: interrupted")
-            close_console()
-            return 130
-        code = interrupted(con)
+        con.tell(f"beam-phash: interrupted (details in {con.log_path})")
         close_console()
-        return code
+        return 130  # no driver joined Ray yet: atexit stops its processes
     return dedup_images.main()
 
 

@@ -32,10 +32,10 @@ from __future__ import annotations
 
 import sys
 
-if __name__ == "__main__":  # before Beam's import (see early_start); `beam-phash` does it in cli.py
-    from pipelines import early_start
+if __name__ == "__main__":  # run as the `beam-phash` command, which starts what it can before
+    from pipelines import cli  # Beam's import (see early_start) and says Ctrl-C in one line
 
-    early_start.begin(sys.argv[1:])
+    sys.exit(cli.main())
 
 import argparse
 import gc
@@ -46,7 +46,7 @@ import os
 import re
 import shutil
 import time
-from typing import List, Optional, Tuple
+from typing import List, NoReturn, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystem import FileSystem
@@ -199,19 +199,26 @@ _FLAGS = (("backend='ray'", "--backend ray"), ("backend='state'", "--backend sta
           ("num_actors", "--num-actors"), ("num_buckets", "--num-buckets"),
           ("band_partition_bits", "--band-partition-bits"), ("search_partitions", "--search-partitions"),
           ("reference_hash_column", "--reference-hash-column"), ("reference=", "--reference"),
-          ("backend", "--backend"))
+          ("image_field", "--image-column"), ("id_field", "--id-column"), ("backend", "--backend"))
 
 
 def as_flags(message: str) -> str:
-    """A message of ImagePhashDedup's argument checks with this job's flag names."""
+    """A message of ImagePhashDedup's argument checks with this job's flag names; the values it
+    quotes ('...', as repr gives them) are left as they are."""
     for name, flag in _FLAGS:
-        message = re.sub(r"(?<![\w-])" + re.escape(name) + (r"(?!\w)" if name[-1].isalnum() else ""), flag, message)
-    return message
+        if "'" in name:  # backend='ray': a name with its quoted value
+            message = message.replace(name, flag)
+    parts = re.split(r"('[^']*')", message)
+    for i in range(0, len(parts), 2):  # the text between quoted values
+        for name, flag in _FLAGS:
+            parts[i] = re.sub(r"(?<![\w-])" + re.escape(name) + (r"(?!\w)" if name[-1].isalnum() else ""), flag,
+                              parts[i])
+    return "".join(parts)
 
 
 #: Paths this job writes under --output (one of each kind), to test the input patterns against.
-_OUTPUT_SAMPLES = ("report.html", "summary.json", "kept/p.parquet", "duplicates/p.parquet", "failed/p.parquet",
-                   "reference_failed/p.parquet", "report/groups.jsonl", "logs/job.log")
+_OUTPUT_SAMPLES = ("report.html", "summary.json", "logs/job.log", "report/groups-00000-of-00001.jsonl") + tuple(
+    f"{sub}/part-00000-of-00001.parquet" for sub in ("kept", "duplicates", "failed", "reference_failed"))
 
 
 def check_output_apart(output: str, specs: List[Tuple[str, InputSpec]]) -> None:
@@ -253,10 +260,14 @@ def written_dirs(args) -> List[str]:
 
 
 def remove_unfinished(directories: List[str]) -> None:
-    """After a failed run: the writers' unfinished parts (``DIR/.tmp-*``) and the report's
-    unfinished text writes (``DIR/report/beam-temp-*``), in the output (and shards) directories."""
+    """After a failed run on this machine: the writers' unfinished parts (``DIR/.tmp-<12 hex>``),
+    a shard left half-concatenated, and the report's unfinished text writes
+    (``DIR/report/beam-temp-*``), in the output (and shards) directories. Not for a runner
+    elsewhere: its job may still be running, and would find its parts gone."""
     for directory in directories:
-        for pattern in (FileSystems.join(directory, ".tmp-*"), FileSystems.join(directory, "report", "beam-temp-*")):
+        for pattern in (FileSystems.join(directory, ".tmp-" + "[0-9a-f]" * 12),  # temp_parts.tmp_dir's names
+                        FileSystems.join(directory, "report", "beam-temp-*"),
+                        FileSystems.join(directory, "[0-9]" * 5 + ".tar.partial")):  # a shard being concatenated
             try:
                 if "://" in pattern:  # an object store: the objects under the prefix
                     found = FileSystems.match([FileSystems.join(pattern, "**")])[0].metadata_list
@@ -264,7 +275,10 @@ def remove_unfinished(directories: List[str]) -> None:
                         FileSystems.delete([m.path for m in found])
                 else:
                     for path in glob.glob(pattern):
-                        shutil.rmtree(path, ignore_errors=True)
+                        if os.path.isdir(path):
+                            shutil.rmtree(path, ignore_errors=True)
+                        else:
+                            os.remove(path)
             except Exception:  # noqa: BLE001 - best effort: the run's own error is the one to report
                 log.warning("could not remove the unfinished files %s", pattern, exc_info=True)
 
@@ -493,6 +507,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             stop_embedded_ray()
         return code
     except KeyboardInterrupt:
+        if not command_line:  # a caller's Ctrl-C, and perhaps its Ray: theirs to handle
+            raise
         return interrupted(con)
     finally:
         close_console()
@@ -505,15 +521,15 @@ def stop_embedded_ray() -> None:
         sys.modules["beam_phash.exact.ray_cluster"].shutdown_local_ray()
 
 
-def interrupted(con: Console) -> int:
-    """Ctrl-C: one line, the embedded Ray stopped, exit 130."""
+def interrupted(con: Console) -> NoReturn:
+    """Ctrl-C on the command line: one line, then exit 130 at once. Not through Ray's shutdown:
+    with a thread still talking to the embedded Ray (a DoFn's connection), Ray ends the process
+    itself (exit 1) when the driver shuts down under it. The embedded Ray's processes stop with
+    this one (they are started with the parent-death signal, see ``ray_cluster``)."""
     log.warning("interrupted", exc_info=True)
-    try:
-        stop_embedded_ray()
-    except BaseException:  # noqa: BLE001 - a second Ctrl-C, or Ray failing to stop: atexit tries again
-        log.warning("stopping the embedded Ray after the interrupt failed", exc_info=True)
     con.tell(f"beam-phash: interrupted (details in {con.log_path})")
-    return 130
+    close_console()
+    os._exit(130)
 
 
 def _interrupt_in(e: BaseException) -> bool:
@@ -547,7 +563,8 @@ def _run(argv: List[str], con: Console) -> int:
              f"({args.algorithm}, {bits} bits, {mode}); logs in {con.log_dir}/")
     started = time.time()
     board = None
-    if options.view_as(StandardOptions).runner in LOCAL_RUNNERS:
+    local = options.view_as(StandardOptions).runner in LOCAL_RUNNERS  # the run dies with this process
+    if local:
         board = ProgressBoard(con.err, total=known_count(spec))
     try:
         p = beam.Pipeline(runner=local_runner(options), options=options)
@@ -561,11 +578,13 @@ def _run(argv: List[str], con: Console) -> int:
         result = p.run()
         result.wait_until_finish()
     except KeyboardInterrupt:
-        remove_unfinished(written_dirs(args))
+        if local:
+            remove_unfinished(written_dirs(args))
         raise
     except Exception as e:  # noqa: BLE001 - every failure is one line; the traceback is in the log
         if _interrupt_in(e):  # Ctrl-C, as the runner passed it on
-            remove_unfinished(written_dirs(args))
+            if local:
+                remove_unfinished(written_dirs(args))
             raise KeyboardInterrupt from e
         log.exception("the run failed")
         reason = failure_threshold_reason(e)
@@ -573,7 +592,8 @@ def _run(argv: List[str], con: Console) -> int:
             reason = reason.replace(_THRESHOLD_TAIL, "no outputs were written: rerun without the threshold "
                                                      "to have failed/ list each with its reason")
         con.tell(f"beam-phash: error: {reason or one_line(e)} (details in {con.log_path})")
-        remove_unfinished(written_dirs(args))
+        if local:
+            remove_unfinished(written_dirs(args))
         return 1
     finally:
         gc.unfreeze()
@@ -673,6 +693,3 @@ def one_line(e: BaseException) -> str:
     text = f"{type(e).__name__}: {first}" if first else type(e).__name__
     return text if len(text) <= 400 else text[:397] + "..."
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -46,7 +46,8 @@ def needs_embedded_ray(argv: List[str]) -> bool:
 
 
 def wants_help(argv: List[str]) -> bool:
-    return "-h" in argv or "--help" in argv
+    """-h, --help, or an abbreviation argparse takes for it (--he, --hel; --h is ambiguous)."""
+    return any(a == "-h" or (a.startswith("--he") and "--help".startswith(a)) for a in argv)
 
 
 def begin(argv: List[str]) -> None:

@@ -117,7 +117,7 @@ def test_the_embedded_ray_is_started_early_only_when_the_run_needs_it(argv, need
     assert early_start.needs_embedded_ray(argv) == needed
 
 
-@pytest.mark.parametrize("flag", ["--help", "-h"])
+@pytest.mark.parametrize("flag", ["--help", "-h", "--hel"])
 def test_help_reaches_the_terminal_and_writes_no_output(tmp_path, flag):
     """Help is printed before the console opens: once open, stdout would be the job's log."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))

@@ -141,6 +141,7 @@ def test_configuration_errors_are_one_line(tmp_path, capsys, args, message):
     (["--input", "{d}"], "{d}"),
     (["--input", "{d}/**"], "{d}/out"),
     (["--input", "{d}", "--reference", "{d}/out/kept"], "{d}/out"),
+    (["--input", "{d}", "--reference", "{d}/out/kept/part-*.parquet"], "{d}/out"),
 ])
 def test_an_output_the_inputs_would_read_is_refused(tmp_path, capsys, inputs, output):
     """The job clears and writes files under --output: a pattern matching them would read this
@@ -148,7 +149,7 @@ def test_an_output_the_inputs_would_read_is_refused(tmp_path, capsys, inputs, ou
     d = tmp_path / "in"
     (d / "out" / "kept").mkdir(parents=True)
     (d / "a.jpg").write_bytes(sorted(DATA.glob("*.jpg"))[0].read_bytes())
-    pq.write_table(pa.Table.from_pylist([{"id": "x", "image_phash": "00" * 32}]), d / "out" / "kept" / "p.parquet")
+    pq.write_table(pa.Table.from_pylist([{"id": "x", "image_phash": "00" * 32}]), d / "out" / "kept" / "part-00000-of-00001.parquet")
     argv = [a.format(d=d) for a in inputs] + ["--output", output.format(d=d), "--backend", "state", "--no-report"]
     assert dedup_images.main(argv) == 2
     err = capsys.readouterr().err.strip()
@@ -248,6 +249,21 @@ def test_a_run_without_metrics_is_checked_against_the_outputs_or_unverified(tmp_
     assert summary["inputs"] is None and not summary["verified"] and not summary["adds_up"]
 
 
+def test_library_names_in_errors_become_flags_but_quoted_values_stay():
+    message = "state_dir must be a path every worker sees, got 'gs://b/backend/hash_size'"
+    assert dedup_images.as_flags(message) == "--state must be a path every worker sees, got 'gs://b/backend/hash_size'"
+
+
+def test_ctrl_c_in_a_callers_process_is_the_callers(monkeypatch, tmp_path):
+    """main(argv) called in-process leaves a KeyboardInterrupt (and the caller's Ray) to the caller."""
+    def interrupt(argv, con):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dedup_images, "_run", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        dedup_images.main(["--output", str(tmp_path / "o")])
+
+
 def test_the_failure_threshold_stops_the_job_in_one_line(tmp_path, capsys):
     inputs = tmp_path / "in"
     inputs.mkdir()
@@ -255,12 +271,13 @@ def test_the_failure_threshold_stops_the_job_in_one_line(tmp_path, capsys):
     for i in range(3):
         (inputs / f"bad{i}.jpg").write_bytes(b"not a jpeg %d" % i)
     argv = ["--input", str(inputs), "--output", str(tmp_path / "o"), "--backend", "state"]
+    (tmp_path / "o" / ".tmp-notes").mkdir(parents=True)  # a user's, not the writers' (.tmp-<12 hex>)
     assert dedup_images.main(argv + ["--max-decode-failures", "0.5"]) == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("beam-phash: error: 3 of 4 inputs (75.0%) could not be hashed"), err
     assert "no outputs were written: rerun without the threshold" in err and "[while running" not in err
     unfinished = [p for p in (tmp_path / "o").rglob("*") if p.name.startswith(("beam-temp", ".tmp-"))]
-    assert not unfinished  # the writers' parts and the report's text writes, left by the failed run
+    assert unfinished == [tmp_path / "o" / ".tmp-notes"]  # the writers' parts and the report's writes are gone
     assert dedup_images.main(argv) == 0  # no limit by default: failures are data
 
 

@@ -69,7 +69,7 @@ def test_one_image_where_a_sequence_belongs_is_a_type_error(one):
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda d: hash_images([d], threads=-1), "threads must be between 1 and"),
+    (lambda d: hash_images([d], threads=-1), "threads must be at least 1, got -1"),
     (lambda d: hash_images([d], max_pixels=-1), "max_pixels must be at least 1, got -1"),
     (lambda d: hash_images([d], hash_size=-1), "hash_size must be between 4 and 64, got -1"),
     (lambda d: hash_image(d, max_alloc=-5), "max_alloc must be at least 1, got -5"),

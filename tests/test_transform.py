@@ -251,6 +251,11 @@ def _digest(image):
 
 # --- routing and validation -------------------------------------------------------------------
 
+def test_hash_column_mode_may_name_its_id_column_image():
+    """No image is read with hash_column: a table of (image name, hash) may call its id 'image'."""
+    ImagePhashDedup(hash_column="h", id_field="image", backend="state")
+
+
 def test_a_hugging_face_image_with_a_path_only_says_so():
     from beam_phash.records import BadRecord, image_bytes
 
