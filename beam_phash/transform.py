@@ -104,7 +104,8 @@ class ImagePhashDedup(beam.PTransform):
         ``"auto"``: the measured threshold for the algorithm and hash size (README table).
       dihedral: also treat rotated (90/180/270) and mirrored copies as duplicates.
       keep: near-duplicate mode, which record of a group is kept: ``"largest"`` (most pixels,
-        then the smallest id) or ``"smallest_id"``.
+        then the smallest id; the default) or ``"smallest_id"``. Exact mode keeps the first
+        record of each hash to reach the backend, and refuses ``keep``.
       hash_column: dedup records that already carry their hash as hex in this field (an earlier
         run's ``hash_field``, or another tool's), without decoding images. A missing value, bad
         hex or another width makes a failed record. ``keep="largest"`` then has no sizes and
@@ -135,7 +136,7 @@ class ImagePhashDedup(beam.PTransform):
                  state_dir: Optional[str] = None, batch_size: int = 128, claim_batch: int = 1024,
                  max_in_flight: int = 16,
                  hash_threads: Optional[int] = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 max_distance: Union[int, str] = 0, dihedral: bool = False, keep: str = "largest",
+                 max_distance: Union[int, str] = 0, dihedral: bool = False, keep: Optional[str] = None,
                  hash_column: Optional[str] = None, partitions: int = 16, band_partition_bits: int = 0,
                  search_partitions: int = 4, expected_count: Optional[int] = None,
                  reference: Optional[beam.PCollection] = None,
@@ -149,7 +150,7 @@ class ImagePhashDedup(beam.PTransform):
                                   hash_column=hash_column)
         if max_distance == "auto":
             max_distance = recommended_max_distance(algorithm, hash_size)
-        near = NearConfig(max_distance, keep=keep, partitions=partitions, band_partition_bits=band_partition_bits,
+        near = NearConfig(max_distance, keep=keep or "largest", partitions=partitions, band_partition_bits=band_partition_bits,
                           search_partitions=search_partitions, expected_count=expected_count,
                           state_dir=state_dir)
         if max_distance > 0 or dihedral:
@@ -158,6 +159,9 @@ class ImagePhashDedup(beam.PTransform):
                                  "shuffles: backend, ray_address, backend_name and num_actors do not apply")
             self.dedup: Union[ExactDedup, NearDedup] = NearDedup(near, self.hashing)
         else:
+            if keep is not None:
+                raise ValueError("keep applies to near-duplicate dedup (max_distance >= 1 or dihedral=True); "
+                                 "exact mode keeps the first record of each hash to reach the backend")
             if backend not in (None,) + BACKENDS:
                 raise ValueError(f"backend must be 'ray' or 'state', got {backend!r}")
             if backend == "state":

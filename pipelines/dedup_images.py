@@ -465,7 +465,8 @@ def configure(argv: Optional[List[str]]):
                             hash_field=HASH_FIELD, backend=args.backend,
                             num_buckets=args.num_buckets, num_actors=args.num_actors, ray_address=args.ray_address,
                             backend_name=args.backend_name, state_dir=args.state,
-                            max_distance=args.max_distance, dihedral=args.dihedral, keep=args.keep,
+                            max_distance=args.max_distance, dihedral=args.dihedral,
+                            keep=args.keep if args.max_distance != 0 or args.dihedral else None,
                             hash_column=args.hash_column, band_partition_bits=args.band_partition_bits,
                             search_partitions=args.search_partitions,
                             expected_count=_count(spec) + (_count(reference) if reference else 0)

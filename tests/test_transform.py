@@ -298,6 +298,8 @@ def test_routing_uses_the_hash_bits_not_pythons_salted_hash():
     ({"backend_name": "has space"}, "backend_name must be"),
     ({"backend": "state", "backend_name": "x"}, "apply only to backend='ray'"),
     ({"hash_threads": 0}, "hash_threads must be at least 1"),
+    ({"keep": "smallest_id"}, "keep applies to near-duplicate dedup"),
+    ({"keep": "largest", "backend": "state"}, "keep applies to near-duplicate dedup"),
 ])
 def test_arguments_are_validated_at_construction(kwargs, message):
     with pytest.raises(ValueError, match=message):
