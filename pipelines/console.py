@@ -139,6 +139,13 @@ def open_console(output: str) -> Console:
     return _current
 
 
+def say_interrupted(con: Console) -> None:
+    """Ctrl-C: the traceback to the log, one line to the terminal, and the terminal given back."""
+    logging.getLogger("pipelines").warning("interrupted", exc_info=True)
+    con.tell(f"beam-phash: interrupted (details in {con.log_path})")
+    close_console()
+
+
 def close_console() -> None:
     global _current
     if _current is not None:

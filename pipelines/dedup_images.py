@@ -46,7 +46,7 @@ import os
 import re
 import shutil
 import time
-from typing import List, NoReturn, Optional, Tuple
+from typing import Iterator, List, NoReturn, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystem import FileSystem
@@ -63,14 +63,15 @@ from pipelines import early_start
 from pipelines import inputs as job_inputs
 from pipelines.inputs import ConfigError, InputSpec, ReadImageRecords, ReadReference
 from pipelines.outputs import WriteOutputs
-from pipelines.console import Console, close_console, open_console
+from pipelines.console import Console, close_console, open_console, say_interrupted
 from pipelines.early_start import LOCAL_RUNNERS
 from pipelines.progress import ProgressBoard, ProgressDoFn
 from pipelines.read_failures import with_read_failures
 from pipelines.report import CollectReportData, write_report
 from pipelines.report_distances import hint as distance_hint, read_stats as read_distances
 from pipelines.webdataset_read import DEFAULT_IMAGE_EXTS
-from pipelines.webdataset_write import DEFAULT_SHARD_MB, KEPT_KEYS, WriteShards
+from pipelines.temp_parts import TMP_DIR_GLOB
+from pipelines.webdataset_write import DEFAULT_SHARD_MB, KEPT_KEYS, PARTIAL_SHARD_GLOB, WriteShards
 
 log = logging.getLogger(__name__)
 SAMPLE_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sample_data")
@@ -265,9 +266,8 @@ def remove_unfinished(directories: List[str]) -> None:
     (``DIR/report/beam-temp-*``), in the output (and shards) directories. Not for a runner
     elsewhere: its job may still be running, and would find its parts gone."""
     for directory in directories:
-        for pattern in (FileSystems.join(directory, ".tmp-" + "[0-9a-f]" * 12),  # temp_parts.tmp_dir's names
-                        FileSystems.join(directory, "report", "beam-temp-*"),
-                        FileSystems.join(directory, "[0-9]" * 5 + ".tar.partial")):  # a shard being concatenated
+        for pattern in (FileSystems.join(directory, TMP_DIR_GLOB), FileSystems.join(directory, PARTIAL_SHARD_GLOB),
+                        FileSystems.join(directory, "report", "beam-temp-*")):  # Beam's WriteToText
             try:
                 if "://" in pattern:  # an object store: the objects under the prefix
                     found = FileSystems.match([FileSystems.join(pattern, "**")])[0].metadata_list
@@ -453,7 +453,8 @@ def configure(argv: Optional[List[str]]):
     elif any(v is not None for v in (args.reference_image_column, args.reference_id_column,
                                      args.reference_hash_column)) or args.reference_format != "auto":
         raise ConfigError("--reference-format and --reference-*-column apply with --reference")
-    if args.keep is not None and args.max_distance == 0 and not args.dihedral:
+    near = args.max_distance != 0 or args.dihedral
+    if args.keep is not None and not near:
         raise ConfigError("--keep applies with --max-distance (exact mode keeps the first record of each "
                           "hash to reach the backend)")
     args.keep = args.keep or "largest"
@@ -466,7 +467,7 @@ def configure(argv: Optional[List[str]]):
                             num_buckets=args.num_buckets, num_actors=args.num_actors, ray_address=args.ray_address,
                             backend_name=args.backend_name, state_dir=args.state,
                             max_distance=args.max_distance, dihedral=args.dihedral,
-                            keep=args.keep if args.max_distance != 0 or args.dihedral else None,
+                            keep=args.keep if near else None,
                             hash_column=args.hash_column, band_partition_bits=args.band_partition_bits,
                             search_partitions=args.search_partitions,
                             expected_count=_count(spec) + (_count(reference) if reference else 0)
@@ -527,21 +528,23 @@ def interrupted(con: Console) -> NoReturn:
     with a thread still talking to the embedded Ray (a DoFn's connection), Ray ends the process
     itself (exit 1) when the driver shuts down under it. The embedded Ray's processes stop with
     this one (they are started with the parent-death signal, see ``ray_cluster``)."""
-    log.warning("interrupted", exc_info=True)
-    con.tell(f"beam-phash: interrupted (details in {con.log_path})")
-    close_console()
+    say_interrupted(con)
     os._exit(130)
+
+
+def _chain(e: Optional[BaseException]) -> Iterator[BaseException]:
+    """``e`` and the exceptions it was raised from or while handling, once each (runners wrap
+    what a step raised)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__
 
 
 def _interrupt_in(e: BaseException) -> bool:
     """Whether a run's failure is Ctrl-C, as runners pass it on (wrapped, or as text)."""
-    seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, KeyboardInterrupt) or str(e).strip() == "KeyboardInterrupt":
-            return True
-        e = e.__cause__ or e.__context__
-    return False
+    return any(isinstance(x, KeyboardInterrupt) or str(x).strip() == "KeyboardInterrupt" for x in _chain(e))
 
 
 def _run(argv: List[str], con: Console) -> int:
@@ -676,13 +679,10 @@ _THRESHOLD_MESSAGE = re.compile(r"\d+ of \d+ inputs \([^)]*\) [^\n]*? over the f
 
 def failure_threshold_reason(e: BaseException) -> Optional[str]:
     """The message of a FailureThresholdError raised in the pipeline (runners wrap it), or None."""
-    seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        found = _THRESHOLD_MESSAGE.search(str(e))  # without "[while running ...]"; or a worker's error as text
+    for x in _chain(e):
+        found = _THRESHOLD_MESSAGE.search(str(x))  # without "[while running ...]"; or a worker's error as text
         if found:
             return found.group(0)
-        e = e.__cause__ or e.__context__
     return None
 
 

@@ -10,6 +10,10 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.windowed_value import WindowedValue
 
 
+#: The names :func:`tmp_dir` gives, as a glob (a failed run's leftovers are found by it).
+TMP_DIR_GLOB = ".tmp-" + "[0-9a-f]" * 12
+
+
 def tmp_dir(out_dir: str) -> str:
     """A temporary directory of its own for one write into ``out_dir``: ``out_dir/.tmp-<run>``."""
     return FileSystems.join(out_dir, f".tmp-{uuid.uuid4().hex[:12]}")

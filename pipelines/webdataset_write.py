@@ -147,8 +147,13 @@ def plan(parts: List[Part], target_bytes: int) -> List[List[Part]]:
     return shards
 
 
+#: A shard while its parts are concatenated, renamed to ``NNNNN.tar`` once complete.
+PARTIAL_SUFFIX = ".partial"
+PARTIAL_SHARD_GLOB = "[0-9]" * 5 + ".tar" + PARTIAL_SUFFIX
+
+
 def _concatenate(parts: List[Part], target: str) -> None:
-    tmp = target + ".partial"
+    tmp = target + PARTIAL_SUFFIX
     with FileSystems.create(tmp, mime_type="application/x-tar",
                             compression_type=CompressionTypes.UNCOMPRESSED) as out:
         written = 0
