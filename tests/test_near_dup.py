@@ -366,7 +366,7 @@ def test_the_job_writes_near_duplicates_with_distances_and_reports_them(tmp_path
 def test_auto_threshold_is_the_measured_one():
     assert ImagePhashDedup(max_distance="auto").max_distance == 16
     assert ImagePhashDedup(max_distance="auto", hash_size=32).max_distance == 80
-    assert ImagePhashDedup(max_distance="auto", algorithm="dhash").max_distance == 16
+    assert ImagePhashDedup(max_distance="auto", algorithm="dhash").max_distance == 12
     assert ImagePhashDedup(max_distance="auto", algorithm="double_gradient").max_distance == 8
     with pytest.raises(ValueError, match="no measured max_distance for ahash at hash_size 16"):
         ImagePhashDedup(max_distance="auto", algorithm="ahash")
