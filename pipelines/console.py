@@ -11,6 +11,9 @@ import already logs warnings.
 
 When ``sys.stdout`` and ``sys.stderr`` are not the process's descriptors (a notebook, a test
 capture), the job's lines go to them, and the descriptors still go to the log.
+
+A log left empty (a run refused before anything logged: a configuration error, an output that
+cannot be written) is removed on :meth:`Console.close`, with the folders the console made for it.
 """
 from __future__ import annotations
 
@@ -46,13 +49,16 @@ class Console:
         self._handler: Optional[logging.Handler] = None
         self._root_handlers: list = []
         self._root_level = logging.WARNING
+        #: the outermost folder made for the log (None: it existed), removed with an empty log
+        self._made: Optional[str] = self.log_dir if "://" in output else None
 
     def open(self) -> "Console":
         try:
+            self._made = self._made or _first_missing(self.log_dir)
             os.makedirs(self.log_dir, exist_ok=True)
             self._log = open(self.log_path, "a", buffering=1, encoding="utf-8", errors="replace")
         except OSError:  # an output that cannot be written: the job says so; the log goes elsewhere
-            self.log_dir = tempfile.mkdtemp(prefix="beam-phash-logs-")
+            self.log_dir = self._made = tempfile.mkdtemp(prefix="beam-phash-logs-")
             self.log_path = os.path.join(self.log_dir, LOG_NAME)
             self._log = open(self.log_path, "a", buffering=1, encoding="utf-8", errors="replace")
         for stream in (sys.stdout, sys.stderr):
@@ -109,6 +115,37 @@ class Console:
         if self._log is not None:
             self._log.close()
             self._log = None
+            self._remove_if_empty()
+
+    def _remove_if_empty(self) -> None:
+        """An empty log, and the folders made for it that it leaves empty, are removed."""
+        try:
+            if os.path.getsize(self.log_path) > 0:
+                return
+            os.remove(self.log_path)
+        except OSError:
+            return
+        if self._made is None:
+            return
+        folder, made = os.path.abspath(self.log_dir), os.path.abspath(self._made)
+        while folder.startswith(made):  # from the log's folder up to the outermost one made
+            try:
+                os.rmdir(folder)
+            except OSError:  # not empty (the job wrote there), or gone
+                return
+            folder = os.path.dirname(folder)
+
+
+def _first_missing(path: str) -> Optional[str]:
+    """The outermost folder of ``path`` that does not exist yet (None if ``path`` exists)."""
+    path = os.path.abspath(path)
+    missing = None
+    while not os.path.exists(path):
+        missing, parent = path, os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return missing
 
 
 def _is_open(fd: int) -> bool:

@@ -54,6 +54,37 @@ def test_the_console_without_real_fds_still_logs_to_the_file(tmp_path, capsys):
     assert "to the file" in (tmp_path / "logs" / "job.log").read_text()
 
 
+def test_an_empty_log_leaves_nothing_behind(tmp_path, monkeypatch, capsys):
+    """A run refused before anything was logged leaves no empty log, and no folder made for it;
+    a folder that was there, or that holds something else, stays."""
+    out = tmp_path / "new" / "out"
+    con = Console(str(out)).open()
+    con.tell("beam-phash: error: refused")
+    con.close()
+    assert not (tmp_path / "new").exists()
+
+    (tmp_path / "had").mkdir()
+    Console(str(tmp_path / "had")).open().close()
+    assert list((tmp_path / "had").iterdir()) == []
+
+    kept = tmp_path / "kept"
+    con = Console(str(kept)).open()
+    (kept / "report.html").write_text("written by the job")
+    con.close()
+    assert sorted(p.name for p in kept.iterdir()) == ["report.html"]
+
+    # An output that cannot be written, or a remote one: the log went to a temporary folder.
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    for output in ("/proc/forbidden", "gs://bucket/out"):
+        Console(output).open().close()
+    assert list((tmp_path / "tmp").iterdir()) == []
+    con = Console("gs://bucket/out").open()
+    logging.getLogger("chatty").warning("kept")
+    con.close()
+    assert "kept" in pathlib.Path(con.log_path).read_text()
+
+
 def test_progress_counts_every_record_a_pipeline_read():
     stream = io.StringIO()
     board = ProgressBoard(stream, total=300)
