@@ -53,9 +53,8 @@ use crate::pool;
 /// luma AC scans. The luma coefficients read are the same, and so is the hash of every JPEG that
 /// decodes without a warning. A progressive JPEG whose only damage lies in a scan that is cut now hashes from its
 /// luma, where before libjpeg-turbo's warning sent it to the `image` crate's decoder.
-/// 12: up to hash size 16, dHash's dead zone is 0.35 of the mean absolute difference, capped at
-/// their 40th percentile, instead of 0.08 of the mean (`dhash.rs`). Only dHash hashes of sizes up
-/// to 16 changed.
+/// 12: dHash's dead zone is 0.35 of the mean absolute difference instead of 0.08, and up to hash
+/// size 16 no more than the differences' 40th percentile (`dhash.rs`). Only dHash hashes changed.
 pub const HASH_VERSION: u32 = 12;
 
 /// Raw hash bytes plus the number of meaningful bits.
