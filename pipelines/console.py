@@ -51,6 +51,7 @@ class Console:
         self._root_level = logging.WARNING
         #: the outermost folder made for the log (None: it existed), removed with an empty log
         self._made: Optional[str] = self.log_dir if "://" in output else None
+        self._abs_dir = os.path.abspath(self.log_dir)
 
     def open(self) -> "Console":
         try:
@@ -61,6 +62,7 @@ class Console:
             self.log_dir = self._made = tempfile.mkdtemp(prefix="beam-phash-logs-")
             self.log_path = os.path.join(self.log_dir, LOG_NAME)
             self._log = open(self.log_path, "a", buffering=1, encoding="utf-8", errors="replace")
+        self._abs_dir = os.path.abspath(self.log_dir)  # for close(), whatever the cwd is by then
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         if _is_open(1) and _is_open(2):
@@ -119,15 +121,16 @@ class Console:
 
     def _remove_if_empty(self) -> None:
         """An empty log, and the folders made for it that it leaves empty, are removed."""
+        log = os.path.join(self._abs_dir, LOG_NAME)
         try:
-            if os.path.getsize(self.log_path) > 0:
+            if os.path.getsize(log) > 0:
                 return
-            os.remove(self.log_path)
+            os.remove(log)
         except OSError:
             return
         if self._made is None:
             return
-        folder, made = os.path.abspath(self.log_dir), os.path.abspath(self._made)
+        folder, made = self._abs_dir, self._made
         while folder.startswith(made):  # from the log's folder up to the outermost one made
             try:
                 os.rmdir(folder)
@@ -140,7 +143,7 @@ def _first_missing(path: str) -> Optional[str]:
     """The outermost folder of ``path`` that does not exist yet (None if ``path`` exists)."""
     path = os.path.abspath(path)
     missing = None
-    while not os.path.exists(path):
+    while not os.path.lexists(path):
         missing, parent = path, os.path.dirname(path)
         if parent == path:
             break

@@ -66,6 +66,15 @@ def test_an_empty_log_leaves_nothing_behind(tmp_path, monkeypatch, capsys):
     (tmp_path / "had").mkdir()
     Console(str(tmp_path / "had")).open().close()
     assert list((tmp_path / "had").iterdir()) == []
+    (tmp_path / "had" / "logs").mkdir()
+    Console(str(tmp_path / "had")).open().close()
+    assert [p.name for p in (tmp_path / "had").iterdir()] == ["logs"]
+
+    monkeypatch.chdir(tmp_path)
+    con = Console("relative/out").open()
+    monkeypatch.chdir("/")
+    con.close()
+    assert not (tmp_path / "relative").exists()
 
     kept = tmp_path / "kept"
     con = Console(str(kept)).open()

@@ -17,7 +17,7 @@ KEEP_POLICIES = ("largest", "smallest_id")
 #: max_distance="auto": per (algorithm, hash_size), the threshold picked from
 #: benchmarks/eval_near_dup.py on 85 real photos and 12 edits each (table in the README), for
 #: hash version 12 (whose hashes of every JPEG that decodes cleanly are version 10's but for
-#: dHash up to size 16; phash 8 and 16: measured on version 9, whose hashes of them version 10
+#: dHash; phash 8 and 16: measured on version 9, whose hashes of them version 10
 #: left as they were; dhash 16: version 12; double_gradient: version 7): the smallest k that
 #: catches the mild edits (recall >= 0.99) with no distinct photos merged, rounded up a little,
 #: far below the closest distinct pair (phash 16: 8 needed, 10 on 400 web crops and 12 on 1200,

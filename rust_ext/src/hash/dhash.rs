@@ -23,8 +23,8 @@
 //! The double-gradient hash is the same in both directions (hash version 7): on a (k + 1) x
 //! (k + 1) grid, k = n/2 rounded up, first each pixel against its right-hand neighbour row by
 //! row, then each against the one below it column by column (image_hasher's `DoubleGradient`
-//! layout), with one dead zone for both: 0.08 of the mean at every size. Version 12's zone
-//! brought the closest distinct photos of its 144 bits closer (25 → 18 bits).
+//! layout), with one dead zone for both: 0.08 of the mean at every size. Tried on it, version
+//! 12's zone brought the closest distinct photos of its 144 bits closer (25 → 18 bits).
 use crate::error::Error;
 use crate::hash::threshold::{pack, quantile};
 use crate::image::grid::Picture;
@@ -38,6 +38,7 @@ struct DeadZone {
 
 /// dHash's zone up to `CAPPED_ZONE_MAX_SIZE` (hash version 12) ...
 const CAPPED_ZONE: DeadZone = DeadZone { share: 0.35, cap: Some(0.4) };
+/// The largest hash size whose dHash zone is capped.
 const CAPPED_ZONE_MAX_SIZE: usize = 16;
 /// ... and above it (version 12) ...
 const UNCAPPED_ZONE: DeadZone = DeadZone { share: 0.35, cap: None };
