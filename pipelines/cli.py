@@ -1,17 +1,34 @@
 """The ``beam-phash`` command: ``python -m pipelines.dedup_images`` under a short name.
 
 It begins what the job can start before Beam is imported (``early_start``), then imports the job.
+
+Until the job is imported, Ctrl-C is noted and acted on once the import is done (a second or
+so), never raised inside it. Meanwhile a thread may be starting the embedded Ray, which forks;
+a KeyboardInterrupt raised between an import's taking and releasing of Python's import lock left
+that lock held, and the fork then waited for it forever, and the job with it.
 """
+import signal
 import sys
+
+#: Ctrl-C presses noted while the job is imported.
+_pressed = []
+
+
+def _note(signum, frame):  # noqa: ARG001 - a signal handler's signature
+    _pressed.append(signum)
 
 
 def main() -> int:
-    from pipelines import early_start
-
+    previous = signal.signal(signal.SIGINT, _note)
     try:
+        from pipelines import early_start
+
         early_start.begin(sys.argv[1:])
-        from pipelines import dedup_images
-    except KeyboardInterrupt:  # while Beam is imported: one line, as dedup_images.main says it later
+        if not _pressed:
+            from pipelines import dedup_images
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if _pressed:  # one line, as dedup_images.main says it later
         from pipelines.console import open_console, say_interrupted
 
         say_interrupted(open_console(early_start.output_of(sys.argv[1:])))

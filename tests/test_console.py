@@ -203,6 +203,29 @@ def test_a_fresh_job_starts_ray_early_and_its_worker_processes_wait_for_it(tmp_p
     assert not left, left
 
 
+def test_ctrl_c_before_the_job_is_imported_waits_for_the_step_it_lands_in(tmp_path):
+    """A Ctrl-C while the command starts (the console, the embedded Ray's start, Beam's import) is
+    acted on between those steps, never raised inside one: raised inside an import it could leave
+    Python's import lock held while the thread starting Ray forked, and the job hung."""
+    script = f"""
+import os, signal, sys, time
+from pipelines import cli, early_start
+done = []
+def begin(argv):
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.2)
+    done.append(argv)
+early_start.begin = begin
+sys.argv = ["beam-phash", "--output", {str(tmp_path / 'out')!r}]
+code = cli.main()
+print(code, len(done), "pipelines.dedup_images" in sys.modules, signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["130", "1", "False", "True"], (proc.stdout, proc.stderr)
+    assert proc.stderr.strip().startswith("beam-phash: interrupted") and "Traceback" not in proc.stderr
+
+
 @pytest.mark.ray
 @pytest.mark.parametrize("after", [0.3, 1.5, 3.0])
 def test_ctrl_c_is_one_line_and_exit_130_at_any_point(tmp_path, after):
