@@ -19,7 +19,11 @@ def _note(signum, frame):  # noqa: ARG001 - a signal handler's signature
 
 
 def main() -> int:
-    previous = signal.signal(signal.SIGINT, _note)
+    # Only Python's own Ctrl-C is deferred: a job started with SIGINT ignored (nohup, a background
+    # job of a script) keeps ignoring it.
+    deferring = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    if deferring:
+        signal.signal(signal.SIGINT, _note)
     try:
         from pipelines import early_start
 
@@ -27,7 +31,8 @@ def main() -> int:
         if not _pressed:
             from pipelines import dedup_images
     finally:
-        signal.signal(signal.SIGINT, previous)
+        if deferring:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
     if _pressed:  # one line, as dedup_images.main says it later
         from pipelines.console import open_console, say_interrupted
 

@@ -209,6 +209,7 @@ def test_ctrl_c_before_the_job_is_imported_waits_for_the_step_it_lands_in(tmp_pa
     Python's import lock held while the thread starting Ray forked, and the job hung."""
     script = f"""
 import os, signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as on a terminal, whatever started us
 from pipelines import cli, early_start
 done = []
 def begin(argv):
@@ -224,6 +225,13 @@ print(code, len(done), "pipelines.dedup_images" in sys.modules, signal.getsignal
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["130", "1", "False", "True"], (proc.stdout, proc.stderr)
     assert proc.stderr.strip().startswith("beam-phash: interrupted") and "Traceback" not in proc.stderr
+    # Started with SIGINT ignored (nohup), the command keeps ignoring it.
+    ignored = script.replace("signal.default_int_handler)  #", "signal.SIG_IGN)  #").replace(
+        "code = cli.main()", "from pipelines import dedup_images\ndedup_images.main = lambda: 7\ncode = cli.main()").replace(
+        "is signal.default_int_handler)", "is signal.SIG_IGN)")
+    proc = subprocess.run([sys.executable, "-c", ignored], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["7", "1", "True", "True"], (proc.stdout, proc.stderr)
 
 
 @pytest.mark.ray
