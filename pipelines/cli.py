@@ -10,30 +10,28 @@ that lock held, and the fork then waited for it forever, and the job with it.
 import signal
 import sys
 
-#: Ctrl-C presses noted while the job is imported.
-_pressed = []
-
-
-def _note(signum, frame):  # noqa: ARG001 - a signal handler's signature
-    _pressed.append(signum)
-
 
 def main() -> int:
+    pressed = []  # Ctrl-C presses noted while the job is imported, this call's own
+
+    def note(signum, frame):  # noqa: ARG001 - a signal handler's signature
+        pressed.append(signum)
+
     # Only Python's own Ctrl-C is deferred: a job started with SIGINT ignored (nohup, a background
     # job of a script) keeps ignoring it.
     deferring = signal.getsignal(signal.SIGINT) is signal.default_int_handler
     if deferring:
-        signal.signal(signal.SIGINT, _note)
+        signal.signal(signal.SIGINT, note)
     try:
         from pipelines import early_start
 
         early_start.begin(sys.argv[1:])
-        if not _pressed:
+        if not pressed:
             from pipelines import dedup_images
     finally:
         if deferring:
             signal.signal(signal.SIGINT, signal.default_int_handler)
-    if _pressed:  # one line, as dedup_images.main says it later
+    if pressed:  # one line, as dedup_images.main says it later
         from pipelines.console import open_console, say_interrupted
 
         say_interrupted(open_console(early_start.output_of(sys.argv[1:])))

@@ -220,10 +220,15 @@ early_start.begin = begin
 sys.argv = ["beam-phash", "--output", {str(tmp_path / 'out')!r}]
 code = cli.main()
 print(code, len(done), "pipelines.dedup_images" in sys.modules, signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+# A later call in the same process starts afresh: the earlier press is not held against it.
+from pipelines import dedup_images
+dedup_images.main = lambda: 7
+early_start.begin = done.append
+print(cli.main(), len(done))
 """
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["130", "1", "False", "True"], (proc.stdout, proc.stderr)
+    assert proc.stdout.split() == ["130", "1", "False", "True", "7", "2"], (proc.stdout, proc.stderr)
     assert proc.stderr.strip().startswith("beam-phash: interrupted") and "Traceback" not in proc.stderr
     # Started with SIGINT ignored (nohup), the command keeps ignoring it.
     ignored = script.replace("signal.default_int_handler)  #", "signal.SIG_IGN)  #").replace(
@@ -231,7 +236,7 @@ print(code, len(done), "pipelines.dedup_images" in sys.modules, signal.getsignal
         "is signal.default_int_handler)", "is signal.SIG_IGN)")
     proc = subprocess.run([sys.executable, "-c", ignored], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["7", "1", "True", "True"], (proc.stdout, proc.stderr)
+    assert proc.stdout.split() == ["7", "1", "True", "True", "7", "2"], (proc.stdout, proc.stderr)
 
 
 @pytest.mark.ray
