@@ -266,3 +266,42 @@ def test_without_state_a_killed_bucket_fails_the_run_naming_it(ray_cluster):
             get_or_create_actor(name, 0, 2, 4)
     finally:
         backend.release()
+
+
+@pytest.mark.ray
+def test_a_process_that_exits_while_its_embedded_ray_starts_leaves_no_ray_process():
+    """A Ctrl-C (or any exit) while the embedded Ray is still starting: the stop at exit waits for
+    the start and then stops the node, so none of its processes (the raylet's agents included,
+    which left alone outlived the job by a minute) stays behind. The start is held open after
+    Ray's processes are up, so the exit lands inside it every time."""
+    import subprocess
+    import sys
+    import time
+
+    script = """
+import time
+from beam_phash.exact import ray_cluster, ray_private
+real = ray_private.start_lean_head
+def held(params):
+    node = real(params)
+    time.sleep(3)  # every process is up, and the start has not returned yet
+    return node
+ray_private.start_lean_head = held
+ray_cluster.start_local_ray_soon()
+time.sleep(2)
+print("starting" if not ray_cluster._head._ready.is_set() else "up", flush=True)
+"""
+    # A session of its own: every process it starts is in it (Ray's retitle themselves "ray::...").
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert out.split() == ["starting"], (out, err)
+    left = []
+    for _ in range(20):  # a graceful stop takes a moment; left alone, the agents stay a minute
+        time.sleep(0.5)
+        found = subprocess.run(["pgrep", "-a", "-s", str(proc.pid)], capture_output=True, text=True)
+        left = [line for line in found.stdout.splitlines() if "pgrep" not in line]
+        if not left:
+            break
+    assert not left, left

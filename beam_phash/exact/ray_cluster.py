@@ -26,6 +26,8 @@ import ray
 from beam_phash.exact import ray_private
 
 NAMESPACE = "beam_phash"
+#: Seconds a stop waits for a head that is still starting (about 2 s on 2 cores).
+STOP_WAIT = 60.0
 # On Linux Ray advertises (and binds) the machine's routable address, even when asked for
 # 127.0.0.1; with this set it uses the loopback address for every socket.
 _LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
@@ -98,6 +100,10 @@ class _Head:
         return self.node
 
     def stop(self) -> None:
+        """Stop the node's processes. A node still starting (a Ctrl-C during start-up) is waited
+        for, up to ``STOP_WAIT`` seconds, and then stopped: left to die with this process, its
+        raylet's agents outlived it by a minute or more."""
+        self._ready.wait(STOP_WAIT)
         if self.node is not None:
             self.node.kill_all_processes(check_alive=False, allow_graceful=True)
         self._stop.set()
