@@ -24,6 +24,11 @@ import sys
 import tempfile
 from typing import Optional, TextIO
 
+try:
+    import fcntl
+except ImportError:  # not on Windows: an empty log is then removed without asking who else has it
+    fcntl = None
+
 LOG_NAME = "job.log"
 
 
@@ -57,11 +62,11 @@ class Console:
         try:
             self._made = self._made or _first_missing(self.log_dir)
             os.makedirs(self.log_dir, exist_ok=True)
-            self._log = open(self.log_path, "a", buffering=1, encoding="utf-8", errors="replace")
+            self._log = _open_shared(self.log_path)
         except OSError:  # an output that cannot be written: the job says so; the log goes elsewhere
             self.log_dir = self._made = tempfile.mkdtemp(prefix="beam-phash-logs-")
             self.log_path = os.path.join(self.log_dir, LOG_NAME)
-            self._log = open(self.log_path, "a", buffering=1, encoding="utf-8", errors="replace")
+            self._log = _open_shared(self.log_path)
         self._abs_dir = os.path.abspath(self.log_dir)  # for close(), whatever the cwd is by then
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
@@ -115,19 +120,30 @@ class Console:
             self.out, self.err = sys.stdout, sys.stderr
             self._saved_fds = None
         if self._log is not None:
+            removed = self._remove_if_empty()
             self._log.close()
             self._log = None
-            self._remove_if_empty()
+            if removed:
+                self._remove_folders()
 
-    def _remove_if_empty(self) -> None:
-        """An empty log, and the folders made for it that it leaves empty, are removed."""
+    def _remove_if_empty(self) -> bool:
+        """Remove the log if it is empty and no other run on this output has it open (each holds
+        a shared lock on it while open): whether it was removed."""
         log = os.path.join(self._abs_dir, LOG_NAME)
         try:
-            if os.path.getsize(log) > 0:
-                return
+            self._log.flush()
+            mine = os.fstat(self._log.fileno())
+            if mine.st_size > 0 or not os.path.samestat(mine, os.stat(log)):
+                return False
+            if fcntl is not None:
+                fcntl.flock(self._log.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             os.remove(log)
-        except OSError:
-            return
+        except OSError:  # another run has it open (BlockingIOError), or it is gone
+            return False
+        return True
+
+    def _remove_folders(self) -> None:
+        """The folders made for the log that its removal left empty, innermost first."""
         if self._made is None:
             return
         folder, made = self._abs_dir, self._made
@@ -137,6 +153,23 @@ class Console:
             except OSError:  # not empty (the job wrote there), or gone
                 return
             folder = os.path.dirname(folder)
+
+
+def _open_shared(path: str) -> io.TextIOWrapper:
+    """``path`` opened for appending, with a shared lock that tells another run on the same
+    output that it is in use. Opened again when a run that was closing removed it meanwhile."""
+    for _ in range(10):
+        log = open(path, "a", buffering=1, encoding="utf-8", errors="replace")
+        if fcntl is None:
+            return log
+        fcntl.flock(log.fileno(), fcntl.LOCK_SH)
+        try:
+            if os.path.samestat(os.fstat(log.fileno()), os.stat(path)):
+                return log
+        except FileNotFoundError:
+            pass
+        log.close()
+    return open(path, "a", buffering=1, encoding="utf-8", errors="replace")
 
 
 def _first_missing(path: str) -> Optional[str]:

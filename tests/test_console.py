@@ -4,6 +4,7 @@ import io
 import logging
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import time
@@ -92,6 +93,38 @@ def test_an_empty_log_leaves_nothing_behind(tmp_path, monkeypatch, capsys):
     logging.getLogger("chatty").warning("kept")
     con.close()
     assert "kept" in pathlib.Path(con.log_path).read_text()
+
+
+def test_a_run_closing_with_an_empty_log_keeps_the_log_another_run_has_open(tmp_path):
+    """Two runs on one output: the first to close, its log still empty, leaves the log the other
+    run has open (removed, it would have taken the other run's lines with it); the last to close
+    an empty log removes it."""
+    other = f"""
+import logging, sys
+from pipelines.console import Console
+con = Console({str(tmp_path / 'out')!r}).open()
+print("open", file=con.out, flush=True)
+if sys.stdin.readline().strip() == "log":
+    logging.getLogger("other").warning("the other run's line")
+con.close()
+"""
+
+    def run_beside(then: str) -> None:
+        proc = subprocess.Popen([sys.executable, "-c", other], cwd=ROOT, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "open", proc.stderr.read()
+        con = Console(str(tmp_path / "out")).open()
+        con.close()
+        log = pathlib.Path(con.log_path)
+        assert log.exists()  # the other run has it open
+        proc.communicate(then + "\n", timeout=60)
+        assert proc.returncode == 0
+
+    run_beside("log")
+    assert "the other run's line" in (tmp_path / "out" / "logs" / "job.log").read_text()
+    shutil.rmtree(tmp_path / "out")
+    run_beside("quiet")  # the other run, last to close an empty log, removes it
+    assert not (tmp_path / "out").exists()
 
 
 def test_progress_counts_every_record_a_pipeline_read():
