@@ -34,8 +34,10 @@ def main() -> int:
     if pressed:  # one line, as dedup_images.main says it later
         from pipelines.console import open_console, say_interrupted
 
-        say_interrupted(open_console(early_start.output_of(sys.argv[1:])))
-        return 130  # no driver joined Ray yet: atexit stops its processes
+        # No driver joined the embedded Ray yet: its head (a start in progress waited for) is
+        # stopped while its output still goes to the log.
+        say_interrupted(open_console(early_start.output_of(sys.argv[1:])), stop=early_start.stop_ray_before_exit)
+        return 130
     return dedup_images.main()
 
 

@@ -22,7 +22,7 @@ import logging
 import os
 import sys
 import tempfile
-from typing import Optional, TextIO
+from typing import Callable, Optional, TextIO
 
 try:
     import fcntl
@@ -212,11 +212,16 @@ def open_console(output: str) -> Console:
     return _current
 
 
-def say_interrupted(con: Console) -> None:
-    """Ctrl-C: the traceback to the log, one line to the terminal, and the terminal given back."""
+def say_interrupted(con: Console, stop: Optional[Callable[[], None]] = None) -> None:
+    """Ctrl-C: the traceback to the log, one line to the terminal, then ``stop`` (while what it
+    prints still goes to the log), and the terminal given back."""
     logging.getLogger("pipelines").warning("interrupted", exc_info=True)
     con.tell(f"beam-phash: interrupted (details in {con.log_path})")
-    close_console()
+    try:
+        if stop is not None:
+            stop()
+    finally:
+        close_console()
 
 
 def close_console() -> None:

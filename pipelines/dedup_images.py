@@ -526,9 +526,10 @@ def stop_embedded_ray() -> None:
 def interrupted(con: Console) -> NoReturn:
     """Ctrl-C on the command line: one line, then exit 130 at once. Not through Ray's shutdown:
     with a thread still talking to the embedded Ray (a DoFn's connection), Ray ends the process
-    itself (exit 1) when the driver shuts down under it. The embedded Ray's processes stop with
-    this one (they are started with the parent-death signal, see ``ray_cluster``)."""
-    say_interrupted(con)
+    itself (exit 1) when the driver shuts down under it. The embedded Ray's GCS and raylet stop
+    with this process (they are started with the parent-death signal, see ``ray_cluster``);
+    what would outlive it is stopped first (``early_start.stop_ray_before_exit``)."""
+    say_interrupted(con, stop=early_start.stop_ray_before_exit)
     os._exit(130)
 
 

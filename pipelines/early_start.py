@@ -64,3 +64,12 @@ def begin(argv: List[str]) -> None:
         from beam_phash.exact import ray_cluster
 
         ray_cluster.start_local_ray_soon()
+
+
+def stop_ray_before_exit() -> None:
+    """Before this process ends after a Ctrl-C: what of the embedded Ray would outlive it is
+    stopped (``ray_cluster.stop_before_exit``). Nothing when Ray was never imported."""
+    import sys
+
+    if "beam_phash.exact.ray_cluster" in sys.modules:
+        sys.modules["beam_phash.exact.ray_cluster"].stop_before_exit()

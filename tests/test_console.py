@@ -276,8 +276,8 @@ print(cli.main(), len(done))
 @pytest.mark.parametrize("after", [0.3, 1.5, 3.0])
 def test_ctrl_c_is_one_line_and_exit_130_at_any_point(tmp_path, after):
     """Ctrl-C while Beam is imported, while the embedded Ray starts or while the job runs: one
-    line, exit 130, no traceback (the traceback goes to the log). A job that had finished by then
-    exits as usual."""
+    line, exit 130, no traceback (the traceback goes to the log), and no process of the embedded
+    Ray left behind. A job that had finished by then exits as usual."""
     import signal
 
     inputs = tmp_path / "in"
@@ -285,9 +285,12 @@ def test_ctrl_c_is_one_line_and_exit_130_at_any_point(tmp_path, after):
     photos = sorted((ROOT / "tests" / "data").glob("*.jpg"))
     for i in range(1500):
         (inputs / f"{i:05d}.jpg").write_bytes(photos[i % len(photos)].read_bytes())
+    # As from a terminal, whatever started the tests (a background job ignores SIGINT), and in a
+    # session of its own: every process the job starts is in it (Ray's retitle themselves).
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "--input", str(inputs),
                              "--output", str(tmp_path / "out")],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     time.sleep(after)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=300)
@@ -296,3 +299,12 @@ def test_ctrl_c_is_one_line_and_exit_130_at_any_point(tmp_path, after):
         assert err.splitlines()[-1].startswith("beam-phash: interrupted"), err
     else:
         assert proc.returncode == 0 and "(adds up)" in out, (proc.returncode, err)
+    # Nothing of the embedded Ray outlives the job (its agents, left alone, stayed a minute).
+    left = []
+    for _ in range(20):
+        time.sleep(0.5)
+        found = subprocess.run(["pgrep", "-a", "-s", str(proc.pid)], capture_output=True, text=True)
+        left = [line for line in found.stdout.splitlines() if "pgrep" not in line]
+        if not left:
+            break
+    assert not left, left

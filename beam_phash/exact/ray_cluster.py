@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -178,6 +179,68 @@ def shutdown_local_ray() -> None:
             _head.stop()
         _started_here = None
         _head = None
+
+
+def stop_before_exit() -> None:
+    """Stop what of the embedded Ray would outlive this process, which is about to end at once
+    (``os._exit`` after a Ctrl-C).
+
+    With no driver joined, the whole head, as at exit (a start in progress is waited for). With
+    this process joined as its driver, not through ``ray.shutdown()`` or a stop of the raylet:
+    under a thread still talking to Ray, either ends this process itself (exit 1). Only the
+    raylet's children are killed (its agents, which would outlive us by a minute, and its
+    workers); the GCS and the raylet die with this process (parent-death signal)."""
+    with _lock:
+        joined = bool(_started_here) and ray.is_initialized()
+    if not joined:
+        shutdown_local_ray()
+        return
+    for pid in _descendants(_children(os.getpid(), name="raylet")):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:  # gone meanwhile
+            pass
+
+
+def _parents() -> dict:
+    """pid -> parent pid of every process this one can see (Linux /proc; empty elsewhere)."""
+    out = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return out
+    for entry in entries:
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            out[int(entry)] = int(stat.rsplit(b")", 1)[1].split()[1])  # the name may hold spaces
+    return out
+
+
+def _children(pid: int, name: str) -> list:
+    """The children of ``pid`` whose process name is ``name``."""
+    found = []
+    for child, parent in _parents().items():
+        if parent == pid:
+            try:
+                with open(f"/proc/{child}/comm") as f:
+                    if f.read().strip() == name:
+                        found.append(child)
+            except OSError:
+                continue
+    return found
+
+
+def _descendants(pids: list) -> list:
+    """Every process below ``pids``, not those themselves."""
+    parents, out, level = _parents(), [], set(pids)
+    while level:
+        level = {child for child, parent in parents.items() if parent in level}
+        out.extend(level)
+    return out
 
 
 def token_available() -> bool:
