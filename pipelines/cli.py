@@ -2,8 +2,8 @@
 
 It begins what the job can start before Beam is imported (``early_start``), then imports the job.
 
-Until the job is imported, Ctrl-C is noted and acted on once the import is done (a second or
-so), never raised inside it. Meanwhile a thread may be starting the embedded Ray, which forks;
+Until the job is imported, Ctrl-C is noted and acted on between the steps (opening the console,
+beginning the embedded Ray's start, importing the job: a second or so), never raised inside one. Meanwhile a thread may be starting the embedded Ray, which forks;
 a KeyboardInterrupt raised between an import's taking and releasing of Python's import lock left
 that lock held, and the fork then waited for it forever, and the job with it.
 """
@@ -34,8 +34,7 @@ def main() -> int:
     if pressed:  # one line, as dedup_images.main says it later
         from pipelines.console import open_console, say_interrupted
 
-        # No driver joined the embedded Ray yet: its head (a start in progress waited for) is
-        # stopped while its output still goes to the log.
+        # The embedded Ray, perhaps still starting, is stopped while its output goes to the log.
         say_interrupted(open_console(early_start.output_of(sys.argv[1:])), stop=early_start.stop_ray_before_exit)
         return 130
     return dedup_images.main()

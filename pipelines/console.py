@@ -13,7 +13,8 @@ When ``sys.stdout`` and ``sys.stderr`` are not the process's descriptors (a note
 capture), the job's lines go to them, and the descriptors still go to the log.
 
 A log left empty (a run refused before anything logged: a configuration error, an output that
-cannot be written) is removed on :meth:`Console.close`, with the folders the console made for it.
+cannot be written) is removed on :meth:`Console.close`, with the folders the console made for it,
+unless another run on the same output has it open (each run holds a shared ``flock`` on it).
 """
 from __future__ import annotations
 
@@ -22,12 +23,10 @@ import logging
 import os
 import sys
 import tempfile
+import time
 from typing import Callable, Optional, TextIO
 
-try:
-    import fcntl
-except ImportError:  # not on Windows: an empty log is then removed without asking who else has it
-    fcntl = None
+import fcntl  # POSIX only, as the state store
 
 LOG_NAME = "job.log"
 
@@ -135,10 +134,17 @@ class Console:
             mine = os.fstat(self._log.fileno())
             if mine.st_size > 0 or not os.path.samestat(mine, os.stat(log)):
                 return False
-            if fcntl is not None:
-                fcntl.flock(self._log.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # gone
+            return False
+        try:
+            fcntl.flock(self._log.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # another run has it open
+            return False
+        except OSError:  # a filesystem without locks: nobody can say; removed, as without them
+            pass
+        try:
             os.remove(log)
-        except OSError:  # another run has it open (BlockingIOError), or it is gone
+        except OSError:
             return False
         return True
 
@@ -157,19 +163,25 @@ class Console:
 
 def _open_shared(path: str) -> io.TextIOWrapper:
     """``path`` opened for appending, with a shared lock that tells another run on the same
-    output that it is in use. Opened again when a run that was closing removed it meanwhile."""
-    for _ in range(10):
-        log = open(path, "a", buffering=1, encoding="utf-8", errors="replace")
-        if fcntl is None:
+    output that it is in use. Opened again when a run that was closing removed it meanwhile; left
+    unlocked where the filesystem has no locks, or after a few seconds of trying."""
+    for _ in range(100):
+        log = open(path, "a+", buffering=1, encoding="utf-8", errors="replace")  # a+: NFS locks need read
+        try:
+            fcntl.flock(log.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:  # a closing run is removing it: open it again in a moment
+            log.close()
+            time.sleep(0.05)
+            continue
+        except OSError:  # no locks here
             return log
-        fcntl.flock(log.fileno(), fcntl.LOCK_SH)
         try:
             if os.path.samestat(os.fstat(log.fileno()), os.stat(path)):
                 return log
-        except FileNotFoundError:
+        except OSError:  # removed meanwhile
             pass
         log.close()
-    return open(path, "a", buffering=1, encoding="utf-8", errors="replace")
+    return open(path, "a+", buffering=1, encoding="utf-8", errors="replace")
 
 
 def _first_missing(path: str) -> Optional[str]:
@@ -220,6 +232,8 @@ def say_interrupted(con: Console, stop: Optional[Callable[[], None]] = None) -> 
     try:
         if stop is not None:
             stop()
+    except BaseException:  # noqa: BLE001 - a second Ctrl-C, or a failed stop: to the log only
+        logging.getLogger("pipelines").warning("stopping after Ctrl-C", exc_info=True)
     finally:
         close_console()
 

@@ -529,8 +529,10 @@ def interrupted(con: Console) -> NoReturn:
     itself (exit 1) when the driver shuts down under it. The embedded Ray's GCS and raylet stop
     with this process (they are started with the parent-death signal, see ``ray_cluster``);
     what would outlive it is stopped first (``early_start.stop_ray_before_exit``)."""
-    say_interrupted(con, stop=early_start.stop_ray_before_exit)
-    os._exit(130)
+    try:
+        say_interrupted(con, stop=early_start.stop_ray_before_exit)
+    finally:
+        os._exit(130)
 
 
 def _chain(e: Optional[BaseException]) -> Iterator[BaseException]:

@@ -287,10 +287,11 @@ def test_ctrl_c_is_one_line_and_exit_130_at_any_point(tmp_path, after):
         (inputs / f"{i:05d}.jpg").write_bytes(photos[i % len(photos)].read_bytes())
     # As from a terminal, whatever started the tests (a background job ignores SIGINT), and in a
     # session of its own: every process the job starts is in it (Ray's retitle themselves).
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "--input", str(inputs),
-                             "--output", str(tmp_path / "out")],
+    terminal = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                "os.execv(sys.executable, [sys.executable, '-m', 'pipelines.cli', *sys.argv[1:]])")
+    proc = subprocess.Popen([sys.executable, "-c", terminal, "--input", str(inputs), "--output", str(tmp_path / "out")],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            start_new_session=True)
     time.sleep(after)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=300)

@@ -305,3 +305,32 @@ print("starting" if not ray_cluster._head._ready.is_set() else "up", flush=True)
         if not left:
             break
     assert not left, left
+
+
+def test_the_processes_below_a_process_are_found_whatever_their_names():
+    """``stop_before_exit`` finds the raylet by name among this process's children and kills what
+    is below it; /proc/PID/stat names a process in parentheses, and a name may hold both."""
+    import subprocess
+    import sys
+    import time
+
+    odd = "a) b (c"
+    script = (f"import subprocess, sys, time; open('/proc/self/comm', 'w').write({odd!r}); "
+              "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 30
+        while not ray_cluster._children(os.getpid(), name=odd) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ray_cluster._children(os.getpid(), name=odd) == [proc.pid]
+        assert ray_cluster._parents()[proc.pid] == os.getpid()
+        while len(ray_cluster._descendants([proc.pid])) < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        below = ray_cluster._descendants([proc.pid])
+        assert len(below) == 1 and ray_cluster._parents()[below[0]] == proc.pid
+        assert proc.pid not in ray_cluster._descendants([proc.pid])
+    finally:
+        for pid in ray_cluster._descendants([proc.pid]):
+            os.kill(pid, signal.SIGKILL)
+        proc.kill()
+        proc.wait()

@@ -101,9 +101,10 @@ class _Head:
         return self.node
 
     def stop(self) -> None:
-        """Stop the node's processes. A node still starting (a Ctrl-C during start-up) is waited
-        for, up to ``STOP_WAIT`` seconds, and then stopped: left to die with this process, its
-        raylet's agents outlived it by a minute or more."""
+        """Stop the node's processes. A node still starting (this process exits during the start)
+        is waited for, up to ``STOP_WAIT`` seconds, and then stopped: left to die with this
+        process, its raylet's agents outlived it by a minute or more. (After a Ctrl-C the
+        command does not wait: ``stop_before_exit``.)"""
         self._ready.wait(STOP_WAIT)
         if self.node is not None:
             self.node.kill_all_processes(check_alive=False, allow_graceful=True)
@@ -162,6 +163,8 @@ def start_local_ray(num_cpus: Optional[int] = None) -> str:
             return _started_here
         try:
             node = _head.wait()
+        except KeyboardInterrupt:
+            raise  # at once: the head is left to stop_before_exit, or to the stop at exit
         except BaseException:
             _head.stop()
             _head = None
@@ -182,24 +185,32 @@ def shutdown_local_ray() -> None:
 
 
 def stop_before_exit() -> None:
-    """Stop what of the embedded Ray would outlive this process, which is about to end at once
-    (``os._exit`` after a Ctrl-C).
+    """Stop what of the embedded Ray would outlive this process, which is about to end after a
+    Ctrl-C (``os._exit``, or a return from the command): at once, whatever state Ray is in.
 
-    With no driver joined, the whole head, as at exit (a start in progress is waited for). With
-    this process joined as its driver, not through ``ray.shutdown()`` or a stop of the raylet:
-    under a thread still talking to Ray, either ends this process itself (exit 1). Only the
-    raylet's children are killed (its agents, which would outlive us by a minute, and its
-    workers); the GCS and the raylet die with this process (parent-death signal)."""
-    with _lock:
-        joined = bool(_started_here) and ray.is_initialized()
-    if not joined:
-        shutdown_local_ray()
+    Not through ``ray.shutdown()`` or a stop of the raylet: under a thread still talking to Ray
+    (a DoFn's connection), either ends this process itself (exit 1), and a stop waits for a head
+    still starting. The raylet is frozen (SIGSTOP), so that it cannot answer what follows, and
+    every process below it is killed: its agents, which would outlive us by a minute, and its
+    workers. The frozen raylet and the GCS die with this process (Ray starts them with the
+    parent-death signal). Nothing when this process started no Ray (an external cluster);
+    Linux only (``/proc``)."""
+    global _head
+    if _head is None and not _started_here:
         return
-    for pid in _descendants(_children(os.getpid(), name="raylet")):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:  # gone meanwhile
-            pass
+    raylets = _children(os.getpid(), name="raylet")
+    for pid in raylets:
+        _signal(pid, signal.SIGSTOP)
+    for pid in _descendants(raylets):
+        _signal(pid, signal.SIGKILL)
+    _head = None  # nothing left for the stop at exit to wait for
+
+
+def _signal(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except OSError:  # gone meanwhile
+        pass
 
 
 def _parents() -> dict:
@@ -214,9 +225,9 @@ def _parents() -> dict:
             try:
                 with open(f"/proc/{entry}/stat", "rb") as f:
                     stat = f.read()
-            except OSError:
+                out[int(entry)] = int(stat.rsplit(b")", 1)[1].split()[1])  # the name may hold spaces
+            except (OSError, IndexError, ValueError):  # gone meanwhile, or read cut short
                 continue
-            out[int(entry)] = int(stat.rsplit(b")", 1)[1].split()[1])  # the name may hold spaces
     return out
 
 
@@ -236,9 +247,10 @@ def _children(pid: int, name: str) -> list:
 
 def _descendants(pids: list) -> list:
     """Every process below ``pids``, not those themselves."""
-    parents, out, level = _parents(), [], set(pids)
+    parents, out, seen, level = _parents(), [], set(pids), set(pids)
     while level:
-        level = {child for child, parent in parents.items() if parent in level}
+        level = {child for child, parent in parents.items() if parent in level} - seen
+        seen |= level
         out.extend(level)
     return out
 
