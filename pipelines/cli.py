@@ -7,6 +7,7 @@ beginning the embedded Ray's start, importing the job: a second or so), never ra
 a KeyboardInterrupt raised between an import's taking and releasing of Python's import lock left
 that lock held, and the fork then waited for it forever, and the job with it.
 """
+import os
 import signal
 import sys
 
@@ -34,8 +35,16 @@ def main() -> int:
     if pressed:  # one line, as dedup_images.main says it later
         from pipelines.console import open_console, say_interrupted
 
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second press does not cut the stop short
         # The embedded Ray, perhaps still starting, is stopped while its output goes to the log.
         say_interrupted(open_console(early_start.output_of(sys.argv[1:])), stop=early_start.stop_ray_before_exit)
+        if "beam_phash.exact.ray_cluster" in sys.modules:
+            # A thread may still be in Ray's start: end now, as the job does after a Ctrl-C,
+            # rather than run the interpreter's exit beside it with the terminal given back.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         return 130
     return dedup_images.main()
 

@@ -143,6 +143,8 @@ class Console:
         except OSError:  # a filesystem without locks: nobody can say; removed, as without them
             pass
         try:
+            if os.fstat(self._log.fileno()).st_size > 0:  # written before the lock was ours
+                return False
             os.remove(log)
         except OSError:
             return False

@@ -45,6 +45,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import time
 from typing import Iterator, List, NoReturn, Optional, Tuple
 
@@ -529,6 +530,7 @@ def interrupted(con: Console) -> NoReturn:
     itself (exit 1) when the driver shuts down under it. The embedded Ray's GCS and raylet stop
     with this process (they are started with the parent-death signal, see ``ray_cluster``);
     what would outlive it is stopped first (``early_start.stop_ray_before_exit``)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second press does not cut the stop short
     try:
         say_interrupted(con, stop=early_start.stop_ray_before_exit)
     finally:

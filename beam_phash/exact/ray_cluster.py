@@ -190,18 +190,24 @@ def stop_before_exit() -> None:
 
     Not through ``ray.shutdown()`` or a stop of the raylet: under a thread still talking to Ray
     (a DoFn's connection), either ends this process itself (exit 1), and a stop waits for a head
-    still starting. The raylet is frozen (SIGSTOP), so that it cannot answer what follows, and
-    every process below it is killed: its agents, which would outlive us by a minute, and its
-    workers. The frozen raylet and the GCS die with this process (Ray starts them with the
+    still starting. The raylet and every process below it are frozen (SIGSTOP), so that none
+    answers what follows or forks again, and those below it are killed: its agents, which would
+    outlive us by a minute, and its workers. The frozen raylet and the GCS die with this process (Ray starts them with the
     parent-death signal). Nothing when this process started no Ray (an external cluster);
     Linux only (``/proc``)."""
     global _head
     if _head is None and not _started_here:
         return
-    raylets = _children(os.getpid(), name="raylet")
-    for pid in raylets:
-        _signal(pid, signal.SIGSTOP)
-    for pid in _descendants(raylets):
+    raylets = set(_children(os.getpid(), name="raylet"))
+    frozen: set = set()
+    for _ in range(10):  # until no process below appeared since the last look (one that forked)
+        new = (raylets | set(_descendants(list(raylets)))) - frozen
+        if not new:
+            break
+        for pid in new:
+            _signal(pid, signal.SIGSTOP)
+        frozen |= new
+    for pid in frozen - raylets:
         _signal(pid, signal.SIGKILL)
     _head = None  # nothing left for the stop at exit to wait for
 
