@@ -17,7 +17,7 @@ from pipelines import early_start
 from pipelines.console import Console
 from pipelines.dedup_images import one_line
 from pipelines.progress import ProgressBoard, ProgressDoFn
-from processes import processes_of
+from processes import left_in_session, processes_of
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -301,11 +301,5 @@ def test_ctrl_c_is_one_line_and_exit_130_at_any_point(tmp_path, after):
     else:
         assert proc.returncode == 0 and "(adds up)" in out, (proc.returncode, err)
     # Nothing of the embedded Ray outlives the job (its agents, left alone, stayed a minute).
-    left = []
-    for _ in range(20):
-        time.sleep(0.5)
-        found = subprocess.run(["pgrep", "-a", "-s", str(proc.pid)], capture_output=True, text=True)
-        left = [line for line in found.stdout.splitlines() if "pgrep" not in line]
-        if not left:
-            break
+    left = left_in_session(proc.pid)
     assert not left, left

@@ -22,6 +22,7 @@ from conftest import PHOTOS
 from dedup_oracle import check_outputs, make_records, oracle
 from job_outputs import basename, read
 from pipelines import dedup_images
+from processes import left_in_session
 from tagged import tagged
 
 
@@ -276,7 +277,6 @@ def test_a_process_that_exits_while_its_embedded_ray_starts_leaves_no_ray_proces
     Ray's processes are up, so the exit lands inside it every time."""
     import subprocess
     import sys
-    import time
 
     script = """
 import time
@@ -297,13 +297,7 @@ print("starting" if not ray_cluster._head._ready.is_set() else "up", flush=True)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert out.split() == ["starting"], (out, err)
-    left = []
-    for _ in range(20):  # a graceful stop takes a moment; left alone, the agents stay a minute
-        time.sleep(0.5)
-        found = subprocess.run(["pgrep", "-a", "-s", str(proc.pid)], capture_output=True, text=True)
-        left = [line for line in found.stdout.splitlines() if "pgrep" not in line]
-        if not left:
-            break
+    left = left_in_session(proc.pid)  # a graceful stop takes a moment; left alone, agents stay a minute
     assert not left, left
 
 
