@@ -3,9 +3,10 @@
 It begins what the job can start before Beam is imported (``early_start``), then imports the job.
 
 Until the job is imported, Ctrl-C is noted and acted on between the steps (opening the console,
-beginning the embedded Ray's start, importing the job: a second or so), never raised inside one. Meanwhile a thread may be starting the embedded Ray, which forks;
-a KeyboardInterrupt raised between an import's taking and releasing of Python's import lock left
-that lock held, and the fork then waited for it forever, and the job with it.
+beginning the embedded Ray's start, importing the job: a second or so), never raised inside one.
+Meanwhile a thread may be starting the embedded Ray, which forks; a KeyboardInterrupt raised
+between an import's taking and releasing of Python's import lock left that lock held, and the
+fork then waited for it forever, and the job with it.
 """
 import os
 import signal
