@@ -55,7 +55,7 @@ class Console:
         self._root_level = logging.WARNING
         #: the outermost folder made for the log (None: it existed), removed with an empty log
         self._made: Optional[str] = self.log_dir if "://" in output else None
-        self._abs_dir = os.path.abspath(self.log_dir)
+        self._abs_dir = ""  # the log's folder as an absolute path, set by open()
 
     def open(self) -> "Console":
         try:
@@ -129,13 +129,7 @@ class Console:
         """Remove the log if it is empty and no other run on this output has it open (each holds
         a shared lock on it while open): whether it was removed."""
         log = os.path.join(self._abs_dir, LOG_NAME)
-        try:
-            self._log.flush()
-            mine = os.fstat(self._log.fileno())
-            if mine.st_size > 0 or not os.path.samestat(mine, os.stat(log)):
-                return False
-        except OSError:  # gone
-            return False
+        self._log.flush()
         try:
             fcntl.flock(self._log.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:  # another run has it open
@@ -143,10 +137,11 @@ class Console:
         except OSError:  # a filesystem without locks: nobody can say; removed, as without them
             pass
         try:
-            if os.fstat(self._log.fileno()).st_size > 0:  # written before the lock was ours
+            mine = os.fstat(self._log.fileno())
+            if mine.st_size > 0 or not os.path.samestat(mine, os.stat(log)):
                 return False
             os.remove(log)
-        except OSError:
+        except OSError:  # gone
             return False
         return True
 
