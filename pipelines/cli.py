@@ -39,7 +39,7 @@ def main() -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second press does not cut the stop short
         # The embedded Ray, perhaps still starting, is stopped while its output goes to the log.
         say_interrupted(open_console(early_start.output_of(sys.argv[1:])), stop=early_start.stop_ray_before_exit)
-        if "beam_phash.exact.ray_cluster" in sys.modules:
+        if early_start.loaded_ray_cluster() is not None:
             # A thread may still be in Ray's start: end now, as the job does after a Ctrl-C,
             # rather than run the interpreter's exit beside it with the terminal given back.
             sys.stdout.flush()

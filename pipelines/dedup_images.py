@@ -520,8 +520,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 def stop_embedded_ray() -> None:
     """Stop the embedded Ray, if this process started one, while the console still sends its
     output to the log (atexit would do it after the terminal is given back)."""
-    if "beam_phash.exact.ray_cluster" in sys.modules:
-        sys.modules["beam_phash.exact.ray_cluster"].shutdown_local_ray()
+    cluster = early_start.loaded_ray_cluster()
+    if cluster is not None:
+        cluster.shutdown_local_ray()
 
 
 def interrupted(con: Console) -> NoReturn:

@@ -66,10 +66,17 @@ def begin(argv: List[str]) -> None:
         ray_cluster.start_local_ray_soon()
 
 
+def loaded_ray_cluster():
+    """``beam_phash.exact.ray_cluster`` if this process imported it (and so may have started an
+    embedded Ray), else None: imported here, it would bring Ray along for nothing."""
+    import sys
+
+    return sys.modules.get("beam_phash.exact.ray_cluster")
+
+
 def stop_ray_before_exit() -> None:
     """Before this process ends after a Ctrl-C: what of the embedded Ray would outlive it is
     stopped (``ray_cluster.stop_before_exit``). Nothing when Ray was never imported."""
-    import sys
-
-    if "beam_phash.exact.ray_cluster" in sys.modules:
-        sys.modules["beam_phash.exact.ray_cluster"].stop_before_exit()
+    cluster = loaded_ray_cluster()
+    if cluster is not None:
+        cluster.stop_before_exit()

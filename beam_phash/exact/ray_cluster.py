@@ -192,9 +192,9 @@ def stop_before_exit() -> None:
     (a DoFn's connection), either ends this process itself (exit 1), and a stop waits for a head
     still starting. The raylet and every process below it are frozen (SIGSTOP), so that none
     answers what follows or forks again, and those below it are killed: its agents, which would
-    outlive us by a minute, and its workers. The frozen raylet and the GCS die with this process (Ray starts them with the
-    parent-death signal). Nothing when this process started no Ray (an external cluster);
-    Linux only (``/proc``)."""
+    outlive us by a minute, and its workers. The frozen raylet and the GCS die with this process
+    (Ray starts them with the parent-death signal). Nothing when this process started no Ray (an
+    external cluster); Linux only (``/proc``)."""
     global _head
     if _head is None and not _started_here:
         return
