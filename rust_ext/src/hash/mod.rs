@@ -1,10 +1,11 @@
 //! Decode-and-hash, one image or a batch. Each input gets exactly one result, and a panic in
 //! the decoder or hasher becomes that input's error instead of unwinding further. `algorithm`
 //! holds the supported algorithms and their bit counts; `phash`, `dhash` and `average` (aHash and
-//! the median hash) the last steps we compute ourselves, `threshold` the median and bit packing
-//! they share.
+//! the median hash) the last steps we compute ourselves, `blockhash` image_hasher's blockhash
+//! computed faster, `threshold` the median and bit packing they share.
 pub mod algorithm;
 pub mod average;
+pub mod blockhash;
 pub mod dhash;
 pub mod phash;
 pub mod threshold;
@@ -148,7 +149,7 @@ fn hash_picture(picture: &Picture, spec: &HashSpec) -> Result<HashBits, Error> {
         (None, Algorithm::AHash) => average::hash(picture, n, Level::Mean)?,
         (None, Algorithm::Median) => average::hash(picture, n, Level::Median)?,
         // blockhash: image_hasher's, on the whole reduced image.
-        (None, _) => spec.blockhasher().hash_image(&picture.gray8()).as_bytes().to_vec(),
+        (None, _) => blockhash::hash(&blockhash::View::upright(&picture.gray8()), n, spec.blockhasher()),
     };
     Ok(HashBits { bytes, bits: spec.bits() })
 }
@@ -169,14 +170,19 @@ fn hash_unguarded(data: &[u8], spec: &HashSpec, limits: &Limits, dihedral: bool)
             (hash_picture(&picture, spec)?, quality(&grid, QUALITY_SIDE as usize))
         }
     };
-    let variants = if dihedral {
+    let variants = if !dihedral {
+        Vec::new()
+    } else if spec.algorithm == Algorithm::Blockhash {
+        // One 8-bit picture, read turned: the same bits as hashing each turned copy.
+        let gray = picture.gray8();
+        let variant = |i| HashBits { bytes: blockhash::hash(&blockhash::View::turned(&gray, i), spec.hash_size, spec.blockhasher()), bits: spec.bits() };
+        std::iter::once(hash.clone()).chain((1..8).map(variant)).collect()
+    } else {
         let mut all = vec![hash.clone()];
         for i in 1..8 {
             all.push(hash_picture(&dihedral_variant(&picture, i), spec)?);
         }
         all
-    } else {
-        Vec::new()
     };
     Ok(ImageHash { hash, width, height, quality, variants })
 }

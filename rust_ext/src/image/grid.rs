@@ -63,7 +63,7 @@ impl Picture {
         Picture { pixels, extent }
     }
 
-    /// The reduced image rounded to 8 bits, for image_hasher's blockhash.
+    /// The reduced image rounded to 8 bits, for blockhash (`hash/blockhash.rs`).
     pub fn gray8(&self) -> GrayImage {
         let (w, h) = self.pixels.dimensions();
         let bytes = self.pixels.as_raw().iter().map(|&v| v.round().clamp(0.0, 255.0) as u8).collect();

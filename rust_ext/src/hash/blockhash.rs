@@ -1,0 +1,189 @@
+//! blockhash (blockhash.io) bit for bit as image_hasher 3.1.1 computes it, in one pass over the
+//! 8-bit pixels, read through a view that may turn them.
+//!
+//! image_hasher sums each pixel into its block through a closure per pixel, with two float
+//! divisions and four weighted adds, three of which add zero whenever a block is wider and taller
+//! than a pixel; and a dihedral variant was a turned copy of the picture hashed again. Here the
+//! block of each column and of each row is looked up once, and a variant reads the upright pixels
+//! in the turned picture's order (`View::turned`), so its sums are added in the same order as
+//! image_hasher's over the turned copy, and come out the same in f32.
+//!
+//! The rule, as image_hasher's: an m x m grid of blocks (the hash size rounded up to a multiple of
+//! 4); where the picture's sides are multiples of m, u32 sums over whole blocks; otherwise block
+//! `floor(x / (w / m))` in f32, f32 sums. The blocks are cut into runs of 4m (four rows of blocks),
+//! each against its median (the element at index len / 2 once sorted): a bit is set where a block
+//! is above it, or equal to it (within 0.001 in f32) while the median is above half of a block's
+//! full brightness. Pictures with a side of m pixels or fewer go to image_hasher itself: its
+//! weights then split pixels between blocks.
+use std::ops::AddAssign;
+
+use image::{GrayImage, ImageBuffer, Luma};
+use image_hasher::Hasher;
+
+use crate::hash::threshold::pack;
+
+/// An 8-bit picture seen upright or turned: pixel (x, y) of the view is
+/// `pixels[start + x * dx + y * dy]` of the upright picture.
+pub struct View<'a> {
+    pixels: &'a [u8],
+    width: u32,
+    height: u32,
+    start: isize,
+    dx: isize,
+    dy: isize,
+}
+
+impl<'a> View<'a> {
+    pub fn upright(image: &'a GrayImage) -> View<'a> {
+        View::turned(image, 0)
+    }
+
+    /// Dihedral variant `i` of `image`, in `hash::DIHEDRAL` order (image's `rotate90`, `rotate180`
+    /// and `rotate270`, then the same after `flip_horizontal`).
+    pub fn turned(image: &'a GrayImage, i: usize) -> View<'a> {
+        let (w, h) = image.dimensions();
+        let (wi, hi) = (w as isize, h as isize);
+        // (start, dx, dy) as (x, y) coordinates of the upright picture, then flattened.
+        let (x0, y0, xdx, ydx, xdy, ydy) = match i % 8 {
+            0 => (0, 0, 1, 0, 0, 1),
+            1 => (0, hi - 1, 0, -1, 1, 0),
+            2 => (wi - 1, hi - 1, -1, 0, 0, -1),
+            3 => (wi - 1, 0, 0, 1, -1, 0),
+            4 => (wi - 1, 0, -1, 0, 0, 1),
+            5 => (wi - 1, hi - 1, 0, -1, -1, 0),
+            6 => (0, hi - 1, 1, 0, 0, -1),
+            _ => (0, 0, 0, 1, 1, 0),
+        };
+        let (width, height) = if i % 2 == 1 { (h, w) } else { (w, h) };
+        View { pixels: image.as_raw(), width, height, start: x0 + y0 * wi, dx: xdx + ydx * wi, dy: xdy + ydy * wi }
+    }
+
+    fn at(&self, x: u32, y: u32) -> u8 {
+        self.pixels[(self.start + x as isize * self.dx + y as isize * self.dy) as usize]
+    }
+
+    /// The view as a picture of its own (for image_hasher).
+    fn to_image(&self) -> GrayImage {
+        ImageBuffer::from_fn(self.width, self.height, |x, y| Luma([self.at(x, y)]))
+    }
+}
+
+/// The blockhash of `view` at `hash_size` (image_hasher's bytes: bit i of the hash is bit i % 8 of
+/// byte i / 8). `hasher` is image_hasher's blockhash at the same size, for pictures with a side
+/// of m pixels or fewer.
+pub fn hash(view: &View, hash_size: u32, hasher: &Hasher) -> Vec<u8> {
+    let m = hash_size.next_multiple_of(4);
+    let (w, h) = (view.width, view.height);
+    if w % m == 0 && h % m == 0 {
+        let (bw, bh) = (w / m, h / m);
+        let blocks = sums::<u32>(view, m, |x| (x / bw) as usize, |y| (y / bh) as usize);
+        let half = 255 * (bw * bh) / 2;
+        bits(&blocks, m, |b, median| b > median || (b == median && median > half))
+    } else if w > m && h > m {
+        let (bw, bh) = (w as f32 / m as f32, h as f32 / m as f32);
+        let blocks = sums::<f32>(view, m, |x| (x as f32 / bw).floor() as usize, |y| (y as f32 / bh).floor() as usize);
+        let half = 255.0 * (bw * bh) / 2.0;
+        bits(&blocks, m, |b, median| b > median || ((b - median).abs() < 0.001 && median > half))
+    } else {
+        hasher.hash_image(&view.to_image()).as_bytes().to_vec()
+    }
+}
+
+/// The m x m block sums of `view`, each pixel added to block (column `col(x)`, row `row(y)`) in
+/// the view's row-major order.
+fn sums<T: Copy + Default + AddAssign + From<u8>>(
+    view: &View,
+    m: u32,
+    col: impl Fn(u32) -> usize,
+    row: impl Fn(u32) -> usize,
+) -> Vec<T> {
+    let m = m as usize;
+    let cols: Vec<usize> = (0..view.width).map(col).collect();
+    let mut blocks = vec![T::default(); m * m];
+    for y in 0..view.height {
+        // Indexed as image_hasher indexes, row * m + column (a column of m would reach the next row).
+        let base = row(y) * m;
+        let first = view.start + y as isize * view.dy;
+        for (x, &c) in cols.iter().enumerate() {
+            blocks[base + c] += T::from(view.pixels[(first + x as isize * view.dx) as usize]);
+        }
+    }
+    blocks
+}
+
+/// One bit per block, each run of 4m blocks against its median.
+fn bits<T: Copy + PartialOrd>(blocks: &[T], m: u32, set: impl Fn(T, T) -> bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(blocks.len());
+    for run in blocks.chunks(4 * m as usize) {
+        let mut sorted = run.to_vec();
+        let k = sorted.len() / 2;
+        let (_, &mut median, _) = sorted.select_nth_unstable_by(k, |a, b| a.partial_cmp(b).expect("sums are finite"));
+        out.extend(run.iter().map(|&b| set(b, median)));
+    }
+    pack(out.into_iter(), blocks.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::imageops::{flip_horizontal, rotate180, rotate270, rotate90};
+    use image_hasher::{HashAlg, HasherConfig};
+
+    fn picture(w: u32, h: u32, seed: u64) -> GrayImage {
+        let mut s = seed | 1;
+        ImageBuffer::from_fn(w, h, |x, y| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            // Smooth shapes plus noise, and flat patches, so that medians tie now and then.
+            let v = 128.0 + 60.0 * ((x as f32) / 9.0).sin() * ((y as f32) / 13.0).cos() + (s % 40) as f32 - 20.0;
+            Luma([if (x / 7 + y / 5) % 11 == 0 { 200 } else { v.clamp(0.0, 255.0) as u8 }])
+        })
+    }
+
+    /// The picture turned as `hash::dihedral_variant` turns it, by the image crate.
+    fn turned_by_image(p: &GrayImage, i: usize) -> GrayImage {
+        let base = if i >= 4 { flip_horizontal(p) } else { p.clone() };
+        match i % 4 {
+            0 => base,
+            1 => rotate90(&base),
+            2 => rotate180(&base),
+            _ => rotate270(&base),
+        }
+    }
+
+    #[test]
+    fn a_view_reads_the_pixels_of_the_picture_turned_by_the_image_crate() {
+        let p = picture(7, 4, 3);
+        for i in 0..8 {
+            let want = turned_by_image(&p, i);
+            assert_eq!(View::turned(&p, i).to_image(), want, "variant {i}");
+        }
+    }
+
+    /// Against image_hasher's own blockhash of the turned picture, bit for bit: sides that are
+    /// multiples of m (u32 sums), sides that are not (f32), a side of m or fewer pixels (image_hasher
+    /// itself), hash sizes rounded up to a multiple of 4, and every dihedral variant. The last
+    /// pictures are flat, so every block ties with its median: a checkerboard of 127 and 128,
+    /// whose blocks of an even area sum to exactly half their full brightness, and flat 128.
+    #[test]
+    fn every_view_hashes_as_image_hasher_hashes_the_turned_picture() {
+        let sizes = [(64, 64), (128, 96), (100, 75), (257, 31), (33, 500), (16, 16), (12, 40), (5, 9), (48, 17)];
+        let checkerboard = |w, h| ImageBuffer::from_fn(w, h, |x, y| Luma([127 + ((x + y) % 2) as u8]));
+        let flat = [checkerboard(64, 64), checkerboard(96, 80), ImageBuffer::from_pixel(100, 75, Luma([128]))];
+        let pictures = sizes.iter().enumerate().map(|(k, &(w, h))| picture(w, h, 11 + k as u64)).chain(flat);
+        let mut checked = 0;
+        for p in pictures {
+            let (w, h) = p.dimensions();
+            for n in [4, 5, 8, 12, 16] {
+                let hasher = HasherConfig::new().hash_alg(HashAlg::Blockhash).hash_size(n, n).to_hasher();
+                for i in 0..8 {
+                    let want = hasher.hash_image(&turned_by_image(&p, i)).as_bytes().to_vec();
+                    assert_eq!(hash(&View::turned(&p, i), n, &hasher), want, "{w}x{h}, size {n}, variant {i}");
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 12 * 5 * 8);
+    }
+}
