@@ -140,51 +140,62 @@ fn dihedral_variant(picture: &Picture, i: usize) -> Picture {
     }
 }
 
-fn hash_picture(picture: &Picture, spec: &HashSpec) -> Result<HashBits, Error> {
+/// The hash bytes of one picture. `hash_unguarded` gets pHash's and blockhash's dihedral variants
+/// from one grid or one 8-bit picture instead of from each turned picture.
+fn hash_picture(picture: &Picture, spec: &HashSpec) -> Result<Vec<u8>, Error> {
     let n = spec.hash_size;
-    let bytes = match (spec.phasher(), spec.algorithm) {
+    Ok(match (spec.phasher(), spec.algorithm) {
         (Some(p), _) => p.hash(picture)?,
         (None, Algorithm::DHash) => dhash::hash(picture, n)?,
         (None, Algorithm::DoubleGradient) => dhash::double_hash(picture, n)?,
         (None, Algorithm::AHash) => average::hash(picture, n, Level::Mean)?,
         (None, Algorithm::Median) => average::hash(picture, n, Level::Median)?,
-        // blockhash: image_hasher's, on the whole reduced image.
         (None, _) => blockhash::hash(&blockhash::View::upright(&picture.gray8()), n, spec.blockhasher()),
-    };
-    Ok(HashBits { bytes, bits: spec.bits() })
+    })
 }
 
 fn hash_unguarded(data: &[u8], spec: &HashSpec, limits: &Limits, dihedral: bool) -> Result<ImageHash, Error> {
     let Decoded { pixels, width, height, extent } = decode(data, limits, spec.working_side())?;
     let picture = Picture::new(pixels, extent);
-    let (hash, quality) = match spec.phasher() {
-        // pHash's grid gives the quality grid by block means when its side is a multiple.
-        Some(p) if p.side() % QUALITY_SIDE == 0 => {
-            let side = p.side() as usize;
+    let turns = if dihedral { 8 } else { 1 };
+    let (hashes, quality) = match (spec.phasher(), spec.algorithm) {
+        // pHash: one grid gives the hash, the variants (one DCT for all eight, `phash.rs`) and,
+        // by its block means when its side is a multiple, the quality grid.
+        (Some(p), _) => {
             let grid = picture.resample_f32(p.side(), p.side())?;
-            let q = quality(&block_means(&grid, side, QUALITY_SIDE as usize), QUALITY_SIDE as usize);
-            (HashBits { bytes: p.hash_grid(grid), bits: spec.bits() }, q)
+            let q = if p.side() % QUALITY_SIDE == 0 {
+                let side = p.side() as usize;
+                quality(&block_means(&grid, side, QUALITY_SIDE as usize), QUALITY_SIDE as usize)
+            } else {
+                quality_of(&picture)?
+            };
+            (p.hash_grid_turns(grid, dihedral), q)
+        }
+        // blockhash: one 8-bit picture, read turned for the variants (`blockhash.rs`).
+        (None, Algorithm::Blockhash) => {
+            let gray = picture.gray8();
+            let hashes = (0..turns).map(|i| blockhash::hash(&blockhash::View::turned(&gray, i), spec.hash_size, spec.blockhasher()));
+            (hashes.collect(), quality_of(&picture)?)
         }
         _ => {
-            let grid = picture.resample_f32(QUALITY_SIDE, QUALITY_SIDE)?;
-            (hash_picture(&picture, spec)?, quality(&grid, QUALITY_SIDE as usize))
+            let mut hashes = vec![hash_picture(&picture, spec)?];
+            for i in 1..turns {
+                hashes.push(hash_picture(&dihedral_variant(&picture, i), spec)?);
+            }
+            (hashes, quality_of(&picture)?)
         }
     };
-    let variants = if !dihedral {
-        Vec::new()
-    } else if spec.algorithm == Algorithm::Blockhash {
-        // One 8-bit picture, read turned: the same bits as hashing each turned copy.
-        let gray = picture.gray8();
-        let variant = |i| HashBits { bytes: blockhash::hash(&blockhash::View::turned(&gray, i), spec.hash_size, spec.blockhasher()), bits: spec.bits() };
-        std::iter::once(hash.clone()).chain((1..8).map(variant)).collect()
-    } else {
-        let mut all = vec![hash.clone()];
-        for i in 1..8 {
-            all.push(hash_picture(&dihedral_variant(&picture, i), spec)?);
-        }
-        all
-    };
+    let mut variants: Vec<HashBits> = hashes.into_iter().map(|bytes| HashBits { bytes, bits: spec.bits() }).collect();
+    let hash = variants[0].clone();
+    if !dihedral {
+        variants.clear();
+    }
     Ok(ImageHash { hash, width, height, quality, variants })
+}
+
+/// The quality score of `picture` from its own `QUALITY_SIDE` grid.
+fn quality_of(picture: &Picture) -> Result<u8, Error> {
+    Ok(quality(&picture.resample_f32(QUALITY_SIDE, QUALITY_SIDE)?, QUALITY_SIDE as usize))
 }
 
 /// Hash one encoded image (with its dihedral variants when `dihedral`). Never panics.

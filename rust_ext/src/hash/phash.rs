@@ -71,11 +71,21 @@ impl PHasher {
     }
 
     /// The hash of a grid already resampled (`side()` x `side()`, row-major).
-    pub fn hash_grid(&self, mut grid: Vec<f32>) -> Vec<u8> {
+    pub fn hash_grid(&self, grid: Vec<f32>) -> Vec<u8> {
+        self.hash_grid_turns(grid, false).swap_remove(0)
+    }
+
+    /// The hash of a grid (as `hash_grid`), then with `dihedral` the hashes of its 7 turns in
+    /// `hash::DIHEDRAL` order. One DCT serves all eight: a turned grid's coefficients are the
+    /// grid's own, transposed where the turn swaps the axes, and negated at the odd frequencies
+    /// across a mirror (`turned`). The knee's quantile does not depend on the pixels' order.
+    pub fn hash_grid_turns(&self, mut grid: Vec<f32>, dihedral: bool) -> Vec<Vec<u8>> {
         if self.knee {
             knee(&mut grid);
         }
-        self.bits(&self.low(grid))
+        let low = self.low(grid);
+        let turns = if dihedral { 8 } else { 1 };
+        (0..turns).map(|i| self.bits(&turned(&low, self.n, i))).collect()
     }
 
     /// The low n x n DCT-II coefficients of `grid` (row-major: vertical frequency, then
@@ -113,6 +123,34 @@ impl PHasher {
         }
         pack(sums.iter().map(|&s| s >= 0.0), sums.len())
     }
+}
+
+/// The low n x n coefficients (row-major, vertical frequency v then horizontal u) of dihedral
+/// variant `i` of a square grid, from the grid's own `low`. The DCT-II basis of length m at
+/// frequency k is symmetric about the middle for even k and antisymmetric for odd k, so a mirror
+/// across columns negates the odd u, one across rows the odd v, and a transposition swaps u and v.
+/// image's `rotate90` is a transposition, then a mirror across columns; `rotate270` a
+/// transposition, then one across rows; `rotate180` both mirrors; `flip_horizontal` first gives
+/// the last four.
+fn turned(low: &[f32], n: usize, i: usize) -> Vec<f32> {
+    // (transposed, odd u negated, odd v negated)
+    let (transpose, odd_u, odd_v) = match i {
+        0 => (false, false, false),
+        1 => (true, true, false),
+        2 => (false, true, true),
+        3 => (true, false, true),
+        4 => (false, true, false),
+        5 => (true, true, true),
+        6 => (false, false, true),
+        _ => (true, false, false),
+    };
+    (0..n * n)
+        .map(|k| {
+            let (v, u) = (k / n, k % n);
+            let c = if transpose { low[u * n + v] } else { low[k] };
+            if (odd_u && u % 2 == 1) != (odd_v && v % 2 == 1) { -c } else { c }
+        })
+        .collect()
 }
 
 /// The 4-point Hadamard transform (Sylvester's order, unnormalised).
@@ -224,6 +262,43 @@ mod tests {
             }
             assert_eq!(checked, n * n);
             assert_eq!(got.len(), (n * n).div_ceil(8));
+        }
+    }
+
+    /// Each turn's hash, from the grid's own coefficients, against the hash of the grid turned
+    /// by the image crate (as `hash::dihedral_variant` turns a picture), for even and odd n.
+    #[test]
+    fn the_turns_of_a_grid_hash_as_the_turned_grids() {
+        use image::imageops::{flip_horizontal, rotate180, rotate270, rotate90};
+        use image::{ImageBuffer, Luma};
+        for n in [4u32, 5, 8, 16] {
+            let side = 4 * n;
+            let mut seed = 0x2545_f491_4f6c_dd1du64 ^ n as u64;
+            let grid: ImageBuffer<Luma<f32>, Vec<f32>> = ImageBuffer::from_fn(side, side, |x, y| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                // Not symmetric under any turn: a slope, waves of two periods, and noise.
+                let (x, y) = (x as f32, y as f32);
+                Luma([50.0 + x + 0.3 * y + 30.0 * (x / 5.0 + y / 11.0).sin() + 20.0 * (y / 3.0).cos() + (seed % 100) as f32 / 10.0])
+            });
+            let p = PHasher::new(n);
+            let turns = p.hash_grid_turns(grid.as_raw().clone(), true);
+            assert_eq!(turns.len(), 8);
+            for (i, got) in turns.iter().enumerate() {
+                let base = if i >= 4 { flip_horizontal(&grid) } else { grid.clone() };
+                let want = match i % 4 {
+                    0 => base,
+                    1 => rotate90(&base),
+                    2 => rotate180(&base),
+                    _ => rotate270(&base),
+                };
+                assert_eq!(got, &p.hash_grid(want.into_raw()), "n {n}, variant {i}");
+                if i > 0 {
+                    assert_ne!(got, &turns[0], "n {n}, variant {i} is the identity's hash");
+                }
+            }
+            assert_eq!(p.hash_grid_turns(grid.into_raw(), false), turns[..1]);
         }
     }
 
