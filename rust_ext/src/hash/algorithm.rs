@@ -51,8 +51,9 @@ impl Algorithm {
 pub struct HashSpec {
     pub algorithm: Algorithm,
     pub hash_size: u32,
-    /// image_hasher's blockhash at this size, which averages blocks of the whole reduced image
-    /// itself; the other algorithms' last steps are ours (`phash`, `dhash`, `average`).
+    /// image_hasher's blockhash at this size, for the pictures our own blockhash hands to it (a
+    /// side of m pixels or fewer that m does not divide, `blockhash.rs`); every other last step
+    /// is ours (`phash`, `dhash`, `average`, `blockhash`).
     blockhasher: Hasher,
     /// pHash's own last step (see `phash`); None for the other algorithms.
     phasher: Option<PHasher>,

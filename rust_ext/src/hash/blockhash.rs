@@ -1,9 +1,10 @@
 //! blockhash (blockhash.io) bit for bit as image_hasher 3.1.1 computes it, in one pass over the
 //! 8-bit pixels, read through a view that may turn them.
 //!
-//! image_hasher sums each pixel into its block through a closure per pixel, with two float
-//! divisions and four weighted adds, three of which add zero whenever a block is wider and taller
-//! than a pixel; and a dihedral variant was a turned copy of the picture hashed again. Here the
+//! image_hasher sums each pixel into its block through a closure per pixel (where m does not
+//! divide the sides, with two float divisions and four weighted adds, three of which add zero
+//! whenever a block is wider and taller than a pixel); and a dihedral variant was a turned copy
+//! of the picture hashed again. Here the
 //! block of each column and of each row is looked up once, and a variant reads the upright pixels
 //! in the turned picture's order (`View::turned`), so its sums are added in the same order as
 //! image_hasher's over the turned copy, and come out the same in f32.
@@ -13,24 +14,20 @@
 //! `floor(x / (w / m))` in f32, f32 sums. The blocks are cut into runs of 4m (four rows of blocks),
 //! each against its median (the element at index len / 2 once sorted): a bit is set where a block
 //! is above it, or equal to it (within 0.001 in f32) while the median is above half of a block's
-//! full brightness. Pictures with a side of m pixels or fewer go to image_hasher itself: its
-//! weights then split pixels between blocks.
+//! full brightness. A picture that m does not divide and with a side of m pixels or fewer goes to
+//! image_hasher itself: its weights then split pixels between blocks.
 use std::ops::AddAssign;
 
 use image::{GrayImage, ImageBuffer, Luma};
 use image_hasher::Hasher;
 
+use crate::hash::dihedral::Turn;
 use crate::hash::threshold::pack;
 
-/// An 8-bit picture seen upright or turned: pixel (x, y) of the view is
-/// `pixels[start + x * dx + y * dy]` of the upright picture.
+/// An 8-bit picture seen upright or turned (`dihedral::Turn`).
 pub struct View<'a> {
     pixels: &'a [u8],
-    width: u32,
-    height: u32,
-    start: isize,
-    dx: isize,
-    dy: isize,
+    turn: Turn,
 }
 
 impl<'a> View<'a> {
@@ -38,42 +35,23 @@ impl<'a> View<'a> {
         View::turned(image, 0)
     }
 
-    /// Dihedral variant `i` of `image`, in `hash::DIHEDRAL` order (image's `rotate90`, `rotate180`
-    /// and `rotate270`, then the same after `flip_horizontal`).
+    /// Dihedral variant `i` of `image`, in `hash::DIHEDRAL` order.
     pub fn turned(image: &'a GrayImage, i: usize) -> View<'a> {
-        let (w, h) = image.dimensions();
-        let (wi, hi) = (w as isize, h as isize);
-        // (start, dx, dy) as (x, y) coordinates of the upright picture, then flattened.
-        let (x0, y0, xdx, ydx, xdy, ydy) = match i % 8 {
-            0 => (0, 0, 1, 0, 0, 1),
-            1 => (0, hi - 1, 0, -1, 1, 0),
-            2 => (wi - 1, hi - 1, -1, 0, 0, -1),
-            3 => (wi - 1, 0, 0, 1, -1, 0),
-            4 => (wi - 1, 0, -1, 0, 0, 1),
-            5 => (wi - 1, hi - 1, 0, -1, -1, 0),
-            6 => (0, hi - 1, 1, 0, 0, -1),
-            _ => (0, 0, 0, 1, 1, 0),
-        };
-        let (width, height) = if i % 2 == 1 { (h, w) } else { (w, h) };
-        View { pixels: image.as_raw(), width, height, start: x0 + y0 * wi, dx: xdx + ydx * wi, dy: xdy + ydy * wi }
-    }
-
-    fn at(&self, x: u32, y: u32) -> u8 {
-        self.pixels[(self.start + x as isize * self.dx + y as isize * self.dy) as usize]
+        View { pixels: image.as_raw(), turn: Turn::new(image.width(), image.height(), i) }
     }
 
     /// The view as a picture of its own (for image_hasher).
     fn to_image(&self) -> GrayImage {
-        ImageBuffer::from_fn(self.width, self.height, |x, y| Luma([self.at(x, y)]))
+        ImageBuffer::from_fn(self.turn.width, self.turn.height, |x, y| Luma([self.pixels[self.turn.index(x, y)]]))
     }
 }
 
 /// The blockhash of `view` at `hash_size` (image_hasher's bytes: bit i of the hash is bit i % 8 of
-/// byte i / 8). `hasher` is image_hasher's blockhash at the same size, for pictures with a side
-/// of m pixels or fewer.
+/// byte i / 8). `hasher` is image_hasher's blockhash at the same size, for the pictures that m
+/// does not divide with a side of m pixels or fewer.
 pub fn hash(view: &View, hash_size: u32, hasher: &Hasher) -> Vec<u8> {
     let m = hash_size.next_multiple_of(4);
-    let (w, h) = (view.width, view.height);
+    let (w, h) = (view.turn.width, view.turn.height);
     if w % m == 0 && h % m == 0 {
         let (bw, bh) = (w / m, h / m);
         let blocks = sums::<u32>(view, m, |x| (x / bw) as usize, |y| (y / bh) as usize);
@@ -97,15 +75,15 @@ fn sums<T: Copy + Default + AddAssign + From<u8>>(
     col: impl Fn(u32) -> usize,
     row: impl Fn(u32) -> usize,
 ) -> Vec<T> {
-    let m = m as usize;
-    let cols: Vec<usize> = (0..view.width).map(col).collect();
+    let (m, t) = (m as usize, view.turn);
+    let cols: Vec<usize> = (0..t.width).map(col).collect();
     let mut blocks = vec![T::default(); m * m];
-    for y in 0..view.height {
+    for y in 0..t.height {
         // Indexed as image_hasher indexes, row * m + column (a column of m would reach the next row).
         let base = row(y) * m;
-        let first = view.start + y as isize * view.dy;
+        let first = t.index(0, y) as isize;
         for (x, &c) in cols.iter().enumerate() {
-            blocks[base + c] += T::from(view.pixels[(first + x as isize * view.dx) as usize]);
+            blocks[base + c] += T::from(view.pixels[(first + x as isize * t.dx) as usize]);
         }
     }
     blocks
@@ -141,7 +119,7 @@ mod tests {
         })
     }
 
-    /// The picture turned as `hash::dihedral_variant` turns it, by the image crate.
+    /// The picture turned by the image crate, as `dihedral::picture` turns one.
     fn turned_by_image(p: &GrayImage, i: usize) -> GrayImage {
         let base = if i >= 4 { flip_horizontal(p) } else { p.clone() };
         match i % 4 {
@@ -149,15 +127,6 @@ mod tests {
             1 => rotate90(&base),
             2 => rotate180(&base),
             _ => rotate270(&base),
-        }
-    }
-
-    #[test]
-    fn a_view_reads_the_pixels_of_the_picture_turned_by_the_image_crate() {
-        let p = picture(7, 4, 3);
-        for i in 0..8 {
-            let want = turned_by_image(&p, i);
-            assert_eq!(View::turned(&p, i).to_image(), want, "variant {i}");
         }
     }
 

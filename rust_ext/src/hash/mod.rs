@@ -2,22 +2,25 @@
 //! the decoder or hasher becomes that input's error instead of unwinding further. `algorithm`
 //! holds the supported algorithms and their bit counts; `phash`, `dhash` and `average` (aHash and
 //! the median hash) the last steps we compute ourselves, `blockhash` image_hasher's blockhash
-//! computed faster, `threshold` the median and bit packing they share.
+//! computed faster, `threshold` the median and bit packing they share, `dihedral` the turns the
+//! variants are hashed from.
 pub mod algorithm;
 pub mod average;
 pub mod blockhash;
+pub mod dihedral;
 pub mod dhash;
 pub mod phash;
 pub mod threshold;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use image::imageops::{flip_horizontal, rotate180, rotate270, rotate90};
 use rayon::prelude::*;
 
 use crate::error::Error;
 use crate::hash::algorithm::{Algorithm, HashSpec};
 use crate::hash::average::Level;
+pub use crate::hash::dihedral::DIHEDRAL;
+use crate::hash::dihedral::turn;
 use crate::image::decode::{decode, Decoded, Limits};
 use crate::image::grid::{block_means, quality, Picture, QUALITY_SIDE};
 use crate::pool;
@@ -122,26 +125,9 @@ pub struct ImageHash {
     pub variants: Vec<HashBits>,
 }
 
-/// The dihedral group of the square, in the order of `ImageHash::variants`: the identity, the
-/// rotations by 90, 180 and 270 degrees clockwise, then the horizontal mirror followed by each.
-pub const DIHEDRAL: [&str; 8] =
-    ["identity", "rot90", "rot180", "rot270", "flip", "flip+rot90", "flip+rot180", "flip+rot270"];
-
-/// Dihedral variant `i` of the reduced image, with the picture's extent turned alike.
-fn dihedral_variant(picture: &Picture, i: usize) -> Picture {
-    let (pixels, extent) = (&picture.pixels, picture.extent);
-    let (w, h) = pixels.dimensions();
-    let (base, e) = if i >= 4 { (flip_horizontal(pixels), extent.flipped_h(w)) } else { (pixels.clone(), extent) };
-    match i % 4 {
-        0 => Picture::new(base, e),
-        1 => Picture::new(rotate90(&base), e.rotated90(w, h)),
-        2 => Picture::new(rotate180(&base), e.rotated180(w, h)),
-        _ => Picture::new(rotate270(&base), e.rotated270(w, h)),
-    }
-}
-
-/// The hash bytes of one picture. `hash_unguarded` gets pHash's and blockhash's dihedral variants
-/// from one grid or one 8-bit picture instead of from each turned picture.
+/// The hash bytes of one picture, each algorithm from the picture itself: what the variants
+/// (`hash_unguarded`) are tested against, turned picture by turned picture.
+#[cfg(test)]
 fn hash_picture(picture: &Picture, spec: &HashSpec) -> Result<Vec<u8>, Error> {
     let n = spec.hash_size;
     Ok(match (spec.phasher(), spec.algorithm) {
@@ -177,13 +163,7 @@ fn hash_unguarded(data: &[u8], spec: &HashSpec, limits: &Limits, dihedral: bool)
             let hashes = (0..turns).map(|i| blockhash::hash(&blockhash::View::turned(&gray, i), spec.hash_size, spec.blockhasher()));
             (hashes.collect(), quality_of(&picture)?)
         }
-        _ => {
-            let mut hashes = vec![hash_picture(&picture, spec)?];
-            for i in 1..turns {
-                hashes.push(hash_picture(&dihedral_variant(&picture, i), spec)?);
-            }
-            (hashes, quality_of(&picture)?)
-        }
+        _ => (grid_hashes(&picture, spec, turns)?, quality_of(&picture)?),
     };
     let mut variants: Vec<HashBits> = hashes.into_iter().map(|bytes| HashBits { bytes, bits: spec.bits() }).collect();
     let hash = variants[0].clone();
@@ -191,6 +171,30 @@ fn hash_unguarded(data: &[u8], spec: &HashSpec, limits: &Limits, dihedral: bool)
         variants.clear();
     }
     Ok(ImageHash { hash, width, height, quality, variants })
+}
+
+/// The bytes of dHash, double-gradient, aHash or the median hash for `picture` and its first
+/// `turns` dihedral variants. The grid of a turned picture is the picture's grid turned, so each
+/// grid is resampled once; the turns by 90 and 270 degrees read the one resampled with its sides
+/// swapped, when they differ (dHash's n + 1 x n).
+fn grid_hashes(picture: &Picture, spec: &HashSpec, turns: usize) -> Result<Vec<Vec<u8>>, Error> {
+    let n = spec.hash_size;
+    let k = n.div_ceil(2);
+    let ((w, h), rule): ((u32, u32), fn(&[f32], u32) -> Vec<u8>) = match spec.algorithm {
+        Algorithm::DHash => ((n + 1, n), |g, n| dhash::gradient_bits(g, n as usize)),
+        Algorithm::DoubleGradient => ((k + 1, k + 1), |g, n| dhash::double_gradient_bits(g, n.div_ceil(2) as usize)),
+        Algorithm::AHash => ((n, n), |g, _| average::grid_bits(g, Level::Mean)),
+        Algorithm::Median => ((n, n), |g, _| average::grid_bits(g, Level::Median)),
+        Algorithm::PHash | Algorithm::Blockhash => return Err(Error::Internal(format!("{:?} is not hashed from a plain grid", spec.algorithm))),
+    };
+    let grid = picture.resample_f32(w, h)?;
+    let across = if turns > 1 && w != h { Some(picture.resample_f32(h, w)?) } else { None };
+    Ok((0..turns)
+        .map(|i| match (&across, i % 2) {
+            (Some(swapped), 1) => rule(&turn(swapped, h, w, i), n),
+            _ => rule(&turn(&grid, w, h, i), n),
+        })
+        .collect())
 }
 
 /// The quality score of `picture` from its own `QUALITY_SIDE` grid.
@@ -233,5 +237,37 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         s.clone()
     } else {
         "panic with a non-string payload".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::algorithm::MAX_HASH_SIZE;
+
+    /// Every algorithm's variants, from turned grids, coefficients or views, against the hash of
+    /// each turned picture (`dihedral::picture`, resampled anew), bit for bit: photos decoded as
+    /// `hash_image` decodes them (a JPEG reduced from its coefficients, a PNG at full size), odd
+    /// and even hash sizes.
+    #[test]
+    fn variants_are_the_hashes_of_the_turned_pictures() {
+        let limits = Limits::default();
+        for name in ["pool.jpg", "chelsea.png", "grace_hopper.jpg"] {
+            let data = std::fs::read(format!("{}/../tests/data/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+            for alg in Algorithm::NAMES {
+                for n in [5, 8, 13, 16, 32, MAX_HASH_SIZE] {
+                    let spec = HashSpec::parse(alg, n).unwrap();
+                    let got = hash_image(&data, &spec, &limits, true).unwrap();
+                    let Decoded { pixels, extent, .. } = decode(&data, &limits, spec.working_side()).unwrap();
+                    let picture = Picture::new(pixels, extent);
+                    assert_eq!(got.variants.len(), 8);
+                    for (i, v) in got.variants.iter().enumerate() {
+                        let want = hash_picture(&dihedral::picture(&picture, i), &spec).unwrap();
+                        assert_eq!(v.bytes, want, "{name}, {alg} {n}, {}", DIHEDRAL[i]);
+                    }
+                    assert_eq!(got.hash, got.variants[0]);
+                }
+            }
+        }
     }
 }
