@@ -5,6 +5,8 @@
 //! turned picture is the picture's grid turned.
 #[cfg(test)]
 use image::imageops::{flip_horizontal, rotate180, rotate270, rotate90};
+#[cfg(test)]
+use image::{ImageBuffer, Pixel};
 
 #[cfg(test)]
 use crate::image::grid::Picture;
@@ -56,38 +58,44 @@ pub fn turn<T: Copy>(values: &[T], width: u32, height: u32, i: usize) -> Vec<T> 
     (0..t.height).flat_map(|y| (0..t.width).map(move |x| values[t.index(x, y)])).collect()
 }
 
+/// Variant `i` of an image, turned by the image crate: what the turns here are tested against.
+#[cfg(test)]
+pub(crate) fn by_image_crate<P: Pixel + 'static>(image: &ImageBuffer<P, Vec<P::Subpixel>>, i: usize) -> ImageBuffer<P, Vec<P::Subpixel>> {
+    let base = if i >= 4 { flip_horizontal(image) } else { image.clone() };
+    match i % 4 {
+        0 => base,
+        1 => rotate90(&base),
+        2 => rotate180(&base),
+        _ => rotate270(&base),
+    }
+}
+
 /// Variant `i` of a picture, its extent turned alike: what the turned grids are tested against
 /// (`hash::tests`).
 #[cfg(test)]
 pub(crate) fn picture(picture: &Picture, i: usize) -> Picture {
-    let (pixels, extent) = (&picture.pixels, picture.extent);
-    let (w, h) = pixels.dimensions();
-    let (base, e) = if i >= 4 { (flip_horizontal(pixels), extent.flipped_h(w)) } else { (pixels.clone(), extent) };
-    match i % 4 {
-        0 => Picture::new(base, e),
-        1 => Picture::new(rotate90(&base), e.rotated90(w, h)),
-        2 => Picture::new(rotate180(&base), e.rotated180(w, h)),
-        _ => Picture::new(rotate270(&base), e.rotated270(w, h)),
-    }
+    let (w, h) = picture.pixels.dimensions();
+    let e = if i >= 4 { picture.extent.flipped_h(w) } else { picture.extent };
+    let e = match i % 4 {
+        0 => e,
+        1 => e.rotated90(w, h),
+        2 => e.rotated180(w, h),
+        _ => e.rotated270(w, h),
+    };
+    Picture::new(by_image_crate(&picture.pixels, i), e)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use image::{ImageBuffer, Luma};
+    use image::Luma;
 
     #[test]
     fn turns_read_the_grid_as_the_image_crate_turns_it() {
         for (w, h) in [(7u32, 4u32), (4, 7), (5, 5), (1, 3)] {
             let grid: ImageBuffer<Luma<u16>, Vec<u16>> = ImageBuffer::from_fn(w, h, |x, y| Luma([(y * w + x) as u16]));
             for i in 0..8 {
-                let base = if i >= 4 { flip_horizontal(&grid) } else { grid.clone() };
-                let want = match i % 4 {
-                    0 => base,
-                    1 => rotate90(&base),
-                    2 => rotate180(&base),
-                    _ => rotate270(&base),
-                };
+                let want = by_image_crate(&grid, i);
                 let t = Turn::new(w, h, i);
                 assert_eq!((t.width, t.height), want.dimensions(), "{w}x{h}, {}", DIHEDRAL[i]);
                 assert_eq!(turn(grid.as_raw(), w, h, i), want.into_raw(), "{w}x{h}, {}", DIHEDRAL[i]);
