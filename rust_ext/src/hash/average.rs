@@ -8,9 +8,7 @@
 //! picture, whose cells differ by float rounding only, reads all ones, as its ties did on the
 //! 8-bit grid. The layout is image_hasher's: bit y·n + x for cell (x, y), least significant bit
 //! first.
-use crate::error::Error;
 use crate::hash::threshold::{bits_at_least, median};
-use crate::image::grid::Picture;
 
 /// Cells this many grey levels (of 255) below the threshold still count as reaching it.
 const TIE: f32 = 0.25;
@@ -22,12 +20,7 @@ pub enum Level {
     Median,
 }
 
-/// The hash bytes (n² bits) of `picture`.
-pub fn hash(picture: &Picture, n: u32, level: Level) -> Result<Vec<u8>, Error> {
-    Ok(grid_bits(&picture.resample_f32(n, n)?, level))
-}
-
-/// The bits of a grid (row-major): each cell against the grid's mean or median.
+/// The bits of an n x n grid (row-major): each cell against the grid's mean or median.
 pub fn grid_bits(grid: &[f32], level: Level) -> Vec<u8> {
     let threshold = match level {
         Level::Mean => grid.iter().sum::<f32>() / grid.len().max(1) as f32,

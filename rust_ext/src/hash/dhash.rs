@@ -25,9 +25,7 @@
 //! row, then each against the one below it column by column (image_hasher's `DoubleGradient`
 //! layout), with one dead zone for both: 0.08 of the mean at every size. Tried on it, version
 //! 12's zone brought the closest distinct photos of its 144 bits closer (25 → 18 bits).
-use crate::error::Error;
 use crate::hash::threshold::{pack, quantile};
-use crate::image::grid::Picture;
 
 /// A dead zone: a share of the grid's mean absolute difference, no more than a quantile of the
 /// absolute differences (if any), and at least `DEAD_ZONE_MIN`.
@@ -47,25 +45,16 @@ const MEAN_ZONE: DeadZone = DeadZone { share: 0.08, cap: None };
 /// Either zone is at least this many grey levels (of 255).
 const DEAD_ZONE_MIN: f32 = 0.25;
 
-/// The hash bytes (n² bits) of `picture`.
-pub fn hash(picture: &Picture, n: u32) -> Result<Vec<u8>, Error> {
-    Ok(gradient_bits(&picture.resample_f32(n + 1, n)?, n as usize))
-}
-
-/// The double-gradient hash bytes (2k(k + 1) bits, k = n/2 rounded up) of `picture`.
-pub fn double_hash(picture: &Picture, n: u32) -> Result<Vec<u8>, Error> {
-    let side = n.div_ceil(2) + 1;
-    Ok(double_gradient_bits(&picture.resample_f32(side, side)?, side as usize - 1))
-}
-
-/// The bits of an (n + 1) x n grid (row-major): each pixel against its right-hand neighbour.
+/// The bits (n² of them) of an (n + 1) x n grid (row-major): each pixel against its right-hand
+/// neighbour.
 pub fn gradient_bits(grid: &[f32], n: usize) -> Vec<u8> {
     let zone = if n <= CAPPED_ZONE_MAX_SIZE { &CAPPED_ZONE } else { &UNCAPPED_ZONE };
     bits_above(|| rightward(grid, n + 1), n * n, zone)
 }
 
-/// The bits of a (k + 1) x (k + 1) grid (row-major): each pixel against its right-hand
-/// neighbour, row by row, then against the one below it, column by column.
+/// The bits (2k(k + 1) of them) of a (k + 1) x (k + 1) grid (row-major), k = n/2 rounded up: each
+/// pixel against its right-hand neighbour, row by row, then against the one below it, column by
+/// column.
 pub fn double_gradient_bits(grid: &[f32], k: usize) -> Vec<u8> {
     bits_above(|| both_ways(grid, k + 1), 2 * k * (k + 1), &MEAN_ZONE)
 }

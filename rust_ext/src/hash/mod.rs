@@ -125,18 +125,14 @@ pub struct ImageHash {
     pub variants: Vec<HashBits>,
 }
 
-/// The hash bytes of one picture, each algorithm from the picture itself: what the variants
+/// The hash bytes of one picture, resampled or read anew, without variants: what the variants
 /// (`hash_unguarded`) are tested against, turned picture by turned picture.
 #[cfg(test)]
 fn hash_picture(picture: &Picture, spec: &HashSpec) -> Result<Vec<u8>, Error> {
-    let n = spec.hash_size;
     Ok(match (spec.phasher(), spec.algorithm) {
         (Some(p), _) => p.hash(picture)?,
-        (None, Algorithm::DHash) => dhash::hash(picture, n)?,
-        (None, Algorithm::DoubleGradient) => dhash::double_hash(picture, n)?,
-        (None, Algorithm::AHash) => average::hash(picture, n, Level::Mean)?,
-        (None, Algorithm::Median) => average::hash(picture, n, Level::Median)?,
-        (None, _) => blockhash::hash(&blockhash::View::upright(&picture.gray8()), n, spec.blockhasher()),
+        (None, Algorithm::Blockhash) => blockhash::hash(&blockhash::View::upright(&picture.gray8()), spec.hash_size, spec.blockhasher()),
+        _ => grid_hashes(picture, spec, 1)?.swap_remove(0),
     })
 }
 
@@ -173,8 +169,9 @@ fn hash_unguarded(data: &[u8], spec: &HashSpec, limits: &Limits, dihedral: bool)
     Ok(ImageHash { hash, width, height, quality, variants })
 }
 
-/// The bytes of dHash, double-gradient, aHash or the median hash for `picture` and its first
-/// `turns` dihedral variants. The grid of a turned picture is the picture's grid turned, so each
+/// The bytes of dHash ((n + 1) x n grid), double-gradient ((k + 1) x (k + 1), k = n/2 rounded
+/// up), aHash or the median hash (n x n) for `picture` and its first `turns` dihedral variants.
+/// The grid of a turned picture is the picture's grid turned, so each
 /// grid is resampled once; the turns by 90 and 270 degrees read the one resampled with its sides
 /// swapped, when they differ (dHash's n + 1 x n).
 fn grid_hashes(picture: &Picture, spec: &HashSpec, turns: usize) -> Result<Vec<Vec<u8>>, Error> {
@@ -191,6 +188,7 @@ fn grid_hashes(picture: &Picture, spec: &HashSpec, turns: usize) -> Result<Vec<V
     let across = if turns > 1 && w != h { Some(picture.resample_f32(h, w)?) } else { None };
     Ok((0..turns)
         .map(|i| match (&across, i % 2) {
+            _ if i == 0 => rule(&grid, n),
             (Some(swapped), 1) => rule(&turn(swapped, h, w, i), n),
             _ => rule(&turn(&grid, w, h, i), n),
         })

@@ -85,7 +85,7 @@ impl PHasher {
         }
         let low = self.low(grid);
         let turns = if dihedral { 8 } else { 1 };
-        (0..turns).map(|i| self.bits(&turned(&low, self.n, i))).collect()
+        (0..turns).map(|i| if i == 0 { self.bits(&low) } else { self.bits(&turned(&low, self.n, i)) }).collect()
     }
 
     /// The low n x n DCT-II coefficients of `grid` (row-major: vertical frequency, then
