@@ -13,7 +13,7 @@ __all__ = [
     "Components", "near_layout", "near_fields", "near_search", "near_pairs_brute", "spanning_forest",
     "near_resolve", "collapse_heads", "parse_hex_hashes", "parse_hex_column", "ALGORITHMS",
     "MIN_HASH_SIZE", "MAX_HASH_SIZE", "DEFAULT_MAX_PIXELS", "DEFAULT_MAX_ALLOC", "ALPHA_BACKGROUND",
-    "HASH_VERSION", "FLAT_QUALITY", "route_rows", "tar_member_names",
+    "HASH_VERSION", "MAX_THREADS", "FLAT_QUALITY", "route_rows", "tar_member_names",
 ]
 
 ALGORITHMS: tuple[str, ...]
@@ -23,6 +23,7 @@ DEFAULT_MAX_PIXELS: int
 DEFAULT_MAX_ALLOC: int
 ALPHA_BACKGROUND: int
 HASH_VERSION: int
+MAX_THREADS: int
 FLAT_QUALITY: int
 
 class ImageDecodeError(ValueError):

@@ -16,6 +16,7 @@ from beam_phash._native import (
     DEFAULT_MAX_PIXELS,
     FLAT_QUALITY,
     MAX_HASH_SIZE,
+    MAX_THREADS,
     MIN_HASH_SIZE,
     InternalError,
     PHash,
@@ -206,9 +207,9 @@ class HashConfig:
                 raise ValueError(f"{name} {getattr(self, name)!r} is a field the transform writes "
                                  f"({', '.join(sorted(WRITTEN_FIELDS))})")
         int_in("batch_size", self.batch_size, 1, 100_000)
-        int_in("max_pixels", self.max_pixels, 1)
+        int_in("max_pixels", self.max_pixels, 1, (1 << 63) - 1)  # what the Rust core takes
         if self.threads is not None:
-            int_in("hash_threads", self.threads, 1)
+            int_in("hash_threads", self.threads, 1, MAX_THREADS)
 
     @property
     def bits(self) -> int:

@@ -69,7 +69,7 @@ def test_one_image_where_a_sequence_belongs_is_a_type_error(one):
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda d: hash_images([d], threads=-1), "threads must be at least 1, got -1"),
+    (lambda d: hash_images([d], threads=-1), "threads must be between 1 and 1024, got -1"),
     (lambda d: hash_images([d], max_pixels=-1), "max_pixels must be at least 1, got -1"),
     (lambda d: hash_images([d], hash_size=-1), "hash_size must be between 4 and 64, got -1"),
     (lambda d: hash_image(d, max_alloc=-5), "max_alloc must be at least 1, got -5"),
@@ -77,9 +77,19 @@ def test_one_image_where_a_sequence_belongs_is_a_type_error(one):
     (lambda d: PHash(b"ab", quality=500), "quality must be between 0 and 100, got 500"),
     (lambda d: PHash(b"ab", width=-3), "width must be between 0 and"),
     (lambda d: beam_phash.hash_bits("phash", -2), "hash_size must be between 4 and 64, got -2"),
+    # ints past 64 bits, and one past the thread cap
+    (lambda d: hash_images([d], hash_size=2**64), "hash_size must be between 4 and 64, got 18446744073709551616"),
+    (lambda d: hash_images([d], threads=2**64), "threads must be between 1 and 1024, got 18446744073709551616"),
+    (lambda d: hash_images([d], threads=beam_phash.MAX_THREADS + 1), "threads must be between 1 and 1024, got 1025"),
+    (lambda d: hash_image(d, max_pixels=2**63), "max_pixels must be at least 1, got 9223372036854775808"),
+    (lambda d: hash_image(d, max_alloc=-2**200), "max_alloc must be at least 1, got an int of -2\\*\\*127 or less"),
+    (lambda d: PHash.from_hex("ab", bits=2**300), "bits must be between 1 and 4294967295, got an int of 2\\*\\*127 or more"),
+    (lambda d: PHash(b"ab", quality=-2**70), "quality must be between 0 and 100, got -1180591620717411303424"),
+    (lambda d: beam_phash.hash_bits("phash", 2**64), "hash_size must be between 4 and 64, got 18446744073709551616"),
 ])
 def test_negative_and_out_of_range_ints_are_value_errors_naming_the_argument(photo_bytes, call, message):
-    """Not PyO3's OverflowError for a negative value where the core takes an unsigned one."""
+    """Not PyO3's OverflowError, for a negative value where the core takes an unsigned one or an
+    int past 64 bits."""
     with pytest.raises(ValueError, match=message):
         call(photo_bytes["pool.jpg"])
 

@@ -69,8 +69,9 @@ def test_bad_lengths_are_value_errors(hashes, owners, message):
 def test_bad_owner_values_and_width():
     with pytest.raises((OverflowError, TypeError, ValueError)):
         beam_phash.SeenSet(8).check_and_insert(b"x" * 8, [-1])
-    with pytest.raises(ValueError, match="hash_bytes must be between"):
-        beam_phash.SeenSet(0)
+    for hash_bytes in (0, -1, 1025, 2**64):  # not PyO3's OverflowError for the last
+        with pytest.raises(ValueError, match=f"hash_bytes must be between 1 and 1024, got {hash_bytes}"):
+            beam_phash.SeenSet(hash_bytes)
 
 
 def test_entries_rebuild_the_set():

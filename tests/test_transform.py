@@ -297,7 +297,9 @@ def test_routing_uses_the_hash_bits_not_pythons_salted_hash():
     ({"ray_address": ""}, "ray_address must be a non-empty string"),
     ({"backend_name": "has space"}, "backend_name must be"),
     ({"backend": "state", "backend_name": "x"}, "apply only to backend='ray'"),
-    ({"hash_threads": 0}, "hash_threads must be at least 1"),
+    ({"hash_threads": 0}, "hash_threads must be between 1 and 1024"),
+    ({"hash_threads": 2**64}, "hash_threads must be between 1 and 1024"),  # not an OverflowError on the workers
+    ({"max_pixels": 2**63}, "max_pixels must be between 1 and"),
     ({"keep": "smallest_id"}, "keep applies to near-duplicate dedup"),
     ({"keep": "largest", "backend": "state"}, "keep applies to near-duplicate dedup"),
 ])

@@ -19,6 +19,10 @@ fn registry() -> &'static Mutex<Pools> {
     POOLS.get_or_init(|| Mutex::new(Pools { pid: std::process::id(), by_threads: HashMap::new() }))
 }
 
+/// The most threads one hashing call may ask for. Far above any machine's cores; it stops a
+/// mistyped count from starting (and keeping) tens of thousands of threads.
+pub const MAX_THREADS: usize = 1024;
+
 pub fn default_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }

@@ -25,7 +25,14 @@ impl PHash {
 impl PHash {
     #[new]
     #[pyo3(signature = (data, bits=None, width=0, height=0, variants=None, quality=None))]
-    fn new(data: &[u8], bits: Option<i64>, width: i64, height: i64, variants: Option<Vec<Vec<u8>>>, quality: Option<i64>) -> PyResult<Self> {
+    fn new(
+        data: &[u8],
+        #[pyo3(from_py_with = "wide_int_or_none")] bits: Option<i128>,
+        #[pyo3(from_py_with = "wide_int")] width: i128,
+        #[pyo3(from_py_with = "wide_int")] height: i128,
+        variants: Option<Vec<Vec<u8>>>,
+        #[pyo3(from_py_with = "wide_int_or_none")] quality: Option<i128>,
+    ) -> PyResult<Self> {
         let quality = quality.map(|q| int_arg::<u8>("quality", q, 0, 100)).transpose()?;
         let (width, height) = (int_arg("width", width, 0, u32::MAX.into())?, int_arg("height", height, 0, u32::MAX.into())?);
         let bits = checked_bits(data.len(), bits.map(|b| int_arg("bits", b, 1, u32::MAX.into())).transpose()?)?;
@@ -76,7 +83,7 @@ impl PHash {
     /// Parse the hex form. `bits` defaults to 4 bits per hex digit.
     #[staticmethod]
     #[pyo3(signature = (s, bits=None))]
-    fn from_hex(s: &str, bits: Option<i64>) -> PyResult<Self> {
+    fn from_hex(s: &str, #[pyo3(from_py_with = "wide_int_or_none")] bits: Option<i128>) -> PyResult<Self> {
         let bits = bits.map(|b| int_arg("bits", b, 1, u32::MAX.into())).transpose()?;
         if s.is_empty() {
             return Err(PyValueError::new_err("hex string is empty"));
@@ -167,35 +174,57 @@ pub(crate) fn checked_bits(nbytes: usize, bits: Option<u32>) -> PyResult<u32> {
     Ok(bits)
 }
 
-pub(crate) fn spec_and_limits(algorithm: &str, hash_size: i64, max_pixels: i64, max_alloc: i64) -> PyResult<(HashSpec, Limits)> {
+pub(crate) fn spec_and_limits(algorithm: &str, hash_size: i128, max_pixels: i128, max_alloc: i128) -> PyResult<(HashSpec, Limits)> {
     let hash_size = int_arg("hash_size", hash_size, MIN_HASH_SIZE.into(), MAX_HASH_SIZE.into())?;
     let spec = HashSpec::parse(algorithm, hash_size).map_err(to_py_err)?;
-    let limits = Limits::new(int_arg("max_pixels", max_pixels, 1, i64::MAX)?, int_arg("max_alloc", max_alloc, 1, i64::MAX)?)
+    let max = i128::from(i64::MAX);
+    let limits = Limits::new(int_arg("max_pixels", max_pixels, 1, max)?, int_arg("max_alloc", max_alloc, 1, max)?)
         .map_err(to_py_err)?;
     Ok((spec, limits))
 }
 
 /// An int argument in `min..=max`, converted to the type the core takes: out of range is a
-/// ValueError naming it (PyO3's own conversion of a negative value to an unsigned type raises
-/// OverflowError without the name).
-pub(crate) fn int_arg<T: TryFrom<i64>>(name: &str, value: i64, min: i64, max: i64) -> PyResult<T> {
+/// ValueError naming it. (PyO3's own conversions raise OverflowError without the name, for a
+/// negative value where the core takes an unsigned one and for any int past 64 bits.)
+pub(crate) fn int_arg<T: TryFrom<i128>>(name: &str, value: i128, min: i128, max: i128) -> PyResult<T> {
+    let got = match value {
+        i128::MAX => "an int of 2**127 or more".to_string(),
+        i128::MIN => "an int of -2**127 or less".to_string(),
+        v => v.to_string(),
+    };
     match T::try_from(value) {
         Ok(v) if (min..=max).contains(&value) => Ok(v),
-        _ if max == i64::MAX => Err(PyValueError::new_err(format!("{name} must be at least {min}, got {value}"))),
-        _ => Err(PyValueError::new_err(format!("{name} must be between {min} and {max}, got {value}"))),
+        _ if max == i128::from(i64::MAX) => Err(PyValueError::new_err(format!("{name} must be at least {min}, got {got}"))),
+        _ => Err(PyValueError::new_err(format!("{name} must be between {min} and {max}, got {got}"))),
     }
+}
+
+/// A Python int as an i128 for `int_arg`, any size: past i128 it saturates, so that `int_arg`
+/// refuses it with its ValueError like any other value out of range. Not an int: TypeError.
+pub(crate) fn wide_int(value: &Bound<'_, PyAny>) -> PyResult<i128> {
+    match value.extract::<i128>() {
+        Err(e) if e.is_instance_of::<pyo3::exceptions::PyOverflowError>(value.py()) => {
+            Ok(if value.gt(0)? { i128::MAX } else { i128::MIN })
+        }
+        other => other,
+    }
+}
+
+/// `wide_int` for an optional argument (None stays None).
+pub(crate) fn wide_int_or_none(value: &Bound<'_, PyAny>) -> PyResult<Option<i128>> {
+    if value.is_none() { Ok(None) } else { wide_int(value).map(Some) }
 }
 
 
 #[pyfunction]
-#[pyo3(signature = (data, *, algorithm="phash", hash_size=16, max_pixels=DEFAULT_MAX_PIXELS as i64, max_alloc=DEFAULT_MAX_ALLOC as i64, dihedral=false))]
+#[pyo3(signature = (data, *, algorithm="phash", hash_size=16, max_pixels=DEFAULT_MAX_PIXELS as i128, max_alloc=DEFAULT_MAX_ALLOC as i128, dihedral=false))]
 pub(crate) fn hash_image(
     py: Python<'_>,
     data: &Bound<'_, PyAny>,
     algorithm: &str,
-    hash_size: i64,
-    max_pixels: i64,
-    max_alloc: i64,
+    #[pyo3(from_py_with = "wide_int")] hash_size: i128,
+    #[pyo3(from_py_with = "wide_int")] max_pixels: i128,
+    #[pyo3(from_py_with = "wide_int")] max_alloc: i128,
     dihedral: bool,
 ) -> PyResult<PHash> {
     let (spec, limits) = spec_and_limits(algorithm, hash_size, max_pixels, max_alloc)?;
@@ -207,16 +236,16 @@ pub(crate) fn hash_image(
 }
 
 #[pyfunction]
-#[pyo3(signature = (blobs, *, algorithm="phash", hash_size=16, threads=None, max_pixels=DEFAULT_MAX_PIXELS as i64, max_alloc=DEFAULT_MAX_ALLOC as i64, dihedral=false))]
+#[pyo3(signature = (blobs, *, algorithm="phash", hash_size=16, threads=None, max_pixels=DEFAULT_MAX_PIXELS as i128, max_alloc=DEFAULT_MAX_ALLOC as i128, dihedral=false))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn hash_images<'py>(
     py: Python<'py>,
     blobs: &Bound<'py, PyAny>,
     algorithm: &str,
-    hash_size: i64,
-    threads: Option<i64>,
-    max_pixels: i64,
-    max_alloc: i64,
+    #[pyo3(from_py_with = "wide_int")] hash_size: i128,
+    #[pyo3(from_py_with = "wide_int_or_none")] threads: Option<i128>,
+    #[pyo3(from_py_with = "wide_int")] max_pixels: i128,
+    #[pyo3(from_py_with = "wide_int")] max_alloc: i128,
     dihedral: bool,
 ) -> PyResult<Bound<'py, PyList>> {
     if blobs.is_instance_of::<PyString>() || PyBuffer::<u8>::get(blobs).is_ok() {
@@ -227,7 +256,7 @@ pub(crate) fn hash_images<'py>(
         )));
     }
     let (spec, limits) = spec_and_limits(algorithm, hash_size, max_pixels, max_alloc)?;
-    let threads = threads.map(|t| int_arg::<usize>("threads", t, 1, i64::MAX)).transpose()?;
+    let threads = threads.map(|t| int_arg::<usize>("threads", t, 1, MAX_THREADS as i128)).transpose()?;
     // Borrow every input's buffer (no copy). Inputs that are not bytes-like get their error now.
     let mut views: Vec<Result<PyBuffer<u8>, String>> = Vec::new();
     for item in blobs.try_iter()? {
@@ -253,7 +282,7 @@ pub(crate) fn hash_images<'py>(
 
 /// Number of bits `algorithm` produces at `hash_size`.
 #[pyfunction]
-pub(crate) fn hash_bits(algorithm: &str, hash_size: i64) -> PyResult<u32> {
+pub(crate) fn hash_bits(algorithm: &str, #[pyo3(from_py_with = "wide_int")] hash_size: i128) -> PyResult<u32> {
     let hash_size = int_arg("hash_size", hash_size, MIN_HASH_SIZE.into(), MAX_HASH_SIZE.into())?;
     let alg = Algorithm::parse(algorithm).map_err(to_py_err)?;
     HashSpec::new(alg, hash_size).map_err(to_py_err)?;

@@ -11,11 +11,8 @@ pub(crate) struct SeenSet {
 impl SeenSet {
     #[new]
     #[pyo3(signature = (hash_bytes=32, *, keep_labels=false))]
-    fn new(hash_bytes: usize, keep_labels: bool) -> PyResult<Self> {
-        if hash_bytes == 0 || hash_bytes > 1024 {
-            return Err(PyValueError::new_err(format!("hash_bytes must be between 1 and 1024, got {hash_bytes}")));
-        }
-        Ok(SeenSet { inner: CoreSeenSet::new(hash_bytes, keep_labels) })
+    fn new(#[pyo3(from_py_with = "wide_int")] hash_bytes: i128, keep_labels: bool) -> PyResult<Self> {
+        Ok(SeenSet { inner: CoreSeenSet::new(int_arg("hash_bytes", hash_bytes, 1, 1024)?, keep_labels) })
     }
 
     /// n packed hashes (n * hash_bytes bytes) and n uint64 owners -> n booleans: True where the
