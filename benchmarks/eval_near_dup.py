@@ -65,7 +65,7 @@ the recommendation searches every integer k: the largest k with zero false merge
 cross), i.e. one less than the closest distinct pair. There the summary gives the pooled recall
 of the mild edits (and the weakest of them), crop, and flip / rotate 90 recall, and checks the
 targets: mild recall >= 0.99 with zero false merges; with dihedral, flip and rotate 90 recall
->= 0.95. It also gives the smallest k at which mild recall reaches 0.99, and the false merges
+>= 0.97. It also gives the smallest k at which mild recall reaches 0.99, and the false merges
 there, to show how far a configuration that misses the target is from it.
 """
 from __future__ import annotations
@@ -130,7 +130,7 @@ EDITS = {
 }
 MILD = [name for name in EDITS if name not in ("crop 5%", "flip", "rotate 90")]
 TURNS = ["flip", "rotate 90"]
-MILD_TARGET, TURN_TARGET = 0.99, 0.95
+MILD_TARGET, TURN_TARGET = 0.99, 0.97  # issue 13's targets (issue 6 had asked 0.95 of the turns)
 
 
 #: The turns checked once more without JPEG: (name, PIL transpose), after the original itself.
