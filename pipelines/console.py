@@ -221,11 +221,11 @@ def open_console(output: str) -> Console:
     return _current
 
 
-def say_interrupted(con: Console, stop: Optional[Callable[[], None]] = None) -> None:
-    """Ctrl-C: the traceback to the log, one line to the terminal, then ``stop`` (while what it
-    prints still goes to the log), and the terminal given back."""
+def say_interrupted(con: Console, stop: Optional[Callable[[], None]] = None, line: Optional[str] = None) -> None:
+    """Ctrl-C: the traceback to the log, one line to the terminal ("interrupted", or ``line``),
+    then ``stop`` (while what it prints still goes to the log), and the terminal given back."""
     logging.getLogger("pipelines").warning("interrupted", exc_info=True)
-    con.tell(f"beam-phash: interrupted (details in {con.log_path})")
+    con.tell(f"beam-phash: {line or 'interrupted'} (details in {con.log_path})")
     try:
         if stop is not None:
             stop()

@@ -504,6 +504,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         _parser().print_help()
         return 0
     con = open_console(early_start.output_of(argv))
+    code = None  # the run's exit code, once it has one
     try:
         code = _run(argv, con)
         if command_line:  # a run in a process of its own (not a caller's, which may use Ray on)
@@ -512,7 +513,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         if not command_line:  # a caller's Ctrl-C, and perhaps its Ray: theirs to handle
             raise
-        return interrupted(con)
+        return interrupted(con, code)
     finally:
         close_console()
 
@@ -525,17 +526,21 @@ def stop_embedded_ray() -> None:
         cluster.shutdown_local_ray()
 
 
-def interrupted(con: Console) -> NoReturn:
+def interrupted(con: Console, code: Optional[int] = None) -> NoReturn:
     """Ctrl-C on the command line: one line, then exit 130 at once. Not through Ray's shutdown:
     with a thread still talking to the embedded Ray (a DoFn's connection), Ray ends the process
     itself (exit 1) when the driver shuts down under it. The embedded Ray's GCS and raylet stop
     with this process (they are started with the parent-death signal, see ``ray_cluster``);
-    what would outlive it is stopped first (``early_start.stop_ray_before_exit``)."""
+    what would outlive it is stopped first (``early_start.stop_ray_before_exit``).
+
+    A press after the run ended (``code``, its exit code: while the embedded Ray stops) cut
+    nothing short: the job says so and exits with the run's own code."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second press does not cut the stop short
     try:
-        say_interrupted(con, stop=early_start.stop_ray_before_exit)
+        say_interrupted(con, stop=early_start.stop_ray_before_exit,
+                        line=None if code is None else "Ctrl-C while the embedded Ray stopped; the run had ended")
     finally:
-        os._exit(130)
+        os._exit(130 if code is None else code)
 
 
 def _chain(e: Optional[BaseException]) -> Iterator[BaseException]:

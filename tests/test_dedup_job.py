@@ -264,6 +264,37 @@ def test_ctrl_c_in_a_callers_process_is_the_callers(monkeypatch, tmp_path):
         dedup_images.main(["--output", str(tmp_path / "o")])
 
 
+@pytest.mark.parametrize("pressed, code, line", [
+    ("during the run", 130, "beam-phash: interrupted"),
+    ("after the run", 3, "beam-phash: Ctrl-C while the embedded Ray stopped; the run had ended"),
+])
+def test_ctrl_c_after_the_run_keeps_its_exit_code(tmp_path, pressed, code, line):
+    """On the command line, a Ctrl-C while the embedded Ray stops after the run has ended (its
+    results printed, its outputs written) cut nothing short: the run's own exit code, not 130."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = f"""
+import sys
+from pipelines import dedup_images
+def run(argv, con):
+    if {pressed!r} == "during the run":
+        raise KeyboardInterrupt
+    con.say("results")
+    return 3
+def stop():
+    raise KeyboardInterrupt
+dedup_images._run, dedup_images.stop_embedded_ray = run, stop
+sys.argv = ["beam-phash", "--output", {str(tmp_path / "o")!r}]
+sys.exit(dedup_images.main())
+"""
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == code, proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith(line) and "Traceback" not in proc.stderr, proc.stderr
+
+
 def test_the_failure_threshold_stops_the_job_in_one_line(tmp_path, capsys):
     inputs = tmp_path / "in"
     inputs.mkdir()
