@@ -10,7 +10,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: test run install build native-deps browser-deps cargo-test stubtest pytest bench bench-data bench-data-10k bench-imagededup bench-cold bench-10k soak fuzz wheel flink-job-server clean
+.PHONY: test run install build native-deps test-deps cargo-test stubtest pytest bench bench-data bench-data-10k bench-imagededup bench-cold bench-10k soak fuzz wheel flink-job-server clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,14 +25,16 @@ native-deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake nasm >/dev/null; \
 	  else echo "beam-phash: please install cmake and nasm (e.g. sudo apt-get install cmake nasm)" >&2; exit 1; fi; }
 
-# The browser test of report.html (tests/test_report_browser.py) drives Debian's chromium through
-# Playwright; installed like cmake and nasm above. Only `make test` needs it, not build or run.
-browser-deps:
-	@command -v chromium >/dev/null || { \
+# The tests' and benchmarks' own tools, installed like cmake and nasm above: Debian's chromium,
+# which the browser test of report.html (tests/test_report_browser.py) drives through Playwright,
+# and jpegtran (libjpeg-turbo-progs), which turns JPEG files losslessly for the dihedral checks
+# (tests/test_hash_stability.py, benchmarks/eval_near_dup.py). Not needed to build or run.
+test-deps:
+	@command -v chromium >/dev/null && command -v jpegtran >/dev/null || { \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-	    echo "installing chromium with apt-get"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else echo "beam-phash: please install chromium (e.g. sudo apt-get install chromium)" >&2; exit 1; fi; }
+	    echo "installing chromium and libjpeg-turbo-progs with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium libjpeg-turbo-progs >/dev/null; \
+	  else echo "beam-phash: please install chromium and jpegtran (e.g. sudo apt-get install chromium libjpeg-turbo-progs)" >&2; exit 1; fi; }
 
 # Installs the Python dependencies (once per change of pyproject.toml) ...
 $(VENV)/.deps: pyproject.toml | $(PY) native-deps
@@ -56,7 +58,7 @@ pytest: build
 stubtest: build
 	$(PY) -m mypy.stubtest beam_phash._native
 
-test: cargo-test stubtest browser-deps pytest
+test: cargo-test stubtest test-deps pytest
 
 run: build
 	$(PY) -m pipelines.dedup_images --output out/dedup
@@ -92,7 +94,7 @@ bench-cold: bench-data bench-imagededup
 bench-10k: bench-data-10k
 	$(PY) benchmarks/bench_pipeline.py $(BENCH_SET_10K) --repeat 3
 
-bench: bench-data bench-cold bench-10k
+bench: test-deps bench-data bench-cold bench-10k
 	$(PY) benchmarks/bench_hash.py $(BENCH_SET)
 	$(PY) benchmarks/bench_quality.py ../shared/images
 	$(PY) benchmarks/bench_backend.py

@@ -1,6 +1,6 @@
 """report.html in a real browser: Debian's chromium, headless, driven by Playwright (its own
 browser download is not used; `make test` installs chromium with apt-get, see the Makefile's
-browser-deps). Every thumbnail must have loaded after scrolling the whole page (so lazy ones load
+test-deps). Every thumbnail must have loaded after scrolling the whole page (so lazy ones load
 too) and no script or console error may occur; a screenshot is kept in out/report-screenshot.png.
 The checker is also shown to fail on a broken thumbnail and on a script error."""
 import os
