@@ -50,7 +50,11 @@ bits), and for flip and rotate 90 also to the original's matching dihedral varia
 imagehash's. The turned JPEG copy holds its own encoder noise: unless the picture's sides are
 multiples of 8, its 8 x 8 blocks start at another corner than the original's. So flip and
 rotate 90 are measured once more on grey PNGs of the original and of its turned pixels
-("(variant, lossless)"), where what is left is the variant's own error. Then, photo by photo
+("(variant, lossless)"), where what is left is the variant's own error; and on the original cut
+to whole 16 px blocks as JPEG, turned as a file by jpegtran ("(variant, JPEG turned by
+jpegtran)": the same coefficients, moved, as a lossless rotation in a photo viewer; Debian's
+libjpeg-turbo-progs, which `make bench` installs) and turned then saved again at q90 ("(variant,
+re-encoded in step)": new encoder noise, in the same blocks). Then, photo by photo
 against imagehash's hash of the same algorithm and size: on how many photos ours moves less, as
 much, or more, and the two means (a p95 over 85 photos is decided by its top four or five, so it
 can differ by two bits where the means do not).
@@ -73,6 +77,8 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import shutil
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -135,6 +141,13 @@ MILD_TARGET, TURN_TARGET = 0.99, 0.97  # issue 13's targets (issue 6 had asked 0
 
 #: The turns checked once more without JPEG: (name, PIL transpose), after the original itself.
 LOSSLESS_TURNS = [("flip", T.FLIP_LEFT_RIGHT), ("rotate 90", T.ROTATE_270)]
+#: jpegtran's arguments for the same turns, done on the JPEG file itself (its coefficients turned).
+JPEGTRAN_TURNS = {"flip": ["-flip", "horizontal"], "rotate 90": ["-rotate", "90"]}
+#: The 4:2:0 JPEG's block of blocks (MCU): with sides cut to a multiple of it, a turned copy's
+#: blocks fall where the original's did.
+MCU = 16
+#: Whether the JPEG-file turns can be made; without jpegtran their rows are left out, and said so.
+HAVE_JPEGTRAN = shutil.which("jpegtran") is not None
 
 
 def lossless(im: Image.Image) -> bytes:
@@ -144,29 +157,50 @@ def lossless(im: Image.Image) -> bytes:
     return buf.getvalue()
 
 
+def jpegtran(data: bytes, args: list[str]) -> bytes:
+    """`data` turned by jpegtran (Debian's libjpeg-turbo-progs) without decoding: the same
+    quantised coefficients, moved. -perfect: refuse rather than drop a partial edge block."""
+    return subprocess.run(["jpegtran", *args, "-perfect", "-copy", "none"], input=data,
+                          capture_output=True, check=True).stdout
+
+
+def in_step(im: Image.Image) -> list[bytes]:
+    """The picture cut to sides of a multiple of MCU px, as JPEG q90; then its LOSSLESS_TURNS
+    done by jpegtran on that file (when installed) and its turned pixels re-encoded at q90. In
+    both, the turned copy's 8 x 8 blocks hold the same pixels as the original's."""
+    cut = jpeg(im.crop((0, 0, im.width // MCU * MCU, im.height // MCU * MCU)))
+    turned = [jpegtran(cut, JPEGTRAN_TURNS[name]) for name, _ in LOSSLESS_TURNS] if HAVE_JPEGTRAN else []
+    with Image.open(io.BytesIO(cut)) as decoded:
+        pixels = decoded.convert("RGB")
+    return [cut, *turned, *(jpeg(pixels.transpose(t)) for _, t in LOSSLESS_TURNS)]
+
+
 @dataclass
 class PhotoSet:
     names: list[str]  # one per photo
     files: list[bytes]  # photo i's original at i * (1 + len(EDITS)), then its edits in EDITS order
     #: photo i's original, then its LOSSLESS_TURNS, at i * (1 + len(LOSSLESS_TURNS)), all in grey PNG
     lossless: list[bytes]
+    #: photo i's `in_step` files, len(in_step) per photo
+    aligned: list[bytes]
 
     def index(self, photo: int, edit: int | None = None) -> int:
         return photo * (1 + len(EDITS)) + (0 if edit is None else 1 + edit)
 
 
 def make_set(paths) -> PhotoSet:
-    files, turns = [], []
+    files, turns, aligned = [], [], []
     for path in paths:
         im = web_size(path)
         files.append(jpeg(im))
         files.extend(edit(im) for _, edit in EDITS.values())
         turns.append(lossless(im))
         turns.extend(lossless(im.transpose(t)) for _, t in LOSSLESS_TURNS)
+        aligned.extend(in_step(im))
     names = [p.name for p in paths]
     if len(set(names)) < len(names):
         names = [f"{p.parent.name}/{p.name}" for p in paths]
-    return PhotoSet(names, files, turns)
+    return PhotoSet(names, files, turns, aligned)
 
 
 # Hashers: file bytes -> uint8 array (files, 8 dihedral variants, hash bytes), variant 0 the identity.
@@ -241,14 +275,18 @@ def closest_first(d: np.ndarray, tie) -> list[int]:
 TURN_VARIANT = {"flip": 4, "rotate 90": 1}
 
 
-def edit_distances(hashes: np.ndarray, photos: PhotoSet, turns: np.ndarray) -> dict:
+def edit_distances(hashes: np.ndarray, photos: PhotoSet, turns: np.ndarray, aligned: np.ndarray) -> dict:
     """Per edit, the distance of each photo's copy to its original, identity hash against identity
     hash; for flip and rotate 90, also (``edit (variant)``) the copy against the original's
-    matching dihedral variant: how far a variant lands from the truly turned copy. `turns` are
-    the hashes of `photos.lossless`: the same, without JPEG (``edit (variant, lossless)``). A
-    turned JPEG copy is encoded in blocks that start at another corner of the picture unless its
-    sides are multiples of 8, so its encoder noise is independent of the original's; without
-    JPEG, what is left is the variant's own error."""
+    matching dihedral variant: how far a variant lands from the truly turned copy. A turned JPEG
+    copy is encoded in blocks that start at another corner of the picture unless its sides are
+    multiples of 8 (16 for the colour), so its encoder noise is independent of the original's.
+    Three more rows per turn take that noise out: `turns`, the hashes of `photos.lossless`, give
+    the same on grey PNGs (``edit (variant, lossless)``); `aligned`, of `photos.aligned`, on a
+    JPEG cut to whole blocks, turned by jpegtran on the file (``edit (variant, JPEG turned by
+    jpegtran)``: the same coefficients, so what is left is the variant's own error and the
+    decoder's rounding), and turned then re-encoded (``edit (variant, re-encoded in step)``: new
+    encoder noise, but in the same blocks)."""
     n = len(photos.names)
     out = {}
     originals = hashes[[photos.index(i) for i in range(n)]]
@@ -261,6 +299,13 @@ def edit_distances(hashes: np.ndarray, photos: PhotoSet, turns: np.ndarray) -> d
     for t, (name, _) in enumerate(LOSSLESS_TURNS, start=1):
         plain, copies = turns[0::per_photo, TURN_VARIANT[name]], turns[t::per_photo, 0]
         out[f"{name} (variant, lossless)"] = np.bitwise_count(copies ^ plain).sum(axis=-1)
+    kinds = (["JPEG turned by jpegtran"] if HAVE_JPEGTRAN else []) + ["re-encoded in step"]
+    per_photo = 1 + len(kinds) * len(LOSSLESS_TURNS)
+    for k, kind in enumerate(kinds):
+        for t, (name, _) in enumerate(LOSSLESS_TURNS):
+            plain = aligned[0::per_photo, TURN_VARIANT[name]]
+            copies = aligned[1 + k * len(LOSSLESS_TURNS) + t::per_photo, 0]
+            out[f"{name} (variant, {kind})"] = np.bitwise_count(copies ^ plain).sum(axis=-1)
     return out
 
 
@@ -524,7 +569,7 @@ def main(argv=None) -> int:
         hashes = compute(photos.files)
         assert hashes.shape[1:] == (8, -(-bits // 8)), hashes.shape
         hashed = time.perf_counter() - t
-        per_edit[f"{label} ({bits})"] = edit_distances(hashes, photos, compute(photos.lossless))
+        per_edit[f"{label} ({bits})"] = edit_distances(hashes, photos, compute(photos.lossless), compute(photos.aligned))
         for dihedral in (False, True):
             results.append(evaluate(label, hashes, bits, photos, dihedral, same))
         print(f"{label}: {bits} bits, hashed {len(photos.files)} files x 8 variants in {hashed:.1f} s")
@@ -555,7 +600,12 @@ def main(argv=None) -> int:
     dhead, drows = distance_table(per_edit)
     dnote = ("Distance of each edited copy to its original, median/p95/max bits (identity hashes; "
              "'(variant)': the copy against the original's matching dihedral variant; '(variant, lossless)': "
-             "the same on grey PNGs of the original and its turned pixels, without JPEG's noise).")
+             "the same on grey PNGs of the original and its turned pixels, without JPEG's noise; "
+             f"'(variant, JPEG turned by jpegtran)': on the original cut to whole {MCU} px blocks, its "
+             "JPEG file turned by jpegtran (the same coefficients); '(variant, re-encoded in step)': the "
+             "same cut, turned and saved again at q90, its blocks where the original's were)."
+             + ("" if HAVE_JPEGTRAN else " jpegtran is not installed (Debian: libjpeg-turbo-progs): "
+                                         "its rows are left out."))
     print(f"\n== Distances per edit ==\n{dnote}")
     print(text_table(dhead, drows))
     quality = np.array([h.quality for h in beam_phash.hash_images(
