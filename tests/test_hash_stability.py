@@ -79,7 +79,7 @@ JPEGTRAN = {1: ["-rotate", "90"], 2: ["-rotate", "180"], 3: ["-rotate", "270"], 
 def test_variants_are_the_hashes_of_the_jpeg_turned_losslessly(algorithm):
     """A JPEG turned as a file (jpegtran, as a photo viewer's lossless rotation: the same
     coefficients, moved) hashes to the original's variant: bit for bit up to hash size 16, and
-    within 2 bits at 32, where the scaled IDCT's rounding, which does not turn with the block,
+    within 2 bits at 32, where the decode's rounding, which need not turn with a block exactly,
     can tip a bit. The picture is cut to whole 16 px blocks, so that none is left out."""
     import shutil
     import subprocess
