@@ -53,8 +53,9 @@ rotate 90 are measured once more on grey PNGs of the original and of its turned 
 ("(variant, lossless)"), where what is left is the variant's own error; and on the original cut
 to whole 16 px blocks as JPEG, turned as a file by jpegtran ("(variant, JPEG turned by
 jpegtran)": the same coefficients, moved, as a lossless rotation in a photo viewer; Debian's
-libjpeg-turbo-progs, which `make bench` installs) and turned then saved again at q90 ("(variant,
-re-encoded in step)": new encoder noise, in the same blocks). Then, photo by photo
+libjpeg-turbo-progs, which `make bench` installs) and its pixels turned and encoded at q90 as
+the flip and rotate 90 edits are ("(variant, re-encoded in step)": encoder noise of its own,
+in the same blocks). Then, photo by photo
 against imagehash's hash of the same algorithm and size: on how many photos ours moves less, as
 much, or more, and the two means (a p95 over 85 photos is decided by its top four or five, so it
 can differ by two bits where the means do not).
@@ -166,12 +167,12 @@ def jpegtran(data: bytes, args: list[str]) -> bytes:
 
 def in_step(im: Image.Image) -> list[bytes]:
     """The picture cut to sides of a multiple of MCU px, as JPEG q90; then its LOSSLESS_TURNS
-    done by jpegtran on that file (when installed) and its turned pixels re-encoded at q90. In
-    both, the turned copy's 8 x 8 blocks hold the same pixels as the original's."""
-    cut = jpeg(im.crop((0, 0, im.width // MCU * MCU, im.height // MCU * MCU)))
+    done by jpegtran on that file (when installed), and the cut pixels turned and encoded at q90
+    as the `flip` and `rotate 90` edits are. In both, the turned copy's 8 x 8 blocks hold the
+    pixels of the original's blocks."""
+    pixels = im.crop((0, 0, im.width // MCU * MCU, im.height // MCU * MCU))
+    cut = jpeg(pixels)
     turned = [jpegtran(cut, JPEGTRAN_TURNS[name]) for name, _ in LOSSLESS_TURNS] if HAVE_JPEGTRAN else []
-    with Image.open(io.BytesIO(cut)) as decoded:
-        pixels = decoded.convert("RGB")
     return [cut, *turned, *(jpeg(pixels.transpose(t)) for _, t in LOSSLESS_TURNS)]
 
 
@@ -285,8 +286,8 @@ def edit_distances(hashes: np.ndarray, photos: PhotoSet, turns: np.ndarray, alig
     the same on grey PNGs (``edit (variant, lossless)``); `aligned`, of `photos.aligned`, on a
     JPEG cut to whole blocks, turned by jpegtran on the file (``edit (variant, JPEG turned by
     jpegtran)``: the same coefficients, so what is left is the variant's own error and the
-    decoder's rounding), and turned then re-encoded (``edit (variant, re-encoded in step)``: new
-    encoder noise, but in the same blocks)."""
+    decoder's rounding), and its pixels turned and encoded (``edit (variant, re-encoded in
+    step)``: encoder noise of its own, but in the same blocks)."""
     n = len(photos.names)
     out = {}
     originals = hashes[[photos.index(i) for i in range(n)]]
@@ -603,7 +604,7 @@ def main(argv=None) -> int:
              "the same on grey PNGs of the original and its turned pixels, without JPEG's noise; "
              f"'(variant, JPEG turned by jpegtran)': on the original cut to whole {MCU} px blocks, its "
              "JPEG file turned by jpegtran (the same coefficients); '(variant, re-encoded in step)': the "
-             "same cut, turned and saved again at q90, its blocks where the original's were)."
+             "same cut's pixels turned and encoded at q90, its blocks where the original's were)."
              + ("" if HAVE_JPEGTRAN else " jpegtran is not installed (Debian: libjpeg-turbo-progs): "
                                          "its rows are left out."))
     print(f"\n== Distances per edit ==\n{dnote}")
