@@ -68,6 +68,21 @@ def test_one_image_where_a_sequence_belongs_is_a_type_error(one):
         hash_images(one)
 
 
+class Index:
+    """Not an int, but usable as one (``__index__``), as numpy's integers are."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __index__(self):
+        return self.value
+
+
+def test_ints_given_through_index_are_taken(photo_bytes):
+    assert beam_phash.hash_bits("phash", Index(16)) == 256
+    assert len(hash_images([photo_bytes["pool.jpg"]], hash_size=Index(8), threads=Index(1))[0]) == 64
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda d: hash_images([d], threads=-1), "threads must be between 1 and 1024, got -1"),
     (lambda d: hash_images([d], max_pixels=-1), "max_pixels must be at least 1, got -1"),
@@ -81,9 +96,10 @@ def test_one_image_where_a_sequence_belongs_is_a_type_error(one):
     (lambda d: hash_images([d], hash_size=2**64), "hash_size must be between 4 and 64, got 18446744073709551616"),
     (lambda d: hash_images([d], threads=2**64), "threads must be between 1 and 1024, got 18446744073709551616"),
     (lambda d: hash_images([d], threads=beam_phash.MAX_THREADS + 1), "threads must be between 1 and 1024, got 1025"),
-    (lambda d: hash_image(d, max_pixels=2**63), "max_pixels must be at least 1, got 9223372036854775808"),
+    (lambda d: hash_image(d, max_pixels=2**63), "max_pixels must be below 2\\*\\*63, got 9223372036854775808"),
+    (lambda d: hash_images([d], threads=Index(2**70)), "threads must be between 1 and 1024, got 1180591620717411303424"),
     (lambda d: hash_image(d, max_alloc=-2**200), "max_alloc must be at least 1, got an int of -2\\*\\*127 or less"),
-    (lambda d: PHash.from_hex("ab", bits=2**300), "bits must be between 1 and 4294967295, got an int of 2\\*\\*127 or more"),
+    (lambda d: PHash.from_hex("ab", bits=2**300), "bits must be between 1 and 4294967295, got an int of 2\\*\\*127 - 1 or more"),
     (lambda d: PHash(b"ab", quality=-2**70), "quality must be between 0 and 100, got -1180591620717411303424"),
     (lambda d: beam_phash.hash_bits("phash", 2**64), "hash_size must be between 4 and 64, got 18446744073709551616"),
 ])

@@ -187,24 +187,35 @@ pub(crate) fn spec_and_limits(algorithm: &str, hash_size: i128, max_pixels: i128
 /// ValueError naming it. (PyO3's own conversions raise OverflowError without the name, for a
 /// negative value where the core takes an unsigned one and for any int past 64 bits.)
 pub(crate) fn int_arg<T: TryFrom<i128>>(name: &str, value: i128, min: i128, max: i128) -> PyResult<T> {
+    // `wide_int` saturates at the ends of i128.
     let got = match value {
-        i128::MAX => "an int of 2**127 or more".to_string(),
+        i128::MAX => "an int of 2**127 - 1 or more".to_string(),
         i128::MIN => "an int of -2**127 or less".to_string(),
         v => v.to_string(),
     };
     match T::try_from(value) {
         Ok(v) if (min..=max).contains(&value) => Ok(v),
-        _ if max == i128::from(i64::MAX) => Err(PyValueError::new_err(format!("{name} must be at least {min}, got {got}"))),
+        _ if max == i128::from(i64::MAX) && value < min => {
+            Err(PyValueError::new_err(format!("{name} must be at least {min}, got {got}")))
+        }
+        _ if max == i128::from(i64::MAX) => Err(PyValueError::new_err(format!("{name} must be below 2**63, got {got}"))),
         _ => Err(PyValueError::new_err(format!("{name} must be between {min} and {max}, got {got}"))),
     }
 }
 
-/// A Python int as an i128 for `int_arg`, any size: past i128 it saturates, so that `int_arg`
-/// refuses it with its ValueError like any other value out of range. Not an int: TypeError.
+/// A Python int (or any object with `__index__`, as PyO3's own int arguments take) as an i128
+/// for `int_arg`, any size: past i128 it saturates, so that `int_arg` refuses it with its
+/// ValueError like any other value out of range. Not an int: TypeError.
 pub(crate) fn wide_int(value: &Bound<'_, PyAny>) -> PyResult<i128> {
-    match value.extract::<i128>() {
-        Err(e) if e.is_instance_of::<pyo3::exceptions::PyOverflowError>(value.py()) => {
-            Ok(if value.gt(0)? { i128::MAX } else { i128::MIN })
+    let py = value.py();
+    let int = if value.is_instance_of::<PyInt>() {
+        value.clone()
+    } else {
+        py.import("operator")?.getattr("index")?.call1((value,))?
+    };
+    match int.extract::<i128>() {
+        Err(e) if e.is_instance_of::<pyo3::exceptions::PyOverflowError>(py) => {
+            Ok(if int.gt(0)? { i128::MAX } else { i128::MIN })
         }
         other => other,
     }
