@@ -48,7 +48,7 @@ they count as false merges when close; the closest pairs are printed by name to 
 Distances. For each hash, the distance of every edited copy to its original (median/p95/max
 bits), and for flip and rotate 90 also to the original's matching dihedral variant, beside
 imagehash's. The turned JPEG copy holds its own encoder noise: unless the picture's sides are
-multiples of 8, its 8 x 8 blocks start at another corner than the original's. So flip and
+multiples of 8 (16 for the colour), its 8 x 8 blocks start at another corner than the original's. So flip and
 rotate 90 are measured once more on grey PNGs of the original and of its turned pixels
 ("(variant, lossless)"), where what is left is the variant's own error; and on the original cut
 to whole 16 px blocks as JPEG, turned as a file by jpegtran ("(variant, JPEG turned by
