@@ -10,31 +10,36 @@ export PYTHONDONTWRITEBYTECODE := 1
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: test run install build native-deps test-deps cargo-test stubtest pytest bench bench-data bench-data-10k bench-imagededup bench-cold bench-10k soak fuzz wheel flink-job-server clean
+.PHONY: test run install build native-deps test-deps bench-deps cargo-test stubtest pytest bench bench-data bench-data-10k bench-imagededup bench-cold bench-10k soak fuzz wheel flink-job-server clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
-# libjpeg-turbo, which the turbojpeg crate builds from source, needs cmake and nasm. Installed with
-# apt-get when missing and we are root (CI, containers); otherwise we say what to install.
-native-deps:
-	@command -v cmake >/dev/null && command -v nasm >/dev/null || { \
+# $(call debian,COMMANDS,PACKAGES): when one of COMMANDS is missing, PACKAGES are installed with
+# apt-get if we are root on a machine that has it (CI, containers); otherwise we say what to
+# install and stop.
+define debian
+	@missing=; for c in $(1); do command -v $$c >/dev/null || missing=1; done; [ -z "$$missing" ] || { \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-	    echo "installing cmake and nasm with apt-get"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake nasm >/dev/null; \
-	  else echo "beam-phash: please install cmake and nasm (e.g. sudo apt-get install cmake nasm)" >&2; exit 1; fi; }
+	    echo "installing $(2) with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null; \
+	  else echo "beam-phash: missing $(1): please install them (e.g. sudo apt-get install $(2))" >&2; exit 1; fi; }
+endef
 
-# The tests' and benchmarks' own tools, installed like cmake and nasm above: Debian's chromium,
-# which the browser test of report.html (tests/test_report_browser.py) drives through Playwright,
-# and jpegtran (libjpeg-turbo-progs), which turns JPEG files losslessly for the dihedral checks
-# (tests/test_hash_stability.py, benchmarks/eval_near_dup.py). Not needed to build or run.
+# libjpeg-turbo, which the turbojpeg crate builds from source, needs cmake and nasm.
+native-deps:
+	$(call debian,cmake nasm,cmake nasm)
+
+# The tests' own tools: Debian's chromium, which the browser test of report.html
+# (tests/test_report_browser.py) drives through Playwright, and jpegtran (libjpeg-turbo-progs),
+# which turns JPEG files losslessly for the dihedral checks (tests/test_hash_stability.py, and
+# benchmarks/eval_near_dup.py: bench-deps). Not needed to build or run.
 test-deps:
-	@command -v chromium >/dev/null && command -v jpegtran >/dev/null || { \
-	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-	    echo "installing chromium and libjpeg-turbo-progs with apt-get"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium libjpeg-turbo-progs >/dev/null; \
-	  else echo "beam-phash: please install chromium and jpegtran (e.g. sudo apt-get install chromium libjpeg-turbo-progs)" >&2; exit 1; fi; }
+	$(call debian,chromium jpegtran,chromium libjpeg-turbo-progs)
+
+bench-deps:
+	$(call debian,jpegtran,libjpeg-turbo-progs)
 
 # Installs the Python dependencies (once per change of pyproject.toml) ...
 $(VENV)/.deps: pyproject.toml | $(PY) native-deps
@@ -94,7 +99,7 @@ bench-cold: bench-data bench-imagededup
 bench-10k: bench-data-10k
 	$(PY) benchmarks/bench_pipeline.py $(BENCH_SET_10K) --repeat 3
 
-bench: test-deps bench-data bench-cold bench-10k
+bench: bench-deps bench-data bench-cold bench-10k
 	$(PY) benchmarks/bench_hash.py $(BENCH_SET)
 	$(PY) benchmarks/bench_quality.py ../shared/images
 	$(PY) benchmarks/bench_backend.py
