@@ -4,6 +4,7 @@ import pathlib
 
 import pytest
 
+ROOT = pathlib.Path(__file__).resolve().parent.parent  # the repository
 DATA = pathlib.Path(__file__).parent / "data"
 PHOTOS = sorted(p for p in DATA.iterdir() if p.suffix in (".jpg", ".png"))
 

@@ -17,9 +17,9 @@ from pipelines import early_start
 from pipelines.console import Console
 from pipelines.dedup_images import one_line
 from pipelines.progress import ProgressBoard, ProgressDoFn
+from conftest import ROOT
 from processes import left_in_session, processes_of
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def test_the_console_sends_fd_output_and_logging_to_the_log_and_gives_the_terminal_back(tmp_path):

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from conftest import DATA
+from conftest import DATA, ROOT
 from job_outputs import basename, read
 from pipelines import dedup_images
 
@@ -273,7 +273,6 @@ def test_ctrl_c_after_the_run_keeps_its_exit_code(tmp_path, pressed, code, line)
     results printed, its outputs written) cut nothing short: the run's own exit code, not 130."""
     import subprocess
     import sys
-    from pathlib import Path
 
     script = f"""
 import sys
@@ -289,8 +288,7 @@ dedup_images._run, dedup_images.stop_embedded_ray = run, stop
 sys.argv = ["beam-phash", "--output", {str(tmp_path / "o")!r}]
 sys.exit(dedup_images.main())
 """
-    root = Path(__file__).resolve().parent.parent
-    proc = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == code, proc.stderr
     assert proc.stderr.splitlines()[-1].startswith(line) and "Traceback" not in proc.stderr, proc.stderr
 

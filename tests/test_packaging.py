@@ -8,7 +8,7 @@ import tarfile
 
 import beam_phash
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+from conftest import ROOT
 
 
 def test_stubs_and_marker_ship_with_the_package():
@@ -69,6 +69,6 @@ def test_actors_and_the_early_start_do_not_import_beam():
             "beam_phash.exact.store, pipelines.early_start, pipelines.console; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'apache_beam'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         cwd=pathlib.Path(__file__).resolve().parent.parent)
+                         cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"

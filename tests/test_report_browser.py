@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ROOT
 from pipelines import dedup_images
 
-ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOT = ROOT / "out" / "report-screenshot.png"
 
 _SCROLL_THROUGH = """async () => {

@@ -13,9 +13,9 @@ import time
 
 import pytest
 
+from conftest import ROOT
 from job_outputs import normalized
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 JOB_SERVER = ROOT / "deploy" / "flink-job-server"
 JOB_SERVER_JAR = JOB_SERVER / "target" / "beam-flink-job-server.jar"
 
