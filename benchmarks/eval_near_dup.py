@@ -296,16 +296,18 @@ def edit_distances(hashes: np.ndarray, photos: PhotoSet, turns: np.ndarray, alig
         out[name] = np.bitwise_count(copies ^ originals[:, 0]).sum(axis=-1)
         if name in TURN_VARIANT:
             out[f"{name} (variant)"] = np.bitwise_count(copies ^ originals[:, TURN_VARIANT[name]]).sum(axis=-1)
-    per_photo = 1 + len(LOSSLESS_TURNS)
+    # `turns`: per photo its grey PNG, then each turned; `aligned`: per photo its cut JPEG, then
+    # each turn of each kind.
+    per_turned = 1 + len(LOSSLESS_TURNS)
     for t, (name, _) in enumerate(LOSSLESS_TURNS, start=1):
-        plain, copies = turns[0::per_photo, TURN_VARIANT[name]], turns[t::per_photo, 0]
+        plain, copies = turns[0::per_turned, TURN_VARIANT[name]], turns[t::per_turned, 0]
         out[f"{name} (variant, lossless)"] = np.bitwise_count(copies ^ plain).sum(axis=-1)
     kinds = (["JPEG turned by jpegtran"] if HAVE_JPEGTRAN else []) + ["re-encoded in step"]
-    per_photo = 1 + len(kinds) * len(LOSSLESS_TURNS)
+    per_aligned = 1 + len(kinds) * len(LOSSLESS_TURNS)
     for k, kind in enumerate(kinds):
         for t, (name, _) in enumerate(LOSSLESS_TURNS):
-            plain = aligned[0::per_photo, TURN_VARIANT[name]]
-            copies = aligned[1 + k * len(LOSSLESS_TURNS) + t::per_photo, 0]
+            plain = aligned[0::per_aligned, TURN_VARIANT[name]]
+            copies = aligned[1 + k * len(LOSSLESS_TURNS) + t::per_aligned, 0]
             out[f"{name} (variant, {kind})"] = np.bitwise_count(copies ^ plain).sum(axis=-1)
     return out
 

@@ -6,6 +6,8 @@
 #[cfg(test)]
 use image::imageops::{flip_horizontal, rotate180, rotate270, rotate90};
 #[cfg(test)]
+use image::metadata::Orientation;
+#[cfg(test)]
 use image::{ImageBuffer, Pixel};
 
 #[cfg(test)]
@@ -70,19 +72,20 @@ pub(crate) fn by_image_crate<P: Pixel + 'static>(image: &ImageBuffer<P, Vec<P::S
     }
 }
 
+/// The EXIF orientation that turns a picture as variant `i` does: the mirror first, as here,
+/// is the image crate's turn followed by a mirror there.
+#[cfg(test)]
+pub(crate) fn orientation(i: usize) -> Orientation {
+    use Orientation::*;
+    [NoTransforms, Rotate90, Rotate180, Rotate270, FlipHorizontal, Rotate270FlipH, FlipVertical, Rotate90FlipH][i % 8]
+}
+
 /// Variant `i` of a picture, its extent turned alike: what the turned grids are tested against
 /// (`hash::tests`).
 #[cfg(test)]
 pub(crate) fn picture(picture: &Picture, i: usize) -> Picture {
     let (w, h) = picture.pixels.dimensions();
-    let e = if i >= 4 { picture.extent.flipped_h(w) } else { picture.extent };
-    let e = match i % 4 {
-        0 => e,
-        1 => e.rotated90(w, h),
-        2 => e.rotated180(w, h),
-        _ => e.rotated270(w, h),
-    };
-    Picture::new(by_image_crate(&picture.pixels, i), e)
+    Picture::new(by_image_crate(&picture.pixels, i), picture.extent.oriented(w, h, orientation(i)))
 }
 
 #[cfg(test)]
@@ -100,6 +103,16 @@ mod tests {
                 assert_eq!((t.width, t.height), want.dimensions(), "{w}x{h}, {}", DIHEDRAL[i]);
                 assert_eq!(turn(grid.as_raw(), w, h, i), want.into_raw(), "{w}x{h}, {}", DIHEDRAL[i]);
             }
+        }
+    }
+
+    #[test]
+    fn each_variant_is_its_exif_orientation() {
+        let grid: ImageBuffer<Luma<u16>, Vec<u16>> = ImageBuffer::from_fn(7, 4, |x, y| Luma([(y * 7 + x) as u16]));
+        for i in 0..8 {
+            let mut oriented = image::DynamicImage::ImageLuma16(grid.clone());
+            oriented.apply_orientation(orientation(i));
+            assert_eq!(oriented.into_luma16(), by_image_crate(&grid, i), "{}", DIHEDRAL[i]);
         }
     }
 }
