@@ -20,7 +20,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 
-from beam_phash._native import PHash, collapse_heads, hash_images, parse_hex_column, parse_hex_hashes
+from beam_phash._native import FLAT_QUALITY, PHash, collapse_heads, hash_images, parse_hex_column, parse_hex_hashes
 from beam_phash.hashing import HashConfig
 from beam_phash.metrics import DedupMetrics
 from beam_phash.near.batches import Fixed, concat, take_labels, u8, u32s
@@ -70,7 +70,7 @@ class HashReferenceDoFn(beam.DoFn):
 
     def _hash(self, labels: List[str], blobs: list) -> Iterable:
         """Images (bytes-likes, or None with a reason string) -> one Fixed batch and failures."""
-        good, keys = [], []
+        good, keys, flat = [], [], []
         todo = [i for i, b in enumerate(blobs) if not isinstance(b, str)]
         for i, b in enumerate(blobs):
             if isinstance(b, str):
@@ -81,15 +81,17 @@ class HashReferenceDoFn(beam.DoFn):
             if isinstance(result, PHash):
                 good.append(i)
                 keys.append(bytes(result))
+                flat.append(result.quality < FLAT_QUALITY)
             else:
                 yield self._failed(labels[i], str(result))
         if good:
             yield self._batch(np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(good), self._width),
-                              [labels[i] for i in good])
+                              [labels[i] for i in good], flat)
 
-    def _batch(self, keys: np.ndarray, labels) -> Fixed:
+    def _batch(self, keys: np.ndarray, labels, flat=None) -> Fixed:
+        """A reference batch; ``flat`` is known for images only (hashes from a column: not flat)."""
         self._metrics.references.inc(len(keys))
-        return fixed_batch(keys, REFERENCE, labels)
+        return fixed_batch(keys, REFERENCE, labels, flat)
 
     def _parsed(self, labels, packed: bytes, bad: np.ndarray, reasons: List[str]) -> Iterable:
         keys = np.frombuffer(packed, dtype=np.uint8).reshape(-1, self._width)

@@ -264,6 +264,40 @@ def _seed_state(state, hashes, labels, bits=256, algorithm="phash", hash_size=16
     near_state.commit(state, "seed", manifest["generation"], manifest, [entry])
 
 
+def test_a_segment_from_before_the_flat_flags_is_read_as_before(tmp_path):
+    """Segments written before the flat column (hashes and labels only, their digest over those)
+    still pass their check and are matched at k; the next run's segment has the column."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from beam_phash import state_manifest
+
+    state = str(tmp_path / "state")
+    rng = random.Random(5)
+    hashes = [rng.getrandbits(256).to_bytes(32, "little") for _ in range(20)]
+    manifest = near_state.open_state(state, "phash", 16, 256, create=True)
+    keys = np.frombuffer(b"".join(hashes[:10]), dtype=np.uint8).reshape(10, 32)
+    labels = pa.array([f"s{i}" for i in range(10)], pa.large_string())
+    os.makedirs(os.path.join(state, "runs", "old"))
+    pq.write_table(pa.table({"hash": pa.array(list(map(bytes, keys)), pa.binary(32)), "label": labels}),
+                   os.path.join(state, "runs", "old", "part-00000.parquet"))
+    entry = {"path": os.path.join("runs", "old", "part-00000.parquet"), "rows": 10,
+             "digest": state_manifest.digest([keys.tobytes()], labels)}
+    near_state.commit(state, "old", manifest["generation"], manifest, [entry])
+    # copies 3 bits from each earlier hash, and 10 new hashes
+    near = [int.from_bytes(h, "little") ^ 0b10101 for h in hashes[:10]]
+    records = [{"id": f"r{i:02d}", "h": h.hex()} for i, h in
+               enumerate([n.to_bytes(32, "little") for n in near] + hashes[10:])]
+    expected = oracle([(r["id"], bytes.fromhex(r["h"])) for r in records], 8,
+                      [(f"s{i}", h, "state") for i, h in enumerate(hashes[:10])])
+    assert sum(1 for v in expected.values() if v is None) == 10
+    p, outputs = run_pipeline(records, 8, hash_column="h", state_dir=state)
+    assert_that(tagged(outputs), check_against(expected))
+    p.run().wait_until_finish()
+    newest = pq.read_table(os.path.join(state, _manifest(state)["segments"][-1]["path"]))
+    assert newest.column_names == ["hash", "label", "flat"] and not any(newest.column("flat").to_pylist())
+
+
 def test_a_run_that_dies_adds_nothing_and_damage_is_refused(tmp_path):
     state = str(tmp_path / "state")
     rng = random.Random(3)

@@ -186,3 +186,66 @@ def test_flat_pictures_match_earlier_ones_by_identical_hash_only(tmp_path, again
     outputs = p | beam.Create(records) | dedup.with_outputs()
     assert_that(tagged(outputs), check)
     p.run().wait_until_finish()
+
+
+def _dhash_pictures():
+    """dHash 16 pictures around the all-zero hash: a blank (flat), a plain gradient that hashes
+    to all zeros too but is not flat, and a square on a gradient a few bits away (not flat)."""
+    yy, xx = np.mgrid[0:300, 0:300]
+    pictures = {
+        "blank": np.full((100, 100), 200.0),
+        "gradient": 250 - np.mgrid[0:200, 0:200][1] * 0.64 - np.mgrid[0:200, 0:200][0] * 0.32,
+        "square": np.where((abs(xx - 140) < 14) & (abs(yy - 140) < 14), 255, 230 - xx * 128 / 600),
+    }
+    images = {k: _png(Image.fromarray(np.clip(v, 0, 255).astype(np.uint8))) for k, v in pictures.items()}
+    h = {k: beam_phash.hash_image(v, algorithm="dhash") for k, v in images.items()}
+    assert h["blank"].quality < _native.FLAT_QUALITY <= min(h["gradient"].quality, h["square"].quality), h
+    assert h["blank"] == h["gradient"] and 0 < h["square"] - h["blank"] <= 8, h
+    return images, h
+
+
+def test_a_flat_image_meets_one_with_its_hash_at_distance_zero_only():
+    """A flat image and a picture that is not flat but has the same hash are two images, not one:
+    the flat one must not follow the other into a match several bits away."""
+    images, h = _dhash_pictures()
+    records = [{"id": k, "image": v} for k, v in images.items()]
+
+    def check(rows):
+        got = {r["id"]: (tag, r.get("duplicate_of"), r.get("distance")) for tag, r in rows}
+        # keep="largest": the square (300 px) first, then the gradient, then the blank
+        assert got == {"square": ("kept", None, None),
+                       "gradient": ("duplicates", "square", h["gradient"] - h["square"]),
+                       "blank": ("kept", None, None)}, got
+
+    p = TestPipeline()
+    outputs = p | beam.Create(records) | ImagePhashDedup(algorithm="dhash", max_distance=12).with_outputs()
+    assert_that(tagged(outputs), check)
+    p.run().wait_until_finish()
+
+
+@pytest.mark.parametrize("against,band_partition_bits", [("reference", 0), ("state", 0), ("state", 2)])
+def test_a_flat_earlier_image_is_met_at_distance_zero_only(tmp_path, against, band_partition_bits):
+    """A flat image kept by an earlier run, or given as a reference, is matched by identical hash
+    only, as a flat input is: a picture a few bits away is kept, one with its very hash is not."""
+    images, h = _dhash_pictures()
+    earlier = [{"id": "e:blank", "image": images["blank"]}]
+    records = [{"id": "square", "image": images["square"]}, {"id": "gradient", "image": images["gradient"]}]
+
+    def check(rows):
+        got = {r["id"]: (tag, r.get("duplicate_of"), r.get("matched"), r.get("distance")) for tag, r in rows}
+        assert got == {"square": ("kept", None, None, None),
+                       "gradient": ("duplicates", "e:blank", against, 0)}, got
+
+    state = str(tmp_path / "state")
+    kwargs = {"algorithm": "dhash", "max_distance": 12, "band_partition_bits": band_partition_bits}
+    if against == "state":
+        p = TestPipeline()
+        _ = p | "Earlier" >> beam.Create(earlier) | ImagePhashDedup(state_dir=state, **kwargs)
+        p.run().wait_until_finish()
+    p = TestPipeline()
+    dedup = ImagePhashDedup(**kwargs, **({"state_dir": state} if against == "state" else {}))
+    if against == "reference":
+        dedup = dedup.with_reference(p | "References" >> beam.Create(earlier))
+    outputs = p | beam.Create(records) | dedup.with_outputs()
+    assert_that(tagged(outputs), check)
+    p.run().wait_until_finish()

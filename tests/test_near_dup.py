@@ -125,6 +125,21 @@ def test_matches_the_oracle_whatever_the_input_order(seed):
     assert counts["near_dup_pairs"] > 0
 
 
+def test_each_pair_at_distance_zero_is_found_once():
+    """At k = 0 the first band finds every pair (a copy turned as its variant is): the other
+    search groups must not find them again, or `near_dup_pairs` counts each once per group."""
+    records = []
+    for path in PHOTOS[:3]:
+        im = Image.open(path).convert("RGB")
+        im = im.crop((0, 0, im.width // 16 * 16, im.height // 16 * 16))
+        for name, t in (("", None), ("~rot", Image.Transpose.ROTATE_90)):
+            buf = io.BytesIO()
+            (im if t is None else im.transpose(t)).save(buf, "PNG")
+            records.append({"id": path.name + name, "image": buf.getvalue()})
+    pairs = [run(records, 0, dihedral=True, search_partitions=s)["near_dup_pairs"] for s in (1, 4)]
+    assert pairs == [3, 3], pairs
+
+
 @pytest.mark.parametrize("options", [[], MULTI], ids=["in-process", "multi-process"])
 def test_dihedral_matches_the_oracle(options):
     run(make_near_dup_records(3), 14, dihedral=True, options=options, keep="smallest_id")

@@ -63,8 +63,9 @@ def take_labels(labels: pa.Array, index) -> pa.Array:
 
 
 class Ranked(NamedTuple):
-    """Records with their key (hash, then the 8 variant hashes with dihedral), rank, owner, and
-    whether the image is flat (matched by identical key only)."""
+    """Records with their key (hash, then the 8 variant hashes with dihedral, then one byte: 1
+    for a flat image), rank, owner, and whether the image is flat. A flat image and another with
+    the same hashes are two keys: they meet in the band search's first band, at distance 0."""
 
     keys: np.ndarray  # (n, key_bytes) uint8
     primary: np.ndarray  # (n,) uint64
@@ -85,8 +86,9 @@ class Images(NamedTuple):
 
 
 class Flat(NamedTuple):
-    """Flat images (quality under FLAT_QUALITY): kept out of the band search, they meet only the
-    fixed images, at distance 0 (an identical hash, or one of their dihedral variants)."""
+    """Flat images (quality under FLAT_QUALITY): kept out of the band search at k, they meet the
+    other images and the fixed ones at distance 0 only (an identical hash, or one of their
+    dihedral variants)."""
 
     images: Images
 
@@ -135,14 +137,16 @@ class Assigned(NamedTuple):
 
 class Fixed(NamedTuple):
     """Images that are already kept (an earlier run's, or a reference set): their hashes, source
-    (``fixed.SOURCES``) and labels (the ids that duplicates name), as an Arrow string array."""
+    (``fixed.SOURCES``), labels (the ids that duplicates name) as an Arrow string array, and
+    whether each is flat (met at distance 0 only; False where unknown: hashes without images)."""
 
     keys: np.ndarray  # (n, hash_bytes) uint8
     source: np.ndarray  # (n,) uint64
     labels: pa.Array
+    flat: np.ndarray  # (n,) bool
 
     def take(self, index) -> "Fixed":
-        return Fixed(self.keys[index], self.source[index], take_labels(self.labels, index))
+        return Fixed(self.keys[index], self.source[index], take_labels(self.labels, index), self.flat[index])
 
 
 class Named(NamedTuple):

@@ -52,6 +52,8 @@ KEPT_ROWS = "kept_rows"
 FIXED_RANK = (-1, "", b"")
 #: Ranked rows per element, at most (a bundle's rows for one partition are sent together).
 FLUSH_ROWS = 16384
+#: The last byte of an image key: a flat image's, or another's (``Ranked``).
+FLAT_KEY, PLAIN_KEY = b"\x01", b"\x00"
 
 
 def sub_blocks(start: int, width: int, radius: int) -> List[Tuple[int, int]]:
@@ -69,8 +71,9 @@ def _split(ids: np.ndarray) -> Iterable[Tuple[int, slice]]:
 
 
 class PackDoFn(beam.DoFn):
-    """Hashed batches -> every record keyed by its image key (hash and variants) for the final
-    join, and the (key, rank, owner) rows packed per exact partition on ``rows``."""
+    """Hashed batches -> every record keyed by its image key (hash, variants, flat flag: see
+    ``Ranked``) for the final join, and the (key, rank, owner) rows packed per exact partition on
+    ``rows``."""
 
     def __init__(self, keep: str, partitions: int):
         self._keep = keep
@@ -87,7 +90,7 @@ class PackDoFn(beam.DoFn):
         return p, rows
 
     def process(self, batch: List[Hashed]):
-        image_keys = [h.hash + b"".join(h.variants) for h in batch]
+        image_keys = [h.hash + b"".join(h.variants) + (FLAT_KEY if h.flat else PLAIN_KEY) for h in batch]
         # The exact partition: by the key's own bits, as the Ray backend routes (routing.py).
         for h, key, p in zip(batch, image_keys, bucket_of(image_keys, self._partitions)):
             primary = primary_rank(self._keep, h.pixels)
@@ -109,19 +112,18 @@ class PackDoFn(beam.DoFn):
 class CollapseDoFn(beam.DoFn):
     """One exact partition: records with an identical key become one image, ranked by its best
     record. Emits the images (ids, hashes, variants) for the band search, and on ``classes``
-    their ranks and owners for the resolution. Flat images stay out of the band search: they
-    match their identical copies here, and, ``with_fixed``, the fixed images at distance 0
+    their ranks and owners for the resolution. Flat images stay out of the search at k: they
+    match their identical copies here, and the other images and the fixed ones at distance 0
     (emitted as ``Flat``)."""
 
-    def __init__(self, hash_bytes: int, dihedral: bool, with_fixed: bool = False):
+    def __init__(self, hash_bytes: int, dihedral: bool):
         self._hash_bytes = hash_bytes
         self._dihedral = dihedral
-        self._with_fixed = with_fixed
         self._metrics = DedupMetrics()
 
     def _images(self, ids: np.ndarray, keys: np.ndarray) -> Images:
         hb = self._hash_bytes
-        variants = keys[:, hb:].reshape(len(ids), 8, hb) if self._dihedral else None
+        variants = keys[:, hb:9 * hb].reshape(len(ids), 8, hb) if self._dihedral else None
         return Images(ids, np.ascontiguousarray(keys[:, :hb]), None if variants is None else np.ascontiguousarray(variants))
 
     def process(self, element: Tuple[int, Iterable[Ranked]]):
@@ -134,9 +136,9 @@ class CollapseDoFn(beam.DoFn):
         keys = rows.keys[heads]
         self._metrics.near_images.inc(len(heads))
         yield beam.pvalue.TaggedOutput(CLASSES, (p, Classes(ids, keys, rows.primary[heads], [rows.owners[i] for i in heads])))
-        flat = rows.flat[heads]  # identical keys share the flag
+        flat = rows.flat[heads]  # the key holds the flag, so identical keys share it
         yield self._images(ids[~flat], keys[~flat])
-        if self._with_fixed and flat.any():
+        if flat.any():
             yield Flat(self._images(ids[flat], keys[flat]))
 
 
@@ -211,6 +213,8 @@ class SearchDoFn(beam.DoFn):
             w = sub_blocks(*self._layout[part])[sub][1]
             return self._search(images, part, n_fixed, max_distance, sub=sub,
                                 prefix_bits=min(self._prefix_bits, w), prefix=prefix)
+        if max_distance == 0 and part != 0:
+            return Edges.empty()  # the first group's first band finds them all
         # every band of the group, in parallel on the worker's cores
         bands = [0] if max_distance == 0 else list(range(part, len(self._layout), self._groups))
         return self._search(images, bands, n_fixed, max_distance)
@@ -221,6 +225,23 @@ class SearchDoFn(beam.DoFn):
             rows = (mixed.b & ~FIXED_BIT).astype(np.int64)
             for p, named in named_by_partition(mixed.a, mixed.distance, rows, fixed):
                 yield beam.pvalue.TaggedOutput(NAMED, (p, named))
+
+    def _zero(self, new: List[Images], flat: List[Images], fixed, part: int, sub: int, prefix: int):
+        """The pairs with a flat end, at distance 0 (in the first band's partitions, where
+        BandSplit sends the flat images): flat images against the other images and every fixed
+        one, and the other images against the flat fixed ones. Yields the named pairs; returns
+        the edges."""
+        flat_fixed = None if fixed is None or not fixed.flat.any() else fixed.take(np.flatnonzero(fixed.flat))
+        if not flat and flat_fixed is None:
+            return Edges.empty()
+        against = fixed if flat else flat_fixed
+        images = concat(Images, new + flat)
+        edges, mixed = self._search_part(images, against, part, sub, prefix, 0).split_fixed()
+        yield from self._named(mixed, against)
+        if not flat:
+            return Edges.empty()
+        flat_ids = concat(Images, flat).ids
+        return edges.take(np.isin(edges.a, flat_ids) | np.isin(edges.b, flat_ids))
 
     def process(self, element: Tuple[Tuple[int, int, int], Iterable]):
         (part, sub, prefix), batches = element
@@ -233,13 +254,16 @@ class SearchDoFn(beam.DoFn):
             elif len(batch.ids):
                 new.append(batch)
         fixed = concat(Fixed, fixed) if fixed else None
-        if flat and fixed is not None:  # flat images meet the fixed ones at distance 0 only
-            _, mixed = self._search_part(concat(Images, flat), fixed, part, sub, prefix, 0).split_fixed()
-            yield from self._named(mixed, fixed)
-        if not new:
-            return  # fixed images are never paired with each other
-        edges, mixed = self._search_part(concat(Images, new), fixed, part, sub, prefix, self._k).split_fixed()
-        yield from self._named(mixed, fixed)
+        found = []
+        if part == 0 and sub <= 0:
+            found.append((yield from self._zero(new, flat, fixed, part, sub, prefix)))
+        if new:
+            # fixed images are never paired with each other; a flat one is met at distance 0 only
+            plain = None if fixed is None or fixed.flat.all() else fixed.take(np.flatnonzero(~fixed.flat))
+            edges, mixed = self._search_part(concat(Images, new), plain, part, sub, prefix, self._k).split_fixed()
+            yield from self._named(mixed, plain)
+            found.append(edges)
+        edges = concat(Edges, found) if found else Edges.empty()
         if not len(edges.a):
             return
         self._metrics.near_dup_pairs.inc(len(edges.a))
@@ -354,7 +378,7 @@ class ApplyDoFn(beam.DoFn):
         self._metrics = DedupMetrics()
 
     def start_bundle(self):
-        self._kept: Tuple[List[bytes], List[str]] = ([], [])
+        self._kept: Tuple[List[bytes], List[str], List[bool]] = ([], [], [])
 
     def process(self, element):
         key, joined = element
@@ -371,6 +395,7 @@ class ApplyDoFn(beam.DoFn):
                 if self._hash_bytes:
                     self._kept[0].append(key[:self._hash_bytes])
                     self._kept[1].append(keeper_label(owner))
+                    self._kept[2].append(key[-1:] == FLAT_KEY)
                 yield emit(record, None, self._metrics)
             else:
                 keeper, distance, source = decision
@@ -378,11 +403,11 @@ class ApplyDoFn(beam.DoFn):
                            **{DISTANCE_FIELD: distance, MATCHED_FIELD: source})
 
     def finish_bundle(self):
-        hashes, labels = self._kept
+        hashes, labels, flat = self._kept
         if not hashes:
             return
         keys = np.frombuffer(b"".join(hashes), dtype=np.uint8).reshape(len(hashes), self._hash_bytes)
-        batch = fixed_batch(keys, STATE, labels)
+        batch = fixed_batch(keys, STATE, labels, flat)
         for p, rows in rows_by_bucket(keys, self._partitions):
             yield beam.pvalue.TaggedOutput(KEPT_ROWS, WindowedValue(
                 (p, batch.take(rows)), GlobalWindow().max_timestamp(), [GlobalWindow()]))

@@ -28,12 +28,14 @@ SOURCES = {REFERENCE: "reference", STATE: "state"}
 INPUT = "input"
 
 
-def fixed_batch(keys: np.ndarray, source: int, labels) -> Fixed:
+def fixed_batch(keys: np.ndarray, source: int, labels, flat=None) -> Fixed:
+    """Fixed images from packed hashes and their labels; ``flat`` (bools) defaults to none flat."""
     labels = labels if isinstance(labels, (pa.Array, pa.ChunkedArray)) else pa.array(labels, pa.large_string())
     if isinstance(labels, pa.ChunkedArray):
         labels = labels.combine_chunks()
     labels = labels.cast(pa.large_string()).fill_null("")
-    return Fixed(np.ascontiguousarray(keys, dtype=np.uint8), np.full(len(keys), source, dtype=U64), labels)
+    flat = np.zeros(len(keys), dtype=bool) if flat is None else np.asarray(flat, dtype=bool)
+    return Fixed(np.ascontiguousarray(keys, dtype=np.uint8), np.full(len(keys), source, dtype=U64), labels, flat)
 
 
 class PackFixedDoFn(beam.DoFn):

@@ -40,14 +40,19 @@ _META_ROWS = b"beam_phash.rows"
 _META_DIGEST = b"beam_phash.digest"
 #: The hash version of the segment's hashes (the manifest pins it for the whole directory).
 _META_HASH_VERSION = b"beam_phash.hash_version"
+#: The column of flat flags (a flat image is met at distance 0 only); absent in older segments.
+FLAT = "flat"
 
 
 class StateError(RuntimeError):
     """The state cannot be used or updated; the message says why and what to do."""
 
 
-def _digest(keys: np.ndarray, labels: pa.Array) -> str:
-    return state_manifest.digest([np.ascontiguousarray(keys).tobytes()], labels)
+def _digest(keys: np.ndarray, labels: pa.Array, flat: Optional[np.ndarray]) -> str:
+    """The segment's digest: of its hashes, its flat flags when it has them (segments written
+    before the flags have none, and hold no flat image), and its labels."""
+    flags = [] if flat is None else [np.asarray(flat, dtype=np.uint8).tobytes()]
+    return state_manifest.digest([np.ascontiguousarray(keys).tobytes(), *flags], labels)
 
 
 def open_state(state_dir: str, algorithm: str, hash_size: int, bits: int, create: bool) -> dict:
@@ -82,11 +87,14 @@ class ReadSegmentDoFn(beam.DoFn):
                              f"{self._dir} is damaged") from None
         keys = _keys(table)
         labels = table.column("label").combine_chunks()
-        if len(keys) != segment["rows"] or _digest(keys, labels) != segment["digest"]:
+        flat = (table.column(FLAT).combine_chunks().to_numpy(zero_copy_only=False).astype(bool)
+                if FLAT in table.schema.names else None)
+        if len(keys) != segment["rows"] or _digest(keys, labels, flat) != segment["digest"]:
             raise StateError(f"state segment {path} fails its row count or digest check; the state "
                              f"in {self._dir} is damaged")
         for lo in range(0, len(keys), READ_ROWS):
-            yield fixed_batch(keys[lo:lo + READ_ROWS], STATE, labels.slice(lo, READ_ROWS))
+            yield fixed_batch(keys[lo:lo + READ_ROWS], STATE, labels.slice(lo, READ_ROWS),
+                              None if flat is None else flat[lo:lo + READ_ROWS])
 
 
 def _keys(table: pa.Table) -> np.ndarray:
@@ -101,11 +109,12 @@ def write_segment(state_dir: str, run: str, part: int, rows: Fixed) -> dict:
     is harmless) and return its manifest entry."""
     width = rows.keys.shape[1]
     n = len(rows.keys)
-    digest = _digest(rows.keys, rows.labels)
+    digest = _digest(rows.keys, rows.labels, rows.flat)
     table = pa.Table.from_arrays([
         pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n, [None, pa.py_buffer(np.ascontiguousarray(rows.keys).tobytes())]),
         rows.labels.cast(pa.large_string()),
-    ], names=["hash", "label"]).replace_schema_metadata({
+        pa.array(rows.flat, pa.bool_()),
+    ], names=["hash", "label", FLAT]).replace_schema_metadata({
         _META_ROWS: str(n), _META_DIGEST: digest, _META_HASH_VERSION: str(HASH_VERSION)})
     rel = os.path.join(RUNS, run, f"part-{part:05d}.parquet")
     path = os.path.join(state_dir, rel)

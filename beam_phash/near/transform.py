@@ -5,14 +5,15 @@ Input: lists of :class:`~beam_phash.records.Hashed`. Output: the kept records an
 bits) and ``distance``. Image bytes never enter the stages between ``Pack`` and ``JoinFates``;
 every element there is a packed batch (``batches``), thousands of images per element.
 
-1. ``Pack``: each record keyed by its image key (hash, and variants with dihedral) for the final
-   join; its (key, rank, owner) packed per exact partition (a digest of the key).
+1. ``Pack``: each record keyed by its image key (hash, variants with dihedral, and whether it is
+   flat) for the final join; its (key, rank, owner) packed per exact partition (a digest of the
+   key).
 2. ``GroupExact``/``Collapse``: per exact partition, identical keys become one image with a
    compact id (partition << 40 | index); its best-ranked record represents it.
 3. ``BandSplit``/``GroupBand``/``Search``: per group of bands of the layout (or per band,
    sub-block and sub-block prefix with ``band_partition_bits``), the Rust banded search finds the
    pairs within k that qualify first there (exact recall, each pair once), and reduces them to a
-   spanning forest.
+   spanning forest. Flat images take part in the first band only, at distance 0.
 4. ``GroupForests``/``Components``: the one global step, a union-find over the forests' edges in
    compact form: 12 bytes per image that has a neighbour (ids and parents), plus one forest batch.
 5. ``JoinComponents``/``Attach``: images with a neighbour and the edges, keyed by the partition
@@ -115,7 +116,7 @@ class NearDedup(beam.PTransform):
         # Fixed images are many and cheap to search (never paired with each other), costly to
         # copy: then one group holds every band, searched in parallel on the worker's cores.
         groups = 1 if with_fixed else min(self.config.search_partitions, len(layout))
-        return with_fixed, layout, groups
+        return layout, groups
 
     def _fixed_batches(self, pipeline, state: Optional[NearState]):
         """Fixed batches from the state and the reference, or None."""
@@ -131,14 +132,14 @@ class NearDedup(beam.PTransform):
 
     def expand(self, hashed):
         state = self._open_state()
-        with_fixed, self.layout, self._search_partitions = self._plan(state)
+        self.layout, self._search_partitions = self._plan(state)
         packed = (hashed
                   | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
                   | "Pack" >> beam.ParDo(dofns.PackDoFn(self._keep, self._partitions)).with_outputs(
                       dofns.ROWS, main="records"))
         collapsed = (packed[dofns.ROWS]
                      | "GroupExact" >> beam.GroupByKey()
-                     | "Collapse" >> beam.ParDo(dofns.CollapseDoFn(self._hash_bytes, self._dihedral, with_fixed)).with_outputs(
+                     | "Collapse" >> beam.ParDo(dofns.CollapseDoFn(self._hash_bytes, self._dihedral)).with_outputs(
                          dofns.CLASSES, main="images"))
         fixed = self._fixed_batches(hashed.pipeline, state)
         images = collapsed.images
