@@ -6,13 +6,43 @@ pattern's files is spread over the workers; without the reshuffle every file of 
 read in the bundle that matched the pattern. When the pipeline runs on one worker in the
 launcher's process, it takes the paths the launcher already listed (``listed``): matching them
 again would repeat that listing, and there is nowhere to spread them to.
+
+A local name whose bytes are not UTF-8 comes back from listing with lone surrogates in it, which
+no Beam coder, Arrow array or Parquet file can encode: such a path travels as a :class:`BadName`,
+and its reader makes it a failed record (its id the name with ``\\xNN`` escapes) instead of the
+pipeline failing.
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Any, List, NamedTuple, Optional, Union
 
 import apache_beam as beam
 from apache_beam.io import fileio
+
+
+def printable(text: str) -> str:
+    """``text`` with the bytes that were not UTF-8 (lone surrogates, as ``os`` and ``tarfile``
+    decode them) written as ``\\xNN``; other text as it is."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+class BadName(NamedTuple):
+    """A matched path whose name is not UTF-8, by its printable form (``printable``)."""
+
+    shown: str
+
+    def reason(self, what: str) -> str:
+        return (f"the {what}'s name is not UTF-8 ({self.shown}); Beam carries names as UTF-8 text, "
+                "so it was not read: rename it")
+
+
+def carried(path: str) -> Union[str, BadName]:
+    """A matched path as the pipeline carries it: the path, or a ``BadName``."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return BadName(printable(path))
+    return path
 
 
 class InputPaths(beam.PTransform):
@@ -25,9 +55,11 @@ class InputPaths(beam.PTransform):
 
     def expand(self, pbegin):
         if self._listed is not None:
-            return pbegin | "Listed" >> beam.Create(self._listed, reshuffle=False)
+            return pbegin | "Listed" >> beam.Create([carried(p) for p in self._listed],
+                                                    reshuffle=False).with_output_types(Any)
         return (pbegin
                 | "Patterns" >> beam.Create(self._patterns)
                 | "Match" >> fileio.MatchAll()
-                | "Paths" >> beam.FlatMap(lambda m: [] if m.path.endswith(("/", "\\")) else [m.path])
+                | "Paths" >> beam.FlatMap(
+                    lambda m: [] if m.path.endswith(("/", "\\")) else [carried(m.path)]).with_output_types(Any)
                 | "Spread" >> beam.Reshuffle())

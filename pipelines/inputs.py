@@ -20,7 +20,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_phash.records import ERROR_FIELD, FAILED
 from pipelines import webdataset_read as wds
-from pipelines.input_paths import InputPaths
+from pipelines.input_paths import BadName, InputPaths
 
 FORMATS = ("files", "parquet", "webdataset")
 #: img2dataset's Parquet: the image column is named after the format, the id is ``key``.
@@ -92,6 +92,12 @@ def _match(pattern: str, item: str, flag: str = "--input") -> Dict[str, int]:
     return {m.path: m.size_in_bytes for m in sorted(found, key=lambda m: m.path)}
 
 
+def _file_identity(path: str) -> str:
+    """What tells two matched paths apart: for a local file its real path (``x.jpg``,
+    ``./x.jpg`` and ``/abs/x.jpg`` are one file), for a URL (``gs://``...) the URL."""
+    return path if "://" in path else os.path.realpath(path)
+
+
 def _what_a_folder_means(pattern: str, item: str) -> str:
     """For a directory that holds files but none of the format's: what it was read as."""
     if pattern == item or "://" in item or not os.path.isdir(item):
@@ -149,17 +155,20 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
     column_flag = "--" if flag == "--input" else flag + "-"
     if fmt not in FORMATS:
         raise ConfigError(f"{flag}-format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    patterns, paths, sizes = [], [], {}
+    patterns, paths, sizes, files = [], [], {}, {}
     for item in inputs:
         pattern = _pattern(item, fmt)
         matched = _match(pattern, item, flag)
         paths += matched
         sizes.update(matched)
         patterns.append(pattern)
-    listed = sorted(set(paths))
+        for path in matched:
+            files.setdefault(_file_identity(path), path)
+    listed = sorted(files.values())
     if len(listed) != len(paths):
-        # Overlapping inputs (DIR and DIR/*.jpg) must not read a file twice: read the matched
-        # files by name instead (only then, as a list of names can be long).
+        # Overlapping inputs (DIR and DIR/*.jpg, or DIR and ./DIR/x.jpg) must not read a file
+        # twice: read the matched files by name instead, each once, by the spelling that came
+        # first (only then, as a list of names can be long).
         paths = patterns = listed
     spec = InputSpec(fmt, patterns, image_column, id_column, matched=len(paths))
     if in_process and fmt in ("files", "webdataset"):
@@ -168,7 +177,7 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
         spec.columns = ["id"]
         return spec
     if fmt == "webdataset":
-        spec.total_bytes = sum(sizes.values())
+        spec.total_bytes = sum(sizes[p] for p in listed)
         return _resolve_shards(spec, paths, image_exts, join_sidecar, reserved, check_keys=flag == "--input",
                                in_process=in_process)
     schema, rows = _parquet_footer(paths[0])
@@ -282,6 +291,10 @@ class ReadFileDoFn(beam.DoFn):
         return fs.open(path, mime_type="application/octet-stream", compression_type=CompressionTypes.UNCOMPRESSED)
 
     def process(self, path: str):
+        if isinstance(path, BadName):
+            yield beam.pvalue.TaggedOutput(FAILED, {self._id_field: path.shown, self._image_field: None,
+                                                    ERROR_FIELD: path.reason("file")})
+            return
         try:
             with self._open(path) as f:
                 data = f.read()
@@ -345,7 +358,8 @@ class ReadImageRecords(beam.PTransform):
 def reference_spec(references: List[str], fmt: str, image_column: str, id_column: str,
                    hash_column: Optional[str], hash_column_default: str, hash_bits: int) -> InputSpec:
     """Resolve ``--reference``: ``fmt`` "auto" is Parquet when every matched file ends in
-    ``.parquet``, WebDataset when they are ``.tar`` shards (with their ``.parquet`` sidecars),
+    ``.parquet``, WebDataset when they are shards (``.tar``, or compressed: ``.tar.gz``...;
+    with their ``.parquet`` sidecars),
     else image files. Parquet without an explicit hash column uses
     ``hash_column_default`` (the job's own hash column, as in an earlier run's ``kept/``) when it
     is there, else the image column."""
@@ -353,7 +367,8 @@ def reference_spec(references: List[str], fmt: str, image_column: str, id_column
         paths = [p for item in references for p in _match(_pattern(item, "files"), item, "--reference")]
         if all(p.endswith(".parquet") for p in paths):
             fmt = "parquet"
-        elif any(p.endswith(".tar") for p in paths) and all(p.endswith((".tar", ".parquet")) for p in paths):
+        elif (any(p.endswith(wds.SHARD_SUFFIXES) for p in paths)
+              and all(p.endswith((*wds.SHARD_SUFFIXES, ".parquet")) for p in paths)):
             fmt = "webdataset"  # shards, with their sidecars
         else:
             fmt = "files"

@@ -7,7 +7,8 @@ Shards hold tens of thousands of small members, and ``tarfile`` spends more time
 extended headers, GNU long names, sparse files, base-256 sizes) the rest of the file is handed to
 ``tarfile``, starting at that header. Compressed shards go through ``tarfile``'s stream mode.
 
-Damage is never taken for the end: a tar must end with its end-of-archive marker (a zero block).
+Damage is never taken for the end: a tar, compressed or not, must end with its end-of-archive
+marker (a zero block).
 A file cut short inside a member raises :class:`MemberCutShort` (naming the member); cut inside a
 header or between two members, or with a garbled header, ``EOFError``; a file that is not a tar
 at all, ``tarfile.ReadError``. Nothing is
@@ -132,11 +133,28 @@ def plain_members(f, read_data: bool = True) -> Iterator[Tuple[str, bytes]]:
 
 
 def stream_members(f) -> Iterator[Tuple[str, bytes]]:
-    """Members of any tar tarfile reads as a stream (gzip, bzip2, xz or none), read forward only."""
-    tar = tarfile.open(fileobj=f, mode="r|*", bufsize=STREAM_BUFFER)
+    """Members of any tar tarfile reads as a stream (gzip, bzip2, xz or none), read forward only.
+    tarfile stops quietly at a header that is cut short, empty or garbled, as at the end-of-archive
+    marker, and a cut compressed stream just ends: so the header tarfile stopped at is watched,
+    and anything but the marker raises EOFError."""
+    marker = []
+
+    class Watched(tarfile.TarInfo):
+        @classmethod
+        def fromtarfile(cls, tar):
+            try:
+                return super().fromtarfile(tar)
+            except tarfile.EOFHeaderError:  # a zero block: the end-of-archive marker
+                marker.append(True)
+                raise
+
+    tar = tarfile.open(fileobj=f, mode="r|*", bufsize=STREAM_BUFFER, tarinfo=Watched)
     while True:
         info = tar.next()
         if info is None:
+            if not marker:
+                raise EOFError(f"no end-of-archive marker at byte {tar.offset} of the tar: the data "
+                               "stops or is damaged there")
             return
         tar.members = []
         if not info.isfile():

@@ -44,7 +44,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_phash._native import tar_member_names
 from beam_phash.records import ERROR_FIELD, FAILED
-from pipelines.input_paths import InputPaths
+from pipelines.input_paths import BadName, InputPaths, printable
 from pipelines.tar_members import MemberCutShort, plain_members, stream_members
 
 DEFAULT_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
@@ -66,7 +66,13 @@ ERROR_MESSAGE_COLUMN = "error_message"
 
 def split_name(name: str) -> Tuple[str, str]:
     """``(key, suffix)`` of a member path, the WebDataset way: the key runs to the first dot of
-    the basename. A basename without a dot is all key (suffix ``""``)."""
+    the basename. A basename without a dot is all key (suffix ``""``). A leading ``./`` or ``/``
+    (``tar -C DIR -cf shard.tar .``) is not part of the key, so the sidecar's keys still match;
+    bytes of a name that are not UTF-8 (tar decodes them as lone surrogates, which no output can
+    encode) are kept as ``\\xNN`` escapes."""
+    name = printable(name)
+    while name.startswith(("./", "/")):
+        name = name[2:] if name.startswith("./") else name[1:]
     directory, base = posixpath.split(name)
     stem, dot, suffix = base.partition(".")
     return (posixpath.join(directory, stem) if directory else stem), suffix
@@ -76,10 +82,14 @@ def member_name(key: str, suffix: str) -> str:
     return f"{key}.{suffix}" if suffix else key
 
 
+#: The names of shards: plain, or compressed (which tarfile's stream mode reads).
+SHARD_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar")
+
+
 def sidecar_path(shard: str) -> str:
     """``00000.parquet`` beside ``00000.tar`` (also for ``.tar.gz`` and friends)."""
     base = shard
-    for ext in (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar"):
+    for ext in SHARD_SUFFIXES:
         if base.endswith(ext):
             base = base[: -len(ext)]
             break
@@ -207,7 +217,9 @@ class ReadShardDoFn(beam.DoFn):
 
     def _record(self, shard: str, sample: _Sample, sidecar: Optional[Dict[str, dict]]):
         row = sidecar.get(sample.key) if sidecar is not None else None
-        lowered = {s.lower(): s for s in sample.suffixes}
+        lowered: Dict[str, str] = {}
+        for s in sample.suffixes:  # the first member of each suffix, case ignored
+            lowered.setdefault(s.lower(), s)
         image_member = next((lowered[e] for e in self._image_exts if e in lowered), None)
         if image_member is None:
             names = ", ".join(member_name(sample.key, s) for s in sample.suffixes)
@@ -228,6 +240,9 @@ class ReadShardDoFn(beam.DoFn):
         return record
 
     def process(self, shard: str, repeated=None) -> Iterable:
+        if isinstance(shard, BadName):
+            yield self._failure(shard.shown, f"{shard.shown}#unreadable", shard.reason("shard"))
+            return
         repeated = repeated or {}
         try:
             sidecar = read_sidecar(shard) if self._join_sidecar else None
@@ -238,6 +253,7 @@ class ReadShardDoFn(beam.DoFn):
         seen = set()
         last: Optional[str] = None
         stream = None
+        broken: Optional[Tuple[str, str]] = None  # where the shard breaks off, and how
         try:
             with _open(shard) as f:
                 stream = SampleStream(open_members(f, shard))
@@ -249,9 +265,10 @@ class ReadShardDoFn(beam.DoFn):
             if stream is None or not stream.started:
                 yield self._failure(shard, f"{shard}#unreadable", f"not a tar archive ({e})")
             else:
-                yield from self._broken(shard, stream, last, seen, repeated, e)
+                broken = yield from self._broken(shard, stream, last, seen, repeated, e)
         except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as e:
-            yield from self._broken(shard, stream, last, seen, repeated, e)
+            broken = yield from self._broken(shard, stream, last, seen, repeated, e)
+        lost = 0  # samples the sidecar lists after the break
         if sidecar is not None:
             for key, row in sidecar.items():
                 if key in seen or repeated.get((shard, key)) not in (None, shard):
@@ -259,13 +276,22 @@ class ReadShardDoFn(beam.DoFn):
                 status = row.get(STATUS_COLUMN)
                 if status is not None and status != "success":
                     reason = f"sample {key}: {STATUS_COLUMN} {status}: {row.get(ERROR_MESSAGE_COLUMN) or 'no error message'}"
+                elif broken is not None:
+                    reason = (f"sample {key} is listed in {sidecar_path(shard)}, and the shard is truncated or "
+                              f"damaged {broken[0]} ({broken[1]})")
+                    lost += 1
                 else:
                     reason = f"sample {key} is listed in {sidecar_path(shard)} but not in the shard"
                 yield self._failure(shard, key, reason, row)
+        if broken is not None and not lost:  # nothing else stands for the rest of the shard
+            yield self._failure(shard, f"{shard}#truncated", f"truncated or damaged {broken[0]}, the rest "
+                                f"of the shard is lost ({broken[1]})")
 
     def _broken(self, shard: str, stream: Optional[SampleStream], last: Optional[str], seen: set,
-                repeated, e: Exception) -> Iterable:
-        """The sample a break cut into, and ``SHARD#truncated`` for the unknown rest."""
+                repeated, e: Exception):
+        """Yields the sample a break cut into; returns where the shard breaks off, and how. The
+        caller reports the rest: the samples its sidecar lists after the break, or when none,
+        ``SHARD#truncated``."""
         pending = stream.pending if stream is not None else None
         if pending is not None:
             repeated_key = self._check_key(shard, pending, seen, repeated)
@@ -274,8 +300,7 @@ class ReadShardDoFn(beam.DoFn):
                 f"({type(e).__name__}: {e})", sample=pending)
             last = pending.key
         where = f"after sample {last}" if last is not None else "before its first sample"
-        yield self._failure(shard, f"{shard}#truncated", f"truncated or damaged {where}, the rest of the "
-                            f"shard is lost ({type(e).__name__}: {e})")
+        return where, f"{type(e).__name__}: {e}"
 
     def _check_key(self, shard: str, sample: _Sample, seen: set, repeated) -> Optional[beam.pvalue.TaggedOutput]:
         """None for a key's first occurrence (and records it in ``seen``), else the failure."""
@@ -326,6 +351,8 @@ def keys_by_bucket(shard: str, buckets: int) -> Iterator[Tuple[int, Tuple[str, L
     """A shard's keys, as one ``(bucket, (shard, keys))`` element per bucket (``zlib.crc32`` of
     the key, the same in every process): the shuffle moves lists, not one element per sample."""
     by_bucket: Dict[int, List[str]] = {}
+    if isinstance(shard, BadName):
+        return  # its read says why it is not read
     for key in list_keys(shard):
         by_bucket.setdefault(zlib.crc32(key.encode("utf-8", "surrogateescape")) % buckets, []).append(key)
     for bucket, keys in by_bucket.items():

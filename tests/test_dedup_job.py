@@ -3,6 +3,7 @@ in the layouts of img2dataset/LAION and Hugging Face exports, the report, and on
 configuration errors."""
 import io
 import json
+import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -174,12 +175,14 @@ def test_unknown_parquet_columns_are_one_line(tmp_path, capsys, column_args, mes
 
 
 def test_overlapping_inputs_and_reruns_count_each_file_once(tmp_path):
-    """DIR and DIR/*.jpg name the same files; a second run into the same output directory
-    replaces the first run's shards instead of adding to them."""
+    """DIR, DIR/*.jpg and a file of DIR by a relative path name the same files; a second run into
+    the same output directory replaces the first run's shards instead of adding to them."""
     from pipelines.dedup_images import SAMPLE_DATA
 
     out = tmp_path / "out"
-    argv = ["--input", SAMPLE_DATA, "--input", f"{SAMPLE_DATA}/*.jpg", "--output", str(out), "--backend", "state"]
+    relative = os.path.join(os.path.relpath(SAMPLE_DATA), ".", "skagen.jpg")
+    argv = ["--input", SAMPLE_DATA, "--input", f"{SAMPLE_DATA}/*.jpg", "--input", relative,
+            "--output", str(out), "--backend", "state"]
     for _ in range(2):
         assert dedup_images.main(argv) == 0
         summary = json.loads((out / "summary.json").read_text())

@@ -5,8 +5,10 @@ shards back."""
 from __future__ import annotations
 
 import glob
+import gzip
 import io
 import json
+import os
 import tarfile
 
 import pyarrow as pa
@@ -23,9 +25,9 @@ from pipelines.webdataset_write import FinalizeShardsDoFn, Part, _PartWriter, pl
 STATE = ["--backend", "state"]
 
 
-def write_tar(path, members):
+def write_tar(path, members, mode="w", **kwargs):
     """A tar of ``(name, bytes)`` members, written with the standard library (not our writer)."""
-    with tarfile.open(path, "w") as tar:
+    with tarfile.open(path, mode, **kwargs) as tar:
         for name, data in members:
             info = tarfile.TarInfo(name)
             info.size = len(data)
@@ -209,22 +211,80 @@ def test_sidecar_columns_are_joined_and_image_ext_order(tmp_path):
     assert "caption" not in read(out, "kept")[0] and summary(out)["inputs"] == 2
 
 
-def test_reference_accepts_shards(tmp_path):
+@pytest.mark.parametrize("suffix", [".tar", ".tar.gz"])
+def test_reference_accepts_shards(tmp_path, suffix):
     photo = {p.name: p.read_bytes() for p in PHOTOS}
     ref = tmp_path / "ref"
     ref.mkdir()
-    write_tar(ref / "00000.tar", [("r0.jpg", photo["pool.jpg"]), ("r1.txt", b"no image")])
+    write_tar(ref / f"00000{suffix}", [("r0.jpg", photo["pool.jpg"]), ("r1.txt", b"no image")],
+              "w:gz" if suffix == ".tar.gz" else "w")
     src = tmp_path / "in"
     src.mkdir()
     write_tar(src / "00000.tar", [("a.jpg", photo["pool.jpg"]), ("b.jpg", photo["snow.jpg"])])
     out = tmp_path / "out"
-    assert dedup_images.main(["--input", str(src), "--input-format", "webdataset", "--reference", str(ref),
+    # a folder means its .tar files; a compressed shard is named (auto-detected as a shard too)
+    reference = str(ref) if suffix == ".tar" else str(ref / f"00000{suffix}")
+    assert dedup_images.main(["--input", str(src), "--input-format", "webdataset", "--reference", reference,
                               "--output", str(out), *STATE]) == 0
     (dup,) = read(out, "duplicates")
     assert (dup["key"], dup["duplicate_of"], dup["matched"]) == ("a", "r0", "reference")
     s = summary(out)
     assert s["reference"]["format"] == "webdataset" and s["reference"]["failed"] == 1
     assert "r1" in s["reference"]["failures"][0]["id"] and "no image member" in s["reference"]["failures"][0]["error"]
+
+
+def _read_shard(path, columns=("caption",)):
+    """``(records, failed)`` of one shard, read by the reader's DoFn."""
+    out = list(webdataset_read.ReadShardDoFn(("jpg",), columns).process(str(path)))
+    return [o for o in out if isinstance(o, dict)], [o.value for o in out if not isinstance(o, dict)]
+
+
+def test_member_names_with_a_leading_dot_slash_or_not_utf8(tmp_path):
+    """`tar -C DIR -cf shard.tar .` stores ./KEY.jpg: the key is still KEY, so the sidecar's rows
+    join; a name whose bytes are not UTF-8 gets a key every output can write."""
+    photo = PHOTOS[0].read_bytes()
+    write_tar(tmp_path / "00000.tar", [("./k0.jpg", photo), ("./k0.txt", b"zero"), ("./k1.jpg", photo[:4000])])
+    pq.write_table(pa.Table.from_pylist([{"key": "k0", "caption": "c0"}, {"key": "k1", "caption": "c1"}]),
+                   tmp_path / "00000.parquet")
+    records, failed = _read_shard(tmp_path / "00000.tar")
+    assert [(r["key"], r["caption"], r["members"]) for r in records] == [("k0", "c0", ["jpg", "txt"]),
+                                                                         ("k1", "c1", ["jpg"])]
+    assert failed == []
+    assert list(webdataset_read.list_keys(str(tmp_path / "00000.tar"))) == ["k0", "k1"]
+
+    # the first member whose suffix is an image suffix, case ignored: k2.JPG before k2.jpg
+    write_tar(tmp_path / "cases.tar", [("k2.JPG", photo), ("k2.jpg", photo[:4000])])
+    records, _ = _read_shard(tmp_path / "cases.tar", ())
+    assert [(r["key"], r["image_member"], r["member_bytes"]) for r in records] == [("k2", "JPG", {"jpg": photo[:4000]})]
+
+    write_tar(tmp_path / "latin.tar", [("caf\xe9.jpg", photo), ("ok.jpg", photo)],
+              format=tarfile.USTAR_FORMAT, encoding="latin-1")
+    records, failed = _read_shard(tmp_path / "latin.tar", ())
+    assert [r["key"] for r in records] == ["caf\\xe9", "ok"] and failed == []
+    pa.array([r["key"] for r in records])  # no lone surrogates: Arrow, Beam and Parquet take them
+
+
+def test_a_truncated_shard_with_a_sidecar_counts_each_sample_once(tmp_path):
+    """The samples after the break are the sidecar's rows, each a failed record saying so; no
+    `#truncated` record is added for them (it would count the lost rest twice)."""
+    photo = {p.name: p.read_bytes() for p in PHOTOS}
+    write_tar(tmp_path / "full.tar", [("k0.jpg", photo["pool.jpg"]), ("k1.jpg", photo["snow.jpg"]),
+                                      ("k2.jpg", photo["skagen.jpg"]), ("k3.jpg", photo["jesper.jpg"])])
+    with tarfile.open(tmp_path / "full.tar") as t:
+        k1 = t.getmember("k1.jpg")
+    (tmp_path / "00000.tar").write_bytes((tmp_path / "full.tar").read_bytes()[: k1.offset_data + 100])
+    rows = [{"key": f"k{i}", "caption": f"c{i}"} for i in range(4)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "00000.parquet")
+    records, failed = _read_shard(tmp_path / "00000.tar")
+    assert [r["key"] for r in records] == ["k0"]
+    assert [f["key"] for f in failed] == ["k1", "k2", "k3"]
+    assert "breaks inside it" in failed[0]["error"]
+    for f in failed[1:]:
+        assert "truncated or damaged after sample k1" in f["error"] and f["caption"] == "c" + f["key"][1]
+    # All listed samples read before the break: the break itself is still reported.
+    pq.write_table(pa.Table.from_pylist(rows[:1]), tmp_path / "00000.parquet")
+    records, failed = _read_shard(tmp_path / "00000.tar")
+    assert [f["key"] for f in failed] == ["k1", f"{tmp_path / '00000.tar'}#truncated"]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -479,10 +539,12 @@ def test_rust_header_walk_agrees_with_the_reader_on_damaged_shards(tmp_path, bad
     assert tar_member_names(str(src / "d.tar")) == []
 
 
-@pytest.mark.parametrize("layout", ["pax-long-names", "gzip", "gzip-cut"])
+@pytest.mark.parametrize("layout", ["pax-long-names", "gzip", "gzip-cut", "gzip-cut-between"])
 def test_reader_handles_pax_and_compressed_shards(tmp_path, layout):
     """Plain headers are parsed directly; PAX headers (long, non-ASCII names) are left to tarfile
-    from where they start, compressed shards are streamed by tarfile; all give the same samples."""
+    from where they start, compressed shards are streamed by tarfile; all give the same samples.
+    A compressed shard cut inside a member, or between two (where tarfile stops as quietly as at
+    the end-of-archive marker), loses no sample without a failed record."""
     from pipelines.webdataset_read import ReadShardDoFn
 
     photo = PHOTOS[0].read_bytes()
@@ -498,6 +560,11 @@ def test_reader_handles_pax_and_compressed_shards(tmp_path, layout):
             tar.addfile(info, io.BytesIO(data))
     if layout == "gzip-cut":
         path.write_bytes(path.read_bytes()[:-2000])
+    if layout == "gzip-cut-between":  # the tar's data stops at k1's first header
+        raw = gzip.decompress(path.read_bytes())
+        with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+            k1 = next(m for m in tar.getmembers() if m.name.endswith("k1.jpg"))
+        path.write_bytes(gzip.compress(raw[:k1.offset]))
     out = list(ReadShardDoFn(("jpg",)).process(str(path)))
     records = [o for o in out if isinstance(o, dict)]
     failed = [o.value for o in out if not isinstance(o, dict)]
@@ -507,6 +574,11 @@ def test_reader_handles_pax_and_compressed_shards(tmp_path, layout):
         assert keys == list(expected)[: len(keys)] and len(keys) < len(expected)
         assert [f["key"] for f in failed] == [list(expected)[len(keys)], f"{path}#truncated"]
         assert "breaks inside it" in failed[0]["error"] and "truncated or damaged" in failed[1]["error"]
+        return
+    if layout == "gzip-cut-between":
+        assert [r["key"] for r in records] == ["k0"]
+        assert [f["key"] for f in failed] == [f"{path}#truncated"]
+        assert "after sample k0" in failed[0]["error"] and "no end-of-archive marker" in failed[0]["error"]
         return
     assert not failed
     assert [r["key"] for r in records] == list(expected)
@@ -576,3 +648,30 @@ def test_repeated_keys_found_in_any_bucket(tmp_path):
             found = (p | f"Shards{samples}" >> beam.Create([str(tmp_path / n) for n in ("c.tar", "a.tar", "b.tar")])
                      | f"Find{samples}" >> FindRepeatedKeys(samples))
             assert_that(found, equal_to(expected))
+
+
+@pytest.mark.parametrize("extra", [[], ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]],
+                         ids=["listed-by-the-launcher", "matched-by-the-workers"])
+def test_names_that_are_not_utf8_are_failed_records(tmp_path, extra):
+    """A file or shard whose name's bytes are not UTF-8 cannot travel through Beam as text: it is
+    a failed record with its name escaped, and every other input is read."""
+    photo = PHOTOS[0].read_bytes()
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "ok.jpg").write_bytes(photo)
+    with open(os.path.join(os.fsencode(files), b"caf\xe9.jpg"), "wb") as f:
+        f.write(photo)
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    write_tar(shards / "ok.tar", [("k0.jpg", photo)])
+    with open(os.path.join(os.fsencode(shards), b"s\xe9.tar"), "wb") as f:
+        f.write((shards / "ok.tar").read_bytes())
+    for src, fmt, failed_id, what in ((files, "files", f"{files}/caf\\xe9.jpg", "file"),
+                                      (shards, "webdataset", f"{shards}/s\\xe9.tar#unreadable", "shard")):
+        out = tmp_path / f"out-{fmt}"
+        assert dedup_images.main(["--input", str(src), "--input-format", fmt, "--output", str(out),
+                                  "--no-report", *STATE, *extra]) == 0
+        (failed,) = read(out, "failed")
+        assert failed["id" if fmt == "files" else "key"] == failed_id
+        assert f"the {what}'s name is not UTF-8" in failed["error"], failed
+        assert len(read(out, "kept")) == 1 and summary(out)["adds_up"]
