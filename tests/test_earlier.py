@@ -257,6 +257,17 @@ def _manifest(state):
     return json.load(open(os.path.join(state, "manifest.json")))
 
 
+def _run_against_state(state, records, earlier) -> int:
+    """Run ``records`` (hash column ``h``) at k = 8 against ``state``, which holds ``earlier`` as
+    s0, s1, ..., and check them against the oracle; returns how many the oracle keeps."""
+    expected = oracle([(r["id"], bytes.fromhex(r["h"])) for r in records], 8,
+                      [(f"s{i}", h, "state") for i, h in enumerate(earlier)])
+    p, outputs = run_pipeline(records, 8, hash_column="h", state_dir=state)
+    assert_that(tagged(outputs), check_against(expected))
+    p.run().wait_until_finish()
+    return sum(1 for v in expected.values() if v is None)
+
+
 def _seed_state(state, hashes, labels, bits=256, algorithm="phash", hash_size=16):
     manifest = near_state.open_state(state, algorithm, hash_size, bits, create=True)
     keys = np.frombuffer(b"".join(hashes), dtype=np.uint8).reshape(len(hashes), -1)
@@ -288,12 +299,7 @@ def test_a_segment_from_before_the_flat_flags_is_read_as_before(tmp_path):
     near = [int.from_bytes(h, "little") ^ 0b10101 for h in hashes[:10]]
     records = [{"id": f"r{i:02d}", "h": h.hex()} for i, h in
                enumerate([n.to_bytes(32, "little") for n in near] + hashes[10:])]
-    expected = oracle([(r["id"], bytes.fromhex(r["h"])) for r in records], 8,
-                      [(f"s{i}", h, "state") for i, h in enumerate(hashes[:10])])
-    assert sum(1 for v in expected.values() if v is None) == 10
-    p, outputs = run_pipeline(records, 8, hash_column="h", state_dir=state)
-    assert_that(tagged(outputs), check_against(expected))
-    p.run().wait_until_finish()
+    assert _run_against_state(state, records, hashes[:10]) == 10
     newest = pq.read_table(os.path.join(state, _manifest(state)["segments"][-1]["path"]))
     assert newest.column_names == ["hash", "label", "flat"] and not any(newest.column("flat").to_pylist())
 
@@ -308,12 +314,7 @@ def test_a_run_that_dies_adds_nothing_and_damage_is_refused(tmp_path):
     keys = np.frombuffer(b"".join(hashes[10:20]), dtype=np.uint8).reshape(10, 32)
     near_state.write_segment(state, "dead", 0, fixed_batch(keys, STATE, [f"d{i}" for i in range(10)]))
     records = [{"id": f"r{i:02d}", "h": h.hex()} for i, h in enumerate(hashes)]
-    expected = oracle([(r["id"], bytes.fromhex(r["h"])) for r in records], 8,
-                      [(f"s{i}", h, "state") for i, h in enumerate(hashes[:10])])
-    assert sum(1 for v in expected.values() if v is None) == 20
-    p, outputs = run_pipeline(records, 8, hash_column="h", state_dir=state)
-    assert_that(tagged(outputs), check_against(expected))
-    p.run().wait_until_finish()
+    assert _run_against_state(state, records, hashes[:10]) == 20
     assert not os.path.exists(os.path.join(state, "runs", "dead"))
     assert _manifest(state)["rows"] == 30 and _manifest(state)["generation"] == manifest["generation"] + 1
     import pyarrow.parquet as pq

@@ -151,6 +151,22 @@ def test_flat_pictures_merge_only_with_identical_copies():
     assert sum(c.committed for c in counters) == 5  # white, its copy, grey, faint, noise
 
 
+def _run_against(against: str, earlier: list, records: list, check, state: str, **kwargs):
+    """Dedup ``records`` against ``earlier``, given as a reference or kept by a first run into
+    ``state``, and ``check`` the tagged outputs."""
+    if against == "state":
+        p = TestPipeline()
+        _ = p | "Earlier" >> beam.Create(earlier) | ImagePhashDedup(state_dir=state, **kwargs)
+        p.run().wait_until_finish()
+    p = TestPipeline()
+    dedup = ImagePhashDedup(**kwargs, **({"state_dir": state} if against == "state" else {}))
+    if against == "reference":
+        dedup = dedup.with_reference(p | "References" >> beam.Create(earlier))
+    outputs = p | beam.Create(records) | dedup.with_outputs()
+    assert_that(tagged(outputs), check)
+    p.run().wait_until_finish()
+
+
 @pytest.mark.parametrize("against,band_partition_bits", [("reference", 0), ("state", 0), ("reference", 2)])
 def test_flat_pictures_match_earlier_ones_by_identical_hash_only(tmp_path, against, band_partition_bits):
     w, h = 640, 480
@@ -173,19 +189,8 @@ def test_flat_pictures_match_earlier_ones_by_identical_hash_only(tmp_path, again
                        "faint-near": ("kept", None, None, None),
                        "photo-q70": ("duplicates", "e:photo", against, hashes["photo-q70"] - hashes["e:photo"])}, got
 
-    state = str(tmp_path / "state")
-    kwargs = {"max_distance": 16, "dihedral": True, "band_partition_bits": band_partition_bits}
-    if against == "state":  # a first run keeps the earlier pictures
-        p = TestPipeline()
-        _ = p | "Earlier" >> beam.Create(earlier) | ImagePhashDedup(state_dir=state, **kwargs)
-        p.run().wait_until_finish()
-    p = TestPipeline()
-    dedup = ImagePhashDedup(**kwargs, **({"state_dir": state} if against == "state" else {}))
-    if against == "reference":
-        dedup = dedup.with_reference(p | "References" >> beam.Create(earlier))
-    outputs = p | beam.Create(records) | dedup.with_outputs()
-    assert_that(tagged(outputs), check)
-    p.run().wait_until_finish()
+    _run_against(against, earlier, records, check, str(tmp_path / "state"),
+                 max_distance=16, dihedral=True, band_partition_bits=band_partition_bits)
 
 
 def _dhash_pictures():
@@ -236,16 +241,5 @@ def test_a_flat_earlier_image_is_met_at_distance_zero_only(tmp_path, against, ba
         assert got == {"square": ("kept", None, None, None),
                        "gradient": ("duplicates", "e:blank", against, 0)}, got
 
-    state = str(tmp_path / "state")
-    kwargs = {"algorithm": "dhash", "max_distance": 12, "band_partition_bits": band_partition_bits}
-    if against == "state":
-        p = TestPipeline()
-        _ = p | "Earlier" >> beam.Create(earlier) | ImagePhashDedup(state_dir=state, **kwargs)
-        p.run().wait_until_finish()
-    p = TestPipeline()
-    dedup = ImagePhashDedup(**kwargs, **({"state_dir": state} if against == "state" else {}))
-    if against == "reference":
-        dedup = dedup.with_reference(p | "References" >> beam.Create(earlier))
-    outputs = p | beam.Create(records) | dedup.with_outputs()
-    assert_that(tagged(outputs), check)
-    p.run().wait_until_finish()
+    _run_against(against, earlier, records, check, str(tmp_path / "state"),
+                 algorithm="dhash", max_distance=12, band_partition_bits=band_partition_bits)
