@@ -259,7 +259,9 @@ class SearchDoFn(beam.DoFn):
             found.append((yield from self._zero(new, flat, fixed, part, sub, prefix)))
         if new:
             # fixed images are never paired with each other; a flat one is met at distance 0 only
-            plain = None if fixed is None or fixed.flat.all() else fixed.take(np.flatnonzero(~fixed.flat))
+            plain = fixed
+            if fixed is not None and fixed.flat.any():  # (a copy only then: fixed batches can be large)
+                plain = None if fixed.flat.all() else fixed.take(np.flatnonzero(~fixed.flat))
             edges, mixed = self._search_part(concat(Images, new), plain, part, sub, prefix, self._k).split_fixed()
             yield from self._named(mixed, plain)
             found.append(edges)
