@@ -42,6 +42,7 @@ import gc
 import glob
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -286,10 +287,13 @@ def remove_unfinished(directories: List[str]) -> None:
 
 def clear_outputs(output: str) -> None:
     """The job owns kept/, duplicates/, failed/ and report/: shards of an earlier run there
-    (perhaps more of them) would be read as part of this one."""
+    (perhaps more of them) would be read as part of this one; and summary.json and report.html,
+    which would describe the earlier run if this one fails or writes no report."""
     stale = []
     for sub in ("kept", "duplicates", "failed", "reference_failed", "report"):
         stale += [m.path for m in FileSystems.match([FileSystems.join(output, sub, "*")])[0].metadata_list]
+    for name in ("summary.json", "report.html"):
+        stale += [m.path for m in FileSystems.match([FileSystems.join(output, name)])[0].metadata_list]
     if stale:
         FileSystems.delete(stale)
 
@@ -395,20 +399,24 @@ def _count(spec: InputSpec) -> int:
     return job_inputs.estimated_samples(spec) if known is None else known
 
 
-def check_write_shards(args, spec: InputSpec) -> None:
+def check_write_shards(args, spec: InputSpec, reference: Optional[InputSpec] = None) -> None:
+    """--write-shards and --shard-size; the shards directory must hold no input or reference
+    shard, since the run first removes the shards there."""
     if args.write_shards is None:
         if args.shard_size != DEFAULT_SHARD_MB:
             raise ConfigError("--shard-size applies with --write-shards")
         return
     if spec.fmt != "webdataset":
         raise ConfigError("--write-shards applies to --input-format webdataset")
-    if not args.shard_size > 0:
+    if not (args.shard_size > 0 and math.isfinite(args.shard_size)):
         raise ConfigError(f"--shard-size must be a positive number of MiB, got {args.shard_size:g}")
     target = os.path.abspath(args.write_shards.rstrip("/"))
-    for pattern in spec.patterns:
-        if "://" not in pattern and os.path.dirname(os.path.abspath(pattern)) == target:
-            raise ConfigError(f"--write-shards {args.write_shards!r} is an input directory; "
-                              "write the new shards elsewhere")
+    for flag, some in (("--input", spec), ("--reference", reference)):
+        for pattern in (some.patterns if some is not None else []):
+            if "://" not in pattern and os.path.dirname(os.path.abspath(pattern)) == target:
+                what = "an input" if flag == "--input" else "a --reference"
+                raise ConfigError(f"--write-shards {args.write_shards!r} is {what} directory; "
+                                  "write the new shards elsewhere")
     try:
         check_output(args.write_shards)
     except ConfigError:
@@ -440,7 +448,6 @@ def configure(argv: Optional[List[str]]):
                               args.image_column, args.id_column, args.hash_column, bits,
                               image_exts=image_exts, join_sidecar=not args.no_shard_metadata,
                               reserved=(HASH_FIELD, *WRITTEN_FIELDS), in_process=one_local_worker(options))
-    check_write_shards(args, spec)
     # With hashes given, nothing is decoded: the hash and quality columns pass through.
     written = {HASH_FIELD, *WRITTEN_FIELDS} - ({args.hash_column, QUALITY_FIELD} if args.hash_column else set())
     taken = sorted(written & set(spec.columns))
@@ -454,6 +461,7 @@ def configure(argv: Optional[List[str]]):
     elif any(v is not None for v in (args.reference_image_column, args.reference_id_column,
                                      args.reference_hash_column)) or args.reference_format != "auto":
         raise ConfigError("--reference-format and --reference-*-column apply with --reference")
+    check_write_shards(args, spec, reference)
     near = args.max_distance != 0 or args.dihedral
     if args.keep is not None and not near:
         raise ConfigError("--keep applies with --max-distance (exact mode keeps the first record of each "
@@ -609,6 +617,8 @@ def _run(argv: List[str], con: Console) -> int:
         con.tell(f"beam-phash: error: {reason or one_line(e)} (details in {con.log_path})")
         if local:
             remove_unfinished(written_dirs(args))
+            if reason is not None and args.write_shards is not None:
+                clear_shards(args.write_shards)  # the kept keys written before the check stopped it
         return 1
     finally:
         gc.unfreeze()

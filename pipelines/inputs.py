@@ -110,6 +110,17 @@ def _what_a_folder_means(pattern: str, item: str) -> str:
             "file(s); is --input-format right?)")
 
 
+def _widened(schema: pa.Schema, other: pa.Schema, first: str, path: str) -> pa.Schema:
+    """The output schema that holds the values of both files: a column of ints in one and floats
+    in the other is written as floats, one all null in the first as the other's type. Types that
+    no value converts between (strings and ints) are a ConfigError naming both files."""
+    try:
+        return pa.unify_schemas([schema, other.remove_metadata()], promote_options="permissive")
+    except (pa.ArrowTypeError, pa.ArrowInvalid) as e:
+        raise ConfigError(f"{path!r} and {first!r} hold a column in types that do not convert: "
+                          f"{' '.join(str(e).split())}") from None
+
+
 def _parquet_footer(path: str) -> Tuple[pa.Schema, int]:
     """A Parquet file's schema and row count, from its footer."""
     try:
@@ -214,6 +225,7 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
         other_schema, other_rows = _parquet_footer(other)
         if set(other_schema.names) != set(names):
             raise ConfigError(f"{other!r} has other columns than {paths[0]!r}")
+        schema = _widened(schema, other_schema, paths[0], other)
         rows += other_rows
     spec.schema = schema
     spec.columns = names
@@ -242,6 +254,10 @@ def _resolve_shards(spec: InputSpec, paths: List[str], image_exts: Tuple[str, ..
     sidecar = wds.sidecar_path(paths[0])
     if join_sidecar and FileSystems.exists(sidecar):
         schema, _ = _parquet_footer(sidecar)
+        if (few or in_process) and not any("://" in p for p in paths):  # the others' too: cheap here
+            for other in map(wds.sidecar_path, paths[1:]):
+                if os.path.exists(other):
+                    schema = _widened(schema, _parquet_footer(other)[0], sidecar, other)
         taken = set(wds.OWN_FIELDS) | set(reserved)
         for f in schema.remove_metadata():
             if f.name not in taken:

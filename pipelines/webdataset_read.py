@@ -123,13 +123,16 @@ class _Sample:
         self.data: Dict[str, bytes] = {}
 
     def add(self, suffix: str, data: bytes) -> None:
-        if suffix in self.data:  # the same member name twice: keep both, the later one renamed
-            n = 2
-            while f"{suffix}~{n}" in self.data:
-                n += 1
-            suffix = f"{suffix}~{n}"
+        """The member's suffix is listed as it is; its bytes go under ``stored_as``, which tells
+        the n-th member of one name from the first."""
         self.suffixes.append(suffix)
-        self.data[suffix] = data
+        self.data[stored_as(suffix, self.suffixes.count(suffix))] = data
+
+
+def stored_as(suffix: str, n: int) -> str:
+    """Where the bytes of the n-th member (from 1) with ``suffix`` are kept in a sample's
+    ``member_bytes``: the suffix itself, then ``suffix\\0n`` (no member name holds a NUL)."""
+    return suffix if n == 1 else f"{suffix}\0{n}"
 
 
 class SampleStream:

@@ -34,7 +34,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines.parquet_write import WriteParquet
 from pipelines.temp_parts import ensure_dir, global_output, remove_tree, tmp_dir
-from pipelines.webdataset_read import IMAGE, IMAGE_MEMBER, KEY, MEMBER_BYTES, MEMBERS, member_name
+from pipelines.webdataset_read import IMAGE, IMAGE_MEMBER, KEY, MEMBER_BYTES, MEMBERS, member_name, stored_as
 
 DEFAULT_SHARD_MB = 256.0
 KEPT_KEYS = "kept_keys"
@@ -57,12 +57,14 @@ def sample_members(record: dict) -> List[tuple]:
     """``(name, bytes)`` of a sample record's members, in the order they had in the input."""
     key, image_member = record[KEY], record.get(IMAGE_MEMBER)
     others = record.get(MEMBER_BYTES) or {}
-    out = []
+    out, seen = [], {}
     for suffix in record.get(MEMBERS) or []:
-        data = record[IMAGE] if suffix == image_member else others[suffix]
+        seen[suffix] = seen.get(suffix, 0) + 1
+        stored = stored_as(suffix, seen[suffix])
+        data = record[IMAGE] if stored == image_member else others[stored]
         if isinstance(data, memoryview):
             data = data.tobytes()
-        out.append((member_name(key, suffix.split("~", 1)[0]), bytes(data)))
+        out.append((member_name(key, suffix), bytes(data)))
     return out
 
 

@@ -192,6 +192,12 @@ def test_overlapping_inputs_and_reruns_count_each_file_once(tmp_path):
     (out / "kept" / "part-99999-of-99999.parquet").write_bytes(b"stale shard of an older run")
     assert dedup_images.main(argv) == 0
     assert len(read(out, "kept")) == 13
+    # A rerun leaves no page or summary of the run before it: none when it writes none.
+    assert (out / "report.html").exists()
+    assert dedup_images.main(argv + ["--no-report"]) == 0
+    assert not (out / "report.html").exists() and (out / "summary.json").exists()
+    assert dedup_images.main(argv + ["--max-decode-failures", "0"]) == 1  # 2 of 16 fail to decode
+    assert not (out / "summary.json").exists()
 
 
 def test_auto_drops_what_the_exact_run_said_it_would(tmp_path, capfd):
@@ -372,3 +378,24 @@ def test_inputs_are_spread_over_workers_unless_there_is_one(tmp_path, extra, spr
     assert any(n.endswith("/Listed") for n in names) != spread
     if fmt == "webdataset":
         assert any("/RepeatedKeys/" in n for n in names) == spread
+
+
+def test_parquet_files_whose_column_types_differ(tmp_path, capsys):
+    """The outputs hold every file's values: ints in one file and floats in another are written
+    as floats (not truncated to ints), a column all null in the first file takes the next file's
+    type; types no value converts between are a one-line error before anything runs."""
+    photos = [(DATA / name).read_bytes() for name in ("pool.jpg", "snow.jpg")]
+    src = tmp_path / "in"
+    src.mkdir()
+    pq.write_table(pa.table({"id": ["a"], "image": [photos[0]], "score": [1],
+                             "note": pa.array([None], pa.null())}), src / "a.parquet")
+    pq.write_table(pa.table({"id": ["b"], "image": [photos[1]], "score": [0.5], "note": ["hello"]}),
+                   src / "b.parquet")
+    out = tmp_path / "out"
+    assert dedup_images.main(["--input-format", "parquet", "--input", str(src), "--output", str(out),
+                              "--no-report", "--backend", "state"]) == 0
+    assert sorted((r["id"], r["score"], r["note"]) for r in read(out, "kept")) == [("a", 1.0, None), ("b", 0.5, "hello")]
+    pq.write_table(pa.table({"id": ["c"], "image": [photos[1]], "score": ["high"], "note": ["x"]}), src / "c.parquet")
+    assert dedup_images.main(["--input-format", "parquet", "--input", str(src), "--output", str(out),
+                              "--no-report", "--backend", "state"]) == 2
+    assert "types that do not convert" in capsys.readouterr().err

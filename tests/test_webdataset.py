@@ -305,6 +305,41 @@ def test_write_shards_into_the_input_directory_is_refused(tmp_path, capsys):
             "--write-shards", str(tmp_path)]
     assert dedup_images.main(argv) == 2
     assert "is an input directory" in capsys.readouterr().err
+    # nor a reference directory (the run would first remove its shards), nor an endless shard size
+    src = tmp_path / "in"
+    src.mkdir()
+    write_tar(src / "00000.tar", [("k.jpg", PHOTOS[1].read_bytes())])
+    argv = ["--input", str(src), "--input-format", "webdataset", "--output", str(tmp_path / "o"),
+            "--reference", str(tmp_path), "--write-shards", str(tmp_path)]
+    assert dedup_images.main(argv) == 2
+    assert "is a --reference directory" in capsys.readouterr().err
+    assert (tmp_path / "00000.tar").exists()
+    argv[-1] = str(tmp_path / "new")
+    assert dedup_images.main(argv + ["--shard-size", "inf"]) == 2
+    assert "--shard-size must be a positive number" in capsys.readouterr().err
+
+
+def test_write_shards_keeps_every_member_name(tmp_path):
+    """Names are written back as they were read: a '~' in a suffix is part of it, and a member
+    name a sample repeats is written as many times, each with its own bytes."""
+    photo = PHOTOS[0].read_bytes()
+    members = [("k0.jpg", photo), ("k0.meta~v2.json", b"{}"), ("k0.txt~", b"tilde"),
+               ("k0.txt", b"first"), ("k0.txt", b"second")]
+    src = tmp_path / "in"
+    src.mkdir()
+    write_tar(src / "00000.tar", members)
+    shards = tmp_path / "shards"
+    assert dedup_images.main(["--input", str(src), "--input-format", "webdataset", "--output", str(tmp_path / "o"),
+                              "--write-shards", str(shards), "--no-report", *STATE]) == 0
+    (kept,) = read(tmp_path / "o", "kept")
+    assert list(kept["members"]) == ["jpg", "meta~v2.json", "txt~", "txt", "txt"]
+    with tarfile.open(shards / "00000.tar") as tar:
+        assert [(m.name, tar.extractfile(m).read()) for m in tar] == members
+    # A run stopped by the failure threshold writes no shards and no kept keys.
+    write_tar(src / "00001.tar", [("k9.jpg", b"not an image")])
+    assert dedup_images.main(["--input", str(src), "--input-format", "webdataset", "--output", str(tmp_path / "o"),
+                              "--write-shards", str(shards), "--max-decode-failures", "0", *STATE]) == 1
+    assert os.listdir(shards) == [] or set(os.listdir(shards)) == {"kept_keys"} and not os.listdir(shards / "kept_keys")
 
 
 def test_finalize_packs_parts_and_ignores_failed_attempts(tmp_path):
