@@ -161,7 +161,12 @@ class ParseHashesDoFn(beam.DoFn):
                                     self._c.image_field, self._metrics)
                 continue
             h = packed[i * self._width:(i + 1) * self._width]
-            owner = record_id(record, self._c.id_field) or surrogate_owner(h)
+            owner = record_id(record, self._c.id_field)
+            if owner is None:  # no bytes to tell it from a copy by: every record of a hash would look alike
+                yield failed_output(record, f"no {self._c.id_field!r}: a record that carries its hash in "
+                                    f"{self._c.hash_column!r} needs an id", self._c.hash_field,
+                                    self._c.image_field, self._metrics)
+                continue
             kept = encodable_image(with_fields(record, **{self._c.hash_field: h.hex()}), self._c.image_field)
             out.append(Hashed(h, owner, kept))
         if out:
@@ -196,6 +201,9 @@ class HashConfig:
         text("image_field", self.image_field)
         text("hash_field", self.hash_field)
         text("id_field", self.id_field, optional=True)
+        if self.hash_column is not None and not self.id_field:
+            raise ValueError("hash_column needs an id_field: without image bytes, records of one hash "
+                             "could not be told from retries of one record")
         if self.hash_field == self.image_field:
             raise ValueError(f"hash_field and image_field must differ, both are {self.hash_field!r}")
         if self.hash_field == self.id_field:

@@ -34,8 +34,9 @@ QUALITY_FIELD = "image_quality"
 #: Every field the transform adds to output records (input records must not carry them).
 WRITTEN_FIELDS = (DUPLICATE_OF_FIELD, DISTANCE_FIELD, MATCHED_FIELD, ERROR_FIELD, QUALITY_FIELD)
 
-#: Prefix of the owner id used for records that have no id (see surrogate_owner).
-SURROGATE_PREFIX = "sha256:"
+#: Prefix of the owner id used for records that have no id (see surrogate_owner): one no id
+#: given as text would start with (content-addressed ids such as "sha256:..." are common).
+SURROGATE_PREFIX = "\0sha256:"
 
 BYTES_LIKE = (bytes, bytearray, memoryview)
 

@@ -142,7 +142,10 @@ class ImagePhashDedup(beam.PTransform):
                  reference: Optional[beam.PCollection] = None,
                  reference_hash_column: Optional[str] = None, label: Optional[str] = None):
         super().__init__(label)
-        int_in("num_buckets", num_buckets, 1, MAX_BUCKETS)  # checked whatever the backend, as every argument is
+        # checked whatever the backend, as every argument is
+        int_in("num_buckets", num_buckets, 1, MAX_BUCKETS)
+        int_in("claim_batch", claim_batch, 1, 1_000_000)
+        int_in("max_in_flight", max_in_flight, 1)
         # Each part validates itself; what is checked here is how they combine.
         self.hashing = HashConfig(algorithm=algorithm, hash_size=hash_size, image_field=image_field,
                                   hash_field=hash_field, id_field=id_field, batch_size=batch_size,

@@ -1,6 +1,7 @@
 """Persistence and actor faults: snapshots that survive tearing, incremental dedup with --state,
 and bucket actors killed in the middle of a run (recovered with a state directory, a clear
 failure naming the bucket without one)."""
+import glob
 import os
 import shutil
 import signal
@@ -31,6 +32,26 @@ def _owners(*ids):
 
 
 # --- the on-disk format -----------------------------------------------------------------------
+
+def test_a_bucket_whose_snapshots_are_all_gone_is_refused(tmp_path):
+    """After a snapshot the logs before it are removed: with every snapshot then lost (a partial
+    copy of the directory), the logs left do not reach back to the start, and loading what they
+    hold would forget the claims before them."""
+    store = BucketStore(str(tmp_path), 0, "bucket 0")
+    store.append(4, b"aaaabbbb", _owners(1, 2), ["a", "b"])
+    store.snapshot(4, b"aaaabbbb", _owners(1, 2), ["a", "b"])
+    store.append(4, b"cccc", _owners(3), ["c"])
+    store.snapshot(4, b"aaaabbbbcccc", _owners(1, 2, 3), ["a", "b", "c"])  # the first log goes
+    store.append(4, b"dddd", _owners(4), ["d"])
+    store.close()
+    for path in glob.glob(str(tmp_path / "bucket-00000" / "snapshot-*")):
+        os.remove(path)
+    assert sorted(os.listdir(tmp_path / "bucket-00000"))[0] != "log-000000.arrows"
+    reader = BucketStore(str(tmp_path), 0, "bucket 0")
+    with pytest.raises(StateError, match="do not reach back to the start"):
+        reader.load()
+    reader.close()
+
 
 def test_snapshots_and_logs_rebuild_the_bucket_and_a_torn_snapshot_is_not_used(tmp_path, caplog):
     store = BucketStore(str(tmp_path), 3, "bucket 3")

@@ -16,10 +16,12 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import BeamAssertException, assert_that, equal_to
 
+import beam_phash
 from beam_phash import METRICS_NAMESPACE, ImagePhashDedup
 from beam_phash.exact.ray_client import RayDedupBackend
 from beam_phash.exact.ray_dofns import RayDedupDoFn
 from beam_phash.routing import bucket_of
+from conftest import PHOTOS
 from dedup_oracle import check_outputs, make_records, oracle
 from processes import processes_of
 from tagged import tagged
@@ -302,10 +304,45 @@ def test_routing_uses_the_hash_bits_not_pythons_salted_hash():
     ({"max_pixels": 2**63}, "max_pixels must be between 1 and"),
     ({"keep": "smallest_id"}, "keep applies to near-duplicate dedup"),
     ({"keep": "largest", "backend": "state"}, "keep applies to near-duplicate dedup"),
+    ({"claim_batch": 0, "backend": "state"}, "claim_batch must be between 1 and"),  # unused, still checked
+    ({"max_in_flight": "x", "max_distance": 4}, "max_in_flight must be an int"),
+    ({"hash_column": "h", "id_field": None}, "hash_column needs an id_field"),
 ])
 def test_arguments_are_validated_at_construction(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ImagePhashDedup(**kwargs)
+
+
+def test_ids_that_look_like_digests_and_hash_records_without_ids():
+    """An id such as "sha256:..." is an id like any other (the keeper a duplicate names); a
+    record that carries its hash but no id fails with the reason, since with no image bytes to
+    tell it by, every record of its hash would look like a retry of the first and be kept."""
+    photo = PHOTOS[0].read_bytes()
+    records = [{"id": "sha256:ab12", "image": photo}, {"id": "copy", "image": photo}]
+    p = TestPipeline()
+    outputs = p | beam.Create(records) | ImagePhashDedup(backend="state").with_outputs()
+
+    def check(rows):
+        (kept,) = [r for tag, r in rows if tag == "kept"]
+        (duplicate,) = [r for tag, r in rows if tag == "duplicates"]
+        assert duplicate["duplicate_of"] == kept["id"], rows  # "sha256:ab12" too, not None
+
+    assert_that(tagged(outputs), check)
+    p.run().wait_until_finish()
+
+    h = beam_phash.hash_image(photo).hex()
+    records = [{"h": h}, {"id": None, "h": h}, {"id": "x", "h": h}, {"id": "y", "h": h}]
+    p = TestPipeline()
+    outputs = p | beam.Create(records) | ImagePhashDedup(backend="state", hash_column="h").with_outputs()
+
+    def check_hashes(rows):
+        tags = sorted(tag for tag, _ in rows)
+        assert tags == ["duplicates", "failed", "failed", "kept"], rows
+        for tag, r in rows:
+            assert tag != "failed" or "needs an id" in r["error"], r
+
+    assert_that(tagged(outputs), check_hashes)
+    p.run().wait_until_finish()
 
 
 def test_with_outputs_unpacks_as_kept_duplicates_failed():

@@ -130,7 +130,9 @@ class BucketStore:
             base = gen
             break
         else:
-            if snapshots and (not logs or logs[0][0] > 0):
+            # A bucket's first log (generation 0) goes only once a snapshot replaced it: without an
+            # intact snapshot, the logs must reach back to it, or claims were lost.
+            if (snapshots or logs) and (not logs or logs[0][0] > 0):
                 raise StateError(f"{self.name}: no intact snapshot in {self.path} and the logs do not "
                                  "reach back to the start; the state cannot be rebuilt")
         for gen, path in logs:
