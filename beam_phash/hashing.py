@@ -201,9 +201,6 @@ class HashConfig:
         text("image_field", self.image_field)
         text("hash_field", self.hash_field)
         text("id_field", self.id_field, optional=True)
-        if self.hash_column is not None and not self.id_field:
-            raise ValueError("hash_column needs an id_field: without image bytes, records of one hash "
-                             "could not be told from retries of one record")
         if self.hash_field == self.image_field:
             raise ValueError(f"hash_field and image_field must differ, both are {self.hash_field!r}")
         if self.hash_field == self.id_field:

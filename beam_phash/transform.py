@@ -146,6 +146,9 @@ class ImagePhashDedup(beam.PTransform):
         int_in("num_buckets", num_buckets, 1, MAX_BUCKETS)
         int_in("claim_batch", claim_batch, 1, 1_000_000)
         int_in("max_in_flight", max_in_flight, 1)
+        if hash_column is not None and not id_field:  # (references carry hashes without ids: fine)
+            raise ValueError("hash_column needs an id_field: without image bytes, records of one hash "
+                             "could not be told from retries of one record")
         # Each part validates itself; what is checked here is how they combine.
         self.hashing = HashConfig(algorithm=algorithm, hash_size=hash_size, image_field=image_field,
                                   hash_field=hash_field, id_field=id_field, batch_size=batch_size,

@@ -20,7 +20,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_phash.records import ERROR_FIELD, FAILED
 from pipelines import webdataset_read as wds
-from pipelines.input_paths import BadName, InputPaths
+from pipelines.input_paths import BadName, InputPaths, carried
 
 FORMATS = ("files", "parquet", "webdataset")
 #: img2dataset's Parquet: the image column is named after the format, the id is ``key``.
@@ -93,9 +93,10 @@ def _match(pattern: str, item: str, flag: str = "--input") -> Dict[str, int]:
 
 
 def _file_identity(path: str) -> str:
-    """What tells two matched paths apart: for a local file its real path (``x.jpg``,
-    ``./x.jpg`` and ``/abs/x.jpg`` are one file), for a URL (``gs://``...) the URL."""
-    return path if "://" in path else os.path.realpath(path)
+    """What tells two matched paths apart: for a local file its absolute path, normalised
+    (``x.jpg``, ``./x.jpg`` and ``/abs/x.jpg`` are one name; two names linked to one file, as in
+    a Hugging Face cache, stay two inputs), for a URL (``gs://``...) the URL."""
+    return path if "://" in path else os.path.normpath(os.path.abspath(path))
 
 
 def _what_a_folder_means(pattern: str, item: str) -> str:
@@ -114,8 +115,12 @@ def _widened(schema: pa.Schema, other: pa.Schema, first: str, path: str) -> pa.S
     """The output schema that holds the values of both files: a column of ints in one and floats
     in the other is written as floats, one all null in the first as the other's type. Types that
     no value converts between (strings and ints) are a ConfigError naming both files."""
+    def plain(s: pa.Schema) -> pa.Schema:  # a dictionary column (a pandas categorical) as its values
+        return pa.schema([f.with_type(f.type.value_type) if pa.types.is_dictionary(f.type) else f
+                          for f in s.remove_metadata()])
+
     try:
-        return pa.unify_schemas([schema, other.remove_metadata()], promote_options="permissive")
+        return pa.unify_schemas([plain(schema), plain(other)], promote_options="permissive")
     except (pa.ArrowTypeError, pa.ArrowInvalid) as e:
         raise ConfigError(f"{path!r} and {first!r} hold a column in types that do not convert: "
                           f"{' '.join(str(e).split())}") from None
@@ -248,13 +253,14 @@ def _resolve_shards(spec: InputSpec, paths: List[str], image_exts: Tuple[str, ..
     spec.join_sidecar = join_sidecar
     few = len(paths) <= wds.LOCAL_KEY_CHECK_SHARDS and spec.total_bytes <= wds.LOCAL_KEY_CHECK_BYTES
     if check_keys and len(paths) > 1 and (few or in_process) and not any("://" in p for p in paths):
-        spec.repeated_keys = wds.repeated_keys(paths)
+        # (a shard whose name is not UTF-8 is not read: its keys hold no other shard's back)
+        spec.repeated_keys = wds.repeated_keys([p for p in paths if not isinstance(carried(p), BadName)])
     fields = [pa.field(wds.KEY, pa.string()), pa.field(wds.SHARD, pa.string()),
               pa.field(wds.MEMBERS, pa.list_(pa.string())), pa.field(wds.IMAGE_MEMBER, pa.string())]
     sidecar = wds.sidecar_path(paths[0])
     if join_sidecar and FileSystems.exists(sidecar):
         schema, _ = _parquet_footer(sidecar)
-        if (few or in_process) and not any("://" in p for p in paths):  # the others' too: cheap here
+        if not any("://" in p for p in paths):  # the other local sidecars' footers too: cheap
             for other in map(wds.sidecar_path, paths[1:]):
                 if os.path.exists(other):
                     schema = _widened(schema, _parquet_footer(other)[0], sidecar, other)
@@ -379,6 +385,7 @@ def reference_spec(references: List[str], fmt: str, image_column: str, id_column
     else image files. Parquet without an explicit hash column uses
     ``hash_column_default`` (the job's own hash column, as in an earlier run's ``kept/``) when it
     is there, else the image column."""
+    detected: Optional[List[str]] = None
     if fmt == "auto":
         paths = [p for item in references for p in _match(_pattern(item, "files"), item, "--reference")]
         if all(p.endswith(".parquet") for p in paths):
@@ -386,6 +393,8 @@ def reference_spec(references: List[str], fmt: str, image_column: str, id_column
         elif (any(p.endswith(wds.SHARD_SUFFIXES) for p in paths)
               and all(p.endswith((*wds.SHARD_SUFFIXES, ".parquet")) for p in paths)):
             fmt = "webdataset"  # shards, with their sidecars
+            # by name: a folder would mean DIR/*.tar, and these may be compressed
+            detected = [p for p in paths if p.endswith(wds.SHARD_SUFFIXES)]
         else:
             fmt = "files"
     if fmt == "parquet" and hash_column is None:
@@ -398,7 +407,7 @@ def reference_spec(references: List[str], fmt: str, image_column: str, id_column
     if fmt in ("files", "webdataset") and hash_column is not None:
         raise ConfigError("--reference-hash-column applies to Parquet references")
     if fmt == "webdataset":
-        return resolve(references, fmt, flag="--reference", join_sidecar=False)
+        return resolve(detected or references, fmt, flag="--reference", join_sidecar=False)
     spec = resolve(references, fmt, image_column, id_column, hash_column, hash_bits, flag="--reference")
     spec.hash_column = hash_column
     return spec

@@ -181,14 +181,18 @@ def test_overlapping_inputs_and_reruns_count_each_file_once(tmp_path):
 
     out = tmp_path / "out"
     relative = os.path.join(os.path.relpath(SAMPLE_DATA), ".", "skagen.jpg")
+    linked = tmp_path / "linked"  # two names linked to one file are two inputs (a Hugging Face cache)
+    linked.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        (linked / name).symlink_to(os.path.join(SAMPLE_DATA, "skagen.jpg"))
     argv = ["--input", SAMPLE_DATA, "--input", f"{SAMPLE_DATA}/*.jpg", "--input", relative,
-            "--output", str(out), "--backend", "state"]
+            "--input", str(linked), "--output", str(out), "--backend", "state"]
     for _ in range(2):
         assert dedup_images.main(argv) == 0
         summary = json.loads((out / "summary.json").read_text())
-        assert (summary["inputs"], summary["input_files"]) == (16, 16)
+        assert (summary["inputs"], summary["input_files"]) == (18, 18)
         rows = read(out, "kept") + read(out, "duplicates") + read(out, "failed")
-        assert len(rows) == 16 and len({r["id"] for r in rows}) == 16
+        assert len(rows) == 18 and len({r["id"] for r in rows}) == 18
     (out / "kept" / "part-99999-of-99999.parquet").write_bytes(b"stale shard of an older run")
     assert dedup_images.main(argv) == 0
     assert len(read(out, "kept")) == 13

@@ -125,6 +125,22 @@ def test_matches_the_oracle_whatever_the_input_order(seed):
     assert counts["near_dup_pairs"] > 0
 
 
+def test_a_search_partition_of_fixed_images_alone():
+    """With band_partition_bits, a partition may get fixed images only (no input has their
+    prefix), some of them flat: nothing to pair, and no error."""
+    import pyarrow as pa
+
+    from beam_phash.near.dofns import SearchDoFn
+    from beam_phash.near.fixed import STATE, fixed_batch
+
+    layout = [tuple(b) for b in _native.near_layout(256, 8, 1000)]
+    keys = np.frombuffer(bytes(range(96)), dtype=np.uint8).reshape(3, 32)
+    fixed = fixed_batch(keys, STATE, pa.array(["a", "b", "c"]), [True, False, False])
+    for part, sub in ((0, -1), (0, 0)):
+        dofn = SearchDoFn(256, 8, layout, 32, 0 if sub < 0 else 2, 1)
+        assert list(dofn.process(((part, sub, 0), [fixed]))) == []
+
+
 def test_each_pair_at_distance_zero_is_found_once():
     """At k = 0 the first band finds every pair (a copy turned as its variant is): the other
     search groups must not find them again, or `near_dup_pairs` counts each once per group."""

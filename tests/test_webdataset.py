@@ -222,9 +222,7 @@ def test_reference_accepts_shards(tmp_path, suffix):
     src.mkdir()
     write_tar(src / "00000.tar", [("a.jpg", photo["pool.jpg"]), ("b.jpg", photo["snow.jpg"])])
     out = tmp_path / "out"
-    # a folder means its .tar files; a compressed shard is named (auto-detected as a shard too)
-    reference = str(ref) if suffix == ".tar" else str(ref / f"00000{suffix}")
-    assert dedup_images.main(["--input", str(src), "--input-format", "webdataset", "--reference", reference,
+    assert dedup_images.main(["--input", str(src), "--input-format", "webdataset", "--reference", str(ref),
                               "--output", str(out), *STATE]) == 0
     (dup,) = read(out, "duplicates")
     assert (dup["key"], dup["duplicate_of"], dup["matched"]) == ("a", "r0", "reference")

@@ -2,7 +2,7 @@
 packed batch and hands the heavy work to one Rust kernel."""
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -201,14 +201,16 @@ class SearchDoFn(beam.DoFn):
         self._metrics.near_big_runs.inc(big_runs)
         return Edges(u64s(a), u64s(b), u32s(d))
 
-    def _search_part(self, images: Images, fixed, part: int, sub: int, prefix: int, max_distance: int) -> Edges:
+    def _search_part(self, images: Images, fixed_keys: Optional[np.ndarray], part: int, sub: int, prefix: int,
+                     max_distance: int) -> Edges:
         """The pairs of this partition within ``max_distance``: among the new images and from
-        them to the fixed ones (after the new images, with local ids). At distance 0 the first
-        band finds every pair (BandSplit sends flat images there alone)."""
-        n_fixed = 0 if fixed is None else len(fixed.keys)
+        them to the fixed ones (hashes ``fixed_keys``, after the new images, with local ids: their
+        rows). At distance 0 the first band finds every pair (BandSplit sends flat images there
+        alone)."""
+        n_fixed = 0 if fixed_keys is None else len(fixed_keys)
         if n_fixed:
             images = Images(np.concatenate([images.ids, FIXED_BIT | np.arange(n_fixed, dtype=U64)]),
-                            np.concatenate([images.hashes, fixed.keys]), images.variants)
+                            np.concatenate([images.hashes, fixed_keys]), images.variants)
         if sub >= 0:
             w = sub_blocks(*self._layout[part])[sub][1]
             return self._search(images, part, n_fixed, max_distance, sub=sub,
@@ -220,9 +222,13 @@ class SearchDoFn(beam.DoFn):
         return self._search(images, bands, n_fixed, max_distance)
 
     @staticmethod
-    def _named(mixed: Edges, fixed: Fixed):
+    def _named(mixed: Edges, fixed: Fixed, rows_of: Optional[np.ndarray] = None):
+        """The pairs to fixed images, named; ``rows_of``: the rows of ``fixed`` that were searched
+        (all when None), so that no part of a large fixed batch is copied but its keys."""
         if len(mixed.a):
             rows = (mixed.b & ~FIXED_BIT).astype(np.int64)
+            if rows_of is not None:
+                rows = rows_of[rows]
             for p, named in named_by_partition(mixed.a, mixed.distance, rows, fixed):
                 yield beam.pvalue.TaggedOutput(NAMED, (p, named))
 
@@ -231,13 +237,15 @@ class SearchDoFn(beam.DoFn):
         BandSplit sends the flat images): flat images against the other images and every fixed
         one, and the other images against the flat fixed ones. Yields the named pairs; returns
         the edges."""
-        flat_fixed = None if fixed is None or not fixed.flat.any() else fixed.take(np.flatnonzero(fixed.flat))
-        if not flat and flat_fixed is None:
+        flat_rows = np.zeros(0, dtype=np.int64) if fixed is None else np.flatnonzero(fixed.flat)
+        if not (new or flat) or not (flat or len(flat_rows)):
             return Edges.empty()
-        against = fixed if flat else flat_fixed
-        images = concat(Images, new + flat)
-        edges, mixed = self._search_part(images, against, part, sub, prefix, 0).split_fixed()
-        yield from self._named(mixed, against)
+        if flat:  # against every fixed image
+            keys, rows_of = (None if fixed is None else fixed.keys), None
+        else:  # against the flat ones
+            keys, rows_of = fixed.keys[flat_rows], flat_rows
+        edges, mixed = self._search_part(concat(Images, new + flat), keys, part, sub, prefix, 0).split_fixed()
+        yield from self._named(mixed, fixed, rows_of)
         if not flat:
             return Edges.empty()
         flat_ids = concat(Images, flat).ids
@@ -259,11 +267,12 @@ class SearchDoFn(beam.DoFn):
             found.append((yield from self._zero(new, flat, fixed, part, sub, prefix)))
         if new:
             # fixed images are never paired with each other; a flat one is met at distance 0 only
-            plain = fixed
-            if fixed is not None and fixed.flat.any():  # (a copy only then: fixed batches can be large)
-                plain = None if fixed.flat.all() else fixed.take(np.flatnonzero(~fixed.flat))
-            edges, mixed = self._search_part(concat(Images, new), plain, part, sub, prefix, self._k).split_fixed()
-            yield from self._named(mixed, plain)
+            keys, rows_of = (None if fixed is None else fixed.keys), None
+            if fixed is not None and fixed.flat.any():  # the others' keys (a copy only then)
+                rows_of = np.flatnonzero(~fixed.flat)
+                keys = fixed.keys[rows_of] if len(rows_of) else None
+            edges, mixed = self._search_part(concat(Images, new), keys, part, sub, prefix, self._k).split_fixed()
+            yield from self._named(mixed, fixed, rows_of)
             found.append(edges)
         edges = concat(Edges, found) if found else Edges.empty()
         if not len(edges.a):
