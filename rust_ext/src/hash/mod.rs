@@ -59,7 +59,9 @@ use crate::pool;
 /// luma, where before libjpeg-turbo's warning sent it to the `image` crate's decoder.
 /// 12: dHash's dead zone is 0.35 of the mean absolute difference instead of 0.08, and up to hash
 /// size 16 no more than the differences' 40th percentile (`dhash.rs`). Only dHash hashes changed.
-pub const HASH_VERSION: u32 = 12;
+/// 13: above hash size 16, pHash takes its coefficients two at a time instead of four
+/// (`phash.rs`). Only pHash hashes of sizes over 16 changed.
+pub const HASH_VERSION: u32 = 13;
 
 /// Raw hash bytes plus the number of meaningful bits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

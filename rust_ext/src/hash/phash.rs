@@ -21,8 +21,11 @@
 //! - after it, the low n x n coefficients, the DC term left out, are taken in order of frequency
 //!   (u² + v², then row-major) four at a time through a 4-point Hadamard transform, and a bit is
 //!   set where the result is at least zero. Each bit then sums four coefficients of about the same
-//!   frequency, and a large one among them holds it steady. n² bits (n² = 4k + 1 for odd n: the
-//!   highest frequency keeps its own sign); least significant bit first, as image_hasher packs.
+//!   frequency, and a large one among them holds it steady. Above hash size 16
+//!   (`FOURS_MAX_SIZE`) they are taken two at a time (hash version 13): at 1024 bits the sums of
+//!   four follow the strong coefficients that many photos share, and distinct photos came closer
+//!   than with version 1's median rule. n² bits (the last group may be short: its coefficients
+//!   keep their own signs); least significant bit first, as image_hasher packs.
 //!
 //! Measured against version 7 (the median rule) in the README, *Why pHash's bits changed in
 //! version 8*.
@@ -40,14 +43,19 @@ const KNEE_QUANTILE: f64 = 0.9;
 const KNEE_SLOPE: f32 = 0.25;
 /// ... for hash sizes up to this one (README, *Hash version 10*).
 const KNEE_MAX_SIZE: usize = 16;
+/// The coefficients go four at a time up to this hash size, two at a time above it (README,
+/// *Hash version 13*).
+const FOURS_MAX_SIZE: usize = 16;
 
 /// The planned DCT of one hash size (shared by all threads).
 pub struct PHasher {
     n: usize,
     dct: Arc<dyn TransformType2And3<f32>>,
     /// The low coefficients' indices (row-major in the n x n block) in order of frequency: by
-    /// u² + v², then by index. The bits are made from them four at a time.
+    /// u² + v², then by index. The bits are made from them `group` at a time.
     order: Vec<usize>,
+    /// 4 up to `FOURS_MAX_SIZE`, 2 above.
+    group: usize,
     /// Whether the grid's highlights go through the knee first (n <= `KNEE_MAX_SIZE`).
     knee: bool,
 }
@@ -57,7 +65,8 @@ impl PHasher {
         let n = hash_size as usize;
         let mut order: Vec<usize> = (0..n * n).collect();
         order.sort_by_key(|&i| ((i / n).pow(2) + (i % n).pow(2), i));
-        PHasher { n, dct: DctPlanner::new().plan_dct2(4 * n), order, knee: n <= KNEE_MAX_SIZE }
+        let group = if n <= FOURS_MAX_SIZE { 4 } else { 2 };
+        PHasher { n, dct: DctPlanner::new().plan_dct2(4 * n), order, group, knee: n <= KNEE_MAX_SIZE }
     }
 
     /// The side of the grid this hash is computed on (4n).
@@ -110,14 +119,15 @@ impl PHasher {
         low
     }
 
-    /// The bits of the low coefficients: the DC term left out, four at a time in order of
-    /// frequency through a 4-point Hadamard transform, each result against zero.
+    /// The bits of the low coefficients: the DC term left out, `group` at a time in order of
+    /// frequency through a Hadamard transform, each result against zero.
     fn bits(&self, low: &[f32]) -> Vec<u8> {
         let at = |i: usize| if i == 0 { 0.0 } else { low[i] };
         let mut sums = Vec::with_capacity(low.len());
-        for group in self.order.chunks(4) {
+        for group in self.order.chunks(self.group) {
             match *group {
                 [a, b, c, d] => sums.extend(hadamard4([at(a), at(b), at(c), at(d)])),
+                [a, b] if self.group == 2 => sums.extend([at(a) + at(b), at(a) - at(b)]),
                 _ => sums.extend(group.iter().map(|&i| at(i))),
             }
         }
@@ -209,10 +219,11 @@ mod tests {
 
     /// The whole last step against a brute force in f64: knee by sorting (up to
     /// `KNEE_MAX_SIZE`; none for n = 17), the DCT by its definition, then each group's sums
-    /// written out (odd n = 5 and 17 included: the last coefficient keeps its own sign).
+    /// written out, four at a time up to `FOURS_MAX_SIZE` and two at a time for n = 17 and 18
+    /// (odd n = 5 and 17 included: the last coefficient keeps its own sign).
     #[test]
     fn hash_grid_matches_a_brute_force() {
-        for n in [4usize, 5, 8, 17] {
+        for n in [4usize, 5, 8, 17, 18] {
             let side = 4 * n;
             let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ n as u64;
             let grid: Vec<f32> = (0..side * side)
@@ -248,15 +259,19 @@ mod tests {
             let mut freqs: Vec<(usize, usize)> = (0..n).flat_map(|v| (0..n).map(move |u| (v, u))).collect();
             freqs.sort_by_key(|&(v, u)| (v * v + u * u, v * n + u));
             let c: Vec<f64> = freqs.iter().map(|&(v, u)| coefficient(v, u)).collect();
-            let signs = [[1.0, 1.0, 1.0, 1.0], [1.0, -1.0, 1.0, -1.0], [1.0, 1.0, -1.0, -1.0], [1.0, -1.0, -1.0, 1.0]];
+            let (size, signs): (usize, &[&[f64]]) = if n <= FOURS_MAX_SIZE {
+                (4, &[&[1.0, 1.0, 1.0, 1.0], &[1.0, -1.0, 1.0, -1.0], &[1.0, 1.0, -1.0, -1.0], &[1.0, -1.0, -1.0, 1.0]])
+            } else {
+                (2, &[&[1.0, 1.0], &[1.0, -1.0]])
+            };
             let mut checked = 0;
-            for (g, group) in c.chunks(4).enumerate() {
+            for (g, group) in c.chunks(size).enumerate() {
                 for (k, row) in signs.iter().enumerate().take(group.len()) {
-                    let sum: f64 = if group.len() == 4 { row.iter().zip(group).map(|(s, x)| s * x).sum() } else { group[k] };
+                    let sum: f64 = if group.len() == size { row.iter().zip(group).map(|(s, x)| s * x).sum() } else { group[k] };
                     // Sums this close to zero may differ in f32 (whose DCT is off by under 1e-6 of
                     // the largest coefficient here); none of these grids has one.
                     assert!(sum.abs() > 1e-5 * c.iter().map(|x| x.abs()).fold(0.0, f64::max), "n {n}: a sum too close to 0");
-                    assert_eq!(bit(&got, 4 * g + k), sum >= 0.0, "n {n}, bit {}", 4 * g + k);
+                    assert_eq!(bit(&got, size * g + k), sum >= 0.0, "n {n}, bit {}", size * g + k);
                     checked += 1;
                 }
             }
