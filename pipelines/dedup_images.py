@@ -129,8 +129,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--algorithm", default="phash", choices=beam_phash.ALGORITHMS)
     ap.add_argument("--backend", default=None, choices=["ray", "state"],
                     help="exact dedup: ray (bucket actors, the default) or state (Beam state)")
-    ap.add_argument("--num-buckets", type=int, default=16,
-                    help="Ray: buckets the hashes are routed to (and a --state keeps, one directory each)")
+    ap.add_argument("--num-buckets", type=int, default=None,
+                    help="Ray: buckets the hashes are routed to (default 16; a --state keeps one "
+                         "directory each)")
     ap.add_argument("--num-actors", type=int, default=None,
                     help="Ray: actor processes hosting the buckets (default: one per CPU of the cluster, "
                          "at most --num-buckets)")
@@ -167,10 +168,10 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--hash-column", default=None, metavar="COL",
                     help="Parquet: dedup the hex hashes in COL (an earlier run's image_phash, or "
                          "another tool's) without decoding images")
-    ap.add_argument("--band-partition-bits", type=int, default=0, metavar="B",
+    ap.add_argument("--band-partition-bits", type=int, default=None, metavar="B",
                     help="near-duplicates: cut each band's search into 2^B partitions per sub-block "
                          "(for inputs too large for one band on one worker; default 0)")
-    ap.add_argument("--search-partitions", type=int, default=4, metavar="S",
+    ap.add_argument("--search-partitions", type=int, default=None, metavar="S",
                     help="near-duplicates: band groups searched in parallel, each one copy of the "
                          "hashes through the shuffle (default 4)")
     ap.add_argument("--max-decode-failures", type=float, default=None, metavar="FRACTION",
@@ -432,6 +433,27 @@ def clear_shards(directory: str) -> None:
         FileSystems.delete(stale)
 
 
+#: Options that only one mode reads: (flag, ImagePhashDedup's argument, where it applies).
+_MODE_OPTIONS = (("--num-buckets", "num_buckets", "exact mode with the Ray backend"),
+                 ("--band-partition-bits", "band_partition_bits", "near-duplicate mode (--max-distance)"),
+                 ("--search-partitions", "search_partitions", "near-duplicate mode (--max-distance)"))
+
+
+def check_mode_options(args, near: bool) -> None:
+    """An option the chosen mode would not read is refused rather than ignored (their defaults are
+    None here, so only the options given are checked)."""
+    applies = {"num_buckets": not near and args.backend != "state", "band_partition_bits": near,
+               "search_partitions": near}
+    for flag, name, where in _MODE_OPTIONS:
+        if getattr(args, name) is not None and not applies[name]:
+            raise ConfigError(f"{flag} applies to {where} only")
+
+
+def mode_options(args) -> dict:
+    """The mode options given, for ImagePhashDedup (the others keep its defaults)."""
+    return {name: getattr(args, name) for _, name, _ in _MODE_OPTIONS if getattr(args, name) is not None}
+
+
 def configure(argv: Optional[List[str]]):
     """Parse and check everything; raises ConfigError or ValueError before anything runs."""
     args, beam_args = parse_args(argv)
@@ -467,18 +489,18 @@ def configure(argv: Optional[List[str]]):
         raise ConfigError("--keep applies with --max-distance (exact mode keeps the first record of each "
                           "hash to reach the backend)")
     args.keep = args.keep or "largest"
+    check_mode_options(args, near)
     check_beam_options(beam_args)
     check_output_apart(args.output, [("--input", spec)] + ([("--reference", reference)] if reference else []))
     check_output(args.output)
     dedup = ImagePhashDedup(hash_size=args.hash_size, algorithm=args.algorithm,
                             image_field=spec.image_column, id_field=spec.id_column,
                             hash_field=HASH_FIELD, backend=args.backend,
-                            num_buckets=args.num_buckets, num_actors=args.num_actors, ray_address=args.ray_address,
+                            num_actors=args.num_actors, ray_address=args.ray_address,
                             backend_name=args.backend_name, state_dir=args.state,
                             max_distance=args.max_distance, dihedral=args.dihedral,
                             keep=args.keep if near else None,
-                            hash_column=args.hash_column, band_partition_bits=args.band_partition_bits,
-                            search_partitions=args.search_partitions,
+                            hash_column=args.hash_column, **mode_options(args),
                             expected_count=_count(spec) + (_count(reference) if reference else 0)
                             ).with_failure_threshold(args.max_decode_failures, args.max_internal_failures)
     return args, spec, dedup, options, reference

@@ -15,6 +15,12 @@ def encode(image, fmt="JPEG", **kwargs) -> bytes:
     return buf.getvalue()
 
 
+def buckets(backend: str) -> list[str]:
+    """The job's ``--num-buckets 3`` where it applies (the Ray backend; the job refuses it with
+    ``--backend state``): more than one bucket, fewer than the default."""
+    return ["--num-buckets", "3"] if backend == "ray" else []
+
+
 @pytest.fixture(scope="session")
 def photo_bytes() -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in PHOTOS}

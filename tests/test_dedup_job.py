@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from conftest import DATA, ROOT
+from conftest import DATA, ROOT, buckets
 from job_outputs import basename, read
 from pipelines import dedup_images
 
@@ -64,7 +64,7 @@ def test_sample_dataset(tmp_path, capfd, backend, extra, request):
         request.getfixturevalue("ray_cluster")
         capfd.readouterr()  # the fixture's own start-up lines are not the job's
     out = tmp_path / "out"
-    assert dedup_images.main(["--output", str(out), "--backend", backend, "--num-buckets", "3", *extra]) == 0
+    assert dedup_images.main(["--output", str(out), "--backend", backend, *buckets(backend), *extra]) == 0
     check_sample_output(out)
     printed = capfd.readouterr()
     assert EXACT_LINE in printed.out and HINT in printed.out
@@ -124,6 +124,10 @@ def test_parquet_input_keeps_the_input_columns(tmp_path, layout):
     (["--backend", "state", "--max-distance", "auto"], "runs on Beam's shuffles: --backend, --ray-address"),
     (["--backend", "state", "--state", "st"], "--state and --num-actors apply only to --backend ray"),
     (["--keep", "smallest_id"], "--keep applies with --max-distance"),
+    (["--num-buckets", "4", "--max-distance", "8"], "--num-buckets applies to exact mode with the Ray backend only"),
+    (["--num-buckets", "4", "--backend", "state"], "--num-buckets applies to exact mode with the Ray backend only"),
+    (["--band-partition-bits", "2"], "--band-partition-bits applies to near-duplicate mode (--max-distance) only"),
+    (["--search-partitions", "2", "--backend", "state"], "--search-partitions applies to near-duplicate mode"),
     (["--backend", "redis"], "argument --backend: invalid choice"),
     (["--hash-size", "big"], "argument --hash-size: invalid int value"),
     (["--input-format", "parquet"], "matched no files (a directory means "),  # the sample folder holds no .parquet

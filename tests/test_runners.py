@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, buckets
 from job_outputs import normalized
 
 JOB_SERVER = ROOT / "deploy" / "flink-job-server"
@@ -57,7 +57,7 @@ def _java_processes():
 def test_flink_runner_matches_the_direct_runner(tmp_path, flink_job_server_jar, direct_output, backend):
     before = _java_processes()
     out = tmp_path / "out"
-    run_job(out, "--backend", backend, "--num-buckets", "3",
+    run_job(out, "--backend", backend, *buckets(backend),
             "--runner", "FlinkRunner", f"--flink_job_server_jar={flink_job_server_jar}",
             "--environment_type=LOOPBACK", "--flink_master=[local]", "--parallelism=2")
     assert normalized(out) == direct_output

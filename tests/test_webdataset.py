@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from conftest import DATA, PHOTOS
+from conftest import DATA, PHOTOS, buckets
 from job_outputs import read
 from pipelines import dedup_images, inputs, webdataset_read
 from pipelines.webdataset_read import split_name
@@ -485,7 +485,7 @@ def test_img2dataset_shards_give_the_files_result_and_shards_round_trip(download
     assert len(glob.glob(f"{shards}/*.tar")) >= 3 and glob.glob(f"{shards}/*.parquet")
     out, new = tmp_path / "out", tmp_path / "new"
     argv = ["--input", str(shards), "--input-format", "webdataset", "--output", str(out), "--backend", backend,
-            "--num-buckets", "3", "--write-shards", str(new), "--shard-size", "0.5"]
+            *buckets(backend), "--write-shards", str(new), "--shard-size", "0.5"]
     assert dedup_images.main(argv) == 0
     result = outcome(out, _served_name(base))
     assert result["groups"] == files_run["groups"]
