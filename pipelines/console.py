@@ -12,6 +12,9 @@ import already logs warnings.
 When ``sys.stdout`` and ``sys.stderr`` are not the process's descriptors (a notebook, a test
 capture), the job's lines go to them, and the descriptors still go to the log.
 
+A reader that goes away (``beam-phash ... | head -1``) does not end the run: the job's lines
+after that go nowhere (:class:`Terminal`), and the exit code is the run's.
+
 A log left empty (a run refused before anything logged: a configuration error, an output that
 cannot be written) is removed on :meth:`Console.close`, with the folders the console made for it,
 unless another run on the same output has it open (each run holds a shared ``flock`` on it).
@@ -39,6 +42,41 @@ def log_dir_for(output: str) -> str:
     return os.path.join(output, "logs")
 
 
+class Terminal:
+    """One of the job's terminal streams (stdout or stderr). Once its reader has gone (a closed
+    pipe), writes go nowhere instead of raising ``BrokenPipeError`` into the run."""
+
+    def __init__(self, stream: TextIO, owned: bool):
+        self.stream = stream
+        self.owned = owned  # opened for the console (a dup of the saved descriptor): closed with it
+        self.gone = False
+
+    def write(self, text: str) -> int:
+        if not self.gone:
+            try:
+                return self.stream.write(text)
+            except BrokenPipeError:
+                self.gone = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.gone:
+            try:
+                self.stream.flush()
+            except BrokenPipeError:
+                self.gone = True
+
+    def close(self) -> None:
+        if self.owned:
+            try:
+                self.stream.close()
+            except BrokenPipeError:  # its last flush: the reader had gone
+                pass
+
+    def __getattr__(self, name):  # isatty, fileno, encoding: the stream's
+        return getattr(self.stream, name)
+
+
 class Console:
     """The terminal of one job run: open with :meth:`open`, restore with :meth:`close`."""
 
@@ -46,8 +84,8 @@ class Console:
         self.output = output
         self.log_dir = log_dir_for(output)
         self.log_path = os.path.join(self.log_dir, LOG_NAME)
-        self.out: TextIO = sys.stdout
-        self.err: TextIO = sys.stderr
+        self.out = Terminal(sys.stdout, owned=False)
+        self.err = Terminal(sys.stderr, owned=False)
         self._saved_fds: Optional[tuple] = None
         self._log: Optional[io.TextIOWrapper] = None
         self._handler: Optional[logging.Handler] = None
@@ -74,9 +112,11 @@ class Console:
             # Our lines go where sys.stdout/sys.stderr went: the saved descriptors when those
             # streams wrote to fds 1 and 2, else the streams themselves (a capture, a notebook).
             if _fd_of(sys.stdout) == 1:
-                self.out = open(os.dup(self._saved_fds[0]), "w", buffering=1, encoding="utf-8", errors="replace")
+                self.out = Terminal(open(os.dup(self._saved_fds[0]), "w", buffering=1, encoding="utf-8",
+                                         errors="replace"), owned=True)
             if _fd_of(sys.stderr) == 2:
-                self.err = open(os.dup(self._saved_fds[1]), "w", buffering=1, encoding="utf-8", errors="replace")
+                self.err = Terminal(open(os.dup(self._saved_fds[1]), "w", buffering=1, encoding="utf-8",
+                                         errors="replace"), owned=True)
             os.dup2(self._log.fileno(), 1)
             os.dup2(self._log.fileno(), 2)
         root = logging.getLogger()
@@ -113,10 +153,9 @@ class Console:
             os.dup2(self._saved_fds[1], 2)
             for fd in self._saved_fds:
                 os.close(fd)
-            for stream in (self.out, self.err):
-                if stream not in (sys.stdout, sys.stderr):
-                    stream.close()
-            self.out, self.err = sys.stdout, sys.stderr
+            for terminal in (self.out, self.err):
+                terminal.close()
+            self.out, self.err = Terminal(sys.stdout, owned=False), Terminal(sys.stderr, owned=False)
             self._saved_fds = None
         if self._log is not None:
             removed = self._remove_if_empty()

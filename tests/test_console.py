@@ -1,6 +1,7 @@
 """The job's terminal: its own lines only, the rest in OUTPUT/logs/job.log, progress from the
 workers, and every failure in one line."""
 import io
+import json
 import logging
 import os
 import pathlib
@@ -212,6 +213,26 @@ def test_a_failure_in_the_run_is_one_line_naming_the_log(tmp_path):
     assert all(line.startswith("beam-phash: ") for line in lines), proc.stderr
     assert "Traceback" in (out / "logs" / "job.log").read_text()
     assert os.path.exists(out / "logs" / "job.log")
+
+
+@pytest.mark.parametrize("gone", ["stdout", "both"])
+def test_a_reader_that_goes_away_does_not_end_the_run(tmp_path, gone):
+    """`beam-phash ... | head -0` (and `2>&1 | head -0`): the summary line meets a closed pipe;
+    the run still ends with its own exit code, its outputs and its summary, no traceback."""
+    out = tmp_path / "out"
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader has gone before the job writes anything
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pipelines.dedup_images", "--output", str(out),
+                               "--backend", "state"], cwd=ROOT, stdout=write_end,
+                              stderr=write_end if gone == "both" else subprocess.PIPE, text=True, timeout=300)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "summary.json").read_text())["adds_up"]
+    assert "Traceback" not in (out / "logs" / "job.log").read_text()
+    if gone == "stdout":
+        assert proc.stderr.startswith("beam-phash: 16 files") and "Error" not in proc.stderr, proc.stderr
 
 
 @pytest.mark.ray
