@@ -154,6 +154,22 @@ def test_state_dir_layout_is_checked_before_anything_runs(tmp_path):
         ImagePhashDedup(state_dir=str(tmp_path / "file"))
 
 
+def test_a_state_dir_that_lost_some_bucket_folders_is_refused(tmp_path):
+    """A partial copy of a state directory, or a bucket folder removed by hand: loading the
+    absent bucket would start it empty, and the hashes it held would be kept again."""
+    from beam_phash.exact.store import prepare_state_dir
+    state = tmp_path / "s"
+    prepare_state_dir(str(state), 4, "phash", 16)
+    assert sorted(p.name for p in state.glob("bucket-*")) == [f"bucket-0000{b}" for b in range(4)]
+    ImagePhashDedup(state_dir=str(state), num_buckets=4)
+    (state / "bucket-00002").rmdir()
+    with pytest.raises(ValueError, match="lacks bucket-00002 of its 4 buckets"):
+        ImagePhashDedup(state_dir=str(state), num_buckets=4)
+    for b in (0, 1, 3):  # every bucket gone: an empty state, as a new directory would be
+        (state / f"bucket-0000{b}").rmdir()
+    ImagePhashDedup(state_dir=str(state), num_buckets=4)
+
+
 # --- incremental dedup with the job -----------------------------------------------------------
 
 @pytest.mark.ray

@@ -244,13 +244,23 @@ def _manifest_for(num_buckets: int, algorithm: str, hash_size: int) -> dict:
 
 
 def check_state_dir(state_dir: str, num_buckets: int, algorithm: str, hash_size: int) -> None:
-    """Raise ValueError if ``state_dir`` holds state of another layout (read only)."""
+    """Raise ValueError if ``state_dir`` holds state of another layout, or lost some of its
+    buckets (read only)."""
     have = state_manifest.read(state_dir)
     if have is None:
         if os.path.isdir(state_dir) and any(e.startswith("bucket-") for e in os.listdir(state_dir)):
             raise ValueError(f"state directory {state_dir} holds buckets but no {state_manifest.MANIFEST}; not using it")
         return
     state_manifest.check(state_dir, _manifest_for(num_buckets, algorithm, hash_size), have)
+    # Every bucket's folder is made before the manifest (prepare_state_dir), and loading an
+    # absent one would start that bucket empty: the hashes it held would be kept again.
+    missing = [b for b in range(num_buckets) if not os.path.isdir(bucket_dir(state_dir, b))]
+    if missing and len(missing) < num_buckets:
+        names = ", ".join(os.path.basename(bucket_dir(state_dir, b)) for b in missing[:3])
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise ValueError(f"state directory {state_dir} lacks {names}{more} of its {num_buckets} buckets: "
+                         "the hashes kept there would be kept again; restore the folder(s), or start a new "
+                         "state directory")
 
 
 def prepare_state_dir(state_dir: str, num_buckets: int, algorithm: str, hash_size: int) -> None:
@@ -258,4 +268,6 @@ def prepare_state_dir(state_dir: str, num_buckets: int, algorithm: str, hash_siz
     check_state_dir(state_dir, num_buckets, algorithm, hash_size)
     state_manifest.check_writable(state_dir)
     if state_manifest.read(state_dir) is None:
+        for b in range(num_buckets):  # before the manifest, which says they all exist
+            os.makedirs(bucket_dir(state_dir, b), exist_ok=True)
         state_manifest.write(state_dir, _manifest_for(num_buckets, algorithm, hash_size))
