@@ -31,8 +31,11 @@ ERROR_FIELD = "error"
 MATCHED_FIELD = "matched"
 #: How much the picture has to hash, 0-100 (``PHash.quality``), on records hashed from images.
 QUALITY_FIELD = "image_quality"
-#: Every field the transform adds to output records (input records must not carry them).
+#: Every field the transform adds to output records.
 WRITTEN_FIELDS = (DUPLICATE_OF_FIELD, DISTANCE_FIELD, MATCHED_FIELD, ERROR_FIELD, QUALITY_FIELD)
+#: The fields that say what a run decided about a record. An input record that carries them (an
+#: earlier run's output fed back) does not pass them on: its outputs say what this run decided.
+VERDICT_FIELDS = (DUPLICATE_OF_FIELD, DISTANCE_FIELD, MATCHED_FIELD, ERROR_FIELD)
 
 #: Prefix of the owner id used for records that have no id (see surrogate_owner): one no id
 #: given as text would start with (content-addressed ids such as "sha256:..." are common).
@@ -103,8 +106,11 @@ def encodable_image(record: dict, image_field: str) -> dict:
 
 
 def with_fields(record: Any, **fields) -> dict:
-    """A shallow copy of the record (image bytes are shared, not copied) with fields set."""
+    """A shallow copy of the record (image bytes are shared, not copied) with fields set, and
+    without the verdict of an earlier run (``VERDICT_FIELDS``) that it may carry."""
     out = dict(record) if isinstance(record, Mapping) else {"record": record}
+    for name in VERDICT_FIELDS:
+        out.pop(name, None)
     out.update(fields)
     return out
 

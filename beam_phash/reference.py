@@ -110,7 +110,11 @@ class HashReferenceDoFn(beam.DoFn):
         n = table.num_rows
         if self._c.id_field and self._c.id_field in names:
             labels = table.column(self._c.id_field)
-            labels = (labels.combine_chunks() if isinstance(labels, pa.ChunkedArray) else labels).cast(pa.large_string())
+            labels = labels.combine_chunks() if isinstance(labels, pa.ChunkedArray) else labels
+            if pa.types.is_string(labels.type) or pa.types.is_large_string(labels.type):
+                labels = labels.cast(pa.large_string())
+            else:  # str(id), as for dict references and inputs (Arrow's cast writes 1.0 as "1")
+                labels = pa.array([None if v is None else str(v) for v in labels.to_pylist()], pa.large_string())
         else:
             labels = pa.array([""] * n, pa.large_string())
         if self._c.hash_column is not None:

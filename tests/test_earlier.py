@@ -201,6 +201,23 @@ def test_reference_images_exact_and_near(k):
     p.run().wait_until_finish()
 
 
+@pytest.mark.parametrize("ids", [[1.0, 2.5], [True, False], [b"r\xff", b"s"], [7, None]],
+                         ids=["float", "bool", "binary", "int"])
+@pytest.mark.parametrize("k", [0, 4])
+def test_reference_ids_from_a_table_are_str_of_the_id_as_from_dicts(ids, k):
+    """Arrow's cast to text writes 1.0 as "1" and True as "true", and fails on bytes that are not
+    UTF-8; a reference id is str(id) whether the reference is a dict or a table row."""
+    import pyarrow as pa
+    photos = [p.read_bytes() for p in PHOTOS[:2]]
+    records = [{"id": f"in{i}", "image": b} for i, b in enumerate(photos)]
+    refs = [pa.table({"id": ids, "image": photos})]
+    p, outputs = run_pipeline(records, k, reference=refs, **({} if k else {"backend": "state"}))
+    want = sorted(("" if i is None else str(i)) for i in ids)
+    assert_that(outputs.duplicates | beam.Map(lambda r: r["duplicate_of"] or ""),
+                lambda got: sorted(got) == want or pytest.fail(f"{sorted(got)} != {want}"))
+    p.run().wait_until_finish()
+
+
 def test_reference_hashes_in_exact_mode():
     rng = random.Random(5)
     hashes = [rng.getrandbits(256).to_bytes(32, "little") for _ in range(60)]

@@ -345,6 +345,31 @@ def test_ids_that_look_like_digests_and_hash_records_without_ids():
     p.run().wait_until_finish()
 
 
+@pytest.mark.parametrize("mode", [{"backend": "state"}, {"max_distance": 4}], ids=["exact", "near"])
+def test_an_earlier_runs_verdict_on_a_record_is_not_carried_over(mode):
+    """Records fed back from an earlier run's outputs carry its duplicate_of, distance, matched
+    and error: this run's outputs say only what it decided."""
+    stale = {"duplicate_of": "stale", "distance": 99, "matched": "reference", "error": "earlier failure"}
+    records = [dict(r, **stale) for r in make_records(seed=8)]
+    p = TestPipeline()
+    outputs = p | beam.Create(records, reshuffle=False) | ImagePhashDedup(**mode).with_outputs()
+
+    def check(tagged_records):
+        tags = defaultdict(list)
+        for tag, r in tagged_records:
+            tags[tag].append(r)
+        assert all(tags[t] for t in ("kept", "duplicates", "failed")), {t: len(v) for t, v in tags.items()}
+        for r in tags["kept"]:
+            assert not set(stale) & set(r), r
+        for r in tags["duplicates"]:
+            assert r["duplicate_of"] not in (None, "stale") and r.get("matched") in (None, "input"), r
+            assert r.get("distance", 0) <= 4 and r.get("error") is None, r
+        for r in tags["failed"]:
+            assert r["error"] != "earlier failure" and "duplicate_of" not in r, r
+    assert_that(tagged(outputs), check)
+    p.run().wait_until_finish()
+
+
 def test_with_outputs_unpacks_as_kept_duplicates_failed():
     records = make_records(seed=9)
     p = TestPipeline()
