@@ -38,8 +38,10 @@ WRITTEN_FIELDS = (DUPLICATE_OF_FIELD, DISTANCE_FIELD, MATCHED_FIELD, ERROR_FIELD
 VERDICT_FIELDS = (DUPLICATE_OF_FIELD, DISTANCE_FIELD, MATCHED_FIELD, ERROR_FIELD)
 
 #: Prefix of the owner id used for records that have no id (see surrogate_owner): one no id
-#: given as text would start with (content-addressed ids such as "sha256:..." are common).
-SURROGATE_PREFIX = "\0sha256:"
+#: given as text would start with (content-addressed ids such as "sha256:..." are common), and
+#: one that ranks after every id (U+10FFFF, the last code point, is also last in UTF-8's byte
+#: order), so near-duplicate dedup keeps a record with an id over one without.
+SURROGATE_PREFIX = "\U0010ffffsha256:"
 
 BYTES_LIKE = (bytes, bytearray, memoryview)
 

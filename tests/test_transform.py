@@ -246,6 +246,24 @@ def test_records_without_ids():
         assert_that(tagged(outputs), check)
 
 
+@pytest.mark.parametrize("keep", ["largest", "smallest_id"])
+def test_near_mode_keeps_a_record_with_an_id_over_one_without(keep):
+    """Ranks compare ids as text; a record without an id ranks after every id, so the keeper of a
+    group can be named by its duplicates."""
+    image = PHOTOS[0].read_bytes()
+    records = [{"image": image}, {"id": "zz", "image": image}, {"id": None, "image": image}]
+
+    def check(tagged_records):
+        kept = [r for t, r in tagged_records if t == "kept"]
+        dups = [r for t, r in tagged_records if t == "duplicates"]
+        assert [r.get("id") for r in kept] == ["zz"], kept
+        assert sorted(r["duplicate_of"] for r in dups) == ["zz", "zz"], dups
+
+    with TestPipeline() as p:
+        outputs = p | beam.Create(records) | ImagePhashDedup(max_distance=4, keep=keep).with_outputs()
+        assert_that(tagged(outputs), check)
+
+
 def _digest(image):
     data = image["bytes"] if isinstance(image, dict) else image
     return hashlib.sha256(bytes(data)).hexdigest()

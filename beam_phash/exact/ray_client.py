@@ -33,8 +33,9 @@ from beam_phash.routing import bucket_of
 def owner_digests(owners: Sequence[str]) -> np.ndarray:
     """64-bit owner ids: the first 8 bytes of BLAKE2b of each owner string. Two different ids
     collide with probability 2^-64 per pair, and only matter when they also share a hash. A
-    surrogate owner is digested without its leading NUL, as it was before the NUL was added
-    (2026-12-02), so a state directory from before still knows its id-less records again."""
+    surrogate owner is digested without its first character, as it was before that character
+    was added (2026-12-02), so a state directory from before still knows its id-less records
+    again."""
     return np.array([int.from_bytes(hashlib.blake2b(
         (o[1:] if o.startswith(SURROGATE_PREFIX) else o).encode(), digest_size=8).digest(), "little")
         for o in owners], dtype="<u8")
