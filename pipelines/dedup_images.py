@@ -412,12 +412,22 @@ def check_write_shards(args, spec: InputSpec, reference: Optional[InputSpec] = N
     if not (args.shard_size > 0 and math.isfinite(args.shard_size)):
         raise ConfigError(f"--shard-size must be a positive number of MiB, got {args.shard_size:g}")
     target = os.path.abspath(args.write_shards.rstrip("/"))
+    # What the shards writer writes (and clears first), under the folder's name and its real one:
+    # a pattern that could match them, a glob as much as a folder, would have its shards removed
+    # before they are read.
+    written = [os.path.join(folder, name) for folder in {target, os.path.realpath(target)}
+               for name in ("00000.tar", os.path.join(KEPT_KEYS, "part-00000.parquet"))]
     for flag, some in (("--input", spec), ("--reference", reference)):
         for pattern in (some.patterns if some is not None else []):
-            if "://" not in pattern and os.path.dirname(os.path.abspath(pattern)) == target:
+            if "://" in pattern:
+                continue
+            absolute = os.path.abspath(pattern)
+            regex = re.compile(FileSystem.translate_pattern(absolute))
+            if (os.path.realpath(os.path.dirname(absolute)) == os.path.realpath(target)
+                    or any(regex.match(path) for path in written)):
                 what = "an input" if flag == "--input" else "a --reference"
-                raise ConfigError(f"--write-shards {args.write_shards!r} is {what} directory; "
-                                  "write the new shards elsewhere")
+                raise ConfigError(f"--write-shards {args.write_shards!r} is {what} directory "
+                                  f"({flag} {pattern!r} reaches it); write the new shards elsewhere")
     try:
         check_output(args.write_shards)
     except ConfigError:

@@ -317,6 +317,22 @@ def test_write_shards_into_the_input_directory_is_refused(tmp_path, capsys):
     assert "--shard-size must be a positive number" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("pattern", ["{d}/**/*.tar", "{d}/*/*.tar", "{d}/c*/0000?.tar", "{link}"])
+def test_write_shards_into_a_folder_a_glob_or_link_reaches_is_refused(tmp_path, capsys, pattern):
+    """The shards writer first removes DIR/NNNNN.tar: an input a glob (or a symlink) leads into
+    DIR would lose its shards before they are read, and a rerun would read the last run's."""
+    for crawl, photo in (("crawl1", PHOTOS[0]), ("crawl2", PHOTOS[1])):
+        (tmp_path / "d" / crawl).mkdir(parents=True)
+        write_tar(tmp_path / "d" / crawl / "00000.tar", [("k.jpg", photo.read_bytes())])
+    os.symlink(tmp_path / "d" / "crawl2", tmp_path / "link")
+    before = (tmp_path / "d" / "crawl2" / "00000.tar").read_bytes()
+    argv = ["--input", pattern.format(d=tmp_path / "d", link=tmp_path / "link"), "--input-format", "webdataset",
+            "--output", str(tmp_path / "o"), "--write-shards", str(tmp_path / "d" / "crawl2")]
+    assert dedup_images.main(argv) == 2
+    assert "is an input directory" in capsys.readouterr().err
+    assert (tmp_path / "d" / "crawl2" / "00000.tar").read_bytes() == before
+
+
 def test_write_shards_keeps_every_member_name(tmp_path):
     """Names are written back as they were read: a '~' in a suffix is part of it, and a member
     name a sample repeats is written as many times, each with its own bytes."""
