@@ -104,6 +104,39 @@ def test_retried_bundles_lose_nothing(ray_cluster, monkeypatch):
     # (Counters are not compared here: this runner also keeps the increments of failed attempts.)
 
 
+class _SlowBackend:
+    """A backend whose connection (started by setup, as RayDedupBackend.connect_soon does) ends
+    a while later."""
+
+    def __init__(self):
+        self.started_actors = False
+
+    def connect_soon(self):
+        import concurrent.futures
+        pool = concurrent.futures.ThreadPoolExecutor(1)
+        future = pool.submit(self._start)
+        pool.shutdown(wait=False)
+        return future
+
+    def _start(self):
+        time.sleep(0.5)
+        self.started_actors = True
+
+
+def test_a_bundle_that_claims_nothing_waits_for_the_connection_its_setup_started():
+    """Every record failed to hash, so nothing is claimed: the connection's thread must still be
+    done when the bundle is, not create actors after the backend is released or hang the exit
+    in Ray's actor registration once an embedded Ray is stopped (a helper's repro: `beam-phash
+    --input` a folder of text files hung in 3 runs of 8)."""
+    backend = _SlowBackend()
+    dofn = RayDedupDoFn(backend)
+    dofn.setup()
+    dofn.start_bundle()
+    assert list(dofn.finish_bundle() or []) == []
+    assert backend.started_actors
+    dofn.teardown()
+
+
 @pytest.mark.ray
 def test_named_backend_dedups_across_pipelines(ray_cluster):
     records = make_records(seed=5)

@@ -60,13 +60,24 @@ class RayDedupDoFn(beam.DoFn):
         if self._pending is not None:
             previous, self._pending = self._pending, None
             yield from self._finish(previous)
+        # A bundle that claimed nothing (every record failed to hash, or none came) still waits
+        # for the connection its setup started: left running, it would create actors after the
+        # backend is released, or block the process's exit in Ray's actor registration once the
+        # launcher has stopped an embedded Ray under it.
+        self._wait_connected()
+
+    def teardown(self):
+        self._wait_connected()
+
+    def _wait_connected(self) -> None:
+        if getattr(self, "_connected", None) is not None:
+            connected, self._connected = self._connected, None
+            connected.result()
 
     def _send(self) -> Iterable:
         items, self._gathered, self._gathered_records = self._gathered, [], 0
         hashed = [h for batch, _, _ in items for h in batch]
-        if self._connected is not None:
-            self._connected.result()
-            self._connected = None
+        self._wait_connected()
         sent = (items, self._backend.submit([h.hash for h in hashed], [h.owner for h in hashed]))
         previous, self._pending = self._pending, sent
         if previous is not None:
