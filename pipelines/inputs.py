@@ -377,6 +377,10 @@ class ReadImageRecords(beam.PTransform):
         return split.records, split[FAILED]
 
 
+#: The suffix of img2dataset's per-shard statistics files, which reference detection passes over.
+IMG2DATASET_STATS = "_stats.json"
+
+
 def reference_spec(references: List[str], fmt: str, image_column: str, id_column: str,
                    hash_column: Optional[str], hash_column_default: str, hash_bits: int) -> InputSpec:
     """Resolve ``--reference``: ``fmt`` "auto" is Parquet when every matched file ends in
@@ -388,8 +392,11 @@ def reference_spec(references: List[str], fmt: str, image_column: str, id_column
     detected: Optional[List[str]] = None
     if fmt == "auto":
         paths = [p for item in references for p in _match(_pattern(item, "files"), item, "--reference")]
+        # img2dataset writes NNNNN_stats.json beside each shard or Parquet file: not data
+        paths = [p for p in paths if not p.endswith(IMG2DATASET_STATS)] or paths
         if all(p.endswith(".parquet") for p in paths):
             fmt = "parquet"
+            detected = paths  # by name: a glob such as DIR/* would match the statistics too
         elif (any(p.endswith(wds.SHARD_SUFFIXES) for p in paths)
               and all(p.endswith((*wds.SHARD_SUFFIXES, ".parquet")) for p in paths)):
             fmt = "webdataset"  # shards, with their sidecars
@@ -408,7 +415,7 @@ def reference_spec(references: List[str], fmt: str, image_column: str, id_column
         raise ConfigError("--reference-hash-column applies to Parquet references")
     if fmt == "webdataset":
         return resolve(detected or references, fmt, flag="--reference", join_sidecar=False)
-    spec = resolve(references, fmt, image_column, id_column, hash_column, hash_bits, flag="--reference")
+    spec = resolve(detected or references, fmt, image_column, id_column, hash_column, hash_bits, flag="--reference")
     spec.hash_column = hash_column
     return spec
 

@@ -231,6 +231,32 @@ def test_reference_accepts_shards(tmp_path, suffix):
     assert "r1" in s["reference"]["failures"][0]["id"] and "no image member" in s["reference"]["failures"][0]["error"]
 
 
+@pytest.mark.parametrize("layout", ["webdataset", "parquet"])
+@pytest.mark.parametrize("given", ["{ref}", "{ref}/*"])
+def test_reference_to_an_img2dataset_folder_is_detected_past_its_stats_files(tmp_path, layout, given):
+    """img2dataset writes NNNNN_stats.json beside each shard or Parquet file: `--reference DIR`
+    (or DIR/*) is still that format, not a folder of image files that all fail to decode."""
+    photo = {p.name: p.read_bytes() for p in PHOTOS}
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    if layout == "webdataset":
+        write_tar(ref / "00000.tar", [("r0.jpg", photo["pool.jpg"])])
+    else:
+        pq.write_table(pa.table({"key": ["r0"], "jpg": [photo["pool.jpg"]], "status": ["success"]}),
+                       ref / "00000.parquet")
+    (ref / "00000_stats.json").write_text(json.dumps({"count": 1, "successes": 1}))
+    src = tmp_path / "in"
+    src.mkdir()
+    write_tar(src / "00000.tar", [("a.jpg", photo["pool.jpg"]), ("b.jpg", photo["snow.jpg"])])
+    out = tmp_path / "out"
+    assert dedup_images.main(["--input", str(src), "--input-format", "webdataset", "--output", str(out),
+                              "--reference", given.format(ref=ref), "--reference-id-column", "key",
+                              *STATE]) == 0
+    (dup,) = read(out, "duplicates")
+    assert (dup["key"], dup["duplicate_of"], dup["matched"]) == ("a", "r0", "reference")
+    assert summary(out)["reference"]["format"] == layout and summary(out)["reference"]["failed"] == 0
+
+
 def _read_shard(path, columns=("caption",)):
     """``(records, failed)`` of one shard, read by the reader's DoFn."""
     out = list(webdataset_read.ReadShardDoFn(("jpg",), columns).process(str(path)))
