@@ -23,7 +23,7 @@ KEEP_POLICIES = ("largest", "smallest_id")
 #: photos merged, rounded up a little, far below the closest distinct pair (phash 16: 8 needed,
 #: 10 on 400 web crops and 12 on 1200, none merged up to 76; phash 32: 80 needed, not rounded up
 #: (its mild recall there is 0.991), 72 on 400 web
-#: crops, none merged up to 436; dhash
+#: crops, none merged up to 435; dhash
 #: 16: 8 needed, 11 on 400 web crops, none merged up to 28 with dihedral variants, 14 on the
 #: crops, whose overlapping cuts of one photo count as distinct; double_gradient 16, 144 bits: 4
 #: needed, 5 on 400 web crops, none merged up to 18 with dihedral variants). phash 8: 4 needed,

@@ -34,10 +34,10 @@ use beam_phash_native::hash::{hash_batch, hash_image, hash_one, HashBits, DIHEDR
 /// in version 12, when our own pass (`hash/blockhash.rs`) replaced image_hasher's: the same bits
 /// as image_hasher's, and the same hashes and dihedral variants as before on 1210 photos.
 /// pool's pHash 32 pinned anew for version 13, whose bits above hash size 16 sum two coefficients
-/// instead of four (it moved 504 of its 1024 bits, as unrelated hashes do); no other hash here moved.
+/// instead of four (it moved 502 of its 1024 bits, as unrelated hashes do); no other hash here moved.
 const GOLDEN: &[(&str, &str, u32, &str)] = &[
     ("pool.jpg", "phash", 16, "052cffc505528244dd84ca4e310ddba508ce99a835e466c24728e915416b1595"),
-    ("pool.jpg", "phash", 32, "49e1fb3d855e2e1053482e8ae5031ea1461a77e6d5a1a91c8bc2364cd857f3bef9be6a79c38c3d0960c4ef3bb8077e13cab6ecce0c2959d9a6f15906fe72650fabab280b4d4634caa982f3c067f38216fd87bf7b8e5bc5d1c82847887dcfb999f0219ae17e3f1df893d7b917193d64adcbb7faa745d9d7ba04571a9be41171f8"),
+    ("pool.jpg", "phash", 32, "45e1fb3d855e2e1053482e8ae5031ea1461a77e6d5a1a91c8bc2364cd857f3bef9be6a79c38c3d0960c4ef3bb8077e13cab6ecce0c2959d9a6f15906fe72650fabab280b4d4634caa982f3c067f38216fd87bf7b8e5bc5d1c82847887dcfb999f0219ae17e3f1df893d7b917193d64adcbb7faa745d9d7ba04571a9be41171f8"),
     ("pool.jpg", "double_gradient", 16, "02d296320bb5070901e5ceeee26ec7864687"),
     ("pool.jpg", "dhash", 8, "0282161a21850101"),
     ("pool.jpg", "dhash", 32, "b3050001e3040000c304000083010006810300068363000603634206e36a2205648c320614983206349832023410320034a032003480260034913600b4293201dc4432007cc2320038af30009c3c36800c2f369024083644031036040720166403c034060100300403402004030002000300060006000c000600080206009004"),

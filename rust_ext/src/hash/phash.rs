@@ -22,9 +22,10 @@
 //!   (u² + v², then row-major) four at a time through a 4-point Hadamard transform, and a bit is
 //!   set where the result is at least zero. Each bit then sums four coefficients of about the same
 //!   frequency, and a large one among them holds it steady. Above hash size 16
-//!   (`FOURS_MAX_SIZE`) they are taken two at a time (hash version 13): at 1024 bits the sums of
-//!   four follow the strong coefficients that many photos share, and distinct photos came closer
-//!   than with version 1's median rule. n² bits (the last group may be short: its coefficients
+//!   (`FOURS_MAX_SIZE`) they are taken two at a time (hash version 13; the first four, the DC
+//!   term's zero among them, still four at a time): at 1024 bits the sums of four follow the
+//!   strong coefficients that many photos share, and distinct photos came closer than with
+//!   version 1's median rule. n² bits (the last group may be short: its coefficients
 //!   keep their own signs); least significant bit first, as image_hasher packs.
 //!
 //! Measured against version 7 (the median rule) in the README, *Why pHash's bits changed in
@@ -120,11 +121,17 @@ impl PHasher {
     }
 
     /// The bits of the low coefficients: the DC term left out, `group` at a time in order of
-    /// frequency through a Hadamard transform, each result against zero.
+    /// frequency through a Hadamard transform (with pairs, the first four still four at a
+    /// time), each result against zero.
     fn bits(&self, low: &[f32]) -> Vec<u8> {
         let at = |i: usize| if i == 0 { 0.0 } else { low[i] };
         let mut sums = Vec::with_capacity(low.len());
-        for group in self.order.chunks(self.group) {
+        // The DC term comes first in the order, as a zero. In a pair it would give its partner's
+        // sign twice (b and -b), so with pairs the first four still go through the 4-point
+        // transform: four bits from the three lowest frequencies, none a copy of another.
+        let head = if self.group == 2 { 4.min(self.order.len()) } else { 0 };
+        let (first, rest) = self.order.split_at(head);
+        for group in first.chunks(4).chain(rest.chunks(self.group)) {
             match *group {
                 [a, b, c, d] => sums.extend(hadamard4([at(a), at(b), at(c), at(d)])),
                 [a, b] if self.group == 2 => sums.extend([at(a) + at(b), at(a) - at(b)]),
@@ -259,23 +266,31 @@ mod tests {
             let mut freqs: Vec<(usize, usize)> = (0..n).flat_map(|v| (0..n).map(move |u| (v, u))).collect();
             freqs.sort_by_key(|&(v, u)| (v * v + u * u, v * n + u));
             let c: Vec<f64> = freqs.iter().map(|&(v, u)| coefficient(v, u)).collect();
-            let (size, signs): (usize, &[&[f64]]) = if n <= FOURS_MAX_SIZE {
-                (4, &[&[1.0, 1.0, 1.0, 1.0], &[1.0, -1.0, 1.0, -1.0], &[1.0, 1.0, -1.0, -1.0], &[1.0, -1.0, -1.0, 1.0]])
+            let fours: &[&[f64]] = &[&[1.0, 1.0, 1.0, 1.0], &[1.0, -1.0, 1.0, -1.0], &[1.0, 1.0, -1.0, -1.0], &[1.0, -1.0, -1.0, 1.0]];
+            let pairs: &[&[f64]] = &[&[1.0, 1.0], &[1.0, -1.0]];
+            // Four at a time; above FOURS_MAX_SIZE the first four (the DC term's zero among
+            // them), then two at a time.
+            let mut groups: Vec<(&[f64], &[&[f64]])> = Vec::new();
+            let rest = if n <= FOURS_MAX_SIZE {
+                &c[..]
             } else {
-                (2, &[&[1.0, 1.0], &[1.0, -1.0]])
+                groups.push((&c[..4], fours));
+                &c[4..]
             };
-            let mut checked = 0;
-            for (g, group) in c.chunks(size).enumerate() {
+            let (size, signs) = if n <= FOURS_MAX_SIZE { (4, fours) } else { (2, pairs) };
+            groups.extend(rest.chunks(size).map(|g| (g, signs)));
+            let mut i = 0;
+            for (group, signs) in groups {
                 for (k, row) in signs.iter().enumerate().take(group.len()) {
-                    let sum: f64 = if group.len() == size { row.iter().zip(group).map(|(s, x)| s * x).sum() } else { group[k] };
+                    let sum: f64 = if group.len() == row.len() { row.iter().zip(group).map(|(s, x)| s * x).sum() } else { group[k] };
                     // Sums this close to zero may differ in f32 (whose DCT is off by under 1e-6 of
                     // the largest coefficient here); none of these grids has one.
                     assert!(sum.abs() > 1e-5 * c.iter().map(|x| x.abs()).fold(0.0, f64::max), "n {n}: a sum too close to 0");
-                    assert_eq!(bit(&got, size * g + k), sum >= 0.0, "n {n}, bit {}", size * g + k);
-                    checked += 1;
+                    assert_eq!(bit(&got, i), sum >= 0.0, "n {n}, bit {i}");
+                    i += 1;
                 }
             }
-            assert_eq!(checked, n * n);
+            assert_eq!(i, n * n);
             assert_eq!(got.len(), (n * n).div_ceil(8));
         }
     }
@@ -308,6 +323,35 @@ mod tests {
                 }
             }
             assert_eq!(p.hash_grid_turns(grid.into_raw(), false), turns[..1]);
+        }
+    }
+
+    /// No bit is a copy of another, or its negation: over many grids, each pair of neighbouring
+    /// bits takes both equal and different values (a pair (0, b) with the DC term's zero would
+    /// give b's sign twice).
+    #[test]
+    fn no_bit_repeats_its_neighbour() {
+        for n in [8usize, 16, 17, 32] {
+            let side = 4 * n;
+            let p = PHasher::new(n as u32);
+            let mut seed = 0x51_7cc1_b727_220au64 ^ n as u64;
+            let hashes: Vec<Vec<u8>> = (0..64)
+                .map(|_| {
+                    let grid = (0..side * side)
+                        .map(|_| {
+                            seed ^= seed << 13;
+                            seed ^= seed >> 7;
+                            seed ^= seed << 17;
+                            (seed % 256) as f32
+                        })
+                        .collect();
+                    p.hash_grid(grid)
+                })
+                .collect();
+            for i in 0..n * n - 1 {
+                let same = hashes.iter().filter(|h| bit(h, i) == bit(h, i + 1)).count();
+                assert!(same > 0 && same < hashes.len(), "n {n}: bits {i} and {} equal in {same} of 64", i + 1);
+            }
         }
     }
 
