@@ -370,6 +370,24 @@ def test_pixel_limit_is_configurable(photo_bytes):
     assert beam_phash.DEFAULT_MAX_PIXELS == 64_000_000
 
 
+@pytest.mark.parametrize("fmt, mode, per_pixel", [("JPEG", "RGB", 3), ("JPEG", "L", 1), ("PNG", "RGB", 3),
+                                                  ("BMP", "RGB", 3), ("GIF", "P", 4), ("WEBP", "RGB", 3),
+                                                  ("TIFF", "RGB", 3)])
+def test_the_allocation_limit_holds_for_every_format(fmt, mode, per_pixel):
+    """max_alloc is checked against the full-size pixels the header declares, before decoding,
+    whatever the format's decoder would allocate (the image crate's decoders do it unevenly, and
+    a JPEG is decoded reduced). GIF decodes to RGBA."""
+    from PIL import Image
+    w, h = 300, 200
+    buf = io.BytesIO()
+    Image.new(mode, (w, h), 90).save(buf, fmt)
+    need = w * h * per_pixel
+    with pytest.raises(ImageDecodeError, match=f"{need} bytes of pixels, limit is {need - 1} bytes"):
+        hash_image(buf.getvalue(), max_alloc=need - 1)
+    if fmt != "TIFF":  # TIFF's own decoder asks for more than its pixels, and refuses that itself
+        assert isinstance(hash_image(buf.getvalue(), max_alloc=need), PHash)
+
+
 def test_dihedral_variants_and_size():
     from PIL import Image
 

@@ -61,6 +61,21 @@ impl Limits {
         }
         Ok(())
     }
+
+    /// `max_alloc` against the bytes of the full-size pixels the header declares (`format`'s
+    /// samples: 3 bytes a pixel for an 8-bit colour JPEG, 8 for 16-bit RGBA), before anything is
+    /// decoded. The same rule for every format, whatever its decoder would allocate: a JPEG
+    /// reduced by its DCT never holds its full size, and the `image` crate's decoders apply
+    /// their own `max_alloc` unevenly.
+    pub(crate) fn check_bytes(&self, bytes: u64, format: &str) -> Result<(), Error> {
+        if bytes > self.max_alloc {
+            return Err(Error::TooLarge(format!(
+                "{format}: {bytes} bytes of pixels, limit is {} bytes (max_alloc)",
+                self.max_alloc
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Grey pixels in f32 (luma 0-255): the reduced image the hashes are computed from.
@@ -131,6 +146,7 @@ pub fn decode(data: &[u8], limits: &Limits, min_side: u32) -> Result<Decoded, Er
     let mut decoder = reader.into_decoder().map_err(|e| classify(format, e))?;
     let (width, height) = decoder.dimensions();
     limits.check(width, height)?;
+    limits.check_bytes(decoder.total_bytes(), &format!("{format:?}"))?;
     // A broken EXIF block is not a broken image: fall back to "no transform".
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| classify(format, e))?;

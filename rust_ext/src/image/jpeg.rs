@@ -62,6 +62,12 @@ fn decode_with(dec: &mut Decompressor, data: &[u8], limits: &Limits, min_side: u
     }
     let (w32, h32) = (u32::try_from(header.width).unwrap_or(u32::MAX), u32::try_from(header.height).unwrap_or(u32::MAX));
     limits.check(w32, h32)?;
+    let samples = match header.colorspace {
+        Colorspace::Gray => 1,
+        Colorspace::CMYK | Colorspace::YCCK => 4,
+        _ => 3,
+    };
+    limits.check_bytes(u64::from(w32) * u64::from(h32) * samples, "Jpeg")?;
     let denom = pick_denominator(header.width, header.height, min_side);
     // At full size libjpeg-turbo's IDCT folds nothing away, and its SIMD code is the faster.
     let from_coefficients = match header.colorspace {
