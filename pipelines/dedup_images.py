@@ -660,8 +660,17 @@ def _run(argv: List[str], con: Console) -> int:
     found = counts_of(result)
     counts, counted_from, checkable = verified_counts(found, spec, args.output)
     adds_up = checkable and counts["inputs"] == counts["kept"] + counts["duplicates"] + counts["failed"]
+    # What the inputs declared at the start (Parquet footers, matched files), against what was
+    # read: a record the readers never produced (a file name Beam's reader takes for a pattern)
+    # would otherwise go unseen, as kept + duplicates + failed still equals what was read.
+    declared = known_count(spec)
+    if adds_up and declared is not None and counts["inputs"] != declared:
+        adds_up = False
+        con.tell(f"beam-phash: the inputs held {declared} records at the start ({spec.matched} "
+                 f"{'Parquet files' if spec.fmt == 'parquet' else 'files'}), {counts['inputs']} were read")
     summary = {
         **counts,
+        "declared_inputs": declared,
         "adds_up": adds_up,
         "counts_from": counted_from,
         "verified": checkable,

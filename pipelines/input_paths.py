@@ -26,6 +26,13 @@ def printable(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+def literal(path: str) -> str:
+    """A pattern that matches ``path`` only: Beam's glob (fnmatch's syntax, without a way to
+    quote) reads ``*``, ``?`` and ``[`` in a file's name as wildcards, and ``[*]`` as the
+    character itself."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in path)
+
+
 class BadName(NamedTuple):
     """A matched path whose name is not UTF-8, by its printable form (``printable``)."""
 

@@ -20,7 +20,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_phash.records import ERROR_FIELD, FAILED
 from pipelines import webdataset_read as wds
-from pipelines.input_paths import BadName, InputPaths, carried
+from pipelines.input_paths import BadName, InputPaths, carried, literal
 
 FORMATS = ("files", "parquet", "webdataset")
 #: img2dataset's Parquet: the image column is named after the format, the id is ``key``.
@@ -184,8 +184,9 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
     if len(listed) != len(paths):
         # Overlapping inputs (DIR and DIR/*.jpg, or DIR and ./DIR/x.jpg) must not read a file
         # twice: read the matched files by name instead, each once, by the spelling that came
-        # first (only then, as a list of names can be long).
-        paths = patterns = listed
+        # first (only then, as a list of names can be long), each name as a pattern matching it
+        # alone (`part[1].parquet` would match part1.parquet, not itself).
+        paths, patterns = listed, [literal(p) for p in listed]
     spec = InputSpec(fmt, patterns, image_column, id_column, matched=len(paths))
     if in_process and fmt in ("files", "webdataset"):
         spec.paths = listed
@@ -198,6 +199,14 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
                                in_process=in_process)
     schema, rows = _parquet_footer(paths[0])
     names = schema.names
+    # Every file's footer first: the column types checked below are the files' unified ones (a
+    # column all null in the first file takes the next one's type).
+    for other in paths[1:]:
+        other_schema, other_rows = _parquet_footer(other)
+        if set(other_schema.names) != set(names):
+            raise ConfigError(f"{other!r} has other columns than {paths[0]!r}")
+        schema = _widened(schema, other_schema, paths[0], other)
+        rows += other_rows
     if not hash_column and image_column == "image" and image_column not in names:
         found = [c for c in DETECTED_IMAGE_COLUMNS if c in names and _is_image_type(schema.field(c).type)]
         if found:
@@ -226,12 +235,6 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
     elif not _is_image_type(schema.field(image_column).type):
         raise ConfigError(f"{column_flag}image-column {image_column!r} has type {schema.field(image_column).type}; "
                           "expected binary or a struct with a binary 'bytes' field")
-    for other in paths[1:]:
-        other_schema, other_rows = _parquet_footer(other)
-        if set(other_schema.names) != set(names):
-            raise ConfigError(f"{other!r} has other columns than {paths[0]!r}")
-        schema = _widened(schema, other_schema, paths[0], other)
-        rows += other_rows
     spec.schema = schema
     spec.columns = names
     spec.rows = rows

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from conftest import DATA, ROOT, buckets
+from conftest import DATA, PHOTOS, ROOT, buckets
 from job_outputs import basename, read
 from pipelines import dedup_images
 
@@ -206,6 +206,52 @@ def test_overlapping_inputs_and_reruns_count_each_file_once(tmp_path):
     assert not (out / "report.html").exists() and (out / "summary.json").exists()
     assert dedup_images.main(argv + ["--max-decode-failures", "0"]) == 1  # 2 of 16 fail to decode
     assert not (out / "summary.json").exists()
+
+
+def test_overlapping_inputs_read_names_holding_glob_characters(tmp_path, capsys):
+    """Overlapping inputs are read by name, each once; a name holding '[', '*' or '?' is a name
+    there, not a pattern (`part[1].jpg` as a pattern matches part1.jpg, not itself): on a
+    multi-worker runner, where the workers match the names again."""
+    src = tmp_path / "in"
+    src.mkdir()
+    names = ["part[1]", "a*b", "q?", "plain"]
+    for name, photo in zip(names, PHOTOS):
+        (src / f"{name}.jpg").write_bytes(photo.read_bytes())
+    out = tmp_path / "out"
+    argv = ["--input", str(src), "--input", str(src / "plain.jpg"), "--output", str(out),
+            "--backend", "state", "--no-report", *MULTI]
+    assert dedup_images.main(argv) == 0, capsys.readouterr()
+    rows = read(out, "kept") + read(out, "duplicates") + read(out, "failed")
+    assert sorted(basename(r["id"]).removesuffix(".jpg") for r in rows) == sorted(names)
+
+
+def test_a_first_parquet_file_whose_image_column_is_all_null_takes_the_next_ones_type(tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    pq.write_table(pa.table({"id": ["n0", "n1"], "image": pa.nulls(2)}), src / "part-0.parquet")
+    pq.write_table(pa.table({"id": ["p0"], "image": [PHOTOS[0].read_bytes()]}), src / "part-1.parquet")
+    out = tmp_path / "out"
+    assert dedup_images.main(["--input", str(src), "--input-format", "parquet", "--output", str(out),
+                              "--backend", "state", "--no-report"]) == 0
+    assert [r["id"] for r in read(out, "kept")] == ["p0"]
+    assert sorted(r["id"] for r in read(out, "failed")) == ["n0", "n1"]
+
+
+def test_a_record_the_readers_never_produced_does_not_add_up(tmp_path, capsys):
+    """Beam's Parquet reader matches a file's own name again as a pattern, so it never reads a
+    file named `part[1].parquet`; the run must not call that result complete: the footers said
+    how many rows there were."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for name, photo in zip(["part[1]", "plain"], PHOTOS):
+        pq.write_table(pa.table({"id": [name], "image": [photo.read_bytes()]}), src / f"{name}.parquet")
+    out = tmp_path / "out"
+    argv = ["--input", str(src), "--input-format", "parquet", "--output", str(out), "--backend", "state",
+            "--no-report"]
+    assert dedup_images.main(argv) == 1
+    assert "the inputs held 2 records at the start (2 Parquet files), 1 were read" in capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["declared_inputs"], summary["inputs"], summary["adds_up"]) == (2, 1, False)
 
 
 def test_auto_drops_what_the_exact_run_said_it_would(tmp_path, capfd):
