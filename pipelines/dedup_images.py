@@ -51,7 +51,6 @@ import time
 from typing import Iterator, List, NoReturn, Optional, Tuple
 
 import apache_beam as beam
-from apache_beam.io.filesystem import FileSystem
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
@@ -67,6 +66,7 @@ from pipelines.inputs import ConfigError, InputSpec, ReadImageRecords, ReadRefer
 from pipelines.outputs import WriteOutputs
 from pipelines.console import Console, close_console, open_console, say_interrupted
 from pipelines.early_start import LOCAL_RUNNERS
+from pipelines.input_paths import pattern_regex
 from pipelines.progress import ProgressBoard, ProgressDoFn
 from pipelines.read_failures import with_read_failures
 from pipelines.report import CollectReportData, write_report
@@ -237,7 +237,7 @@ def check_output_apart(output: str, specs: List[Tuple[str, InputSpec]]) -> None:
         for pattern in spec.patterns:
             if "://" in pattern:
                 continue
-            regex = re.compile(FileSystem.translate_pattern(os.path.abspath(pattern)))
+            regex = pattern_regex(os.path.abspath(pattern))
             if any(regex.match(path) for path in written):
                 raise ConfigError(f"{flag} {pattern!r} would read what this job writes under --output "
                                   f"{output!r} (and clears first); choose an --output outside the inputs")
@@ -422,7 +422,7 @@ def check_write_shards(args, spec: InputSpec, reference: Optional[InputSpec] = N
             if "://" in pattern:
                 continue
             absolute = os.path.abspath(pattern)
-            regex = re.compile(FileSystem.translate_pattern(absolute))
+            regex = pattern_regex(absolute)
             if (os.path.realpath(os.path.dirname(absolute)) == os.path.realpath(target)
                     or any(regex.match(path) for path in written)):
                 what = "an input" if flag == "--input" else "a --reference"

@@ -14,10 +14,13 @@ pipeline failing.
 """
 from __future__ import annotations
 
+import re
+import warnings
 from typing import Any, List, NamedTuple, Optional, Union
 
 import apache_beam as beam
 from apache_beam.io import fileio
+from apache_beam.io.filesystem import FileSystem
 
 
 def printable(text: str) -> str:
@@ -31,6 +34,16 @@ def literal(path: str) -> str:
     quote) reads ``*``, ``?`` and ``[`` in a file's name as wildcards, and ``[*]`` as the
     character itself."""
     return "".join(f"[{c}]" if c in "*?[" else c for c in path)
+
+
+# literal() writes a `[` as the set `[[]`, which Python's re (inside Beam's matching, and in
+# pattern_regex) compiles as meant but flags as a possible nested set of some later syntax.
+warnings.filterwarnings("ignore", message="Possible nested set", category=FutureWarning)
+
+
+def pattern_regex(pattern: str) -> "re.Pattern[str]":
+    """Beam's glob ``pattern`` as a regular expression matching the paths it matches."""
+    return re.compile(FileSystem.translate_pattern(pattern))
 
 
 class BadName(NamedTuple):

@@ -1,7 +1,7 @@
 """The job's inputs: image files, Parquet files with an image column, or WebDataset shards, as
 dict records.
 
-All are read through Beam's filesystems (``fileio.MatchAll``, ``FileSystems.open``, ``parquetio``), so any
+All are read through Beam's filesystems (``fileio.MatchAll`` and ``FileSystems.open``), so any
 filesystem Beam knows (local, ``gs://``, ``s3://`` with those extras) works. :func:`resolve`
 checks everything at start, so that configuration errors stop the job before it runs.
 """
@@ -14,13 +14,13 @@ from typing import Dict, List, Optional, Tuple
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
-from apache_beam.io import parquetio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from beam_phash.records import ERROR_FIELD, FAILED
 from pipelines import webdataset_read as wds
 from pipelines.input_paths import BadName, InputPaths, carried, literal
+from pipelines.parquet_read import ReadParquet
 
 FORMATS = ("files", "parquet", "webdataset")
 #: img2dataset's Parquet: the image column is named after the format, the id is ``key``.
@@ -172,16 +172,25 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
     if fmt not in FORMATS:
         raise ConfigError(f"{flag}-format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     patterns, paths, sizes, files = [], [], {}, {}
+    by_name = False
     for item in inputs:
         pattern = _pattern(item, fmt)
         matched = _match(pattern, item, flag)
+        if fmt == "webdataset":
+            # A glob over img2dataset's folder (DIR/*) also matches the Parquet sidecar and the
+            # statistics beside each shard: they are not shards, so the shards are read by name.
+            beside = {other for p in matched if p.endswith(wds.SHARD_SUFFIXES)
+                      for other in (wds.sidecar_path(p), wds.stats_path(p))}
+            if beside & matched.keys():
+                matched = {p: size for p, size in matched.items() if p not in beside}
+                by_name = True
         paths += matched
         sizes.update(matched)
         patterns.append(pattern)
         for path in matched:
             files.setdefault(_file_identity(path), path)
     listed = sorted(files.values())
-    if len(listed) != len(paths):
+    if by_name or len(listed) != len(paths):
         # Overlapping inputs (DIR and DIR/*.jpg, or DIR and ./DIR/x.jpg) must not read a file
         # twice: read the matched files by name instead, each once, by the spelling that came
         # first (only then, as a list of names can be long), each name as a pattern matching it
@@ -370,8 +379,7 @@ class ReadImageRecords(beam.PTransform):
                 check_repeated_keys=spec.matched > 1, expected_samples=estimated_samples(spec),
                 repeated=spec.repeated_keys, listed=spec.paths)
             return read.records, read[FAILED]
-        patterns = pbegin | "Patterns" >> beam.Create(spec.patterns)
-        records = patterns | "ReadParquet" >> parquetio.ReadAllFromParquet()
+        records = pbegin | "ReadParquet" >> ReadParquet(spec.patterns, rows=True)
         if spec.status_column is None:
             # Empty, and produced by a step with an input (portable runners reject an empty Create).
             return records, records | "NoReadFailures" >> beam.Filter(lambda _: False)
@@ -379,9 +387,6 @@ class ReadImageRecords(beam.PTransform):
             FAILED, main="records")
         return split.records, split[FAILED]
 
-
-#: The suffix of img2dataset's per-shard statistics files, which reference detection passes over.
-IMG2DATASET_STATS = "_stats.json"
 
 
 def reference_spec(references: List[str], fmt: str, image_column: str, id_column: str,
@@ -392,23 +397,34 @@ def reference_spec(references: List[str], fmt: str, image_column: str, id_column
     else image files. Parquet without an explicit hash column uses
     ``hash_column_default`` (the job's own hash column, as in an earlier run's ``kept/``) when it
     is there, else the image column."""
-    detected: Optional[List[str]] = None
+    detected: Optional[List[str]] = None  # patterns for resolve(), one per given item or file
+    first: Optional[str] = None
     if fmt == "auto":
-        paths = [p for item in references for p in _match(_pattern(item, "files"), item, "--reference")]
+        matched = {item: list(_match(_pattern(item, "files"), item, "--reference")) for item in references}
         # img2dataset writes NNNNN_stats.json beside each shard or Parquet file: not data
-        paths = [p for p in paths if not p.endswith(IMG2DATASET_STATS)] or paths
+        data = {item: [p for p in paths if not p.endswith(wds.STATS_SUFFIX)] or paths
+                for item, paths in matched.items()}
+        paths = [p for item in references for p in data[item]]
         if all(p.endswith(".parquet") for p in paths):
-            fmt = "parquet"
-            detected = paths  # by name: a glob such as DIR/* would match the statistics too
+            fmt, wanted, folder = "parquet", data, ".parquet"
         elif (any(p.endswith(wds.SHARD_SUFFIXES) for p in paths)
               and all(p.endswith((*wds.SHARD_SUFFIXES, ".parquet")) for p in paths)):
-            fmt = "webdataset"  # shards, with their sidecars
-            # by name: a folder would mean DIR/*.tar, and these may be compressed
-            detected = [p for p in paths if p.endswith(wds.SHARD_SUFFIXES)]
+            fmt, folder = "webdataset", ".tar"  # shards, with their sidecars
+            wanted = {item: [p for p in found if p.endswith(wds.SHARD_SUFFIXES)] for item, found in data.items()}
         else:
             fmt = "files"
+        if fmt != "files":
+            first = next(p for item in references for p in wanted[item])
+            # By name: a glob such as DIR/* would match the statistics too, and a folder means
+            # DIR/*.tar, which misses compressed shards. A folder whose files its own pattern
+            # matches stays one pattern (listed once); other matches become literal patterns, so
+            # that `[` in a file's name is not read as a wildcard.
+            detected = [pattern for item in references for pattern in (
+                [item] if os.path.isdir(item) and all(p.endswith(folder) for p in wanted[item])
+                else [literal(p) for p in wanted[item]])]
     if fmt == "parquet" and hash_column is None:
-        first = next(iter(_match(_pattern(references[0], "parquet"), references[0], "--reference")))
+        if first is None:
+            first = next(iter(_match(_pattern(references[0], "parquet"), references[0], "--reference")))
         schema, _ = _parquet_footer(first)
         if hash_column_default in schema.names and image_column not in schema.names:
             hash_column = hash_column_default
@@ -425,7 +441,7 @@ def reference_spec(references: List[str], fmt: str, image_column: str, id_column
 
 class ReadReference(beam.PTransform):
     """Reads the references of an :class:`InputSpec` with the input's readers: image files as
-    dict records, Parquet as pyarrow tables (``ReadAllFromParquetBatched``, only the id and the
+    dict records, Parquet as pyarrow tables (one per row group, only the id and the
     image or hash column), with the id and image columns renamed to the transform's fields."""
 
     def __init__(self, spec: InputSpec, id_field: str, image_field: str):
@@ -456,6 +472,5 @@ class ReadReference(beam.PTransform):
         def rename(table):
             return table.rename_columns([renamed.get(n, n) for n in table.schema.names])
         return (pbegin
-                | "Patterns" >> beam.Create(spec.patterns)
-                | "ReadParquet" >> parquetio.ReadAllFromParquetBatched(columns=[spec.id_column, value])
+                | "ReadParquet" >> ReadParquet(spec.patterns, columns=[spec.id_column, value])
                 | "Rename" >> beam.Map(rename))

@@ -86,14 +86,24 @@ def member_name(key: str, suffix: str) -> str:
 SHARD_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar")
 
 
+def _base(shard: str) -> str:
+    for ext in SHARD_SUFFIXES:
+        if shard.endswith(ext):
+            return shard[: -len(ext)]
+    return shard
+
+
 def sidecar_path(shard: str) -> str:
     """``00000.parquet`` beside ``00000.tar`` (also for ``.tar.gz`` and friends)."""
-    base = shard
-    for ext in SHARD_SUFFIXES:
-        if base.endswith(ext):
-            base = base[: -len(ext)]
-            break
-    return base + ".parquet"
+    return _base(shard) + ".parquet"
+
+
+#: img2dataset's per-shard statistics: ``00000_stats.json`` beside ``00000.tar``.
+STATS_SUFFIX = "_stats.json"
+
+
+def stats_path(shard: str) -> str:
+    return _base(shard) + STATS_SUFFIX
 
 
 def _open(path: str):

@@ -211,6 +211,26 @@ def test_sidecar_columns_are_joined_and_image_ext_order(tmp_path):
     assert "caption" not in read(out, "kept")[0] and summary(out)["inputs"] == 2
 
 
+@pytest.mark.parametrize("runner", [[], MULTI], ids=["in-process", "multi-process"])
+def test_a_glob_over_an_img2dataset_folder_reads_only_its_shards(tmp_path, runner):
+    """`--input 'DIR/*'` over img2dataset's output also matches each shard's Parquet sidecar and
+    its statistics file: those are not shards, so they are neither read as shards (failed
+    records) nor counted as inputs."""
+    src = tmp_path / "crawl"
+    src.mkdir()
+    photo = {p.name: p.read_bytes() for p in PHOTOS}
+    for shard, (key, name) in enumerate([("a", "pool.jpg"), ("b", "snow.jpg")]):
+        write_tar(src / f"{shard:05d}.tar", [(f"{key}.jpg", photo[name]), (f"{key}.txt", b"caption")])
+        pq.write_table(pa.Table.from_pylist([{"key": key, "caption": "c", "status": "success", "error_message": None}]),
+                       src / f"{shard:05d}.parquet")
+        (src / f"{shard:05d}_stats.json").write_text(json.dumps({"count": 1, "successes": 1}))
+    out = tmp_path / "out"
+    assert dedup_images.main(["--input", f"{src}/*", "--input-format", "webdataset", "--output", str(out),
+                              "--no-report", *STATE, *runner]) == 0
+    assert sorted(r["key"] for r in read(out, "kept")) == ["a", "b"] and read(out, "failed") == []
+    assert summary(out)["inputs"] == 2 and summary(out)["input_files"] == 2 and summary(out)["adds_up"]
+
+
 @pytest.mark.parametrize("suffix", [".tar", ".tar.gz"])
 def test_reference_accepts_shards(tmp_path, suffix):
     photo = {p.name: p.read_bytes() for p in PHOTOS}
@@ -233,18 +253,20 @@ def test_reference_accepts_shards(tmp_path, suffix):
 
 @pytest.mark.parametrize("layout", ["webdataset", "parquet"])
 @pytest.mark.parametrize("given", ["{ref}", "{ref}/*"])
-def test_reference_to_an_img2dataset_folder_is_detected_past_its_stats_files(tmp_path, layout, given):
+@pytest.mark.parametrize("stem", ["00000", "part[1]"])
+def test_reference_to_an_img2dataset_folder_is_detected_past_its_stats_files(tmp_path, layout, given, stem):
     """img2dataset writes NNNNN_stats.json beside each shard or Parquet file: `--reference DIR`
-    (or DIR/*) is still that format, not a folder of image files that all fail to decode."""
+    (or DIR/*) is still that format, not a folder of image files that all fail to decode; and a
+    `[` in a file's name is not read as a wildcard once the files are detected."""
     photo = {p.name: p.read_bytes() for p in PHOTOS}
     ref = tmp_path / "ref"
     ref.mkdir()
     if layout == "webdataset":
-        write_tar(ref / "00000.tar", [("r0.jpg", photo["pool.jpg"])])
+        write_tar(ref / f"{stem}.tar", [("r0.jpg", photo["pool.jpg"])])
     else:
         pq.write_table(pa.table({"key": ["r0"], "jpg": [photo["pool.jpg"]], "status": ["success"]}),
-                       ref / "00000.parquet")
-    (ref / "00000_stats.json").write_text(json.dumps({"count": 1, "successes": 1}))
+                       ref / f"{stem}.parquet")
+    (ref / f"{stem}_stats.json").write_text(json.dumps({"count": 1, "successes": 1}))
     src = tmp_path / "in"
     src.mkdir()
     write_tar(src / "00000.tar", [("a.jpg", photo["pool.jpg"]), ("b.jpg", photo["snow.jpg"])])
