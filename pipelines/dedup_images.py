@@ -184,6 +184,16 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+def check_plain_name(path: str, flag: str) -> None:
+    """Beam matches the paths it clears, deletes and renames as glob patterns: an output folder
+    named `run?` or `run[1]` would reach `run1`, an earlier run's results, and remove them."""
+    wild = sorted(set("*?[") & set(path))
+    if wild:
+        raise ConfigError(f"{flag} {path!r} holds {' and '.join(repr(c) for c in wild)}, which Beam reads as "
+                          "wildcards where it clears and renames files (reaching other folders): choose a "
+                          "name without *, ? or [")
+
+
 def check_output(output: str) -> None:
     probe = FileSystems.join(output, ".write-test")
     try:
@@ -411,6 +421,7 @@ def check_write_shards(args, spec: InputSpec, reference: Optional[InputSpec] = N
         raise ConfigError("--write-shards applies to --input-format webdataset")
     if not (args.shard_size > 0 and math.isfinite(args.shard_size)):
         raise ConfigError(f"--shard-size must be a positive number of MiB, got {args.shard_size:g}")
+    check_plain_name(args.write_shards, "--write-shards")
     target = os.path.abspath(args.write_shards.rstrip("/"))
     # What the shards writer writes (and clears first), under the folder's name and its real one:
     # a pattern that could match them, a glob as much as a folder, would have its shards removed
@@ -501,6 +512,7 @@ def configure(argv: Optional[List[str]]):
     args.keep = args.keep or "largest"
     check_mode_options(args, near)
     check_beam_options(beam_args)
+    check_plain_name(args.output, "--output")
     check_output_apart(args.output, [("--input", spec)] + ([("--reference", reference)] if reference else []))
     check_output(args.output)
     dedup = ImagePhashDedup(hash_size=args.hash_size, algorithm=args.algorithm,

@@ -365,6 +365,28 @@ def test_write_shards_into_the_input_directory_is_refused(tmp_path, capsys):
     assert "--shard-size must be a positive number" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag, name", [("--output", "run?"), ("--output", "run[1]"), ("--output", "r*"),
+                                        ("--write-shards", "shards?")])
+def test_an_output_named_with_wildcards_is_refused_and_touches_nothing(tmp_path, capsys, flag, name):
+    """Beam matches the paths it clears and renames as patterns: `--output run?` would empty
+    run1, an earlier run's results (and `--write-shards shards?` remove shards1's shards)."""
+    src = tmp_path / "in"
+    src.mkdir()
+    write_tar(src / "00000.tar", [("k.jpg", PHOTOS[0].read_bytes())])
+    base = ["--input", str(src), "--input-format", "webdataset", *STATE, "--no-report"]
+    earlier = ["--output", str(tmp_path / "run1"), "--write-shards", str(tmp_path / "shards1")]
+    assert dedup_images.main(base + earlier) == 0
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if "logs" not in p.parts)
+    named = {"--output": ["--output", str(tmp_path / name)],
+             "--write-shards": ["--output", str(tmp_path / "o"), "--write-shards", str(tmp_path / name)]}[flag]
+    assert dedup_images.main(base + named) == 2
+    err = capsys.readouterr().err
+    assert f"{flag} {str(tmp_path / name)!r} holds" in err and "choose a name without" in err
+    after = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")
+                   if "logs" not in p.parts and p.name not in (name, "o"))
+    assert after == before
+
+
 @pytest.mark.parametrize("pattern", ["{d}/**/*.tar", "{d}/*/*.tar", "{d}/c*/0000?.tar", "{link}"])
 def test_write_shards_into_a_folder_a_glob_or_link_reaches_is_refused(tmp_path, capsys, pattern):
     """The shards writer first removes DIR/NNNNN.tar: an input a glob (or a symlink) leads into
