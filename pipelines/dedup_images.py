@@ -680,6 +680,14 @@ def _run(argv: List[str], con: Console) -> int:
         adds_up = False
         con.tell(f"beam-phash: the inputs held {declared} records at the start ({spec.matched} "
                  f"{'Parquet files' if spec.fmt == 'parquet' else 'files'}), {counts['inputs']} were read")
+    # The same for the references: one that was never read would let its copies through unseen.
+    reference_declared = known_count(reference) if reference is not None and found else None
+    reference_read = found.get("references", 0) + found.get("reference_failed", 0)
+    if reference_declared is not None and reference_read != reference_declared:
+        adds_up = False
+        con.tell(f"beam-phash: the references held {reference_declared} records at the start "
+                 f"({reference.matched} {'Parquet files' if reference.fmt == 'parquet' else 'files'}), "
+                 f"{reference_read} were read")
     summary = {
         **counts,
         "declared_inputs": declared,
@@ -711,6 +719,7 @@ def _run(argv: List[str], con: Console) -> int:
         summary["reference"] = {
             "patterns": reference.patterns, "format": reference.fmt, "files": reference.matched,
             "hash_column": reference.hash_column,
+            "declared": reference_declared,
             "references": found.get("references", 0), "matches": found.get("reference_matches", 0),
             "failed": found.get("reference_failed", 0), "failures": failures[:MAX_LISTED],
         }

@@ -273,6 +273,27 @@ def test_a_record_the_readers_never_produced_does_not_add_up(tmp_path, capsys, m
     assert (summary["declared_inputs"], summary["inputs"], summary["adds_up"]) == (2, 1, False)
 
 
+@pytest.mark.parametrize("mode", [["--backend", "state"], ["--max-distance", "16"]], ids=["exact", "near"])
+def test_a_reference_the_readers_never_produced_does_not_add_up(tmp_path, capsys, monkeypatch, mode):
+    """A reference never read would let its copies through as kept: the run compares the
+    references read (hashed or failed) with the rows the footers declared."""
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    for name, photo in zip(["one", "two"], PHOTOS):
+        pq.write_table(pa.table({"id": [name, name + "-broken"], "image": [photo.read_bytes(), b"not an image"]}),
+                       ref / f"{name}.parquet")
+    out = tmp_path / "out"
+    argv = ["--input", str(PHOTOS[0]), "--reference", str(ref), "--output", str(out), "--no-report", *mode]
+    assert dedup_images.main(argv) == 0
+    assert json.loads((out / "summary.json").read_text())["reference"]["declared"] == 4
+    every = parquet_read.row_groups
+    monkeypatch.setattr(parquet_read, "row_groups", lambda path: list(every(path))[:-1] if "two" in path else every(path))
+    assert dedup_images.main(argv) == 1
+    assert "the references held 4 records at the start (2 Parquet files), 2 were read" in capsys.readouterr().err
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["reference"]["declared"], summary["adds_up"]) == (4, False)
+
+
 def test_auto_drops_what_the_exact_run_said_it_would(tmp_path, capfd):
     """make run's point: exact mode names the copies a perceptual threshold would catch, and
     --max-distance auto on the same photos drops exactly that many more."""
