@@ -388,7 +388,6 @@ class ReadImageRecords(beam.PTransform):
         return split.records, split[FAILED]
 
 
-
 def reference_spec(references: List[str], fmt: str, image_column: str, id_column: str,
                    hash_column: Optional[str], hash_column_default: str, hash_bits: int) -> InputSpec:
     """Resolve ``--reference``: ``fmt`` "auto" is Parquet when every matched file ends in
