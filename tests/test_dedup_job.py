@@ -256,8 +256,8 @@ def test_parquet_files_named_with_glob_characters_are_read(tmp_path, runner):
 
 
 def test_a_record_the_readers_never_produced_does_not_add_up(tmp_path, capsys, monkeypatch):
-    """A reader that loses rows (here: one that skips every file's last row group) must not make a
-    complete-looking run: the footers said how many rows there were."""
+    """A reader that loses rows (here: one that skips a file's last span of row groups) must not
+    make a complete-looking run: the footers said how many rows there were."""
     src = tmp_path / "in"
     src.mkdir()
     for name, photo in zip(["one", "two"], PHOTOS):
