@@ -187,7 +187,8 @@ def _parser() -> argparse.ArgumentParser:
 def check_plain_name(path: str, flag: str) -> None:
     """Beam matches the paths it clears, deletes and renames as glob patterns: an output folder
     named `run?` or `run[1]` would reach `run1`, an earlier run's results, and remove them."""
-    wild = sorted(set("*?[") & set(path))
+    # (an unclosed `[` is the character itself, in Beam's globs as in Python's)
+    wild = sorted(c for c in "*?[" if c in path and (c != "[" or "]" in path[path.index("[") + 1:]))
     if wild:
         raise ConfigError(f"{flag} {path!r} holds {' and '.join(repr(c) for c in wild)}, which Beam reads as "
                           "wildcards where it clears and renames files (reaching other folders): choose a "
@@ -707,7 +708,7 @@ def _run(argv: List[str], con: Console) -> int:
         "keep": args.keep if dedup.near_duplicates else None,
         "state_dir": args.state,
         "input_format": spec.fmt,
-        "input_patterns": spec.patterns,
+        "input_patterns": spec.given,
         "input_files": spec.matched,
     }
     if args.write_shards is not None:
@@ -717,7 +718,7 @@ def _run(argv: List[str], con: Console) -> int:
     if reference is not None:
         failures = read_reference_failures(args.output)
         summary["reference"] = {
-            "patterns": reference.patterns, "format": reference.fmt, "files": reference.matched,
+            "patterns": reference.given, "format": reference.fmt, "files": reference.matched,
             "hash_column": reference.hash_column,
             "declared": reference_declared,
             "references": found.get("references", 0), "matches": found.get("reference_matches", 0),

@@ -41,6 +41,7 @@ class InputSpec:
 
     fmt: str
     patterns: List[str]
+    given: List[str] = field(default_factory=list)  # the inputs as given (the summary shows them)
     image_column: str = "image"
     id_column: str = "id"
     schema: Optional[pa.Schema] = None  # Parquet only
@@ -66,7 +67,9 @@ def _pattern(item: str, fmt: str) -> str:
     and files stay as they are."""
     if os.path.isdir(item) or item.endswith("/"):
         suffix = {"parquet": "*.parquet", "webdataset": "*.tar"}.get(fmt, "*")
-        return FileSystems.join(item.rstrip("/"), suffix)
+        # A local folder is named as it is: `crawl[1]` is that folder, not crawl1.
+        folder = literal(item.rstrip("/")) if os.path.isdir(item) else item.rstrip("/")
+        return FileSystems.join(folder, suffix)
     return item
 
 
@@ -196,7 +199,7 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
         # first (only then, as a list of names can be long), each name as a pattern matching it
         # alone (`part[1].parquet` would match part1.parquet, not itself).
         paths, patterns = listed, [literal(p) for p in listed]
-    spec = InputSpec(fmt, patterns, image_column, id_column, matched=len(paths))
+    spec = InputSpec(fmt, patterns, list(inputs), image_column, id_column, matched=len(paths))
     if in_process and fmt in ("files", "webdataset"):
         spec.paths = listed
     if fmt == "files":
@@ -410,9 +413,18 @@ def reference_spec(references: List[str], fmt: str, image_column: str, id_column
               and all(p.endswith((*wds.SHARD_SUFFIXES, ".parquet")) for p in paths)):
             fmt, folder = "webdataset", ".tar"  # shards, with their sidecars
             wanted = {item: [p for p in found if p.endswith(wds.SHARD_SUFFIXES)] for item, found in data.items()}
+            sidecars = {wds.sidecar_path(p) for found in wanted.values() for p in found}
+            others = [p for p in paths if p.endswith(".parquet") and p not in sidecars]
+            if others:
+                raise ConfigError(f"--reference mixes WebDataset shards with Parquet files that are not their "
+                                  f"sidecars ({others[0]!r}): give references of one format")
         else:
             fmt = "files"
         if fmt != "files":
+            for item in references:
+                if not wanted[item]:
+                    raise ConfigError(f"--reference {item!r} holds no {fmt} files, where the other references "
+                                      "are: give references of one format")
             first = next(p for item in references for p in wanted[item])
             # By name: a glob such as DIR/* would match the statistics too, and a folder means
             # DIR/*.tar, which misses compressed shards. A folder whose files its own pattern
@@ -432,9 +444,12 @@ def reference_spec(references: List[str], fmt: str, image_column: str, id_column
     if fmt in ("files", "webdataset") and hash_column is not None:
         raise ConfigError("--reference-hash-column applies to Parquet references")
     if fmt == "webdataset":
-        return resolve(detected or references, fmt, flag="--reference", join_sidecar=False)
-    spec = resolve(detected or references, fmt, image_column, id_column, hash_column, hash_bits, flag="--reference")
-    spec.hash_column = hash_column
+        spec = resolve(detected or references, fmt, flag="--reference", join_sidecar=False)
+    else:
+        spec = resolve(detected or references, fmt, image_column, id_column, hash_column, hash_bits,
+                       flag="--reference")
+        spec.hash_column = hash_column
+    spec.given = list(references)
     return spec
 
 

@@ -225,6 +225,25 @@ def test_overlapping_inputs_read_names_holding_glob_characters(tmp_path, capsys)
     assert sorted(basename(r["id"]).removesuffix(".jpg") for r in rows) == sorted(names)
 
 
+def test_folders_named_with_glob_characters_are_read_as_themselves(tmp_path):
+    """`--input 'in[1]'` is the folder in[1], not its sibling in1 (which `in[1]/*` as a pattern
+    matches); the same for a --reference folder."""
+    photos = {p.name: p for p in PHOTOS}
+    for folder, name in (("in[1]", "pool.jpg"), ("in1", "snow.jpg"), ("ref[1]", "pool.jpg"), ("ref1", "snow.jpg")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / name).write_bytes(photos[name].read_bytes())
+    (tmp_path / "in[1]" / "snow.jpg").write_bytes(photos["snow.jpg"].read_bytes())
+    out = tmp_path / "out"
+    assert dedup_images.main(["--input", str(tmp_path / "in[1]"), "--reference", str(tmp_path / "ref[1]"),
+                              "--output", str(out), "--backend", "state", "--no-report"]) == 0
+    assert [basename(r["id"]) for r in read(out, "kept")] == ["snow.jpg"]
+    (dup,) = read(out, "duplicates")
+    assert basename(dup["id"]) == "pool.jpg" and dup["duplicate_of"].endswith("ref[1]/pool.jpg")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["input_patterns"] == [str(tmp_path / "in[1]")]
+    assert summary["reference"]["patterns"] == [str(tmp_path / "ref[1]")]
+
+
 def test_a_first_parquet_file_whose_image_column_is_all_null_takes_the_next_ones_type(tmp_path):
     src = tmp_path / "in"
     src.mkdir()

@@ -229,6 +229,7 @@ def test_a_glob_over_an_img2dataset_folder_reads_only_its_shards(tmp_path, runne
                               "--no-report", *STATE, *runner]) == 0
     assert sorted(r["key"] for r in read(out, "kept")) == ["a", "b"] and read(out, "failed") == []
     assert summary(out)["inputs"] == 2 and summary(out)["input_files"] == 2 and summary(out)["adds_up"]
+    assert summary(out)["input_patterns"] == [f"{src}/*"]  # as given, not the shards' names
 
 
 @pytest.mark.parametrize("suffix", [".tar", ".tar.gz"])
@@ -249,6 +250,26 @@ def test_reference_accepts_shards(tmp_path, suffix):
     s = summary(out)
     assert s["reference"]["format"] == "webdataset" and s["reference"]["failed"] == 1
     assert "r1" in s["reference"]["failures"][0]["id"] and "no image member" in s["reference"]["failures"][0]["error"]
+
+
+@pytest.mark.parametrize("second", ["{pq}/z.parquet", "{pq}"])
+def test_shards_and_parquet_references_together_are_refused(tmp_path, capsys, second):
+    """A Parquet reference beside WebDataset ones was taken for the shards' sidecar and never
+    read (or, as a folder, read as DIR/*.tar: "matched no files")."""
+    photo = {p.name: p.read_bytes() for p in PHOTOS}
+    shards, tables = tmp_path / "shards", tmp_path / "tables"
+    shards.mkdir()
+    tables.mkdir()
+    write_tar(shards / "00000.tar", [("r0.jpg", photo["pool.jpg"])])
+    pq.write_table(pa.table({"id": ["z"], "image": [photo["snow.jpg"]]}), tables / "z.parquet")
+    src = tmp_path / "in"
+    src.mkdir()
+    write_tar(src / "00000.tar", [("a.jpg", photo["snow.jpg"])])
+    argv = ["--input", str(src), "--input-format", "webdataset", "--output", str(tmp_path / "out"),
+            "--reference", str(shards), "--reference", second.format(pq=tables), *STATE]
+    assert dedup_images.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "give references of one format" in err and "\n" not in err.strip()
 
 
 @pytest.mark.parametrize("layout", ["webdataset", "parquet"])
@@ -385,6 +406,14 @@ def test_an_output_named_with_wildcards_is_refused_and_touches_nothing(tmp_path,
     after = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")
                    if "logs" not in p.parts and p.name not in (name, "o"))
     assert after == before
+
+
+def test_only_names_beam_would_read_as_patterns_are_refused():
+    for name in ("run?", "r*", "run[1]", "a[b]c"):
+        with pytest.raises(inputs.ConfigError, match="choose a name without"):
+            dedup_images.check_plain_name(name, "--output")
+    for name in ("run[", "a]b", "out/run-1", "gs://bucket/out"):  # an unclosed [ is the character itself
+        dedup_images.check_plain_name(name, "--output")
 
 
 @pytest.mark.parametrize("pattern", ["{d}/**/*.tar", "{d}/*/*.tar", "{d}/c*/0000?.tar", "{link}"])
