@@ -405,6 +405,15 @@ def known_count(spec: InputSpec) -> Optional[int]:
     return spec.rows if spec.fmt == "parquet" else spec.matched if spec.fmt == "files" else None
 
 
+def short(con: Console, what: str, spec: Optional[InputSpec], declared: Optional[int], read: int) -> bool:
+    """Whether fewer (or more) records were ``read`` than ``declared`` (known_count), said once."""
+    if declared is None or read == declared:
+        return False
+    files = "Parquet files" if spec.fmt == "parquet" else "files"
+    con.tell(f"beam-phash: the {what} held {declared} records at the start ({spec.matched} {files}), {read} were read")
+    return True
+
+
 def _count(spec: InputSpec) -> int:
     """:func:`known_count`, or for shards an estimate from their size (100 KiB a sample)."""
     known = known_count(spec)
@@ -677,18 +686,13 @@ def _run(argv: List[str], con: Console) -> int:
     # read: a record the readers never produced (a file name Beam's reader takes for a pattern)
     # would otherwise go unseen, as kept + duplicates + failed still equals what was read.
     declared = known_count(spec)
-    if adds_up and declared is not None and counts["inputs"] != declared:
+    if adds_up and short(con, "inputs", spec, declared, counts["inputs"]):
         adds_up = False
-        con.tell(f"beam-phash: the inputs held {declared} records at the start ({spec.matched} "
-                 f"{'Parquet files' if spec.fmt == 'parquet' else 'files'}), {counts['inputs']} were read")
     # The same for the references: one that was never read would let its copies through unseen.
     reference_declared = known_count(reference) if reference is not None and found else None
-    reference_read = found.get("references", 0) + found.get("reference_failed", 0)
-    if reference_declared is not None and reference_read != reference_declared:
+    if short(con, "references", reference, reference_declared,
+             found.get("references", 0) + found.get("reference_failed", 0)):
         adds_up = False
-        con.tell(f"beam-phash: the references held {reference_declared} records at the start "
-                 f"({reference.matched} {'Parquet files' if reference.fmt == 'parquet' else 'files'}), "
-                 f"{reference_read} were read")
     summary = {
         **counts,
         "declared_inputs": declared,
