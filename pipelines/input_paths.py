@@ -20,7 +20,8 @@ from typing import Any, List, NamedTuple, Optional, Union
 
 import apache_beam as beam
 from apache_beam.io import fileio
-from apache_beam.io.filesystem import FileSystem
+from apache_beam.io.filesystem import CompressionTypes, FileSystem
+from apache_beam.io.filesystems import FileSystems
 
 
 def printable(text: str) -> str:
@@ -44,6 +45,12 @@ warnings.filterwarnings("ignore", message="Possible nested set", category=Future
 def pattern_regex(pattern: str) -> "re.Pattern[str]":
     """Beam's glob ``pattern`` as a regular expression matching the paths it matches."""
     return re.compile(FileSystem.translate_pattern(pattern))
+
+
+def open_stored(path: str):
+    """``path`` opened for reading its bytes as stored, never decompressed by its name's suffix
+    (tarfile's ``r|*`` recognises gzip, bz2 and xz itself; a Parquet file is read as it is)."""
+    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
 class BadName(NamedTuple):

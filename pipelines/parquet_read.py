@@ -12,15 +12,8 @@ from typing import List, Optional
 
 import apache_beam as beam
 import pyarrow.parquet as pq
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 
-from pipelines.input_paths import BadName, InputPaths
-
-
-def _open(path):
-    # A Parquet file is read as it is, whatever its name ends with (.gz would be decompressed).
-    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+from pipelines.input_paths import BadName, InputPaths, open_stored
 
 
 #: About how many bytes of row groups one element reads (Beam's Parquet source splits files
@@ -33,7 +26,7 @@ def row_groups(path):
     """``path`` -> ``(path, start, stop)``: its row groups in spans of about ``SPAN_BYTES``."""
     if isinstance(path, BadName):
         raise ValueError(path.reason("Parquet file"))
-    with _open(path) as f:
+    with open_stored(path) as f:
         meta = pq.ParquetFile(f).metadata
     start, size = 0, 0
     for index in range(meta.num_row_groups):
@@ -55,7 +48,7 @@ class ReadRowGroupsDoFn(beam.DoFn):
 
     def process(self, element):
         path, start, stop = element
-        with _open(path) as f:
+        with open_stored(path) as f:
             source = pq.ParquetFile(f)
             for index in range(start, stop):
                 table = source.read_row_group(index, columns=self._columns)

@@ -39,12 +39,11 @@ from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 import apache_beam as beam
 import pyarrow.parquet as pq
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from beam_phash._native import tar_member_names
 from beam_phash.records import ERROR_FIELD, FAILED
-from pipelines.input_paths import BadName, InputPaths, printable
+from pipelines.input_paths import BadName, InputPaths, open_stored, printable
 from pipelines.tar_members import MemberCutShort, plain_members, stream_members
 
 DEFAULT_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
@@ -106,18 +105,13 @@ def stats_path(shard: str) -> str:
     return _base(shard) + STATS_SUFFIX
 
 
-def _open(path: str):
-    # tarfile's r|* recognises gzip, bz2 and xz itself: no decompression by file name here.
-    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
-
-
 def read_sidecar(shard: str) -> Optional[Dict[str, dict]]:
     """The sidecar's rows by key, or None when the shard has none. Sidecars hold metadata only
     (one row of a few hundred bytes per sample), so one shard's is read whole."""
     path = sidecar_path(shard)
     if not FileSystems.exists(path):
         return None
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+    with open_stored(path) as f:
         rows = pq.read_table(f).to_pylist()
     return {str(r[KEY]): r for r in rows if r.get(KEY) is not None}
 
@@ -268,7 +262,7 @@ class ReadShardDoFn(beam.DoFn):
         stream = None
         broken: Optional[Tuple[str, str]] = None  # where the shard breaks off, and how
         try:
-            with _open(shard) as f:
+            with open_stored(shard) as f:
                 stream = SampleStream(open_members(f, shard))
                 for sample in stream:
                     last = sample.key
@@ -336,7 +330,7 @@ def _member_names(shard: str) -> Iterator[str]:
         if names is not None:
             yield from names
             return
-    with _open(shard) as f:
+    with open_stored(shard) as f:
         for name, _ in open_members(f, shard, read_data=False):
             yield name
 
