@@ -19,7 +19,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_phash.records import ERROR_FIELD, FAILED
 from pipelines import webdataset_read as wds
-from pipelines.input_paths import BadName, InputPaths, carried, literal
+from pipelines.input_paths import BadName, InputPaths, carried, literal, open_stored
 from pipelines.parquet_read import ReadParquet
 
 FORMATS = ("files", "parquet", "webdataset")
@@ -130,9 +130,10 @@ def _widened(schema: pa.Schema, other: pa.Schema, first: str, path: str) -> pa.S
 
 
 def _parquet_footer(path: str) -> Tuple[pa.Schema, int]:
-    """A Parquet file's schema and row count, from its footer."""
+    """A Parquet file's schema and row count, from its footer, read as the workers read the
+    file: as stored, whatever its name's suffix (``open_stored``)."""
     try:
-        with FileSystems.open(path) as f:
+        with open_stored(path) as f:
             parquet = pq.ParquetFile(f)
             return parquet.schema_arrow, parquet.metadata.num_rows
     except Exception as e:  # noqa: BLE001 - not Parquet, unreadable
@@ -147,8 +148,9 @@ def _is_image_type(t: pa.DataType) -> bool:
 
 
 def _sample_hex(path: str, column: str) -> Optional[str]:
-    """The first non-null value of a hash column (from the file's first row group)."""
-    with FileSystems.open(path) as f:
+    """The first non-null value of a hash column (from the file's first row group; the file read
+    as stored, as ``_parquet_footer`` reads it)."""
+    with open_stored(path) as f:
         pf = pq.ParquetFile(f)
         if pf.metadata.num_row_groups == 0:
             return None

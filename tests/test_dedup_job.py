@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+import beam_phash
 from conftest import DATA, PHOTOS, ROOT, buckets
 from job_outputs import basename, read
 from pipelines import dedup_images, parquet_read
@@ -272,6 +273,31 @@ def test_parquet_files_named_with_glob_characters_are_read(tmp_path, runner):
     assert sorted(r["id"] for r in read(out, "kept") + read(out, "duplicates") + read(out, "failed")) == sorted(names)
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["declared_inputs"], summary["inputs"], summary["adds_up"]) == (4, 4, True)
+
+
+def test_a_parquet_file_is_read_as_stored_whatever_its_suffix(tmp_path, capsys):
+    """The launcher reads each footer as the workers read the file, as stored: a Parquet file
+    named `.gz` is Parquet (a reader decompressing by the name found no footer), and a gzipped
+    one is refused before the run, not lost on a worker."""
+    import gzip
+    plain, packed = tmp_path / "crawl.parquet.gz", tmp_path / "packed.parquet.gz"
+    pq.write_table(pa.table({"id": ["p0"], "image": [PHOTOS[0].read_bytes()]}), plain)
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"id": ["p1"], "image": [PHOTOS[1].read_bytes()]}), buf)
+    packed.write_bytes(gzip.compress(buf.getvalue()))
+    out = tmp_path / "out"
+    argv = ["--input-format", "parquet", "--output", str(out), "--backend", "state", "--no-report"]
+    assert dedup_images.main(["--input", str(plain), *argv]) == 0
+    assert [r["id"] for r in read(out, "kept")] == ["p0"]
+    # A reference of hashes, named the same way: its hash column is sampled as stored too.
+    ref = tmp_path / "seen.parquet.gz"
+    pq.write_table(pa.table({"id": ["r0"], "image_phash": [beam_phash.hash_image(PHOTOS[0].read_bytes()).hex()]}), ref)
+    assert dedup_images.main(["--input", str(plain), "--reference", str(ref), "--reference-format", "parquet",
+                              *argv]) == 0
+    (dup,) = read(out, "duplicates")
+    assert (dup["id"], dup["duplicate_of"]) == ("p0", "r0")
+    assert dedup_images.main(["--input", str(packed), *argv]) == 2
+    assert f"cannot read the Parquet schema of {str(packed)!r}" in capsys.readouterr().err
 
 
 def test_a_record_the_readers_never_produced_does_not_add_up(tmp_path, capsys, monkeypatch):
