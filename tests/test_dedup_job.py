@@ -300,6 +300,12 @@ def test_a_parquet_file_is_read_as_stored_whatever_its_suffix(tmp_path, capsys):
     assert f"cannot read the Parquet schema of {str(packed)!r}" in capsys.readouterr().err
 
 
+def _lose_last_span(monkeypatch, name: str):
+    """A faulty reader: the files whose path holds ``name`` lose their last span of row groups."""
+    every = parquet_read.row_groups
+    monkeypatch.setattr(parquet_read, "row_groups", lambda path: list(every(path))[:-1] if name in path else every(path))
+
+
 def test_a_record_the_readers_never_produced_does_not_add_up(tmp_path, capsys, monkeypatch):
     """A reader that loses rows (here: one that skips a file's last span of row groups) must not
     make a complete-looking run: the footers said how many rows there were."""
@@ -307,8 +313,7 @@ def test_a_record_the_readers_never_produced_does_not_add_up(tmp_path, capsys, m
     src.mkdir()
     for name, photo in zip(["one", "two"], PHOTOS):
         pq.write_table(pa.table({"id": [name], "image": [photo.read_bytes()]}), src / f"{name}.parquet")
-    every = parquet_read.row_groups
-    monkeypatch.setattr(parquet_read, "row_groups", lambda path: list(every(path))[:-1] if "two" in path else every(path))
+    _lose_last_span(monkeypatch, "two")
     out = tmp_path / "out"
     argv = ["--input", str(src), "--input-format", "parquet", "--output", str(out), "--backend", "state",
             "--no-report"]
@@ -331,8 +336,7 @@ def test_a_reference_the_readers_never_produced_does_not_add_up(tmp_path, capsys
     argv = ["--input", str(PHOTOS[0]), "--reference", str(ref), "--output", str(out), "--no-report", *mode]
     assert dedup_images.main(argv) == 0
     assert json.loads((out / "summary.json").read_text())["reference"]["declared"] == 4
-    every = parquet_read.row_groups
-    monkeypatch.setattr(parquet_read, "row_groups", lambda path: list(every(path))[:-1] if "two" in path else every(path))
+    _lose_last_span(monkeypatch, "two")
     assert dedup_images.main(argv) == 1
     assert "the references held 4 records at the start (2 Parquet files), 2 were read" in capsys.readouterr().err
     summary = json.loads((out / "summary.json").read_text())
