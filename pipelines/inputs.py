@@ -474,7 +474,9 @@ class ReadReference(beam.PTransform):
             # is listed in reference_failed/ with the reason.
             return pbegin | "ReadFiles" >> ReadFiles(spec.patterns, id_field, image_field) | "AllFiles" >> beam.Flatten()
         if spec.fmt == "webdataset":
-            read = pbegin | "ReadShards" >> wds.ReadShards(spec.patterns, spec.image_exts, join_sidecar=False,
+            # The sidecars are read for what they say of the samples (none of their columns is
+            # joined): a failed download, or a sample listed but lost, is a failed reference.
+            read = pbegin | "ReadShards" >> wds.ReadShards(spec.patterns, spec.image_exts, join_sidecar=True,
                                                             check_repeated_keys=False)
             # A sample that could not be read reaches the reference hashing without an image, and
             # is listed in reference_failed/ with the reader's reason.

@@ -252,6 +252,34 @@ def test_reference_accepts_shards(tmp_path, suffix):
     assert "r1" in s["reference"]["failures"][0]["id"] and "no image member" in s["reference"]["failures"][0]["error"]
 
 
+def test_a_reference_shards_failed_downloads_are_failed_references(tmp_path):
+    """img2dataset's sidecar lists the downloads that failed: as with input shards, each is a
+    failed reference with its status (and a sample listed as downloaded but missing, too), so
+    the references that never took part are reported, not left out."""
+    photo = {p.name: p.read_bytes() for p in PHOTOS}
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    write_tar(ref / "00000.tar", [("r0.jpg", photo["pool.jpg"]), ("r0.txt", b"caption")])
+    pq.write_table(pa.Table.from_pylist([
+        {"key": "r0", "caption": "pool", "status": "success", "error_message": None},
+        {"key": "r1", "caption": "gone", "status": "failed_to_download", "error_message": "HTTP 404"},
+        {"key": "r2", "caption": "lost", "status": "success", "error_message": None},
+    ]), ref / "00000.parquet")
+    src = tmp_path / "in"
+    src.mkdir()
+    write_tar(src / "00000.tar", [("a.jpg", photo["pool.jpg"]), ("b.jpg", photo["snow.jpg"])])
+    out = tmp_path / "out"
+    assert dedup_images.main(["--input", str(src), "--input-format", "webdataset", "--reference", str(ref),
+                              "--output", str(out), *STATE]) == 0
+    (dup,) = read(out, "duplicates")
+    assert (dup["key"], dup["duplicate_of"]) == ("a", "r0")
+    failed = {r["id"]: r["error"] for r in read(out, "reference_failed")}
+    assert sorted(failed) == ["r1", "r2"]
+    assert "status failed_to_download: HTTP 404" in failed["r1"] and "not in the shard" in failed["r2"]
+    s = summary(out)
+    assert (s["reference"]["references"], s["reference"]["failed"], s["adds_up"]) == (1, 2, True)
+
+
 @pytest.mark.parametrize("second", ["{pq}/z.parquet", "{pq}"])
 def test_shards_and_parquet_references_together_are_refused(tmp_path, capsys, second):
     """A Parquet reference beside WebDataset ones was taken for the shards' sidecar and never
