@@ -63,10 +63,10 @@ class InputSpec:
 
 
 def _pattern(item: str, fmt: str) -> str:
-    """A directory becomes DIR/* (DIR/*.parquet for Parquet, DIR/*.tar for WebDataset); globs
-    and files stay as they are."""
+    """A directory becomes DIR/* (DIR/*.parquet for Parquet; for WebDataset DIR/*, of which
+    ``resolve`` reads the shards, compressed or not); globs and files stay as they are."""
     if os.path.isdir(item) or item.endswith("/"):
-        suffix = {"parquet": "*.parquet", "webdataset": "*.tar"}.get(fmt, "*")
+        suffix = {"parquet": "*.parquet"}.get(fmt, "*")
         # A local folder is named as it is: `crawl[1]` is that folder, not crawl1.
         folder = literal(item.rstrip("/")) if os.path.isdir(item) else item.rstrip("/")
         return FileSystems.join(folder, suffix)
@@ -109,7 +109,7 @@ def _what_a_folder_means(pattern: str, item: str) -> str:
     others = sum(1 for e in os.scandir(item) if e.is_file())
     if not others:
         return ""
-    fmt = {".parquet": "parquet", ".tar": "webdataset"}.get(os.path.splitext(pattern)[1], "files")
+    fmt = {".parquet": "parquet"}.get(os.path.splitext(pattern)[1], "files")
     return (f" (a directory means {pattern} for the {fmt} format, and it holds {others} other "
             "file(s); is --input-format right?)")
 
@@ -181,7 +181,16 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
     for item in inputs:
         pattern = _pattern(item, fmt)
         matched = _match(pattern, item, flag)
-        if fmt == "webdataset":
+        if fmt == "webdataset" and pattern != item:
+            # A folder: its shards, .tar or compressed (.tar.gz...), read by name when it holds
+            # other files too (img2dataset's sidecars and statistics).
+            shards = {p: size for p, size in matched.items() if p.endswith(wds.SHARD_SUFFIXES)}
+            if not shards:
+                raise ConfigError(f"{flag} {item!r} holds no WebDataset shards ({', '.join(wds.SHARD_SUFFIXES)}) "
+                                  f"among its {len(matched)} file(s); is --input-format right?")
+            by_name = by_name or len(shards) != len(matched)
+            matched = shards
+        elif fmt == "webdataset":
             # A glob over img2dataset's folder (DIR/*) also matches the Parquet sidecar and the
             # statistics beside each shard: they are not shards, so the shards are read by name.
             beside = {other for p in matched if p.endswith(wds.SHARD_SUFFIXES)

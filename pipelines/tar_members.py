@@ -1,4 +1,6 @@
-"""The members of a tar file, in order, one at a time: ``(name, bytes)`` of each regular file.
+"""The members of a tar file, in order, one at a time: ``(name, bytes)`` of each regular file,
+and ``(name, Link)`` of each hard or symbolic link (whose data is not in the file; names-only
+listings, ``read_data=False``, pass over links as over directories).
 
 Shards hold tens of thousands of small members, and ``tarfile`` spends more time building a
 ``TarInfo`` per header than reading the bytes. A plain tar (the ustar headers ``tarfile``,
@@ -17,11 +19,23 @@ held in memory but the current member.
 from __future__ import annotations
 
 import tarfile
-from typing import Iterator, Tuple
+from typing import Iterator, NamedTuple, Tuple, Union
 
 BLOCK = tarfile.BLOCKSIZE
 _REGULAR = (b"0", b"\0", b"7")  # regular, old regular, contiguous
+_LINKS = {b"1": "hard link", b"2": "symbolic link"}
 _NO_DATA = (b"1", b"2", b"3", b"4", b"5", b"6")  # links, devices, directories, FIFOs
+
+
+class Link(NamedTuple):
+    """A member that is a link: its kind (``hard link``, ``symbolic link``) and its target. The
+    reader does not follow links (a stream cannot go back to a hard link's data)."""
+
+    kind: str
+    target: str
+
+
+Member = Tuple[str, Union[bytes, Link]]
 STREAM_BUFFER = 1 << 16  # tarfile's stream mode copies its buffer on every read: larger is slower
 
 
@@ -67,10 +81,11 @@ def _octal(field: bytes, empty: int) -> int:
     return int(digits, 8) if digits else empty
 
 
-def _headers(f, read_data: bool) -> Iterator[Tuple[str, bytes]]:
+def _headers(f, read_data: bool) -> Iterator[Member]:
     """``(name, data)`` of the regular members of a plain tar (``data`` is b"" unless
-    ``read_data``; then the data is sought over). Raises ``_Unusual`` at a header it leaves to
-    tarfile, EOFError or tarfile.ReadError on damage."""
+    ``read_data``; then the data is sought over), and with ``read_data`` ``(name, Link)`` of its
+    links. Raises ``_Unusual`` at a header it leaves to tarfile, EOFError or tarfile.ReadError on
+    damage."""
     offset = 0
     while True:
         f.seek(offset)
@@ -97,6 +112,8 @@ def _headers(f, read_data: bool) -> Iterator[Tuple[str, bytes]]:
         if header[345]:  # a ustar prefix
             name = _nts(header[345:500]) + "/" + name
         if kind in _NO_DATA:
+            if read_data and kind in _LINKS:
+                yield name, Link(_LINKS[kind], _nts(header[157:257]))
             offset += BLOCK
             continue
         if not (kind == b"\0" and name.endswith("/")):  # an old-style directory otherwise
@@ -104,7 +121,11 @@ def _headers(f, read_data: bool) -> Iterator[Tuple[str, bytes]]:
         offset += BLOCK + -(-size // BLOCK) * BLOCK
 
 
-def _tarfile_members(f, offset: int, read_data: bool) -> Iterator[Tuple[str, bytes]]:
+def _link(info: tarfile.TarInfo) -> Link:
+    return Link("hard link" if info.islnk() else "symbolic link", info.linkname)
+
+
+def _tarfile_members(f, offset: int, read_data: bool) -> Iterator[Member]:
     """The same, through tarfile's file mode, from the header at ``offset`` on."""
     f.seek(offset)
     tar = tarfile.open(fileobj=f, mode="r:")
@@ -113,6 +134,9 @@ def _tarfile_members(f, offset: int, read_data: bool) -> Iterator[Tuple[str, byt
         if info is None:
             break
         tar.members = []  # tarfile keeps every TarInfo it read: not ours
+        if read_data and (info.islnk() or info.issym()):
+            yield info.name, _link(info)
+            continue
         if not info.isfile():
             continue
         yield info.name, (_read_member(info.name, tar.extractfile(info).read, info.size) if read_data else b"")
@@ -123,7 +147,7 @@ def _tarfile_members(f, offset: int, read_data: bool) -> Iterator[Tuple[str, byt
         raise EOFError(f"no end-of-archive marker at byte {tar.offset}: the data stops or is damaged there")
 
 
-def plain_members(f, read_data: bool = True) -> Iterator[Tuple[str, bytes]]:
+def plain_members(f, read_data: bool = True) -> Iterator[Member]:
     """Members of an uncompressed tar on a seekable file (``read_data=False``: names only, the
     data sought over)."""
     try:
@@ -132,7 +156,7 @@ def plain_members(f, read_data: bool = True) -> Iterator[Tuple[str, bytes]]:
         yield from _tarfile_members(f, unusual.offset, read_data)
 
 
-def stream_members(f) -> Iterator[Tuple[str, bytes]]:
+def stream_members(f) -> Iterator[Member]:
     """Members of any tar tarfile reads as a stream (gzip, bzip2, xz or none), read forward only.
     tarfile stops quietly at a header that is cut short, empty or garbled, as at the end-of-archive
     marker, and a cut compressed stream just ends: so the header tarfile stopped at is watched,
@@ -157,6 +181,9 @@ def stream_members(f) -> Iterator[Tuple[str, bytes]]:
                                "stops or is damaged there")
             return
         tar.members = []
+        if info.islnk() or info.issym():
+            yield info.name, _link(info)
+            continue
         if not info.isfile():
             continue
         yield info.name, _read_member(info.name, tar.extractfile(info).read, info.size)

@@ -35,7 +35,7 @@ from __future__ import annotations
 import posixpath
 import tarfile
 import zlib
-from typing import Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import apache_beam as beam
 import pyarrow.parquet as pq
@@ -44,7 +44,7 @@ from apache_beam.io.filesystems import FileSystems
 from beam_phash._native import tar_member_names
 from beam_phash.records import ERROR_FIELD, FAILED
 from pipelines.input_paths import BadName, InputPaths, open_stored, printable
-from pipelines.tar_members import MemberCutShort, plain_members, stream_members
+from pipelines.tar_members import Link, Member, MemberCutShort, plain_members, stream_members
 
 DEFAULT_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 
@@ -119,17 +119,21 @@ def read_sidecar(shard: str) -> Optional[Dict[str, dict]]:
 class _Sample:
     """Members of one sample as they come off the stream."""
 
-    __slots__ = ("key", "suffixes", "data")
+    __slots__ = ("key", "suffixes", "data", "links")
 
     def __init__(self, key: str):
         self.key = key
         self.suffixes: List[str] = []
         self.data: Dict[str, bytes] = {}
+        self.links: List[str] = []  # its members that are links, said as such
 
-    def add(self, suffix: str, data: bytes) -> None:
+    def add(self, suffix: str, data: Union[bytes, Link]) -> None:
         """The member's suffix is listed as it is; its bytes go under ``stored_as``, which tells
-        the n-th member of one name from the first."""
+        the n-th member of one name from the first. A link has no bytes here: it is noted."""
         self.suffixes.append(suffix)
+        if isinstance(data, Link):
+            self.links.append(f"{member_name(self.key, suffix)} is a {data.kind} to {data.target}")
+            return
         self.data[stored_as(suffix, self.suffixes.count(suffix))] = data
 
 
@@ -145,7 +149,7 @@ class SampleStream:
     is the sample the break cut into (perhaps complete, perhaps not), and every sample yielded
     before is complete. ``started``: whether any member was read."""
 
-    def __init__(self, members: Iterator[Tuple[str, bytes]]):
+    def __init__(self, members: Iterator[Member]):
         self._members = members
         self.pending: Optional[_Sample] = None
         self.started = False
@@ -185,7 +189,7 @@ class SampleStream:
             yield done
 
 
-def open_members(f, shard: str, read_data: bool = True) -> Iterator[Tuple[str, bytes]]:
+def open_members(f, shard: str, read_data: bool = True) -> Iterator[Member]:
     """A shard's members: a plain ``.tar`` on a seekable file is parsed directly, anything else
     (compressed) read by tarfile as a stream."""
     if shard.endswith(".tar") and f.seekable():
@@ -224,6 +228,9 @@ class ReadShardDoFn(beam.DoFn):
 
     def _record(self, shard: str, sample: _Sample, sidecar: Optional[Dict[str, dict]]):
         row = sidecar.get(sample.key) if sidecar is not None else None
+        if sample.links:  # its bytes are elsewhere, perhaps not in the shard: never guessed at
+            return self._failure(shard, sample.key, f"sample {sample.key}: member {'; '.join(sample.links)}, "
+                                 "and links in shards are not followed", row, sample)
         lowered: Dict[str, str] = {}
         for s in sample.suffixes:  # the first member of each suffix, case ignored
             lowered.setdefault(s.lower(), s)

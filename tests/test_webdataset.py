@@ -280,6 +280,66 @@ def test_a_reference_shards_failed_downloads_are_failed_references(tmp_path):
     assert (s["reference"]["references"], s["reference"]["failed"], s["adds_up"]) == (1, 2, True)
 
 
+@pytest.mark.parametrize("layout", ["plain", "pax", "gz"])
+def test_a_sample_whose_member_is_a_link_is_a_failed_record(tmp_path, layout):
+    """GNU tar stores a second name of one file as a hard link and keeps symbolic links: such a
+    member has no bytes of its own in the shard. Its sample is a failed record that names the
+    link, never a sample that silently vanishes (as a link-only one did) or one said to have no
+    image; on each path of the reader (the plain parser, tarfile from a PAX header on, the
+    stream of a compressed shard)."""
+    photo = {p.name: p.read_bytes() for p in PHOTOS}
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    name = shards / ("00000.tar.gz" if layout == "gz" else "00000.tar")
+    with tarfile.open(name, "w:gz" if layout == "gz" else "w",
+                      format=tarfile.PAX_FORMAT if layout == "pax" else tarfile.GNU_FORMAT) as tar:
+        def add(member, data=None, link=None, kind=tarfile.REGTYPE):
+            info = tarfile.TarInfo(member)
+            if layout == "pax" and member == "a.jpg":
+                info.pax_headers = {"comment": "makes tarfile read from here on"}
+            if link is not None:
+                info.type, info.linkname = kind, link
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        add("a.jpg", photo["pool.jpg"])
+        add("a.txt", b"pool")
+        add("b.jpg", link="a.jpg", kind=tarfile.LNKTYPE)
+        add("c.jpg", link="../elsewhere/c.jpg", kind=tarfile.SYMTYPE)
+        add("c.txt", b"caption")
+        add("d.jpg", photo["snow.jpg"])
+    out = tmp_path / "out"
+    assert dedup_images.main(["--input", str(shards), "--input-format", "webdataset", "--output", str(out),
+                              "--no-report", *STATE]) == 0
+    assert sorted(r["key"] for r in read(out, "kept")) == ["a", "d"]
+    failed = {r["key"]: r["error"] for r in read(out, "failed")}
+    assert sorted(failed) == ["b", "c"]
+    assert "member b.jpg is a hard link to a.jpg" in failed["b"]
+    assert "member c.jpg is a symbolic link to ../elsewhere/c.jpg" in failed["c"]
+    assert summary(out)["inputs"] == 4 and summary(out)["adds_up"]
+
+
+def test_a_folder_means_its_shards_compressed_or_not(tmp_path):
+    """`--input DIR` read only DIR/*.tar: the .tar.gz shards beside them (and their sidecars'
+    failed downloads) were left out of a run that added up."""
+    photo = {p.name: p.read_bytes() for p in PHOTOS}
+    src = tmp_path / "crawl"
+    src.mkdir()
+    for shard, (key, name, mode) in enumerate([("a", "pool.jpg", "w"), ("b", "snow.jpg", "w:gz")]):
+        write_tar(src / f"{shard:05d}.tar{'.gz' if mode == 'w:gz' else ''}", [(f"{key}.jpg", photo[name])], mode)
+        pq.write_table(pa.Table.from_pylist([
+            {"key": key, "status": "success", "error_message": None},
+            {"key": key + "x", "status": "failed_to_download", "error_message": "HTTP 404"}]),
+            src / f"{shard:05d}.parquet")
+    out = tmp_path / "out"
+    assert dedup_images.main(["--input", str(src), "--input-format", "webdataset", "--output", str(out),
+                              "--no-report", *STATE]) == 0
+    assert sorted(r["key"] for r in read(out, "kept")) == ["a", "b"]
+    assert sorted(r["key"] for r in read(out, "failed")) == ["ax", "bx"]
+    assert summary(out)["inputs"] == 4 and summary(out)["input_files"] == 2 and summary(out)["adds_up"]
+
+
 @pytest.mark.parametrize("second", ["{pq}/z.parquet", "{pq}"])
 def test_shards_and_parquet_references_together_are_refused(tmp_path, capsys, second):
     """A Parquet reference beside WebDataset ones was taken for the shards' sidecar and never
@@ -383,7 +443,7 @@ def test_a_truncated_shard_with_a_sidecar_counts_each_sample_once(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--input-format", "webdataset"], "matched no files"),  # the sample folder holds no .tar
+    (["--input-format", "webdataset"], "holds no WebDataset shards (.tar.gz"),  # the sample folder holds no shard
     (["--write-shards", "/tmp/x"], "--write-shards applies to --input-format webdataset"),
     (["--image-ext", "jpg"], "apply to --input-format webdataset"),
     (["--shard-size", "10"], "--shard-size applies with --write-shards"),
