@@ -285,13 +285,20 @@ def _resolve_shards(spec: InputSpec, paths: List[str], image_exts: Tuple[str, ..
               pa.field(wds.MEMBERS, pa.list_(pa.string())), pa.field(wds.IMAGE_MEMBER, pa.string())]
     sidecar = wds.sidecar_path(paths[0])
     if join_sidecar and FileSystems.exists(sidecar):
-        schema, _ = _parquet_footer(sidecar)
-        if not any("://" in p for p in paths):  # the other local sidecars' footers too: cheap
-            for other in map(wds.sidecar_path, paths[1:]):
-                if os.path.exists(other):
-                    schema = _widened(schema, _parquet_footer(other)[0], sidecar, other)
+        # The first shard's sidecar, and the other local sidecars' footers too (cheap). One that
+        # cannot be read (cut short by a killed download) is its shard's reader's to report, as
+        # a failed record; its samples are still read.
+        others = [] if any("://" in p for p in paths) else [
+            other for other in map(wds.sidecar_path, paths[1:]) if os.path.exists(other)]
+        schema, first = None, None
+        for path in [sidecar, *others]:
+            try:
+                found, _ = _parquet_footer(path)
+            except ConfigError:
+                continue
+            schema, first = (found, path) if schema is None else (_widened(schema, found, first, path), first)
         taken = set(wds.OWN_FIELDS) | set(reserved)
-        for f in schema.remove_metadata():
+        for f in schema.remove_metadata() if schema is not None else ():
             if f.name not in taken:
                 # A column that is all null in the first shard may hold strings in the next ones.
                 fields.append(f.with_type(pa.string()) if pa.types.is_null(f.type) else f)

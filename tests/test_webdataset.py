@@ -340,6 +340,30 @@ def test_a_folder_means_its_shards_compressed_or_not(tmp_path):
     assert summary(out)["inputs"] == 4 and summary(out)["input_files"] == 2 and summary(out)["adds_up"]
 
 
+@pytest.mark.parametrize("damaged", [0, 1])
+def test_a_damaged_sidecar_is_a_failed_record_not_a_refused_run(tmp_path, damaged):
+    """A sidecar cut short (img2dataset killed while writing it) stopped the launcher, which
+    reads every local sidecar's footer for the columns: the reader already reports it as a
+    failed record and reads the shard's samples, so the run goes on."""
+    photo = {p.name: p.read_bytes() for p in PHOTOS}
+    src = tmp_path / "crawl"
+    src.mkdir()
+    for shard, (key, name) in enumerate([("a", "pool.jpg"), ("b", "snow.jpg")]):
+        write_tar(src / f"{shard:05d}.tar", [(f"{key}.jpg", photo[name])])
+        pq.write_table(pa.Table.from_pylist([{"key": key, "caption": "c" + key, "status": "success",
+                                              "error_message": None}]), src / f"{shard:05d}.parquet")
+    cut = src / f"{damaged:05d}.parquet"
+    cut.write_bytes(cut.read_bytes()[:100])
+    out = tmp_path / "out"
+    assert dedup_images.main(["--input", str(src), "--input-format", "webdataset", "--output", str(out),
+                              "--no-report", *STATE]) == 0
+    kept = {r["key"]: r["caption"] for r in read(out, "kept")}
+    assert kept == {"a": None, "b": "cb"} if damaged == 0 else kept == {"a": "ca", "b": None}
+    (failed,) = read(out, "failed")
+    assert failed["key"].endswith(f"{damaged:05d}.parquet#unreadable") and "cannot be read" in failed["error"]
+    assert summary(out)["adds_up"]
+
+
 @pytest.mark.parametrize("second", ["{pq}/z.parquet", "{pq}"])
 def test_shards_and_parquet_references_together_are_refused(tmp_path, capsys, second):
     """A Parquet reference beside WebDataset ones was taken for the shards' sidecar and never
