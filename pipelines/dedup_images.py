@@ -509,8 +509,11 @@ def configure(argv: Optional[List[str]]):
     reference = None
     if args.reference:
         reference = job_inputs.reference_spec(
-            args.reference, args.reference_format, args.reference_image_column or spec.image_column,
-            args.reference_id_column or spec.id_column, args.reference_hash_column, HASH_FIELD, bits)
+            # As documented: --image-column / --id-column as given (by default image / id, which
+            # the reference's own columns are detected from), not the columns the input's format
+            # or detection chose (a WebDataset input's `key`, an img2dataset Parquet's `jpg`).
+            args.reference, args.reference_format, args.reference_image_column or args.image_column,
+            args.reference_id_column or args.id_column, args.reference_hash_column, HASH_FIELD, bits)
     elif any(v is not None for v in (args.reference_image_column, args.reference_id_column,
                                      args.reference_hash_column)) or args.reference_format != "auto":
         raise ConfigError("--reference-format and --reference-*-column apply with --reference")

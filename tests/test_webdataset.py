@@ -364,6 +364,31 @@ def test_a_damaged_sidecar_is_a_failed_record_not_a_refused_run(tmp_path, damage
     assert summary(out)["adds_up"]
 
 
+@pytest.mark.parametrize("reference", ["hf", "img2dataset"])
+@pytest.mark.parametrize("input_format", ["webdataset", "parquet"])
+def test_a_parquet_reference_finds_its_own_columns_whatever_the_input(tmp_path, input_format, reference):
+    """The reference took the columns the input had come to (a shard's `key`, an img2dataset
+    Parquet's `jpg`), so a Hugging Face style reference (`id`, `image`) was refused unless the
+    input was image files; it detects its own, as the help says (default: --image-column)."""
+    photo = {p.name: p.read_bytes() for p in PHOTOS}
+    src = tmp_path / "in"
+    src.mkdir()
+    if input_format == "webdataset":
+        write_tar(src / "00000.tar", [("a.jpg", photo["pool.jpg"]), ("b.jpg", photo["snow.jpg"])])
+    else:
+        pq.write_table(pa.table({"key": ["a", "b"], "jpg": [photo["pool.jpg"], photo["snow.jpg"]],
+                                 "status": ["success"] * 2, "error_message": [None, None]}), src / "00000.parquet")
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    columns = {"hf": ("id", "image"), "img2dataset": ("key", "jpg")}[reference]
+    pq.write_table(pa.table({columns[0]: ["r0"], columns[1]: [photo["pool.jpg"]]}), ref / "part-0.parquet")
+    out = tmp_path / "out"
+    assert dedup_images.main(["--input", str(src), "--input-format", input_format, "--reference", str(ref),
+                              "--output", str(out), "--no-report", *STATE]) == 0
+    (dup,) = read(out, "duplicates")
+    assert (dup["key"], dup["duplicate_of"], dup["matched"]) == ("a", "r0", "reference")
+
+
 @pytest.mark.parametrize("second", ["{pq}/z.parquet", "{pq}"])
 def test_shards_and_parquet_references_together_are_refused(tmp_path, capsys, second):
     """A Parquet reference beside WebDataset ones was taken for the shards' sidecar and never
