@@ -140,6 +140,14 @@ def _parquet_footer(path: str) -> Tuple[pa.Schema, int]:
         raise ConfigError(f"cannot read the Parquet schema of {path!r}: {e}") from None
 
 
+def _is_text(t: pa.DataType) -> bool:
+    """Strings as any writer stores them: string, large_string (polars), or a dictionary of
+    them (a pandas categorical)."""
+    if pa.types.is_dictionary(t):
+        return _is_text(t.value_type)
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
 def _is_image_type(t: pa.DataType) -> bool:
     if pa.types.is_binary(t) or pa.types.is_large_binary(t):
         return True
@@ -236,8 +244,7 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
             image_column = spec.image_column = found[0]
     if id_column == "id" and id_column not in names and DETECTED_ID_COLUMN in names:
         id_column = spec.id_column = DETECTED_ID_COLUMN
-    if STATUS_COLUMN in names and ERROR_MESSAGE_COLUMN in names and pa.types.is_string(
-            schema.field(STATUS_COLUMN).type):
+    if STATUS_COLUMN in names and ERROR_MESSAGE_COLUMN in names and _is_text(schema.field(STATUS_COLUMN).type):
         spec.status_column = STATUS_COLUMN
     needed = ((f"{column_flag}hash-column", hash_column),) if hash_column else ((f"{column_flag}image-column", image_column),)
     for option, column in needed + ((f"{column_flag}id-column", id_column),):

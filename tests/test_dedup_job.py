@@ -300,6 +300,25 @@ def test_a_parquet_file_is_read_as_stored_whatever_its_suffix(tmp_path, capsys):
     assert f"cannot read the Parquet schema of {str(packed)!r}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("status_type", [pa.string(), pa.large_string(), pa.dictionary(pa.int32(), pa.string())],
+                         ids=["string", "large_string", "dictionary"])
+def test_img2dataset_status_is_read_however_the_strings_are_stored(tmp_path, status_type):
+    """img2dataset Parquet rewritten by polars (large_string) or pandas (a categorical): a failed
+    download still fails with its status, never as an image that is missing."""
+    src = tmp_path / "in"
+    src.mkdir()
+    table = pa.table({"key": ["ok", "gone"], "jpg": [PHOTOS[0].read_bytes(), None],
+                      "status": pa.array(["success", "failed_to_download"]).cast(status_type),
+                      "error_message": [None, "HTTP 404"]})
+    pq.write_table(table, src / "part-0.parquet")
+    out = tmp_path / "out"
+    assert dedup_images.main(["--input", str(src), "--input-format", "parquet", "--output", str(out),
+                              "--backend", "state", "--no-report"]) == 0
+    assert [r["key"] for r in read(out, "kept")] == ["ok"]
+    (gone,) = read(out, "failed")
+    assert gone["key"] == "gone" and gone["error"] == "status failed_to_download: HTTP 404"
+
+
 def _lose_last_span(monkeypatch, name: str):
     """A faulty reader: the files whose path holds ``name`` lose their last span of row groups."""
     every = parquet_read.row_groups
