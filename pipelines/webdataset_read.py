@@ -197,6 +197,11 @@ def open_members(f, shard: str, read_data: bool = True) -> Iterator[Member]:
     return stream_members(f)
 
 
+def _row(sidecar: Optional[Dict[str, dict]], key: str) -> Optional[dict]:
+    """The sidecar's row of ``key``, if the shard has a sidecar and it lists the key."""
+    return sidecar.get(key) if sidecar is not None else None
+
+
 class ReadShardDoFn(beam.DoFn):
     """One shard path in, its sample records out (main output), failures on ``FAILED``.
 
@@ -227,7 +232,7 @@ class ReadShardDoFn(beam.DoFn):
         return beam.pvalue.TaggedOutput(FAILED, record)
 
     def _record(self, shard: str, sample: _Sample, sidecar: Optional[Dict[str, dict]]):
-        row = sidecar.get(sample.key) if sidecar is not None else None
+        row = _row(sidecar, sample.key)
         if sample.links:  # its bytes are elsewhere, perhaps not in the shard: never guessed at
             return self._failure(shard, sample.key, f"sample {sample.key}: member {'; '.join(sample.links)}, "
                                  "and links in shards are not followed", row, sample)
@@ -273,15 +278,15 @@ class ReadShardDoFn(beam.DoFn):
                 stream = SampleStream(open_members(f, shard))
                 for sample in stream:
                     last = sample.key
-                    failure = self._check_key(shard, sample, seen, repeated)
+                    failure = self._check_key(shard, sample, seen, repeated, sidecar)
                     yield failure if failure is not None else self._record(shard, sample, sidecar)
         except tarfile.ReadError as e:
             if stream is None or not stream.started:
                 yield self._failure(shard, f"{shard}#unreadable", f"not a tar archive ({e})")
             else:
-                broken = yield from self._broken(shard, stream, last, seen, repeated, e)
+                broken = yield from self._broken(shard, stream, last, seen, repeated, e, sidecar)
         except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as e:
-            broken = yield from self._broken(shard, stream, last, seen, repeated, e)
+            broken = yield from self._broken(shard, stream, last, seen, repeated, e, sidecar)
         lost = 0  # samples the sidecar lists after the break
         if sidecar is not None:
             for key, row in sidecar.items():
@@ -302,30 +307,32 @@ class ReadShardDoFn(beam.DoFn):
                                 f"of the shard is lost ({broken[1]})")
 
     def _broken(self, shard: str, stream: Optional[SampleStream], last: Optional[str], seen: set,
-                repeated, e: Exception):
+                repeated, e: Exception, sidecar: Optional[Dict[str, dict]]):
         """Yields the sample a break cut into; returns where the shard breaks off, and how. The
         caller reports the rest: the samples its sidecar lists after the break, or when none,
         ``SHARD#truncated``."""
         pending = stream.pending if stream is not None else None
         if pending is not None:
-            repeated_key = self._check_key(shard, pending, seen, repeated)
+            repeated_key = self._check_key(shard, pending, seen, repeated, sidecar)
             yield repeated_key if repeated_key is not None else self._failure(
                 shard, pending.key, f"sample {pending.key}: the shard breaks inside it "
-                f"({type(e).__name__}: {e})", sample=pending)
+                f"({type(e).__name__}: {e})", _row(sidecar, pending.key), pending)
             last = pending.key
         where = f"after sample {last}" if last is not None else "before its first sample"
         return where, f"{type(e).__name__}: {e}"
 
-    def _check_key(self, shard: str, sample: _Sample, seen: set, repeated) -> Optional[beam.pvalue.TaggedOutput]:
-        """None for a key's first occurrence (and records it in ``seen``), else the failure."""
+    def _check_key(self, shard: str, sample: _Sample, seen: set, repeated,
+                   sidecar: Optional[Dict[str, dict]]) -> Optional[beam.pvalue.TaggedOutput]:
+        """None for a key's first occurrence (and records it in ``seen``), else the failure
+        (with the key's sidecar columns, as every failed sample has them)."""
         if sample.key in seen:
             return self._failure(shard, sample.key, f"sample {sample.key}: key repeated within the "
-                                 "shard (its first occurrence is used)", sample=sample)
+                                 "shard (its first occurrence is used)", _row(sidecar, sample.key), sample)
         seen.add(sample.key)
         first = repeated.get((shard, sample.key))
         if first is not None and first != shard:
             return self._failure(shard, sample.key, f"sample {sample.key}: key already in shard "
-                                 f"{first} (the first shard by path is used)", sample=sample)
+                                 f"{first} (the first shard by path is used)", _row(sidecar, sample.key), sample)
         return None
 
 

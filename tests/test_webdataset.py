@@ -443,6 +443,19 @@ def _read_shard(path, columns=("caption",)):
     return [o for o in out if isinstance(o, dict)], [o.value for o in out if not isinstance(o, dict)]
 
 
+def test_a_repeated_key_fails_with_its_sidecar_columns(tmp_path):
+    """Every failed sample carries its sidecar row, a repeated key's too."""
+    photo = {p.name: p.read_bytes() for p in PHOTOS}
+    write_tar(tmp_path / "00000.tar", [("k0.jpg", photo["pool.jpg"]), ("k1.jpg", photo["snow.jpg"]),
+                                       ("k0.jpg", photo["skagen.jpg"])])
+    pq.write_table(pa.Table.from_pylist([{"key": f"k{i}", "caption": f"c{i}"} for i in range(2)]),
+                   tmp_path / "00000.parquet")
+    records, failed = _read_shard(tmp_path / "00000.tar")
+    assert [r["key"] for r in records] == ["k0", "k1"]
+    (again,) = failed
+    assert again["key"] == "k0" and "key repeated within the shard" in again["error"] and again["caption"] == "c0"
+
+
 def test_member_names_with_a_leading_dot_slash_or_not_utf8(tmp_path):
     """`tar -C DIR -cf shard.tar .` stores ./KEY.jpg: the key is still KEY, so the sidecar's rows
     join; a name whose bytes are not UTF-8 gets a key every output can write."""
@@ -482,7 +495,7 @@ def test_a_truncated_shard_with_a_sidecar_counts_each_sample_once(tmp_path):
     records, failed = _read_shard(tmp_path / "00000.tar")
     assert [r["key"] for r in records] == ["k0"]
     assert [f["key"] for f in failed] == ["k1", "k2", "k3"]
-    assert "breaks inside it" in failed[0]["error"]
+    assert "breaks inside it" in failed[0]["error"] and failed[0]["caption"] == "c1"  # its sidecar row, too
     for f in failed[1:]:
         assert "truncated or damaged after sample k1" in f["error"] and f["caption"] == "c" + f["key"][1]
     # All listed samples read before the break: the break itself is still reported.
