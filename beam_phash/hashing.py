@@ -125,7 +125,9 @@ class HashBatchDoFn(beam.DoFn):
                     failed += 1
                 yield self._failed(record, str(result))
                 continue
-            owner = record_id(record, self._c.id_field) or surrogate_owner(data)
+            owner = record_id(record, self._c.id_field)
+            if owner is None:  # only a missing or None id: "" is an id, ranked as the hash column ranks it
+                owner = surrogate_owner(data)
             kept = encodable_image(with_fields(record, **{self._c.hash_field: result.hex(), QUALITY_FIELD: result.quality}),
                                    self._c.image_field)
             variants = tuple(bytes(v) for v in result.variants) if self._c.dihedral else ()

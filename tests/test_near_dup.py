@@ -423,6 +423,23 @@ def test_two_images_under_one_id_are_judged_apart():
     p.run().wait_until_finish()
 
 
+@pytest.mark.parametrize("given", ["images", "hashes"])
+def test_an_empty_id_ranks_as_an_id_whether_images_or_hashes_are_given(given):
+    """"" is an id (only a missing or None one is not): with keep="smallest_id" it comes first,
+    from images as from a hash column (images made it a record without an id, ranked last)."""
+    pool = next(p for p in PHOTOS if p.name == "pool.jpg").read_bytes()
+    value, kwargs = (pool, {}) if given == "images" else (beam_phash.hash_image(pool).hex(), {"hash_column": "image"})
+    records = [{"id": "z", "image": value}, {"id": "", "image": value}]
+    p = TestPipeline()
+    outputs = p | beam.Create(records, reshuffle=False) | ImagePhashDedup(
+        max_distance=4, keep="smallest_id", **kwargs).with_outputs()
+
+    def check(tagged_records):
+        assert sorted((t, r["id"]) for t, r in tagged_records) == [("duplicates", "z"), ("kept", "")], tagged_records
+    assert_that(tagged(outputs), check)
+    p.run().wait_until_finish()
+
+
 def test_the_job_dedups_a_hash_column(tmp_path, capsys):
     """--hash-column: Parquet with hex hashes (and bad values) against the oracle; a column of
     another bit count is a one-line configuration error."""
