@@ -25,6 +25,7 @@ BLOCK = tarfile.BLOCKSIZE
 _REGULAR = (b"0", b"\0", b"7")  # regular, old regular, contiguous
 _LINKS = {b"1": "hard link", b"2": "symbolic link"}
 _NO_DATA = (b"1", b"2", b"3", b"4", b"5", b"6")  # links, devices, directories, FIFOs
+STREAM_BUFFER = 1 << 16  # tarfile's stream mode copies its buffer on every read: larger is slower
 
 
 class Link(NamedTuple):
@@ -36,7 +37,6 @@ class Link(NamedTuple):
 
 
 Member = Tuple[str, Union[bytes, Link]]
-STREAM_BUFFER = 1 << 16  # tarfile's stream mode copies its buffer on every read: larger is slower
 
 
 class MemberCutShort(EOFError):
