@@ -125,7 +125,10 @@ class HashReferenceDoFn(beam.DoFn):
             packed, bad, reasons = parse_hex_column(u8(offsets), data, self._c.bits, valid)
             yield from self._parsed(labels.fill_null(""), packed, u32s(bad), reasons)
             return
-        images = [{self._c.image_field: value} for value in table.column(self._c.image_field).to_pylist()]
+        # A row with an error (an img2dataset failed download, say) fails with that reason.
+        errors = table.column(ERROR_FIELD).to_pylist() if ERROR_FIELD in names else [None] * n
+        images = [{self._c.image_field: value, ERROR_FIELD: error}
+                  for value, error in zip(table.column(self._c.image_field).to_pylist(), errors)]
         yield from self._hash([s or "" for s in labels.to_pylist()], self._blobs(images))
 
     def process(self, batch: list) -> Iterable:

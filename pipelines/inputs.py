@@ -328,8 +328,25 @@ def split_status(record: dict, status_column: str):
         yield record
         return
     failed = dict(record)
-    failed[ERROR_FIELD] = f"{status_column} {status}: {record.get(ERROR_MESSAGE_COLUMN) or 'no error message'}"
+    failed[ERROR_FIELD] = status_reason(status_column, status, record.get(ERROR_MESSAGE_COLUMN))
     yield beam.pvalue.TaggedOutput(FAILED, failed)
+
+
+def status_reason(status_column: str, status, message) -> str:
+    """Why an img2dataset row that is not "success" failed, as failed/ says it."""
+    return f"{status_column} {status}: {message or 'no error message'}"
+
+
+def with_status_reasons(table: pa.Table, status_column: str) -> pa.Table:
+    """An img2dataset reference table: its status and error message columns become the error
+    column (null for "success" rows), which the reference hashing reports a row by instead of
+    its missing image."""
+    statuses = table.column(status_column).to_pylist()
+    messages = table.column(ERROR_MESSAGE_COLUMN).to_pylist()
+    reasons = [None if status == "success" else status_reason(status_column, status, message)
+               for status, message in zip(statuses, messages)]
+    return table.drop_columns([status_column, ERROR_MESSAGE_COLUMN]).append_column(
+        ERROR_FIELD, pa.array(reasons, pa.string()))
 
 
 class ReadFileDoFn(beam.DoFn):
@@ -509,9 +526,15 @@ class ReadReference(beam.PTransform):
                            **({ERROR_FIELD: r[ERROR_FIELD]} if ERROR_FIELD in r else {})})
         value = spec.hash_column or spec.image_column
         renamed = {spec.id_column: id_field, value: spec.hash_column or image_field}
+        # img2dataset's rows whose download failed: failed references with their status, as
+        # such input rows are failed records with it (hashes from a column have no status).
+        status = spec.status_column if spec.hash_column is None else None
+        columns = [spec.id_column, value] + ([status, ERROR_MESSAGE_COLUMN] if status else [])
 
         def rename(table):
+            if status:
+                table = with_status_reasons(table, status)
             return table.rename_columns([renamed.get(n, n) for n in table.schema.names])
         return (pbegin
-                | "ReadParquet" >> ReadParquet(spec.patterns, columns=[spec.id_column, value])
+                | "ReadParquet" >> ReadParquet(spec.patterns, columns=columns)
                 | "Rename" >> beam.Map(rename))

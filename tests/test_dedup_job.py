@@ -317,6 +317,16 @@ def test_img2dataset_status_is_read_however_the_strings_are_stored(tmp_path, sta
     assert [r["key"] for r in read(out, "kept")] == ["ok"]
     (gone,) = read(out, "failed")
     assert gone["key"] == "gone" and gone["error"] == "status failed_to_download: HTTP 404"
+    # The same file as a reference: the failed download is a failed reference with its status.
+    src2 = tmp_path / "in2"
+    src2.mkdir()
+    pq.write_table(pa.table({"id": ["copy"], "image": [PHOTOS[0].read_bytes()]}), src2 / "part-0.parquet")
+    assert dedup_images.main(["--input", str(src2), "--input-format", "parquet", "--reference", str(src),
+                              "--output", str(out), "--backend", "state", "--no-report"]) == 0
+    (dup,) = read(out, "duplicates")
+    assert (dup["id"], dup["duplicate_of"]) == ("copy", "ok")
+    (gone,) = read(out, "reference_failed")
+    assert (gone["id"], gone["error"]) == ("gone", "status failed_to_download: HTTP 404")
 
 
 def _lose_last_span(monkeypatch, name: str):
