@@ -232,6 +232,18 @@ def test_a_glob_over_an_img2dataset_folder_reads_only_its_shards(tmp_path, runne
     assert summary(out)["input_patterns"] == [f"{src}/*"]  # as given, not the shards' names
 
 
+def _against_reference(tmp_path, ref):
+    """A shard of pool (key a) and snow (key b) deduplicated against the references at ``ref``;
+    the output folder."""
+    src = tmp_path / "in"
+    src.mkdir()
+    write_tar(src / "00000.tar", [("a.jpg", (DATA / "pool.jpg").read_bytes()), ("b.jpg", (DATA / "snow.jpg").read_bytes())])
+    out = tmp_path / "out"
+    assert dedup_images.main(["--input", str(src), "--input-format", "webdataset", "--reference", str(ref),
+                              "--output", str(out), *STATE]) == 0
+    return out
+
+
 @pytest.mark.parametrize("suffix", [".tar", ".tar.gz"])
 def test_reference_accepts_shards(tmp_path, suffix):
     photo = {p.name: p.read_bytes() for p in PHOTOS}
@@ -239,12 +251,7 @@ def test_reference_accepts_shards(tmp_path, suffix):
     ref.mkdir()
     write_tar(ref / f"00000{suffix}", [("r0.jpg", photo["pool.jpg"]), ("r1.txt", b"no image")],
               "w:gz" if suffix == ".tar.gz" else "w")
-    src = tmp_path / "in"
-    src.mkdir()
-    write_tar(src / "00000.tar", [("a.jpg", photo["pool.jpg"]), ("b.jpg", photo["snow.jpg"])])
-    out = tmp_path / "out"
-    assert dedup_images.main(["--input", str(src), "--input-format", "webdataset", "--reference", str(ref),
-                              "--output", str(out), *STATE]) == 0
+    out = _against_reference(tmp_path, ref)
     (dup,) = read(out, "duplicates")
     assert (dup["key"], dup["duplicate_of"], dup["matched"]) == ("a", "r0", "reference")
     s = summary(out)
@@ -265,12 +272,7 @@ def test_a_reference_shards_failed_downloads_are_failed_references(tmp_path):
         {"key": "r1", "caption": "gone", "status": "failed_to_download", "error_message": "HTTP 404"},
         {"key": "r2", "caption": "lost", "status": "success", "error_message": None},
     ]), ref / "00000.parquet")
-    src = tmp_path / "in"
-    src.mkdir()
-    write_tar(src / "00000.tar", [("a.jpg", photo["pool.jpg"]), ("b.jpg", photo["snow.jpg"])])
-    out = tmp_path / "out"
-    assert dedup_images.main(["--input", str(src), "--input-format", "webdataset", "--reference", str(ref),
-                              "--output", str(out), *STATE]) == 0
+    out = _against_reference(tmp_path, ref)
     (dup,) = read(out, "duplicates")
     assert (dup["key"], dup["duplicate_of"]) == ("a", "r0")
     failed = {r["id"]: r["error"] for r in read(out, "reference_failed")}
