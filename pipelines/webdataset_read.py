@@ -35,6 +35,7 @@ from __future__ import annotations
 import posixpath
 import tarfile
 import zlib
+from dataclasses import dataclass, field
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import apache_beam as beam
@@ -197,9 +198,14 @@ def open_members(f, shard: str, read_data: bool = True) -> Iterator[Member]:
     return stream_members(f)
 
 
-def _row(sidecar: Optional[Dict[str, dict]], key: str) -> Optional[dict]:
-    """The sidecar's row of ``key``, if the shard has a sidecar and it lists the key."""
-    return sidecar.get(key) if sidecar is not None else None
+@dataclass
+class _Reading:
+    """One shard as it is read: its path, its sidecar's rows by key (None without a sidecar), the
+    keys whose first occurrence is in another shard, and the keys seen so far."""
+    shard: str
+    sidecar: Optional[Dict[str, dict]] = None
+    repeated: dict = field(default_factory=dict)
+    seen: set = field(default_factory=set)
 
 
 class ReadShardDoFn(beam.DoFn):
@@ -214,62 +220,55 @@ class ReadShardDoFn(beam.DoFn):
         self._sidecar_columns = tuple(sidecar_columns)
         self._join_sidecar = join_sidecar
 
-    def _base(self, shard: str, key: str) -> dict:
-        record = {KEY: key, SHARD: shard, MEMBERS: [], IMAGE_MEMBER: None}
+    def _base(self, reading: _Reading, key: str) -> dict:
+        """A record of ``key`` with the key's sidecar columns (None where the sidecar lacks it)."""
+        record = {KEY: key, SHARD: reading.shard, MEMBERS: [], IMAGE_MEMBER: None}
+        row = reading.sidecar.get(key) if reading.sidecar is not None else None
         for c in self._sidecar_columns:
-            record[c] = None
+            record[c] = row.get(c) if row is not None else None
         return record
 
-    def _failure(self, shard: str, key: str, reason: str, sidecar_row: Optional[dict] = None,
-                 sample: Optional[_Sample] = None):
-        record = self._base(shard, key)
+    def _failure(self, reading: _Reading, key: str, reason: str, sample: Optional[_Sample] = None):
+        record = self._base(reading, key)
         if sample is not None:
             record[MEMBERS] = list(sample.suffixes)
-        if sidecar_row is not None:
-            for c in self._sidecar_columns:
-                record[c] = sidecar_row.get(c)
-        record[ERROR_FIELD] = f"shard {shard}: {reason}"
+        record[ERROR_FIELD] = f"shard {reading.shard}: {reason}"
         return beam.pvalue.TaggedOutput(FAILED, record)
 
-    def _record(self, shard: str, sample: _Sample, sidecar: Optional[Dict[str, dict]]):
-        row = _row(sidecar, sample.key)
+    def _record(self, reading: _Reading, sample: _Sample):
         if sample.links:  # its bytes are elsewhere, perhaps not in the shard: never guessed at
-            return self._failure(shard, sample.key, f"sample {sample.key}: member {'; '.join(sample.links)}, "
-                                 "and links in shards are not followed", row, sample)
+            return self._failure(reading, sample.key, f"sample {sample.key}: member {'; '.join(sample.links)}, "
+                                 "and links in shards are not followed", sample)
         lowered: Dict[str, str] = {}
         for s in sample.suffixes:  # the first member of each suffix, case ignored
             lowered.setdefault(s.lower(), s)
         image_member = next((lowered[e] for e in self._image_exts if e in lowered), None)
         if image_member is None:
             names = ", ".join(member_name(sample.key, s) for s in sample.suffixes)
-            return self._failure(shard, sample.key,
+            return self._failure(reading, sample.key,
                                  f"sample {sample.key} has no image member with a suffix among "
-                                 f"{','.join(self._image_exts)} (members: {names})", row, sample)
+                                 f"{','.join(self._image_exts)} (members: {names})", sample)
         if not sample.data[image_member]:  # said by member, not as the record's internal field
-            return self._failure(shard, sample.key, f"sample {sample.key}: its image member "
-                                 f"{member_name(sample.key, image_member)} is empty", row, sample)
-        record = self._base(shard, sample.key)
+            return self._failure(reading, sample.key, f"sample {sample.key}: its image member "
+                                 f"{member_name(sample.key, image_member)} is empty", sample)
+        record = self._base(reading, sample.key)
         record[MEMBERS] = list(sample.suffixes)
         record[IMAGE_MEMBER] = image_member
         record[IMAGE] = sample.data.pop(image_member)
         record[MEMBER_BYTES] = sample.data
-        if row is not None:
-            for c in self._sidecar_columns:
-                record[c] = row.get(c)
         return record
 
     def process(self, shard: str, repeated=None) -> Iterable:
         if isinstance(shard, BadName):
-            yield self._failure(shard.shown, f"{shard.shown}#unreadable", shard.reason("shard"))
+            yield self._failure(_Reading(shard.shown), f"{shard.shown}#unreadable", shard.reason("shard"))
             return
-        repeated = repeated or {}
-        try:
-            sidecar = read_sidecar(shard) if self._join_sidecar else None
-        except Exception as e:  # noqa: BLE001 - a damaged sidecar: the samples are still read
-            sidecar = None
-            yield self._failure(shard, f"{sidecar_path(shard)}#unreadable",
-                                f"sidecar {sidecar_path(shard)} cannot be read: {e}")
-        seen = set()
+        reading = _Reading(shard, repeated=repeated or {})
+        if self._join_sidecar:
+            try:
+                reading.sidecar = read_sidecar(shard)
+            except Exception as e:  # noqa: BLE001 - a damaged sidecar: the samples are still read
+                yield self._failure(reading, f"{sidecar_path(shard)}#unreadable",
+                                    f"sidecar {sidecar_path(shard)} cannot be read: {e}")
         last: Optional[str] = None
         stream = None
         broken: Optional[Tuple[str, str]] = None  # where the shard breaks off, and how
@@ -278,61 +277,57 @@ class ReadShardDoFn(beam.DoFn):
                 stream = SampleStream(open_members(f, shard))
                 for sample in stream:
                     last = sample.key
-                    failure = self._check_key(shard, sample, seen, repeated, sidecar)
-                    yield failure if failure is not None else self._record(shard, sample, sidecar)
+                    failure = self._check_key(reading, sample)
+                    yield failure if failure is not None else self._record(reading, sample)
         except tarfile.ReadError as e:
             if stream is None or not stream.started:
-                yield self._failure(shard, f"{shard}#unreadable", f"not a tar archive ({e})")
+                yield self._failure(reading, f"{shard}#unreadable", f"not a tar archive ({e})")
             else:
-                broken = yield from self._broken(shard, stream, last, seen, repeated, e, sidecar)
+                broken = yield from self._broken(reading, stream, last, e)
         except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as e:
-            broken = yield from self._broken(shard, stream, last, seen, repeated, e, sidecar)
+            broken = yield from self._broken(reading, stream, last, e)
         lost = 0  # samples the sidecar lists after the break
-        if sidecar is not None:
-            for key, row in sidecar.items():
-                if key in seen or repeated.get((shard, key)) not in (None, shard):
-                    continue
-                status = row.get(STATUS_COLUMN)
-                if status is not None and status != "success":
-                    reason = f"sample {key}: {STATUS_COLUMN} {status}: {row.get(ERROR_MESSAGE_COLUMN) or 'no error message'}"
-                elif broken is not None:
-                    reason = (f"sample {key} is listed in {sidecar_path(shard)}, and the shard is truncated or "
-                              f"damaged {broken[0]} ({broken[1]})")
-                    lost += 1
-                else:
-                    reason = f"sample {key} is listed in {sidecar_path(shard)} but not in the shard"
-                yield self._failure(shard, key, reason, row)
+        for key, row in (reading.sidecar or {}).items():
+            if key in reading.seen or reading.repeated.get((shard, key)) not in (None, shard):
+                continue
+            status = row.get(STATUS_COLUMN)
+            if status is not None and status != "success":
+                reason = f"sample {key}: {STATUS_COLUMN} {status}: {row.get(ERROR_MESSAGE_COLUMN) or 'no error message'}"
+            elif broken is not None:
+                reason = (f"sample {key} is listed in {sidecar_path(shard)}, and the shard is truncated or "
+                          f"damaged {broken[0]} ({broken[1]})")
+                lost += 1
+            else:
+                reason = f"sample {key} is listed in {sidecar_path(shard)} but not in the shard"
+            yield self._failure(reading, key, reason)
         if broken is not None and not lost:  # nothing else stands for the rest of the shard
-            yield self._failure(shard, f"{shard}#truncated", f"truncated or damaged {broken[0]}, the rest "
+            yield self._failure(reading, f"{shard}#truncated", f"truncated or damaged {broken[0]}, the rest "
                                 f"of the shard is lost ({broken[1]})")
 
-    def _broken(self, shard: str, stream: Optional[SampleStream], last: Optional[str], seen: set,
-                repeated, e: Exception, sidecar: Optional[Dict[str, dict]]):
+    def _broken(self, reading: _Reading, stream: Optional[SampleStream], last: Optional[str], e: Exception):
         """Yields the sample a break cut into; returns where the shard breaks off, and how. The
         caller reports the rest: the samples its sidecar lists after the break, or when none,
         ``SHARD#truncated``."""
         pending = stream.pending if stream is not None else None
         if pending is not None:
-            repeated_key = self._check_key(shard, pending, seen, repeated, sidecar)
+            repeated_key = self._check_key(reading, pending)
             yield repeated_key if repeated_key is not None else self._failure(
-                shard, pending.key, f"sample {pending.key}: the shard breaks inside it "
-                f"({type(e).__name__}: {e})", _row(sidecar, pending.key), pending)
+                reading, pending.key, f"sample {pending.key}: the shard breaks inside it "
+                f"({type(e).__name__}: {e})", pending)
             last = pending.key
         where = f"after sample {last}" if last is not None else "before its first sample"
         return where, f"{type(e).__name__}: {e}"
 
-    def _check_key(self, shard: str, sample: _Sample, seen: set, repeated,
-                   sidecar: Optional[Dict[str, dict]]) -> Optional[beam.pvalue.TaggedOutput]:
-        """None for a key's first occurrence (and records it in ``seen``), else the failure
-        (with the key's sidecar columns, as every failed sample has them)."""
-        if sample.key in seen:
-            return self._failure(shard, sample.key, f"sample {sample.key}: key repeated within the "
-                                 "shard (its first occurrence is used)", _row(sidecar, sample.key), sample)
-        seen.add(sample.key)
-        first = repeated.get((shard, sample.key))
-        if first is not None and first != shard:
-            return self._failure(shard, sample.key, f"sample {sample.key}: key already in shard "
-                                 f"{first} (the first shard by path is used)", _row(sidecar, sample.key), sample)
+    def _check_key(self, reading: _Reading, sample: _Sample) -> Optional[beam.pvalue.TaggedOutput]:
+        """None for a key's first occurrence (and records it as seen), else the failure."""
+        if sample.key in reading.seen:
+            return self._failure(reading, sample.key, f"sample {sample.key}: key repeated within the "
+                                 "shard (its first occurrence is used)", sample)
+        reading.seen.add(sample.key)
+        first = reading.repeated.get((reading.shard, sample.key))
+        if first is not None and first != reading.shard:
+            return self._failure(reading, sample.key, f"sample {sample.key}: key already in shard "
+                                 f"{first} (the first shard by path is used)", sample)
         return None
 
 
