@@ -192,7 +192,7 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
         if fmt == "webdataset" and pattern != item:
             # A folder: its shards, .tar or compressed (.tar.gz...), read by name when it holds
             # other files too (img2dataset's sidecars and statistics).
-            shards = {p: size for p, size in matched.items() if p.endswith(wds.SHARD_SUFFIXES)}
+            shards = {p: matched[p] for p in wds.shards_among(matched)}
             if not shards:
                 raise ConfigError(f"{flag} {item!r} holds no WebDataset shards ({', '.join(wds.SHARD_SUFFIXES)}) "
                                   f"among its {len(matched)} file(s); is --input-format right?")
@@ -201,7 +201,7 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
         elif fmt == "webdataset":
             # A glob over img2dataset's folder (DIR/*) also matches the Parquet sidecar and the
             # statistics beside each shard: they are not shards, so the shards are read by name.
-            beside = {other for p in matched if p.endswith(wds.SHARD_SUFFIXES)
+            beside = {other for p in wds.shards_among(matched)
                       for other in (wds.sidecar_path(p), wds.stats_path(p))}
             if beside & matched.keys():
                 matched = {p: size for p, size in matched.items() if p not in beside}
@@ -451,10 +451,10 @@ def reference_spec(references: List[str], fmt: str, image_column: str, id_column
         paths = [p for item in references for p in data[item]]
         if all(p.endswith(".parquet") for p in paths):
             fmt, wanted, folder = "parquet", data, ".parquet"
-        elif (any(p.endswith(wds.SHARD_SUFFIXES) for p in paths)
-              and all(p.endswith((*wds.SHARD_SUFFIXES, ".parquet")) for p in paths)):
+        elif (wds.shards_among(paths)
+              and all(wds.is_shard(p) or p.endswith(".parquet") for p in paths)):
             fmt, folder = "webdataset", ".tar"  # shards, with their sidecars
-            wanted = {item: [p for p in found if p.endswith(wds.SHARD_SUFFIXES)] for item, found in data.items()}
+            wanted = {item: wds.shards_among(found) for item, found in data.items()}
             sidecars = {wds.sidecar_path(p) for found in wanted.values() for p in found}
             others = [p for p in paths if p.endswith(".parquet") and p not in sidecars]
             if others:

@@ -86,6 +86,16 @@ def member_name(key: str, suffix: str) -> str:
 SHARD_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar")
 
 
+def is_shard(path: str) -> bool:
+    """Whether ``path`` is named as a shard (by its suffix, :data:`SHARD_SUFFIXES`)."""
+    return path.endswith(SHARD_SUFFIXES)
+
+
+def shards_among(paths: Iterable[str]) -> List[str]:
+    """The shards among ``paths`` (a folder's files, say), in their order."""
+    return [p for p in paths if is_shard(p)]
+
+
 def _base(shard: str) -> str:
     for ext in SHARD_SUFFIXES:
         if shard.endswith(ext):
