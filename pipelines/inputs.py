@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Tuple
 
 import apache_beam as beam
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -341,12 +342,14 @@ def with_status_reasons(table: pa.Table, status_column: str) -> pa.Table:
     """An img2dataset reference table: its status and error message columns become the error
     column (null for "success" rows), which the reference hashing reports a row by instead of
     its missing image."""
-    statuses = table.column(status_column).to_pylist()
-    messages = table.column(ERROR_MESSAGE_COLUMN).to_pylist()
-    reasons = [None if status == "success" else status_reason(status_column, status, message)
-               for status, message in zip(statuses, messages)]
-    return table.drop_columns([status_column, ERROR_MESSAGE_COLUMN]).append_column(
-        ERROR_FIELD, pa.array(reasons, pa.string()))
+    # Columnar, as status_reason words it for one record (a null status reads "None", as there).
+    status = pc.fill_null(table.column(status_column).cast(pa.string()), "None")
+    message = pc.fill_null(table.column(ERROR_MESSAGE_COLUMN).cast(pa.string()), "")
+    message = pc.if_else(pc.equal(message, ""), "no error message", message)
+    text = pc.binary_join_element_wise(f"{status_column} ", status, ": ", message, "")
+    success = pc.fill_null(pc.equal(table.column(status_column).cast(pa.string()), "success"), False)
+    reasons = pc.if_else(success, pa.scalar(None, pa.string()), text)
+    return table.drop_columns([status_column, ERROR_MESSAGE_COLUMN]).append_column(ERROR_FIELD, reasons)
 
 
 class ReadFileDoFn(beam.DoFn):

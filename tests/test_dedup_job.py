@@ -8,12 +8,13 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from apache_beam.pvalue import TaggedOutput
 from PIL import Image
 
 import beam_phash
 from conftest import DATA, PHOTOS, ROOT, buckets
 from job_outputs import basename, read
-from pipelines import dedup_images, parquet_read
+from pipelines import dedup_images, inputs, parquet_read
 
 MULTI = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 SAMPLE_GROUPS = {("skagen.jpg", "skagen_copy.jpg")}
@@ -329,6 +330,25 @@ def test_img2dataset_status_is_read_however_the_strings_are_stored(tmp_path, sta
     assert (gone["id"], gone["error"]) == ("gone", "status failed_to_download: HTTP 404")
 
 
+def test_reference_status_reasons_are_those_of_input_records():
+    """References' failed downloads are worded from whole columns; each row reads as an input
+    record's failure reads (split_status), over chunks, dictionary statuses and every message."""
+    statuses = ["success", "failed_to_download", None, "failed_to_resize", "success", "x"]
+    messages = ["", "HTTP 404", "lost", None, None, ""]
+    table = pa.concat_tables([
+        pa.table({"id": [str(i) for i in range(a, b)],
+                  "status": pa.array(statuses[a:b]).dictionary_encode(),
+                  "error_message": pa.array(messages[a:b], pa.string())}) for a, b in ((0, 2), (2, 6))])
+    reasons = inputs.with_status_reasons(table, "status")
+    assert reasons.column_names == ["id", "error"]
+    expected = []
+    for status, message in zip(statuses, messages):
+        (out,) = inputs.split_status({"status": status, "error_message": message}, "status")
+        expected.append(out.value["error"] if isinstance(out, TaggedOutput) else None)
+    assert reasons.column("error").to_pylist() == expected
+    assert expected[1] == "status failed_to_download: HTTP 404" and expected[5] == "status x: no error message"
+
+
 def _lose_last_span(monkeypatch, name: str):
     """A faulty reader: the files whose path holds ``name`` lose their last span of row groups."""
     every = parquet_read.row_groups
@@ -457,7 +477,7 @@ def test_ctrl_c_after_the_run_keeps_its_exit_code(tmp_path, pressed, code, line)
 
     script = f"""
 import sys
-from pipelines import dedup_images, parquet_read
+from pipelines import dedup_images, inputs, parquet_read
 def run(argv, con):
     if {pressed!r} == "during the run":
         raise KeyboardInterrupt
