@@ -338,6 +338,54 @@ print("starting" if not ray_cluster._head._ready.is_set() else "up", flush=True)
     assert not left, left
 
 
+_FAILING_STARTS = """
+import os, sys
+import ray
+from ray._private.node import Node
+from beam_phash.exact import ray_cluster
+real, starts = Node.start_ray_processes, []
+def failing(self):  # after the GCS is up on the head's port, as Ray's 30 s raylet wait fails
+    starts.append(self.gcs_address)
+    if len(starts) <= FAILURES:
+        raise Exception("The current node timed out during startup (test)")
+    return real(self)
+Node.start_ray_processes = failing
+address = ray_cluster.start_local_ray_soon()
+try:
+    ray_cluster.start_local_ray()
+except Exception as e:
+    print("FAILED", e, "GCS", len(ray_cluster._children(os.getpid(), name="gcs_server")), flush=True)
+    sys.exit(0)
+print("UP", address, ",".join(starts), ray.get(ray.remote(lambda: 7).remote()),
+      len(ray_cluster._children(os.getpid(), name="gcs_server")), flush=True)
+"""
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("failures", [1, ray_cluster.START_ATTEMPTS])
+def test_a_failed_start_of_the_embedded_ray_is_tried_again_and_leaves_nothing(failures):
+    """The embedded head's start fails after its GCS is up (on a loaded machine Ray's fixed 30 s
+    wait for the raylet ran out once): it is started again on the same port, the address already
+    handed out, with only the new start's processes running; when every start fails, the error is
+    raised and no Ray process is left behind."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", f"FAILURES = {failures}\n" + _FAILING_STARTS],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    if failures < ray_cluster.START_ATTEMPTS:
+        address = out.split("UP ")[1].split()[0]
+        assert out.split("UP ")[1].split()[1:] == [",".join([address] * (failures + 1)), "7", "1"], (out, err)
+        assert f"the embedded Ray head at {address} did not start" in err
+    else:
+        # and the failed starts' GCS servers were stopped at once, not at this process's exit
+        assert "FAILED The current node timed out during startup (test) GCS 0" in out, (out, err)
+    left = left_in_session(proc.pid)
+    assert not left, left
+
+
 def test_the_processes_below_a_process_are_found_whatever_their_names():
     """``stop_before_exit`` finds the raylet by name among this process's children and kills what
     is below it; /proc/PID/stat names a process in parentheses, and a name may hold both."""

@@ -29,6 +29,10 @@ from beam_phash.exact import ray_private
 NAMESPACE = "beam_phash"
 #: Seconds a stop waits for a head that is still starting (about 2 s on 2 cores).
 STOP_WAIT = 60.0
+#: Starts of the embedded head before its error is raised. Ray gives a new raylet a fixed 30 s to
+#: register with the GCS; once on a loaded machine (a full test run beside a benchmark) it did not
+#: come up in time, and the job failed where a second start would have served it.
+START_ATTEMPTS = 3
 # On Linux Ray advertises (and binds) the machine's routable address, even when asked for
 # 127.0.0.1; with this set it uses the loopback address for every socket.
 _LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
@@ -74,17 +78,18 @@ class _Head:
     signal, which Linux ties to the starting thread), so a thread that started them and ended
     would take them along."""
 
-    def __init__(self, address: str, params):
+    def __init__(self, address: str, num_cpus: Optional[int], port: int):
         self.address = address
         self.node = None
         self.error: Optional[BaseException] = None
         self._ready = threading.Event()
+        self._stopping = threading.Event()  # no further start once a stop is asked for
         self._stop = threading.Event()
-        threading.Thread(target=self._keep, args=(params,), name="beam-phash-ray-head", daemon=True).start()
+        threading.Thread(target=self._keep, args=(num_cpus, port), name="beam-phash-ray-head", daemon=True).start()
 
-    def _keep(self, params) -> None:
+    def _keep(self, num_cpus: Optional[int], port: int) -> None:
         try:
-            self.node = ray_private.start_lean_head(params)
+            self.node = self._start(num_cpus, port)
             log.info("embedded Ray head up at %s (logs in %s)", self.address,
                      os.path.join(self.node.get_session_dir_path(), "logs"))
         except BaseException as e:  # noqa: BLE001 - handed to the thread that waits for the head
@@ -92,6 +97,19 @@ class _Head:
         finally:
             self._ready.set()
         self._stop.wait()
+
+    def _start(self, num_cpus: Optional[int], port: int):
+        """The node, started up to ``START_ATTEMPTS`` times on the port whose address was handed
+        out; a failed start leaves nothing running (``ray_private.start_lean_head``)."""
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                # Fresh parameters each time: Ray fills a start's choices into them.
+                return ray_private.start_lean_head(ray_private.lean_head_params(num_cpus, port))
+            except Exception as e:  # noqa: BLE001 - the last one is raised
+                if attempt == START_ATTEMPTS or self._stopping.is_set():
+                    raise
+                log.warning("the embedded Ray head at %s did not start (%s: %s); starting it again "
+                            "(attempt %d of %d)", self.address, type(e).__name__, e, attempt + 1, START_ATTEMPTS)
 
     def wait(self):
         """The started node; raises what starting it raised."""
@@ -105,6 +123,7 @@ class _Head:
         is waited for, up to ``STOP_WAIT`` seconds, and then stopped: left to die with this
         process, its raylet's agents outlived it by a minute or more. (After a Ctrl-C the
         command does not wait: ``stop_before_exit``.)"""
+        self._stopping.set()
         self._ready.wait(STOP_WAIT)
         if self.node is not None:
             self.node.kill_all_processes(check_alive=False, allow_graceful=True)
@@ -137,14 +156,14 @@ def start_local_ray_soon(num_cpus: Optional[int] = None) -> str:
             _use_loopback()
             port = _free_port()  # chosen here, so that the address is known before the head is up
             try:
-                params = ray_private.lean_head_params(num_cpus, port)
+                ray_private.lean_head_params(num_cpus, port)  # the lean start's API is there
             except (ImportError, AttributeError, TypeError) as e:
                 log.warning("starting Ray with ray.init(): the lean start is unavailable (%s: %s)",
                             type(e).__name__, e)
                 atexit.register(shutdown_local_ray)
                 return _join(address="local", include_dashboard=False, num_cpus=num_cpus,
                              _node_ip_address="127.0.0.1")
-            _head = _Head(f"127.0.0.1:{port}", params)
+            _head = _Head(f"127.0.0.1:{port}", num_cpus, port)
             # Stopped at exit even when this process never joins it (Beam's worker processes do).
             atexit.register(shutdown_local_ray)
         return _head.address

@@ -64,8 +64,21 @@ def start_lean_head(params):
 
     enable_token_auth_by_default()  # as ray.init() does for a new local cluster
     ensure_token_if_auth_enabled({}, create_token_if_missing=True)
-    # A reaper process kills the node's processes if this one dies without shutting it down.
-    return Node(params, head=True, shutdown_at_exit=False, spawn_reaper=True, ray_init_cluster=True)
+    node = Node.__new__(Node)  # its processes stay reachable when the start fails
+    try:
+        # A reaper process kills the node's processes if this one dies without shutting it down.
+        node.__init__(params, head=True, shutdown_at_exit=False, spawn_reaper=True, ray_init_cluster=True)
+    except BaseException:
+        # Started before the failure (Ray gives its raylet a fixed 30 s to register): the GCS,
+        # holding the head's port, the raylet, the reaper. Stopped here, so that the start can be
+        # tried again on the same port and nothing outlives the failure.
+        if getattr(node, "all_processes", None):
+            try:
+                node.kill_all_processes(check_alive=False, allow_graceful=False, wait=True)
+            except Exception:  # noqa: BLE001 - the start's own error is the one to report
+                pass
+        raise
+    return node
 
 
 def disable_cluster_mode() -> None:
