@@ -53,7 +53,8 @@ def read(state_dir: str) -> Optional[dict]:
             have = json.load(f)
     except (OSError, ValueError) as e:
         raise ValueError(f"cannot read {path}: {e}") from None
-    if not isinstance(have, dict):
+    if not isinstance(have, dict) or ("mode" not in have and "num_buckets" not in have):
+        # (Only exact mode's manifests, which name their buckets, were written without a mode.)
         raise ValueError(f"{path} is not a state manifest")
     have.setdefault("mode", EXACT)
     have.setdefault("hash_version", 1)

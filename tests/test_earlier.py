@@ -376,6 +376,29 @@ def test_a_state_that_cannot_be_used_is_refused(tmp_path):
         ImagePhashDedup(reference=["not", "a", "pcollection"])
 
 
+def test_a_near_state_whose_manifest_is_lost_or_damaged_is_refused_and_kept(tmp_path):
+    """Segments without their manifest (a partial copy, a deleted file): refused at construction,
+    and nothing is deleted; a manifest that is not one, or lacks its segments, is named damaged
+    instead of read as another mode's or failing inside the pipeline."""
+    near = str(tmp_path / "near")
+    _seed_state(near, [bytes(32)], ["x"])
+    os.remove(os.path.join(near, "manifest.json"))
+    with pytest.raises(ValueError, match="holds near-duplicate segments .* but no manifest.json"):
+        ImagePhashDedup(max_distance=4, state_dir=near)
+    with pytest.raises(ValueError, match="but no manifest.json"):
+        run_pipeline([{"id": "a", "h": bytes(32).hex()}], 8, hash_column="h", state_dir=near)
+    assert os.listdir(os.path.join(near, "runs")) == ["seed"]
+    for damaged in ({}, {"mode": "near", "algorithm": "phash", "hash_size": 16, "bits": 256,
+                         "hash_version": beam_phash._native.HASH_VERSION, "generation": 1, "rows": 1}):
+        json.dump(damaged, open(os.path.join(near, "manifest.json"), "w"))
+        with pytest.raises(ValueError, match="is not a state manifest|is damaged"):
+            ImagePhashDedup(max_distance=4, state_dir=near)
+    # A new directory has its manifest before any run writes a segment.
+    fresh = str(tmp_path / "fresh")
+    run_pipeline([{"id": "a", "h": bytes(32).hex()}], 8, hash_column="h", state_dir=fresh)
+    assert _manifest(fresh)["segments"] == [] and _manifest(fresh)["generation"] == 0
+
+
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "pipelines.dedup_images", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)

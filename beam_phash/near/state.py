@@ -62,12 +62,40 @@ def open_state(state_dir: str, algorithm: str, hash_size: int, bits: int, create
     want = {**state_manifest.pins(state_manifest.NEAR, algorithm, hash_size), "bits": bits}
     checks.state_dir(state_dir)
     have = state_manifest.read(state_dir) if os.path.isdir(state_dir) else None
-    if have is None and os.path.isdir(state_dir) and any(e.startswith("bucket-") for e in os.listdir(state_dir)):
-        raise ValueError(f"state directory {state_dir} holds exact-mode buckets but no manifest; not using it")
+    if have is None and os.path.isdir(state_dir):
+        entries = os.listdir(state_dir)
+        if any(e.startswith("bucket-") for e in entries):
+            raise ValueError(f"state directory {state_dir} holds exact-mode buckets but no manifest; not using it")
+        runs = os.path.join(state_dir, RUNS)
+        if os.path.isdir(runs) and os.listdir(runs):
+            # The manifest is written before any run writes a segment: without it, the segments'
+            # hashes would be kept again and the next commit would delete them as uncommitted.
+            raise ValueError(f"state directory {state_dir} holds near-duplicate segments ({RUNS}/) but no "
+                             f"{state_manifest.MANIFEST}; not using it: restore the manifest, or use another directory")
     state_manifest.check(state_dir, want, have)
+    if have is not None:
+        _check_shape(state_dir, have)
     if create:
         state_manifest.check_writable(state_dir)
-    return have or {"format": FORMAT, **want, "generation": 0, "rows": 0, "segments": []}
+    if have is None:
+        have = {"format": FORMAT, **want, "generation": 0, "rows": 0, "segments": []}
+        if create:  # before any segment, so that segments without a manifest mean a lost one
+            state_manifest.write(state_dir, have)
+    return have
+
+
+def _check_shape(state_dir: str, manifest: dict) -> None:
+    """ValueError unless the manifest has the fields a run reads (a damaged or hand-edited one
+    would fail later, inside the pipeline, or be read as empty)."""
+    segments = manifest.get("segments")
+    fine = (isinstance(manifest.get("generation"), int) and isinstance(manifest.get("rows"), int)
+            and isinstance(segments, list)
+            and all(isinstance(e, dict) and isinstance(e.get("path"), str) and isinstance(e.get("rows"), int)
+                    and isinstance(e.get("digest"), str) for e in segments)
+            and manifest["rows"] == sum(e["rows"] for e in segments))
+    if not fine:
+        raise ValueError(f"state directory {state_dir}: {state_manifest.MANIFEST} is damaged (its generation, "
+                         "rows or segments are missing or inconsistent); not using it")
 
 
 class ReadSegmentDoFn(beam.DoFn):
