@@ -240,6 +240,10 @@ class HashImages(beam.PTransform):
     def __init__(self, config: HashConfig = HashConfig(),
                  failure_threshold: FailureThreshold = FailureThreshold(), label: Optional[str] = None):
         super().__init__(label)
+        if not isinstance(config, HashConfig):
+            raise ValueError(f"config must be a HashConfig, got {config!r}")
+        if not isinstance(failure_threshold, FailureThreshold):
+            raise ValueError(f"failure_threshold must be a FailureThreshold, got {failure_threshold!r}")
         self.config = config
         self.failure_threshold = failure_threshold
 

@@ -9,7 +9,7 @@ img2dataset/LAION exports decode to).
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, List, Mapping, NamedTuple, Optional
 
 if TYPE_CHECKING:
     from beam_phash.metrics import DedupMetrics
@@ -126,6 +126,18 @@ class Hashed(NamedTuple):
     pixels: int = 0  # width x height of the upright image
     variants: tuple = ()  # the 8 dihedral hashes, with dihedral=True
     flat: bool = False  # quality under FLAT_QUALITY: near-duplicate dedup matches it exactly only
+
+
+def check_hashes(batch: List[Hashed], hash_bytes: int, variants: int, step: str) -> None:
+    """ValueError unless every hash of ``batch`` is ``hash_bytes`` wide, with ``variants``
+    dihedral variants: a dedup step built for other hashes than its input's (a ``HashConfig``
+    that is not the one the records were hashed with) would compare unlike hashes."""
+    for h in batch:
+        if len(h.hash) != hash_bytes or len(h.variants) != variants:
+            raise ValueError(
+                f"{step} was built for {hash_bytes}-byte hashes{' with their 8 dihedral variants' if variants else ''}, "
+                f"and received a {len(h.hash)}-byte hash with {len(h.variants)} variants (id {h.owner!r}): give "
+                "it the HashConfig the records were hashed with")
 
 
 def emit(record: dict, keeper: Optional[str], metrics: DedupMetrics, **fields):

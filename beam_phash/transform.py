@@ -168,6 +168,12 @@ class ImagePhashDedup(beam.PTransform):
             if keep is not None:
                 raise ValueError("keep applies to near-duplicate dedup (max_distance >= 1 or dihedral=True); "
                                  "exact mode keeps the first record of each hash to reach the backend")
+            given = [name for name, value, default in (("band_partition_bits", band_partition_bits, 0),
+                                                        ("search_partitions", search_partitions, 4),
+                                                        ("expected_count", expected_count, None)) if value != default]
+            if given:
+                raise ValueError(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to near-duplicate "
+                                 "dedup (max_distance >= 1 or dihedral=True), which searches bands; exact mode has none")
             if backend not in (None,) + BACKENDS:
                 raise ValueError(f"backend must be 'ray' or 'state', got {backend!r}")
             if backend == "state":
@@ -178,7 +184,7 @@ class ImagePhashDedup(beam.PTransform):
             else:
                 config = RayBackend(num_buckets=num_buckets, num_actors=num_actors, ray_address=ray_address, backend_name=backend_name,
                                     state_dir=state_dir, claim_batch=claim_batch, max_in_flight=max_in_flight)
-            self.dedup = ExactDedup(config, algorithm, hash_size)
+            self.dedup = ExactDedup(config, self.hashing)
         self.partitions = partitions
         self.failure_threshold = FailureThreshold()
         self.reference = None

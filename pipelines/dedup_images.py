@@ -536,7 +536,7 @@ def configure(argv: Optional[List[str]]):
                             max_distance=args.max_distance, dihedral=args.dihedral,
                             keep=args.keep if near else None,
                             hash_column=args.hash_column, **mode_options(args),
-                            expected_count=_count(spec) + (_count(reference) if reference else 0)
+                            expected_count=(_count(spec) + (_count(reference) if reference else 0)) if near else None
                             ).with_failure_threshold(args.max_decode_failures, args.max_internal_failures)
     return args, spec, dedup, options, reference
 

@@ -471,3 +471,72 @@ def test_without_ray_s_private_api_the_embedded_ray_starts_with_ray_init(tmp_pat
     """)
     assert "HEAD None" in out.stdout, out.stdout
     assert "the lean start is unavailable (ImportError: ray._private.node moved)" in out.stderr
+
+
+# --- the parts, composed by hand -------------------------------------------------------------
+
+def _hashed_at_16():
+    records = [r for r in make_records(seed=9) if not r["id"].startswith("bad")]
+    return records, beam_phash.HashConfig(hash_size=16)
+
+
+@pytest.mark.parametrize("dedup", [
+    lambda: beam_phash.ExactDedup(beam_phash.StateBackend(), beam_phash.HashConfig(hash_size=8)),
+    lambda: beam_phash.NearDedup(beam_phash.NearConfig(max_distance=8), beam_phash.HashConfig(hash_size=8)),
+    lambda: beam_phash.NearDedup(beam_phash.NearConfig(max_distance=8), beam_phash.HashConfig(dihedral=True)),
+], ids=["exact-size", "near-size", "near-dihedral"])
+def test_a_dedup_part_refuses_hashes_of_another_config(dedup):
+    """ExactDedup and NearDedup given another HashConfig than the records were hashed with: the
+    run fails naming the mismatch (a near search over the first 64 of 256 bits merged photos
+    98 bits apart, silently)."""
+    records, hashing = _hashed_at_16()
+    p = TestPipeline()
+    hashed, _ = p | beam.Create(records) | beam_phash.HashImages(hashing)
+    _ = hashed | dedup()
+    with pytest.raises(Exception, match="was built for .*-byte hashes.* give it the HashConfig the records were hashed with"):
+        p.run().wait_until_finish()
+
+
+def test_the_parts_refuse_what_is_not_their_config(tmp_path):
+    with pytest.raises(ValueError, match="needs hashing="):
+        beam_phash.ExactDedup(beam_phash.RayBackend(state_dir=str(tmp_path / "s")))
+    with pytest.raises(ValueError, match="hashing must be the HashConfig"):
+        beam_phash.NearDedup(beam_phash.NearConfig(), {"hash_size": 8})
+    with pytest.raises(ValueError, match="hashing must be the HashConfig"):
+        beam_phash.ExactDedup(beam_phash.StateBackend(), "dhash")
+    with pytest.raises(ValueError, match="config must be a HashConfig"):
+        beam_phash.HashImages({"hash_size": 8})
+    with pytest.raises(ValueError, match="failure_threshold must be a FailureThreshold"):
+        beam_phash.HashImages(beam_phash.HashConfig(), failure_threshold=0.1)
+    # Exact mode refuses what only the band search reads, as it refuses keep.
+    for option in ({"search_partitions": 8}, {"band_partition_bits": 2}, {"expected_count": 1000}):
+        with pytest.raises(ValueError, match="appl(ies|y) to near-duplicate dedup"):
+            ImagePhashDedup(**option)
+        ImagePhashDedup(max_distance=8, **option)
+
+
+def test_exact_dedup_by_hand_matches_the_oracle_and_pins_its_state(tmp_path):
+    """HashImages then ExactDedup with the same HashConfig: the oracle's kept set; a Ray state
+    directory pins the hashing given (dhash here), not a default."""
+    records, _ = _hashed_at_16()
+    hashing = beam_phash.HashConfig(algorithm="dhash", hash_size=8)
+    expected = sorted({r["id"] for r in records} - {r["id"] for r in _exact_duplicates(records, hashing)})
+    with TestPipeline() as p:
+        hashed, _ = p | beam.Create(records) | beam_phash.HashImages(hashing)
+        kept, _ = hashed | beam_phash.ExactDedup(beam_phash.StateBackend(), hashing)
+        assert_that(kept | beam.Map(lambda r: r["id"]), equal_to(expected))
+    state = str(tmp_path / "state")
+    dedup = beam_phash.ExactDedup(beam_phash.RayBackend(num_buckets=2, state_dir=state), hashing)
+    from beam_phash.exact.store import prepare_state_dir
+    prepare_state_dir(state, 2, dedup.hashing.algorithm, dedup.hashing.hash_size)
+    with pytest.raises(ValueError, match="algorithm='dhash'"):
+        beam_phash.ExactDedup(beam_phash.RayBackend(num_buckets=2, state_dir=state), beam_phash.HashConfig(hash_size=8))
+
+
+def _exact_duplicates(records, hashing):
+    """The records a first-seen exact dedup drops, whatever the order: all but one per hash."""
+    by_hash = defaultdict(list)
+    for r in records:
+        image = r["image"]["bytes"] if isinstance(r["image"], dict) else bytes(r["image"])
+        by_hash[bytes(beam_phash.hash_image(image, hash_size=hashing.hash_size, algorithm=hashing.algorithm))].append(r)
+    return [r for group in by_hash.values() for r in group[1:]]

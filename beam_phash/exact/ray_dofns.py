@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Iterable, List, Optional
 import apache_beam as beam
 
 from beam_phash.metrics import DedupMetrics
-from beam_phash.records import Hashed, emit
+from beam_phash.records import Hashed, check_hashes, emit
 from beam_phash.windowed import in_window
 
 #: The ``RayDedupDoFn`` output that counts the records whose claims were answered, one count
@@ -32,9 +32,10 @@ class RayDedupDoFn(beam.DoFn):
     kept and duplicate records, it emits to ``CLAIMED`` each input batch's size once the batch's
     answers are in."""
 
-    def __init__(self, backend: RayDedupBackend, claim_batch: int = 1024):
+    def __init__(self, backend: RayDedupBackend, claim_batch: int = 1024, hash_bytes: Optional[int] = None):
         self._backend = backend
         self._claim_batch = claim_batch
+        self._hash_bytes = hash_bytes
         self._metrics = DedupMetrics()
 
     def setup(self):
@@ -49,6 +50,8 @@ class RayDedupDoFn(beam.DoFn):
 
     def process(self, batch: List[Hashed], timestamp=beam.DoFn.TimestampParam,
                 window=beam.DoFn.WindowParam) -> Iterable:
+        if self._hash_bytes is not None:
+            check_hashes(batch, self._hash_bytes, 0, "ExactDedup")
         self._gathered.append((batch, timestamp, window))
         self._gathered_records += len(batch)
         if self._gathered_records >= self._claim_batch:

@@ -3,14 +3,14 @@ Beam state. Runs wherever the runner supports state (DirectRunner, Flink, Datafl
 server; its workers never import Ray."""
 from __future__ import annotations
 
-from typing import Iterable, List, Tuple
+from typing import Iterable, List, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.coders import StrUtf8Coder
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from beam_phash.metrics import DedupMetrics
-from beam_phash.records import Hashed, emit, keeper_label
+from beam_phash.records import Hashed, check_hashes, emit, keeper_label
 
 
 class StateDedupDoFn(beam.DoFn):
@@ -33,6 +33,9 @@ class StateDedupDoFn(beam.DoFn):
         yield emit(record, None if first == owner else keeper_label(first), self._metrics)
 
 
-def key_by_hash(batch: List[Hashed]) -> Iterable[Tuple[bytes, Tuple[str, dict]]]:
+def key_by_hash(batch: List[Hashed], hash_bytes: Optional[int] = None) -> Iterable[Tuple[bytes, Tuple[str, dict]]]:
+    """Each record by its hash; with ``hash_bytes``, every hash checked to be that wide."""
+    if hash_bytes is not None:
+        check_hashes(batch, hash_bytes, 0, "ExactDedup")
     for h in batch:
         yield h.hash, (h.owner, h.record)

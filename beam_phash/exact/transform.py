@@ -13,6 +13,7 @@ from beam_phash.exact.config import RayBackend, StateBackend
 from beam_phash.exact.ray_dofns import CLAIMED, FinishBackendDoFn, RayDedupDoFn
 from beam_phash.exact.state_backend import StateDedupDoFn, key_by_hash
 from beam_phash.exact.store import check_state_dir, prepare_state_dir
+from beam_phash.hashing import HashConfig
 from beam_phash.records import DUPLICATES, KEPT
 
 _REMOTE_RUNNERS = ("DataflowRunner",)
@@ -22,21 +23,30 @@ class ExactDedup(beam.PTransform):
     """Batches of ``Hashed`` -> (kept records, duplicates naming the keeper's id). The first
     claimant of a hash is kept; a retried record is recognised as the keeper by its id.
 
-    ``ExactDedup(RayBackend(num_buckets=16))`` or ``ExactDedup(StateBackend())``;
-    ``algorithm`` and ``hash_size`` are those of the hashes (a Ray ``state_dir`` pins them).
+    ``ExactDedup(RayBackend(num_buckets=16), hashing)`` or ``ExactDedup(StateBackend(), hashing)``;
+    ``hashing`` is the ``HashConfig`` the records were hashed with: every hash is checked against
+    it, and a Ray ``state_dir`` pins its algorithm and hash size (so there it is required).
+    Without it, hashes of any one width are deduplicated.
     """
 
-    def __init__(self, backend: Union[RayBackend, StateBackend] = RayBackend(), algorithm: str = "phash",
-                 hash_size: int = 16, label: Optional[str] = None):
+    def __init__(self, backend: Union[RayBackend, StateBackend] = RayBackend(),
+                 hashing: Optional[HashConfig] = None, label: Optional[str] = None):
         super().__init__(label)
         if not isinstance(backend, (RayBackend, StateBackend)):
             raise ValueError(f"backend must be a RayBackend or a StateBackend, got {backend!r}")
+        if hashing is not None and not isinstance(hashing, HashConfig):
+            raise ValueError(f"hashing must be the HashConfig the records were hashed with, got {hashing!r}")
+        if hashing is not None and hashing.dihedral:
+            raise ValueError("dihedral=True hashes are deduplicated by NearDedup (exact mode matches one hash)")
         self.backend = backend
-        self._algorithm = algorithm
-        self._hash_size = hash_size
+        self.hashing = hashing
         if isinstance(backend, RayBackend) and backend.state_dir is not None:
-            check_state_dir(backend.state_dir, backend.num_buckets, algorithm, hash_size)
+            if hashing is None:
+                raise ValueError("ExactDedup with a state_dir needs hashing=, the HashConfig the records were "
+                                 "hashed with: the state directory pins its algorithm and hash size")
+            check_state_dir(backend.state_dir, backend.num_buckets, hashing.algorithm, hashing.hash_size)
             state_manifest.check_writable(backend.state_dir, create=False)
+        self._hash_bytes = None if hashing is None else (hashing.bits + 7) // 8
 
     def _client(self, pipeline):
         from beam_phash.exact import ray_cluster
@@ -52,7 +62,7 @@ class ExactDedup(beam.PTransform):
         state_dir = None
         if b.state_dir is not None:
             state_dir = os.path.abspath(b.state_dir)
-            prepare_state_dir(state_dir, b.num_buckets, self._algorithm, self._hash_size)
+            prepare_state_dir(state_dir, b.num_buckets, self.hashing.algorithm, self.hashing.hash_size)
         client = RayDedupBackend(address, name, b.num_buckets, b.max_in_flight, state_dir, b.num_actors)
         if b.ray_address is None and not client.starting:
             # The launcher is connected to this Ray: check the layout and start the actors now.
@@ -65,7 +75,7 @@ class ExactDedup(beam.PTransform):
         if isinstance(b, RayBackend):
             client = self._client(hashed.pipeline)
             deduped = hashed | "DedupWithRay" >> beam.ParDo(
-                RayDedupDoFn(client, b.claim_batch)).with_outputs(DUPLICATES, CLAIMED, main=KEPT)
+                RayDedupDoFn(client, b.claim_batch, self._hash_bytes)).with_outputs(DUPLICATES, CLAIMED, main=KEPT)
             if b.backend_name is None or b.state_dir is not None:
                 # Barrier: the sum exists only once every record went through the backend. Only
                 # the claiming step's counts leave its stage (combiner lifting), never the
@@ -76,6 +86,6 @@ class ExactDedup(beam.PTransform):
                      | "FinishBackend" >> beam.ParDo(FinishBackendDoFn(client, release=b.backend_name is None)))
         else:
             deduped = (hashed
-                       | "KeyByHash" >> beam.FlatMap(key_by_hash).with_output_types(Tuple[bytes, Any])
+                       | "KeyByHash" >> beam.FlatMap(key_by_hash, self._hash_bytes).with_output_types(Tuple[bytes, Any])
                        | "DedupWithState" >> beam.ParDo(StateDedupDoFn()).with_outputs(DUPLICATES, main=KEPT))
         return deduped[KEPT], deduped[DUPLICATES]

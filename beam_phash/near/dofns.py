@@ -39,7 +39,7 @@ from beam_phash.near.batches import (
 from beam_phash.near.fixed import INPUT, SOURCES, STATE, fixed_batch, named_by_partition
 from beam_phash.near.policy import primary_rank
 from beam_phash.routing import bucket_of, rows_by_bucket
-from beam_phash.records import DISTANCE_FIELD, MATCHED_FIELD, Hashed, emit, keeper_label
+from beam_phash.records import DISTANCE_FIELD, MATCHED_FIELD, Hashed, check_hashes, emit, keeper_label
 from beam_phash.strings import pack_owners
 
 ROWS = "rows"
@@ -75,9 +75,11 @@ class PackDoFn(beam.DoFn):
     ``Ranked``) for the final join, and the (key, rank, owner) rows packed per exact partition on
     ``rows``."""
 
-    def __init__(self, keep: str, partitions: int):
+    def __init__(self, keep: str, partitions: int, hash_bytes: int, dihedral: bool):
         self._keep = keep
         self._partitions = partitions
+        self._hash_bytes = hash_bytes
+        self._variants = 8 if dihedral else 0
 
     def start_bundle(self):
         self._buffers: Dict[int, Tuple[List[bytes], List[int], List[str], List[bool]]] = {}
@@ -90,6 +92,7 @@ class PackDoFn(beam.DoFn):
         return p, rows
 
     def process(self, batch: List[Hashed]):
+        check_hashes(batch, self._hash_bytes, self._variants, "NearDedup")
         image_keys = [h.hash + b"".join(h.variants) + (FLAT_KEY if h.flat else PLAIN_KEY) for h in batch]
         # The exact partition: by the key's own bits, as the Ray backend routes (routing.py).
         for h, key, p in zip(batch, image_keys, bucket_of(image_keys, self._partitions)):

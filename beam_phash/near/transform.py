@@ -73,6 +73,8 @@ class NearDedup(beam.PTransform):
         super().__init__(label)
         if not isinstance(config, NearConfig):
             raise ValueError(f"config must be a NearConfig, got {config!r}")
+        if not isinstance(hashing, HashConfig):
+            raise ValueError(f"hashing must be the HashConfig the records were hashed with, got {hashing!r}")
         self.config = config
         self.hashing = hashing
         self._fixed = fixed
@@ -135,7 +137,7 @@ class NearDedup(beam.PTransform):
         self.layout, self._search_partitions = self._plan(state)
         packed = (hashed
                   | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
-                  | "Pack" >> beam.ParDo(dofns.PackDoFn(self._keep, self._partitions)).with_outputs(
+                  | "Pack" >> beam.ParDo(dofns.PackDoFn(self._keep, self._partitions, self._hash_bytes, self._dihedral)).with_outputs(
                       dofns.ROWS, main="records"))
         collapsed = (packed[dofns.ROWS]
                      | "GroupExact" >> beam.GroupByKey()
