@@ -155,7 +155,6 @@ class ParseHashesDoFn(beam.DoFn):
         self._metrics.inputs.inc(len(batch))
         values = [r.get(self._c.hash_column) if isinstance(r, dict) else None for r in batch]
         packed, errors = parse_hex_hashes(values, self._c.bits)
-        yield beam.pvalue.TaggedOutput(TALLY, Tally(len(batch), sum(e is not None for e in errors), 0))
         out: List[Hashed] = []
         for i, (record, error) in enumerate(zip(batch, errors)):
             if error is not None:
@@ -171,6 +170,8 @@ class ParseHashesDoFn(beam.DoFn):
                 continue
             kept = encodable_image(with_fields(record, **{self._c.hash_field: h.hex()}), self._c.image_field)
             out.append(Hashed(h, owner, kept))
+        # Every record that could not be used counts, those without an id too.
+        yield beam.pvalue.TaggedOutput(TALLY, Tally(len(batch), len(batch) - len(out), 0))
         if out:
             yield out
 
@@ -207,6 +208,9 @@ class HashConfig:
             raise ValueError(f"hash_field and image_field must differ, both are {self.hash_field!r}")
         if self.hash_field == self.id_field:
             raise ValueError(f"hash_field and id_field must differ, both are {self.hash_field!r}")
+        if self.hash_column is not None and self.hash_column == self.id_field:
+            # every record of a hash would carry one id, and look like a retry of its keeper
+            raise ValueError(f"hash_column and id_field must differ, both are {self.hash_column!r}")
         if self.image_field == self.id_field and self.hash_column is None:  # images are read
             raise ValueError(f"image_field and id_field must differ, both are {self.image_field!r}")
         for name in ("hash_field", "image_field", "id_field"):

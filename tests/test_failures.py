@@ -87,3 +87,18 @@ def test_the_check_counts_each_kind_apart():
     with pytest.raises(beam_phash.failures.FailureThresholdError, match="internal"):
         t.check(Tally(10, 0, 1))
     t.check(Tally(0, 0, 0))
+
+
+def test_records_that_carry_a_hash_but_no_id_count_against_the_threshold():
+    """hash_column input: a record without an id fails (its copies would look like retries), and
+    that failure counts as a record that could not be hashed, as bad hex does."""
+    records = [{"h": f"{i:064x}"} for i in range(10)]
+    with pytest.raises(Exception, match="10 of 10"):
+        _run(records, ImagePhashDedup(backend="state", hash_column="h").with_failure_threshold(decode=0.1))
+
+
+def test_a_hash_column_that_is_the_id_field_is_refused():
+    """Every record of a hash would carry the same id and be taken for a retry of its keeper:
+    nothing would ever be a duplicate."""
+    with pytest.raises(ValueError, match="hash_column and id_field must differ"):
+        ImagePhashDedup(hash_column="h", id_field="h")
