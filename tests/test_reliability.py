@@ -2,6 +2,7 @@
 and bucket actors killed in the middle of a run (recovered with a state directory, a clear
 failure naming the bucket without one)."""
 import glob
+import json
 import os
 import shutil
 import signal
@@ -162,12 +163,27 @@ def test_a_state_dir_that_lost_some_bucket_folders_is_refused(tmp_path):
     prepare_state_dir(str(state), 4, "phash", 16)
     assert sorted(p.name for p in state.glob("bucket-*")) == [f"bucket-0000{b}" for b in range(4)]
     ImagePhashDedup(state_dir=str(state), num_buckets=4)
-    (state / "bucket-00002").rmdir()
-    with pytest.raises(ValueError, match="lacks bucket-00002 of its 4 buckets"):
+    # A folder whose files are gone (each starts with an empty snapshot, and always holds one
+    # or a log after that) is refused as a missing folder is.
+    for f in (state / "bucket-00001").iterdir():
+        f.unlink()
+    with pytest.raises(ValueError, match="lacks bucket-00001 of its 4 buckets, or their files"):
+        ImagePhashDedup(state_dir=str(state), num_buckets=4)
+    shutil.rmtree(state / "bucket-00002")
+    with pytest.raises(ValueError, match="lacks bucket-00001, bucket-00002 of its 4 buckets"):
         ImagePhashDedup(state_dir=str(state), num_buckets=4)
     for b in (0, 1, 3):  # every bucket gone: an empty state, as a new directory would be
-        (state / f"bucket-0000{b}").rmdir()
+        shutil.rmtree(state / f"bucket-0000{b}")
     ImagePhashDedup(state_dir=str(state), num_buckets=4)
+    # A directory written before the folders were seeded: a bucket no claim reached is empty.
+    old = tmp_path / "old"
+    prepare_state_dir(str(old), 2, "phash", 16)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["seeded"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    for f in (old / "bucket-00000").iterdir():
+        f.unlink()
+    ImagePhashDedup(state_dir=str(old), num_buckets=2)
 
 
 # --- incremental dedup with the job -----------------------------------------------------------

@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from beam_phash import state_manifest
-from beam_phash._native import HASH_VERSION
+from beam_phash._native import HASH_VERSION, hash_bits
 
 log = logging.getLogger(__name__)
 
@@ -253,14 +253,23 @@ def check_state_dir(state_dir: str, num_buckets: int, algorithm: str, hash_size:
         return
     state_manifest.check(state_dir, _manifest_for(num_buckets, algorithm, hash_size), have)
     # Every bucket's folder is made before the manifest (prepare_state_dir), and loading an
-    # absent one would start that bucket empty: the hashes it held would be kept again.
-    missing = [b for b in range(num_buckets) if not os.path.isdir(bucket_dir(state_dir, b))]
+    # absent one would start that bucket empty: the hashes it held would be kept again. Since
+    # "seeded" directories, each folder also starts with an empty snapshot and always holds a
+    # snapshot or a log after that: an emptied folder lost its files.
+    missing = [b for b in range(num_buckets) if not _has_state(bucket_dir(state_dir, b), have.get("seeded", False))]
     if missing and len(missing) < num_buckets:
         names = ", ".join(os.path.basename(bucket_dir(state_dir, b)) for b in missing[:3])
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        raise ValueError(f"state directory {state_dir} lacks {names}{more} of its {num_buckets} buckets: "
-                         "the hashes kept there would be kept again; restore the folder(s), or start a new "
-                         "state directory")
+        raise ValueError(f"state directory {state_dir} lacks {names}{more} of its {num_buckets} buckets, "
+                         "or their files: the hashes kept there would be kept again; restore the folder(s), "
+                         "or start a new state directory")
+
+
+def _has_state(path: str, seeded: bool) -> bool:
+    """Whether a bucket's folder is there, and (``seeded``) holds a snapshot or a log."""
+    if not os.path.isdir(path):
+        return False
+    return not seeded or any(_SNAPSHOT_RE.match(e) or _LOG_RE.match(e) for e in os.listdir(path))
 
 
 def prepare_state_dir(state_dir: str, num_buckets: int, algorithm: str, hash_size: int) -> None:
@@ -268,6 +277,13 @@ def prepare_state_dir(state_dir: str, num_buckets: int, algorithm: str, hash_siz
     check_state_dir(state_dir, num_buckets, algorithm, hash_size)
     state_manifest.check_writable(state_dir)
     if state_manifest.read(state_dir) is None:
+        width = (hash_bits(algorithm, hash_size) + 7) // 8
         for b in range(num_buckets):  # before the manifest, which says they all exist
-            os.makedirs(bucket_dir(state_dir, b), exist_ok=True)
-        state_manifest.write(state_dir, _manifest_for(num_buckets, algorithm, hash_size))
+            store = BucketStore(state_dir, b, f"bucket {b}")
+            try:
+                store.snapshot(width, b"", b"", [])  # the bucket's first state: empty
+            finally:
+                store.close()
+        # Pinned settings are checked against every later run; "seeded" only says what the
+        # folders hold (directories written before it have empty folders for unused buckets).
+        state_manifest.write(state_dir, {**_manifest_for(num_buckets, algorithm, hash_size), "seeded": True})
