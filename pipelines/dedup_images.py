@@ -187,8 +187,8 @@ def _parser() -> argparse.ArgumentParser:
 def check_plain_name(path: str, flag: str) -> None:
     """Beam matches the paths it clears, deletes and renames as glob patterns: an output folder
     named `run?` or `run[1]` would reach `run1`, an earlier run's results, and remove them."""
-    # (an unclosed `[` is the character itself, in Beam's globs as in Python's)
-    wild = sorted(c for c in "*?[" if c in path and (c != "[" or "]" in path[path.index("[") + 1:]))
+    # (an unclosed `[` too: Beam's match then lists no folder, and the final clean-up fails)
+    wild = sorted(c for c in "*?[" if c in path)
     if wild:
         raise ConfigError(f"{flag} {path!r} holds {' and '.join(repr(c) for c in wild)}, which Beam reads as "
                           "wildcards where it clears and renames files (reaching other folders): choose a "
@@ -239,16 +239,16 @@ _OUTPUT_SAMPLES = ("report.html", "summary.json", "logs/job.log", "report/groups
 def check_output_apart(output: str, specs: List[Tuple[str, InputSpec]]) -> None:
     """The job clears and writes files under --output; an input pattern that matches them would
     read this run's own outputs as inputs (and a reference there would be cleared before it is
-    read). Local paths only."""
+    read). Local paths only; symbolic links are followed on both sides."""
     if "://" in output:
         return
-    base = os.path.abspath(output)
+    base = os.path.realpath(output)
     written = [os.path.join(base, sample) for sample in _OUTPUT_SAMPLES]
     for flag, spec in specs:
         for pattern in spec.patterns:
             if "://" in pattern:
                 continue
-            regex = pattern_regex(os.path.abspath(pattern))
+            regex = pattern_regex(os.path.realpath(pattern))
             if any(regex.match(path) for path in written):
                 raise ConfigError(f"{flag} {pattern!r} would read what this job writes under --output "
                                   f"{output!r} (and clears first); choose an --output outside the inputs")

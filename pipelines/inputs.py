@@ -65,7 +65,10 @@ class InputSpec:
 
 def _pattern(item: str, fmt: str) -> str:
     """A directory becomes DIR/* (DIR/*.parquet for Parquet; for WebDataset DIR/*, of which
-    ``resolve`` reads the shards, compressed or not); globs and files stay as they are."""
+    ``resolve`` reads the shards, compressed or not); an existing local file is that file (``x[1].jpg``
+    is not x1.jpg); globs stay as they are."""
+    if os.path.isfile(item):
+        return literal(item)
     if os.path.isdir(item) or item.endswith("/"):
         suffix = {"parquet": "*.parquet"}.get(fmt, "*")
         # A local folder is named as it is: `crawl[1]` is that folder, not crawl1.

@@ -149,6 +149,10 @@ def test_configuration_errors_are_one_line(tmp_path, capsys, args, message):
     (["--input", "{d}/**"], "{d}/out"),
     (["--input", "{d}", "--reference", "{d}/out/kept"], "{d}/out"),
     (["--input", "{d}", "--reference", "{d}/out/kept/part-*.parquet"], "{d}/out"),
+    # through symbolic links: the same folders under other names
+    (["--input", "{link}"], "{d}"),
+    (["--input", "{d}", "--reference", "{link}/out/kept"], "{d}/out"),
+    (["--input", "{d}/a.jpg", "--reference", "{d}/out/kept"], "{link}/out"),
 ])
 def test_an_output_the_inputs_would_read_is_refused(tmp_path, capsys, inputs, output):
     """The job clears and writes files under --output: a pattern matching them would read this
@@ -157,12 +161,45 @@ def test_an_output_the_inputs_would_read_is_refused(tmp_path, capsys, inputs, ou
     (d / "out" / "kept").mkdir(parents=True)
     (d / "a.jpg").write_bytes(sorted(DATA.glob("*.jpg"))[0].read_bytes())
     pq.write_table(pa.Table.from_pylist([{"id": "x", "image_phash": "00" * 32}]), d / "out" / "kept" / "part-00000-of-00001.parquet")
-    argv = [a.format(d=d) for a in inputs] + ["--output", output.format(d=d), "--backend", "state", "--no-report"]
+    link = tmp_path / "link"
+    link.symlink_to(d)
+    argv = [a.format(d=d, link=link) for a in inputs] + ["--output", output.format(d=d, link=link), "--backend",
+                                                          "state", "--no-report"]
     assert dedup_images.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert "would read what this job writes under --output" in err and "\n" not in err
     # a folder is read without its subfolders: an output inside it is apart from it
     assert dedup_images.main(["--input", str(d), "--output", str(d / "out"), "--backend", "state", "--no-report"]) == 0
+
+
+@pytest.mark.parametrize("fmt", ["files", "parquet", "webdataset"])
+def test_a_file_named_like_a_pattern_is_read_as_itself(tmp_path, fmt):
+    """`x[1].jpg` given by name is that file, not x1.jpg beside it (Beam's match would read the
+    brackets as a set), for image files, Parquet and shards alike."""
+    import tarfile
+
+    first, other = sorted(DATA.glob("*.jpg"))[:2]
+    ext = {"files": ".jpg", "parquet": ".parquet", "webdataset": ".tar"}[fmt]
+
+    def write(path, photo):
+        if fmt == "files":
+            path.write_bytes(photo.read_bytes())
+        elif fmt == "parquet":
+            pq.write_table(pa.table({"id": [photo.stem], "image": [photo.read_bytes()]}), path)
+        else:
+            with tarfile.open(path, "w") as tar:
+                tar.add(photo, arcname=f"{photo.stem}.jpg")
+
+    src = tmp_path / "in"
+    src.mkdir()
+    write(src / f"x[1]{ext}", first)
+    write(src / f"x1{ext}", other)
+    out = tmp_path / "out"
+    assert dedup_images.main(["--input", str(src / f"x[1]{ext}"), "--input-format", fmt, "--output", str(out),
+                              "--backend", "state", "--no-report"]) == 0
+    (kept,) = read(out, "kept")
+    expected = {"files": str(src / "x[1].jpg"), "parquet": first.stem, "webdataset": first.stem}[fmt]
+    assert kept["key" if fmt == "webdataset" else "id"] == expected
 
 
 @pytest.mark.parametrize("column_args, message", [

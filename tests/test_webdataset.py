@@ -561,10 +561,12 @@ def test_an_output_named_with_wildcards_is_refused_and_touches_nothing(tmp_path,
 
 
 def test_only_names_beam_would_read_as_patterns_are_refused():
-    for name in ("run?", "r*", "run[1]", "a[b]c"):
+    # An unclosed [ too: Beam's match reads it as a pattern, lists no folder, and the final
+    # clean-up of the temporary folder failed after the whole run.
+    for name in ("run?", "r*", "run[1]", "a[b]c", "out [draft"):
         with pytest.raises(inputs.ConfigError, match="choose a name without"):
             dedup_images.check_plain_name(name, "--output")
-    for name in ("run[", "a]b", "out/run-1", "gs://bucket/out"):  # an unclosed [ is the character itself
+    for name in ("a]b", "out/run-1", "gs://bucket/out"):
         dedup_images.check_plain_name(name, "--output")
 
 
