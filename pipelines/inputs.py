@@ -7,7 +7,9 @@ checks everything at start, so that configuration errors stop the job before it 
 """
 from __future__ import annotations
 
+import fnmatch
 import os
+import posixpath
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
@@ -97,6 +99,24 @@ def _match(pattern: str, item: str, flag: str = "--input") -> Dict[str, int]:
     if not found:
         raise ConfigError(f"{flag} {item!r} matched no files{_what_a_folder_means(pattern, item)}")
     return {m.path: m.size_in_bytes for m in sorted(found, key=lambda m: m.path)}
+
+
+def _unlisted(item: str, pattern: str, matched: Dict[str, int]) -> Dict[str, int]:
+    """The entries of a local folder (``item``, read as ``pattern``) that its name pattern takes
+    and Beam's listing left out, with their sizes: Beam's local match drops a symbolic link to
+    nothing (its size cannot be read) and names holding a backslash."""
+    if pattern == item or "://" in item or not os.path.isdir(item):
+        return {}
+    names = posixpath.basename(pattern)  # "*", "*.parquet"
+    seen = {_file_identity(p) for p in matched}
+    out = {}
+    for entry in os.scandir(item):
+        if entry.is_dir() or not fnmatch.fnmatchcase(entry.name, names):
+            continue
+        path = os.path.join(item.rstrip("/"), entry.name)
+        if _file_identity(path) not in seen:
+            out[path] = entry.stat(follow_symlinks=False).st_size
+    return out
 
 
 def _file_identity(path: str) -> str:
@@ -193,6 +213,12 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
     for item in inputs:
         pattern = _pattern(item, fmt)
         matched = _match(pattern, item, flag)
+        unlisted = _unlisted(item, pattern, matched)
+        if unlisted:
+            # Read by name, where they fail with their reason (or are read after all); counted
+            # among the inputs either way, never silently left out.
+            matched = dict(sorted({**matched, **unlisted}.items()))
+            by_name = True
         if fmt == "webdataset" and pattern != item:
             # A folder: its shards, .tar or compressed (.tar.gz...), read by name when it holds
             # other files too (img2dataset's sidecars and statistics).

@@ -172,6 +172,23 @@ def test_an_output_the_inputs_would_read_is_refused(tmp_path, capsys, inputs, ou
     assert dedup_images.main(["--input", str(d), "--output", str(d / "out"), "--backend", "state", "--no-report"]) == 0
 
 
+def test_a_folder_s_entries_beam_does_not_list_are_inputs_still(tmp_path):
+    """Beam's local listing drops a symbolic link to nothing and a name holding a backslash: the
+    first is a failed record with its reason, the second is read, and the run adds up over all."""
+    src = tmp_path / "in"
+    src.mkdir()
+    photos = sorted(DATA.glob("*.jpg"))[:2]
+    (src / "a.jpg").write_bytes(photos[0].read_bytes())
+    (src / "back\\slash.jpg").write_bytes(photos[1].read_bytes())
+    (src / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    out = tmp_path / "out"
+    assert dedup_images.main(["--input", str(src), "--output", str(out), "--backend", "state", "--no-report"]) == 0
+    assert sorted(os.path.basename(r["id"]) for r in read(out, "kept")) == ["a.jpg", "back\\slash.jpg"]
+    (failed,) = read(out, "failed")
+    assert failed["id"].endswith("gone.jpg") and "No such file" in failed["error"], failed
+    assert json.loads((out / "summary.json").read_text())["adds_up"] is True
+
+
 @pytest.mark.parametrize("fmt", ["files", "parquet", "webdataset"])
 def test_a_file_named_like_a_pattern_is_read_as_itself(tmp_path, fmt):
     """`x[1].jpg` given by name is that file, not x1.jpg beside it (Beam's match would read the
