@@ -22,6 +22,9 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_phash.records import ERROR_FIELD, FAILED
 from pipelines import webdataset_read as wds
+# img2dataset's status columns and a failed row's reason: one wording for Parquet input,
+# references and shard sidecars.
+from pipelines.webdataset_read import ERROR_MESSAGE_COLUMN, STATUS_COLUMN, status_reason
 from pipelines.input_paths import BadName, InputPaths, carried, literal, open_stored
 from pipelines.parquet_read import ReadParquet
 
@@ -29,9 +32,6 @@ FORMATS = ("files", "parquet", "webdataset")
 #: img2dataset's Parquet: the image column is named after the format, the id is ``key``.
 DETECTED_IMAGE_COLUMNS = ("jpg", "png", "webp", "jpeg")
 DETECTED_ID_COLUMN = "key"
-#: img2dataset marks each row with a status and an error message; only "success" rows hold images.
-STATUS_COLUMN = "status"
-ERROR_MESSAGE_COLUMN = "error_message"
 
 
 class ConfigError(Exception):
@@ -362,21 +362,16 @@ def split_status(record: dict, status_column: str):
     yield beam.pvalue.TaggedOutput(FAILED, failed)
 
 
-def status_reason(status_column: str, status, message) -> str:
-    """Why an img2dataset row that is not "success" failed, as failed/ says it."""
-    return f"{status_column} {status}: {message or 'no error message'}"
-
-
 def with_status_reasons(table: pa.Table, status_column: str) -> pa.Table:
     """An img2dataset reference table: its status and error message columns become the error
     column (null for "success" rows), which the reference hashing reports a row by instead of
     its missing image."""
     # Columnar, as status_reason words it for one record (a null status reads "None", as there).
-    status = pc.fill_null(table.column(status_column).cast(pa.string()), "None")
+    status = table.column(status_column).cast(pa.string())
     message = pc.fill_null(table.column(ERROR_MESSAGE_COLUMN).cast(pa.string()), "")
     message = pc.if_else(pc.equal(message, ""), "no error message", message)
-    text = pc.binary_join_element_wise(f"{status_column} ", status, ": ", message, "")
-    success = pc.fill_null(pc.equal(table.column(status_column).cast(pa.string()), "success"), False)
+    text = pc.binary_join_element_wise(f"{status_column} ", pc.fill_null(status, "None"), ": ", message, "")
+    success = pc.fill_null(pc.equal(status, "success"), False)
     reasons = pc.if_else(success, pa.scalar(None, pa.string()), text)
     return table.drop_columns([status_column, ERROR_MESSAGE_COLUMN]).append_column(ERROR_FIELD, reasons)
 

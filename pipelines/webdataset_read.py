@@ -60,8 +60,14 @@ WRITTEN = (KEY, SHARD, MEMBERS, IMAGE_MEMBER)
 #: Fields the reader sets; sidecar columns of these names are not joined.
 OWN_FIELDS = (KEY, SHARD, IMAGE, IMAGE_MEMBER, MEMBERS, MEMBER_BYTES)
 
+#: img2dataset marks each row with a status and an error message; only "success" rows hold images.
 STATUS_COLUMN = "status"
 ERROR_MESSAGE_COLUMN = "error_message"
+
+
+def status_reason(status_column: str, status, message) -> str:
+    """Why an img2dataset row that is not "success" failed, as failed/ says it."""
+    return f"{status_column} {status}: {message or 'no error message'}"
 
 
 def split_name(name: str) -> Tuple[str, str]:
@@ -302,7 +308,7 @@ class ReadShardDoFn(beam.DoFn):
                 continue
             status = row.get(STATUS_COLUMN)
             if status is not None and status != "success":
-                reason = f"sample {key}: {STATUS_COLUMN} {status}: {row.get(ERROR_MESSAGE_COLUMN) or 'no error message'}"
+                reason = f"sample {key}: {status_reason(STATUS_COLUMN, status, row.get(ERROR_MESSAGE_COLUMN))}"
             elif broken is not None:
                 reason = (f"sample {key} is listed in {sidecar_path(shard)}, and the shard is truncated or "
                           f"damaged {broken[0]} ({broken[1]})")
