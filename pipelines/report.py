@@ -106,6 +106,14 @@ def _build_group(element, sizes: Dict[str, int], fields: _Fields) -> Iterable[st
     yield json.dumps({"keeper": keeper_id, "size": 1 + sizes.get(keeper_id, 0), "members": members})
 
 
+def _top(n: int, key, smallest: bool = False) -> beam.PTransform:
+    """The n largest (or smallest) elements by key, as one list, through a CombineGlobally.
+    (Beam's Top.Of in the global window emits a list from every bundle's finish_bundle, empty
+    bundles included; the BundleBasedDirectRunner runs such a bundle after the GroupByKey behind
+    it has fired and fails on an assertion.)"""
+    return beam.CombineGlobally(beam.combiners.TopCombineFn(n, key=key, reverse=smallest))
+
+
 def _of_this_run(record: dict) -> bool:
     """A duplicate of a record kept in this run (not of a reference or an earlier run)."""
     return record.get(MATCHED_FIELD) in (None, "input")
@@ -142,8 +150,8 @@ class CollectReportData(beam.PTransform):
         # group steps made Flink's fuser (job server 2.62) reject the Ray backend's pipeline.)
         (dups
          | "OfEarlier" >> beam.Filter(lambda r: r.get(MATCHED_FIELD) in ("reference", "state"))
-         | "FirstMatches" >> beam.combiners.Top.Smallest(
-             self._max_groups * self._per_group, key=lambda r: (r.get(MATCHED_FIELD), fields.id_of(r) or ""))
+         | "FirstMatches" >> _top(self._max_groups * self._per_group,
+                                  key=lambda r: (r.get(MATCHED_FIELD), fields.id_of(r) or ""), smallest=True)
          | "MatchRows" >> beam.FlatMap(lambda rows: [json.dumps({
              **fields.member(r, kept=False), "matched": r.get(MATCHED_FIELD),
              "duplicate_of": r.get(DUPLICATE_OF_FIELD)}) for r in rows])
@@ -153,7 +161,7 @@ class CollectReportData(beam.PTransform):
                | "KeeperIds" >> beam.Map(lambda r: r.get(DUPLICATE_OF_FIELD) if _of_this_run(r) else None)
                | "WithKeeperId" >> beam.Filter(lambda k: k is not None)
                | "GroupSizes" >> beam.combiners.Count.PerElement()
-               | "LargestGroups" >> beam.combiners.Top.Of(self._max_groups, key=lambda kv: (kv[1], kv[0]))
+               | "LargestGroups" >> _top(self._max_groups, key=lambda kv: (kv[1], kv[0]))
                | "AsDict" >> beam.Map(dict))
         sizes = beam.pvalue.AsSingleton(top)
         kept_members = (kept
@@ -170,7 +178,7 @@ class CollectReportData(beam.PTransform):
                                                 file_name_suffix=".jsonl", num_shards=1))
         (failed
          | "FailureRows" >> beam.Map(lambda r: {"id": fields.id_of(r), "error": r.get(ERROR_FIELD)})
-         | "FirstFailures" >> beam.combiners.Top.Smallest(self._max_failures, key=lambda r: r["id"] or "")
+         | "FirstFailures" >> _top(self._max_failures, key=lambda r: r["id"] or "", smallest=True)
          | "FailureLines" >> beam.FlatMap(lambda rows: [json.dumps(r) for r in rows])
          | "WriteFailures" >> beam.io.WriteToText(FileSystems.join(self._output, "report", "failures"),
                                                   file_name_suffix=".jsonl", num_shards=1))

@@ -1,8 +1,10 @@
 """The main job on other runners and clusters, checked against the DirectRunner's output:
 * FlinkRunner on a local Flink through Beam's portable Flink job server (LOOPBACK workers),
   with both backends, and near-duplicate dedup (which must give the very same result);
-* the Ray backend on a Ray head started separately with `ray start --head` on 127.0.0.1.
+* the Ray backend on a Ray head started separately with `ray start --head` on 127.0.0.1;
+* Beam's BundleBasedDirectRunner.
 Each test starts its server itself and stops it."""
+import json
 import os
 import pathlib
 import signal
@@ -14,7 +16,7 @@ import time
 import pytest
 
 from conftest import ROOT, buckets
-from job_outputs import normalized
+from job_outputs import basename, normalized
 
 JOB_SERVER = ROOT / "deploy" / "flink-job-server"
 JOB_SERVER_JAR = JOB_SERVER / "target" / "beam-flink-job-server.jar"
@@ -184,6 +186,17 @@ def test_ray_backend_on_a_separately_started_cluster(tmp_path, ray_head, direct_
     run_job(out, "--backend", "ray", "--ray-address", ray_head, "--num-buckets", "2",
             "--direct_num_workers=2", "--direct_running_mode=multi_processing", env=env)
     assert normalized(out) == direct_output
+
+
+def test_bundle_based_direct_runner_matches_the_direct_runner(tmp_path, direct_output):
+    """Beam's other in-process runner, with the report (its failures list included)."""
+    out = tmp_path / "out"
+    run_job(out, "--backend", "state", "--runner", "BundleBasedDirectRunner")
+    assert normalized(out) == direct_output
+    listed = [json.loads(line)["id"] for f in sorted(out.glob("report/failures*.jsonl"))
+              for line in f.read_text().splitlines()]
+    assert sorted(map(basename, listed)) == sorted(direct_output["failed"]) and listed
+    assert (out / "report.html").exists()
 
 
 def test_unreachable_ray_address_fails_fast(tmp_path):
