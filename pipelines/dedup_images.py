@@ -99,7 +99,18 @@ def _distance(value: str):
 
 def parse_args(argv: Optional[List[str]]):
     """(the job's arguments, the flags left for Beam)."""
-    return _parser().parse_known_args(argv)
+    args, beam_args = _parser().parse_known_args(argv)
+    args.output = _directory(args.output)
+    if args.write_shards is not None:
+        args.write_shards = _directory(args.write_shards)
+    return args, beam_args
+
+
+def _directory(name: str) -> str:
+    """An output directory named without its trailing slashes, as the job prints and joins it
+    ("out/" and "out" are one directory; "/" and "gs://" stay as given)."""
+    stripped = name.rstrip("/")
+    return stripped if stripped and not stripped.endswith(":") else name
 
 
 def _parser() -> argparse.ArgumentParser:

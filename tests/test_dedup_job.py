@@ -645,3 +645,15 @@ def test_parquet_files_whose_column_types_differ(tmp_path, capsys):
     assert dedup_images.main(["--input-format", "parquet", "--input", str(src), "--output", str(out),
                               "--no-report", "--backend", "state"]) == 2
     assert "types that do not convert" in capsys.readouterr().err
+
+
+def test_output_directories_are_named_without_trailing_slashes(tmp_path, capfd):
+    args, _ = dedup_images.parse_args(["--output", "runs/v1//", "--write-shards", "shards/"])
+    assert (args.output, args.write_shards) == ("runs/v1", "shards")
+    assert dedup_images.parse_args(["--output", "/"])[0].output == "/"
+    assert dedup_images.parse_args(["--output", "gs://bucket/dedup/"])[0].output == "gs://bucket/dedup"
+    out = tmp_path / "out"
+    assert dedup_images.main(["--output", f"{out}/", "--backend", "state", "--no-report"]) == 0
+    printed = capfd.readouterr().out
+    assert f"output: {out}/{{kept,duplicates,failed}}/*.parquet, {out}/summary.json" in printed
+    assert "//" not in printed
