@@ -36,6 +36,7 @@ from beam_phash.records import (
     BadRecord,
     Hashed,
     encodable_image,
+    hash_bytes,
     image_bytes,
     record_id,
     surrogate_owner,
@@ -148,7 +149,7 @@ class ParseHashesDoFn(beam.DoFn):
 
     def __init__(self, config: HashConfig):
         self._c = config
-        self._width = (config.bits + 7) // 8
+        self._width = config.hash_bytes
         self._metrics = DedupMetrics()
 
     def process(self, batch: List[dict]) -> Iterable:
@@ -226,6 +227,11 @@ class HashConfig:
     def bits(self) -> int:
         """The true bit count of the hashes."""
         return hash_bits(self.algorithm, self.hash_size)
+
+    @property
+    def hash_bytes(self) -> int:
+        """Bytes of one packed hash."""
+        return hash_bytes(self.bits)
 
 
 class HashedOutputs(NamedTuple):

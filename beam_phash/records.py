@@ -128,6 +128,11 @@ class Hashed(NamedTuple):
     flat: bool = False  # quality under FLAT_QUALITY: near-duplicate dedup matches it exactly only
 
 
+def hash_bytes(bits: int) -> int:
+    """Bytes of one packed hash of ``bits`` bits (the last byte's spare bits are zero)."""
+    return (bits + 7) // 8
+
+
 def check_hashes(batch: List[Hashed], hash_bytes: int, variants: int, step: str) -> None:
     """ValueError unless every hash of ``batch`` is ``hash_bytes`` wide, with ``variants``
     dihedral variants: a dedup step built for other hashes than its input's (a ``HashConfig``

@@ -48,7 +48,7 @@ class HashReferenceDoFn(beam.DoFn):
 
     def __init__(self, config: HashConfig):
         self._c = config  # its hash_column: the references' hex hashes, if they have them
-        self._width = (config.bits + 7) // 8
+        self._width = config.hash_bytes
         self._metrics = DedupMetrics()
 
     def _failed(self, label: str, reason: str):

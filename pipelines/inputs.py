@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from beam_phash.records import ERROR_FIELD, FAILED
+from beam_phash.records import ERROR_FIELD, FAILED, hash_bytes
 from pipelines import webdataset_read as wds
 # img2dataset's status columns and a failed row's reason: one wording for Parquet input,
 # references and shard sidecars.
@@ -287,7 +287,7 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
             raise ConfigError(f"{column_flag}hash-column {hash_column!r} has type {schema.field(hash_column).type}; "
                               "expected strings of hex digits")
         sample = _sample_hex(paths[0], hash_column)
-        want = 2 * ((hash_bits + 7) // 8)
+        want = 2 * hash_bytes(hash_bits)
         if sample is not None and len(sample.strip()) != want:
             raise ConfigError(f"{column_flag}hash-column {hash_column!r} holds hashes of {len(sample.strip())} hex digits "
                               f"({len(sample.strip()) * 4} bits); the configured algorithm and hash size give "

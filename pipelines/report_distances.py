@@ -35,7 +35,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from beam_phash._native import FLAT_QUALITY, near_layout, near_search, parse_hex_hashes, spanning_forest
 from beam_phash.near.batches import U64, take_labels, u8, u32s, u64s
 from beam_phash.near.policy import RECOMMENDED_MAX_DISTANCE
-from beam_phash.records import QUALITY_FIELD
+from beam_phash.records import QUALITY_FIELD, hash_bytes
 
 #: Records in the histogram's sample, at most: 500,000 hashes are 16 MiB of 256-bit rows, and
 #: their search within twice the auto threshold takes seconds (200,000 random hashes with 10%
@@ -117,7 +117,7 @@ class PackSampleDoFn(beam.DoFn):
     def _flush(self) -> Sample:
         packed, errors = parse_hex_hashes(self._hexes, self._bits)
         good = np.array([e is None for e in errors], dtype=bool)
-        hashes = np.frombuffer(packed, np.uint8).reshape(len(self._hexes), (self._bits + 7) // 8)[good]
+        hashes = np.frombuffer(packed, np.uint8).reshape(len(self._hexes), hash_bytes(self._bits))[good]
         ids = [i for i, ok in zip(self._ids, good) if ok]
         batch = Sample(hashes, _id_order(ids), np.full(len(ids), self._kept), pa.array(ids, pa.large_string()),
                        len(ids) + self._flat, self._flat)
@@ -285,7 +285,7 @@ class CollectDistances(beam.PTransform):
         stats = ((kept | "PackKeptSample" >> beam.ParDo(PackSampleDoFn(*fields, kept=True)),
                   dups | "PackDupSample" >> beam.ParDo(PackSampleDoFn(*fields, kept=False)))
                  | "AllSampled" >> beam.Flatten()
-                 | "Sample" >> beam.CombineGlobally(SampleFn(size, (bits + 7) // 8))
+                 | "Sample" >> beam.CombineGlobally(SampleFn(size, hash_bytes(bits)))
                  | "Distances" >> beam.Map(lambda s: distance_stats(s, bits, limit, auto, k, size)))
         pair_ids = beam.pvalue.AsSingleton(
             stats | "PairIds" >> beam.Map(lambda s: {i for p in s["pairs"] for i in (p["a"], p["b"])}))

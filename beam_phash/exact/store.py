@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 
 from beam_phash import state_manifest
 from beam_phash._native import HASH_VERSION, hash_bits
+from beam_phash.records import hash_bytes
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +278,7 @@ def prepare_state_dir(state_dir: str, num_buckets: int, algorithm: str, hash_siz
     check_state_dir(state_dir, num_buckets, algorithm, hash_size)
     state_manifest.check_writable(state_dir)
     if state_manifest.read(state_dir) is None:
-        width = (hash_bits(algorithm, hash_size) + 7) // 8
+        width = hash_bytes(hash_bits(algorithm, hash_size))
         for b in range(num_buckets):  # before the manifest, which says they all exist
             store = BucketStore(state_dir, b, f"bucket {b}")
             try:

@@ -46,7 +46,7 @@ class ExactDedup(beam.PTransform):
                                  "hashed with: the state directory pins its algorithm and hash size")
             check_state_dir(backend.state_dir, backend.num_buckets, hashing.algorithm, hashing.hash_size)
             state_manifest.check_writable(backend.state_dir, create=False)
-        self._hash_bytes = None if hashing is None else (hashing.bits + 7) // 8
+        self._hash_bytes = None if hashing is None else hashing.hash_bytes
 
     def _client(self, pipeline):
         from beam_phash.exact import ray_cluster

@@ -82,7 +82,7 @@ class NearDedup(beam.PTransform):
         self.max_distance = (recommended_max_distance(hashing.algorithm, hashing.hash_size)
                              if config.max_distance == "auto" else config.max_distance)
         int_in("max_distance", self.max_distance, 0, self._bits - 1)
-        self._hash_bytes = (self._bits + 7) // 8
+        self._hash_bytes = hashing.hash_bytes
         self._dihedral = hashing.dihedral
         self._keep = config.keep
         self._partitions = config.partitions
