@@ -22,6 +22,9 @@ from beam_phash.strings import pack_labels
 MANIFEST = "manifest.json"
 EXACT = "exact"
 NEAR = "near"
+#: What each mode keeps beside its manifest: a folder per bucket (exact), segments under runs/ (near).
+BUCKET_PREFIX = "bucket-"
+RUNS = "runs"
 _MODE_USE = {EXACT: "exact dedup (max_distance=0, backend='ray')",
              NEAR: "near-duplicate dedup (max_distance >= 1)"}
 
@@ -59,6 +62,25 @@ def read(state_dir: str) -> Optional[dict]:
     have.setdefault("mode", EXACT)
     have.setdefault("hash_version", 1)
     return have
+
+
+def check_without_manifest(state_dir: str) -> None:
+    """ValueError when ``state_dir``, which has no manifest, holds either mode's state (a lost
+    manifest, a partial copy). Read as a new directory, the hashes kept there would be kept
+    again, and near-duplicate mode's next commit would delete its segments as uncommitted.
+    Both modes write the manifest before any state file."""
+    if not os.path.isdir(state_dir):
+        return
+    entries = os.listdir(state_dir)
+    held = []
+    if any(e.startswith(BUCKET_PREFIX) for e in entries):
+        held.append(f"exact-mode buckets ({BUCKET_PREFIX}*/)")
+    runs = os.path.join(state_dir, RUNS)
+    if os.path.isdir(runs) and os.listdir(runs):
+        held.append(f"near-duplicate segments ({RUNS}/)")
+    if held:
+        raise ValueError(f"state directory {state_dir} holds {' and '.join(held)} but no {MANIFEST}; not "
+                         "using it: restore the manifest, or use another directory")
 
 
 def check(state_dir: str, want: dict, have: Optional[dict]) -> None:

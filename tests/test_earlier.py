@@ -387,7 +387,17 @@ def test_a_near_state_whose_manifest_is_lost_or_damaged_is_refused_and_kept(tmp_
         ImagePhashDedup(max_distance=4, state_dir=near)
     with pytest.raises(ValueError, match="but no manifest.json"):
         run_pipeline([{"id": "a", "h": bytes(32).hex()}], 8, hash_column="h", state_dir=near)
+    # nor is it taken by exact mode for a new directory (its buckets beside the orphaned segments)
+    with pytest.raises(ValueError, match="holds near-duplicate segments .* but no manifest.json"):
+        ImagePhashDedup(state_dir=near)
     assert os.listdir(os.path.join(near, "runs")) == ["seed"]
+    from beam_phash.exact.store import prepare_state_dir
+    exact = str(tmp_path / "exact")
+    prepare_state_dir(exact, 4, "phash", 16)
+    os.remove(os.path.join(exact, "manifest.json"))
+    for mode in ({}, {"max_distance": 4}):
+        with pytest.raises(ValueError, match=r"holds exact-mode buckets \(bucket-\*/\) but no manifest.json"):
+            ImagePhashDedup(state_dir=exact, num_buckets=4, **mode)
     for damaged in ({}, {"mode": "near", "algorithm": "phash", "hash_size": 16, "bits": 256,
                          "hash_version": beam_phash._native.HASH_VERSION, "generation": 1, "rows": 1}):
         json.dump(damaged, open(os.path.join(near, "manifest.json"), "w"))

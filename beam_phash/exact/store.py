@@ -54,7 +54,7 @@ class StateError(RuntimeError):
 
 
 def bucket_dir(state_dir: str, bucket: int) -> str:
-    return os.path.join(state_dir, f"bucket-{bucket:05d}")
+    return os.path.join(state_dir, f"{state_manifest.BUCKET_PREFIX}{bucket:05d}")
 
 
 def _schema(width: int) -> pa.Schema:
@@ -249,8 +249,7 @@ def check_state_dir(state_dir: str, num_buckets: int, algorithm: str, hash_size:
     buckets (read only)."""
     have = state_manifest.read(state_dir)
     if have is None:
-        if os.path.isdir(state_dir) and any(e.startswith("bucket-") for e in os.listdir(state_dir)):
-            raise ValueError(f"state directory {state_dir} holds buckets but no {state_manifest.MANIFEST}; not using it")
+        state_manifest.check_without_manifest(state_dir)
         return
     state_manifest.check(state_dir, _manifest_for(num_buckets, algorithm, hash_size), have)
     # Every bucket's folder is made before the manifest (prepare_state_dir), and loading an

@@ -29,11 +29,11 @@ import pyarrow.parquet as pq
 
 from beam_phash import checks, state_manifest
 from beam_phash._native import HASH_VERSION
+from beam_phash.state_manifest import RUNS
 from beam_phash.near.batches import Fixed, concat
 from beam_phash.near.fixed import STATE, fixed_batch
 
 FORMAT = "beam_phash.near-state/1"
-RUNS = "runs"
 #: Rows per batch read from a segment.
 READ_ROWS = 1 << 20
 _META_ROWS = b"beam_phash.rows"
@@ -62,16 +62,8 @@ def open_state(state_dir: str, algorithm: str, hash_size: int, bits: int, create
     want = {**state_manifest.pins(state_manifest.NEAR, algorithm, hash_size), "bits": bits}
     checks.state_dir(state_dir)
     have = state_manifest.read(state_dir) if os.path.isdir(state_dir) else None
-    if have is None and os.path.isdir(state_dir):
-        entries = os.listdir(state_dir)
-        if any(e.startswith("bucket-") for e in entries):
-            raise ValueError(f"state directory {state_dir} holds exact-mode buckets but no manifest; not using it")
-        runs = os.path.join(state_dir, RUNS)
-        if os.path.isdir(runs) and os.listdir(runs):
-            # The manifest is written before any run writes a segment: without it, the segments'
-            # hashes would be kept again and the next commit would delete them as uncommitted.
-            raise ValueError(f"state directory {state_dir} holds near-duplicate segments ({RUNS}/) but no "
-                             f"{state_manifest.MANIFEST}; not using it: restore the manifest, or use another directory")
+    if have is None:
+        state_manifest.check_without_manifest(state_dir)
     state_manifest.check(state_dir, want, have)
     if have is not None:
         _check_shape(state_dir, have)
