@@ -101,22 +101,35 @@ def _match(pattern: str, item: str, flag: str = "--input") -> Dict[str, int]:
     return {m.path: m.size_in_bytes for m in sorted(found, key=lambda m: m.path)}
 
 
-def _unlisted(item: str, pattern: str, matched: Dict[str, int]) -> Dict[str, int]:
-    """The entries of a local folder (``item``, read as ``pattern``) that its name pattern takes
-    and Beam's listing left out, with their sizes: Beam's local match drops a symbolic link to
-    nothing (its size cannot be read) and names holding a backslash."""
-    if pattern == item or "://" in item or not os.path.isdir(item):
-        return {}
+def _local_folder(item: str, pattern: str) -> bool:
+    """Whether ``item`` is a local folder, read as ``pattern`` (DIR/*, DIR/*.parquet)."""
+    return pattern != item and "://" not in item and os.path.isdir(item)
+
+
+def _list_folder(item: str, pattern: str, flag: str) -> Tuple[Dict[str, int], bool]:
+    """A local folder's entries that its name pattern takes, sorted by path, with their sizes;
+    and whether Beam's own listing of ``pattern`` would leave some of them out. One scan of the
+    folder alone: Beam's local match walks every subfolder, stats every file in them, and drops
+    a symbolic link to nothing (its size cannot be read) and names holding a backslash, which
+    are read by name instead, where they fail with their reason (or are read after all)."""
     names = posixpath.basename(pattern)  # "*", "*.parquet"
-    seen = {_file_identity(p) for p in matched}
-    out = {}
-    for entry in os.scandir(item):
-        if entry.is_dir() or not fnmatch.fnmatchcase(entry.name, names):
-            continue
-        path = os.path.join(item.rstrip("/"), entry.name)
-        if _file_identity(path) not in seen:
-            out[path] = entry.stat(follow_symlinks=False).st_size
-    return out
+    found, dropped = {}, False
+    try:
+        with os.scandir(item) as entries:
+            for entry in entries:
+                if entry.is_dir() or not fnmatch.fnmatchcase(entry.name, names):
+                    continue
+                try:
+                    size = entry.stat().st_size
+                except OSError:  # a link to nothing
+                    size, dropped = entry.stat(follow_symlinks=False).st_size, True
+                dropped = dropped or "\\" in entry.name
+                found[os.path.join(item.rstrip("/"), entry.name)] = size
+    except OSError as e:
+        raise ConfigError(f"{flag} {item!r} cannot be listed: {listing_error(e)}") from None
+    if not found:
+        raise ConfigError(f"{flag} {item!r} matched no files{_what_a_folder_means(pattern, item)}")
+    return dict(sorted(found.items())), dropped
 
 
 def _file_identity(path: str) -> str:
@@ -128,7 +141,7 @@ def _file_identity(path: str) -> str:
 
 def _what_a_folder_means(pattern: str, item: str) -> str:
     """For a directory that holds files but none of the format's: what it was read as."""
-    if pattern == item or "://" in item or not os.path.isdir(item):
+    if not _local_folder(item, pattern):
         return ""
     others = sum(1 for e in os.scandir(item) if e.is_file())
     if not others:
@@ -212,13 +225,13 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
     by_name = False
     for item in inputs:
         pattern = _pattern(item, fmt)
-        matched = _match(pattern, item, flag)
-        unlisted = _unlisted(item, pattern, matched)
-        if unlisted:
-            # Read by name, where they fail with their reason (or are read after all); counted
-            # among the inputs either way, never silently left out.
-            matched = dict(sorted({**matched, **unlisted}.items()))
-            by_name = True
+        if _local_folder(item, pattern):
+            matched, dropped = _list_folder(item, pattern, flag)
+            # Entries Beam's listing drops are read by name: counted among the inputs, never
+            # silently left out.
+            by_name = by_name or dropped
+        else:
+            matched = _match(pattern, item, flag)
         if fmt == "webdataset" and pattern != item:
             # A folder: its shards, .tar or compressed (.tar.gz...), read by name when it holds
             # other files too (img2dataset's sidecars and statistics).

@@ -476,7 +476,7 @@ def test_an_input_that_cannot_be_listed_says_why(tmp_path, capsys, monkeypatch):
     def denied(patterns):
         raise PermissionError("403 Forbidden: the credentials cannot list this bucket")
     monkeypatch.setattr(FileSystems, "match", staticmethod(denied))
-    assert dedup_images.main(["--input", str(DATA), "--output", out]) == 2
+    assert dedup_images.main(["--input", f"{DATA}/*.jpg", "--output", out]) == 2
     err = capsys.readouterr().err.strip()
     assert "cannot be listed: PermissionError: 403 Forbidden" in err and "matched no files" not in err, err
 
