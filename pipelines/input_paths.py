@@ -5,7 +5,10 @@ reshuffled before they are read, so that the reading (and the hashing after it) 
 pattern's files is spread over the workers; without the reshuffle every file of a pattern is
 read in the bundle that matched the pattern. When the pipeline runs on one worker in the
 launcher's process, it takes the paths the launcher already listed (``listed``): matching them
-again would repeat that listing, and there is nowhere to spread them to.
+again would repeat that listing, and there is nowhere to spread them to. Inputs read by name
+are given as that list too, spread over the workers (``spread``): matched again there, a name
+Beam's listing cannot see (a symbolic link to nothing) would be an empty match, which fails the
+run, instead of a failed record.
 
 A local name whose bytes are not UTF-8 comes back from listing with lone surrogates in it, which
 no Beam coder, Arrow array or Parquet file can encode: such a path travels as a :class:`BadName`,
@@ -75,15 +78,16 @@ def carried(path: str) -> Union[str, BadName]:
 class InputPaths(beam.PTransform):
     """The pipeline's root -> the paths of the files to read (directories left out)."""
 
-    def __init__(self, patterns: List[str], listed: Optional[List[str]] = None):
+    def __init__(self, patterns: List[str], listed: Optional[List[str]] = None, spread: bool = True):
         super().__init__()
         self._patterns = patterns
         self._listed = listed
+        self._spread = spread
 
     def expand(self, pbegin):
         if self._listed is not None:
             return pbegin | "Listed" >> beam.Create([carried(p) for p in self._listed],
-                                                    reshuffle=False).with_output_types(Any)
+                                                    reshuffle=self._spread).with_output_types(Any)
         return (pbegin
                 | "Patterns" >> beam.Create(self._patterns)
                 | "Match" >> fileio.MatchAll()

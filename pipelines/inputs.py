@@ -60,9 +60,11 @@ class InputSpec:
     # WebDataset: keys repeated across shards, found by the launcher (local shards: a few small
     # ones, or any when the pipeline runs in its process)
     repeated_keys: Optional[Dict[Tuple[str, str], str]] = None
-    # Image files and WebDataset, when the pipeline runs in the launcher's process (``in_process``):
-    # every matched path, as the launcher listed them, for the pipeline to read instead of matching again
+    # Image files and WebDataset: every matched path, as the launcher listed them, for the pipeline
+    # to read instead of matching again, when it runs in the launcher's process (``in_process``)
+    # or reads its inputs by name (the patterns would be these names, each matched alone)
     paths: Optional[List[str]] = None
+    in_process: bool = False  # the pipeline runs on one worker in the launcher's process
 
 
 def _pattern(item: str, fmt: str) -> str:
@@ -255,14 +257,18 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
         for path in matched:
             files.setdefault(_file_identity(path), path)
     listed = sorted(files.values())
-    if by_name or len(listed) != len(paths):
+    by_name = by_name or len(listed) != len(paths)
+    if by_name:
         # Overlapping inputs (DIR and DIR/*.jpg, or DIR and ./DIR/x.jpg) must not read a file
         # twice: read the matched files by name instead, each once, by the spelling that came
         # first (only then, as a list of names can be long), each name as a pattern matching it
         # alone (`part[1].parquet` would match part1.parquet, not itself).
         paths, patterns = listed, [literal(p) for p in listed]
-    spec = InputSpec(fmt, patterns, list(inputs), image_column, id_column, matched=len(paths))
-    if in_process and fmt in ("files", "webdataset"):
+    spec = InputSpec(fmt, patterns, list(inputs), image_column, id_column, matched=len(paths),
+                     in_process=in_process)
+    if (in_process or by_name) and fmt in ("files", "webdataset"):
+        # (Matched by name on the workers, an entry Beam's listing drops, a link to nothing, would
+        # be an empty match, which fails the run.)
         spec.paths = listed
     if fmt == "files":
         spec.columns = ["id"]
@@ -426,19 +432,19 @@ class ReadFileDoFn(beam.DoFn):
 
 class ReadFiles(beam.PTransform):
     """Image files -> ``(records, failed)``: one record per file matched by ``patterns``, its
-    path the id; ``listed``: the paths the launcher matched, when the pipeline runs in its
-    process (see :class:`~pipelines.input_paths.InputPaths`)."""
+    path the id; ``listed``, ``spread``: see :class:`~pipelines.input_paths.InputPaths`."""
 
     def __init__(self, patterns: List[str], id_field: str = "id", image_field: str = "image",
-                 listed: Optional[List[str]] = None):
+                 listed: Optional[List[str]] = None, spread: bool = True):
         super().__init__()
         self._patterns = patterns
         self._id_field = id_field
         self._image_field = image_field
         self._listed = listed
+        self._spread = spread
 
     def expand(self, pbegin):
-        paths = pbegin | "Files" >> InputPaths(self._patterns, self._listed)
+        paths = pbegin | "Files" >> InputPaths(self._patterns, self._listed, self._spread)
         read = paths | "ReadFiles" >> beam.ParDo(ReadFileDoFn(self._id_field, self._image_field)).with_outputs(
             FAILED, main="records")
         return read.records, read[FAILED]
@@ -457,12 +463,12 @@ class ReadImageRecords(beam.PTransform):
     def expand(self, pbegin):
         spec = self._spec
         if spec.fmt == "files":
-            return pbegin | "ReadFiles" >> ReadFiles(spec.patterns, listed=spec.paths)
+            return pbegin | "ReadFiles" >> ReadFiles(spec.patterns, listed=spec.paths, spread=not spec.in_process)
         if spec.fmt == "webdataset":
             read = pbegin | "ReadShards" >> wds.ReadShards(
                 spec.patterns, spec.image_exts, spec.sidecar_columns, spec.join_sidecar,
                 check_repeated_keys=spec.matched > 1, expected_samples=estimated_samples(spec),
-                repeated=spec.repeated_keys, listed=spec.paths)
+                repeated=spec.repeated_keys, listed=spec.paths, spread=not spec.in_process)
             return read.records, read[FAILED]
         records = pbegin | "ReadParquet" >> ReadParquet(spec.patterns, rows=True)
         if spec.status_column is None:

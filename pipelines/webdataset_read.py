@@ -439,19 +439,20 @@ class FindRepeatedKeys(beam.PTransform):
 
 class ReadShards(beam.PTransform):
     """Shards -> sample records (main) and failed records (``FAILED``), as a
-    ``DoOutputsTuple``, from the shards ``patterns`` match; ``listed``: the shard paths the
-    launcher matched, when the pipeline runs in its process (see
-    :class:`~pipelines.input_paths.InputPaths`). ``check_repeated_keys``: run
+    ``DoOutputsTuple``, from the shards ``patterns`` match; ``listed``, ``spread``: see
+    :class:`~pipelines.input_paths.InputPaths`. ``check_repeated_keys``: run
     the key pre-pass (only useful with more than one shard); ``repeated``: its result, found
     beforehand (:func:`repeated_keys`), instead."""
 
     def __init__(self, patterns: List[str], image_exts: Tuple[str, ...] = DEFAULT_IMAGE_EXTS,
                  sidecar_columns: Tuple[str, ...] = (), join_sidecar: bool = True,
                  check_repeated_keys: bool = True, expected_samples: int = 0,
-                 repeated: Optional[Dict[Tuple[str, str], str]] = None, listed: Optional[List[str]] = None):
+                 repeated: Optional[Dict[Tuple[str, str], str]] = None, listed: Optional[List[str]] = None,
+                 spread: bool = True):
         super().__init__()
         self._patterns = patterns
         self._listed = listed
+        self._spread = spread
         self._repeated = repeated
         self._expected_samples = expected_samples
         self._image_exts = image_exts
@@ -460,7 +461,7 @@ class ReadShards(beam.PTransform):
         self._check_repeated_keys = check_repeated_keys
 
     def expand(self, pbegin):
-        shards = pbegin | "Shards" >> InputPaths(self._patterns, self._listed)
+        shards = pbegin | "Shards" >> InputPaths(self._patterns, self._listed, self._spread)
         dofn = ReadShardDoFn(self._image_exts, self._sidecar_columns, self._join_sidecar)
         if self._repeated is not None:
             return shards | "ReadShard" >> beam.ParDo(dofn, repeated=self._repeated).with_outputs(

@@ -172,9 +172,11 @@ def test_an_output_the_inputs_would_read_is_refused(tmp_path, capsys, inputs, ou
     assert dedup_images.main(["--input", str(d), "--output", str(d / "out"), "--backend", "state", "--no-report"]) == 0
 
 
-def test_a_folder_s_entries_beam_does_not_list_are_inputs_still(tmp_path):
+@pytest.mark.parametrize("extra", [[], MULTI], ids=["in-process", "multi-process"])
+def test_a_folder_s_entries_beam_does_not_list_are_inputs_still(tmp_path, extra):
     """Beam's local listing drops a symbolic link to nothing and a name holding a backslash: the
-    first is a failed record with its reason, the second is read, and the run adds up over all."""
+    first is a failed record with its reason, the second is read, and the run adds up over all,
+    also where the workers, not the launcher, read the inputs."""
     src = tmp_path / "in"
     src.mkdir()
     photos = sorted(DATA.glob("*.jpg"))[:2]
@@ -182,7 +184,8 @@ def test_a_folder_s_entries_beam_does_not_list_are_inputs_still(tmp_path):
     (src / "back\\slash.jpg").write_bytes(photos[1].read_bytes())
     (src / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
     out = tmp_path / "out"
-    assert dedup_images.main(["--input", str(src), "--output", str(out), "--backend", "state", "--no-report"]) == 0
+    assert dedup_images.main(["--input", str(src), "--output", str(out), "--backend", "state", "--no-report",
+                              *extra]) == 0
     assert sorted(os.path.basename(r["id"]) for r in read(out, "kept")) == ["a.jpg", "back\\slash.jpg"]
     (failed,) = read(out, "failed")
     assert failed["id"].endswith("gone.jpg") and "No such file" in failed["error"], failed
