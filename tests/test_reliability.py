@@ -402,6 +402,48 @@ def test_a_failed_start_of_the_embedded_ray_is_tried_again_and_leaves_nothing(fa
     assert not left, left
 
 
+_WORKER_DURING_A_FAILED_START = """
+import os, subprocess, sys, time
+import ray
+from ray._private.node import Node
+from beam_phash.exact import ray_cluster
+real, starts = Node.start_ray_processes, []
+def failing(self):  # the GCS is up and answers for a while, then the start fails
+    starts.append(self.gcs_address)
+    if len(starts) == 1:
+        time.sleep(20)
+        raise Exception("The current node timed out during startup (test)")
+    return real(self)
+Node.start_ray_processes = failing
+address = ray_cluster.start_local_ray_soon()
+worker = subprocess.Popen([sys.executable, "-c",
+    "import ray, sys; from beam_phash.exact import ray_cluster; ray_cluster.connect(sys.argv[1], starting=True); "
+    "print('JOINED', ray.get(ray.remote(lambda: 7).remote()), flush=True); ray.shutdown()", address],
+    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+ray_cluster.start_local_ray()
+out, err = worker.communicate(timeout=400)
+print("STARTS", len(starts), "WORKER", worker.returncode, out.strip(), flush=True)
+print(err[-3000:], file=sys.stderr)
+"""
+
+
+@pytest.mark.ray
+def test_a_worker_that_joined_a_failed_start_of_the_embedded_ray_joins_the_next():
+    """Beam's other worker processes join the embedded Ray by address as soon as its GCS answers
+    (the launcher starts it). When that start fails and is tried again on the same port, a
+    worker that reached the failed start's cluster joins the new one instead of failing the job."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", _WORKER_DURING_A_FAILED_START],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    assert "STARTS 2 WORKER 0 JOINED 7" in out, (out, err[-3000:])
+    left = left_in_session(proc.pid)
+    assert not left, left
+
+
 def test_the_processes_below_a_process_are_found_whatever_their_names():
     """``stop_before_exit`` finds the raylet by name among this process's children and kills what
     is below it; /proc/PID/stat names a process in parentheses, and a name may hold both."""

@@ -341,6 +341,23 @@ def connect(address: str, timeout: float = 30.0, starting: bool = False) -> None
             _use_loopback()
         if "RAY_AUTH_MODE" not in os.environ and token_available():
             _enable_token_mode()
-        _check_reachable(address, max(timeout, 120.0) if starting else timeout, starting)
-        ray.init(address=address, namespace=NAMESPACE, log_to_driver=False,
-                 logging_level=logging.WARNING)
+        if not starting:
+            _check_reachable(address, timeout)
+            ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING)
+            return
+        # The embedded head's start may fail after its GCS answered and be tried again on the
+        # same port (``_Head._start``): a worker that joined the failed start's cluster joins the
+        # next one.
+        deadline = time.monotonic() + max(timeout, 120.0) * START_ATTEMPTS
+        while True:
+            _check_reachable(address, max(1.0, deadline - time.monotonic()), starting=True)
+            try:
+                ray.init(address=address, namespace=NAMESPACE, log_to_driver=False, logging_level=logging.WARNING)
+                return
+            except Exception as e:  # noqa: BLE001 - Ray raises several types for a cluster that went away
+                ray.shutdown()
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("could not join the embedded Ray at %s while it starts (%s: %s); trying again",
+                            address, type(e).__name__, " ".join(str(e).split())[:200])
+                time.sleep(1.0)
