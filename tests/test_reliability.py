@@ -175,6 +175,12 @@ def test_a_state_dir_that_lost_some_bucket_folders_is_refused(tmp_path):
     for b in (0, 1, 3):  # every bucket gone: an empty state, as a new directory would be
         shutil.rmtree(state / f"bucket-0000{b}")
     ImagePhashDedup(state_dir=str(state), num_buckets=4)
+    # ... seeded again when a run starts: a run whose claims reach one bucket leaves the others'
+    # folders with only their lock file, and the next run must not take them for lost ones
+    prepare_state_dir(str(state), 4, "phash", 16)
+    for b in range(1, 4):
+        (state / f"bucket-0000{b}" / ".lock").touch()
+    ImagePhashDedup(state_dir=str(state), num_buckets=4)
     # A directory written before the folders were seeded: a bucket no claim reached is empty.
     old = tmp_path / "old"
     prepare_state_dir(str(old), 2, "phash", 16)

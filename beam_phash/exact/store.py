@@ -276,14 +276,26 @@ def prepare_state_dir(state_dir: str, num_buckets: int, algorithm: str, hash_siz
     """Create ``state_dir`` with its manifest (the layout every later run must match)."""
     check_state_dir(state_dir, num_buckets, algorithm, hash_size)
     state_manifest.check_writable(state_dir)
-    if state_manifest.read(state_dir) is None:
-        width = hash_bytes(hash_bits(algorithm, hash_size))
+    have = state_manifest.read(state_dir)
+    width = hash_bytes(hash_bits(algorithm, hash_size))
+    if have is None:
         for b in range(num_buckets):  # before the manifest, which says they all exist
-            store = BucketStore(state_dir, b, f"bucket {b}")
-            try:
-                store.snapshot(width, b"", b"", [])  # the bucket's first state: empty
-            finally:
-                store.close()
+            _seed(state_dir, b, width)
         # Pinned settings are checked against every later run; "seeded" only says what the
         # folders hold (directories written before it have empty folders for unused buckets).
         state_manifest.write(state_dir, {**_manifest_for(num_buckets, algorithm, hash_size), "seeded": True})
+    elif have.get("seeded"):
+        # Every folder gone (the check passed, so it is all or none): the directory starts empty,
+        # seeded again, or the folders of buckets this run leaves unused would look lost later.
+        for b in range(num_buckets):
+            if not _has_state(bucket_dir(state_dir, b), True):
+                _seed(state_dir, b, width)
+
+
+def _seed(state_dir: str, bucket: int, width: int) -> None:
+    """Give a bucket its first state: an empty snapshot."""
+    store = BucketStore(state_dir, bucket, f"bucket {bucket}")
+    try:
+        store.snapshot(width, b"", b"", [])
+    finally:
+        store.close()
