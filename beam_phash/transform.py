@@ -210,6 +210,13 @@ class ImagePhashDedup(beam.PTransform):
     backend = property(lambda self: None if self.near_duplicates else (
         "ray" if isinstance(self.dedup.backend, RayBackend) else "state"))
 
+    def release(self) -> None:
+        """After a pipeline with the Ray backend failed on a Ray cluster that outlives it: kill
+        its bucket actors, which would hold the state directory's locks (see
+        :meth:`ExactDedup.release`). A no-op in other modes."""
+        if not self.near_duplicates:
+            self.dedup.release()
+
     def with_outputs(self) -> "ImagePhashDedup":
         """The same transform, returning :class:`DedupOutputs`."""
         other = copy.copy(self)

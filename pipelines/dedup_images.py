@@ -321,6 +321,16 @@ def clear_outputs(output: str) -> None:
         FileSystems.delete(stale)
 
 
+def release_backend(dedup: ImagePhashDedup) -> None:
+    """After a failed run on a Ray cluster that outlives it: its bucket actors would stay, holding
+    the state directory's locks, and the rerun would be refused. (An embedded Ray stops with the
+    command.)"""
+    try:
+        dedup.release()
+    except Exception:  # noqa: BLE001 - the run's own error is the one to report
+        log.warning("could not stop the run's bucket actors", exc_info=True)
+
+
 def one_local_worker(options: PipelineOptions) -> bool:
     """The job runs on the FnApiRunner (the default, see :func:`local_runner`) with one worker,
     in this process: its steps can use what the launcher found, and spreading the input over
@@ -683,6 +693,8 @@ def _run(argv: List[str], con: Console) -> int:
             reason = reason.replace(_THRESHOLD_TAIL, "no outputs were written: rerun without the threshold "
                                                      "to have failed/ list each with its reason")
         con.tell(f"beam-phash: error: {reason or one_line(e)} (details in {con.log_path})")
+        if args.ray_address is not None:
+            release_backend(dedup)
         if local:
             remove_unfinished(written_dirs(args))
             if reason is not None and args.write_shards is not None:

@@ -18,6 +18,7 @@ from apache_beam.testing.util import assert_that
 
 from beam_phash import ImagePhashDedup
 from beam_phash.exact import ray_cluster
+from beam_phash.exact.ray_cluster import NAMESPACE
 from beam_phash.exact.store import BucketStore, StateError
 from beam_phash.exact.ray_client import BackendError, RayDedupBackend, actor_name, get_or_create_actor
 from conftest import PHOTOS
@@ -193,6 +194,23 @@ def test_a_state_dir_that_lost_some_bucket_folders_is_refused(tmp_path):
 
 
 # --- incremental dedup with the job -----------------------------------------------------------
+
+@pytest.mark.ray
+def test_a_run_that_failed_on_a_lasting_ray_can_be_rerun_on_its_state(ray_cluster, tmp_path, capsys):
+    """A run that fails on a Ray that outlives it (here the test session's, given by address):
+    its one-run bucket actors, detached, would hold the state directory's bucket locks, and the
+    rerun would be refused ("in use by another backend"). The CLI stops them after the failure."""
+    state = str(tmp_path / "state")
+    base = ["--ray-address", ray_cluster, "--state", state, "--num-buckets", "4", "--no-report"]
+    failing = dedup_images.main([*base, "--output", str(tmp_path / "o1"), "--max-decode-failures", "0"])
+    assert failing == 1 and "over the failure threshold" in capsys.readouterr().err
+    on_state = actor_name("run", 0, 1, os.path.abspath(state)).rsplit(".", 1)[1]  # "state-<digest>"
+    assert not [a for a in ray.util.list_named_actors(all_namespaces=True)
+                if a["namespace"] == NAMESPACE and a["name"].endswith(on_state)]
+    assert dedup_images.main([*base, "--output", str(tmp_path / "o2")]) == 0, capsys.readouterr().err
+    kept = read(tmp_path / "o2", "kept")
+    assert len(kept) == 13 and len(read(tmp_path / "o2", "duplicates")) == 1
+
 
 @pytest.mark.ray
 def test_second_run_drops_exactly_what_the_first_kept(ray_cluster, tmp_path):

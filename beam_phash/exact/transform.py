@@ -47,6 +47,17 @@ class ExactDedup(beam.PTransform):
             check_state_dir(backend.state_dir, backend.num_buckets, hashing.algorithm, hashing.hash_size)
             state_manifest.check_writable(backend.state_dir, create=False)
         self._hash_bytes = None if hashing is None else hashing.hash_bytes
+        self._unnamed = []  # the clients of the one-run backends this transform built
+
+    def release(self) -> None:
+        """Kill the bucket actors of the one-run (unnamed) Ray backends this transform built, as
+        a successful run does at its end. For a pipeline that failed on a Ray cluster that
+        outlives it: its actors live on (detached), holding their buckets' locks on the state
+        directory, so a rerun would be refused as "in use by another backend". Their claims are
+        on disk already. A no-op for named backends, Beam state, and an embedded Ray that is gone."""
+        for client in self._unnamed:
+            client.connect().release()
+        self._unnamed.clear()
 
     def _client(self, pipeline):
         from beam_phash.exact import ray_cluster
@@ -64,6 +75,8 @@ class ExactDedup(beam.PTransform):
             state_dir = os.path.abspath(b.state_dir)
             prepare_state_dir(state_dir, b.num_buckets, self.hashing.algorithm, self.hashing.hash_size)
         client = RayDedupBackend(address, name, b.num_buckets, b.max_in_flight, state_dir, b.num_actors)
+        if b.backend_name is None:
+            self._unnamed.append(client)
         if b.ray_address is None and not client.starting:
             # The launcher is connected to this Ray: check the layout and start the actors now.
             client.connect().start_actors()
