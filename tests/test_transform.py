@@ -364,6 +364,29 @@ def test_arguments_are_validated_at_construction(kwargs, message):
         ImagePhashDedup(**kwargs)
 
 
+@pytest.mark.parametrize("backend", ["state", pytest.param("ray", marks=pytest.mark.ray)])
+def test_an_id_spelled_like_an_id_less_record_s_digest_is_another_record(backend, request):
+    """A content-addressed id ("sha256:" and the bytes' SHA-256) and a record without an id of
+    the same bytes are two records: one is kept and the other names it, on both backends (the
+    Ray backend took them for one record, retried, and kept both)."""
+    if backend == "ray":
+        request.getfixturevalue("ray_cluster")
+    photo = PHOTOS[0].read_bytes()
+    content_id = "sha256:" + hashlib.sha256(photo).hexdigest()
+    records = [{"id": content_id, "image": photo}, {"image": photo}]
+    p = TestPipeline()
+    outputs = p | beam.Create(records) | ImagePhashDedup(
+        backend=backend, **({"num_buckets": 2} if backend == "ray" else {})).with_outputs()
+
+    def check(rows):
+        assert sorted(tag for tag, _ in rows) == ["duplicates", "kept"], rows
+        (duplicate,) = [r for tag, r in rows if tag == "duplicates"]
+        assert duplicate["duplicate_of"] in (content_id, None), rows
+
+    assert_that(tagged(outputs), check)
+    p.run().wait_until_finish()
+
+
 def test_ids_that_look_like_digests_and_hash_records_without_ids():
     """An id such as "sha256:..." is an id like any other (the keeper a duplicate names); a
     record that carries its hash but no id fails with the reason, since with no image bytes to

@@ -26,19 +26,16 @@ import ray
 
 from beam_phash.exact import ray_cluster, ray_private
 from beam_phash.exact.ray_actor import BucketActor, bucket_label
-from beam_phash.records import SURROGATE_PREFIX, keeper_label
+from beam_phash.records import keeper_label
 from beam_phash.routing import bucket_of
 
 
 def owner_digests(owners: Sequence[str]) -> np.ndarray:
-    """64-bit owner ids: the first 8 bytes of BLAKE2b of each owner string. Two different ids
-    collide with probability 2^-64 per pair, and only matter when they also share a hash. A
-    surrogate owner is digested without its first character, as it was before that character
-    was added (2026-12-02), so a state directory from before still knows its id-less records
-    again."""
-    return np.array([int.from_bytes(hashlib.blake2b(
-        (o[1:] if o.startswith(SURROGATE_PREFIX) else o).encode(), digest_size=8).digest(), "little")
-        for o in owners], dtype="<u8")
+    """64-bit owner ids: the first 8 bytes of BLAKE2b of each owner string (a surrogate with its
+    prefix, so that no id is digested as an id-less record is). Two different owners collide with
+    probability 2^-64 per pair, and only matter when they also share a hash."""
+    return np.array([int.from_bytes(hashlib.blake2b(o.encode(), digest_size=8).digest(),
+                                    "little") for o in owners], dtype="<u8")
 
 
 class PendingClaims:
