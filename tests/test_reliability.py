@@ -331,6 +331,26 @@ def test_an_actor_another_client_just_created_is_not_called_lost(ray_cluster, mo
 
 
 @pytest.mark.ray
+def test_backends_of_one_name_with_and_without_a_state_dir_keep_apart(ray_cluster, tmp_path):
+    """A backend's state directory is part of what it is (its actors' names carry it): one of
+    the same name with another layout may run beside it, and releasing it leaves the other's
+    records alone, so the other's dead actor is still reported lost, not recreated empty."""
+    from beam_phash.exact.store import prepare_state_dir
+    name = "one-name-two-backends"
+    plain = RayDedupBackend(ray_cluster, name, 4, num_actors=2).connect().start_actors()
+    try:
+        state = str(tmp_path / "state")
+        prepare_state_dir(state, 8, "phash", 16)
+        stateful = RayDedupBackend(ray_cluster, name, 8, state_dir=state, num_actors=1).connect().start_actors()
+        stateful.release()
+        ray.kill(get_or_create_actor(name, 0, 2, 4), no_restart=True)
+        with pytest.raises(BackendError, match=f"buckets 0, 2 of dedup backend '{name}' were lost"):
+            get_or_create_actor(name, 0, 2, 4)
+    finally:
+        plain.release()
+
+
+@pytest.mark.ray
 def test_without_state_a_killed_bucket_fails_the_run_naming_it(ray_cluster):
     records = make_records(seed=12)
     name = "fault-failure-test"

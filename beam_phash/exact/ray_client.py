@@ -73,31 +73,35 @@ def default_num_actors(num_buckets: int) -> int:
 def actor_name(backend_name: str, actor: int, num_actors: int, state_dir: Optional[str] = None) -> str:
     """The actor's name; with a state directory it also names the directory (by digest), so a
     live backend of the same name without it, or with another, is never mistaken for it."""
-    name = f"{backend_name}.actor-{actor:05d}-of-{num_actors:05d}"
-    if state_dir:
-        name += ".state-" + hashlib.blake2b(state_dir.encode(), digest_size=6).hexdigest()
-    return name
+    return f"{backend_name}.actor-{actor:05d}-of-{num_actors:05d}{_state_tag(state_dir)}"
+
+
+def _state_tag(state_dir: Optional[str]) -> str:
+    """What tells backends of one name apart: their state directory, by digest."""
+    return ".state-" + hashlib.blake2b(state_dir.encode(), digest_size=6).hexdigest() if state_dir else ""
 
 
 MAX_RESTARTS = 10
 
 
 def _created_key(backend_name: str, actor: int) -> bytes:
+    """Marks the actors of a backend without a state directory once created (see
+    :func:`get_or_create_actor`)."""
     return f"{backend_name}/actor-{actor:05d}".encode()
 
 
-def _layout_key(backend_name: str) -> bytes:
-    return f"{backend_name}/layout".encode()
+def _layout_key(backend_name: str, state_dir: Optional[str]) -> bytes:
+    return f"{backend_name}{_state_tag(state_dir)}/layout".encode()
 
 
 def backend_layout(backend_name: str, num_buckets: int, num_actors: Optional[int],
-                   namespace: str = ray_cluster.NAMESPACE) -> int:
+                   state_dir: Optional[str] = None, namespace: str = ray_cluster.NAMESPACE) -> int:
     """The number of actors of a backend: fixed by whichever client comes first (``num_actors``,
     or :func:`default_num_actors`), recorded in Ray's KV store, and read there by every other
     client, so that every worker, and every later pipeline on a named backend, routes a bucket to
     the same actor. A client with another ``num_buckets``, or asking for another ``num_actors``,
     is refused: it would miss the hashes the backend holds."""
-    key = _layout_key(backend_name)
+    key = _layout_key(backend_name, state_dir)
     proposed = f"{num_buckets}:{num_actors or default_num_actors(num_buckets)}".encode()
     existed = ray_private.kv_put(key, proposed, namespace, overwrite=False)
     recorded = (ray_private.kv_get(key, namespace) or proposed) if existed else proposed
@@ -195,7 +199,7 @@ class RayDedupBackend:
     def connect(self) -> "RayDedupBackend":
         ray_cluster.connect(self.address, starting=self.starting)
         if self._layout is None:
-            self._layout = backend_layout(self.backend_name, self.num_buckets, self.num_actors)
+            self._layout = backend_layout(self.backend_name, self.num_buckets, self.num_actors, self.state_dir)
         return self
 
     def connect_soon(self) -> "concurrent.futures.Future":
@@ -308,7 +312,8 @@ class RayDedupBackend:
         forget its layout."""
         for handle in self._existing().values():
             ray.kill(handle, no_restart=True)
-        for actor in range(self.actors):
-            ray_private.kv_del(_created_key(self.backend_name, actor), ray_cluster.NAMESPACE)
-        ray_private.kv_del(_layout_key(self.backend_name), ray_cluster.NAMESPACE)
+        if not self.state_dir:  # (a backend of this name without a state directory has the marks)
+            for actor in range(self.actors):
+                ray_private.kv_del(_created_key(self.backend_name, actor), ray_cluster.NAMESPACE)
+        ray_private.kv_del(_layout_key(self.backend_name, self.state_dir), ray_cluster.NAMESPACE)
         self._actors.clear()
