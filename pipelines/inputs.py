@@ -141,6 +141,14 @@ def _file_identity(path: str) -> str:
     return path if "://" in path else os.path.normpath(os.path.abspath(path))
 
 
+def _find(item: str, pattern: str, flag: str) -> Tuple[Dict[str, int], bool]:
+    """What ``pattern`` (``item``'s) matches, with sizes, and whether Beam's own listing would
+    leave some of it out: a local folder is listed by itself, anything else by Beam's match."""
+    if _local_folder(item, pattern):
+        return _list_folder(item, pattern, flag)
+    return _match(pattern, item, flag), False
+
+
 def _what_a_folder_means(pattern: str, item: str) -> str:
     """For a directory that holds files but none of the format's: what it was read as."""
     if not _local_folder(item, pattern):
@@ -227,13 +235,10 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
     by_name = False
     for item in inputs:
         pattern = _pattern(item, fmt)
-        if _local_folder(item, pattern):
-            matched, dropped = _list_folder(item, pattern, flag)
-            # Entries Beam's listing drops are read by name: counted among the inputs, never
-            # silently left out.
-            by_name = by_name or dropped
-        else:
-            matched = _match(pattern, item, flag)
+        matched, dropped = _find(item, pattern, flag)
+        # Entries Beam's listing drops are read by name: counted among the inputs, never
+        # silently left out.
+        by_name = by_name or dropped
         if fmt == "webdataset" and pattern != item:
             # A folder: its shards, .tar or compressed (.tar.gz...), read by name when it holds
             # other files too (img2dataset's sidecars and statistics).
@@ -490,7 +495,7 @@ def reference_spec(references: List[str], fmt: str, image_column: str, id_column
     detected: Optional[List[str]] = None  # patterns for resolve(), one per given item or file
     first: Optional[str] = None
     if fmt == "auto":
-        matched = {item: list(_match(_pattern(item, "files"), item, "--reference")) for item in references}
+        matched = {item: list(_find(item, _pattern(item, "files"), "--reference")[0]) for item in references}
         # img2dataset writes NNNNN_stats.json beside each shard or Parquet file: not data
         data = {item: [p for p in paths if not p.endswith(wds.STATS_SUFFIX)] or paths
                 for item, paths in matched.items()}
@@ -523,7 +528,7 @@ def reference_spec(references: List[str], fmt: str, image_column: str, id_column
                 else [literal(p) for p in wanted[item]])]
     if fmt == "parquet" and hash_column is None:
         if first is None:
-            first = next(iter(_match(_pattern(references[0], "parquet"), references[0], "--reference")))
+            first = next(iter(_find(references[0], _pattern(references[0], "parquet"), "--reference")[0]))
         schema, _ = _parquet_footer(first)
         if hash_column_default in schema.names and image_column not in schema.names:
             hash_column = hash_column_default
