@@ -119,7 +119,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="directory, glob or file; repeat for several (default: the bundled sample)")
     ap.add_argument("--input-format", default="files", choices=job_inputs.FORMATS,
                     help="files: each file is one image; parquet: rows with an image column; "
-                         "webdataset: tar shards (a directory means DIR/*.tar), one record per sample")
+                         "webdataset: tar shards, plain or compressed (a directory means its .tar, .tar.gz, .tgz, "
+                         ".tar.bz2 and .tar.xz shards), one record per sample")
     ap.add_argument("--image-column", default="image",
                     help="Parquet: column with the image bytes, or a struct with a 'bytes' field "
                          "(default image, else img2dataset's jpg/png/webp)")
@@ -156,12 +157,13 @@ def _parser() -> argparse.ArgumentParser:
                          "survives actors dying; near-duplicate mode: Parquet segments of kept hashes)")
     ap.add_argument("--reference", action="append", default=None, metavar="PATH",
                     help="drop every input within --max-distance of these images (exact mode: the "
-                         "same hash): image files (a folder or glob) or Parquet with an image or hash "
-                         "column, such as an earlier run's kept/; repeat for several. References are "
-                         "never output")
+                         "same hash): image files (a folder or glob), Parquet with an image or hash "
+                         "column, such as an earlier run's kept/, or WebDataset shards; repeat for "
+                         "several. References are never output")
     ap.add_argument("--reference-format", default="auto", choices=("auto",) + job_inputs.FORMATS,
                     help="auto (default): Parquet when every matched file ends in .parquet, WebDataset "
-                         "when they are .tar shards (with their .parquet sidecars), else image files")
+                         "when they are shards, plain or compressed (with their .parquet sidecars), "
+                         "else image files")
     ap.add_argument("--reference-image-column", default=None, metavar="COL",
                     help="Parquet references: the image column (default: --image-column)")
     ap.add_argument("--reference-id-column", default=None, metavar="COL",
@@ -535,6 +537,9 @@ def configure(argv: Optional[List[str]]):
             # or detection chose (a WebDataset input's `key`, an img2dataset Parquet's `jpg`).
             args.reference, args.reference_format, args.reference_image_column or args.image_column,
             args.reference_id_column or args.id_column, args.reference_hash_column, HASH_FIELD, bits)
+        if reference.fmt != "parquet" and (args.reference_image_column or args.reference_id_column):
+            raise ConfigError("--reference-image-column and --reference-id-column apply to Parquet references "
+                              f"(these are {'image files' if reference.fmt == 'files' else 'WebDataset shards'})")
     elif any(v is not None for v in (args.reference_image_column, args.reference_id_column,
                                      args.reference_hash_column)) or args.reference_format != "auto":
         raise ConfigError("--reference-format and --reference-*-column apply with --reference")

@@ -134,6 +134,9 @@ def test_parquet_input_keeps_the_input_columns(tmp_path, layout):
     (["--hash-size", "big"], "argument --hash-size: invalid int value"),
     (["--input-format", "parquet"], "matched no files (a directory means "),  # the sample folder holds no .parquet
     (["--image-column", "jpg"], "apply to --input-format parquet"),
+    (["--reference", str(DATA), "--reference-image-column", "jpg"],
+     "--reference-image-column and --reference-id-column apply to Parquet references (these are image files)"),
+    (["--reference", str(DATA), "--reference-id-column", "key"], "apply to Parquet references"),
     (["--hash_size", "8"], "unknown option --hash_size (did you mean --hash-size?)"),
     (["--direct_num_workerz=2"], "unknown option --direct_num_workerz"),
 ])
