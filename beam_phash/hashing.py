@@ -102,17 +102,20 @@ class HashBatchDoFn(beam.DoFn):
         while self._in_flight:
             yield from self._emit(self._in_flight.popleft())
 
-    def _hash(self, blobs: list) -> list:
+    def _hash(self, blobs: list) -> tuple:
+        """(the results, the milliseconds they took), in the pool's thread: its metric updates
+        would be lost there (Beam keeps the metrics context per thread), so ``_emit`` makes them."""
         started = time.perf_counter()
         results = hash_images(blobs, algorithm=self._c.algorithm, hash_size=self._c.hash_size,
                               threads=self._c.threads, max_pixels=self._c.max_pixels, dihedral=self._c.dihedral)
-        self._metrics.hash_batch_latency_ms.update(int((time.perf_counter() - started) * 1000))
-        self._metrics.hash_batch_size.update(len(blobs))
-        return results
+        return results, int((time.perf_counter() - started) * 1000)
 
     def _emit(self, flight) -> Iterable:
         hashing, size, pending, blobs, timestamp, window = flight
-        yield from in_window(self._outputs(size, pending, blobs, hashing.result()), timestamp, window)
+        results, millis = hashing.result()
+        self._metrics.hash_batch_latency_ms.update(millis)
+        self._metrics.hash_batch_size.update(len(blobs))
+        yield from in_window(self._outputs(size, pending, blobs, results), timestamp, window)
 
     def _outputs(self, size: int, pending: List[dict], blobs: list, results: list) -> Iterable:
         failed, internal = size - len(blobs), 0

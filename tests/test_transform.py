@@ -55,8 +55,24 @@ def expected_counts(records):
 @pytest.mark.parametrize("options", [[], MULTI], ids=["in-process", "multi-process"])
 def test_state_backend_matches_oracle(options):
     records = make_records(seed=1)
-    result = run_dedup(records, options, backend="state")
+    result = run_dedup(records, options, backend="state", batch_size=8)
     assert counters(result) == expected_counts(records)
+    # the distributions of the hashing step (which hashes in a thread of its own) are reported
+    found = result.metrics().query(MetricsFilter().with_namespace(METRICS_NAMESPACE))["distributions"]
+    sizes = {d.key.metric.name: d.committed for d in found}
+    assert sizes["hash_batch_size"].sum == len([r for r in records if _has_bytes(r)]), sizes
+    assert sizes["hash_batch_size"].max <= 8, sizes
+    assert sizes["hash_batch_latency_ms"].count == sizes["hash_batch_size"].count, sizes
+
+
+def _has_bytes(record) -> bool:
+    """Whether the record reaches the decoder (it has image bytes, good or bad)."""
+    from beam_phash.records import BadRecord, image_bytes
+    try:
+        image_bytes(record, "image")
+        return True
+    except BadRecord:
+        return False
 
 
 # --- the Ray backend --------------------------------------------------------------------------
