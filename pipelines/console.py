@@ -15,9 +15,11 @@ capture), the job's lines go to them, and the descriptors still go to the log.
 A reader that goes away (``beam-phash ... | head -1``) does not end the run: the job's lines
 after that go nowhere (:class:`Terminal`), and the exit code is the run's.
 
-A log left empty (a run refused before anything logged: a configuration error, an output that
-cannot be written) is removed on :meth:`Console.close`, with the folders the console made for it,
-unless another run on the same output has it open (each run holds a shared ``flock`` on it).
+A refused run (a configuration error, an output that cannot be written: exit code 2) takes its
+own lines out of the log on :meth:`Console.close` (what Beam and Ray printed while it started;
+the one line on stderr says what was wrong); a log then empty is removed, with the folders the
+console made for it. Neither happens while another run on the same output has the log open (each
+run holds a shared ``flock`` on it).
 """
 from __future__ import annotations
 
@@ -94,6 +96,7 @@ class Console:
         #: the outermost folder made for the log (None: it existed), removed with an empty log
         self._made: Optional[str] = self.log_dir if "://" in output else None
         self._abs_dir = ""  # the log's folder as an absolute path, set by open()
+        self._start = 0  # the log's size when this run opened it: what earlier runs wrote
 
     def open(self) -> "Console":
         try:
@@ -105,6 +108,7 @@ class Console:
             self.log_path = os.path.join(self.log_dir, LOG_NAME)
             self._log = _open_shared(self.log_path)
         self._abs_dir = os.path.abspath(self.log_dir)  # for close(), whatever the cwd is by then
+        self._start = os.fstat(self._log.fileno()).st_size
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         if _is_open(1) and _is_open(2):
@@ -137,8 +141,9 @@ class Console:
         """A line about the run (start, warnings, one-line errors), on standard error."""
         print(line, file=self.err, flush=True)
 
-    def close(self) -> None:
-        """Give the terminal back, as it was before :meth:`open`."""
+    def close(self, refused: bool = False) -> None:
+        """Give the terminal back, as it was before :meth:`open`. ``refused``: the run was
+        refused before it started, and its lines leave the log."""
         root = logging.getLogger()
         if self._handler is not None:
             root.removeHandler(self._handler)
@@ -158,15 +163,16 @@ class Console:
             self.out, self.err = Terminal(sys.stdout, owned=False), Terminal(sys.stderr, owned=False)
             self._saved_fds = None
         if self._log is not None:
-            removed = self._remove_if_empty()
+            removed = self._remove_if_empty(refused)
             self._log.close()
             self._log = None
             if removed:
                 self._remove_folders()
 
-    def _remove_if_empty(self) -> bool:
-        """Remove the log if it is empty and no other run on this output has it open (each holds
-        a shared lock on it while open): whether it was removed."""
+    def _remove_if_empty(self, refused: bool = False) -> bool:
+        """Remove the log if it is empty (``refused``: once this run's lines are cut off) and no
+        other run on this output has it open (each holds a shared lock on it while open):
+        whether it was removed."""
         log = os.path.join(self._abs_dir, LOG_NAME)
         self._log.flush()
         try:
@@ -176,6 +182,8 @@ class Console:
         except OSError:  # a filesystem without locks: nobody can say; removed, as without them
             pass
         try:
+            if refused:
+                os.ftruncate(self._log.fileno(), self._start)
             mine = os.fstat(self._log.fileno())
             if mine.st_size > 0 or not os.path.samestat(mine, os.stat(log)):
                 return False
@@ -274,8 +282,8 @@ def say_interrupted(con: Console, stop: Optional[Callable[[], None]] = None, lin
         close_console()
 
 
-def close_console() -> None:
+def close_console(refused: bool = False) -> None:
     global _current
     if _current is not None:
-        _current.close()
+        _current.close(refused)
         _current = None

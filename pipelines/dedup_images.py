@@ -606,7 +606,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise
         return interrupted(con, code)
     finally:
-        close_console()
+        close_console(refused=code == 2)
 
 
 def stop_embedded_ray() -> None:

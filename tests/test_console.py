@@ -202,6 +202,25 @@ def test_help_reaches_the_terminal_and_writes_no_output(tmp_path, flag):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("refusal", [["--hash-size", "abc"], ["--backend", "state", "--num-buckets", "8"]])
+def test_a_refused_command_leaves_no_folder_and_an_earlier_log_as_it_was(tmp_path, refusal):
+    """What Beam and Ray print while a command starts (it imports Beam, starts the embedded Ray
+    early) is the refused run's own: taken out of the log, which a new output then does not keep;
+    an earlier run's log on the same output keeps its lines, and only those."""
+    def refused(out):
+        proc = subprocess.run([sys.executable, "-m", "pipelines.dedup_images", "--output", str(out), *refusal],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2 and proc.stderr.startswith("beam-phash: error: "), proc.stderr
+
+    refused(tmp_path / "new" / "out")
+    assert not (tmp_path / "new").exists()
+    earlier = tmp_path / "had" / "logs" / "job.log"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_text("an earlier run's line\n")
+    refused(tmp_path / "had")
+    assert earlier.read_text() == "an earlier run's line\n"
+
+
 def test_a_failure_in_the_run_is_one_line_naming_the_log(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "pipelines.dedup_images", "--output", str(out),
