@@ -118,6 +118,27 @@ def test_one_store_per_bucket_directory_at_a_time(tmp_path):
     BucketStore(str(tmp_path), 0, "bucket 0").close()
 
 
+@pytest.mark.ray
+def test_a_bucket_in_use_says_so_in_the_backend_s_error(ray_cluster, tmp_path):
+    """An actor that cannot start (its bucket's lock held elsewhere): the error raised in it is
+    the one line a user sees, not Ray's creation-task text with its terminal colours."""
+    from beam_phash.exact.store import prepare_state_dir
+    state = str(tmp_path / "state")
+    prepare_state_dir(state, 2, "phash", 16)
+    holder = BucketStore(state, 0, "bucket 0")
+    client = RayDedupBackend(ray_cluster, "in-use-test", 2, state_dir=state, num_actors=1).connect()
+    try:
+        with pytest.raises(BackendError) as raised:
+            client.claim([bytes(32)], ["a"])
+        message = str(raised.value)
+        assert message.startswith("buckets 0, 1 of dedup backend 'in-use-test' failed: StateError: bucket 0 "
+                                  "of dedup backend 'in-use-test': "), message
+        assert "bucket-00000 is in use by another backend" in message and "\x1b" not in message, message
+    finally:
+        client.release()
+        holder.close()
+
+
 def test_a_torn_log_tail_is_dropped_and_the_rest_replayed(tmp_path):
     store = BucketStore(str(tmp_path), 0, "bucket 0")
     store.load()

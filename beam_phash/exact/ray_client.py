@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import re
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -36,6 +37,24 @@ def owner_digests(owners: Sequence[str]) -> np.ndarray:
     probability 2^-64 per pair, and only matter when they also share a hash."""
     return np.array([int.from_bytes(hashlib.blake2b(o.encode(), digest_size=8).digest(),
                                     "little") for o in owners], dtype="<u8")
+
+
+_COLOURS = re.compile(r"\x1b\[[0-9;]*m")
+_RAISED = re.compile(r"^(?:[A-Za-z_][\w]*\.)*([A-Za-z_]\w*(?:Error|Exception)): (.+)$")
+
+
+def failure(e: BaseException) -> str:
+    """Why a call to a bucket actor failed, in one line: the error raised in the actor (which
+    Ray's error carries, for a failed creation only inside its text, after the traceback),
+    else Ray's own, without the terminal colours Ray puts in it."""
+    cause = getattr(e, "cause", None)
+    if isinstance(cause, BaseException) and not isinstance(cause, ray.exceptions.RayError):
+        return f"{type(cause).__name__}: {' '.join(str(cause).split())}"
+    text = _COLOURS.sub("", str(e))
+    raised = [m for m in map(_RAISED.match, text.splitlines()) if m]
+    if raised:
+        return f"{raised[-1].group(1)}: {raised[-1].group(2).strip()}"
+    return f"{type(e).__name__}: {' '.join(text.split())}"
 
 
 class PendingClaims:
@@ -267,9 +286,7 @@ class RayDedupBackend:
                 keepers = ray.get(ref)
             except ray.exceptions.RayError as e:
                 buckets = hosted_buckets(actor, self.actors, self.num_buckets)
-                raise BackendError(
-                    f"{buckets_label(self.backend_name, buckets)} failed: "
-                    f"{type(e).__name__}: {e}") from e
+                raise BackendError(f"{buckets_label(self.backend_name, buckets)} failed: {failure(e)}") from e
             for i, keeper in zip(idxs, keepers):
                 pending.result[i] = keeper
 
