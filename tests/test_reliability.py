@@ -372,6 +372,29 @@ def test_backends_of_one_name_with_and_without_a_state_dir_keep_apart(ray_cluste
 
 
 @pytest.mark.ray
+def test_a_named_backend_refuses_hashes_of_another_width(ray_cluster):
+    """Its first claim fixes the width, whichever buckets a later claim reaches (an empty bucket
+    took hashes of any width)."""
+    name = "width-test"
+    first = RayDedupBackend(ray_cluster, name, 4, num_actors=2).connect()
+    try:
+        assert first.claim([bytes(32)], ["a"]) == [None]
+        later = RayDedupBackend(ray_cluster, name, 4).connect()
+        for h in (bytes([1]) * 8, bytes(8)):  # a bucket that holds nothing yet, the one that holds "a"'s
+            with pytest.raises(ValueError, match=f"dedup backend '{name}' holds 32-byte hashes, this "
+                                                 "pipeline claims 8-byte ones"):
+                later.claim([h], ["b"])
+        assert later.claim([bytes(32)], ["c"]) == ["a"]
+    finally:
+        first.release()
+    fresh = RayDedupBackend(ray_cluster, name, 4).connect()  # released: a new backend of that name
+    try:
+        assert fresh.claim([bytes(8)], ["d"]) == [None]
+    finally:
+        fresh.release()
+
+
+@pytest.mark.ray
 def test_without_state_a_killed_bucket_fails_the_run_naming_it(ray_cluster):
     records = make_records(seed=12)
     name = "fault-failure-test"

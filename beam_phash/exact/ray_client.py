@@ -113,6 +113,23 @@ def _layout_key(backend_name: str, state_dir: Optional[str]) -> bytes:
     return f"{backend_name}{_state_tag(state_dir)}/layout".encode()
 
 
+def _width_key(backend_name: str, state_dir: Optional[str]) -> bytes:
+    return f"{backend_name}{_state_tag(state_dir)}/width".encode()
+
+
+def pin_width(backend_name: str, width: int, state_dir: Optional[str] = None,
+              namespace: str = ray_cluster.NAMESPACE) -> None:
+    """Record the backend's hash width (bytes) with its first claim; ValueError for a claim of
+    another width (another algorithm or hash size: its hashes would never match the backend's,
+    and a bucket it reached first would hold both)."""
+    key = _width_key(backend_name, state_dir)
+    existed = ray_private.kv_put(key, str(width).encode(), namespace, overwrite=False)
+    have = int((ray_private.kv_get(key, namespace) or str(width).encode()).decode()) if existed else width
+    if have != width:
+        raise ValueError(f"dedup backend {backend_name!r} holds {have}-byte hashes, this pipeline claims "
+                         f"{width}-byte ones: reuse a backend with its algorithm and hash size")
+
+
 def backend_layout(backend_name: str, num_buckets: int, num_actors: Optional[int],
                    state_dir: Optional[str] = None, namespace: str = ray_cluster.NAMESPACE) -> int:
     """The number of actors of a backend: fixed by whichever client comes first (``num_actors``,
@@ -208,11 +225,13 @@ class RayDedupBackend:
         self.starting = ray_cluster.is_starting(address)
         self._layout: Optional[int] = None  # the backend's number of actors, once connected
         self._actors: Dict[int, object] = {}
+        self._width: Optional[int] = None  # the hash width this client checked, once it claims
 
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_actors"] = {}
         state["_layout"] = None
+        state["_width"] = None
         return state
 
     def connect(self) -> "RayDedupBackend":
@@ -256,6 +275,9 @@ class RayDedupBackend:
         if not hashes:
             return pending
         width = len(hashes[0])
+        if self._width != width:
+            pin_width(self.backend_name, width, self.state_dir)
+            self._width = width
         digests = owner_digests(owners)
         buckets = bucket_of(hashes, self.num_buckets)
         actors = buckets % self.actors
@@ -333,4 +355,5 @@ class RayDedupBackend:
             for actor in range(self.actors):
                 ray_private.kv_del(_created_key(self.backend_name, actor), ray_cluster.NAMESPACE)
         ray_private.kv_del(_layout_key(self.backend_name, self.state_dir), ray_cluster.NAMESPACE)
+        ray_private.kv_del(_width_key(self.backend_name, self.state_dir), ray_cluster.NAMESPACE)
         self._actors.clear()
