@@ -234,8 +234,9 @@ class RayDedupBackend:
         state["_width"] = None
         return state
 
-    def connect(self) -> "RayDedupBackend":
-        ray_cluster.connect(self.address, starting=self.starting)
+    def connect(self, timeout: float = 30.0) -> "RayDedupBackend":
+        """Join the cluster (waiting up to ``timeout`` s for an address nobody answers at)."""
+        ray_cluster.connect(self.address, timeout=timeout, starting=self.starting)
         if self._layout is None:
             self._layout = backend_layout(self.backend_name, self.num_buckets, self.num_actors, self.state_dir)
         return self

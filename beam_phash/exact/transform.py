@@ -54,9 +54,11 @@ class ExactDedup(beam.PTransform):
         a successful run does at its end. For a pipeline that failed on a Ray cluster that
         outlives it: its actors live on (detached), holding their buckets' locks on the state
         directory, so a rerun would be refused as "in use by another backend". Their claims are
-        on disk already. A no-op for named backends, Beam state, and an embedded Ray that is gone."""
+        on disk already. A no-op for named backends, Beam state, and an embedded Ray that is gone.
+        (A cluster that does not answer within seconds is a ConnectionError: the pipeline may
+        have failed for that very reason.)"""
         for client in self._unnamed:
-            client.connect().release()
+            client.connect(timeout=5.0).release()
         self._unnamed.clear()
 
     def _client(self, pipeline):
