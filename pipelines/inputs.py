@@ -123,8 +123,11 @@ def _list_folder(item: str, pattern: str, flag: str) -> Tuple[Dict[str, int], bo
                     continue
                 try:
                     size = entry.stat().st_size
-                except OSError:  # a link to nothing
-                    size, dropped = entry.stat(follow_symlinks=False).st_size, True
+                except OSError:  # a link to nothing (or an entry gone since: left out, as Beam does)
+                    try:
+                        size, dropped = entry.stat(follow_symlinks=False).st_size, True
+                    except OSError:
+                        continue
                 dropped = dropped or "\\" in entry.name
                 found[os.path.join(item.rstrip("/"), entry.name)] = size
     except OSError as e:
