@@ -152,6 +152,37 @@ def test_a_torn_log_tail_is_dropped_and_the_rest_replayed(tmp_path):
     assert [labels for _, _, labels in chunks] == [["a"]]
 
 
+def test_a_log_damaged_before_its_end_is_an_error_not_a_torn_tail(tmp_path):
+    """Only the last batch of a log can be cut short by a crash (its claims were never
+    answered). A batch damaged before the end (a flipped byte in its hashes, its length, its
+    framing) is an error: read as a torn tail, every answered claim after it would be forgotten
+    and its hash kept again."""
+    store = BucketStore(str(tmp_path), 0, "bucket 0")
+    store.load()
+    path = os.path.join(store.path, "log-000000.arrows")
+    ends = []
+    for i, label in enumerate("abc"):
+        store.append(4, bytes([i + 1]) * 4, _owners(1), [label])
+        ends.append(os.path.getsize(path))
+    store.close()
+    intact = open(path, "rb").read()
+
+    def replayed(data: bytes):
+        open(path, "wb").write(data)
+        _, chunks = BucketStore(str(tmp_path), 0, "bucket 0").load()
+        return [label for _, _, labels in chunks for label in labels]
+
+    for cut in range(ends[1] + 1, ends[2]):  # anywhere inside the last batch: a torn tail
+        assert replayed(intact[:cut]) == ["a", "b"], cut
+    hashes_of_b = intact.index(bytes([2]) * 4, ends[0])
+    for at in (hashes_of_b, ends[0], ends[0] + 5):  # b's hashes (its digest), framing, length
+        damaged = bytearray(intact)
+        damaged[at] ^= 0xFF
+        with pytest.raises(StateError, match="log .*log-000000.arrows is damaged"):
+            replayed(bytes(damaged))
+    assert replayed(intact) == ["a", "b", "c"]
+
+
 def test_a_log_that_cannot_be_read_is_an_error_naming_it(tmp_path):
     store = BucketStore(str(tmp_path), 0, "bucket 0")
     store.load()

@@ -70,6 +70,52 @@ def _table(width: int, hashes: bytes, owners: bytes, labels: List[str]) -> pa.Ta
     ], schema=_schema(width))
 
 
+_LOG_DIGEST = b"beam_phash.digest"
+_CONTINUATION = b"\xff\xff\xff\xff"
+#: Bounds on one logged batch's message (one claim call: at most 1,000,000 entries of at most
+#: 128-byte hashes and their labels); a length beyond them is damage, not a cut-short write.
+_MAX_METADATA = 1 << 20
+_MAX_BODY = 1 << 32
+
+
+def _torn(data: bytes, at: int) -> bool:
+    """Whether a log's bytes from ``at`` (where its intact messages end) are the start of one
+    message cut short, as an interrupted write leaves it (those bytes are right, only too few),
+    rather than damage: a message that is whole but unreadable, or bytes that are not the start
+    of a message."""
+    rest = data[at:]
+    if len(rest) < 8:
+        return _CONTINUATION.startswith(rest[:4])
+    if rest[:4] != _CONTINUATION:
+        return False
+    size = int.from_bytes(rest[4:8], "little", signed=True)
+    if not 0 <= size <= _MAX_METADATA:
+        return False  # no batch of ours has such metadata: a damaged length
+    if 8 + size > len(rest):
+        return _nothing_whole_after(rest)  # its metadata is cut short
+    try:
+        pa.ipc.read_message(pa.BufferReader(rest))
+    except (pa.ArrowInvalid, OSError, EOFError) as e:
+        body = re.search(r"Expected to be able to read (\d+) bytes", str(e))
+        # its body is cut short
+        return body is not None and int(body.group(1)) <= _MAX_BODY and _nothing_whole_after(rest)
+    return False  # a whole message, and yet unreadable
+
+
+def _nothing_whole_after(rest: bytes) -> bool:
+    """Whether no whole message starts after the first one in ``rest``: a cut-short write is
+    the log's last; a damaged length makes the messages after it look like its own bytes."""
+    at = rest.find(_CONTINUATION, 8)
+    while at != -1:
+        try:
+            pa.ipc.read_message(pa.BufferReader(rest[at:]))
+            return False
+        except (pa.ArrowInvalid, OSError, EOFError):
+            pass
+        at = rest.find(_CONTINUATION, at + 1)
+    return True
+
+
 def _columns(table: pa.Table) -> Tuple[bytes, bytes, List[str]]:
     """A table's (packed hashes, packed owners, labels)."""
     if table.num_rows == 0:
@@ -163,7 +209,10 @@ class BucketStore:
 
     def _read_log(self, path: str) -> Tuple[Optional[int], List[Tuple[bytes, bytes, List[str]]]]:
         """The log's batches. A log that cannot be opened or read is an error naming it; only a
-        log whose bytes end in an incomplete batch (the tail a crash tore off) loses that tail."""
+        log whose bytes end in an incomplete batch (the tail a crash tore off) loses that tail.
+        A batch that fails its digest (logs written since 2026-12-03 carry one per batch), or
+        bytes that break before the end, are damage: an error, since every claim after them was
+        answered."""
         try:
             with open(path, "rb") as f:
                 data = f.read()
@@ -171,18 +220,34 @@ class BucketStore:
             raise StateError(f"{self.name}: log {path} cannot be read ({e}); its claims would be "
                              "lost, so the bucket does not start") from None
         batches, width = [], None
+        source = pa.BufferReader(data)
+        read = 0  # bytes of the log's intact messages
         try:
-            reader = pa.ipc.open_stream(pa.BufferReader(data))
+            reader = pa.ipc.open_stream(source)
             width = reader.schema.field("hash").type.byte_width
+            read = source.tell()
             while True:
                 try:
-                    batch = reader.read_next_batch()
+                    batch, meta = reader.read_next_batch_with_custom_metadata()
                 except StopIteration:
                     break
-                batches.append(_columns(pa.Table.from_batches([batch])))
+                batch.validate(full=True)  # offsets and lengths within the buffers: ArrowInvalid
+                table = pa.Table.from_batches([batch])
+                columns = _columns(table)
+                expected = (meta or {}).get(_LOG_DIGEST)
+                if expected is not None and expected != state_manifest.digest(
+                        columns[:2], table.column("label")).encode():
+                    raise StateError(f"{self.name}: log {path} is damaged (batch {len(batches) + 1} fails its "
+                                     "digest); its claims would be lost, so the bucket does not start")
+                batches.append(columns)
+                read = source.tell()
         except (pa.ArrowInvalid, OSError, EOFError) as e:
-            # In memory, these only mean the bytes end early: the torn tail was never answered,
-            # and everything before it stands.
+            if not _torn(data, read):
+                raise StateError(f"{self.name}: log {path} is damaged after batch {len(batches)} "
+                                 f"({type(e).__name__}: {' '.join(str(e).split())[:200]}); the claims after it "
+                                 "would be lost, so the bucket does not start") from None
+            # Bytes that end inside the last message: that batch was never answered, and
+            # everything before it stands.
             log.warning("%s: log %s ends in a torn batch (%s); replayed %d batches before it",
                         self.name, path, type(e).__name__, len(batches))
         return width, batches
@@ -197,7 +262,10 @@ class BucketStore:
             # "x": never truncate a log that exists (it would be another writer's).
             self._sink = open(os.path.join(self.path, f"log-{self._gen:06d}.arrows"), "xb")
             self._writer = pa.ipc.new_stream(self._sink, _schema(width))
-        self._writer.write_table(_table(width, hashes, owners, labels))
+        table = _table(width, hashes, owners, labels)
+        (batch,) = table.to_batches()
+        self._writer.write_batch(batch, custom_metadata={
+            _LOG_DIGEST: state_manifest.digest([hashes, owners], table.column("label"))})
         self._sink.flush()
         self.logged_since_snapshot += len(labels)
 
