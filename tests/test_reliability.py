@@ -195,6 +195,31 @@ def test_a_log_that_cannot_be_read_is_an_error_naming_it(tmp_path):
         BucketStore(str(tmp_path), 0, "bucket 0").load()
 
 
+def test_a_first_run_stopped_while_it_seeds_the_buckets_leaves_a_directory_the_next_finishes(tmp_path, monkeypatch):
+    """Seeding many buckets takes a while; a first run stopped meanwhile has claimed nothing. The
+    next run finishes the seeding instead of refusing a directory of buckets without manifest."""
+    from beam_phash.exact import store as exact_store
+    state = str(tmp_path / "s")
+    real, seeded = exact_store._seed, []
+
+    def stopped_after_two(*args):
+        if len(seeded) == 2:
+            raise KeyboardInterrupt
+        seeded.append(args[1])
+        real(*args)
+
+    monkeypatch.setattr(exact_store, "_seed", stopped_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        exact_store.prepare_state_dir(state, 8, "phash", 16)
+    monkeypatch.setattr(exact_store, "_seed", real)
+    ImagePhashDedup(state_dir=state, num_buckets=8)  # checked at construction: not refused
+    exact_store.prepare_state_dir(state, 8, "phash", 16)
+    manifest = json.loads(open(os.path.join(state, "manifest.json")).read())
+    assert manifest.get("seeded") is True and "seeding" not in manifest
+    assert all(exact_store._has_state(exact_store.bucket_dir(state, b), True) for b in range(8))
+    exact_store.check_state_dir(state, 8, "phash", 16)
+
+
 def test_state_dir_layout_is_checked_before_anything_runs(tmp_path):
     ImagePhashDedup(state_dir=str(tmp_path / "s"), num_buckets=4)  # not created yet: fine
     from beam_phash.exact.store import prepare_state_dir

@@ -320,7 +320,9 @@ def check_state_dir(state_dir: str, num_buckets: int, algorithm: str, hash_size:
         state_manifest.check_without_manifest(state_dir)
         return
     state_manifest.check(state_dir, _manifest_for(num_buckets, algorithm, hash_size), have)
-    # Every bucket's folder is made before the manifest (prepare_state_dir), and loading an
+    if have.get("seeding"):
+        return  # made by a first run that stopped before it seeded every bucket: nothing claimed
+    # Every bucket's folder is made before the manifest says "seeded" (prepare_state_dir), and loading an
     # absent one would start that bucket empty: the hashes it held would be kept again. Since
     # "seeded" directories, each folder also starts with an empty snapshot and always holds a
     # snapshot or a log after that: an emptied folder lost its files.
@@ -346,12 +348,18 @@ def prepare_state_dir(state_dir: str, num_buckets: int, algorithm: str, hash_siz
     state_manifest.check_writable(state_dir)
     have = state_manifest.read(state_dir)
     width = hash_bytes(hash_bits(algorithm, hash_size))
-    if have is None:
-        for b in range(num_buckets):  # before the manifest, which says they all exist
-            _seed(state_dir, b, width)
+    pinned = _manifest_for(num_buckets, algorithm, hash_size)
+    if have is None or have.get("seeding"):
+        # The manifest first, saying the buckets are being seeded: a first run stopped meanwhile
+        # (seeding 65,536 buckets takes minutes) leaves a directory the next run finishes, not
+        # one with buckets and no manifest, which would be refused.
+        state_manifest.write(state_dir, {**pinned, "seeding": True})
+        for b in range(num_buckets):
+            if not _has_state(bucket_dir(state_dir, b), True):
+                _seed(state_dir, b, width)
         # Pinned settings are checked against every later run; "seeded" only says what the
         # folders hold (directories written before it have empty folders for unused buckets).
-        state_manifest.write(state_dir, {**_manifest_for(num_buckets, algorithm, hash_size), "seeded": True})
+        state_manifest.write(state_dir, {**pinned, "seeded": True})
     elif have.get("seeded"):
         # Every folder gone (the check passed, so it is all or none): the directory starts empty,
         # seeded again, or the folders of buckets this run leaves unused would look lost later.
