@@ -35,7 +35,7 @@ import sys
 if __name__ == "__main__":  # run as the `beam-phash` command, which starts what it can before
     from pipelines import cli  # Beam's import (see early_start) and says Ctrl-C in one line
 
-    sys.exit(cli.main())
+    cli.run()
 
 import argparse
 import gc

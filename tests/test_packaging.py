@@ -60,6 +60,11 @@ def test_release_wheel_installs_and_hashes_without_a_rust_toolchain(tmp_path):
                          env=bare, cwd=tmp_path, check=True, capture_output=True, text=True).stdout.split()
     assert out[0].startswith(str(venv)), "imported the source tree, not the wheel"
     assert out[1] == "052cffc505528244dd84ca4e310ddba508ce99a835e466c24728e915416b1595"
+    # The wheel's command runs, and ends with its run's exit code.
+    job = subprocess.run([str(venv / "bin" / "beam-phash"), "--input", str(ROOT / "tests" / "data"),
+                          "--output", str(tmp_path / "out"), "--backend", "state", "--no-report"],
+                         env=bare, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert job.returncode == 0 and "(adds up)" in job.stdout, (job.stdout, job.stderr)
 
 
 def test_actors_and_the_early_start_do_not_import_beam():
