@@ -8,6 +8,7 @@ Meanwhile a thread may be starting the embedded Ray, which forks; a KeyboardInte
 between an import's taking and releasing of Python's import lock left that lock held, and the
 fork then waited for it forever, and the job with it.
 """
+import atexit
 import logging
 import os
 import signal
@@ -52,12 +53,13 @@ def main() -> int:
 
 
 def run() -> None:
-    """The command: :func:`main`, then the process ends with its exit code at once, its output
-    flushed. Not through the interpreter's exit: there Arrow's thread pools, torn down beside a
-    worker thread still alive, can abort a finished run ("terminate called without an active
-    exception", exit -6; apache/arrow#34314; seen once in a test's run of the command here).
-    What the job must stop at its end (the embedded Ray) it stops itself first."""
+    """The command: :func:`main`, then Python's exit handlers (Beam's stop of a Flink job server
+    it started, Ray's shutdown), then the process ends with its exit code, its output flushed.
+    Not through the rest of the interpreter's exit: there Arrow's thread pools, torn down beside
+    a worker thread still alive, can abort a finished run ("terminate called without an active
+    exception", exit -6; apache/arrow#34314; seen once in a test's run of the command here)."""
     code = main()
+    atexit._run_exitfuncs()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
