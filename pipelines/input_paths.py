@@ -4,9 +4,9 @@ On a runner with several workers, the workers match the patterns and the matched
 reshuffled before they are read, so that the reading (and the hashing after it) of one
 pattern's files is spread over the workers; without the reshuffle every file of a pattern is
 read in the bundle that matched the pattern. When the pipeline runs on one worker in the
-launcher's process, it takes the paths the launcher already listed (``listed``): matching them
-again would repeat that listing, and there is nowhere to spread them to. Inputs read by name
-are given as that list too, spread over the workers (``spread``): matched again there, a name
+launcher's process, it takes the paths the launcher already listed (a :class:`Listing`): matching
+them again would repeat that listing, and there is nowhere to spread them to. Inputs read by name
+are given as that list too, spread over the workers (``Listing.spread``): matched again there, a name
 Beam's listing cannot see (a symbolic link to nothing) would be an empty match, which fails the
 run, instead of a failed record.
 
@@ -75,19 +75,28 @@ def carried(path: str) -> Union[str, BadName]:
     return path
 
 
-class InputPaths(beam.PTransform):
-    """The pipeline's root -> the paths of the files to read (directories left out)."""
+class Listing(NamedTuple):
+    """The paths the launcher listed, read instead of matching the patterns again; ``spread``:
+    reshuffled over the workers (not when the pipeline runs on one worker in the launcher's
+    process)."""
 
-    def __init__(self, patterns: List[str], listed: Optional[List[str]] = None, spread: bool = True):
+    paths: List[str]
+    spread: bool = True
+
+
+class InputPaths(beam.PTransform):
+    """The pipeline's root -> the paths of the files to read (directories left out): those the
+    ``patterns`` match, or the ``listing``'s."""
+
+    def __init__(self, patterns: List[str], listing: Optional[Listing] = None):
         super().__init__()
         self._patterns = patterns
-        self._listed = listed
-        self._spread = spread
+        self._listing = listing
 
     def expand(self, pbegin):
-        if self._listed is not None:
-            return pbegin | "Listed" >> beam.Create([carried(p) for p in self._listed],
-                                                    reshuffle=self._spread).with_output_types(Any)
+        if self._listing is not None:
+            return pbegin | "Listed" >> beam.Create([carried(p) for p in self._listing.paths],
+                                                    reshuffle=self._listing.spread).with_output_types(Any)
         return (pbegin
                 | "Patterns" >> beam.Create(self._patterns)
                 | "Match" >> fileio.MatchAll()

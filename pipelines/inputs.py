@@ -25,7 +25,7 @@ from pipelines import webdataset_read as wds
 # img2dataset's status columns and a failed row's reason: one wording for Parquet input,
 # references and shard sidecars.
 from pipelines.webdataset_read import ERROR_MESSAGE_COLUMN, STATUS_COLUMN, status_reason
-from pipelines.input_paths import BadName, InputPaths, carried, literal, open_stored
+from pipelines.input_paths import BadName, InputPaths, Listing, carried, literal, open_stored
 from pipelines.parquet_read import ReadParquet
 
 FORMATS = ("files", "parquet", "webdataset")
@@ -65,6 +65,11 @@ class InputSpec:
     # or reads its inputs by name (the patterns would be these names, each matched alone)
     paths: Optional[List[str]] = None
     in_process: bool = False  # the pipeline runs on one worker in the launcher's process
+
+    def listing(self) -> Optional[Listing]:
+        """The launcher's listing for the pipeline to read (``paths``), if any: spread over the
+        workers unless the pipeline runs in this process."""
+        return None if self.paths is None else Listing(self.paths, spread=not self.in_process)
 
 
 def _pattern(item: str, fmt: str) -> str:
@@ -440,19 +445,18 @@ class ReadFileDoFn(beam.DoFn):
 
 class ReadFiles(beam.PTransform):
     """Image files -> ``(records, failed)``: one record per file matched by ``patterns``, its
-    path the id; ``listed``, ``spread``: see :class:`~pipelines.input_paths.InputPaths`."""
+    path the id; ``listing``: see :class:`~pipelines.input_paths.InputPaths`."""
 
     def __init__(self, patterns: List[str], id_field: str = "id", image_field: str = "image",
-                 listed: Optional[List[str]] = None, spread: bool = True):
+                 listing: Optional[Listing] = None):
         super().__init__()
         self._patterns = patterns
         self._id_field = id_field
         self._image_field = image_field
-        self._listed = listed
-        self._spread = spread
+        self._listing = listing
 
     def expand(self, pbegin):
-        paths = pbegin | "Files" >> InputPaths(self._patterns, self._listed, self._spread)
+        paths = pbegin | "Files" >> InputPaths(self._patterns, self._listing)
         read = paths | "ReadFiles" >> beam.ParDo(ReadFileDoFn(self._id_field, self._image_field)).with_outputs(
             FAILED, main="records")
         return read.records, read[FAILED]
@@ -471,12 +475,12 @@ class ReadImageRecords(beam.PTransform):
     def expand(self, pbegin):
         spec = self._spec
         if spec.fmt == "files":
-            return pbegin | "ReadFiles" >> ReadFiles(spec.patterns, listed=spec.paths, spread=not spec.in_process)
+            return pbegin | "ReadFiles" >> ReadFiles(spec.patterns, listing=spec.listing())
         if spec.fmt == "webdataset":
             read = pbegin | "ReadShards" >> wds.ReadShards(
                 spec.patterns, spec.image_exts, spec.sidecar_columns, spec.join_sidecar,
                 check_repeated_keys=spec.matched > 1, expected_samples=estimated_samples(spec),
-                repeated=spec.repeated_keys, listed=spec.paths, spread=not spec.in_process)
+                repeated=spec.repeated_keys, listing=spec.listing())
             return read.records, read[FAILED]
         records = pbegin | "ReadParquet" >> ReadParquet(spec.patterns, rows=True)
         if spec.status_column is None:

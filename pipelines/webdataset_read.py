@@ -44,7 +44,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_phash._native import tar_member_names
 from beam_phash.records import ERROR_FIELD, FAILED
-from pipelines.input_paths import BadName, InputPaths, open_stored, printable
+from pipelines.input_paths import BadName, InputPaths, Listing, open_stored, printable
 from pipelines.tar_members import Link, Member, MemberCutShort, plain_members, stream_members
 
 DEFAULT_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
@@ -439,7 +439,7 @@ class FindRepeatedKeys(beam.PTransform):
 
 class ReadShards(beam.PTransform):
     """Shards -> sample records (main) and failed records (``FAILED``), as a
-    ``DoOutputsTuple``, from the shards ``patterns`` match; ``listed``, ``spread``: see
+    ``DoOutputsTuple``, from the shards ``patterns`` match (or the ``listing``'s); see
     :class:`~pipelines.input_paths.InputPaths`. ``check_repeated_keys``: run
     the key pre-pass (only useful with more than one shard); ``repeated``: its result, found
     beforehand (:func:`repeated_keys`), instead."""
@@ -447,12 +447,10 @@ class ReadShards(beam.PTransform):
     def __init__(self, patterns: List[str], image_exts: Tuple[str, ...] = DEFAULT_IMAGE_EXTS,
                  sidecar_columns: Tuple[str, ...] = (), join_sidecar: bool = True,
                  check_repeated_keys: bool = True, expected_samples: int = 0,
-                 repeated: Optional[Dict[Tuple[str, str], str]] = None, listed: Optional[List[str]] = None,
-                 spread: bool = True):
+                 repeated: Optional[Dict[Tuple[str, str], str]] = None, listing: Optional[Listing] = None):
         super().__init__()
         self._patterns = patterns
-        self._listed = listed
-        self._spread = spread
+        self._listing = listing
         self._repeated = repeated
         self._expected_samples = expected_samples
         self._image_exts = image_exts
@@ -461,7 +459,7 @@ class ReadShards(beam.PTransform):
         self._check_repeated_keys = check_repeated_keys
 
     def expand(self, pbegin):
-        shards = pbegin | "Shards" >> InputPaths(self._patterns, self._listed, self._spread)
+        shards = pbegin | "Shards" >> InputPaths(self._patterns, self._listing)
         dofn = ReadShardDoFn(self._image_exts, self._sidecar_columns, self._join_sidecar)
         if self._repeated is not None:
             return shards | "ReadShard" >> beam.ParDo(dofn, repeated=self._repeated).with_outputs(

@@ -354,18 +354,21 @@ def prepare_state_dir(state_dir: str, num_buckets: int, algorithm: str, hash_siz
         # (seeding 65,536 buckets takes minutes) leaves a directory the next run finishes, not
         # one with buckets and no manifest, which would be refused.
         state_manifest.write(state_dir, {**pinned, "seeding": True})
-        for b in range(num_buckets):
-            if not _has_state(bucket_dir(state_dir, b), True):
-                _seed(state_dir, b, width)
+        _seed_missing(state_dir, num_buckets, width)
         # Pinned settings are checked against every later run; "seeded" only says what the
         # folders hold (directories written before it have empty folders for unused buckets).
         state_manifest.write(state_dir, {**pinned, "seeded": True})
     elif have.get("seeded"):
         # Every folder gone (the check passed, so it is all or none): the directory starts empty,
         # seeded again, or the folders of buckets this run leaves unused would look lost later.
-        for b in range(num_buckets):
-            if not _has_state(bucket_dir(state_dir, b), True):
-                _seed(state_dir, b, width)
+        _seed_missing(state_dir, num_buckets, width)
+
+
+def _seed_missing(state_dir: str, num_buckets: int, width: int) -> None:
+    """Seed every bucket without state."""
+    for b in range(num_buckets):
+        if not _has_state(bucket_dir(state_dir, b), True):
+            _seed(state_dir, b, width)
 
 
 def _seed(state_dir: str, bucket: int, width: int) -> None:
