@@ -14,7 +14,7 @@ Near-duplicate mode hands the batches to ``NearDedup`` as fixed images. Exact mo
 """
 from __future__ import annotations
 
-from typing import Iterable, List, Tuple
+from typing import Any, Iterable, List, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -38,6 +38,7 @@ from beam_phash.records import (
 )
 from beam_phash.routing import rows_by_bucket
 from beam_phash.strings import pack_labels
+from beam_phash.windowed import in_window
 
 REFERENCE_FAILED = "reference_failed"
 
@@ -166,8 +167,9 @@ class HashReference(beam.PTransform):
 
 
 class KeyRecordsDoFn(beam.DoFn):
-    """Hashed batches -> each record keyed by its hash, and per bundle the distinct hashes of
-    each exact partition (``keys``)."""
+    """Hashed batches, each with the timestamp and window it came in, in the global window ->
+    each record keyed by its hash, and per bundle the distinct hashes of each exact partition
+    (``keys``)."""
 
     def __init__(self, partitions: int):
         self._partitions = partitions
@@ -175,10 +177,11 @@ class KeyRecordsDoFn(beam.DoFn):
     def start_bundle(self):
         self._keys: List[bytes] = []
 
-    def process(self, batch: List[Hashed]):
+    def process(self, element: Tuple[List[Hashed], object, object]):
+        batch, timestamp, window = element
         for h in batch:
             self._keys.append(h.hash)
-            yield h.hash, h
+            yield h.hash, (h, timestamp, window)
 
     def finish_bundle(self):
         from apache_beam.transforms.window import GlobalWindow
@@ -225,12 +228,17 @@ class ApplyMatchesDoFn(beam.DoFn):
     def process(self, element: Tuple[bytes, dict]):
         _, joined = element
         match = next(iter(joined["match"]), None)
-        for h in joined["records"]:
+        for h, timestamp, window in joined["records"]:
             if match is None:
-                yield [h]
+                out = [h]
             else:
                 label, source = match
-                yield emit(h.record, label, self._metrics, **{DISTANCE_FIELD: 0, MATCHED_FIELD: source})
+                out = emit(h.record, label, self._metrics, **{DISTANCE_FIELD: 0, MATCHED_FIELD: source})
+            yield from in_window([out], timestamp, window)
+
+
+def _with_window(batch, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam):
+    return batch, timestamp, window
 
 
 class MatchReference(beam.PTransform):
@@ -243,7 +251,13 @@ class MatchReference(beam.PTransform):
         self._partitions = partitions
 
     def expand(self, hashed):
-        keyed = hashed | "KeyRecords" >> beam.ParDo(KeyRecordsDoFn(self._partitions)).with_outputs("keys", main="records")
+        # The reference is one set for every window: the join runs in the global window, and
+        # each record goes on in its own window again (as Beam's Reshuffle carries them).
+        windowing = hashed.windowing
+        keyed = (hashed
+                 | "CarryWindow" >> beam.Map(_with_window).with_output_types(Any)
+                 | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
+                 | "KeyRecords" >> beam.ParDo(KeyRecordsDoFn(self._partitions)).with_outputs("keys", main="records"))
         fixed = self._fixed | "PackReference" >> beam.ParDo(PackFixedDoFn(self._partitions))
         matches = ({"keys": keyed.keys, "fixed": fixed}
                    | "JoinReference" >> beam.CoGroupByKey()
@@ -251,4 +265,6 @@ class MatchReference(beam.PTransform):
         out = ({"records": keyed.records, "match": matches}
                | "JoinMatches" >> beam.CoGroupByKey()
                | "ApplyMatches" >> beam.ParDo(ApplyMatchesDoFn()).with_outputs(DUPLICATES, main="unmatched"))
-        return out.unmatched, out[DUPLICATES]
+        unmatched, duplicates = out.unmatched, out[DUPLICATES]
+        unmatched._windowing = duplicates._windowing = windowing
+        return unmatched, duplicates

@@ -498,6 +498,59 @@ def test_hashing_keeps_each_batch_in_its_own_window():
         assert_that(pairs, equal_to(expected))
 
 
+@pytest.mark.parametrize("backend", ["state", pytest.param("ray", marks=pytest.mark.ray)])
+def test_a_reference_on_windowed_input_keeps_each_record_in_its_window(backend, request):
+    """Exact mode joins the records with the reference (one set for every window) in the global
+    window: each record must still come out in its own window, the reference's copies as its
+    duplicates, and the backend must decide per window (state) or across windows (Ray)."""
+    from apache_beam.transforms.window import FixedWindows, TimestampedValue
+
+    if backend == "ray":
+        request.getfixturevalue("ray_cluster")
+    records = make_records(seed=23)
+    groups, failed = oracle(records)
+    group_of = {i: h for h, ids in groups.items() for i in ids}
+    reference_photo = PHOTOS[1].read_bytes()
+    reference_hash = beam_phash.hash_image(reference_photo).hex()
+    assert len(groups[reference_hash]) > 1
+    start = {r["id"]: i % 2 * 10 for i, r in enumerate(records)}
+
+    def with_window(tag):
+        def label(r, window=beam.DoFn.WindowParam):
+            yield tag, r["id"], int(window.start), r.get("matched")
+        return label
+
+    def check(rows):
+        assert sorted((i, w) for _, i, w, _ in rows) == sorted(start.items()), "a record lost its window"
+        kept = defaultdict(list)
+        for tag, i, w, matched in rows:
+            if i in failed:
+                assert tag == "failed", (tag, i)
+            elif group_of[i] == reference_hash:
+                assert (tag, matched) == ("duplicates", "reference"), (tag, i, matched)
+            elif tag == "kept":
+                kept[group_of[i]].append(w)
+        for h, ids in groups.items():
+            if h == reference_hash:
+                continue
+            if backend == "state":  # Beam state: one keeper per hash and window
+                assert sorted(kept[h]) == sorted({start[i] for i in ids}), (h, kept[h])
+            else:  # the Ray actors: one keeper per hash
+                assert len(kept[h]) == 1, (h, kept[h])
+
+    with TestPipeline() as p:
+        stamped = (p | "Records" >> beam.Create(records)
+                   | "Stamp" >> beam.Map(lambda r: TimestampedValue(r, start[r["id"]]))
+                   | beam.WindowInto(FixedWindows(10)))
+        reference = p | "Reference" >> beam.Create([{"id": "the-reference", "image": reference_photo}])
+        outputs = stamped | ImagePhashDedup(backend=backend, num_buckets=3).with_reference(reference).with_outputs()
+        rows = ((outputs.kept | "Kept" >> beam.ParDo(with_window("kept")),
+                 outputs.duplicates | "Duplicates" >> beam.ParDo(with_window("duplicates")),
+                 outputs.failed | "Failed" >> beam.ParDo(with_window("failed")))
+                | beam.Flatten() | "Global" >> beam.WindowInto(beam.window.GlobalWindows()))
+        assert_that(rows, check)
+
+
 def test_without_ray_s_private_api_the_embedded_ray_starts_with_ray_init(tmp_path):
     """When a Ray upgrade moves the API of the lean start, the embedded Ray is started with
     ray.init() before its address is handed out, and the pipeline runs on it."""
