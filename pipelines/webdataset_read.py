@@ -188,10 +188,8 @@ class SampleStream:
                     self.pending = _Sample(key)
                 raise
             except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error):
-                # At a header: the members read so far are whole, the rest is lost.
-                if self.pending is not None:
-                    done, self.pending = self.pending, None
-                    yield done
+                # At a header: the members read so far are whole, but the sample being assembled
+                # may have had more (its .txt, .json) after them: it stays the broken one.
                 raise
             self.started = True
             key, suffix = split_name(name)
@@ -326,9 +324,14 @@ class ReadShardDoFn(beam.DoFn):
         ``SHARD#truncated``."""
         pending = stream.pending if stream is not None else None
         if pending is not None:
+            if isinstance(e, MemberCutShort):
+                where = "inside it"
+            else:  # at a header: perhaps between two of its members
+                read = ", ".join(member_name(pending.key, s) for s in pending.suffixes)
+                where = f"after its members {read}, and members of it after them would be lost"
             repeated_key = self._check_key(reading, pending)
             yield repeated_key if repeated_key is not None else self._failure(
-                reading, pending.key, f"sample {pending.key}: the shard breaks inside it "
+                reading, pending.key, f"sample {pending.key}: the shard breaks {where} "
                 f"({type(e).__name__}: {e})", pending)
             last = pending.key
         where = f"after sample {last}" if last is not None else "before its first sample"

@@ -83,7 +83,7 @@ def bad_shards(tmp_path):
 def make_bad_shards(tmp_path):
     """Five shards: a (good samples, one without image, one with only an unknown suffix, one with
     an unknown extra member, one whose image member is empty), b (repeats a key of a), c (cut inside its third sample), d (not a
-    tar), e (cut between two samples). Returns (dir, {key: members} of the samples that must be read, expected failures)."""
+    tar), e (cut between two samples: the first fails, as it may have lost members). Returns (dir, {key: members} of the samples that must be read, expected failures)."""
     src = tmp_path / "shards"
     src.mkdir()
     photo = {p.name: p.read_bytes() for p in PHOTOS}
@@ -115,8 +115,7 @@ def make_bad_shards(tmp_path):
         v1 = t.getmember("v1.jpg")
     (src / "e.tar").write_bytes((tmp_path / "e_full.tar").read_bytes()[: v1.offset])
     good = {**samples_of(dict(a)), **{k: v for k, v in samples_of(dict(b)).items() if k != "s0"},
-            **{k: v for k, v in samples_of(dict(c_full)).items() if k in ("u0", "u1")},
-            "v0": samples_of(dict(e_full))["v0"]}
+            **{k: v for k, v in samples_of(dict(c_full)).items() if k in ("u0", "u1")}}
     for k in ("s2", "s3", "s6"):
         del good[k]
     failures = {  # key -> words its error must hold
@@ -127,6 +126,8 @@ def make_bad_shards(tmp_path):
         "u2": ["c.tar", "sample u2", "breaks inside it"],
         f"{src}/c.tar#truncated": ["c.tar", "after sample u2"],
         f"{src}/d.tar#unreadable": ["d.tar", "not a tar"],
+        # Whole as far as it goes, but the break may have taken a later member of it (v0.txt).
+        "v0": ["e.tar", "sample v0", "breaks after its members v0.jpg"],
         f"{src}/e.tar#truncated": ["e.tar", "after sample v0", "no end-of-archive marker"],
     }
     return src, good, failures
@@ -843,12 +844,34 @@ def test_rust_header_walk_agrees_with_the_reader_on_damaged_shards(tmp_path, bad
     assert tar_member_names(str(src / "d.tar")) == []
 
 
+@pytest.mark.parametrize("damage", ["cut", "garbled header"])
+def test_a_break_between_two_members_of_a_sample_fails_that_sample(tmp_path, damage):
+    """The shard breaks at k1.json's header, after k1.jpg and k1.txt: k1 is not kept without its
+    metadata (nor written so by --write-shards); it fails naming the members it had."""
+    from pipelines.webdataset_read import ReadShardDoFn
+
+    photo = PHOTOS[0].read_bytes()
+    members = [(f"k{i}.{ext}", photo if ext == "jpg" else b"%d" % i) for i in range(3) for ext in ("jpg", "txt", "json")]
+    path = tmp_path / "s.tar"
+    write_tar(path, members)
+    with tarfile.open(path) as tar:
+        at = tar.getmember("k1.json").offset
+    data = path.read_bytes()
+    path.write_bytes(data[:at] if damage == "cut" else data[:at] + b"\xff" * 512 + data[at + 512:])
+    out = list(ReadShardDoFn(("jpg",)).process(str(path)))
+    assert [o["key"] for o in out if isinstance(o, dict)] == ["k0"]
+    failed = [o.value for o in out if not isinstance(o, dict)]
+    assert [f["key"] for f in failed] == ["k1", f"{path}#truncated"], failed
+    assert "breaks after its members k1.jpg, k1.txt" in failed[0]["error"] and failed[0]["members"] == ["jpg", "txt"]
+
+
 @pytest.mark.parametrize("layout", ["pax-long-names", "gzip", "gzip-cut", "gzip-cut-between"])
 def test_reader_handles_pax_and_compressed_shards(tmp_path, layout):
     """Plain headers are parsed directly; PAX headers (long, non-ASCII names) are left to tarfile
     from where they start, compressed shards are streamed by tarfile; all give the same samples.
     A compressed shard cut inside a member, or between two (where tarfile stops as quietly as at
-    the end-of-archive marker), loses no sample without a failed record."""
+    the end-of-archive marker), loses no sample without a failed record, and keeps no sample
+    whose later members the break may have taken."""
     from pipelines.webdataset_read import ReadShardDoFn
 
     photo = PHOTOS[0].read_bytes()
@@ -880,9 +903,11 @@ def test_reader_handles_pax_and_compressed_shards(tmp_path, layout):
         assert "breaks inside it" in failed[0]["error"] and "truncated or damaged" in failed[1]["error"]
         return
     if layout == "gzip-cut-between":
-        assert [r["key"] for r in records] == ["k0"]
-        assert [f["key"] for f in failed] == [f"{path}#truncated"]
-        assert "after sample k0" in failed[0]["error"] and "no end-of-archive marker" in failed[0]["error"]
+        # k0 may have had more members after k0.txt: it fails, naming the members it had.
+        assert records == []
+        assert [f["key"] for f in failed] == ["k0", f"{path}#truncated"]
+        assert "breaks after its members k0.jpg, k0.txt" in failed[0]["error"], failed[0]
+        assert "after sample k0" in failed[1]["error"] and "no end-of-archive marker" in failed[1]["error"]
         return
     assert not failed
     assert [r["key"] for r in records] == list(expected)
