@@ -73,7 +73,7 @@ from pipelines.report import CollectReportData, write_report
 from pipelines.report_distances import hint as distance_hint, read_stats as read_distances
 from pipelines.webdataset_read import DEFAULT_IMAGE_EXTS
 from pipelines.temp_parts import TMP_DIR_GLOB
-from pipelines.webdataset_write import DEFAULT_SHARD_MB, KEPT_KEYS, PARTIAL_SHARD_GLOB, WriteShards
+from pipelines.webdataset_write import DEFAULT_SHARD_MB, KEPT_KEYS, WriteShards, written_shards
 
 log = logging.getLogger(__name__)
 SAMPLE_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sample_data")
@@ -134,7 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--write-shards", default=None, metavar="DIR",
                     help="WebDataset: write the kept samples, byte-identical, as new shards "
                          "DIR/00000.tar ... and their keys as DIR/kept_keys/*.parquet")
-    ap.add_argument("--shard-size", type=float, default=DEFAULT_SHARD_MB, metavar="MB",
+    ap.add_argument("--shard-size", type=float, default=None, metavar="MB",
                     help=f"--write-shards: target shard size in MiB (default {DEFAULT_SHARD_MB:g})")
     ap.add_argument("--output", default="out/dedup", help="output directory (default: out/dedup)")
     ap.add_argument("--hash-size", type=int, default=16)
@@ -293,7 +293,10 @@ def remove_unfinished(directories: List[str]) -> None:
     (``DIR/report/beam-temp-*``), in the output (and shards) directories. Not for a runner
     elsewhere: its job may still be running, and would find its parts gone."""
     for directory in directories:
-        for pattern in (FileSystems.join(directory, TMP_DIR_GLOB), FileSystems.join(directory, PARTIAL_SHARD_GLOB),
+        partial = [m.path for m in written_shards(directory, partial=True)]
+        if partial:
+            FileSystems.delete(partial)
+        for pattern in (FileSystems.join(directory, TMP_DIR_GLOB),
                         FileSystems.join(directory, "report", "beam-temp-*")):  # Beam's WriteToText
             try:
                 if "://" in pattern:  # an object store: the objects under the prefix
@@ -343,7 +346,7 @@ def one_local_worker(options: PipelineOptions) -> bool:
 
 def build(p, spec: InputSpec, output: str, dedup: ImagePhashDedup, report: bool = True,
           reference: Optional[InputSpec] = None, write_shards: Optional[str] = None,
-          shard_mb: float = DEFAULT_SHARD_MB, progress: Optional[Tuple[str, int]] = None) -> None:
+          shard_mb: Optional[float] = None, progress: Optional[Tuple[str, int]] = None) -> None:
     read, read_failed = p | "Read" >> ReadImageRecords(spec)
     records = read if progress is None else read | "Progress" >> beam.ParDo(ProgressDoFn(progress))
     if reference is not None:
@@ -447,12 +450,12 @@ def check_write_shards(args, spec: InputSpec, reference: Optional[InputSpec] = N
     """--write-shards and --shard-size; the shards directory must hold no input or reference
     shard, since the run first removes the shards there."""
     if args.write_shards is None:
-        if args.shard_size != DEFAULT_SHARD_MB:
+        if args.shard_size is not None:
             raise ConfigError("--shard-size applies with --write-shards")
         return
     if spec.fmt != "webdataset":
         raise ConfigError("--write-shards applies to --input-format webdataset")
-    if not (args.shard_size > 0 and math.isfinite(args.shard_size)):
+    if args.shard_size is not None and not (args.shard_size > 0 and math.isfinite(args.shard_size)):
         raise ConfigError(f"--shard-size must be a positive number of MiB, got {args.shard_size:g}")
     check_plain_name(args.write_shards, "--write-shards")
     target = os.path.abspath(args.write_shards.rstrip("/"))
@@ -472,19 +475,44 @@ def check_write_shards(args, spec: InputSpec, reference: Optional[InputSpec] = N
                 what = "an input" if flag == "--input" else "a --reference"
                 raise ConfigError(f"--write-shards {args.write_shards!r} is {what} directory "
                                   f"({flag} {pattern!r} reaches it); write the new shards elsewhere")
+    # Named otherwise (a link to a shard there, a glob matching some of its names only): any
+    # input whose file is one the run would remove.
+    stale = {os.path.realpath(path) for path in stale_shards(args.write_shards) if "://" not in path}
+    if stale:
+        for flag, some in (("--input", spec), ("--reference", reference)):
+            for path in (matched_local(some) if some is not None else []):
+                if path.endswith((".tar", ".parquet")) and os.path.realpath(path) in stale:
+                    raise ConfigError(f"{flag} {path!r} is {os.path.realpath(path)!r}, which --write-shards "
+                                      f"{args.write_shards!r} would remove before reading it; write the new "
+                                      "shards elsewhere")
     try:
         check_output(args.write_shards)
     except ConfigError:
         raise ConfigError(f"--write-shards {args.write_shards!r} is not writable") from None
 
 
+def stale_shards(directory: str) -> List[str]:
+    """The shards and kept keys an earlier run left in the --write-shards directory."""
+    keys = FileSystems.match([FileSystems.join(directory, KEPT_KEYS, "*")])[0].metadata_list
+    return [m.path for m in written_shards(directory) + keys]
+
+
+def matched_local(spec: InputSpec) -> List[str]:
+    """The local files ``spec`` reads: the launcher's listing, or its patterns matched again."""
+    if spec.paths is not None:
+        return [p for p in spec.paths if "://" not in p]
+    return [m.path for pattern in spec.patterns if "://" not in pattern
+            for m in FileSystems.match([pattern])[0].metadata_list]
+
+
 def clear_shards(directory: str) -> None:
     """Shards and kept keys of an earlier run in the --write-shards directory would mix with this
-    run's: removed before it starts (only the names this job writes)."""
-    stale = [m.path for pattern in ("[0-9][0-9][0-9][0-9][0-9].tar", f"{KEPT_KEYS}/*")
-             for m in FileSystems.match([FileSystems.join(directory, pattern)])[0].metadata_list]
+    run's: removed before it starts (only the names this job writes), with what an earlier run
+    killed on the way left unfinished there."""
+    stale = stale_shards(directory)
     if stale:
         FileSystems.delete(stale)
+    remove_unfinished([directory])
 
 
 #: Options that only one mode reads: (flag, ImagePhashDedup's argument, where it applies).
@@ -702,8 +730,10 @@ def _run(argv: List[str], con: Console) -> int:
             release_backend(dedup)
         if local:
             remove_unfinished(written_dirs(args))
-            if reason is not None and args.write_shards is not None:
-                clear_shards(args.write_shards)  # the kept keys written before the check stopped it
+            if args.write_shards is not None:
+                # Shards a failed finalize published (some of them), or the kept keys written
+                # before a failure threshold stopped it: never left looking like a result.
+                clear_shards(args.write_shards)
         return 1
     finally:
         gc.unfreeze()
@@ -747,9 +777,9 @@ def _run(argv: List[str], con: Console) -> int:
         "input_files": spec.matched,
     }
     if args.write_shards is not None:
-        shards = FileSystems.match([FileSystems.join(args.write_shards, "[0-9][0-9][0-9][0-9][0-9].tar")])[0]
-        summary["write_shards"] = {"dir": args.write_shards, "shards": len(shards.metadata_list),
-                                   "bytes": sum(m.size_in_bytes for m in shards.metadata_list)}
+        shards = written_shards(args.write_shards)
+        summary["write_shards"] = {"dir": args.write_shards, "shards": len(shards),
+                                   "bytes": sum(m.size_in_bytes for m in shards)}
     if reference is not None:
         failures = read_reference_failures(args.output)
         summary["reference"] = {

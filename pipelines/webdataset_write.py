@@ -4,7 +4,8 @@ Every member is written back under its original name (``KEY.SUFFIX``) with its o
 Writes are safe under bundle retries, the way Beam's file sinks are:
 
 1. ``WritePartsDoFn`` writes each bundle's samples into temporary tars
-   ``DIR/.tmp-<run>/<uuid>.tar``, starting a new one whenever one reaches the target size, and
+   ``DIR/.tmp-<run>/<uuid>.tar``, starting a new one before a sample would take one past the
+   target size (a sample larger than the target is a part alone), and
    emits a description of each part (path, bytes, samples, first key, where its members end)
    only from ``finish_bundle``, once the parts are closed. A bundle that fails leaves parts
    nobody reports; its retry writes parts with new names.
@@ -22,6 +23,8 @@ shards themselves (``webdataset``'s ``.select``); it is written by ``parquet_wri
 from __future__ import annotations
 
 import io
+import posixpath
+import re
 import tarfile
 import time
 import uuid
@@ -53,6 +56,28 @@ def shard_name(out_dir: str, index: int) -> str:
     return FileSystems.join(out_dir, f"{index:05d}.tar")
 
 
+#: The names this writer gives shards (five digits or more: 100000.tar follows 99999.tar), and
+#: the names of a shard while its parts are concatenated (renamed once complete).
+SHARD_NAME = re.compile(r"[0-9]{5,}\.tar")
+PARTIAL_SUFFIX = ".partial"
+PARTIAL_NAME = re.compile(r"[0-9]{5,}\.tar" + re.escape(PARTIAL_SUFFIX))
+
+
+def written_shards(out_dir: str, partial: bool = False) -> list:
+    """The metadata of the shards (``partial``: the unfinished shards) in ``out_dir``."""
+    name = PARTIAL_NAME if partial else SHARD_NAME
+    pattern = FileSystems.join(out_dir, "*.tar" + (PARTIAL_SUFFIX if partial else ""))
+    return [m for m in FileSystems.match([pattern])[0].metadata_list
+            if name.fullmatch(posixpath.basename(m.path.rstrip("/")))]
+
+
+def tar_bytes(members: List[tuple]) -> int:
+    """What ``members`` take in a tar: a header and the data padded to blocks, each (a PAX header
+    for a long name adds a little)."""
+    block = tarfile.BLOCKSIZE
+    return sum(block + -(-len(data) // block) * block for _, data in members)
+
+
 def sample_members(record: dict) -> List[tuple]:
     """``(name, bytes)`` of a sample record's members, in the order they had in the input."""
     key, image_member = record[KEY], record.get(IMAGE_MEMBER)
@@ -78,15 +103,15 @@ class _PartWriter:
         self.first_key: Optional[str] = None
         self.samples = 0
 
-    def add(self, record: dict) -> None:
-        for name, data in sample_members(record):
+    def add(self, members: List[tuple], key: str) -> None:
+        for name, data in members:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             info.mtime = self._mtime
             info.mode = 0o644
             self._tar.addfile(info, io.BytesIO(data))
         if self.first_key is None:
-            self.first_key = record[KEY]
+            self.first_key = key
         self.samples += 1
 
     @property
@@ -114,10 +139,15 @@ class WritePartsDoFn(beam.DoFn):
         self._closed: List[Part] = []
 
     def process(self, record: dict):
+        members = sample_members(record)
+        if self._writer is not None and self._writer.size + tar_bytes(members) > self._target:
+            # Never past the target with a sample added: one larger than it is a part alone.
+            self._closed.append(self._writer.close())
+            self._writer = None
         if self._writer is None:
             ensure_dir(self._directory)
             self._writer = _PartWriter(self._directory, self._mtime)
-        self._writer.add(record)
+        self._writer.add(members, record[KEY])
         if self._writer.size >= self._target:
             self._closed.append(self._writer.close())
             self._writer = None
@@ -147,11 +177,6 @@ def plan(parts: List[Part], target_bytes: int) -> List[List[Part]]:
             shards.append([part])
             size = part.members_end
     return shards
-
-
-#: A shard while its parts are concatenated, renamed to ``NNNNN.tar`` once complete.
-PARTIAL_SUFFIX = ".partial"
-PARTIAL_SHARD_GLOB = "[0-9]" * 5 + ".tar" + PARTIAL_SUFFIX
 
 
 def _concatenate(parts: List[Part], target: str) -> None:
@@ -204,10 +229,10 @@ class WriteShards(beam.PTransform):
     """Kept sample records -> ``out_dir/{:05d}.tar`` and ``out_dir/kept_keys/*.parquet``.
     Returns a PCollection of ``(shard path, samples)``."""
 
-    def __init__(self, out_dir: str, shard_mb: float = DEFAULT_SHARD_MB):
+    def __init__(self, out_dir: str, shard_mb: Optional[float] = None):
         super().__init__()
         self._out_dir = out_dir
-        self._target = max(1, int(shard_mb * 2**20))
+        self._target = max(1, int((DEFAULT_SHARD_MB if shard_mb is None else shard_mb) * 2**20))
         self._directory = tmp_dir(out_dir)
         self._mtime = int(time.time())
 

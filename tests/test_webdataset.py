@@ -11,6 +11,7 @@ import json
 import os
 import tarfile
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -20,7 +21,7 @@ from conftest import DATA, PHOTOS, buckets
 from job_outputs import read
 from pipelines import dedup_images, inputs, webdataset_read
 from pipelines.webdataset_read import split_name
-from pipelines.webdataset_write import FinalizeShardsDoFn, Part, _PartWriter, plan
+from pipelines.webdataset_write import FinalizeShardsDoFn, Part, _PartWriter, plan, sample_members
 
 STATE = ["--backend", "state"]
 
@@ -514,6 +515,7 @@ def test_a_truncated_shard_with_a_sidecar_counts_each_sample_once(tmp_path):
     (["--write-shards", "/tmp/x"], "--write-shards applies to --input-format webdataset"),
     (["--image-ext", "jpg"], "apply to --input-format webdataset"),
     (["--shard-size", "10"], "--shard-size applies with --write-shards"),
+    (["--shard-size", "256"], "--shard-size applies with --write-shards"),  # the default's value too
 ])
 def test_configuration_errors_are_one_line(tmp_path, capsys, args, message):
     assert dedup_images.main(["--output", str(tmp_path / "o"), *args]) == 2
@@ -589,6 +591,103 @@ def test_write_shards_into_a_folder_a_glob_or_link_reaches_is_refused(tmp_path, 
     assert (tmp_path / "d" / "crawl2" / "00000.tar").read_bytes() == before
 
 
+@pytest.mark.parametrize("shape", ["link to a shard", "glob of some names"])
+def test_a_rerun_whose_input_is_a_shard_it_would_remove_is_refused(tmp_path, capsys, shape):
+    """The shards writer first removes the last run's DIR/NNNNN.tar: an input that is one of them
+    by another name (a link to it, or a glob matching only some of DIR's names) is refused, and
+    the shard is left as it was."""
+    src, shards = tmp_path / "crawls" / "new", tmp_path / "crawls" / "dedup"
+    src.mkdir(parents=True)
+    write_tar(src / "00000.tar", [("a.jpg", PHOTOS[0].read_bytes())])
+    rng = np.random.default_rng(5)
+    for i in range(12):  # twelve distinct pictures: twelve more shards of one sample each
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).resize((96, 96)).save(buf, "PNG")
+        write_tar(src / f"000{i + 10}.tar", [(f"s{i}.png", buf.getvalue())])
+    run = ["--input-format", "webdataset", "--output", str(tmp_path / "o"), "--write-shards", str(shards),
+           "--no-report", *STATE]
+    assert dedup_images.main(["--input", str(src), *run, "--shard-size", "0.000001"]) == 0
+    written = sorted(os.listdir(shards))
+    assert len(written) > 2, written
+    if shape == "link to a shard":
+        (tmp_path / "links").mkdir()
+        os.symlink(shards / "00000.tar", tmp_path / "links" / "old.tar")
+        given = str(tmp_path / "links")
+    else:  # matches crawls/new/0001*.tar, and crawls/dedup/00010.tar ... once written
+        given = str(tmp_path / "crawls" / "*" / "0001*.tar")
+    before = {n: (shards / n).read_bytes() for n in written if n.endswith(".tar")}
+    assert dedup_images.main(["--input", given, *run]) == 2
+    assert "would remove before reading it" in capsys.readouterr().err
+    assert {n: (shards / n).read_bytes() for n in written if n.endswith(".tar")} == before
+
+
+def test_the_shard_names_past_99999_and_an_earlier_run_s_leftovers_are_cleared(tmp_path):
+    """Shard 100000 on has six digits: counted and cleared as the others; the parts and half-made
+    shards of a run killed on the way are cleared too; other files are not touched."""
+    from pipelines.dedup_images import clear_shards
+    from pipelines.webdataset_write import written_shards
+
+    names = ["00000.tar", "99999.tar", "100000.tar", "123456.tar", "1234.tar", "notes.tar", "00003.tar.partial",
+             "100001.tar.partial", ".tmp-0123456789ab/part.tar", "kept_keys/part-00000-of-00001.parquet",
+             "00000.parquet"]
+    for name in names:
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    assert sorted(os.path.basename(m.path) for m in written_shards(str(tmp_path))) == [
+        "00000.tar", "100000.tar", "123456.tar", "99999.tar"]
+    clear_shards(str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == ["00000.parquet", "1234.tar", "kept_keys", "notes.tar"]
+    assert os.listdir(tmp_path / "kept_keys") == []
+
+
+def test_no_shard_is_past_the_target_but_a_sample_larger_than_it(tmp_path):
+    """A part is closed before a sample would take it past --shard-size: only a sample larger
+    than the target makes a part (and a shard) alone that is larger."""
+    from pipelines.webdataset_write import WritePartsDoFn, tar_bytes
+
+    target = 1 << 20
+    sizes = [300_000, 300_000, 300_000, 2_500_000, 300_000, 600_000, 200_000]
+    dofn = WritePartsDoFn(str(tmp_path / ".tmp-run"), target, mtime=1)
+    dofn.start_bundle()
+    records = [{"key": f"k{i}", "members": ["jpg"], "image_member": "jpg", "image": b"x" * n, "member_bytes": {}}
+               for i, n in enumerate(sizes)]
+    for r in records:
+        dofn.process(r)
+    parts = [wv.value for wv in dofn.finish_bundle()]
+    assert sum(p.samples for p in parts) == len(sizes)
+    for p in parts:
+        assert p.members_end <= target or p.samples == 1, p
+    assert [p.samples for p in parts] == [3, 1, 2, 1]
+    assert all(tar_bytes([("k.jpg", b"x" * n)]) == 512 + -(-n // 512) * 512 for n in sizes)
+    for g in plan(parts, target):
+        assert sum(p.members_end for p in g) <= target or len(g) == 1
+
+
+def test_a_run_that_fails_while_it_publishes_shards_leaves_none(tmp_path, monkeypatch, capsys):
+    """A failure after some shards were published (a full disk) must not leave a partial set of
+    shards beside a complete kept_keys/, looking like a result."""
+    from pipelines import webdataset_write
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, photo in enumerate(PHOTOS[:4]):
+        write_tar(src / f"0000{i}.tar", [(f"k{i}.jpg", photo.read_bytes()), (f"k{i}.txt", b"caption")])
+    real = webdataset_write.FinalizeShardsDoFn.process
+
+    def fails_after_the_first(self, element):
+        published = real(self, element)
+        yield next(published)
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(webdataset_write.FinalizeShardsDoFn, "process", fails_after_the_first)
+    shards = tmp_path / "shards"
+    assert dedup_images.main(["--input", str(src), "--input-format", "webdataset", "--output", str(tmp_path / "o"),
+                              "--write-shards", str(shards), "--shard-size", "0.000001", "--no-report",
+                              *STATE]) == 1
+    assert "No space left on device" in capsys.readouterr().err
+    assert [n for n in os.listdir(shards) if n != "kept_keys"] == [] and not os.listdir(shards / "kept_keys")
+
+
 def test_write_shards_keeps_every_member_name(tmp_path):
     """Names are written back as they were read: a '~' in a suffix is part of it, and a member
     name a sample repeats is written as many times, each with its own bytes."""
@@ -622,8 +721,8 @@ def test_finalize_packs_parts_and_ignores_failed_attempts(tmp_path):
     def part(keys):
         w = _PartWriter(str(tmp), mtime=1)
         for k in keys:
-            w.add({"key": k, "members": ["jpg", "txt"], "image_member": "jpg", "image": photo["pool.jpg"],
-                   "member_bytes": {"txt": k.encode()}})
+            w.add(sample_members({"key": k, "members": ["jpg", "txt"], "image_member": "jpg",
+                                  "image": photo["pool.jpg"], "member_bytes": {"txt": k.encode()}}), k)
         return w.close()
 
     parts = [part(["c0", "c1"]), part(["a0"]), part(["b0", "b1", "b2"])]
@@ -927,7 +1026,7 @@ def test_finalize_retried_after_dying_while_cleaning_up(tmp_path, monkeypatch):
     for keys in (["a0"], ["b0"], ["c0", "c1"]):
         w = _PartWriter(str(tmp), mtime=1)
         for k in keys:
-            w.add({"key": k, "members": ["jpg"], "image_member": "jpg", "image": k.encode() * 300, "member_bytes": {}})
+            w.add([(f"{k}.jpg", k.encode() * 300)], k)
         parts.append(w.close())
     target = parts[0].members_end + parts[1].members_end  # a0 + b0 concatenated, c0 alone
     dofn = FinalizeShardsDoFn(str(tmp_path), str(tmp), target)
