@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import posixpath
+import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
@@ -83,6 +84,9 @@ def _pattern(item: str, fmt: str) -> str:
         # A local folder is named as it is: `crawl[1]` is that folder, not crawl1.
         folder = literal(item.rstrip("/")) if os.path.isdir(item) else item.rstrip("/")
         return FileSystems.join(folder, suffix)
+    if "://" not in item:
+        # A local glob as the listing spells its paths: `in//*.tar` would match no `in/x.tar`.
+        return re.sub("/{2,}", "/", item)
     return item
 
 

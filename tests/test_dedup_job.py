@@ -4,6 +4,7 @@ configuration errors."""
 import io
 import json
 import os
+import tarfile
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -467,6 +468,23 @@ def test_auto_drops_what_the_exact_run_said_it_would(tmp_path, capfd):
     assert all(pairs[p] == 0 for p in SAMPLE_GROUPS) and all(1 <= pairs[p] <= 9 for p in SAMPLE_NEAR)
     page = (out / "report.html").read_text()
     assert "Largest near-duplicate groups (7 shown)" in page and "distance 9<br>" in page
+
+
+@pytest.mark.parametrize("fmt", ["files", "webdataset"])
+def test_a_glob_with_a_doubled_slash_matches_as_with_one(tmp_path, fmt):
+    """`in//*.jpg` names the files `in/*.jpg` does (the shell and Python's glob agree); Beam's
+    match compared it with the listing's `in/x.jpg` and found nothing."""
+    src = tmp_path / "in"
+    src.mkdir()
+    if fmt == "files":
+        (src / "a.jpg").write_bytes(PHOTOS[0].read_bytes())
+    else:
+        with tarfile.open(src / "00000.tar", "w") as tar:
+            info = tarfile.TarInfo("k.jpg")
+            info.size = len(PHOTOS[0].read_bytes())
+            tar.addfile(info, io.BytesIO(PHOTOS[0].read_bytes()))
+    suffix = "*.jpg" if fmt == "files" else "*.tar"
+    assert inputs.resolve([f"{src}//{suffix}"], fmt).matched == 1
 
 
 def test_an_input_that_cannot_be_listed_says_why(tmp_path, capsys, monkeypatch):
