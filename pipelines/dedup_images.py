@@ -293,9 +293,12 @@ def remove_unfinished(directories: List[str]) -> None:
     (``DIR/report/beam-temp-*``), in the output (and shards) directories. Not for a runner
     elsewhere: its job may still be running, and would find its parts gone."""
     for directory in directories:
-        partial = [m.path for m in written_shards(directory, partial=True)]
-        if partial:
-            FileSystems.delete(partial)
+        try:
+            partial = [m.path for m in written_shards(directory, partial=True)]
+            if partial:
+                FileSystems.delete(partial)
+        except Exception:  # noqa: BLE001 - best effort, as below
+            log.warning("could not remove the unfinished shards in %s", directory, exc_info=True)
         for pattern in (FileSystems.join(directory, TMP_DIR_GLOB),
                         FileSystems.join(directory, "report", "beam-temp-*")):  # Beam's WriteToText
             try:
