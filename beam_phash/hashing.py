@@ -144,6 +144,13 @@ class HashBatchDoFn(beam.DoFn):
             yield out
 
 
+def given_flat(record) -> bool:
+    """Whether a record that carries its hash is of a flat image, by the ``image_quality`` it
+    carries too (an earlier run's kept/ has it); without one, not flat."""
+    quality = record.get(QUALITY_FIELD) if isinstance(record, dict) else None
+    return isinstance(quality, (int, float)) and not isinstance(quality, bool) and quality < FLAT_QUALITY
+
+
 class ParseHashesDoFn(beam.DoFn):
     """Like :class:`HashBatchDoFn`, for records that already carry their hash as hex in
     ``hash_column`` (written by an earlier run, or by another tool): nothing is decoded. A missing
@@ -173,7 +180,10 @@ class ParseHashesDoFn(beam.DoFn):
                                     self._c.image_field, self._metrics)
                 continue
             kept = encodable_image(with_fields(record, **{self._c.hash_field: h.hex()}), self._c.image_field)
-            out.append(Hashed(h, owner, kept))
+            flat = given_flat(record)
+            if flat:
+                self._metrics.flat_images.inc()
+            out.append(Hashed(h, owner, kept, flat=flat))
         # Every record that could not be used counts, those without an id too.
         yield beam.pvalue.TaggedOutput(TALLY, Tally(len(batch), len(batch) - len(out), 0))
         if out:

@@ -19,9 +19,10 @@ from typing import Any, Iterable, List, Tuple
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from beam_phash._native import FLAT_QUALITY, PHash, collapse_heads, hash_images, parse_hex_column, parse_hex_hashes
-from beam_phash.hashing import HashConfig
+from beam_phash.hashing import HashConfig, given_flat
 from beam_phash.metrics import DedupMetrics
 from beam_phash.near.batches import Fixed, concat, take_labels, u8, u32s
 from beam_phash.near.fixed import REFERENCE, SOURCES, PackFixedDoFn, fixed_batch
@@ -30,6 +31,7 @@ from beam_phash.records import (
     DUPLICATES,
     ERROR_FIELD,
     MATCHED_FIELD,
+    QUALITY_FIELD,
     BadRecord,
     Hashed,
     emit,
@@ -94,7 +96,7 @@ class HashReferenceDoFn(beam.DoFn):
         self._metrics.references.inc(len(keys))
         return fixed_batch(keys, REFERENCE, labels, flat)
 
-    def _parsed(self, labels, packed: bytes, bad: np.ndarray, reasons: List[str]) -> Iterable:
+    def _parsed(self, labels, packed: bytes, bad: np.ndarray, reasons: List[str], flat: np.ndarray) -> Iterable:
         keys = np.frombuffer(packed, dtype=np.uint8).reshape(-1, self._width)
         for i, reason in zip(bad, reasons):
             yield self._failed(str(labels[int(i)]), f"{self._c.hash_column}: {reason}")
@@ -104,7 +106,7 @@ class HashReferenceDoFn(beam.DoFn):
                 labels = take_labels(labels, good)
             else:
                 labels = [labels[i] for i in good]
-            yield self._batch(keys[good], labels)
+            yield self._batch(keys[good], labels, flat[good])
 
     def _table(self, table) -> Iterable:
         names = table.schema.names
@@ -124,7 +126,12 @@ class HashReferenceDoFn(beam.DoFn):
             offsets, data = pack_labels(column)  # the Arrow buffers as they are; nulls are marked apart
             valid = column.is_valid().to_numpy(zero_copy_only=False).astype(np.uint8)
             packed, bad, reasons = parse_hex_column(u8(offsets), data, self._c.bits, valid)
-            yield from self._parsed(labels.fill_null(""), packed, u32s(bad), reasons)
+            flat = np.zeros(n, dtype=bool)
+            if QUALITY_FIELD in names:  # an earlier run's kept/ carries each image's quality
+                quality = table.column(QUALITY_FIELD)
+                if pa.types.is_integer(quality.type) or pa.types.is_floating(quality.type):
+                    flat = pc.fill_null(pc.less(quality, FLAT_QUALITY), False).to_numpy(zero_copy_only=False)
+            yield from self._parsed(labels.fill_null(""), packed, u32s(bad), reasons, flat)
             return
         # A row with an error (an img2dataset failed download, say) fails with that reason.
         errors = table.column(ERROR_FIELD).to_pylist() if ERROR_FIELD in names else [None] * n
@@ -146,7 +153,8 @@ class HashReferenceDoFn(beam.DoFn):
             values = [r.get(self._c.hash_column) if isinstance(r, dict) else None for r in records]
             packed, errors = parse_hex_hashes(values, self._c.bits)
             bad = np.array([i for i, e in enumerate(errors) if e is not None], dtype=np.int64)
-            yield from self._parsed(labels, packed, bad, [e for e in errors if e is not None])
+            flat = np.array([given_flat(r) for r in records], dtype=bool)
+            yield from self._parsed(labels, packed, bad, [e for e in errors if e is not None], flat)
             return
         yield from self._hash(labels, self._blobs(records))
 

@@ -243,3 +243,46 @@ def test_a_flat_earlier_image_is_met_at_distance_zero_only(tmp_path, against, ba
 
     _run_against(against, earlier, records, check, str(tmp_path / "state"),
                  algorithm="dhash", max_distance=12, band_partition_bits=band_partition_bits)
+
+
+@pytest.mark.parametrize("against", ["state", "reference", "reference table"])
+def test_hashes_given_with_their_quality_keep_the_flat_flag(tmp_path, against):
+    """Records that carry their hash (`hash_column`, an earlier run's kept/) and its
+    `image_quality`: a flat image among them is matched at distance 0 only, as when it is decoded;
+    without a quality, a hash is taken as not flat."""
+    import pyarrow as pa
+
+    _, h = _dhash_pictures()
+
+    def given(name, with_quality=True):
+        return {"id": name if name != "blank" else "e:blank", "h": h[name].hex(),
+                **({"image_quality": h[name].quality} if with_quality else {})}
+
+    records = [given("square"), given("gradient")]
+
+    def check(rows):
+        got = {r["id"]: (tag, r.get("duplicate_of"), r.get("matched"), r.get("distance")) for tag, r in rows}
+        assert got == {"square": ("kept", None, None, None),
+                       "gradient": ("duplicates", "e:blank", against.split()[0], 0)}, got
+
+    kwargs = dict(algorithm="dhash", max_distance=12, hash_column="h")
+    if against.startswith("reference"):
+        p = TestPipeline()
+        reference = [pa.Table.from_pylist([given("blank")])] if against == "reference table" else [given("blank")]
+        dedup = ImagePhashDedup(**kwargs).with_reference(p | "References" >> beam.Create(reference), hash_column="h")
+        outputs = p | beam.Create(records) | dedup.with_outputs()
+        assert_that(tagged(outputs), check)
+        p.run().wait_until_finish()
+    else:
+        _run_against(against, [given("blank")], records, check, str(tmp_path / "state"), **kwargs)
+
+    # Without its quality the blank is an ordinary hash: the square, a few bits away, matches it.
+    def unflagged(rows):
+        got = {r["id"]: (tag, r.get("duplicate_of")) for tag, r in rows}
+        assert got["square"] == ("duplicates", "e:blank"), got
+
+    p = TestPipeline()
+    dedup = ImagePhashDedup(**kwargs).with_reference(p | "Unflagged" >> beam.Create([given("blank", False)]),
+                                                     hash_column="h")
+    assert_that(tagged(p | beam.Create(records) | dedup.with_outputs()), unflagged)
+    p.run().wait_until_finish()
