@@ -349,6 +349,87 @@ def test_a_run_that_dies_adds_nothing_and_damage_is_refused(tmp_path):
         p.run().wait_until_finish()
 
 
+def test_one_built_pipeline_run_twice_is_refused_before_it_writes(tmp_path):
+    """The run id and the state's generation are fixed when the pipeline is built: run again
+    (a notebook, a template), its segments would overwrite the ones it committed, and the state
+    it matched against is the old one. The second run fails before writing; the state stands."""
+    state = str(tmp_path / "state")
+    rng = random.Random(11)
+    hashes = [rng.getrandbits(256).to_bytes(32, "little") for _ in range(50)]
+    records = [{"id": f"r{i:02d}", "h": h.hex()} for i, h in enumerate(hashes)]
+    p, _ = run_pipeline(records[:20], 8, hash_column="h", state_dir=state)
+    p.run().wait_until_finish()
+    committed = _manifest(state)
+    files = {seg["path"]: open(os.path.join(state, seg["path"]), "rb").read() for seg in committed["segments"]}
+    with pytest.raises(Exception, match="already ran and committed"):
+        p.run().wait_until_finish()
+    assert _manifest(state) == committed
+    assert {path: open(os.path.join(state, path), "rb").read() for path in files} == files
+    # Built again, the pipeline reads the state as it is now.
+    expected = oracle([(r["id"], bytes.fromhex(r["h"])) for r in records[:40]], 8,
+                      [(r["id"], bytes.fromhex(r["h"]), "state") for r in records[:20]])
+    p, outputs = run_pipeline(records[:40], 8, hash_column="h", state_dir=state)
+    assert_that(tagged(outputs), check_against(expected))
+    p.run().wait_until_finish()
+    assert _manifest(state)["rows"] == 40
+    # A pipeline built before another run committed is refused before it writes, too.
+    stale, _ = run_pipeline(records[40:45], 8, hash_column="h", state_dir=state)
+    p, _ = run_pipeline(records[45:], 8, hash_column="h", state_dir=state)
+    p.run().wait_until_finish()
+    with pytest.raises(Exception, match="changed since this pipeline was built"):
+        stale.run().wait_until_finish()
+    assert _manifest(state)["rows"] == 45
+
+
+def test_two_commits_at_once_cannot_both_land(tmp_path, monkeypatch):
+    """The manifest is read, checked and replaced under a lock: a commit that read it while
+    another was between its read and its write cannot also land (both did, one run's segments
+    then gone from the manifest and its folder deleted by the other's cleanup)."""
+    import threading
+
+    state = str(tmp_path / "state")
+    manifest = near_state.open_state(state, "phash", 16, 256, create=True)
+    rng = random.Random(12)
+    entries = {}
+    for run in ("a", "b"):
+        keys = np.frombuffer(b"".join(rng.getrandbits(256).to_bytes(32, "little") for _ in range(5)),
+                             dtype=np.uint8).reshape(5, 32)
+        entries[run] = near_state.write_segment(state, run, 0, fixed_batch(keys, STATE, [run + str(i) for i in range(5)]))
+    real_read, first_read, go = near_state.state_manifest.read, threading.Event(), threading.Event()
+
+    def slow_read(directory):
+        out = real_read(directory)
+        if threading.current_thread().name == "a":
+            first_read.set()
+            go.wait(5)
+        return out
+
+    monkeypatch.setattr(near_state.state_manifest, "read", slow_read)
+    results = {}
+
+    def run(name):
+        try:
+            results[name] = near_state.commit(state, name, manifest["generation"], manifest, [entries[name]])
+        except near_state.StateError as e:
+            results[name] = e
+
+    a = threading.Thread(target=run, args=("a",), name="a")
+    a.start()
+    assert first_read.wait(5)
+    b = threading.Thread(target=run, args=("b",), name="b")
+    b.start()
+    b.join(1.0)  # b waits for a's lock (before the fix, b landed meanwhile)
+    go.set()
+    a.join(10)
+    b.join(10)
+    assert results["a"] == manifest["generation"] + 1, results
+    assert isinstance(results["b"], near_state.StateError), results
+    landed = _manifest(state)
+    assert [s["path"] for s in landed["segments"]] == [entries["a"]["path"]]
+    assert os.path.exists(os.path.join(state, entries["a"]["path"]))
+    assert not os.path.exists(os.path.join(state, near_state.COMMIT_LOCK))
+
+
 def test_a_state_that_cannot_be_used_is_refused(tmp_path):
     near = str(tmp_path / "near")
     _seed_state(near, [bytes(32)], ["x"])

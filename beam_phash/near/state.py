@@ -18,8 +18,11 @@ per directory), so nothing a run kept is ever silently lost from the state.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
+import time
 from typing import Iterable, List, Optional, Tuple
 
 import apache_beam as beam
@@ -149,38 +152,103 @@ def write_segment(state_dir: str, run: str, part: int, rows: Fixed) -> dict:
     return {"path": rel, "rows": n, "digest": digest}
 
 
+def _landed(manifest: dict, run: str) -> bool:
+    mine = os.path.join(RUNS, run) + os.sep
+    return any(s["path"].startswith(mine) for s in manifest.get("segments", []))
+
+
+def check_unchanged(state_dir: str, run: str, generation: int) -> None:
+    """Before a run writes its segments: StateError when the state is not the one the pipeline
+    was built on (another run committed since), or when this very run already committed (the
+    same built pipeline run again: its segment names would overwrite the committed ones)."""
+    have = state_manifest.read(state_dir) or {}
+    if _landed(have, run):
+        raise StateError(f"this pipeline already ran and committed its kept hashes to {state_dir}; "
+                         "build the pipeline again (a new ImagePhashDedup) for each run")
+    if have.get("generation", 0) != generation:
+        raise StateError(
+            f"state directory {state_dir} changed since this pipeline was built (generation "
+            f"{have.get('generation')}, this run read {generation}): another run committed to it. "
+            "Run one job at a time per state directory, each built after the last one finished; "
+            "this run's kept hashes were not added")
+
+
+#: Held while a commit reads, checks and replaces the manifest; taken over when older than this.
+COMMIT_LOCK = "commit.lock"
+LOCK_STALE_SECONDS = 120.0
+LOCK_WAIT_SECONDS = 60.0
+
+
+@contextlib.contextmanager
+def _commit_lock(state_dir: str):
+    """One commit at a time: the manifest is read, checked and replaced under an exclusive
+    lock file, so two runs that finish together cannot both think they came first. A lock left
+    by a commit that died (older than ``LOCK_STALE_SECONDS``; a commit takes well under one) is
+    taken over."""
+    path = os.path.join(state_dir, COMMIT_LOCK)
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            try:
+                if time.time() - os.stat(path).st_mtime > LOCK_STALE_SECONDS:
+                    os.remove(path)
+                    continue
+            except FileNotFoundError:
+                continue
+            if time.monotonic() > deadline:
+                raise StateError(f"state directory {state_dir} is locked by another run's commit "
+                                 f"({path}, for {LOCK_WAIT_SECONDS:g} s); run one job at a time per "
+                                 "state directory") from None
+            time.sleep(0.05)
+    try:
+        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        os.close(fd)
+        yield
+    finally:
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+
+
 def commit(state_dir: str, run: str, generation: int, manifest: dict, segments: List[dict]) -> Optional[int]:
     """Add a run's segments to the manifest, atomically; the new generation, or None when this
     run's commit already landed. StateError when another run committed since ``generation``."""
     segments = sorted(segments, key=lambda s: s["path"])
-    have = state_manifest.read(state_dir) or manifest
-    mine = os.path.join(RUNS, run) + os.sep
-    if any(s["path"].startswith(mine) for s in have.get("segments", [])):
-        return None
-    if have.get("generation", 0) != generation:
-        raise StateError(
-            f"state directory {state_dir} changed while this run ran (generation "
-            f"{have.get('generation')}, this run read {generation}): another run committed "
-            "to it. Run one job at a time per state directory; this run's kept hashes were not added")
-    new = dict(have)
-    new["segments"] = list(have.get("segments", [])) + segments
-    new["rows"] = int(have.get("rows", 0)) + sum(s["rows"] for s in segments)
-    new["generation"] = generation + 1
     os.makedirs(state_dir, exist_ok=True)
-    state_manifest.write(state_dir, new)
-    _remove_uncommitted(state_dir, new)
+    with _commit_lock(state_dir):
+        have = state_manifest.read(state_dir) or manifest
+        if _landed(have, run):
+            return None
+        if have.get("generation", 0) != generation:
+            raise StateError(
+                f"state directory {state_dir} changed while this run ran (generation "
+                f"{have.get('generation')}, this run read {generation}): another run committed "
+                "to it. Run one job at a time per state directory; this run's kept hashes were not added")
+        new = dict(have)
+        new["segments"] = list(have.get("segments", [])) + segments
+        new["rows"] = int(have.get("rows", 0)) + sum(s["rows"] for s in segments)
+        new["generation"] = generation + 1
+        state_manifest.write(state_dir, new)
+        _remove_uncommitted(state_dir, new)
     return new["generation"]
 
 
 class WriteSegmentDoFn(beam.DoFn):
-    """One exact partition of this run's kept hashes -> a segment file and its manifest entry."""
+    """One exact partition of this run's kept hashes -> a segment file and its manifest entry,
+    once the state is checked to be the one the pipeline was built on (:func:`check_unchanged`)."""
 
-    def __init__(self, state_dir: str, run: str):
+    def __init__(self, state_dir: str, run: str, generation: int):
         self._dir = state_dir
         self._run = run
+        self._generation = generation
 
     def process(self, element: Tuple[int, Iterable[Fixed]]):
         p, batches = element
+        check_unchanged(self._dir, self._run, self._generation)
         yield 0, write_segment(self._dir, self._run, p, concat(Fixed, batches))
 
 
@@ -231,7 +299,7 @@ class NearState(beam.PTransform):
     def commit(self, kept_rows):
         return (kept_rows
                 | "GroupKeptRows" >> beam.GroupByKey()
-                | "WriteSegments" >> beam.ParDo(WriteSegmentDoFn(self.state_dir, self.run))
+                | "WriteSegments" >> beam.ParDo(WriteSegmentDoFn(self.state_dir, self.run, self.manifest["generation"]))
                 | "GroupSegments" >> beam.GroupByKey()
                 | "Commit" >> beam.ParDo(CommitDoFn(self.state_dir, self.run, self.manifest["generation"],
                                                     self.manifest)))
