@@ -733,6 +733,9 @@ def _run(argv: List[str], con: Console) -> int:
             release_backend(dedup)
         if local:
             remove_unfinished(written_dirs(args))
+            # Outputs a failed run wrote (near-duplicate mode writes them before its state's
+            # commit refuses) would look like a result: only its log stays.
+            clear_outputs(args.output)
             if args.write_shards is not None:
                 # Shards a failed finalize published (some of them), or the kept keys written
                 # before a failure threshold stopped it: never left looking like a result.

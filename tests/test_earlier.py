@@ -595,3 +595,21 @@ def test_the_report_shows_exact_mode_duplicates_of_an_earlier_run_as_its_groups(
     assert f"kept before this run: {earlier}" in groups and "KEPT BEFORE THIS RUN" in groups
     assert "distance 0<br>" in groups and groups.count("data:image/jpeg;base64,") == 2
     assert "No duplicates found" not in page
+
+
+def test_a_run_whose_commit_is_refused_leaves_no_outputs(tmp_path, monkeypatch, capsys):
+    """Near-duplicate mode writes its outputs before the state's commit: when the commit is
+    refused (another run committed), those outputs were judged against an old state and must not
+    stay looking like a result; the log stays."""
+    from pipelines import dedup_images
+
+    def refused(*args, **kwargs):
+        raise near_state.StateError("state directory changed while this run ran (test)")
+
+    monkeypatch.setattr(near_state, "commit", refused)
+    out = tmp_path / "out"
+    assert dedup_images.main(["--max-distance", "8", "--state", str(tmp_path / "state"), "--output", str(out),
+                              "--no-report"]) == 1
+    assert "changed while this run ran" in capsys.readouterr().err
+    left = sorted(os.path.relpath(os.path.join(d, f), out) for d, _, fs in os.walk(out) for f in fs)
+    assert left and all(path.startswith("logs" + os.sep) for path in left), left
