@@ -26,7 +26,7 @@ NEAR = "near"
 BUCKET_PREFIX = "bucket-"
 RUNS = "runs"
 _MODE_USE = {EXACT: "exact dedup (max_distance=0, backend='ray')",
-             NEAR: "near-duplicate dedup (max_distance >= 1)"}
+             NEAR: "near-duplicate dedup (max_distance >= 1 or dihedral=True)"}
 
 
 def digest(columns: Iterable[bytes], labels: pa.Array) -> str:
