@@ -613,3 +613,24 @@ def test_a_run_whose_commit_is_refused_leaves_no_outputs(tmp_path, monkeypatch, 
     assert "changed while this run ran" in capsys.readouterr().err
     left = sorted(os.path.relpath(os.path.join(d, f), out) for d, _, fs in os.walk(out) for f in fs)
     assert left and all(path.startswith("logs" + os.sep) for path in left), left
+
+
+def test_a_retried_segment_write_writes_the_same_rows_whatever_their_order(tmp_path):
+    """A retried bundle gets its rows in another order; whichever attempt renames its file last,
+    the file must match the manifest entry the commit took from the other attempt."""
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(13)
+    keys = rng.integers(0, 256, (50, 32), dtype=np.uint8)
+    keys[7] = keys[3]  # one hash under two labels
+    labels = [f"id{i}" for i in range(50)]
+    flat = rng.random(50) < 0.2
+    entries, tables = [], []
+    for attempt, order in enumerate([np.arange(50), rng.permutation(50)]):
+        state = str(tmp_path / f"attempt{attempt}")
+        entries.append(near_state.write_segment(state, "run", 0, fixed_batch(
+            keys[order], STATE, [labels[i] for i in order], flat[order])))
+        tables.append(pq.read_table(os.path.join(state, entries[-1]["path"])))
+    assert entries[0] == entries[1]
+    assert tables[0].equals(tables[1])
+    assert sorted(tables[0].column("label").to_pylist()) == sorted(labels)

@@ -23,11 +23,13 @@ import os
 import shutil
 import socket
 import time
+import uuid
 from typing import Iterable, List, Optional, Tuple
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from beam_phash import checks, state_manifest
@@ -128,21 +130,26 @@ def _keys(table: pa.Table) -> np.ndarray:
 
 
 def write_segment(state_dir: str, run: str, part: int, rows: Fixed) -> dict:
-    """Write one segment of kept hashes (temporary file, fsync, rename: rewriting the same name
-    is harmless) and return its manifest entry."""
+    """Write one segment of kept hashes (temporary file, fsync, rename) and return its manifest
+    entry. The rows are sorted by hash and label first: a retried write gets its rows in another
+    order, and must write the very bytes (and digest) of the attempt whose entry is committed,
+    whichever attempt renames last."""
     width = rows.keys.shape[1]
     n = len(rows.keys)
-    digest = _digest(rows.keys, rows.labels, rows.flat)
-    table = pa.Table.from_arrays([
-        pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n, [None, pa.py_buffer(np.ascontiguousarray(rows.keys).tobytes())]),
-        rows.labels.cast(pa.large_string()),
-        pa.array(rows.flat, pa.bool_()),
-    ], names=["hash", "label", FLAT]).replace_schema_metadata({
+    hashes = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(width), n, [None, pa.py_buffer(np.ascontiguousarray(rows.keys).tobytes())])
+    labels = rows.labels.cast(pa.large_string())
+    order = pc.sort_indices(pa.table({"hash": hashes, "label": labels}),
+                            sort_keys=[("hash", "ascending"), ("label", "ascending")])
+    keys, labels, flat = rows.keys[order.to_numpy()], labels.take(order), np.asarray(rows.flat)[order.to_numpy()]
+    digest = _digest(keys, labels, flat)
+    table = pa.Table.from_arrays([hashes.take(order), labels, pa.array(flat, pa.bool_())],
+                                 names=["hash", "label", FLAT]).replace_schema_metadata({
         _META_ROWS: str(n), _META_DIGEST: digest, _META_HASH_VERSION: str(HASH_VERSION)})
     rel = os.path.join(RUNS, run, f"part-{part:05d}.parquet")
     path = os.path.join(state_dir, rel)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
+    tmp = f"{path}.{uuid.uuid4().hex}.tmp"  # attempts on two machines may share a process id
     with open(tmp, "wb") as f:
         pq.write_table(table, f, compression="zstd")
         f.flush()
