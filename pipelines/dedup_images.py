@@ -732,7 +732,7 @@ def _run(argv: List[str], con: Console) -> int:
         if args.ray_address is not None:
             release_backend(dedup)
         if local:
-            remove_unfinished(written_dirs(args))
+            remove_unfinished([args.output])  # and clear_shards below, in the shards directory
             # Outputs a failed run wrote (near-duplicate mode writes them before its state's
             # commit refuses) would look like a result: only its log stays.
             clear_outputs(args.output)

@@ -172,6 +172,9 @@ class SampleStream:
         self.started = False
 
     def __iter__(self) -> Iterator[_Sample]:
+        # A break at a header (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) goes
+        # out as it is: the members read so far are whole, but the sample being assembled may
+        # have had more (its .txt, .json) after them, so it stays ``pending``, the broken one.
         members = iter(self._members)
         while True:
             try:
@@ -186,10 +189,6 @@ class SampleStream:
                     yield done
                 elif self.pending is None:
                     self.pending = _Sample(key)
-                raise
-            except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error):
-                # At a header: the members read so far are whole, but the sample being assembled
-                # may have had more (its .txt, .json) after them: it stays the broken one.
                 raise
             self.started = True
             key, suffix = split_name(name)

@@ -60,7 +60,7 @@ def shard_name(out_dir: str, index: int) -> str:
 #: the names of a shard while its parts are concatenated (renamed once complete).
 SHARD_NAME = re.compile(r"[0-9]{5,}\.tar")
 PARTIAL_SUFFIX = ".partial"
-PARTIAL_NAME = re.compile(r"[0-9]{5,}\.tar" + re.escape(PARTIAL_SUFFIX))
+PARTIAL_NAME = re.compile(SHARD_NAME.pattern + re.escape(PARTIAL_SUFFIX))
 
 
 def written_shards(out_dir: str, partial: bool = False) -> list:

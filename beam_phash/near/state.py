@@ -172,12 +172,16 @@ def check_unchanged(state_dir: str, run: str, generation: int) -> None:
     if _landed(have, run):
         raise StateError(f"this pipeline already ran and committed its kept hashes to {state_dir}; "
                          "build the pipeline again (a new ImagePhashDedup) for each run")
+    _check_generation(have, state_dir, generation, "since this pipeline was built")
+
+
+def _check_generation(have: dict, state_dir: str, generation: int, when: str) -> None:
+    """StateError when another run committed to ``state_dir`` after this one read ``generation``."""
     if have.get("generation", 0) != generation:
         raise StateError(
-            f"state directory {state_dir} changed since this pipeline was built (generation "
-            f"{have.get('generation')}, this run read {generation}): another run committed to it. "
-            "Run one job at a time per state directory, each built after the last one finished; "
-            "this run's kept hashes were not added")
+            f"state directory {state_dir} changed {when} (generation {have.get('generation')}, this "
+            f"run read {generation}): another run committed to it. Run one job at a time per state "
+            "directory, each built after the last one finished; this run's kept hashes were not added")
 
 
 #: Held while a commit reads, checks and replaces the manifest; taken over when older than this.
@@ -230,11 +234,7 @@ def commit(state_dir: str, run: str, generation: int, manifest: dict, segments: 
         have = state_manifest.read(state_dir) or manifest
         if _landed(have, run):
             return None
-        if have.get("generation", 0) != generation:
-            raise StateError(
-                f"state directory {state_dir} changed while this run ran (generation "
-                f"{have.get('generation')}, this run read {generation}): another run committed "
-                "to it. Run one job at a time per state directory; this run's kept hashes were not added")
+        _check_generation(have, state_dir, generation, "while this run ran")
         new = dict(have)
         new["segments"] = list(have.get("segments", [])) + segments
         new["rows"] = int(have.get("rows", 0)) + sum(s["rows"] for s in segments)
