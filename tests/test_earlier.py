@@ -634,3 +634,65 @@ def test_a_retried_segment_write_writes_the_same_rows_whatever_their_order(tmp_p
     assert entries[0] == entries[1]
     assert tables[0].equals(tables[1])
     assert sorted(tables[0].column("label").to_pylist()) == sorted(labels)
+
+
+def test_a_state_of_many_runs_is_compacted_by_the_next_run(tmp_path, monkeypatch):
+    """Every run adds up to one segment per exact partition, and every later run reads each one.
+    A run that finds ``COMPACT_RUNS`` runs' worth writes the rows it read back with its own, one
+    segment per partition, and its commit replaces the list: the ids and flat flags of earlier
+    runs stay, their folders go, and later runs still drop what any earlier run kept."""
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr(near_state, "COMPACT_RUNS", 2)
+    state = str(tmp_path / "state")
+    rng = random.Random(21)
+    hashes = [rng.getrandbits(256).to_bytes(32, "little") for _ in range(120)]
+    # The seed: one flat image (matched at distance 0 only), and 9 others, in one segment.
+    manifest = near_state.open_state(state, "phash", 16, 256, create=True)
+    keys = np.frombuffer(b"".join(hashes[:10]), dtype=np.uint8).reshape(10, 32)
+    flat = np.arange(10) == 0
+    entry = near_state.write_segment(state, "seed", 0, fixed_batch(keys, STATE, [f"s{i}" for i in range(10)], flat))
+    near_state.commit(state, "seed", manifest["generation"], manifest, [entry])
+    earlier = [(f"s{i}", h, "state") for i, h in enumerate(hashes[:10])]
+    flat_copy = _flip(hashes[0], 1, rng)  # 1 bit from the flat image: kept, not its duplicate
+    compacted = []
+    for run in range(4):
+        lo = 10 + 25 * run
+        fresh = hashes[lo:lo + 20]
+        copies = [_flip(h, rng.choice([0, 3, 8]), rng) for _, h, _ in rng.sample(earlier[1:], 5)]
+        records = [{"id": f"r{run}-{i:02d}", "h": h.hex()} for i, h in enumerate(fresh + copies)]
+        if run == 0:
+            records.append({"id": "r0-flat", "h": flat_copy.hex()})
+        rng.shuffle(records)
+        before = _manifest(state)
+        compacting = len(before["segments"]) >= 2 * 2
+        expected = oracle([(r["id"], bytes.fromhex(r["h"])) for r in records], 8,
+                          [(label, h, "state") for label, h, _ in earlier if label != "s0"])
+        if run == 0:
+            assert expected["r0-flat"] is None
+        if compacting:  # built on the state the compaction replaces: refused, not read as damage
+            stale, _ = run_pipeline(records, 8, hash_column="h", state_dir=state, partitions=2)
+        p, outputs = run_pipeline(records, 8, MULTI if run == 2 else (), hash_column="h", state_dir=state,
+                                  partitions=2)
+        assert_that(tagged(outputs), check_against(expected))
+        p.run().wait_until_finish()
+        if compacting:
+            with pytest.raises(Exception, match="changed since this pipeline was built"):
+                stale.run().wait_until_finish()
+        kept = [(r["id"], bytes.fromhex(r["h"]), "state") for r in records if expected[r["id"]] is None]
+        earlier += kept
+        after = _manifest(state)
+        assert after["rows"] == before["rows"] + len(kept)
+        runs = {s["path"].split(os.sep)[1] for s in after["segments"]}
+        assert set(os.listdir(os.path.join(state, "runs"))) == runs
+        if compacting:
+            compacted.append(run)
+            assert len(runs) == 1 and len(after["segments"]) <= 2, after["segments"]
+        else:
+            assert runs > {s["path"].split(os.sep)[1] for s in before["segments"]}
+    assert compacted == [2]
+    tables = [pq.read_table(os.path.join(state, s["path"])) for s in _manifest(state)["segments"]]
+    labels = [label for t in tables for label in t.column("label").to_pylist()]
+    flags = [f for t in tables for f in t.column("flat").to_pylist()]
+    assert sorted(labels) == sorted(label for label, _, _ in earlier)
+    assert [label for label, f in zip(labels, flags) if f] == ["s0"]

@@ -15,6 +15,13 @@ commit step replaces the manifest atomically, listing them. A run that dies befo
 nothing: files of uncommitted runs are never read, and the next commit removes them. A commit
 refuses to land when another run committed since this one read the manifest (one run at a time
 per directory), so nothing a run kept is ever silently lost from the state.
+
+Compaction: each run adds up to one segment per exact partition, and every segment costs each
+later run a read. A run that finds ``COMPACT_RUNS`` runs' worth of segments (``COMPACT_RUNS x
+partitions``) writes the rows it read back, with its own, as one segment per partition, and its
+commit replaces the segment list instead of adding to it; the earlier runs' folders are removed
+after the manifest no longer names them. The state's rows are read by every run anyway, so
+rewriting them once every few runs adds at most a ``1 / COMPACT_RUNS`` share of writes.
 """
 from __future__ import annotations
 
@@ -36,7 +43,7 @@ from beam_phash import checks, state_manifest
 from beam_phash._native import HASH_VERSION
 from beam_phash.state_manifest import RUNS
 from beam_phash.near.batches import Fixed, concat
-from beam_phash.near.fixed import STATE, fixed_batch
+from beam_phash.near.fixed import STATE, PackFixedDoFn, fixed_batch
 
 FORMAT = "beam_phash.near-state/1"
 #: Rows per batch read from a segment.
@@ -100,14 +107,18 @@ class ReadSegmentDoFn(beam.DoFn):
     row count and digest against the manifest. A damaged segment fails the run: using the state
     without it would keep copies of images an earlier run kept."""
 
-    def __init__(self, state_dir: str):
+    def __init__(self, state_dir: str, generation: int):
         self._dir = state_dir
+        self._generation = generation
 
     def process(self, segment: dict) -> Iterable[Fixed]:
         path = os.path.join(self._dir, segment["path"])
         try:
             table = pq.read_table(path)
         except Exception as e:  # noqa: BLE001 - pyarrow raises several types for damaged files
+            # A run that committed since (a compaction) removes the segments it replaced.
+            _check_generation(state_manifest.read(self._dir) or {}, self._dir, self._generation,
+                              "since this pipeline was built")
             raise StateError(f"state segment {path} is missing or unreadable ({e}); the state in "
                              f"{self._dir} is damaged") from None
         keys = _keys(table)
@@ -184,6 +195,10 @@ def _check_generation(have: dict, state_dir: str, generation: int, when: str) ->
             "directory, each built after the last one finished; this run's kept hashes were not added")
 
 
+#: A run rewrites the state as one run's segments when it holds this many runs' worth
+#: (``COMPACT_RUNS x partitions`` segments).
+COMPACT_RUNS = 8
+
 #: Held while a commit reads, checks and replaces the manifest; taken over when older than this.
 COMMIT_LOCK = "commit.lock"
 LOCK_STALE_SECONDS = 120.0
@@ -225,9 +240,12 @@ def _commit_lock(state_dir: str):
             pass
 
 
-def commit(state_dir: str, run: str, generation: int, manifest: dict, segments: List[dict]) -> Optional[int]:
+def commit(state_dir: str, run: str, generation: int, manifest: dict, segments: List[dict],
+           replace: bool = False) -> Optional[int]:
     """Add a run's segments to the manifest, atomically; the new generation, or None when this
-    run's commit already landed. StateError when another run committed since ``generation``."""
+    run's commit already landed. StateError when another run committed since ``generation``.
+    With ``replace`` (a compacting run, whose segments hold every row of the state it read as
+    well as its own), they replace the committed segments instead."""
     segments = sorted(segments, key=lambda s: s["path"])
     os.makedirs(state_dir, exist_ok=True)
     with _commit_lock(state_dir):
@@ -235,9 +253,13 @@ def commit(state_dir: str, run: str, generation: int, manifest: dict, segments: 
         if _landed(have, run):
             return None
         _check_generation(have, state_dir, generation, "while this run ran")
+        rows = sum(s["rows"] for s in segments)
+        if replace and rows < int(have.get("rows", 0)):
+            raise StateError(f"this run's compacted segments hold {rows} rows, fewer than the "
+                             f"{have.get('rows')} of the state in {state_dir} they replace; not committed")
         new = dict(have)
-        new["segments"] = list(have.get("segments", [])) + segments
-        new["rows"] = int(have.get("rows", 0)) + sum(s["rows"] for s in segments)
+        new["segments"] = segments if replace else list(have.get("segments", [])) + segments
+        new["rows"] = rows if replace else int(have.get("rows", 0)) + rows
         new["generation"] = generation + 1
         state_manifest.write(state_dir, new)
         _remove_uncommitted(state_dir, new)
@@ -262,15 +284,17 @@ class WriteSegmentDoFn(beam.DoFn):
 class CommitDoFn(beam.DoFn):
     """All of this run's segments -> the new manifest, atomically (see :func:`commit`)."""
 
-    def __init__(self, state_dir: str, run: str, generation: int, manifest: dict):
+    def __init__(self, state_dir: str, run: str, generation: int, manifest: dict, replace: bool):
         self._dir = state_dir
         self._run = run
         self._generation = generation
         self._manifest = manifest
+        self._replace = replace
 
     def process(self, element: Tuple[int, Iterable[dict]]):
         _, segments = element
-        generation = commit(self._dir, self._run, self._generation, self._manifest, list(segments))
+        generation = commit(self._dir, self._run, self._generation, self._manifest, list(segments),
+                            self._replace)
         yield from [] if generation is None else [generation]
 
 
@@ -289,24 +313,33 @@ def _remove_uncommitted(state_dir: str, manifest: dict) -> None:
 
 class NearState(beam.PTransform):
     """Reads the committed state as fixed batches (``expand`` on a pipeline begin), and
-    ``commit`` writes a run's kept rows."""
+    ``commit`` writes a run's kept rows (keyed by exact partition): added as new segments, or,
+    when the state holds ``COMPACT_RUNS`` runs' worth of segments, with the rows read, replacing
+    them (``compact``)."""
 
-    def __init__(self, state_dir: str, manifest: dict, run: str):
+    def __init__(self, state_dir: str, manifest: dict, run: str, partitions: int):
         super().__init__()
         self.state_dir = state_dir
         self.manifest = manifest
         self.run = run
+        self.partitions = partitions
+        self.compact = len(manifest["segments"]) >= COMPACT_RUNS * partitions
+        self._read = None
 
     def expand(self, pbegin):
-        return (pbegin
-                | "Segments" >> beam.Create(self.manifest["segments"], reshuffle=False)
-                | "Reshuffle" >> beam.Reshuffle()
-                | "ReadSegments" >> beam.ParDo(ReadSegmentDoFn(self.state_dir)))
+        self._read = (pbegin
+                      | "Segments" >> beam.Create(self.manifest["segments"], reshuffle=False)
+                      | "Reshuffle" >> beam.Reshuffle()
+                      | "ReadSegments" >> beam.ParDo(ReadSegmentDoFn(self.state_dir, self.manifest["generation"])))
+        return self._read
 
     def commit(self, kept_rows):
+        if self.compact:  # the state was read (``expand``): it has segments
+            kept_rows = (kept_rows, self._read | "RepackState" >> beam.ParDo(PackFixedDoFn(self.partitions))
+                         ) | "WithStateRows" >> beam.Flatten()
         return (kept_rows
                 | "GroupKeptRows" >> beam.GroupByKey()
                 | "WriteSegments" >> beam.ParDo(WriteSegmentDoFn(self.state_dir, self.run, self.manifest["generation"]))
                 | "GroupSegments" >> beam.GroupByKey()
                 | "Commit" >> beam.ParDo(CommitDoFn(self.state_dir, self.run, self.manifest["generation"],
-                                                    self.manifest)))
+                                                    self.manifest, self.compact)))

@@ -103,7 +103,7 @@ class NearDedup(beam.PTransform):
             return None
         state_dir = os.path.abspath(self.config.state_dir)
         manifest = open_state(state_dir, self.hashing.algorithm, self.hashing.hash_size, self._bits, create=True)
-        return NearState(state_dir, manifest, uuid.uuid4().hex)
+        return NearState(state_dir, manifest, uuid.uuid4().hex, self._partitions)
 
     def _plan(self, state: Optional[NearState]):
         """The band layout and the number of search groups, from the expected count (and the
