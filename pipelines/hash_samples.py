@@ -1,6 +1,8 @@
 """Hash the sample photos and print their hashes and pairwise Hamming distances.
 
     python -m pipelines.hash_samples [FILE_OR_DIR ...] [--algorithm phash] [--hash-size 16]
+
+Without paths, the sample photos that ship with the job code (``pipelines/sample_data``).
 """
 from __future__ import annotations
 
@@ -10,13 +12,15 @@ import sys
 
 import beam_phash
 
-DEFAULT_INPUT = pathlib.Path(__file__).resolve().parent.parent / "tests" / "data"
+DEFAULT_INPUT = pathlib.Path(__file__).resolve().parent / "sample_data"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".tiff"}
 
 
 def collect(paths: list[str]) -> list[pathlib.Path]:
     files: list[pathlib.Path] = []
     for p in map(pathlib.Path, paths):
+        if not p.exists():
+            raise FileNotFoundError(p)
         if p.is_dir():
             files.extend(sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES))
         else:
@@ -30,7 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--algorithm", default="phash", choices=beam_phash.ALGORITHMS)
     parser.add_argument("--hash-size", type=int, default=16)
     args = parser.parse_args(argv)
-    files = collect(args.inputs)
+    try:
+        files = collect(args.inputs)
+    except FileNotFoundError as e:
+        parser.error(f"no such file or directory: {e}")
     if not files:
         parser.error("no image files found in " + ", ".join(args.inputs))
     hashes = beam_phash.hash_images([f.read_bytes() for f in files],

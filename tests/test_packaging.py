@@ -1,5 +1,5 @@
-"""Packaging: the typed package ships its stubs, and setup.py builds the job-only sdist that
-Beam's --setup_file stages for remote workers."""
+"""Packaging: the typed package ships its stubs, the release wheel installs and runs the job
+without Rust, and setup.py builds an installable job-only sdist."""
 import os
 import pathlib
 import subprocess
@@ -19,8 +19,7 @@ def test_stubs_and_marker_ship_with_the_package():
         assert name in stub
 
 
-def test_setup_file_builds_the_job_only_sdist(tmp_path):
-    # Exactly what Beam's stager runs for --setup_file (from the file's directory).
+def test_setup_py_builds_an_installable_job_only_sdist(tmp_path):
     subprocess.run([sys.executable, "setup.py", "sdist", "--dist-dir", str(tmp_path)],
                    cwd=ROOT, check=True, capture_output=True)
     (sdist,) = tmp_path.glob("*.tar.gz")
@@ -34,6 +33,12 @@ def test_setup_file_builds_the_job_only_sdist(tmp_path):
     assert not any(n.endswith(("pyproject.toml", "Cargo.toml")) or "/rust_ext/" in n for n in names)
     assert not any("/beam_phash/" in n for n in names)
     assert requires.strip() == "beam-phash==0.1.0"
+    # pip installs it (it holds the setup.py pip runs), with the job code and its sample photos.
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", str(target), str(sdist)], check=True, capture_output=True, timeout=300)
+    assert (target / "pipelines" / "cli.py").exists() and (target / "pipelines" / "sample_data" / "pool.jpg").exists()
+    assert not (target / "beam_phash").exists()
 
 
 def test_release_wheel_installs_and_hashes_without_a_rust_toolchain(tmp_path):
