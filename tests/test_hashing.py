@@ -362,6 +362,22 @@ def test_messages_are_precise_and_never_echo_bytes(photo_bytes):
         assert len(text) < 300 and "Definitely" not in text
 
 
+def test_bytes_appended_after_the_image_are_never_read(photo_bytes):
+    """A phone's motion photo appends a video after the JPEG's end, some tools a zip or junk:
+    the image is the JPEG itself, whatever byte pairs (FF DA, FF D9) the trailer holds. Bytes
+    appended to a JPEG cut inside its scan do not make it whole."""
+    rng = random.Random(7)
+    for name in ("pool.jpg", "snow.jpg"):
+        jpeg = photo_bytes[name]
+        plain = hash_image(jpeg)
+        trailers = [b"\xff\xda", b"\xff\xda\x00\x08" + b"\x00" * 100, b"\xff\xd9" * 3 + b"\xff\xda",
+                    *(rng.randbytes(rng.randint(1000, 60000)) for _ in range(20))]
+        for trailer in trailers:
+            assert hash_image(jpeg + trailer) == plain, (name, trailer[:8])
+        with pytest.raises(ImageDecodeError, match="truncated"):
+            hash_image(jpeg[: len(jpeg) * 2 // 3] + b"\x00" * 100)
+
+
 def test_pixel_limit_is_configurable(photo_bytes):
     data = photo_bytes["pool.jpg"]  # 800x600
     with pytest.raises(ImageDecodeError, match="480000 pixels"):

@@ -158,19 +158,61 @@ pub fn decode(data: &[u8], limits: &Limits, min_side: u32) -> Result<Decoded, Er
     Ok(Decoded { pixels: shrink(&gray, min_side), width, height, extent })
 }
 
-/// The JPEG decoder fills a truncated scan with grey and reports success. A complete stream has
-/// an EOI marker (FF D9) after its last start-of-scan (FF DA). Entropy-coded data never holds
-/// either pair (a data byte FF is stuffed as FF 00), so this tolerates embedded EXIF thumbnails
-/// and bytes appended after the end of the image. The EOI is looked for from the end and the
-/// scans from the front, where both usually are: a backward search for the last scan would read
-/// a baseline JPEG's whole entropy-coded data.
+/// The JPEG decoder fills a truncated scan with grey and reports success, so a file must reach
+/// its end-of-image marker (EOI, FF D9) after a scan. The markers are walked from the front as
+/// a decoder reads them: each segment skipped by its length (an EXIF thumbnail, with its own
+/// SOI, scans and EOI, lies inside its APP1 segment), each scan's entropy-coded data up to the
+/// next marker (a data byte FF is stuffed as FF 00; FF D0-D7 are restart markers). The first EOI
+/// reached that way ends the image: bytes appended after it (the video of a phone's motion
+/// photo, a zip) are never read, whatever byte pairs they hold.
 fn check_jpeg_complete(data: &[u8]) -> Result<(), Error> {
-    let is = |marker: u8| move |w: &[u8]| w[0] == 0xFF && w[1] == marker;
-    let scan_in = |part: &[u8]| part.windows(2).any(is(0xDA));
-    match data.windows(2).rposition(is(0xD9)) {
-        _ if !scan_in(data) => Err(Error::Decode("Jpeg: no image scan (file truncated before the image data)".into())),
-        Some(eoi) if !scan_in(&data[eoi..]) => Ok(()),
-        _ => Err(Error::Decode("Jpeg: truncated (no end-of-image marker after the last scan)".into())),
+    let truncated = || Error::Decode("Jpeg: truncated (no end-of-image marker after the last scan)".into());
+    let (mut at, mut scanned) = (2, false); // after the SOI the format sniffing found
+    loop {
+        // The next marker: FF and a code, after any fill bytes FF (and, as libjpeg does, any
+        // extraneous bytes before them).
+        at += memchr::memchr(0xFF, data.get(at..).unwrap_or_default()).ok_or_else(truncated)?;
+        while data.get(at) == Some(&0xFF) {
+            at += 1;
+        }
+        let Some(&code) = data.get(at) else { return Err(truncated()) };
+        at += 1;
+        match code {
+            0xD9 if scanned => return Ok(()),
+            0xD9 => return Err(Error::Decode("Jpeg: no image scan (file truncated before the image data)".into())),
+            // No length: SOI, restart markers, TEM (and a stuffed 00 met outside a scan).
+            0x00 | 0x01 | 0xD0..=0xD8 => {}
+            _ => {
+                let length = match data.get(at..at + 2) {
+                    Some(&[hi, lo]) => usize::from(u16::from_be_bytes([hi, lo])),
+                    _ => return Err(truncated()),
+                };
+                at += length.max(2);
+                if at > data.len() {
+                    return Err(truncated());
+                }
+                if code == 0xDA {
+                    scanned = true;
+                    at = scan_end(data, at).ok_or_else(truncated)?;
+                }
+            }
+        }
+    }
+}
+
+/// Where the entropy-coded data that starts at `at` ends: the FF of the first marker that is
+/// not a stuffed byte (FF 00) or a restart marker (FF D0-D7), or None when the data ends first.
+fn scan_end(data: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        at += memchr::memchr(0xFF, data.get(at..)?)?;
+        let mut next = at + 1;
+        while data.get(next) == Some(&0xFF) {
+            next += 1; // fill bytes before a marker
+        }
+        match *data.get(next)? {
+            0x00 | 0xD0..=0xD7 => at = next + 1,
+            _ => return Some(next - 1),
+        }
     }
 }
 
@@ -214,7 +256,7 @@ fn to_gray(img: DynamicImage) -> GrayImage {
         }
         other if !other.color().has_alpha() => to_gray(DynamicImage::ImageRgb8(other.to_rgb8())),
         other => {
-            let rgba = other.to_rgba8();
+            let rgba = other.into_rgba8(); // no copy when it already is RGBA8 (GIF, RGBA PNG/WebP)
             let (w, h) = rgba.dimensions();
             let px: Vec<u8> = rgba
                 .as_raw()
@@ -281,22 +323,38 @@ where
 mod tests {
     use super::*;
 
-    /// The completeness test on marker layouts: an EOI after the last scan, wherever the
-    /// thumbnails and trailing bytes are.
+    /// The completeness test on marker layouts: the first EOI after a scan, walking the
+    /// segments by their lengths, wherever the thumbnails are and whatever bytes are appended.
     #[test]
-    fn a_jpeg_is_complete_when_an_eoi_follows_its_last_scan() {
+    fn a_jpeg_is_complete_when_its_marker_walk_reaches_an_eoi_after_a_scan() {
         const SOI: &[u8] = &[0xFF, 0xD8];
-        const SOS: &[u8] = &[0xFF, 0xDA, 0x12, 0xFF, 0x00, 0x34]; // a scan, with a stuffed FF 00
+        const APP0: &[u8] = &[0xFF, 0xE0, 0x00, 0x04, 0xD9, 0xDA]; // FF D9 / FF DA pairs inside
+        // A scan header (length 8), then entropy-coded data with a stuffed FF 00, a restart
+        // marker and fill bytes before the next marker.
+        const SOS: &[u8] = &[0xFF, 0xDA, 0x00, 0x08, 1, 1, 0, 0, 63, 0, 0x12, 0xFF, 0x00, 0x34, 0xFF, 0xD3, 0x56, 0xFF, 0xFF];
+        const DHT: &[u8] = &[0xFF, 0xC4, 0x00, 0x03, 0xDA];
         const EOI: &[u8] = &[0xFF, 0xD9];
-        let thumbnail = [&[0xFF, 0xE1][..], SOI, SOS, EOI].concat();
+        // An EXIF thumbnail: a whole JPEG inside an APP1 segment.
+        let inner = [SOI, SOS, EOI].concat();
+        let thumbnail = [&[0xFF, 0xE1][..], &((inner.len() + 2) as u16).to_be_bytes(), &inner].concat();
         let ok = |parts: &[&[u8]]| check_jpeg_complete(&parts.concat()).is_ok();
-        assert!(ok(&[SOI, SOS, EOI]));
-        assert!(ok(&[SOI, SOS, EOI, b"appended bytes"]));
+        assert!(ok(&[SOI, APP0, SOS, EOI]));
+        assert!(ok(&[SOI, SOS, DHT, SOS, EOI])); // progressive: several scans
         assert!(ok(&[SOI, &thumbnail, SOS, EOI]));
+        // Appended bytes are never read: a later scan without its EOI, a lone EOI, anything.
+        assert!(ok(&[SOI, SOS, EOI, SOS]));
+        assert!(ok(&[SOI, SOS, EOI, &[0xFF, 0xDA, 0x01, 0xFF], b"PK\x03\x04 zip"]));
         assert!(!ok(&[SOI, SOS])); // cut inside the scan
-        assert!(!ok(&[SOI, &thumbnail, SOS])); // the thumbnail's EOI comes before the last scan
-        assert!(!ok(&[SOI, SOS, EOI, SOS])); // a later scan, cut
-        let err = check_jpeg_complete(&[SOI, &[0xFF, 0xE0, 0x00, 0x02]].concat()).unwrap_err();
+        assert!(!ok(&[SOI, SOS, &[0xFF]])); // cut in the marker's fill bytes
+        assert!(!ok(&[SOI, &thumbnail, SOS])); // the thumbnail's EOI is not the image's
+        assert!(!ok(&[SOI, SOS, DHT, SOS])); // a later scan, cut
+        assert!(!ok(&[SOI, SOS, DHT, &SOS[..6]])); // cut inside a scan header
+        assert!(!ok(&[SOI, &thumbnail[..10]])); // cut inside a segment
+        for cut in [&[SOI, &[0xFF, 0xE0, 0x00, 0x02]].concat(), &[SOI, EOI].concat()] {
+            let err = check_jpeg_complete(cut).unwrap_err();
+            assert!(err.to_string().contains("no image scan") || err.to_string().contains("truncated"), "{err}");
+        }
+        let err = check_jpeg_complete(&[SOI, APP0, EOI].concat()).unwrap_err();
         assert!(err.to_string().contains("no image scan"), "{err}");
     }
 
