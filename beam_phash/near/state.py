@@ -152,7 +152,8 @@ def write_segment(state_dir: str, run: str, part: int, rows: Fixed) -> dict:
     labels = rows.labels.cast(pa.large_string())
     order = pc.sort_indices(pa.table({"hash": hashes, "label": labels}),
                             sort_keys=[("hash", "ascending"), ("label", "ascending")])
-    keys, labels, flat = rows.keys[order.to_numpy()], labels.take(order), np.asarray(rows.flat)[order.to_numpy()]
+    at = order.to_numpy()
+    keys, labels, flat = rows.keys[at], labels.take(order), np.asarray(rows.flat)[at]
     digest = _digest(keys, labels, flat)
     table = pa.Table.from_arrays([hashes.take(order), labels, pa.array(flat, pa.bool_())],
                                  names=["hash", "label", FLAT]).replace_schema_metadata({

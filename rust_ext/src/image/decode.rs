@@ -19,6 +19,7 @@ use image::{DynamicImage, GrayImage, ImageBuffer, ImageDecoder, ImageReader, Lum
 
 use crate::error::Error;
 use crate::image::extent::Extent;
+use crate::image::scans;
 
 /// The background that transparent pixels are composited onto: white.
 pub const ALPHA_BACKGROUND: u8 = 255;
@@ -162,16 +163,16 @@ pub fn decode(data: &[u8], limits: &Limits, min_side: u32) -> Result<Decoded, Er
 /// its end-of-image marker (EOI, FF D9) after a scan. The markers are walked from the front as
 /// a decoder reads them: each segment skipped by its length (an EXIF thumbnail, with its own
 /// SOI, scans and EOI, lies inside its APP1 segment), each scan's entropy-coded data up to the
-/// next marker (a data byte FF is stuffed as FF 00; FF D0-D7 are restart markers). The first EOI
-/// reached that way ends the image: bytes appended after it (the video of a phone's motion
-/// photo, a zip) are never read, whatever byte pairs they hold.
+/// next marker (`scans::entropy_end`: a data byte FF is stuffed as FF 00; FF D0-D7 are restart
+/// markers). The first EOI reached that way ends the image: bytes appended after it (the video
+/// of a phone's motion photo, a zip) are never read, whatever byte pairs they hold.
 fn check_jpeg_complete(data: &[u8]) -> Result<(), Error> {
     let truncated = || Error::Decode("Jpeg: truncated (no end-of-image marker after the last scan)".into());
     let (mut at, mut scanned) = (2, false); // after the SOI the format sniffing found
     loop {
         // The next marker: FF and a code, after any fill bytes FF (and, as libjpeg does, any
         // extraneous bytes before them).
-        at += memchr::memchr(0xFF, data.get(at..).unwrap_or_default()).ok_or_else(truncated)?;
+        at += scans::next_ff(data.get(at..).unwrap_or_default()).ok_or_else(truncated)?;
         while data.get(at) == Some(&0xFF) {
             at += 1;
         }
@@ -193,25 +194,9 @@ fn check_jpeg_complete(data: &[u8]) -> Result<(), Error> {
                 }
                 if code == 0xDA {
                     scanned = true;
-                    at = scan_end(data, at).ok_or_else(truncated)?;
+                    at = scans::entropy_end(data, at).ok_or_else(truncated)?;
                 }
             }
-        }
-    }
-}
-
-/// Where the entropy-coded data that starts at `at` ends: the FF of the first marker that is
-/// not a stuffed byte (FF 00) or a restart marker (FF D0-D7), or None when the data ends first.
-fn scan_end(data: &[u8], mut at: usize) -> Option<usize> {
-    loop {
-        at += memchr::memchr(0xFF, data.get(at..)?)?;
-        let mut next = at + 1;
-        while data.get(next) == Some(&0xFF) {
-            next += 1; // fill bytes before a marker
-        }
-        match *data.get(next)? {
-            0x00 | 0xD0..=0xD7 => at = next + 1,
-            _ => return Some(next - 1),
         }
     }
 }

@@ -180,7 +180,7 @@ fn progression_is_sound(scans: &[Scan]) -> bool {
 
 /// Where entropy-coded data starting at `from` ends: the first 0xFF that is neither a stuffed
 /// byte (FF 00) nor a restart marker (FF D0-D7).
-fn entropy_end(data: &[u8], mut from: usize) -> Option<usize> {
+pub(crate) fn entropy_end(data: &[u8], mut from: usize) -> Option<usize> {
     loop {
         from += next_ff(data.get(from..)?)?;
         match *data.get(from + 1)? {
@@ -192,7 +192,7 @@ fn entropy_end(data: &[u8], mut from: usize) -> Option<usize> {
 
 /// The index of the first 0xFF in `bytes`, tested 32 bytes at a time (the compiler vectorises
 /// the fold; in entropy-coded data about one byte in 256 is 0xFF).
-fn next_ff(bytes: &[u8]) -> Option<usize> {
+pub(crate) fn next_ff(bytes: &[u8]) -> Option<usize> {
     const LANES: usize = 32;
     let mut at = 0;
     for chunk in bytes.chunks_exact(LANES) {
