@@ -111,6 +111,7 @@ bench: bench-deps bench-data bench-cold bench-10k
 	$(PY) benchmarks/bench_near_dup.py kernel --check
 	$(PY) benchmarks/bench_near_dup.py job --max-distance 16
 	$(PY) benchmarks/bench_near_dup.py job --max-distance 28
+	$(PY) benchmarks/bench_near_dup.py group --max-distance 16
 	$(PY) benchmarks/bench_bands.py $(BENCH_SET_10K)
 	OPENBLAS_NUM_THREADS=1 $(PY) benchmarks/bench_near_dup.py against --count 1000000 --earlier 10000000 --max-distance 16
 

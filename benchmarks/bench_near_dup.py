@@ -2,6 +2,7 @@
 
     python benchmarks/bench_near_dup.py kernel [--count 1000000] [--max-distance 16 28] [--check]
     python benchmarks/bench_near_dup.py job [--count 1000000] [--max-distance 16] [beam options]
+    python benchmarks/bench_near_dup.py group [--count 10000] [--group 4500 9000] [beam options]
     python benchmarks/bench_near_dup.py against [--count 1000000] [--earlier 10000000] [--max-distance 16] [--runs alone,reference,state] [beam options]
 
 ``kernel``: the Rust banded search alone, on one core, over every band of the chosen layout, on
@@ -12,6 +13,12 @@ the pairs with the brute-force all-pairs oracle (all cores; minutes at 1M).
 ``job``: the whole job on the DirectRunner with ``--hash-column``, from Parquet read to the three
 outputs written; prints wall time and the peak resident memory of this process and of its
 largest child.
+
+``group``: the whole job (as ``job``, each run a fresh process) on ``--count`` random distinct hashes
+plus one tight group of ``--group`` records: copies of one hash with 1-8 random bits flipped, so
+every two of them lie within 16 bits. Exact recall makes such a group cost an edge per pair of its
+distinct hashes; prints each run's wall time, peak resident memory and memory per edge (against
+``--group 0``, which always runs first).
 
 ``against``: ``--count`` new records deduplicated alone, against ``--earlier`` hashes as a
 ``--reference`` (the cached ``job`` set of that size), and against the same hashes as a near-mode
@@ -185,6 +192,67 @@ def new_set(count: int, earlier: int) -> pathlib.Path:
     return dst
 
 
+GROUP_MAX_FLIPS = 8  # a group's copies: 1..GROUP_MAX_FLIPS bits flipped, so any two within 16 bits
+
+
+def group_set(count: int, size: int) -> tuple[pathlib.Path, int]:
+    """The cached Parquet set (ids ``g%09d``) of ``count`` uniformly random hashes (distinct
+    images: two lie about 128 bits apart) and ``size`` copies of one random hash with
+    1..GROUP_MAX_FLIPS random bits flipped, in random order; and the group's distinct hashes.
+    Deterministic."""
+    rng = np.random.default_rng(2)
+    centre = rng.integers(0, 256, 32, dtype=np.uint8)
+    mask = np.zeros((size, 256), dtype=bool)
+    for row, flips in enumerate(rng.integers(1, GROUP_MAX_FLIPS + 1, size)):
+        mask[row, rng.choice(256, flips, replace=False)] = True
+    group = centre ^ np.packbits(mask, axis=1, bitorder="little")
+    distinct = len(np.unique(group.view(np.dtype((np.void, 32))).ravel()))
+    dst = SET / f"group_{count}_{size}"
+    if not dst.exists():
+        print(f"writing {dst}", flush=True)
+        hashes = np.concatenate([rng.integers(0, 256, (count, 32), dtype=np.uint8), group])
+        _write_parts(dst, hashes[rng.permutation(len(hashes))], "g%09d")
+    return dst, distinct
+
+
+def group(args, beam_args) -> int:
+    k = args.max_distance[0]
+    if k < 2 * GROUP_MAX_FLIPS:
+        raise SystemExit(f"group: --max-distance must be at least {2 * GROUP_MAX_FLIPS}, the group's diameter")
+    sizes = [0] + [s for s in args.group if s > 0]
+    print(f"group: {args.count:,} random distinct hashes plus one tight group, k={k}; "
+          f"{platform.machine()}", flush=True)
+    rows, ok = [], True
+    for size in sizes:
+        src, distinct = group_set(args.count, size)
+        argv = ["--input", str(src), "--input-format", "parquet", "--hash-column", "image_phash",
+                "--max-distance", str(k), "--no-report", "--output", str(OUT / f"bench_group_{size}")]
+        done = subprocess.run([sys.executable, __file__, "against-one", *argv, *beam_args],
+                              stdout=subprocess.PIPE, text=True, cwd=HERE.parent)
+        found = next((json.loads(line[len(RESULT):]) for line in done.stdout.splitlines()
+                      if line.startswith(RESULT)), None)
+        if done.returncode != 0 or found is None:
+            print(f"--- group of {size:,}: FAILED (exit code {done.returncode})", flush=True)
+            ok = False
+            continue
+        # All the group's copies but one (identical hashes collapse; one distinct hash is kept).
+        good = found["adds_up"] and found["duplicates"] == size - (size > 0)
+        ok = ok and good
+        rows.append((size, distinct, distinct * (distinct - 1) // 2, found, good))
+        print(f"--- group of {size:,}: {found['wall_seconds']:.1f} s, peak RSS {found['peak_self_mib']:,.0f} MiB",
+              flush=True)
+    base = rows[0][3]["peak_self_mib"] if rows and rows[0][0] == 0 else None
+    print()
+    head = f"{'group':>8} {'distinct':>9} {'edges':>13} {'wall s':>8} {'peak RSS MiB':>13} {'B/edge':>7} {'duplicates':>11}"
+    print(head)
+    print("-" * len(head))
+    for size, distinct, edges, r, good in rows:
+        per = f"{(r['peak_self_mib'] - base) * 2**20 / edges:.0f}" if base is not None and edges else "-"
+        print(f"{size:>8,} {distinct:>9,} {edges:>13,} {r['wall_seconds']:>8.1f} {r['peak_self_mib']:>13,.0f} "
+              f"{per:>7} {r['duplicates']:>11,}{'' if good else '  WRONG'}")
+    return 0 if ok else 1
+
+
 STATE_ROWS = 1_000_000
 STATE_RUN = "bench-earlier"
 
@@ -326,15 +394,20 @@ def main(argv=None) -> int:
     if argv[:1] == ["against-one"]:
         return against_one(argv[1:])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("what", choices=["kernel", "job", "against"])
-    ap.add_argument("--count", type=int, default=1_000_000)
+    ap.add_argument("what", choices=["kernel", "job", "group", "against"])
+    ap.add_argument("--count", type=int, default=None, help="default: 1,000,000 (group: 10,000)")
     ap.add_argument("--max-distance", type=int, nargs="+", default=[16, 28])
     ap.add_argument("--check", action="store_true")
     ap.add_argument("--earlier", type=int, default=10_000_000, help="against: earlier hashes")
     ap.add_argument("--runs", default="alone,reference,state", help="against: comma-separated runs")
+    ap.add_argument("--group", type=int, nargs="+", default=[4500, 9000], help="group: sizes of the tight group")
     args, beam_args = ap.parse_known_args(argv)
+    if args.count is None:
+        args.count = 10_000 if args.what == "group" else 1_000_000
     if args.what == "kernel":
         return kernel(args)
+    if args.what == "group":
+        return group(args, beam_args)
     return job(args, beam_args) if args.what == "job" else against(args, beam_args)
 
 
