@@ -593,7 +593,8 @@ def configure(argv: Optional[List[str]]):
                             max_distance=args.max_distance, dihedral=args.dihedral,
                             keep=args.keep if near else None,
                             hash_column=args.hash_column, **mode_options(args),
-                            expected_count=(_count(spec) + (_count(reference) if reference else 0)) if near else None
+                            # (at least 1: an empty input is a run of no records, not a bad setting)
+                            expected_count=max(1, _count(spec) + (_count(reference) if reference else 0)) if near else None
                             ).with_failure_threshold(args.max_decode_failures, args.max_internal_failures)
     return args, spec, dedup, options, reference
 
@@ -802,9 +803,11 @@ def _run(argv: List[str], con: Console) -> int:
     inputs = "?" if counts["inputs"] is None else counts["inputs"]
     con.say(f"{inputs} images: {counts['kept']} kept, {counts['duplicates']} duplicates, "
             f"{counts['failed']} failed ({verdict}) "
-            f"in {wall:.1f} s ({summary['images_per_second']} images/s)")
+            f"in {wall:.1f} s" + ("" if summary["images_per_second"] is None else
+                                   f" ({summary['images_per_second']} images/s)"))
     if counted_from == "outputs":
-        con.tell("counts: the runner reported no metrics; counted from the written rows"
+        # (also a runner with metrics whose counters never moved: a run of no records)
+        con.tell("counts: the runner reported none of the job's counters; counted from the written rows"
                  + ("" if checkable else ", which cannot be checked against the inputs"))
     if reference is not None:
         ref = summary["reference"]

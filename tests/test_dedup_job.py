@@ -337,6 +337,25 @@ def test_parquet_files_named_with_glob_characters_are_read(tmp_path, runner):
     assert (summary["declared_inputs"], summary["inputs"], summary["adds_up"]) == (4, 4, True)
 
 
+@pytest.mark.parametrize("mode", [["--backend", "state"], ["--max-distance", "8"],
+                                  ["--max-distance", "8", "--hash-column", "h"]],
+                         ids=["exact", "near", "near-hash-column"])
+def test_an_empty_parquet_input_is_a_run_of_no_records(tmp_path, capsys, mode):
+    """Near-duplicate mode refused a 0-row Parquet input, with an error about expected_count."""
+    src = tmp_path / "in"
+    src.mkdir()
+    pq.write_table(pa.table({"id": pa.array([], pa.string()), "image": pa.array([], pa.binary()),
+                             "h": pa.array([], pa.string())}), src / "00000.parquet")
+    out = tmp_path / "out"
+    assert dedup_images.main(["--input", str(src), "--input-format", "parquet", "--output", str(out),
+                              "--no-report", *mode]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["inputs"], summary["kept"], summary["duplicates"], summary["failed"], summary["adds_up"]) == \
+        (0, 0, 0, 0, True)
+    said = capsys.readouterr().out
+    assert "0 images: 0 kept, 0 duplicates, 0 failed (adds up)" in said and "None" not in said
+
+
 def test_a_parquet_file_is_read_as_stored_whatever_its_suffix(tmp_path, capsys):
     """The launcher reads each footer as the workers read the file, as stored: a Parquet file
     named `.gz` is Parquet (a reader decompressing by the name found no footer), and a gzipped
