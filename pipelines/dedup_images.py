@@ -38,6 +38,7 @@ if __name__ == "__main__":  # run as the `beam-phash` command, which starts what
     cli.run()
 
 import argparse
+import atexit
 import gc
 import glob
 import json
@@ -632,6 +633,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         code = _run(argv, con)
         if command_line:  # a run in a process of its own (not a caller's, which may use Ray on)
             stop_embedded_ray()
+            run_exit_handlers()
         return code
     except KeyboardInterrupt:
         if not command_line:  # a caller's Ctrl-C, and perhaps its Ray: theirs to handle
@@ -647,6 +649,15 @@ def stop_embedded_ray() -> None:
     cluster = early_start.loaded_ray_cluster()
     if cluster is not None:
         cluster.shutdown_local_ray()
+
+
+def run_exit_handlers() -> None:
+    """Python's exit handlers, now, while the console still sends the process's output to the
+    log: those a portable runner (Flink, Prism) registered stop its job server ("Really
+    destroying service ...") and its LOOPBACK workers, whose threads print tracebacks when the
+    server goes first. The command runs them after this anyway (``cli.run``), with the terminal
+    given back."""
+    atexit._run_exitfuncs()
 
 
 def interrupted(con: Console, code: Optional[int] = None) -> NoReturn:

@@ -29,6 +29,10 @@ def run_job(out, *args, env=None, timeout=600):
                           env=os.environ if env is None else env)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "(adds up)" in proc.stdout, proc.stdout
+    # Only the job's own lines reach the terminal: Beam's stop of the Flink job server and of
+    # the LOOPBACK workers at exit ("Really destroying service ...") goes to the log.
+    others = [line for line in proc.stderr.splitlines() if line.strip() and not line.startswith("beam-phash:")]
+    assert not others, others[:5]
     return proc
 
 
