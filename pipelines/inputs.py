@@ -558,7 +558,8 @@ def reference_spec(references: List[str], fmt: str, image_column: str, id_column
 
 
 class ReadReference(beam.PTransform):
-    """Reads the references of an :class:`InputSpec` with the input's readers: image files as
+    """Reads the references of an :class:`InputSpec` with the input's readers (files and shards
+    from the launcher's listing when the spec has one, as the inputs): image files as
     dict records, Parquet as pyarrow tables (one per row group, only the id and the
     image or hash column), with the id and image columns renamed to the transform's fields."""
 
@@ -574,12 +575,13 @@ class ReadReference(beam.PTransform):
         if spec.fmt == "files":
             # A file that could not be read reaches the reference hashing without an image, and
             # is listed in reference_failed/ with the reason.
-            return pbegin | "ReadFiles" >> ReadFiles(spec.patterns, id_field, image_field) | "AllFiles" >> beam.Flatten()
+            return (pbegin | "ReadFiles" >> ReadFiles(spec.patterns, id_field, image_field, listing=spec.listing())
+                    | "AllFiles" >> beam.Flatten())
         if spec.fmt == "webdataset":
             # The sidecars are read for what they say of the samples (none of their columns is
             # joined): a failed download, or a sample listed but lost, is a failed reference.
             read = pbegin | "ReadShards" >> wds.ReadShards(spec.patterns, spec.image_exts, join_sidecar=True,
-                                                            check_repeated_keys=False)
+                                                            check_repeated_keys=False, listing=spec.listing())
             # A sample that could not be read reaches the reference hashing without an image, and
             # is listed in reference_failed/ with the reader's reason.
             samples = (read.records, read[FAILED]) | "AllSamples" >> beam.Flatten()

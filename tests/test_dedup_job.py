@@ -176,6 +176,36 @@ def test_an_output_the_inputs_would_read_is_refused(tmp_path, capsys, inputs, ou
     assert dedup_images.main(["--input", str(d), "--output", str(d / "out"), "--backend", "state", "--no-report"]) == 0
 
 
+@pytest.mark.parametrize("fmt", ["files", "webdataset"])
+def test_a_reference_folder_s_entries_beam_does_not_list_are_failed_references(tmp_path, fmt):
+    """The references were matched again from their patterns, not read from the launcher's
+    listing as the inputs are: a symbolic link to nothing among image references was neither
+    read nor failed (the run did not add up), and a shard so linked was dropped silently."""
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    photo = PHOTOS[0].read_bytes()
+    if fmt == "files":
+        (ref / "ok.jpg").write_bytes(photo)
+        (ref / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    else:
+        with tarfile.open(ref / "00000.tar", "w") as tar:
+            member = tarfile.TarInfo("00000.jpg")
+            member.size = len(photo)
+            tar.addfile(member, io.BytesIO(photo))
+        (ref / "00001.tar").symlink_to(tmp_path / "nowhere.tar")
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "copy.jpg").write_bytes(photo)
+    out = tmp_path / "out"
+    assert dedup_images.main(["--input", str(src), "--reference", str(ref), "--output", str(out),
+                              "--backend", "state", "--no-report"]) == 0
+    assert [r["id"] for r in read(out, "duplicates")] == [str(src / "copy.jpg")]
+    (gone,) = read(out, "reference_failed")
+    assert "nowhere" in gone["error"] or "No such file" in gone["error"], gone
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["adds_up"], summary["reference"]["references"], summary["reference"]["failed"]) == (True, 1, 1)
+
+
 @pytest.mark.parametrize("extra", [[], MULTI], ids=["in-process", "multi-process"])
 def test_a_folder_s_entries_beam_does_not_list_are_inputs_still(tmp_path, extra):
     """Beam's local listing drops a symbolic link to nothing and a name holding a backslash: the
