@@ -266,7 +266,9 @@ class MatchReference(beam.PTransform):
                  | "CarryWindow" >> beam.Map(_with_window).with_output_types(Any)
                  | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
                  | "KeyRecords" >> beam.ParDo(KeyRecordsDoFn(self._partitions)).with_outputs("keys", main="records"))
-        fixed = self._fixed | "PackReference" >> beam.ParDo(PackFixedDoFn(self._partitions))
+        fixed = (self._fixed
+                 | "ReferenceWindow" >> beam.WindowInto(beam.window.GlobalWindows())
+                 | "PackReference" >> beam.ParDo(PackFixedDoFn(self._partitions)))
         matches = ({"keys": keyed.keys, "fixed": fixed}
                    | "JoinReference" >> beam.CoGroupByKey()
                    | "MatchKeys" >> beam.ParDo(MatchKeysDoFn()))

@@ -2,6 +2,7 @@
 with retries, counters, the plain output form, named backends and argument validation."""
 import hashlib
 import os
+import random
 import subprocess
 import sys
 import textwrap
@@ -549,6 +550,26 @@ def test_a_reference_on_windowed_input_keeps_each_record_in_its_window(backend, 
                  outputs.failed | "Failed" >> beam.ParDo(with_window("failed")))
                 | beam.Flatten() | "Global" >> beam.WindowInto(beam.window.GlobalWindows()))
         assert_that(rows, check)
+
+
+@pytest.mark.parametrize("mode", [{"backend": "state"}, {"max_distance": 4}], ids=["exact", "near"])
+def test_a_windowed_reference_is_one_set_for_every_window(mode):
+    """Exact mode joined a windowed reference as it came, and the join failed ("Invalid
+    PaneInfoEncoding"); near mode re-windowed it. Both must match the copies of each reference,
+    whatever window the reference arrived in."""
+    from apache_beam.transforms.window import FixedWindows, TimestampedValue
+
+    photos = [p.read_bytes() for p in PHOTOS[:4]]
+    records = [{"id": f"in{i}", "image": b} for i, b in enumerate(photos)]
+    random.Random(5).shuffle(records)
+    with TestPipeline() as p:
+        reference = (p | "Reference" >> beam.Create([{"id": f"r{i}", "image": photos[i], "t": 100 * i} for i in (1, 2)])
+                     | "Stamp" >> beam.Map(lambda r: TimestampedValue(r, r["t"]))
+                     | "Windows" >> beam.WindowInto(FixedWindows(60)))
+        outputs = (p | "Records" >> beam.Create(records)) | ImagePhashDedup(**mode).with_reference(reference).with_outputs()
+        assert_that(outputs.duplicates | beam.Map(lambda r: (r["id"], r["duplicate_of"], r["matched"])),
+                    equal_to([("in1", "r1", "reference"), ("in2", "r2", "reference")]), label="Duplicates")
+        assert_that(outputs.kept | "KeptIds" >> beam.Map(lambda r: r["id"]), equal_to(["in0", "in3"]), label="Kept")
 
 
 def test_without_ray_s_private_api_the_embedded_ray_starts_with_ray_init(tmp_path):
