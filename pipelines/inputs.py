@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from beam_phash.records import ERROR_FIELD, FAILED, hash_bytes
+from beam_phash.records import ERROR_FIELD, FAILED, QUALITY_FIELD, hash_bytes
 from pipelines import webdataset_read as wds
 # img2dataset's status columns and a failed row's reason: one wording for Parquet input,
 # references and shard sidecars.
@@ -594,6 +594,10 @@ class ReadReference(beam.PTransform):
         # such input rows are failed records with it (hashes from a column have no status).
         status = spec.status_column if spec.hash_column is None else None
         columns = [spec.id_column, value] + ([status, ERROR_MESSAGE_COLUMN] if status else [])
+        if spec.hash_column is not None and QUALITY_FIELD not in columns:
+            # An earlier run's kept/ says which hashes are of flat images (matched exactly only);
+            # a file without the column is read without it.
+            columns.append(QUALITY_FIELD)
 
         def rename(table):
             if status:

@@ -6,6 +6,7 @@ import json
 import os
 import tarfile
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -438,6 +439,36 @@ def test_img2dataset_status_is_read_however_the_strings_are_stored(tmp_path, sta
     assert (dup["id"], dup["duplicate_of"]) == ("copy", "ok")
     (gone,) = read(out, "reference_failed")
     assert (gone["id"], gone["error"]) == ("gone", "status failed_to_download: HTTP 404")
+
+
+def test_a_flat_reference_read_from_its_hashes_matches_its_identical_copies_only(tmp_path):
+    """The job read only the id and hash columns of a Parquet reference of hashes, so an earlier
+    run's flat image (image_quality under 10) matched near copies at distance k, where the API
+    given the same table, and every input, match it at distance 0 only."""
+    rng = np.random.default_rng(3)
+    flat, textured, other = (rng.integers(0, 256, 32, dtype=np.uint8) for _ in range(3))
+
+    def near(h):  # three bits off
+        h = h.copy()
+        h[0] ^= 0b111
+        return h.tobytes().hex()
+
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    pq.write_table(pa.table({"id": ["flat", "textured", "other"],
+                             "image_phash": [h.tobytes().hex() for h in (flat, textured, other)],
+                             "image_quality": [1, 80, None]}), ref / "part-00000-of-00001.parquet")
+    src = tmp_path / "in"
+    src.mkdir()
+    inputs = {"flat-copy": flat.tobytes().hex(), "flat-near": near(flat), "textured-near": near(textured),
+              "other-near": near(other)}
+    pq.write_table(pa.table({"id": list(inputs), "h": list(inputs.values())}), src / "part-0.parquet")
+    out = tmp_path / "out"
+    assert dedup_images.main(["--input", str(src), "--input-format", "parquet", "--hash-column", "h",
+                              "--reference", str(ref), "--max-distance", "16", "--output", str(out), "--no-report"]) == 0
+    assert [r["id"] for r in read(out, "kept")] == ["flat-near"]
+    assert sorted((r["id"], r["duplicate_of"], r["distance"]) for r in read(out, "duplicates")) == [
+        ("flat-copy", "flat", 0), ("other-near", "other", 3), ("textured-near", "textured", 3)]
 
 
 def test_reference_status_reasons_are_those_of_input_records():
