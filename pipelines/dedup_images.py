@@ -568,7 +568,8 @@ def configure(argv: Optional[List[str]]):
             # the reference's own columns are detected from), not the columns the input's format
             # or detection chose (a WebDataset input's `key`, an img2dataset Parquet's `jpg`).
             args.reference, args.reference_format, args.reference_image_column or args.image_column,
-            args.reference_id_column or args.id_column, args.reference_hash_column, HASH_FIELD, bits)
+            args.reference_id_column or args.id_column, args.reference_hash_column, HASH_FIELD, bits,
+            image_column_given=args.reference_image_column is not None)
         if reference.fmt != "parquet" and (args.reference_image_column or args.reference_id_column):
             raise ConfigError("--reference-image-column and --reference-id-column apply to Parquet references "
                               f"(these are {'image files' if reference.fmt == 'files' else 'WebDataset shards'})")

@@ -496,13 +496,15 @@ class ReadImageRecords(beam.PTransform):
 
 
 def reference_spec(references: List[str], fmt: str, image_column: str, id_column: str,
-                   hash_column: Optional[str], hash_column_default: str, hash_bits: int) -> InputSpec:
+                   hash_column: Optional[str], hash_column_default: str, hash_bits: int,
+                   image_column_given: bool = False) -> InputSpec:
     """Resolve ``--reference``: ``fmt`` "auto" is Parquet when every matched file ends in
     ``.parquet``, WebDataset when they are shards (``.tar``, or compressed: ``.tar.gz``...;
     with their ``.parquet`` sidecars),
     else image files. Parquet without an explicit hash column uses
     ``hash_column_default`` (the job's own hash column, as in an earlier run's ``kept/``) when it
-    is there, else the image column."""
+    is there, else the image column; ``image_column_given`` (``--reference-image-column``): the
+    image column, whatever other columns the files have."""
     detected: Optional[List[str]] = None  # patterns for resolve(), one per given item or file
     first: Optional[str] = None
     if fmt == "auto":
@@ -537,7 +539,7 @@ def reference_spec(references: List[str], fmt: str, image_column: str, id_column
             detected = [pattern for item in references for pattern in (
                 [item] if os.path.isdir(item) and all(p.endswith(folder) for p in wanted[item])
                 else [literal(p) for p in wanted[item]])]
-    if fmt == "parquet" and hash_column is None:
+    if fmt == "parquet" and hash_column is None and not image_column_given:
         if first is None:
             first = next(iter(_find(references[0], _pattern(references[0], "parquet"), "--reference")[0]))
         schema, _ = _parquet_footer(first)

@@ -471,6 +471,27 @@ def test_a_flat_reference_read_from_its_hashes_matches_its_identical_copies_only
         ("flat-copy", "flat", 0), ("other-near", "other", 3), ("textured-near", "textured", 3)]
 
 
+def test_reference_image_column_given_is_read_over_a_hash_column(tmp_path):
+    """A Parquet reference holding images and an image_phash column is read from its hashes
+    (an earlier run's output); --reference-image-column says to hash the images instead, and
+    the detection overrode it (0 matches against another tool's hashes)."""
+    photos = [p.read_bytes() for p in PHOTOS[:3]]
+    other = beam_phash.hash_images(photos, hash_size=16, algorithm="dhash")  # same width, not ours
+    ref = tmp_path / "ref.parquet"
+    pq.write_table(pa.table({"id": ["r0", "r1", "r2"], "image": photos, "image_phash": [h.hex() for h in other]}), ref)
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, photo in enumerate(photos):
+        (src / f"{i}.jpg").write_bytes(photo)
+    for flag, matched in (([], 0), (["--reference-image-column", "image"], 3)):
+        out = tmp_path / f"out{matched}"
+        assert dedup_images.main(["--input", str(src), "--reference", str(ref), "--output", str(out),
+                                  "--backend", "state", "--no-report", *flag]) == 0
+        assert len(read(out, "duplicates")) == matched, flag
+        summary = json.loads((out / "summary.json").read_text())["reference"]
+        assert summary["hash_column"] == (None if flag else "image_phash")
+
+
 def test_reference_status_reasons_are_those_of_input_records():
     """References' failed downloads are worded from whole columns; each row reads as an input
     record's failure reads (split_status), over chunks, dictionary statuses and every message."""
