@@ -258,6 +258,12 @@ def check_output_apart(output: str, specs: List[Tuple[str, InputSpec]]) -> None:
         return
     base = os.path.realpath(output)
     written = [os.path.join(base, sample) for sample in _OUTPUT_SAMPLES]
+    # and what an earlier run left there, which this one clears (its parts may be named
+    # -of-00002, and an input matched by name is a literal pattern of that name)
+    for sub in ("kept", "duplicates", "failed", "reference_failed", "report"):
+        folder = os.path.join(base, sub)
+        if os.path.isdir(folder):
+            written += [os.path.join(folder, name) for name in os.listdir(folder)]
     for flag, spec in specs:
         for pattern in spec.patterns:
             if "://" in pattern:

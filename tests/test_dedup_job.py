@@ -177,6 +177,31 @@ def test_an_output_the_inputs_would_read_is_refused(tmp_path, capsys, inputs, ou
     assert dedup_images.main(["--input", str(d), "--output", str(d / "out"), "--backend", "state", "--no-report"]) == 0
 
 
+@pytest.mark.parametrize("given", [["--reference", "{out}/kept/*.parquet"], ["--reference", "{out}/kept"],
+                                   ["--input-format", "parquet", "--hash-column", "image_phash",
+                                    "--input", "{out}/kept/*.parquet", "--input", "{out}/kept/part-00000-of-00002.parquet"]],
+                         ids=["reference-glob", "reference-folder", "overlapping-inputs"])
+def test_an_earlier_run_s_parts_read_from_the_output_are_refused(tmp_path, capsys, given):
+    """The check tested the patterns against one sample name per folder (part-00000-of-00001),
+    and the files matched by name are literal patterns: a kept/ of two parts passed it, and the
+    job cleared the earlier run's kept/ before reading it as the reference."""
+    out = tmp_path / "out"
+    (out / "kept").mkdir(parents=True)
+    for i in range(2):
+        pq.write_table(pa.Table.from_pylist([{"id": f"x{i}", "image_phash": f"{i:02x}" * 32}]),
+                       out / "kept" / f"part-0000{i}-of-00002.parquet")
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.jpg").write_bytes(PHOTOS[0].read_bytes())
+    argv = [a.format(out=out) for a in given]
+    if "--input" not in argv:
+        argv = ["--input", str(src)] + argv
+    assert dedup_images.main(argv + ["--output", str(out), "--backend", "state", "--no-report"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "would read what this job writes under --output" in err and "\n" not in err
+    assert sorted(os.listdir(out / "kept")) == ["part-00000-of-00002.parquet", "part-00001-of-00002.parquet"]
+
+
 @pytest.mark.parametrize("fmt", ["files", "webdataset"])
 def test_a_reference_folder_s_entries_beam_does_not_list_are_failed_references(tmp_path, fmt):
     """The references were matched again from their patterns, not read from the launcher's
