@@ -121,7 +121,8 @@ class HashReferenceDoFn(beam.DoFn):
         else:
             labels = pa.array([""] * n, pa.large_string())
         if self._c.hash_column is not None:
-            column = table.column(self._c.hash_column)
+            # (a table without the column: each row fails as a dict reference without the field)
+            column = table.column(self._c.hash_column) if self._c.hash_column in names else pa.nulls(n, pa.string())
             column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
             offsets, data = pack_labels(column)  # the Arrow buffers as they are; nulls are marked apart
             valid = column.is_valid().to_numpy(zero_copy_only=False).astype(np.uint8)
@@ -135,8 +136,11 @@ class HashReferenceDoFn(beam.DoFn):
             return
         # A row with an error (an img2dataset failed download, say) fails with that reason.
         errors = table.column(ERROR_FIELD).to_pylist() if ERROR_FIELD in names else [None] * n
-        images = [{self._c.image_field: value, ERROR_FIELD: error}
-                  for value, error in zip(table.column(self._c.image_field).to_pylist(), errors)]
+        if self._c.image_field in names:
+            images = [{self._c.image_field: value, ERROR_FIELD: error}
+                      for value, error in zip(table.column(self._c.image_field).to_pylist(), errors)]
+        else:  # each row fails as a dict reference without the field does
+            images = [{ERROR_FIELD: error} for error in errors]
         yield from self._hash([s or "" for s in labels.to_pylist()], self._blobs(images))
 
     def process(self, batch: list) -> Iterable:

@@ -572,6 +572,28 @@ def test_a_windowed_reference_is_one_set_for_every_window(mode):
         assert_that(outputs.kept | "KeptIds" >> beam.Map(lambda r: r["id"]), equal_to(["in0", "in3"]), label="Kept")
 
 
+@pytest.mark.parametrize("hash_column", [None, "h"], ids=["images", "hashes"])
+def test_a_reference_table_without_its_column_fails_as_dict_references_do(hash_column):
+    """A pyarrow reference without the image (or hash) column stopped the pipeline with a
+    KeyError, where a dict reference without the field is a failed reference with a reason."""
+    import pyarrow as pa
+
+    with TestPipeline() as p:
+        records = p | "Records" >> beam.Create([{"id": "in0", "image": PHOTOS[0].read_bytes()}])
+        as_table = p | "Table" >> beam.Create([pa.table({"id": ["t1"], "jpg": [b"\xff\xd8"]})])
+        as_dicts = p | "Dicts" >> beam.Create([{"id": "d1", "jpg": b"\xff\xd8"}])
+        failed = []
+        for name, reference in (("table", as_table), ("dicts", as_dicts)):
+            outputs = records | f"Dedup{name}" >> ImagePhashDedup(max_distance=4).with_reference(
+                reference, hash_column=hash_column).with_outputs()
+            failed.append(outputs.reference_failed | f"Reason{name}" >> beam.Map(lambda r: r["error"]))
+        reasons = failed[0] | beam.Map(lambda e: ("table", e))
+        expected = failed[1] | "AsTable" >> beam.Map(lambda e: ("table", e))
+        both = ((reasons, expected) | beam.Flatten() | beam.combiners.Count.PerElement()
+                | beam.Map(lambda kv: kv[1]))
+        assert_that(both, equal_to([2]))
+
+
 def test_without_ray_s_private_api_the_embedded_ray_starts_with_ray_init(tmp_path):
     """When a Ray upgrade moves the API of the lean start, the embedded Ray is started with
     ray.init() before its address is handed out, and the pipeline runs on it."""
