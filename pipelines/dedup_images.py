@@ -58,6 +58,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 
 import beam_phash
 from beam_phash import ImagePhashDedup
+from beam_phash._native import HASH_VERSION
 from beam_phash.failures import DEFAULT_MAX_INTERNAL
 from beam_phash.near.policy import KEEP_POLICIES
 from beam_phash.records import QUALITY_FIELD, WRITTEN_FIELDS
@@ -354,6 +355,27 @@ def one_local_worker(options: PipelineOptions) -> bool:
     return runner in (None, "FnApiRunner") and options.view_as(DirectOptions).direct_num_workers == 1
 
 
+def made_here(algorithm: str, hash_size: int) -> dict:
+    """How this run hashes (see ``inputs.HASHED_AS``)."""
+    return {"algorithm": algorithm, "hash_size": hash_size, "hash_version": HASH_VERSION}
+
+
+def check_made_alike(flag: str, spec: InputSpec, algorithm: str, hash_size: int) -> None:
+    """Hashes read from a column that an earlier run of this job wrote must have been made as this
+    run makes them: another algorithm of the same width, or another hash version, would match
+    nothing, or the wrong images, without a word."""
+    if spec.hashed_as is None:
+        return
+    here = made_here(algorithm, hash_size)
+    if spec.hashed_as != here:
+        said = spec.hashed_as
+        raise ConfigError(
+            f"{flag} {spec.given[0] if spec.given else spec.patterns[0]!r} holds {said.get('algorithm')} "
+            f"{said.get('hash_size')} hashes of hash version {said.get('hash_version')} (its files say so); this run "
+            f"makes {here['algorithm']} {here['hash_size']} hashes of version {here['hash_version']}: pass "
+            f"--algorithm/--hash-size as they were, or hash the images again")
+
+
 def build(p, spec: InputSpec, output: str, dedup: ImagePhashDedup, report: bool = True,
           reference: Optional[InputSpec] = None, write_shards: Optional[str] = None,
           shard_mb: Optional[float] = None, progress: Optional[Tuple[str, int]] = None) -> None:
@@ -370,7 +392,8 @@ def build(p, spec: InputSpec, output: str, dedup: ImagePhashDedup, report: bool 
     _ = (*outputs, outputs.reference_failed) | "Write" >> WriteOutputs(spec, output, dedup.hash_field,
                                           dedup.near_duplicates or reference is not None,
                                           reference=reference is not None,
-                                          quality=dedup.hash_column is None)
+                                          quality=dedup.hash_column is None,
+                                          made=made_here(dedup.algorithm, dedup.hash_size) if dedup.hash_column is None else spec.hashed_as)
     if report:
         distances = dict(algorithm=dedup.algorithm, hash_size=dedup.hash_size, bits=dedup.bits,
                          max_distance=dedup.max_distance)
@@ -582,6 +605,9 @@ def configure(argv: Optional[List[str]]):
     elif any(v is not None for v in (args.reference_image_column, args.reference_id_column,
                                      args.reference_hash_column)) or args.reference_format != "auto":
         raise ConfigError("--reference-format and --reference-*-column apply with --reference")
+    check_made_alike("--input", spec, args.algorithm, args.hash_size)
+    if reference is not None:
+        check_made_alike("--reference", reference, args.algorithm, args.hash_size)
     check_write_shards(args, spec, reference)
     near = args.max_distance != 0 or args.dihedral
     if args.keep is not None and not near:

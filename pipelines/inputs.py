@@ -8,11 +8,12 @@ checks everything at start, so that configuration errors stop the job before it 
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 import posixpath
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import apache_beam as beam
 import pyarrow as pa
@@ -66,6 +67,9 @@ class InputSpec:
     # or reads its inputs by name (the patterns would be these names, each matched alone)
     paths: Optional[List[str]] = None
     in_process: bool = False  # the pipeline runs on one worker in the launcher's process
+    # Parquet read for its hash column: how the job that wrote it hashed (HASHED_AS in its
+    # schema's metadata: algorithm, hash_size, hash_version), when it says
+    hashed_as: Optional[Dict[str, Any]] = None
 
     def listing(self) -> Optional[Listing]:
         """The launcher's listing for the pipeline to read (``paths``), if any: spread over the
@@ -171,6 +175,25 @@ def _what_a_folder_means(pattern: str, item: str) -> str:
     fmt = {".parquet": "parquet"}.get(os.path.splitext(pattern)[1], "files")
     return (f" (a directory means {pattern} for the {fmt} format, and it holds {others} other "
             "file(s); is --input-format right?)")
+
+
+#: The key of the schema metadata this job writes on its Parquet outputs: JSON of the hash
+#: column's name (``field``) and how it was hashed (``algorithm``, ``hash_size``, ``hash_version``).
+HASHED_AS = b"beam_phash.hashed_as"
+
+
+def hashed_as(schema: pa.Schema, column: str) -> Optional[Dict[str, Any]]:
+    """How ``column``'s hashes were made, when the file's writer said (HASHED_AS), else None."""
+    raw = (schema.metadata or {}).get(HASHED_AS)
+    if raw is None:
+        return None
+    try:
+        found = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(found, dict) or found.get("field") != column:
+        return None
+    return {k: found.get(k) for k in ("algorithm", "hash_size", "hash_version")}
 
 
 def _widened(schema: pa.Schema, other: pa.Schema, first: str, path: str) -> pa.Schema:
@@ -296,14 +319,24 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
                                in_process=in_process)
     schema, rows = _parquet_footer(paths[0])
     names = schema.names
+    made = {paths[0]: hashed_as(schema, hash_column)} if hash_column else {}
     # Every file's footer first: the column types checked below are the files' unified ones (a
     # column all null in the first file takes the next one's type).
     for other in paths[1:]:
         other_schema, other_rows = _parquet_footer(other)
         if set(other_schema.names) != set(names):
             raise ConfigError(f"{other!r} has other columns than {paths[0]!r}")
+        if hash_column:
+            made[other] = hashed_as(other_schema, hash_column)
         schema = _widened(schema, other_schema, paths[0], other)
         rows += other_rows
+    said = {json.dumps(m, sort_keys=True): path for path, m in made.items() if m is not None}
+    if len(said) > 1:
+        (a, first_path), (b, other_path) = list(said.items())[:2]
+        raise ConfigError(f"{first_path!r} and {other_path!r} hold hashes made differently ({a}, {b}): "
+                          f"give {flag} files of one run")
+    if said:
+        spec.hashed_as = json.loads(next(iter(said)))
     if not hash_column and image_column == "image" and image_column not in names:
         found = [c for c in DETECTED_IMAGE_COLUMNS if c in names and _is_image_type(schema.field(c).type)]
         if found:

@@ -7,14 +7,15 @@ a retried bundle never leaves a partial or doubled file behind.
 """
 from __future__ import annotations
 
-from typing import Dict, List
+import json
+from typing import Any, Dict, List, Optional
 
 import apache_beam as beam
 import pyarrow as pa
 
 from beam_phash import DUPLICATE_OF_FIELD, ERROR_FIELD
 from beam_phash.records import DISTANCE_FIELD, MATCHED_FIELD, QUALITY_FIELD
-from pipelines.inputs import InputSpec
+from pipelines.inputs import HASHED_AS, InputSpec
 from pipelines.parquet_write import WriteParquet
 
 OUTPUTS = ("kept", "duplicates", "failed")
@@ -22,9 +23,12 @@ REFERENCE_FAILED = "reference_failed"
 
 
 def schemas(spec: InputSpec, hash_field: str, near_duplicates: bool = False,
-            quality: bool = True) -> Dict[str, pa.Schema]:
+            quality: bool = True, made: Optional[Dict[str, Any]] = None) -> Dict[str, pa.Schema]:
     """The Parquet schema of each output (near-duplicate mode, or a reference, adds the
-    duplicates' distance; images hashed here, ``quality``, their quality score)."""
+    duplicates' distance; images hashed here, ``quality``, their quality score). ``made``: how
+    the hashes were made (algorithm, hash_size, hash_version), said in the metadata of the
+    outputs that carry them (``inputs.HASHED_AS``), so that a later run reading them as a
+    reference or a hash column can refuse hashes made otherwise."""
     if spec.fmt == "files":
         base = pa.schema([("id", pa.string())])
     else:
@@ -36,10 +40,14 @@ def schemas(spec: InputSpec, hash_field: str, near_duplicates: bool = False,
     if near_duplicates:
         duplicates = duplicates.append(pa.field(DISTANCE_FIELD, pa.int32()))
     duplicates = duplicates.append(pa.field(MATCHED_FIELD, pa.string()))
+    failed = with_hash.append(pa.field(ERROR_FIELD, pa.string()))
+    if made is not None:
+        said = {HASHED_AS: json.dumps({"field": hash_field, **made}, sort_keys=True).encode()}
+        with_hash, duplicates, failed = (s.with_metadata(said) for s in (with_hash, duplicates, failed))
     return {
         "kept": with_hash,
         "duplicates": duplicates,
-        "failed": with_hash.append(pa.field(ERROR_FIELD, pa.string())),
+        "failed": failed,
         REFERENCE_FAILED: pa.schema([("id", pa.string()), (ERROR_FIELD, pa.string())]),
     }
 
@@ -66,12 +74,12 @@ class WriteOutputs(beam.PTransform):
     ``output/NAME/part-*.parquet``; ``reference_failed`` only with a reference."""
 
     def __init__(self, spec: InputSpec, output: str, hash_field: str, near_duplicates: bool = False,
-                 reference: bool = False, quality: bool = True):
+                 reference: bool = False, quality: bool = True, made: Optional[Dict[str, Any]] = None):
         super().__init__()
         self._spec = spec
         self._reference = reference
         self._output = output
-        self._schemas = schemas(spec, hash_field, near_duplicates, quality)
+        self._schemas = schemas(spec, hash_field, near_duplicates, quality, made)
 
     def expand(self, outputs):
         """``outputs``: (kept, duplicates, failed, reference_failed)."""

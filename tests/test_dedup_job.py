@@ -517,6 +517,49 @@ def test_reference_image_column_given_is_read_over_a_hash_column(tmp_path):
         assert summary["hash_column"] == (None if flag else "image_phash")
 
 
+def test_hashes_an_earlier_run_made_otherwise_are_refused(tmp_path, capsys):
+    """kept/ said nothing of how its hashes were made, so an earlier run's dhash 16 kept/ (256
+    bits, as phash 16) was taken as a phash reference and matched nothing, without a word. The
+    outputs now say it in their schema's metadata (also when hashes came from a column that
+    said it), and a run reading them as a reference or a hash column refuses others."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, photo in enumerate(PHOTOS[:3]):
+        (src / f"{i}.jpg").write_bytes(photo.read_bytes())
+    runs = {}
+    for algorithm in ("dhash", "phash"):
+        runs[algorithm] = tmp_path / algorithm
+        assert dedup_images.main(["--input", str(src), "--output", str(runs[algorithm]), "--algorithm", algorithm,
+                                  "--backend", "state", "--no-report"]) == 0
+    capsys.readouterr()
+    base = ["--backend", "state", "--no-report"]
+    assert dedup_images.main(["--input", str(src), "--reference", str(runs["dhash"] / "kept"),
+                              "--output", str(tmp_path / "o1"), *base]) == 2
+    err = capsys.readouterr().err
+    assert "holds dhash 16 hashes of hash version" in err and "this run makes phash 16" in err, err
+    assert not (tmp_path / "o1").exists()
+    assert dedup_images.main(["--input", str(runs["dhash"] / "kept"), "--input-format", "parquet",
+                              "--hash-column", "image_phash", "--output", str(tmp_path / "o2"), *base]) == 2
+    # as they were made: accepted, and the hash-column run's outputs say it again
+    assert dedup_images.main(["--input", str(src), "--reference", str(runs["phash"] / "kept"),
+                              "--output", str(tmp_path / "o3"), *base]) == 0
+    assert len(read(tmp_path / "o3", "duplicates")) == 3
+    assert dedup_images.main(["--input", str(runs["dhash"] / "kept"), "--input-format", "parquet", "--algorithm", "dhash",
+                              "--hash-column", "image_phash", "--output", str(tmp_path / "o4"), *base]) == 0
+    (kept,) = (tmp_path / "o4" / "kept").glob("*.parquet")
+    said = json.loads(pq.read_schema(kept).metadata[inputs.HASHED_AS])
+    assert said == {"field": "image_phash", "algorithm": "dhash", "hash_size": 16,
+                    "hash_version": beam_phash._native.HASH_VERSION}
+    # another hash version: refused as well
+    (old,) = (runs["phash"] / "kept").glob("*.parquet")
+    table = pq.read_table(old)
+    stale = json.dumps({**said, "algorithm": "phash", "hash_version": said["hash_version"] - 1}).encode()
+    pq.write_table(table.replace_schema_metadata({inputs.HASHED_AS: stale}), old)
+    assert dedup_images.main(["--input", str(src), "--reference", str(runs["phash"] / "kept"),
+                              "--output", str(tmp_path / "o5"), *base]) == 2
+    assert f"hash version {said['hash_version'] - 1}" in capsys.readouterr().err
+
+
 def test_reference_status_reasons_are_those_of_input_records():
     """References' failed downloads are worded from whole columns; each row reads as an input
     record's failure reads (split_status), over chunks, dictionary statuses and every message."""
