@@ -244,6 +244,8 @@ class ImagePhashDedup(beam.PTransform):
         if not isinstance(reference, beam.PCollection):
             raise ValueError(f"reference must be a PCollection of reference records, got {type(reference).__name__}")
         text("reference_hash_column", hash_column, optional=True)
+        if hash_column is not None and hash_column == self.hashing.id_field:
+            raise ValueError(f"reference_hash_column and id_field must differ, both are {hash_column!r}")
         self.reference = reference
         self.reference_hash_column = hash_column
 

@@ -381,6 +381,16 @@ def test_arguments_are_validated_at_construction(kwargs, message):
         ImagePhashDedup(**kwargs)
 
 
+def test_a_reference_hash_column_that_is_the_id_field_is_refused_at_construction():
+    """Checked only when the transform was applied, naming hash_column."""
+    p = TestPipeline()
+    reference = p | beam.Create([{"id": "r", "image_phash": "00" * 32}])
+    with pytest.raises(ValueError, match="reference_hash_column and id_field must differ"):
+        ImagePhashDedup(reference=reference, reference_hash_column="id")
+    with pytest.raises(ValueError, match="reference_hash_column and id_field must differ"):
+        ImagePhashDedup(max_distance=4).with_reference(reference, hash_column="id")
+
+
 @pytest.mark.parametrize("backend", ["state", pytest.param("ray", marks=pytest.mark.ray)])
 def test_an_id_spelled_like_an_id_less_record_s_digest_is_another_record(backend, request):
     """A content-addressed id ("sha256:" and the bytes' SHA-256) and a record without an id of
