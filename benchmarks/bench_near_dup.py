@@ -200,6 +200,7 @@ def group_set(count: int, size: int) -> tuple[pathlib.Path, int]:
     images: two lie about 128 bits apart) and ``size`` copies of one random hash with
     1..GROUP_MAX_FLIPS random bits flipped, in random order; and the group's distinct hashes.
     Deterministic."""
+    background = np.random.default_rng(1).integers(0, 256, (count, 32), dtype=np.uint8)  # the same for every size
     rng = np.random.default_rng(2)
     centre = rng.integers(0, 256, 32, dtype=np.uint8)
     mask = np.zeros((size, 256), dtype=bool)
@@ -210,7 +211,7 @@ def group_set(count: int, size: int) -> tuple[pathlib.Path, int]:
     dst = SET / f"group_{count}_{size}"
     if not dst.exists():
         print(f"writing {dst}", flush=True)
-        hashes = np.concatenate([rng.integers(0, 256, (count, 32), dtype=np.uint8), group])
+        hashes = np.concatenate([background, group])
         _write_parts(dst, hashes[rng.permutation(len(hashes))], "g%09d")
     return dst, distinct
 

@@ -53,8 +53,9 @@ def main() -> int:
 
 
 def run() -> None:
-    """The command: :func:`main`, then Python's exit handlers (Beam's stop of a Flink job server
-    it started, Ray's shutdown), then the process ends with its exit code, its output flushed.
+    """The command: :func:`main`, then Python's exit handlers (those left: the job runs Beam's
+    stop of a Flink job server and Ray's shutdown itself, while its output still goes to the
+    log), then the process ends with its exit code, its output flushed.
     Not through the rest of the interpreter's exit: there Arrow's thread pools, torn down beside
     a worker thread still alive, can abort a finished run ("terminate called without an active
     exception", exit -6; apache/arrow#34314; seen once in a test's run of the command here)."""

@@ -39,8 +39,10 @@ if __name__ == "__main__":  # run as the `beam-phash` command, which starts what
 
 import argparse
 import atexit
+import bisect
 import gc
 import glob
+import itertools
 import json
 import logging
 import math
@@ -64,7 +66,7 @@ from beam_phash.near.policy import KEEP_POLICIES
 from beam_phash.records import QUALITY_FIELD, WRITTEN_FIELDS
 from pipelines import early_start
 from pipelines import inputs as job_inputs
-from pipelines.inputs import ConfigError, InputSpec, ReadImageRecords, ReadReference
+from pipelines.inputs import REFERENCE_HASH, ConfigError, InputSpec, ReadImageRecords, ReadReference
 from pipelines.outputs import WriteOutputs
 from pipelines.console import Console, close_console, open_console, say_interrupted
 from pipelines.early_start import LOCAL_RUNNERS
@@ -263,14 +265,25 @@ def check_output_apart(output: str, specs: List[Tuple[str, InputSpec]]) -> None:
     # -of-00002, and an input matched by name is a literal pattern of that name)
     for sub in ("kept", "duplicates", "failed", "reference_failed", "report"):
         folder = os.path.join(base, sub)
-        if os.path.isdir(folder):
-            written += [os.path.join(folder, name) for name in os.listdir(folder)]
+        try:
+            names = os.listdir(folder)
+        except OSError:  # none there (or unreadable: then clearing it fails, with its own error)
+            continue
+        for name in names:
+            written += {os.path.join(folder, name), os.path.realpath(os.path.join(folder, name))}
+    written.sort()
     for flag, spec in specs:
         for pattern in spec.patterns:
             if "://" in pattern:
                 continue
-            regex = pattern_regex(os.path.realpath(pattern))
-            if any(regex.match(path) for path in written):
+            real = os.path.realpath(pattern)
+            # Only paths that begin as the pattern does can match it (one pattern per file, for
+            # inputs matched by name, against every part of an earlier run: a lookup each).
+            prefix = re.split(r"[*?\[]", real, maxsplit=1)[0]
+            regex = pattern_regex(real)
+            if any(regex.match(path) for path in
+                   itertools.takewhile(lambda w: w.startswith(prefix),
+                                       itertools.islice(written, bisect.bisect_left(written, prefix), None))):
                 raise ConfigError(f"{flag} {pattern!r} would read what this job writes under --output "
                                   f"{output!r} (and clears first); choose an --output outside the inputs")
 
@@ -369,11 +382,12 @@ def check_made_alike(flag: str, spec: InputSpec, algorithm: str, hash_size: int)
     here = made_here(algorithm, hash_size)
     if spec.hashed_as != here:
         said = spec.hashed_as
+        how = ("hash the images again with this version" if (said.get("algorithm"), said.get("hash_size")) ==
+               (algorithm, hash_size) else "pass --algorithm/--hash-size as they were, or hash the images again")
         raise ConfigError(
             f"{flag} {spec.given[0] if spec.given else spec.patterns[0]!r} holds {said.get('algorithm')} "
             f"{said.get('hash_size')} hashes of hash version {said.get('hash_version')} (its files say so); this run "
-            f"makes {here['algorithm']} {here['hash_size']} hashes of version {here['hash_version']}: pass "
-            f"--algorithm/--hash-size as they were, or hash the images again")
+            f"makes {here['algorithm']} {here['hash_size']} hashes of version {here['hash_version']}: {how}")
 
 
 def build(p, spec: InputSpec, output: str, dedup: ImagePhashDedup, report: bool = True,
@@ -383,7 +397,7 @@ def build(p, spec: InputSpec, output: str, dedup: ImagePhashDedup, report: bool 
     records = read if progress is None else read | "Progress" >> beam.ParDo(ProgressDoFn(progress))
     if reference is not None:
         references = p | "ReadReference" >> ReadReference(reference, spec.id_column, spec.image_column)
-        dedup = dedup.with_reference(references, hash_column=reference.hash_column)
+        dedup = dedup.with_reference(references, hash_column=REFERENCE_HASH if reference.hash_column else None)
     outputs = with_read_failures(records | "Dedup" >> dedup.with_outputs(), read_failed, dedup.hash_field)
     if write_shards is not None:
         _ = outputs.kept | "WriteShards" >> WriteShards(write_shards, shard_mb)
@@ -598,7 +612,9 @@ def configure(argv: Optional[List[str]]):
             # or detection chose (a WebDataset input's `key`, an img2dataset Parquet's `jpg`).
             args.reference, args.reference_format, args.reference_image_column or args.image_column,
             args.reference_id_column or args.id_column, args.reference_hash_column, HASH_FIELD, bits,
-            image_column_given=args.reference_image_column is not None)
+            image_column_given=args.reference_image_column is not None, in_process=one_local_worker(options))
+        if args.reference_image_column is not None and args.reference_hash_column is not None:
+            raise ConfigError("give --reference-image-column or --reference-hash-column, not both")
         if reference.fmt != "parquet" and (args.reference_image_column or args.reference_id_column):
             raise ConfigError("--reference-image-column and --reference-id-column apply to Parquet references "
                               f"(these are {'image files' if reference.fmt == 'files' else 'WebDataset shards'})")
@@ -688,8 +704,7 @@ def run_exit_handlers() -> None:
     """Python's exit handlers, now, while the console still sends the process's output to the
     log: those a portable runner (Flink, Prism) registered stop its job server ("Really
     destroying service ...") and its LOOPBACK workers, whose threads print tracebacks when the
-    server goes first. The command runs them after this anyway (``cli.run``), with the terminal
-    given back."""
+    server goes first. They run once: ``cli.run``'s own call afterwards finds none left."""
     atexit._run_exitfuncs()
 
 
@@ -851,7 +866,7 @@ def _run(argv: List[str], con: Console) -> int:
                                    f" ({summary['images_per_second']} images/s)"))
     if counted_from == "outputs":
         # (also a runner with metrics whose counters never moved: a run of no records)
-        con.tell("counts: the runner reported none of the job's counters; counted from the written rows"
+        con.tell("beam-phash: counts: the runner reported none of the job's counters; counted from the written rows"
                  + ("" if checkable else ", which cannot be checked against the inputs"))
     if reference is not None:
         ref = summary["reference"]

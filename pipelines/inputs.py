@@ -335,8 +335,12 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
         (a, first_path), (b, other_path) = list(said.items())[:2]
         raise ConfigError(f"{first_path!r} and {other_path!r} hold hashes made differently ({a}, {b}): "
                           f"give {flag} files of one run")
-    if said:
+    if said and all(m is not None for m in made.values()):
         spec.hashed_as = json.loads(next(iter(said)))
+    elif said:  # some files say, others not: the silent ones may hold anything
+        silent = next(path for path, m in made.items() if m is None)
+        raise ConfigError(f"{silent!r} does not say how its hashes were made, where {next(iter(said.values()))!r} "
+                          f"does: give {flag} files of one run")
     if not hash_column and image_column == "image" and image_column not in names:
         found = [c for c in DETECTED_IMAGE_COLUMNS if c in names and _is_image_type(schema.field(c).type)]
         if found:
@@ -530,14 +534,15 @@ class ReadImageRecords(beam.PTransform):
 
 def reference_spec(references: List[str], fmt: str, image_column: str, id_column: str,
                    hash_column: Optional[str], hash_column_default: str, hash_bits: int,
-                   image_column_given: bool = False) -> InputSpec:
+                   image_column_given: bool = False, in_process: bool = False) -> InputSpec:
     """Resolve ``--reference``: ``fmt`` "auto" is Parquet when every matched file ends in
     ``.parquet``, WebDataset when they are shards (``.tar``, or compressed: ``.tar.gz``...;
     with their ``.parquet`` sidecars),
     else image files. Parquet without an explicit hash column uses
     ``hash_column_default`` (the job's own hash column, as in an earlier run's ``kept/``) when it
     is there, else the image column; ``image_column_given`` (``--reference-image-column``): the
-    image column, whatever other columns the files have."""
+    image column, whatever other columns the files have. ``in_process``: as for :func:`resolve`
+    (the pipeline then reads the references from this listing, as it reads the inputs)."""
     detected: Optional[List[str]] = None  # patterns for resolve(), one per given item or file
     first: Optional[str] = None
     if fmt == "auto":
@@ -583,13 +588,17 @@ def reference_spec(references: List[str], fmt: str, image_column: str, id_column
     if fmt in ("files", "webdataset") and hash_column is not None:
         raise ConfigError("--reference-hash-column applies to Parquet references")
     if fmt == "webdataset":
-        spec = resolve(detected or references, fmt, flag="--reference", join_sidecar=False)
+        spec = resolve(detected or references, fmt, flag="--reference", join_sidecar=False, in_process=in_process)
     else:
         spec = resolve(detected or references, fmt, image_column, id_column, hash_column, hash_bits,
-                       flag="--reference")
+                       flag="--reference", in_process=in_process)
         spec.hash_column = hash_column
     spec.given = list(references)
     return spec
+
+
+#: The field that holds a Parquet reference's hashes once read (``ReadReference``).
+REFERENCE_HASH = "reference_hash"
 
 
 class ReadReference(beam.PTransform):
@@ -624,7 +633,9 @@ class ReadReference(beam.PTransform):
                 lambda r: {id_field: r[wds.KEY], image_field: r.get(wds.IMAGE),
                            **({ERROR_FIELD: r[ERROR_FIELD]} if ERROR_FIELD in r else {})})
         value = spec.hash_column or spec.image_column
-        renamed = {spec.id_column: id_field, value: spec.hash_column or image_field}
+        # (the hashes under a name of the job's own: the reference's column may bear the input's
+        # id column's name)
+        renamed = {spec.id_column: id_field, value: REFERENCE_HASH if spec.hash_column else image_field}
         # img2dataset's rows whose download failed: failed references with their status, as
         # such input rows are failed records with it (hashes from a column have no status).
         status = spec.status_column if spec.hash_column is None else None

@@ -557,7 +557,46 @@ def test_hashes_an_earlier_run_made_otherwise_are_refused(tmp_path, capsys):
     pq.write_table(table.replace_schema_metadata({inputs.HASHED_AS: stale}), old)
     assert dedup_images.main(["--input", str(src), "--reference", str(runs["phash"] / "kept"),
                               "--output", str(tmp_path / "o5"), *base]) == 2
-    assert f"hash version {said['hash_version'] - 1}" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"hash version {said['hash_version'] - 1}" in err and "hash the images again with this version" in err
+    # a file that says beside one that does not: the silent one may hold anything
+    pq.write_table(table.replace_schema_metadata({}), runs["phash"] / "kept" / "part-00009-of-00010.parquet")
+    pq.write_table(table.replace_schema_metadata({inputs.HASHED_AS: json.dumps(said | {"algorithm": "phash"}).encode()}),
+                   old)
+    assert dedup_images.main(["--input", str(src), "--reference", str(runs["phash"] / "kept"),
+                              "--output", str(tmp_path / "o6"), *base]) == 2
+    assert "does not say how its hashes were made" in capsys.readouterr().err
+
+
+def test_a_reference_hash_column_named_as_the_input_s_id_column_is_read(tmp_path):
+    """The job handed the reference's hash column to the transform under its own name, so a
+    column named as the input's id column was refused when the pipeline was built, after the
+    output had been cleared: exit 1 with a ValueError naming reference_hash_column."""
+    photo = PHOTOS[0].read_bytes()
+    ref = tmp_path / "ref.parquet"
+    pq.write_table(pa.table({"name": ["r"], "id": [beam_phash.hash_image(photo).hex()]}), ref)
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.jpg").write_bytes(photo)
+    out = tmp_path / "out"
+    assert dedup_images.main(["--input", str(src), "--reference", str(ref), "--reference-id-column", "name",
+                              "--reference-hash-column", "id", "--output", str(out), "--backend", "state",
+                              "--no-report"]) == 0
+    assert [(r["id"], r["duplicate_of"]) for r in read(out, "duplicates")] == [(str(src / "a.jpg"), "r")]
+
+
+def test_reference_image_and_hash_columns_together_are_one_line(tmp_path, capsys):
+    ref = tmp_path / "ref.parquet"
+    pq.write_table(pa.table({"id": ["r"], "image": [PHOTOS[0].read_bytes()], "image_phash": ["00" * 32]}), ref)
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.jpg").write_bytes(PHOTOS[0].read_bytes())
+    assert dedup_images.main(["--input", str(src), "--reference", str(ref), "--reference-image-column", "image",
+                              "--reference-hash-column", "image_phash", "--output", str(tmp_path / "out"),
+                              "--backend", "state", "--no-report"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--reference-image-column or --reference-hash-column, not both" in err and "\n" not in err, err
+    assert not (tmp_path / "out").exists()
 
 
 def test_reference_status_reasons_are_those_of_input_records():
