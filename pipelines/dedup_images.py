@@ -248,6 +248,8 @@ def as_flags(message: str) -> str:
     return "".join(parts)
 
 
+#: The folders under --output whose files the job clears at start (an earlier run's parts).
+CLEARED = ("kept", "duplicates", "failed", "reference_failed", "report")
 #: Paths this job writes under --output (one of each kind), to test the input patterns against.
 _OUTPUT_SAMPLES = ("report.html", "summary.json", "logs/job.log", "report/groups-00000-of-00001.jsonl") + tuple(
     f"{sub}/part-00000-of-00001.parquet" for sub in ("kept", "duplicates", "failed", "reference_failed"))
@@ -263,7 +265,7 @@ def check_output_apart(output: str, specs: List[Tuple[str, InputSpec]]) -> None:
     written = [os.path.join(base, sample) for sample in _OUTPUT_SAMPLES]
     # and what an earlier run left there, which this one clears (its parts may be named
     # -of-00002, and an input matched by name is a literal pattern of that name)
-    for sub in ("kept", "duplicates", "failed", "reference_failed", "report"):
+    for sub in CLEARED:
         folder = os.path.join(base, sub)
         try:
             names = os.listdir(folder)
@@ -342,7 +344,7 @@ def clear_outputs(output: str) -> None:
     (perhaps more of them) would be read as part of this one; and summary.json and report.html,
     which would describe the earlier run if this one fails or writes no report."""
     stale = []
-    for sub in ("kept", "duplicates", "failed", "reference_failed", "report"):
+    for sub in CLEARED:
         stale += [m.path for m in FileSystems.match([FileSystems.join(output, sub, "*")])[0].metadata_list]
     for name in ("summary.json", "report.html"):
         stale += [m.path for m in FileSystems.match([FileSystems.join(output, name)])[0].metadata_list]
