@@ -134,9 +134,11 @@ def near_search(
     prefix: int = 0,
     fixed: int = 0,
     threads: Optional[int] = None,
-) -> tuple[bytes, bytes, bytes, int, int]:
-    """(a ids, b ids, distances, candidates, big runs) of the pairs that qualify first on this part;
-    the last ``fixed`` images (hash only, no variants) pair only with the others."""
+    forest: bool = False,
+) -> tuple[bytes, bytes, bytes, int, int, int]:
+    """(a ids, b ids, distances, candidates, big runs, pairs of new images) of the pairs that
+    qualify first on this part; the last ``fixed`` images (hash only, no variants) pair only with
+    the others. With ``forest``, of the pairs between new images only a spanning forest."""
 def near_pairs_brute(
     hashes: _BytesLike,
     ids: _BytesLike,
@@ -149,18 +151,20 @@ def near_pairs_brute(
 ) -> tuple[bytes, bytes, bytes]: ...
 def spanning_forest(a: _BytesLike, b: _BytesLike) -> bytes: ...
 def near_resolve(
-    ids: _BytesLike,
+    components: _BytesLike,
     primary: _BytesLike,
     owner_offsets: _BytesLike,
     owner_blob: _BytesLike,
     keys: _BytesLike,
-    key_bytes: int,
-    a: _BytesLike,
-    b: _BytesLike,
-    distance: _BytesLike,
+    *,
+    hash_bytes: int,
+    dihedral: bool,
+    max_distance: int,
+    threads: Optional[int] = None,
 ) -> tuple[bytes, bytes, bytes]:
-    """(dropped node, kept neighbour, distance) indices; per dropped node all kept neighbours by
-    (distance, rank), its keeper the first ranked before it."""
+    """(dropped node, kept neighbour, distance) indices over whole components (keys: hash, the 8
+    variants with ``dihedral``, a flat byte); per dropped node all kept neighbours by (distance,
+    rank), its keeper the first ranked before it."""
 def collapse_heads(
     keys: _BytesLike, key_bytes: int, primary: _BytesLike, owner_offsets: _BytesLike, owner_blob: _BytesLike
 ) -> bytes: ...

@@ -195,8 +195,8 @@ def _search_all(hashes, k, bits, prefix_bits=0):
                      for j, (_, sw) in enumerate(sub_blocks(start, w, radius))
                      for p in range(1 << min(prefix_bits, sw))]
         for kw in parts:
-            a, b, d, _, _ = _native.near_search(packed, ids.view(np.uint8), hash_bytes=width, bits=bits,
-                                                 max_distance=k, layout=layout, band=band, **kw)
+            a, b, d, *_ = _native.near_search(packed, ids.view(np.uint8), hash_bytes=width, bits=bits,
+                                              max_distance=k, layout=layout, band=band, **kw)
             for x, y, dist in zip(np.frombuffer(a, np.uint64), np.frombuffer(b, np.uint64),
                                   np.frombuffer(d, np.uint32)):
                 pair = (int(min(x, y)), int(max(x, y)))
@@ -237,33 +237,80 @@ def test_padding_bits_never_count():
     assert "expected 10 hex digits" in errors[2] and errors[3] == "missing hash" and "int" in errors[4]
 
 
-def test_rust_resolve_matches_the_python_reference():
-    rng = random.Random(11)
-    for _ in range(30):
-        n = rng.randint(2, 40)
-        names = [f"n{i:03d}" for i in range(n)]
-        ranks = {name: (rng.randint(0, 3), name) for name in names}
-        edges = {}
-        for _ in range(rng.randint(1, 3 * n)):
-            a, b = sorted(rng.sample(names, 2), key=ranks.__getitem__)
-            edges[(a, b)] = rng.randint(0, 9)
-        ref = reference.resolve([reference.Edge(a, ranks[a], b, ranks[b], d) for (a, b), d in edges.items()])
-        index = {name: i for i, name in enumerate(names)}
+def _resolve_case(rng, dihedral):
+    """Random 64-bit hashes in tight clusters (chains and groups), some flat, with variants when
+    ``dihedral``: (names, ranks, keys as rows, the brute-force edges {(a, b): distance} with a the
+    better ranked, each node's component)."""
+    n = rng.randint(2, 60)
+    names = [f"n{i:03d}" for i in range(n)]
+    ranks = {name: (rng.randint(0, 3), name) for name in names}
+    centres = [rng.getrandbits(64) for _ in range(rng.randint(1, 4))]
+    flip = lambda h, bits: h ^ sum(1 << b for b in rng.sample(range(64), bits))  # noqa: E731
+    hashes = [flip(rng.choice(centres), rng.randint(0, 6)) for _ in names]
+    variants = [[h] + [flip(h, rng.randint(0, 40)) for _ in range(7)] if dihedral else [h] for h in hashes]
+    flat = [rng.random() < 0.15 for _ in names]
+    if rng.random() < 0.5 and n > 2:  # a flat image with a non-flat twin of the same hash
+        hashes[1], variants[1], flat[1], flat[2] = hashes[2], variants[2], True, False
+    k = rng.randint(0, 8)
+    pop = lambda x: bin(x).count("1")  # noqa: E731
+
+    def distance(x, y):
+        if not dihedral:
+            return pop(hashes[x] ^ hashes[y])
+        return min(min(pop(v ^ hashes[y]) for v in variants[x]), min(pop(hashes[x] ^ v) for v in variants[y]))
+
+    edges = {}
+    for x in range(n):
+        for y in range(x + 1, n):
+            d = distance(x, y)
+            if d <= (0 if flat[x] or flat[y] else k):
+                a, b = sorted((x, y), key=lambda i: ranks[names[i]])
+                edges[(a, b)] = d
+    parent = list(range(n))
+
+    def find(x):
+        while parent[x] != x:
+            x = parent[x]
+        return x
+
+    for a, b in edges:
+        parent[find(a)] = find(b)
+    components = np.array([find(i) * 1000 + 7 for i in range(n)], dtype=np.uint64)
+    rows = [[h] + (vs if dihedral else []) for h, vs in zip(hashes, variants)]  # hash, variants, flat byte
+    keys = np.array([[b for h in row for b in h.to_bytes(8, "little")] + [int(f)] for row, f in zip(rows, flat)],
+                    dtype=np.uint8)
+    return names, ranks, keys, edges, components, k
+
+
+@pytest.mark.parametrize("dihedral", [False, True])
+def test_rust_resolve_matches_the_python_reference(dihedral):
+    """The kernel reads no edges: it compares each image with its component's kept ones. It must
+    decide as the reference does over the brute-force edges, and list every kept neighbour of a
+    dropped image by (distance, rank): flat images at distance 0 only, variants both ways."""
+    rng = random.Random(11 + dihedral)
+    for _ in range(60):
+        names, ranks, keys, edges, components, k = _resolve_case(rng, dihedral)
+        n = len(names)
+        ref = reference.resolve([reference.Edge(names[a], ranks[names[a]], names[b], ranks[names[b]], d)
+                                 for (a, b), d in edges.items()])
         offsets = np.zeros(n + 1, dtype=np.uint64)
         offsets[1:] = np.cumsum([len(x) for x in names])
-        a = np.array([index[x] for x, _ in edges], dtype=np.uint64)
-        b = np.array([index[y] for _, y in edges], dtype=np.uint64)
         got = _native.near_resolve(
-            np.arange(n, dtype=np.uint64).view(np.uint8),
-            np.array([ranks[x][0] for x in names], dtype=np.uint64).view(np.uint8),
-            offsets.view(np.uint8), "".join(names).encode(), np.zeros(n, dtype=np.uint8), 1,
-            a.view(np.uint8), b.view(np.uint8), np.array(list(edges.values()), dtype=np.uint32).view(np.uint8))
+            components.view(np.uint8), np.array([ranks[x][0] for x in names], dtype=np.uint64).view(np.uint8),
+            offsets.view(np.uint8), "".join(names).encode(), keys, hash_bytes=8, dihedral=dihedral,
+            max_distance=k)
         dropped, keepers, dist = (np.frombuffer(x, np.uint32) for x in got)
-        first = {}  # per dropped node its kept neighbours: the keeper is the first ranked before it
+        first, lists = {}, {}  # per dropped node: the keeper (first ranked before it), all kept neighbours
         for i, j, e in zip(dropped, keepers, dist):
             if ranks[names[j]] < ranks[names[i]]:
                 first.setdefault(names[i], (names[j], int(e)))
+            lists.setdefault(int(i), []).append((int(e), ranks[names[j]]))
         assert first == ref
+        kept = {i for i in range(n) if names[i] not in ref}
+        for i, near in lists.items():
+            want = sorted((d, ranks[names[o]]) for (a, b), d in edges.items() for o in (a, b)
+                          if i in (a, b) and o != i and o in kept)
+            assert near == want
 
 
 def test_a_chain_keeps_both_ends():

@@ -108,6 +108,13 @@ class Classes(NamedTuple):
         return Classes(self.ids[index], self.keys[index], self.primary[index], [self.owners[i] for i in index])
 
 
+class Members(NamedTuple):
+    """Images of whole components (``Classes``), each with its component: the smallest id in it."""
+
+    nodes: Classes
+    components: np.ndarray  # (n,) uint64
+
+
 class Edges(NamedTuple):
     """Pairs of image ids within k, with their distance."""
 

@@ -28,6 +28,7 @@ from beam_phash.near.batches import (
     Fixed,
     Flat,
     Images,
+    Members,
     Named,
     Ranked,
     concat,
@@ -44,7 +45,6 @@ from beam_phash.strings import pack_owners
 
 ROWS = "rows"
 CLASSES = "classes"
-FOREST = "forest"
 NAMED = "named"
 FATES = "fates"
 KEPT_ROWS = "kept_rows"
@@ -181,9 +181,11 @@ class BandSplitDoFn(beam.DoFn):
 
 
 class SearchDoFn(beam.DoFn):
-    """One band partition (a band group, or a sub-block prefix of one band): the pairs within k
-    that qualify first there (each pair of the whole search is emitted by exactly one partition),
-    keyed by the exact partition of their first end; their spanning forest on ``forest``."""
+    """One band partition (a band group, or a sub-block prefix of one band): a spanning forest of
+    the pairs within k it finds (``near_dup_pairs`` counts each pair of the whole search in one
+    partition only), and the new images near a fixed one on ``named``. The pairs themselves go
+    no further: ``Resolve`` compares each image with its component's kept ones, so a tight group
+    of c images ships fewer than c edges per partition, not c^2 / 2."""
 
     def __init__(self, bits: int, max_distance: int, layout, hash_bytes: int, prefix_bits: int,
                  groups: int):
@@ -195,34 +197,36 @@ class SearchDoFn(beam.DoFn):
         self._groups = groups
         self._metrics = DedupMetrics()
 
-    def _search(self, images: Images, band, fixed: int, max_distance: int, **kwargs) -> Edges:
-        a, b, d, candidates, big_runs = near_search(
+    def _search(self, images: Images, band, fixed: int, max_distance: int, forest: bool, **kwargs) -> Edges:
+        a, b, d, candidates, big_runs, pairs = near_search(
             u8(images.hashes), u8(images.ids), hash_bytes=self._hash_bytes, bits=self._bits,
             max_distance=max_distance, layout=self._layout, band=band,
-            variants=None if images.variants is None else u8(images.variants), fixed=fixed, **kwargs)
+            variants=None if images.variants is None else u8(images.variants), fixed=fixed, forest=forest, **kwargs)
         self._metrics.near_candidates.inc(candidates)
         self._metrics.near_big_runs.inc(big_runs)
+        if forest:
+            self._metrics.near_dup_pairs.inc(pairs)
         return Edges(u64s(a), u64s(b), u32s(d))
 
     def _search_part(self, images: Images, fixed_keys: Optional[np.ndarray], part: int, sub: int, prefix: int,
-                     max_distance: int) -> Edges:
-        """The pairs of this partition within ``max_distance``: among the new images and from
-        them to the fixed ones (hashes ``fixed_keys``, after the new images, with local ids: their
-        rows). At distance 0 the first band finds every pair (BandSplit sends flat images there
-        alone)."""
+                     max_distance: int, forest: bool = False) -> Edges:
+        """The pairs of this partition within ``max_distance``: among the new images (with
+        ``forest`` a spanning forest of them, counted in ``near_dup_pairs``) and from them to the
+        fixed ones (hashes ``fixed_keys``, after the new images, with local ids: their rows). At
+        distance 0 the first band finds every pair (BandSplit sends flat images there alone)."""
         n_fixed = 0 if fixed_keys is None else len(fixed_keys)
         if n_fixed:
             images = Images(np.concatenate([images.ids, FIXED_BIT | np.arange(n_fixed, dtype=U64)]),
                             np.concatenate([images.hashes, fixed_keys]), images.variants)
         if sub >= 0:
             w = sub_blocks(*self._layout[part])[sub][1]
-            return self._search(images, part, n_fixed, max_distance, sub=sub,
+            return self._search(images, part, n_fixed, max_distance, forest, sub=sub,
                                 prefix_bits=min(self._prefix_bits, w), prefix=prefix)
         if max_distance == 0 and part != 0:
             return Edges.empty()  # the first group's first band finds them all
         # every band of the group, in parallel on the worker's cores
         bands = [0] if max_distance == 0 else list(range(part, len(self._layout), self._groups))
-        return self._search(images, bands, n_fixed, max_distance)
+        return self._search(images, bands, n_fixed, max_distance, forest)
 
     @staticmethod
     def _named(mixed: Edges, fixed: Fixed, rows_of: Optional[np.ndarray] = None):
@@ -267,26 +271,25 @@ class SearchDoFn(beam.DoFn):
         fixed = concat(Fixed, fixed) if fixed else None
         found = []
         if part == 0 and sub <= 0:
-            found.append((yield from self._zero(new, flat, fixed, part, sub, prefix)))
+            zero = yield from self._zero(new, flat, fixed, part, sub, prefix)
+            self._metrics.near_dup_pairs.inc(len(zero.a))
+            found.append(zero)
         if new:
             # fixed images are never paired with each other; a flat one is met at distance 0 only
             keys, rows_of = (None if fixed is None else fixed.keys), None
             if fixed is not None and fixed.flat.any():  # the others' keys (a copy only then)
                 rows_of = np.flatnonzero(~fixed.flat)
                 keys = fixed.keys[rows_of] if len(rows_of) else None
-            edges, mixed = self._search_part(concat(Images, new), keys, part, sub, prefix, self._k).split_fixed()
+            edges, mixed = self._search_part(concat(Images, new), keys, part, sub, prefix, self._k,
+                                             forest=True).split_fixed()
             yield from self._named(mixed, fixed, rows_of)
             found.append(edges)
         edges = concat(Edges, found) if found else Edges.empty()
         if not len(edges.a):
             return
-        self._metrics.near_dup_pairs.inc(len(edges.a))
+        # The kernel's forest and the flat images' pairs: one forest of them.
         forest = u64s(spanning_forest(u8(edges.a), u8(edges.b))).astype(np.intp)
-        yield beam.pvalue.TaggedOutput(FOREST, edges.take(forest))
-        order = np.argsort(edges.a, kind="stable")
-        edges = edges.take(order)
-        for p, part in _split(edges.a):
-            yield p, edges.take(part)
+        yield edges.take(forest)
 
 
 class ComponentsDoFn(beam.DoFn):
@@ -311,10 +314,10 @@ class ComponentsDoFn(beam.DoFn):
 
 
 class AttachDoFn(beam.DoFn):
-    """One exact partition: its images that have a neighbour, and the edges that start there,
-    re-keyed by the partition of their component (its smallest id). Images within k of a fixed
-    image are dropped here, as duplicates of it (on ``fates``), and leave the graph: they are
-    never kept, so they decide nothing for their neighbours."""
+    """One exact partition: its images that have a neighbour, with their component (its smallest
+    id), re-keyed by the partition of that component. Images within k of a fixed image are
+    dropped here, as duplicates of it (on ``fates``), and leave the graph: they are never kept,
+    so they decide nothing for their neighbours."""
 
     def process(self, element):
         _, joined = element
@@ -341,33 +344,30 @@ class AttachDoFn(beam.DoFn):
         nodes = classes.take(rows)
         node_parts = partition_of_ids(comps)
         for q in np.unique(node_parts):
-            yield int(q), ("nodes", nodes.take(np.flatnonzero(node_parts == q)))
-        edge_batches = list(joined["edges"])
-        if edge_batches and len(ids):
-            edges = concat(Edges, edge_batches)
-            edges = edges.take(np.isin(edges.a, ids))
-            edge_parts = partition_of_ids(comps[np.searchsorted(ids, edges.a)])
-            for q in np.unique(edge_parts):
-                yield int(q), ("edges", edges.take(edge_parts == q))
+            index = np.flatnonzero(node_parts == q)
+            yield int(q), Members(nodes.take(index), comps[index])
 
 
 class ResolveDoFn(beam.DoFn):
     """Whole components -> the fate of each dropped image: (its key, its kept neighbours as
-    (distance, rank, owner), the keeper first)."""
+    (distance, rank, owner), the keeper first). The Rust kernel compares each image, in rank
+    order, with the images kept so far in its component (by the search's distance: variants with
+    dihedral, distance 0 with a flat end); images within k of a fixed image have left already."""
+
+    def __init__(self, hash_bytes: int, dihedral: bool, max_distance: int):
+        self._hash_bytes = hash_bytes
+        self._dihedral = dihedral
+        self._k = max_distance
 
     def process(self, element):
-        _, items = element
-        nodes, edges = [], []
-        for kind, batch in items:
-            (nodes if kind == "nodes" else edges).append(batch)
-        nodes = concat(Classes, nodes)
-        edges = concat(Edges, edges) if edges else Edges.empty()
-        # Edges to images that left the graph (within k of a fixed image) decide nothing.
-        edges = edges.take(np.isin(edges.b, nodes.ids))
+        _, parts = element
+        parts = list(parts)
+        nodes = concat(Classes, [m.nodes for m in parts])
+        components = np.concatenate([m.components for m in parts])
         offsets, blob = pack_owners(nodes.owners)
         dropped, keepers, distances = (u32s(x) for x in near_resolve(
-            u8(nodes.ids), u8(nodes.primary), u8(offsets), blob, u8(nodes.keys), nodes.keys.shape[1],
-            u8(edges.a), u8(edges.b), u8(edges.distance)))
+            u8(components), u8(nodes.primary), u8(offsets), blob, u8(nodes.keys),
+            hash_bytes=self._hash_bytes, dihedral=self._dihedral, max_distance=self._k))
         if not len(dropped):
             return
         starts = np.flatnonzero(np.r_[True, dropped[1:] != dropped[:-1]])

@@ -13,12 +13,15 @@ every element there is a packed batch (``batches``), thousands of images per ele
 3. ``BandSplit``/``GroupBand``/``Search``: per group of bands of the layout (or per band,
    sub-block and sub-block prefix with ``band_partition_bits``), the Rust banded search finds the
    pairs within k that qualify first there (exact recall, each pair once), and reduces them to a
-   spanning forest. Flat images take part in the first band only, at distance 0.
+   spanning forest: only the forest leaves the partition. Flat images take part in the first
+   band only, at distance 0.
 4. ``GroupForests``/``Components``: the one global step, a union-find over the forests' edges in
    compact form: 12 bytes per image that has a neighbour (ids and parents), plus one forest batch.
-5. ``JoinComponents``/``Attach``: images with a neighbour and the edges, keyed by the partition
-   of their component; ``GroupComponents``/``Resolve``: greedy keep-by-rank per set of whole
-   components, in Rust.
+5. ``JoinComponents``/``Attach``: images with a neighbour and their component, keyed by the
+   partition of that component; ``GroupComponents``/``Resolve``: greedy keep-by-rank per set of
+   whole components, in Rust, each image compared by popcount with its component's kept images
+   (no edges: a pair of one component within k is always an edge, the search's recall being
+   exact).
 6. ``JoinFates``/``Apply``: each dropped image's fate goes back to its records by key.
 
 Fixed images (``fixed.py``: an earlier run's kept hashes from ``state``, and a reference set)
@@ -26,9 +29,10 @@ join at step 3 as packed batches; the search names the best fixed image near eac
 ``Attach`` drops that new image as its duplicate: it leaves the graph. With ``state``, ``Apply`` also emits the kept hashes, which
 ``NearState.commit`` adds to the state directory once every record has its fate.
 
-Memory: no step holds the whole graph. A band partition holds its images (ids, hashes) and the
-edges it found; the global step 12 bytes per image with a neighbour; a resolve partition its
-components' images and edges.
+Memory: no step holds the whole graph, and no shuffle carries more edges than images. A band
+partition holds its images (ids, hashes) and, while it searches, the pairs it finds; the global
+step 12 bytes per image with a neighbour; a resolve partition its components' images. A tight
+group of c images (every two within k) still costs its band partition c^2 / 2 pairs found.
 """
 from __future__ import annotations
 
@@ -154,19 +158,18 @@ class NearDedup(beam.PTransform):
                     | "Search" >> beam.ParDo(dofns.SearchDoFn(
                         self._bits, self.max_distance, self.layout, self._hash_bytes, self._prefix_bits,
                         self._search_partitions)).with_outputs(
-                        dofns.FOREST, dofns.NAMED, main="edges"))
-        assigned = (searched[dofns.FOREST]
+                        dofns.NAMED, main="forest"))
+        assigned = (searched.forest
                     | "OneGraph" >> beam.Map(lambda forest: (0, forest))
                     | "GroupForests" >> beam.GroupByKey()
                     | "Components" >> beam.ParDo(dofns.ComponentsDoFn()))
-        joined = {dofns.CLASSES: collapsed[dofns.CLASSES], "assigned": assigned, "edges": searched.edges,
-                  "named": searched[dofns.NAMED]}
+        joined = {dofns.CLASSES: collapsed[dofns.CLASSES], "assigned": assigned, "named": searched[dofns.NAMED]}
         attached = (joined
                     | "JoinComponents" >> beam.CoGroupByKey()
                     | "Attach" >> beam.ParDo(dofns.AttachDoFn()).with_outputs(dofns.FATES, main="nodes"))
         resolved = (attached.nodes
                     | "GroupComponents" >> beam.GroupByKey()
-                    | "Resolve" >> beam.ParDo(dofns.ResolveDoFn()))
+                    | "Resolve" >> beam.ParDo(dofns.ResolveDoFn(self._hash_bytes, self._dihedral, self.max_distance)))
         fates = (resolved, attached[dofns.FATES]) | "AllFates" >> beam.Flatten()
         applied = ({"records": packed.records, "fate": fates}
                    | "JoinFates" >> beam.CoGroupByKey()

@@ -1,12 +1,14 @@
 //! The near-duplicate kernels against brute force, on adversarial inputs: planted pairs at exactly
 //! k and k + 1, runs of equal band values, all-zero hashes, padding bits, dihedral variants, every
 //! layout radius, and band partitions by sub-block prefix. The union of all parts must equal the
-//! brute-force pair set, with no pair emitted twice.
+//! brute-force pair set, with no pair emitted twice; in forest output, the parts' forests must
+//! give the brute-force components, their pair counts add up to the brute-force count, and their
+//! pairs with fixed images equal the brute-force ones.
 use std::collections::BTreeMap;
 
 use beam_phash_native::near::brute::all_pairs;
 use beam_phash_native::near::forest::{spanning_forest, Components};
-use beam_phash_native::near::search::{search, Edges, Images, Part, Sub};
+use beam_phash_native::near::search::{search, search_with, Edges, Images, Output, Part, Sub};
 use beam_phash_native::near::{Layout, Packed};
 
 /// A small deterministic generator (xorshift*), so the tests need no crate.
@@ -91,23 +93,75 @@ fn collect(edges: &Edges, into: &mut BTreeMap<(u64, u64), u32>) {
     }
 }
 
+/// Each id's component (its smallest id) under the edges, over the ids given.
+fn components(ids: &[u64], edges: impl Iterator<Item = (u64, u64)>) -> BTreeMap<u64, u64> {
+    let mut parent: BTreeMap<u64, u64> = ids.iter().map(|&i| (i, i)).collect();
+    fn find(parent: &mut BTreeMap<u64, u64>, mut x: u64) -> u64 {
+        while parent[&x] != x {
+            x = parent[&x];
+        }
+        x
+    }
+    for (a, b) in edges {
+        let (ra, rb) = (find(&mut parent, a), find(&mut parent, b));
+        parent.insert(ra.max(rb), ra.min(rb));
+    }
+    ids.iter().map(|&i| (i, find(&mut parent, i))).collect()
+}
+
+/// Every part of the layout, searched for pairs (returned: their union) and for forests: the
+/// forests' edges are true pairs, give the same components as all the pairs, count each pair
+/// once, and leave the pairs with fixed images whole.
 fn all_parts(images: &Images, layout: &Layout, prefix_bits: u32) -> BTreeMap<(u64, u64), u32> {
-    let mut got = BTreeMap::new();
+    let mut parts = Vec::new();
     for band in 0..layout.bands.len() {
         if prefix_bits == 0 {
-            let (edges, _) = search(images, layout, Part { band, sub: None }).unwrap();
-            collect(&edges, &mut got);
+            parts.push(Part { band, sub: None });
             continue;
         }
         for (index, (_, w)) in layout.bands[band].subs().iter().enumerate() {
             let p = prefix_bits.min(*w);
             for prefix in 0..(1u64 << p) {
-                let part = Part { band, sub: Some(Sub { index, prefix_bits: p, prefix }) };
-                let (edges, _) = search(images, layout, part).unwrap();
-                collect(&edges, &mut got);
+                parts.push(Part { band, sub: Some(Sub { index, prefix_bits: p, prefix }) });
             }
         }
     }
+    let new: Vec<u64> = (0..images.ids.len()).filter(|&i| !images.is_fixed(i)).map(|i| images.ids[i]).collect();
+    let new_set: std::collections::BTreeSet<u64> = new.iter().copied().collect();
+    let is_new = |id: u64| new_set.contains(&id);
+    let (mut got, mut fixed_pairs, mut forest, mut counted) = (BTreeMap::new(), BTreeMap::new(), Vec::new(), 0);
+    for part in parts {
+        let (edges, stats) = search(images, layout, part).unwrap();
+        collect(&edges, &mut got);
+        assert_eq!(stats.pairs as usize, (0..edges.a.len()).filter(|&i| is_new(edges.a[i]) && is_new(edges.b[i])).count());
+        let (edges, stats) = search_with(images, layout, part, Output::Forest).unwrap();
+        counted += stats.pairs;
+        let mut trees = 0;
+        for i in 0..edges.a.len() {
+            let (a, b, d) = (edges.a[i].min(edges.b[i]), edges.a[i].max(edges.b[i]), edges.distance[i]);
+            if is_new(a) && is_new(b) {
+                forest.push((a, b, d));
+                trees += 1;
+            } else {
+                assert!(fixed_pairs.insert((a, b), d).is_none(), "pair {a} {b} with a fixed image emitted twice");
+            }
+        }
+        assert!(trees < new.len().max(1), "a forest of {trees} edges over {} images", new.len());
+    }
+    let new_pairs = got.iter().filter(|(&(a, b), _)| is_new(a) && is_new(b));
+    assert_eq!(counted as usize, new_pairs.clone().count(), "pairs counted in forest output");
+    assert!(forest.len() <= counted as usize, "{} forest edges for {counted} pairs", forest.len());
+    for &(a, b, d) in &forest {
+        assert_eq!(got.get(&(a, b)), Some(&d), "forest edge {a} {b} at {d} is not a pair");
+    }
+    assert_eq!(
+        components(&new, forest.iter().map(|&(a, b, _)| (a, b))),
+        components(&new, new_pairs.map(|(&(a, b), _)| (a, b))),
+        "components of the forests"
+    );
+    let fixed_want: BTreeMap<(u64, u64), u32> =
+        got.iter().filter(|(&(a, b), _)| !(is_new(a) && is_new(b))).map(|(&k, &v)| (k, v)).collect();
+    assert_eq!(fixed_pairs, fixed_want, "pairs with a fixed image in forest output");
     got
 }
 

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use crate::error::Error;
 
-fn find(parent: &mut [u32], mut x: u32) -> u32 {
+pub(crate) fn find(parent: &mut [u32], mut x: u32) -> u32 {
     while parent[x as usize] != x {
         let p = parent[x as usize];
         parent[x as usize] = parent[p as usize]; // path halving
@@ -18,7 +18,7 @@ fn find(parent: &mut [u32], mut x: u32) -> u32 {
 }
 
 /// Union by smaller index, so that a root is its set's smallest index. True if a and b were apart.
-fn union(parent: &mut [u32], a: u32, b: u32) -> bool {
+pub(crate) fn union(parent: &mut [u32], a: u32, b: u32) -> bool {
     let (ra, rb) = (find(parent, a), find(parent, b));
     if ra == rb {
         return false;

@@ -1,11 +1,50 @@
 //! The keep rule, greedy by rank: in rank order an image is kept unless an already kept image lies
-//! within k (an edge), in which case it is dropped as a duplicate of the nearest such image
-//! (ties: the better ranked). No two kept images are within k, and every dropped image names a
-//! kept one within k. An image's fate depends only on its component, so any set of whole
-//! components can be resolved on its own.
+//! within k, in which case it is dropped as a duplicate of the nearest such image (ties: the
+//! better ranked). No two kept images are within k, and every dropped image names a kept one
+//! within k. An image's fate depends only on its component, so any set of whole components can
+//! be resolved on its own.
+//!
+//! Resolution reads no edges: each image is compared, by popcount over its key, with the images
+//! kept so far in its component. Two images of one component within k are always an edge of the
+//! search (its recall is exact), so this decides exactly as the edges would, while what crosses
+//! the shuffle stays linear in the images: a tight group of c images (thousands of re-encodes of
+//! one picture) has c^2/2 edges but one or a few kept images. The cost is c times the kept count
+//! per component, in popcounts.
+use rayon::prelude::*;
 
 use crate::error::Error;
-use crate::near::bits::{Owners, Packed};
+use crate::near::bits::{hamming, Owners, Packed};
+use crate::pool;
+
+/// How an image key is laid out (`beam_phash.near.batches.Ranked`): the hash, then with dihedral
+/// its 8 variant hashes (the first the identity), then one byte: 1 for a flat image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyLayout {
+    pub hash_bytes: usize,
+    pub dihedral: bool,
+}
+
+impl KeyLayout {
+    pub fn key_bytes(&self) -> usize {
+        self.hash_bytes * if self.dihedral { 9 } else { 1 } + 1
+    }
+
+    /// The distance of two images as the search computes it (with variants, the smallest between
+    /// one's hash and any variant of the other, both ways) if it makes them an edge: within `k`,
+    /// or, when either is flat, identical (distance 0).
+    #[inline]
+    fn edge(&self, x: &[u8], y: &[u8], k: u32) -> Option<u32> {
+        let hb = self.hash_bytes;
+        let (hx, hy) = (&x[..hb], &y[..hb]);
+        let d = if self.dihedral {
+            (1..=8).map(|i| hamming(&x[i * hb..(i + 1) * hb], hy).min(hamming(hx, &y[i * hb..(i + 1) * hb]))).min().unwrap()
+        } else {
+            hamming(hx, hy)
+        };
+        let flat = x[x.len() - 1] != 0 || y[y.len() - 1] != 0;
+        (d <= if flat { 0 } else { k }).then_some(d)
+    }
+}
 
 /// Rank: smaller `primary` first, then the smaller owner (UTF-8 bytes), then the smaller key
 /// (the image's hash bytes: a tie-break that does not depend on how ids were assigned).
@@ -29,19 +68,49 @@ pub struct Dropped {
     pub distance: u32,
 }
 
-/// Greedy resolution over the nodes `ids` (with their ranks) and the edges among them: for each
-/// dropped node, every kept neighbour by (distance, rank); the first ranked before the node is
-/// its keeper.
+/// One component's nodes in rank order (`rank`: each node's position in the global rank order).
+fn resolve_component(members: &[u32], rank: &[u32], keys: &Packed, layout: KeyLayout, k: u32) -> Vec<Dropped> {
+    let mut kept: Vec<u32> = Vec::new();
+    let mut dropped: Vec<u32> = Vec::new();
+    for &node in members {
+        let row = keys.row(node as usize);
+        if kept.iter().any(|&other| layout.edge(row, keys.row(other as usize), k).is_some()) {
+            dropped.push(node);
+        } else {
+            kept.push(node);
+        }
+    }
+    // For every dropped node, all its kept neighbours, nearest first (ties: better ranked). Its
+    // keeper is the first one ranked before it; the rest let a record of the same image that is
+    // ranked after it choose among the images kept before that record (see ApplyDoFn).
+    let mut out = Vec::new();
+    for node in dropped {
+        let row = keys.row(node as usize);
+        let mut near: Vec<(u32, u32, u32)> = kept
+            .iter()
+            .filter_map(|&other| layout.edge(row, keys.row(other as usize), k).map(|d| (d, rank[other as usize], other)))
+            .collect();
+        near.sort_unstable();
+        out.extend(near.into_iter().map(|(distance, _, keeper)| Dropped { node, keeper, distance }));
+    }
+    out
+}
+
+/// Greedy resolution over the nodes of whole components: `components` names each node's
+/// component, `primary` and `owners` rank them, `keys` (laid out as `layout` says) give their
+/// hashes and break the last ties. For each dropped node, every kept neighbour by (distance,
+/// rank); the first ranked before the node is its keeper. Components run in parallel on
+/// `threads` threads (None: all cores).
 pub fn resolve(
-    ids: &[u64],
+    components: &[u64],
     primary: &[u64],
     owners: &Owners,
     keys: &Packed,
-    a: &[u64],
-    b: &[u64],
-    distance: &[u32],
+    layout: KeyLayout,
+    k: u32,
+    threads: Option<usize>,
 ) -> Result<Vec<Dropped>, Error> {
-    let n = ids.len();
+    let n = components.len();
     if primary.len() != n || owners.len() != n || keys.len() != n {
         return Err(Error::Config(format!(
             "{n} nodes with {} ranks, {} owners and {} keys",
@@ -50,97 +119,98 @@ pub fn resolve(
             keys.len()
         )));
     }
-    if a.len() != b.len() || a.len() != distance.len() {
-        return Err(Error::Config("edge arrays differ in length".into()));
+    if n > 0 && keys.width() != layout.key_bytes() {
+        return Err(Error::Config(format!(
+            "keys of {} bytes for {}-byte hashes{}: expected {}",
+            keys.width(),
+            layout.hash_bytes,
+            if layout.dihedral { " with variants" } else { "" },
+            layout.key_bytes()
+        )));
     }
-    // Compact ids: each node's position in rank order.
     let order = rank_order(primary, owners, keys);
-    let mut by_id: Vec<(u64, u32)> = order.iter().enumerate().map(|(pos, &i)| (ids[i as usize], pos as u32)).collect();
-    by_id.sort_unstable();
-    if by_id.windows(2).any(|w| w[0].0 == w[1].0) {
-        return Err(Error::Internal("a node id appears twice".into()));
+    let mut rank = vec![0u32; n];
+    for (pos, &node) in order.iter().enumerate() {
+        rank[node as usize] = pos as u32;
     }
-    let pos = |id: u64| -> Result<u32, Error> {
-        by_id
-            .binary_search_by(|p| p.0.cmp(&id))
-            .map(|i| by_id[i].1)
-            .map_err(|_| Error::Internal(format!("edge end {id} is not a node")))
-    };
-    // Each node's neighbours by rank position, better-ranked first.
-    let mut adjacent: Vec<(u32, u32, u32)> = Vec::with_capacity(2 * a.len());
-    for ((&x, &y), &d) in a.iter().zip(b).zip(distance) {
-        let (px, py) = (pos(x)?, pos(y)?);
-        if px != py {
-            adjacent.push((px, py, d));
-            adjacent.push((py, px, d));
+    // Nodes grouped by component, each group in rank order (the sort is stable).
+    let mut grouped = order;
+    grouped.sort_by_key(|&node| components[node as usize]);
+    let mut groups: Vec<&[u32]> = Vec::new();
+    let mut start = 0;
+    for end in 1..=n {
+        if end == n || components[grouped[end] as usize] != components[grouped[start] as usize] {
+            groups.push(&grouped[start..end]);
+            start = end;
         }
     }
-    adjacent.sort_unstable();
-    let bounds: Vec<usize> = {
-        let mut bounds = vec![0usize; n + 1];
-        for &(p, _, _) in &adjacent {
-            bounds[p as usize + 1] += 1;
-        }
-        for i in 0..n {
-            bounds[i + 1] += bounds[i];
-        }
-        bounds
-    };
-    let mut kept = vec![false; n];
-    for node in 0..n {
-        // Only better-ranked neighbours are decided yet; they come first in the sorted list.
-        kept[node] = !adjacent[bounds[node]..bounds[node + 1]]
-            .iter()
-            .take_while(|&&(_, other, _)| (other as usize) < node)
-            .any(|&(_, other, _)| kept[other as usize]);
-    }
-    // For every dropped node, all its kept neighbours, nearest first (ties: better ranked). Its
-    // keeper is the first one ranked before it; the rest let a record of the same image that is
-    // ranked after it choose among the images kept before that record (see ApplyDoFn).
-    let mut dropped = Vec::new();
-    for node in 0..n {
-        if kept[node] {
-            continue;
-        }
-        let mut near: Vec<(u32, u32)> = adjacent[bounds[node]..bounds[node + 1]]
-            .iter()
-            .filter(|&&(_, other, _)| kept[other as usize])
-            .map(|&(_, other, d)| (d, other))
-            .collect();
-        near.sort_unstable();
-        for (d, keeper) in near {
-            dropped.push(Dropped { node: order[node], keeper: order[keeper as usize], distance: d });
-        }
-    }
-    Ok(dropped)
+    let found: Vec<Vec<Dropped>> =
+        pool::install(threads, || groups.par_iter().map(|members| resolve_component(members, &rank, keys, layout, k)).collect());
+    Ok(found.into_iter().flatten().collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const PLAIN: KeyLayout = KeyLayout { hash_bytes: 1, dihedral: false };
+
+    fn key(hash: u8, flat: bool) -> [u8; 2] {
+        [hash, flat as u8]
+    }
+
+    fn run(hashes: &[[u8; 2]], primary: &[u64], owners: &[u8], k: u32) -> Vec<Dropped> {
+        let offsets: Vec<u64> = (0..=owners.len() as u64).collect();
+        let owners = Owners::new(&offsets, owners).unwrap();
+        let keys: Vec<u8> = hashes.iter().flatten().copied().collect();
+        resolve(&vec![7; hashes.len()], primary, &owners, &Packed::new(&keys, 2).unwrap(), PLAIN, k, Some(1)).unwrap()
+    }
+
     #[test]
     fn a_chain_keeps_both_ends() {
-        // ranks a < b < c; a-b and b-c within k: b is dropped for a, c stays.
-        let offsets = [0u64, 1, 2, 3];
-        let owners = Owners::new(&offsets, b"abc").unwrap();
-        let keys = Packed::new(&[1, 2, 3], 1).unwrap();
-        let got = resolve(&[10, 20, 30], &[0, 0, 0], &owners, &keys, &[10, 20], &[20, 30], &[5, 5]).unwrap();
+        // ranks a < b < c; a-b and b-c within k = 2, a-c 4 apart: b is dropped for a, c stays.
+        let got = run(&[key(0b0000, false), key(0b0011, false), key(0b1111, false)], &[0, 0, 0], b"abc", 2);
         // b lists both kept neighbours, its keeper a (better ranked at equal distance) first.
-        assert_eq!(got, vec![Dropped { node: 1, keeper: 0, distance: 5 }, Dropped { node: 1, keeper: 2, distance: 5 }]);
+        assert_eq!(got, vec![Dropped { node: 1, keeper: 0, distance: 2 }, Dropped { node: 1, keeper: 2, distance: 2 }]);
     }
 
     #[test]
     fn nearest_kept_wins_then_rank() {
-        // x ranked last, kept neighbours p (distance 7) and q (distance 3): dropped for q.
-        let offsets = [0u64, 1, 2, 3];
-        let owners = Owners::new(&offsets, b"pqx").unwrap();
-        let keys = Packed::new(&[9, 9, 9], 1).unwrap();
-        let got = resolve(&[1, 2, 3], &[0, 0, 0], &owners, &keys, &[1, 2], &[3, 3], &[7, 3]).unwrap();
-        assert_eq!(got, vec![Dropped { node: 2, keeper: 1, distance: 3 }, Dropped { node: 2, keeper: 0, distance: 7 }]);
+        // x ranked last, kept neighbours p (distance 3) and q (distance 1, 4 from p): q first.
+        let got = run(&[key(0b0000_0111, false), key(0b0000_1000, false), key(0b0000_0000, false)], &[0, 0, 0], b"pqx", 3);
+        assert_eq!(got, vec![Dropped { node: 2, keeper: 1, distance: 1 }, Dropped { node: 2, keeper: 0, distance: 3 }]);
         // primary beats the owner: q (primary 0) before p (primary 5).
-        let keys = Packed::new(&[0, 0], 1).unwrap();
-        let got = resolve(&[1, 2], &[5, 0], &Owners::new(&[0, 1, 2], b"pq").unwrap(), &keys, &[1], &[2], &[4]).unwrap();
-        assert_eq!(got, vec![Dropped { node: 0, keeper: 1, distance: 4 }]);
+        let got = run(&[key(0, false), key(1, false)], &[5, 0], b"pq", 2);
+        assert_eq!(got, vec![Dropped { node: 0, keeper: 1, distance: 1 }]);
+    }
+
+    #[test]
+    fn a_flat_image_meets_others_at_distance_zero_only() {
+        // p flat, q one bit off it and r identical to it (not flat).
+        // q stays (one bit from a flat image); r is dropped for p, and also lists q (kept, 1 bit).
+        let got = run(&[key(0b1000, true), key(0b1001, false), key(0b1000, false)], &[0, 1, 2], b"pqr", 4);
+        assert_eq!(got, vec![Dropped { node: 2, keeper: 0, distance: 0 }, Dropped { node: 2, keeper: 1, distance: 1 }]);
+    }
+
+    #[test]
+    fn components_are_resolved_apart_and_variants_count() {
+        // Two components, each two images within k through a variant only.
+        let layout = KeyLayout { hash_bytes: 1, dihedral: true };
+        let image = |hash: u8, variant: u8| -> Vec<u8> {
+            let mut k = vec![hash; 9];
+            k[2] = variant; // the second variant
+            k.push(0);
+            k
+        };
+        let keys: Vec<u8> = [image(0x00, 0x00), image(0xff, 0x01), image(0x0f, 0x0f), image(0xf0, 0x0e)].concat();
+        let offsets = [0u64, 1, 2, 3, 4];
+        let owners = Owners::new(&offsets, b"abcd").unwrap();
+        let got = resolve(&[1, 1, 9, 9], &[0; 4], &owners, &Packed::new(&keys, 10).unwrap(), layout, 1, None).unwrap();
+        let mut got: Vec<(u32, u32, u32)> = got.iter().map(|d| (d.node, d.keeper, d.distance)).collect();
+        got.sort_unstable();
+        assert_eq!(got, vec![(1, 0, 1), (3, 2, 1)]);
+        // Across components nothing is compared: the same four images named one component each.
+        let got = resolve(&[1, 2, 3, 4], &[0; 4], &owners, &Packed::new(&keys, 10).unwrap(), layout, 1, None).unwrap();
+        assert!(got.is_empty());
     }
 }

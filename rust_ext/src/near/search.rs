@@ -23,6 +23,7 @@ use rayon::prelude::*;
 
 use crate::error::Error;
 use crate::near::bits::{field, hamming, image_distance, Packed};
+use crate::near::forest::union;
 use crate::near::layout::{Layout, TABLE_BITS};
 use crate::pool;
 
@@ -165,6 +166,22 @@ pub struct Stats {
     pub candidates: u64,
     /// Runs of at least BIG_RUN equal band values, brute-forced in blocks.
     pub big_runs: u64,
+    /// Pairs of new images within k emitted here (each pair of the whole search counts in one
+    /// part only), in either output.
+    pub pairs: u64,
+}
+
+/// What a search returns of the pairs between new images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Every pair that qualifies first on the part, with its distance.
+    Pairs,
+    /// A spanning forest of the pairs that qualify first on the part (fewer edges than the new
+    /// images, and than those pairs): each pair is joined into a union-find as it is found and
+    /// never stored, so the memory stays linear in the images however many pairs a tight group
+    /// of them makes. The parts' forests together span every pair's components. Pairs with a
+    /// fixed image are returned in full, as with `Pairs`.
+    Forest,
 }
 
 /// Which part of the layout one call searches.
@@ -233,6 +250,83 @@ fn emitted_here(layout: &Layout, part: Part, images: &Images, a: usize, b: usize
         }
     }
     first_here.unwrap_or(true)
+}
+
+/// With variants, the pair of entries (image, slot) through which a pair of images counts on
+/// this part: the first, in `emitted_here`'s order, that qualifies here with both entries in the
+/// partition. The search finds each pair of entries once per part, so a pair of images found
+/// through several of them counts once.
+fn counted_entries(layout: &Layout, part: Part, images: &Images, a: usize, b: usize, in_partition: &dyn Fn(&[u8]) -> bool) -> Option<[(usize, usize); 2]> {
+    for &(sa, sb) in images.combos() {
+        for &(x, y) in &[(a, b), (b, a)] {
+            if sa >= images.slots_of(x) || sb >= images.slots_of(y) {
+                continue;
+            }
+            let (hx, hy) = (images.entry(x, sa), images.entry(y, sb));
+            if in_partition(hx) && in_partition(hy) && qualifies(layout, part.band, part.sub.map(|s| s.index), hx, hy) {
+                return Some([(x, sa), (y, sb)]);
+            }
+        }
+    }
+    None
+}
+
+/// Where the verified pairs go: into `pairs` (all of them with `Output::Pairs`; with
+/// `Output::Forest` those with a fixed end), or into the union-find of the new images.
+struct Found<'f> {
+    pairs: Vec<(u32, u32, u32)>,
+    forest: Option<Forest<'f>>,
+}
+
+struct Forest<'f> {
+    /// Images before this index are new.
+    fixed_from: u32,
+    /// Pairs found and not yet joined: (a, b, distance, slot of a, slot of b), at most
+    /// FOREST_CHUNK.
+    pending: Vec<(u32, u32, u32, u8, u8)>,
+    parent: Vec<u32>,
+    /// The edges that joined two trees: (smaller, larger image index, distance).
+    edges: Vec<(u32, u32, u32)>,
+    counted: u64,
+    /// Whether a pair of new images found through entries (a, slot a) and (b, slot b) counts here.
+    counts: &'f dyn Fn(u32, u8, u32, u8) -> bool,
+}
+
+/// Pairs held before they are joined into a forest (16 bytes each: 16 MiB; a few in unit tests,
+/// so that they join in many chunks).
+const FOREST_CHUNK: usize = if cfg!(test) { 5 } else { 1 << 20 };
+
+impl Found<'_> {
+    /// A pair of images within k, found through entry slots `sa` of `a` and `sb` of `b`. Not
+    /// inlined: it runs for the few candidates within k, and kept out of the popcount loop.
+    #[inline(never)]
+    fn push(&mut self, a: u32, sa: u8, b: u32, sb: u8, d: u32) {
+        match &mut self.forest {
+            Some(f) if a < f.fixed_from && b < f.fixed_from => {
+                f.pending.push((a, b, d, sa, sb));
+                if f.pending.len() >= FOREST_CHUNK {
+                    f.join();
+                }
+            }
+            _ => self.pairs.push((a.min(b), a.max(b), d)),
+        }
+    }
+}
+
+impl Forest<'_> {
+    /// Joins the pending pairs. Only the pairs counted here join: each pair in one part only, so
+    /// the parts' forests together hold no more edges than there are pairs.
+    fn join(&mut self) {
+        for &(a, b, d, sa, sb) in &self.pending {
+            if (self.counts)(a, sa, b, sb) {
+                self.counted += 1;
+                if union(&mut self.parent, a, b) {
+                    self.edges.push((a.min(b), a.max(b), d));
+                }
+            }
+        }
+        self.pending.clear();
+    }
 }
 
 /// Masks of 1..=radius bits over the band's bits, leaving out `skip` (a sub-block) if given.
@@ -355,11 +449,12 @@ impl Runs {
     }
 }
 
-/// [`search`] over several whole bands, in parallel on `threads` threads (None: all cores):
+/// [`search_with`] over several whole bands, in parallel on `threads` threads (None: all cores):
 /// their edges one band after the other, and the summed stats.
-pub fn search_bands(images: &Images, layout: &Layout, bands: &[usize], threads: Option<usize>) -> Result<(Edges, Stats), Error> {
-    let found: Vec<Result<(Edges, Stats), Error>> =
-        pool::install(threads, || bands.par_iter().map(|&band| search(images, layout, Part { band, sub: None })).collect());
+pub fn search_bands(images: &Images, layout: &Layout, bands: &[usize], output: Output, threads: Option<usize>) -> Result<(Edges, Stats), Error> {
+    let found: Vec<Result<(Edges, Stats), Error>> = pool::install(threads, || {
+        bands.par_iter().map(|&band| search_with(images, layout, Part { band, sub: None }, output)).collect()
+    });
     let mut edges = Edges::default();
     let mut stats = Stats::default();
     for result in found {
@@ -369,30 +464,36 @@ pub fn search_bands(images: &Images, layout: &Layout, bands: &[usize], threads: 
         edges.distance.extend(e.distance);
         stats.candidates += s.candidates;
         stats.big_runs += s.big_runs;
+        stats.pairs += s.pairs;
     }
     Ok((edges, stats))
 }
 
 /// All pairs within `layout.max_distance` that qualify first on `part` (see the module docs).
 pub fn search(images: &Images, layout: &Layout, part: Part) -> Result<(Edges, Stats), Error> {
+    search_with(images, layout, part, Output::Pairs)
+}
+
+/// The pairs within `layout.max_distance` found on `part`, as `output` says.
+pub fn search_with(images: &Images, layout: &Layout, part: Part, output: Output) -> Result<(Edges, Stats), Error> {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("popcnt") {
         // SAFETY: the CPU has the popcnt instruction (checked just above).
-        return unsafe { search_popcnt(images, layout, part) };
+        return unsafe { search_popcnt(images, layout, part, output) };
     }
-    search_body(images, layout, part)
+    search_body(images, layout, part, output)
 }
 
 /// The search compiled with the popcnt instruction (the x86-64 baseline lacks it, and a
 /// software popcount is several times slower); the wheel stays runnable on any x86-64.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "popcnt")]
-unsafe fn search_popcnt(images: &Images, layout: &Layout, part: Part) -> Result<(Edges, Stats), Error> {
-    search_body(images, layout, part)
+unsafe fn search_popcnt(images: &Images, layout: &Layout, part: Part, output: Output) -> Result<(Edges, Stats), Error> {
+    search_body(images, layout, part, output)
 }
 
 #[inline(always)]
-fn search_body(images: &Images, layout: &Layout, part: Part) -> Result<(Edges, Stats), Error> {
+fn search_body(images: &Images, layout: &Layout, part: Part, output: Output) -> Result<(Edges, Stats), Error> {
     let Some(band) = layout.bands.get(part.band) else {
         return Err(Error::Config(format!("band {} of a {}-band layout", part.band, layout.bands.len())));
     };
@@ -508,10 +609,31 @@ fn search_body(images: &Images, layout: &Layout, part: Part) -> Result<(Edges, S
     }
 
     let mut stats = Stats::default();
-    let mut pairs: Vec<(u32, u32, u32)> = Vec::new();
     let plain = slots == 1;
+    let counts = |a: u32, sa: u8, b: u32, sb: u8| -> bool {
+        let (lo, hi) = (a.min(b) as usize, a.max(b) as usize);
+        // Plain hashes: a pair of images is one pair of entries, found once. With variants, only
+        // the pair's counted entries go on (the cheaper test first: a tight group's pairs are
+        // found through many entries).
+        let found = [(a as usize, sa as usize), (b as usize, sb as usize)];
+        (plain
+            || counted_entries(layout, part, images, lo, hi, &in_partition)
+                .is_some_and(|[p, q]| found == [p, q] || found == [q, p]))
+            && emitted_here(layout, part, images, lo, hi, &in_partition)
+    };
+    let mut pairs = Found {
+        pairs: Vec::new(),
+        forest: (output == Output::Forest).then(|| Forest {
+            fixed_from: images.fixed_from as u32,
+            pending: Vec::new(),
+            parent: (0..images.fixed_from as u32).collect(),
+            edges: Vec::new(),
+            counted: 0,
+            counts: &counts,
+        }),
+    };
     // With variants: entry pairs with one image's own hash, verified by the dihedral distance.
-    let check = |x: usize, y: usize, pairs: &mut Vec<(u32, u32, u32)>, stats: &mut Stats| {
+    let check = |x: usize, y: usize, pairs: &mut Found, stats: &mut Stats| {
         let (a, b) = (image_of[x], image_of[y]);
         if a == b || (slot_of[x] != 0 && slot_of[y] != 0) || (images.is_fixed(a as usize) && images.is_fixed(b as usize)) {
             return;
@@ -519,14 +641,14 @@ fn search_body(images: &Images, layout: &Layout, part: Part) -> Result<(Edges, S
         stats.candidates += 1;
         let d = images.distance(a as usize, b as usize);
         if d <= k {
-            pairs.push((a.min(b), a.max(b), d));
+            pairs.push(a, slot_of[x], b, slot_of[y], d);
         }
     };
 
     // Within a run, entries of new images come first (entries were listed in image order and
     // both bucketings keep that order within a value): [start, mid) new, [mid, end) fixed.
     let first_fixed = |s: usize, e: usize| s + image_of[s..e].partition_point(|&img| !images.is_fixed(img as usize));
-    let scan = |xs: std::ops::Range<usize>, ys: &dyn Fn(usize) -> std::ops::Range<usize>, pairs: &mut Vec<(u32, u32, u32)>, stats: &mut Stats| {
+    let scan = |xs: std::ops::Range<usize>, ys: &dyn Fn(usize) -> std::ops::Range<usize>, pairs: &mut Found, stats: &mut Stats| {
         if plain {
             scan_plain(&rows, wpr, xs, ys, k, &image_of, pairs, stats);
         } else {
@@ -579,17 +701,31 @@ fn search_body(images: &Images, layout: &Layout, part: Part) -> Result<(Edges, S
         }
         start = end;
     }
+    let Found { mut pairs, forest } = pairs;
     pairs.sort_unstable();
     pairs.dedup_by_key(|p| (p.0, p.1));
 
     let mut edges = Edges::default();
+    let mut push = |a: u32, b: u32, d: u32| {
+        edges.a.push(images.ids[a as usize]);
+        edges.b.push(images.ids[b as usize]);
+        edges.distance.push(d);
+    };
     for (a, b, d) in pairs {
         if !emitted_here(layout, part, images, a as usize, b as usize, &in_partition) {
             continue;
         }
-        edges.a.push(images.ids[a as usize]);
-        edges.b.push(images.ids[b as usize]);
-        edges.distance.push(d);
+        if !images.is_fixed(b as usize) {
+            stats.pairs += 1;
+        }
+        push(a, b, d);
+    }
+    if let Some(mut forest) = forest {
+        forest.join();
+        stats.pairs += forest.counted;
+        for (a, b, d) in forest.edges {
+            push(a, b, d);
+        }
     }
     Ok((edges, stats))
 }
@@ -622,7 +758,7 @@ fn scan_width<const W: usize>(
     ys: impl Fn(usize) -> std::ops::Range<usize>,
     k: u32,
     image_of: &[u32],
-    pairs: &mut Vec<(u32, u32, u32)>,
+    pairs: &mut Found,
 ) -> u64 {
     let mut compared = 0;
     for x in xs {
@@ -631,8 +767,7 @@ fn scan_width<const W: usize>(
         for y in range {
             let d = dist_width::<W>(rows, x, y, k);
             if d <= k {
-                let (a, b) = (image_of[x], image_of[y]);
-                pairs.push((a.min(b), a.max(b), d));
+                pairs.push(image_of[x], 0, image_of[y], 0, d);
             }
         }
     }
@@ -650,7 +785,7 @@ fn scan_plain(
     ys: impl Fn(usize) -> std::ops::Range<usize>,
     k: u32,
     image_of: &[u32],
-    pairs: &mut Vec<(u32, u32, u32)>,
+    pairs: &mut Found,
     stats: &mut Stats,
 ) {
     stats.candidates += match wpr {
@@ -667,8 +802,7 @@ fn scan_plain(
                     compared += 1;
                     let d: u32 = rows[x * wpr..(x + 1) * wpr].iter().zip(&rows[y * wpr..(y + 1) * wpr]).map(|(p, q)| (p ^ q).count_ones()).sum();
                     if d <= k {
-                        let (a, b) = (image_of[x], image_of[y]);
-                        pairs.push((a.min(b), a.max(b), d));
+                        pairs.push(image_of[x], 0, image_of[y], 0, d);
                     }
                 }
             }
@@ -685,4 +819,84 @@ fn runs_end(keys: &[u64], start: usize) -> usize {
         end += 1;
     }
     end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::near::forest::find;
+
+    /// Forest output joined in chunks of FOREST_CHUNK (5 here): the same count and components as
+    /// the pairs, plain and with variants, whole bands and sub-block partitions.
+    #[test]
+    fn forests_joined_in_chunks_match_the_pairs() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let (n, k) = (120usize, 6u32);
+        let mut data = Vec::new();
+        for i in 0..n {
+            // clusters of ten: a centre with up to 3 bits flipped per copy
+            let centre = (i / 10) as u64 * 0x0123_4567_89ab_cdef;
+            let mut h = centre;
+            for _ in 0..next() % 4 {
+                h ^= 1 << (next() % 64);
+            }
+            data.extend_from_slice(&h.to_le_bytes());
+        }
+        let mut variants = Vec::new();
+        for i in 0..n {
+            variants.extend_from_slice(&data[i * 8..(i + 1) * 8]);
+            for _ in 1..8 {
+                variants.extend_from_slice(&(next() & next()).to_le_bytes());
+            }
+        }
+        let ids: Vec<u64> = (0..n as u64).collect();
+        let layout = Layout::with_radii(64, k, &[1, 1, 1, 0]).unwrap();
+        for v in [None, Some(Packed::new(&variants, 8).unwrap())] {
+            let images = Images::new(Packed::new(&data, 8).unwrap(), v, &ids).unwrap();
+            for sub in [None, Some(0usize)] {
+                let mut parts = Vec::new();
+                for band in 0..layout.bands.len() {
+                    match sub {
+                        None => parts.push(Part { band, sub: None }),
+                        Some(_) => {
+                            for index in 0..layout.bands[band].subs().len() {
+                                for prefix in 0..4 {
+                                    parts.push(Part { band, sub: Some(Sub { index, prefix_bits: 2, prefix }) });
+                                }
+                            }
+                        }
+                    }
+                }
+                let (mut pairs, mut counted) = (0u64, 0u64);
+                let (mut whole, mut forest) = ((0..n as u32).collect::<Vec<_>>(), (0..n as u32).collect::<Vec<_>>());
+                let mut edges_out = 0;
+                for &part in &parts {
+                    let (e, s) = search_with(&images, &layout, part, Output::Pairs).unwrap();
+                    assert_eq!(s.pairs as usize, e.a.len());
+                    pairs += s.pairs;
+                    for i in 0..e.a.len() {
+                        union(&mut whole, e.a[i] as u32, e.b[i] as u32);
+                    }
+                    let (f, s) = search_with(&images, &layout, part, Output::Forest).unwrap();
+                    counted += s.pairs;
+                    edges_out += f.a.len();
+                    for i in 0..f.a.len() {
+                        union(&mut forest, f.a[i] as u32, f.b[i] as u32);
+                    }
+                }
+                assert!(pairs > 3 * FOREST_CHUNK as u64, "too few pairs to join in chunks: {pairs}");
+                assert_eq!(counted, pairs);
+                assert!(edges_out as u64 <= pairs);
+                for i in 0..n as u32 {
+                    assert_eq!(find(&mut whole, i), find(&mut forest, i));
+                }
+            }
+        }
+    }
 }

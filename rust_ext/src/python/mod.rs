@@ -16,9 +16,9 @@ use crate::exact::seen::SeenSet as CoreSeenSet;
 use crate::hash::algorithm::{bit_count, Algorithm, HashSpec, MAX_HASH_SIZE, MIN_HASH_SIZE};
 use crate::hash::{hash_batch, hash_image as hash_image_core, HashBits, ImageHash, HASH_VERSION};
 use crate::image::decode::{Limits, ALPHA_BACKGROUND, DEFAULT_MAX_ALLOC, DEFAULT_MAX_PIXELS};
-use crate::near::bits::{u32s, u64s, Owners, Packed};
+use crate::near::bits::{u64s, Owners, Packed};
 use crate::near::forest::{spanning_forest as forest_core, Components as CoreComponents};
-use crate::near::search::{search, search_bands, Images, Part, Sub};
+use crate::near::search::{search_bands, search_with, Images, Output, Part, Sub};
 use crate::near::{brute, collapse, resolve, Band, Layout};
 use crate::pool::MAX_THREADS;
 

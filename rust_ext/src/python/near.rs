@@ -53,12 +53,14 @@ pub(crate) fn near_fields<'py>(py: Python<'py>, hashes: &Bound<'py, PyAny>, hash
 }
 
 /// The pairs within `max_distance` that qualify first on one band (or one sub-block partition of
-/// it): (a ids, b ids, distances) as uint64, uint64, uint32 bytes, plus (candidates, big runs).
+/// it): (a ids, b ids, distances) as uint64, uint64, uint32 bytes, plus (candidates, big runs,
+/// pairs of new images). With `forest`, of the pairs between new images only a spanning forest
+/// is returned (memory linear in the images); `pairs` still counts them all, each once.
 /// `band` may be a list of whole bands, searched in parallel on `threads` threads (None: all
 /// cores). The last `fixed` images are already kept: only pairs with a new image are searched,
 /// and `variants` cover the new images only.
 #[pyfunction]
-#[pyo3(signature = (hashes, ids, *, hash_bytes, bits, max_distance, layout, band, variants=None, sub=None, prefix_bits=0, prefix=0, fixed=0, threads=None))]
+#[pyo3(signature = (hashes, ids, *, hash_bytes, bits, max_distance, layout, band, variants=None, sub=None, prefix_bits=0, prefix=0, fixed=0, threads=None, forest=false))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn near_search<'py>(
     py: Python<'py>,
@@ -75,24 +77,27 @@ pub(crate) fn near_search<'py>(
     prefix: u64,
     fixed: usize,
     threads: Option<usize>,
+    forest: bool,
 ) -> PyResult<Bound<'py, PyTuple>> {
     let layout = layout_from(bits, max_distance, layout)?;
+    let output = if forest { Output::Forest } else { Output::Pairs };
     let (edges, stats) = if let Ok(single) = band.extract::<usize>() {
         let part = Part { band: single, sub: sub.map(|index| Sub { index, prefix_bits, prefix }) };
-        with_images(py, hashes, ids, variants, hash_bytes, fixed, |images| search(images, &layout, part))?
+        with_images(py, hashes, ids, variants, hash_bytes, fixed, |images| search_with(images, &layout, part, output))?
     } else {
         let bands: Vec<usize> = band.extract()?;
         if sub.is_some() {
             return Err(PyValueError::new_err("a sub-block partition is of one band, not a list"));
         }
-        with_images(py, hashes, ids, variants, hash_bytes, fixed, |images| search_bands(images, &layout, &bands, threads))?
+        with_images(py, hashes, ids, variants, hash_bytes, fixed, |images| search_bands(images, &layout, &bands, output, threads))?
     };
-    let items: [Bound<'py, PyAny>; 5] = [
+    let items: [Bound<'py, PyAny>; 6] = [
         PyBytes::new(py, &u64_bytes(&edges.a)).into_any(),
         PyBytes::new(py, &u64_bytes(&edges.b)).into_any(),
         PyBytes::new(py, &u32_bytes(&edges.distance)).into_any(),
         stats.candidates.into_pyobject(py)?.into_any(),
         stats.big_runs.into_pyobject(py)?.into_any(),
+        stats.pairs.into_pyobject(py)?.into_any(),
     ];
     PyTuple::new(py, items)
 }
@@ -133,29 +138,36 @@ pub(crate) fn spanning_forest<'py>(py: Python<'py>, a: &Bound<'py, PyAny>, b: &B
     Ok(PyBytes::new(py, &keep))
 }
 
-/// Keep-by-rank over the nodes (ids, primary rank, owners packed as offsets + UTF-8 blob, keys
-/// as rows of `key_bytes` for the last tie-break) and their edges: (dropped node index, keeper node index, distance), each uint32 bytes.
+/// Keep-by-rank over the nodes of whole components (each node's component as uint64, primary
+/// rank, owners packed as offsets + UTF-8 blob, image keys: the hash, with `dihedral` its 8
+/// variants, then a flat byte): (dropped node index, kept neighbour index, distance), each
+/// uint32 bytes. Nodes are compared with the kept nodes of their component by popcount; no edges.
 #[pyfunction]
+#[pyo3(signature = (components, primary, owner_offsets, owner_blob, keys, *, hash_bytes, dihedral, max_distance, threads=None))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn near_resolve<'py>(
     py: Python<'py>,
-    ids: &Bound<'py, PyAny>,
+    components: &Bound<'py, PyAny>,
     primary: &Bound<'py, PyAny>,
     owner_offsets: &Bound<'py, PyAny>,
     owner_blob: &Bound<'py, PyAny>,
     keys: &Bound<'py, PyAny>,
-    key_bytes: usize,
-    a: &Bound<'py, PyAny>,
-    b: &Bound<'py, PyAny>,
-    distance: &Bound<'py, PyAny>,
+    hash_bytes: usize,
+    dihedral: bool,
+    max_distance: u32,
+    threads: Option<usize>,
 ) -> PyResult<Bound<'py, PyTuple>> {
-    let bufs = [view(ids)?, view(primary)?, view(owner_offsets)?, view(owner_blob)?, view(keys)?, view(a)?, view(b)?, view(distance)?];
+    let bufs = [view(components)?, view(primary)?, view(owner_offsets)?, view(owner_blob)?, view(keys)?];
     let s: Vec<&[u8]> = bufs.iter().map(|b| unsafe { as_slice(b) }).collect();
+    let layout = resolve::KeyLayout { hash_bytes, dihedral };
     let dropped = kernel(py, || {
+        if hash_bytes == 0 {
+            return Err(Error::Config("hash_bytes must be at least 1".into()));
+        }
         let offsets = u64s(s[2], "owner_offsets")?;
         let owners = Owners::new(&offsets, s[3])?;
-        let keys = Packed::new(s[4], key_bytes)?;
-        resolve::resolve(&u64s(s[0], "ids")?, &u64s(s[1], "primary")?, &owners, &keys, &u64s(s[5], "a")?, &u64s(s[6], "b")?, &u32s(s[7], "distance")?)
+        let keys = Packed::new(s[4], layout.key_bytes())?;
+        resolve::resolve(&u64s(s[0], "components")?, &u64s(s[1], "primary")?, &owners, &keys, layout, max_distance, threads)
     })?;
     let nodes: Vec<u32> = dropped.iter().map(|d| d.node).collect();
     let keepers: Vec<u32> = dropped.iter().map(|d| d.keeper).collect();
