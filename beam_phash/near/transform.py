@@ -30,9 +30,10 @@ join at step 3 as packed batches; the search names the best fixed image near eac
 ``NearState.commit`` adds to the state directory once every record has its fate.
 
 Memory: no step holds the whole graph, and no shuffle carries more edges than images. A band
-partition holds its images (ids, hashes) and, while it searches, the pairs it finds; the global
-step 12 bytes per image with a neighbour; a resolve partition its components' images. A tight
-group of c images (every two within k) still costs its band partition c^2 / 2 pairs found.
+partition holds its images (ids, hashes), a union-find over them (4 bytes each) and at most 1M
+pairs found but not yet joined per band searched at once; the global step 12 bytes per image with a neighbour; a resolve
+partition its components' images. A tight group of c images (every two within k) still costs
+its band partition c^2 / 2 pair checks of time, but no memory per pair.
 """
 from __future__ import annotations
 
