@@ -1,7 +1,7 @@
 """Type stubs for the Rust extension module ``beam_phash._native``, checked against the built
 module by ``python -m mypy.stubtest beam_phash._native`` in ``make test``."""
 import os
-from typing import Any, Iterable, Literal, Optional, Union, final
+from typing import Any, Iterable, Literal, Optional, Sequence, Tuple, Union, final
 
 from typing_extensions import Self
 
@@ -118,7 +118,8 @@ class SeenSet:
 # uint8); results are bytes to view with numpy.frombuffer (uint64 ids, uint32 distances/indices).
 def near_layout(bits: int, max_distance: int, n: Optional[int] = None) -> list[tuple[int, int, int]]:
     """Band layout: (start bit, width, radius) per band, from the cost model for about n hashes."""
-def near_fields(hashes: _BytesLike, hash_bytes: int, start: int, width: int) -> bytes: ...
+def near_fields(hashes: _BytesLike, *, hash_bytes: int, bits: int, fields: Sequence[Tuple[int, int]]) -> bytes:
+    """uint64 (n, len(fields)): each (start, width) field of each hash, in the search's bit order."""
 def near_search(
     hashes: _BytesLike,
     ids: _BytesLike,

@@ -155,6 +155,7 @@ class BandSplitDoFn(beam.DoFn):
     def __init__(self, layout: Sequence[Tuple[int, int, int]], hash_bytes: int, prefix_bits: int,
                  groups: int):
         self._layout = [tuple(b) for b in layout]
+        self._bits = self._layout[-1][0] + self._layout[-1][1]  # the bands cover every bit
         self._hash_bytes = hash_bytes
         self._prefix_bits = prefix_bits
         self._groups = groups
@@ -172,12 +173,15 @@ class BandSplitDoFn(beam.DoFn):
             entries = some.hashes if some.variants is None else np.concatenate(
                 [some.hashes[:, None, :], some.variants], axis=1)
             slots = 1 if some.variants is None else 9
-        for band, (start, width, radius) in enumerate(self._layout[:1] if flat else self._layout):
-            for j, (s, w) in enumerate(sub_blocks(start, width, radius)[:1] if flat else sub_blocks(start, width, radius)):
-                bits = min(self._prefix_bits, w)
-                prefixes = u64s(near_fields(u8(entries), self._hash_bytes, s, bits)).reshape(-1, slots)
-                for value in np.unique(prefixes):
-                    yield (band, j, int(value)), images.take(np.flatnonzero((prefixes == value).any(axis=1)))
+        parts = [(band, j, s, min(self._prefix_bits, w))
+                 for band, (start, width, radius) in enumerate(self._layout[:1] if flat else self._layout)
+                 for j, (s, w) in enumerate(sub_blocks(start, width, radius)[:1] if flat else sub_blocks(start, width, radius))]
+        fields = u64s(near_fields(u8(entries), hash_bytes=self._hash_bytes, bits=self._bits,
+                                  fields=[(s, w) for _, _, s, w in parts])).reshape(-1, slots, len(parts))
+        for f, (band, j, _, _) in enumerate(parts):
+            prefixes = fields[:, :, f]
+            for value in np.unique(prefixes):
+                yield (band, j, int(value)), images.take(np.flatnonzero((prefixes == value).any(axis=1)))
 
 
 class SearchDoFn(beam.DoFn):

@@ -37,17 +37,27 @@ pub(crate) fn near_layout(bits: u32, max_distance: u32, n: Option<u64>) -> PyRes
     Ok(layout.bands.iter().map(|b| (b.start, b.width, b.radius)).collect())
 }
 
-/// Bits [start, start + width) of each packed hash (row width `hash_bytes`), as uint64 bytes.
+/// Bit fields of each packed hash (row width `hash_bytes`, `bits` real bits), read as the
+/// search's bands read them (in the order of `order`): for each hash, each (start, width) of
+/// `fields` as uint64 bytes, row-major (n, len(fields)).
 #[pyfunction]
-pub(crate) fn near_fields<'py>(py: Python<'py>, hashes: &Bound<'py, PyAny>, hash_bytes: usize, start: u32, width: u32) -> PyResult<Bound<'py, PyBytes>> {
-    if width == 0 || width > 64 || (start + width) as usize > hash_bytes * 8 {
-        return Err(PyValueError::new_err(format!("bits {start}..{} of {hash_bytes}-byte hashes", start + width)));
+#[pyo3(signature = (hashes, *, hash_bytes, bits, fields))]
+pub(crate) fn near_fields<'py>(py: Python<'py>, hashes: &Bound<'py, PyAny>, hash_bytes: usize, bits: u32, fields: Vec<(u32, u32)>) -> PyResult<Bound<'py, PyBytes>> {
+    if bits as usize > hash_bytes * 8 {
+        return Err(PyValueError::new_err(format!("{bits}-bit hashes of {hash_bytes} bytes")));
+    }
+    if let Some((start, width)) = fields.iter().find(|&&(s, w)| w == 0 || w > 64 || s + w > bits) {
+        return Err(PyValueError::new_err(format!("bits {start}..{} of {bits}-bit hashes", start + width)));
     }
     let buf = view(hashes)?;
     let data = unsafe { as_slice(&buf) };
     let out = kernel(py, || {
-        let packed = Packed::new(data, hash_bytes)?;
-        Ok(u64_bytes(&(0..packed.len()).map(|i| crate::near::bits::field(packed.row(i), start, width)).collect::<Vec<_>>()))
+        let ordered = BitOrder::new(bits, hash_bytes).apply(&Packed::new(data, hash_bytes)?);
+        let packed = Packed::new(&ordered, hash_bytes)?;
+        let values: Vec<u64> = (0..packed.len())
+            .flat_map(|i| fields.iter().map(move |&(start, width)| crate::near::bits::field(packed.row(i), start, width)))
+            .collect();
+        Ok(u64_bytes(&values))
     })?;
     Ok(PyBytes::new(py, &out))
 }
