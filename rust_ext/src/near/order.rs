@@ -66,9 +66,39 @@ impl BitOrder {
     /// Every hash of `hashes` (rows of `hash_bytes`) with its bits reordered, packed the same way.
     pub fn apply(&self, hashes: &Packed) -> Vec<u8> {
         assert_eq!(hashes.width(), self.hash_bytes);
-        let mut out = Vec::with_capacity(hashes.len() * self.hash_bytes);
+        match self.words {
+            1 => self.apply_words::<1>(hashes),
+            2 => self.apply_words::<2>(hashes),
+            3 => self.apply_words::<3>(hashes),
+            4 => self.apply_words::<4>(hashes),
+            _ => self.apply_any(hashes),
+        }
+    }
+
+    /// `apply` for hashes of W words (the common widths: up to 256 bits), unrolled.
+    fn apply_words<const W: usize>(&self, hashes: &Packed) -> Vec<u8> {
+        let hb = self.hash_bytes;
+        let mut out = vec![0u8; hashes.len() * hb];
+        for (i, dst) in out.chunks_exact_mut(hb).enumerate() {
+            let mut acc = [0u64; W];
+            for (byte, &value) in hashes.row(i).iter().enumerate() {
+                let words: &[u64; W] = self.table[(byte * 256 + value as usize) * W..][..W].try_into().unwrap();
+                for w in 0..W {
+                    acc[w] |= words[w];
+                }
+            }
+            for (w, chunk) in dst.chunks_mut(8).enumerate() {
+                chunk.copy_from_slice(&acc[w].to_le_bytes()[..chunk.len()]);
+            }
+        }
+        out
+    }
+
+    fn apply_any(&self, hashes: &Packed) -> Vec<u8> {
+        let hb = self.hash_bytes;
+        let mut out = vec![0u8; hashes.len() * hb];
         let mut acc = vec![0u64; self.words];
-        for i in 0..hashes.len() {
+        for (i, dst) in out.chunks_exact_mut(hb).enumerate() {
             acc.fill(0);
             for (byte, &value) in hashes.row(i).iter().enumerate() {
                 let words = &self.table[(byte * 256 + value as usize) * self.words..][..self.words];
@@ -76,11 +106,9 @@ impl BitOrder {
                     *a |= w;
                 }
             }
-            let start = out.len();
-            for w in &acc {
-                out.extend_from_slice(&w.to_le_bytes());
+            for (w, chunk) in dst.chunks_mut(8).enumerate() {
+                chunk.copy_from_slice(&acc[w].to_le_bytes()[..chunk.len()]);
             }
-            out.truncate(start + self.hash_bytes);
         }
         out
     }
@@ -117,7 +145,7 @@ mod tests {
             state ^= state << 17;
             state
         };
-        for (bits, hash_bytes) in [(256u32, 32usize), (144, 18), (25, 4), (64, 8), (1024, 128)] {
+        for (bits, hash_bytes) in [(256u32, 32usize), (144, 18), (100, 13), (25, 4), (64, 8), (1024, 128)] {
             let mut data: Vec<u8> = (0..hash_bytes * 40).map(|_| next() as u8).collect();
             for row in data.chunks_mut(hash_bytes) {
                 for i in bits as usize..hash_bytes * 8 {
