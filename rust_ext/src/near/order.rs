@@ -75,7 +75,9 @@ impl BitOrder {
         }
     }
 
-    /// `apply` for hashes of W words (the common widths: up to 256 bits), unrolled.
+    /// `apply` for hashes of W words (the common widths: up to 256 bits), unrolled: 17 reorders
+    /// of 1M 256-bit hashes (with near_fields) took 0.74-0.75 s this way, 1.76-1.79 s through
+    /// `apply_any` (2 runs each, 2026-12-04).
     fn apply_words<const W: usize>(&self, hashes: &Packed) -> Vec<u8> {
         let hb = self.hash_bytes;
         let mut out = vec![0u8; hashes.len() * hb];
