@@ -41,6 +41,12 @@ impl<'a> Packed<'a> {
     pub fn row(&self, i: usize) -> &'a [u8] {
         &self.data[i * self.width..(i + 1) * self.width]
     }
+
+    /// Rows `i..i + count`, back to back.
+    #[inline]
+    pub fn rows(&self, i: usize, count: usize) -> &'a [u8] {
+        &self.data[i * self.width..(i + count) * self.width]
+    }
 }
 
 /// Record ids as UTF-8, packed: `offsets` has n + 1 entries into `blob`. Byte order of UTF-8 is
@@ -124,20 +130,21 @@ pub fn field(hash: &[u8], start: u32, width: u32) -> u64 {
     }
 }
 
-/// The distance of two images: with dihedral variants (8 rows each, the first the identity), the
-/// smallest distance between one's hash and any variant of the other, both ways.
+/// The distance of two images from their hashes and, where they have them, their 8 dihedral
+/// variant hashes (back to back, the first the identity): the smallest distance between one's
+/// hash and any variant of the other, both ways. An image without variants (a plain search, or
+/// an image already kept) takes part with its hash alone.
 #[inline]
-pub fn image_distance(ha: &[u8], hb: &[u8], variants: Option<(&Packed, usize, usize)>) -> u32 {
-    match variants {
-        None => hamming(ha, hb),
-        Some((v, a, b)) => {
-            let mut best = u32::MAX;
-            for i in 0..8 {
-                best = best.min(hamming(v.row(a * 8 + i), hb)).min(hamming(ha, v.row(b * 8 + i)));
-            }
-            best
+pub fn image_distance(ha: &[u8], va: Option<&[u8]>, hb: &[u8], vb: Option<&[u8]>) -> u32 {
+    let width = ha.len();
+    let mut best = hamming(ha, hb);
+    for (variants, other) in [(va, hb), (vb, ha)] {
+        if let Some(v) = variants {
+            debug_assert_eq!(v.len(), 8 * width);
+            best = v.chunks_exact(width).fold(best, |best, row| best.min(hamming(row, other)));
         }
     }
+    best
 }
 
 /// Little-endian u64s from a byte buffer (numpy arrays arrive as bytes).

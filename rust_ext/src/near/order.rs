@@ -6,9 +6,9 @@
 //! layout's cost model (uniform bits) expects. The search therefore cuts its bands from the bits
 //! in a fixed pseudo-random order: the same for every hash of a bit count, in every run, process
 //! and version (pinned below). Hamming distance does not depend on the order of the bits, so the
-//! pairs found are the same; only their bucketing changes.
-use crate::near::bits::Packed;
-
+//! pairs found are the same; only their bucketing changes. The hashes stay as they are: a band's
+//! value is gathered from them (`Field`), and whether two hashes agree on a band is counted
+//! through a mask of its bits (`Mask`).
 /// A fixed permutation of `bits` bit positions: position `p` of the ordered hash holds bit
 /// `order(bits)[p]` of the hash. Fisher–Yates driven by splitmix64 seeded with the bit count.
 pub fn order(bits: u32) -> Vec<u32> {
@@ -28,98 +28,86 @@ pub fn order(bits: u32) -> Vec<u32> {
     positions
 }
 
-/// Reorders the bits of packed hashes: per input byte and value, the 64-bit words it sets in the
-/// output (`hash_bytes` × 256 × words), so a hash costs `hash_bytes` × words ORs.
-pub struct BitOrder {
-    hash_bytes: usize,
-    words: usize,
+/// A run of the ordered positions, `start..start + width` (at most 64), read straight from a
+/// hash in its own bit order: bit `j` of the value is bit `order(bits)[start + j]` of the hash.
+/// Per hash byte the run draws on, and per value of that byte, the bits it sets in the value; so
+/// a field costs one lookup per byte it draws on (about 13 for 16 bits of 256), and no hash is
+/// ever copied into the order.
+pub struct Field {
+    /// (byte of the hash, offset of its 256 entries in `table`)
+    bytes: Vec<(usize, usize)>,
     table: Vec<u64>,
 }
 
-impl BitOrder {
-    /// The order of `bits` real bits in hashes of `hash_bytes` bytes (`bits <= 8 * hash_bytes`;
-    /// the padding bits stay where they are, zero).
-    pub fn new(bits: u32, hash_bytes: usize) -> Self {
-        assert!(bits as usize <= hash_bytes * 8, "{bits} bits in {hash_bytes}-byte hashes");
-        let words = hash_bytes.div_ceil(8);
-        let mut to = vec![0u32; bits as usize];
-        for (p, &source) in order(bits).iter().enumerate() {
-            to[source as usize] = p as u32;
-        }
-        let mut table = vec![0u64; hash_bytes * 256 * words];
-        for byte in 0..hash_bytes {
-            for value in 0..256usize {
-                let out = &mut table[(byte * 256 + value) * words..][..words];
-                for bit in 0..8 {
-                    let source = byte * 8 + bit;
-                    if value >> bit & 1 == 1 {
-                        // a set padding bit (not a real hash) stays in place
-                        let p = to.get(source).map_or(source, |&p| p as usize);
-                        out[p / 64] |= 1 << (p % 64);
-                    }
+impl Field {
+    pub fn new(positions: &[u32], start: u32, width: u32) -> Self {
+        assert!((1..=64).contains(&width) && (start + width) as usize <= positions.len(), "bits {start}..{} of {}", start + width, positions.len());
+        let mut bytes: Vec<(usize, usize)> = Vec::new();
+        let mut table = Vec::new();
+        for j in 0..width {
+            let source = positions[(start + j) as usize] as usize;
+            let at = match bytes.iter().find(|&&(b, _)| b == source / 8) {
+                Some(&(_, at)) => at,
+                None => {
+                    bytes.push((source / 8, table.len()));
+                    table.resize(table.len() + 256, 0);
+                    table.len() - 256
+                }
+            };
+            for value in 0..256 {
+                if value >> (source % 8) & 1 == 1 {
+                    table[at + value] |= 1 << j;
                 }
             }
         }
-        BitOrder { hash_bytes, words, table }
+        Field { bytes, table }
     }
 
-    /// Every hash of `hashes` (rows of `hash_bytes`) with its bits reordered, packed the same way.
-    pub fn apply(&self, hashes: &Packed) -> Vec<u8> {
-        assert_eq!(hashes.width(), self.hash_bytes);
-        match self.words {
-            1 => self.apply_words::<1>(hashes),
-            2 => self.apply_words::<2>(hashes),
-            3 => self.apply_words::<3>(hashes),
-            4 => self.apply_words::<4>(hashes),
-            _ => self.apply_any(hashes),
+    #[inline]
+    pub fn get(&self, hash: &[u8]) -> u64 {
+        self.bytes.iter().fold(0, |acc, &(byte, at)| acc | self.table[at + hash[byte] as usize])
+    }
+}
+
+/// The hash bits of a run of ordered positions, as a mask over the hash's little-endian 64-bit
+/// words: how many bits of the run two hashes differ in, without reading the run's value.
+pub struct Mask {
+    words: Vec<u64>,
+}
+
+impl Mask {
+    pub fn new(positions: &[u32], start: u32, width: u32, hash_bytes: usize) -> Self {
+        let mut words = vec![0u64; hash_bytes.div_ceil(8)];
+        for &source in &positions[start as usize..(start + width) as usize] {
+            words[source as usize / 64] |= 1 << (source % 64);
         }
+        Mask { words }
     }
 
-    /// `apply` for hashes of W words (the common widths: up to 256 bits), unrolled: 17 reorders
-    /// of 1M 256-bit hashes (with near_fields) took 0.74-0.75 s this way, 1.76-1.79 s through
-    /// `apply_any` (2 runs each, 2026-12-04).
-    fn apply_words<const W: usize>(&self, hashes: &Packed) -> Vec<u8> {
-        let hb = self.hash_bytes;
-        let mut out = vec![0u8; hashes.len() * hb];
-        for (i, dst) in out.chunks_exact_mut(hb).enumerate() {
-            let mut acc = [0u64; W];
-            for (byte, &value) in hashes.row(i).iter().enumerate() {
-                let words: &[u64; W] = self.table[(byte * 256 + value as usize) * W..][..W].try_into().unwrap();
-                for w in 0..W {
-                    acc[w] |= words[w];
-                }
-            }
-            for (w, chunk) in dst.chunks_mut(8).enumerate() {
-                chunk.copy_from_slice(&acc[w].to_le_bytes()[..chunk.len()]);
-            }
-        }
-        out
+    /// The bits of the run in which `x` and `y` differ.
+    #[inline]
+    pub fn differing(&self, x: &[u8], y: &[u8]) -> u32 {
+        self.words
+            .iter()
+            .enumerate()
+            .filter(|&(_, &m)| m != 0)
+            .map(|(w, &m)| ((word(x, w) ^ word(y, w)) & m).count_ones())
+            .sum()
     }
+}
 
-    fn apply_any(&self, hashes: &Packed) -> Vec<u8> {
-        let hb = self.hash_bytes;
-        let mut out = vec![0u8; hashes.len() * hb];
-        let mut acc = vec![0u64; self.words];
-        for (i, dst) in out.chunks_exact_mut(hb).enumerate() {
-            acc.fill(0);
-            for (byte, &value) in hashes.row(i).iter().enumerate() {
-                let words = &self.table[(byte * 256 + value as usize) * self.words..][..self.words];
-                for (a, w) in acc.iter_mut().zip(words) {
-                    *a |= w;
-                }
-            }
-            for (w, chunk) in dst.chunks_mut(8).enumerate() {
-                chunk.copy_from_slice(&acc[w].to_le_bytes()[..chunk.len()]);
-            }
-        }
-        out
-    }
+/// Little-endian word `w` of a hash, the bytes past its end read as zero.
+#[inline]
+fn word(hash: &[u8], w: usize) -> u64 {
+    let bytes = &hash[w * 8..hash.len().min(w * 8 + 8)];
+    let mut out = [0u8; 8];
+    out[..bytes.len()].copy_from_slice(bytes);
+    u64::from_le_bytes(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::near::bits::hamming;
 
     fn bit(h: &[u8], i: usize) -> u8 {
         h[i / 8] >> (i % 8) & 1
@@ -139,7 +127,7 @@ mod tests {
     }
 
     #[test]
-    fn reordering_moves_each_bit_and_keeps_distances() {
+    fn fields_and_masks_read_the_ordered_bits() {
         let mut state = 7u64;
         let mut next = || {
             state ^= state << 13;
@@ -148,25 +136,17 @@ mod tests {
             state
         };
         for (bits, hash_bytes) in [(256u32, 32usize), (144, 18), (100, 13), (25, 4), (64, 8), (1024, 128)] {
-            let mut data: Vec<u8> = (0..hash_bytes * 40).map(|_| next() as u8).collect();
-            for row in data.chunks_mut(hash_bytes) {
-                for i in bits as usize..hash_bytes * 8 {
-                    row[i / 8] &= !(1 << (i % 8)); // padding is zero
-                }
-            }
-            let packed = Packed::new(&data, hash_bytes).unwrap();
-            let ordered = BitOrder::new(bits, hash_bytes).apply(&packed);
-            let ordered = Packed::new(&ordered, hash_bytes).unwrap();
             let positions = order(bits);
-            for i in 0..packed.len() {
-                for (p, &source) in positions.iter().enumerate() {
-                    assert_eq!(bit(ordered.row(i), p), bit(packed.row(i), source as usize));
-                }
-                for i_pad in bits as usize..hash_bytes * 8 {
-                    assert_eq!(bit(ordered.row(i), i_pad), 0);
-                }
-                for j in 0..packed.len() {
-                    assert_eq!(hamming(ordered.row(i), ordered.row(j)), hamming(packed.row(i), packed.row(j)));
+            let hashes: Vec<Vec<u8>> = (0..20).map(|_| (0..hash_bytes).map(|_| next() as u8).collect()).collect();
+            for (start, width) in [(0, 1), (0, bits.min(64)), (bits - 1, 1), (bits / 3, (bits / 2).min(64)), (bits - bits.min(17), bits.min(17))] {
+                let field = Field::new(&positions, start, width);
+                let mask = Mask::new(&positions, start, width, hash_bytes);
+                let value = |h: &[u8]| (0..width).fold(0u64, |v, j| v | (bit(h, positions[(start + j) as usize] as usize) as u64) << j);
+                for x in &hashes {
+                    assert_eq!(field.get(x), value(x), "{bits} bits, {start}+{width}");
+                    for y in &hashes {
+                        assert_eq!(mask.differing(x, y), (value(x) ^ value(y)).count_ones());
+                    }
                 }
             }
         }

@@ -13,7 +13,7 @@
 use rayon::prelude::*;
 
 use crate::error::Error;
-use crate::near::bits::{hamming, Owners, Packed};
+use crate::near::bits::{image_distance, Owners, Packed};
 use crate::pool;
 
 /// How an image key is laid out (`beam_phash.near.batches.Ranked`): the hash, then with dihedral
@@ -33,14 +33,10 @@ impl KeyLayout {
     /// one's hash and any variant of the other, both ways) if it makes them an edge: within `k`,
     /// or, when either is flat, identical (distance 0).
     #[inline]
-    fn edge(&self, x: &[u8], y: &[u8], k: u32) -> Option<u32> {
+    fn edge<'k>(&self, x: &'k [u8], y: &'k [u8], k: u32) -> Option<u32> {
         let hb = self.hash_bytes;
-        let (hx, hy) = (&x[..hb], &y[..hb]);
-        let d = if self.dihedral {
-            (1..=8).map(|i| hamming(&x[i * hb..(i + 1) * hb], hy).min(hamming(hx, &y[i * hb..(i + 1) * hb]))).min().unwrap()
-        } else {
-            hamming(hx, hy)
-        };
+        let variants = |key: &'k [u8]| self.dihedral.then(|| &key[hb..9 * hb]);
+        let d = image_distance(&x[..hb], variants(x), &y[..hb], variants(y));
         let flat = x[x.len() - 1] != 0 || y[y.len() - 1] != 0;
         (d <= if flat { 0 } else { k }).then_some(d)
     }

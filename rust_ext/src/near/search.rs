@@ -1,9 +1,10 @@
 //! The banded search of one band (or one sub-block of a band): every pair of images within
 //! `max_distance` bits whose band values lie within the band's radius, each emitted once.
 //!
-//! Bits: bands are cut from each hash's bits in the fixed order of `order` (a copy of the hashes
-//! and variants is reordered first), so that correlated neighbouring bits of a perceptual hash
-//! spread over the bands; distances do not depend on the order.
+//! Bits: bands are cut from each hash's bits in the fixed order of `order` (each band's value
+//! gathered from the hash, its agreement counted through a mask: no hash is copied into that
+//! order), so that correlated neighbouring bits of a perceptual hash spread over the bands;
+//! distances do not depend on the order.
 //!
 //! Band bucketing: the entries (one per image, or nine with dihedral variants: the image's hash
 //! and its 8 variant hashes) are sorted by band value and copied into that order, so each band
@@ -26,10 +27,10 @@
 use rayon::prelude::*;
 
 use crate::error::Error;
-use crate::near::bits::{field, hamming, image_distance, Packed};
+use crate::near::bits::{image_distance, Packed};
 use crate::near::forest::union;
 use crate::near::layout::{Layout, TABLE_BITS};
-use crate::near::order::BitOrder;
+use crate::near::order::{order, Field, Mask};
 use crate::pool;
 
 /// Runs at least this long are counted as brute-forced (degenerate, near-uniform hashes).
@@ -129,16 +130,8 @@ impl<'a> Images<'a> {
     /// one against the other's hash (a fixed image has no variants of its own).
     #[inline]
     pub fn distance(&self, a: usize, b: usize) -> u32 {
-        let (ha, hb) = (self.hashes.row(a), self.hashes.row(b));
-        match &self.variants {
-            None => image_distance(ha, hb, None),
-            Some(v) => match (self.is_fixed(a), self.is_fixed(b)) {
-                (false, false) => image_distance(ha, hb, Some((v, a, b))),
-                (false, true) => (0..8).map(|i| hamming(v.row(a * 8 + i), hb)).min().unwrap(),
-                (true, false) => (0..8).map(|i| hamming(ha, v.row(b * 8 + i))).min().unwrap(),
-                (true, true) => hamming(ha, hb),
-            },
-        }
+        let variants = |i: usize| self.variants.filter(|_| !self.is_fixed(i)).map(|v| v.rows(i * 8, 8));
+        image_distance(self.hashes.row(a), variants(a), self.hashes.row(b), variants(b))
     }
 
     /// The entry pairs through which a pair of images is searched: hash against hash, and with
@@ -208,17 +201,41 @@ pub struct Sub {
     pub prefix: u64,
 }
 
-fn qualifies(layout: &Layout, band: usize, sub: Option<usize>, x: &[u8], y: &[u8]) -> bool {
-    let b = &layout.bands[band];
-    if (field(x, b.start, b.width) ^ field(y, b.start, b.width)).count_ones() > b.radius {
-        return false;
-    }
-    match sub {
-        None => true,
-        Some(j) => {
-            let (s, w) = b.subs()[j];
-            field(x, s, w) == field(y, s, w)
+/// The layout's bands over hashes in their own bit order: per band, a mask of its bits and one
+/// of each of its sub-blocks' (see `order`).
+struct Bands<'l> {
+    layout: &'l Layout,
+    positions: Vec<u32>,
+    masks: Vec<(Mask, Vec<Mask>)>,
+}
+
+impl<'l> Bands<'l> {
+    fn new(layout: &'l Layout, hash_bytes: usize) -> Result<Self, Error> {
+        if layout.bits as usize > hash_bytes * 8 {
+            return Err(Error::Config(format!("a {}-bit layout for hashes of {hash_bytes} bytes", layout.bits)));
         }
+        let positions = order(layout.bits);
+        let masks = layout
+            .bands
+            .iter()
+            .map(|b| {
+                let subs = b.subs().iter().map(|&(s, w)| Mask::new(&positions, s, w, hash_bytes)).collect();
+                (Mask::new(&positions, b.start, b.width, hash_bytes), subs)
+            })
+            .collect();
+        Ok(Bands { layout, positions, masks })
+    }
+
+    /// Ordered bits `start..start + width`, read from hashes.
+    fn field(&self, start: u32, width: u32) -> Field {
+        Field::new(&self.positions, start, width)
+    }
+
+    /// Whether `x` and `y` lie within the band's radius on it (and agree exactly on sub-block
+    /// `sub` of it, if given).
+    fn qualifies(&self, band: usize, sub: Option<usize>, x: &[u8], y: &[u8]) -> bool {
+        let (mask, subs) = &self.masks[band];
+        mask.differing(x, y) <= self.layout.bands[band].radius && sub.map_or(true, |j| subs[j].differing(x, y) == 0)
     }
 }
 
@@ -226,7 +243,7 @@ fn qualifies(layout: &Layout, band: usize, sub: Option<usize>, x: &[u8], y: &[u8
 /// qualifies it, and (in a sub-block partition with variants, where one pair of images can be in
 /// several partitions through different entries) the first of its entry pairs that qualifies
 /// here lies in this partition.
-fn emitted_here(layout: &Layout, part: Part, images: &Images, a: usize, b: usize, in_partition: &dyn Fn(&[u8]) -> bool) -> bool {
+fn emitted_here(bands: &Bands, part: Part, images: &Images, a: usize, b: usize, in_partition: &dyn Fn(&[u8]) -> bool) -> bool {
     let mut first_here: Option<bool> = None;
     for &(sa, sb) in images.combos() {
         for &(x, y) in &[(a, b), (b, a)] {
@@ -235,17 +252,17 @@ fn emitted_here(layout: &Layout, part: Part, images: &Images, a: usize, b: usize
             }
             let (hx, hy) = (images.entry(x, sa), images.entry(y, sb));
             for band in 0..part.band {
-                if qualifies(layout, band, None, hx, hy) {
+                if bands.qualifies(band, None, hx, hy) {
                     return false;
                 }
             }
             if let Some(sub) = part.sub {
                 for earlier in 0..sub.index {
-                    if qualifies(layout, part.band, Some(earlier), hx, hy) {
+                    if bands.qualifies(part.band, Some(earlier), hx, hy) {
                         return false;
                     }
                 }
-                if first_here.is_none() && qualifies(layout, part.band, Some(sub.index), hx, hy) {
+                if first_here.is_none() && bands.qualifies(part.band, Some(sub.index), hx, hy) {
                     first_here = Some(in_partition(hx));
                 }
             }
@@ -261,14 +278,14 @@ fn emitted_here(layout: &Layout, part: Part, images: &Images, a: usize, b: usize
 /// this part: the first, in `emitted_here`'s order, that qualifies here with both entries in the
 /// partition. The search finds each pair of entries once per part, so a pair of images found
 /// through several of them counts once.
-fn counted_entries(layout: &Layout, part: Part, images: &Images, a: usize, b: usize, in_partition: &dyn Fn(&[u8]) -> bool) -> Option<[(usize, usize); 2]> {
+fn counted_entries(bands: &Bands, part: Part, images: &Images, a: usize, b: usize, in_partition: &dyn Fn(&[u8]) -> bool) -> Option<[(usize, usize); 2]> {
     for &(sa, sb) in images.combos() {
         for &(x, y) in &[(a, b), (b, a)] {
             if sa >= images.slots_of(x) || sb >= images.slots_of(y) {
                 continue;
             }
             let (hx, hy) = (images.entry(x, sa), images.entry(y, sb));
-            if in_partition(hx) && in_partition(hy) && qualifies(layout, part.band, part.sub.map(|s| s.index), hx, hy) {
+            if in_partition(hx) && in_partition(hy) && bands.qualifies(part.band, part.sub.map(|s| s.index), hx, hy) {
                 return Some([(x, sa), (y, sb)]);
             }
         }
@@ -457,10 +474,9 @@ impl Runs {
 /// [`search_with`] over several whole bands, in parallel on `threads` threads (None: all cores):
 /// their edges one band after the other, and the summed stats.
 pub fn search_bands(images: &Images, layout: &Layout, bands: &[usize], output: Output, threads: Option<usize>) -> Result<(Edges, Stats), Error> {
-    let (hashes, variants) = in_order(images, layout)?;
-    let images = &ordered(images, &hashes, variants.as_deref())?;
+    let read = &Bands::new(layout, images.hashes.width())?;
     let found: Vec<Result<(Edges, Stats), Error>> = pool::install(threads, || {
-        bands.par_iter().map(|&band| search_part(images, layout, Part { band, sub: None }, output)).collect()
+        bands.par_iter().map(|&band| search_part(images, read, Part { band, sub: None }, output)).collect()
     });
     let mut edges = Edges::default();
     let mut stats = Stats::default();
@@ -483,47 +499,30 @@ pub fn search(images: &Images, layout: &Layout, part: Part) -> Result<(Edges, St
 
 /// The pairs within `layout.max_distance` found on `part`, as `output` says.
 pub fn search_with(images: &Images, layout: &Layout, part: Part, output: Output) -> Result<(Edges, Stats), Error> {
-    let (hashes, variants) = in_order(images, layout)?;
-    search_part(&ordered(images, &hashes, variants.as_deref())?, layout, part, output)
+    search_part(images, &Bands::new(layout, images.hashes.width())?, part, output)
 }
 
-/// The hashes and variants of `images` with their bits in the search's order (`order`), copied.
-fn in_order(images: &Images, layout: &Layout) -> Result<(Vec<u8>, Option<Vec<u8>>), Error> {
-    let width = images.hashes.width();
-    if layout.bits as usize > width * 8 {
-        return Err(Error::Config(format!("a {}-bit layout for hashes of {width} bytes", layout.bits)));
-    }
-    let order = BitOrder::new(layout.bits, width);
-    Ok((order.apply(&images.hashes), images.variants.as_ref().map(|v| order.apply(v))))
-}
-
-/// `images` with the hashes and variants of `in_order`.
-fn ordered<'a>(images: &Images<'a>, hashes: &'a [u8], variants: Option<&'a [u8]>) -> Result<Images<'a>, Error> {
-    let width = images.hashes.width();
-    let variants = variants.map(|v| Packed::new(v, width)).transpose()?;
-    Images::with_fixed(Packed::new(hashes, width)?, variants, images.ids, images.hashes.len() - images.fixed_from)
-}
-
-/// `search_with` on images already in order.
-fn search_part(images: &Images, layout: &Layout, part: Part, output: Output) -> Result<(Edges, Stats), Error> {
+/// `search_with` with the layout's bands prepared.
+fn search_part(images: &Images, bands: &Bands, part: Part, output: Output) -> Result<(Edges, Stats), Error> {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("popcnt") {
         // SAFETY: the CPU has the popcnt instruction (checked just above).
-        return unsafe { search_popcnt(images, layout, part, output) };
+        return unsafe { search_popcnt(images, bands, part, output) };
     }
-    search_body(images, layout, part, output)
+    search_body(images, bands, part, output)
 }
 
 /// The search compiled with the popcnt instruction (the x86-64 baseline lacks it, and a
 /// software popcount is several times slower); the wheel stays runnable on any x86-64.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "popcnt")]
-unsafe fn search_popcnt(images: &Images, layout: &Layout, part: Part, output: Output) -> Result<(Edges, Stats), Error> {
-    search_body(images, layout, part, output)
+unsafe fn search_popcnt(images: &Images, bands: &Bands, part: Part, output: Output) -> Result<(Edges, Stats), Error> {
+    search_body(images, bands, part, output)
 }
 
 #[inline(always)]
-fn search_body(images: &Images, layout: &Layout, part: Part, output: Output) -> Result<(Edges, Stats), Error> {
+fn search_body(images: &Images, bands: &Bands, part: Part, output: Output) -> Result<(Edges, Stats), Error> {
+    let layout = bands.layout;
     let Some(band) = layout.bands.get(part.band) else {
         return Err(Error::Config(format!("band {} of a {}-band layout", part.band, layout.bands.len())));
     };
@@ -545,10 +544,9 @@ fn search_body(images: &Images, layout: &Layout, part: Part, output: Output) -> 
         }
     };
     let skip = sub_block.map(|(s, w, _, _)| (s - band.start, w));
-    let in_partition = |h: &[u8]| match sub_block {
-        Some((s, _, pbits, prefix)) if pbits > 0 => field(h, s, pbits) == prefix,
-        _ => true,
-    };
+    let prefix_field = sub_block.filter(|&(_, _, pbits, _)| pbits > 0).map(|(s, _, pbits, prefix)| (bands.field(s, pbits), prefix));
+    let in_partition = |h: &[u8]| prefix_field.as_ref().map_or(true, |(f, prefix)| f.get(h) == *prefix);
+    let band_field = bands.field(band.start, band.width);
     let k = layout.max_distance;
     let slots = images.slots();
     let n = images.hashes.len();
@@ -561,7 +559,7 @@ fn search_body(images: &Images, layout: &Layout, part: Part, output: Output) -> 
         for s in 0..slots {
             let h = images.entry(i, s);
             if in_partition(h) {
-                entries.push((field(h, band.start, band.width), (i * slots + s) as u32));
+                entries.push((band_field.get(h), (i * slots + s) as u32));
             }
         }
     }
@@ -586,7 +584,7 @@ fn search_body(images: &Images, layout: &Layout, part: Part, output: Output) -> 
         for i in lo..(lo + FIXED_CHUNK).min(n) {
             let h = images.hashes.row(i);
             if in_partition(h) {
-                let v = field(h, band.start, band.width);
+                let v = band_field.get(h);
                 if let Some(b) = &near_new {
                     prefetch(&b[(v >> 6) as usize]);
                 }
@@ -640,9 +638,9 @@ fn search_body(images: &Images, layout: &Layout, part: Part, output: Output) -> 
         // found through many entries).
         let found = [(a as usize, sa as usize), (b as usize, sb as usize)];
         (plain
-            || counted_entries(layout, part, images, lo, hi, &in_partition)
+            || counted_entries(bands, part, images, lo, hi, &in_partition)
                 .is_some_and(|[p, q]| found == [p, q] || found == [q, p]))
-            && emitted_here(layout, part, images, lo, hi, &in_partition)
+            && emitted_here(bands, part, images, lo, hi, &in_partition)
     };
     let mut pairs = Found {
         pairs: Vec::new(),
@@ -735,7 +733,7 @@ fn search_body(images: &Images, layout: &Layout, part: Part, output: Output) -> 
         edges.distance.push(d);
     };
     for (a, b, d) in pairs {
-        if !emitted_here(layout, part, images, a as usize, b as usize, &in_partition) {
+        if !emitted_here(bands, part, images, a as usize, b as usize, &in_partition) {
             continue;
         }
         if !images.is_fixed(b as usize) {
@@ -849,6 +847,7 @@ mod tests {
     use super::*;
     use crate::near::brute;
     use crate::near::forest::find;
+    use crate::near::bits::field;
 
     /// Hashes whose neighbouring bits are equal in runs of four (as a perceptual hash's correlated
     /// neighbours, taken to the extreme): contiguous 16-bit bands would take 16 values each, the

@@ -19,7 +19,7 @@ use crate::image::decode::{Limits, ALPHA_BACKGROUND, DEFAULT_MAX_ALLOC, DEFAULT_
 use crate::near::bits::{u64s, Owners, Packed};
 use crate::near::forest::{spanning_forest as forest_core, Components as CoreComponents};
 use crate::near::search::{search_bands, search_with, Images, Output, Part, Sub};
-use crate::near::order::BitOrder;
+use crate::near::order::{order, Field};
 use crate::near::{brute, collapse, resolve, Band, Layout};
 use crate::pool::MAX_THREADS;
 

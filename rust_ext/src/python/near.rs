@@ -52,11 +52,10 @@ pub(crate) fn near_fields<'py>(py: Python<'py>, hashes: &Bound<'py, PyAny>, hash
     let buf = view(hashes)?;
     let data = unsafe { as_slice(&buf) };
     let out = kernel(py, || {
-        let ordered = BitOrder::new(bits, hash_bytes).apply(&Packed::new(data, hash_bytes)?);
-        let packed = Packed::new(&ordered, hash_bytes)?;
-        let values: Vec<u64> = (0..packed.len())
-            .flat_map(|i| fields.iter().map(move |&(start, width)| crate::near::bits::field(packed.row(i), start, width)))
-            .collect();
+        let packed = Packed::new(data, hash_bytes)?;
+        let positions = order(bits);
+        let fields: Vec<Field> = fields.iter().map(|&(start, width)| Field::new(&positions, start, width)).collect();
+        let values: Vec<u64> = (0..packed.len()).flat_map(|i| fields.iter().map(move |f| f.get(packed.row(i)))).collect();
         Ok(u64_bytes(&values))
     })?;
     Ok(PyBytes::new(py, &out))
