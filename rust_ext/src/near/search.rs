@@ -203,13 +203,13 @@ pub struct Sub {
 
 /// The layout's bands over hashes in their own bit order: per band, a mask of its bits and one
 /// of each of its sub-blocks' (see `order`).
-struct Bands<'l> {
+struct Ordered<'l> {
     layout: &'l Layout,
     positions: Vec<u32>,
     masks: Vec<(Mask, Vec<Mask>)>,
 }
 
-impl<'l> Bands<'l> {
+impl<'l> Ordered<'l> {
     fn new(layout: &'l Layout, hash_bytes: usize) -> Result<Self, Error> {
         if layout.bits as usize > hash_bytes * 8 {
             return Err(Error::Config(format!("a {}-bit layout for hashes of {hash_bytes} bytes", layout.bits)));
@@ -223,7 +223,7 @@ impl<'l> Bands<'l> {
                 (Mask::new(&positions, b.start, b.width, hash_bytes), subs)
             })
             .collect();
-        Ok(Bands { layout, positions, masks })
+        Ok(Ordered { layout, positions, masks })
     }
 
     /// Ordered bits `start..start + width`, read from hashes.
@@ -243,7 +243,7 @@ impl<'l> Bands<'l> {
 /// qualifies it, and (in a sub-block partition with variants, where one pair of images can be in
 /// several partitions through different entries) the first of its entry pairs that qualifies
 /// here lies in this partition.
-fn emitted_here(bands: &Bands, part: Part, images: &Images, a: usize, b: usize, in_partition: &dyn Fn(&[u8]) -> bool) -> bool {
+fn emitted_here(ordered: &Ordered, part: Part, images: &Images, a: usize, b: usize, in_partition: &dyn Fn(&[u8]) -> bool) -> bool {
     let mut first_here: Option<bool> = None;
     for &(sa, sb) in images.combos() {
         for &(x, y) in &[(a, b), (b, a)] {
@@ -252,17 +252,17 @@ fn emitted_here(bands: &Bands, part: Part, images: &Images, a: usize, b: usize, 
             }
             let (hx, hy) = (images.entry(x, sa), images.entry(y, sb));
             for band in 0..part.band {
-                if bands.qualifies(band, None, hx, hy) {
+                if ordered.qualifies(band, None, hx, hy) {
                     return false;
                 }
             }
             if let Some(sub) = part.sub {
                 for earlier in 0..sub.index {
-                    if bands.qualifies(part.band, Some(earlier), hx, hy) {
+                    if ordered.qualifies(part.band, Some(earlier), hx, hy) {
                         return false;
                     }
                 }
-                if first_here.is_none() && bands.qualifies(part.band, Some(sub.index), hx, hy) {
+                if first_here.is_none() && ordered.qualifies(part.band, Some(sub.index), hx, hy) {
                     first_here = Some(in_partition(hx));
                 }
             }
@@ -278,14 +278,14 @@ fn emitted_here(bands: &Bands, part: Part, images: &Images, a: usize, b: usize, 
 /// this part: the first, in `emitted_here`'s order, that qualifies here with both entries in the
 /// partition. The search finds each pair of entries once per part, so a pair of images found
 /// through several of them counts once.
-fn counted_entries(bands: &Bands, part: Part, images: &Images, a: usize, b: usize, in_partition: &dyn Fn(&[u8]) -> bool) -> Option<[(usize, usize); 2]> {
+fn counted_entries(ordered: &Ordered, part: Part, images: &Images, a: usize, b: usize, in_partition: &dyn Fn(&[u8]) -> bool) -> Option<[(usize, usize); 2]> {
     for &(sa, sb) in images.combos() {
         for &(x, y) in &[(a, b), (b, a)] {
             if sa >= images.slots_of(x) || sb >= images.slots_of(y) {
                 continue;
             }
             let (hx, hy) = (images.entry(x, sa), images.entry(y, sb));
-            if in_partition(hx) && in_partition(hy) && bands.qualifies(part.band, part.sub.map(|s| s.index), hx, hy) {
+            if in_partition(hx) && in_partition(hy) && ordered.qualifies(part.band, part.sub.map(|s| s.index), hx, hy) {
                 return Some([(x, sa), (y, sb)]);
             }
         }
@@ -474,9 +474,9 @@ impl Runs {
 /// [`search_with`] over several whole bands, in parallel on `threads` threads (None: all cores):
 /// their edges one band after the other, and the summed stats.
 pub fn search_bands(images: &Images, layout: &Layout, bands: &[usize], output: Output, threads: Option<usize>) -> Result<(Edges, Stats), Error> {
-    let read = &Bands::new(layout, images.hashes.width())?;
+    let ordered = &Ordered::new(layout, images.hashes.width())?;
     let found: Vec<Result<(Edges, Stats), Error>> = pool::install(threads, || {
-        bands.par_iter().map(|&band| search_part(images, read, Part { band, sub: None }, output)).collect()
+        bands.par_iter().map(|&band| search_part(images, ordered, Part { band, sub: None }, output)).collect()
     });
     let mut edges = Edges::default();
     let mut stats = Stats::default();
@@ -499,30 +499,30 @@ pub fn search(images: &Images, layout: &Layout, part: Part) -> Result<(Edges, St
 
 /// The pairs within `layout.max_distance` found on `part`, as `output` says.
 pub fn search_with(images: &Images, layout: &Layout, part: Part, output: Output) -> Result<(Edges, Stats), Error> {
-    search_part(images, &Bands::new(layout, images.hashes.width())?, part, output)
+    search_part(images, &Ordered::new(layout, images.hashes.width())?, part, output)
 }
 
 /// `search_with` with the layout's bands prepared.
-fn search_part(images: &Images, bands: &Bands, part: Part, output: Output) -> Result<(Edges, Stats), Error> {
+fn search_part(images: &Images, ordered: &Ordered, part: Part, output: Output) -> Result<(Edges, Stats), Error> {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("popcnt") {
         // SAFETY: the CPU has the popcnt instruction (checked just above).
-        return unsafe { search_popcnt(images, bands, part, output) };
+        return unsafe { search_popcnt(images, ordered, part, output) };
     }
-    search_body(images, bands, part, output)
+    search_body(images, ordered, part, output)
 }
 
 /// The search compiled with the popcnt instruction (the x86-64 baseline lacks it, and a
 /// software popcount is several times slower); the wheel stays runnable on any x86-64.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "popcnt")]
-unsafe fn search_popcnt(images: &Images, bands: &Bands, part: Part, output: Output) -> Result<(Edges, Stats), Error> {
-    search_body(images, bands, part, output)
+unsafe fn search_popcnt(images: &Images, ordered: &Ordered, part: Part, output: Output) -> Result<(Edges, Stats), Error> {
+    search_body(images, ordered, part, output)
 }
 
 #[inline(always)]
-fn search_body(images: &Images, bands: &Bands, part: Part, output: Output) -> Result<(Edges, Stats), Error> {
-    let layout = bands.layout;
+fn search_body(images: &Images, ordered: &Ordered, part: Part, output: Output) -> Result<(Edges, Stats), Error> {
+    let layout = ordered.layout;
     let Some(band) = layout.bands.get(part.band) else {
         return Err(Error::Config(format!("band {} of a {}-band layout", part.band, layout.bands.len())));
     };
@@ -544,9 +544,9 @@ fn search_body(images: &Images, bands: &Bands, part: Part, output: Output) -> Re
         }
     };
     let skip = sub_block.map(|(s, w, _, _)| (s - band.start, w));
-    let prefix_field = sub_block.filter(|&(_, _, pbits, _)| pbits > 0).map(|(s, _, pbits, prefix)| (bands.field(s, pbits), prefix));
+    let prefix_field = sub_block.filter(|&(_, _, pbits, _)| pbits > 0).map(|(s, _, pbits, prefix)| (ordered.field(s, pbits), prefix));
     let in_partition = |h: &[u8]| prefix_field.as_ref().map_or(true, |(f, prefix)| f.get(h) == *prefix);
-    let band_field = bands.field(band.start, band.width);
+    let band_field = ordered.field(band.start, band.width);
     let k = layout.max_distance;
     let slots = images.slots();
     let n = images.hashes.len();
@@ -638,9 +638,9 @@ fn search_body(images: &Images, bands: &Bands, part: Part, output: Output) -> Re
         // found through many entries).
         let found = [(a as usize, sa as usize), (b as usize, sb as usize)];
         (plain
-            || counted_entries(bands, part, images, lo, hi, &in_partition)
+            || counted_entries(ordered, part, images, lo, hi, &in_partition)
                 .is_some_and(|[p, q]| found == [p, q] || found == [q, p]))
-            && emitted_here(bands, part, images, lo, hi, &in_partition)
+            && emitted_here(ordered, part, images, lo, hi, &in_partition)
     };
     let mut pairs = Found {
         pairs: Vec::new(),
@@ -733,7 +733,7 @@ fn search_body(images: &Images, bands: &Bands, part: Part, output: Output) -> Re
         edges.distance.push(d);
     };
     for (a, b, d) in pairs {
-        if !emitted_here(bands, part, images, a as usize, b as usize, &in_partition) {
+        if !emitted_here(ordered, part, images, a as usize, b as usize, &in_partition) {
             continue;
         }
         if !images.is_fixed(b as usize) {
