@@ -7,7 +7,9 @@ naming it, with ``matched="reference"``.
 dict records (the image in ``image_field``, or a hex hash in ``hash_column``), or pyarrow
 Tables/RecordBatches with those columns (``parquetio.ReadAllFromParquetBatched``), so that a large
 set of hashes is never one Python object per hash. A reference that cannot be hashed goes to its
-own failed output, with the reason.
+own failed output, with the reason; so does every row of a table whose schema says its hashes
+were made with another algorithm, hash size or hash version (``hashed_as``: an earlier run's
+``kept/`` output says so).
 
 Near-duplicate mode hands the batches to ``NearDedup`` as fixed images. Exact mode uses
 ``MatchReference``: a join on the hash, before the backend.
@@ -22,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from beam_phash._native import FLAT_QUALITY, PHash, collapse_heads, hash_images, parse_hex_column, parse_hex_hashes
+from beam_phash.hashed_as import hashed_as, unlike
 from beam_phash.hashing import HashConfig, given_flat
 from beam_phash.metrics import DedupMetrics
 from beam_phash.near.batches import Fixed, concat, take_labels, u8, u32s
@@ -121,6 +124,12 @@ class HashReferenceDoFn(beam.DoFn):
         else:
             labels = pa.array([""] * n, pa.large_string())
         if self._c.hash_column is not None:
+            said = hashed_as(table.schema, self._c.hash_column)
+            why = None if said is None else unlike(said, self._c.algorithm, self._c.hash_size)
+            if why is not None:  # an earlier run's output of another algorithm, size or version
+                for label in labels.fill_null("").to_pylist():
+                    yield self._failed(label, f"{self._c.hash_column}: {why}")
+                return
             # (a table without the column: each row fails as a dict reference without the field)
             column = table.column(self._c.hash_column) if self._c.hash_column in names else pa.nulls(n, pa.string())
             column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column

@@ -60,7 +60,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 
 import beam_phash
 from beam_phash import ImagePhashDedup
-from beam_phash._native import HASH_VERSION
+from beam_phash.hashed_as import made
 from beam_phash.failures import DEFAULT_MAX_INTERNAL
 from beam_phash.near.policy import KEEP_POLICIES
 from beam_phash.records import QUALITY_FIELD, WRITTEN_FIELDS
@@ -370,18 +370,13 @@ def one_local_worker(options: PipelineOptions) -> bool:
     return runner in (None, "FnApiRunner") and options.view_as(DirectOptions).direct_num_workers == 1
 
 
-def made_here(algorithm: str, hash_size: int) -> dict:
-    """How this run hashes (see ``inputs.HASHED_AS``)."""
-    return {"algorithm": algorithm, "hash_size": hash_size, "hash_version": HASH_VERSION}
-
-
 def check_made_alike(flag: str, spec: InputSpec, algorithm: str, hash_size: int) -> None:
     """Hashes read from a column that an earlier run of this job wrote must have been made as this
     run makes them: another algorithm of the same width, or another hash version, would match
     nothing, or the wrong images, without a word."""
     if spec.hashed_as is None:
         return
-    here = made_here(algorithm, hash_size)
+    here = made(algorithm, hash_size)
     if spec.hashed_as != here:
         said = spec.hashed_as
         how = ("hash the images again with this version" if (said.get("algorithm"), said.get("hash_size")) ==
@@ -409,7 +404,7 @@ def build(p, spec: InputSpec, output: str, dedup: ImagePhashDedup, report: bool 
                                           dedup.near_duplicates or reference is not None,
                                           reference=reference is not None,
                                           quality=dedup.hash_column is None,
-                                          made=made_here(dedup.algorithm, dedup.hash_size) if dedup.hash_column is None else spec.hashed_as)
+                                          made=made(dedup.algorithm, dedup.hash_size) if dedup.hash_column is None else spec.hashed_as)
     if report:
         distances = dict(algorithm=dedup.algorithm, hash_size=dedup.hash_size, bits=dedup.bits,
                          max_distance=dedup.max_distance)

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from beam_phash.hashed_as import HASHED_AS, hashed_as  # noqa: F401 - HASHED_AS: the outputs' writer's, the tests'
 from beam_phash.records import ERROR_FIELD, FAILED, QUALITY_FIELD, hash_bytes
 from pipelines import webdataset_read as wds
 # img2dataset's status columns and a failed row's reason: one wording for Parquet input,
@@ -175,25 +176,6 @@ def _what_a_folder_means(pattern: str, item: str) -> str:
     fmt = {".parquet": "parquet"}.get(os.path.splitext(pattern)[1], "files")
     return (f" (a directory means {pattern} for the {fmt} format, and it holds {others} other "
             "file(s); is --input-format right?)")
-
-
-#: The key of the schema metadata this job writes on its Parquet outputs: JSON of the hash
-#: column's name (``field``) and how it was hashed (``algorithm``, ``hash_size``, ``hash_version``).
-HASHED_AS = b"beam_phash.hashed_as"
-
-
-def hashed_as(schema: pa.Schema, column: str) -> Optional[Dict[str, Any]]:
-    """How ``column``'s hashes were made, when the file's writer said (HASHED_AS), else None."""
-    raw = (schema.metadata or {}).get(HASHED_AS)
-    if raw is None:
-        return None
-    try:
-        found = json.loads(raw)
-    except ValueError:
-        return None
-    if not isinstance(found, dict) or found.get("field") != column:
-        return None
-    return {k: found.get(k) for k in ("algorithm", "hash_size", "hash_version")}
 
 
 def _widened(schema: pa.Schema, other: pa.Schema, first: str, path: str) -> pa.Schema:

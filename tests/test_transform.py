@@ -604,6 +604,42 @@ def test_a_reference_table_without_its_column_fails_as_dict_references_do(hash_c
         assert_that(both, equal_to([2]))
 
 
+@pytest.mark.parametrize("mode", [{"backend": "state"}, {"max_distance": 4}], ids=["exact", "near"])
+def test_a_reference_table_of_another_hash_version_fails_row_by_row(mode):
+    """A pyarrow reference read from an earlier run's kept/ output carries how its hashes were
+    made in its schema. Hashes of another hash version (or algorithm, or size) have the same width
+    and would be compared as if they were this build's: every row fails with the reason instead,
+    and the records it would have matched stay kept. The same table saying this version matches."""
+    import json
+
+    import pyarrow as pa
+
+    from beam_phash._native import HASH_VERSION
+    from beam_phash.hashed_as import HASHED_AS
+
+    photo = PHOTOS[0].read_bytes()
+    (h,) = beam_phash.hash_images([photo], hash_size=16)
+
+    def table(version):
+        said = json.dumps({"field": "h", "algorithm": "phash", "hash_size": 16, "hash_version": version})
+        return pa.table({"id": ["r0", "r1"], "h": [h.hex(), h.hex()]}).replace_schema_metadata({HASHED_AS: said})
+
+    with TestPipeline() as p:
+        records = p | "Records" >> beam.Create([{"id": "in0", "image": photo}])
+        for name, version in (("Old", HASH_VERSION - 1), ("Now", HASH_VERSION)):
+            reference = p | f"Reference{name}" >> beam.Create([table(version)])
+            outputs = records | f"Dedup{name}" >> ImagePhashDedup(hash_size=16, **mode).with_reference(
+                reference, hash_column="h").with_outputs()
+            old = name == "Old"
+            assert_that(outputs.reference_failed | f"Failed{name}" >> beam.Map(lambda r: (r["id"], r["error"])),
+                        equal_to([(r, f"h: phash 16 hashes of hash version {HASH_VERSION - 1} (its schema metadata "
+                                      f"says so), where this run makes phash 16 hashes of version {HASH_VERSION}: "
+                                      "hash the images again with this version") for r in ("r0", "r1")] if old else []),
+                        label=f"CheckFailed{name}")
+            assert_that(outputs.kept | f"Kept{name}" >> beam.Map(lambda r: r["id"]),
+                        equal_to(["in0"] if old else []), label=f"CheckKept{name}")
+
+
 def test_without_ray_s_private_api_the_embedded_ray_starts_with_ray_init(tmp_path):
     """When a Ray upgrade moves the API of the lean start, the embedded Ray is started with
     ray.init() before its address is handed out, and the pipeline runs on it."""
