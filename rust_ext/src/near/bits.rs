@@ -112,8 +112,18 @@ pub fn hamming(a: &[u8], b: &[u8]) -> u32 {
     d
 }
 
-/// Bits `[start, start + width)` of a hash as an integer (`width <= 64`).
-#[inline]
+/// Little-endian 64-bit word `w` of a hash, the bytes past its end read as zero.
+#[inline(always)]
+pub fn word(hash: &[u8], w: usize) -> u64 {
+    match hash.get(w * 8..w * 8 + 8) {
+        Some(bytes) => u64::from_le_bytes(bytes.try_into().unwrap()),
+        None => hash[w * 8..].iter().rev().fold(0, |acc, &b| acc << 8 | b as u64),
+    }
+}
+
+/// Bits `[start, start + width)` of a hash as an integer (`width <= 64`), counted in the hash's
+/// own bit order (the search reads its bands in another: `order::Field`; the tests compare).
+#[cfg(test)]
 pub fn field(hash: &[u8], start: u32, width: u32) -> u64 {
     debug_assert!(width >= 1 && width <= 64);
     let first = (start / 8) as usize;

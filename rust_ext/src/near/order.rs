@@ -9,6 +9,7 @@
 //! pairs found are the same; only their bucketing changes. The hashes stay as they are: a band's
 //! value is gathered from them (`Field`), and whether two hashes agree on a band is counted
 //! through a mask of its bits (`Mask`).
+use crate::near::bits::word;
 /// A fixed permutation of `bits` bit positions: position `p` of the ordered hash holds bit
 /// `order(bits)[p]` of the hash. Fisher–Yates driven by splitmix64 seeded with the bit count.
 pub fn order(bits: u32) -> Vec<u32> {
@@ -93,14 +94,6 @@ impl Mask {
     }
 }
 
-/// Little-endian word `w` of a hash, the bytes past its end read as zero.
-#[inline(always)]
-fn word(hash: &[u8], w: usize) -> u64 {
-    match hash.get(w * 8..w * 8 + 8) {
-        Some(bytes) => u64::from_le_bytes(bytes.try_into().unwrap()),
-        None => hash[w * 8..].iter().rev().fold(0, |acc, &b| acc << 8 | b as u64),
-    }
-}
 
 #[cfg(test)]
 mod tests {

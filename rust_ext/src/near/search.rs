@@ -27,7 +27,7 @@
 use rayon::prelude::*;
 
 use crate::error::Error;
-use crate::near::bits::{image_distance, Packed};
+use crate::near::bits::{image_distance, word, Packed};
 use crate::near::forest::union;
 use crate::near::layout::{Layout, TABLE_BITS};
 use crate::near::order::{order, Field, Mask};
@@ -619,13 +619,8 @@ fn search_body(images: &Images, ordered: &Ordered, part: Part, output: Output) -
     let mut rows = vec![0u64; keys.len() * wpr];
     for (i, &img) in image_of.iter().enumerate() {
         let h = images.entry(img as usize, slot_of[i] as usize);
-        let out = &mut rows[i * wpr..(i + 1) * wpr];
-        let mut chunks = h.chunks_exact(8);
-        for (w, chunk) in (&mut chunks).enumerate() {
-            out[w] = u64::from_le_bytes(chunk.try_into().unwrap());
-        }
-        for (j, byte) in chunks.remainder().iter().enumerate() {
-            out[wpr - 1] |= (*byte as u64) << (8 * j);
+        for (w, out) in rows[i * wpr..(i + 1) * wpr].iter_mut().enumerate() {
+            *out = word(h, w);
         }
     }
 
