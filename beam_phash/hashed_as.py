@@ -35,9 +35,11 @@ def hashed_as(schema: pa.Schema, column: str) -> Optional[Dict[str, Any]]:
     return {k: found.get(k) for k in ("algorithm", "hash_size", "hash_version")}
 
 
-def unlike(said: Dict[str, Any], algorithm: str, hash_size: int) -> Optional[str]:
+def unlike(said: Dict[str, Any], algorithm: str, hash_size: int,
+           retune: str = "set the algorithm and hash size they were made with") -> Optional[str]:
     """Why hashes made as ``said`` cannot be compared with this build's at ``algorithm`` and
-    ``hash_size``, or None when they can."""
+    ``hash_size``, or None when they can. ``retune`` says how the caller sets the algorithm and
+    hash size, for hashes of another kind."""
     here = made(algorithm, hash_size)
     if said == here:
         return None
@@ -45,4 +47,4 @@ def unlike(said: Dict[str, Any], algorithm: str, hash_size: int) -> Optional[str
     return (f"{said.get('algorithm')} {said.get('hash_size')} hashes of hash version {said.get('hash_version')} "
             f"(its schema metadata says so), where this run makes {algorithm} {hash_size} hashes of version "
             f"{HASH_VERSION}: " + ("hash the images again with this version" if same_kind else
-                                   "set the algorithm and hash size they were made with, or hash the images again"))
+                                   f"{retune}, or hash the images again"))

@@ -60,7 +60,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 
 import beam_phash
 from beam_phash import ImagePhashDedup
-from beam_phash.hashed_as import made
+from beam_phash.hashed_as import made, unlike
 from beam_phash.failures import DEFAULT_MAX_INTERNAL
 from beam_phash.near.policy import KEEP_POLICIES
 from beam_phash.records import QUALITY_FIELD, WRITTEN_FIELDS
@@ -376,15 +376,9 @@ def check_made_alike(flag: str, spec: InputSpec, algorithm: str, hash_size: int)
     nothing, or the wrong images, without a word."""
     if spec.hashed_as is None:
         return
-    here = made(algorithm, hash_size)
-    if spec.hashed_as != here:
-        said = spec.hashed_as
-        how = ("hash the images again with this version" if (said.get("algorithm"), said.get("hash_size")) ==
-               (algorithm, hash_size) else "pass --algorithm/--hash-size as they were, or hash the images again")
-        raise ConfigError(
-            f"{flag} {spec.given[0] if spec.given else spec.patterns[0]!r} holds {said.get('algorithm')} "
-            f"{said.get('hash_size')} hashes of hash version {said.get('hash_version')} (its files say so); this run "
-            f"makes {here['algorithm']} {here['hash_size']} hashes of version {here['hash_version']}: {how}")
+    why = unlike(spec.hashed_as, algorithm, hash_size, retune="pass --algorithm/--hash-size as they were")
+    if why is not None:
+        raise ConfigError(f"{flag} {spec.given[0] if spec.given else spec.patterns[0]!r} holds {why}")
 
 
 def build(p, spec: InputSpec, output: str, dedup: ImagePhashDedup, report: bool = True,

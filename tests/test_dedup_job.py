@@ -537,6 +537,7 @@ def test_hashes_an_earlier_run_made_otherwise_are_refused(tmp_path, capsys):
                               "--output", str(tmp_path / "o1"), *base]) == 2
     err = capsys.readouterr().err
     assert "holds dhash 16 hashes of hash version" in err and "this run makes phash 16" in err, err
+    assert "pass --algorithm/--hash-size as they were, or hash the images again" in err, err
     assert not (tmp_path / "o1").exists()
     assert dedup_images.main(["--input", str(runs["dhash"] / "kept"), "--input-format", "parquet",
                               "--hash-column", "image_phash", "--output", str(tmp_path / "o2"), *base]) == 2
