@@ -255,6 +255,26 @@ _OUTPUT_SAMPLES = ("report.html", "summary.json", "logs/job.log", "report/groups
     f"{sub}/part-00000-of-00001.parquet" for sub in ("kept", "duplicates", "failed", "reference_failed"))
 
 
+def check_not_an_output(flag: str, items: List[str]) -> None:
+    """An earlier run's output folder given as an input or a reference would be read as its
+    summary.json and report.html, two failed images, and match nothing: refused, naming the
+    kept/ folder that holds what it kept (with its hashes)."""
+    for item in items:
+        if any(c in item for c in "*?["):  # a glob names its files
+            continue
+        try:
+            ran = (FileSystems.exists(FileSystems.join(item, "summary.json"))
+                   and bool(FileSystems.match([FileSystems.join(item, "kept", "*.parquet")])[0].metadata_list))
+        except Exception:  # noqa: BLE001 - a path that cannot be listed fails with its reason when it is read
+            continue
+        if ran:
+            kept = FileSystems.join(item.rstrip("/"), "kept")
+            how = ("give it with --input-format parquet --hash-column image_phash" if flag == "--input" else
+                   "give that: its image_phash column is read, without decoding")
+            raise ConfigError(f"{flag} {item!r} is an earlier run's output folder; what it kept is "
+                              f"{kept!r} ({how})")
+
+
 def check_output_apart(output: str, specs: List[Tuple[str, InputSpec]]) -> None:
     """The job clears and writes files under --output; an input pattern that matches them would
     read this run's own outputs as inputs (and a reference there would be cleared before it is
@@ -577,6 +597,8 @@ def mode_options(args) -> dict:
 def configure(argv: Optional[List[str]]):
     """Parse and check everything; raises ConfigError or ValueError before anything runs."""
     args, beam_args = parse_args(argv)
+    check_not_an_output("--input", args.input or [])
+    check_not_an_output("--reference", args.reference or [])
     if args.input_format != "parquet" and (args.image_column != "image" or args.id_column != "id"):
         raise ConfigError("--image-column and --id-column apply to --input-format parquet")
     if args.hash_column and args.input_format != "parquet":

@@ -544,6 +544,12 @@ def reference_spec(references: List[str], fmt: str, image_column: str, id_column
             if others:
                 raise ConfigError(f"--reference mixes WebDataset shards with Parquet files that are not their "
                                   f"sidecars ({others[0]!r}): give references of one format")
+        elif any(p.endswith(".parquet") for p in paths):
+            tables = [p for p in paths if p.endswith(".parquet")]
+            others = [p for p in paths if not p.endswith(".parquet")]
+            raise ConfigError(f"--reference mixes Parquet files ({tables[0]!r}) with other files ({others[0]!r}), "
+                              "which would be read as images, the Parquet failing as one: give references of "
+                              "one format, or set --reference-format")
         else:
             fmt = "files"
         if fmt != "files":

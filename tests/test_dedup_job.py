@@ -569,6 +569,54 @@ def test_hashes_an_earlier_run_made_otherwise_are_refused(tmp_path, capsys):
     assert "does not say how its hashes were made" in capsys.readouterr().err
 
 
+def test_an_earlier_run_s_output_folder_is_refused_naming_its_kept(tmp_path, capsys):
+    """An earlier run's output folder given as --reference was read as its summary.json and
+    report.html, two failed references, and matched nothing (as --input: two failed images).
+    Refused now, naming its kept/; given that, the reference matches."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, photo in enumerate(PHOTOS[:3]):
+        (src / f"{i}.jpg").write_bytes(photo.read_bytes())
+    base = ["--backend", "state"]
+    earlier = tmp_path / "earlier"
+    assert dedup_images.main(["--input", str(src), "--output", str(earlier), *base]) == 0
+    capsys.readouterr()
+    for flag, given in (("--reference", str(earlier)), ("--reference", f"{earlier}/"), ("--input", str(earlier))):
+        argv = ["--output", str(tmp_path / "o1"), flag, given, *base] + (["--input", str(src)] if flag != "--input" else [])
+        assert dedup_images.main(argv) == 2, (flag, given)
+        err = capsys.readouterr().err
+        assert f"{flag} {given!r} is an earlier run's output folder" in err and repr(str(earlier / "kept")) in err, err
+    assert not (tmp_path / "o1").exists()
+    assert dedup_images.main(["--input", str(src), "--reference", str(earlier / "kept"),
+                              "--output", str(tmp_path / "o2"), *base]) == 0
+    assert len(read(tmp_path / "o2", "duplicates")) == 3
+
+
+def test_a_reference_of_images_and_parquet_together_is_refused(tmp_path, capsys):
+    """A folder (or two references) holding images and Parquet was read as image files: the
+    Parquet failed as an image, and its hashes matched nothing. Refused unless the format is
+    given."""
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "0.jpg").write_bytes(PHOTOS[0].read_bytes())
+    mixed, tables = tmp_path / "mixed", tmp_path / "tables"
+    mixed.mkdir()
+    tables.mkdir()
+    (mixed / "a.jpg").write_bytes(PHOTOS[1].read_bytes())
+    for folder in (mixed, tables):
+        pq.write_table(pa.table({"id": ["r0"], "image": [PHOTOS[0].read_bytes()]}), folder / "t.parquet")
+    base = ["--input", str(src), "--backend", "state", "--no-report"]
+    for refs in ([str(mixed)], [str(mixed / "a.jpg"), str(tables)]):
+        argv = [*base, "--output", str(tmp_path / "o1")] + [a for r in refs for a in ("--reference", r)]
+        assert dedup_images.main(argv) == 2, refs
+        err = capsys.readouterr().err
+        assert "--reference mixes Parquet files" in err and "give references of one format" in err, err
+    # as files, as asked: the Parquet is a failed reference, the image a reference
+    assert dedup_images.main([*base, "--output", str(tmp_path / "o2"), "--reference", str(mixed),
+                              "--reference-format", "files"]) == 0
+    assert [r["id"] for r in read(tmp_path / "o2", "reference_failed")] == [str(mixed / "t.parquet")]
+
+
 def test_a_reference_hash_column_named_as_the_input_s_id_column_is_read(tmp_path):
     """The job handed the reference's hash column to the transform under its own name, so a
     column named as the input's id column was refused when the pipeline was built, after the
