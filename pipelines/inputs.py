@@ -78,13 +78,19 @@ class InputSpec:
         return None if self.paths is None else Listing(self.paths, spread=not self.in_process)
 
 
+def is_folder(item: str) -> bool:
+    """Whether an --input or --reference item names a folder: a local directory, or any path
+    ending in '/' (a remote prefix)."""
+    return os.path.isdir(item) or item.endswith("/")
+
+
 def _pattern(item: str, fmt: str) -> str:
     """A directory becomes DIR/* (DIR/*.parquet for Parquet; for WebDataset DIR/*, of which
     ``resolve`` reads the shards, compressed or not); an existing local file is that file (``x[1].jpg``
     is not x1.jpg); globs stay as they are."""
     if os.path.isfile(item):
         return literal(item)
-    if os.path.isdir(item) or item.endswith("/"):
+    if is_folder(item):
         suffix = {"parquet": "*.parquet"}.get(fmt, "*")
         # A local folder is named as it is: `crawl[1]` is that folder, not crawl1.
         folder = literal(item.rstrip("/")) if os.path.isdir(item) else item.rstrip("/")

@@ -10,6 +10,7 @@
 //! value is gathered from them (`Field`), and whether two hashes agree on a band is counted
 //! through a mask of its bits (`Mask`).
 use crate::near::bits::word;
+
 /// A fixed permutation of `bits` bit positions: position `p` of the ordered hash holds bit
 /// `order(bits)[p]` of the hash. Fisher–Yates driven by splitmix64 seeded with the bit count.
 pub fn order(bits: u32) -> Vec<u32> {
@@ -93,7 +94,6 @@ impl Mask {
         self.words.iter().map(|&(w, m)| ((word(x, w) ^ word(y, w)) & m).count_ones()).sum()
     }
 }
-
 
 #[cfg(test)]
 mod tests {
