@@ -113,26 +113,46 @@ def libjpeg_scaled(data: bytes, side: int):
     return np.asarray(im.convert("L"), np.float64), (w / d, h / d)
 
 
-def from_coefficients(data: bytes, side: int, rounded: bool):
-    """Each block's low (8/d) x (8/d) dequantised coefficients, averaged over each d x d pixel."""
+def quantised(data: bytes):
+    """Every luma block's quantised coefficients k[a, b, u, v] (natural order), the file's luma
+    steps (8 x 8), and the picture's (width, height)."""
     im = Image.open(io.BytesIO(data))
     steps = np.array(im.quantization[0], np.float64).reshape(8, 8)  # natural order
     w, h = im.size
-    d = denominator(w, h, side)
-    m = 8 // d
     im.draft("L", im.size)  # luma only, full size
     y = np.asarray(im.convert("L"), np.float64) - 128
     bh, bw = -(-h // 8), -(-w // 8)
     y = np.pad(y, ((0, 8 * bh - h), (0, 8 * bw - w)), mode="edge")  # as the encoder pads
     blocks = y.reshape(bh, 8, bw, 8).transpose(0, 2, 1, 3)
-    coef = np.einsum("ui,abij,vj->abuv", BLOCK[:m], blocks, BLOCK[:m])
-    coef = np.round(coef / steps[:m, :m]) * steps[:m, :m]
-    # means[i, u]: the mean of basis u over reduced pixel i's d samples
-    means = BLOCK[:m].reshape(m, m, d).mean(2).T
-    pixels = np.einsum("iu,abuv,jv->aibj", means, coef, means).reshape(bh * m, bw * m) + 128
+    return np.round(np.einsum("ui,abij,vj->abuv", BLOCK, blocks, BLOCK) / steps), steps, (w, h)
+
+
+def block_means(k: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """Each block's mean (grey levels, less 128) as its rounded DC term gives it."""
+    return k[:, :, 0, 0] * steps[0, 0] / 8
+
+
+def reduced_plane(k: np.ndarray, steps: np.ndarray, size, side: int, means=None):
+    """Each block's low (8/d) x (8/d) dequantised coefficients, averaged over each d x d pixel;
+    each block's mean replaced by `means` when given. The plane and the picture's extent in it."""
+    w, h = size
+    d = denominator(w, h, side)
+    m = 8 // d
+    low = (k[:, :, :m, :m] * steps[:m, :m]).copy()
+    if means is not None:
+        low[:, :, 0, 0] = means * 8
+    bh, bw = k.shape[:2]
+    # weights[i, u]: the mean of basis u over reduced pixel i's d samples
+    weights = BLOCK[:m].reshape(m, m, d).mean(2).T
+    return np.einsum("iu,abuv,jv->aibj", weights, low, weights).reshape(bh * m, bw * m) + 128, (w / d, h / d)
+
+
+def from_coefficients(data: bytes, side: int, rounded: bool):
+    """Each block's low (8/d) x (8/d) dequantised coefficients, averaged over each d x d pixel."""
+    pixels, extent = reduced_plane(*quantised(data), side)
     if rounded:
         pixels = np.round(np.clip(pixels, 0, 255))
-    return pixels, (w / d, h / d)
+    return pixels, extent
 
 
 DECODES = {
