@@ -3,7 +3,8 @@
 It begins what the job can start before Beam is imported (``early_start``), then imports the job.
 
 Until the job is imported, Ctrl-C is noted and acted on between the steps (opening the console,
-beginning the embedded Ray's start, importing the job: a second or so), never raised inside one.
+beginning the embedded Ray's start, importing the job: a second or so), never raised inside one;
+then it stays noted until the job has its console and can say "interrupted".
 Meanwhile a thread may be starting the embedded Ray, which forks; a KeyboardInterrupt raised
 between an import's taking and releasing of Python's import lock left that lock held, and the
 fork then waited for it forever, and the job with it.
@@ -24,6 +25,11 @@ def main() -> int:
     # Only Python's own Ctrl-C is deferred: a job started with SIGINT ignored (nohup, a background
     # job of a script) keeps ignoring it.
     deferring = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+    def undefer():
+        if deferring and signal.getsignal(signal.SIGINT) is note:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
     if deferring:
         signal.signal(signal.SIGINT, note)
     try:
@@ -32,9 +38,9 @@ def main() -> int:
         early_start.begin(sys.argv[1:])
         if not pressed:
             from pipelines import dedup_images
-    finally:
-        if deferring:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+    except BaseException:
+        undefer()
+        raise
     if pressed:  # one line, as dedup_images.main says it later
         from pipelines.console import open_console, say_interrupted
 
@@ -49,7 +55,13 @@ def main() -> int:
             os._exit(130)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         return 130
-    return dedup_images.main()
+    # Presses are still only noted until the job is inside its own Ctrl-C handling
+    # (``dedup_images.main``'s ``held``): one landing in between (it parses the arguments again,
+    # to find its console) would end the job with a traceback in the log, exit 1, and no line.
+    try:
+        return dedup_images.main(held=pressed if deferring else None)
+    finally:
+        undefer()
 
 
 def run() -> None:

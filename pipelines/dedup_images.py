@@ -680,10 +680,14 @@ def local_runner(options: PipelineOptions):
         beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[List[str]] = None, held: Optional[List[int]] = None) -> int:
     """The job: exit code 0 when the counts add up, 1 when they do not or the run failed, 2 for
     a configuration error, 3 when they cannot be checked. Only its own lines reach the terminal;
-    the rest goes to OUTPUT/logs/job.log (see ``console``)."""
+    the rest goes to OUTPUT/logs/job.log (see ``console``).
+
+    ``held``: the Ctrl-C presses a caller's own SIGINT handler notes until now (``cli``, while
+    the command starts). Python's handler is put back once the job's console is open, and a
+    press noted by then is acted on as one during the run."""
     command_line = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
     if early_start.wants_help(argv):
@@ -693,6 +697,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     con = open_console(early_start.output_of(argv))
     code = None  # the run's exit code, once it has one
     try:
+        if held is not None:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            if held:
+                raise KeyboardInterrupt
         code = _run(argv, con)
         if command_line:  # a run in a process of its own (not a caller's, which may use Ray on)
             stop_embedded_ray()

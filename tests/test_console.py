@@ -295,7 +295,7 @@ code = cli.main()
 print(code, len(done), "pipelines.dedup_images" in sys.modules, signal.getsignal(signal.SIGINT) is signal.default_int_handler)
 # A later call in the same process starts afresh: the earlier press is not held against it.
 from pipelines import dedup_images
-dedup_images.main = lambda: 7
+dedup_images.main = lambda **held: 7
 early_start.begin = done.append
 print(cli.main(), len(done))
 """
@@ -305,11 +305,42 @@ print(cli.main(), len(done))
     assert proc.stderr.strip().startswith("beam-phash: interrupted") and "Traceback" not in proc.stderr
     # Started with SIGINT ignored (nohup), the command keeps ignoring it.
     ignored = script.replace("signal.default_int_handler)  #", "signal.SIG_IGN)  #").replace(
-        "code = cli.main()", "from pipelines import dedup_images\ndedup_images.main = lambda: 7\ncode = cli.main()").replace(
+        "code = cli.main()", "from pipelines import dedup_images\ndedup_images.main = lambda **held: 7\ncode = cli.main()").replace(
         "is signal.default_int_handler)", "is signal.SIG_IGN)")
     proc = subprocess.run([sys.executable, "-c", ignored], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["7", "1", "True", "True", "7", "2"], (proc.stdout, proc.stderr)
+
+
+def test_ctrl_c_as_the_job_takes_over_from_the_command_is_one_line_and_exit_130(tmp_path):
+    """A Ctrl-C after the job is imported but before it is inside its own Ctrl-C handling (it
+    opens its console, parsing the arguments again) is held until then and acted on as one in
+    the run: one line, exit 130, no traceback. Raised there, it ended the job with exit 1, the
+    traceback in the log and not a line on the terminal (the test below, once, at 1.5 s)."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(sorted((ROOT / "tests" / "data").glob("*.jpg"))[0], inputs)
+    script = f"""
+import os, signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as on a terminal, whatever started us
+from pipelines import cli, console
+opened, calls = console.open_console, []
+def open_console(output):
+    con = opened(output)
+    calls.append(output)
+    if len(calls) == 2:  # the job's own, after the command's (early_start.begin)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)
+    return con
+console.open_console = open_console
+sys.argv = ["beam-phash", "--input", {str(inputs)!r}, "--output", {str(tmp_path / 'out')!r}, "--backend", "state"]
+cli.run()
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 130, (proc.returncode, proc.stderr)
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("beam-phash: interrupted"), proc.stderr
+    assert not (tmp_path / "out" / "summary.json").exists()  # the press stopped the run
 
 
 @pytest.mark.ray
