@@ -57,7 +57,7 @@ def main() -> int:
         return 130
     # Presses are still only noted until the job is inside its own Ctrl-C handling
     # (``dedup_images.main``'s ``held``): one landing in between (it parses the arguments again,
-    # to find its console) would end the job with a traceback in the log, exit 1, and no line.
+    # to find its console) ended the job by SIGINT, its traceback in the log and no line.
     try:
         return dedup_images.main(held=pressed if deferring else None)
     finally:

@@ -315,8 +315,8 @@ print(cli.main(), len(done))
 def test_ctrl_c_as_the_job_takes_over_from_the_command_is_one_line_and_exit_130(tmp_path):
     """A Ctrl-C after the job is imported but before it is inside its own Ctrl-C handling (it
     opens its console, parsing the arguments again) is held until then and acted on as one in
-    the run: one line, exit 130, no traceback. Raised there, it ended the job with exit 1, the
-    traceback in the log and not a line on the terminal (the test below, once, at 1.5 s)."""
+    the run: one line, exit 130, no traceback. Raised there, it ended the job (by SIGINT, or exit
+    1 in the test below, once, at 1.5 s), the traceback in the log and not a line on the terminal."""
     inputs = tmp_path / "in"
     inputs.mkdir()
     shutil.copy(sorted((ROOT / "tests" / "data").glob("*.jpg"))[0], inputs)
