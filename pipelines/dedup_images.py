@@ -687,7 +687,8 @@ def main(argv: Optional[List[str]] = None, held: Optional[List[int]] = None) -> 
 
     ``held``: the Ctrl-C presses a caller's own SIGINT handler notes until now (``cli``, while
     the command starts). Python's handler is put back once the job's console is open, and a
-    press noted by then is acted on as one during the run."""
+    press noted by then is acted on as one during the run; once the run and its stops are over,
+    Ctrl-C is ignored (the command is exiting)."""
     command_line = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
     if early_start.wants_help(argv):
@@ -705,6 +706,10 @@ def main(argv: Optional[List[str]] = None, held: Optional[List[int]] = None) -> 
         if command_line:  # a run in a process of its own (not a caller's, which may use Ray on)
             stop_embedded_ray()
             run_exit_handlers()
+        if held is not None:
+            # The run and its stops are over; what is left, closing the console and the command's
+            # exit (``cli.run``), takes milliseconds, and a press there would only add a traceback.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         return code
     except KeyboardInterrupt:
         if not command_line:  # a caller's Ctrl-C, and perhaps its Ray: theirs to handle

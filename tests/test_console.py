@@ -343,6 +343,31 @@ cli.run()
     assert not (tmp_path / "out" / "summary.json").exists()  # the press stopped the run
 
 
+def test_ctrl_c_as_the_command_exits_after_its_run_is_ignored(tmp_path):
+    """A Ctrl-C after the run and its stops are over (as the console closes) cuts nothing short:
+    the command exits with the run's code and its lines, without a traceback. Raised there, it
+    ended the command by SIGINT instead (-2 here), after a run that had succeeded."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(sorted((ROOT / "tests" / "data").glob("*.jpg"))[0], inputs)
+    script = f"""
+import os, signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as on a terminal, whatever started us
+from pipelines import cli, console
+closing = console.Console.close
+def close(self, *args, **kwargs):
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.2)
+    return closing(self, *args, **kwargs)
+console.Console.close = close
+sys.argv = ["beam-phash", "--input", {str(inputs)!r}, "--output", {str(tmp_path / 'out')!r}, "--backend", "state"]
+cli.run()
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr)
+    assert "(adds up)" in proc.stdout and "Traceback" not in proc.stderr, (proc.stdout, proc.stderr)
+
+
 @pytest.mark.ray
 @pytest.mark.parametrize("after", [0.3, 1.5, 3.0])
 def test_ctrl_c_is_one_line_and_exit_130_at_any_point(tmp_path, after):
