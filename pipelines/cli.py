@@ -25,11 +25,6 @@ def main() -> int:
     # Only Python's own Ctrl-C is deferred: a job started with SIGINT ignored (nohup, a background
     # job of a script) keeps ignoring it.
     deferring = signal.getsignal(signal.SIGINT) is signal.default_int_handler
-
-    def undefer():
-        if deferring and signal.getsignal(signal.SIGINT) is note:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-
     if deferring:
         signal.signal(signal.SIGINT, note)
     try:
@@ -38,30 +33,28 @@ def main() -> int:
         early_start.begin(sys.argv[1:])
         if not pressed:
             from pipelines import dedup_images
-    except BaseException:
-        undefer()
-        raise
-    if pressed:  # one line, as dedup_images.main says it later
-        from pipelines.console import open_console, say_interrupted
+        if pressed:  # one line, as dedup_images.main says it later
+            from pipelines.console import open_console, say_interrupted
 
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second press does not cut the stop short
-        # The embedded Ray, perhaps still starting, is stopped while its output goes to the log.
-        say_interrupted(open_console(early_start.output_of(sys.argv[1:])), stop=early_start.stop_ray_before_exit)
-        if early_start.loaded_ray_cluster() is not None:
-            # A thread may still be in Ray's start: end now, as the job does after a Ctrl-C,
-            # rather than run the interpreter's exit beside it with the terminal given back.
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(130)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        return 130
-    # Presses are still only noted until the job is inside its own Ctrl-C handling
-    # (``dedup_images.main``'s ``held``): one landing in between (it parses the arguments again,
-    # to find its console) ended the job by SIGINT, its traceback in the log and no line.
-    try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second press does not cut the stop short
+            # The embedded Ray, perhaps still starting, is stopped while its output goes to the log.
+            say_interrupted(open_console(early_start.output_of(sys.argv[1:])), stop=early_start.stop_ray_before_exit)
+            if early_start.loaded_ray_cluster() is not None:
+                # A thread may still be in Ray's start: end now, as the job does after a Ctrl-C,
+                # rather than run the interpreter's exit beside it with the terminal given back.
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(130)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            return 130
+        # Presses are still only noted until the job is inside its own Ctrl-C handling
+        # (``dedup_images.main``'s ``held``): one landing in between (it parses the arguments
+        # again, to find its console) ended the job by SIGINT, its traceback in the log and no line.
         return dedup_images.main(held=pressed if deferring else None)
     finally:
-        undefer()
+        # Python's own handler back, unless the job or the stop above set another meanwhile.
+        if deferring and signal.getsignal(signal.SIGINT) is note:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def run() -> None:
