@@ -106,6 +106,7 @@ bench: bench-deps bench-data bench-cold bench-10k
 	$(PY) benchmarks/bench_pipeline.py $(BENCH_SET)
 	$(PY) benchmarks/eval_near_dup.py ../shared/images
 	$(PY) benchmarks/eval_near_dup.py ../shared/images --sizes 8,16 --algorithms ahash,median,double_gradient
+	$(PY) benchmarks/eval_near_dup.py ../shared/images --sizes 8,16 --algorithms phash,dhash --fit 0
 	$(PY) benchmarks/eval_decode.py ../shared/images
 	$(PY) benchmarks/eval_dc_rounding.py ../shared/images
 	$(PY) benchmarks/make_hash_set.py --count 1000000

@@ -25,11 +25,14 @@ import beam_phash
 from make_web_set import sources
 
 
-def web_size(path) -> Image.Image:
-    """The photo upright, in RGB, resized (LANCZOS) to fit 800 x 800 px: the "original" before JPEG q90."""
+def web_size(path, fit: int = 800) -> Image.Image:
+    """The photo upright, in RGB, resized (LANCZOS) to fit `fit` x `fit` px (larger or smaller):
+    the "original" before JPEG q90. `fit` 0 keeps the photo's own size."""
     with Image.open(path) as im:
-        im.draft("RGB", (1600, 1600))
-        return ImageOps.contain(ImageOps.exif_transpose(im).convert("RGB"), (800, 800), Image.Resampling.LANCZOS)
+        if not fit:
+            return ImageOps.exif_transpose(im).convert("RGB")
+        im.draft("RGB", (2 * fit, 2 * fit))
+        return ImageOps.contain(ImageOps.exif_transpose(im).convert("RGB"), (fit, fit), Image.Resampling.LANCZOS)
 
 
 def jpeg(img: Image.Image, quality: int = 90) -> bytes:

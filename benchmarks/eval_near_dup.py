@@ -4,11 +4,12 @@ at each Hamming threshold, for this project's hashes and for imagehash's.
     python benchmarks/eval_near_dup.py SOURCE_DIR [SOURCE_DIR ...] [--markdown PATH]
         [--same-scene NAME,NAME ...] [--sizes 8,16,32] [--limit N] [--no-imagehash] [--threads 1]
         [--save-distances JSON] [--before JSON] [--quality-split Q] [--algorithms phash,dhash]
+        [--fit PX]
 
 Photos. Each source photo (recursively, .jpg/.jpeg/.png, as `make_web_set.sources`; one file per
-photo) is brought upright to fit 800 x 800 px and saved as JPEG quality 90: the "original"
-(`bench_quality.web_size`). Its 12 edited copies are made from the same 800 px pixels and saved
-as JPEG quality 90 unless the edit says otherwise:
+photo) is brought upright to fit 800 x 800 px (--fit; 0 keeps its own size) and saved as JPEG
+quality 90: the "original" (`bench_quality.web_size`). Its 12 edited copies are made from the
+same pixels and saved as JPEG quality 90 unless the edit says otherwise:
 
     resize 50%        LANCZOS to half of each side
     resize to 256 px  LANCZOS to fit 256 x 256 (longest side 256)
@@ -120,7 +121,7 @@ def _watermark(im: Image.Image) -> bytes:
     return jpeg(Image.alpha_composite(im.convert("RGBA"), layer))
 
 
-# name -> (column label, edit: 800 px RGB image -> file bytes)
+# name -> (column label, edit: the original's RGB pixels -> file bytes)
 EDITS = {
     "resize 50%": ("50%", QUALITY_EDITS["resize 50%"]),
     "resize to 256 px": ("256px", QUALITY_EDITS["resize to 256 px"]),
@@ -189,10 +190,10 @@ class PhotoSet:
         return photo * (1 + len(EDITS)) + (0 if edit is None else 1 + edit)
 
 
-def make_set(paths) -> PhotoSet:
+def make_set(paths, fit: int = 800) -> PhotoSet:
     files, turns, aligned = [], [], []
     for path in paths:
-        im = web_size(path)
+        im = web_size(path, fit)
         files.append(jpeg(im))
         files.extend(edit(im) for _, edit in EDITS.values())
         turns.append(lossless(im))
@@ -533,6 +534,9 @@ def main(argv=None) -> int:
     ap.add_argument("--markdown", metavar="PATH", help="also write the tables as Markdown")
     ap.add_argument("--save-distances", metavar="JSON",
                     help="save each hash's distances per edit (with the hash version), for --before")
+    ap.add_argument("--fit", type=int, default=800, metavar="PX",
+                    help="bring each photo to fit PX x PX before the edits (default 800); 0 keeps "
+                         "each photo's own size")
     ap.add_argument("--before", metavar="JSON",
                     help="a --save-distances file of another build (e.g. the previous hash version): "
                          "its distances are shown beside this build's, on the same photos")
@@ -541,7 +545,7 @@ def main(argv=None) -> int:
     if unknown:
         raise SystemExit(f"--algorithms: unknown {', '.join(unknown)}; choose from {', '.join(beam_phash._native.ALGORITHMS)}")
     started = time.perf_counter()
-    photos = make_set(sources(args.sources)[: args.limit])
+    photos = make_set(sources(args.sources)[: args.limit], args.fit)
     n, e = len(photos.names), len(EDITS)
     same = np.eye(n, dtype=bool)
     for pair in args.same_scene:
@@ -579,7 +583,8 @@ def main(argv=None) -> int:
 
     excluded = int(same.sum() - n) // 2
     pairs = f"{n * (n - 1) // 2 - excluded} orig pairs, {(n * (n - 1) - 2 * excluded) * e} cross pairs"
-    md = [f"{n} photos at 800 px (JPEG q90) and {e} edited copies each; recall over {n} copies per edit; "
+    size = f"{args.fit} px" if args.fit else "their own size"
+    md = [f"{n} photos at {size} (JPEG q90) and {e} edited copies each; recall over {n} copies per edit; "
           f"false merges (FM) over {pairs}.\n"]
     for r in results:
         head, rows = threshold_table(r)
