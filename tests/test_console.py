@@ -312,11 +312,9 @@ print(cli.main(), len(done))
     assert proc.stdout.split() == ["7", "1", "True", "True", "7", "2"], (proc.stdout, proc.stderr)
 
 
-def test_ctrl_c_as_the_job_takes_over_from_the_command_is_one_line_and_exit_130(tmp_path):
-    """A Ctrl-C after the job is imported but before it is inside its own Ctrl-C handling (it
-    opens its console, parsing the arguments again) is held until then and acted on as one in
-    the run: one line, exit 130, no traceback. Raised there, it ended the job (by SIGINT, or exit
-    1 in the test below, once, at 1.5 s), the traceback in the log and not a line on the terminal."""
+def _command_patched(tmp_path, patch: str) -> subprocess.CompletedProcess:
+    """The command (``cli.run``) on a folder of one test photo, with Python's Ctrl-C handler as
+    on a terminal and ``patch`` (code run after ``from pipelines import cli, console``) in force."""
     inputs = tmp_path / "in"
     inputs.mkdir()
     shutil.copy(sorted((ROOT / "tests" / "data").glob("*.jpg"))[0], inputs)
@@ -324,6 +322,19 @@ def test_ctrl_c_as_the_job_takes_over_from_the_command_is_one_line_and_exit_130(
 import os, signal, sys, time
 signal.signal(signal.SIGINT, signal.default_int_handler)  # as on a terminal, whatever started us
 from pipelines import cli, console
+{patch}
+sys.argv = ["beam-phash", "--input", {str(inputs)!r}, "--output", {str(tmp_path / 'out')!r}, "--backend", "state"]
+cli.run()
+"""
+    return subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_ctrl_c_as_the_job_takes_over_from_the_command_is_one_line_and_exit_130(tmp_path):
+    """A Ctrl-C after the job is imported but before it is inside its own Ctrl-C handling (it
+    opens its console, parsing the arguments again) is held until then and acted on as one in
+    the run: one line, exit 130, no traceback. Raised there, it ended the job (by SIGINT, or exit
+    1 in the test below, once, at 1.5 s), the traceback in the log and not a line on the terminal."""
+    proc = _command_patched(tmp_path, """
 opened, calls = console.open_console, []
 def open_console(output):
     con = opened(output)
@@ -332,11 +343,7 @@ def open_console(output):
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.2)
     return con
-console.open_console = open_console
-sys.argv = ["beam-phash", "--input", {str(inputs)!r}, "--output", {str(tmp_path / 'out')!r}, "--backend", "state"]
-cli.run()
-"""
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+console.open_console = open_console""")
     assert proc.returncode == 130, (proc.returncode, proc.stderr)
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("beam-phash: interrupted"), proc.stderr
@@ -347,23 +354,13 @@ def test_ctrl_c_as_the_command_exits_after_its_run_is_ignored(tmp_path):
     """A Ctrl-C after the run and its stops are over (as the console closes) cuts nothing short:
     the command exits with the run's code and its lines, without a traceback. Raised there, it
     ended the command by SIGINT instead (-2 here), after a run that had succeeded."""
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    shutil.copy(sorted((ROOT / "tests" / "data").glob("*.jpg"))[0], inputs)
-    script = f"""
-import os, signal, sys, time
-signal.signal(signal.SIGINT, signal.default_int_handler)  # as on a terminal, whatever started us
-from pipelines import cli, console
+    proc = _command_patched(tmp_path, """
 closing = console.Console.close
 def close(self, *args, **kwargs):
     os.kill(os.getpid(), signal.SIGINT)
     time.sleep(0.2)
     return closing(self, *args, **kwargs)
-console.Console.close = close
-sys.argv = ["beam-phash", "--input", {str(inputs)!r}, "--output", {str(tmp_path / 'out')!r}, "--backend", "state"]
-cli.run()
-"""
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+console.Console.close = close""")
     assert proc.returncode == 0, (proc.returncode, proc.stderr)
     assert "(adds up)" in proc.stdout and "Traceback" not in proc.stderr, (proc.stdout, proc.stderr)
 
