@@ -29,10 +29,10 @@ def web_size(path, fit: int = 800) -> Image.Image:
     """The photo upright, in RGB, resized (LANCZOS) to fit `fit` x `fit` px (larger or smaller):
     the "original" before JPEG q90. `fit` 0 keeps the photo's own size."""
     with Image.open(path) as im:
-        if not fit:
-            return ImageOps.exif_transpose(im).convert("RGB")
-        im.draft("RGB", (2 * fit, 2 * fit))
-        return ImageOps.contain(ImageOps.exif_transpose(im).convert("RGB"), (fit, fit), Image.Resampling.LANCZOS)
+        if fit:
+            im.draft("RGB", (2 * fit, 2 * fit))
+        upright = ImageOps.exif_transpose(im).convert("RGB")
+    return ImageOps.contain(upright, (fit, fit), Image.Resampling.LANCZOS) if fit else upright
 
 
 def jpeg(img: Image.Image, quality: int = 90) -> bytes:
