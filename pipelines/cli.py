@@ -33,6 +33,11 @@ def main() -> int:
         early_start.begin(sys.argv[1:])
         if not pressed:
             from pipelines import dedup_images
+        if pressed and early_start.wants_help(sys.argv[1:]):  # no console, no Ray to stop
+            from pipelines.console import say_interrupted_before_help
+
+            say_interrupted_before_help()
+            return 130
         if pressed:  # one line, as dedup_images.main says it later
             from pipelines.console import open_console, say_interrupted
 

@@ -282,6 +282,12 @@ def say_interrupted(con: Console, stop: Optional[Callable[[], None]] = None, lin
         close_console()
 
 
+def say_interrupted_before_help() -> None:
+    """Ctrl-C while a request for help starts: the one line, with no console (help writes
+    nothing under the output, so there is no log to name)."""
+    print("beam-phash: interrupted", file=sys.stderr, flush=True)
+
+
 def close_console(refused: bool = False) -> None:
     global _current
     if _current is not None:

@@ -68,7 +68,7 @@ from pipelines import early_start
 from pipelines import inputs as job_inputs
 from pipelines.inputs import REFERENCE_HASH, ConfigError, InputSpec, ReadImageRecords, ReadReference
 from pipelines.outputs import WriteOutputs
-from pipelines.console import Console, close_console, open_console, say_interrupted
+from pipelines.console import Console, close_console, open_console, say_interrupted, say_interrupted_before_help
 from pipelines.early_start import LOCAL_RUNNERS
 from pipelines.input_paths import pattern_regex
 from pipelines.progress import ProgressBoard, ProgressDoFn
@@ -692,6 +692,9 @@ def main(argv: Optional[List[str]] = None, held: Optional[List[int]] = None) -> 
     command_line = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
     if early_start.wants_help(argv):
+        if held:  # pressed while the command started: it ends there, as any run would
+            say_interrupted_before_help()
+            return 130
         # Before the console: once it is open, stdout is the log, and help is for the terminal.
         _parser().print_help()
         return 0

@@ -312,9 +312,10 @@ print(cli.main(), len(done))
     assert proc.stdout.split() == ["7", "1", "True", "True", "7", "2"], (proc.stdout, proc.stderr)
 
 
-def _command_patched(tmp_path, patch: str) -> subprocess.CompletedProcess:
-    """The command (``cli.run``) on a folder of one test photo, with Python's Ctrl-C handler as
-    on a terminal and ``patch`` (code run after ``from pipelines import cli, console``) in force."""
+def _command_patched(tmp_path, patch: str, more: tuple = ()) -> subprocess.CompletedProcess:
+    """The command (``cli.run``) on a folder of one test photo (and the arguments ``more``),
+    with Python's Ctrl-C handler as on a terminal and ``patch`` (code run after ``from pipelines
+    import cli, console``) in force."""
     inputs = tmp_path / "in"
     inputs.mkdir()
     shutil.copy(sorted((ROOT / "tests" / "data").glob("*.jpg"))[0], inputs)
@@ -323,7 +324,7 @@ import os, signal, sys, time
 signal.signal(signal.SIGINT, signal.default_int_handler)  # as on a terminal, whatever started us
 from pipelines import cli, console
 {patch}
-sys.argv = ["beam-phash", "--input", {str(inputs)!r}, "--output", {str(tmp_path / 'out')!r}, "--backend", "state"]
+sys.argv = ["beam-phash", "--input", {str(inputs)!r}, "--output", {str(tmp_path / 'out')!r}, "--backend", "state", *{list(more)!r}]
 cli.run()
 """
     return subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -348,6 +349,39 @@ console.open_console = open_console""")
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("beam-phash: interrupted"), proc.stderr
     assert not (tmp_path / "out" / "summary.json").exists()  # the press stopped the run
+
+
+@pytest.mark.parametrize("pressed", ["as the command starts", "as the job takes over"])
+def test_ctrl_c_while_help_starts_is_one_line_and_exit_130(tmp_path, pressed):
+    """A Ctrl-C while ``--help`` starts ends the command as it ends a run (exit 130, one line),
+    writing nothing under the output. Before, a press as the job took over was swallowed (the
+    help, exit 0), and one as the command started opened a log under the output to name it."""
+    patch = {
+        "as the command starts": """
+from pipelines import early_start
+def begin(argv):
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.2)
+early_start.begin = begin""",
+        "as the job takes over": """
+from pipelines import early_start
+began = early_start.begin
+def begin(argv):
+    began(argv)
+    from pipelines import dedup_images  # where the command imports it: after the start
+    job = dedup_images.main
+    def main(**held):
+        os.kill(os.getpid(), signal.SIGINT)  # noted by the command's handler, into its held presses
+        time.sleep(0.2)
+        return job(**held)
+    dedup_images.main = main
+early_start.begin = begin""",
+    }[pressed]
+    proc = _command_patched(tmp_path, patch, ("--help",))
+    assert proc.returncode == 130, (proc.returncode, proc.stdout, proc.stderr)
+    assert proc.stderr.splitlines() == ["beam-phash: interrupted"], proc.stderr
+    assert "--max-distance" not in proc.stdout
+    assert not (tmp_path / "out").exists()
 
 
 def test_ctrl_c_as_the_command_exits_after_its_run_is_ignored(tmp_path):
