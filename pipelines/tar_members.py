@@ -14,18 +14,23 @@ marker (a zero block).
 A file cut short inside a member raises :class:`MemberCutShort` (naming the member); cut inside a
 header or between two members, or with a garbled header, ``EOFError``; a file that is not a tar
 at all, ``tarfile.ReadError``. Nothing is
-held in memory but the current member.
+held in memory but the current member. tarfile does not check a gzip stream's CRC: the reader
+first checks it with :func:`gzip_damage`, a second read of the shard.
 """
 from __future__ import annotations
 
+import gzip
 import tarfile
-from typing import Iterator, NamedTuple, Tuple, Union
+import zlib
+from typing import Iterator, NamedTuple, Optional, Tuple, Union
 
 BLOCK = tarfile.BLOCKSIZE
 _REGULAR = (b"0", b"\0", b"7")  # regular, old regular, contiguous
 _LINKS = {b"1": "hard link", b"2": "symbolic link"}
 _NO_DATA = (b"1", b"2", b"3", b"4", b"5", b"6")  # links, devices, directories, FIFOs
 STREAM_BUFFER = 1 << 16  # tarfile's stream mode copies its buffer on every read: larger is slower
+GZIP_MAGIC = b"\x1f\x8b"
+CHECK_BUFFER = 1 << 20
 
 
 class Link(NamedTuple):
@@ -187,3 +192,24 @@ def stream_members(f) -> Iterator[Member]:
         if not info.isfile():
             continue
         yield info.name, _read_member(info.name, tar.extractfile(info).read, info.size)
+
+
+def gzip_damage(f) -> Optional[str]:
+    """Why the gzip stream in the seekable file ``f`` cannot be trusted, or None (for a file that
+    is not gzip too). tarfile's stream mode never checks gzip's CRC-32 and length (CPython
+    computes them only when writing), so a byte changed inside a deflate block can read as a
+    whole tar with altered members. This reads every gzip member through ``gzip``, which checks
+    each one's trailer, and keeps none of the data. A stream cut short gives None: the data before
+    the cut is as written, and the read reports the cut."""
+    if f.read(len(GZIP_MAGIC)) != GZIP_MAGIC:
+        return None
+    f.seek(0)
+    try:
+        with gzip.GzipFile(fileobj=f, mode="rb") as stream:
+            while stream.read(CHECK_BUFFER):
+                pass
+    except EOFError:
+        return None
+    except (OSError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        return f"{type(e).__name__}: {e}"
+    return None

@@ -27,6 +27,9 @@ names the shard and the sample:
 * a shard that is not a tar: one record ``SHARD#unreadable``;
 * a truncated shard: the sample being read when the data ran out, and one record
   ``SHARD#truncated`` standing for whatever the shard held after it;
+* a gzip shard whose CRC-32 or length does not match its data (a changed byte can decompress to
+  altered members without any other error): every sample, since none can be trusted, and
+  ``SHARD#damaged`` when it holds none;
 * sidecar rows whose ``status`` is not ``success`` (img2dataset's failed downloads, which are in
   the Parquet only), and sidecar rows marked ``success`` that the shard does not hold.
 """
@@ -45,7 +48,7 @@ from apache_beam.io.filesystems import FileSystems
 from beam_phash._native import tar_member_names
 from beam_phash.records import ERROR_FIELD, FAILED
 from pipelines.input_paths import BadName, InputPaths, Listing, open_stored, printable
-from pipelines.tar_members import Link, Member, MemberCutShort, plain_members, stream_members
+from pipelines.tar_members import Link, Member, MemberCutShort, gzip_damage, plain_members, stream_members
 
 DEFAULT_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 
@@ -282,6 +285,7 @@ class ReadShardDoFn(beam.DoFn):
             except Exception as e:  # noqa: BLE001 - a damaged sidecar: the samples are still read
                 yield self._failure(reading, f"{sidecar_path(shard)}#unreadable",
                                     f"sidecar {sidecar_path(shard)} cannot be read: {e}")
+        damage = _gzip_damage(shard)
         last: Optional[str] = None
         stream = None
         broken: Optional[Tuple[str, str]] = None  # where the shard breaks off, and how
@@ -291,10 +295,14 @@ class ReadShardDoFn(beam.DoFn):
                 for sample in stream:
                     last = sample.key
                     failure = self._check_key(reading, sample)
+                    if failure is None and damage is not None:
+                        failure = self._failure(reading, sample.key, f"sample {sample.key}: the shard's gzip "
+                                                f"check fails ({damage}), so none of its bytes can be trusted", sample)
                     yield failure if failure is not None else self._record(reading, sample)
         except tarfile.ReadError as e:
             if stream is None or not stream.started:
                 yield self._failure(reading, f"{shard}#unreadable", f"not a tar archive ({e})")
+                damage = None  # said as unreadable
             else:
                 broken = yield from self._broken(reading, stream, last, e)
         except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as e:
@@ -316,6 +324,8 @@ class ReadShardDoFn(beam.DoFn):
         if broken is not None and not lost:  # nothing else stands for the rest of the shard
             yield self._failure(reading, f"{shard}#truncated", f"truncated or damaged {broken[0]}, the rest "
                                 f"of the shard is lost ({broken[1]})")
+        elif damage is not None and last is None:  # no sample stands for the shard
+            yield self._failure(reading, f"{shard}#damaged", f"the shard's gzip check fails ({damage})")
 
     def _broken(self, reading: _Reading, stream: Optional[SampleStream], last: Optional[str], e: Exception):
         """Yields the sample a break cut into; returns where the shard breaks off, and how. The
@@ -346,6 +356,18 @@ class ReadShardDoFn(beam.DoFn):
         if first is not None and first != reading.shard:
             return self._failure(reading, sample.key, f"sample {sample.key}: key already in shard "
                                  f"{first} (the first shard by path is used)", sample)
+        return None
+
+
+def _gzip_damage(shard: str) -> Optional[str]:
+    """``gzip_damage`` of a shard named as gzip (``.tar.gz``, ``.tgz``); None for other shards,
+    and when it cannot be opened (the read reports that)."""
+    if not shard.endswith((".gz", ".tgz")):
+        return None
+    try:
+        with open_stored(shard) as f:
+            return gzip_damage(f)
+    except Exception:  # noqa: BLE001 - a shard that cannot be read: the read says why
         return None
 
 

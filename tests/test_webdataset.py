@@ -1014,6 +1014,44 @@ def test_reader_handles_pax_and_compressed_shards(tmp_path, layout):
         assert {r["image_member"]: r["image"], **r["member_bytes"]} == expected[r["key"]]
 
 
+@pytest.mark.parametrize("stored", ["gzip, a byte changed", "gzip, intact", "plain tar named .tar.gz"])
+def test_a_gzip_shard_whose_check_fails_keeps_none_of_its_samples(tmp_path, stored):
+    """tarfile's stream mode does not check gzip's CRC: a byte changed in k1's image (stored
+    blocks, so nothing else notices) read as a whole shard, k1 kept with altered bytes. Every
+    sample now fails naming the check; an intact shard, and a plain tar with a gzip name (which
+    tarfile reads as such), read as before."""
+    from pipelines.webdataset_read import ReadShardDoFn
+
+    photo = PHOTOS[0].read_bytes()
+    members = [(f"k{i}.{ext}", photo if ext == "jpg" else b"%d" % i) for i in range(3) for ext in ("jpg", "txt")]
+    plain = tmp_path / "plain.tar"
+    write_tar(plain, members)
+    raw = plain.read_bytes()
+    path = tmp_path / "s.tar.gz"
+    if stored == "plain tar named .tar.gz":
+        path.write_bytes(raw)
+    else:
+        packed = bytearray(gzip.compress(raw, compresslevel=0))  # stored blocks: bytes as they are
+        if stored == "gzip, a byte changed":
+            with tarfile.open(plain) as tar:
+                at = tar.getmember("k1.jpg").offset_data + 1000
+            where = packed.find(raw[at - 64:at + 64]) + 64
+            assert where >= 64
+            packed[where] ^= 0x01
+        path.write_bytes(bytes(packed))
+    out = list(ReadShardDoFn(("jpg",)).process(str(path)))
+    records = [o for o in out if isinstance(o, dict)]
+    failed = [o.value for o in out if not isinstance(o, dict)]
+    if stored != "gzip, a byte changed":
+        assert not failed and [r["key"] for r in records] == ["k0", "k1", "k2"]
+        assert all(r["image"] == photo for r in records)
+        return
+    assert records == []
+    assert [f["key"] for f in failed] == ["k0", "k1", "k2"]
+    assert all("gzip check fails (BadGzipFile: CRC check failed" in f["error"] for f in failed), failed[0]
+    assert failed[1]["members"] == ["jpg", "txt"]
+
+
 def test_finalize_retried_after_dying_while_cleaning_up(tmp_path, monkeypatch):
     """The finalize step dies after publishing the shards, having deleted one part of a
     concatenated shard: its retry must keep the shards as they were, not fail or rebuild them
