@@ -30,3 +30,12 @@ def state_dir(value) -> None:
                          f"object stores are not supported, got {value!r}")
     if os.path.exists(value) and not os.path.isdir(value):
         raise ValueError(f"state_dir {value!r} exists and is not a directory")
+
+
+def bounded(pcoll, what: str) -> None:
+    """``what`` reads its whole input before it decides (a global join or graph): a ValueError
+    when ``pcoll`` is unbounded (a stream), which Beam would refuse later with a GroupByKey
+    error that names none of ours."""
+    if not pcoll.is_bounded:
+        raise ValueError(f"{what} needs a bounded input, and this one is unbounded (a stream); on a "
+                         "stream, use exact mode without a reference")

@@ -6,8 +6,9 @@ cannot read) or where the Rust code fails on many (a bug) should not end as a "s
 nothing. The hashing step tallies, per batch, its inputs, the inputs that could not be hashed
 (undecodable or missing image bytes, or an unparsable hash with ``hash_column``) and those that
 hit an internal error (``beam_phash.InternalError``: a caught panic). ``CheckFailures`` sums the
-tallies once every input is hashed, and raises :class:`FailureThresholdError` when a fraction is
-over its threshold: off by default for decode failures, 0.001 for internal errors.
+tallies once every input is hashed (on a stream, its running totals as each tally arrives), and
+raises :class:`FailureThresholdError` when a fraction is over its threshold: off by default for
+decode failures, 0.001 for internal errors.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Iterable, NamedTuple, Optional
 
 import apache_beam as beam
+from apache_beam.transforms import trigger
 
 #: The hashing step's output of per-batch tallies.
 TALLY = "tally"
@@ -81,10 +83,14 @@ class CheckFailures(beam.PTransform):
 
     def expand(self, tallies):
         threshold = self._threshold
+        # A stream never ends: its running totals are checked as each tally arrives.
+        streaming = {} if tallies.is_bounded else dict(
+            trigger=trigger.Repeatedly(trigger.AfterCount(1)),
+            accumulation_mode=trigger.AccumulationMode.ACCUMULATING)
         # One key rather than CombineGlobally: no default value is needed (no tally, nothing to
         # check), and CombineGlobally's machinery for it is ten transforms of its own.
         return (tallies
-                | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
+                | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows(), **streaming)
                 | "OneKey" >> beam.Map(lambda t: (None, t))
                 | "Sum" >> beam.CombinePerKey(_add)
                 | "Check" >> beam.Map(lambda kv: threshold.check(Tally(*kv[1]))))

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from beam_phash._native import FLAT_QUALITY, PHash, collapse_heads, hash_images, parse_hex_column, parse_hex_hashes
+from beam_phash.checks import bounded
 from beam_phash.hashed_as import hashed_as, unlike
 from beam_phash.hashing import HashConfig, given_flat
 from beam_phash.metrics import DedupMetrics
@@ -272,6 +273,7 @@ class MatchReference(beam.PTransform):
         self._partitions = partitions
 
     def expand(self, hashed):
+        bounded(hashed, "a reference in exact mode (with_reference)")
         # The reference is one set for every window: the join runs in the global window, and
         # each record goes on in its own window again (as Beam's Reshuffle carries them).
         windowing = hashed.windowing

@@ -91,10 +91,12 @@ class ExactDedup(beam.PTransform):
             client = self._client(hashed.pipeline)
             deduped = hashed | "DedupWithRay" >> beam.ParDo(
                 RayDedupDoFn(client, b.claim_batch, self._hash_bytes)).with_outputs(DUPLICATES, CLAIMED, main=KEPT)
-            if b.backend_name is None or b.state_dir is not None:
+            if (b.backend_name is None or b.state_dir is not None) and hashed.is_bounded:
                 # Barrier: the sum exists only once every record went through the backend. Only
                 # the claiming step's counts leave its stage (combiner lifting), never the
-                # records, whose image bytes the kept and duplicate outputs carry.
+                # records, whose image bytes the kept and duplicate outputs carry. A stream has
+                # no such point: its backend is released by `release()` (its state_dir kept by
+                # the buckets' logs, written through before each answer).
                 _ = (deduped[CLAIMED]
                      | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
                      | "CountClaimed" >> beam.CombineGlobally(sum)

@@ -46,7 +46,7 @@ import apache_beam as beam
 
 from beam_phash import state_manifest
 from beam_phash._native import near_layout
-from beam_phash.checks import int_in
+from beam_phash.checks import bounded, int_in
 from beam_phash.hashing import HashConfig
 from beam_phash.near import dofns
 from beam_phash.near.config import NearConfig
@@ -138,6 +138,7 @@ class NearDedup(beam.PTransform):
         return batches | "FixedWindow" >> beam.WindowInto(beam.window.GlobalWindows())
 
     def expand(self, hashed):
+        bounded(hashed, "near-duplicate mode (max_distance > 0 or dihedral)")
         state = self._open_state()
         self.layout, self._search_partitions = self._plan(state)
         packed = (hashed
