@@ -6,12 +6,14 @@ cannot read) or where the Rust code fails on many (a bug) should not end as a "s
 nothing. The hashing step tallies, per batch, its inputs, the inputs that could not be hashed
 (undecodable or missing image bytes, or an unparsable hash with ``hash_column``) and those that
 hit an internal error (``beam_phash.InternalError``: a caught panic). ``CheckFailures`` sums the
-tallies once every input is hashed (on a stream, its running totals as each tally arrives), and
+tallies once every input is hashed (on a stream, its running totals as each tally arrives, once
+they count at least 1 / threshold inputs), and
 raises :class:`FailureThresholdError` when a fraction is over its threshold: off by default for
 decode failures, 0.001 for internal errors.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterable, NamedTuple, Optional
 
@@ -50,14 +52,18 @@ class FailureThreshold:
                 raise ValueError(f"failure threshold {name} must be a fraction between 0 and 1, or None; "
                                  f"got {value!r}")
 
-    def check(self, tally: Tally) -> None:
-        """FailureThresholdError when a fraction of ``tally.inputs`` is over its threshold."""
+    def check(self, tally: Tally, running: bool = False) -> None:
+        """FailureThresholdError when a fraction of ``tally.inputs`` is over its threshold.
+        ``running``: a stream's totals so far, checked against a threshold only once they count
+        enough inputs (``ceil(1 / threshold)``) that one failure alone is not over it."""
         if tally.inputs == 0:
             return
         for kind, count, limit, what in (
                 ("internal", tally.internal, self.internal,
                  "hit an internal error in the Rust code (a bug: please report it with one of them)"),
                 ("decode", tally.decode, self.decode, "could not be hashed")):
+            if running and limit and tally.inputs < math.ceil(1 / limit):
+                continue
             if limit is not None and count / tally.inputs > limit:
                 raise FailureThresholdError(
                     f"{count} of {tally.inputs} inputs ({100 * count / tally.inputs:.1f}%) {what}, over the "
@@ -83,7 +89,9 @@ class CheckFailures(beam.PTransform):
 
     def expand(self, tallies):
         threshold = self._threshold
-        # A stream never ends: its running totals are checked as each tally arrives.
+        # A stream never ends: its running totals are checked as each tally arrives (once they
+        # count enough inputs). A check over its threshold then fails its step at every firing: a
+        # runner that retries streaming work for ever (Dataflow) stalls there, logging the error.
         streaming = {} if tallies.is_bounded else dict(
             trigger=trigger.Repeatedly(trigger.AfterCount(1)),
             accumulation_mode=trigger.AccumulationMode.ACCUMULATING)
@@ -93,4 +101,4 @@ class CheckFailures(beam.PTransform):
                 | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows(), **streaming)
                 | "OneKey" >> beam.Map(lambda t: (None, t))
                 | "Sum" >> beam.CombinePerKey(_add)
-                | "Check" >> beam.Map(lambda kv: threshold.check(Tally(*kv[1]))))
+                | "Check" >> beam.Map(lambda kv, running=bool(streaming): threshold.check(Tally(*kv[1]), running)))

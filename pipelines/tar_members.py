@@ -14,12 +14,13 @@ marker (a zero block).
 A file cut short inside a member raises :class:`MemberCutShort` (naming the member); cut inside a
 header or between two members, or with a garbled header, ``EOFError``; a file that is not a tar
 at all, ``tarfile.ReadError``. Nothing is
-held in memory but the current member. tarfile does not check a gzip stream's CRC: the reader
-first checks it with :func:`gzip_damage`, a second read of the shard.
+held in memory but the current member. Gzip shards are decompressed by :class:`Gunzipped`
+(every member, each one's CRC checked at its end), which the reader first runs through the whole
+shard (:func:`gzip_damage`, a second read of it): a damaged byte must not reach a sample.
 """
 from __future__ import annotations
 
-import gzip
+import io
 import tarfile
 import zlib
 from typing import Iterator, NamedTuple, Optional, Tuple, Union
@@ -194,22 +195,74 @@ def stream_members(f) -> Iterator[Member]:
         yield info.name, _read_member(info.name, tar.extractfile(info).read, info.size)
 
 
-def gzip_damage(f) -> Optional[str]:
-    """Why the gzip stream in the seekable file ``f`` cannot be trusted, or None (for a file that
-    is not gzip too). tarfile's stream mode never checks gzip's CRC-32 and length (CPython
-    computes them only when writing), so a byte changed inside a deflate block can read as a
-    whole tar with altered members. This reads every gzip member through ``gzip``, which checks
-    each one's trailer, and keeps none of the data. A stream cut short gives None: the data before
-    the cut is as written, and the read reports the cut."""
-    if f.read(len(GZIP_MAGIC)) != GZIP_MAGIC:
-        return None
-    f.seek(0)
-    try:
-        with gzip.GzipFile(fileobj=f, mode="rb") as stream:
-            while stream.read(CHECK_BUFFER):
+class Gunzipped(io.RawIOBase):
+    """The bytes of a gzip file, decompressed, read forward only: each member in turn (``cat
+    a.gz b.gz`` and bgzip write several), each one's CRC-32 and length checked at its end by
+    zlib (a mismatch, as any damage to the deflate data, raises ``zlib.error``); bytes after the
+    last member that do not begin another (padding, junk) are ignored, as ``gzip -t`` ignores
+    them. A file cut short raises EOFError. A file that is not gzip at all is passed through as
+    it is (``gzip`` False). tarfile's own gzip reading checks no CRC and reads one member only."""
+
+    def __init__(self, f):
+        super().__init__()
+        self._f = f
+        head = f.read(len(GZIP_MAGIC))
+        self.gzip = head == GZIP_MAGIC
+        self._unzip = zlib.decompressobj(zlib.MAX_WBITS | 16) if self.gzip else None
+        self._raw = head  # read from the file, not yet decompressed (or passed through)
+        self._out = b""
+        self._ended = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._out and not self._ended:
+            self._fill()
+        n = min(len(buffer), len(self._out))
+        buffer[:n] = self._out[:n]
+        self._out = self._out[n:]
+        return n
+
+    def _more(self) -> bool:
+        chunk = self._f.read(STREAM_BUFFER)
+        self._raw += chunk
+        return bool(chunk)
+
+    def _fill(self) -> None:
+        if not self.gzip:
+            if not self._raw and not self._more():
+                self._ended = True
+            self._out, self._raw = self._raw, b""
+            return
+        if self._unzip.eof:  # a member ended, its CRC and length checked: another one?
+            self._raw = self._unzip.unused_data + self._raw
+            while len(self._raw) < len(GZIP_MAGIC) and self._more():
                 pass
-    except EOFError:
+            if not self._raw.startswith(GZIP_MAGIC):
+                self._ended = True  # the end, or trailing bytes that are not a member
+                return
+            self._unzip = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        if not self._raw and not self._more():
+            raise EOFError("the gzip stream ends before its member does (cut short)")
+        self._out = self._unzip.decompress(self._raw)
+        self._raw = b""
+
+
+def gzip_damage(f) -> Optional[str]:
+    """Why the gzip file ``f`` cannot be trusted (its data does not match a member's CRC-32 or
+    length, or does not decompress), or None: for a sound file, for one that is not gzip, and
+    for one cut short or unreadable part of the way (the read of the shard reports those; a cut
+    that falls after the tar's end leaves the shard read, unchecked). Reads ``f`` forward once
+    and keeps none of the data."""
+    stream = Gunzipped(f)
+    if not stream.gzip:
         return None
-    except (OSError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
-        return f"{type(e).__name__}: {e}"
+    try:
+        while stream.read(CHECK_BUFFER):
+            pass
+    except zlib.error as e:
+        return f"zlib: {e}"
+    except (EOFError, OSError):  # cut short, or a failed read of the file
+        return None
     return None

@@ -48,7 +48,8 @@ from apache_beam.io.filesystems import FileSystems
 from beam_phash._native import tar_member_names
 from beam_phash.records import ERROR_FIELD, FAILED
 from pipelines.input_paths import BadName, InputPaths, Listing, open_stored, printable
-from pipelines.tar_members import Link, Member, MemberCutShort, gzip_damage, plain_members, stream_members
+from pipelines.tar_members import (Gunzipped, Link, Member, MemberCutShort, gzip_damage, plain_members,
+                                   stream_members)
 
 DEFAULT_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 
@@ -93,6 +94,8 @@ def member_name(key: str, suffix: str) -> str:
 
 #: The names of shards: plain, or compressed (which tarfile's stream mode reads).
 SHARD_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar")
+#: Shards read through :class:`Gunzipped` and checked by :func:`gzip_damage` first.
+GZIP_SUFFIXES = (".tar.gz", ".tgz")
 
 
 def is_shard(path: str) -> bool:
@@ -206,12 +209,15 @@ class SampleStream:
             yield done
 
 
-def open_members(f, shard: str, read_data: bool = True) -> Iterator[Member]:
+def open_members(f, shard: str, read_data: bool = True, checked: bool = True) -> Iterator[Member]:
     """A shard's members: a plain ``.tar`` on a seekable file is parsed directly, anything else
-    (compressed) read by tarfile as a stream."""
+    (compressed) read by tarfile as a stream, gzip through :class:`Gunzipped` (every member, each
+    one's CRC checked). ``checked=False`` (a gzip shard known to fail its check, read only to
+    name its samples): through tarfile's own gzip reading, which checks nothing and so reads on
+    to the end of the first member, where a CRC check would raise in the last block read."""
     if shard.endswith(".tar") and f.seekable():
         return plain_members(f, read_data)
-    return stream_members(f)
+    return stream_members(Gunzipped(f) if checked and shard.endswith(GZIP_SUFFIXES) else f)
 
 
 @dataclass
@@ -291,22 +297,22 @@ class ReadShardDoFn(beam.DoFn):
         broken: Optional[Tuple[str, str]] = None  # where the shard breaks off, and how
         try:
             with open_stored(shard) as f:
-                stream = SampleStream(open_members(f, shard))
+                stream = SampleStream(open_members(f, shard, checked=damage is None))
                 for sample in stream:
                     last = sample.key
                     failure = self._check_key(reading, sample)
                     if failure is None and damage is not None:
-                        failure = self._failure(reading, sample.key, f"sample {sample.key}: the shard's gzip "
-                                                f"check fails ({damage}), so none of its bytes can be trusted", sample)
+                        failure = self._untrusted(reading, sample, damage)
                     yield failure if failure is not None else self._record(reading, sample)
         except tarfile.ReadError as e:
             if stream is None or not stream.started:
                 yield self._failure(reading, f"{shard}#unreadable", f"not a tar archive ({e})")
                 damage = None  # said as unreadable
             else:
-                broken = yield from self._broken(reading, stream, last, e)
+                broken = yield from self._broken(reading, stream, last, e, damage)
         except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as e:
-            broken = yield from self._broken(reading, stream, last, e)
+            # (a damaged gzip shard's read meets the damage itself: zlib.error)
+            broken = yield from self._broken(reading, stream, last, e, damage)
         lost = 0  # samples the sidecar lists after the break
         for key, row in (reading.sidecar or {}).items():
             if key in reading.seen or reading.repeated.get((shard, key)) not in (None, shard):
@@ -321,16 +327,25 @@ class ReadShardDoFn(beam.DoFn):
             else:
                 reason = f"sample {key} is listed in {sidecar_path(shard)} but not in the shard"
             yield self._failure(reading, key, reason)
-        if broken is not None and not lost:  # nothing else stands for the rest of the shard
+        if broken is not None and not lost and damage is not None:
+            yield self._failure(reading, f"{shard}#damaged", f"{broken[1]}; its read stopped {broken[0]}, "
+                                "and whatever it held after that is lost")
+        elif broken is not None and not lost:  # nothing else stands for the rest of the shard
             yield self._failure(reading, f"{shard}#truncated", f"truncated or damaged {broken[0]}, the rest "
                                 f"of the shard is lost ({broken[1]})")
         elif damage is not None and last is None:  # no sample stands for the shard
             yield self._failure(reading, f"{shard}#damaged", f"the shard's gzip check fails ({damage})")
 
-    def _broken(self, reading: _Reading, stream: Optional[SampleStream], last: Optional[str], e: Exception):
-        """Yields the sample a break cut into; returns where the shard breaks off, and how. The
-        caller reports the rest: the samples its sidecar lists after the break, or when none,
-        ``SHARD#truncated``."""
+    def _untrusted(self, reading: _Reading, sample: _Sample, damage: str):
+        return self._failure(reading, sample.key, f"sample {sample.key}: the shard's gzip check fails "
+                             f"({damage}), so none of its bytes can be trusted", sample)
+
+    def _broken(self, reading: _Reading, stream: Optional[SampleStream], last: Optional[str], e: Exception,
+                damage: Optional[str] = None):
+        """Yields the sample a break cut into; returns where the shard breaks off, and how (for
+        a shard whose gzip check failed, ``damage``: that check). The caller reports the rest:
+        the samples its sidecar lists after the break, or when none, ``SHARD#truncated`` (or
+        ``SHARD#damaged``)."""
         pending = stream.pending if stream is not None else None
         if pending is not None:
             if isinstance(e, MemberCutShort):
@@ -339,12 +354,16 @@ class ReadShardDoFn(beam.DoFn):
                 read = ", ".join(member_name(pending.key, s) for s in pending.suffixes)
                 where = f"after its members {read}, and members of it after them would be lost"
             repeated_key = self._check_key(reading, pending)
-            yield repeated_key if repeated_key is not None else self._failure(
-                reading, pending.key, f"sample {pending.key}: the shard breaks {where} "
-                f"({type(e).__name__}: {e})", pending)
+            if repeated_key is not None:
+                yield repeated_key
+            elif damage is not None:
+                yield self._untrusted(reading, pending, damage)
+            else:
+                yield self._failure(reading, pending.key, f"sample {pending.key}: the shard breaks {where} "
+                                    f"({type(e).__name__}: {e})", pending)
             last = pending.key
         where = f"after sample {last}" if last is not None else "before its first sample"
-        return where, f"{type(e).__name__}: {e}"
+        return where, (f"the shard's gzip check fails ({damage})" if damage is not None else f"{type(e).__name__}: {e}")
 
     def _check_key(self, reading: _Reading, sample: _Sample) -> Optional[beam.pvalue.TaggedOutput]:
         """None for a key's first occurrence (and records it as seen), else the failure."""
@@ -362,13 +381,14 @@ class ReadShardDoFn(beam.DoFn):
 def _gzip_damage(shard: str) -> Optional[str]:
     """``gzip_damage`` of a shard named as gzip (``.tar.gz``, ``.tgz``); None for other shards,
     and when it cannot be opened (the read reports that)."""
-    if not shard.endswith((".gz", ".tgz")):
+    if not shard.endswith(GZIP_SUFFIXES):
         return None
     try:
-        with open_stored(shard) as f:
-            return gzip_damage(f)
-    except Exception:  # noqa: BLE001 - a shard that cannot be read: the read says why
+        f = open_stored(shard)
+    except Exception:  # noqa: BLE001 - a shard that cannot be opened: the read says why
         return None
+    with f:
+        return gzip_damage(f)
 
 
 def _member_names(shard: str) -> Iterator[str]:
@@ -387,16 +407,21 @@ def _member_names(shard: str) -> Iterator[str]:
 def list_keys(shard: str) -> Iterator[str]:
     """The key of every sample of a shard, in order, from the member headers (a plain tar is
     read at its headers only, the data sought over). Stops quietly where the shard breaks; the
-    read itself reports that."""
+    read itself reports that. A gzip shard that fails its check has no key: its read fails every
+    sample, and none of them may take a key from an intact shard later by path."""
+    keys: List[str] = []
     try:
         last = None
         for name in _member_names(shard):
             key, _ = split_name(name)
             if key != last:
-                yield key
+                keys.append(key)
                 last = key
-    except Exception:  # noqa: BLE001 - damaged shards are reported by ReadShardDoFn
+    except zlib.error:
         return
+    except Exception:  # noqa: BLE001 - damaged shards are reported by ReadShardDoFn
+        pass
+    yield from keys
 
 
 #: Keys per bucket of the repeated-key shuffle, about: few elements, small groups.

@@ -649,6 +649,34 @@ def test_the_failure_threshold_is_checked_on_a_stream():
             _ = build(p) | ImagePhashDedup(backend="state").with_failure_threshold(decode=0.5)
 
 
+def test_a_stream_is_not_failed_by_its_first_few_inputs():
+    """A stream's first batch held 1 undecodable input of 1: 100% over a threshold of 10%, and
+    the job failed, where the same 20 inputs as a bounded input (1 in 20) pass. A threshold is
+    now checked once the running totals count 1 / threshold inputs."""
+    photo = PHOTOS[0].read_bytes()
+    build = _stream_of([[({"id": "x", "image": b"x"}, 1)],
+                        [({"id": f"p{i}", "image": photo}, 2) for i in range(19)]], windowed=False)
+    with _streaming_pipeline() as p:
+        outputs = build(p) | ImagePhashDedup(backend="state").with_failure_threshold(decode=0.1).with_outputs()
+        assert_that(outputs.failed | beam.Map(lambda r: r["id"]), equal_to(["x"]))
+
+
+@pytest.mark.ray
+def test_releasing_a_streams_backend_snapshots_its_state(ray_cluster, tmp_path):
+    """A stream's unnamed Ray backend is released by its owner, not by the pipeline's end: its
+    state_dir must then be snapshotted, as a bounded run's end does, not left in the logs."""
+    state = tmp_path / "state"
+    build = _stream_of([[({"id": "a", "image": PHOTOS[0].read_bytes()}, 1)]])
+    dedup = ImagePhashDedup(num_buckets=2, state_dir=str(state)).with_outputs()
+    try:
+        with _streaming_pipeline() as p:
+            _ = build(p) | dedup
+        before = set(state.rglob("snapshot-*.parquet"))  # the buckets' first ones, empty
+    finally:
+        dedup.release()
+    assert len(set(state.rglob("snapshot-*.parquet")) - before) == 2  # one new one per bucket
+
+
 @pytest.mark.parametrize("mode", ["near", "reference"])
 def test_what_needs_a_bounded_input_refuses_a_stream_by_name(mode):
     """Near-duplicate mode and exact mode's reference join read their whole input; on a stream

@@ -1014,12 +1014,14 @@ def test_reader_handles_pax_and_compressed_shards(tmp_path, layout):
         assert {r["image_member"]: r["image"], **r["member_bytes"]} == expected[r["key"]]
 
 
-@pytest.mark.parametrize("stored", ["gzip, a byte changed", "gzip, intact", "plain tar named .tar.gz"])
+@pytest.mark.parametrize("stored", ["gzip, a byte changed", "gzip, intact", "plain tar named .tar.gz",
+                                    "gzip, junk after it", "gzip, two members"])
 def test_a_gzip_shard_whose_check_fails_keeps_none_of_its_samples(tmp_path, stored):
     """tarfile's stream mode does not check gzip's CRC: a byte changed in k1's image (stored
     blocks, so nothing else notices) read as a whole shard, k1 kept with altered bytes. Every
-    sample now fails naming the check; an intact shard, and a plain tar with a gzip name (which
-    tarfile reads as such), read as before."""
+    sample now fails naming the check; an intact shard, a plain tar with a gzip name (which
+    tarfile reads as such), one with junk after its gzip member (ignored, as gzip -t ignores it)
+    and one of two gzip members (tarfile read only the first) read whole."""
     from pipelines.webdataset_read import ReadShardDoFn
 
     photo = PHOTOS[0].read_bytes()
@@ -1030,6 +1032,10 @@ def test_a_gzip_shard_whose_check_fails_keeps_none_of_its_samples(tmp_path, stor
     path = tmp_path / "s.tar.gz"
     if stored == "plain tar named .tar.gz":
         path.write_bytes(raw)
+    elif stored == "gzip, junk after it":  # ignored, as gzip -t ignores it
+        path.write_bytes(gzip.compress(raw) + b"\njunk")
+    elif stored == "gzip, two members":  # cat a.gz b.gz, cut inside k1's image (tarfile read the first only)
+        path.write_bytes(gzip.compress(raw[:len(raw) // 2]) + gzip.compress(raw[len(raw) // 2:]))
     else:
         packed = bytearray(gzip.compress(raw, compresslevel=0))  # stored blocks: bytes as they are
         if stored == "gzip, a byte changed":
@@ -1048,8 +1054,24 @@ def test_a_gzip_shard_whose_check_fails_keeps_none_of_its_samples(tmp_path, stor
         return
     assert records == []
     assert [f["key"] for f in failed] == ["k0", "k1", "k2"]
-    assert all("gzip check fails (BadGzipFile: CRC check failed" in f["error"] for f in failed), failed[0]
+    assert all("gzip check fails (zlib: Error -3 while decompressing data: incorrect data check)" in f["error"]
+               for f in failed), failed[0]
     assert failed[1]["members"] == ["jpg", "txt"]
+
+
+def test_a_gzip_shard_that_fails_its_check_takes_no_key_from_a_later_shard(tmp_path):
+    """A key in a damaged gzip shard (first by path) and in an intact one: the intact copy is the
+    one read, not failed as "already in" a shard whose every sample fails."""
+    photo = PHOTOS[0].read_bytes()
+    plain = tmp_path / "plain.tar"
+    write_tar(plain, [("k1.jpg", photo)])
+    packed = bytearray(gzip.compress(plain.read_bytes(), compresslevel=0))
+    packed[len(packed) // 2] ^= 0x01  # inside k1's image, in a stored block
+    (tmp_path / "a.tar.gz").write_bytes(bytes(packed))
+    write_tar(tmp_path / "b.tar", [("k1.jpg", photo)])
+    shards = [str(tmp_path / "a.tar.gz"), str(tmp_path / "b.tar")]
+    assert list(webdataset_read.list_keys(shards[0])) == []
+    assert webdataset_read.repeated_keys(shards) == {}
 
 
 def test_finalize_retried_after_dying_while_cleaning_up(tmp_path, monkeypatch):

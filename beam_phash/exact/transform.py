@@ -1,6 +1,7 @@
 """``ExactDedup``: first seen wins among records with the same hash, through a backend."""
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from typing import Any, Optional, Tuple, Union
@@ -56,9 +57,22 @@ class ExactDedup(beam.PTransform):
         directory, so a rerun would be refused as "in use by another backend". Their claims are
         on disk already. A no-op for named backends, Beam state, and an embedded Ray that is gone.
         (A cluster that does not answer within seconds is a ConnectionError: the pipeline may
-        have failed for that very reason.)"""
+        have failed for that very reason.)
+
+        With a state directory the buckets are snapshotted first, as a run's end does: a stream's
+        backend is released only here, and its claims were until now in the buckets' logs alone,
+        written through to the OS but not to the disk (a snapshot that fails is logged, and the
+        logs still hold the claims)."""
+        from beam_phash.exact.ray_client import BackendError
+
         for client in self._unnamed:
-            client.connect(timeout=5.0).release()
+            connected = client.connect(timeout=5.0)
+            if connected.state_dir:
+                try:
+                    connected.snapshot()
+                except BackendError as e:
+                    logging.getLogger(__name__).warning("releasing %s without a snapshot: %s", connected.backend_name, e)
+            connected.release()
         self._unnamed.clear()
 
     def _client(self, pipeline):
