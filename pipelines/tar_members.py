@@ -243,10 +243,13 @@ class Gunzipped(io.RawIOBase):
                 self._ended = True  # the end, or trailing bytes that are not a member
                 return
             self._unzip = zlib.decompressobj(zlib.MAX_WBITS | 16)
-        if not self._raw and not self._more():
-            raise EOFError("the gzip stream ends before its member does (cut short)")
-        self._out = self._unzip.decompress(self._raw)
-        self._raw = b""
+        compressed = self._unzip.unconsumed_tail  # what the last call's output limit left over
+        if not compressed:
+            if not self._raw and not self._more():
+                raise EOFError("the gzip stream ends before its member does (cut short)")
+            compressed, self._raw = self._raw, b""
+        # At most CHECK_BUFFER bytes out at a time: 64 KiB of zeros decompress to 64 MiB.
+        self._out = self._unzip.decompress(compressed, CHECK_BUFFER)
 
 
 def gzip_damage(f) -> Optional[str]:
