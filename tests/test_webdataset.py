@@ -1072,6 +1072,12 @@ def test_a_gzip_shard_that_fails_its_check_takes_no_key_from_a_later_shard(tmp_p
     shards = [str(tmp_path / "a.tar.gz"), str(tmp_path / "b.tar")]
     assert list(webdataset_read.list_keys(shards[0])) == []
     assert webdataset_read.repeated_keys(shards) == {}
+    # A CRC far past the end-of-archive marker (a tar padded with 300 KB of zeros), at which
+    # tarfile stops reading: the listing still reads on to it.
+    packed = bytearray(gzip.compress((tmp_path / "b.tar").read_bytes() + bytes(300_000), compresslevel=0))
+    packed[-6] ^= 0x01  # in the CRC-32
+    (tmp_path / "a.tar.gz").write_bytes(bytes(packed))
+    assert list(webdataset_read.list_keys(shards[0])) == []
 
 
 def test_finalize_retried_after_dying_while_cleaning_up(tmp_path, monkeypatch):
