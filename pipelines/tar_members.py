@@ -216,6 +216,11 @@ class Gunzipped(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def skip_rest(self) -> None:
+        """Read on to the end, keeping nothing: every member's CRC and length checked."""
+        while self.read(CHECK_BUFFER):
+            pass
+
     def readinto(self, buffer) -> int:
         while not self._out and not self._ended:
             self._fill()
@@ -262,8 +267,7 @@ def gzip_damage(f) -> Optional[str]:
     if not stream.gzip:
         return None
     try:
-        while stream.read(CHECK_BUFFER):
-            pass
+        stream.skip_rest()
     except zlib.error as e:
         return f"zlib: {e}"
     except (EOFError, OSError):  # cut short, or a failed read of the file

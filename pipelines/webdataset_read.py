@@ -48,8 +48,8 @@ from apache_beam.io.filesystems import FileSystems
 from beam_phash._native import tar_member_names
 from beam_phash.records import ERROR_FIELD, FAILED
 from pipelines.input_paths import BadName, InputPaths, Listing, open_stored, printable
-from pipelines.tar_members import (CHECK_BUFFER, Gunzipped, Link, Member, MemberCutShort, gzip_damage,
-                                   plain_members, stream_members)
+from pipelines.tar_members import (Gunzipped, Link, Member, MemberCutShort, gzip_damage, plain_members,
+                                   stream_members)
 
 DEFAULT_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 
@@ -406,8 +406,7 @@ def _member_names(shard: str) -> Iterator[str]:
                 yield name
             # tarfile stops at the end-of-archive marker: read on to each member's CRC, which a
             # damaged shard fails (zlib.error) even when its last bytes are a read of their own.
-            while stream.read(CHECK_BUFFER):
-                pass
+            stream.skip_rest()
             return
         for name, _ in open_members(f, shard, read_data=False):
             yield name
