@@ -1015,13 +1015,15 @@ def test_reader_handles_pax_and_compressed_shards(tmp_path, layout):
 
 
 @pytest.mark.parametrize("stored", ["gzip, a byte changed", "gzip, intact", "plain tar named .tar.gz",
-                                    "gzip, junk after it", "gzip, two members"])
+                                    "gzip, junk after it", "gzip, two members", "gzip, zeros between members",
+                                    "gzip, zeros after it"])
 def test_a_gzip_shard_whose_check_fails_keeps_none_of_its_samples(tmp_path, stored):
     """tarfile's stream mode does not check gzip's CRC: a byte changed in k1's image (stored
     blocks, so nothing else notices) read as a whole shard, k1 kept with altered bytes. Every
     sample now fails naming the check; an intact shard, a plain tar with a gzip name (which
     tarfile reads as such), one with junk after its gzip member (ignored, as gzip -t ignores it)
-    and one of two gzip members (tarfile read only the first) read whole."""
+    and one of two gzip members (tarfile read only the first), with or without zero bytes between
+    them (the gzip module skips those; the reader stopped at them), read whole."""
     from pipelines.webdataset_read import ReadShardDoFn
 
     photo = PHOTOS[0].read_bytes()
@@ -1036,6 +1038,11 @@ def test_a_gzip_shard_whose_check_fails_keeps_none_of_its_samples(tmp_path, stor
         path.write_bytes(gzip.compress(raw) + b"\njunk")
     elif stored == "gzip, two members":  # cat a.gz b.gz, cut inside k1's image (tarfile read the first only)
         path.write_bytes(gzip.compress(raw[:len(raw) // 2]) + gzip.compress(raw[len(raw) // 2:]))
+    elif stored == "gzip, zeros after it":
+        path.write_bytes(gzip.compress(raw) + bytes(70_000))
+    elif stored == "gzip, zeros between members":  # padded as on a tape: the gzip module reads on
+        path.write_bytes(gzip.compress(raw[:len(raw) // 2]) + bytes(70_000) + gzip.compress(raw[len(raw) // 2:]))
+        assert gzip.decompress(path.read_bytes()) == raw
     else:
         packed = bytearray(gzip.compress(raw, compresslevel=0))  # stored blocks: bytes as they are
         if stored == "gzip, a byte changed":
