@@ -66,7 +66,7 @@ from beam_phash.near.policy import KEEP_POLICIES
 from beam_phash.records import QUALITY_FIELD, WRITTEN_FIELDS
 from pipelines import early_start
 from pipelines import inputs as job_inputs
-from pipelines.inputs import REFERENCE_HASH, ConfigError, InputSpec, ReadImageRecords, ReadReference
+from pipelines.inputs import ConfigError, InputSpec, ReadImageRecords, ReadReference, reference_hash_field
 from pipelines.outputs import WriteOutputs
 from pipelines.console import Console, close_console, open_console, say_interrupted, say_interrupted_before_help
 from pipelines.early_start import LOCAL_RUNNERS
@@ -409,7 +409,7 @@ def build(p, spec: InputSpec, output: str, dedup: ImagePhashDedup, report: bool 
     records = read if progress is None else read | "Progress" >> beam.ParDo(ProgressDoFn(progress))
     if reference is not None:
         references = p | "ReadReference" >> ReadReference(reference, spec.id_column, spec.image_column)
-        dedup = dedup.with_reference(references, hash_column=REFERENCE_HASH if reference.hash_column else None)
+        dedup = dedup.with_reference(references, hash_column=reference_hash_field(reference, spec.id_column))
     outputs = with_read_failures(records | "Dedup" >> dedup.with_outputs(), read_failed, dedup.hash_field)
     if write_shards is not None:
         _ = outputs.kept | "WriteShards" >> WriteShards(write_shards, shard_mb)

@@ -591,8 +591,19 @@ def reference_spec(references: List[str], fmt: str, image_column: str, id_column
     return spec
 
 
-#: The field that holds a Parquet reference's hashes once read (``ReadReference``).
+#: The field that holds a Parquet reference's hashes once read (``ReadReference``), when their
+#: own column's name is taken (``reference_hash_field``).
 REFERENCE_HASH = "reference_hash"
+
+
+def reference_hash_field(spec: InputSpec, id_field: str) -> Optional[str]:
+    """The field a Parquet reference's hashes are read into (None without a hash column): their
+    column's own name, so that a hash the transform cannot parse is failed under the name the user
+    gave; ``REFERENCE_HASH`` when that name is the job's id field (the reference's ids are read
+    into it) or the quality column (read beside the hashes)."""
+    if spec.hash_column is None:
+        return None
+    return REFERENCE_HASH if spec.hash_column in (id_field, QUALITY_FIELD) else spec.hash_column
 
 
 class ReadReference(beam.PTransform):
@@ -627,9 +638,7 @@ class ReadReference(beam.PTransform):
                 lambda r: {id_field: r[wds.KEY], image_field: r.get(wds.IMAGE),
                            **({ERROR_FIELD: r[ERROR_FIELD]} if ERROR_FIELD in r else {})})
         value = spec.hash_column or spec.image_column
-        # (the hashes under a name of the job's own: the reference's column may bear the input's
-        # id column's name)
-        renamed = {spec.id_column: id_field, value: REFERENCE_HASH if spec.hash_column else image_field}
+        renamed = {spec.id_column: id_field, value: reference_hash_field(spec, id_field) or image_field}
         # img2dataset's rows whose download failed: failed references with their status, as
         # such input rows are failed records with it (hashes from a column have no status).
         status = spec.status_column if spec.hash_column is None else None

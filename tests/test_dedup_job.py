@@ -634,6 +634,22 @@ def test_a_reference_hash_column_named_as_the_input_s_id_column_is_read(tmp_path
     assert [(r["id"], r["duplicate_of"]) for r in read(out, "duplicates")] == [(str(src / "a.jpg"), "r")]
 
 
+def test_a_reference_hash_that_is_not_hex_is_failed_under_its_own_column(tmp_path):
+    """A reference hash that did not parse was failed as "reference_hash: not hex ...", the
+    job's internal field, not the column given to --reference-hash-column."""
+    photo = PHOTOS[0].read_bytes()
+    ref = tmp_path / "ref.parquet"
+    pq.write_table(pa.table({"id": ["bad", "good"], "h": ["zz" * 32, beam_phash.hash_image(photo).hex()]}), ref)
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.jpg").write_bytes(photo)
+    out = tmp_path / "out"
+    assert dedup_images.main(["--input", str(src), "--reference", str(ref), "--reference-hash-column", "h",
+                              "--output", str(out), "--backend", "state", "--no-report"]) == 0
+    assert [(r["id"], r["error"].split(":")[0]) for r in read(out, "reference_failed")] == [("bad", "h")]
+    assert [(r["id"], r["duplicate_of"]) for r in read(out, "duplicates")] == [(str(src / "a.jpg"), "good")]
+
+
 def test_reference_image_and_hash_columns_together_are_one_line(tmp_path, capsys):
     ref = tmp_path / "ref.parquet"
     pq.write_table(pa.table({"id": ["r"], "image": [PHOTOS[0].read_bytes()], "image_phash": ["00" * 32]}), ref)
