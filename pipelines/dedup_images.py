@@ -326,11 +326,6 @@ def check_beam_options(beam_args: List[str]) -> None:
             raise ConfigError(f"unknown option --{name}{hint}")
 
 
-def written_dirs(args) -> List[str]:
-    """The directories this job writes into: --output, and --write-shards when given."""
-    return [args.output] + ([args.write_shards] if args.write_shards is not None else [])
-
-
 def remove_unfinished(directories: List[str]) -> None:
     """After a failed run on this machine: the writers' unfinished parts (``DIR/.tmp-<12 hex>``),
     a shard left half-concatenated, and the report's unfinished text writes
@@ -358,6 +353,25 @@ def remove_unfinished(directories: List[str]) -> None:
                             os.remove(path)
             except Exception:  # noqa: BLE001 - best effort: the run's own error is the one to report
                 log.warning("could not remove the unfinished files %s", pattern, exc_info=True)
+
+
+def discard_outputs(args) -> None:
+    """After a run on this machine that failed or was interrupted: what it wrote would look like
+    a result (near-duplicate mode writes its outputs before its state's commit refuses; an
+    interrupted run may have finished some parts, a failed finalize published some shards, a
+    failure threshold stopped it after the kept keys were written). Only its log stays in the
+    output, and no shards in --write-shards DIR: unfinished parts, outputs, summary and report,
+    and the output folders the run made."""
+    remove_unfinished([args.output])  # (and clear_shards's own, in the shards directory)
+    clear_outputs(args.output)
+    if "://" not in args.output:  # an object store has no empty folders
+        for sub in CLEARED:
+            try:
+                os.rmdir(os.path.join(args.output, sub))
+            except OSError:  # not there, or not empty (a file of the user's)
+                pass
+    if args.write_shards is not None:
+        clear_shards(args.write_shards)
 
 
 def clear_outputs(output: str) -> None:
@@ -595,8 +609,10 @@ def mode_options(args) -> dict:
     return {name: getattr(args, name) for _, name, _ in _MODE_OPTIONS if getattr(args, name) is not None}
 
 
-def configure(argv: Optional[List[str]]):
-    """Parse and check everything; raises ConfigError or ValueError before anything runs."""
+def configure(argv: Optional[List[str]], command_line: bool = False):
+    """Parse and check everything; raises ConfigError or ValueError before anything runs.
+    ``command_line``: the job runs as the command, whose embedded Ray stops with it (a caller's
+    process keeps its Ray, and a named backend in it, for its later jobs)."""
     args, beam_args = parse_args(argv)
     check_not_an_output("--input", args.input or [])
     check_not_an_output("--reference", args.reference or [])
@@ -645,6 +661,10 @@ def configure(argv: Optional[List[str]]):
                           "hash to reach the backend)")
     args.keep = args.keep or "largest"
     check_mode_options(args, near)
+    if command_line and args.backend_name is not None and args.ray_address is None and args.backend != "state" \
+            and not near:  # (the other modes' refusal of Ray options is the library's)
+        raise ConfigError("--backend-name applies with --ray-address only: the command's own Ray stops with "
+                          "it, and a named backend with it (--state DIR carries what a job kept to later jobs)")
     check_beam_options(beam_args)
     check_plain_name(args.output, "--output")
     check_output_apart(args.output, [("--input", spec)] + ([("--reference", reference)] if reference else []))
@@ -705,7 +725,7 @@ def main(argv: Optional[List[str]] = None, held: Optional[List[int]] = None) -> 
             signal.signal(signal.SIGINT, signal.default_int_handler)
             if held:
                 raise KeyboardInterrupt
-        code = _run(argv, con)
+        code = _run(argv, con, command_line)
         if command_line:  # a run in a process of its own (not a caller's, which may use Ray on)
             stop_embedded_ray()
             run_exit_handlers()
@@ -770,9 +790,9 @@ def _interrupt_in(e: BaseException) -> bool:
     return any(isinstance(x, KeyboardInterrupt) or str(x).strip() == "KeyboardInterrupt" for x in _chain(e))
 
 
-def _run(argv: List[str], con: Console) -> int:
+def _run(argv: List[str], con: Console, command_line: bool = False) -> int:
     try:
-        args, spec, dedup, options, reference = configure(argv)
+        args, spec, dedup, options, reference = configure(argv, command_line)
     except ConfigError as e:
         con.tell(f"beam-phash: error: {e}")
         return 2
@@ -806,30 +826,29 @@ def _run(argv: List[str], con: Console) -> int:
         result.wait_until_finish()
     except KeyboardInterrupt:
         if local:
-            remove_unfinished(written_dirs(args))
+            discard_outputs(args)
         raise
     except Exception as e:  # noqa: BLE001 - every failure is one line; the traceback is in the log
         if _interrupt_in(e):  # Ctrl-C, as the runner passed it on
             if local:
-                remove_unfinished(written_dirs(args))
+                discard_outputs(args)
             raise KeyboardInterrupt from e
         log.exception("the run failed")
         reason = failure_threshold_reason(e)
         if reason is not None:  # the run stopped before its outputs were written
             reason = reason.replace(_THRESHOLD_TAIL, "no outputs were written: rerun without the threshold "
                                                      "to have failed/ list each with its reason")
-        con.tell(f"beam-phash: error: {reason or one_line(e)} (details in {con.log_path})")
+        said = reason or one_line(e)
+        if args.state is not None and not dedup.near_duplicates:
+            # Exact mode's claims are on disk as the backend answers them (no commit): a rerun
+            # keeps its records again only under the same ids (a file's is its path as given).
+            said += (f"; --state {args.state} keeps what this run claimed: rerun it on the same inputs, "
+                     "given the same way, to keep their records")
+        con.tell(f"beam-phash: error: {said} (details in {con.log_path})")
         if args.ray_address is not None:
             release_backend(dedup)
         if local:
-            remove_unfinished([args.output])  # and clear_shards below, in the shards directory
-            # Outputs a failed run wrote (near-duplicate mode writes them before its state's
-            # commit refuses) would look like a result: only its log stays.
-            clear_outputs(args.output)
-            if args.write_shards is not None:
-                # Shards a failed finalize published (some of them), or the kept keys written
-                # before a failure threshold stopped it: never left looking like a result.
-                clear_shards(args.write_shards)
+            discard_outputs(args)
         return 1
     finally:
         gc.unfreeze()

@@ -149,6 +149,20 @@ def test_configuration_errors_are_one_line(tmp_path, capsys, args, message):
     assert message in err and "\n" not in err and "Traceback" not in err
 
 
+def test_a_backend_name_without_a_ray_address_is_refused_on_the_command_line(tmp_path):
+    """The command's embedded Ray stops with it, and a named backend with it: --backend-name
+    was accepted and did nothing (a later run kept everything again). A caller's process keeps
+    its Ray, and the named backend in it, for its later jobs: there it is taken."""
+    argv = ["--output", str(tmp_path / "o"), "--backend-name", "catalog"]
+    with pytest.raises(inputs.ConfigError, match="--backend-name applies with --ray-address only"):
+        dedup_images.configure(argv, command_line=True)
+    assert dedup_images.configure(argv)[2].dedup.backend.backend_name == "catalog"
+    for other in (["--backend", "state"], ["--max-distance", "8"]):  # refused by the library, as before
+        with pytest.raises(ValueError, match="--backend-name|backend_name") as refused:
+            dedup_images.configure([*argv, *other], command_line=True)
+        assert "--ray-address only" not in str(refused.value)
+
+
 @pytest.mark.parametrize("inputs, output", [
     (["--input", "{d}"], "{d}"),
     (["--input", "{d}/**"], "{d}/out"),
@@ -806,9 +820,41 @@ def test_library_names_in_errors_become_flags_but_quoted_values_stay():
     assert dedup_images.as_flags(message) == "--state must be a path every worker sees, got 'gs://b/backend/hash_size'"
 
 
+@pytest.mark.parametrize("stop", ["Ctrl-C", "failure"])
+def test_a_run_cut_short_leaves_only_its_log(tmp_path, monkeypatch, stop):
+    """A run interrupted (or failed) after its writers had finished parts: an interrupted run left
+    them in kept/, duplicates/ and failed/, with no summary, looking like a partial result (and a
+    failed one left its empty output folders). Now only the log stays, as the README says, and no
+    shard in --write-shards."""
+    import apache_beam as beam
+
+    real_run = beam.Pipeline.run
+
+    def run_then_stop(self, *args, **kwargs):
+        real_run(self, *args, **kwargs).wait_until_finish()  # every output written
+        raise KeyboardInterrupt if stop == "Ctrl-C" else RuntimeError("a failure after the writes")
+
+    shards = tmp_path / "shards"
+    src = tmp_path / "in"
+    src.mkdir()
+    with tarfile.open(src / "00000.tar", "w") as tar:
+        for p in PHOTOS[:3]:
+            tar.add(p, arcname=f"{p.stem}.jpg")
+    monkeypatch.setattr(beam.Pipeline, "run", run_then_stop)
+    argv = ["--input", str(src), "--input-format", "webdataset", "--output", str(tmp_path / "o"),
+            "--backend", "state", "--write-shards", str(shards)]
+    if stop == "Ctrl-C":
+        with pytest.raises(KeyboardInterrupt):
+            dedup_images.main(argv)
+    else:
+        assert dedup_images.main(argv) == 1
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["logs"]
+    assert not [p for p in shards.rglob("*") if p.is_file()]
+
+
 def test_ctrl_c_in_a_callers_process_is_the_callers(monkeypatch, tmp_path):
     """main(argv) called in-process leaves a KeyboardInterrupt (and the caller's Ray) to the caller."""
-    def interrupt(argv, con):
+    def interrupt(argv, con, command_line=False):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(dedup_images, "_run", interrupt)
@@ -829,7 +875,7 @@ def test_ctrl_c_after_the_run_keeps_its_exit_code(tmp_path, pressed, code, line)
     script = f"""
 import sys
 from pipelines import dedup_images, inputs, parquet_read
-def run(argv, con):
+def run(argv, con, command_line=False):
     if {pressed!r} == "during the run":
         raise KeyboardInterrupt
     con.say("results")
@@ -859,6 +905,8 @@ def test_the_failure_threshold_stops_the_job_in_one_line(tmp_path, capsys):
     assert "no outputs were written: rerun without the threshold" in err and "[while running" not in err
     unfinished = [p for p in (tmp_path / "o").rglob("*") if p.name.startswith(("beam-temp", ".tmp-"))]
     assert unfinished == [tmp_path / "o" / ".tmp-notes"]  # the writers' parts and the report's writes are gone
+    # only the log, and the user's own folder: not the empty report/ (and kept/...) the run made
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == [".tmp-notes", "logs"]
     assert dedup_images.main(argv) == 0  # no limit by default: failures are data
 
 

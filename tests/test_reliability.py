@@ -280,7 +280,10 @@ def test_a_run_that_failed_on_a_lasting_ray_can_be_rerun_on_its_state(ray_cluste
     state = str(tmp_path / "state")
     base = ["--ray-address", ray_cluster, "--state", state, "--num-buckets", "4", "--no-report"]
     failing = dedup_images.main([*base, "--output", str(tmp_path / "o1"), "--max-decode-failures", "0"])
-    assert failing == 1 and "over the failure threshold" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert failing == 1 and "over the failure threshold" in err
+    # its claims stay in the state: a rerun keeps those records again only under the same ids
+    assert f"--state {state} keeps what this run claimed: rerun it on the same inputs, given the same way" in err
     on_state = actor_name("run", 0, 1, os.path.abspath(state)).rsplit(".", 1)[1]  # "state-<digest>"
     assert not [a for a in ray.util.list_named_actors(all_namespaces=True)
                 if a["namespace"] == NAMESPACE and a["name"].endswith(on_state)]

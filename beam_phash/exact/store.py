@@ -142,8 +142,10 @@ class BucketStore:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             self._lock.close()
-            raise StateError(f"{self.name}: {self.path} is in use by another backend (one "
-                             "pipeline at a time per state directory)") from None
+            raise StateError(f"{self.name}: {self.path} is in use by another backend (one pipeline at "
+                             "a time per state directory; the bucket actors of a pipeline that failed hold "
+                             "it until release() is called on its ImagePhashDedup or ExactDedup, or its "
+                             "Ray stops)") from None
         self._writer: Optional[pa.ipc.RecordBatchStreamWriter] = None
         self._sink = None
         self._gen = 0  # generation of the log being written (and of the next snapshot - 1)
