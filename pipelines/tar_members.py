@@ -200,8 +200,9 @@ class Gunzipped(io.RawIOBase):
     a.gz b.gz`` and bgzip write several), each one's CRC-32 and length checked at its end by
     zlib (a mismatch, as any damage to the deflate data, raises ``zlib.error``), zero bytes
     between members skipped as the gzip module skips them; bytes after the last member that do
-    not begin another (padding, junk) are ignored, as ``gzip -t`` ignores them. A file cut short raises EOFError. A file that is not gzip at all is passed through as
-    it is (``gzip`` False). tarfile's own gzip reading checks no CRC and reads one member only."""
+    not begin another (padding, junk) are ignored, as ``gzip -t`` ignores them. A file cut short
+    raises EOFError. A file that is not gzip at all is passed through as it is (``gzip``
+    False). tarfile's own gzip reading checks no CRC and reads one member only."""
 
     def __init__(self, f):
         super().__init__()
@@ -243,7 +244,7 @@ class Gunzipped(io.RawIOBase):
         if self._unzip.eof:  # a member ended, its CRC and length checked: another one?
             # (after any zero bytes: a member may be padded with them, as the gzip module reads)
             self._raw = (self._unzip.unused_data + self._raw).lstrip(b"\0")
-            while (not self._raw or len(self._raw) < len(GZIP_MAGIC)) and self._more():
+            while len(self._raw) < len(GZIP_MAGIC) and self._more():
                 self._raw = self._raw.lstrip(b"\0")
             if not self._raw.startswith(GZIP_MAGIC):
                 self._ended = True  # the end, or trailing bytes that are not a member
