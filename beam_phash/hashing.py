@@ -258,7 +258,9 @@ class HashedOutputs(NamedTuple):
 class HashImages(beam.PTransform):
     """Records -> :class:`HashedOutputs`: batches of ``Hashed`` and the failed records. With
     ``config.hash_column`` the records' hex hashes are parsed instead (nothing is decoded). A
-    run whose failures pass ``failure_threshold`` fails (see ``failures``)."""
+    run whose failures pass ``failure_threshold`` fails (see ``failures``). Once applied,
+    ``checked`` is the check's output: steps that must not run in a failed run (a state's
+    commit) wait for it."""
 
     def __init__(self, config: HashConfig = HashConfig(),
                  failure_threshold: FailureThreshold = FailureThreshold(), label: Optional[str] = None):
@@ -277,5 +279,5 @@ class HashImages(beam.PTransform):
         step = ParseHashesDoFn(c) if c.hash_column is not None else HashBatchDoFn(c)
         hashed = batches | ("ParseHashes" if c.hash_column else "Hash") >> beam.ParDo(step).with_outputs(
             FAILED, TALLY, main="hashed")
-        _ = hashed[TALLY] | "CheckFailures" >> CheckFailures(self.failure_threshold)
+        self.checked = hashed[TALLY] | "CheckFailures" >> CheckFailures(self.failure_threshold)
         return HashedOutputs(hashed.hashed, hashed[FAILED])

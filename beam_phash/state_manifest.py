@@ -22,8 +22,10 @@ from beam_phash.strings import pack_labels
 MANIFEST = "manifest.json"
 EXACT = "exact"
 NEAR = "near"
-#: What each mode keeps beside its manifest: a folder per bucket (exact), segments under runs/ (near).
+#: What each mode keeps beside its manifest: a folder per bucket and the runs' commit marks
+#: (exact), segments under runs/ (near).
 BUCKET_PREFIX = "bucket-"
+COMMITS = "commits"
 RUNS = "runs"
 _MODE_USE = {EXACT: "exact dedup (max_distance=0, backend='ray')",
              NEAR: "near-duplicate dedup (max_distance >= 1 or dihedral=True)"}

@@ -250,18 +250,19 @@ class ImagePhashDedup(beam.PTransform):
         self.reference_hash_column = hash_column
 
     def expand(self, records):
-        hashed, failed = records | "HashImages" >> HashImages(self.hashing, self.failure_threshold)
+        hashing = HashImages(self.hashing, self.failure_threshold)
+        hashed, failed = records | "HashImages" >> hashing
         fixed, reference_failed = self._reference(failed)
         matched = []  # exact mode: duplicates of a reference
         if self.near_duplicates:
             dedup = self.dedup if fixed is None else self.dedup.with_fixed(fixed)
-            kept, duplicates = hashed | "NearDuplicates" >> dedup
+            kept, duplicates = hashed | "NearDuplicates" >> dedup.after(hashing.checked)
         else:
             unique = hashed
             if fixed is not None:
                 unique, by_reference = hashed | "MatchReference" >> MatchReference(fixed, self.partitions)
                 matched.append(by_reference)
-            kept, duplicates = unique | "Exact" >> self.dedup
+            kept, duplicates = unique | "Exact" >> self.dedup.after(hashing.checked)
         if matched:
             duplicates = (duplicates, *matched) | "AllDuplicates" >> beam.Flatten()
         if self._split_outputs:

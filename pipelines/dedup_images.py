@@ -839,11 +839,6 @@ def _run(argv: List[str], con: Console, command_line: bool = False) -> int:
             reason = reason.replace(_THRESHOLD_TAIL, "no outputs were written: rerun without the threshold "
                                                      "to have failed/ list each with its reason")
         said = reason or one_line(e)
-        if args.state is not None and not dedup.near_duplicates:
-            # Exact mode's claims are on disk as the backend answers them (no commit): a rerun
-            # keeps its records again only under the same ids (a file's is its path as given).
-            said += (f"; --state {args.state} keeps what this run claimed: rerun it on the same inputs, "
-                     "given the same way, to keep their records")
         con.tell(f"beam-phash: error: {said} (details in {con.log_path})")
         if args.ray_address is not None:
             release_backend(dedup)

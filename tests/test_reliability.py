@@ -110,6 +110,52 @@ def test_snapshots_and_logs_rebuild_the_bucket_and_a_torn_snapshot_is_not_used(t
     assert replayed() == ["a", "b", "c", "d"] and "not used" not in caplog.text
 
 
+def test_only_committed_runs_and_the_loader_s_own_are_replayed(tmp_path, caplog):
+    """A run's claims count once it committed: those of a run that failed (in its logs, and in
+    a snapshot it took mid-run, after the entries committed before it) are left out, its own are
+    replayed to a restarted actor of the run, and files that name no run are committed."""
+    from beam_phash.exact.store import commit_run
+
+    def load(run=None):
+        reader = BucketStore(str(tmp_path), 0, "bucket 0", run)
+        width, chunks = reader.load()
+        reader.close()
+        labels = [label for _, _, labels in chunks for label in labels]
+        own = [label for _, _, labels in chunks[reader.own_from:] for label in labels]
+        return labels, own
+
+    legacy = BucketStore(str(tmp_path), 0, "bucket 0")  # a file of a named backend, or older
+    legacy.load()
+    legacy.append(4, b"aaaa", _owners(1), ["a"])
+    legacy.close()
+    failed = BucketStore(str(tmp_path), 0, "bucket 0", "run-failed")
+    failed.load()
+    failed.append(4, b"bbbb", _owners(2), ["b"])
+    failed.snapshot(4, b"aaaabbbb", _owners(1, 2), ["a", "b"], committed=1)  # mid-run
+    failed.append(4, b"cccc", _owners(3), ["c"])
+    failed.close()
+    assert load() == (["a"], [])
+    assert load("run-failed") == (["a", "b", "c"], ["b", "c"])  # its actor, restarted
+    done = BucketStore(str(tmp_path), 0, "bucket 0", "run-done")
+    assert done.load()[1] == [(b"aaaa", _owners(1), ["a"])] and done.own_from == 1
+    done.append(4, b"dddd", _owners(4), ["d"])
+    done.close()
+    assert load() == (["a"], [])  # not committed yet
+    commit_run(str(tmp_path), "run-done")
+    commit_run(str(tmp_path), "run-done")  # idempotent
+    assert load() == (["a", "d"], [])
+    assert load("run-later") == (["a", "d"], [])
+    # A snapshot's run and the row its entries start at are under its digest.
+    path = glob.glob(str(tmp_path / "bucket-00000" / "snapshot-*.parquet"))[-1]
+    table = pq.read_table(path)
+    meta = dict(table.schema.metadata)
+    meta[b"beam_phash.run_from"] = b"2"
+    pq.write_table(table.replace_schema_metadata(meta), path)
+    caplog.clear()
+    assert load() == (["a", "d"], [])  # from the logs, which reach back to the start
+    assert "fails its row count or digest check; not used" in caplog.text
+
+
 def test_one_store_per_bucket_directory_at_a_time(tmp_path):
     first = BucketStore(str(tmp_path), 0, "bucket 0")
     with pytest.raises(StateError, match="in use by another backend"):
@@ -276,20 +322,72 @@ def test_a_state_dir_that_lost_some_bucket_folders_is_refused(tmp_path):
 def test_a_run_that_failed_on_a_lasting_ray_can_be_rerun_on_its_state(ray_cluster, tmp_path, capsys):
     """A run that fails on a Ray that outlives it (here the test session's, given by address):
     its one-run bucket actors, detached, would hold the state directory's bucket locks, and the
-    rerun would be refused ("in use by another backend"). The CLI stops them after the failure."""
+    rerun would be refused ("in use by another backend"). The CLI stops them after the failure.
+    The failed run never committed its claims, so the rerun keeps every record whatever ids it
+    reads them under now (here the sample's files from a copy of its folder)."""
     state = str(tmp_path / "state")
     base = ["--ray-address", ray_cluster, "--state", state, "--num-buckets", "4", "--no-report"]
     failing = dedup_images.main([*base, "--output", str(tmp_path / "o1"), "--max-decode-failures", "0"])
     err = capsys.readouterr().err
     assert failing == 1 and "over the failure threshold" in err
-    # its claims stay in the state: a rerun keeps those records again only under the same ids
-    assert f"--state {state} keeps what this run claimed: rerun it on the same inputs, given the same way" in err
+    # it claimed hashes (logged in its buckets), and committed none of them
+    assert glob.glob(os.path.join(state, "bucket-*", "log-*.arrows"))
+    assert not os.path.exists(os.path.join(state, "commits"))
+    moved = shutil.copytree(dedup_images.SAMPLE_DATA, tmp_path / "moved")
+    base += ["--input", str(moved)]
     on_state = actor_name("run", 0, 1, os.path.abspath(state)).rsplit(".", 1)[1]  # "state-<digest>"
     assert not [a for a in ray.util.list_named_actors(all_namespaces=True)
                 if a["namespace"] == NAMESPACE and a["name"].endswith(on_state)]
     assert dedup_images.main([*base, "--output", str(tmp_path / "o2")]) == 0, capsys.readouterr().err
     kept = read(tmp_path / "o2", "kept")
     assert len(kept) == 13 and len(read(tmp_path / "o2", "duplicates")) == 1
+
+
+def _fail_check(count):
+    raise RuntimeError(f"a check after {count} records failed")
+
+
+@pytest.mark.ray
+def test_a_run_commits_only_once_the_steps_it_waits_on_are_done(ray_cluster, tmp_path):
+    """``ExactDedup.after(step)``: a step that fails fails the run before its commit, even one
+    that the runner would otherwise run after the backend's end (a shuffle further away)."""
+    from beam_phash.exact.config import RayBackend
+    from beam_phash.exact.transform import ExactDedup
+    from beam_phash.hashing import HashConfig, HashImages
+
+    state = str(tmp_path / "state")
+    hashing = HashConfig(hash_size=8)
+    with pytest.raises(Exception, match="a check after"):
+        with TestPipeline() as p:
+            records = p | beam.Create(make_records(seed=3))
+            hashed, _ = records | HashImages(hashing)
+            check = (records | "Far" >> beam.Reshuffle() | "Farther" >> beam.Reshuffle()
+                     | beam.combiners.Count.Globally() | beam.Map(_fail_check))
+            dedup = ExactDedup(RayBackend(num_buckets=2, ray_address=ray_cluster, state_dir=state), hashing)
+            _ = hashed | dedup.after(check)
+    dedup.release()
+    assert glob.glob(os.path.join(state, "bucket-*", "*-*.*"))
+    assert not os.path.exists(os.path.join(state, "commits"))
+
+
+def test_a_near_duplicate_run_commits_only_once_the_steps_it_waits_on_are_done(tmp_path):
+    """``NearDedup.after(step)``, as ``ExactDedup.after``: no segment is committed."""
+    from beam_phash.hashing import HashConfig, HashImages
+    from beam_phash.near.config import NearConfig
+    from beam_phash.near.transform import NearDedup
+
+    state = tmp_path / "state"
+    hashing = HashConfig(hash_size=8)
+    with pytest.raises(Exception, match="a check after"):
+        with TestPipeline() as p:
+            records = p | beam.Create(make_records(seed=3))
+            hashed, _ = records | HashImages(hashing)
+            far = records
+            for n in range(12):  # as many shuffles as the search makes, and then some
+                far = far | f"Far{n}" >> beam.Reshuffle()
+            check = far | beam.combiners.Count.Globally() | beam.Map(_fail_check)
+            _ = hashed | NearDedup(NearConfig(max_distance=2, state_dir=str(state)), hashing).after(check)
+    assert json.loads((state / "manifest.json").read_text())["segments"] == []
 
 
 @pytest.mark.ray
@@ -324,7 +422,8 @@ def test_second_run_drops_exactly_what_the_first_kept(ray_cluster, tmp_path):
     # (as a rerun of a failed job must: it may have claimed its hashes before failing).
     assert sorted(basename(r["id"]) for r in kept2) == sorted([p.name for p in new] + [old[4].name])
     assert set(kept1) & {r["image_phash"] for r in kept2} == {h for h, i in kept1.items() if i == again}
-    assert sorted(os.listdir(state)) == ["bucket-00000", "bucket-00001", "bucket-00002", "manifest.json"]
+    assert sorted(os.listdir(state)) == ["bucket-00000", "bucket-00001", "bucket-00002", "commits", "manifest.json"]
+    assert len(os.listdir(os.path.join(state, "commits"))) == 2  # each run committed
     assert not [a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith("run-")]
 
 

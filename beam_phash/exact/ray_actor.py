@@ -34,23 +34,31 @@ def bucket_label(backend_name: str, bucket: int) -> str:
 
 class _Bucket:
     """One bucket: its seen-set (created by the first claim, or loaded) and, with a state
-    directory, its store."""
+    directory, its store. With a ``run`` its claims are that run's, committed when the run ends
+    (``store.commit_run``); the entries it loaded from committed runs come first in the
+    seen-set, ``committed`` of them."""
 
-    def __init__(self, backend_name: str, bucket: int, state_dir: Optional[str], snapshot_every: int):
+    def __init__(self, backend_name: str, bucket: int, state_dir: Optional[str], snapshot_every: int,
+                 run: Optional[str] = None, committed: Optional[set] = None):
         self.name = bucket_label(backend_name, bucket)
         self.seen: Optional[SeenSet] = None
         self.store = None
+        self.committed = 0
         self._snapshot_every = snapshot_every
         if state_dir:
             from beam_phash.exact.store import BucketStore  # pyarrow: only for a state_dir
 
             # Also what a restart after a crash runs: the state comes back from disk.
-            self.store = BucketStore(state_dir, bucket, self.name)
-            width, chunks = self.store.load()
+            self.store = BucketStore(state_dir, bucket, self.name, run)
+            width, chunks = self.store.load(committed)
             if width:
                 self.seen = SeenSet(width, keep_labels=True)
-                for hashes, owners, labels in chunks:
+                for i, (hashes, owners, labels) in enumerate(chunks):
+                    if i == self.store.own_from:
+                        self.committed = len(self.seen)
                     self.seen.claim(hashes, np.frombuffer(owners, dtype="<u8"), labels)
+                if self.store.own_from == len(chunks):
+                    self.committed = len(self.seen)
 
     def claim(self, packed: bytes, width: int, owner_ids: np.ndarray, labels: List[str]) -> List[Optional[str]]:
         if self.seen is None:
@@ -79,7 +87,7 @@ class _Bucket:
         if self.store is None or self.seen is None:
             return None
         hashes, owners, labels = self.seen.entries()
-        return self.store.snapshot(self.seen.hash_bytes, hashes, owners, labels)
+        return self.store.snapshot(self.seen.hash_bytes, hashes, owners, labels, self.committed)
 
 
 @ray.remote
@@ -90,9 +98,14 @@ class BucketActor:
     ~290 for a Python dict)."""
 
     def __init__(self, backend_name: str, buckets: Sequence[int], state_dir: Optional[str] = None,
-                 snapshot_every: int = 1_000_000):
+                 snapshot_every: int = 1_000_000, run: Optional[str] = None):
+        committed = None
+        if state_dir:
+            from beam_phash.exact.store import committed_runs  # pyarrow: only for a state_dir
+
+            committed = committed_runs(state_dir)  # once for all the buckets
         self._buckets: Dict[int, _Bucket] = {
-            b: _Bucket(backend_name, b, state_dir, snapshot_every) for b in buckets}
+            b: _Bucket(backend_name, b, state_dir, snapshot_every, run, committed) for b in buckets}
 
     def claim(self, packed: bytes, width: int, owners: bytes, labels: List[str],
               buckets: bytes) -> List[Optional[str]]:

@@ -160,14 +160,17 @@ def _named_actor(name: str, namespace: str):
 
 
 def get_or_create_actor(backend_name: str, actor: int, num_actors: int, num_buckets: int,
-                        state_dir: Optional[str] = None, namespace: str = ray_cluster.NAMESPACE):
+                        state_dir: Optional[str] = None, namespace: str = ray_cluster.NAMESPACE,
+                        run: Optional[str] = None):
     """The one way to obtain a bucket actor: by name, in a namespace, created if missing.
 
     Detached, so the actor outlives the Beam worker that happened to create it; the pipeline
     releases it at the end (unless the backend was named by the user, see ImagePhashDedup).
     With a ``state_dir`` Ray restarts a dead actor (which reloads its buckets from disk) and
     retries its calls. Without one, an actor that existed and died is lost, and asking for it
-    again raises :class:`BackendError` instead of handing out empty buckets.
+    again raises :class:`BackendError` instead of handing out empty buckets. ``run``: the run
+    whose claims the actor logs to the state directory, committed by
+    :meth:`RayDedupBackend.commit` (None: committed as they are logged).
     """
     name = actor_name(backend_name, actor, num_actors, state_dir)
     buckets = hosted_buckets(actor, num_actors, num_buckets)
@@ -196,7 +199,7 @@ def get_or_create_actor(backend_name: str, actor: int, num_actors: int, num_buck
         # ends in a BackendError instead of a pipeline waiting for ever.
         max_restarts=MAX_RESTARTS if state_dir else 0,
         max_task_retries=-1 if state_dir else 0,
-    ).remote(backend_name, buckets, state_dir)
+    ).remote(backend_name, buckets, state_dir, run=run)
     if state_dir is None:
         # A named actor is registered before .remote() returns; check that its name resolves
         # before marking it created, so that a client finding the mark can tell "died" from
@@ -211,16 +214,20 @@ class RayDedupBackend:
     ``num_actors`` actors (None: fixed by the first client, see :func:`backend_layout`).
 
     Picklable configuration; :meth:`connect` (called from ``DoFn.setup``) joins the cluster.
+    ``run``: with a ``state_dir``, the claims are this run's, and a later load replays them only
+    once :meth:`commit` was called (None: every answered claim is committed).
     """
 
     def __init__(self, address: str, backend_name: str, num_buckets: int, max_in_flight: int = 16,
-                 state_dir: Optional[str] = None, num_actors: Optional[int] = None):
+                 state_dir: Optional[str] = None, num_actors: Optional[int] = None,
+                 run: Optional[str] = None):
         self.address = address
         self.backend_name = backend_name
         self.num_buckets = num_buckets
         self.max_in_flight = max_in_flight
         self.state_dir = state_dir
         self.num_actors = num_actors
+        self.run = run
         # The embedded Ray that the launcher is still starting: wait for it instead of failing fast.
         self.starting = ray_cluster.is_starting(address)
         self._layout: Optional[int] = None  # the backend's number of actors, once connected
@@ -261,7 +268,7 @@ class RayDedupBackend:
         handle = self._actors.get(actor)
         if handle is None:
             handle = self._actors[actor] = get_or_create_actor(
-                self.backend_name, actor, self.actors, self.num_buckets, self.state_dir)
+                self.backend_name, actor, self.actors, self.num_buckets, self.state_dir, run=self.run)
         return handle
 
     def claim(self, hashes: Sequence[bytes], owners: Sequence[str]) -> List[Optional[str]]:
@@ -346,6 +353,14 @@ class RayDedupBackend:
                 raise BackendError(f"{buckets_label(self.backend_name, buckets)} could not snapshot: "
                                    f"{type(e).__name__}: {e}") from e
         return paths
+
+    def commit(self) -> None:
+        """Commit this run's claims to the state directory (after :meth:`snapshot`): later loads
+        replay them. A no-op without a state directory or a run. Idempotent."""
+        if self.state_dir and self.run:
+            from beam_phash.exact.store import commit_run  # pyarrow: only for a state_dir
+
+            commit_run(self.state_dir, self.run)
 
     def release(self) -> None:
         """Kill this backend's actors (their state is gone, except what was snapshotted) and

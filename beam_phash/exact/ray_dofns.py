@@ -104,8 +104,9 @@ class RayDedupDoFn(beam.DoFn):
 
 
 class FinishBackendDoFn(beam.DoFn):
-    """Runs once, after every record went through the backend: snapshots the buckets to the
-    state directory (if any), then kills the bucket actors unless the backend is named."""
+    """Runs once, after every record went through the backend (and the steps it waits on): snapshots
+    the buckets to the state directory (if any) and commits the run's claims there, then kills the
+    bucket actors unless the backend is named."""
 
     def __init__(self, backend: RayDedupBackend, release: bool):
         self._backend = backend
@@ -114,8 +115,9 @@ class FinishBackendDoFn(beam.DoFn):
     def setup(self):
         self._backend.connect()
 
-    def process(self, _claimed):
+    def process(self, _claimed, *_waited_on):
         self._backend.snapshot()
+        self._backend.commit()
         if self._release:
             self._backend.release()
         return []

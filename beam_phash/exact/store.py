@@ -19,6 +19,16 @@ later, in order. So the state survives the actor process dying at any instant:
 
 Entries are (hash, owner, label): the raw hash, the 64-bit owner digest and the keeper's id.
 Nothing here unpickles: snapshots and logs are plain Arrow data.
+
+Runs commit. A one-run backend (the transform's own, on bounded input) names its run in every
+log it writes and in the snapshots it takes, and commits once every record went through it, by
+creating ``<state_dir>/commits/<run>`` (:func:`commit_run`). Loading leaves out what runs that
+never committed claimed, except the loader's own (an actor restarted mid-run): a run that failed
+or was stopped adds nothing, and its rerun keeps its records whatever ids they have now. A
+snapshot such a run took holds the committed entries first, then its own from row
+``beam_phash.run_from`` (entries keep their insertion order). Logs and snapshots that name no run
+(a named backend's, a stream's, and every file written before runs committed) are committed as
+they are written.
 """
 from __future__ import annotations
 
@@ -47,6 +57,9 @@ _META_DIGEST = b"beam_phash.digest"
 _META_FORMAT = b"beam_phash.format"
 #: The hash version the entries were computed with (the manifest pins it for the whole directory).
 _META_HASH_VERSION = b"beam_phash.hash_version"
+#: The run whose claims a log holds, or whose claims a snapshot holds from row ``_META_RUN_FROM``.
+_META_RUN = b"beam_phash.run"
+_META_RUN_FROM = b"beam_phash.run_from"
 
 
 class StateError(RuntimeError):
@@ -55,6 +68,25 @@ class StateError(RuntimeError):
 
 def bucket_dir(state_dir: str, bucket: int) -> str:
     return os.path.join(state_dir, f"{state_manifest.BUCKET_PREFIX}{bucket:05d}")
+
+
+def commit_run(state_dir: str, run: str) -> None:
+    """Commit ``run``'s claims: from now on every load replays them. Durable (the marker and its
+    folder are synced) and idempotent."""
+    folder = os.path.join(state_dir, state_manifest.COMMITS)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, run), "w") as f:
+        f.flush()
+        os.fsync(f.fileno())
+    state_manifest.fsync_dir(folder)
+
+
+def committed_runs(state_dir: str) -> set:
+    """The runs that committed to ``state_dir``."""
+    try:
+        return set(os.listdir(os.path.join(state_dir, state_manifest.COMMITS)))
+    except FileNotFoundError:
+        return set()
 
 
 def _schema(width: int) -> pa.Schema:
@@ -116,6 +148,23 @@ def _nothing_whole_after(rest: bytes) -> bool:
     return True
 
 
+def _snapshot_digest(columns: Tuple[bytes, bytes, List[str]], labels: pa.Array, run: Optional[bytes],
+                     run_from: Optional[int]) -> str:
+    """A snapshot's digest: of its entries, and of the run its entries from ``run_from`` belong to."""
+    packed = list(columns[:2]) + ([] if run is None else [f"{run_from}:".encode() + run])
+    return state_manifest.digest(packed, labels)
+
+
+def _rows(columns: Tuple[bytes, bytes, List[str]], start: int, stop: Optional[int]) -> Tuple[bytes, bytes, List[str]]:
+    """Rows ``start:stop`` of a table's columns."""
+    hashes, owners, labels = columns
+    if start == 0 and (stop is None or stop >= len(labels)):
+        return columns
+    width = len(hashes) // len(labels)
+    stop = len(labels) if stop is None else stop
+    return hashes[start * width:stop * width], owners[start * 8:stop * 8], labels[start:stop]
+
+
 def _columns(table: pa.Table) -> Tuple[bytes, bytes, List[str]]:
     """A table's (packed hashes, packed owners, labels)."""
     if table.num_rows == 0:
@@ -129,11 +178,18 @@ def _columns(table: pa.Table) -> Tuple[bytes, bytes, List[str]]:
 
 
 class BucketStore:
-    """Reads and writes one bucket's directory. Used by one actor at a time."""
+    """Reads and writes one bucket's directory. Used by one actor at a time. ``run``: the run
+    this store logs the claims of, committed by :func:`commit_run` (None: its claims are
+    committed as they are logged)."""
 
-    def __init__(self, state_dir: str, bucket: int, name: str):
+    def __init__(self, state_dir: str, bucket: int, name: str, run: Optional[str] = None):
         self.path = bucket_dir(state_dir, bucket)
         self.name = name  # for messages: "bucket 3 of backend 'x'"
+        self._state_dir = state_dir
+        self.run = run
+        #: After :meth:`load`: the index of the first chunk of this store's own run (the chunks
+        #: before it are committed).
+        self.own_from = 0
         os.makedirs(self.path, exist_ok=True)
         # One store per bucket directory at a time, for as long as this process lives (the OS
         # drops the lock when it dies, so a restarted actor takes over at once).
@@ -162,20 +218,41 @@ class BucketStore:
 
     # -- loading ---------------------------------------------------------------------------
 
-    def load(self) -> Tuple[Optional[int], List[Tuple[bytes, bytes, List[str]]]]:
-        """(hash width or None, entry chunks to replay in order). Starts a new log generation."""
+    def load(self, committed: Optional[set] = None) -> Tuple[Optional[int], List[Tuple[bytes, bytes, List[str]]]]:
+        """(hash width or None, entry chunks to replay in order): the committed entries, then
+        this store's own run's (from chunk ``own_from``); those of runs that never committed are
+        left out. ``committed``: :func:`committed_runs`, read by the caller once for many
+        buckets (None: read here). Starts a new log generation."""
         snapshots = self._files(_SNAPSHOT_RE)
         logs = self._files(_LOG_RE)
+        if committed is None:
+            committed = committed_runs(self._state_dir)
         chunks: List[Tuple[bytes, bytes, List[str]]] = []
+        owns: List[bool] = []  # per chunk: whether it holds this store's own run's claims
+
+        def add(columns: Tuple[bytes, bytes, List[str]], run: Optional[str], path: str) -> None:
+            own = run is not None and run == self.run
+            if not own and run is not None and run not in committed:
+                return  # claimed by a run that failed or was stopped
+            if owns and owns[-1] and not own:
+                raise StateError(f"{self.name}: {path} holds claims committed after those of this very "
+                                 f"run ({self.run}); two runs used {self.path} at once")
+            chunks.append(columns)
+            owns.append(own)
+
         width: Optional[int] = None
         base = 0
         for gen, path in reversed(snapshots):
             try:
-                width, columns = self._read_snapshot(path)
+                width, columns, run, run_from = self._read_snapshot(path)
             except StateError as e:
                 log.warning("%s", e)
                 continue
-            chunks.append(columns)
+            if run is None:
+                add(columns, None, path)
+            else:
+                add(_rows(columns, 0, run_from), None, path)  # entries committed when it was taken
+                add(_rows(columns, run_from, None), run, path)  # entries of the run that took it
             base = gen
             break
         else:
@@ -187,14 +264,18 @@ class BucketStore:
         for gen, path in logs:
             if gen < base:
                 continue
-            log_width, batches = self._read_log(path)
+            log_width, batches, run = self._read_log(path)
             width = width or log_width
-            chunks.extend(batches)
+            for batch in batches:
+                add(batch, run, path)
         self._gen = max([g for g, _ in snapshots + logs], default=-1) + 1
         self._base = base
+        self.own_from = owns.index(True) if True in owns else len(chunks)
         return width, chunks
 
-    def _read_snapshot(self, path: str) -> Tuple[int, Tuple[bytes, bytes, List[str]]]:
+    def _read_snapshot(self, path: str) -> Tuple[int, Tuple[bytes, bytes, List[str]], Optional[str], int]:
+        """(hash width, its entries, the run that took it or None, the row its run's entries
+        start at)."""
         try:
             table = pq.read_table(path)
         except Exception as e:  # pyarrow raises several types for damaged files
@@ -203,14 +284,20 @@ class BucketStore:
         meta = table.schema.metadata or {}
         columns = _columns(table)
         rows, digest = meta.get(_META_ROWS), meta.get(_META_DIGEST)
+        run, run_from = meta.get(_META_RUN), meta.get(_META_RUN_FROM)
+        try:
+            run_from = None if run_from is None else int(run_from)
+        except ValueError:
+            run_from = -1
         if (meta.get(_META_FORMAT) != FORMAT.encode() or rows is None or int(rows) != table.num_rows
-                or digest is None
-                or digest.decode() != state_manifest.digest(columns[:2], table.column("label"))):
+                or digest is None or (run is None) != (run_from is None)
+                or (run_from is not None and not 0 <= run_from <= table.num_rows)
+                or digest.decode() != _snapshot_digest(columns, table.column("label"), run, run_from)):
             raise StateError(f"{self.name}: snapshot {path} fails its row count or digest check; not used")
-        return table.schema.field("hash").type.byte_width, columns
+        return table.schema.field("hash").type.byte_width, columns, run and run.decode(), run_from or 0
 
-    def _read_log(self, path: str) -> Tuple[Optional[int], List[Tuple[bytes, bytes, List[str]]]]:
-        """The log's batches. A log that cannot be opened or read is an error naming it; only a
+    def _read_log(self, path: str) -> Tuple[Optional[int], List[Tuple[bytes, bytes, List[str]]], Optional[str]]:
+        """(hash width, the log's batches, the run whose claims it holds or None). A log that cannot be opened or read is an error naming it; only a
         log whose bytes end in an incomplete batch (the tail a crash tore off) loses that tail.
         A batch that fails its digest (logs written since 2026-12-03 carry one per batch), or
         bytes that break before the end, are damage: an error, since every claim after them was
@@ -221,12 +308,14 @@ class BucketStore:
         except OSError as e:
             raise StateError(f"{self.name}: log {path} cannot be read ({e}); its claims would be "
                              "lost, so the bucket does not start") from None
-        batches, width = [], None
+        batches, width, run = [], None, None
         source = pa.BufferReader(data)
         read = 0  # bytes of the log's intact messages
         try:
             reader = pa.ipc.open_stream(source)
             width = reader.schema.field("hash").type.byte_width
+            run = (reader.schema.metadata or {}).get(_META_RUN)
+            run = run and run.decode()
             read = source.tell()
             while True:
                 try:
@@ -252,7 +341,7 @@ class BucketStore:
             # everything before it stands.
             log.warning("%s: log %s ends in a torn batch (%s); replayed %d batches before it",
                         self.name, path, type(e).__name__, len(batches))
-        return width, batches
+        return width, batches, run
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -263,7 +352,10 @@ class BucketStore:
         if self._writer is None:
             # "x": never truncate a log that exists (it would be another writer's).
             self._sink = open(os.path.join(self.path, f"log-{self._gen:06d}.arrows"), "xb")
-            self._writer = pa.ipc.new_stream(self._sink, _schema(width))
+            schema = _schema(width)
+            if self.run is not None:
+                schema = schema.with_metadata({_META_RUN: self.run})
+            self._writer = pa.ipc.new_stream(self._sink, schema)
         table = _table(width, hashes, owners, labels)
         (batch,) = table.to_batches()
         self._writer.write_batch(batch, custom_metadata={
@@ -277,17 +369,24 @@ class BucketStore:
             self._sink.close()
             self._writer = self._sink = None
 
-    def snapshot(self, width: int, hashes: bytes, owners: bytes, labels: List[str]) -> str:
+    def snapshot(self, width: int, hashes: bytes, owners: bytes, labels: List[str],
+                 committed: Optional[int] = None) -> str:
         """Write every entry as the next snapshot generation, durably, then drop what it
-        supersedes (keeping one generation back). Returns the snapshot's path."""
+        supersedes (keeping one generation back). Returns the snapshot's path. ``committed``:
+        how many of the entries (the first ones) were committed before this store's run (None:
+        all of them)."""
         self._close_log()
         self._gen += 1
         path = os.path.join(self.path, f"snapshot-{self._gen:06d}.parquet")
         table = _table(width, hashes, owners, labels)
+        run = run_from = None
+        if self.run is not None and committed is not None and committed < len(labels):
+            run, run_from = self.run.encode(), committed
         table = table.replace_schema_metadata({
             _META_FORMAT: FORMAT, _META_ROWS: str(len(labels)),
-            _META_DIGEST: state_manifest.digest([hashes, owners], table.column("label")),
-            _META_HASH_VERSION: str(HASH_VERSION)})
+            _META_DIGEST: _snapshot_digest((hashes, owners, labels), table.column("label"), run, run_from),
+            _META_HASH_VERSION: str(HASH_VERSION),
+            **({} if run is None else {_META_RUN: run, _META_RUN_FROM: str(run_from)})})
         tmp = path + ".tmp"
         with open(tmp, "wb") as f:
             pq.write_table(table, f, compression="zstd")

@@ -1,6 +1,7 @@
 """``ExactDedup``: first seen wins among records with the same hash, through a backend."""
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import uuid
@@ -28,6 +29,10 @@ class ExactDedup(beam.PTransform):
     ``hashing`` is the ``HashConfig`` the records were hashed with: every hash is checked against
     it, and a Ray ``state_dir`` pins its algorithm and hash size (so there it is required).
     Without it, hashes of any one width are deduplicated.
+
+    With a ``state_dir`` and no ``backend_name``, on bounded input, the run's claims are committed
+    to the directory once every record went through the backend (and the steps given to
+    :meth:`after` are done): a run that fails or is stopped before then adds nothing to it.
     """
 
     def __init__(self, backend: Union[RayBackend, StateBackend] = RayBackend(),
@@ -49,20 +54,29 @@ class ExactDedup(beam.PTransform):
             state_manifest.check_writable(backend.state_dir, create=False)
         self._hash_bytes = None if hashing is None else hashing.hash_bytes
         self._unnamed = []  # the clients of the one-run backends this transform built
+        self._after = ()
+
+    def after(self, *steps: beam.PCollection) -> "ExactDedup":
+        """The same transform, committing its run to the state directory only once ``steps``
+        (PCollections in the global window, such as a failure check's output) are done: a step
+        that fails then fails the run before its commit."""
+        other = copy.copy(self)
+        other._after = steps
+        return other
 
     def release(self) -> None:
         """Kill the bucket actors of the one-run (unnamed) Ray backends this transform built, as
         a successful run does at its end. For a pipeline that failed on a Ray cluster that
         outlives it: its actors live on (detached), holding their buckets' locks on the state
-        directory, so a rerun would be refused as "in use by another backend". Their claims are
-        on disk already. A no-op for named backends, Beam state, and an embedded Ray that is gone.
+        directory, so a rerun would be refused as "in use by another backend". What they
+        claimed stays out of the state: the run never committed it. A no-op for named backends, Beam state, and an embedded Ray that is gone.
         (A cluster that does not answer within seconds is a ConnectionError: the pipeline may
         have failed for that very reason.)
 
         With a state directory the buckets are snapshotted first, as a run's end does: a stream's
-        backend is released only here, and its claims were until now in the buckets' logs alone,
-        written through to the OS but not to the disk (a snapshot that fails is logged, and the
-        logs still hold the claims)."""
+        backend is released only here, and its claims (committed as answered: a stream has no end
+        to commit at) were until now in the buckets' logs alone, written through to the OS but not
+        to the disk (a snapshot that fails is logged, and the logs still hold the claims)."""
         from beam_phash.exact.ray_client import BackendError
 
         for client in self._unnamed:
@@ -75,7 +89,7 @@ class ExactDedup(beam.PTransform):
             connected.release()
         self._unnamed.clear()
 
-    def _client(self, pipeline):
+    def _client(self, pipeline, bounded: bool):
         from beam_phash.exact import ray_cluster
         from beam_phash.exact.ray_client import RayDedupBackend
 
@@ -90,7 +104,10 @@ class ExactDedup(beam.PTransform):
         if b.state_dir is not None:
             state_dir = os.path.abspath(b.state_dir)
             prepare_state_dir(state_dir, b.num_buckets, self.hashing.algorithm, self.hashing.hash_size)
-        client = RayDedupBackend(address, name, b.num_buckets, b.max_in_flight, state_dir, b.num_actors)
+        # A one-run backend on bounded input commits its claims at the end (FinishBackend); a named
+        # one serves many pipelines, and a stream never ends: theirs are committed as answered.
+        run = name if state_dir is not None and b.backend_name is None and bounded else None
+        client = RayDedupBackend(address, name, b.num_buckets, b.max_in_flight, state_dir, b.num_actors, run)
         if b.backend_name is None:
             self._unnamed.append(client)
         if b.ray_address is None and not client.starting:
@@ -102,7 +119,7 @@ class ExactDedup(beam.PTransform):
     def expand(self, hashed):
         b = self.backend
         if isinstance(b, RayBackend):
-            client = self._client(hashed.pipeline)
+            client = self._client(hashed.pipeline, hashed.is_bounded)
             deduped = hashed | "DedupWithRay" >> beam.ParDo(
                 RayDedupDoFn(client, b.claim_batch, self._hash_bytes)).with_outputs(DUPLICATES, CLAIMED, main=KEPT)
             if (b.backend_name is None or b.state_dir is not None) and hashed.is_bounded:
@@ -114,7 +131,8 @@ class ExactDedup(beam.PTransform):
                 _ = (deduped[CLAIMED]
                      | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
                      | "CountClaimed" >> beam.CombineGlobally(sum)
-                     | "FinishBackend" >> beam.ParDo(FinishBackendDoFn(client, release=b.backend_name is None)))
+                     | "FinishBackend" >> beam.ParDo(FinishBackendDoFn(client, release=b.backend_name is None),
+                                                   *(beam.pvalue.AsList(step) for step in self._after)))
         else:
             deduped = (hashed
                        | "KeyByHash" >> beam.FlatMap(key_by_hash, self._hash_bytes).with_output_types(Tuple[bytes, Any])

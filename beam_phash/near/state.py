@@ -292,7 +292,7 @@ class CommitDoFn(beam.DoFn):
         self._manifest = manifest
         self._replace = replace
 
-    def process(self, element: Tuple[int, Iterable[dict]]):
+    def process(self, element: Tuple[int, Iterable[dict]], *_waited_on):
         _, segments = element
         generation = commit(self._dir, self._run, self._generation, self._manifest, list(segments),
                             self._replace)
@@ -334,7 +334,8 @@ class NearState(beam.PTransform):
                       | "ReadSegments" >> beam.ParDo(ReadSegmentDoFn(self.state_dir, self.manifest["generation"])))
         return self._read
 
-    def commit(self, kept_rows):
+    def commit(self, kept_rows, after=()):
+        """Write this run's segments and commit them, once the steps ``after`` are done."""
         if self.compact:  # the state was read (``expand``): it has segments
             kept_rows = (kept_rows, self._read | "RepackState" >> beam.ParDo(PackFixedDoFn(self.partitions))
                          ) | "WithStateRows" >> beam.Flatten()
@@ -343,4 +344,5 @@ class NearState(beam.PTransform):
                 | "WriteSegments" >> beam.ParDo(WriteSegmentDoFn(self.state_dir, self.run, self.manifest["generation"]))
                 | "GroupSegments" >> beam.GroupByKey()
                 | "Commit" >> beam.ParDo(CommitDoFn(self.state_dir, self.run, self.manifest["generation"],
-                                                    self.manifest, self.compact)))
+                                                    self.manifest, self.compact),
+                                         *(beam.pvalue.AsList(step) for step in after)))

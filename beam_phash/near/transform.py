@@ -83,6 +83,7 @@ class NearDedup(beam.PTransform):
         self.config = config
         self.hashing = hashing
         self._fixed = fixed
+        self._after = ()
         self._bits = hashing.bits
         self.max_distance = (recommended_max_distance(hashing.algorithm, hashing.hash_size)
                              if config.max_distance == "auto" else config.max_distance)
@@ -101,6 +102,14 @@ class NearDedup(beam.PTransform):
         set) already kept: inputs within k of one are its duplicates."""
         other = copy.copy(self)
         other._fixed = fixed
+        return other
+
+    def after(self, *steps: beam.PCollection) -> "NearDedup":
+        """The same transform, committing its kept hashes to the state directory only once
+        ``steps`` (PCollections in the global window, such as a failure check's output) are done:
+        a step that fails then fails the run before its commit."""
+        other = copy.copy(self)
+        other._after = steps
         return other
 
     def _open_state(self) -> Optional[NearState]:
@@ -179,5 +188,5 @@ class NearDedup(beam.PTransform):
                        self._hash_bytes if state is not None else 0, self._partitions)).with_outputs(
                        DUPLICATES, dofns.KEPT_ROWS, main=KEPT))
         if state is not None:
-            _ = state.commit(applied[dofns.KEPT_ROWS])
+            _ = state.commit(applied[dofns.KEPT_ROWS], self._after)
         return applied[KEPT], applied[DUPLICATES]
