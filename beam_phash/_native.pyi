@@ -103,6 +103,11 @@ class SeenSet:
     def claim(
         self, hashes: _BytesLike, owners: Union[Iterable[int], Any], labels: list[str]
     ) -> list[Optional[str]]: ...
+    def claim_entries(
+        self, hashes: _BytesLike, owners: Union[Iterable[int], Any], labels: list[str]
+    ) -> tuple[list[Optional[str]], bytes]:
+        """claim's answers, and per hash the keeper's entry number (insertion order) as
+        little-endian int64, -1 where the caller is the first claimant."""
     def owners_of(self, hashes: _BytesLike) -> list[Optional[int]]: ...
     def entries(self) -> tuple[bytes, bytes, list[str]]:
         """(packed hashes, packed little-endian uint64 owners, labels) in insertion order."""

@@ -223,6 +223,21 @@ class ImagePhashDedup(beam.PTransform):
         other._split_outputs = True
         return other
 
+    def with_deferred_commit(self) -> "ImagePhashDedup":
+        """The same transform, leaving the commit of its run to the state directory (and the
+        release of its one-run Ray backend) to :meth:`commit`, which must then be called once it
+        is applied: ``dedup.commit(written)``, with the results of the steps that write its
+        outputs, so that a run whose writes fail commits nothing."""
+        other = copy.copy(self)
+        other.dedup = self.dedup.with_deferred_commit()
+        return other
+
+    def commit(self, *after: beam.PCollection, label: str = "CommitDedup") -> None:
+        """The run's commit (see :meth:`with_deferred_commit`), once ``after`` (PCollections in the
+        global window, such as what a write's finalizing step outputs) are done, and the failure
+        check passed."""
+        self.dedup.commit(*after, label=label)
+
     def with_failure_threshold(self, decode: Optional[float] = None,
                                internal: Optional[float] = DEFAULT_MAX_INTERNAL) -> "ImagePhashDedup":
         """The same transform, failing the run (``FailureThresholdError``) when more than the

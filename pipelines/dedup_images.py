@@ -421,26 +421,31 @@ def build(p, spec: InputSpec, output: str, dedup: ImagePhashDedup, report: bool 
           shard_mb: Optional[float] = None, progress: Optional[Tuple[str, int]] = None) -> None:
     read, read_failed = p | "Read" >> ReadImageRecords(spec)
     records = read if progress is None else read | "Progress" >> beam.ParDo(ProgressDoFn(progress))
+    # The run commits its state (and releases its backend) once every output is written: a run
+    # that fails writing them then adds nothing to --state, as one that fails before.
+    dedup = dedup.with_deferred_commit()
     if reference is not None:
         references = p | "ReadReference" >> ReadReference(reference, spec.id_column, spec.image_column)
         dedup = dedup.with_reference(references, hash_column=reference_hash_field(reference, spec.id_column))
     outputs = with_read_failures(records | "Dedup" >> dedup.with_outputs(), read_failed, dedup.hash_field)
+    written = []
     if write_shards is not None:
-        _ = outputs.kept | "WriteShards" >> WriteShards(write_shards, shard_mb)
+        written.append(outputs.kept | "WriteShards" >> WriteShards(write_shards, shard_mb))
     # DedupOutputs carries reference_failed as an attribute, which Beam drops from a transform's
     # input: the four go as a plain tuple.
-    _ = (*outputs, outputs.reference_failed) | "Write" >> WriteOutputs(spec, output, dedup.hash_field,
+    written.append((*outputs, outputs.reference_failed) | "Write" >> WriteOutputs(spec, output, dedup.hash_field,
                                           dedup.near_duplicates or reference is not None,
                                           reference=reference is not None,
                                           quality=dedup.hash_column is None,
-                                          made=made(dedup.algorithm, dedup.hash_size) if dedup.hash_column is None else spec.hashed_as)
+                                          made=made(dedup.algorithm, dedup.hash_size) if dedup.hash_column is None else spec.hashed_as))
     if report:
         distances = dict(algorithm=dedup.algorithm, hash_size=dedup.hash_size, bits=dedup.bits,
                          max_distance=dedup.max_distance)
-        _ = outputs | "Report" >> CollectReportData(output, id_field=spec.id_column,
-                                                    image_field=spec.image_column,
-                                                    hash_field=dedup.hash_field, distances=distances,
-                                                    ids_are_paths=spec.fmt == "files")
+        written.extend(outputs | "Report" >> CollectReportData(output, id_field=spec.id_column,
+                                                               image_field=spec.image_column,
+                                                               hash_field=dedup.hash_field, distances=distances,
+                                                               ids_are_paths=spec.fmt == "files"))
+    dedup.commit(*written)
 
 
 MAX_LISTED = 100
@@ -839,6 +844,11 @@ def _run(argv: List[str], con: Console, command_line: bool = False) -> int:
             reason = reason.replace(_THRESHOLD_TAIL, "no outputs were written: rerun without the threshold "
                                                      "to have failed/ list each with its reason")
         said = reason or one_line(e)
+        if args.backend_name is not None and not dedup.near_duplicates:
+            # A named backend commits each claim as it answers (it serves many runs): a rerun
+            # keeps its records again only under the same ids (a file's is its path as given).
+            said += (f"; backend {args.backend_name!r} keeps what this run claimed: rerun it on the same "
+                     "inputs, given the same way, to keep their records")
         con.tell(f"beam-phash: error: {said} (details in {con.log_path})")
         if args.ray_address is not None:
             release_backend(dedup)

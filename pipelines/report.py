@@ -122,7 +122,8 @@ def _of_this_run(record: dict) -> bool:
 class CollectReportData(beam.PTransform):
     """(kept, duplicates, failed) -> ``DIR/report/groups.jsonl``, ``failures.jsonl``,
     ``matches.jsonl``, and with ``distances`` (the keyword arguments of
-    ``report_distances.CollectDistances`` but the thumbnails) ``distances.json``."""
+    ``report_distances.CollectDistances`` but the thumbnails) ``distances.json``. Returns what
+    its writes output, for steps that wait for them."""
 
     def __init__(self, output: str, *, id_field: str, image_field: str, hash_field: str,
                  max_groups: int = 12, per_group: int = 8, max_failures: int = 200,
@@ -148,7 +149,7 @@ class CollectReportData(beam.PTransform):
         # Groups are of this run's keepers; matches of a reference or an earlier run are listed
         # apart. (Each step reads the duplicates directly: a filter step between them and the
         # group steps made Flink's fuser (job server 2.62) reject the Ray backend's pipeline.)
-        (dups
+        written = [dups
          | "OfEarlier" >> beam.Filter(lambda r: r.get(MATCHED_FIELD) in ("reference", "state"))
          | "FirstMatches" >> _top(self._max_groups * self._per_group,
                                   key=lambda r: (r.get(MATCHED_FIELD), fields.id_of(r) or ""), smallest=True)
@@ -156,7 +157,7 @@ class CollectReportData(beam.PTransform):
              **fields.member(r, kept=False), "matched": r.get(MATCHED_FIELD),
              "duplicate_of": r.get(DUPLICATE_OF_FIELD)}) for r in rows])
          | "WriteMatches" >> beam.io.WriteToText(FileSystems.join(self._output, "report", "matches"),
-                                                 file_name_suffix=".jsonl", num_shards=1))
+                                                 file_name_suffix=".jsonl", num_shards=1)]
         top = (dups
                | "KeeperIds" >> beam.Map(lambda r: r.get(DUPLICATE_OF_FIELD) if _of_this_run(r) else None)
                | "WithKeeperId" >> beam.Filter(lambda k: k is not None)
@@ -171,21 +172,21 @@ class CollectReportData(beam.PTransform):
                        | "DupsOfTop" >> beam.Filter(lambda r, s: _of_this_run(r) and r.get(DUPLICATE_OF_FIELD) in s, sizes)
                        | "KeyDups" >> beam.Map(lambda r: (r[DUPLICATE_OF_FIELD], r))
                        | "SamplePerGroup" >> beam.combiners.Sample.FixedSizePerKey(self._per_group))
-        (({"kept": kept_members, "dups": dup_samples})
+        written.append(({"kept": kept_members, "dups": dup_samples})
          | "JoinGroups" >> beam.CoGroupByKey()
          | "Thumbnails" >> beam.FlatMap(_build_group, sizes, fields)
          | "WriteGroups" >> beam.io.WriteToText(FileSystems.join(self._output, "report", "groups"),
                                                 file_name_suffix=".jsonl", num_shards=1))
-        (failed
+        written.append(failed
          | "FailureRows" >> beam.Map(lambda r: {"id": fields.id_of(r), "error": r.get(ERROR_FIELD)})
          | "FirstFailures" >> _top(self._max_failures, key=lambda r: r["id"] or "", smallest=True)
          | "FailureLines" >> beam.FlatMap(lambda rows: [json.dumps(r) for r in rows])
          | "WriteFailures" >> beam.io.WriteToText(FileSystems.join(self._output, "report", "failures"),
                                                   file_name_suffix=".jsonl", num_shards=1))
         if self._distances is not None:
-            _ = (kept, dups) | "Distances" >> report_distances.CollectDistances(
-                self._output, hash_field=fields.hash, id_field=fields.id, thumb_of=fields.thumb, **self._distances)
-        return top
+            written.append((kept, dups) | "Distances" >> report_distances.CollectDistances(
+                self._output, hash_field=fields.hash, id_field=fields.id, thumb_of=fields.thumb, **self._distances))
+        return tuple(written)
 
 
 def _read_jsonl(output: str, name: str) -> List[dict]:

@@ -296,8 +296,7 @@ class CollectDistances(beam.PTransform):
                   | "PairThumbnails" >> beam.Map(lambda r: {"id": record_id(r, id_field), "thumb": thumb_of(r)})
                   | "AllThumbnails" >> beam.combiners.ToList())
         path = FileSystems.join(self._output, "report", DISTANCES_FILE)
-        _ = stats | "WriteDistances" >> beam.Map(_write_json, path, beam.pvalue.AsSingleton(thumbs))
-        return stats
+        return stats | "WriteDistances" >> beam.Map(_write_json, path, beam.pvalue.AsSingleton(thumbs))
 
 
 _BAR, _HEIGHT = 16, 160

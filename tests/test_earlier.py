@@ -572,8 +572,8 @@ def test_reference_tables_parse_hashes_in_bulk_and_report_bad_ones():
 
 
 def test_the_report_shows_exact_mode_duplicates_of_an_earlier_run_as_its_groups(tmp_path):
-    """In exact mode the backend names the id an earlier run kept (``--state``, a named Ray
-    backend) and sets no ``matched``: the report shows such a group with its keeper marked as
+    """A named Ray backend names the id an earlier pipeline kept and sets no ``matched`` (it
+    does not tell the pipelines that used it apart): the report shows such a group with its keeper marked as
     kept before this run (its thumbnail read from its path), not "No duplicates found"."""
     from pipelines.report import CollectReportData, write_report
 

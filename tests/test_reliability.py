@@ -145,6 +145,17 @@ def test_only_committed_runs_and_the_loader_s_own_are_replayed(tmp_path, caplog)
     commit_run(str(tmp_path), "run-done")  # idempotent
     assert load() == (["a", "d"], [])
     assert load("run-later") == (["a", "d"], [])
+    with pytest.raises(StateError, match="already ran and committed"):  # the same built pipeline again
+        load("run-done")
+    # A log's run is under its batches' digests: another run's name there is damage, not a
+    # failed run's claims to leave out.
+    logs = sorted(glob.glob(str(tmp_path / "bucket-00000" / "log-*.arrows")))
+    data = open(logs[-1], "rb").read()
+    assert data.count(b"run-done") == 1
+    open(logs[-1], "wb").write(data.replace(b"run-done", b"run-dome"))
+    with pytest.raises(StateError, match="fails its digest"):
+        load()
+    open(logs[-1], "wb").write(data)
     # A snapshot's run and the row its entries start at are under its digest.
     path = glob.glob(str(tmp_path / "bucket-00000" / "snapshot-*.parquet"))[-1]
     table = pq.read_table(path)
@@ -391,6 +402,58 @@ def test_a_near_duplicate_run_commits_only_once_the_steps_it_waits_on_are_done(t
 
 
 @pytest.mark.ray
+def test_a_run_that_failed_on_a_named_backend_says_its_claims_stay(ray_cluster, tmp_path, capsys):
+    """A named backend serves many runs and commits each claim as it answers: the error says
+    that a rerun keeps its records under the same ids only."""
+    args = ["--ray-address", ray_cluster, "--backend-name", "kept-claims", "--num-buckets", "2", "--no-report",
+            "--output", str(tmp_path / "o1"), "--max-decode-failures", "0"]
+    try:
+        assert dedup_images.main(args) == 1
+        assert ("backend 'kept-claims' keeps what this run claimed: rerun it on the same inputs, given the "
+                "same way") in capsys.readouterr().err
+    finally:
+        for actor in ray.util.list_named_actors(all_namespaces=True):
+            if actor["name"].startswith("kept-claims."):
+                ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]))
+
+
+class _FailingWrite(beam.PTransform):
+    """Writes nothing, and fails: a disk full, a finalize refused, after the shuffles that let
+    the runner finish the dedup first."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+
+    def expand(self, outputs):
+        return (outputs[0] | "Far" >> beam.Reshuffle() | "Farther" >> beam.Reshuffle()
+                | beam.combiners.Count.Globally() | beam.Map(_fail_check))
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("mode", [[], ["--max-distance", "4"]], ids=["exact", "near"])
+def test_a_run_whose_outputs_fail_to_be_written_commits_nothing(ray_cluster, tmp_path, monkeypatch, capsys, mode):
+    """The job's state commits once its outputs are written: a run that fails writing them adds
+    nothing, and the rerun (here of the sample copied elsewhere: other ids) keeps what a run
+    without --state keeps."""
+    state = tmp_path / "state"
+    base = ["--state", str(state), "--no-report", *(mode or ["--ray-address", ray_cluster, "--num-buckets", "2"])]
+    with monkeypatch.context() as m:
+        m.setattr(dedup_images, "WriteOutputs", _FailingWrite)
+        assert dedup_images.main([*base, "--output", str(tmp_path / "o1")]) == 1
+    assert "a check after" in capsys.readouterr().err
+    if mode:
+        assert json.loads((state / "manifest.json").read_text())["segments"] == []
+    else:
+        assert glob.glob(str(state / "bucket-*" / "log-*.arrows")) and not (state / "commits").exists()
+    moved = shutil.copytree(dedup_images.SAMPLE_DATA, tmp_path / "moved")
+    assert dedup_images.main([*base, "--input", str(moved), "--output", str(tmp_path / "o2")]) == 0
+    assert dedup_images.main([*base[2:], "--input", str(moved), "--output", str(tmp_path / "o3")]) == 0  # no state
+    assert len(read(tmp_path / "o2", "kept")) == len(read(tmp_path / "o3", "kept"))
+    assert not read(tmp_path / "o2", "duplicates") or all(
+        r["matched"] == "input" for r in read(tmp_path / "o2", "duplicates"))
+
+
+@pytest.mark.ray
 def test_second_run_drops_exactly_what_the_first_kept(ray_cluster, tmp_path):
     run1, run2, state = tmp_path / "in1", tmp_path / "in2", str(tmp_path / "state")
     run1.mkdir()
@@ -418,6 +481,10 @@ def test_second_run_drops_exactly_what_the_first_kept(ray_cluster, tmp_path):
     # Dropped: exactly the new records whose image run 1 kept, each pointing at run 1's keeper.
     assert sorted(basename(r["id"]) for r in dups2) == sorted(f"seen_{p.name}" for p in old[1:4])
     assert all(r["duplicate_of"] == kept1[r["image_phash"]] for r in dups2)
+    # ... said to be matches of the state, and counted as such; run 1's own duplicate is its input's
+    assert [r["matched"] for r in dups2] == ["state"] * 3
+    assert json.loads((out2 / "summary.json").read_text())["state_matches"] == 3
+    assert [r["matched"] for r in read(out1, "duplicates")] == ["input"]
     # Kept: everything new once per image, and run 1's keeper read again stays its hash's keeper
     # (as a rerun of a failed job must: it may have claimed its hashes before failing).
     assert sorted(basename(r["id"]) for r in kept2) == sorted([p.name for p in new] + [old[4].name])

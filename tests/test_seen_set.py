@@ -49,6 +49,15 @@ def test_owner_containers(owners):
     assert s.check_and_insert(memoryview(b"a" * 8), [9]) == [False]
 
 
+def test_claim_entries_gives_each_keeper_s_place_in_insertion_order():
+    s = beam_phash.SeenSet(4, keep_labels=True)
+    answers, entries = s.claim_entries(b"aaaabbbbaaaa", [1, 2, 3], ["id-1", "id-2", "id-3"])
+    assert answers == [None, None, "id-1"] and np.frombuffer(entries, "<i8").tolist() == [-1, -1, 0]
+    answers, entries = s.claim_entries(b"ccccbbbbbbbb", [4, 2, 5], ["id-4", "id-2", "id-5"])
+    assert answers == [None, None, "id-2"] and np.frombuffer(entries, "<i8").tolist() == [-1, -1, 1]
+    assert s.claim_entries(b"cccc", [6], ["x"])[1] == (2).to_bytes(8, "little")
+
+
 def test_claim_returns_the_keepers_label():
     s = beam_phash.SeenSet(4, keep_labels=True)
     assert s.claim(b"aaaabbbbaaaa", [1, 2, 3], ["id-1", "id-2", "id-3"]) == [None, None, "id-1"]

@@ -96,13 +96,13 @@ def test_fresh_backend_is_released_at_the_end(ray_cluster):
 _failed_once = set()
 
 
-def _flaky_route(self, batch, firsts):
+def _flaky_route(self, batch, *rest):
     """Fail each batch once *after* its hashes reached the actors, as a crashed worker would."""
     key = tuple(h.owner for h in batch)
     if key not in _failed_once and len(_failed_once) < 2:  # the runner gives a bundle 4 attempts
         _failed_once.add(key)
         raise RuntimeError("injected failure after the backend call")
-    yield from _original_route(self, batch, firsts)
+    yield from _original_route(self, batch, *rest)
 
 
 _original_route = RayDedupDoFn._route

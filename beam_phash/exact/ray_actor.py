@@ -10,7 +10,7 @@ the stored one, so a call that Ray or Beam repeats gives the same answer.
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import ray
@@ -60,16 +60,19 @@ class _Bucket:
                 if self.store.own_from == len(chunks):
                     self.committed = len(self.seen)
 
-    def claim(self, packed: bytes, width: int, owner_ids: np.ndarray, labels: List[str]) -> List[Optional[str]]:
+    def claim(self, packed: bytes, width: int, owner_ids: np.ndarray, labels: List[str]) -> Tuple[List[Optional[str]], np.ndarray]:
+        """The answers, and per hash whether its keeper came from the committed state (an
+        earlier run)."""
         if self.seen is None:
             self.seen = SeenSet(width, keep_labels=True)
         elif self.seen.hash_bytes != width:
             raise ValueError(f"{self.name} holds {self.seen.hash_bytes}-byte hashes, got "
                              f"{width}-byte hashes: a backend serves one algorithm and hash_size")
-        answers = self.seen.claim(packed, owner_ids, labels)
+        answers, entries = self.seen.claim_entries(packed, owner_ids, labels)
         if self.store is not None:
             self._log(packed, width, owner_ids, labels, answers)
-        return answers
+        entries = np.frombuffer(entries, dtype="<i8")
+        return answers, (entries >= 0) & (entries < self.committed)
 
     def _log(self, packed: bytes, width: int, owner_ids: np.ndarray, labels: List[str],
              answers: List[Optional[str]]) -> None:
@@ -108,23 +111,28 @@ class BucketActor:
             b: _Bucket(backend_name, b, state_dir, snapshot_every, run, committed) for b in buckets}
 
     def claim(self, packed: bytes, width: int, owners: bytes, labels: List[str],
-              buckets: bytes) -> List[Optional[str]]:
+              buckets: bytes) -> Tuple[List[Optional[str]], bytes]:
         """Per hash, in input order: None where the caller's owner is the first claimant (or a
-        retry of it), else the first claimant's label. ``buckets`` holds each hash's bucket as
-        little-endian uint32. Idempotent: the same call again gives the same answer."""
+        retry of it), else the first claimant's label; and, as one byte per hash, 1 where that
+        keeper was in the committed state when the bucket was loaded (kept by an earlier run),
+        else 0. ``buckets`` holds each hash's bucket as little-endian uint32. Idempotent: the
+        same call again gives the same answer."""
         rows = np.frombuffer(packed, dtype=np.uint8).reshape(-1, width)
         owner_ids = np.frombuffer(owners, dtype="<u8")
         of = np.frombuffer(buckets, dtype="<u4")
         present = np.unique(of)
         if len(present) == 1:  # the common case with one bucket per actor: no regrouping
-            return self._hosted(int(present[0])).claim(packed, width, owner_ids, labels)
+            answers, earlier = self._hosted(int(present[0])).claim(packed, width, owner_ids, labels)
+            return answers, earlier.astype(np.uint8).tobytes()
         answers: List[Optional[str]] = [None] * len(labels)
+        earlier = np.zeros(len(labels), dtype=np.uint8)
         for bucket in present:
             idxs = np.flatnonzero(of == bucket)
-            got = self._hosted(int(bucket)).claim(rows[idxs].tobytes(), width, owner_ids[idxs], [labels[i] for i in idxs])
+            got, earlier[idxs] = self._hosted(int(bucket)).claim(
+                rows[idxs].tobytes(), width, owner_ids[idxs], [labels[i] for i in idxs])
             for i, answer in zip(idxs.tolist(), got):
                 answers[i] = answer
-        return answers
+        return answers, earlier.tobytes()
 
     def _hosted(self, bucket: int) -> _Bucket:
         hosted = self._buckets.get(bucket)

@@ -63,6 +63,8 @@ class PendingClaims:
     def __init__(self, count: int):
         self.calls: Dict[object, tuple] = {}
         self.result: List[Optional[str]] = [None] * count
+        #: Per claim: whether its keeper was kept by an earlier run (in the committed state).
+        self.earlier = np.zeros(count, dtype=bool)
 
 
 class BackendError(RuntimeError):
@@ -302,7 +304,8 @@ class RayDedupBackend:
         return pending
 
     def collect(self, pending: "PendingClaims") -> List[Optional[str]]:
-        """Wait for a submitted batch; the answers of :meth:`claim`, in input order."""
+        """Wait for a submitted batch; the answers of :meth:`claim`, in input order (and, in
+        ``pending.earlier``, which keepers an earlier run kept)."""
         self._collect(pending, num_returns=len(pending.calls))
         return pending.result
 
@@ -313,12 +316,13 @@ class RayDedupBackend:
         for ref in done:
             actor, idxs = pending.calls.pop(ref)
             try:
-                keepers = ray.get(ref)
+                keepers, earlier = ray.get(ref)
             except ray.exceptions.RayError as e:
                 buckets = hosted_buckets(actor, self.actors, self.num_buckets)
                 raise BackendError(f"{buckets_label(self.backend_name, buckets)} failed: {failure(e)}") from e
             for i, keeper in zip(idxs, keepers):
                 pending.result[i] = keeper
+            pending.earlier[idxs] = np.frombuffer(earlier, dtype=np.uint8).astype(bool)
 
     def stats(self) -> List[Dict[str, int]]:
         """Per bucket, in bucket order: hashes held, seen-set bytes, and the resident memory and

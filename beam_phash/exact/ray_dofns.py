@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Iterable, List, Optional
 import apache_beam as beam
 
 from beam_phash.metrics import DedupMetrics
-from beam_phash.records import Hashed, check_hashes, emit
+from beam_phash.records import MATCHED_FIELD, Hashed, check_hashes, emit
 from beam_phash.windowed import in_window
 
 #: The ``RayDedupDoFn`` output that counts the records whose claims were answered, one count
@@ -30,10 +30,15 @@ class RayDedupDoFn(beam.DoFn):
     while the next batches are hashed. Each output keeps its own input's timestamp and window. A
     bundle that fails after sending claims is safe to retry: claims are idempotent. Besides the
     kept and duplicate records, it emits to ``CLAIMED`` each input batch's size once the batch's
-    answers are in."""
+    answers are in.
 
-    def __init__(self, backend: RayDedupBackend, claim_batch: int = 1024, hash_bytes: Optional[int] = None):
+    ``matched``: whether duplicates say which run kept their keeper (``matched`` "input" or
+    "state"); a named backend's cannot tell the runs that used it apart."""
+
+    def __init__(self, backend: RayDedupBackend, claim_batch: int = 1024, hash_bytes: Optional[int] = None,
+                 matched: bool = True):
         self._backend = backend
+        self._matched = matched
         self._claim_batch = claim_batch
         self._hash_bytes = hash_bytes
         self._metrics = DedupMetrics()
@@ -94,12 +99,16 @@ class RayDedupDoFn(beam.DoFn):
         self._metrics.backend_call_latency_ms.update(int((time.perf_counter() - waited) * 1000))
         start = 0
         for batch, timestamp, window in items:
-            yield from in_window(self._route(batch, keepers[start:start + len(batch)]), timestamp, window)
-            start += len(batch)
+            end = start + len(batch)
+            yield from in_window(self._route(batch, keepers[start:end], pending.earlier[start:end]), timestamp, window)
+            start = end
 
-    def _route(self, batch: List[Hashed], keepers: List[Optional[str]]) -> Iterable:
-        for h, keeper in zip(batch, keepers):
-            yield emit(h.record, keeper, self._metrics)
+    def _route(self, batch: List[Hashed], keepers: List[Optional[str]], earlier) -> Iterable:
+        for h, keeper, state in zip(batch, keepers, earlier.tolist()):
+            if self._matched:
+                yield emit(h.record, keeper, self._metrics, **{MATCHED_FIELD: "state" if state else "input"})
+            else:
+                yield emit(h.record, keeper, self._metrics)
         yield beam.pvalue.TaggedOutput(CLAIMED, len(batch))
 
 
@@ -121,3 +130,24 @@ class FinishBackendDoFn(beam.DoFn):
         if self._release:
             self._backend.release()
         return []
+
+
+class FinishBackend(beam.PTransform):
+    """The claiming step's counts -> the backend's end (:class:`FinishBackendDoFn`), once every
+    record went through it and ``after`` (PCollections in the global window) are done. The sum
+    is the barrier: it exists only once every record's claim was answered. Only the counts leave
+    the claiming step's stage (combiner lifting), never the records, whose image bytes the kept
+    and duplicate outputs carry."""
+
+    def __init__(self, backend: RayDedupBackend, release: bool, after=()):
+        super().__init__()
+        self._backend = backend
+        self._release = release
+        self._after = tuple(after)
+
+    def expand(self, claimed):
+        return (claimed
+                | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
+                | "CountClaimed" >> beam.CombineGlobally(sum)
+                | "Finish" >> beam.ParDo(FinishBackendDoFn(self._backend, self._release),
+                                         *(beam.pvalue.AsList(step) for step in self._after)))

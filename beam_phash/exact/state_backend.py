@@ -10,7 +10,7 @@ from apache_beam.coders import StrUtf8Coder
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from beam_phash.metrics import DedupMetrics
-from beam_phash.records import Hashed, check_hashes, emit, keeper_label
+from beam_phash.records import MATCHED_FIELD, Hashed, check_hashes, emit, keeper_label
 
 
 class StateDedupDoFn(beam.DoFn):
@@ -30,7 +30,7 @@ class StateDedupDoFn(beam.DoFn):
         if first is None:
             keeper.write(owner)
             first = owner
-        yield emit(record, None if first == owner else keeper_label(first), self._metrics)
+        yield emit(record, None if first == owner else keeper_label(first), self._metrics, **{MATCHED_FIELD: "input"})
 
 
 def key_by_hash(batch: List[Hashed], hash_bytes: Optional[int] = None) -> Iterable[Tuple[bytes, Tuple[str, dict]]]:

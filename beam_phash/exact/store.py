@@ -148,9 +148,10 @@ def _nothing_whole_after(rest: bytes) -> bool:
     return True
 
 
-def _snapshot_digest(columns: Tuple[bytes, bytes, List[str]], labels: pa.Array, run: Optional[bytes],
-                     run_from: Optional[int]) -> str:
-    """A snapshot's digest: of its entries, and of the run its entries from ``run_from`` belong to."""
+def _digest(columns: Tuple[bytes, bytes, List[str]], labels: pa.Array, run: Optional[bytes] = None,
+            run_from: Optional[int] = 0) -> str:
+    """The digest of a snapshot or a logged batch: of its entries, and of the run its entries
+    from ``run_from`` belong to (a log batch's: all of them)."""
     packed = list(columns[:2]) + ([] if run is None else [f"{run_from}:".encode() + run])
     return state_manifest.digest(packed, labels)
 
@@ -227,12 +228,19 @@ class BucketStore:
         logs = self._files(_LOG_RE)
         if committed is None:
             committed = committed_runs(self._state_dir)
+        if self.run is not None and self.run in committed:
+            # The same built pipeline run again (its run is named when it is built): its claims
+            # would count as committed as soon as they are made.
+            raise StateError(f"{self.name}: run {self.run} already ran and committed to {self._state_dir}; a "
+                             "pipeline with a state directory runs once: build it again to run it again")
         chunks: List[Tuple[bytes, bytes, List[str]]] = []
         owns: List[bool] = []  # per chunk: whether it holds this store's own run's claims
 
         def add(columns: Tuple[bytes, bytes, List[str]], run: Optional[str], path: str) -> None:
+            if run is not None and run in committed:
+                run = None
             own = run is not None and run == self.run
-            if not own and run is not None and run not in committed:
+            if run is not None and not own:
                 return  # claimed by a run that failed or was stopped
             if owns and owns[-1] and not own:
                 raise StateError(f"{self.name}: {path} holds claims committed after those of this very "
@@ -292,7 +300,7 @@ class BucketStore:
         if (meta.get(_META_FORMAT) != FORMAT.encode() or rows is None or int(rows) != table.num_rows
                 or digest is None or (run is None) != (run_from is None)
                 or (run_from is not None and not 0 <= run_from <= table.num_rows)
-                or digest.decode() != _snapshot_digest(columns, table.column("label"), run, run_from)):
+                or digest.decode() != _digest(columns, table.column("label"), run, run_from)):
             raise StateError(f"{self.name}: snapshot {path} fails its row count or digest check; not used")
         return table.schema.field("hash").type.byte_width, columns, run and run.decode(), run_from or 0
 
@@ -308,14 +316,13 @@ class BucketStore:
         except OSError as e:
             raise StateError(f"{self.name}: log {path} cannot be read ({e}); its claims would be "
                              "lost, so the bucket does not start") from None
-        batches, width, run = [], None, None
+        batches, width, tag = [], None, None
         source = pa.BufferReader(data)
         read = 0  # bytes of the log's intact messages
         try:
             reader = pa.ipc.open_stream(source)
             width = reader.schema.field("hash").type.byte_width
-            run = (reader.schema.metadata or {}).get(_META_RUN)
-            run = run and run.decode()
+            tag = (reader.schema.metadata or {}).get(_META_RUN)  # under each batch's digest
             read = source.tell()
             while True:
                 try:
@@ -326,8 +333,7 @@ class BucketStore:
                 table = pa.Table.from_batches([batch])
                 columns = _columns(table)
                 expected = (meta or {}).get(_LOG_DIGEST)
-                if expected is not None and expected != state_manifest.digest(
-                        columns[:2], table.column("label")).encode():
+                if expected is not None and expected != _digest(columns, table.column("label"), tag).encode():
                     raise StateError(f"{self.name}: log {path} is damaged (batch {len(batches) + 1} fails its "
                                      "digest); its claims would be lost, so the bucket does not start")
                 batches.append(columns)
@@ -341,6 +347,11 @@ class BucketStore:
             # everything before it stands.
             log.warning("%s: log %s ends in a torn batch (%s); replayed %d batches before it",
                         self.name, path, type(e).__name__, len(batches))
+        try:
+            run = None if tag is None else tag.decode()
+        except UnicodeDecodeError:
+            raise StateError(f"{self.name}: log {path} is damaged (its run is not text); its claims would be "
+                             "lost, so the bucket does not start") from None
         return width, batches, run
 
     # -- writing ---------------------------------------------------------------------------
@@ -359,7 +370,8 @@ class BucketStore:
         table = _table(width, hashes, owners, labels)
         (batch,) = table.to_batches()
         self._writer.write_batch(batch, custom_metadata={
-            _LOG_DIGEST: state_manifest.digest([hashes, owners], table.column("label"))})
+            _LOG_DIGEST: _digest((hashes, owners, labels), table.column("label"),
+                                 None if self.run is None else self.run.encode())})
         self._sink.flush()
         self.logged_since_snapshot += len(labels)
 
@@ -384,7 +396,7 @@ class BucketStore:
             run, run_from = self.run.encode(), committed
         table = table.replace_schema_metadata({
             _META_FORMAT: FORMAT, _META_ROWS: str(len(labels)),
-            _META_DIGEST: _snapshot_digest((hashes, owners, labels), table.column("label"), run, run_from),
+            _META_DIGEST: _digest((hashes, owners, labels), table.column("label"), run, run_from),
             _META_HASH_VERSION: str(HASH_VERSION),
             **({} if run is None else {_META_RUN: run, _META_RUN_FROM: str(run_from)})})
         tmp = path + ".tmp"

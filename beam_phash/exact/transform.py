@@ -1,7 +1,6 @@
 """``ExactDedup``: first seen wins among records with the same hash, through a backend."""
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import uuid
@@ -12,16 +11,17 @@ from apache_beam.options.pipeline_options import StandardOptions
 
 from beam_phash import state_manifest
 from beam_phash.exact.config import RayBackend, StateBackend
-from beam_phash.exact.ray_dofns import CLAIMED, FinishBackendDoFn, RayDedupDoFn
+from beam_phash.exact.ray_dofns import CLAIMED, FinishBackend, RayDedupDoFn
 from beam_phash.exact.state_backend import StateDedupDoFn, key_by_hash
 from beam_phash.exact.store import check_state_dir, prepare_state_dir
 from beam_phash.hashing import HashConfig
 from beam_phash.records import DUPLICATES, KEPT
+from beam_phash.run_end import RunEnd
 
 _REMOTE_RUNNERS = ("DataflowRunner",)
 
 
-class ExactDedup(beam.PTransform):
+class ExactDedup(RunEnd, beam.PTransform):
     """Batches of ``Hashed`` -> (kept records, duplicates naming the keeper's id). The first
     claimant of a hash is kept; a retried record is recognised as the keeper by its id.
 
@@ -32,7 +32,9 @@ class ExactDedup(beam.PTransform):
 
     With a ``state_dir`` and no ``backend_name``, on bounded input, the run's claims are committed
     to the directory once every record went through the backend (and the steps given to
-    :meth:`after` are done): a run that fails or is stopped before then adds nothing to it.
+    :meth:`after` are done): a run that fails or is stopped before then adds nothing to it. To
+    commit only once the outputs are written, build it :meth:`with_deferred_commit` and call
+    :meth:`commit` with the writes' results.
     """
 
     def __init__(self, backend: Union[RayBackend, StateBackend] = RayBackend(),
@@ -54,22 +56,15 @@ class ExactDedup(beam.PTransform):
             state_manifest.check_writable(backend.state_dir, create=False)
         self._hash_bytes = None if hashing is None else hashing.hash_bytes
         self._unnamed = []  # the clients of the one-run backends this transform built
-        self._after = ()
-
-    def after(self, *steps: beam.PCollection) -> "ExactDedup":
-        """The same transform, committing its run to the state directory only once ``steps``
-        (PCollections in the global window, such as a failure check's output) are done: a step
-        that fails then fails the run before its commit."""
-        other = copy.copy(self)
-        other._after = steps
-        return other
+        self._init_end()
 
     def release(self) -> None:
         """Kill the bucket actors of the one-run (unnamed) Ray backends this transform built, as
         a successful run does at its end. For a pipeline that failed on a Ray cluster that
         outlives it: its actors live on (detached), holding their buckets' locks on the state
-        directory, so a rerun would be refused as "in use by another backend". What they
-        claimed stays out of the state: the run never committed it. A no-op for named backends, Beam state, and an embedded Ray that is gone.
+        directory, so a rerun would be refused as "in use by another backend". A bounded run
+        that failed before its end never committed what they claimed, and the next run leaves it
+        out. A no-op for named backends, Beam state, and an embedded Ray that is gone.
         (A cluster that does not answer within seconds is a ConnectionError: the pipeline may
         have failed for that very reason.)
 
@@ -121,18 +116,14 @@ class ExactDedup(beam.PTransform):
         if isinstance(b, RayBackend):
             client = self._client(hashed.pipeline, hashed.is_bounded)
             deduped = hashed | "DedupWithRay" >> beam.ParDo(
-                RayDedupDoFn(client, b.claim_batch, self._hash_bytes)).with_outputs(DUPLICATES, CLAIMED, main=KEPT)
+                RayDedupDoFn(client, b.claim_batch, self._hash_bytes, matched=b.backend_name is None)
+            ).with_outputs(DUPLICATES, CLAIMED, main=KEPT)
             if (b.backend_name is None or b.state_dir is not None) and hashed.is_bounded:
-                # Barrier: the sum exists only once every record went through the backend. Only
-                # the claiming step's counts leave its stage (combiner lifting), never the
-                # records, whose image bytes the kept and duplicate outputs carry. A stream has
-                # no such point: its backend is released by `release()` (its state_dir kept by
-                # the buckets' logs, written through before each answer).
-                _ = (deduped[CLAIMED]
-                     | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
-                     | "CountClaimed" >> beam.CombineGlobally(sum)
-                     | "FinishBackend" >> beam.ParDo(FinishBackendDoFn(client, release=b.backend_name is None),
-                                                   *(beam.pvalue.AsList(step) for step in self._after)))
+                # A stream has no end: its backend is released by `release()` (its state_dir kept
+                # by the buckets' logs, written through before each answer).
+                claimed, before = deduped[CLAIMED], self._after
+                self._end(lambda after, label: claimed | label >> FinishBackend(
+                    client, b.backend_name is None, (*before, *after)), "FinishBackend")
         else:
             deduped = (hashed
                        | "KeyByHash" >> beam.FlatMap(key_by_hash, self._hash_bytes).with_output_types(Tuple[bytes, Any])

@@ -335,7 +335,8 @@ class NearState(beam.PTransform):
         return self._read
 
     def commit(self, kept_rows, after=()):
-        """Write this run's segments and commit them, once the steps ``after`` are done."""
+        """Write this run's segments and commit them, once the steps ``after`` are done (apply
+        :class:`CommitState`)."""
         if self.compact:  # the state was read (``expand``): it has segments
             kept_rows = (kept_rows, self._read | "RepackState" >> beam.ParDo(PackFixedDoFn(self.partitions))
                          ) | "WithStateRows" >> beam.Flatten()
@@ -346,3 +347,16 @@ class NearState(beam.PTransform):
                 | "Commit" >> beam.ParDo(CommitDoFn(self.state_dir, self.run, self.manifest["generation"],
                                                     self.manifest, self.compact),
                                          *(beam.pvalue.AsList(step) for step in after)))
+
+
+class CommitState(beam.PTransform):
+    """A run's kept rows -> its segments, committed to the state once ``after`` (PCollections in
+    the global window) are done."""
+
+    def __init__(self, state: NearState, after=()):
+        super().__init__()
+        self._state = state
+        self._after = tuple(after)
+
+    def expand(self, kept_rows):
+        return self._state.commit(kept_rows, self._after)

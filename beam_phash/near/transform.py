@@ -51,14 +51,15 @@ from beam_phash.hashing import HashConfig
 from beam_phash.near import dofns
 from beam_phash.near.config import NearConfig
 from beam_phash.near.policy import recommended_max_distance
-from beam_phash.near.state import NearState, open_state
+from beam_phash.near.state import CommitState, NearState, open_state
 from beam_phash.records import DUPLICATES, KEPT
+from beam_phash.run_end import RunEnd
 
 #: The band layout's default count of images (``near_layout``'s own default).
 DEFAULT_COUNT = 1_000_000
 
 
-class NearDedup(beam.PTransform):
+class NearDedup(RunEnd, beam.PTransform):
     """Hashed batches -> kept records (main) and duplicates (tag ``duplicates``).
 
     ``NearDedup(NearConfig(max_distance=16), hashing=HashConfig(...))``: ``config`` says how
@@ -83,7 +84,7 @@ class NearDedup(beam.PTransform):
         self.config = config
         self.hashing = hashing
         self._fixed = fixed
-        self._after = ()
+        self._init_end()
         self._bits = hashing.bits
         self.max_distance = (recommended_max_distance(hashing.algorithm, hashing.hash_size)
                              if config.max_distance == "auto" else config.max_distance)
@@ -102,14 +103,6 @@ class NearDedup(beam.PTransform):
         set) already kept: inputs within k of one are its duplicates."""
         other = copy.copy(self)
         other._fixed = fixed
-        return other
-
-    def after(self, *steps: beam.PCollection) -> "NearDedup":
-        """The same transform, committing its kept hashes to the state directory only once
-        ``steps`` (PCollections in the global window, such as a failure check's output) are done:
-        a step that fails then fails the run before its commit."""
-        other = copy.copy(self)
-        other._after = steps
         return other
 
     def _open_state(self) -> Optional[NearState]:
@@ -188,5 +181,6 @@ class NearDedup(beam.PTransform):
                        self._hash_bytes if state is not None else 0, self._partitions)).with_outputs(
                        DUPLICATES, dofns.KEPT_ROWS, main=KEPT))
         if state is not None:
-            _ = state.commit(applied[dofns.KEPT_ROWS], self._after)
+            kept_rows, before = applied[dofns.KEPT_ROWS], self._after
+            self._end(lambda after, label: kept_rows | label >> CommitState(state, (*before, *after)), "CommitState")
         return applied[KEPT], applied[DUPLICATES]

@@ -35,6 +35,20 @@ impl SeenSet {
         Ok(keepers.into_iter().map(|k| k.map(label)).collect())
     }
 
+    /// Like claim, with the keeper's entry number (its place in insertion order) per hash, as
+    /// little-endian int64 bytes: -1 where the caller is the first claimant.
+    fn claim_entries<'py>(&mut self, py: Python<'py>, hashes: &Bound<'_, PyAny>, owners: &Bound<'_, PyAny>,
+                          labels: Vec<String>) -> PyResult<Bound<'py, PyTuple>> {
+        let owners = owner_ids(owners)?;
+        let buf = borrow_bytes(hashes).map_err(PyTypeError::new_err)?;
+        let keepers = self.inner.claim_labelled(unsafe { as_slice(&buf) }, &owners, &labels).map_err(to_py_err)?;
+        let label = |e: usize| String::from_utf8_lossy(self.inner.label_at(e)).into_owned();
+        let answers: Vec<Option<String>> = keepers.iter().map(|k| k.map(label)).collect();
+        let entries: Vec<u8> = keepers.iter().flat_map(|k| k.map_or(-1i64, |e| e as i64).to_le_bytes()).collect();
+        let items: [Bound<'py, PyAny>; 2] = [answers.into_pyobject(py)?.into_any(), PyBytes::new(py, &entries).into_any()];
+        PyTuple::new(py, items)
+    }
+
     /// The stored owner of each packed hash, None where it is not held.
     fn owners_of(&self, hashes: &Bound<'_, PyAny>) -> PyResult<Vec<Option<u64>>> {
         let buf = borrow_bytes(hashes).map_err(PyTypeError::new_err)?;
