@@ -22,7 +22,9 @@ class RunEnd:
     def _init_end(self) -> None:
         self._after = ()
         self._deferred = False
-        self._ends: list = []  # shared with copies: the ends a deferred transform left for commit()
+        # (pipeline, end or None) per application of a deferred transform, not committed yet;
+        # shared by the copies made from one with_deferred_commit() (after(), ImagePhashDedup's).
+        self._ends: list = []
 
     def after(self, *steps: beam.PCollection):
         """The same transform, committing its run to the state directory only once ``steps``
@@ -38,23 +40,36 @@ class RunEnd:
         the transform is applied."""
         other = copy.copy(self)
         other._deferred = True
+        other._ends = []
         return other
 
     def commit(self, *after: beam.PCollection, label: str = "CommitDedup") -> None:
         """Apply the end the transform (built :meth:`with_deferred_commit`) left when it was
         applied, once ``after`` (PCollections in the global window: the writes' results) and the
-        steps given to :meth:`after` are done. A no-op where the run has no end to wait for (no
-        state directory and nothing to release, a stream)."""
+        steps given to :meth:`after` are done. Where the run has no end to wait for (no state
+        directory and nothing to release, a stream) it applies nothing. Once per application.
+
+        A deferred transform whose commit is never applied commits nothing, and on a Ray cluster
+        that outlives the pipeline leaves its one-run actors alive (see ``release()``)."""
         if not self._deferred:
             raise ValueError("commit() is for a transform built with with_deferred_commit(); this one "
                              "commits by itself once every record has its fate")
-        ends, self._ends[:] = list(self._ends), []
-        for end in ends:
-            end(after, label)
+        pipelines = {id(step.pipeline) for step in after}
+        if len(pipelines) > 1:
+            raise ValueError("commit() waits for steps of one pipeline; these belong to several")
+        mine = [e for e in self._ends if not pipelines or id(e[0]) in pipelines]
+        if not mine:
+            raise ValueError("commit() applies the end of a transform built with with_deferred_commit() once it "
+                             "is applied to the pipeline of the steps it waits for (and only once)")
+        self._ends[:] = [e for e in self._ends if e not in mine]
+        for _, end in mine:
+            if end is not None:
+                end(after, label)
 
-    def _end(self, end: End, label: str) -> None:
-        """Apply ``end`` now (waiting for the steps of :meth:`after`), or leave it to :meth:`commit`."""
+    def _end(self, pipeline: beam.Pipeline, end, label: str) -> None:
+        """Apply ``end`` (or None: this application has no end) now, waiting for the steps of
+        :meth:`after`, or leave it to :meth:`commit`."""
         if self._deferred:
-            self._ends.append(end)
-        else:
+            self._ends.append((pipeline, end))
+        elif end is not None:
             end((), label)

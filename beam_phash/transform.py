@@ -56,7 +56,8 @@ class ImagePhashDedup(beam.PTransform):
     None, ``error`` set). ``records | ImagePhashDedup().with_outputs()`` gives a
     :class:`DedupOutputs` ``(kept, duplicates, failed)`` with ``.reference_failed``. Always: inputs = kept
     + duplicates + failed. Duplicates carry ``duplicate_of``, ``distance`` (near-duplicate mode or
-    a reference match) and ``matched`` (``"input"``, ``"state"`` or ``"reference"``).
+    a reference match) and ``matched`` (``"input"``, ``"state"`` or ``"reference"``; none from a
+    named Ray backend, which does not tell its pipelines apart, unless a reference matched).
 
     Exact mode (``max_distance=0``, the default): first seen wins, through a backend.
     Near-duplicate mode (``max_distance >= 1`` or ``dihedral=True``): runs on Beam's shuffles

@@ -430,7 +430,7 @@ def build(p, spec: InputSpec, output: str, dedup: ImagePhashDedup, report: bool 
     outputs = with_read_failures(records | "Dedup" >> dedup.with_outputs(), read_failed, dedup.hash_field)
     written = []
     if write_shards is not None:
-        written.append(outputs.kept | "WriteShards" >> WriteShards(write_shards, shard_mb))
+        written.extend(outputs.kept | "WriteShards" >> WriteShards(write_shards, shard_mb))
     # DedupOutputs carries reference_failed as an attribute, which Beam drops from a transform's
     # input: the four go as a plain tuple.
     written.append((*outputs, outputs.reference_failed) | "Write" >> WriteOutputs(spec, output, dedup.hash_field,

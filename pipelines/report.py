@@ -92,8 +92,9 @@ def _build_group(element, sizes: Dict[str, int], fields: _Fields) -> Iterable[st
     if kept:
         keeper = fields.member(kept[0], kept=True)
     elif samples:
-        # Kept before this run: in exact mode the backend (with --state, or a named one) answers
-        # with the id an earlier run kept, and this run has no record of it. Exact mode matches
+        # Kept before this run: in exact mode a named backend answers with the id an earlier run
+        # kept (without saying so: --state's matches say "state" and are listed apart), and this
+        # run has no record of it. Exact mode matches
         # identical hashes only (dihedral runs are near-duplicate mode), so the keeper's hash is
         # its duplicates'. Its thumbnail is read from its id when that is a path still there.
         keeper = {**fields.member({fields.id: keeper_id}, kept=True), "earlier": True,
@@ -245,7 +246,8 @@ def _matches_section(summary: dict, matches: List[dict]) -> List[str]:
     parts.append("</table>")
     if matches:
         parts.append("<div class='members'>" + "".join(
-            _figure({**m, "kept": False}, f"{m['matched']}: {m.get('duplicate_of')}, distance {m.get('distance')}")
+            _figure({**m, "kept": False}, f"{m['matched']}: {m.get('duplicate_of')}"
+                                          + ("" if m.get("distance") is None else f", distance {m['distance']}"))
             for m in sorted(matches, key=lambda m: (m["matched"], str(m["id"])))) + "</div>")
     failures = (ref or {}).get("failures") or []
     if failures:

@@ -227,7 +227,8 @@ class FinalizeShardsDoFn(beam.DoFn):
 
 class WriteShards(beam.PTransform):
     """Kept sample records -> ``out_dir/{:05d}.tar`` and ``out_dir/kept_keys/*.parquet``.
-    Returns a PCollection of ``(shard path, samples)``."""
+    Returns what the two finalizing steps output: ``(shard path, samples)`` per shard, and the
+    kept keys' files."""
 
     def __init__(self, out_dir: str, shard_mb: Optional[float] = None):
         super().__init__()
@@ -238,11 +239,12 @@ class WriteShards(beam.PTransform):
 
     def expand(self, kept):
         directory = self._directory
-        _ = {KEPT_KEYS: kept} | "WriteKeptKeys" >> WriteParquet(
+        keys = {KEPT_KEYS: kept} | "WriteKeptKeys" >> WriteParquet(
             self._out_dir, {KEPT_KEYS: pa.schema([(KEY, pa.string())])},
             rows={KEPT_KEYS: lambda r: {KEY: None if r.get(KEY) is None else str(r.get(KEY))}})
-        return (kept
-                | "WriteParts" >> beam.ParDo(WritePartsDoFn(directory, self._target, self._mtime))
-                | "OneKey" >> beam.Map(lambda part: (None, part))
-                | "AllParts" >> beam.GroupByKey()
-                | "Finalize" >> beam.ParDo(FinalizeShardsDoFn(self._out_dir, directory, self._target)))
+        shards = (kept
+                  | "WriteParts" >> beam.ParDo(WritePartsDoFn(directory, self._target, self._mtime))
+                  | "OneKey" >> beam.Map(lambda part: (None, part))
+                  | "AllParts" >> beam.GroupByKey()
+                  | "Finalize" >> beam.ParDo(FinalizeShardsDoFn(self._out_dir, directory, self._target)))
+        return shards, keys

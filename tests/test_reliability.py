@@ -417,6 +417,27 @@ def test_a_run_that_failed_on_a_named_backend_says_its_claims_stay(ray_cluster, 
                 ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]))
 
 
+@pytest.mark.ray
+def test_a_run_whose_backend_cannot_be_released_commits_nothing(ray_cluster, tmp_path, monkeypatch, capsys):
+    """The backend is released before the commit: a release that fails fails the run, whose
+    outputs the CLI removes, uncommitted."""
+    state = tmp_path / "state"
+
+    def refuse(self):
+        raise RuntimeError("release refused")
+
+    monkeypatch.setattr(RayDedupBackend, "release", refuse)
+    args = ["--ray-address", ray_cluster, "--state", str(state), "--num-buckets", "2", "--no-report"]
+    assert dedup_images.main([*args, "--output", str(tmp_path / "o1")]) == 1
+    assert "release refused" in capsys.readouterr().err
+    assert len(glob.glob(str(state / "bucket-*" / "snapshot-*.parquet"))) > 2  # the end's snapshots
+    assert not (state / "commits").exists()
+    monkeypatch.undo()
+    for actor in ray.util.list_named_actors(all_namespaces=True):  # what the refused release left
+        if actor["name"].startswith("run-"):
+            ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]))
+
+
 class _FailingWrite(beam.PTransform):
     """Writes nothing, and fails: a disk full, a finalize refused, after the shuffles that let
     the runner finish the dedup first."""

@@ -828,3 +828,31 @@ def _exact_duplicates(records, hashing):
         image = r["image"]["bytes"] if isinstance(r["image"], dict) else bytes(r["image"])
         by_hash[bytes(beam_phash.hash_image(image, hash_size=hashing.hash_size, algorithm=hashing.algorithm))].append(r)
     return [r for group in by_hash.values() for r in group[1:]]
+
+
+def test_a_deferred_commit_is_applied_once_per_application_with_steps_of_its_pipeline():
+    """``with_deferred_commit()``: ``commit()`` before the transform is applied, a second time,
+    with steps of two pipelines, or on a transform that commits by itself, is a clear error;
+    each application (here in two pipelines) gets its own."""
+    from beam_phash import ExactDedup, HashConfig, StateBackend
+
+    hashing = HashConfig()
+    with pytest.raises(ValueError, match="built with with_deferred_commit"):
+        ExactDedup(StateBackend(), hashing).commit()
+    dedup = ExactDedup(StateBackend(), hashing).with_deferred_commit()
+    with pytest.raises(ValueError, match="once it is applied"):
+        dedup.commit()
+    p1, p2 = beam.Pipeline(), beam.Pipeline()
+    steps = [p | beam.Create([[]]) for p in (p1, p2)]
+    for step in steps:
+        _ = step | dedup
+    with pytest.raises(ValueError, match="steps of one pipeline"):
+        dedup.commit(*steps)
+    dedup.commit(steps[0])
+    with pytest.raises(ValueError, match="only once"):
+        dedup.commit(steps[0])
+    dedup.commit(steps[1])
+    # Another deferred copy has its own application to commit.
+    other = ExactDedup(StateBackend(), hashing).with_deferred_commit()
+    _ = steps[0] | "Again" >> other
+    other.commit()

@@ -114,8 +114,8 @@ class RayDedupDoFn(beam.DoFn):
 
 class FinishBackendDoFn(beam.DoFn):
     """Runs once, after every record went through the backend (and the steps it waits on): snapshots
-    the buckets to the state directory (if any) and commits the run's claims there, then kills the
-    bucket actors unless the backend is named."""
+    the buckets to the state directory (if any), kills the bucket actors unless the backend is
+    named, then commits the run's claims there."""
 
     def __init__(self, backend: RayDedupBackend, release: bool):
         self._backend = backend
@@ -126,9 +126,11 @@ class FinishBackendDoFn(beam.DoFn):
 
     def process(self, _claimed, *_waited_on):
         self._backend.snapshot()
-        self._backend.commit()
         if self._release:
+            # Before the commit: a release that fails then fails the run uncommitted. (A retry
+            # snapshots the live actors only, none after a release, and commits.)
             self._backend.release()
+        self._backend.commit()
         return []
 
 

@@ -113,19 +113,24 @@ class ExactDedup(RunEnd, beam.PTransform):
 
     def expand(self, hashed):
         b = self.backend
+        end = None  # the run's end: its state's commit, its one-run backend's release
         if isinstance(b, RayBackend):
             client = self._client(hashed.pipeline, hashed.is_bounded)
             deduped = hashed | "DedupWithRay" >> beam.ParDo(
-                RayDedupDoFn(client, b.claim_batch, self._hash_bytes, matched=b.backend_name is None)
+                # Which run kept a keeper: known to a one-run backend, unless a stream's state_dir
+                # (committed as answered) makes its own earlier claims look like the state's.
+                RayDedupDoFn(client, b.claim_batch, self._hash_bytes,
+                             matched=b.backend_name is None and (b.state_dir is None or hashed.is_bounded))
             ).with_outputs(DUPLICATES, CLAIMED, main=KEPT)
             if (b.backend_name is None or b.state_dir is not None) and hashed.is_bounded:
                 # A stream has no end: its backend is released by `release()` (its state_dir kept
                 # by the buckets' logs, written through before each answer).
                 claimed, before = deduped[CLAIMED], self._after
-                self._end(lambda after, label: claimed | label >> FinishBackend(
-                    client, b.backend_name is None, (*before, *after)), "FinishBackend")
+                end = lambda after, label: claimed | label >> FinishBackend(  # noqa: E731
+                    client, b.backend_name is None, (*before, *after))
         else:
             deduped = (hashed
                        | "KeyByHash" >> beam.FlatMap(key_by_hash, self._hash_bytes).with_output_types(Tuple[bytes, Any])
                        | "DedupWithState" >> beam.ParDo(StateDedupDoFn()).with_outputs(DUPLICATES, main=KEPT))
+        self._end(hashed.pipeline, end, "FinishBackend")
         return deduped[KEPT], deduped[DUPLICATES]

@@ -180,7 +180,9 @@ class NearDedup(RunEnd, beam.PTransform):
                    | "Apply" >> beam.ParDo(dofns.ApplyDoFn(
                        self._hash_bytes if state is not None else 0, self._partitions)).with_outputs(
                        DUPLICATES, dofns.KEPT_ROWS, main=KEPT))
+        end = None
         if state is not None:
             kept_rows, before = applied[dofns.KEPT_ROWS], self._after
-            self._end(lambda after, label: kept_rows | label >> CommitState(state, (*before, *after)), "CommitState")
+            end = lambda after, label: kept_rows | label >> CommitState(state, (*before, *after))  # noqa: E731
+        self._end(hashed.pipeline, end, "CommitState")
         return applied[KEPT], applied[DUPLICATES]
