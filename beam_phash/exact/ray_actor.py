@@ -53,12 +53,14 @@ class _Bucket:
             width, chunks = self.store.load(committed)
             if width:
                 self.seen = SeenSet(width, keep_labels=True)
-                for i, (hashes, owners, labels) in enumerate(chunks):
-                    if i == self.store.own_from:
-                        self.committed = len(self.seen)
-                    self.seen.claim(hashes, np.frombuffer(owners, dtype="<u8"), labels)
-                if self.store.own_from == len(chunks):
-                    self.committed = len(self.seen)
+                own_from = self.store.own_from
+                self._replay(chunks[:own_from])
+                self.committed = len(self.seen)
+                self._replay(chunks[own_from:])
+
+    def _replay(self, chunks) -> None:
+        for hashes, owners, labels in chunks:
+            self.seen.claim(hashes, np.frombuffer(owners, dtype="<u8"), labels)
 
     def claim(self, packed: bytes, width: int, owner_ids: np.ndarray, labels: List[str]) -> Tuple[List[Optional[str]], np.ndarray]:
         """The answers, and per hash whether its keeper came from the committed state (an

@@ -105,10 +105,8 @@ class RayDedupDoFn(beam.DoFn):
 
     def _route(self, batch: List[Hashed], keepers: List[Optional[str]], earlier) -> Iterable:
         for h, keeper, state in zip(batch, keepers, earlier.tolist()):
-            if self._matched:
-                yield emit(h.record, keeper, self._metrics, **{MATCHED_FIELD: "state" if state else "input"})
-            else:
-                yield emit(h.record, keeper, self._metrics)
+            fields = {MATCHED_FIELD: "state" if state else "input"} if self._matched else {}
+            yield emit(h.record, keeper, self._metrics, **fields)
         yield beam.pvalue.TaggedOutput(CLAIMED, len(batch))
 
 

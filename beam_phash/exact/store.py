@@ -234,19 +234,20 @@ class BucketStore:
             raise StateError(f"{self.name}: run {self.run} already ran and committed to {self._state_dir}; a "
                              "pipeline with a state directory runs once: build it again to run it again")
         chunks: List[Tuple[bytes, bytes, List[str]]] = []
-        owns: List[bool] = []  # per chunk: whether it holds this store's own run's claims
+        own_from: Optional[int] = None  # the first chunk of this store's own run's claims
 
         def add(columns: Tuple[bytes, bytes, List[str]], run: Optional[str], path: str) -> None:
+            nonlocal own_from
             if run is not None and run in committed:
                 run = None
-            own = run is not None and run == self.run
-            if run is not None and not own:
+            if run is not None and run != self.run:
                 return  # claimed by a run that failed or was stopped
-            if owns and owns[-1] and not own:
+            if run is None and own_from is not None:
                 raise StateError(f"{self.name}: {path} holds claims committed after those of this very "
                                  f"run ({self.run}); two runs used {self.path} at once")
+            if run is not None and own_from is None:
+                own_from = len(chunks)
             chunks.append(columns)
-            owns.append(own)
 
         width: Optional[int] = None
         base = 0
@@ -278,7 +279,7 @@ class BucketStore:
                 add(batch, run, path)
         self._gen = max([g for g, _ in snapshots + logs], default=-1) + 1
         self._base = base
-        self.own_from = owns.index(True) if True in owns else len(chunks)
+        self.own_from = len(chunks) if own_from is None else own_from
         return width, chunks
 
     def _read_snapshot(self, path: str) -> Tuple[int, Tuple[bytes, bytes, List[str]], Optional[str], int]:

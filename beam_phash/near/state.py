@@ -314,7 +314,7 @@ def _remove_uncommitted(state_dir: str, manifest: dict) -> None:
 
 class NearState(beam.PTransform):
     """Reads the committed state as fixed batches (``expand`` on a pipeline begin), and
-    ``commit`` writes a run's kept rows (keyed by exact partition): added as new segments, or,
+    :class:`CommitState` writes a run's kept rows (keyed by exact partition): added as new segments, or,
     when the state holds ``COMPACT_RUNS`` runs' worth of segments, with the rows read, replacing
     them (``compact``)."""
 
@@ -325,33 +325,19 @@ class NearState(beam.PTransform):
         self.run = run
         self.partitions = partitions
         self.compact = len(manifest["segments"]) >= COMPACT_RUNS * partitions
-        self._read = None
+        self.rows_read = None  # once expanded: the state's rows, as fixed batches
 
     def expand(self, pbegin):
-        self._read = (pbegin
+        self.rows_read = (pbegin
                       | "Segments" >> beam.Create(self.manifest["segments"], reshuffle=False)
                       | "Reshuffle" >> beam.Reshuffle()
                       | "ReadSegments" >> beam.ParDo(ReadSegmentDoFn(self.state_dir, self.manifest["generation"])))
-        return self._read
-
-    def commit(self, kept_rows, after=()):
-        """Write this run's segments and commit them, once the steps ``after`` are done (apply
-        :class:`CommitState`)."""
-        if self.compact:  # the state was read (``expand``): it has segments
-            kept_rows = (kept_rows, self._read | "RepackState" >> beam.ParDo(PackFixedDoFn(self.partitions))
-                         ) | "WithStateRows" >> beam.Flatten()
-        return (kept_rows
-                | "GroupKeptRows" >> beam.GroupByKey()
-                | "WriteSegments" >> beam.ParDo(WriteSegmentDoFn(self.state_dir, self.run, self.manifest["generation"]))
-                | "GroupSegments" >> beam.GroupByKey()
-                | "Commit" >> beam.ParDo(CommitDoFn(self.state_dir, self.run, self.manifest["generation"],
-                                                    self.manifest, self.compact),
-                                         *(beam.pvalue.AsList(step) for step in after)))
+        return self.rows_read
 
 
 class CommitState(beam.PTransform):
-    """A run's kept rows -> its segments, committed to the state once ``after`` (PCollections in
-    the global window) are done."""
+    """A run's kept rows -> its segments, written and committed to the state (``state``, the
+    :class:`NearState` the run read) once ``after`` (PCollections in the global window) are done."""
 
     def __init__(self, state: NearState, after=()):
         super().__init__()
@@ -359,4 +345,14 @@ class CommitState(beam.PTransform):
         self._after = tuple(after)
 
     def expand(self, kept_rows):
-        return self._state.commit(kept_rows, self._after)
+        state = self._state
+        if state.compact:  # the state was read (``NearState.expand``): it has segments
+            kept_rows = (kept_rows, state.rows_read | "RepackState" >> beam.ParDo(PackFixedDoFn(state.partitions))
+                         ) | "WithStateRows" >> beam.Flatten()
+        generation = state.manifest["generation"]
+        return (kept_rows
+                | "GroupKeptRows" >> beam.GroupByKey()
+                | "WriteSegments" >> beam.ParDo(WriteSegmentDoFn(state.state_dir, state.run, generation))
+                | "GroupSegments" >> beam.GroupByKey()
+                | "Commit" >> beam.ParDo(CommitDoFn(state.state_dir, state.run, generation, state.manifest, state.compact),
+                                         *(beam.pvalue.AsList(step) for step in self._after)))

@@ -27,7 +27,7 @@ every element there is a packed batch (``batches``), thousands of images per ele
 Fixed images (``fixed.py``: an earlier run's kept hashes from ``state``, and a reference set)
 join at step 3 as packed batches; the search names the best fixed image near each new image, and
 ``Attach`` drops that new image as its duplicate: it leaves the graph. With ``state``, ``Apply`` also emits the kept hashes, which
-``NearState.commit`` adds to the state directory once every record has its fate.
+``CommitState`` adds to the state directory once every record has its fate.
 
 Memory: no step holds the whole graph, and no shuffle carries more edges than images. A band
 partition holds its images (ids, hashes), a union-find over them (4 bytes each) and at most 1M

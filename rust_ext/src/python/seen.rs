@@ -28,22 +28,16 @@ impl SeenSet {
     /// Like check_and_insert, storing `labels` (the records' ids) with new hashes. Returns, per
     /// hash, None where the caller is the first claimant, else the first claimant's label.
     fn claim(&mut self, hashes: &Bound<'_, PyAny>, owners: &Bound<'_, PyAny>, labels: Vec<String>) -> PyResult<Vec<Option<String>>> {
-        let owners = owner_ids(owners)?;
-        let buf = borrow_bytes(hashes).map_err(PyTypeError::new_err)?;
-        let keepers = self.inner.claim_labelled(unsafe { as_slice(&buf) }, &owners, &labels).map_err(to_py_err)?;
-        let label = |e: usize| String::from_utf8_lossy(self.inner.label_at(e)).into_owned();
-        Ok(keepers.into_iter().map(|k| k.map(label)).collect())
+        let keepers = self.keepers(hashes, owners, &labels)?;
+        Ok(self.labels_of(&keepers))
     }
 
     /// Like claim, with the keeper's entry number (its place in insertion order) per hash, as
     /// little-endian int64 bytes: -1 where the caller is the first claimant.
     fn claim_entries<'py>(&mut self, py: Python<'py>, hashes: &Bound<'_, PyAny>, owners: &Bound<'_, PyAny>,
                           labels: Vec<String>) -> PyResult<Bound<'py, PyTuple>> {
-        let owners = owner_ids(owners)?;
-        let buf = borrow_bytes(hashes).map_err(PyTypeError::new_err)?;
-        let keepers = self.inner.claim_labelled(unsafe { as_slice(&buf) }, &owners, &labels).map_err(to_py_err)?;
-        let label = |e: usize| String::from_utf8_lossy(self.inner.label_at(e)).into_owned();
-        let answers: Vec<Option<String>> = keepers.iter().map(|k| k.map(label)).collect();
+        let keepers = self.keepers(hashes, owners, &labels)?;
+        let answers = self.labels_of(&keepers);
         let entries: Vec<u8> = keepers.iter().flat_map(|k| k.map_or(-1i64, |e| e as i64).to_le_bytes()).collect();
         let items: [Bound<'py, PyAny>; 2] = [answers.into_pyobject(py)?.into_any(), PyBytes::new(py, &entries).into_any()];
         PyTuple::new(py, items)
@@ -112,4 +106,19 @@ pub(crate) fn route_rows<'py>(py: Python<'py>, rows: &Bound<'py, PyAny>, width: 
     }
     let routed = kernel(py, || Ok(route(data, width, buckets)))?;
     Ok(PyBytes::new(py, &u32_bytes(&routed)))
+}
+
+impl SeenSet {
+    /// `claim_labelled` on Python arguments: per hash, None where the caller is the first
+    /// claimant, else the keeper's entry number.
+    fn keepers(&mut self, hashes: &Bound<'_, PyAny>, owners: &Bound<'_, PyAny>, labels: &[String]) -> PyResult<Vec<Option<usize>>> {
+        let owners = owner_ids(owners)?;
+        let buf = borrow_bytes(hashes).map_err(PyTypeError::new_err)?;
+        self.inner.claim_labelled(unsafe { as_slice(&buf) }, &owners, labels).map_err(to_py_err)
+    }
+
+    /// The keepers' labels (None where the caller is the first claimant).
+    fn labels_of(&self, keepers: &[Option<usize>]) -> Vec<Option<String>> {
+        keepers.iter().map(|k| k.map(|e| String::from_utf8_lossy(self.inner.label_at(e)).into_owned())).collect()
+    }
 }
