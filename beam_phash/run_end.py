@@ -3,7 +3,7 @@ for are done, applied by the transform itself or, deferred, by the caller after 
 from __future__ import annotations
 
 import copy
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import apache_beam as beam
 
@@ -25,6 +25,9 @@ class RunEnd:
         # (pipeline, end or None) per application of a deferred transform, not committed yet;
         # shared by the copies made from one with_deferred_commit() (after(), ImagePhashDedup's).
         self._ends: list = []
+        # Per application, in order: () -> whether its run committed, or None (nothing to commit).
+        # Shared by every copy, so the transform a caller built answers for the copy it applied.
+        self._commits: list = []
 
     def after(self, *steps: beam.PCollection):
         """The same transform, committing its run to the state directory only once ``steps``
@@ -65,6 +68,19 @@ class RunEnd:
         for _, end in mine:
             if end is not None:
                 end(after, label)
+
+    def committed(self) -> bool:
+        """Whether the run of the transform's last application committed to its state directory.
+        After a pipeline failed or was stopped, a committed run's outputs are the ones its state
+        now holds as kept (a rerun finds their images there): keep them. False before the
+        transform is applied and without a run to commit: no state directory, a named Ray backend
+        or a stream (which commit each claim as it is answered)."""
+        check = self._commits[-1] if self._commits else None
+        return check is not None and check()
+
+    def _committed_when(self, check: Optional[Callable[[], bool]]) -> None:
+        """Record this application's :meth:`committed` check (None: it has no run to commit)."""
+        self._commits.append(check)
 
     def _end(self, pipeline: beam.Pipeline, end, label: str) -> None:
         """Apply ``end`` (or None: this application has no end) now, waiting for the steps of

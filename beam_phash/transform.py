@@ -239,6 +239,14 @@ class ImagePhashDedup(beam.PTransform):
         check passed."""
         self.dedup.commit(*after, label=label)
 
+    def committed(self) -> bool:
+        """Whether the run of this transform's last application committed to its state directory
+        (``state_dir``; see :meth:`RunEnd.committed`): after a failure or Ctrl-C that came later,
+        its outputs are the ones the state now holds as kept, so a caller that cleans up a failed
+        run's outputs keeps them. False without a state directory, for a named backend or a
+        stream (they commit each claim as it is answered), and before the transform is applied."""
+        return self.dedup.committed()
+
     def with_failure_threshold(self, decode: Optional[float] = None,
                                internal: Optional[float] = DEFAULT_MAX_INTERNAL) -> "ImagePhashDedup":
         """The same transform, failing the run (``FailureThresholdError``) when more than the

@@ -374,6 +374,27 @@ def discard_outputs(args) -> None:
         clear_shards(args.write_shards)
 
 
+def discard_unless_committed(args, dedup: ImagePhashDedup, con: Console) -> None:
+    """After a run on this machine that failed or was interrupted: its outputs are discarded
+    (``discard_outputs``) unless it had committed its state (``--state``) first. The commit comes
+    after every output is written, and from then on the state holds the run's keepers as kept: a
+    rerun would find their images there, as duplicates of records that only these outputs hold.
+    So they stay, without summary.json and report.html, and the job says so."""
+    try:
+        committed = dedup.committed()
+    except Exception:  # noqa: BLE001 - which way it went is unknown: keep rather than lose them
+        log.warning("could not tell whether the run committed its state to %s", args.state, exc_info=True)
+        con.tell(f"beam-phash: could not tell whether the run had committed its state to {args.state} "
+                 f"(details in {con.log_path}); its outputs in {args.output} are kept as they are")
+        return
+    if not committed:
+        discard_outputs(args)
+        return
+    shards = f" and its shards in {args.write_shards}" if args.write_shards is not None else ""
+    con.tell(f"beam-phash: the run had committed its state to {args.state} before it stopped: its "
+             f"outputs in {args.output}{shards} are complete and kept, without summary.json and the report")
+
+
 def clear_outputs(output: str) -> None:
     """The job owns kept/, duplicates/, failed/ and report/: shards of an earlier run there
     (perhaps more of them) would be read as part of this one; and summary.json and report.html,
@@ -831,12 +852,12 @@ def _run(argv: List[str], con: Console, command_line: bool = False) -> int:
         result.wait_until_finish()
     except KeyboardInterrupt:
         if local:
-            discard_outputs(args)
+            discard_unless_committed(args, dedup, con)
         raise
     except Exception as e:  # noqa: BLE001 - every failure is one line; the traceback is in the log
         if _interrupt_in(e):  # Ctrl-C, as the runner passed it on
             if local:
-                discard_outputs(args)
+                discard_unless_committed(args, dedup, con)
             raise KeyboardInterrupt from e
         log.exception("the run failed")
         reason = failure_threshold_reason(e)
@@ -853,7 +874,7 @@ def _run(argv: List[str], con: Console, command_line: bool = False) -> int:
         if args.ray_address is not None:
             release_backend(dedup)
         if local:
-            discard_outputs(args)
+            discard_unless_committed(args, dedup, con)
         return 1
     finally:
         gc.unfreeze()

@@ -379,6 +379,7 @@ def test_a_run_commits_only_once_the_steps_it_waits_on_are_done(ray_cluster, tmp
     dedup.release()
     assert glob.glob(os.path.join(state, "bucket-*", "*-*.*"))
     assert not os.path.exists(os.path.join(state, "commits"))
+    assert not dedup.committed()  # (the transform built, for the copy .after() made and applied)
 
 
 def test_a_near_duplicate_run_commits_only_once_the_steps_it_waits_on_are_done(tmp_path):
@@ -397,8 +398,17 @@ def test_a_near_duplicate_run_commits_only_once_the_steps_it_waits_on_are_done(t
             for n in range(12):  # as many shuffles as the search makes, and then some
                 far = far | f"Far{n}" >> beam.Reshuffle()
             check = far | beam.combiners.Count.Globally() | beam.Map(_fail_check)
-            _ = hashed | NearDedup(NearConfig(max_distance=2, state_dir=str(state)), hashing).after(check)
+            dedup = NearDedup(NearConfig(max_distance=2, state_dir=str(state)), hashing)
+            _ = hashed | dedup.after(check)
     assert json.loads((state / "manifest.json").read_text())["segments"] == []
+    assert not dedup.committed()
+    # The same run without the failing check commits, and says so.
+    dedup = NearDedup(NearConfig(max_distance=2, state_dir=str(state)), hashing)
+    assert not dedup.committed()  # not applied yet
+    with TestPipeline() as p:
+        hashed, _ = p | beam.Create(make_records(seed=3)) | HashImages(hashing)
+        _ = hashed | dedup
+    assert json.loads((state / "manifest.json").read_text())["segments"] and dedup.committed()
 
 
 @pytest.mark.ray
@@ -472,6 +482,39 @@ def test_a_run_whose_outputs_fail_to_be_written_commits_nothing(ray_cluster, tmp
     assert len(read(tmp_path / "o2", "kept")) == len(read(tmp_path / "o3", "kept"))
     assert not read(tmp_path / "o2", "duplicates") or all(
         r["matched"] == "input" for r in read(tmp_path / "o2", "duplicates"))
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("stop", ["Ctrl-C", "failure"])
+@pytest.mark.parametrize("mode", [[], ["--max-distance", "4"]], ids=["exact", "near"])
+def test_a_run_stopped_after_its_commit_keeps_its_outputs(ray_cluster, tmp_path, monkeypatch, capsys, mode, stop):
+    """Ctrl-C, or a failure, once the run's state has committed (here: once the whole pipeline has
+    run). Its outputs used to be removed as an unfinished run's are, while the state went on
+    holding its keepers as kept: a rerun of the same images (here copied elsewhere: other ids)
+    then made each a duplicate of a record that no output held any more. Now they stay."""
+    real_run = beam.Pipeline.run
+
+    def run_then_stop(self, *args, **kwargs):
+        real_run(self, *args, **kwargs).wait_until_finish()  # written and committed
+        raise KeyboardInterrupt if stop == "Ctrl-C" else RuntimeError("a failure after the commit")
+
+    state = tmp_path / "state"
+    base = ["--state", str(state), "--no-report", *(mode or ["--ray-address", ray_cluster, "--num-buckets", "2"])]
+    with monkeypatch.context() as m:
+        m.setattr(beam.Pipeline, "run", run_then_stop)
+        if stop == "Ctrl-C":
+            with pytest.raises(KeyboardInterrupt):
+                dedup_images.main([*base, "--output", str(tmp_path / "o1")])
+        else:
+            assert dedup_images.main([*base, "--output", str(tmp_path / "o1")]) == 1
+    assert "the run had committed its state" in capsys.readouterr().err
+    kept1 = {r["id"] for r in read(tmp_path / "o1", "kept")}
+    assert kept1 and read(tmp_path / "o1", "duplicates") and read(tmp_path / "o1", "failed")
+    assert not (tmp_path / "o1" / "summary.json").exists()
+    moved = shutil.copytree(dedup_images.SAMPLE_DATA, tmp_path / "moved")
+    assert dedup_images.main([*base, "--input", str(moved), "--output", str(tmp_path / "o2")]) == 0
+    assert not read(tmp_path / "o2", "kept")
+    assert {r["duplicate_of"] for r in read(tmp_path / "o2", "duplicates") if r["matched"] == "state"} == kept1
 
 
 @pytest.mark.ray
@@ -638,6 +681,31 @@ def test_a_named_backend_refuses_hashes_of_another_width(ray_cluster):
         assert fresh.claim([bytes(8)], ["d"]) == [None]
     finally:
         fresh.release()
+
+
+@ray.remote
+class _EarlierBucketActor:
+    """A bucket actor as the code before 2026-12-05 answered a claim: with the keepers alone."""
+
+    def claim(self, packed, width, owners, labels, buckets):
+        return [None] * len(labels)
+
+
+@pytest.mark.ray
+def test_a_backend_started_by_another_version_says_how_to_release_it(ray_cluster):
+    """A named backend outlives the code that started it. Its actors answering in an earlier
+    shape failed the claim with a bare "not enough values to unpack"."""
+    name = "earlier-version-test"
+    _EarlierBucketActor.options(name=actor_name(name, 0, 1, None), namespace=NAMESPACE, lifetime="detached").remote()
+    client = RayDedupBackend(ray_cluster, name, 1, num_actors=1).connect()
+    try:
+        with pytest.raises(BackendError, match=r"bucket 0 of dedup backend 'earlier-version-test' answered as another "
+                                               r"version of beam-phash does: .* \(RayDedupBackend\(address, "
+                                               r"'earlier-version-test', 1\)\.connect\(\)\.release\(\)"):
+            client.claim([bytes(8)], ["a"])
+    finally:
+        client.release()  # as the error says: the earlier actors go
+    assert not [a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(name)]
 
 
 @pytest.mark.ray

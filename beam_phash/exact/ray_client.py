@@ -316,10 +316,21 @@ class RayDedupBackend:
         for ref in done:
             actor, idxs = pending.calls.pop(ref)
             try:
-                keepers, earlier = ray.get(ref)
+                answer = ray.get(ref)
             except ray.exceptions.RayError as e:
                 buckets = hosted_buckets(actor, self.actors, self.num_buckets)
                 raise BackendError(f"{buckets_label(self.backend_name, buckets)} failed: {failure(e)}") from e
+            if not (isinstance(answer, tuple) and len(answer) == 2 and isinstance(answer[1], bytes)):
+                # (Before 2026-12-05 an actor answered with the keepers alone.)
+                buckets = hosted_buckets(actor, self.actors, self.num_buckets)
+                state = "" if self.state_dir is None else f", state_dir={self.state_dir!r}"
+                raise BackendError(
+                    f"{buckets_label(self.backend_name, buckets)} answered as another version of beam-phash "
+                    "does: its actors were started by that version. Release the backend "
+                    f"(RayDedupBackend(address, {self.backend_name!r}, {self.num_buckets}{state}).connect()"
+                    ".release(), from beam_phash.exact.ray_client) and rerun: with a state_dir, it reloads "
+                    "what it held")
+            keepers, earlier = answer
             for i, keeper in zip(idxs, keepers):
                 pending.result[i] = keeper
             pending.earlier[idxs] = np.frombuffer(earlier, dtype=np.uint8).astype(bool)

@@ -1,6 +1,7 @@
 """``ExactDedup``: first seen wins among records with the same hash, through a backend."""
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import uuid
@@ -13,12 +14,16 @@ from beam_phash import state_manifest
 from beam_phash.exact.config import RayBackend, StateBackend
 from beam_phash.exact.ray_dofns import CLAIMED, FinishBackend, RayDedupDoFn
 from beam_phash.exact.state_backend import StateDedupDoFn, key_by_hash
-from beam_phash.exact.store import check_state_dir, prepare_state_dir
+from beam_phash.exact.store import check_state_dir, committed_runs, prepare_state_dir
 from beam_phash.hashing import HashConfig
 from beam_phash.records import DUPLICATES, KEPT
 from beam_phash.run_end import RunEnd
 
 _REMOTE_RUNNERS = ("DataflowRunner",)
+
+
+def _has_committed(state_dir: str, run: str) -> bool:
+    return run in committed_runs(state_dir)
 
 
 class ExactDedup(RunEnd, beam.PTransform):
@@ -114,8 +119,11 @@ class ExactDedup(RunEnd, beam.PTransform):
     def expand(self, hashed):
         b = self.backend
         end = None  # the run's end: its state's commit, its one-run backend's release
+        committed = None  # (nothing to commit at the end)
         if isinstance(b, RayBackend):
             client = self._client(hashed.pipeline, hashed.is_bounded)
+            if client.run is not None:  # a one-run backend with a state_dir, on bounded input
+                committed = functools.partial(_has_committed, client.state_dir, client.run)
             deduped = hashed | "DedupWithRay" >> beam.ParDo(
                 # Which run kept a keeper: known to a one-run backend, unless a stream's state_dir
                 # (committed as answered) makes its own earlier claims look like the state's.
@@ -132,5 +140,6 @@ class ExactDedup(RunEnd, beam.PTransform):
             deduped = (hashed
                        | "KeyByHash" >> beam.FlatMap(key_by_hash, self._hash_bytes).with_output_types(Tuple[bytes, Any])
                        | "DedupWithState" >> beam.ParDo(StateDedupDoFn()).with_outputs(DUPLICATES, main=KEPT))
+        self._committed_when(committed)
         self._end(hashed.pipeline, end, "FinishBackend")
         return deduped[KEPT], deduped[DUPLICATES]

@@ -327,6 +327,11 @@ class NearState(beam.PTransform):
         self.compact = len(manifest["segments"]) >= COMPACT_RUNS * partitions
         self.rows_read = None  # once expanded: the state's rows, as fixed batches
 
+    def committed(self) -> bool:
+        """Whether this run's commit landed: its segments are in the state's manifest (a run that
+        kept nothing has none, and leaves the state as it was)."""
+        return _landed(state_manifest.read(self.state_dir) or {}, self.run)
+
     def expand(self, pbegin):
         self.rows_read = (pbegin
                       | "Segments" >> beam.Create(self.manifest["segments"], reshuffle=False)

@@ -142,6 +142,7 @@ class NearDedup(RunEnd, beam.PTransform):
     def expand(self, hashed):
         bounded(hashed, "near-duplicate mode (max_distance > 0 or dihedral)")
         state = self._open_state()
+        self._committed_when(state.committed if state is not None else None)
         self.layout, self._search_partitions = self._plan(state)
         packed = (hashed
                   | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
