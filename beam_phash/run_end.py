@@ -74,7 +74,9 @@ class RunEnd:
         After a pipeline failed or was stopped, a committed run's outputs are the ones its state
         now holds as kept (a rerun finds their images there): keep them. False before the
         transform is applied and without a run to commit: no state directory, a named Ray backend
-        or a stream (which commit each claim as it is answered)."""
+        or a stream. (Those two commit each claim as it is answered: with a ``state_dir`` their
+        claims are in it whatever this says, and a rerun keeps their records only under the same
+        ids.)"""
         check = self._commits[-1] if self._commits else None
         return check is not None and check()
 

@@ -243,8 +243,10 @@ class ImagePhashDedup(beam.PTransform):
         """Whether the run of this transform's last application committed to its state directory
         (``state_dir``; see :meth:`RunEnd.committed`): after a failure or Ctrl-C that came later,
         its outputs are the ones the state now holds as kept, so a caller that cleans up a failed
-        run's outputs keeps them. False without a state directory, for a named backend or a
-        stream (they commit each claim as it is answered), and before the transform is applied."""
+        run's outputs keeps them. False without a state directory, and before the transform is
+        applied; False too for a named backend or a stream, which commit each claim as it is
+        answered: with a ``state_dir`` their claims are in it whatever this says, and a rerun
+        keeps their records only under the same ids."""
         return self.dedup.committed()
 
     def with_failure_threshold(self, decode: Optional[float] = None,

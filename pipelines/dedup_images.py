@@ -384,15 +384,24 @@ def discard_unless_committed(args, dedup: ImagePhashDedup, con: Console) -> None
         committed = dedup.committed()
     except Exception:  # noqa: BLE001 - which way it went is unknown: keep rather than lose them
         log.warning("could not tell whether the run committed its state to %s", args.state, exc_info=True)
-        con.tell(f"beam-phash: could not tell whether the run had committed its state to {args.state} "
-                 f"(details in {con.log_path}); its outputs in {args.output} are kept as they are")
-        return
-    if not committed:
+        committed = None
+    if committed is False:
         discard_outputs(args)
+        if dedup.committed():  # a worker's commit, landed while the outputs went
+            con.tell(f"beam-phash: warning: the run committed its state to {args.state} while its outputs "
+                     f"were being removed: that state holds keepers that no output has")
+        return
+    remove_unfinished([args.output])  # (a committed run left none: its writes had finished)
+    if committed is None:
+        con.tell(f"beam-phash: could not tell whether the run had committed its state to {args.state} "
+                 f"(details in {con.log_path}); its finished outputs in {args.output} are kept, perhaps "
+                 "not all of them")
         return
     shards = f" and its shards in {args.write_shards}" if args.write_shards is not None else ""
-    con.tell(f"beam-phash: the run had committed its state to {args.state} before it stopped: its "
-             f"outputs in {args.output}{shards} are complete and kept, without summary.json and the report")
+    con.tell(f"beam-phash: the run had committed its state to {args.state} before it stopped: its outputs "
+             f"in {args.output}{shards} are complete and kept, without summary.json and the report. The "
+             "run is done: its keepers are in that state, so a rerun with it would make each of its "
+             "records a duplicate (and with this --output, clear these outputs first)")
 
 
 def clear_outputs(output: str) -> None:

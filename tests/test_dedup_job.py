@@ -852,6 +852,31 @@ def test_a_run_cut_short_leaves_only_its_log(tmp_path, monkeypatch, stop):
     assert not [p for p in shards.rglob("*") if p.is_file()]
 
 
+def test_a_stopped_run_whose_commit_cannot_be_told_keeps_its_finished_outputs(tmp_path, monkeypatch, capsys):
+    """When whether the run committed cannot be read (a state directory gone unreadable), its
+    outputs may be the ones the state holds: the finished ones stay (unfinished parts go), and
+    the job says it could not tell."""
+    import apache_beam as beam
+
+    real_run = beam.Pipeline.run
+
+    unfinished = tmp_path / "o" / ".tmp-0123456789ab"  # a writer's part, as a write cut short leaves it
+
+    def run_then_fail(self, *args, **kwargs):
+        real_run(self, *args, **kwargs).wait_until_finish()
+        unfinished.mkdir()
+        raise RuntimeError("a failure after the writes")
+
+    def unreadable(self):
+        raise OSError("the state directory cannot be read")
+
+    monkeypatch.setattr(beam.Pipeline, "run", run_then_fail)
+    monkeypatch.setattr(beam_phash.ImagePhashDedup, "committed", unreadable)
+    assert dedup_images.main(["--output", str(tmp_path / "o"), "--backend", "state", "--no-report"]) == 1
+    assert "could not tell whether the run had committed its state" in capsys.readouterr().err
+    assert read(tmp_path / "o", "kept") and not unfinished.exists()
+
+
 def test_ctrl_c_in_a_callers_process_is_the_callers(monkeypatch, tmp_path):
     """main(argv) called in-process leaves a KeyboardInterrupt (and the caller's Ray) to the caller."""
     def interrupt(argv, con, command_line=False):

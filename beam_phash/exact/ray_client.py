@@ -321,7 +321,7 @@ class RayDedupBackend:
                 buckets = hosted_buckets(actor, self.actors, self.num_buckets)
                 raise BackendError(f"{buckets_label(self.backend_name, buckets)} failed: {failure(e)}") from e
             if not (isinstance(answer, tuple) and len(answer) == 2 and isinstance(answer[1], bytes)):
-                # (Before 2026-12-05 an actor answered with the keepers alone.)
+                # (Actors started by the code from 6f21ad6 to before 9485bda answer with the keepers alone.)
                 buckets = hosted_buckets(actor, self.actors, self.num_buckets)
                 state = "" if self.state_dir is None else f", state_dir={self.state_dir!r}"
                 raise BackendError(
@@ -329,7 +329,7 @@ class RayDedupBackend:
                     "does: its actors were started by that version. Release the backend "
                     f"(RayDedupBackend(address, {self.backend_name!r}, {self.num_buckets}{state}).connect()"
                     ".release(), from beam_phash.exact.ray_client) and rerun: with a state_dir, it reloads "
-                    "what it held")
+                    "what it held; without one, what it held is gone")
             keepers, earlier = answer
             for i, keeper in zip(idxs, keepers):
                 pending.result[i] = keeper
@@ -376,6 +376,15 @@ class RayDedupBackend:
             from beam_phash.exact.store import commit_run  # pyarrow: only for a state_dir
 
             commit_run(self.state_dir, self.run)
+
+    def committed(self) -> bool:
+        """Whether this run's claims were committed (:meth:`commit`). False without a state
+        directory or a run."""
+        if not (self.state_dir and self.run):
+            return False
+        from beam_phash.exact.store import committed_runs  # pyarrow: only for a state_dir
+
+        return self.run in committed_runs(self.state_dir)
 
     def release(self) -> None:
         """Kill this backend's actors (their state is gone, except what was snapshotted) and

@@ -1,7 +1,6 @@
 """``ExactDedup``: first seen wins among records with the same hash, through a backend."""
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import uuid
@@ -14,16 +13,12 @@ from beam_phash import state_manifest
 from beam_phash.exact.config import RayBackend, StateBackend
 from beam_phash.exact.ray_dofns import CLAIMED, FinishBackend, RayDedupDoFn
 from beam_phash.exact.state_backend import StateDedupDoFn, key_by_hash
-from beam_phash.exact.store import check_state_dir, committed_runs, prepare_state_dir
+from beam_phash.exact.store import check_state_dir, prepare_state_dir
 from beam_phash.hashing import HashConfig
 from beam_phash.records import DUPLICATES, KEPT
 from beam_phash.run_end import RunEnd
 
 _REMOTE_RUNNERS = ("DataflowRunner",)
-
-
-def _has_committed(state_dir: str, run: str) -> bool:
-    return run in committed_runs(state_dir)
 
 
 class ExactDedup(RunEnd, beam.PTransform):
@@ -123,7 +118,7 @@ class ExactDedup(RunEnd, beam.PTransform):
         if isinstance(b, RayBackend):
             client = self._client(hashed.pipeline, hashed.is_bounded)
             if client.run is not None:  # a one-run backend with a state_dir, on bounded input
-                committed = functools.partial(_has_committed, client.state_dir, client.run)
+                committed = client.committed
             deduped = hashed | "DedupWithRay" >> beam.ParDo(
                 # Which run kept a keeper: known to a one-run backend, unless a stream's state_dir
                 # (committed as answered) makes its own earlier claims look like the state's.
