@@ -290,6 +290,35 @@ def test_state_dir_layout_is_checked_before_anything_runs(tmp_path):
         ImagePhashDedup(state_dir=str(tmp_path / "file"))
 
 
+def test_a_state_dir_without_its_commits_folder_is_refused(tmp_path):
+    """A copy of a state directory without ``commits/`` made every run look uncommitted: the
+    next run left their claims out (and its snapshot dropped them for good), so their hashes were
+    kept again. The folder is made with the state and named in its manifest; without it, refused.
+    A directory made before that gets the folder on its next run, as it is."""
+    from beam_phash.exact.store import commit_run, committed_runs, prepare_state_dir
+    state = tmp_path / "s"
+    prepare_state_dir(str(state), 4, "phash", 16)
+    assert (state / "commits").is_dir() and json.loads((state / "manifest.json").read_text())["commits"] is True
+    commit_run(str(state), "run-0123")
+    copy = tmp_path / "copy"
+    shutil.copytree(state, copy, ignore=shutil.ignore_patterns("commits"))
+    with pytest.raises(ValueError, match="lacks its commits/ folder"):
+        ImagePhashDedup(state_dir=str(copy), num_buckets=4)
+    with pytest.raises(ValueError, match="lacks its commits/ folder"):
+        prepare_state_dir(str(copy), 4, "phash", 16)
+    shutil.copytree(state / "commits", copy / "commits")  # restored: used again
+    prepare_state_dir(str(copy), 4, "phash", 16)
+    assert committed_runs(str(copy)) == {"run-0123"}
+    # An earlier directory: its manifest names no folder, and it may hold one or not.
+    earlier = json.loads((state / "manifest.json").read_text())
+    del earlier["commits"]
+    (state / "manifest.json").write_text(json.dumps(earlier))
+    shutil.rmtree(state / "commits")
+    ImagePhashDedup(state_dir=str(state), num_buckets=4)
+    prepare_state_dir(str(state), 4, "phash", 16)
+    assert (state / "commits").is_dir() and json.loads((state / "manifest.json").read_text())["commits"] is True
+
+
 def test_a_state_dir_that_lost_some_bucket_folders_is_refused(tmp_path):
     """A partial copy of a state directory, or a bucket folder removed by hand: loading the
     absent bucket would start it empty, and the hashes it held would be kept again."""
@@ -343,7 +372,7 @@ def test_a_run_that_failed_on_a_lasting_ray_can_be_rerun_on_its_state(ray_cluste
     assert failing == 1 and "over the failure threshold" in err
     # it claimed hashes (logged in its buckets), and committed none of them
     assert glob.glob(os.path.join(state, "bucket-*", "log-*.arrows"))
-    assert not os.path.exists(os.path.join(state, "commits"))
+    assert not os.listdir(os.path.join(state, "commits"))
     moved = shutil.copytree(dedup_images.SAMPLE_DATA, tmp_path / "moved")
     base += ["--input", str(moved)]
     on_state = actor_name("run", 0, 1, os.path.abspath(state)).rsplit(".", 1)[1]  # "state-<digest>"
@@ -378,7 +407,7 @@ def test_a_run_commits_only_once_the_steps_it_waits_on_are_done(ray_cluster, tmp
             _ = hashed | dedup.after(check)
     dedup.release()
     assert glob.glob(os.path.join(state, "bucket-*", "*-*.*"))
-    assert not os.path.exists(os.path.join(state, "commits"))
+    assert not os.listdir(os.path.join(state, "commits"))
     assert not dedup.committed()  # (the transform built, for the copy .after() made and applied)
 
 
@@ -442,7 +471,7 @@ def test_a_run_whose_backend_cannot_be_released_commits_nothing(ray_cluster, tmp
     assert dedup_images.main([*args, "--output", str(tmp_path / "o1")]) == 1
     assert "release refused" in capsys.readouterr().err
     assert len(glob.glob(str(state / "bucket-*" / "snapshot-*.parquet"))) > 2  # the end's snapshots
-    assert not (state / "commits").exists()
+    assert not os.listdir(state / "commits")
     monkeypatch.undo()
     for actor in ray.util.list_named_actors(all_namespaces=True):  # what the refused release left
         if actor["name"].startswith("run-"):
@@ -476,7 +505,7 @@ def test_a_run_whose_outputs_fail_to_be_written_commits_nothing(ray_cluster, tmp
     if mode:
         assert json.loads((state / "manifest.json").read_text())["segments"] == []
     else:
-        assert glob.glob(str(state / "bucket-*" / "log-*.arrows")) and not (state / "commits").exists()
+        assert glob.glob(str(state / "bucket-*" / "log-*.arrows")) and not os.listdir(state / "commits")
     moved = shutil.copytree(dedup_images.SAMPLE_DATA, tmp_path / "moved")
     assert dedup_images.main([*base, "--input", str(moved), "--output", str(tmp_path / "o2")]) == 0
     assert dedup_images.main([*base[2:], "--input", str(moved), "--output", str(tmp_path / "o3")]) == 0  # no state

@@ -70,11 +70,19 @@ def bucket_dir(state_dir: str, bucket: int) -> str:
     return os.path.join(state_dir, f"{state_manifest.BUCKET_PREFIX}{bucket:05d}")
 
 
+def commit_folder(state_dir: str) -> str:
+    """The folder of commit markers (``DIR/commits``), made durably if it is not there."""
+    folder = os.path.join(state_dir, state_manifest.COMMITS)
+    if not os.path.isdir(folder):
+        os.makedirs(folder, exist_ok=True)
+        state_manifest.fsync_dir(state_dir)
+    return folder
+
+
 def commit_run(state_dir: str, run: str) -> None:
     """Commit ``run``'s claims: from now on every load replays them. Durable (the marker and its
     folder are synced) and idempotent."""
-    folder = os.path.join(state_dir, state_manifest.COMMITS)
-    os.makedirs(folder, exist_ok=True)
+    folder = commit_folder(state_dir)
     with open(os.path.join(folder, run), "w") as f:
         f.flush()
         os.fsync(f.fileno())
@@ -447,6 +455,12 @@ def check_state_dir(state_dir: str, num_buckets: int, algorithm: str, hash_size:
         raise ValueError(f"state directory {state_dir} lacks {names}{more} of its {num_buckets} buckets, "
                          "or their files: the hashes kept there would be kept again; restore the folder(s), "
                          "or start a new state directory")
+    if have.get(state_manifest.COMMITS) and not os.path.isdir(os.path.join(state_dir, state_manifest.COMMITS)):
+        # Without it every run would look uncommitted: their claims left out, and dropped for good
+        # by the next snapshot.
+        raise ValueError(f"state directory {state_dir} lacks its {state_manifest.COMMITS}/ folder, which says "
+                         "which runs' claims count (a copy without it?): their hashes would be kept again; "
+                         "restore the folder, or start a new state directory")
 
 
 def _has_state(path: str, seeded: bool) -> bool:
@@ -476,6 +490,13 @@ def prepare_state_dir(state_dir: str, num_buckets: int, algorithm: str, hash_siz
         # Every folder gone (the check passed, so it is all or none): the directory starts empty,
         # seeded again, or the folders of buckets this run leaves unused would look lost later.
         _seed_missing(state_dir, num_buckets, width)
+    have = state_manifest.read(state_dir)
+    if not have.get(state_manifest.COMMITS):
+        # The folder of commit markers, made with the state and named in the manifest, so that a
+        # copy without it is refused (check_state_dir). A directory made before 2026-12-05 gets
+        # it here, as it is (a run may already have committed into it).
+        commit_folder(state_dir)
+        state_manifest.write(state_dir, {**have, state_manifest.COMMITS: True})
 
 
 def _seed_missing(state_dir: str, num_buckets: int, width: int) -> None:
