@@ -80,13 +80,12 @@ class RunEnd:
         check = self._commits[-1] if self._commits else None
         return check is not None and check()
 
-    def _committed_when(self, check: Optional[Callable[[], bool]]) -> None:
-        """Record this application's :meth:`committed` check (None: it has no run to commit)."""
-        self._commits.append(check)
-
-    def _end(self, pipeline: beam.Pipeline, end, label: str) -> None:
+    def _end(self, pipeline: beam.Pipeline, end, label: str,
+             committed: Optional[Callable[[], bool]] = None) -> None:
         """Apply ``end`` (or None: this application has no end) now, waiting for the steps of
-        :meth:`after`, or leave it to :meth:`commit`."""
+        :meth:`after`, or leave it to :meth:`commit`; ``committed``: what :meth:`committed` asks
+        of this application (None: it has no run to commit)."""
+        self._commits.append(committed)
         if self._deferred:
             self._ends.append((pipeline, end))
         elif end is not None:

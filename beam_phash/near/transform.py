@@ -142,7 +142,6 @@ class NearDedup(RunEnd, beam.PTransform):
     def expand(self, hashed):
         bounded(hashed, "near-duplicate mode (max_distance > 0 or dihedral)")
         state = self._open_state()
-        self._committed_when(state.committed if state is not None else None)
         self.layout, self._search_partitions = self._plan(state)
         packed = (hashed
                   | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
@@ -185,5 +184,5 @@ class NearDedup(RunEnd, beam.PTransform):
         if state is not None:
             kept_rows, before = applied[dofns.KEPT_ROWS], self._after
             end = lambda after, label: kept_rows | label >> CommitState(state, (*before, *after))  # noqa: E731
-        self._end(hashed.pipeline, end, "CommitState")
+        self._end(hashed.pipeline, end, "CommitState", None if state is None else state.committed)
         return applied[KEPT], applied[DUPLICATES]
