@@ -391,7 +391,8 @@ def discard_unless_committed(args, dedup: ImagePhashDedup, con: Console) -> None
             con.tell(f"beam-phash: warning: the run committed its state to {args.state} while its outputs "
                      f"were being removed: that state holds keepers that no output has")
         return
-    remove_unfinished([args.output])  # (a committed run left none: its writes had finished)
+    # (A committed run left none: its writes had finished.)
+    remove_unfinished([args.output] + ([] if args.write_shards is None else [args.write_shards]))
     if committed is None:
         con.tell(f"beam-phash: could not tell whether the run had committed its state to {args.state} "
                  f"(details in {con.log_path}); its finished outputs in {args.output} are kept, perhaps "

@@ -860,11 +860,18 @@ def test_a_stopped_run_whose_commit_cannot_be_told_keeps_its_finished_outputs(tm
 
     real_run = beam.Pipeline.run
 
-    unfinished = tmp_path / "o" / ".tmp-0123456789ab"  # a writer's part, as a write cut short leaves it
+    shards, src = tmp_path / "shards", tmp_path / "in"
+    src.mkdir()
+    with tarfile.open(src / "00000.tar", "w") as tar:
+        for p in PHOTOS[:3]:
+            tar.add(p, arcname=f"{p.stem}.jpg")
+    # a writer's part in each folder, as a write cut short leaves it
+    unfinished = [tmp_path / "o" / ".tmp-0123456789ab", shards / ".tmp-0123456789ab"]
 
     def run_then_fail(self, *args, **kwargs):
         real_run(self, *args, **kwargs).wait_until_finish()
-        unfinished.mkdir()
+        for part in unfinished:
+            part.mkdir()
         raise RuntimeError("a failure after the writes")
 
     def unreadable(self):
@@ -872,9 +879,11 @@ def test_a_stopped_run_whose_commit_cannot_be_told_keeps_its_finished_outputs(tm
 
     monkeypatch.setattr(beam.Pipeline, "run", run_then_fail)
     monkeypatch.setattr(beam_phash.ImagePhashDedup, "committed", unreadable)
-    assert dedup_images.main(["--output", str(tmp_path / "o"), "--backend", "state", "--no-report"]) == 1
+    assert dedup_images.main(["--input", str(src), "--input-format", "webdataset", "--output", str(tmp_path / "o"),
+                              "--backend", "state", "--no-report", "--write-shards", str(shards)]) == 1
     assert "could not tell whether the run had committed its state" in capsys.readouterr().err
-    assert read(tmp_path / "o", "kept") and not unfinished.exists()
+    assert read(tmp_path / "o", "kept") and list(shards.glob("*.tar"))
+    assert not [part for part in unfinished if part.exists()]
 
 
 def test_ctrl_c_in_a_callers_process_is_the_callers(monkeypatch, tmp_path):
