@@ -339,7 +339,8 @@ def distance_table(per_config: dict) -> tuple[list[str], list[list[str]]]:
             if d is None:
                 cells.append("")
                 continue
-            cells.append(f"{int(np.median(d))}/{int(np.percentile(d, 95))}/{int(d.max())}")
+            # the p95 as interpolated (as the "d p95" rows): truncated, 4.8 would read as 4
+            cells.append(f"{np.median(d):g}/{round(float(np.percentile(d, 95)), 1):g}/{int(d.max())}")
         rows.append(cells)
     return head, rows
 

@@ -61,7 +61,9 @@ use crate::pool;
 /// size 16 no more than the differences' 40th percentile (`dhash.rs`). Only dHash hashes changed.
 /// 13: above hash size 16, pHash takes its coefficients two at a time instead of four
 /// (`phash.rs`). Only pHash hashes of sizes over 16 changed.
-pub const HASH_VERSION: u32 = 13;
+/// 14: up to hash size 16, dHash's dead zone is capped at the differences' 60th percentile
+/// instead of their 40th (`dhash.rs`). Only dHash hashes of sizes up to 16 changed.
+pub const HASH_VERSION: u32 = 14;
 
 /// Raw hash bytes plus the number of meaningful bits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
