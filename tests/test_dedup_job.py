@@ -82,6 +82,16 @@ def test_sample_dataset(tmp_path, capfd, backend, extra, request):
     assert not list(out.glob(".tmp-*"))  # the Parquet writer's temporary files are gone
 
 
+def shard_of_three(folder):
+    """``folder`` (made here) holding one WebDataset shard, ``00000.tar``: the first three
+    photos, one sample each, keyed by their stems."""
+    folder.mkdir()
+    with tarfile.open(folder / "00000.tar", "w") as tar:
+        for p in PHOTOS[:3]:
+            tar.add(p, arcname=f"{p.stem}.jpg")
+    return folder
+
+
 def _jpeg(path, quality=None) -> bytes:
     if quality is None:
         return path.read_bytes()
@@ -834,12 +844,7 @@ def test_a_run_cut_short_leaves_only_its_log(tmp_path, monkeypatch, stop):
         real_run(self, *args, **kwargs).wait_until_finish()  # every output written
         raise KeyboardInterrupt if stop == "Ctrl-C" else RuntimeError("a failure after the writes")
 
-    shards = tmp_path / "shards"
-    src = tmp_path / "in"
-    src.mkdir()
-    with tarfile.open(src / "00000.tar", "w") as tar:
-        for p in PHOTOS[:3]:
-            tar.add(p, arcname=f"{p.stem}.jpg")
+    shards, src = tmp_path / "shards", shard_of_three(tmp_path / "in")
     monkeypatch.setattr(beam.Pipeline, "run", run_then_stop)
     argv = ["--input", str(src), "--input-format", "webdataset", "--output", str(tmp_path / "o"),
             "--backend", "state", "--write-shards", str(shards)]
@@ -860,11 +865,7 @@ def test_a_stopped_run_whose_commit_cannot_be_told_keeps_its_finished_outputs(tm
 
     real_run = beam.Pipeline.run
 
-    shards, src = tmp_path / "shards", tmp_path / "in"
-    src.mkdir()
-    with tarfile.open(src / "00000.tar", "w") as tar:
-        for p in PHOTOS[:3]:
-            tar.add(p, arcname=f"{p.stem}.jpg")
+    shards, src = tmp_path / "shards", shard_of_three(tmp_path / "in")
     # a writer's part in each folder, as a write cut short leaves it
     unfinished = [tmp_path / "o" / ".tmp-0123456789ab", shards / ".tmp-0123456789ab"]
 
