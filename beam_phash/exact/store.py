@@ -485,12 +485,12 @@ def prepare_state_dir(state_dir: str, num_buckets: int, algorithm: str, hash_siz
         _seed_missing(state_dir, num_buckets, width)
         # Pinned settings are checked against every later run; "seeded" only says what the
         # folders hold (directories written before it have empty folders for unused buckets).
-        state_manifest.write(state_dir, {**pinned, "seeded": True})
+        have = {**pinned, "seeded": True}
+        state_manifest.write(state_dir, have)
     elif have.get("seeded"):
         # Every folder gone (the check passed, so it is all or none): the directory starts empty,
         # seeded again, or the folders of buckets this run leaves unused would look lost later.
         _seed_missing(state_dir, num_buckets, width)
-    have = state_manifest.read(state_dir)
     if not have.get(state_manifest.COMMITS):
         # The folder of commit markers, made with the state and named in the manifest, so that a
         # copy without it is refused (check_state_dir). A directory made before 2026-12-05 gets
