@@ -11,9 +11,11 @@
 //! full size nothing is folded, and on 177 web JPEGs decoded at full size the f32 rebuild moved
 //! pHash 16 under JPEG q30 and q70 about as much as the 8-bit decode did).
 //!
-//! The coefficients come from libjpeg-turbo itself: `tj3Transform` with no transform and no
-//! output (`TJXOPT_NOOUTPUT`) hands each row of luma blocks to a callback
-//! (`tjtransform::customFilter`). They are quantised; the steps come from the file's DQT segment
+//! A baseline JPEG's coefficients come from this crate's own entropy decoder (`baseline.rs`),
+//! which keeps only the luma's low coefficients and skips the rest. Any other JPEG's, and any
+//! baseline JPEG that decoder declines, come from libjpeg-turbo itself: `tj3Transform` with no
+//! transform and no output (`TJXOPT_NOOUTPUT`) hands each row of luma blocks to a callback
+//! (`tjtransform::customFilter`). Both give the same integers, so the same plane. They are quantised; the steps come from the file's DQT segment
 //! for the frame's first component. A progressive JPEG is handed over without the scans the
 //! plane does not read (`scans.rs`): its chroma AC scans, and at 1/8 its luma AC scans. Only
 //! 8-bit grey and YCbCr JPEGs are taken; for the rest (and on any error or warning) this answers
@@ -25,12 +27,13 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use turbojpeg::libc::{c_int, c_short, c_uchar};
 use turbojpeg::raw;
 
+use crate::image::baseline;
 use crate::image::decode::Plane;
 use crate::image::jpeg::header_segments;
 use crate::image::scans;
 
 /// JPEG's zig-zag order: the natural (row-major) index of the i-th coefficient stored in a DQT.
-const ZIGZAG: [usize; 64] = [
+pub(crate) const ZIGZAG: [usize; 64] = [
     0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5, 12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13, 6, 7, 14, 21,
     28, 35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51, 58, 59, 52, 45, 38, 31, 39, 46, 53, 60, 61,
     54, 47, 55, 62, 63,
@@ -144,8 +147,8 @@ impl Sink {
     }
 
     /// `take` for m = M, with the block's arithmetic on arrays of a size known when compiled
-    /// (the compiler vectorises the rows), skipping the rows of coefficients that are all zero
-    /// (most of the high ones, once quantised).
+    /// (the compiler vectorises the rows), without a branch on the coefficients' values: a row
+    /// of zero coefficients adds exact zeros (128 + w 0 is 128 exactly).
     fn take_sized<const M: usize>(&mut self, coeffs: &[c_short], width_blocks: usize, first_row: usize) {
         let stride = self.blocks.0 * M;
         // weights[i][u], and by_column[v][j] = weights[j][v]; steps[u][v]
@@ -164,39 +167,28 @@ impl Sink {
             if by >= self.blocks.1 {
                 break; // rows of padding blocks
             }
+            let out = &mut self.pixels[by * M * stride..(by + 1) * M * stride];
             for (bx, block) in row.chunks_exact(64).take(self.blocks.0).enumerate() {
-                // rows[u][j]: coefficient row u through the horizontal weights of pixel column j;
-                // `live` lists the rows computed: for m > 2 those with a coefficient that is not
-                // zero, for m <= 2 all of them.
+                // rows[u][j]: coefficient row u through the horizontal weights of pixel column j.
                 let mut rows = [[0f32; M]; M];
-                let mut live = [0usize; M];
-                let mut count = 0;
                 for u in 0..M {
-                    let coefficients = &block[u * 8..u * 8 + M];
-                    // A row of zeros adds nothing (128 + w 0 is 128 exactly); for m <= 2 the test
-                    // costs more than the row it skips.
-                    if M > 2 && coefficients.iter().all(|&c| c == 0) {
-                        continue;
-                    }
-                    live[count] = u;
-                    count += 1;
-                    let row = &mut rows[u];
+                    let coefficients: &[c_short; M] = block[u * 8..u * 8 + M].try_into().expect("M <= 8");
                     for v in 0..M {
                         let q = f32::from(coefficients[v]) * steps[u][v];
-                        for (r, b) in row.iter_mut().zip(&by_column[v]) {
+                        for (r, b) in rows[u].iter_mut().zip(&by_column[v]) {
                             *r += q * b;
                         }
                     }
                 }
                 for (i, pixel_weights) in weights.iter().enumerate() {
                     let mut line = [128f32; M];
-                    for &u in &live[..count] {
+                    for u in 0..M {
                         let w = pixel_weights[u];
                         for (p, r) in line.iter_mut().zip(&rows[u]) {
                             *p += w * r;
                         }
                     }
-                    self.pixels[(by * M + i) * stride + bx * M..][..M].copy_from_slice(&line);
+                    out[i * stride + bx * M..][..M].copy_from_slice(&line);
                 }
             }
         }
@@ -239,10 +231,16 @@ pub fn luma_plane(data: &[u8], width: usize, height: usize, d: usize) -> Option<
         return None;
     }
     let steps = luma_steps(data)?;
+    let blocks = (width.div_ceil(8), height.div_ceil(8));
+    let mut sink = Sink::new(&steps, d, blocks);
+    if baseline::luma_rows(data, 8 / d, blocks, |rows, width_blocks, first_row| sink.take(rows, width_blocks, first_row)).is_some() {
+        return finish(sink, width, height, d);
+    }
     rebuild(&scans::for_luma(data, last_position(8 / d)), &steps, width, height, d)
 }
 
-/// `luma_plane` from `stream`, the JPEG's bytes or those of the scans the plane reads.
+/// `luma_plane` from `stream`, the JPEG's bytes or those of the scans the plane reads, through
+/// libjpeg-turbo.
 fn rebuild(stream: &[u8], steps: &[u16; 64], width: usize, height: usize, d: usize) -> Option<Plane> {
     let blocks = (width.div_ceil(8), height.div_ceil(8));
     let mut sink = Sink::new(steps, d, blocks);
@@ -279,6 +277,12 @@ fn rebuild(stream: &[u8], steps: &[u16; 64], width: usize, height: usize, d: usi
     if !done {
         return None;
     }
+    finish(sink, width, height, d)
+}
+
+/// The plane a filled `sink` holds, without its padding.
+fn finish(sink: Sink, width: usize, height: usize, d: usize) -> Option<Plane> {
+    let blocks = sink.blocks;
     // The plane holds whole blocks: drop the padding columns and rows in place (each row moves
     // to an offset at or before its own), without a second copy of the image.
     let stride = blocks.0 * 8 / d;
@@ -446,6 +450,153 @@ mod tests {
         assert!(whole_ok > 100 && cut_differs > 100, "{whole_ok} decoded whole, {cut_differs} of them cut");
     }
 
+    /// A baseline JPEG of `picture(w, h)` through libjpeg-turbo's own options: grey or colour
+    /// with `subsamp` (a `TJSAMP`), optimised Huffman tables or the standard ones, and a restart
+    /// marker every `restart` MCUs (0: none).
+    fn baseline_jpeg(w: usize, h: usize, subsamp: i32, quality: i32, optimize: bool, restart: i32) -> Vec<u8> {
+        let grey = picture(w, h);
+        let rgb: Vec<u8> = grey.iter().enumerate().flat_map(|(i, &v)| [v, v.wrapping_add((i % 11) as u8), 255 - v]).collect();
+        let is_grey = subsamp == raw::TJSAMP_TJSAMP_GRAY as i32;
+        let (pixels, format, channels) =
+            if is_grey { (&grey, raw::TJPF_TJPF_GRAY, 1) } else { (&rgb, raw::TJPF_TJPF_RGB, 3) };
+        // SAFETY: the handle is checked and destroyed; the source holds w x h pixels of
+        // `channels` bytes; the output buffer is libjpeg-turbo's, copied, then freed.
+        unsafe {
+            let handle = raw::tj3Init(raw::TJINIT_TJINIT_COMPRESS as c_int);
+            assert!(!handle.is_null());
+            for (param, value) in [
+                (raw::TJPARAM_TJPARAM_QUALITY, quality),
+                (raw::TJPARAM_TJPARAM_SUBSAMP, subsamp),
+                (raw::TJPARAM_TJPARAM_OPTIMIZE, i32::from(optimize)),
+                (raw::TJPARAM_TJPARAM_RESTARTBLOCKS, restart),
+            ] {
+                assert_eq!(raw::tj3Set(handle, param as c_int, value), 0);
+            }
+            let (mut out, mut size): (*mut c_uchar, _) = (std::ptr::null_mut(), 0);
+            let status = raw::tj3Compress8(
+                handle,
+                pixels.as_ptr(),
+                w as c_int,
+                (w * channels) as c_int,
+                h as c_int,
+                format as c_int,
+                &mut out,
+                &mut size,
+            );
+            assert_eq!(status, 0);
+            let jpeg = std::slice::from_raw_parts(out, size as usize).to_vec();
+            raw::tj3Free(out.cast());
+            raw::tj3Destroy(handle);
+            jpeg
+        }
+    }
+
+    /// The plane from our own entropy decoder (`baseline.rs`) alone; `None` where it declines.
+    fn decoded_here(jpeg: &[u8], w: usize, h: usize, d: usize) -> Option<Plane> {
+        let blocks = (w.div_ceil(8), h.div_ceil(8));
+        let mut sink = Sink::new(&luma_steps(jpeg)?, d, blocks);
+        baseline::luma_rows(jpeg, 8 / d, blocks, |rows, width_blocks, first_row| sink.take(rows, width_blocks, first_row))?;
+        finish(sink, w, h, d)
+    }
+
+    /// Every sampling, both kinds of Huffman table, with and without restart markers, sizes
+    /// that end in partial blocks and MCUs: the baseline decoder takes the file and gives the
+    /// very plane libjpeg-turbo's coefficients give.
+    #[test]
+    fn baseline_decoder_gives_libjpegs_plane() {
+        let samplings = [
+            raw::TJSAMP_TJSAMP_GRAY,
+            raw::TJSAMP_TJSAMP_444,
+            raw::TJSAMP_TJSAMP_422,
+            raw::TJSAMP_TJSAMP_420,
+            raw::TJSAMP_TJSAMP_440,
+            raw::TJSAMP_TJSAMP_411,
+            raw::TJSAMP_TJSAMP_441,
+        ];
+        let mut cases = 0;
+        for (i, &subsamp) in samplings.iter().enumerate() {
+            for (w, h) in [(75, 53), (64, 48), (131, 9)] {
+                for (quality, optimize, restart) in [(90, false, 0), (30, true, 0), (75, false, 3), (5, true, 1), (100, true, 0)] {
+                    let jpeg = baseline_jpeg(w, h, subsamp as i32, quality, optimize, restart);
+                    assert_eq!(jpeg.windows(2).any(|p| p == [0xFF, 0xDD]), restart > 0);
+                    for d in [2, 4, 8] {
+                        let case = format!("sampling {i}, {w}x{h}, q{quality}, optimise {optimize}, restart {restart}, 1/{d}");
+                        let ours = decoded_here(&jpeg, w, h, d).unwrap_or_else(|| panic!("{case}: declined"));
+                        let theirs = rebuild(&jpeg, &luma_steps(&jpeg).unwrap(), w, h, d).unwrap();
+                        assert_eq!(ours.as_raw(), theirs.as_raw(), "{case}");
+                        cases += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(cases, 7 * 3 * 5 * 3);
+    }
+
+    /// The baseline photos under `tests/data` decode alike both ways.
+    #[test]
+    fn baseline_photos_decode_alike() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data");
+        let mut taken = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if !path.extension().is_some_and(|e| e.eq_ignore_ascii_case("jpg") || e.eq_ignore_ascii_case("jpeg")) {
+                continue;
+            }
+            let jpeg = std::fs::read(&path).unwrap();
+            let Ok(header) = Decompressor::new().unwrap().read_header(&jpeg) else { continue };
+            let (w, h) = (header.width, header.height);
+            for d in [2, 4, 8] {
+                let Some(ours) = decoded_here(&jpeg, w, h, d) else { continue };
+                let theirs = rebuild(&jpeg, &luma_steps(&jpeg).unwrap(), w, h, d);
+                assert_eq!(Some(ours.as_raw()), theirs.as_ref().map(|p| p.as_raw()), "{}, 1/{d}", path.display());
+                taken += 1;
+            }
+        }
+        assert!(taken >= 12, "only {taken} baseline decodes");
+    }
+
+    /// Damaged copies, in the header and in the data: whatever the baseline decoder takes,
+    /// libjpeg-turbo takes without an error or a warning, and to the same plane.
+    #[test]
+    fn a_damaged_file_the_baseline_decoder_takes_decodes_alike() {
+        let mut state = 777u32;
+        let mut next = move || {
+            state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            (state >> 8) as usize
+        };
+        let (mut taken, mut declined) = (0, 0);
+        for (subsamp, restart) in [(raw::TJSAMP_TJSAMP_420, 0), (raw::TJSAMP_TJSAMP_GRAY, 2), (raw::TJSAMP_TJSAMP_422, 1)] {
+            let (w, h) = (75, 53);
+            let jpeg = baseline_jpeg(w, h, subsamp as i32, 80, false, restart);
+            let scan = jpeg.windows(2).position(|p| p == [0xFF, 0xDA]).unwrap();
+            for round in 0..1500 {
+                let mut copy = jpeg.clone();
+                for _ in 0..1 + next() % 2 {
+                    // Half of the damage in the header, half in the data and its end.
+                    let at = if round % 2 == 0 { 2 + next() % scan } else { scan + next() % (copy.len() - scan) };
+                    copy[at] = match next() % 4 {
+                        0 => 0xFF,
+                        1 => 0,
+                        _ => next() as u8,
+                    };
+                }
+                if next() % 8 == 0 {
+                    copy.truncate(copy.len() - 1 - next() % 6);
+                }
+                for d in [2, 8] {
+                    let Some(ours) = decoded_here(&copy, w, h, d) else {
+                        declined += 1;
+                        continue;
+                    };
+                    taken += 1;
+                    let theirs = luma_steps(&copy).and_then(|steps| rebuild(&copy, &steps, w, h, d));
+                    assert_eq!(Some(ours.as_raw()), theirs.as_ref().map(|p| p.as_raw()), "round {round}, 1/{d}");
+                }
+            }
+        }
+        assert!(taken > 1000 && declined > 1000, "{taken} taken, {declined} declined");
+    }
+
     #[test]
     fn last_positions_cover_the_low_coefficients() {
         assert_eq!([1, 2, 4, 8].map(last_position), [0, 4, 24, 63]);
@@ -485,3 +636,4 @@ mod tests {
         assert!(luma_steps(b"not a jpeg").is_none());
     }
 }
+

@@ -3,7 +3,7 @@
 //!
 //! `decode_scaled` picks the largest reduction that keeps both sides at least `min_side`. Grey and
 //! YCbCr JPEGs that it reduces are rebuilt in f32 from their luma coefficients
-//! (`coefficients.rs`); the others (at full size; CMYK/YCCK, through CMYK, Adobe-inverted as
+//! (`coefficients.rs`; a baseline file's entropy-decoded here, `baseline.rs`); the others (at full size; CMYK/YCCK, through CMYK, Adobe-inverted as
 //! nearly all are), and any the coefficient path refuses, go through libjpeg-turbo's (scaled)
 //! IDCT to 8-bit grayscale. It reads the EXIF
 //! orientation from the APP1 segment itself. It answers `Ok(None)` for what it does not handle (a
