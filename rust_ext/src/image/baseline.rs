@@ -8,12 +8,13 @@
 //! `FAST` bits are read with one table look-up.
 //!
 //! The coefficients are the same integers libjpeg-turbo decodes, so the plane is the same. This
-//! takes only what libjpeg-turbo takes without an error or a warning: one scan holding every
-//! component in frame order with Ss = 0, Se = 63 and no successive approximation, Huffman
-//! tables that are defined and sound, restart markers in their order with nothing between the
-//! data and them, and the end of image right after the data. On anything else (a second scan,
-//! damage, a marker out of place) it answers `None`, and the caller hands the file to
-//! libjpeg-turbo as before.
+//! takes only what libjpeg-turbo takes without an error or a warning: sides up to 65500, grey or
+//! three components that libjpeg reads as YCbCr, one scan holding every component in frame
+//! order with Ss = 0, Se = 63 and no successive approximation, quantisation and Huffman tables
+//! that are defined and sound, restart markers in their order with nothing between the data and
+//! them, and the end of image right after the data. On anything else (a second scan, damage, a
+//! marker out of place) it answers `None`, and the caller hands the file to libjpeg-turbo as
+//! before.
 use crate::image::coefficients::ZIGZAG;
 
 /// Code bits read by one table look-up.
@@ -292,7 +293,8 @@ fn header(data: &[u8]) -> Option<Header> {
                 let height = usize::from(u16::from_be_bytes([body[1], body[2]]));
                 let width = usize::from(u16::from_be_bytes([body[3], body[4]]));
                 let n = usize::from(body[5]);
-                if width == 0 || height == 0 || !(n == 1 || n == 3) || body.len() != 6 + 3 * n {
+                // libjpeg's JPEG_MAX_DIMENSION is 65500.
+                if !(1..=65500).contains(&width) || !(1..=65500).contains(&height) || !(n == 1 || n == 3) || body.len() != 6 + 3 * n {
                     return None;
                 }
                 let components: Vec<Component> = body[6..]
@@ -360,8 +362,16 @@ fn header(data: &[u8]) -> Option<Header> {
                 if body[1 + 2 * n..] != [0, 63, 0] {
                     return None; // Ss, Se, Ah/Al of a sequential scan
                 }
-                // With three components and no JFIF segment, an Adobe transform above 2 is warned of.
-                if components.len() == 3 && matches!(adobe, Some(t) if t > 2) && !saw_jfif {
+                // Three components are YCbCr to libjpeg with a JFIF segment; else with an Adobe
+                // transform of 1 (0 is RGB, which it will not turn grey, and above 1 it warns);
+                // else unless their ids are 'R', 'G', 'B' (jdapimin.c, default_decompress_parms).
+                let ids: Vec<u8> = components.iter().map(|c| c.id).collect();
+                let ycc = match adobe {
+                    _ if saw_jfif => true,
+                    Some(transform) => transform == 1,
+                    None => ids != b"RGB",
+                };
+                if components.len() == 3 && !ycc {
                     return None;
                 }
                 return Some(Header { width, height, components, dc, ac, restart, data: at });
@@ -397,16 +407,20 @@ pub fn luma_rows(
     };
     let (luma_w, luma_h) = if single { (1, 1) } else { (hmax, vmax) };
     let width_blocks = mcus_x * luma_w;
-    if width_blocks < blocks.0 || mcus_y * luma_h < blocks.1 {
-        return None;
+    if (header.width.div_ceil(8), header.height.div_ceil(8)) != blocks {
+        return None; // not the plane the caller expects
     }
-    // Where each kept zig-zag position goes in a block (natural order), or 64: skipped.
-    let mut place = [64u8; 64];
+    // Where each kept zig-zag position goes in a block (natural order), or 64: skipped. A run
+    // past position 63 lands on 63, as in libjpeg (its jpeg_natural_order has 16 entries of 63
+    // after the 64).
+    let mut place = [64u8; 80];
     for (k, &natural) in ZIGZAG.iter().enumerate() {
         if natural / 8 < m && natural % 8 < m {
             place[k] = natural as u8;
         }
     }
+    let last = place[63];
+    place[64..].fill(last);
     let kept = Kept { place, m };
     // The blocks of one MCU in their order, a luma block with its place in the row of MCUs.
     let mut units = Vec::new();
@@ -425,7 +439,7 @@ pub fn luma_rows(
     let stream = Stream::new(data, header.data)?;
     // libjpeg expects a restart marker before every `restart` MCUs after the first ones, in
     // order, and the end of image after the last MCU.
-    let expected = if header.restart > 0 { (mcus_x * mcus_y - 1) / header.restart } else { 0 };
+    let expected = (mcus_x * mcus_y - 1).checked_div(header.restart).unwrap_or(0);
     let in_order = stream.restarts.iter().enumerate().all(|(i, &(_, marker))| marker == 0xD0 + (i % 8) as u8);
     if stream.marker != 0xD9 || stream.restarts.len() != expected || !in_order {
         return None;
@@ -461,9 +475,9 @@ pub fn luma_rows(
 }
 
 /// Which coefficients a luma block keeps, the low m x m: `place[k]`, where zig-zag position k
-/// goes in the block (64: nowhere).
+/// goes in the block (64: nowhere; k up to 79, where a run past 63 can end).
 struct Kept {
-    place: [u8; 64],
+    place: [u8; 80],
     m: usize,
 }
 
@@ -586,7 +600,8 @@ mod tests {
         let symbols = [0x01, 0x02, 0x03, 0x11, 0x05];
         let table = Table::new(&counts(&[(1, 1), (2, 1), (3, 1), (4, 1), (12, 1)]), &symbols, false).unwrap();
         // 0 | 10 | 110 | 1110 | 111100000000 (the 12-bit code: 1111 then 0s), then padding.
-        let stream: u64 = 0b0_10_110_1110_111100000000 << (64 - 22);
+        let codes = ["0", "10", "110", "1110", "111100000000"].concat();
+        let stream = u64::from_str_radix(&codes, 2).unwrap() << (64 - codes.len());
         let bytes: Vec<u8> = stream.to_be_bytes().iter().copied().chain([0; 8]).collect();
         let mut bits = Bits::new(&bytes, 0);
         let mut read = vec![];

@@ -456,7 +456,7 @@ mod tests {
     fn baseline_jpeg(w: usize, h: usize, subsamp: i32, quality: i32, optimize: bool, restart: i32) -> Vec<u8> {
         let grey = picture(w, h);
         let rgb: Vec<u8> = grey.iter().enumerate().flat_map(|(i, &v)| [v, v.wrapping_add((i % 11) as u8), 255 - v]).collect();
-        let is_grey = subsamp == raw::TJSAMP_TJSAMP_GRAY as i32;
+        let is_grey = subsamp == raw::TJSAMP_TJSAMP_GRAY;
         let (pixels, format, channels) =
             if is_grey { (&grey, raw::TJPF_TJPF_GRAY, 1) } else { (&rgb, raw::TJPF_TJPF_RGB, 3) };
         // SAFETY: the handle is checked and destroyed; the source holds w x h pixels of
@@ -517,9 +517,9 @@ mod tests {
         for (i, &subsamp) in samplings.iter().enumerate() {
             for (w, h) in [(75, 53), (64, 48), (131, 9)] {
                 for (quality, optimize, restart) in [(90, false, 0), (30, true, 0), (75, false, 3), (5, true, 1), (100, true, 0)] {
-                    let jpeg = baseline_jpeg(w, h, subsamp as i32, quality, optimize, restart);
+                    let jpeg = baseline_jpeg(w, h, subsamp, quality, optimize, restart);
                     assert_eq!(jpeg.windows(2).any(|p| p == [0xFF, 0xDD]), restart > 0);
-                    for d in [2, 4, 8] {
+                    for d in [1, 2, 4, 8] {
                         let case = format!("sampling {i}, {w}x{h}, q{quality}, optimise {optimize}, restart {restart}, 1/{d}");
                         let ours = decoded_here(&jpeg, w, h, d).unwrap_or_else(|| panic!("{case}: declined"));
                         let theirs = rebuild(&jpeg, &luma_steps(&jpeg).unwrap(), w, h, d).unwrap();
@@ -529,7 +529,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(cases, 7 * 3 * 5 * 3);
+        assert_eq!(cases, 7 * 3 * 5 * 4);
     }
 
     /// The baseline photos under `tests/data` decode alike both ways.
@@ -555,7 +555,8 @@ mod tests {
         assert!(taken >= 12, "only {taken} baseline decodes");
     }
 
-    /// Damaged copies, in the header and in the data: whatever the baseline decoder takes,
+    /// Damaged copies, in the header and in the data (bytes changed, inserted and deleted,
+    /// markers and fill bytes inserted, the file cut short): whatever the baseline decoder takes,
     /// libjpeg-turbo takes without an error or a warning, and to the same plane.
     #[test]
     fn a_damaged_file_the_baseline_decoder_takes_decodes_alike() {
@@ -565,25 +566,36 @@ mod tests {
             (state >> 8) as usize
         };
         let (mut taken, mut declined) = (0, 0);
-        for (subsamp, restart) in [(raw::TJSAMP_TJSAMP_420, 0), (raw::TJSAMP_TJSAMP_GRAY, 2), (raw::TJSAMP_TJSAMP_422, 1)] {
-            let (w, h) = (75, 53);
-            let jpeg = baseline_jpeg(w, h, subsamp as i32, 80, false, restart);
+        for (subsamp, restart, optimize) in [
+            (raw::TJSAMP_TJSAMP_420, 0, false),
+            (raw::TJSAMP_TJSAMP_GRAY, 2, true),
+            (raw::TJSAMP_TJSAMP_422, 1, false),
+            (raw::TJSAMP_TJSAMP_444, 5, true),
+        ] {
+            let jpeg = baseline_jpeg(37, 29, subsamp, 85, optimize, restart);
             let scan = jpeg.windows(2).position(|p| p == [0xFF, 0xDA]).unwrap();
             for round in 0..1500 {
                 let mut copy = jpeg.clone();
                 for _ in 0..1 + next() % 2 {
                     // Half of the damage in the header, half in the data and its end.
-                    let at = if round % 2 == 0 { 2 + next() % scan } else { scan + next() % (copy.len() - scan) };
-                    copy[at] = match next() % 4 {
-                        0 => 0xFF,
-                        1 => 0,
-                        _ => next() as u8,
-                    };
+                    let at = if round % 2 == 0 { 2 + next() % (scan - 2) } else { scan + next() % (copy.len() - scan - 1) };
+                    match next() % 8 {
+                        0 => copy.insert(at, next() as u8),
+                        1 => drop(copy.remove(at)),
+                        2 => copy.splice(at..at, [0xFF, [0xD0, 0xD1, 0xD7, 0xD9, 0xFE, 0xDC, 0x01, 0xFF][next() % 8]]).for_each(drop),
+                        3 => copy[at] ^= 1 << (next() % 8),
+                        4 => copy[at] = 0xFF,
+                        5 => copy[at] = 0,
+                        _ => copy[at] = next() as u8,
+                    }
                 }
                 if next() % 8 == 0 {
                     copy.truncate(copy.len() - 1 - next() % 6);
                 }
-                for d in [2, 8] {
+                // The size the caller passes is the header's, as in `decode_scaled`.
+                let Ok(header) = Decompressor::new().unwrap().read_header(&copy) else { continue };
+                let (w, h) = (header.width, header.height);
+                for d in [1, 2, 8] {
                     let Some(ours) = decoded_here(&copy, w, h, d) else {
                         declined += 1;
                         continue;
@@ -594,7 +606,80 @@ mod tests {
                 }
             }
         }
-        assert!(taken > 1000 && declined > 1000, "{taken} taken, {declined} declined");
+        assert!(taken > 3000 && declined > 3000, "{taken} taken, {declined} declined");
+    }
+
+    /// One JPEG segment: marker, length, body.
+    fn segment(marker: u8, body: &[u8]) -> Vec<u8> {
+        let mut bytes = vec![0xFF, marker];
+        bytes.extend(((body.len() + 2) as u16).to_be_bytes());
+        bytes.extend(body);
+        bytes
+    }
+
+    /// A grey baseline JPEG written by hand, `w` x `h`: every quantisation step 1, a DC table
+    /// whose one code "0" means size 0, an AC table with end of block "00", a run of 16 "01" and
+    /// 0xF1 (run 15, size 1) "10", then `data` and the end of image.
+    fn handmade_grey(w: u16, h: u16, data: &[u8]) -> Vec<u8> {
+        let mut jpeg = vec![0xFF, 0xD8];
+        jpeg.extend(segment(0xDB, &[[0u8].as_slice(), &[1; 64]].concat()));
+        jpeg.extend(segment(0xC0, &[&[8u8][..], &h.to_be_bytes(), &w.to_be_bytes(), &[1, 1, 0x11, 0]].concat()));
+        jpeg.extend(segment(0xC4, &[&[0x00u8, 1][..], &[0; 15], &[0x00]].concat()));
+        jpeg.extend(segment(0xC4, &[&[0x10u8, 0, 3][..], &[0; 14], &[0x00, 0xF0, 0xF1]].concat()));
+        jpeg.extend(segment(0xDA, &[1, 1, 0x00, 0, 63, 0]));
+        jpeg.extend(data);
+        jpeg.extend([0xFF, 0xD9]);
+        jpeg
+    }
+
+    /// A run that ends past position 63 sets coefficient 63, as libjpeg's natural order has it.
+    #[test]
+    fn a_run_past_the_last_position_lands_on_it() {
+        // DC size 0, three runs of 16 (k = 49), then run 15 (k = 64) with the value +1.
+        let jpeg = handmade_grey(8, 8, &[0b0010_1011, 0b0111_1111]);
+        let ours = decoded_here(&jpeg, 8, 8, 1).expect("taken");
+        let theirs = rebuild(&jpeg, &luma_steps(&jpeg).unwrap(), 8, 8, 1).unwrap();
+        assert_eq!(ours.as_raw(), theirs.as_raw());
+        assert!(ours.as_raw().iter().any(|&v| v != 128.0), "coefficient 63 was set");
+    }
+
+    /// libjpeg refuses sides over 65500 pixels; so does the baseline decoder.
+    #[test]
+    fn sides_over_65500_are_declined() {
+        let data = [vec![0u8; 3070], vec![0x0F]].concat(); // 8188 blocks of "0 00" (DC 0, end)
+        let wide = handmade_grey(65501, 8, &data);
+        assert!(decoded_here(&wide, 65501, 8, 8).is_none());
+        assert!(rebuild(&wide, &luma_steps(&wide).unwrap(), 65501, 8, 8).is_none());
+        let widest = handmade_grey(65500, 8, &data);
+        assert!(decoded_here(&widest, 65500, 8, 8).is_some());
+    }
+
+    /// Three components are taken as YCbCr only where libjpeg reads them so: with JFIF, with an
+    /// Adobe transform of 1, or with no such segment and ids other than 'R', 'G', 'B'.
+    #[test]
+    fn only_ycbcr_is_taken() {
+        let jpeg = baseline_jpeg(75, 53, raw::TJSAMP_TJSAMP_420, 80, false, 0);
+        let app0 = jpeg.windows(4).position(|p| p == [0xFF, 0xE0, 0x00, 0x10]).unwrap();
+        let adobe = |transform: u8| {
+            let mut copy = jpeg.clone();
+            copy[app0 + 1] = 0xEE;
+            copy[app0 + 4..app0 + 16].copy_from_slice(&[b'A', b'd', b'o', b'b', b'e', 0, 100, 0, 0, 0, 0, transform]);
+            copy
+        };
+        let mut rgb_ids = jpeg.clone();
+        rgb_ids[app0 + 7] = b'X'; // no longer JFIF
+        let sof = rgb_ids.windows(2).position(|p| p == [0xFF, 0xC0]).unwrap();
+        let sos = rgb_ids.windows(2).position(|p| p == [0xFF, 0xDA]).unwrap();
+        for (i, id) in b"RGB".iter().enumerate() {
+            rgb_ids[sof + 10 + 3 * i] = *id;
+            rgb_ids[sos + 5 + 2 * i] = *id;
+        }
+        for (name, copy, ycc) in [("JFIF", jpeg.clone(), true), ("Adobe 1", adobe(1), true), ("Adobe 0", adobe(0), false), ("Adobe 2", adobe(2), false), ("RGB ids", rgb_ids, false)] {
+            let ours = decoded_here(&copy, 75, 53, 2);
+            let theirs = rebuild(&copy, &luma_steps(&copy).unwrap(), 75, 53, 2);
+            assert_eq!(ours.is_some(), ycc, "{name}");
+            assert_eq!(theirs.is_some(), ycc, "{name}: libjpeg");
+        }
     }
 
     #[test]
