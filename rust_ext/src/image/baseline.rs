@@ -158,8 +158,8 @@ fn next_ff(data: &[u8]) -> Option<usize> {
     data[offset..].iter().position(|&b| b == 0xFF).map(|i| offset + i)
 }
 
-/// The bits of a `Stream`, most significant first, through a 64-bit buffer refilled without a
-/// branch: after `fill` it holds at least 56 bits.
+/// The bits of a `Stream`, most significant first, through a 64-bit buffer that `fill` tops up
+/// eight bytes at a time, without a test per byte, once it holds fewer than 32 bits.
 #[derive(Clone, Copy)]
 struct Bits<'a> {
     bytes: &'a [u8],
@@ -365,11 +365,10 @@ fn header(data: &[u8]) -> Option<Header> {
                 // Three components are YCbCr to libjpeg with a JFIF segment; else with an Adobe
                 // transform of 1 (0 is RGB, which it will not turn grey, and above 1 it warns);
                 // else unless their ids are 'R', 'G', 'B' (jdapimin.c, default_decompress_parms).
-                let ids: Vec<u8> = components.iter().map(|c| c.id).collect();
                 let ycc = match adobe {
                     _ if saw_jfif => true,
                     Some(transform) => transform == 1,
-                    None => ids != b"RGB",
+                    None => !components.iter().map(|c| c.id).eq(*b"RGB"),
                 };
                 if components.len() == 3 && !ycc {
                     return None;
@@ -399,13 +398,9 @@ pub fn luma_rows(
     }
     // One block per MCU in a scan of one component; otherwise each MCU holds h x v of each.
     let single = header.components.len() == 1;
-    let (mcus_x, mcus_y, layout) = if single {
-        (header.width.div_ceil(8), header.height.div_ceil(8), vec![(0usize, 1usize, 1usize)])
-    } else {
-        let layout = header.components.iter().enumerate().map(|(i, c)| (i, c.h, c.v)).collect();
-        (header.width.div_ceil(8 * hmax), header.height.div_ceil(8 * vmax), layout)
-    };
-    let (luma_w, luma_h) = if single { (1, 1) } else { (hmax, vmax) };
+    let sampling = |c: &Component| if single { (1, 1) } else { (c.h, c.v) };
+    let (luma_w, luma_h) = sampling(&luma);
+    let (mcus_x, mcus_y) = (header.width.div_ceil(8 * luma_w), header.height.div_ceil(8 * luma_h));
     let width_blocks = mcus_x * luma_w;
     if (header.width.div_ceil(8), header.height.div_ceil(8)) != blocks {
         return None; // not the plane the caller expects
@@ -424,8 +419,8 @@ pub fn luma_rows(
     let kept = Kept { place, m };
     // The blocks of one MCU in their order, a luma block with its place in the row of MCUs.
     let mut units = Vec::new();
-    for &(c, h, v) in &layout {
-        let component = &header.components[c];
+    for (c, component) in header.components.iter().enumerate() {
+        let (h, v) = sampling(component);
         let (dc, ac) = (header.dc[component.dc].as_ref()?, header.ac[component.ac].as_ref()?);
         for by in 0..v {
             for bx in 0..h {
@@ -522,8 +517,19 @@ fn decode_block(bits: &mut Bits, dc: &Table, ac: &Table, prediction: &mut i32, b
         block.fill(0);
     }
     block[0] = *prediction as i16;
-    // Values are set where `place` says. (Switching to `skip_ac` after the last position kept
+    // Values are set where `place` says. (Switching to skipping after the last position kept
     // ran slower.)
+    walk_ac(bits, ac, |k, value| {
+        if let Some(&at) = place.get(k).filter(|&&at| at < 64) {
+            block[usize::from(at)] = value as i16;
+        }
+    })
+}
+
+/// A block's AC values, each handed to `set` with its zig-zag position (up to 78: a run can end
+/// past 63); `skip_ac` hands them nowhere, and the values are then never worked out.
+#[inline(always)]
+fn walk_ac(bits: &mut Bits, ac: &Table, mut set: impl FnMut(usize, i32)) -> Option<()> {
     let mut k = 1usize;
     while k < 64 {
         bits.fill();
@@ -531,9 +537,7 @@ fn decode_block(bits: &mut Bits, dc: &Table, ac: &Table, prediction: &mut i32, b
         if whole != 0 {
             bits.consume((whole & 0xFF) as u32);
             k += ((whole >> 8) & 0xFF) as usize;
-            if let Some(&at) = place.get(k).filter(|&&at| at < 64) {
-                block[usize::from(at)] = (whole >> 16) as i16;
-            }
+            set(k, whole >> 16);
             k += 1;
             continue;
         }
@@ -542,14 +546,12 @@ fn decode_block(bits: &mut Bits, dc: &Table, ac: &Table, prediction: &mut i32, b
         if size > 0 {
             k += run;
             let value = bits.value(size);
-            if let Some(&at) = place.get(k).filter(|&&at| at < 64) {
-                block[usize::from(at)] = value as i16;
-            }
+            set(k, value);
             k += 1;
         } else if run == 15 {
             k += 16;
         } else {
-            return Some(()); // end of block
+            break; // end of block
         }
     }
     Some(())
@@ -558,27 +560,7 @@ fn decode_block(bits: &mut Bits, dc: &Table, ac: &Table, prediction: &mut i32, b
 /// A block's AC values, read and dropped.
 #[inline]
 fn skip_ac(bits: &mut Bits, ac: &Table) -> Option<()> {
-    let mut k = 1;
-    while k < 64 {
-        bits.fill();
-        let whole = ac.whole[bits.look()];
-        if whole != 0 {
-            bits.consume((whole & 0xFF) as u32);
-            k += ((whole >> 8) & 0xFF) as usize + 1;
-            continue;
-        }
-        let symbol = bits.symbol(ac)?;
-        let (run, size) = (usize::from(symbol >> 4), u32::from(symbol & 15));
-        if size > 0 {
-            bits.consume(size);
-            k += run + 1;
-        } else if run == 15 {
-            k += 16;
-        } else {
-            break;
-        }
-    }
-    Some(())
+    walk_ac(bits, ac, |_, _| {})
 }
 
 #[cfg(test)]

@@ -231,12 +231,16 @@ pub fn luma_plane(data: &[u8], width: usize, height: usize, d: usize) -> Option<
         return None;
     }
     let steps = luma_steps(data)?;
+    from_baseline(data, &steps, width, height, d)
+        .or_else(|| rebuild(&scans::for_luma(data, last_position(8 / d)), &steps, width, height, d))
+}
+
+/// `luma_plane` of a baseline JPEG through this crate's entropy decoder; `None` where it declines.
+fn from_baseline(data: &[u8], steps: &[u16; 64], width: usize, height: usize, d: usize) -> Option<Plane> {
     let blocks = (width.div_ceil(8), height.div_ceil(8));
-    let mut sink = Sink::new(&steps, d, blocks);
-    if baseline::luma_rows(data, 8 / d, blocks, |rows, width_blocks, first_row| sink.take(rows, width_blocks, first_row)).is_some() {
-        return finish(sink, width, height, d);
-    }
-    rebuild(&scans::for_luma(data, last_position(8 / d)), &steps, width, height, d)
+    let mut sink = Sink::new(steps, d, blocks);
+    baseline::luma_rows(data, 8 / d, blocks, |rows, width_blocks, first_row| sink.take(rows, width_blocks, first_row))?;
+    finish(sink, width, height, d)
 }
 
 /// `luma_plane` from `stream`, the JPEG's bytes or those of the scans the plane reads, through
@@ -493,10 +497,7 @@ mod tests {
 
     /// The plane from our own entropy decoder (`baseline.rs`) alone; `None` where it declines.
     fn decoded_here(jpeg: &[u8], w: usize, h: usize, d: usize) -> Option<Plane> {
-        let blocks = (w.div_ceil(8), h.div_ceil(8));
-        let mut sink = Sink::new(&luma_steps(jpeg)?, d, blocks);
-        baseline::luma_rows(jpeg, 8 / d, blocks, |rows, width_blocks, first_row| sink.take(rows, width_blocks, first_row))?;
-        finish(sink, w, h, d)
+        from_baseline(jpeg, &luma_steps(jpeg)?, w, h, d)
     }
 
     /// Every sampling, both kinds of Huffman table, with and without restart markers, sizes
