@@ -38,8 +38,12 @@ native-deps:
 test-deps:
 	$(call debian,chromium jpegtran,chromium libjpeg-turbo-progs)
 
-bench-deps:
+# jpegtran for eval_near_dup's losslessly turned copies; pdqhash (Meta's PDQ, compiled with g++)
+# for its --pdq comparison.
+bench-deps: $(VENV)/.deps
 	$(call debian,jpegtran,libjpeg-turbo-progs)
+	$(call debian,g++,g++)
+	$(PIP) install -q "pdqhash>=0.2.8"
 
 # Installs the Python dependencies (once per change of pyproject.toml) ...
 $(VENV)/.deps: pyproject.toml | $(PY) native-deps
@@ -104,7 +108,7 @@ bench: bench-deps bench-data bench-cold bench-10k
 	$(PY) benchmarks/bench_quality.py ../shared/images
 	$(PY) benchmarks/bench_backend.py
 	$(PY) benchmarks/bench_pipeline.py $(BENCH_SET)
-	$(PY) benchmarks/eval_near_dup.py ../shared/images
+	$(PY) benchmarks/eval_near_dup.py ../shared/images --pdq
 	$(PY) benchmarks/eval_near_dup.py ../shared/images --sizes 8,16 --algorithms ahash,median,double_gradient
 	$(PY) benchmarks/eval_near_dup.py ../shared/images --sizes 8,16 --algorithms phash,dhash --fit 0
 	$(PY) benchmarks/eval_decode.py ../shared/images

@@ -4,7 +4,7 @@ at each Hamming threshold, for this project's hashes and for imagehash's.
     python benchmarks/eval_near_dup.py SOURCE_DIR [SOURCE_DIR ...] [--markdown PATH]
         [--same-scene NAME,NAME ...] [--sizes 8,16,32] [--limit N] [--no-imagehash] [--threads 1]
         [--save-distances JSON] [--before JSON] [--quality-split Q] [--algorithms phash,dhash]
-        [--fit PX]
+        [--fit PX] [--pdq]
 
 Photos. Each source photo (recursively, .jpg/.jpeg/.png, as `make_web_set.sources`; one file per
 photo) is brought upright to fit 800 x 800 px (--fit; 0 keeps its own size) and saved as JPEG
@@ -31,7 +31,9 @@ all but crop, flip and rotate 90. Crop is reported but kept out of the targets.
 Hashes. beam-phash's phash and dhash (or --algorithms: any of ours) at each --sizes (8, 16, 32:
 64, 256, 1024 bits for these two), with the 8 dihedral variants (`dihedral=True`); imagehash's
 twin of each where it has one (phash, dhash, and average_hash for ahash) at the same sizes on
-the PIL image of the same file, its dihedral variants computed on the 8 PIL transposes. Each is
+the PIL image of the same file, its dihedral variants computed on the 8 PIL transposes. With
+--pdq, also Meta's PDQ (256 bits; the `pdqhash` package's C++ code, which `make bench-deps`
+installs) on the RGB pixels of the same file and its 8 transposes. Each is
 evaluated plain (identity hashes) and dihedral: a later arrival matches an earlier image when
 one of the later's 8 variants is within k of the earlier's identity hash.
 
@@ -226,13 +228,26 @@ def dihedral_images(im: Image.Image) -> list[Image.Image]:
     return [base if r is None else base.transpose(r) for base in (im, mirror) for r in ROTATIONS]
 
 
-def with_imagehash(files, fn, hash_size: int) -> np.ndarray:
+def each_turn(files, mode: str, bits) -> np.ndarray:
+    """`bits(image)` (0/1 values, packed here) of each file decoded to PIL `mode`, and of its 8 transposes."""
     out = []
     for data in files:
         with Image.open(io.BytesIO(data)) as im:
-            gray = im.convert("L")  # imagehash converts to "L" first anyway; transposing it is cheaper
-        out.append([np.packbits(fn(v, hash_size=hash_size).hash.flatten()) for v in dihedral_images(gray)])
+            converted = im.convert(mode)
+        out.append([np.packbits(np.asarray(bits(v), dtype=np.uint8)) for v in dihedral_images(converted)])
     return np.array(out)
+
+
+def with_imagehash(files, fn, hash_size: int) -> np.ndarray:
+    # imagehash converts to "L" first anyway; transposing the grey image is cheaper
+    return each_turn(files, "L", lambda im: fn(im, hash_size=hash_size).hash.flatten())
+
+
+def with_pdq(files) -> np.ndarray:
+    """Meta's PDQ (the pdqhash package) on the RGB pixels."""
+    import pdqhash
+
+    return each_turn(files, "RGB", lambda im: pdqhash.compute(np.ascontiguousarray(np.asarray(im)))[0])
 
 
 # Distances and counts.
@@ -525,6 +540,8 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="use only the first N photos")
     ap.add_argument("--threads", type=int, default=1, help="hash_images threads (default 1)")
     ap.add_argument("--no-imagehash", action="store_true")
+    ap.add_argument("--pdq", action="store_true",
+                    help="also evaluate Meta's PDQ (256 bits; needs the pdqhash package: make bench-deps)")
     ap.add_argument("--closest", type=int, default=6, help="closest distinct pairs to list per hash")
     ap.add_argument("--same-scene", action="append", default=[], metavar="NAME,NAME",
                     help="two photos (file names) of one scene: their pairs are not counted as false "
@@ -570,6 +587,12 @@ def main(argv=None) -> int:
             if twin and not args.no_imagehash:
                 configs.append((f"{THEIRS} {algorithm}-{size}", size * size,
                                 lambda files, t=twin, s=size: with_imagehash(files, getattr(imagehash, t), s)))
+    if args.pdq:
+        try:
+            import pdqhash  # noqa: F401
+        except ImportError:
+            raise SystemExit("--pdq needs the pdqhash package: pip install pdqhash (make bench-deps installs it)")
+        configs.append(("pdqhash pdq", 256, with_pdq))
     results = []
     per_edit = {}
     for label, bits, compute in configs:
