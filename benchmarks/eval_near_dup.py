@@ -6,7 +6,7 @@ at each Hamming threshold, for this project's hashes and for imagehash's.
         [--save-distances JSON] [--before JSON] [--quality-split Q] [--algorithms phash,dhash]
         [--fit PX] [--pdq]
 
-Photos. Each source photo (recursively, .jpg/.jpeg/.png, as `make_web_set.sources`; one file per
+Photos. Each source photo (recursively, .jpg/.jpeg/.png/.webp, as `make_web_set.sources`; one file per
 photo) is brought upright to fit 800 x 800 px (--fit; 0 keeps its own size) and saved as JPEG
 quality 90: the "original" (`bench_quality.web_size`). Its 12 edited copies are made from the
 same pixels and saved as JPEG quality 90 unless the edit says otherwise:

@@ -4,7 +4,7 @@
 
 Each output is a random crop of a source photo, resized to 0.1-1 megapixels and saved as JPEG at
 quality 70-92 (a fifth of them progressive, a few grayscale), as images come from the web. The
-sources are read recursively (.jpg/.jpeg/.png). Deterministic for a given --seed. Every output is
+sources are read recursively (.jpg/.jpeg/.png/.webp). Deterministic for a given --seed. Every output is
 a distinct picture: no crop is used twice.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 
 from PIL import Image, ImageOps
 
-SUFFIXES = {".jpg", ".jpeg", ".png"}
+SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 
 
 def sources(dirs) -> list[pathlib.Path]:

