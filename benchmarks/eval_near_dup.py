@@ -3,8 +3,8 @@ at each Hamming threshold, for this project's hashes and for imagehash's.
 
     python benchmarks/eval_near_dup.py SOURCE_DIR [SOURCE_DIR ...] [--markdown PATH]
         [--same-scene NAME,NAME ...] [--sizes 8,16,32] [--limit N] [--no-imagehash] [--threads 1]
-        [--save-distances JSON] [--before JSON] [--quality-split Q] [--algorithms phash,dhash]
-        [--fit PX] [--pdq]
+        [--save-distances JSON] [--before JSON] [--quality-split Q] [--side-split PX]
+        [--algorithms phash,dhash] [--fit PX] [--pdq]
 
 Photos. Each source photo (recursively, .jpg/.jpeg/.png/.webp, as `make_web_set.sources`; one file per
 photo) is brought upright to fit 800 x 800 px (--fit; 0 keeps its own size) and saved as JPEG
@@ -67,6 +67,11 @@ By picture quality. The same distances again, split by the quality of the photo'
 (`PHash.quality`, phash 16, 0-100): under --quality-split (default 50) and the rest. Low-contrast
 pictures (a sky, haze, a faint gradient) score low; their copies move furthest, because the
 picture's few strong coefficients leave the rest at the level of the edit's noise.
+
+By picture size. Once more, split by the long side of the photo's original: under --side-split
+(default 400 px) and the rest. Each grid cell of a small picture averages few of JPEG's 8 x 8
+blocks, so the rounding of the blocks' means at JPEG q30 moves its cells further (with --fit 0;
+at the default --fit every original is 800 px on its long side, and all land in one group).
 
 Thresholds. Tables show k at multiples of bits/128 (2 bits of 256), up to 40/256 of the bits;
 the recommendation searches every integer k: the largest k with zero false merges (orig and
@@ -360,12 +365,13 @@ def distance_table(per_config: dict) -> tuple[list[str], list[list[str]]]:
     return head, rows
 
 
-def by_quality(per_config: dict, quality: np.ndarray, split: int) -> dict:
-    """`per_config` with each configuration's distances split into the photos whose original
-    scores under `split` (`PHash.quality`) and the rest: two columns per configuration."""
+def split_by(per_config: dict, values: np.ndarray, split: int, what: str) -> dict:
+    """`per_config` with each configuration's distances split into the photos whose original's
+    `values` are under `split` and the rest: two columns per configuration, tagged "`what` < split"
+    and "`what` >= split" with their counts of photos."""
     out = {}
-    for low, mask in ((True, quality < split), (False, quality >= split)):
-        tag = f"quality {'<' if low else '>='} {split} ({int(mask.sum())} photos)"
+    for low, mask in ((True, values < split), (False, values >= split)):
+        tag = f"{what} {'<' if low else '>='} {split} ({int(mask.sum())} photos)"
         if mask.any():
             for label, d in per_config.items():
                 out.setdefault(label, {})[tag] = {name: v[mask] for name, v in d.items()}
@@ -549,6 +555,9 @@ def main(argv=None) -> int:
     ap.add_argument("--quality-split", type=int, default=50, metavar="Q",
                     help="also show the distances per edit for photos whose original's quality "
                          "(PHash.quality, 0-100) is under Q and for the rest (default 50)")
+    ap.add_argument("--side-split", type=int, default=400, metavar="PX",
+                    help="also show the distances per edit for photos whose original's long side is "
+                         "under PX pixels and for the rest (default 400)")
     ap.add_argument("--markdown", metavar="PATH", help="also write the tables as Markdown")
     ap.add_argument("--save-distances", metavar="JSON",
                     help="save each hash's distances per edit (with the hash version), for --before")
@@ -640,13 +649,21 @@ def main(argv=None) -> int:
                                          "its rows are left out."))
     print(f"\n== Distances per edit ==\n{dnote}")
     print(text_table(dhead, drows))
-    quality = np.array([h.quality for h in beam_phash.hash_images(
-        [photos.files[photos.index(i)] for i in range(n)], hash_size=16, threads=args.threads)])
-    qhead, qrows = distance_table(by_quality(per_edit, quality, args.quality_split))
+    originals = beam_phash.hash_images([photos.files[photos.index(i)] for i in range(n)], hash_size=16,
+                                       threads=args.threads)
+    quality = np.array([h.quality for h in originals])
+    qhead, qrows = distance_table(split_by(per_edit, quality, args.quality_split, "quality"))
     qnote = (f"The same, for the photos whose original's quality (PHash.quality, phash 16) is under "
              f"{args.quality_split}, and for the rest. Low-contrast pictures (skies, haze) score low.")
     print(f"\n== Distances per edit, by picture quality ==\n{qnote}")
     print(text_table(qhead, qrows))
+    side = np.array([max(h.width, h.height) for h in originals])
+    shead, srows = distance_table(split_by(per_edit, side, args.side_split, "long side px"))
+    snote = (f"The same, for the photos whose original's long side is under {args.side_split} px, and "
+             f"for the rest. Each of a small picture's grid cells averages few 8 x 8 JPEG blocks, so "
+             f"the rounding of their means (JPEG q30) moves it further.")
+    print(f"\n== Distances per edit, by picture size ==\n{snote}")
+    print(text_table(shead, srows))
     paired = []
     phead, prows = against_imagehash(per_edit)
     if len(phead) > 1:
@@ -656,7 +673,8 @@ def main(argv=None) -> int:
         print(text_table(phead, prows))
         paired = [f"\n### Against imagehash, photo by photo\n\n{pnote}\n", md_table(phead, prows)]
     md = [f"\n### Distances per edit\n\n{dnote}\n", md_table(dhead, drows),
-          f"\n### Distances per edit, by picture quality\n\n{qnote}\n", md_table(qhead, qrows)] + paired + md
+          f"\n### Distances per edit, by picture quality\n\n{qnote}\n", md_table(qhead, qrows),
+          f"\n### Distances per edit, by picture size\n\n{snote}\n", md_table(shead, srows)] + paired + md
 
     summary = [summary_row(r) for r in results]
     note = (f"k: the largest threshold with zero false merges; recall there. mild = pooled recall of "

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import html
 import io
 import pathlib
 import re
@@ -34,6 +35,7 @@ import struct
 import subprocess
 import sys
 import tarfile
+import urllib.parse
 import urllib.request
 import zipfile
 import zlib
@@ -104,7 +106,10 @@ class Apt:
         ]
 
     def download(self, name: str, suite: str, version: str, into: pathlib.Path) -> pathlib.Path:
-        found = sorted(into.glob(f"{name}_*.deb"))
+        # apt-get names the file NAME_VERSION_ARCH.deb, an epoch's colon written %3a; a cached
+        # file of another version is not this one.
+        pattern = f"{name}_{version.replace(':', '%3a')}_*.deb"
+        found = sorted(into.glob(pattern))
         if found:
             return found[0]
         if not self.ready:
@@ -122,7 +127,7 @@ class Apt:
             self.ready = True
         print(f"apt-get download {name}={version} ({suite})", flush=True)
         run(["apt-get", *self.options(), "-qq", "download", f"{name}={version}"], cwd=into)
-        return sorted(into.glob(f"{name}_*.deb"))[0]
+        return sorted(into.glob(pattern))[0]
 
 
 def pypi_file(filename: str, into: pathlib.Path) -> pathlib.Path:
@@ -131,10 +136,13 @@ def pypi_file(filename: str, into: pathlib.Path) -> pathlib.Path:
     if target.exists():
         return target
     project = re.sub(r"[-_.]+", "-", filename.split("-")[0]).lower()
-    page = urllib.request.urlopen(f"{PYPI_INDEX}/{project}/", timeout=60).read().decode()
-    links = [h for h in re.findall(r'href="([^"]+)"', page) if h.split("#")[0].endswith("/" + filename)]
+    index = f"{PYPI_INDEX}/{project}/"
+    page = urllib.request.urlopen(index, timeout=60).read().decode()
+    # An index may link a file absolutely (pypi.org) or relative to the page (other mirrors).
+    links = [urllib.parse.urljoin(index, html.unescape(h)) for h in re.findall(r'href="([^"]+)"', page)]
+    links = [h for h in links if urllib.parse.urlsplit(h).path.rsplit("/", 1)[-1] == filename]
     if not links:
-        raise SystemExit(f"{filename} is not on {PYPI_INDEX}/{project}/")
+        raise SystemExit(f"{filename} is not on {index}")
     url, _, fragment = links[0].partition("#")
     print(f"download {filename}", flush=True)
     data = urllib.request.urlopen(url, timeout=300).read()
