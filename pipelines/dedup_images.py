@@ -217,7 +217,9 @@ def check_output(output: str) -> None:
     try:
         if not FileSystems.exists(output):
             FileSystems.mkdirs(output)
-        FileSystems.create(probe).close()
+        # One byte: Beam's S3 writer cannot complete an empty file (a multipart upload of no parts).
+        with FileSystems.create(probe) as f:
+            f.write(b"\n")
         FileSystems.delete([probe])
     except Exception as e:  # noqa: BLE001 - any failure means "not writable"
         raise ConfigError(f"--output {output!r} is not writable: {e}") from None
@@ -650,6 +652,11 @@ def configure(argv: Optional[List[str]], command_line: bool = False):
     ``command_line``: the job runs as the command, whose embedded Ray stops with it (a caller's
     process keeps its Ray, and a named backend in it, for its later jobs)."""
     args, beam_args = parse_args(argv)
+    options = PipelineOptions(beam_args)
+    # Paths are listed here, before the pipeline exists (which would hand Beam's filesystems its
+    # options): S3's needs --s3_endpoint_url, --s3_region_name and its keys from them, and would
+    # fail every listing without ("Must provide one of client or options").
+    FileSystems.set_options(options)
     check_not_an_output("--input", args.input or [])
     check_not_an_output("--reference", args.reference or [])
     if args.input_format != "parquet" and (args.image_column != "image" or args.id_column != "id"):
@@ -660,7 +667,6 @@ def configure(argv: Optional[List[str]], command_line: bool = False):
         raise ConfigError("--image-ext and --no-shard-metadata apply to --input-format webdataset")
     bits = beam_phash.hash_bits(args.algorithm, args.hash_size)
     image_exts = tuple(args.image_ext.split(",")) if args.image_ext is not None else DEFAULT_IMAGE_EXTS
-    options = PipelineOptions(beam_args)
     spec = job_inputs.resolve(args.input or [SAMPLE_DATA], args.input_format,
                               args.image_column, args.id_column, args.hash_column, bits,
                               image_exts=image_exts, join_sidecar=not args.no_shard_metadata,

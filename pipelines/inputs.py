@@ -105,7 +105,10 @@ def listing_error(e: Exception) -> str:
     """What went wrong listing a path, in one line: a filesystem Beam does not have (a missing
     extra), or the error itself (credentials, permissions, a missing bucket), by its type."""
     text = " ".join(str(e).split())
-    if "Unable to get filesystem" in text or "Unable to get the Filesystem" in text:
+    # Beam up to 2.77 has no filesystem for the scheme; 2.78 registers gs:// and s3:// without
+    # their client libraries, and the listing fails on them instead.
+    missing = ("Unable to get filesystem", "Unable to get the Filesystem", "dependencies are not installed")
+    if any(m in text for m in missing):
         return ("no Beam filesystem for this path's scheme: install its extra "
                 "(pip install 'beam-phash[gcp]' for gs://, 'beam-phash[aws]' for s3://), "
                 f"or check the path ({text[:300]})")
