@@ -123,9 +123,8 @@ def _of_this_run(record: dict) -> bool:
 class CollectReportData(beam.PTransform):
     """(kept, duplicates, failed) -> ``DIR/report/groups.jsonl``, ``failures.jsonl``,
     ``matches.jsonl``, and with ``distances`` (the keyword arguments of
-    ``report_distances.CollectDistances`` but the thumbnails) ``distances.json``. A ``.jsonl``
-    with no rows is not written (Beam's S3 writer cannot complete an empty file), and reads as
-    no rows. Returns what its writes output, for steps that wait for them."""
+    ``report_distances.CollectDistances`` but the thumbnails) ``distances.json``. Returns what
+    its writes output, for steps that wait for them."""
 
     def __init__(self, output: str, *, id_field: str, image_field: str, hash_field: str,
                  max_groups: int = 12, per_group: int = 8, max_failures: int = 200,
@@ -158,9 +157,7 @@ class CollectReportData(beam.PTransform):
          | "MatchRows" >> beam.FlatMap(lambda rows: [json.dumps({
              **fields.member(r, kept=False), "matched": r.get(MATCHED_FIELD),
              "duplicate_of": r.get(DUPLICATE_OF_FIELD)}) for r in rows])
-         | "WriteMatches" >> beam.io.WriteToText(FileSystems.join(self._output, "report", "matches"),
-                                                 file_name_suffix=".jsonl", num_shards=1,
-                                                 skip_if_empty=True)]
+         | "WriteMatches" >> _write_jsonl(self._output, "matches")]
         top = (dups
                | "KeeperIds" >> beam.Map(lambda r: r.get(DUPLICATE_OF_FIELD) if _of_this_run(r) else None)
                | "WithKeeperId" >> beam.Filter(lambda k: k is not None)
@@ -178,20 +175,23 @@ class CollectReportData(beam.PTransform):
         written.append(({"kept": kept_members, "dups": dup_samples})
          | "JoinGroups" >> beam.CoGroupByKey()
          | "Thumbnails" >> beam.FlatMap(_build_group, sizes, fields)
-         | "WriteGroups" >> beam.io.WriteToText(FileSystems.join(self._output, "report", "groups"),
-                                                file_name_suffix=".jsonl", num_shards=1,
-                                                 skip_if_empty=True))
+         | "WriteGroups" >> _write_jsonl(self._output, "groups"))
         written.append(failed
          | "FailureRows" >> beam.Map(lambda r: {"id": fields.id_of(r), "error": r.get(ERROR_FIELD)})
          | "FirstFailures" >> _top(self._max_failures, key=lambda r: r["id"] or "", smallest=True)
          | "FailureLines" >> beam.FlatMap(lambda rows: [json.dumps(r) for r in rows])
-         | "WriteFailures" >> beam.io.WriteToText(FileSystems.join(self._output, "report", "failures"),
-                                                  file_name_suffix=".jsonl", num_shards=1,
-                                                 skip_if_empty=True))
+         | "WriteFailures" >> _write_jsonl(self._output, "failures"))
         if self._distances is not None:
             written.append((kept, dups) | "Distances" >> report_distances.CollectDistances(
                 self._output, hash_field=fields.hash, id_field=fields.id, thumb_of=fields.thumb, **self._distances))
         return tuple(written)
+
+
+def _write_jsonl(output: str, name: str) -> beam.PTransform:
+    """Lines to ``DIR/report/NAME-00000-of-00001.jsonl``; with no lines, no file (Beam's S3 writer
+    cannot complete an empty one), which ``_read_jsonl`` reads as no rows."""
+    return beam.io.WriteToText(FileSystems.join(output, "report", name), file_name_suffix=".jsonl",
+                               num_shards=1, skip_if_empty=True)
 
 
 def _read_jsonl(output: str, name: str) -> List[dict]:

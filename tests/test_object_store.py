@@ -18,6 +18,7 @@ from moto.server import ThreadedMotoServer
 
 from conftest import PHOTOS
 from pipelines import dedup_images
+from test_webdataset import write_tar
 
 KEYS = {"aws_access_key_id": "test", "aws_secret_access_key": "test", "region_name": "us-east-1"}
 
@@ -78,12 +79,8 @@ def test_files_on_s3_in_and_out_with_the_report(bucket, endpoint):
 def test_webdataset_shards_on_s3_near_duplicates_and_written_shards(bucket, endpoint):
     client, name = bucket
     shard = io.BytesIO()
-    with tarfile.open(fileobj=shard, mode="w") as tar:
-        for i, p in enumerate([*PHOTOS[:3], PHOTOS[0]]):
-            data = p.read_bytes()
-            info = tarfile.TarInfo(f"{i:05d}{p.suffix}")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+    write_tar(None, [(f"{i:05d}{p.suffix}", p.read_bytes()) for i, p in enumerate([*PHOTOS[:3], PHOTOS[0]])],
+              fileobj=shard)
     client.put_object(Bucket=name, Key="wds/00000.tar", Body=shard.getvalue())
     args = ["--input", f"s3://{name}/wds/", "--input-format", "webdataset", "--output", f"s3://{name}/out",
             "--write-shards", f"s3://{name}/shards", "--max-distance", "auto"]
