@@ -293,15 +293,24 @@ def test_gif_uses_the_first_frame(photo_bytes):
     assert h - hash_image(encode(second, "GIF")) >= FAR
 
 
-def test_exif_orientation_is_applied():
+# EXIF orientation, and the turn that shows the stored pixels upright.
+ORIENTATIONS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+                6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
+
+
+@pytest.mark.parametrize("fmt, options", [("JPEG", {"quality": 95}), ("PNG", {}), ("TIFF", {}),
+                                          ("WEBP", {"quality": 95})])
+@pytest.mark.parametrize("orientation", sorted(ORIENTATIONS))
+def test_exif_orientation_is_applied(fmt, options, orientation):
+    """JPEG reads its APP1 itself; PNG (eXIf), TIFF and WebP through the image crate's decoders."""
     upright = rgb("pool.jpg")
-    # Orientation 6: the stored pixels must be turned 90° clockwise to be shown upright.
-    stored = upright.transpose(Image.Transpose.ROTATE_90)
+    # The stored pixels are the upright picture turned the other way: the tag turns them back.
+    stored = upright.transpose(ORIENTATIONS[orientation])
     exif = Image.Exif()
-    exif[0x0112] = 6
-    tagged = encode(stored, quality=95, exif=exif.tobytes())
-    untagged = encode(stored, quality=95)
-    reference = hash_image(encode(upright, quality=95))
+    exif[0x0112] = orientation
+    tagged = encode(stored, fmt, exif=exif.tobytes(), **options)
+    untagged = encode(stored, fmt, **options)
+    reference = hash_image(encode(upright, "PNG"))
     assert reference - hash_image(tagged) <= NEAR
     assert reference - hash_image(untagged) >= FAR  # proves the tag, not luck, did it
 
