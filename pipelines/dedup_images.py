@@ -5,7 +5,7 @@
         [--image-ext jpg,jpeg,png,webp] [--no-shard-metadata] [--write-shards DIR [--shard-size MB]] \\
         [--hash-size 16] [--algorithm phash] [--backend ray|state] [--num-buckets 16] [--num-actors N] \\
         [--ray-address ADDR] [--backend-name NAME] [--state DIR] \\
-        [--max-distance K [--dihedral] [--keep largest]] \\
+        [--max-distance K] [--dihedral] [--keep largest|smallest_id] \\
         [--hash-column COL] [--band-partition-bits B] [--search-partitions S] \\
         [--reference PATH [--reference ...] [--reference-format auto|files|parquet|webdataset] \\
          [--reference-image-column C] [--reference-id-column C] [--reference-hash-column C]] \\

@@ -89,7 +89,7 @@ def _pattern(item: str, fmt: str) -> str:
     ``resolve`` reads the shards, compressed or not); an existing local file is that file (``x[1].jpg``
     is not x1.jpg); globs stay as they are."""
     if os.path.isfile(item):
-        return literal(item)
+        return _anchored(literal(item))
     if is_folder(item):
         suffix = {"parquet": "*.parquet"}.get(fmt, "*")
         # A local folder is named as it is: `crawl[1]` is that folder, not crawl1.
@@ -97,8 +97,17 @@ def _pattern(item: str, fmt: str) -> str:
         return FileSystems.join(folder, suffix)
     if "://" not in item:
         # A local glob as the listing spells its paths: `in//*.tar` would match no `in/x.tar`.
-        return re.sub("/{2,}", "/", item)
+        return _anchored(re.sub("/{2,}", "/", item))
     return item
+
+
+def _anchored(pattern: str) -> str:
+    """A local glob with no folder part (``*.jpg``, or ``x[[]1].jpg``, an existing ``x[1].jpg``)
+    as ``./*.jpg``: Beam's local match lists the folder a glob names, and finds nothing in none.
+    Its paths are then spelt ``./x.jpg``, as the shell spells ``./*.jpg``'s."""
+    if posixpath.dirname(pattern) or not any(c in pattern for c in "*?["):
+        return pattern
+    return "./" + pattern
 
 
 def listing_error(e: Exception) -> str:

@@ -276,10 +276,13 @@ def test_a_folder_s_entries_beam_does_not_list_are_inputs_still(tmp_path, extra)
     assert json.loads((out / "summary.json").read_text())["adds_up"] is True
 
 
+@pytest.mark.parametrize("relative", [False, True], ids=["absolute", "relative"])
 @pytest.mark.parametrize("fmt", ["files", "parquet", "webdataset"])
-def test_a_file_named_like_a_pattern_is_read_as_itself(tmp_path, fmt):
+def test_a_file_named_like_a_pattern_is_read_as_itself(tmp_path, monkeypatch, fmt, relative):
     """`x[1].jpg` given by name is that file, not x1.jpg beside it (Beam's match would read the
-    brackets as a set), for image files, Parquet and shards alike."""
+    brackets as a set), for image files, Parquet and shards alike; also by its bare name, from
+    its own folder (the pattern that stands for it then has no folder part), and a bare glob
+    there reads both files."""
     import tarfile
 
     first, other = sorted(DATA.glob("*.jpg"))[:2]
@@ -299,11 +302,23 @@ def test_a_file_named_like_a_pattern_is_read_as_itself(tmp_path, fmt):
     write(src / f"x[1]{ext}", first)
     write(src / f"x1{ext}", other)
     out = tmp_path / "out"
-    assert dedup_images.main(["--input", str(src / f"x[1]{ext}"), "--input-format", fmt, "--output", str(out),
+    if relative:
+        monkeypatch.chdir(src)
+    folder = "./" if relative else f"{src}/"
+    given = f"x[1]{ext}" if relative else str(src / f"x[1]{ext}")
+    assert dedup_images.main(["--input", given, "--input-format", fmt, "--output", str(out),
                               "--backend", "state", "--no-report"]) == 0
     (kept,) = read(out, "kept")
-    expected = {"files": str(src / "x[1].jpg"), "parquet": first.stem, "webdataset": first.stem}[fmt]
+    expected = {"files": folder + "x[1].jpg", "parquet": first.stem, "webdataset": first.stem}[fmt]
     assert kept["key" if fmt == "webdataset" else "id"] == expected
+    if relative:
+        both = tmp_path / "both"
+        assert dedup_images.main(["--input", f"*{ext}", "--input-format", fmt, "--output", str(both),
+                                  "--backend", "state", "--no-report", "--reference", f"x[1]{ext}"]) == 0
+        # x[1]'s photo is the reference's: only x1's is kept
+        (kept,) = read(both, "kept")
+        assert kept["key" if fmt == "webdataset" else "id"] == (
+            {"files": "./x1.jpg", "parquet": other.stem, "webdataset": other.stem}[fmt])
 
 
 @pytest.mark.parametrize("column_args, message", [
