@@ -364,21 +364,36 @@ def test_one_built_pipeline_run_twice_is_refused_before_it_writes(tmp_path):
     with pytest.raises(Exception, match="already ran and committed"):
         p.run().wait_until_finish()
     assert _manifest(state) == committed
+    # Before it writes its outputs too: no record of a refused run reaches a sink.
+    sink = tmp_path / "sink"
+    sink.mkdir()
+    p, outputs = run_pipeline(records[20:25], 8, hash_column="h", state_dir=state)
+    _ = tagged(outputs) | "Sink" >> beam.Map(lambda tr, d=str(sink): open(os.path.join(d, tr[1]["id"]), "w").close())
+    p.run().wait_until_finish()
+    assert len(os.listdir(sink)) == 5
+    for name in os.listdir(sink):
+        os.remove(sink / name)
+    with pytest.raises(Exception, match="already ran and committed"):
+        p.run().wait_until_finish()
+    assert os.listdir(sink) == []
+    committed = _manifest(state)
     assert {path: open(os.path.join(state, path), "rb").read() for path in files} == files
     # Built again, the pipeline reads the state as it is now.
     expected = oracle([(r["id"], bytes.fromhex(r["h"])) for r in records[:40]], 8,
-                      [(r["id"], bytes.fromhex(r["h"]), "state") for r in records[:20]])
+                      [(r["id"], bytes.fromhex(r["h"]), "state") for r in records[:25]])
     p, outputs = run_pipeline(records[:40], 8, hash_column="h", state_dir=state)
     assert_that(tagged(outputs), check_against(expected))
     p.run().wait_until_finish()
     assert _manifest(state)["rows"] == 40
     # A pipeline built before another run committed is refused before it writes, too.
-    stale, _ = run_pipeline(records[40:45], 8, hash_column="h", state_dir=state)
+    stale, outputs = run_pipeline(records[40:45], 8, hash_column="h", state_dir=state)
+    _ = tagged(outputs) | "Sink" >> beam.Map(lambda tr, d=str(sink): open(os.path.join(d, tr[1]["id"]), "w").close())
     p, _ = run_pipeline(records[45:], 8, hash_column="h", state_dir=state)
     p.run().wait_until_finish()
     with pytest.raises(Exception, match="changed since this pipeline was built"):
         stale.run().wait_until_finish()
     assert _manifest(state)["rows"] == 45
+    assert os.listdir(sink) == []
 
 
 def test_two_commits_at_once_cannot_both_land(tmp_path, monkeypatch):

@@ -312,6 +312,20 @@ def _remove_uncommitted(state_dir: str, manifest: dict) -> None:
                     os.remove(os.path.join(runs, run, name))
 
 
+class CheckStateDoFn(beam.DoFn):
+    """The state's segments (one list) -> each segment, once the state is checked to be the one
+    the pipeline was built on (:func:`check_unchanged`)."""
+
+    def __init__(self, state_dir: str, run: str, generation: int):
+        self._dir = state_dir
+        self._run = run
+        self._generation = generation
+
+    def process(self, segments: List[dict]) -> Iterable[dict]:
+        check_unchanged(self._dir, self._run, self._generation)
+        yield from segments
+
+
 class NearState(beam.PTransform):
     """Reads the committed state as fixed batches (``expand`` on a pipeline begin), and
     :class:`CommitState` writes a run's kept rows (keyed by exact partition): added as new segments, or,
@@ -333,8 +347,13 @@ class NearState(beam.PTransform):
         return _landed(state_manifest.read(self.state_dir) or {}, self.run)
 
     def expand(self, pbegin):
+        # The segments as one element, checked before they are read: the search waits for the
+        # state's rows, so a built pipeline run again, or one built before another run committed,
+        # fails before any record has its fate (the commit checks again, for a run that commits
+        # meanwhile).
         self.rows_read = (pbegin
-                      | "Segments" >> beam.Create(self.manifest["segments"], reshuffle=False)
+                      | "Segments" >> beam.Create([self.manifest["segments"]], reshuffle=False)
+                      | "CheckState" >> beam.ParDo(CheckStateDoFn(self.state_dir, self.run, self.manifest["generation"]))
                       | "Reshuffle" >> beam.Reshuffle()
                       | "ReadSegments" >> beam.ParDo(ReadSegmentDoFn(self.state_dir, self.manifest["generation"])))
         return self.rows_read
