@@ -51,12 +51,12 @@ import re
 import shutil
 import signal
 import time
-from typing import Iterator, List, NoReturn, Optional, Tuple
+from typing import Iterator, List, NoReturn, Optional, Set, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions, _BeamArgumentParser
 
 import beam_phash
 from beam_phash import ImagePhashDedup
@@ -313,18 +313,39 @@ def check_output_apart(output: str, specs: List[Tuple[str, InputSpec]]) -> None:
                                   f"{output!r} (and clears first); choose an --output outside the inputs")
 
 
+def beam_flags() -> Set[str]:
+    """Every flag Beam's options take, as typed (``--extra_package``, ``--experiment``,
+    ``--no_use_public_ips``): the option strings of every ``PipelineOptions`` class, as Beam
+    parses them. Not the options' names (``extra_packages``), which many flags are not."""
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    seen, classes = set(), list(PipelineOptions.__subclasses__())
+    while classes:
+        cls = classes.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        classes += cls.__subclasses__()
+        try:
+            cls._add_argparse_args(parser)
+        except argparse.ArgumentError:  # a flag two classes define (user options): Beam's own clash
+            pass
+    return {flag for action in parser._actions for flag in action.option_strings}
+
+
 def check_beam_options(beam_args: List[str]) -> None:
     """Flags the job does not know go to Beam; one Beam does not know either is a typo
     (--hash_size for --hash-size), which Beam would only warn about and drop."""
-    known = set(PipelineOptions([]).get_all_options(drop_default=False, retain_unknown_options=False))
+    known = beam_flags()
     own = {flag for action in _parser()._actions for flag in action.option_strings}
     for arg in beam_args:
         if not arg.startswith("--"):
             continue
         name = arg[2:].split("=", 1)[0]
-        if name.replace("-", "_") not in known:
+        if "--" + name not in known:
             dashed = "--" + name.replace("_", "-")
-            hint = f" (did you mean {dashed}?)" if dashed in own else ""
+            underscored = "--" + name.replace("-", "_")
+            hint = (f" (did you mean {dashed}?)" if dashed in own else
+                    f" (did you mean {underscored}?)" if underscored in known else "")
             raise ConfigError(f"unknown option --{name}{hint}")
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.pvalue import TaggedOutput
 from PIL import Image
 
@@ -151,12 +152,27 @@ def test_parquet_input_keeps_the_input_columns(tmp_path, layout):
     (["--reference", str(DATA), "--reference-id-column", "key"], "apply to Parquet references"),
     (["--hash_size", "8"], "unknown option --hash_size (did you mean --hash-size?)"),
     (["--direct_num_workerz=2"], "unknown option --direct_num_workerz"),
+    (["--direct-num-workers=2"], "unknown option --direct-num-workers (did you mean --direct_num_workers?)"),
 ])
 def test_configuration_errors_are_one_line(tmp_path, capsys, args, message):
     argv = ["--output", str(tmp_path / "o"), *args]
     assert dedup_images.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err and "Traceback" not in err
+
+
+def test_beam_flags_are_taken_as_typed():
+    """Beam's flags as typed, many of them not their option's name: `--extra_package` (the
+    README's Dataflow command) sets `extra_packages`, `--experiment` `experiments`,
+    `--no_use_public_ips` `use_public_ips`. Each was refused as an unknown option."""
+    flags = ["--extra_package=dist/x.whl", "--experiment=use_runner_v2", "--no_use_public_ips",
+             "--environment_option=docker_container_image=x", "--worker_machine_type=n2-standard-4",
+             "--dataflow_service_option=enable_prime", "--label=k=v", "--resource_hint=min_ram=4GB",
+             "--no_save_main_session", "--extra_packages=dist/y.whl", "--runner=DirectRunner",
+             "--direct_num_workers=2", "--setup_file=./setup.py", "--s3_endpoint_url=http://127.0.0.1:1"]
+    dedup_images.check_beam_options(flags)
+    options = PipelineOptions(flags).get_all_options()
+    assert options["extra_packages"] == ["dist/x.whl", "dist/y.whl"] and options["use_public_ips"] is False
 
 
 def test_a_backend_name_without_a_ray_address_is_refused_on_the_command_line(tmp_path):

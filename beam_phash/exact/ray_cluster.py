@@ -282,8 +282,8 @@ def _descendants(pids: list) -> list:
 
 def token_available() -> bool:
     """Whether this process has a Ray auth token: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, or the
-    default ~/.ray/auth_token (written by `ray start`, `ray get-auth-token --generate`, or a
-    local ray.init())."""
+    default ~/.ray/auth_token (written by `ray get-auth-token --generate`, a local ray.init()
+    or our embedded head; `ray start --head` only uses one that is there)."""
     if os.environ.get("RAY_AUTH_TOKEN"):
         return True
     path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.join(os.path.expanduser("~"), ".ray", "auth_token")
