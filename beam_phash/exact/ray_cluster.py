@@ -294,11 +294,7 @@ def _enable_token_mode() -> None:
     """RAY_AUTH_MODE=token for this process and its children. Ray caches its configuration at
     import, so it must re-read it, as Ray itself does when it turns token mode on."""
     os.environ["RAY_AUTH_MODE"] = "token"
-    try:
-        from ray._raylet import Config
-    except ImportError:  # a Ray without token auth: the variable is all there is
-        return
-    Config.initialize("")
+    ray_private.reload_config()
 
 
 def _check_reachable(address: str, timeout: float, starting: bool = False) -> None:

@@ -16,6 +16,9 @@ one to change; ``tests/test_reliability.py`` (lost buckets) and the embedded-Ray
 * ``ray._private.ray_constants.ENABLE_RAY_CLUSTER``: Ray parses ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``
   and the loopback settings once, at import; an embedded Ray bound to 127.0.0.1 needs the parsed
   constant set as well (see ``ray_cluster._use_loopback``).
+* ``ray._raylet.Config.initialize``: Ray reads its configuration (``RAY_AUTH_MODE`` among it)
+  once, at import; a worker that turns token mode on afterwards has it read again, as Ray
+  itself does when it turns token mode on (see ``ray_cluster._enable_token_mode``).
 """
 from __future__ import annotations
 
@@ -86,3 +89,13 @@ def disable_cluster_mode() -> None:
     from ray._private import ray_constants
 
     ray_constants.ENABLE_RAY_CLUSTER = False
+
+
+def reload_config() -> None:
+    """Have Ray read its configuration from the environment again; nothing on a Ray without
+    token auth (no ``Config`` there: the environment variable is all there is)."""
+    try:
+        from ray._raylet import Config
+    except ImportError:
+        return
+    Config.initialize("")
