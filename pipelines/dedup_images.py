@@ -56,7 +56,7 @@ from typing import Iterator, List, NoReturn, Optional, Set, Tuple
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions, _BeamArgumentParser
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 import beam_phash
 from beam_phash import ImagePhashDedup
@@ -315,21 +315,13 @@ def check_output_apart(output: str, specs: List[Tuple[str, InputSpec]]) -> None:
 
 def beam_flags() -> Set[str]:
     """Every flag Beam's options take, as typed (``--extra_package``, ``--experiment``,
-    ``--no_use_public_ips``): the option strings of every ``PipelineOptions`` class, as Beam
-    parses them. Not the options' names (``extra_packages``), which many flags are not."""
-    parser = _BeamArgumentParser(allow_abbrev=False)
-    seen, classes = set(), list(PipelineOptions.__subclasses__())
-    while classes:
-        cls = classes.pop()
-        if cls in seen:
-            continue
-        seen.add(cls)
-        classes += cls.__subclasses__()
-        try:
-            cls._add_argparse_args(parser)
-        except argparse.ArgumentError:  # a flag two classes define (user options): Beam's own clash
-            pass
-    return {flag for action in parser._actions for flag in action.option_strings}
+    ``--no_use_public_ips``): the option strings of the parser Beam itself builds from its
+    ``PipelineOptions`` classes. Not the options' names (``extra_packages``), which many flags
+    are not."""
+    flags: Set[str] = set()
+    PipelineOptions([]).get_all_options(add_extra_args_fn=lambda parser: flags.update(
+        flag for action in parser._actions for flag in action.option_strings))
+    return flags
 
 
 def check_beam_options(beam_args: List[str]) -> None:
