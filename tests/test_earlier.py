@@ -349,6 +349,11 @@ def test_a_run_that_dies_adds_nothing_and_damage_is_refused(tmp_path):
         p.run().wait_until_finish()
 
 
+def _sink(outputs, folder):
+    """Every output record of ``outputs`` as an empty file named by its id in ``folder``."""
+    _ = tagged(outputs) | "Sink" >> beam.Map(lambda tr, d=str(folder): open(os.path.join(d, tr[1]["id"]), "w").close())
+
+
 def test_one_built_pipeline_run_twice_is_refused_before_it_writes(tmp_path):
     """The run id and the state's generation are fixed when the pipeline is built: run again
     (a notebook, a template), its segments would overwrite the ones it committed, and the state
@@ -368,7 +373,7 @@ def test_one_built_pipeline_run_twice_is_refused_before_it_writes(tmp_path):
     sink = tmp_path / "sink"
     sink.mkdir()
     p, outputs = run_pipeline(records[20:25], 8, hash_column="h", state_dir=state)
-    _ = tagged(outputs) | "Sink" >> beam.Map(lambda tr, d=str(sink): open(os.path.join(d, tr[1]["id"]), "w").close())
+    _sink(outputs, sink)
     p.run().wait_until_finish()
     assert len(os.listdir(sink)) == 5
     for name in os.listdir(sink):
@@ -387,7 +392,7 @@ def test_one_built_pipeline_run_twice_is_refused_before_it_writes(tmp_path):
     assert _manifest(state)["rows"] == 40
     # A pipeline built before another run committed is refused before it writes, too.
     stale, outputs = run_pipeline(records[40:45], 8, hash_column="h", state_dir=state)
-    _ = tagged(outputs) | "Sink" >> beam.Map(lambda tr, d=str(sink): open(os.path.join(d, tr[1]["id"]), "w").close())
+    _sink(outputs, sink)
     p, _ = run_pipeline(records[45:], 8, hash_column="h", state_dir=state)
     p.run().wait_until_finish()
     with pytest.raises(Exception, match="changed since this pipeline was built"):
