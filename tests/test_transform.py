@@ -243,6 +243,9 @@ def test_embedded_ray_starts_on_loopback_and_stops(tmp_path):
         print("SESSION", ray.get_runtime_context().get_node_id() and ray._private.worker._global_node.get_session_dir_path())
     """)
     assert "ADDRESS 127.0.0.1:" in out.stdout
+    # Ray's two routine notices of an embedded start (ray_cluster._RoutineNotices) are not shown.
+    assert "Token authentication is enabled" not in out.stderr, out.stderr
+    assert "SIGTERM handler is not set" not in out.stderr, out.stderr
     session = out.stdout.split("SESSION ")[1].split()[0]
     assert os.path.basename(session).startswith("session_")
     deadline = time.time() + 10

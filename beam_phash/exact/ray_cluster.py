@@ -42,6 +42,26 @@ _started_here: Optional[str] = None
 log = logging.getLogger(__name__)
 
 
+class _RoutineNotices(logging.Filter):
+    """Drops two warnings Ray prints on every start of the embedded Ray, where they say nothing
+    the user can act on: that Ray switched token authentication on for the local cluster (the
+    safe default; the module docstring says what it means for workers), and that ``ray.init()``
+    ran off the main thread and so set no SIGTERM handler (a DoFn's ``setup()`` runs on a worker
+    thread of Beam's; the process's signals are Beam's). Every other line of Ray's passes, the
+    warning that token authentication is *disabled* among them."""
+
+    ROUTINE = ("Token authentication is enabled for this Ray cluster",
+               "SIGTERM handler is not set because current thread is not the main thread")
+    LOGGERS = ("ray._private.authentication.authentication_token_setup", "ray._private.worker")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.ROUTINE)
+
+
+for _name in _RoutineNotices.LOGGERS:
+    logging.getLogger(_name).addFilter(_RoutineNotices())
+
+
 def _use_loopback() -> None:
     """Keep Ray on 127.0.0.1 in this process and the processes it starts. Ray reads the variable
     once, at import, and otherwise rewrites a loopback address to the machine's routable one,
