@@ -3,9 +3,12 @@ module by ``python -m mypy.stubtest beam_phash._native`` in ``make test``."""
 import os
 from typing import Any, Iterable, Literal, Optional, Sequence, Tuple, Union, final
 
-from typing_extensions import Self
+from typing_extensions import Buffer, Self
 
-_BytesLike = Union[bytes, bytearray, memoryview]
+# Any C-contiguous buffer of bytes, of format "B" or "b": bytes, bytearray, memoryview, numpy
+# uint8/int8, pyarrow.Buffer. hash_image/hash_images also take a pyarrow binary scalar (an element
+# of a binary array, borrowed through its as_buffer()), and hash_images a pyarrow binary array.
+_BytesLike = Buffer
 _Algorithm = Literal["phash", "double_gradient", "dhash", "ahash", "median", "blockhash"]
 
 __all__ = [
@@ -95,7 +98,9 @@ def hash_bits(algorithm: _Algorithm, hash_size: int) -> int: ...
 @final
 class SeenSet:
     """Compact seen-set: fixed-width hashes with their first owner (uint64) and, with
-    keep_labels=True, a label (the keeper's record id). About 46 bytes per 256-bit entry."""
+    keep_labels=True, a label (the keeper's record id). About 46 bytes per 256-bit entry in full
+    chunks of 65,536 entries (the first insert allocates one). Not for two threads at once: a
+    second call while one runs raises RuntimeError ("Already borrowed")."""
 
     def __new__(cls, hash_bytes: int = 32, *, keep_labels: bool = False) -> Self: ...
     # owners: a uint64 buffer (numpy uint64 array, array('Q'), memoryview cast to 'Q') or ints.

@@ -8,6 +8,7 @@ import struct
 import zlib
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from PIL import Image, ImageEnhance
 
@@ -61,7 +62,8 @@ def test_bad_configuration_is_value_error(photo_bytes, kwargs, message):
         hash_images([photo_bytes["pool.jpg"]], **kwargs)
 
 
-@pytest.mark.parametrize("one", [b"\xff\xd8 one image", bytearray(b"img"), memoryview(b"img"), "path.jpg"])
+@pytest.mark.parametrize("one", [b"\xff\xd8 one image", bytearray(b"img"), memoryview(b"img"), "path.jpg",
+                                 pa.py_buffer(b"img"), np.frombuffer(b"img", np.int8), memoryview(b"img").cast("b")])
 def test_one_image_where_a_sequence_belongs_is_a_type_error(one):
     """Iterated, a bytes object would be one failed "image" per byte."""
     with pytest.raises(TypeError, match=r"sequence of images.*pass \[data\]"):
@@ -195,6 +197,27 @@ def test_borrows_bytes_bytearray_and_memoryview(photo_bytes):
     for view in (buf, memoryview(data), memoryview(buf), memoryview(big)[2:-2]):
         assert hash_image(view) == expected
     assert hash_images([buf, memoryview(big)[2:-2], data]) == [expected] * 3
+
+
+def test_borrows_signed_bytes_and_pyarrow_binary(photo_bytes):
+    """Buffers of format "b" (pyarrow's Buffer, numpy int8) are the same bytes; a pyarrow binary
+    array's elements are borrowed from its data, sliced and chunked arrays too, a null is an error."""
+    png, jpg = photo_bytes["chelsea.png"], photo_bytes["pool.jpg"]
+    expected = hash_images([png, jpg])
+    for view in (pa.py_buffer(png), np.frombuffer(png, np.int8), memoryview(png).cast("b")):
+        assert hash_image(view) == expected[0]
+    column = pa.array([b"x", png, None, jpg], pa.binary())
+    got = hash_images(column)
+    assert got[1::2] == expected and isinstance(got[0], ImageDecodeError)
+    assert isinstance(got[2], ImageDecodeError) and "null" in str(got[2])
+    assert hash_images(column.slice(3)) == expected[1:]
+    assert hash_images(pa.chunked_array([column.slice(1, 1), pa.array([jpg])])) == expected
+    assert hash_images(column.cast(pa.large_binary()))[1::2] == expected
+    assert hash_image(column[1]) == expected[0]
+    with pytest.raises(TypeError, match="null"):
+        hash_image(column[2])
+    with pytest.raises(TypeError, match="C-contiguous"):
+        hash_image(memoryview(png)[::2])
 
 
 def test_one_bad_image_never_fails_the_batch(photo_bytes):

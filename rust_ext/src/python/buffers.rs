@@ -2,14 +2,57 @@
 //! panic inside becoming `Error::Internal`.
 use super::*;
 
-/// A read-only, C-contiguous byte view of a bytes-like object, held for as long as we read it.
-pub(crate) fn borrow_bytes(obj: &Bound<'_, PyAny>) -> Result<PyBuffer<u8>, String> {
-    let buf = PyBuffer::<u8>::get(obj)
-        .map_err(|_| format!("expected a bytes-like object, got {}", type_name(obj)))?;
+/// A read-only byte view of a bytes-like object, held (its exporter pinned and non-resizable)
+/// for as long as we read it: unsigned bytes (format "B": bytes, bytearray, numpy uint8) or
+/// signed ones (format "b": pyarrow's `Buffer`, numpy int8, `memoryview.cast("b")`), read as
+/// the same bytes.
+pub(crate) enum Bytes {
+    Unsigned(PyBuffer<u8>),
+    Signed(PyBuffer<i8>),
+}
+
+impl Bytes {
+    fn get(obj: &Bound<'_, PyAny>) -> Option<Self> {
+        PyBuffer::<u8>::get(obj)
+            .map(Bytes::Unsigned)
+            .or_else(|_| PyBuffer::<i8>::get(obj).map(Bytes::Signed))
+            .ok()
+    }
+
+    fn is_c_contiguous(&self) -> bool {
+        match self {
+            Bytes::Unsigned(b) => b.is_c_contiguous(),
+            Bytes::Signed(b) => b.is_c_contiguous(),
+        }
+    }
+}
+
+/// Whether `obj` exports bytes (of either sign), as one image would.
+pub(crate) fn is_bytes_like(obj: &Bound<'_, PyAny>) -> bool {
+    Bytes::get(obj).is_some()
+}
+
+/// A read-only, C-contiguous byte view of a bytes-like object.
+pub(crate) fn borrow_bytes(obj: &Bound<'_, PyAny>) -> Result<Bytes, String> {
+    let buf = Bytes::get(obj).ok_or_else(|| format!("expected a bytes-like object, got {}", type_name(obj)))?;
     if !buf.is_c_contiguous() {
-        return Err("expected a C-contiguous buffer".to_string());
+        return Err("expected a C-contiguous buffer (a strided view: pass bytes(view))".to_string());
     }
     Ok(buf)
+}
+
+/// One image's bytes: a bytes-like object, or a pyarrow binary scalar (an element of a pyarrow
+/// binary array), whose bytes are borrowed from the array's data through its `as_buffer()`.
+pub(crate) fn borrow_image(obj: &Bound<'_, PyAny>) -> Result<Bytes, String> {
+    let arrow = !is_bytes_like(obj) && obj.hasattr("as_buffer").unwrap_or(false);
+    if !arrow {
+        return borrow_bytes(obj);
+    }
+    match obj.call_method0("as_buffer") {
+        Ok(buffer) if buffer.is_none() => Err(format!("a null {}", type_name(obj))),
+        Ok(buffer) => borrow_bytes(&buffer),
+        Err(_) => Err(format!("expected a bytes-like object, got {}", type_name(obj))),
+    }
 }
 
 pub(crate) fn type_name(obj: &Bound<'_, PyAny>) -> String {
@@ -17,8 +60,11 @@ pub(crate) fn type_name(obj: &Bound<'_, PyAny>) -> String {
 }
 
 /// SAFETY: the buffer is held (and so its exporter pinned and non-resizable) while the slice lives.
-pub(crate) unsafe fn as_slice(buf: &PyBuffer<u8>) -> &[u8] {
-    std::slice::from_raw_parts(buf.buf_ptr() as *const u8, buf.len_bytes())
+pub(crate) unsafe fn as_slice(buf: &Bytes) -> &[u8] {
+    match buf {
+        Bytes::Unsigned(b) => std::slice::from_raw_parts(b.buf_ptr() as *const u8, b.len_bytes()),
+        Bytes::Signed(b) => std::slice::from_raw_parts(b.buf_ptr() as *const u8, b.len_bytes()),
+    }
 }
 
 /// Owner ids as u64: a buffer of uint64 (numpy, array('Q')), borrowed; or any iterable of ints.
@@ -46,7 +92,7 @@ pub(crate) fn kernel<T: Send>(py: Python<'_>, f: impl FnOnce() -> Result<T, Erro
 }
 
 /// A borrowed byte view of a buffer (numpy array, bytes, memoryview).
-pub(crate) fn view(obj: &Bound<'_, PyAny>) -> PyResult<PyBuffer<u8>> {
+pub(crate) fn view(obj: &Bound<'_, PyAny>) -> PyResult<Bytes> {
     borrow_bytes(obj).map_err(PyTypeError::new_err)
 }
 

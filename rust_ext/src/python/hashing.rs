@@ -239,7 +239,7 @@ pub(crate) fn hash_image(
     dihedral: bool,
 ) -> PyResult<PHash> {
     let (spec, limits) = spec_and_limits(algorithm, hash_size, max_pixels, max_alloc)?;
-    let buf = borrow_bytes(data).map_err(PyTypeError::new_err)?;
+    let buf = borrow_image(data).map_err(PyTypeError::new_err)?;
     let slice = unsafe { as_slice(&buf) };
     let result = py.allow_threads(|| hash_image_core(slice, &spec, &limits, dihedral));
     drop(buf);
@@ -259,7 +259,7 @@ pub(crate) fn hash_images<'py>(
     #[pyo3(from_py_with = "wide_int")] max_alloc: i128,
     dihedral: bool,
 ) -> PyResult<Bound<'py, PyList>> {
-    if blobs.is_instance_of::<PyString>() || PyBuffer::<u8>::get(blobs).is_ok() {
+    if blobs.is_instance_of::<PyString>() || is_bytes_like(blobs) {
         // One image where a sequence of images belongs: its bytes would each be an "image".
         return Err(PyTypeError::new_err(format!(
             "blobs must be a sequence of images, got one {} (pass [data] for a single image)",
@@ -269,9 +269,9 @@ pub(crate) fn hash_images<'py>(
     let (spec, limits) = spec_and_limits(algorithm, hash_size, max_pixels, max_alloc)?;
     let threads = threads.map(|t| int_arg::<usize>("threads", t, 1, MAX_THREADS as i128)).transpose()?;
     // Borrow every input's buffer (no copy). Inputs that are not bytes-like get their error now.
-    let mut views: Vec<Result<PyBuffer<u8>, String>> = Vec::new();
+    let mut views: Vec<Result<Bytes, String>> = Vec::new();
     for item in blobs.try_iter()? {
-        views.push(borrow_bytes(&item?));
+        views.push(borrow_image(&item?));
     }
     let empty: &[u8] = &[];
     let slices: Vec<&[u8]> =
