@@ -115,7 +115,8 @@ class SeenSet:
         little-endian int64, -1 where the caller is the first claimant."""
     def owners_of(self, hashes: _BytesLike) -> list[Optional[int]]: ...
     def entries(self) -> tuple[bytes, bytes, list[str]]:
-        """(packed hashes, packed little-endian uint64 owners, labels) in insertion order."""
+        """(packed hashes, packed little-endian uint64 owners, labels) in insertion order. Fed
+        back to claim (owners as numpy.frombuffer(owners, numpy.uint64)), they rebuild the set."""
     @property
     def keeps_labels(self) -> bool: ...
     def __len__(self) -> int: ...

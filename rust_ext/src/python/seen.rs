@@ -51,7 +51,8 @@ impl SeenSet {
 
     /// Every entry, in insertion order, as ``(hashes, owners, labels)``: the packed hashes
     /// (len * hash_bytes bytes), the owners as packed little-endian uint64, and the labels ("" for
-    /// each entry of a set without labels). Feeding them to :meth:`claim` rebuilds the set.
+    /// each entry of a set without labels). Feeding them to :meth:`claim`, the owners as
+    /// ``numpy.frombuffer(owners, numpy.uint64)``, rebuilds the set.
     fn entries<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         let n = self.inner.len();
         let mut hashes = Vec::with_capacity(n * self.inner.hash_bytes());
