@@ -44,7 +44,7 @@ from beam_phash.records import (
 )
 from beam_phash.routing import rows_by_bucket
 from beam_phash.strings import pack_labels
-from beam_phash.windowed import in_window
+from beam_phash.windowed import in_window, with_window
 
 REFERENCE_FAILED = "reference_failed"
 
@@ -259,10 +259,6 @@ class ApplyMatchesDoFn(beam.DoFn):
             yield from in_window([out], timestamp, window)
 
 
-def _with_window(batch, timestamp=beam.DoFn.TimestampParam, window=beam.DoFn.WindowParam):
-    return batch, timestamp, window
-
-
 class MatchReference(beam.PTransform):
     """Exact mode: Hashed batches -> the records whose hash no reference has (main, as Hashed
     batches) and the duplicates of a reference (``duplicates``)."""
@@ -278,7 +274,7 @@ class MatchReference(beam.PTransform):
         # each record goes on in its own window again (as Beam's Reshuffle carries them).
         windowing = hashed.windowing
         keyed = (hashed
-                 | "CarryWindow" >> beam.Map(_with_window).with_output_types(Any)
+                 | "CarryWindow" >> beam.Map(with_window).with_output_types(Any)
                  | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
                  | "KeyRecords" >> beam.ParDo(KeyRecordsDoFn(self._partitions)).with_outputs("keys", main="records"))
         fixed = (self._fixed

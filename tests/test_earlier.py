@@ -399,6 +399,24 @@ def test_one_built_pipeline_run_twice_is_refused_before_it_writes(tmp_path):
         stale.run().wait_until_finish()
     assert _manifest(state)["rows"] == 45
     assert os.listdir(sink) == []
+    # The same on a new state directory, which has no segments to read yet: the first run built
+    # on it is refused before any record has its fate, whether run twice or built before another.
+    fresh = str(tmp_path / "fresh")
+    stale, outputs = run_pipeline(records[:5], 8, hash_column="h", state_dir=fresh)
+    _sink(outputs, sink)
+    p, _ = run_pipeline(records[:5], 8, hash_column="h", state_dir=fresh)
+    p.run().wait_until_finish()
+    with pytest.raises(Exception, match="changed since this pipeline was built"):
+        stale.run().wait_until_finish()
+    assert os.listdir(sink) == []
+    again, outputs = run_pipeline(records[5:10], 8, hash_column="h", state_dir=str(tmp_path / "fresh2"))
+    _sink(outputs, sink)
+    again.run().wait_until_finish()
+    for name in os.listdir(sink):
+        os.remove(sink / name)
+    with pytest.raises(Exception, match="already ran and committed"):
+        again.run().wait_until_finish()
+    assert os.listdir(sink) == []
 
 
 def test_two_commits_at_once_cannot_both_land(tmp_path, monkeypatch):

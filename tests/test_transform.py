@@ -565,6 +565,54 @@ def test_a_reference_on_windowed_input_keeps_each_record_in_its_window(backend, 
         assert_that(rows, check)
 
 
+def test_near_mode_on_windowed_input_keeps_each_record_in_its_window():
+    """Near-duplicate mode searches every window at once (in the global window). Its kept and
+    duplicate records came out in the global window while the failed ones kept their own, and
+    the plain output form, which flattens kept with failed, failed to run ("Invalid
+    PaneInfoEncoding"). Each record now comes out in its own window, and the fates are those of
+    the same records unwindowed."""
+    from apache_beam.transforms.window import FixedWindows, TimestampedValue
+
+    records = make_records(seed=29)
+    random.Random(29).shuffle(records)
+    start = {r["id"]: i % 3 * 10 for i, r in enumerate(records)}
+
+    def fate(tag):
+        def label(r, window=beam.DoFn.WindowParam):
+            yield r["id"], tag, r.get("duplicate_of"), getattr(window, "start", None)
+        return label
+
+    def rows(outs, label):
+        return ((outs.kept | f"{label}Kept" >> beam.ParDo(fate("kept")),
+                 outs.duplicates | f"{label}Dups" >> beam.ParDo(fate("duplicates")),
+                 outs.failed | f"{label}Failed" >> beam.ParDo(fate("failed")))
+                | f"{label}All" >> beam.Flatten() | f"{label}Global" >> beam.WindowInto(beam.window.GlobalWindows()))
+
+    def check(both):
+        by_tag = {tag: list(values) for tag, values in both}
+        got, want = by_tag["windowed"], by_tag["plain"]
+        assert sorted((i, int(w)) for i, _, _, w in got) == sorted(start.items()), "a record lost its window"
+        assert sorted(r[:3] for r in got) == sorted(r[:3] for r in want)
+        assert any(tag == "duplicates" for _, tag, _, _ in got) and any(tag == "failed" for _, tag, _, _ in got)
+        # The plain form (kept + failed) ran on windowed input, each record in its window.
+        assert sorted(by_tag["plain form"]) == sorted((i, int(w)) for i, tag, _, w in got if tag != "duplicates")
+
+    with TestPipeline() as p:
+        plain = p | "Records" >> beam.Create(records)
+        windowed = (plain | "Stamp" >> beam.Map(lambda r: TimestampedValue(r, start[r["id"]]))
+                    | beam.WindowInto(FixedWindows(10)))
+        unwindowed = plain | "Unwindowed" >> ImagePhashDedup(max_distance=8).with_outputs()
+        outputs = windowed | "Windowed" >> ImagePhashDedup(max_distance=8).with_outputs()
+        plain_form = (windowed | "PlainForm" >> ImagePhashDedup(max_distance=8)
+                      | "PlainFormWindows" >> beam.ParDo(lambda r, w=beam.DoFn.WindowParam: [(r["id"], int(w.start))])
+                      | "PlainFormGlobal" >> beam.WindowInto(beam.window.GlobalWindows()))
+        both = ((rows(outputs, "W") | "TagW" >> beam.Map(lambda r: ("windowed", r)),
+                 rows(unwindowed, "P") | "TagP" >> beam.Map(lambda r: ("plain", r)),
+                 plain_form | "TagF" >> beam.Map(lambda r: ("plain form", r)))
+                | "Both" >> beam.Flatten() | beam.GroupByKey())
+        assert_that(both, check)
+
+
 @pytest.mark.parametrize("mode", [{"backend": "state"}, {"max_distance": 4}], ids=["exact", "near"])
 def test_a_windowed_reference_is_one_set_for_every_window(mode):
     """Exact mode joined a windowed reference as it came, and the join failed ("Invalid

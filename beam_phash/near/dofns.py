@@ -42,6 +42,7 @@ from beam_phash.near.policy import primary_rank
 from beam_phash.routing import bucket_of, rows_by_bucket
 from beam_phash.records import DISTANCE_FIELD, MATCHED_FIELD, Hashed, check_hashes, emit, keeper_label
 from beam_phash.strings import pack_owners
+from beam_phash.windowed import in_window
 
 ROWS = "rows"
 CLASSES = "classes"
@@ -71,8 +72,9 @@ def _split(ids: np.ndarray) -> Iterable[Tuple[int, slice]]:
 
 
 class PackDoFn(beam.DoFn):
-    """Hashed batches -> every record keyed by its image key (hash, variants, flat flag: see
-    ``Ranked``) for the final join, and the (key, rank, owner) rows packed per exact partition on
+    """Hashed batches, each with its timestamp and window -> every record keyed by its image key
+    (hash, variants, flat flag: see ``Ranked``) for the final join, with its rank, owner and its
+    batch's timestamp and window; and the (key, rank, owner) rows packed per exact partition on
     ``rows``."""
 
     def __init__(self, keep: str, partitions: int, hash_bytes: int, dihedral: bool):
@@ -91,13 +93,14 @@ class PackDoFn(beam.DoFn):
                       np.array(primary, dtype=U64), owners, np.array(flat, dtype=bool))
         return p, rows
 
-    def process(self, batch: List[Hashed]):
+    def process(self, element: Tuple[List[Hashed], object, object]):
+        batch, timestamp, window = element  # the batch's own, given back by ApplyDoFn
         check_hashes(batch, self._hash_bytes, self._variants, "NearDedup")
         image_keys = [h.hash + b"".join(h.variants) + (FLAT_KEY if h.flat else PLAIN_KEY) for h in batch]
         # The exact partition: by the key's own bits, as the Ray backend routes (routing.py).
         for h, key, p in zip(batch, image_keys, bucket_of(image_keys, self._partitions)):
             primary = primary_rank(self._keep, h.pixels)
-            yield key, (primary, h.owner, h.record)
+            yield key, (primary, h.owner, h.record, timestamp, window)
             keys, ranks, owners, flat = self._buffers.setdefault(int(p), ([], [], [], []))
             keys.append(key)
             ranks.append(primary)
@@ -388,7 +391,8 @@ class ApplyDoFn(beam.DoFn):
     the nearest image kept before it in rank order: the key's best record at distance 0, or, when
     the image was dropped, its nearest kept neighbour ranked before the record (a fixed image, when
     it is within k of one). With ``hash_bytes`` set, the kept images' hashes and labels also go,
-    packed per bundle and keyed by exact partition, to ``kept_rows`` (for the state)."""
+    packed per bundle and keyed by exact partition, to ``kept_rows`` (for the state). Each record
+    goes out in its own input's window, with its batch's timestamp, as ``PackDoFn`` carried them."""
 
     def __init__(self, hash_bytes: int = 0, partitions: int = 1):
         self._hash_bytes = hash_bytes
@@ -402,8 +406,8 @@ class ApplyDoFn(beam.DoFn):
         key, joined = element
         fate = next(iter(joined["fate"]), None)
         records = list(joined["records"])
-        head = min((primary, owner) for primary, owner, _ in records)[1]
-        for primary, owner, record in records:
+        head = min((primary, owner) for primary, owner, *_ in records)[1]
+        for primary, owner, record, timestamp, window in records:
             if fate is None:
                 decision = None if owner == head else (head, 0, INPUT)
             else:
@@ -414,11 +418,12 @@ class ApplyDoFn(beam.DoFn):
                     self._kept[0].append(key[:self._hash_bytes])
                     self._kept[1].append(keeper_label(owner))
                     self._kept[2].append(key[-1:] == FLAT_KEY)
-                yield emit(record, None, self._metrics)
+                out = emit(record, None, self._metrics)
             else:
                 keeper, distance, source = decision
-                yield emit(record, keeper_label(keeper) if source == INPUT else keeper, self._metrics,
+                out = emit(record, keeper_label(keeper) if source == INPUT else keeper, self._metrics,
                            **{DISTANCE_FIELD: distance, MATCHED_FIELD: source})
+            yield from in_window([out], timestamp, window)
 
     def finish_bundle(self):
         hashes, labels, flat = self._kept

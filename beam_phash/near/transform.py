@@ -40,7 +40,7 @@ from __future__ import annotations
 import copy
 import os
 import uuid
-from typing import Optional
+from typing import Any, Optional
 
 import apache_beam as beam
 
@@ -54,6 +54,7 @@ from beam_phash.near.policy import recommended_max_distance
 from beam_phash.near.state import CommitState, NearState, open_state
 from beam_phash.records import DUPLICATES, KEPT
 from beam_phash.run_end import RunEnd
+from beam_phash.windowed import with_window
 
 #: The band layout's default count of images (``near_layout``'s own default).
 DEFAULT_COUNT = 1_000_000
@@ -128,9 +129,11 @@ class NearDedup(RunEnd, beam.PTransform):
         return layout, groups
 
     def _fixed_batches(self, pipeline, state: Optional[NearState]):
-        """Fixed batches from the state and the reference, or None."""
+        """Fixed batches from the state and the reference, or None. A state is read even when
+        it has no segments yet: its check (``CheckState``) then still comes before the search,
+        so a refused run gives no record a fate on a new state directory either."""
         sources = []
-        if state is not None and state.manifest["segments"]:
+        if state is not None:
             sources.append(pipeline | "ReadState" >> state)
         if self._fixed is not None:
             sources.append(self._fixed)
@@ -143,7 +146,11 @@ class NearDedup(RunEnd, beam.PTransform):
         bounded(hashed, "near-duplicate mode (max_distance > 0 or dihedral)")
         state = self._open_state()
         self.layout, self._search_partitions = self._plan(state)
+        # The search spans every window: it runs in the global window, and each record goes out
+        # in its own window again (with_window / ApplyDoFn), as exact mode's reference join does.
+        windowing = hashed.windowing
         packed = (hashed
+                  | "CarryWindow" >> beam.Map(with_window).with_output_types(Any)
                   | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
                   | "Pack" >> beam.ParDo(dofns.PackDoFn(self._keep, self._partitions, self._hash_bytes, self._dihedral)).with_outputs(
                       dofns.ROWS, main="records"))
@@ -185,4 +192,6 @@ class NearDedup(RunEnd, beam.PTransform):
             kept_rows, before = applied[dofns.KEPT_ROWS], self._after
             end = lambda after, label: kept_rows | label >> CommitState(state, (*before, *after))  # noqa: E731
         self._end(hashed.pipeline, end, "CommitState", None if state is None else state.committed)
-        return applied[KEPT], applied[DUPLICATES]
+        kept, duplicates = applied[KEPT], applied[DUPLICATES]
+        kept._windowing = duplicates._windowing = windowing
+        return kept, duplicates
