@@ -3,12 +3,39 @@ for are done, applied by the transform itself or, deferred, by the caller after 
 from __future__ import annotations
 
 import copy
+import weakref
 from typing import Callable, Optional, Sequence
 
 import apache_beam as beam
 
 #: An end: (the steps to wait for, its label) -> applies it to the pipeline.
 End = Callable[[Sequence[beam.PCollection], str], object]
+
+#: The label of a commit not given one; a second in one pipeline is "CommitDedup2", and so on.
+COMMIT_LABEL = "CommitDedup"
+
+#: Per pipeline, the state directories a run of it commits to.
+_state_dirs: "weakref.WeakKeyDictionary[beam.Pipeline, set]" = weakref.WeakKeyDictionary()
+
+
+def claim_state_dir(pipeline: beam.Pipeline, state_dir: str) -> None:
+    """Note that a run of ``pipeline`` commits to ``state_dir``; a second application in the same
+    pipeline is refused now, while it is built (its run would fail at the second commit, after
+    the first had landed: one run at a time per state directory)."""
+    taken = _state_dirs.setdefault(pipeline, set())
+    if state_dir in taken:
+        raise ValueError(f"state directory {state_dir} is already used by another dedup step of this pipeline "
+                         "(one run at a time per state directory): give each step its own")
+    taken.add(state_dir)
+
+
+def _free_label(pipeline: beam.Pipeline, label: str) -> str:
+    """``label``, or ``label`` with the first number from 2 that no step of ``pipeline`` has."""
+    n, free = 1, label
+    while free in pipeline.applied_labels:
+        n += 1
+        free = f"{label}{n}"
+    return free
 
 
 class RunEnd:
@@ -46,11 +73,14 @@ class RunEnd:
         other._ends = []
         return other
 
-    def commit(self, *after: beam.PCollection, label: str = "CommitDedup") -> None:
+    def commit(self, *after: beam.PCollection, label: Optional[str] = None) -> None:
         """Apply the end the transform (built :meth:`with_deferred_commit`) left when it was
         applied, once ``after`` (PCollections in the global window: the writes' results) and the
         steps given to :meth:`after` are done. Where the run has no end to wait for (no state
-        directory and nothing to release, a stream) it applies nothing. Once per application.
+        directory and nothing to release, a stream) it applies nothing. Once per application:
+        each call applies the earliest application's end not applied yet (of the pipeline of
+        ``after``), labelled ``label`` or, by default, ``CommitDedup`` (``CommitDedup2`` for a
+        second in the pipeline, and so on).
 
         A deferred transform whose commit is never applied commits nothing, and on a Ray cluster
         that outlives the pipeline leaves its one-run actors alive (see ``release()``)."""
@@ -60,14 +90,14 @@ class RunEnd:
         pipelines = {id(step.pipeline) for step in after}
         if len(pipelines) > 1:
             raise ValueError("commit() waits for steps of one pipeline; these belong to several")
-        mine = [e for e in self._ends if not pipelines or id(e[0]) in pipelines]
-        if not mine:
+        mine = next((e for e in self._ends if not pipelines or id(e[0]) in pipelines), None)
+        if mine is None:
             raise ValueError("commit() applies the end of a transform built with with_deferred_commit() once it "
-                             "is applied to the pipeline of the steps it waits for (and only once)")
-        self._ends[:] = [e for e in self._ends if e not in mine]
-        for _, end in mine:
-            if end is not None:
-                end(after, label)
+                             "is applied to the pipeline of the steps it waits for (once per application)")
+        self._ends.remove(mine)
+        pipeline, end = mine
+        if end is not None:
+            end(after, label or _free_label(pipeline, COMMIT_LABEL))
 
     def committed(self) -> bool:
         """Whether the run of the transform's last application committed to its state directory.

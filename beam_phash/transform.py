@@ -157,6 +157,8 @@ class ImagePhashDedup(beam.PTransform):
                                   hash_column=hash_column)
         if max_distance == "auto":
             max_distance = recommended_max_distance(algorithm, hash_size)
+        elif isinstance(max_distance, str):
+            raise ValueError(f"max_distance must be an int or 'auto', got {max_distance!r}")
         near = NearConfig(max_distance, keep=keep or "largest", partitions=partitions, band_partition_bits=band_partition_bits,
                           search_partitions=search_partitions, expected_count=expected_count,
                           state_dir=state_dir)
@@ -233,10 +235,10 @@ class ImagePhashDedup(beam.PTransform):
         other.dedup = self.dedup.with_deferred_commit()
         return other
 
-    def commit(self, *after: beam.PCollection, label: str = "CommitDedup") -> None:
+    def commit(self, *after: beam.PCollection, label: Optional[str] = None) -> None:
         """The run's commit (see :meth:`with_deferred_commit`), once ``after`` (PCollections in the
         global window, such as what a write's finalizing step outputs) are done, and the failure
-        check passed."""
+        check passed. Once per application (see :meth:`RunEnd.commit`)."""
         self.dedup.commit(*after, label=label)
 
     def committed(self) -> bool:

@@ -353,6 +353,7 @@ def test_routing_uses_the_hash_bits_not_pythons_salted_hash():
     ({"hash_size": "16"}, "hash_size must be an int"),
     ({"hash_size": True}, "hash_size must be an int"),
     ({"algorithm": "md5"}, "algorithm must be one of"),
+    ({"max_distance": "AUTO"}, "max_distance must be an int or 'auto'"),
     ({"backend": "redis"}, "backend must be 'ray' or 'state'"),
     ({"num_buckets": 0}, "num_buckets must be between 1 and 65536"),
     ({"num_buckets": 0, "backend": "state"}, "num_buckets must be between 1 and 65536"),  # unused, still checked
@@ -900,10 +901,51 @@ def test_a_deferred_commit_is_applied_once_per_application_with_steps_of_its_pip
     with pytest.raises(ValueError, match="steps of one pipeline"):
         dedup.commit(*steps)
     dedup.commit(steps[0])
-    with pytest.raises(ValueError, match="only once"):
+    with pytest.raises(ValueError, match="once per application"):
         dedup.commit(steps[0])
     dedup.commit(steps[1])
     # Another deferred copy has its own application to commit.
     other = ExactDedup(StateBackend(), hashing).with_deferred_commit()
     _ = steps[0] | "Again" >> other
     other.commit()
+
+
+@pytest.mark.ray
+def test_one_deferred_transform_applied_twice_in_a_pipeline_commits_each(ray_cluster):
+    """Each commit() applies one application's end, under a label of its own: the first took both
+    ends and applied them under one label ("CommitDedup" already exists), whatever label was given."""
+    records = make_records(seed=31)
+    parts = (records[:14], records[14:])
+    dedup = ImagePhashDedup(num_buckets=2).with_deferred_commit().with_outputs()
+    with TestPipeline() as p:
+        outs = [p | f"Part{i}" >> beam.Create(part) | f"Dedup{i}" >> dedup for i, part in enumerate(parts)]
+        written = [o.kept | f"Write{i}" >> beam.Map(lambda r: r["id"]) for i, o in enumerate(outs)]
+        dedup.commit(written[0])
+        dedup.commit(written[1])
+        assert {"CommitDedup", "CommitDedup2"} <= p.applied_labels
+        with pytest.raises(ValueError, match="once per application"):
+            dedup.commit(written[0])
+        for i, (out, part) in enumerate(zip(outs, parts)):  # two runs, each on its own backend
+            groups, _ = oracle(part)
+            assert_that(out.kept | f"Hashes{i}" >> beam.Map(lambda r: r["image_phash"]), equal_to(sorted(groups)),
+                        label=f"Kept{i}")
+    left = [a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith("run-")]
+    assert left == [], "an application's backend was not released by its commit"
+
+
+@pytest.mark.parametrize("mode", [{"max_distance": 4}, pytest.param({"backend": "ray"}, marks=pytest.mark.ray)],
+                         ids=["near", "ray"])
+def test_one_state_directory_for_two_steps_of_a_pipeline_is_refused_when_built(mode, tmp_path, request):
+    """Two dedup steps of one pipeline on one state directory: the run failed at the second
+    commit (near mode: "another run committed to it", after the first had landed; Ray: "in use
+    by another backend"). It is refused while the pipeline is built; another pipeline may use it."""
+    if mode.get("backend") == "ray":
+        request.getfixturevalue("ray_cluster")
+    state = str(tmp_path / "state")
+    p = beam.Pipeline()
+    records = p | beam.Create(make_records(seed=32))
+    _ = records | "First" >> ImagePhashDedup(state_dir=state, num_buckets=2, **mode)
+    with pytest.raises(ValueError, match="already used by another dedup step of this pipeline"):
+        _ = records | "Second" >> ImagePhashDedup(state_dir=state, num_buckets=2, **mode)
+    other = beam.Pipeline()
+    _ = other | beam.Create(make_records(seed=32)) | ImagePhashDedup(state_dir=state, num_buckets=2, **mode)

@@ -16,7 +16,7 @@ from beam_phash.exact.state_backend import StateDedupDoFn, key_by_hash
 from beam_phash.exact.store import check_state_dir, prepare_state_dir
 from beam_phash.hashing import HashConfig
 from beam_phash.records import DUPLICATES, KEPT
-from beam_phash.run_end import RunEnd
+from beam_phash.run_end import RunEnd, claim_state_dir
 
 _REMOTE_RUNNERS = ("DataflowRunner",)
 
@@ -102,6 +102,8 @@ class ExactDedup(RunEnd, beam.PTransform):
         # A one-run backend on bounded input commits its claims at the end (FinishBackend); a named
         # one serves many pipelines, and a stream never ends: theirs are committed as answered.
         run = name if state_dir is not None and b.backend_name is None and bounded else None
+        if state_dir is not None and b.backend_name is None:
+            claim_state_dir(pipeline, state_dir)
         client = RayDedupBackend(address, name, b.num_buckets, b.max_in_flight, state_dir, b.num_actors, run)
         if b.backend_name is None:
             self._unnamed.append(client)

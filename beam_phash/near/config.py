@@ -24,6 +24,8 @@ class NearConfig:
     state_dir: Optional[str] = None
 
     def __post_init__(self):
+        if isinstance(self.max_distance, str) and self.max_distance != "auto":
+            raise ValueError(f"max_distance must be an int or 'auto', got {self.max_distance!r}")
         if self.max_distance != "auto":
             int_in("max_distance", self.max_distance, 0)
         check_keep(self.keep)

@@ -53,7 +53,7 @@ from beam_phash.near.config import NearConfig
 from beam_phash.near.policy import recommended_max_distance
 from beam_phash.near.state import CommitState, NearState, open_state
 from beam_phash.records import DUPLICATES, KEPT
-from beam_phash.run_end import RunEnd
+from beam_phash.run_end import RunEnd, claim_state_dir
 from beam_phash.windowed import with_window
 
 #: The band layout's default count of images (``near_layout``'s own default).
@@ -106,10 +106,11 @@ class NearDedup(RunEnd, beam.PTransform):
         other._fixed = fixed
         return other
 
-    def _open_state(self) -> Optional[NearState]:
+    def _open_state(self, pipeline) -> Optional[NearState]:
         if self.config.state_dir is None:
             return None
         state_dir = os.path.abspath(self.config.state_dir)
+        claim_state_dir(pipeline, state_dir)
         manifest = open_state(state_dir, self.hashing.algorithm, self.hashing.hash_size, self._bits, create=True)
         return NearState(state_dir, manifest, uuid.uuid4().hex, self._partitions)
 
@@ -144,7 +145,7 @@ class NearDedup(RunEnd, beam.PTransform):
 
     def expand(self, hashed):
         bounded(hashed, "near-duplicate mode (max_distance > 0 or dihedral)")
-        state = self._open_state()
+        state = self._open_state(hashed.pipeline)
         self.layout, self._search_partitions = self._plan(state)
         # The search spans every window: it runs in the global window, and each record goes out
         # in its own window again (with_window / ApplyDoFn), as exact mode's reference join does.
