@@ -837,6 +837,20 @@ def test_a_dedup_part_refuses_hashes_of_another_config(dedup):
         p.run().wait_until_finish()
 
 
+def test_exact_dedup_on_ray_without_a_config_refuses_hashes_of_two_widths():
+    """Without a HashConfig, ExactDedup takes hashes of any one width. Hashes of two widths
+    failed in numpy ("cannot reshape array of size 480 into shape (24,8)"); the claiming step now
+    says what is wrong before it packs a claim (no Ray is reached: the claims are not sent yet)."""
+    from beam_phash.exact.ray_dofns import RayDedupDoFn
+    from beam_phash.records import Hashed
+
+    dofn = RayDedupDoFn(None, claim_batch=1000)
+    dofn.start_bundle()
+    assert list(dofn.process([Hashed(b"\x01" * 32, "a", {}), Hashed(b"\x02" * 32, "b", {})])) == []
+    with pytest.raises(ValueError, match="one width, and received 32-byte and 8-byte hashes .id 'c'.*HashConfig"):
+        list(dofn.process([Hashed(b"\x03" * 32, "d", {}), Hashed(b"\x04" * 8, "c", {})]))
+
+
 def test_the_parts_refuse_what_is_not_their_config(tmp_path):
     with pytest.raises(ValueError, match="needs hashing="):
         beam_phash.ExactDedup(beam_phash.RayBackend(state_dir=str(tmp_path / "s")))

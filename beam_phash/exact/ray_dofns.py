@@ -41,6 +41,7 @@ class RayDedupDoFn(beam.DoFn):
         self._matched = matched
         self._claim_batch = claim_batch
         self._hash_bytes = hash_bytes
+        self._width: Optional[int] = None  # without hash_bytes: the first hash's, held to for the rest
         self._metrics = DedupMetrics()
 
     def setup(self):
@@ -57,6 +58,14 @@ class RayDedupDoFn(beam.DoFn):
                 window=beam.DoFn.WindowParam) -> Iterable:
         if self._hash_bytes is not None:
             check_hashes(batch, self._hash_bytes, 0, "ExactDedup")
+        elif batch:
+            self._width = self._width or len(batch[0].hash)
+            other = next((h for h in batch if len(h.hash) != self._width), None)
+            if other is not None:
+                raise ValueError(
+                    f"ExactDedup without a HashConfig takes hashes of one width, and received {self._width}-byte "
+                    f"and {len(other.hash)}-byte hashes (id {other.owner!r}): give it the HashConfig the records "
+                    "were hashed with")
         self._gathered.append((batch, timestamp, window))
         self._gathered_records += len(batch)
         if self._gathered_records >= self._claim_batch:

@@ -72,7 +72,15 @@ pub(crate) fn owner_ids(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
     if let Ok(buf) = PyBuffer::<u64>::get(obj) {
         return buf.to_vec(obj.py());
     }
-    obj.try_iter()?.map(|o| o?.extract::<u64>()).collect()
+    obj.try_iter()?
+        .map(|o| {
+            let o = o?;
+            o.extract::<u64>().map_err(|_| {
+                let shown = o.repr().map(|r| r.to_string()).unwrap_or_else(|_| type_name(&o));
+                PyValueError::new_err(format!("owners must be ints from 0 to 2**64 - 1, got {shown}"))
+            })
+        })
+        .collect()
 }
 
 /// Run a kernel without the GIL; a panic inside becomes `Error::Internal`.
