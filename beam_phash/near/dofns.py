@@ -72,16 +72,18 @@ def _split(ids: np.ndarray) -> Iterable[Tuple[int, slice]]:
 
 
 class PackDoFn(beam.DoFn):
-    """Hashed batches, each with its timestamp and window -> every record keyed by its image key
-    (hash, variants, flat flag: see ``Ranked``) for the final join, with its rank, owner and its
-    batch's timestamp and window; and the (key, rank, owner) rows packed per exact partition on
-    ``rows``."""
+    """Hashed batches -> every record keyed by its image key (hash, variants, flat flag: see
+    ``Ranked``) for the final join, with its rank and owner; and the (key, rank, owner) rows
+    packed per exact partition on ``rows``. With ``carry``, each batch comes with its timestamp
+    and window (``windowed.with_window``), and each record carries them on to ``ApplyDoFn``
+    (windowed input; in the global window they would only cost each record's pickling)."""
 
-    def __init__(self, keep: str, partitions: int, hash_bytes: int, dihedral: bool):
+    def __init__(self, keep: str, partitions: int, hash_bytes: int, dihedral: bool, carry: bool = False):
         self._keep = keep
         self._partitions = partitions
         self._hash_bytes = hash_bytes
         self._variants = 8 if dihedral else 0
+        self._carry = carry
 
     def start_bundle(self):
         self._buffers: Dict[int, Tuple[List[bytes], List[int], List[str], List[bool]]] = {}
@@ -93,14 +95,14 @@ class PackDoFn(beam.DoFn):
                       np.array(primary, dtype=U64), owners, np.array(flat, dtype=bool))
         return p, rows
 
-    def process(self, element: Tuple[List[Hashed], object, object]):
-        batch, timestamp, window = element  # the batch's own, given back by ApplyDoFn
+    def process(self, element):
+        batch, where = (element[0], element[1:]) if self._carry else (element, ())
         check_hashes(batch, self._hash_bytes, self._variants, "NearDedup")
         image_keys = [h.hash + b"".join(h.variants) + (FLAT_KEY if h.flat else PLAIN_KEY) for h in batch]
         # The exact partition: by the key's own bits, as the Ray backend routes (routing.py).
         for h, key, p in zip(batch, image_keys, bucket_of(image_keys, self._partitions)):
             primary = primary_rank(self._keep, h.pixels)
-            yield key, (primary, h.owner, h.record, timestamp, window)
+            yield key, (primary, h.owner, h.record, *where)
             keys, ranks, owners, flat = self._buffers.setdefault(int(p), ([], [], [], []))
             keys.append(key)
             ranks.append(primary)
@@ -391,8 +393,8 @@ class ApplyDoFn(beam.DoFn):
     the nearest image kept before it in rank order: the key's best record at distance 0, or, when
     the image was dropped, its nearest kept neighbour ranked before the record (a fixed image, when
     it is within k of one). With ``hash_bytes`` set, the kept images' hashes and labels also go,
-    packed per bundle and keyed by exact partition, to ``kept_rows`` (for the state). Each record
-    goes out in its own input's window, with its batch's timestamp, as ``PackDoFn`` carried them."""
+    packed per bundle and keyed by exact partition, to ``kept_rows`` (for the state). A record
+    that carries its batch's timestamp and window (``PackDoFn``'s ``carry``) goes out in them."""
 
     def __init__(self, hash_bytes: int = 0, partitions: int = 1):
         self._hash_bytes = hash_bytes
@@ -407,7 +409,7 @@ class ApplyDoFn(beam.DoFn):
         fate = next(iter(joined["fate"]), None)
         records = list(joined["records"])
         head = min((primary, owner) for primary, owner, *_ in records)[1]
-        for primary, owner, record, timestamp, window in records:
+        for primary, owner, record, *where in records:
             if fate is None:
                 decision = None if owner == head else (head, 0, INPUT)
             else:
@@ -423,7 +425,10 @@ class ApplyDoFn(beam.DoFn):
                 keeper, distance, source = decision
                 out = emit(record, keeper_label(keeper) if source == INPUT else keeper, self._metrics,
                            **{DISTANCE_FIELD: distance, MATCHED_FIELD: source})
-            yield from in_window([out], timestamp, window)
+            if where:
+                yield from in_window([out], *where)
+            else:
+                yield out
 
     def finish_bundle(self):
         hashes, labels, flat = self._kept

@@ -147,14 +147,16 @@ class NearDedup(RunEnd, beam.PTransform):
         bounded(hashed, "near-duplicate mode (max_distance > 0 or dihedral)")
         state = self._open_state(hashed.pipeline)
         self.layout, self._search_partitions = self._plan(state)
-        # The search spans every window: it runs in the global window, and each record goes out
-        # in its own window again (with_window / ApplyDoFn), as exact mode's reference join does.
+        # The search spans every window: it runs in the global window, and on windowed input each
+        # record goes out in its own window again (with_window / ApplyDoFn), as exact mode's
+        # reference join does.
         windowing = hashed.windowing
-        packed = (hashed
-                  | "CarryWindow" >> beam.Map(with_window).with_output_types(Any)
+        carry = not isinstance(windowing.windowfn, beam.window.GlobalWindows)
+        batches = hashed | "CarryWindow" >> beam.Map(with_window).with_output_types(Any) if carry else hashed
+        packed = (batches
                   | "GlobalWindow" >> beam.WindowInto(beam.window.GlobalWindows())
-                  | "Pack" >> beam.ParDo(dofns.PackDoFn(self._keep, self._partitions, self._hash_bytes, self._dihedral)).with_outputs(
-                      dofns.ROWS, main="records"))
+                  | "Pack" >> beam.ParDo(dofns.PackDoFn(self._keep, self._partitions, self._hash_bytes, self._dihedral,
+                                                        carry)).with_outputs(dofns.ROWS, main="records"))
         collapsed = (packed[dofns.ROWS]
                      | "GroupExact" >> beam.GroupByKey()
                      | "Collapse" >> beam.ParDo(dofns.CollapseDoFn(self._hash_bytes, self._dihedral)).with_outputs(
