@@ -100,7 +100,8 @@ class SeenSet:
     """Compact seen-set: fixed-width hashes with their first owner (uint64) and, with
     keep_labels=True, a label (the keeper's record id). About 46 bytes per 256-bit entry in full
     chunks of 65,536 entries (the first insert allocates one). Not for two threads at once: a
-    second call while one runs raises RuntimeError ("Already borrowed")."""
+    call while another thread's check_and_insert or claim runs raises RuntimeError ("Already
+    borrowed", or "Already mutably borrowed")."""
 
     def __new__(cls, hash_bytes: int = 32, *, keep_labels: bool = False) -> Self: ...
     # owners: a uint64 buffer (numpy uint64 array, array('Q'), memoryview cast to 'Q') or ints.

@@ -29,13 +29,37 @@ def claim_state_dir(pipeline: beam.Pipeline, state_dir: str) -> None:
     taken.add(state_dir)
 
 
-def _free_label(pipeline: beam.Pipeline, label: str) -> str:
-    """``label``, or ``label`` with the first number from 2 that no step of ``pipeline`` has."""
-    n, free = 1, label
-    while free in pipeline.applied_labels:
-        n += 1
-        free = f"{label}{n}"
-    return free
+def _upstream(steps: Sequence[beam.PCollection]) -> set:
+    """The ids of ``steps`` and of every PCollection they are computed from (side inputs too)."""
+    seen: set = set()
+    todo = list(steps)
+    while todo:
+        pcoll = todo.pop()
+        if id(pcoll) in seen:
+            continue
+        seen.add(id(pcoll))
+        producer = getattr(pcoll, "producer", None)
+        if producer is not None:
+            todo.extend(producer.inputs)
+            todo.extend(side.pvalue for side in producer.side_inputs)
+    return seen
+
+
+def _apply_end(end: End, after: Sequence[beam.PCollection], label: Optional[str]) -> None:
+    """``end`` labelled ``label``, or by default ``COMMIT_LABEL``, numbered from 2 while the
+    pipeline (or the composite it is applied in) already has a step of that label."""
+    if label:
+        end(after, label)
+        return
+    n = 1
+    while True:
+        try:
+            end(after, COMMIT_LABEL if n == 1 else f"{COMMIT_LABEL}{n}")
+            return
+        except RuntimeError as e:  # Beam refuses a label in use before it applies anything
+            if "already exists in the pipeline" not in str(e):
+                raise
+            n += 1
 
 
 class RunEnd:
@@ -78,8 +102,9 @@ class RunEnd:
         applied, once ``after`` (PCollections in the global window: the writes' results) and the
         steps given to :meth:`after` are done. Where the run has no end to wait for (no state
         directory and nothing to release, a stream) it applies nothing. Once per application:
-        each call applies the earliest application's end not applied yet (of the pipeline of
-        ``after``), labelled ``label`` or, by default, ``CommitDedup`` (``CommitDedup2`` for a
+        each call applies the end of the application not committed yet (in the pipeline of
+        ``after``) whose outputs ``after`` is computed from, or when that is not one application,
+        the earliest; labelled ``label`` or, by default, ``CommitDedup`` (``CommitDedup2`` for a
         second in the pipeline, and so on).
 
         A deferred transform whose commit is never applied commits nothing, and on a Ray cluster
@@ -90,14 +115,20 @@ class RunEnd:
         pipelines = {id(step.pipeline) for step in after}
         if len(pipelines) > 1:
             raise ValueError("commit() waits for steps of one pipeline; these belong to several")
-        mine = next((e for e in self._ends if not pipelines or id(e[0]) in pipelines), None)
-        if mine is None:
+        candidates = [e for e in self._ends if not pipelines or id(e[0]) in pipelines]
+        if not candidates:
             raise ValueError("commit() applies the end of a transform built with with_deferred_commit() once it "
                              "is applied to the pipeline of the steps it waits for (once per application)")
+        mine = candidates[0]
+        if len(candidates) > 1 and after:
+            upstream = _upstream(after)
+            fed = [e for e in candidates if e[2] & upstream]
+            if len(fed) == 1:  # the application whose outputs these steps write
+                mine = fed[0]
         self._ends.remove(mine)
-        pipeline, end = mine
+        end = mine[1]
         if end is not None:
-            end(after, label or _free_label(pipeline, COMMIT_LABEL))
+            _apply_end(end, after, label)
 
     def committed(self) -> bool:
         """Whether the run of the transform's last application committed to its state directory.
@@ -111,12 +142,13 @@ class RunEnd:
         return check is not None and check()
 
     def _end(self, pipeline: beam.Pipeline, end, label: str,
-             committed: Optional[Callable[[], bool]] = None) -> None:
+             committed: Optional[Callable[[], bool]] = None, outputs: Sequence[beam.PCollection] = ()) -> None:
         """Apply ``end`` (or None: this application has no end) now, waiting for the steps of
         :meth:`after`, or leave it to :meth:`commit`; ``committed``: what :meth:`committed` asks
-        of this application (None: it has no run to commit)."""
+        of this application (None: it has no run to commit); ``outputs``: the application's, by
+        which :meth:`commit` tells its end from another application's."""
         self._commits.append(committed)
         if self._deferred:
-            self._ends.append((pipeline, end))
+            self._ends.append((pipeline, end, frozenset(id(o) for o in outputs)))
         elif end is not None:
             end((), label)

@@ -59,7 +59,8 @@ class RayDedupDoFn(beam.DoFn):
         if self._hash_bytes is not None:
             check_hashes(batch, self._hash_bytes, 0, "ExactDedup")
         elif batch:
-            self._width = self._width or len(batch[0].hash)
+            if self._width is None:
+                self._width = len(batch[0].hash)
             other = next((h for h in batch if len(h.hash) != self._width), None)
             if other is not None:
                 raise ValueError(

@@ -137,5 +137,5 @@ class ExactDedup(RunEnd, beam.PTransform):
             deduped = (hashed
                        | "KeyByHash" >> beam.FlatMap(key_by_hash, self._hash_bytes).with_output_types(Tuple[bytes, Any])
                        | "DedupWithState" >> beam.ParDo(StateDedupDoFn()).with_outputs(DUPLICATES, main=KEPT))
-        self._end(hashed.pipeline, end, "FinishBackend", committed)
+        self._end(hashed.pipeline, end, "FinishBackend", committed, (deduped[KEPT], deduped[DUPLICATES]))
         return deduped[KEPT], deduped[DUPLICATES]

@@ -194,7 +194,7 @@ class NearDedup(RunEnd, beam.PTransform):
         if state is not None:
             kept_rows, before = applied[dofns.KEPT_ROWS], self._after
             end = lambda after, label: kept_rows | label >> CommitState(state, (*before, *after))  # noqa: E731
-        self._end(hashed.pipeline, end, "CommitState", None if state is None else state.committed)
         kept, duplicates = applied[KEPT], applied[DUPLICATES]
+        self._end(hashed.pipeline, end, "CommitState", None if state is None else state.committed, (kept, duplicates))
         kept._windowing = duplicates._windowing = windowing
         return kept, duplicates
