@@ -157,8 +157,6 @@ class ImagePhashDedup(beam.PTransform):
                                   hash_column=hash_column)
         if max_distance == "auto":
             max_distance = recommended_max_distance(algorithm, hash_size)
-        elif isinstance(max_distance, str):
-            raise ValueError(f"max_distance must be an int or 'auto', got {max_distance!r}")
         near = NearConfig(max_distance, keep=keep or "largest", partitions=partitions, band_partition_bits=band_partition_bits,
                           search_partitions=search_partitions, expected_count=expected_count,
                           state_dir=state_dir)
