@@ -34,24 +34,34 @@ pub(crate) fn is_bytes_like(obj: &Bound<'_, PyAny>) -> bool {
 
 /// A read-only, C-contiguous byte view of a bytes-like object.
 pub(crate) fn borrow_bytes(obj: &Bound<'_, PyAny>) -> Result<Bytes, String> {
-    let buf = Bytes::get(obj).ok_or_else(|| format!("expected a bytes-like object, got {}", type_name(obj)))?;
+    contiguous(Bytes::get(obj).ok_or_else(|| not_bytes(obj))?)
+}
+
+fn contiguous(buf: Bytes) -> Result<Bytes, String> {
     if !buf.is_c_contiguous() {
         return Err("expected a C-contiguous buffer (a strided view: pass bytes(view))".to_string());
     }
     Ok(buf)
 }
 
+fn not_bytes(obj: &Bound<'_, PyAny>) -> String {
+    format!("expected a bytes-like object, got {}", type_name(obj))
+}
+
 /// One image's bytes: a bytes-like object, or a pyarrow binary scalar (an element of a pyarrow
 /// binary array), whose bytes are borrowed from the array's data through its `as_buffer()`.
+/// The object's buffer is asked for once.
 pub(crate) fn borrow_image(obj: &Bound<'_, PyAny>) -> Result<Bytes, String> {
-    let arrow = !is_bytes_like(obj) && obj.hasattr("as_buffer").unwrap_or(false);
-    if !arrow {
-        return borrow_bytes(obj);
+    if let Some(buf) = Bytes::get(obj) {
+        return contiguous(buf);
+    }
+    if !obj.hasattr("as_buffer").unwrap_or(false) {
+        return Err(not_bytes(obj));
     }
     match obj.call_method0("as_buffer") {
         Ok(buffer) if buffer.is_none() => Err(format!("a null {}", type_name(obj))),
         Ok(buffer) => borrow_bytes(&buffer),
-        Err(_) => Err(format!("expected a bytes-like object, got {}", type_name(obj))),
+        Err(_) => Err(not_bytes(obj)),
     }
 }
 
