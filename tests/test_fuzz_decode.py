@@ -119,6 +119,18 @@ def test_decompression_bombs_are_refused_before_allocating(width, height):
     assert grown_kib < 64 * 1024, f"resident memory grew by {grown_kib} KiB"
 
 
+def test_a_damaged_tiff_header_is_damage_not_a_size():
+    """A TIFF whose tag count was hit (a flipped high byte) declares far more values than the
+    decoder reads: the error says damage, not "exceeds limits", for a file of 2 KB."""
+    buf = io.BytesIO()
+    Image.new("RGB", (30, 20), 90).save(buf, "TIFF")
+    data = bytearray(buf.getvalue())
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    struct.pack_into("<I", data, ifd + 2 + 4, 0x0D000001)  # the first tag's count
+    with pytest.raises(beam_phash.ImageDecodeError, match="^cannot decode image: Tiff: a header field declares"):
+        beam_phash.hash_image(bytes(data))
+
+
 def test_memory_stays_bounded_over_many_bad_inputs():
     """Thousands of mutated inputs: the peak resident size must not keep growing (no leak)."""
     import random

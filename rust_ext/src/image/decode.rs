@@ -144,13 +144,13 @@ pub fn decode(data: &[u8], limits: &Limits, min_side: u32) -> Result<Decoded, Er
     image_limits.max_alloc = Some(limits.max_alloc);
     reader.limits(image_limits);
 
-    let mut decoder = reader.into_decoder().map_err(|e| classify(format, e))?;
+    let mut decoder = reader.into_decoder().map_err(|e| classify(format, e, None))?;
     let (width, height) = decoder.dimensions();
     limits.check(width, height)?;
     limits.check_bytes(decoder.total_bytes(), &format!("{format:?}"))?;
     // A broken EXIF block is not a broken image: fall back to "no transform".
     let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| classify(format, e))?;
+    let mut img = DynamicImage::from_decoder(decoder).map_err(|e| classify(format, e, Some((width, height))))?;
     img.apply_orientation(orientation);
     let (width, height) = upright_size(width, height, orientation);
     let gray = to_gray(img);
@@ -201,10 +201,23 @@ fn check_jpeg_complete(data: &[u8]) -> Result<(), Error> {
     }
 }
 
-fn classify(format: image::ImageFormat, e: image::ImageError) -> Error {
-    match e {
-        image::ImageError::Limits(l) => Error::TooLarge(format!("{format:?}: {l}")),
-        other => Error::Decode(format!("{format:?}: {other}")),
+/// The decoder's error as ours. Image size is checked by us first (`Limits::check`,
+/// `check_bytes`); a limit the decoder itself reaches says what it was reading:
+/// * decoding (`size` known, and within our limits): its own buffers for those pixels (TIFF asks
+///   for more than the pixels) exceed `max_alloc`;
+/// * reading the header: a field declares more than the decoder reads (tiff 0.11 refuses a tag
+///   whose values would take over its 256 MiB buffer limit), which in practice is damage: one
+///   flipped byte in a TIFF tag's count does it to a file of a few KB.
+fn classify(format: image::ImageFormat, e: image::ImageError, size: Option<(u32, u32)>) -> Error {
+    match (e, size) {
+        (image::ImageError::Limits(l), Some((w, h))) => Error::TooLarge(format!(
+            "{format:?}: decoding {w}x{h} pixels needs more than max_alloc ({l})"
+        )),
+        (image::ImageError::Limits(l), None) => Error::Decode(format!(
+            "{format:?}: a header field declares more than the decoder reads, so the file is \
+             most likely damaged ({l})"
+        )),
+        (other, _) => Error::Decode(format!("{format:?}: {other}")),
     }
 }
 
