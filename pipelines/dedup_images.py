@@ -609,10 +609,6 @@ def check_write_shards(args, spec: InputSpec, reference: Optional[InputSpec] = N
                     raise ConfigError(f"{flag} {path!r} is {os.path.realpath(path)!r}, which --write-shards "
                                       f"{args.write_shards!r} would remove before reading it; write the new "
                                       "shards elsewhere")
-    try:
-        check_output(args.write_shards)
-    except ConfigError:
-        raise ConfigError(f"--write-shards {args.write_shards!r} is not writable") from None
 
 
 def stale_shards(directory: str) -> List[str]:
@@ -735,6 +731,11 @@ def configure(argv: Optional[List[str]], command_line: bool = False):
                             # (at least 1: an empty input is a run of no records, not a bad setting)
                             expected_count=max(1, _count(spec) + (_count(reference) if reference else 0)) if near else None
                             ).with_failure_threshold(args.max_decode_failures, args.max_internal_failures)
+    if args.write_shards is not None:  # last: a refused run leaves no folder made for it
+        try:
+            check_output(args.write_shards)
+        except ConfigError:
+            raise ConfigError(f"--write-shards {args.write_shards!r} is not writable") from None
     return args, spec, dedup, options, reference
 
 

@@ -231,7 +231,7 @@ def _is_text(t: pa.DataType) -> bool:
 
 
 def _is_image_type(t: pa.DataType) -> bool:
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
         return True
     return pa.types.is_struct(t) and any(
         t.field(i).name == "bytes" and _is_image_type(t.field(i).type) for i in range(t.num_fields))

@@ -88,6 +88,14 @@ def split_name(name: str) -> Tuple[str, str]:
     return (posixpath.join(directory, stem) if directory else stem), suffix
 
 
+def is_hidden(name: str) -> bool:
+    """Whether a member belongs to no sample: its basename starts with a dot (``._k.jpg``, the
+    AppleDouble file macOS tar stores before each file with extended attributes, ``.DS_Store``).
+    The ``webdataset`` library passes these over too (its key needs a character before the
+    dot); read as samples, each would split the sample it sits in."""
+    return posixpath.basename(name).startswith(".")
+
+
 def member_name(key: str, suffix: str) -> str:
     return f"{key}.{suffix}" if suffix else key
 
@@ -188,8 +196,10 @@ class SampleStream:
             except StopIteration:
                 break
             except MemberCutShort as e:
-                # The break is inside a member: its sample is the broken one.
-                key, _ = split_name(e.name)
+                # The break is inside a member: its sample is the broken one (a hidden member's
+                # break: the sample read last, which may have had more after it).
+                hidden = is_hidden(e.name) and self.pending is not None
+                key = self.pending.key if hidden else split_name(e.name)[0]
                 if self.pending is not None and key != self.pending.key:
                     done, self.pending = self.pending, _Sample(key)
                     yield done
@@ -197,6 +207,8 @@ class SampleStream:
                     self.pending = _Sample(key)
                 raise
             self.started = True
+            if is_hidden(name):
+                continue
             key, suffix = split_name(name)
             if self.pending is not None and key != self.pending.key:
                 done, self.pending = self.pending, None
@@ -421,6 +433,8 @@ def list_keys(shard: str) -> Iterator[str]:
     try:
         last = None
         for name in _member_names(shard):
+            if is_hidden(name):
+                continue
             key, _ = split_name(name)
             if key != last:
                 keys.append(key)

@@ -101,8 +101,10 @@ def _jpeg(path, quality=None) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("layout", ["binary", "hf-struct"])
+@pytest.mark.parametrize("layout", ["binary", "hf-struct", "binary_view"])
 def test_parquet_input_keeps_the_input_columns(tmp_path, layout):
+    """binary_view: Arrow's view type, which newer writers store; img2dataset's columns (jpg,
+    key) are detected in it as in binary."""
     photos = [DATA / "pool.jpg", DATA / "snow.jpg", DATA / "chelsea.png", DATA / "pool.jpg"]
     rows = [{"key": f"k{i}", "caption": f"photo {i}", "jpg": p.read_bytes()} for i, p in enumerate(photos)]
     rows.append({"key": "k-bad", "caption": "broken", "jpg": b"\x89PNG not really"})
@@ -112,11 +114,14 @@ def test_parquet_input_keeps_the_input_columns(tmp_path, layout):
     src = tmp_path / "in"
     src.mkdir()
     # Two shards, as exports come.
-    pq.write_table(pa.Table.from_pylist(rows[:3]), src / "part-0.parquet")
-    pq.write_table(pa.Table.from_pylist(rows[3:]), src / "part-1.parquet")
+    for name, part in (("part-0", rows[:3]), ("part-1", rows[3:])):
+        table = pa.Table.from_pylist(part)
+        if layout == "binary_view":
+            table = table.set_column(2, "jpg", table.column("jpg").cast(pa.binary_view()))
+        pq.write_table(table, src / f"{name}.parquet")
     out = tmp_path / "out"
-    argv = ["--input", str(src), "--input-format", "parquet", "--image-column", "jpg",
-            "--id-column", "key", "--output", str(out), "--backend", "state"]
+    columns = [] if layout == "binary_view" else ["--image-column", "jpg", "--id-column", "key"]
+    argv = ["--input", str(src), "--input-format", "parquet", *columns, "--output", str(out), "--backend", "state"]
     assert dedup_images.main(argv) == 0
     kept, dups, failed = read(out, "kept"), read(out, "duplicates"), read(out, "failed")
     kept_keys = {r["key"] for r in kept}

@@ -487,6 +487,29 @@ def test_member_names_with_a_leading_dot_slash_or_not_utf8(tmp_path):
     pa.array([r["key"] for r in records])  # no lone surrogates: Arrow, Beam and Parquet take them
 
 
+def test_members_with_a_hidden_basename_belong_to_no_sample(tmp_path):
+    """macOS tar stores an AppleDouble ``._NAME`` before each file with extended attributes: the
+    samples around them stay whole (the ``webdataset`` library passes them over too)."""
+    import webdataset as wds
+
+    photo = {p.name: p.read_bytes() for p in PHOTOS}
+    apple = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        "
+    top = [("._d1.jpg", apple), ("d1.jpg", photo["pool.jpg"]), ("._d1.txt", apple), ("d1.txt", b"one"),
+           ("./.DS_Store", apple), ("._d2.jpg", apple), ("d2.jpg", photo["snow.jpg"])]
+    write_tar(tmp_path / "top.tar", top)
+    theirs = [(s["__key__"], sorted(k for k in s if not k.startswith("__")))
+              for s in wds.WebDataset([str(tmp_path / "top.tar")], shardshuffle=False)]
+    assert theirs == [("d1", ["jpg", "txt"]), ("d2", ["jpg"])]
+    # in a folder as well (there the webdataset library makes a sample "sub/" of each)
+    write_tar(tmp_path / "00000.tar", top + [("sub/._d3.jpg", apple), ("sub/d3.jpg", photo["skagen.jpg"]),
+                                             ("sub/d3.txt", b"three")])
+    records, failed = _read_shard(tmp_path / "00000.tar", ())
+    assert [(r["key"], r["members"]) for r in records] == [("d1", ["jpg", "txt"]), ("d2", ["jpg"]),
+                                                           ("sub/d3", ["jpg", "txt"])]
+    assert failed == []
+    assert list(webdataset_read.list_keys(str(tmp_path / "00000.tar"))) == ["d1", "d2", "sub/d3"]
+
+
 def test_a_truncated_shard_with_a_sidecar_counts_each_sample_once(tmp_path):
     """The samples after the break are the sidecar's rows, each a failed record saying so; no
     `#truncated` record is added for them (it would count the lost rest twice)."""
@@ -541,6 +564,20 @@ def test_write_shards_into_the_input_directory_is_refused(tmp_path, capsys):
     argv[-1] = str(tmp_path / "new")
     assert dedup_images.main(argv + ["--shard-size", "inf"]) == 2
     assert "--shard-size must be a positive number" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("refusal", [["--hash_size", "8"], ["--backend", "state", "--num-buckets", "4"],
+                                     ["--max-distance", "4", "--num-buckets", "4"]])
+def test_a_refused_run_leaves_no_write_shards_folder_made_for_it(tmp_path, capsys, refusal):
+    """Options are checked before the --write-shards folder is tried by writing to it."""
+    src = tmp_path / "in"
+    src.mkdir()
+    write_tar(src / "00000.tar", [("k.jpg", PHOTOS[0].read_bytes())])
+    argv = ["--input", str(src), "--input-format", "webdataset", "--output", str(tmp_path / "new" / "out"),
+            "--write-shards", str(tmp_path / "new" / "shards"), *refusal]
+    assert dedup_images.main(argv) == 2
+    assert capsys.readouterr().err.startswith("beam-phash: error: ")
+    assert not (tmp_path / "new").exists()
 
 
 @pytest.mark.parametrize("flag, name", [("--output", "run?"), ("--output", "run[1]"), ("--output", "r*"),
