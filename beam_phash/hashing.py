@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import numbers
 import time
 from dataclasses import dataclass
 from typing import Iterable, List, NamedTuple, Optional
@@ -148,7 +149,8 @@ def given_flat(record) -> bool:
     """Whether a record that carries its hash is of a flat image, by the ``image_quality`` it
     carries too (an earlier run's kept/ has it); without one, not flat."""
     quality = record.get(QUALITY_FIELD) if isinstance(record, dict) else None
-    return isinstance(quality, (int, float)) and not isinstance(quality, bool) and quality < FLAT_QUALITY
+    # numbers.Real: numpy's scalars too (a record from a DataFrame); bool is no quality
+    return isinstance(quality, numbers.Real) and not isinstance(quality, bool) and quality < FLAT_QUALITY
 
 
 class ParseHashesDoFn(beam.DoFn):

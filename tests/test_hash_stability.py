@@ -286,3 +286,17 @@ def test_hashes_given_with_their_quality_keep_the_flat_flag(tmp_path, against):
                                                      hash_column="h")
     assert_that(tagged(p | beam.Create(records) | dedup.with_outputs()), unflagged)
     p.run().wait_until_finish()
+
+
+def test_a_given_quality_counts_in_any_numeric_type():
+    """A record made from a DataFrame or numpy carries its `image_quality` as a numpy scalar:
+    still the quality it says; a bool, text or nothing is none."""
+    import numpy as np
+
+    from beam_phash.hashing import given_flat
+
+    for low in (5, 5.0, np.int64(5), np.uint8(5), np.float32(5.0)):
+        assert given_flat({"image_quality": low}), type(low)
+    for other in (50, np.int64(50), True, np.bool_(True), "5", None):
+        assert not given_flat({"image_quality": other}), type(other)
+    assert not given_flat({}) and not given_flat("not a record")
