@@ -244,7 +244,8 @@ class ImagePhashDedup(beam.PTransform):
         (``state_dir``; see :meth:`RunEnd.committed`): after a failure or Ctrl-C that came later,
         its outputs are the ones the state now holds as kept, so a caller that cleans up a failed
         run's outputs keeps them. False without a state directory, and before the transform is
-        applied; False too for a named backend or a stream, which commit each claim as it is
+        applied; for a near-duplicate run that kept no new image (nothing to commit: the state is
+        left as it was); and for a named backend or a stream, which commit each claim as it is
         answered: with a ``state_dir`` their claims are in it whatever this says, and a rerun
         keeps their records only under the same ids."""
         return self.dedup.committed()
