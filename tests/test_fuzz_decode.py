@@ -131,6 +131,13 @@ def test_a_damaged_tiff_header_is_damage_not_a_size():
         beam_phash.hash_image(bytes(data))
 
 
+def test_a_png_too_wide_for_one_row_is_too_large_not_damaged():
+    """PNG's decoder sizes a row against max_alloc while it reads the header, before our own
+    check: that is still the image's size."""
+    with pytest.raises(beam_phash.ImageDecodeError, match="^image exceeds limits: Png"):
+        beam_phash.hash_image(_png_bomb(600_000_000, 1))
+
+
 def test_memory_stays_bounded_over_many_bad_inputs():
     """Thousands of mutated inputs: the peak resident size must not keep growing (no leak)."""
     import random

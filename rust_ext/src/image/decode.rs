@@ -201,22 +201,25 @@ fn check_jpeg_complete(data: &[u8]) -> Result<(), Error> {
     }
 }
 
-/// The decoder's error as ours. Image size is checked by us first (`Limits::check`,
-/// `check_bytes`); a limit the decoder itself reaches says what it was reading:
+/// The decoder's error as ours. Image size is checked by us first where the header allows it
+/// (`Limits::check`, `check_bytes`); a limit the decoder itself reaches says what it was reading:
 /// * decoding (`size` known, and within our limits): its own buffers for those pixels (TIFF asks
 ///   for more than the pixels) exceed `max_alloc`;
-/// * reading the header: a field declares more than the decoder reads (tiff 0.11 refuses a tag
-///   whose values would take over its 256 MiB buffer limit), which in practice is damage: one
-///   flipped byte in a TIFF tag's count does it to a file of a few KB.
+/// * a TIFF's header: a tag declares more values than the decoder reads (tiff 0.11 refuses a
+///   tag whose values would take over its 256 MiB buffer limit). A real image would be far over
+///   `max_pixels` first, so this is damage: one flipped byte in a tag's count does it to a file
+///   of a few KB;
+/// * another format's header: the image's size (PNG sizes a row against `max_alloc` there).
 fn classify(format: image::ImageFormat, e: image::ImageError, size: Option<(u32, u32)>) -> Error {
     match (e, size) {
         (image::ImageError::Limits(l), Some((w, h))) => Error::TooLarge(format!(
             "{format:?}: decoding {w}x{h} pixels needs more than max_alloc ({l})"
         )),
-        (image::ImageError::Limits(l), None) => Error::Decode(format!(
-            "{format:?}: a header field declares more than the decoder reads, so the file is \
-             most likely damaged ({l})"
+        (image::ImageError::Limits(l), None) if format == image::ImageFormat::Tiff => Error::Decode(format!(
+            "{format:?}: a header field declares more than the decoder reads, so the file is most likely \
+             damaged ({l})"
         )),
+        (image::ImageError::Limits(l), None) => Error::TooLarge(format!("{format:?}: {l}")),
         (other, _) => Error::Decode(format!("{format:?}: {other}")),
     }
 }
