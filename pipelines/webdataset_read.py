@@ -196,10 +196,10 @@ class SampleStream:
             except StopIteration:
                 break
             except MemberCutShort as e:
-                # The break is inside a member: its sample is the broken one (a hidden member's
-                # break: the sample read last, which may have had more after it).
-                hidden = is_hidden(e.name) and self.pending is not None
-                key = self.pending.key if hidden else split_name(e.name)[0]
+                if is_hidden(e.name):  # in no sample: a break between members, as at a header
+                    raise EOFError(str(e)) from e
+                # The break is inside a member: its sample is the broken one.
+                key, _ = split_name(e.name)
                 if self.pending is not None and key != self.pending.key:
                     done, self.pending = self.pending, _Sample(key)
                     yield done

@@ -509,6 +509,22 @@ def test_members_with_a_hidden_basename_belong_to_no_sample(tmp_path):
     assert failed == []
     assert list(webdataset_read.list_keys(str(tmp_path / "00000.tar"))) == ["d1", "d2", "sub/d3"]
 
+    # A shard cut inside a hidden member breaks between samples: the one before it may have had
+    # more members after it (as at a header), and no sample of key "" is made of the hidden one.
+    def cut_in_last(name, members):
+        write_tar(tmp_path / name, members)
+        before = sum(512 + -(-len(data) // 512) * 512 for _, data in members[:-1])
+        (tmp_path / name).write_bytes((tmp_path / name).read_bytes()[:before + 512 + 10])
+        return _read_shard(tmp_path / name, ())
+
+    records, failed = cut_in_last("first.tar", [("._d1.jpg", apple * 50)])
+    assert records == [] and [f["key"] for f in failed] == [f"{tmp_path / 'first.tar'}#truncated"]
+    assert "before its first sample" in failed[0]["error"]
+    records, failed = cut_in_last("after.tar", [("d1.jpg", photo["pool.jpg"]), ("d1.txt", b"one"),
+                                                ("._d2.jpg", apple * 50)])
+    assert records == [] and [f["key"] for f in failed] == ["d1", f"{tmp_path / 'after.tar'}#truncated"]
+    assert "breaks after its members d1.jpg, d1.txt" in failed[0]["error"]
+
 
 def test_a_truncated_shard_with_a_sidecar_counts_each_sample_once(tmp_path):
     """The samples after the break are the sidecar's rows, each a failed record saying so; no
