@@ -245,9 +245,9 @@ class ImagePhashDedup(beam.PTransform):
         its outputs are the ones the state now holds as kept, so a caller that cleans up a failed
         run's outputs keeps them. False without a state directory, and before the transform is
         applied; for a near-duplicate run that kept no new image (nothing to commit: the state is
-        left as it was); and for a named backend or a stream, which commit each claim as it is
-        answered: with a ``state_dir`` their claims are in it whatever this says, and a rerun
-        keeps their records only under the same ids."""
+        left as it was), unless it compacts the state; and for a named backend or a stream, which
+        commit each claim as it is answered: with a ``state_dir`` their claims are in it whatever
+        this says, and a rerun keeps their records only under the same ids."""
         return self.dedup.committed()
 
     def with_failure_threshold(self, decode: Optional[float] = None,
