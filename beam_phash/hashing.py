@@ -8,7 +8,7 @@ import concurrent.futures
 import numbers
 import time
 from dataclasses import dataclass
-from typing import Iterable, List, NamedTuple, Optional
+from typing import Iterable, List, Mapping, NamedTuple, Optional
 
 import apache_beam as beam
 
@@ -39,6 +39,7 @@ from beam_phash.records import (
     encodable_image,
     hash_bytes,
     image_bytes,
+    not_a_record,
     record_id,
     surrogate_owner,
     with_fields,
@@ -148,7 +149,7 @@ class HashBatchDoFn(beam.DoFn):
 def given_flat(record) -> bool:
     """Whether a record that carries its hash is of a flat image, by the ``image_quality`` it
     carries too (an earlier run's kept/ has it); without one, not flat."""
-    quality = record.get(QUALITY_FIELD) if isinstance(record, dict) else None
+    quality = record.get(QUALITY_FIELD) if isinstance(record, Mapping) else None
     # numbers.Real: numpy's scalars too (a record from a DataFrame); bool is no quality
     return isinstance(quality, numbers.Real) and not isinstance(quality, bool) and quality < FLAT_QUALITY
 
@@ -166,12 +167,13 @@ class ParseHashesDoFn(beam.DoFn):
 
     def process(self, batch: List[dict]) -> Iterable:
         self._metrics.inputs.inc(len(batch))
-        values = [r.get(self._c.hash_column) if isinstance(r, dict) else None for r in batch]
+        values = [r.get(self._c.hash_column) if isinstance(r, Mapping) else None for r in batch]
         packed, errors = parse_hex_hashes(values, self._c.bits)
         out: List[Hashed] = []
         for i, (record, error) in enumerate(zip(batch, errors)):
-            if error is not None:
-                yield failed_output(record, f"{self._c.hash_column}: {error}", self._c.hash_field,
+            reason = not_a_record(record)
+            if reason is not None or error is not None:
+                yield failed_output(record, reason or f"{self._c.hash_column}: {error}", self._c.hash_field,
                                     self._c.image_field, self._metrics)
                 continue
             h = packed[i * self._width:(i + 1) * self._width]

@@ -50,10 +50,16 @@ class BadRecord(ValueError):
     """A record that cannot be hashed; the message is the reason stored in ``error``."""
 
 
+def not_a_record(record: Any) -> Optional[str]:
+    """The reason a value is no record (records are dicts, or any Mapping), or None."""
+    return None if isinstance(record, Mapping) else f"record is a {type(record).__name__}, expected a dict"
+
+
 def image_bytes(record: Any, image_field: str):
     """Return the record's image as a bytes-like object, without copying it."""
-    if not isinstance(record, Mapping):
-        raise BadRecord(f"record is a {type(record).__name__}, expected a dict")
+    reason = not_a_record(record)
+    if reason is not None:
+        raise BadRecord(reason)
     if image_field not in record:
         raise BadRecord(f"missing field {image_field!r}")
     value = record[image_field]

@@ -450,6 +450,25 @@ def test_ids_that_look_like_digests_and_hash_records_without_ids():
     p.run().wait_until_finish()
 
 
+def test_records_that_carry_their_hash_may_be_any_mapping():
+    """As with images, a record is any Mapping (a UserDict here); a value that is none is failed
+    with that reason, not as a record without a hash."""
+    from collections import UserDict
+
+    h = beam_phash.hash_image(PHOTOS[0].read_bytes()).hex()
+    records = [UserDict(id="a", h=h), UserDict(id="b", h=h), "not a record"]
+    p = TestPipeline()
+    outputs = p | beam.Create(records) | ImagePhashDedup(backend="state", hash_column="h").with_outputs()
+
+    def check(rows):
+        got = sorted((tag, r.get("duplicate_of"), r.get("error")) for tag, r in rows)
+        assert [g[0] for g in got] == ["duplicates", "failed", "kept"], rows
+        assert got[0][1] in ("a", "b") and got[1][2] == "record is a str, expected a dict", rows
+
+    assert_that(tagged(outputs), check)
+    p.run().wait_until_finish()
+
+
 @pytest.mark.parametrize("mode", [{"backend": "state"}, {"max_distance": 4}], ids=["exact", "near"])
 def test_an_earlier_runs_verdict_on_a_record_is_not_carried_over(mode):
     """Records fed back from an earlier run's outputs carry its duplicate_of, distance, matched
