@@ -8,7 +8,7 @@ import concurrent.futures
 import numbers
 import time
 from dataclasses import dataclass
-from typing import Iterable, List, Mapping, NamedTuple, Optional
+from typing import Iterable, List, NamedTuple, Optional
 
 import apache_beam as beam
 
@@ -37,6 +37,7 @@ from beam_phash.records import (
     BadRecord,
     Hashed,
     encodable_image,
+    field_of,
     hash_bytes,
     image_bytes,
     not_a_record,
@@ -149,7 +150,7 @@ class HashBatchDoFn(beam.DoFn):
 def given_flat(record) -> bool:
     """Whether a record that carries its hash is of a flat image, by the ``image_quality`` it
     carries too (an earlier run's kept/ has it); without one, not flat."""
-    quality = record.get(QUALITY_FIELD) if isinstance(record, Mapping) else None
+    quality = field_of(record, QUALITY_FIELD)
     # numbers.Real: numpy's scalars too (a record from a DataFrame); bool is no quality
     return isinstance(quality, numbers.Real) and not isinstance(quality, bool) and quality < FLAT_QUALITY
 
@@ -167,7 +168,7 @@ class ParseHashesDoFn(beam.DoFn):
 
     def process(self, batch: List[dict]) -> Iterable:
         self._metrics.inputs.inc(len(batch))
-        values = [r.get(self._c.hash_column) if isinstance(r, Mapping) else None for r in batch]
+        values = [field_of(r, self._c.hash_column) for r in batch]
         packed, errors = parse_hex_hashes(values, self._c.bits)
         out: List[Hashed] = []
         for i, (record, error) in enumerate(zip(batch, errors)):

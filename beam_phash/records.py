@@ -80,10 +80,15 @@ def image_bytes(record: Any, image_field: str):
     return value
 
 
-def record_id(record: Mapping, id_field: Optional[str]) -> Optional[str]:
+def field_of(record: Any, name: str) -> Any:
+    """A record's value of ``name``: None when it has none, or is no record (``not_a_record``)."""
+    return record.get(name) if isinstance(record, Mapping) else None
+
+
+def record_id(record: Any, id_field: Optional[str]) -> Optional[str]:
     if not id_field:
         return None
-    value = record.get(id_field)
+    value = field_of(record, id_field)
     return None if value is None else str(value)
 
 

@@ -16,7 +16,7 @@ Near-duplicate mode hands the batches to ``NearDedup`` as fixed images. Exact mo
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, List, Mapping, Tuple
+from typing import Any, Iterable, List, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -39,6 +39,7 @@ from beam_phash.records import (
     BadRecord,
     Hashed,
     emit,
+    field_of,
     image_bytes,
     record_id,
 )
@@ -66,7 +67,7 @@ class HashReferenceDoFn(beam.DoFn):
         """Each record's image bytes, or the reason it has none (a str)."""
         blobs = []
         for r in records:
-            if isinstance(r, Mapping) and r.get(ERROR_FIELD):  # failed while it was read: that reason
+            if field_of(r, ERROR_FIELD):  # failed while it was read: that reason
                 blobs.append(str(r[ERROR_FIELD]))
                 continue
             try:
@@ -162,9 +163,9 @@ class HashReferenceDoFn(beam.DoFn):
                 records.append(element)
         if not records:
             return
-        labels = [(record_id(r, self._c.id_field) if isinstance(r, Mapping) else None) or "" for r in records]
+        labels = [record_id(r, self._c.id_field) or "" for r in records]
         if self._c.hash_column is not None:
-            values = [r.get(self._c.hash_column) if isinstance(r, Mapping) else None for r in records]
+            values = [field_of(r, self._c.hash_column) for r in records]
             packed, errors = parse_hex_hashes(values, self._c.bits)
             bad = np.array([i for i, e in enumerate(errors) if e is not None], dtype=np.int64)
             flat = np.array([given_flat(r) for r in records], dtype=bool)
