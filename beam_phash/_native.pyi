@@ -193,7 +193,7 @@ def route_rows(rows: _BytesLike, width: int, buckets: int) -> bytes:
 def tar_member_names(path: Union[str, "os.PathLike[str]"]) -> Optional[list[str]]:
     """The regular members' names of the plain tar at local ``path``, from its headers alone (in
     order; up to where the file is damaged); None when the walk does not handle the file (PAX or
-    GNU headers, base-256 sizes, names not UTF-8, a file it cannot open)."""
+    GNU headers, base-256 sizes, names not UTF-8, a file it cannot open or read, as a directory)."""
 
 @final
 class Components:

@@ -5,6 +5,8 @@ import os
 import pickle
 import random
 import struct
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -253,6 +255,32 @@ def test_hashing_works_in_a_forked_child(photo_bytes):
         got += chunk
     os.waitpid(pid, 0)
     assert got.decode().split(",") == expected
+
+
+def test_threads_the_system_will_not_start_are_a_runtime_error(tmp_path):
+    """Under an address-space limit (a container's), a pool of 1,000 threads cannot start: the
+    call raises RuntimeError (not a panic, which `except Exception` would not catch), and the
+    next call on fewer threads works."""
+    code = """
+import resource, sys
+import beam_phash
+data = open(sys.argv[1], "rb").read()
+expected = beam_phash.hash_image(data).hex()
+size = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+resource.setrlimit(resource.RLIMIT_AS, (size + (256 << 20), resource.RLIM_INFINITY))
+try:
+    beam_phash.hash_images([data, data], threads=1000)
+    print("no error")
+except RuntimeError as e:
+    print("RuntimeError", e)
+print([h.hex() == expected for h in beam_phash.hash_images([data, data], threads=2)])
+"""
+    out = subprocess.run([sys.executable, "-c", code, str(DATA / "pool.jpg")], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("RuntimeError cannot start 1000 threads:"), out.stdout
+    assert lines[1] == "[True, True]"
 
 
 # --- near and far -------------------------------------------------------------------------

@@ -237,6 +237,38 @@ def test_padding_bits_never_count():
     assert "expected 10 hex digits" in errors[2] and errors[3] == "missing hash" and "int" in errors[4]
 
 
+@pytest.mark.parametrize("call", [
+    lambda h, ids: _native.near_pairs_brute(h, ids, hash_bytes=8, max_distance=2, threads=beam_phash.MAX_THREADS + 1),
+    lambda h, ids: _native.near_pairs_brute(h, ids, hash_bytes=8, max_distance=2, threads=0),
+    lambda h, ids: _native.near_pairs_brute(h, ids, hash_bytes=8, max_distance=2, threads=-1),
+    lambda h, ids: _native.near_search(h, ids, hash_bytes=8, bits=64, max_distance=2,
+                                       layout=_native.near_layout(64, 2), band=[0, 1], threads=5000),
+    lambda h, ids: _native.near_resolve(b"", b"", b"", b"", b"", hash_bytes=8, dihedral=False,
+                                        max_distance=2, threads=0),
+], ids=["brute-over", "brute-zero", "brute-negative", "search", "resolve"])
+def test_every_parallel_kernel_takes_threads_from_1_to_max_threads(call):
+    """As hash_images does: a mistyped count neither starts (and keeps) thousands of threads nor
+    comes back as PyO3's OverflowError."""
+    hashes = np.arange(4, dtype=np.uint64).view(np.uint8)
+    with pytest.raises(ValueError, match=f"threads must be between 1 and {beam_phash.MAX_THREADS}, got"):
+        call(hashes, np.arange(4, dtype=np.uint64).view(np.uint8))
+
+
+def test_caller_mistakes_in_the_near_kernels_are_value_errors():
+    """Not InternalError (a bug of ours): a field whose end overflows 32 bits, an edge to an id
+    never added, and a layout of very many bits, which must not overflow either."""
+    with pytest.raises(ValueError, match="bits 4294967295..4294967296 of 64-bit hashes") as field:
+        _native.near_fields(bytes(8), hash_bytes=8, bits=64, fields=[(2**32 - 1, 1)])
+    components = _native.Components()
+    components.add_ids(np.array([1, 2], dtype=np.uint64).view(np.uint8))
+    with pytest.raises(ValueError, match="edge end 3 was not given to add_ids") as edge:
+        components.union(np.array([1], dtype=np.uint64).view(np.uint8), np.array([3], dtype=np.uint64).view(np.uint8))
+    # InternalError is a ValueError too: these must not be one.
+    assert not isinstance(field.value, beam_phash.InternalError) and not isinstance(edge.value, beam_phash.InternalError)
+    layout = _native.near_layout(2**20, 3)
+    assert layout[0][0] == 0 and sum(w for _, w, _ in layout) == 2**20
+
+
 def _resolve_case(rng, dihedral):
     """Random 64-bit hashes in tight clusters (chains and groups), some flat, with variants when
     ``dihedral``: (names, ranks, keys as rows, the brute-force edges {(a, b): distance} with a the

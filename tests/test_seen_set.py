@@ -42,12 +42,15 @@ def test_matches_a_dict_oracle_on_shuffled_claims_with_retries():
     assert s.owners_of(b"".join(hashes[:3]) + bytes(32)) == [firsts[h] for h in hashes[:3]] + [None]
 
 
-@pytest.mark.parametrize("owners", [np.array([7, 8], dtype=np.uint64), array.array("Q", [7, 8]), [7, 8]],
-                         ids=["numpy", "array", "list"])
+@pytest.mark.parametrize("owners", [np.array([7, 8], dtype=np.uint64), array.array("Q", [7, 8]), [7, 8],
+                                    np.array([7, 8], dtype=">u8"), np.array([7, 0, 8], dtype=np.uint64)[::2]],
+                         ids=["numpy", "array", "list", "big-endian", "strided"])
 def test_owner_containers(owners):
+    """Each container gives the owners' values, whatever their byte order or stride."""
     s = beam_phash.SeenSet(8)
     assert s.check_and_insert(bytearray(b"a" * 8 + b"b" * 8), owners) == [True, True]
     assert s.check_and_insert(memoryview(b"a" * 8), [9]) == [False]
+    assert s.owners_of(b"a" * 8 + b"b" * 8) == [7, 8]
 
 
 def test_claim_entries_gives_each_keeper_s_place_in_insertion_order():

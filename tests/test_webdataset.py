@@ -994,6 +994,8 @@ def test_rust_header_walk_agrees_with_the_reader_on_damaged_shards(tmp_path, bad
         assert tar_member_names(str(shard)) == python_names, shard.name
     assert tar_member_names(str(src / "c.tar"))[-1] == "u2.jpg"  # cut inside u2's data
     assert tar_member_names(str(src / "d.tar")) == []
+    # A directory opens, and fails at its first read: not a tar this walk handles.
+    assert tar_member_names(str(src)) is None
 
 
 @pytest.mark.parametrize("damage", ["cut", "garbled header"])

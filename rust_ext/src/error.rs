@@ -17,6 +17,8 @@ pub enum Error {
     Config(String),
     /// A structure is full (the seen-set's 2^32 - 1 entries).
     Full(String),
+    /// The operating system refused a resource the call needs (its threads).
+    System(String),
 }
 
 impl From<SeenError> for Error {
@@ -33,8 +35,8 @@ impl fmt::Display for Error {
         match self {
             Error::Decode(m) => write!(f, "cannot decode image: {m}"),
             Error::TooLarge(m) => write!(f, "image exceeds limits: {m}"),
-            Error::Internal(m) => write!(f, "internal error while hashing image: {m}"),
-            Error::Config(m) | Error::Full(m) => write!(f, "{m}"),
+            Error::Internal(m) => write!(f, "internal error in the Rust code: {m}"),
+            Error::Config(m) | Error::Full(m) | Error::System(m) => write!(f, "{m}"),
         }
     }
 }

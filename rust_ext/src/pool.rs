@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rayon::{ThreadPool, ThreadPoolBuilder};
 
+use crate::error::Error;
+
 /// The most threads one hashing call may ask for. Far above any machine's cores; it stops a
 /// mistyped count from starting (and keeping) tens of thousands of threads.
 pub const MAX_THREADS: usize = 1024;
@@ -64,7 +66,9 @@ pub fn default_threads() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
-fn pool_for(threads: usize) -> Arc<ThreadPool> {
+/// The pool of `threads` threads; an error when the system will not start them (a container's
+/// pid or memory limit), which the caller reports rather than panicking.
+fn pool_for(threads: usize) -> Result<Arc<ThreadPool>, Error> {
     let mut pools = registry().pools();
     let pool = match pools.iter().position(|(n, _)| *n == threads) {
         Some(i) => pools.remove(i).1,
@@ -73,7 +77,7 @@ fn pool_for(threads: usize) -> Arc<ThreadPool> {
                 .num_threads(threads)
                 .thread_name(|i| format!("beam-phash-{i}"))
                 .build()
-                .expect("cannot start hashing threads"),
+                .map_err(|e| Error::System(format!("cannot start {threads} threads: {e}")))?,
         ),
     };
     pools.push((threads, Arc::clone(&pool)));
@@ -81,13 +85,13 @@ fn pool_for(threads: usize) -> Arc<ThreadPool> {
         // The least recently used: its threads end once no call holds it any more.
         pools.remove(0);
     }
-    pool
+    Ok(pool)
 }
 
 /// Run `f` inside a pool of `threads` threads (None: one per core).
-pub fn install<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) -> R {
+pub fn install<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) -> Result<R, Error> {
     let threads = threads.unwrap_or_else(default_threads).max(1);
-    pool_for(threads).install(f)
+    Ok(pool_for(threads)?.install(f))
 }
 
 #[cfg(test)]
@@ -98,7 +102,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     fn sum_in(threads: usize) -> u64 {
-        install(Some(threads), || (0..10_000u64).into_par_iter().sum())
+        install(Some(threads), || (0..10_000u64).into_par_iter().sum()).unwrap()
     }
 
     #[test]
@@ -109,10 +113,10 @@ mod tests {
         let pools = registry().pools();
         assert!(pools.len() <= POOLS_KEPT, "{} pools kept", pools.len());
         drop(pools);
-        let last = pool_for(POOLS_KEPT + 6);
+        let last = pool_for(POOLS_KEPT + 6).unwrap();
         assert_eq!(last.current_num_threads(), POOLS_KEPT + 6);
         // The same pool again, not a new one, while it is among the last used.
-        assert!(Arc::ptr_eq(&last, &pool_for(POOLS_KEPT + 6)));
+        assert!(Arc::ptr_eq(&last, &pool_for(POOLS_KEPT + 6).unwrap()));
     }
 
     /// A child forked while another thread of the parent holds the registry's lock (a call to

@@ -9,7 +9,7 @@
 //! caller reads the file its own way. Listing the keys of 100 shards of 100 samples took the
 //! Python walk 0.14 s; this is there to make that check cheap.
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{ErrorKind, Read, Seek, SeekFrom};
 use std::path::Path;
 
 const BLOCK: u64 = 512;
@@ -38,15 +38,19 @@ fn checksum_ok(header: &[u8; 512]) -> bool {
 }
 
 /// The regular members' names of the plain tar at `path`, in order; None when this walk does
-/// not handle the file (see the module doc), including when it cannot be opened.
+/// not handle the file (see the module doc), including when it cannot be opened or read (a
+/// directory opens, and fails at its first read).
 pub fn member_names(path: &Path) -> Option<Vec<String>> {
     let mut file = File::open(path).ok()?;
     let mut names = Vec::new();
     let mut header = [0u8; 512];
     let mut offset = 0u64;
     loop {
-        if file.seek(SeekFrom::Start(offset)).is_err() || file.read_exact(&mut header).is_err() {
-            return Some(names); // cut short: the names so far
+        file.seek(SeekFrom::Start(offset)).ok()?;
+        match file.read_exact(&mut header) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Some(names), // cut short: the names so far
+            Err(_) => return None,
         }
         if header.iter().all(|&b| b == 0) {
             return Some(names);

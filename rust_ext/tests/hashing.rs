@@ -100,9 +100,9 @@ fn results_do_not_depend_on_thread_count() {
     let blobs: Vec<Vec<u8>> = PHOTOS.iter().map(|n| common::read(n)).collect();
     let refs: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
     let spec = HashSpec::parse("phash", 16).unwrap();
-    let one = hash_batch(&refs, &spec, &Limits::default(), Some(1), false);
+    let one = hash_batch(&refs, &spec, &Limits::default(), Some(1), false).unwrap();
     for threads in [Some(2), Some(3), None] {
-        assert_eq!(hash_batch(&refs, &spec, &Limits::default(), threads, false), one);
+        assert_eq!(hash_batch(&refs, &spec, &Limits::default(), threads, false).unwrap(), one);
     }
 }
 

@@ -218,16 +218,16 @@ pub fn hash_one(data: &[u8], spec: &HashSpec, limits: &Limits) -> Result<HashBit
 }
 
 /// [`hash_image`] over a batch, in parallel on `threads` threads (None: all cores). One result
-/// per input, in order.
+/// per input, in order; an error of the whole batch only when its threads cannot be started.
 pub fn hash_batch(
     blobs: &[&[u8]],
     spec: &HashSpec,
     limits: &Limits,
     threads: Option<usize>,
     dihedral: bool,
-) -> Vec<Result<ImageHash, Error>> {
+) -> Result<Vec<Result<ImageHash, Error>>, Error> {
     if blobs.len() <= 1 || threads == Some(1) {
-        return blobs.iter().map(|b| hash_image(b, spec, limits, dihedral)).collect();
+        return Ok(blobs.iter().map(|b| hash_image(b, spec, limits, dihedral)).collect());
     }
     pool::install(threads, || blobs.par_iter().map(|b| hash_image(b, spec, limits, dihedral)).collect())
 }

@@ -50,7 +50,7 @@ pub fn all_pairs(images: &Images, max_distance: u32, threads: Option<usize>) -> 
                 found
             })
             .collect()
-    });
+    })?;
     let mut edges = Edges::default();
     for (i, row) in per_row.into_iter().enumerate() {
         for (j, d) in row {

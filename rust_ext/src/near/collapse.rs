@@ -22,7 +22,7 @@ pub fn heads(keys: &Packed, primary: &[u64], owners: &Owners) -> Result<Vec<u32>
             .then_with(|| primary[x].cmp(&primary[y]))
             .then_with(|| owners.get(x).cmp(owners.get(y)))
             .then_with(|| x.cmp(&y))
-    }));
+    }))?;
     let mut out = Vec::new();
     for (i, &r) in order.iter().enumerate() {
         if i == 0 || keys.row(order[i - 1] as usize) != keys.row(r as usize) {

@@ -104,7 +104,7 @@ impl Components {
         self.ids
             .binary_search(&id)
             .map(|i| i as u32)
-            .map_err(|_| Error::Internal(format!("edge end {id} was not given to add_ids")))
+            .map_err(|_| Error::Config(format!("edge end {id} was not given to add_ids")))
     }
 
     /// Pass 2: the edges.

@@ -92,8 +92,9 @@ impl Layout {
         }
         let bands: Vec<Band> = (0..m)
             .map(|i| {
-                let start = bits * i / m;
-                let stop = bits * (i + 1) / m;
+                // In u64: bits * m overflows u32 from 2^16-bit hashes cut in 2^16 bands.
+                let start = (u64::from(bits) * u64::from(i) / u64::from(m)) as u32;
+                let stop = (u64::from(bits) * u64::from(i + 1) / u64::from(m)) as u32;
                 Band { start, width: stop - start, radius: radii[i as usize] }
             })
             .collect();

@@ -43,7 +43,8 @@ pub struct Field {
 
 impl Field {
     pub fn new(positions: &[u32], start: u32, width: u32) -> Self {
-        assert!((1..=64).contains(&width) && (start + width) as usize <= positions.len(), "bits {start}..{} of {}", start + width, positions.len());
+        let stop = u64::from(start) + u64::from(width);
+        assert!((1..=64).contains(&width) && stop <= positions.len() as u64, "bits {start}..{stop} of {}", positions.len());
         let mut bytes: Vec<(usize, usize)> = Vec::new();
         let mut table = Vec::new();
         for j in 0..width {

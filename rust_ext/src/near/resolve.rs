@@ -141,7 +141,7 @@ pub fn resolve(
         }
     }
     let found: Vec<Vec<Dropped>> =
-        pool::install(threads, || groups.par_iter().map(|members| resolve_component(members, &rank, keys, layout, k)).collect());
+        pool::install(threads, || groups.par_iter().map(|members| resolve_component(members, &rank, keys, layout, k)).collect())?;
     Ok(found.into_iter().flatten().collect())
 }
 

@@ -477,7 +477,7 @@ pub fn search_bands(images: &Images, layout: &Layout, bands: &[usize], output: O
     let ordered = &Ordered::new(layout, images.hashes.width())?;
     let found: Vec<Result<(Edges, Stats), Error>> = pool::install(threads, || {
         bands.par_iter().map(|&band| search_part(images, ordered, Part { band, sub: None }, output)).collect()
-    });
+    })?;
     let mut edges = Edges::default();
     let mut stats = Stats::default();
     for result in found {

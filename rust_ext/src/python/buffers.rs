@@ -80,7 +80,13 @@ pub(crate) unsafe fn as_slice(buf: &Bytes) -> &[u8] {
 /// Owner ids as u64: a buffer of uint64 (numpy, array('Q')), borrowed; or any iterable of ints.
 pub(crate) fn owner_ids(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
     if let Ok(buf) = PyBuffer::<u64>::get(obj) {
-        return buf.to_vec(obj.py());
+        // pyo3 takes a uint64 buffer of either byte order for a native one: read a foreign order
+        // (numpy's ">u8" on this little-endian machine) item by item below, as ints.
+        let order = buf.format().to_bytes().first().copied();
+        let foreign = if cfg!(target_endian = "little") { matches!(order, Some(b'>' | b'!')) } else { order == Some(b'<') };
+        if !foreign {
+            return buf.to_vec(obj.py());
+        }
     }
     obj.try_iter()?
         .map(|o| {

@@ -226,6 +226,11 @@ pub(crate) fn wide_int_or_none(value: &Bound<'_, PyAny>) -> PyResult<Option<i128
     if value.is_none() { Ok(None) } else { wide_int(value).map(Some) }
 }
 
+/// A `threads` argument: None (one per core) or 1 to `MAX_THREADS`, for every parallel kernel.
+pub(crate) fn threads_arg(threads: Option<i128>) -> PyResult<Option<usize>> {
+    threads.map(|t| int_arg::<usize>("threads", t, 1, MAX_THREADS as i128)).transpose()
+}
+
 
 #[pyfunction]
 #[pyo3(signature = (data, *, algorithm="phash", hash_size=16, max_pixels=DEFAULT_MAX_PIXELS as i128, max_alloc=DEFAULT_MAX_ALLOC as i128, dihedral=false))]
@@ -267,7 +272,7 @@ pub(crate) fn hash_images<'py>(
         )));
     }
     let (spec, limits) = spec_and_limits(algorithm, hash_size, max_pixels, max_alloc)?;
-    let threads = threads.map(|t| int_arg::<usize>("threads", t, 1, MAX_THREADS as i128)).transpose()?;
+    let threads = threads_arg(threads)?;
     // Borrow every input's buffer (no copy). Inputs that are not bytes-like get their error now.
     let mut views: Vec<Result<Bytes, String>> = Vec::new();
     for item in blobs.try_iter()? {
@@ -276,7 +281,7 @@ pub(crate) fn hash_images<'py>(
     let empty: &[u8] = &[];
     let slices: Vec<&[u8]> =
         views.iter().map(|v| v.as_ref().map(|b| unsafe { as_slice(b) }).unwrap_or(empty)).collect();
-    let results = py.allow_threads(|| hash_batch(&slices, &spec, &limits, threads, dihedral));
+    let results = py.allow_threads(|| hash_batch(&slices, &spec, &limits, threads, dihedral)).map_err(to_py_err)?;
     drop(slices);
 
     let out = PyList::empty(py);

@@ -42,6 +42,8 @@ fn to_py_err(e: impl Into<Error>) -> PyErr {
     match e.into() {
         Error::Config(m) => PyValueError::new_err(m),
         Error::Full(m) => pyo3::exceptions::PyMemoryError::new_err(m),
+        // As Python's own threading says when it cannot start a thread.
+        Error::System(m) => pyo3::exceptions::PyRuntimeError::new_err(m),
         e @ Error::Internal(_) => InternalError::new_err(e.to_string()),
         e @ (Error::Decode(_) | Error::TooLarge(_)) => ImageDecodeError::new_err(e.to_string()),
     }

@@ -46,8 +46,8 @@ pub(crate) fn near_fields<'py>(py: Python<'py>, hashes: &Bound<'py, PyAny>, hash
     if bits as usize > hash_bytes * 8 {
         return Err(PyValueError::new_err(format!("{bits}-bit hashes of {hash_bytes} bytes")));
     }
-    if let Some((start, width)) = fields.iter().find(|&&(s, w)| w == 0 || w > 64 || s + w > bits) {
-        return Err(PyValueError::new_err(format!("bits {start}..{} of {bits}-bit hashes", start + width)));
+    if let Some(&(start, width)) = fields.iter().find(|&&(s, w)| w == 0 || w > 64 || u64::from(s) + u64::from(w) > u64::from(bits)) {
+        return Err(PyValueError::new_err(format!("bits {start}..{} of {bits}-bit hashes", u64::from(start) + u64::from(width))));
     }
     let buf = view(hashes)?;
     let data = unsafe { as_slice(&buf) };
@@ -85,9 +85,10 @@ pub(crate) fn near_search<'py>(
     prefix_bits: u32,
     prefix: u64,
     fixed: usize,
-    threads: Option<usize>,
+    #[pyo3(from_py_with = "wide_int_or_none")] threads: Option<i128>,
     forest: bool,
 ) -> PyResult<Bound<'py, PyTuple>> {
+    let threads = threads_arg(threads)?;
     let layout = layout_from(bits, max_distance, layout)?;
     let output = if forest { Output::Forest } else { Output::Pairs };
     let (edges, stats) = if let Ok(single) = band.extract::<usize>() {
@@ -122,9 +123,10 @@ pub(crate) fn near_pairs_brute<'py>(
     hash_bytes: usize,
     max_distance: u32,
     variants: Option<&Bound<'py, PyAny>>,
-    threads: Option<usize>,
+    #[pyo3(from_py_with = "wide_int_or_none")] threads: Option<i128>,
     fixed: usize,
 ) -> PyResult<Bound<'py, PyTuple>> {
+    let threads = threads_arg(threads)?;
     let edges =
         with_images(py, hashes, ids, variants, hash_bytes, fixed, |images| brute::all_pairs(images, max_distance, threads))?;
     let items = [
@@ -164,8 +166,9 @@ pub(crate) fn near_resolve<'py>(
     hash_bytes: usize,
     dihedral: bool,
     max_distance: u32,
-    threads: Option<usize>,
+    #[pyo3(from_py_with = "wide_int_or_none")] threads: Option<i128>,
 ) -> PyResult<Bound<'py, PyTuple>> {
+    let threads = threads_arg(threads)?;
     let bufs = [view(components)?, view(primary)?, view(owner_offsets)?, view(owner_blob)?, view(keys)?];
     let s: Vec<&[u8]> = bufs.iter().map(|b| unsafe { as_slice(b) }).collect();
     let layout = resolve::KeyLayout { hash_bytes, dihedral };
