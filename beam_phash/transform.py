@@ -157,13 +157,22 @@ class ImagePhashDedup(beam.PTransform):
                                   hash_column=hash_column)
         if max_distance == "auto":
             max_distance = recommended_max_distance(algorithm, hash_size)
-        near = NearConfig(max_distance, keep=keep or "largest", partitions=partitions, band_partition_bits=band_partition_bits,
+        near = NearConfig(max_distance, keep="largest" if keep is None else keep, partitions=partitions,
+                          band_partition_bits=band_partition_bits,
                           search_partitions=search_partitions, expected_count=expected_count,
                           state_dir=state_dir)
+        # The Ray backend's numbers, when given (they have defaults): refused where no Ray backend
+        # runs, as its other arguments are, rather than ignored.
+        ray_only = [name for name, value, default in (("num_buckets", num_buckets, 16), ("claim_batch", claim_batch, 1024),
+                                                       ("max_in_flight", max_in_flight, 16)) if value != default]
+        ray_only_error = ValueError(f"{', '.join(ray_only)} appl{'ies' if len(ray_only) == 1 else 'y'} to exact mode "
+                                    "with backend='ray' only")
         if max_distance > 0 or dihedral:
             if any(v is not None for v in (backend, ray_address, backend_name, num_actors)):
                 raise ValueError("near-duplicate dedup (max_distance >= 1 or dihedral=True) runs on Beam's "
                                  "shuffles: backend, ray_address, backend_name and num_actors do not apply")
+            if ray_only:
+                raise ray_only_error
             self.dedup: Union[ExactDedup, NearDedup] = NearDedup(near, self.hashing)
         else:
             if keep is not None:
@@ -181,6 +190,8 @@ class ImagePhashDedup(beam.PTransform):
                 if any(v is not None for v in (ray_address, backend_name, state_dir, num_actors)):
                     raise ValueError("ray_address, backend_name, state_dir and num_actors apply only to "
                                      "backend='ray'")
+                if ray_only:
+                    raise ray_only_error
                 config: Union[RayBackend, StateBackend] = StateBackend()
             else:
                 config = RayBackend(num_buckets=num_buckets, num_actors=num_actors, ray_address=ray_address, backend_name=backend_name,

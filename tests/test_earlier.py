@@ -514,9 +514,9 @@ def test_a_near_state_whose_manifest_is_lost_or_damaged_is_refused_and_kept(tmp_
     exact = str(tmp_path / "exact")
     prepare_state_dir(exact, 4, "phash", 16)
     os.remove(os.path.join(exact, "manifest.json"))
-    for mode in ({}, {"max_distance": 4}):
+    for mode in ({"num_buckets": 4}, {"max_distance": 4}):
         with pytest.raises(ValueError, match=r"holds exact-mode buckets \(bucket-\*/\) but no manifest.json"):
-            ImagePhashDedup(state_dir=exact, num_buckets=4, **mode)
+            ImagePhashDedup(state_dir=exact, **mode)
     for damaged in ({}, {"mode": "near", "algorithm": "phash", "hash_size": 16, "bits": 256,
                          "hash_version": beam_phash._native.HASH_VERSION, "generation": 1, "rows": 1}):
         json.dump(damaged, open(os.path.join(near, "manifest.json"), "w"))

@@ -371,6 +371,12 @@ def test_routing_uses_the_hash_bits_not_pythons_salted_hash():
     ({"ray_address": ""}, "ray_address must be a non-empty string"),
     ({"backend_name": "has space"}, "backend_name must be"),
     ({"backend": "state", "backend_name": "x"}, "apply only to backend='ray'"),
+    # The Ray backend's numbers are refused where it does not run, not ignored.
+    ({"backend": "state", "num_buckets": 4}, "num_buckets applies to exact mode with backend='ray' only"),
+    ({"max_distance": 4, "claim_batch": 8, "max_in_flight": 2},
+     "claim_batch, max_in_flight apply to exact mode with backend='ray' only"),
+    ({"dihedral": True, "num_buckets": 32}, "num_buckets applies to exact mode with backend='ray' only"),
+    ({"max_distance": 4, "keep": ""}, "keep must be one of largest, smallest_id"),
     ({"hash_threads": 0}, "hash_threads must be between 1 and 1024"),
     ({"hash_threads": 2**64}, "hash_threads must be between 1 and 1024"),  # not an OverflowError on the workers
     ({"max_pixels": 2**63}, "max_pixels must be between 1 and"),
@@ -532,6 +538,28 @@ def test_hashing_keeps_each_batch_in_its_own_window():
         assert_that(pairs, equal_to(expected))
 
 
+def test_the_state_backend_refuses_merging_windows_and_near_mode_dedups_in_them():
+    """In Sessions, before a shuffle merges them, each record sits in a window of its own, and
+    Beam state per key and window saw every copy as the first: four copies of one image were all
+    kept. The state backend refuses them when the transform is applied; near mode runs there."""
+    from apache_beam.transforms.window import Sessions, TimestampedValue
+
+    image = PHOTOS[0].read_bytes()
+    records = [{"id": f"copy-{i}", "image": image} for i in range(4)]
+    p = TestPipeline()
+    sessions = (p | beam.Create(records) | beam.Map(lambda r: TimestampedValue(r, int(r["id"][-1])))
+                | beam.WindowInto(Sessions(30)))
+    with pytest.raises(ValueError, match="merging windows .Sessions. do not support"):
+        _ = sessions | ImagePhashDedup(backend="state").with_outputs()
+    with TestPipeline() as p:
+        sessions = (p | beam.Create(records) | beam.Map(lambda r: TimestampedValue(r, int(r["id"][-1])))
+                    | beam.WindowInto(Sessions(30)))
+        outputs = sessions | ImagePhashDedup(max_distance=4).with_outputs()
+        assert_that(outputs.kept | "KeptIds" >> beam.Map(lambda r: r["id"]), equal_to(["copy-0"]), label="Kept")
+        assert_that(outputs.duplicates | "DuplicateIds" >> beam.Map(lambda r: r["id"]),
+                    equal_to(["copy-1", "copy-2", "copy-3"]), label="Duplicates")
+
+
 @pytest.mark.parametrize("backend", ["state", pytest.param("ray", marks=pytest.mark.ray)])
 def test_a_reference_on_windowed_input_keeps_each_record_in_its_window(backend, request):
     """Exact mode joins the records with the reference (one set for every window) in the global
@@ -577,7 +605,7 @@ def test_a_reference_on_windowed_input_keeps_each_record_in_its_window(backend, 
                    | "Stamp" >> beam.Map(lambda r: TimestampedValue(r, start[r["id"]]))
                    | beam.WindowInto(FixedWindows(10)))
         reference = p | "Reference" >> beam.Create([{"id": "the-reference", "image": reference_photo}])
-        outputs = stamped | ImagePhashDedup(backend=backend, num_buckets=3).with_reference(reference).with_outputs()
+        outputs = stamped | ImagePhashDedup(backend=backend, **({"num_buckets": 3} if backend == "ray" else {})).with_reference(reference).with_outputs()
         rows = ((outputs.kept | "Kept" >> beam.ParDo(with_window("kept")),
                  outputs.duplicates | "Duplicates" >> beam.ParDo(with_window("duplicates")),
                  outputs.failed | "Failed" >> beam.ParDo(with_window("failed")))
@@ -694,7 +722,7 @@ def test_exact_mode_runs_on_a_stream(backend, request):
     build = _stream_of([[({"id": "a", "image": a}, 1), ({"id": "b", "image": b}, 2), ({"id": "c", "image": c}, 3)],
                         [({"id": "a-again", "image": a}, 5), ({"id": "bad", "image": b"not an image"}, 6)],
                         [({"id": "a-later", "image": a}, 16)]])
-    dedup = ImagePhashDedup(backend=backend, num_buckets=2).with_outputs()
+    dedup = ImagePhashDedup(backend=backend, **({"num_buckets": 2} if backend == "ray" else {})).with_outputs()
     try:
         with _streaming_pipeline() as p:
             outputs = build(p) | dedup
@@ -985,7 +1013,7 @@ def test_one_deferred_transform_applied_twice_in_a_pipeline_commits_each(ray_clu
     assert left == [], "an application's backend was not released by its commit"
 
 
-@pytest.mark.parametrize("mode", [{"max_distance": 4}, pytest.param({"backend": "ray"}, marks=pytest.mark.ray)],
+@pytest.mark.parametrize("mode", [{"max_distance": 4}, pytest.param({"backend": "ray", "num_buckets": 2}, marks=pytest.mark.ray)],
                          ids=["near", "ray"])
 def test_one_state_directory_for_two_steps_of_a_pipeline_is_refused_when_built(mode, tmp_path, request):
     """Two dedup steps of one pipeline on one state directory: the run failed at the second
@@ -996,12 +1024,12 @@ def test_one_state_directory_for_two_steps_of_a_pipeline_is_refused_when_built(m
     state = str(tmp_path / "state")
     p = beam.Pipeline()
     records = p | beam.Create(make_records(seed=32))
-    first = ImagePhashDedup(state_dir=state, num_buckets=2, **mode)
+    first = ImagePhashDedup(state_dir=state, **mode)
     _ = records | "First" >> first
     with pytest.raises(ValueError, match="already used by another dedup step of this pipeline"):
-        _ = records | "Second" >> ImagePhashDedup(state_dir=state, num_buckets=2, **mode)
+        _ = records | "Second" >> ImagePhashDedup(state_dir=state, **mode)
     other = beam.Pipeline()
-    again = ImagePhashDedup(state_dir=state, num_buckets=2, **mode)
+    again = ImagePhashDedup(state_dir=state, **mode)
     _ = other | beam.Create(make_records(seed=32)) | again
     if mode.get("backend") == "ray":  # neither pipeline runs: their one-run actors are released here
         first.release()

@@ -134,6 +134,13 @@ class ExactDedup(RunEnd, beam.PTransform):
                 end = lambda after, label: claimed | label >> FinishBackend(  # noqa: E731
                     client, b.backend_name is None, (*before, *after))
         else:
+            if hashed.windowing.windowfn.is_merging():
+                # Before a shuffle merges them, each record of a session is in a window of its
+                # own, so state per key and window would see every record as the first: Beam's
+                # Java SDK refuses state there, and Python's runners ran it without a word.
+                raise ValueError("backend='state' keeps its seen hashes in Beam state, which merging windows "
+                                 "(Sessions) do not support: use backend='ray' or near-duplicate mode, or window "
+                                 "the records into fixed or sliding windows first")
             deduped = (hashed
                        | "KeyByHash" >> beam.FlatMap(key_by_hash, self._hash_bytes).with_output_types(Tuple[bytes, Any])
                        | "DedupWithState" >> beam.ParDo(StateDedupDoFn()).with_outputs(DUPLICATES, main=KEPT))
