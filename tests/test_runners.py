@@ -9,8 +9,10 @@ import os
 import pathlib
 import signal
 import socket
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -138,9 +140,12 @@ def _free_port() -> int:
 @pytest.fixture
 def ray_head(tmp_path):
     """`ray start --head` on 127.0.0.1, in its own process group so that exactly its processes
-    are stopped afterwards (`ray stop` would stop every Ray on the machine)."""
+    are stopped afterwards (`ray stop` would stop every Ray on the machine). Its files go to a
+    temporary folder of its own (TMPDIR): `ray start` writes its address to $TMPDIR/ray, where
+    `ray_address="auto"` would find it after the head is gone."""
     port = _free_port()
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    temp = tempfile.mkdtemp(prefix="ray-head-")  # short: Ray's socket paths must fit 107 bytes
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "TMPDIR": temp}
     head = subprocess.Popen(
         [str(pathlib.Path(sys.executable).parent / "ray"), "start", "--head", "--block",
          "--node-ip-address=127.0.0.1", f"--port={port}", "--include-dashboard=false",
@@ -159,6 +164,7 @@ def ray_head(tmp_path):
         yield f"127.0.0.1:{port}"
     finally:
         _stop_group(head.pid)
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _stop_group(pgid: int) -> None:
@@ -211,6 +217,23 @@ def test_unreachable_ray_address_fails_fast(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert f"cannot reach the Ray cluster at 127.0.0.1:{port}" in proc.stderr
+    assert time.time() - started < 120
+
+
+def test_ray_address_auto_fails_fast_on_a_stale_address_file(tmp_path):
+    """`ray start` leaves its address in a file that outlives a cluster stopped without `ray
+    stop`; ray.init(address="auto") retried it for minutes. The job checks it first."""
+    port = _free_port()  # nobody listens there
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{port}")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    started = time.time()
+    proc = subprocess.run([sys.executable, "-m", "pipelines.dedup_images", "--output", str(tmp_path / "o"),
+                           "--ray-address", "auto"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**env, "TMPDIR": str(tmp_path)})
+    assert proc.returncode != 0
+    assert (f"cannot reach the Ray cluster at 127.0.0.1:{port} (ray_address='auto' found it in the address "
+            "file of the last `ray start`)") in proc.stderr, proc.stderr[-2000:]
     assert time.time() - started < 120
 
 

@@ -317,15 +317,34 @@ def _enable_token_mode() -> None:
     ray_private.reload_config()
 
 
+def _auto_address() -> tuple[Optional[str], str]:
+    """The address ``ray.init(address="auto")`` would connect to, and where it was found:
+    RAY_ADDRESS, else the address file of the last ``ray start`` (None: neither, and Ray looks
+    for a running cluster itself, or says it found none, at once)."""
+    env = os.environ.get("RAY_ADDRESS")
+    if env and env != "auto":
+        return env, "RAY_ADDRESS"
+    try:
+        return ray_private.last_started_address(), "the address file of the last `ray start`"
+    except Exception:  # noqa: BLE001 - a Ray without it: let ray.init find the cluster
+        return None, ""
+
+
 def _check_reachable(address: str, timeout: float, starting: bool = False) -> None:
     """Fail fast with a clear message: ray.init() waits for minutes on an address nobody serves.
     For a cluster that is ``starting`` (the embedded one), wait up to ``timeout`` for it."""
+    shown = address
+    if address == "auto":  # the address Ray would find, when it finds one
+        found, where = _auto_address()
+        if found is None or found == "auto":
+            return
+        address, shown = found, f"{found} (ray_address='auto' found it in {where})"
     if "://" in address:
         return  # "ray://..." (Ray Client): let Ray resolve it
     host, _, port = address.rpartition(":")
     host = host.strip("[]")  # [::1]:6379
     if not host or not port.isdigit():
-        return  # "auto": let Ray resolve it
+        return  # not host:port: let Ray say what it makes of it
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -333,7 +352,7 @@ def _check_reachable(address: str, timeout: float, starting: bool = False) -> No
             return
         except OSError as e:
             if not starting or time.monotonic() > deadline:
-                raise ConnectionError(f"cannot reach the Ray cluster at {address}: {e}") from None
+                raise ConnectionError(f"cannot reach the Ray cluster at {shown}: {e}") from None
         time.sleep(0.1)
 
 

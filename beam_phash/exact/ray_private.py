@@ -19,6 +19,9 @@ one to change; ``tests/test_reliability.py`` (lost buckets) and the embedded-Ray
 * ``ray._raylet.Config.initialize``: Ray reads its configuration (``RAY_AUTH_MODE`` among it)
   once, at import; a worker that turns token mode on afterwards has it read again, as Ray
   itself does when it turns token mode on (see ``ray_cluster._enable_token_mode``).
+* ``ray._private.utils.read_ray_address``: the address file the last ``ray start`` wrote, which
+  ``ray.init(address="auto")`` connects to. A stale one (its cluster stopped) made ``ray.init``
+  retry for minutes; it is checked first (see ``ray_cluster._check_reachable``).
 """
 from __future__ import annotations
 
@@ -99,3 +102,11 @@ def reload_config() -> None:
     except ImportError:
         return
     Config.initialize("")
+
+
+def last_started_address() -> Optional[str]:
+    """The host:port in the address file of the last ``ray start`` (None: no file), which
+    ``ray.init(address="auto")`` connects to when RAY_ADDRESS is not set."""
+    from ray._private.utils import read_ray_address
+
+    return read_ray_address(None) or None
