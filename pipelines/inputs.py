@@ -140,6 +140,15 @@ def _local_folder(item: str, pattern: str) -> bool:
     return pattern != item and "://" not in item and os.path.isdir(item)
 
 
+def _is(check) -> bool:
+    """``entry.is_dir`` or ``entry.is_file``, False where the entry cannot be followed (a link in
+    a loop raises ELOOP): such an entry is read by name, where it fails with its reason."""
+    try:
+        return check()
+    except OSError:
+        return False
+
+
 def _list_folder(item: str, pattern: str, flag: str) -> Tuple[Dict[str, int], bool]:
     """A local folder's entries that its name pattern takes, sorted by path, with their sizes;
     and whether Beam's own listing of ``pattern`` would leave some of them out. One scan of the
@@ -151,11 +160,11 @@ def _list_folder(item: str, pattern: str, flag: str) -> Tuple[Dict[str, int], bo
     try:
         with os.scandir(item) as entries:
             for entry in entries:
-                if entry.is_dir() or not fnmatch.fnmatchcase(entry.name, names):
+                if _is(entry.is_dir) or not fnmatch.fnmatchcase(entry.name, names):
                     continue
                 try:
                     size = entry.stat().st_size
-                except OSError:  # a link to nothing (or an entry gone since: left out, as Beam does)
+                except OSError:  # a link to nothing or in a loop (or an entry gone since: left out, as Beam does)
                     try:
                         size, dropped = entry.stat(follow_symlinks=False).st_size, True
                     except OSError:
@@ -188,7 +197,7 @@ def _what_a_folder_means(pattern: str, item: str) -> str:
     """For a directory that holds files but none of the format's: what it was read as."""
     if not _local_folder(item, pattern):
         return ""
-    others = sum(1 for e in os.scandir(item) if e.is_file())
+    others = sum(1 for e in os.scandir(item) if _is(e.is_file))
     if not others:
         return ""
     fmt = {".parquet": "parquet"}.get(os.path.splitext(pattern)[1], "files")

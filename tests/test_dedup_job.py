@@ -279,21 +279,24 @@ def test_a_reference_folder_s_entries_beam_does_not_list_are_failed_references(t
 
 @pytest.mark.parametrize("extra", [[], MULTI], ids=["in-process", "multi-process"])
 def test_a_folder_s_entries_beam_does_not_list_are_inputs_still(tmp_path, extra):
-    """Beam's local listing drops a symbolic link to nothing and a name holding a backslash: the
-    first is a failed record with its reason, the second is read, and the run adds up over all,
-    also where the workers, not the launcher, read the inputs."""
+    """Beam's local listing drops a symbolic link to nothing or in a loop, and a name holding a
+    backslash: the links are failed records with their reasons, the name is read, and the run
+    adds up over all, also where the workers, not the launcher, read the inputs. (A link in a
+    loop stopped the run: the folder "cannot be listed".)"""
     src = tmp_path / "in"
     src.mkdir()
     photos = sorted(DATA.glob("*.jpg"))[:2]
     (src / "a.jpg").write_bytes(photos[0].read_bytes())
     (src / "back\\slash.jpg").write_bytes(photos[1].read_bytes())
     (src / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    (src / "loop.jpg").symlink_to(src / "loop.jpg")
     out = tmp_path / "out"
     assert dedup_images.main(["--input", str(src), "--output", str(out), "--backend", "state", "--no-report",
                               *extra]) == 0
     assert sorted(os.path.basename(r["id"]) for r in read(out, "kept")) == ["a.jpg", "back\\slash.jpg"]
-    (failed,) = read(out, "failed")
-    assert failed["id"].endswith("gone.jpg") and "No such file" in failed["error"], failed
+    gone, loop = sorted(read(out, "failed"), key=lambda r: r["id"])
+    assert gone["id"].endswith("gone.jpg") and "No such file" in gone["error"], gone
+    assert loop["id"].endswith("loop.jpg") and "Too many levels of symbolic links" in loop["error"], loop
     assert json.loads((out / "summary.json").read_text())["adds_up"] is True
 
 
