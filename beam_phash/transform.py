@@ -11,7 +11,7 @@ import apache_beam as beam
 
 from beam_phash._native import DEFAULT_MAX_PIXELS
 from beam_phash.checks import int_in, text
-from beam_phash.exact.config import MAX_BUCKETS, RayBackend, StateBackend
+from beam_phash.exact.config import RayBackend, StateBackend
 from beam_phash.exact.transform import ExactDedup
 from beam_phash.failures import DEFAULT_MAX_INTERNAL, FailureThreshold
 from beam_phash.hashing import HashConfig, HashImages
@@ -46,6 +46,17 @@ class DedupOutputs(_Outputs):
     def _replace(self, **fields) -> "DedupOutputs":
         reference_failed = fields.pop("reference_failed", self.reference_failed)
         return DedupOutputs(*super()._replace(**fields), reference_failed)
+
+
+def _given(config_class, values: dict) -> list:
+    """The names among ``values`` whose value is not ``config_class``'s default: arguments given
+    for a part that does not run, which are refused rather than ignored."""
+    return [name for name, value in values.items() if value != getattr(config_class, name)]
+
+
+def _ray_only_error(names: list) -> ValueError:
+    return ValueError(f"{', '.join(names)} appl{'ies' if len(names) == 1 else 'y'} to exact mode with "
+                      "backend='ray' only")
 
 
 class ImagePhashDedup(beam.PTransform):
@@ -132,21 +143,23 @@ class ImagePhashDedup(beam.PTransform):
 
     def __init__(self, hash_size: int = 16, image_field: str = "image",
                  hash_field: str = "image_phash", algorithm: str = "phash",
-                 backend: Optional[str] = None, num_buckets: int = 16, ray_address: Optional[str] = None,
-                 id_field: Optional[str] = "id", *, num_actors: Optional[int] = None, backend_name: Optional[str] = None,
-                 state_dir: Optional[str] = None, batch_size: int = 128, claim_batch: int = 1024,
-                 max_in_flight: int = 16,
+                 backend: Optional[str] = None, num_buckets: int = RayBackend.num_buckets,
+                 ray_address: Optional[str] = None, id_field: Optional[str] = "id", *,
+                 num_actors: Optional[int] = None, backend_name: Optional[str] = None,
+                 state_dir: Optional[str] = None, batch_size: int = 128,
+                 claim_batch: int = RayBackend.claim_batch, max_in_flight: int = RayBackend.max_in_flight,
                  hash_threads: Optional[int] = None, max_pixels: int = DEFAULT_MAX_PIXELS,
                  max_distance: Union[int, str] = 0, dihedral: bool = False, keep: Optional[str] = None,
-                 hash_column: Optional[str] = None, partitions: int = 16, band_partition_bits: int = 0,
-                 search_partitions: int = 4, expected_count: Optional[int] = None,
+                 hash_column: Optional[str] = None, partitions: int = 16,
+                 band_partition_bits: int = NearConfig.band_partition_bits,
+                 search_partitions: int = NearConfig.search_partitions,
+                 expected_count: Optional[int] = NearConfig.expected_count,
                  reference: Optional[beam.PCollection] = None,
                  reference_hash_column: Optional[str] = None, label: Optional[str] = None):
         super().__init__(label)
         # checked whatever the backend, as every argument is
-        int_in("num_buckets", num_buckets, 1, MAX_BUCKETS)
-        int_in("claim_batch", claim_batch, 1, 1_000_000)
-        int_in("max_in_flight", max_in_flight, 1)
+        ray_numbers = {"num_buckets": num_buckets, "claim_batch": claim_batch, "max_in_flight": max_in_flight}
+        RayBackend.check_numbers(**ray_numbers)
         if hash_column is not None and not id_field:  # (references carry hashes without ids: fine)
             raise ValueError("hash_column needs an id_field: without image bytes, records of one hash "
                              "could not be told from retries of one record")
@@ -163,24 +176,20 @@ class ImagePhashDedup(beam.PTransform):
                           state_dir=state_dir)
         # The Ray backend's numbers, when given (they have defaults): refused where no Ray backend
         # runs, as its other arguments are, rather than ignored.
-        ray_only = [name for name, value, default in (("num_buckets", num_buckets, 16), ("claim_batch", claim_batch, 1024),
-                                                       ("max_in_flight", max_in_flight, 16)) if value != default]
-        ray_only_error = ValueError(f"{', '.join(ray_only)} appl{'ies' if len(ray_only) == 1 else 'y'} to exact mode "
-                                    "with backend='ray' only")
+        ray_only = _given(RayBackend, ray_numbers)
         if max_distance > 0 or dihedral:
             if any(v is not None for v in (backend, ray_address, backend_name, num_actors)):
                 raise ValueError("near-duplicate dedup (max_distance >= 1 or dihedral=True) runs on Beam's "
                                  "shuffles: backend, ray_address, backend_name and num_actors do not apply")
             if ray_only:
-                raise ray_only_error
+                raise _ray_only_error(ray_only)
             self.dedup: Union[ExactDedup, NearDedup] = NearDedup(near, self.hashing)
         else:
             if keep is not None:
                 raise ValueError("keep applies to near-duplicate dedup (max_distance >= 1 or dihedral=True); "
                                  "exact mode keeps the first record of each hash to reach the backend")
-            given = [name for name, value, default in (("band_partition_bits", band_partition_bits, 0),
-                                                        ("search_partitions", search_partitions, 4),
-                                                        ("expected_count", expected_count, None)) if value != default]
+            given = _given(NearConfig, {"band_partition_bits": band_partition_bits,
+                                        "search_partitions": search_partitions, "expected_count": expected_count})
             if given:
                 raise ValueError(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to near-duplicate "
                                  "dedup (max_distance >= 1 or dihedral=True), which searches bands; exact mode has none")
@@ -191,7 +200,7 @@ class ImagePhashDedup(beam.PTransform):
                     raise ValueError("ray_address, backend_name, state_dir and num_actors apply only to "
                                      "backend='ray'")
                 if ray_only:
-                    raise ray_only_error
+                    raise _ray_only_error(ray_only)
                 config: Union[RayBackend, StateBackend] = StateBackend()
             else:
                 config = RayBackend(num_buckets=num_buckets, num_actors=num_actors, ray_address=ray_address, backend_name=backend_name,

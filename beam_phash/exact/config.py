@@ -11,6 +11,8 @@ from beam_phash.checks import int_in, text
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 #: The most buckets a Ray backend routes to.
 MAX_BUCKETS = 65536
+#: The most records in one round of bucket-actor calls.
+MAX_CLAIM_BATCH = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -33,11 +35,9 @@ class RayBackend:
     max_in_flight: int = 16
 
     def __post_init__(self):
-        int_in("num_buckets", self.num_buckets, 1, MAX_BUCKETS)
+        self.check_numbers(self.num_buckets, self.claim_batch, self.max_in_flight)
         if self.num_actors is not None:
             int_in("num_actors", self.num_actors, 1, self.num_buckets)
-        int_in("claim_batch", self.claim_batch, 1, 1_000_000)
-        int_in("max_in_flight", self.max_in_flight, 1)
         if self.ray_address is not None:
             text("ray_address", self.ray_address)
         name = self.backend_name
@@ -46,6 +46,13 @@ class RayBackend:
                              f"starting with a letter or digit; got {name!r}")
         if self.state_dir is not None:
             checks.state_dir(self.state_dir)
+
+    @staticmethod
+    def check_numbers(num_buckets: int, claim_batch: int, max_in_flight: int) -> None:
+        """The backend's numbers, checked whether or not a Ray backend runs (as every argument is)."""
+        int_in("num_buckets", num_buckets, 1, MAX_BUCKETS)
+        int_in("claim_batch", claim_batch, 1, MAX_CLAIM_BATCH)
+        int_in("max_in_flight", max_in_flight, 1)
 
 
 @dataclass(frozen=True)
