@@ -101,6 +101,17 @@ def _distance(value: str):
         raise argparse.ArgumentTypeError(f"expected a number of bits or 'auto', got {value!r}") from None
 
 
+def _fraction(value: str) -> float:
+    """A failure threshold: a fraction of the inputs, 0 to 1."""
+    try:
+        fraction = float(value)
+    except ValueError:
+        fraction = None
+    if fraction is None or not 0 <= fraction <= 1:  # (NaN is not in range either)
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {value!r}")
+    return fraction
+
+
 def parse_args(argv: Optional[List[str]]):
     """(the job's arguments, the flags left for Beam)."""
     args, beam_args = _parser().parse_known_args(argv)
@@ -191,10 +202,10 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--search-partitions", type=int, default=None, metavar="S",
                     help="near-duplicates: band groups searched in parallel, each one copy of the "
                          "hashes through the shuffle (default 4)")
-    ap.add_argument("--max-decode-failures", type=float, default=None, metavar="FRACTION",
+    ap.add_argument("--max-decode-failures", type=_fraction, default=None, metavar="FRACTION",
                     help="fail the run when more than this fraction of the inputs cannot be hashed "
                          "(default: no limit; failed inputs are listed in failed/)")
-    ap.add_argument("--max-internal-failures", type=float, default=DEFAULT_MAX_INTERNAL, metavar="FRACTION",
+    ap.add_argument("--max-internal-failures", type=_fraction, default=DEFAULT_MAX_INTERNAL, metavar="FRACTION",
                     help="fail the run when more than this fraction of the inputs hit an internal "
                          f"error of the Rust code (a bug; default {DEFAULT_MAX_INTERNAL})")
     ap.add_argument("--no-report", action="store_true", help="skip report.html")

@@ -150,6 +150,8 @@ def test_parquet_input_keeps_the_input_columns(tmp_path, layout):
     (["--search-partitions", "2", "--backend", "state"], "--search-partitions applies to near-duplicate mode"),
     (["--backend", "redis"], "argument --backend: invalid choice"),
     (["--hash-size", "big"], "argument --hash-size: invalid int value"),
+    (["--max-decode-failures", "5"], "argument --max-decode-failures: expected a fraction between 0 and 1, got '5'"),
+    (["--max-internal-failures", "nan"], "argument --max-internal-failures: expected a fraction between 0 and 1"),
     (["--input-format", "parquet"], "matched no files (a directory means "),  # the sample folder holds no .parquet
     (["--image-column", "jpg"], "apply to --input-format parquet"),
     (["--reference", str(DATA), "--reference-image-column", "jpg"],
