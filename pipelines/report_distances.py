@@ -35,7 +35,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from beam_phash._native import FLAT_QUALITY, near_layout, near_search, parse_hex_hashes, spanning_forest
 from beam_phash.near.batches import U64, take_labels, u8, u32s, u64s
 from beam_phash.near.policy import RECOMMENDED_MAX_DISTANCE
-from beam_phash.records import QUALITY_FIELD, hash_bytes
+from beam_phash.records import DISTANCE_FIELD, QUALITY_FIELD, hash_bytes
 
 #: Records in the histogram's sample, at most: 500,000 hashes are 16 MiB of 256-bit rows, and
 #: their search within twice the auto threshold takes seconds (200,000 random hashes with 10%
@@ -45,6 +45,8 @@ SAMPLE_SIZE = 500_000
 FLUSH_ROWS = 16384
 #: What CollectDistances writes under OUTPUT/report/: the statistics and the pairs' thumbnails.
 DISTANCES_FILE = "distances.json"
+#: ``Sample.dropped_at`` of a kept record.
+NOT_DROPPED = np.iinfo(np.uint32).max
 #: Example pairs are picked near these fractions of the range.
 PAIR_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -61,7 +63,9 @@ def distance_range(algorithm: str, hash_size: int, bits: int, max_distance: int)
 class Sample(NamedTuple):
     """Sampled records: hashes (n, hash_bytes) uint8, sampling keys uint64 (a digest of the id),
     kept flags, ids (an Arrow string array); ``seen`` records were offered, ``flat`` of them left
-    out (flat pictures match identical hashes only)."""
+    out (flat pictures match identical hashes only); ``dropped_at`` (uint32): a duplicate's
+    distance to the image it was dropped for, which may lie outside the sample or the run (an
+    earlier run's, with ``--state``, or a reference), ``NOT_DROPPED`` for a kept record."""
 
     hashes: np.ndarray
     order: np.ndarray
@@ -69,18 +73,19 @@ class Sample(NamedTuple):
     ids: pa.Array
     seen: int
     flat: int
+    dropped_at: np.ndarray
 
     @staticmethod
     def empty(hash_bytes: int) -> "Sample":
         return Sample(np.zeros((0, hash_bytes), np.uint8), np.zeros(0, U64), np.zeros(0, bool),
-                      pa.array([], pa.large_string()), 0, 0)
+                      pa.array([], pa.large_string()), 0, 0, np.zeros(0, np.uint32))
 
     def smallest(self, size: int) -> "Sample":
         """The ``size`` records with the smallest sampling keys, in key order: the same sample
         and order whatever order the records came in."""
         rows = np.argsort(self.order, kind="stable")[:size]
         return Sample(self.hashes[rows], self.order[rows], self.kept[rows], take_labels(self.ids, rows),
-                      self.seen, self.flat)
+                      self.seen, self.flat, self.dropped_at[rows])
 
 
 def _merge(parts: List[Sample], size: Optional[int] = None) -> Sample:
@@ -88,7 +93,8 @@ def _merge(parts: List[Sample], size: Optional[int] = None) -> Sample:
     merged = Sample(np.concatenate([p.hashes for p in parts]), np.concatenate([p.order for p in parts]),
                     np.concatenate([p.kept for p in parts]),
                     pa.concat_arrays([p.ids.cast(pa.large_string()) for p in parts]),
-                    sum(p.seen for p in parts), sum(p.flat for p in parts))
+                    sum(p.seen for p in parts), sum(p.flat for p in parts),
+                    np.concatenate([p.dropped_at for p in parts]))
     return merged if size is None else merged.smallest(size)
 
 
@@ -104,7 +110,8 @@ def _id_order(ids: List[str]) -> np.ndarray:
 
 
 class PackSampleDoFn(beam.DoFn):
-    """Kept (or duplicate) records -> ``Sample`` batches of their hashes, per bundle."""
+    """Kept (or duplicate) records -> ``Sample`` batches of their hashes, per bundle. A duplicate
+    without a ``distance`` (exact mode) has its keeper's very hash: 0 bits."""
 
     def __init__(self, hash_field: str, id_field: str, bits: int, kept: bool):
         self._hash_field, self._id_field, self._bits, self._kept = hash_field, id_field, bits, kept
@@ -112,6 +119,7 @@ class PackSampleDoFn(beam.DoFn):
     def start_bundle(self):
         self._hexes: List[str] = []
         self._ids: List[str] = []
+        self._dropped_at: List[int] = []
         self._flat = 0
 
     def _flush(self) -> Sample:
@@ -119,8 +127,9 @@ class PackSampleDoFn(beam.DoFn):
         good = np.array([e is None for e in errors], dtype=bool)
         hashes = np.frombuffer(packed, np.uint8).reshape(len(self._hexes), hash_bytes(self._bits))[good]
         ids = [i for i, ok in zip(self._ids, good) if ok]
+        dropped_at = np.array(self._dropped_at, np.uint32)[good]
         batch = Sample(hashes, _id_order(ids), np.full(len(ids), self._kept), pa.array(ids, pa.large_string()),
-                       len(ids) + self._flat, self._flat)
+                       len(ids) + self._flat, self._flat, dropped_at)
         self.start_bundle()
         return batch
 
@@ -131,6 +140,7 @@ class PackSampleDoFn(beam.DoFn):
             return
         self._hexes.append(record.get(self._hash_field))
         self._ids.append(record_id(record, self._id_field))
+        self._dropped_at.append(NOT_DROPPED if self._kept else record.get(DISTANCE_FIELD) or 0)
         if len(self._hexes) >= FLUSH_ROWS:
             yield self._flush()
 
@@ -230,8 +240,10 @@ def kept_near(distinct_kept: np.ndarray, pairs, threshold: int) -> Tuple[int, in
 
 def distance_stats(sample: Sample, bits: int, limit: int, auto: Optional[int], max_distance: int,
                    sample_size: int = SAMPLE_SIZE) -> dict:
-    """The histogram, the example pairs (by sample row) and the kept images near each other."""
+    """The histogram, the example pairs (by sample row) and the kept images near each other. A
+    duplicate's nearest image is at most the one it was dropped for, wherever that lies."""
     per_row, distinct, inverse, pairs = nearest(sample.hashes, bits, limit)
+    per_row = np.minimum(per_row, np.minimum(sample.dropped_at, limit + 1)).astype(np.uint32)
     distinct_kept = np.zeros(len(distinct), bool)
     distinct_kept[inverse[sample.kept]] = True
     near, would_drop = kept_near(distinct_kept, pairs, auto if auto is not None else max_distance)
@@ -347,7 +359,8 @@ def section(stats: Optional[dict], figure: Callable[[dict, str], str]) -> List[s
                if stats["sampled"] < stats["seen"] - stats["flat"] else f"all {stats['sampled']:,} hashed images")
     parts = [
         "<h2 id='threshold'>Which threshold? Distance to the nearest other image</h2>",
-        f"<p>For {e(sampled)}: the bits between each image's hash and the nearest other one, up to "
+        f"<p>For {e(sampled)}: the bits between each image's hash and the nearest other one (for a "
+        "dropped image, the one it was dropped for at most, which may be an earlier run's or a reference), up to "
         f"{limit} bits{f', twice the measured auto threshold of {auto}' if auto else ''}. Copies (resized, "
         "re-encoded, lightly edited) lie at small distances, different pictures far beyond; a good "
         "threshold lies in the gap. Dark: kept; light: dropped as duplicates"

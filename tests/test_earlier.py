@@ -609,6 +609,24 @@ def test_reference_tables_parse_hashes_in_bulk_and_report_bad_ones():
     assert batches[0].keys.tobytes() == bytes.fromhex(good) + bytes.fromhex("ff" * 32)
 
 
+def test_the_report_measures_a_state_match_to_the_earlier_image(tmp_path):
+    """Run 2 holds copies of run 1's photos only (under other names): each matched the state at
+    0 bits and has no copy in run 2. The report's histogram puts them at 0, not at the distance
+    to an unrelated picture of this run."""
+    from pipelines import dedup_images
+
+    for run in ("a", "b"):
+        os.makedirs(tmp_path / run)
+        for i, photo in enumerate(PHOTOS[:3]):
+            with open(photo, "rb") as src, open(tmp_path / run / f"{run}{i}.jpg", "wb") as dst:
+                dst.write(src.read())
+    for run in ("a", "b"):
+        assert dedup_images.main(["--input", str(tmp_path / run), "--output", str(tmp_path / f"out-{run}"),
+                                  "--max-distance", "8", "--state", str(tmp_path / "state")]) == 0
+    stats = json.load(open(tmp_path / "out-b" / "report" / "distances.json"))
+    assert stats["dropped"][0] == 3 and sum(stats["dropped"]) == 3 and sum(stats["kept"]) == 0
+
+
 def test_the_report_shows_exact_mode_duplicates_of_an_earlier_run_as_its_groups(tmp_path):
     """A named Ray backend names the id an earlier pipeline kept and sets no ``matched`` (it
     does not tell the pipelines that used it apart): the report shows such a group with its keeper marked as

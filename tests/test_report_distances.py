@@ -41,7 +41,8 @@ def _sample(n: int, seed: int, kept: bool = True) -> rd.Sample:
     rng = np.random.default_rng(seed)
     ids = [f"img-{seed}-{i}" for i in range(n)]
     return rd.Sample(rng.integers(0, 256, size=(n, 32), dtype=np.uint8), rd._id_order(ids),
-                     np.full(n, kept), pa.array(ids, pa.large_string()), n + 1, 1)
+                     np.full(n, kept), pa.array(ids, pa.large_string()), n + 1, 1,
+                     np.full(n, rd.NOT_DROPPED if kept else 0, np.uint32))
 
 
 def test_the_sample_is_the_smallest_keys_however_it_is_merged():
@@ -68,7 +69,8 @@ def test_kept_images_near_each_other_and_what_auto_would_drop():
     rows = [a, _flip(a, 3, rng), b, b1, _flip(b1, 6, rng), c, a]  # the last: a dropped exact copy
     kept = np.array([True] * 6 + [False])
     ids = [f"i{n}" for n in range(7)]
-    sample = rd.Sample(np.stack(rows), rd._id_order(ids), kept, pa.array(ids, pa.large_string()), 7, 0)
+    dropped_at = np.where(kept, rd.NOT_DROPPED, 0).astype(np.uint32)
+    sample = rd.Sample(np.stack(rows), rd._id_order(ids), kept, pa.array(ids, pa.large_string()), 7, 0, dropped_at)
     stats = rd.distance_stats(sample, BITS, 32, 16, 0)
     # a and its 3-bit copy; b, b1 and b1's copy (11 bits from b at most): 5 kept images, 3 to drop
     assert (stats["kept_near"], stats["would_drop"]) == (5, 3)
@@ -79,6 +81,29 @@ def test_kept_images_near_each_other_and_what_auto_would_drop():
     assert rd.hint(stats, caught=3, dihedral=True).startswith(
         "Exact hashes (rotated and mirrored copies included) caught 3 duplicates.")
     assert rd.hint(stats).endswith("--max-distance auto would drop about 3 more.")
+
+
+def test_a_duplicate_is_no_further_than_the_image_it_was_dropped_for():
+    """A duplicate of an image outside the run (an earlier run's, with --state, or a reference)
+    or outside the sample has no near neighbour in it: its distance is the one it was dropped at
+    (0 in exact mode, whose records carry none), never that to an unrelated picture."""
+    rng = np.random.default_rng(11)
+    kept_rows = rng.integers(0, 256, size=(3, 32), dtype=np.uint8)
+    outside = rng.integers(0, 256, size=(2, 32), dtype=np.uint8)  # copies of images not in the run
+    hexes = [r.tobytes().hex() for r in (*kept_rows, *outside, _flip(kept_rows[0], 4, rng))]
+    dups = [{"id": "d0", "image_phash": hexes[3]},  # exact mode: no distance
+            {"id": "d1", "image_phash": hexes[4], "distance": 6, "matched": "state"},
+            {"id": "d2", "image_phash": hexes[5], "distance": 4, "matched": "input"}]
+    parts = []
+    for records, kept in (([{"id": f"k{i}", "image_phash": h} for i, h in enumerate(hexes[:3])], True), (dups, False)):
+        fn = rd.PackSampleDoFn("image_phash", "id", BITS, kept=kept)
+        fn.start_bundle()
+        for r in records:
+            assert not list(fn.process(r))
+        parts += [b.value for b in fn.finish_bundle()]
+    stats = rd.distance_stats(rd._merge(parts), BITS, 32, 16, 0)
+    assert stats["dropped"][0] == 1 and stats["dropped"][6] == 1 and stats["dropped"][4] == 1
+    assert sum(stats["dropped"]) == 3 and stats["kept"][4] == 1 and stats["kept"][33] == 2
 
 
 @pytest.mark.parametrize("algorithm, size, bits, k, expected", [
