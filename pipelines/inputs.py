@@ -149,16 +149,28 @@ def _is(check) -> bool:
         return False
 
 
-def _list_folder(item: str, pattern: str, flag: str) -> Tuple[Dict[str, int], bool]:
-    """A local folder's entries that its name pattern takes, sorted by path, with their sizes;
-    and whether Beam's own listing of ``pattern`` would leave some of them out. One scan of the
-    folder alone: Beam's local match walks every subfolder, stats every file in them, and drops
-    a symbolic link to nothing (its size cannot be read) and names holding a backslash, which
-    are read by name instead, where they fail with their reason (or are read after all)."""
-    names = posixpath.basename(pattern)  # "*", "*.parquet"
+def _glob_folder(item: str, pattern: str) -> Optional[str]:
+    """The folder of a local glob whose wildcards all lie in its last part (``in/*.jpg``,
+    ``./shard-0?.tar``), which is listed as a folder is; None for any other pattern (``in/*/x.jpg``,
+    ``in/**.jpg``, ``gs://...``, a file given by name)."""
+    if "://" in pattern or os.path.isfile(item):
+        return None
+    folder, names = posixpath.split(pattern)
+    wild = any(c in names for c in "*?[") and "**" not in names
+    return folder if wild and folder and not any(c in folder for c in "*?[") and os.path.isdir(folder) else None
+
+
+def _list_folder(folder: str, pattern: str, item: str, flag: str) -> Tuple[Dict[str, int], bool]:
+    """A local folder's entries that the last part of ``pattern`` takes, sorted by path (spelt
+    as Beam's match spells them), with their sizes; and whether Beam's own listing of ``pattern``
+    would leave some of them out. One scan of the folder alone: Beam's local match walks every
+    subfolder, stats every file in them, and drops a symbolic link to nothing (its size cannot be
+    read) and names holding a backslash (its ``*`` takes none), which are read by name instead,
+    where they fail with their reason (or are read after all)."""
+    names = posixpath.basename(pattern)  # "*", "*.parquet", "shard-0?.tar"
     found, dropped = {}, False
     try:
-        with os.scandir(item) as entries:
+        with os.scandir(folder) as entries:
             for entry in entries:
                 if _is(entry.is_dir) or not fnmatch.fnmatchcase(entry.name, names):
                     continue
@@ -170,7 +182,7 @@ def _list_folder(item: str, pattern: str, flag: str) -> Tuple[Dict[str, int], bo
                     except OSError:
                         continue
                 dropped = dropped or "\\" in entry.name
-                found[os.path.join(item.rstrip("/"), entry.name)] = size
+                found[os.path.join(folder, entry.name)] = size
     except OSError as e:
         raise ConfigError(f"{flag} {item!r} cannot be listed: {listing_error(e)}") from None
     if not found:
@@ -187,9 +199,13 @@ def _file_identity(path: str) -> str:
 
 def _find(item: str, pattern: str, flag: str) -> Tuple[Dict[str, int], bool]:
     """What ``pattern`` (``item``'s) matches, with sizes, and whether Beam's own listing would
-    leave some of it out: a local folder is listed by itself, anything else by Beam's match."""
+    leave some of it out: a local folder, and a local glob over one folder, are listed by
+    themselves, anything else by Beam's match."""
     if _local_folder(item, pattern):
-        return _list_folder(item, pattern, flag)
+        return _list_folder(item.rstrip("/") or "/", pattern, item, flag)
+    folder = _glob_folder(item, pattern)
+    if folder is not None:
+        return _list_folder(folder, pattern, item, flag)
     return _match(pattern, item, flag), False
 
 

@@ -279,12 +279,14 @@ def test_a_reference_folder_s_entries_beam_does_not_list_are_failed_references(t
     assert (summary["adds_up"], summary["reference"]["references"], summary["reference"]["failed"]) == (True, 1, 1)
 
 
+@pytest.mark.parametrize("form", ["folder", "glob"])
 @pytest.mark.parametrize("extra", [[], MULTI], ids=["in-process", "multi-process"])
-def test_a_folder_s_entries_beam_does_not_list_are_inputs_still(tmp_path, extra):
+def test_a_folder_s_entries_beam_does_not_list_are_inputs_still(tmp_path, extra, form):
     """Beam's local listing drops a symbolic link to nothing or in a loop, and a name holding a
     backslash: the links are failed records with their reasons, the name is read, and the run
-    adds up over all, also where the workers, not the launcher, read the inputs. (A link in a
-    loop stopped the run: the folder "cannot be listed".)"""
+    adds up over all, also where the workers, not the launcher, read the inputs; given as the
+    folder or as a glob over it. (A link in a loop stopped the run: the folder "cannot be
+    listed"; the glob left all three out without a word.)"""
     src = tmp_path / "in"
     src.mkdir()
     photos = sorted(DATA.glob("*.jpg"))[:2]
@@ -293,7 +295,8 @@ def test_a_folder_s_entries_beam_does_not_list_are_inputs_still(tmp_path, extra)
     (src / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
     (src / "loop.jpg").symlink_to(src / "loop.jpg")
     out = tmp_path / "out"
-    assert dedup_images.main(["--input", str(src), "--output", str(out), "--backend", "state", "--no-report",
+    given = str(src) if form == "folder" else str(src / "*.jpg")
+    assert dedup_images.main(["--input", given, "--output", str(out), "--backend", "state", "--no-report",
                               *extra]) == 0
     assert sorted(os.path.basename(r["id"]) for r in read(out, "kept")) == ["a.jpg", "back\\slash.jpg"]
     gone, loop = sorted(read(out, "failed"), key=lambda r: r["id"])
@@ -838,7 +841,8 @@ def test_an_input_that_cannot_be_listed_says_why(tmp_path, capsys, monkeypatch):
     def denied(patterns):
         raise PermissionError("403 Forbidden: the credentials cannot list this bucket")
     monkeypatch.setattr(FileSystems, "match", staticmethod(denied))
-    assert dedup_images.main(["--input", f"{DATA}/*.jpg", "--output", out]) == 2
+    # (a glob over one local folder is listed as the folder is; this one is Beam's match)
+    assert dedup_images.main(["--input", f"{DATA}*/*.jpg", "--output", out]) == 2
     err = capsys.readouterr().err.strip()
     assert "cannot be listed: PermissionError: 403 Forbidden" in err and "matched no files" not in err, err
 
