@@ -11,8 +11,8 @@ random bits of its hashes (distinct images with the real hashes' bit statistics)
 the pairs with the brute-force all-pairs oracle (all cores; minutes at 1M).
 
 ``job``: the whole job on the DirectRunner with ``--hash-column``, from Parquet read to the three
-outputs written; prints wall time and the peak resident memory of this process and of its
-largest child.
+outputs written; prints wall time and the peak resident memory of this process (``VmHWM``: the
+data set's preparation on a first run included).
 
 ``group``: the whole job (as ``job``, each run a fresh process) on ``--count`` random distinct hashes
 plus one tight group of ``--group`` records: copies of one hash with 1-8 random bits flipped, so
@@ -36,7 +36,6 @@ import argparse
 import json
 import pathlib
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -46,6 +45,7 @@ import time
 import numpy as np
 
 from beam_phash import _native
+from peak_memory import own_peak_bytes
 
 HERE = pathlib.Path(__file__).resolve().parent
 OUT = HERE.parent / "out"
@@ -143,10 +143,8 @@ def job(args, beam_args) -> int:
     code = dedup_images.main(["--input", str(src), "--input-format", "parquet", "--hash-column", "image_phash",
                               "--max-distance", str(k), "--output", str(out), "--no-report", *beam_args])
     wall = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(f"job: {args.count:,} hashes at k={k} in {wall:.1f} s; peak RSS {peak:,.0f} MiB (this process), "
-          f"{child:,.0f} MiB (largest child)")
+    peak = own_peak_bytes() / 2**20
+    print(f"job: {args.count:,} hashes at k={k} in {wall:.1f} s; peak RSS {peak:,.0f} MiB (this process)")
     return code
 
 
@@ -337,7 +335,7 @@ def against(args, beam_args) -> int:
     alone = (results.get("alone") or {}).get("wall_seconds")
     print()
     print(f"{args.count:,} new vs {args.earlier:,} earlier, k={k}")
-    head = f"{'run':<10} {'wall s':>8} {'x alone':>8} {'peak RSS MiB':>13} {'(children)':>10} " \
+    head = f"{'run':<10} {'wall s':>8} {'x alone':>8} {'peak RSS MiB':>13} " \
            f"{'kept':>10} {'duplicates':>10} {'matched earlier':>16}"
     print(head)
     print("-" * len(head))
@@ -348,7 +346,7 @@ def against(args, beam_args) -> int:
             continue
         ratio = f"{r['wall_seconds'] / alone:.2f}" if alone else "-"
         print(f"{name:<10} {r['wall_seconds']:>8.1f} {ratio:>8} {r['peak_self_mib']:>13,.0f} "
-              f"{r['peak_children_mib']:>10,.0f} {r['kept']:>10,} {r['duplicates']:>10,} {r['matched_earlier']:>16,}")
+              f"{r['kept']:>10,} {r['duplicates']:>10,} {r['matched_earlier']:>16,}")
     ok = all(results[n] is not None and results[n]["adds_up"] for n in runs)
     for name in ("reference", "state"):
         r = results.get(name)
@@ -378,8 +376,8 @@ def against_one(argv) -> int:
     result = {
         "exit_code": code,
         "wall_seconds": round(wall, 3),
-        "peak_self_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "peak_children_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        # Its own peak: ru_maxrss would count the launcher's, which a forked child inherits.
+        "peak_self_mib": own_peak_bytes() / 2**20,
         "inputs": summary.get("inputs"),
         "kept": summary.get("kept"),
         "duplicates": summary.get("duplicates"),

@@ -37,13 +37,15 @@ Peak memory of a spawned run: a sampler thread lists /proc every ``--sample-inte
 follows the spawned process and every process it (or its children) started, which includes Ray's
 GCS, raylet and worker processes, and reads each one's VmHWM (the kernel's peak resident set of
 that process, shared libraries and mapped files included). It reports the largest single process
-(the larger of that and wait4's figure below, which is exact for the spawned process), the tree's
+(the larger of that and wait4's figure below where that is the spawned process's own), the tree's
 anonymous memory (the largest sum of RssAnon over the tree at one sample: private memory, without
 the shared libraries, mapped files and Ray's shared-memory object store that every process maps)
 and the number of processes. A process that lives less than one interval may be missed, and the
 tree figure is a sample, not a peak. Also printed: the ``ru_maxrss`` that ``os.wait4`` returns for
 the spawned process, the largest peak of it and of the descendants it waited for; Ray's daemons are
-not waited for, so that figure (like ``RUSAGE_CHILDREN``) misses them.
+not waited for, so that figure (like ``RUSAGE_CHILDREN``) misses them. A forked process inherits
+its launcher's peak in that figure (``peak_memory``), so it is the spawned process's own only when
+larger than this launcher's peak before the spawn; otherwise it is printed as "n/a" and not used.
 
 With ``--shards``: packs the same images into WebDataset shards (``KEY.jpg`` + ``KEY.txt`` +
 ``KEY.json``, ``--samples-per-shard`` a shard, in a temporary directory), then runs the job on the
@@ -73,6 +75,7 @@ import time
 
 import beam_phash
 from bench_hash import SUFFIXES
+from peak_memory import own_peak_bytes
 
 
 
@@ -216,7 +219,8 @@ class Run:
     def memory(self) -> str:
         return (f"CPU {self.cpu:.1f} s, largest process {self.peak_process / 2**20:.0f} MiB, "
                 f"tree anon {self.peak_tree / 2**20:.0f} MiB in {self.processes} processes, "
-                f"wait4 maxrss {self.maxrss / 2**20:.0f} MiB")
+                + (f"wait4 maxrss {self.maxrss / 2**20:.0f} MiB" if self.maxrss else
+                   "wait4 maxrss n/a (not above the launcher's own peak, which a forked child inherits)"))
 
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -296,7 +300,8 @@ class TreeSampler(threading.Thread):
 
 def spawn(cmd, log_path: pathlib.Path, interval: float, cwd=None, env=None):
     """Runs cmd as a fresh process; (wall seconds, exit code, peak largest process, peak tree sum,
-    processes seen, wait4 maxrss in bytes, CPU seconds of the tree)."""
+    processes seen, wait4 maxrss in bytes or 0 where it may be the launcher's, CPU seconds of the tree)."""
+    launcher_peak = own_peak_bytes()
     with open(log_path, "wb") as log:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -309,8 +314,10 @@ def spawn(cmd, log_path: pathlib.Path, interval: float, cwd=None, env=None):
     sampler.stop.set()
     sampler.join()
     # The last sample may precede a process's final growth; wait4's figure is exact for the
-    # spawned process (and the children it waited for).
+    # spawned process (and the children it waited for) where it exceeds the launcher's peak,
+    # which the fork passed on to it.
     maxrss = usage.ru_maxrss * 1024
+    maxrss = maxrss if maxrss > launcher_peak else 0
     peak = max(max(sampler.hwm.values(), default=0), maxrss)
     # CPU seconds of the tree, two lower bounds: the sum of each process's last sample (misses
     # what came after it) and wait4's (exact, but only the spawned process and the children it

@@ -234,6 +234,10 @@ def fetch(out: pathlib.Path, cache: pathlib.Path) -> int:
     done = 0
     for source, items in sorted(by_source.items()):
         todo = [r for r in items if not (out / r["folder"] / r["file"]).exists()]
+        for row in items:  # those fetched before: checked as the new ones are
+            path = out / row["folder"] / row["file"]
+            if row not in todo and hashlib.sha256(path.read_bytes()).hexdigest() != row["sha256"]:
+                raise SystemExit(f"{path} differs from {LIST.name}'s SHA-256: delete it to fetch it again")
         if not todo:
             done += len(items)
             continue

@@ -2,7 +2,8 @@
 
     python benchmarks/make_web_set.py SOURCE_DIR [SOURCE_DIR ...] --out DIR [--count 1200]
 
-Each output is a random crop of a source photo, resized to 0.1-1 megapixels and saved as JPEG at
+Each output is a random crop of a source photo (``ceil(count / photos)`` crops of each, in sorted
+order, so the last photos go unused when that does not divide evenly), resized to 0.1-1 megapixels and saved as JPEG at
 quality 70-92 (a fifth of them progressive, a few grayscale), as images come from the web. The
 sources are read recursively (.jpg/.jpeg/.png/.webp). Deterministic for a given --seed. Every output is
 a distinct picture: no crop is used twice.
@@ -37,7 +38,7 @@ def main(argv=None) -> int:
     photos = sources(args.sources)
     args.out.mkdir(parents=True, exist_ok=True)
     per_photo = -(-args.count // len(photos))
-    total = made = 0
+    total = made = used = 0
     for path in photos:
         if made == args.count:
             break
@@ -45,6 +46,7 @@ def main(argv=None) -> int:
             im.draft("RGB", (im.width // 2, im.height // 2))  # huge wallpapers: a DCT-scaled decode
             src = ImageOps.exif_transpose(im).convert("RGB")
         w, h = src.size
+        used += 1
         for _ in range(min(per_photo, args.count - made)):
             # A random crop of 40-100% of each side, then a web size of 0.1-1 MP.
             cw, ch = int(w * rng.uniform(0.4, 1.0)), int(h * rng.uniform(0.4, 1.0))
@@ -58,7 +60,7 @@ def main(argv=None) -> int:
             img.save(target, "JPEG", quality=rng.randint(70, 92), progressive=rng.random() < 0.2)
             total += target.stat().st_size
             made += 1
-    print(f"{made} JPEGs from {len(photos)} photos in {args.out} ({total / 2**20:.0f} MiB)")
+    print(f"{made} JPEGs from the first {used} of {len(photos)} photos in {args.out} ({total / 2**20:.0f} MiB)")
     return 0
 
 

@@ -1,0 +1,17 @@
+"""A process's own peak resident memory, for the benchmarks' memory figures.
+
+``ru_maxrss`` (``resource.getrusage``, ``os.wait4``) is not that for a process started by fork:
+Linux copies the parent's peak into the child at fork and keeps it across exec, so a fresh job
+started by a launcher that once held 800 MiB reports at least 800 MiB, whatever it used itself.
+``VmHWM`` in ``/proc/PID/status`` starts anew at exec: the process's own peak, read while it
+lives."""
+from __future__ import annotations
+
+
+def own_peak_bytes(pid: str = "self") -> int:
+    """``VmHWM`` of ``pid`` (this process by default) in bytes."""
+    with open(f"/proc/{pid}/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/{pid}/status has no VmHWM line")
