@@ -10,7 +10,10 @@ extended headers, GNU long names, sparse files, base-256 sizes) the rest of the 
 ``tarfile``, starting at that header. Compressed shards go through ``tarfile``'s stream mode.
 
 Damage is never taken for the end: a tar, compressed or not, must end with its end-of-archive
-marker (a zero block).
+marker (a zero block). What follows the marker is read as ``tar --ignore-zeros`` reads it: zero
+blocks (a tar is padded to 10 KiB records) are passed over, and a block that is not zeros starts
+a further archive, whose members follow (``cat a.tar b.tar``, or ``cat a.tar.gz b.tar.gz``, whose
+gzip members hold one whole tar each); anything else there is damage.
 A file cut short inside a member raises :class:`MemberCutShort` (naming the member); cut inside a
 header or between two members, or with a garbled header, ``EOFError``; a file that is not a tar
 at all, ``tarfile.ReadError``. Nothing is
@@ -31,6 +34,7 @@ _LINKS = {b"1": "hard link", b"2": "symbolic link"}
 _NO_DATA = (b"1", b"2", b"3", b"4", b"5", b"6")  # links, devices, directories, FIFOs
 STREAM_BUFFER = 1 << 16  # tarfile's stream mode copies its buffer on every read: larger is slower
 GZIP_MAGIC = b"\x1f\x8b"
+_AFTER_END = "the data after an end-of-archive marker, at byte {}, is neither zeros nor another tar"
 CHECK_BUFFER = 1 << 20
 
 
@@ -87,21 +91,23 @@ def _octal(field: bytes, empty: int) -> int:
     return int(digits, 8) if digits else empty
 
 
-def _headers(f, read_data: bool) -> Iterator[Member]:
-    """``(name, data)`` of the regular members of a plain tar (``data`` is b"" unless
-    ``read_data``; then the data is sought over), and with ``read_data`` ``(name, Link)`` of its
-    links. Raises ``_Unusual`` at a header it leaves to tarfile, EOFError or tarfile.ReadError on
-    damage."""
-    offset = 0
+def _headers(f, read_data: bool, offset: int = 0):
+    """``(name, data)`` of the regular members of a plain tar from the header at ``offset`` on
+    (``data`` is b"" unless ``read_data``; then the data is sought over), and with ``read_data``
+    ``(name, Link)`` of its links; returns the offset of the end-of-archive marker. Raises
+    ``_Unusual`` at a header it leaves to tarfile, EOFError or tarfile.ReadError on damage."""
+    first = offset
     while True:
         f.seek(offset)
         header = f.read(BLOCK)
         if len(header) < BLOCK:
             if offset == 0:
                 raise tarfile.ReadError("empty file" if not header else "shorter than one tar header")
+            if offset == first:
+                raise EOFError(_AFTER_END.format(offset))
             raise EOFError(f"no end-of-archive marker at byte {offset}: the data stops there")
         if header.count(0) == BLOCK:
-            return
+            return offset
         try:
             valid = sum(header) - sum(header[148:156]) + 8 * 32 == _octal(header[148:156], -1)
         except ValueError:
@@ -109,6 +115,8 @@ def _headers(f, read_data: bool) -> Iterator[Member]:
         if not valid:
             if offset == 0:
                 raise tarfile.ReadError("bad header checksum at byte 0")
+            if offset == first:  # what follows an archive's end is neither zeros nor another archive
+                raise EOFError(_AFTER_END.format(offset))
             raise EOFError(f"damaged header at byte {offset}")
         kind = header[156:157]
         if kind not in _REGULAR and kind not in _NO_DATA or header[124] & 0x80:
@@ -131,8 +139,9 @@ def _link(info: tarfile.TarInfo) -> Link:
     return Link("hard link" if info.islnk() else "symbolic link", info.linkname)
 
 
-def _tarfile_members(f, offset: int, read_data: bool) -> Iterator[Member]:
-    """The same, through tarfile's file mode, from the header at ``offset`` on."""
+def _tarfile_members(f, offset: int, read_data: bool):
+    """The same, through tarfile's file mode, from the header at ``offset`` on; returns the
+    offset of the end-of-archive marker."""
     f.seek(offset)
     tar = tarfile.open(fileobj=f, mode="r:")
     while True:
@@ -151,15 +160,36 @@ def _tarfile_members(f, offset: int, read_data: bool) -> Iterator[Member]:
     block = f.read(BLOCK)
     if len(block) < BLOCK or block.count(0) != BLOCK:
         raise EOFError(f"no end-of-archive marker at byte {tar.offset}: the data stops or is damaged there")
+    return tar.offset
+
+
+def _first_data(read, start: int) -> Tuple[Optional[int], bytes]:
+    """Past zero blocks: ``read(n)`` gives the bytes from ``start`` (a block boundary) on. Returns
+    the offset of the first block that is not all zeros and the bytes read of it and after it,
+    or ``(None, b"")`` when only zeros follow."""
+    offset = start
+    while True:
+        chunk = read(CHECK_BUFFER)
+        if not chunk:
+            return None, b""
+        stripped = chunk.lstrip(b"\0")
+        if stripped:
+            found = (offset + len(chunk) - len(stripped)) // BLOCK * BLOCK
+            return found, chunk[found - offset:]
+        offset += len(chunk)
 
 
 def plain_members(f, read_data: bool = True) -> Iterator[Member]:
     """Members of an uncompressed tar on a seekable file (``read_data=False``: names only, the
-    data sought over)."""
-    try:
-        yield from _headers(f, read_data)
-    except _Unusual as unusual:
-        yield from _tarfile_members(f, unusual.offset, read_data)
+    data sought over), and of the archives after it (see the module doc)."""
+    offset: Optional[int] = 0
+    while offset is not None:
+        try:
+            marker = yield from _headers(f, read_data, offset)
+        except _Unusual as unusual:
+            marker = yield from _tarfile_members(f, unusual.offset, read_data)
+        f.seek(marker + BLOCK)
+        offset, _ = _first_data(f.read, marker + BLOCK)
 
 
 def stream_members(f) -> Iterator[Member]:
@@ -179,13 +209,26 @@ def stream_members(f) -> Iterator[Member]:
                 raise
 
     tar = tarfile.open(fileobj=f, mode="r|*", bufsize=STREAM_BUFFER, tarinfo=Watched)
+    base = 0  # where this archive starts in the (decompressed) tar stream
     while True:
         info = tar.next()
         if info is None:
             if not marker:
-                raise EOFError(f"no end-of-archive marker at byte {tar.offset} of the tar: the data "
+                raise EOFError(f"no end-of-archive marker at byte {base + tar.offset} of the tar: the data "
                                "stops or is damaged there")
-            return
+            # tarfile's stream (decompressed) stands just past the marker: another archive?
+            rest = tar.fileobj
+            after = base + tar.offset + BLOCK
+            start, head = _first_data(rest.read, after)
+            if start is None:
+                return
+            marker.clear()
+            base = start
+            try:
+                tar = tarfile.open(fileobj=_Joined(head, rest), mode="r|", bufsize=STREAM_BUFFER, tarinfo=Watched)
+            except tarfile.ReadError as e:
+                raise EOFError(_AFTER_END.format(start)) from e
+            continue
         tar.members = []
         if info.islnk() or info.issym():
             yield info.name, _link(info)
@@ -193,6 +236,25 @@ def stream_members(f) -> Iterator[Member]:
         if not info.isfile():
             continue
         yield info.name, _read_member(info.name, tar.extractfile(info).read, info.size)
+
+
+class _Joined(io.RawIOBase):
+    """``head``, then what ``rest.read`` gives: a stream read on after some of it was read."""
+
+    def __init__(self, head: bytes, rest):
+        super().__init__()
+        self._head, self._rest = head, rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if not self._head:
+            self._head = self._rest.read(len(buffer))
+        n = min(len(buffer), len(self._head))
+        buffer[:n] = self._head[:n]
+        self._head = self._head[n:]
+        return n
 
 
 class Gunzipped(io.RawIOBase):

@@ -1121,6 +1121,50 @@ def test_a_gzip_shard_whose_check_fails_keeps_none_of_its_samples(tmp_path, stor
     assert failed[1]["members"] == ["jpg", "txt"]
 
 
+@pytest.mark.parametrize("joined", ["tar", "tar.gz", "tar.bz2", "tar, PAX after", "tar, junk after"])
+def test_archives_joined_one_after_another_are_read_whole(tmp_path, joined):
+    """`cat a.tar b.tar` (or `cat a.tar.gz b.tar.gz`) is one shard of two archives, the first
+    ending with its end-of-archive marker and padding. Its samples were read up to that marker
+    only: the second archive's were lost without a word. They are read on past it, as
+    `tar --ignore-zeros` reads them, by the reader and by the key listing; what follows a marker
+    that is neither zeros nor a tar is a failed record."""
+    import bz2
+
+    from pipelines.webdataset_read import ReadShardDoFn, _member_names
+
+    photo = PHOTOS[0].read_bytes()
+    parts = []
+    for first, fmt in ((0, tarfile.USTAR_FORMAT), (2, tarfile.PAX_FORMAT if "PAX" in joined else tarfile.USTAR_FORMAT)):
+        part = io.BytesIO()
+        members = [(f"{'ü' * 60 if 'PAX' in joined and first else ''}k{i}.{ext}", photo if ext == "jpg" else b"%d" % i)
+                   for i in range(first, first + 2) for ext in ("jpg", "txt")]
+        write_tar(None, members, fileobj=part, format=fmt)
+        parts.append(part.getvalue())
+    assert len(parts[0]) % 10240 == 0  # padded to a whole record after its marker
+    suffix = joined.split(",")[0]
+    path = tmp_path / f"s.{suffix}"
+    if suffix == "tar.gz":
+        data = gzip.compress(parts[0]) + gzip.compress(parts[1])
+    elif suffix == "tar.bz2":
+        data = bz2.compress(parts[0] + parts[1])
+    else:
+        data = parts[0] + (b"junk" * 128 if "junk" in joined else parts[1])
+    path.write_bytes(data)
+    out = list(ReadShardDoFn(("jpg",)).process(str(path)))
+    records = [o for o in out if isinstance(o, dict)]
+    failed = [o.value for o in out if not isinstance(o, dict)]
+    if "junk" in joined:  # damage after k1, which may have had more members: it fails too
+        assert [r["key"] for r in records] == ["k0"]
+        assert [f["key"] for f in failed] == ["k1", f"{path}#truncated"], failed
+        assert (f"the data after an end-of-archive marker, at byte {len(parts[0])}, is neither zeros nor another tar"
+                in failed[1]["error"]), failed[1]
+        return
+    keys = ["k0", "k1", ("ü" * 60 if "PAX" in joined else "") + "k2", ("ü" * 60 if "PAX" in joined else "") + "k3"]
+    assert not failed and [r["key"] for r in records] == keys
+    assert all(r["image"] == photo for r in records)
+    assert [n.split(".")[0] for n in _member_names(str(path))] == [k for k in keys for _ in range(2)]
+
+
 def test_a_gzip_shard_that_fails_its_check_takes_no_key_from_a_later_shard(tmp_path):
     """A key in a damaged gzip shard (first by path) and in an intact one: the intact copy is the
     one read, not failed as "already in" a shard whose every sample fails."""

@@ -2,7 +2,8 @@
 //!
 //! The same walk as the Python reader's (`pipelines/tar_members.py`) for a plain ustar archive:
 //! a 512-byte header, its checksum, the name (with the ustar prefix), the size, then the next
-//! header after the data. Only regular files are named (links, devices, directories and FIFOs
+//! header after the data, and past the end-of-archive marker the archives that follow it, as
+//! the Python reader reads them. Only regular files are named (links, devices, directories and FIFOs
 //! are passed over). It stops, keeping the names found, where the file is damaged (a short or
 //! garbled header, no end-of-archive marker); at a header it does not handle (PAX extended
 //! headers, GNU long names, base-256 sizes) or a name that is not UTF-8 it gives up, so that the
@@ -53,7 +54,18 @@ pub fn member_names(path: &Path) -> Option<Vec<String>> {
             Err(_) => return None,
         }
         if header.iter().all(|&b| b == 0) {
-            return Some(names);
+            // The end-of-archive marker; a block after it that is not zeros starts another
+            // archive (`cat a.tar b.tar`), read on as `tar --ignore-zeros` does.
+            loop {
+                offset += BLOCK;
+                match file.read_exact(&mut header) {
+                    Ok(()) if header.iter().all(|&b| b == 0) => {}
+                    Ok(()) => break,
+                    Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Some(names),
+                    Err(_) => return None,
+                }
+            }
+            continue;
         }
         if !checksum_ok(&header) {
             return Some(names); // damaged: the reader reports it
@@ -144,6 +156,25 @@ mod tests {
         tar.extend([0u8; 1024]);
         let file = write(&tar);
         assert_eq!(member_names(&file.0), Some(vec!["k0.jpg".into(), "k0.txt".into(), "a/b/k1.jpg".into()]));
+    }
+
+    #[test]
+    fn reads_on_past_the_end_marker_into_the_archives_after_it() {
+        let mut tar = Vec::new();
+        member(&mut tar, "a.jpg", "", &[7u8; 600], b'0');
+        tar.resize(10240, 0); // the end marker and a record's padding
+        member(&mut tar, "b.jpg", "", &[1u8; 10], b'0');
+        tar.extend([0u8; 1024]);
+        let whole = tar.clone();
+        assert_eq!(member_names(&write(&tar).0), Some(vec!["a.jpg".into(), "b.jpg".into()]));
+        tar.extend([0u8; 4096]);
+        let mut pax = Vec::new();
+        member(&mut pax, "PaxHeader", "", b"30 path=a-very-long-name.jpg\n", b'x');
+        tar.extend(&pax);
+        assert_eq!(member_names(&write(&tar).0), None); // the third archive is left to the reader
+        let mut garbled = whole.clone();
+        garbled.extend([9u8; 512]);
+        assert_eq!(member_names(&write(&garbled).0), Some(vec!["a.jpg".into(), "b.jpg".into()]));
     }
 
     #[test]
