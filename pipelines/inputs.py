@@ -102,10 +102,12 @@ def _pattern(item: str, fmt: str) -> str:
 
 
 def _anchored(pattern: str) -> str:
-    """A local glob with no folder part (``*.jpg``, or ``x[[]1].jpg``, an existing ``x[1].jpg``)
-    as ``./*.jpg``: Beam's local match lists the folder a glob names, and finds nothing in none.
-    Its paths are then spelt ``./x.jpg``, as the shell spells ``./*.jpg``'s."""
-    if posixpath.dirname(pattern) or not any(c in pattern for c in "*?["):
+    """A relative local glob whose first wildcard lies in its first part (``*.jpg``, ``in*/*.jpg``,
+    or ``x[[]1].jpg``, an existing ``x[1].jpg``) as ``./*.jpg``: Beam's local match lists the
+    folder that the text before the first wildcard names, and finds nothing in none. Its paths
+    are then spelt ``./x.jpg``, as the shell spells ``./*.jpg``'s."""
+    before = re.match(r"[^*?\[]*", pattern).group(0)
+    if before == pattern or posixpath.dirname(before):
         return pattern
     return "./" + pattern
 

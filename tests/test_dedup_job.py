@@ -811,6 +811,18 @@ def test_auto_drops_what_the_exact_run_said_it_would(tmp_path, capfd):
     assert "Largest near-duplicate groups (7 shown)" in page and "distance 9<br>" in page
 
 
+@pytest.mark.parametrize("glob, ids", [("i*/*.jpg", ["./in/a.jpg", "./in/b.jpg"]), ("in*/a.jpg", ["./in/a.jpg"]),
+                                       ("in/?.jpg", ["in/a.jpg", "in/b.jpg"]), ("*.jpg", ["./top.jpg"])])
+def test_a_relative_glob_with_a_wildcard_in_its_first_part_matches(tmp_path, monkeypatch, glob, ids):
+    """Beam's local match lists the folder named before the first wildcard: for `i*/*.jpg`, none,
+    so it matched no files, where the shell and the same glob made absolute find them."""
+    (tmp_path / "in").mkdir()
+    for name in ("in/a.jpg", "in/b.jpg", "top.jpg"):
+        (tmp_path / name).write_bytes(PHOTOS[0].read_bytes())
+    monkeypatch.chdir(tmp_path)
+    assert inputs.resolve([glob], "files", in_process=True).paths == ids
+
+
 @pytest.mark.parametrize("fmt", ["files", "webdataset"])
 def test_a_glob_with_a_doubled_slash_matches_as_with_one(tmp_path, fmt):
     """`in//*.jpg` names the files `in/*.jpg` does (the shell and Python's glob agree); Beam's
