@@ -79,9 +79,18 @@ class InputSpec:
 
 
 def is_folder(item: str) -> bool:
-    """Whether an --input or --reference item names a folder: a local directory, or any path
-    ending in '/' (a remote prefix)."""
-    return os.path.isdir(item) or item.endswith("/")
+    """Whether an --input or --reference item names a folder: a local directory, any path
+    ending in '/' (a remote prefix), or a remote path without wildcards that names no object
+    (``gs://bucket/images``: the objects under it, as ``gsutil`` and the cloud consoles show a
+    folder; it matched no files)."""
+    if os.path.isdir(item) or item.endswith("/"):
+        return True
+    if "://" not in item or any(c in item for c in "*?["):
+        return False
+    try:
+        return not FileSystems.exists(item)
+    except Exception:  # noqa: BLE001 - a scheme without its filesystem, credentials: the listing says why
+        return False
 
 
 def _pattern(item: str, fmt: str) -> str:

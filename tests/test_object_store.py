@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import socket
 import tarfile
 
@@ -39,7 +40,7 @@ def endpoint():
 @pytest.fixture
 def bucket(endpoint, request):
     client = boto3.client("s3", endpoint_url=endpoint, **KEYS)
-    name = request.node.name.replace("_", "-")[:63].strip("-").lower()
+    name = re.sub("[^a-z0-9]+", "-", request.node.name.lower())[:63].strip("-")  # a bucket's name
     client.create_bucket(Bucket=name)
     return client, name
 
@@ -57,13 +58,16 @@ def rows(client, name: str, key: str) -> list[dict]:
     return pq.read_table(io.BytesIO(client.get_object(Bucket=name, Key=key)["Body"].read())).to_pylist()
 
 
-def test_files_on_s3_in_and_out_with_the_report(bucket, endpoint):
+@pytest.mark.parametrize("given", ["in/*", "in"], ids=["glob", "folder"])
+def test_files_on_s3_in_and_out_with_the_report(bucket, endpoint, given):
+    """Given as a glob, or as a folder without its trailing '/' (which matched no files: no
+    object has that name)."""
     client, name = bucket
     for p in PHOTOS[:3]:
         client.put_object(Bucket=name, Key=f"in/{p.name}", Body=p.read_bytes())
     client.put_object(Bucket=name, Key="in/zz_copy.jpg", Body=PHOTOS[0].read_bytes())
     out = f"s3://{name}/out"
-    assert dedup_images.main(["--input", f"s3://{name}/in/*", "--output", out] + options(endpoint)) == 0
+    assert dedup_images.main(["--input", f"s3://{name}/{given}", "--output", out] + options(endpoint)) == 0
     written = keys(client, name, "out/")
     assert {"out/summary.json", "out/report.html", "out/kept/part-00000-of-00001.parquet"} <= set(written), written
     summary = json.loads(client.get_object(Bucket=name, Key="out/summary.json")["Body"].read())
