@@ -220,6 +220,22 @@ def _find(item: str, pattern: str, flag: str) -> Tuple[Dict[str, int], bool]:
     return _match(pattern, item, flag), False
 
 
+def _refuse_other_format(item: str, matched: Dict[str, int]) -> None:
+    """Image-file input whose files are all WebDataset shards or Parquet files (with
+    img2dataset's statistics beside them, as its output folders hold) would be read as that many
+    images failing to decode, and the run end "successfully" with nothing kept: refused, naming
+    the format they need."""
+    shards = wds.shards_among(matched)
+    parquet = [p for p in matched if p.endswith(".parquet")]
+    stats = [p for p in matched if p.endswith(wds.STATS_SUFFIX)]
+    if not (shards or parquet) or len(shards) + len(parquet) + len(stats) != len(matched):
+        return
+    needed, held = ("webdataset", f"{len(shards)} WebDataset shard(s)") if shards else \
+        ("parquet", f"{len(parquet)} Parquet file(s)")
+    raise ConfigError(f"--input {item!r} holds {held} and no image files: give --input-format {needed} "
+                      "(the default, files, reads each file as one image)")
+
+
 def _what_a_folder_means(pattern: str, item: str) -> str:
     """For a directory that holds files but none of the format's: what it was read as."""
     if not _local_folder(item, pattern):
@@ -310,6 +326,8 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
         # Entries Beam's listing drops are read by name: counted among the inputs, never
         # silently left out.
         by_name = by_name or dropped
+        if fmt == "files" and flag == "--input":
+            _refuse_other_format(item, matched)
         if fmt == "webdataset" and pattern != item:
             # A folder: its shards, .tar or compressed (.tar.gz...), read by name when it holds
             # other files too (img2dataset's sidecars and statistics).

@@ -137,6 +137,27 @@ def test_parquet_input_keeps_the_input_columns(tmp_path, layout):
     assert json.loads((out / "summary.json").read_text())["adds_up"]
 
 
+@pytest.mark.parametrize("files, message", [
+    (["00000.tar", "00000.parquet", "00000_stats.json"], "holds 1 WebDataset shard(s) and no image files: give --input-format webdataset"),
+    (["00000.parquet", "00000_stats.json", "00001.parquet"], "holds 2 Parquet file(s) and no image files: give --input-format parquet"),
+    (["a.tar.gz"], "give --input-format webdataset"),
+])
+def test_img2dataset_output_read_as_image_files_is_refused(tmp_path, capsys, files, message):
+    """img2dataset's output folder without --input-format was read as that many images failing
+    to decode, and the run ended with 0 kept and exit code 0."""
+    src = tmp_path / "crawl"
+    src.mkdir()
+    for name in files:
+        (src / name).write_bytes(b"x")
+    assert dedup_images.main(["--input", str(src), "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err, err
+    # With an image among them, the folder is image files: each other file a failed record.
+    (src / "a.jpg").write_bytes(PHOTOS[0].read_bytes())
+    assert dedup_images.main(["--input", str(src), "--output", str(tmp_path / "o"), "--backend", "state",
+                              "--no-report"]) == 0
+
+
 @pytest.mark.parametrize("args, message", [
     (["--input", "/nonexistent/dir/*.jpg"], "matched no files"),
     (["--output", "/proc/forbidden"], "is not writable"),
