@@ -142,7 +142,7 @@ def _match(pattern: str, item: str, flag: str = "--input") -> Dict[str, int]:
     except Exception as e:  # noqa: BLE001 - said as what it is, never as "matched no files"
         raise ConfigError(f"{flag} {item!r} cannot be listed: {listing_error(e)}") from None
     if not found:
-        raise ConfigError(f"{flag} {item!r} matched no files{_what_a_folder_means(pattern, item)}")
+        raise ConfigError(f"{flag} {item!r} matched no files{_what_a_folder_means(pattern, item, flag)}")
     return {m.path: m.size_in_bytes for m in sorted(found, key=lambda m: m.path)}
 
 
@@ -197,7 +197,7 @@ def _list_folder(folder: str, pattern: str, item: str, flag: str) -> Tuple[Dict[
     except OSError as e:
         raise ConfigError(f"{flag} {item!r} cannot be listed: {listing_error(e)}") from None
     if not found:
-        raise ConfigError(f"{flag} {item!r} matched no files{_what_a_folder_means(pattern, item)}")
+        raise ConfigError(f"{flag} {item!r} matched no files{_what_a_folder_means(pattern, item, flag)}")
     return dict(sorted(found.items())), dropped
 
 
@@ -236,16 +236,22 @@ def _refuse_other_format(item: str, matched: Dict[str, int]) -> None:
                       "(the default, files, reads each file as one image)")
 
 
-def _what_a_folder_means(pattern: str, item: str) -> str:
-    """For a directory that holds files but none of the format's: what it was read as."""
+def _what_a_folder_means(pattern: str, item: str, flag: str) -> str:
+    """For a directory that holds files or folders but none of the format's files: what it was
+    read as, and what may be wrong (``flag``'s format, or files that lie in subfolders)."""
     if not _local_folder(item, pattern):
         return ""
-    others = sum(1 for e in os.scandir(item) if _is(e.is_file))
-    if not others:
+    entries = list(os.scandir(item))
+    others = sum(1 for e in entries if _is(e.is_file))
+    folders = sum(1 for e in entries if _is(e.is_dir))
+    if not others and not folders:
         return ""
     fmt = {".parquet": "parquet"}.get(os.path.splitext(pattern)[1], "files")
-    return (f" (a directory means {pattern} for the {fmt} format, and it holds {others} other "
-            "file(s); is --input-format right?)")
+    held = " and ".join(part for part in (f"{others} other file(s)" if others else "",
+                                          f"{folders} subfolder(s), which are not read" if folders else "") if part)
+    check = " or ".join(part for part in (f"is {flag}-format right?" if others else "",
+                                          "are the files in a subfolder (give it)?" if folders else "") if part)
+    return f" (a directory means {pattern} for the {fmt} format, and it holds {held}: {check})"
 
 
 def _widened(schema: pa.Schema, other: pa.Schema, first: str, path: str) -> pa.Schema:
@@ -334,7 +340,7 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
             shards = {p: matched[p] for p in wds.shards_among(matched)}
             if not shards:
                 raise ConfigError(f"{flag} {item!r} holds no WebDataset shards ({', '.join(wds.SHARD_SUFFIXES)}) "
-                                  f"among its {len(matched)} file(s); is --input-format right?")
+                                  f"among its {len(matched)} file(s); is {flag}-format right?")
             by_name = by_name or len(shards) != len(matched)
             matched = shards
         elif fmt == "webdataset":

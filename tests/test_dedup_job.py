@@ -137,6 +137,21 @@ def test_parquet_input_keeps_the_input_columns(tmp_path, layout):
     assert json.loads((out / "summary.json").read_text())["adds_up"]
 
 
+def test_a_folder_whose_files_lie_in_a_subfolder_says_so(tmp_path, capsys):
+    """A Hugging Face dataset keeps its Parquet files in data/: the folder matched no files, and
+    the error asked whether --input-format was right, which it was."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "hfds" / "data").mkdir(parents=True)
+    pq.write_table(pa.table({"id": ["a"], "image": [b"x"]}), tmp_path / "hfds" / "data" / "train.parquet")
+    assert dedup_images.main(["--input", str(tmp_path / "hfds"), "--input-format", "parquet",
+                              "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds 1 subfolder(s), which are not read: are the files in a subfolder (give it)?" in err, err
+    assert "--input-format right" not in err
+
+
 @pytest.mark.parametrize("files, message", [
     (["00000.tar", "00000.parquet", "00000_stats.json"], "holds 1 WebDataset shard(s) and no image files: give --input-format webdataset"),
     (["00000.parquet", "00000_stats.json", "00001.parquet"], "holds 2 Parquet file(s) and no image files: give --input-format parquet"),
@@ -174,6 +189,7 @@ def test_img2dataset_output_read_as_image_files_is_refused(tmp_path, capsys, fil
     (["--max-decode-failures", "5"], "argument --max-decode-failures: expected a fraction between 0 and 1, got '5'"),
     (["--max-internal-failures", "nan"], "argument --max-internal-failures: expected a fraction between 0 and 1"),
     (["--input-format", "parquet"], "matched no files (a directory means "),  # the sample folder holds no .parquet
+    (["--reference", str(DATA), "--reference-format", "webdataset"], "file(s); is --reference-format right?"),
     (["--image-column", "jpg"], "apply to --input-format parquet"),
     (["--reference", str(DATA), "--reference-image-column", "jpg"],
      "--reference-image-column and --reference-id-column apply to Parquet references (these are image files)"),
