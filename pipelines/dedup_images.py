@@ -81,7 +81,7 @@ from pipelines.webdataset_write import DEFAULT_SHARD_MB, KEPT_KEYS, WriteShards,
 
 log = logging.getLogger(__name__)
 SAMPLE_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sample_data")
-HASH_FIELD = "image_phash"
+HASH_FIELD = job_inputs.OUTPUT_HASH_COLUMN
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -243,7 +243,8 @@ _FLAGS = (("backend='ray'", "--backend ray"), ("backend='state'", "--backend sta
           ("state_dir", "--state"), ("ray_address", "--ray-address"), ("backend_name", "--backend-name"),
           ("num_actors", "--num-actors"), ("num_buckets", "--num-buckets"),
           ("band_partition_bits", "--band-partition-bits"), ("search_partitions", "--search-partitions"),
-          ("reference_hash_column", "--reference-hash-column"), ("reference=", "--reference"),
+          ("reference_hash_column", "--reference-hash-column"), ("hash_column", "--hash-column"),
+          ("reference=", "--reference"),
           ("image_field", "--image-column"), ("id_field", "--id-column"), ("backend", "--backend"))
 
 
@@ -695,7 +696,8 @@ def configure(argv: Optional[List[str]], command_line: bool = False):
     written = {HASH_FIELD, *WRITTEN_FIELDS} - ({args.hash_column, QUALITY_FIELD} if args.hash_column else set())
     taken = sorted(written & set(spec.columns))
     if taken:
-        raise ConfigError(f"the input already has column(s) {', '.join(taken)}, which the job writes")
+        hint = "" if args.hash_column else job_inputs.earlier_output_hint(taken)
+        raise ConfigError(f"the input already has column(s) {', '.join(taken)}, which the job writes{hint}")
     reference = None
     if args.reference:
         reference = job_inputs.reference_spec(

@@ -78,6 +78,18 @@ class InputSpec:
         return None if self.paths is None else Listing(self.paths, spread=not self.in_process)
 
 
+#: The hash column of the job's Parquet outputs (kept/, duplicates/).
+OUTPUT_HASH_COLUMN = "image_phash"
+
+
+def earlier_output_hint(columns) -> str:
+    """For Parquet input read as images that holds the job's hash column (an earlier run's
+    kept/ or duplicates/, whose image files' bytes are not kept): how to dedup it again."""
+    if OUTPUT_HASH_COLUMN not in columns:
+        return ""
+    return f" (an earlier run's output? dedup its hashes with --hash-column {OUTPUT_HASH_COLUMN})"
+
+
 def is_folder(item: str) -> bool:
     """Whether an --input or --reference item names a folder: a local directory, any path
     ending in '/' (a remote prefix), or a remote path without wildcards that names no object
@@ -249,8 +261,8 @@ def _what_a_folder_means(pattern: str, item: str, flag: str) -> str:
     fmt = {".parquet": "parquet"}.get(os.path.splitext(pattern)[1], "files")
     held = " and ".join(part for part in (f"{others} other file(s)" if others else "",
                                           f"{folders} subfolder(s), which are not read" if folders else "") if part)
-    check = " or ".join(part for part in (f"is {flag}-format right?" if others else "",
-                                          "are the files in a subfolder (give it)?" if folders else "") if part)
+    check = ", or ".join(part for part in (f"is {flag}-format right" if others else "",
+                                           "are the files in a subfolder (give it)" if folders else "") if part) + "?"
     return f" (a directory means {pattern} for the {fmt} format, and it holds {held}: {check})"
 
 
@@ -412,8 +424,9 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
     needed = ((f"{column_flag}hash-column", hash_column),) if hash_column else ((f"{column_flag}image-column", image_column),)
     for option, column in needed + ((f"{column_flag}id-column", id_column),):
         if column not in names:
+            hint = earlier_output_hint(names) if not hash_column and flag == "--input" else ""
             raise ConfigError(f"{option} {column!r} is not a column of {paths[0]!r} "
-                              f"(columns: {', '.join(names)})")
+                              f"(columns: {', '.join(names)}){hint}")
     if hash_column:
         if not pa.types.is_string(schema.field(hash_column).type) and not pa.types.is_large_string(
                 schema.field(hash_column).type):

@@ -137,6 +137,30 @@ def test_parquet_input_keeps_the_input_columns(tmp_path, layout):
     assert json.loads((out / "summary.json").read_text())["adds_up"]
 
 
+def test_an_earlier_kept_read_as_images_points_to_its_hashes(tmp_path, capsys):
+    """An earlier run's kept/ given as Parquet input holds the columns the job writes: refused,
+    with the way to dedup it again (its hashes), which the error did not say."""
+    out = tmp_path / "o1"
+    assert dedup_images.main(["--output", str(out), "--backend", "state", "--no-report"]) == 0
+    argv = ["--input", str(out / "kept"), "--input-format", "parquet", "--output", str(tmp_path / "o2"),
+            "--backend", "state", "--no-report"]
+    assert dedup_images.main(argv) == 2  # image files' kept/ holds no image column
+    err = capsys.readouterr().err
+    assert "--image-column 'image' is not a column of" in err and err.strip().endswith(
+        "(columns: id, image_phash, image_quality) (an earlier run's output? dedup its hashes with --hash-column "
+        "image_phash)"), err
+    assert dedup_images.main(argv + ["--hash-column", "image_phash"]) == 0
+    # Parquet input keeps its image column in kept/: read again as images, its columns collide.
+    pq.write_table(pa.table({"id": ["a"], "image": [PHOTOS[0].read_bytes()]}), tmp_path / "in.parquet")
+    first = ["--input", str(tmp_path / "in.parquet"), "--input-format", "parquet", "--backend", "state", "--no-report"]
+    assert dedup_images.main([*first, "--output", str(tmp_path / "p1")]) == 0
+    first[1] = str(tmp_path / "p1" / "kept")
+    assert dedup_images.main([*first, "--output", str(tmp_path / "p2")]) == 2
+    err = capsys.readouterr().err
+    assert "the input already has column(s) image_phash, image_quality, which the job writes (an earlier run's " \
+           "output? dedup its hashes with --hash-column image_phash)" in err, err
+
+
 def test_a_folder_whose_files_lie_in_a_subfolder_says_so(tmp_path, capsys):
     """A Hugging Face dataset keeps its Parquet files in data/: the folder matched no files, and
     the error asked whether --input-format was right, which it was."""
@@ -144,12 +168,17 @@ def test_a_folder_whose_files_lie_in_a_subfolder_says_so(tmp_path, capsys):
     import pyarrow.parquet as pq
 
     (tmp_path / "hfds" / "data").mkdir(parents=True)
-    pq.write_table(pa.table({"id": ["a"], "image": [b"x"]}), tmp_path / "hfds" / "data" / "train.parquet")
+    pq.write_table(pa.table({"id": ["a"], "image": [b"x"], "h": ["ab" * 32]}), tmp_path / "hfds" / "data" / "train.parquet")
     assert dedup_images.main(["--input", str(tmp_path / "hfds"), "--input-format", "parquet",
                               "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert "holds 1 subfolder(s), which are not read: are the files in a subfolder (give it)?" in err, err
     assert "--input-format right" not in err
+    # The library's refusal, in the flags' names.
+    assert dedup_images.main(["--input", str(tmp_path / "hfds" / "data"), "--input-format", "parquet",
+                              "--hash-column", "h", "--dihedral", "--output", str(tmp_path / "o")]) == 2
+    assert ("--dihedral needs the images (their rotations are hashed); it cannot be used with --hash-column"
+            in capsys.readouterr().err)
 
 
 @pytest.mark.parametrize("files, message", [
