@@ -23,7 +23,10 @@ shard (:func:`gzip_damage`, a second read of it): a damaged byte must not reach 
 """
 from __future__ import annotations
 
+import bz2
+import collections
 import io
+import lzma
 import tarfile
 import zlib
 from typing import Iterator, NamedTuple, Optional, Tuple, Union
@@ -192,11 +195,28 @@ def plain_members(f, read_data: bool = True) -> Iterator[Member]:
         offset, _ = _first_data(f.read, marker + BLOCK)
 
 
-def stream_members(f) -> Iterator[Member]:
-    """Members of any tar tarfile reads as a stream (gzip, bzip2, xz or none), read forward only.
-    tarfile stops quietly at a header that is cut short, empty or garbled, as at the end-of-archive
-    marker, and a cut compressed stream just ends: so the header tarfile stopped at is watched,
-    and anything but the marker raises EOFError."""
+def decompressed(f, verify: bool = True):
+    """The tar bytes of a shard read forward only, by its first bytes: gzip through
+    :class:`Gunzipped` (``verify``: each member's CRC checked), bzip2 and xz through the
+    standard library's readers (every stream of the file, as ``cat`` joins them; bytes after the
+    last one that do not begin another are ignored, as for gzip), anything else as it is."""
+    head = f.read(6)
+    source = _Joined(head, f)
+    if head.startswith(GZIP_MAGIC):
+        return Gunzipped(source, verify)
+    if head.startswith(b"BZh"):
+        return bz2.BZ2File(source)
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return lzma.LZMAFile(source)
+    return source
+
+
+def stream_members(f, verify: bool = True) -> Iterator[Member]:
+    """Members of a tar read forward only, compressed or not (see :func:`decompressed`), and of
+    the archives after it (see the module doc). tarfile stops quietly at a header that is cut
+    short, empty or garbled, as at the end-of-archive marker, and a cut compressed stream just
+    ends: so the header tarfile stopped at is watched, and anything but the marker raises
+    EOFError."""
     marker = []
 
     class Watched(tarfile.TarInfo):
@@ -208,24 +228,26 @@ def stream_members(f) -> Iterator[Member]:
                 marker.append(True)
                 raise
 
-    tar = tarfile.open(fileobj=f, mode="r|*", bufsize=STREAM_BUFFER, tarinfo=Watched)
-    base = 0  # where this archive starts in the (decompressed) tar stream
+    fed = _Fed(decompressed(f, verify))
+    base = 0  # where the archive tarfile reads starts in the tar stream
+    tar = tarfile.open(fileobj=fed, mode="r|", bufsize=STREAM_BUFFER, tarinfo=Watched)
     while True:
         info = tar.next()
         if info is None:
             if not marker:
                 raise EOFError(f"no end-of-archive marker at byte {base + tar.offset} of the tar: the data "
                                "stops or is damaged there")
-            # tarfile's stream (decompressed) stands just past the marker: another archive?
-            rest = tar.fileobj
+            # Another archive after the marker? tarfile read ahead of it: those bytes again first.
             after = base + tar.offset + BLOCK
-            start, head = _first_data(rest.read, after)
+            fed.back_to(after)
+            start, head = _first_data(fed.read, after)
             if start is None:
                 return
+            fed.unread(head)
             marker.clear()
             base = start
             try:
-                tar = tarfile.open(fileobj=_Joined(head, rest), mode="r|", bufsize=STREAM_BUFFER, tarinfo=Watched)
+                tar = tarfile.open(fileobj=fed, mode="r|", bufsize=STREAM_BUFFER, tarinfo=Watched)
             except tarfile.ReadError as e:
                 raise EOFError(_AFTER_END.format(start)) from e
             continue
@@ -239,7 +261,7 @@ def stream_members(f) -> Iterator[Member]:
 
 
 class _Joined(io.RawIOBase):
-    """``head``, then what ``rest.read`` gives: a stream read on after some of it was read."""
+    """``head``, then what ``rest.read`` gives."""
 
     def __init__(self, head: bytes, rest):
         super().__init__()
@@ -257,6 +279,53 @@ class _Joined(io.RawIOBase):
         return n
 
 
+class _Fed(io.RawIOBase):
+    """The tar stream tarfile reads, one object for every archive in it: it counts the bytes it
+    gave (``given``) and keeps the last ones, so that what tarfile read ahead of an archive's end
+    can be given again to the next archive's reader (``back_to``), and takes back bytes read
+    ahead of it (``unread``). tarfile reads at most ``STREAM_BUFFER`` ahead of what it used."""
+
+    KEEP = 4 * STREAM_BUFFER
+
+    def __init__(self, source):
+        super().__init__()
+        self._source = source
+        self._head = b""
+        self._recent: collections.deque = collections.deque()  # the last pieces given, KEEP bytes or more
+        self._kept = 0
+        self.given = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if not self._head:
+            self._head = self._source.read(len(buffer))
+        piece, self._head = self._head[:len(buffer)], self._head[len(buffer):]
+        buffer[:len(piece)] = piece
+        self.given += len(piece)
+        self._recent.append(piece)
+        self._kept += len(piece)
+        while self._recent and self._kept - len(self._recent[0]) >= self.KEEP:
+            self._kept -= len(self._recent.popleft())
+        return len(piece)
+
+    def unread(self, data: bytes) -> None:
+        """``data`` is given again next, as the bytes just before what is left."""
+        self._head = data + self._head
+        self.given -= len(data)
+        self._recent.clear()
+        self._kept = 0
+
+    def back_to(self, position: int) -> None:
+        """The next byte given is the one at ``position`` of the stream (read before, lately)."""
+        extra = self.given - position
+        if extra < 0 or extra > self._kept:
+            raise RuntimeError(f"cannot go back {extra} bytes in the tar stream (kept {self._kept})")
+        kept = b"".join(self._recent)
+        self.unread(kept[len(kept) - extra:] if extra else b"")
+
+
 class Gunzipped(io.RawIOBase):
     """The bytes of a gzip file, decompressed, read forward only: each member in turn (``cat
     a.gz b.gz`` and bgzip write several), each one's CRC-32 and length checked at its end by
@@ -264,17 +333,31 @@ class Gunzipped(io.RawIOBase):
     between members skipped as the gzip module skips them; bytes after the last member that do
     not begin another (padding, junk) are ignored, as ``gzip -t`` ignores them. A file cut short
     raises EOFError. A file that is not gzip at all is passed through as it is (``gzip``
-    False). tarfile's own gzip reading checks no CRC and reads one member only."""
+    False). tarfile's own gzip reading checks no CRC and reads one member only. ``verify=False``
+    (a shard known to fail its check, read only to name its samples) reads every member without
+    checking its CRC and length."""
 
-    def __init__(self, f):
+    def __init__(self, f, verify: bool = True):
         super().__init__()
         self._f = f
+        self._verify = verify
         head = f.read(len(GZIP_MAGIC))
         self.gzip = head == GZIP_MAGIC
-        self._unzip = zlib.decompressobj(zlib.MAX_WBITS | 16) if self.gzip else None
         self._raw = head  # read from the file, not yet decompressed (or passed through)
+        self._unzip = self._member() if self.gzip else None
         self._out = b""
         self._ended = False
+
+    def _member(self):
+        """The decompressor of the member ``_raw`` starts with: zlib's gzip mode, which checks
+        its trailer; unverified, raw deflate after the header, which is passed over here."""
+        if self._verify:
+            return zlib.decompressobj(zlib.MAX_WBITS | 16)
+        while (length := _gzip_header_length(self._raw)) is None:
+            if not self._more():
+                raise EOFError("the gzip stream ends inside a member's header (cut short)")
+        self._raw = self._raw[length:]
+        return zlib.decompressobj(-zlib.MAX_WBITS)
 
     def readable(self) -> bool:
         return True
@@ -304,14 +387,19 @@ class Gunzipped(io.RawIOBase):
             self._out, self._raw = self._raw, b""
             return
         if self._unzip.eof:  # a member ended, its CRC and length checked: another one?
+            self._raw = self._unzip.unused_data + self._raw
+            if not self._verify:  # its trailer (CRC-32 and length), unchecked
+                while len(self._raw) < 8 and self._more():
+                    pass
+                self._raw = self._raw[8:]
             # (after any zero bytes: a member may be padded with them, as the gzip module reads)
-            self._raw = (self._unzip.unused_data + self._raw).lstrip(b"\0")
+            self._raw = self._raw.lstrip(b"\0")
             while len(self._raw) < len(GZIP_MAGIC) and self._more():
                 self._raw = self._raw.lstrip(b"\0")
             if not self._raw.startswith(GZIP_MAGIC):
                 self._ended = True  # the end, or trailing bytes that are not a member
                 return
-            self._unzip = zlib.decompressobj(zlib.MAX_WBITS | 16)
+            self._unzip = self._member()
         compressed = self._unzip.unconsumed_tail  # what the last call's output limit left over
         if not compressed:
             if not self._raw and not self._more():
@@ -319,6 +407,28 @@ class Gunzipped(io.RawIOBase):
             compressed, self._raw = self._raw, b""
         # At most CHECK_BUFFER bytes out at a time: 64 KiB of zeros decompress to 64 MiB.
         self._out = self._unzip.decompress(compressed, CHECK_BUFFER)
+
+
+def _gzip_header_length(raw: bytes) -> Optional[int]:
+    """The length of the gzip member header ``raw`` starts with (RFC 1952: ten bytes, then the
+    extra field, name, comment and header CRC its flags announce), or None when ``raw`` is too
+    short to hold it."""
+    if len(raw) < 10:
+        return None
+    flags, at = raw[3], 10
+    if flags & 4:  # FEXTRA: its length, then it
+        if len(raw) < at + 2:
+            return None
+        at += 2 + int.from_bytes(raw[at:at + 2], "little")
+    for bit in (8, 16):  # FNAME, FCOMMENT: NUL-terminated
+        if flags & bit:
+            end = raw.find(b"\0", at)
+            if end < 0:
+                return None
+            at = end + 1
+    if flags & 2:  # FHCRC
+        at += 2
+    return at if len(raw) >= at else None
 
 
 def gzip_damage(f) -> Optional[str]:

@@ -48,7 +48,7 @@ from apache_beam.io.filesystems import FileSystems
 from beam_phash._native import tar_member_names
 from beam_phash.records import ERROR_FIELD, FAILED
 from pipelines.input_paths import BadName, InputPaths, Listing, open_stored, printable
-from pipelines.tar_members import (Gunzipped, Link, Member, MemberCutShort, gzip_damage, plain_members,
+from pipelines.tar_members import (Link, Member, MemberCutShort, gzip_damage, plain_members,
                                    stream_members)
 
 DEFAULT_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
@@ -223,13 +223,13 @@ class SampleStream:
 
 def open_members(f, shard: str, read_data: bool = True, checked: bool = True) -> Iterator[Member]:
     """A shard's members: a plain ``.tar`` on a seekable file is parsed directly, anything else
-    (compressed) read by tarfile as a stream, gzip through :class:`Gunzipped` (every member, each
-    one's CRC checked). ``checked=False`` (a gzip shard known to fail its check, read only to
-    name its samples): through tarfile's own gzip reading, which checks nothing and so reads on
-    to the end of the first member, where a CRC check would raise in the last block read."""
+    (compressed) read as a stream (:func:`stream_members`), gzip through :class:`Gunzipped`
+    (every member, each one's CRC checked). ``checked=False`` (a gzip shard known to fail its
+    check, read only to name its samples): every member read without its check, which would
+    raise in the last block read."""
     if shard.endswith(".tar") and f.seekable():
         return plain_members(f, read_data)
-    return stream_members(Gunzipped(f) if checked and shard.endswith(GZIP_SUFFIXES) else f)
+    return stream_members(f, verify=checked)
 
 
 @dataclass
@@ -412,14 +412,9 @@ def _member_names(shard: str) -> Iterator[str]:
             yield from names
             return
     with open_stored(shard) as f:
-        if shard.endswith(GZIP_SUFFIXES):
-            stream = Gunzipped(f)
-            for name, _ in stream_members(stream):
-                yield name
-            # tarfile stops at the end-of-archive marker: read on to each member's CRC, which a
-            # damaged shard fails (zlib.error) even when its last bytes are a read of their own.
-            stream.skip_rest()
-            return
+        # (A compressed shard is read to its end, past the last archive's marker: each gzip
+        # member's CRC is checked, which a damaged shard fails, zlib.error, even when its last
+        # bytes are a read of their own.)
         for name, _ in open_members(f, shard, read_data=False):
             yield name
 

@@ -1121,7 +1121,8 @@ def test_a_gzip_shard_whose_check_fails_keeps_none_of_its_samples(tmp_path, stor
     assert failed[1]["members"] == ["jpg", "txt"]
 
 
-@pytest.mark.parametrize("joined", ["tar", "tar.gz", "tar.bz2", "tar, PAX after", "tar, junk after"])
+@pytest.mark.parametrize("joined", ["tar", "tar.gz", "tar.bz2", "tar.xz", "tar, PAX after", "tar, junk after",
+                                    "tar.gz, 300 archives"])
 def test_archives_joined_one_after_another_are_read_whole(tmp_path, joined):
     """`cat a.tar b.tar` (or `cat a.tar.gz b.tar.gz`) is one shard of two archives, the first
     ending with its end-of-archive marker and padding. Its samples were read up to that marker
@@ -1129,6 +1130,7 @@ def test_archives_joined_one_after_another_are_read_whole(tmp_path, joined):
     `tar --ignore-zeros` reads them, by the reader and by the key listing; what follows a marker
     that is neither zeros nor a tar is a failed record."""
     import bz2
+    import lzma
 
     from pipelines.webdataset_read import ReadShardDoFn, _member_names
 
@@ -1143,10 +1145,22 @@ def test_archives_joined_one_after_another_are_read_whole(tmp_path, joined):
     assert len(parts[0]) % 10240 == 0  # padded to a whole record after its marker
     suffix = joined.split(",")[0]
     path = tmp_path / f"s.{suffix}"
+    if "300" in joined:  # each a gzip member: read without one reader nested in the last's
+        many = []
+        for i in range(300):
+            part = io.BytesIO()
+            write_tar(None, [(f"m{i:03d}.jpg", photo[:100]), (f"m{i:03d}.txt", b"x")], fileobj=part)
+            many.append(gzip.compress(part.getvalue(), compresslevel=1))
+        path.write_bytes(b"".join(many))
+        out = list(ReadShardDoFn(("jpg",)).process(str(path)))
+        assert [o["key"] for o in out] == [f"m{i:03d}" for i in range(300)]
+        return
     if suffix == "tar.gz":
         data = gzip.compress(parts[0]) + gzip.compress(parts[1])
-    elif suffix == "tar.bz2":
-        data = bz2.compress(parts[0] + parts[1])
+    elif suffix == "tar.bz2":  # two streams, as cat joins them, and zeros after the last
+        data = bz2.compress(parts[0]) + bz2.compress(parts[1]) + bytes(1000)
+    elif suffix == "tar.xz":
+        data = lzma.compress(parts[0]) + lzma.compress(parts[1])
     else:
         data = parts[0] + (b"junk" * 128 if "junk" in joined else parts[1])
     path.write_bytes(data)
@@ -1163,6 +1177,28 @@ def test_archives_joined_one_after_another_are_read_whole(tmp_path, joined):
     assert not failed and [r["key"] for r in records] == keys
     assert all(r["image"] == photo for r in records)
     assert [n.split(".")[0] for n in _member_names(str(path))] == [k for k in keys for _ in range(2)]
+
+
+def test_a_gzip_shard_of_joined_archives_that_fails_its_check_names_every_sample(tmp_path):
+    """Read unchecked to name its samples, a damaged shard went through tarfile's gzip, which
+    reads the first gzip member only: the samples of the second archive had no record at all."""
+    from pipelines.webdataset_read import ReadShardDoFn
+
+    photo = PHOTOS[0].read_bytes()
+    parts = []
+    for first in (0, 2):
+        part = io.BytesIO()
+        write_tar(None, [(f"k{i}.{ext}", photo[:2000] if ext == "jpg" else b"t") for i in range(first, first + 2)
+                         for ext in ("jpg", "txt")], fileobj=part)
+        parts.append(part.getvalue())
+    damaged = bytearray(gzip.compress(parts[0]) + gzip.compress(parts[1]))
+    damaged[-8] ^= 0x01  # the second member's CRC
+    path = tmp_path / "s.tar.gz"
+    path.write_bytes(bytes(damaged))
+    out = list(ReadShardDoFn(("jpg",)).process(str(path)))
+    failed = [o.value for o in out if not isinstance(o, dict)]
+    assert len(failed) == len(out) and [f["key"] for f in failed] == ["k0", "k1", "k2", "k3"], failed
+    assert all("gzip check fails" in f["error"] for f in failed)
 
 
 def test_a_gzip_shard_that_fails_its_check_takes_no_key_from_a_later_shard(tmp_path):
