@@ -275,7 +275,10 @@ def check_not_an_output(flag: str, items: List[str]) -> None:
     kept/ folder that holds what it kept (with its hashes). Only folders are looked into: a
     file or a glob names its files, and thousands of them cost no listing at start."""
     for item in items:
-        if not job_inputs.is_folder(item):
+        # (a remote name without its '/' may be a folder; one that looks like a file is not
+        # looked into, so that thousands of files named one by one cost no call each)
+        remote_folder = job_inputs.remote_name(item) and "." not in item.rsplit("/", 1)[-1]
+        if not (job_inputs.is_folder(item) or remote_folder):
             continue
         try:
             ran = (FileSystems.exists(FileSystems.join(item, "summary.json"))

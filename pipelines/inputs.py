@@ -91,18 +91,17 @@ def earlier_output_hint(columns) -> str:
 
 
 def is_folder(item: str) -> bool:
-    """Whether an --input or --reference item names a folder: a local directory, any path
-    ending in '/' (a remote prefix), or a remote path without wildcards that names no object
-    (``gs://bucket/images``: the objects under it, as ``gsutil`` and the cloud consoles show a
-    folder; it matched no files)."""
-    if os.path.isdir(item) or item.endswith("/"):
-        return True
-    if "://" not in item or any(c in item for c in "*?["):
-        return False
-    try:
-        return not FileSystems.exists(item)
-    except Exception:  # noqa: BLE001 - a scheme without its filesystem, credentials: the listing says why
-        return False
+    """Whether an --input or --reference item names a folder: a local directory, or any path
+    ending in '/' (a remote prefix). A remote name without the '/' may be one too (see
+    :func:`remote_name`)."""
+    return os.path.isdir(item) or item.endswith("/")
+
+
+def remote_name(item: str) -> bool:
+    """Whether ``item`` is a remote name without wildcards or a trailing '/': an object, or a
+    folder (``gs://bucket/images``, as ``gsutil`` and the cloud consoles show one), read as the
+    folder when it matches no object."""
+    return "://" in item and not item.endswith("/") and not any(c in item for c in "*?[")
 
 
 def _pattern(item: str, fmt: str) -> str:
@@ -179,7 +178,9 @@ def _glob_folder(item: str, pattern: str) -> Optional[str]:
     if "://" in pattern or os.path.isfile(item):
         return None
     folder, names = posixpath.split(pattern)
-    wild = any(c in names for c in "*?[") and "**" not in names
+    # Beam's `?` and `[!a]` match a '/' too (in/a?b.jpg matches in/a/b.jpg), which a scan of one
+    # folder cannot: such globs stay Beam's, so that the workers' match agrees with this one.
+    wild = any(c in names for c in "*[") and not any(w in names for w in ("**", "?", "[!", "[^"))
     return folder if wild and folder and not any(c in folder for c in "*?[") and os.path.isdir(folder) else None
 
 
@@ -220,6 +221,23 @@ def _file_identity(path: str) -> str:
     return path if "://" in path else os.path.normpath(os.path.abspath(path))
 
 
+def _located(item: str, fmt: str, flag: str) -> Tuple[str, Dict[str, int], bool]:
+    """(the pattern ``item`` is read by, what it matches with sizes, whether Beam's own listing
+    would leave some of it out): a remote name that matches no object is read as the folder it
+    names (``remote_name``), with no call to the object store beyond the listings."""
+    pattern = _pattern(item, fmt)
+    try:
+        return (pattern, *_find(item, pattern, flag))
+    except ConfigError as nothing:
+        if not remote_name(item):
+            raise
+        folder = _pattern(item + "/", fmt)
+        try:
+            return (folder, *_find(item, folder, flag))
+        except ConfigError:
+            raise nothing from None
+
+
 def _find(item: str, pattern: str, flag: str) -> Tuple[Dict[str, int], bool]:
     """What ``pattern`` (``item``'s) matches, with sizes, and whether Beam's own listing would
     leave some of it out: a local folder, and a local glob over one folder, are listed by
@@ -258,12 +276,11 @@ def _what_a_folder_means(pattern: str, item: str, flag: str) -> str:
     folders = sum(1 for e in entries if _is(e.is_dir))
     if not others and not folders:
         return ""
-    fmt = {".parquet": "parquet"}.get(os.path.splitext(pattern)[1], "files")
     held = " and ".join(part for part in (f"{others} other file(s)" if others else "",
                                           f"{folders} subfolder(s), which are not read" if folders else "") if part)
     check = ", or ".join(part for part in (f"is {flag}-format right" if others else "",
                                            "are the files in a subfolder (give it)" if folders else "") if part) + "?"
-    return f" (a directory means {pattern} for the {fmt} format, and it holds {held}: {check})"
+    return f" (a directory means {pattern}, and it holds {held}: {check})"
 
 
 def _widened(schema: pa.Schema, other: pa.Schema, first: str, path: str) -> pa.Schema:
@@ -339,8 +356,7 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
     patterns, paths, sizes, files = [], [], {}, {}
     by_name = False
     for item in inputs:
-        pattern = _pattern(item, fmt)
-        matched, dropped = _find(item, pattern, flag)
+        pattern, matched, dropped = _located(item, fmt, flag)
         # Entries Beam's listing drops are read by name: counted among the inputs, never
         # silently left out.
         by_name = by_name or dropped
@@ -619,7 +635,7 @@ def reference_spec(references: List[str], fmt: str, image_column: str, id_column
     detected: Optional[List[str]] = None  # patterns for resolve(), one per given item or file
     first: Optional[str] = None
     if fmt == "auto":
-        matched = {item: list(_find(item, _pattern(item, "files"), "--reference")[0]) for item in references}
+        matched = {item: list(_located(item, "files", "--reference")[1]) for item in references}
         # img2dataset writes NNNNN_stats.json beside each shard or Parquet file: not data
         data = {item: [p for p in paths if not p.endswith(wds.STATS_SUFFIX)] or paths
                 for item, paths in matched.items()}
@@ -658,7 +674,7 @@ def reference_spec(references: List[str], fmt: str, image_column: str, id_column
                 else [literal(p) for p in wanted[item]])]
     if fmt == "parquet" and hash_column is None and not image_column_given:
         if first is None:
-            first = next(iter(_find(references[0], _pattern(references[0], "parquet"), "--reference")[0]))
+            first = next(iter(_located(references[0], "parquet", "--reference")[1]))
         schema, _ = _parquet_footer(first)
         if hash_column_default in schema.names and image_column not in schema.names:
             hash_column = hash_column_default
