@@ -45,7 +45,8 @@ tree figure is a sample, not a peak. Also printed: the ``ru_maxrss`` that ``os.w
 the spawned process, the largest peak of it and of the descendants it waited for; Ray's daemons are
 not waited for, so that figure (like ``RUSAGE_CHILDREN``) misses them. A forked process inherits
 its launcher's peak in that figure (``peak_memory``), so it is the spawned process's own only when
-larger than this launcher's peak before the spawn; otherwise it is printed as "n/a" and not used.
+larger than this launcher's peak (read after the run, so at least the one the fork passed on);
+otherwise it is printed as "n/a" and not used.
 
 With ``--shards``: packs the same images into WebDataset shards (``KEY.jpg`` + ``KEY.txt`` +
 ``KEY.json``, ``--samples-per-shard`` a shard, in a temporary directory), then runs the job on the
@@ -301,7 +302,6 @@ class TreeSampler(threading.Thread):
 def spawn(cmd, log_path: pathlib.Path, interval: float, cwd=None, env=None):
     """Runs cmd as a fresh process; (wall seconds, exit code, peak largest process, peak tree sum,
     processes seen, wait4 maxrss in bytes or 0 where it may be the launcher's, CPU seconds of the tree)."""
-    launcher_peak = own_peak_bytes()
     with open(log_path, "wb") as log:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -317,7 +317,8 @@ def spawn(cmd, log_path: pathlib.Path, interval: float, cwd=None, env=None):
     # spawned process (and the children it waited for) where it exceeds the launcher's peak,
     # which the fork passed on to it.
     maxrss = usage.ru_maxrss * 1024
-    maxrss = maxrss if maxrss > launcher_peak else 0
+    # (this launcher's peak read after the run: at least what it was at the fork)
+    maxrss = maxrss if maxrss > own_peak_bytes() else 0
     peak = max(max(sampler.hwm.values(), default=0), maxrss)
     # CPU seconds of the tree, two lower bounds: the sum of each process's last sample (misses
     # what came after it) and wait4's (exact, but only the spawned process and the children it

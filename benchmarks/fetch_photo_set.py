@@ -233,10 +233,12 @@ def fetch(out: pathlib.Path, cache: pathlib.Path) -> int:
     apt = Apt(cache / "apt")
     done = 0
     for source, items in sorted(by_source.items()):
-        todo = [r for r in items if not (out / r["folder"] / r["file"]).exists()]
-        for row in items:  # those fetched before: checked as the new ones are
+        todo = []
+        for row in items:
             path = out / row["folder"] / row["file"]
-            if row not in todo and hashlib.sha256(path.read_bytes()).hexdigest() != row["sha256"]:
+            if not path.exists():
+                todo.append(row)
+            elif hashlib.sha256(path.read_bytes()).hexdigest() != row["sha256"]:  # fetched before: checked too
                 raise SystemExit(f"{path} differs from {LIST.name}'s SHA-256: delete it to fetch it again")
         if not todo:
             done += len(items)
