@@ -41,6 +41,10 @@ class ConfigError(Exception):
     """A problem with the command line, reported in one line before anything runs."""
 
 
+class NoMatch(ConfigError):
+    """An input or reference that matched no files."""
+
+
 @dataclass
 class InputSpec:
     """What to read, checked: the patterns that matched, and for Parquet the input schema."""
@@ -153,7 +157,7 @@ def _match(pattern: str, item: str, flag: str = "--input") -> Dict[str, int]:
     except Exception as e:  # noqa: BLE001 - said as what it is, never as "matched no files"
         raise ConfigError(f"{flag} {item!r} cannot be listed: {listing_error(e)}") from None
     if not found:
-        raise ConfigError(f"{flag} {item!r} matched no files{_what_a_folder_means(pattern, item, flag)}")
+        raise NoMatch(f"{flag} {item!r} matched no files{_what_a_folder_means(pattern, item, flag)}")
     return {m.path: m.size_in_bytes for m in sorted(found, key=lambda m: m.path)}
 
 
@@ -210,7 +214,7 @@ def _list_folder(folder: str, pattern: str, item: str, flag: str) -> Tuple[Dict[
     except OSError as e:
         raise ConfigError(f"{flag} {item!r} cannot be listed: {listing_error(e)}") from None
     if not found:
-        raise ConfigError(f"{flag} {item!r} matched no files{_what_a_folder_means(pattern, item, flag)}")
+        raise NoMatch(f"{flag} {item!r} matched no files{_what_a_folder_means(pattern, item, flag)}")
     return dict(sorted(found.items())), dropped
 
 
@@ -228,13 +232,13 @@ def _located(item: str, fmt: str, flag: str) -> Tuple[str, Dict[str, int], bool]
     pattern = _pattern(item, fmt)
     try:
         return (pattern, *_find(item, pattern, flag))
-    except ConfigError as nothing:
+    except NoMatch as nothing:
         if not remote_name(item):
             raise
         folder = _pattern(item + "/", fmt)
         try:
             return (folder, *_find(item, folder, flag))
-        except ConfigError:
+        except NoMatch:
             raise nothing from None
 
 

@@ -7,7 +7,8 @@ Shards hold tens of thousands of small members, and ``tarfile`` spends more time
 ``webdataset`` and img2dataset write for ordinary names) is therefore parsed here directly: a
 512-byte header, the name, the size, the data. At the first header this does not handle (PAX
 extended headers, GNU long names, sparse files, base-256 sizes) the rest of the file is handed to
-``tarfile``, starting at that header. Compressed shards go through ``tarfile``'s stream mode.
+``tarfile``, starting at that header. Compressed shards are decompressed here
+(:func:`decompressed`) and their tar read by ``tarfile``'s stream mode.
 
 Damage is never taken for the end: a tar, compressed or not, must end with its end-of-archive
 marker (a zero block). What follows the marker is read as ``tar --ignore-zeros`` reads it: zero
@@ -37,6 +38,7 @@ _LINKS = {b"1": "hard link", b"2": "symbolic link"}
 _NO_DATA = (b"1", b"2", b"3", b"4", b"5", b"6")  # links, devices, directories, FIFOs
 STREAM_BUFFER = 1 << 16  # tarfile's stream mode copies its buffer on every read: larger is slower
 GZIP_MAGIC = b"\x1f\x8b"
+XZ_MAGIC = b"\xfd7zXZ\x00"
 _AFTER_END = "the data after an end-of-archive marker, at byte {}, is neither zeros nor another tar"
 CHECK_BUFFER = 1 << 20
 
@@ -178,7 +180,8 @@ def _first_data(read, start: int) -> Tuple[Optional[int], bytes]:
         stripped = chunk.lstrip(b"\0")
         if stripped:
             found = (offset + len(chunk) - len(stripped)) // BLOCK * BLOCK
-            return found, chunk[found - offset:]
+            # (the block may start in an earlier chunk, which was all zeros up to this one)
+            return found, (bytes(offset - found) + chunk) if found < offset else chunk[found - offset:]
         offset += len(chunk)
 
 
@@ -197,17 +200,20 @@ def plain_members(f, read_data: bool = True) -> Iterator[Member]:
 
 def decompressed(f, verify: bool = True):
     """The tar bytes of a shard read forward only, by its first bytes: gzip through
-    :class:`Gunzipped` (``verify``: each member's CRC checked), bzip2 and xz through the
-    standard library's readers (every stream of the file, as ``cat`` joins them; bytes after the
-    last one that do not begin another are ignored, as for gzip), anything else as it is."""
-    head = f.read(6)
+    :class:`Gunzipped` (``verify``: each member's CRC checked), bzip2 through the standard
+    library's reader and xz through :class:`Unxz` (every stream of the file, as ``cat`` joins
+    them; bytes after the last one that do not begin another are ignored, as for gzip),
+    anything else as it is."""
+    head = f.read(10)
     source = _Joined(head, f)
-    if head.startswith(GZIP_MAGIC):
+    if head.startswith(GZIP_MAGIC + b"\x08"):  # (deflate, gzip's one method)
         return Gunzipped(source, verify)
-    if head.startswith(b"BZh"):
+    # bzip2: "BZh", the block size, then a block's or the end's magic (a plain tar's first
+    # member may be named BZh...)
+    if head[:3] == b"BZh" and head[3:4].isdigit() and head[3:4] != b"0" and head[4:10] in (b"1AY&SY", b"\x17rE8P\x90"):
         return bz2.BZ2File(source)
-    if head.startswith(b"\xfd7zXZ\x00"):
-        return lzma.LZMAFile(source)
+    if head.startswith(XZ_MAGIC):
+        return Unxz(source)
     return source
 
 
@@ -320,52 +326,25 @@ class _Fed(io.RawIOBase):
     def back_to(self, position: int) -> None:
         """The next byte given is the one at ``position`` of the stream (read before, lately)."""
         extra = self.given - position
-        if extra < 0 or extra > self._kept:
-            raise RuntimeError(f"cannot go back {extra} bytes in the tar stream (kept {self._kept})")
+        if extra < 0 or extra > self._kept:  # (damage as the reader reports it, never a crash)
+            raise EOFError(f"cannot go back {extra} bytes in the tar stream (kept {self._kept})")
         kept = b"".join(self._recent)
         self.unread(kept[len(kept) - extra:] if extra else b"")
 
 
-class Gunzipped(io.RawIOBase):
-    """The bytes of a gzip file, decompressed, read forward only: each member in turn (``cat
-    a.gz b.gz`` and bgzip write several), each one's CRC-32 and length checked at its end by
-    zlib (a mismatch, as any damage to the deflate data, raises ``zlib.error``), zero bytes
-    between members skipped as the gzip module skips them; bytes after the last member that do
-    not begin another (padding, junk) are ignored, as ``gzip -t`` ignores them. A file cut short
-    raises EOFError. A file that is not gzip at all is passed through as it is (``gzip``
-    False). tarfile's own gzip reading checks no CRC and reads one member only. ``verify=False``
-    (a shard known to fail its check, read only to name its samples) reads every member without
-    checking its CRC and length."""
+class _Decompressing(io.RawIOBase):
+    """A compressed file's bytes, read forward only: ``_fill`` decompresses the next piece into
+    ``_out`` from ``_raw`` (read from the file by ``_more``), or sets ``_ended``."""
 
-    def __init__(self, f, verify: bool = True):
+    def __init__(self, f):
         super().__init__()
         self._f = f
-        self._verify = verify
-        head = f.read(len(GZIP_MAGIC))
-        self.gzip = head == GZIP_MAGIC
-        self._raw = head  # read from the file, not yet decompressed (or passed through)
-        self._unzip = self._member() if self.gzip else None
+        self._raw = b""  # read from the file, not yet decompressed
         self._out = b""
         self._ended = False
 
-    def _member(self):
-        """The decompressor of the member ``_raw`` starts with: zlib's gzip mode, which checks
-        its trailer; unverified, raw deflate after the header, which is passed over here."""
-        if self._verify:
-            return zlib.decompressobj(zlib.MAX_WBITS | 16)
-        while (length := _gzip_header_length(self._raw)) is None:
-            if not self._more():
-                raise EOFError("the gzip stream ends inside a member's header (cut short)")
-        self._raw = self._raw[length:]
-        return zlib.decompressobj(-zlib.MAX_WBITS)
-
     def readable(self) -> bool:
         return True
-
-    def skip_rest(self) -> None:
-        """Read on to the end, keeping nothing: every member's CRC and length checked."""
-        while self.read(CHECK_BUFFER):
-            pass
 
     def readinto(self, buffer) -> int:
         while not self._out and not self._ended:
@@ -379,6 +358,45 @@ class Gunzipped(io.RawIOBase):
         chunk = self._f.read(STREAM_BUFFER)
         self._raw += chunk
         return bool(chunk)
+
+    def _fill(self) -> None:
+        raise NotImplementedError
+
+
+class Gunzipped(_Decompressing):
+    """The bytes of a gzip file, decompressed, read forward only: each member in turn (``cat
+    a.gz b.gz`` and bgzip write several), each one's CRC-32 and length checked at its end by
+    zlib (a mismatch, as any damage to the deflate data, raises ``zlib.error``), zero bytes
+    between members skipped as the gzip module skips them; bytes after the last member that do
+    not begin another (padding, junk) are ignored, as ``gzip -t`` ignores them. A file cut short
+    raises EOFError. A file that is not gzip at all is passed through as it is (``gzip``
+    False). tarfile's own gzip reading checks no CRC and reads one member only. ``verify=False``
+    (a shard known to fail its check, read only to name its samples) reads every member without
+    checking its CRC and length."""
+
+    def __init__(self, f, verify: bool = True):
+        super().__init__(f)
+        self._verify = verify
+        head = f.read(len(GZIP_MAGIC))
+        self.gzip = head == GZIP_MAGIC
+        self._raw = head  # (passed through when not gzip)
+        self._unzip = self._member() if self.gzip else None
+
+    def _member(self):
+        """The decompressor of the member ``_raw`` starts with: zlib's gzip mode, which checks
+        its trailer; unverified, raw deflate after the header, which is passed over here."""
+        if self._verify:
+            return zlib.decompressobj(zlib.MAX_WBITS | 16)
+        while (length := _gzip_header_length(self._raw)) is None:
+            if not self._more():
+                raise EOFError("the gzip stream ends inside a member's header (cut short)")
+        self._raw = self._raw[length:]
+        return zlib.decompressobj(-zlib.MAX_WBITS)
+
+    def skip_rest(self) -> None:
+        """Read on to the end, keeping nothing: every member's CRC and length checked."""
+        while self.read(CHECK_BUFFER):
+            pass
 
     def _fill(self) -> None:
         if not self.gzip:
@@ -407,6 +425,34 @@ class Gunzipped(io.RawIOBase):
             compressed, self._raw = self._raw, b""
         # At most CHECK_BUFFER bytes out at a time: 64 KiB of zeros decompress to 64 MiB.
         self._out = self._unzip.decompress(compressed, CHECK_BUFFER)
+
+
+class Unxz(_Decompressing):
+    """The bytes of an xz file, decompressed, read forward only: each stream in turn (``cat
+    a.xz b.xz``), each followed by any zero bytes (xz's stream padding); bytes after that which
+    do not begin another stream are ignored, as for gzip. A stream cut short raises EOFError.
+    (lzma.LZMAFile raises EOFError at zero bytes after the last stream, which ``xz -t`` accepts.)"""
+
+    def __init__(self, f):
+        super().__init__(f)
+        self._unxz = lzma.LZMADecompressor(lzma.FORMAT_XZ)
+
+    def _fill(self) -> None:
+        if self._unxz.eof:  # a stream ended (its checks passed): another one, after any padding?
+            self._raw = (self._unxz.unused_data + self._raw).lstrip(b"\0")
+            while len(self._raw) < len(XZ_MAGIC) and self._more():
+                self._raw = self._raw.lstrip(b"\0")
+            if not self._raw.startswith(XZ_MAGIC):
+                self._ended = True
+                return
+            self._unxz = lzma.LZMADecompressor(lzma.FORMAT_XZ)
+        data = b""
+        if self._unxz.needs_input:
+            if not self._raw and not self._more():
+                raise EOFError("the xz stream ends before it does (cut short)")
+            data, self._raw = self._raw, b""
+        # At most CHECK_BUFFER bytes out at a time, as for gzip.
+        self._out = self._unxz.decompress(data, CHECK_BUFFER)
 
 
 def _gzip_header_length(raw: bytes) -> Optional[int]:

@@ -1121,8 +1121,8 @@ def test_a_gzip_shard_whose_check_fails_keeps_none_of_its_samples(tmp_path, stor
     assert failed[1]["members"] == ["jpg", "txt"]
 
 
-@pytest.mark.parametrize("joined", ["tar", "tar.gz", "tar.bz2", "tar.xz", "tar, PAX after", "tar, junk after",
-                                    "tar.gz, 300 archives"])
+@pytest.mark.parametrize("joined", ["tar", "tar.gz", "tar.bz2", "tar.xz", "tar.xz, padded", "tar, PAX after",
+                                    "tar, junk after", "tar.gz, 300 archives"])
 def test_archives_joined_one_after_another_are_read_whole(tmp_path, joined):
     """`cat a.tar b.tar` (or `cat a.tar.gz b.tar.gz`) is one shard of two archives, the first
     ending with its end-of-archive marker and padding. Its samples were read up to that marker
@@ -1159,8 +1159,9 @@ def test_archives_joined_one_after_another_are_read_whole(tmp_path, joined):
         data = gzip.compress(parts[0]) + gzip.compress(parts[1])
     elif suffix == "tar.bz2":  # two streams, as cat joins them, and zeros after the last
         data = bz2.compress(parts[0]) + bz2.compress(parts[1]) + bytes(1000)
-    elif suffix == "tar.xz":
-        data = lzma.compress(parts[0]) + lzma.compress(parts[1])
+    elif suffix == "tar.xz":  # (padded: zeros after each stream, as xz allows; lzma.LZMAFile refuses them)
+        pad = bytes(1024) if "padded" in joined else b""
+        data = lzma.compress(parts[0]) + pad + lzma.compress(parts[1]) + pad
     else:
         data = parts[0] + (b"junk" * 128 if "junk" in joined else parts[1])
     path.write_bytes(data)
@@ -1177,6 +1178,22 @@ def test_archives_joined_one_after_another_are_read_whole(tmp_path, joined):
     assert not failed and [r["key"] for r in records] == keys
     assert all(r["image"] == photo for r in records)
     assert [n.split(".")[0] for n in _member_names(str(path))] == [k for k in keys for _ in range(2)]
+
+
+def test_what_follows_an_end_marker_is_found_in_reads_of_any_size():
+    """The stream after an archive's end comes in pieces of any size (gzip's output): a block
+    that starts in one piece, all zeros up to there, and ends in the next is the next archive's
+    first block, whole, at its offset; a plain tar whose first member is named BZh... is a tar,
+    not bzip2."""
+    from pipelines.tar_members import _first_data, stream_members
+
+    pieces = iter([bytes(100), bytes(12) + b"J" * 500])
+    start, head = _first_data(lambda n: next(pieces, b""), 1024)
+    assert start == 1024 and head == bytes(112) + b"J" * 500
+    part = io.BytesIO()
+    write_tar(None, [("BZh_cat.jpg", b"x")], fileobj=part)
+    part.seek(0)
+    assert [n for n, _ in stream_members(part)] == ["BZh_cat.jpg"]
 
 
 def test_a_gzip_shard_of_joined_archives_that_fails_its_check_names_every_sample(tmp_path):
