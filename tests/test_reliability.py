@@ -876,6 +876,45 @@ def test_a_worker_that_joined_a_failed_start_of_the_embedded_ray_joins_the_next(
     assert not left, left
 
 
+def test_a_fork_not_yet_executing_its_program_is_killed_at_a_ctrl_c(monkeypatch):
+    """A child Ray's start forked and that has not yet executed its program sets its
+    parent-death signal only then: if this process ends first, it never does, and the GCS it
+    becomes outlives the job. ``stop_before_exit`` kills such copies of this process, and no
+    child that runs a program of its own."""
+    import subprocess
+    import sys
+    import time
+
+    fork = os.fork()
+    if fork == 0:  # the copy, as between Ray's fork and its exec
+        try:
+            time.sleep(60)
+        finally:
+            os._exit(0)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        deadline = time.monotonic() + 30
+        while other.pid in ray_cluster._forks_not_executed() and time.monotonic() < deadline:
+            time.sleep(0.05)  # until it runs its own command line
+        assert fork in ray_cluster._forks_not_executed() and other.pid not in ray_cluster._forks_not_executed()
+        monkeypatch.setattr(ray_cluster, "_started_here", True)
+        monkeypatch.setattr(ray_cluster, "_head", ray_cluster._head)  # (restored after)
+        # (not this test process's own raylet, should a test here have started one)
+        monkeypatch.setattr(ray_cluster, "_children", lambda pid, name: [])
+        ray_cluster.stop_before_exit()
+        _, status = os.waitpid(fork, 0)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
+        try:
+            os.kill(fork, signal.SIGKILL)
+            os.waitpid(fork, 0)
+        except (OSError, ChildProcessError):
+            pass
+
+
 def test_the_processes_below_a_process_are_found_whatever_their_names():
     """``stop_before_exit`` finds the raylet by name among this process's children and kills what
     is below it; /proc/PID/stat names a process in parentheses, and a name may hold both."""
