@@ -802,10 +802,10 @@ address = ray_cluster.start_local_ray_soon()
 try:
     ray_cluster.start_local_ray()
 except Exception as e:
-    print("FAILED", e, "GCS", len(ray_cluster._children(os.getpid(), name="gcs_server")), flush=True)
+    print("FAILED", e, "GCS", len(ray_cluster._children(os.getpid(), ray_cluster._named("gcs_server"))), flush=True)
     sys.exit(0)
 print("UP", address, ",".join(starts), ray.get(ray.remote(lambda: 7).remote()),
-      len(ray_cluster._children(os.getpid(), name="gcs_server")), flush=True)
+      len(ray_cluster._children(os.getpid(), ray_cluster._named("gcs_server"))), flush=True)
 """
 
 
@@ -900,7 +900,7 @@ def test_a_fork_not_yet_executing_its_program_is_killed_at_a_ctrl_c(monkeypatch)
         monkeypatch.setattr(ray_cluster, "_started_here", True)
         monkeypatch.setattr(ray_cluster, "_head", ray_cluster._head)  # (restored after)
         # (not this test process's own raylet, should a test here have started one)
-        monkeypatch.setattr(ray_cluster, "_children", lambda pid, name: [])
+        monkeypatch.setattr(ray_cluster, "_named", lambda name: lambda pid: False)
         ray_cluster.stop_before_exit()
         _, status = os.waitpid(fork, 0)
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
@@ -928,9 +928,9 @@ def test_the_processes_below_a_process_are_found_whatever_their_names():
     proc = subprocess.Popen([sys.executable, "-c", script])
     try:
         deadline = time.monotonic() + 30
-        while not ray_cluster._children(os.getpid(), name=odd) and time.monotonic() < deadline:
+        while not ray_cluster._children(os.getpid(), ray_cluster._named(odd)) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert ray_cluster._children(os.getpid(), name=odd) == [proc.pid]
+        assert ray_cluster._children(os.getpid(), ray_cluster._named(odd)) == [proc.pid]
         assert ray_cluster._parents()[proc.pid] == os.getpid()
         while len(ray_cluster._descendants([proc.pid])) < 1 and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -237,7 +237,7 @@ def stop_before_exit() -> None:
     global _head
     if _head is None and not _started_here:
         return
-    raylets = set(_children(os.getpid(), name="raylet"))
+    raylets = set(_children(os.getpid(), _named("raylet")))
     frozen: set = set()
     for _ in range(10):  # until no process below appeared since the last look (one that forked)
         new = (raylets | set(_descendants(list(raylets)))) - frozen
@@ -281,18 +281,26 @@ def _parents() -> dict:
     return out
 
 
-def _children(pid: int, name: str) -> list:
-    """The children of ``pid`` whose process name is ``name``."""
+def _children(pid: int, test) -> list:
+    """The children of ``pid`` for which ``test(child)`` holds (children gone meanwhile, whose
+    /proc entries can no longer be read, are left out)."""
     found = []
     for child, parent in _parents().items():
         if parent == pid:
             try:
-                with open(f"/proc/{child}/comm") as f:
-                    if f.read().strip() == name:
-                        found.append(child)
-            except OSError:
+                if test(child):
+                    found.append(child)
+            except OSError:  # gone meanwhile
                 continue
     return found
+
+
+def _named(name: str):
+    """A test of ``_children``: the process name is ``name``."""
+    def test(pid: int) -> bool:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip() == name
+    return test
 
 
 def _forks_not_executed() -> list:
@@ -304,16 +312,12 @@ def _forks_not_executed() -> list:
             cmdline = f.read()
     except OSError:
         return []
-    found = []
-    for child, parent in _parents().items():
-        if parent == os.getpid():
-            try:
-                with open(f"/proc/{child}/cmdline", "rb") as f:
-                    if os.readlink(f"/proc/{child}/exe") == exe and f.read() == cmdline:
-                        found.append(child)
-            except OSError:  # gone meanwhile
-                continue
-    return found
+
+    def copy(pid: int) -> bool:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return os.readlink(f"/proc/{pid}/exe") == exe and f.read() == cmdline
+
+    return _children(os.getpid(), copy)
 
 
 def _descendants(pids: list) -> list:
