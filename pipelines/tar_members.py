@@ -96,6 +96,19 @@ def _octal(field: bytes, empty: int) -> int:
     return int(digits, 8) if digits else empty
 
 
+def _header_damage(header: bytes) -> Optional[tuple]:
+    """None for a whole header block with a valid checksum; else what is wrong with it, said for
+    the first block of a file and (with ``{}`` for its offset) for a later one."""
+    if len(header) < BLOCK:
+        return ("empty file" if not header else "shorter than one tar header",
+                "no end-of-archive marker at byte {}: the data stops there")
+    try:
+        valid = sum(header) - sum(header[148:156]) + 8 * 32 == _octal(header[148:156], -1)
+    except ValueError:
+        valid = False
+    return None if valid else ("bad header checksum at byte 0", "damaged header at byte {}")
+
+
 def _headers(f, read_data: bool, offset: int = 0):
     """``(name, data)`` of the regular members of a plain tar from the header at ``offset`` on
     (``data`` is b"" unless ``read_data``; then the data is sought over), and with ``read_data``
@@ -105,24 +118,15 @@ def _headers(f, read_data: bool, offset: int = 0):
     while True:
         f.seek(offset)
         header = f.read(BLOCK)
-        if len(header) < BLOCK:
-            if offset == 0:
-                raise tarfile.ReadError("empty file" if not header else "shorter than one tar header")
-            if offset == first:
-                raise EOFError(_AFTER_END.format(offset))
-            raise EOFError(f"no end-of-archive marker at byte {offset}: the data stops there")
-        if header.count(0) == BLOCK:
+        if len(header) == BLOCK and header.count(0) == BLOCK:
             return offset
-        try:
-            valid = sum(header) - sum(header[148:156]) + 8 * 32 == _octal(header[148:156], -1)
-        except ValueError:
-            valid = False
-        if not valid:
+        damage = _header_damage(header)
+        if damage is not None:
+            at_start, inside = damage
             if offset == 0:
-                raise tarfile.ReadError("bad header checksum at byte 0")
-            if offset == first:  # what follows an archive's end is neither zeros nor another archive
-                raise EOFError(_AFTER_END.format(offset))
-            raise EOFError(f"damaged header at byte {offset}")
+                raise tarfile.ReadError(at_start)
+            # (at ``first``: what follows an archive's end is neither zeros nor another archive)
+            raise EOFError(_AFTER_END.format(offset) if offset == first else inside.format(offset))
         kind = header[156:157]
         if kind not in _REGULAR and kind not in _NO_DATA or header[124] & 0x80:
             raise _Unusual(offset, f"header type {kind!r}")
@@ -198,6 +202,12 @@ def plain_members(f, read_data: bool = True) -> Iterator[Member]:
         offset, _ = _first_data(f.read, marker + BLOCK)
 
 
+def _is_gzip(head: bytes) -> bool:
+    """Whether a file beginning with ``head`` is gzip: its magic, then deflate (gzip's one
+    method)."""
+    return head.startswith(GZIP_MAGIC + b"\x08")
+
+
 def decompressed(f, verify: bool = True):
     """The tar bytes of a shard read forward only, by its first bytes: gzip through
     :class:`Gunzipped` (``verify``: each member's CRC checked), bzip2 through the standard
@@ -206,7 +216,7 @@ def decompressed(f, verify: bool = True):
     anything else as it is."""
     head = f.read(10)
     source = _Joined(head, f)
-    if head.startswith(GZIP_MAGIC + b"\x08"):  # (deflate, gzip's one method)
+    if _is_gzip(head):
         return Gunzipped(source, verify)
     # bzip2: "BZh", the block size, then a block's or the end's magic (a plain tar's first
     # member may be named BZh...)
@@ -369,18 +379,15 @@ class Gunzipped(_Decompressing):
     zlib (a mismatch, as any damage to the deflate data, raises ``zlib.error``), zero bytes
     between members skipped as the gzip module skips them; bytes after the last member that do
     not begin another (padding, junk) are ignored, as ``gzip -t`` ignores them. A file cut short
-    raises EOFError. A file that is not gzip at all is passed through as it is (``gzip``
-    False). tarfile's own gzip reading checks no CRC and reads one member only. ``verify=False``
+    raises EOFError. ``f`` must begin with a gzip member (:func:`_is_gzip`). tarfile's own
+    gzip reading checks no CRC and reads one member only. ``verify=False``
     (a shard known to fail its check, read only to name its samples) reads every member without
     checking its CRC and length."""
 
     def __init__(self, f, verify: bool = True):
         super().__init__(f)
         self._verify = verify
-        head = f.read(len(GZIP_MAGIC))
-        self.gzip = head == GZIP_MAGIC
-        self._raw = head  # (passed through when not gzip)
-        self._unzip = self._member() if self.gzip else None
+        self._unzip = self._member()
 
     def _member(self):
         """The decompressor of the member ``_raw`` starts with: zlib's gzip mode, which checks
@@ -399,11 +406,6 @@ class Gunzipped(_Decompressing):
             pass
 
     def _fill(self) -> None:
-        if not self.gzip:
-            if not self._raw and not self._more():
-                self._ended = True
-            self._out, self._raw = self._raw, b""
-            return
         if self._unzip.eof:  # a member ended, its CRC and length checked: another one?
             self._raw = self._unzip.unused_data + self._raw
             if not self._verify:  # its trailer (CRC-32 and length), unchecked
@@ -483,11 +485,11 @@ def gzip_damage(f) -> Optional[str]:
     for one cut short or unreadable part of the way (the read of the shard reports those; a cut
     that falls after the tar's end leaves the shard read, unchecked). Reads ``f`` forward once
     and keeps none of the data."""
-    stream = Gunzipped(f)
-    if not stream.gzip:
+    head = f.read(10)
+    if not _is_gzip(head):
         return None
     try:
-        stream.skip_rest()
+        Gunzipped(_Joined(head, f)).skip_rest()
     except zlib.error as e:
         return f"zlib: {e}"
     except (EOFError, OSError):  # cut short, or a failed read of the file
