@@ -70,7 +70,7 @@ from pipelines.inputs import ConfigError, InputSpec, ReadImageRecords, ReadRefer
 from pipelines.outputs import WriteOutputs
 from pipelines.console import Console, close_console, open_console, say_interrupted, say_interrupted_before_help
 from pipelines.early_start import LOCAL_RUNNERS
-from pipelines.input_paths import pattern_regex
+from pipelines.input_paths import pattern_regex, wildcards
 from pipelines.progress import ProgressBoard, ProgressDoFn
 from pipelines.read_failures import with_read_failures
 from pipelines.report import CollectReportData, write_report
@@ -216,7 +216,7 @@ def check_plain_name(path: str, flag: str) -> None:
     """Beam matches the paths it clears, deletes and renames as glob patterns: an output folder
     named `run?` or `run[1]` would reach `run1`, an earlier run's results, and remove them."""
     # (an unclosed `[` too: Beam's match then lists no folder, and the final clean-up fails)
-    wild = sorted(c for c in "*?[" if c in path)
+    wild = wildcards(path)
     if wild:
         raise ConfigError(f"{flag} {path!r} holds {' and '.join(repr(c) for c in wild)}, which Beam reads as "
                           "wildcards where it clears and renames files (reaching other folders): choose a "

@@ -33,11 +33,19 @@ def printable(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+#: The characters Beam's glob (fnmatch's syntax, without a way to quote) reads as wildcards.
+WILDCARDS = "*?["
+
+
+def wildcards(text: str) -> List[str]:
+    """The wildcard characters ``text`` holds, sorted, each once."""
+    return sorted(c for c in WILDCARDS if c in text)
+
+
 def literal(path: str) -> str:
-    """A pattern that matches ``path`` only: Beam's glob (fnmatch's syntax, without a way to
-    quote) reads ``*``, ``?`` and ``[`` in a file's name as wildcards, and ``[*]`` as the
-    character itself."""
-    return "".join(f"[{c}]" if c in "*?[" else c for c in path)
+    """A pattern that matches ``path`` only: Beam's glob reads ``*``, ``?`` and ``[`` in a file's
+    name as wildcards, and ``[*]`` as the character itself."""
+    return "".join(f"[{c}]" if c in WILDCARDS else c for c in path)
 
 
 # literal() writes a `[` as the set `[[]`, which Python's re (inside Beam's matching, and in

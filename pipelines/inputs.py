@@ -28,7 +28,7 @@ from pipelines import webdataset_read as wds
 # img2dataset's status columns and a failed row's reason: one wording for Parquet input,
 # references and shard sidecars.
 from pipelines.webdataset_read import ERROR_MESSAGE_COLUMN, STATUS_COLUMN, status_reason
-from pipelines.input_paths import BadName, InputPaths, Listing, carried, literal, open_stored
+from pipelines.input_paths import BadName, InputPaths, Listing, WILDCARDS, carried, literal, open_stored, wildcards
 from pipelines.parquet_read import ReadParquet
 
 FORMATS = ("files", "parquet", "webdataset")
@@ -105,7 +105,7 @@ def remote_name(item: str) -> bool:
     """Whether ``item`` is a remote name without wildcards or a trailing '/': an object, or a
     folder (``gs://bucket/images``, as ``gsutil`` and the cloud consoles show one), read as the
     folder when it matches no object."""
-    return "://" in item and not item.endswith("/") and not any(c in item for c in "*?[")
+    return "://" in item and not item.endswith("/") and not wildcards(item)
 
 
 def _pattern(item: str, fmt: str) -> str:
@@ -130,7 +130,7 @@ def _anchored(pattern: str) -> str:
     or ``x[[]1].jpg``, an existing ``x[1].jpg``) as ``./*.jpg``: Beam's local match lists the
     folder that the text before the first wildcard names, and finds nothing in none. Its paths
     are then spelt ``./x.jpg``, as the shell spells ``./*.jpg``'s."""
-    before = re.match(r"[^*?\[]*", pattern).group(0)
+    before = re.match(f"[^{re.escape(WILDCARDS)}]*", pattern).group(0)
     if before == pattern or posixpath.dirname(before):
         return pattern
     return "./" + pattern
@@ -185,7 +185,7 @@ def _glob_folder(item: str, pattern: str) -> Optional[str]:
     # Beam's `?` and `[!a]` match a '/' too (in/a?b.jpg matches in/a/b.jpg), which a scan of one
     # folder cannot: such globs stay Beam's, so that the workers' match agrees with this one.
     wild = any(c in names for c in "*[") and not any(w in names for w in ("**", "?", "[!", "[^"))
-    return folder if wild and folder and not any(c in folder for c in "*?[") and os.path.isdir(folder) else None
+    return folder if wild and folder and not wildcards(folder) and os.path.isdir(folder) else None
 
 
 def _list_folder(folder: str, pattern: str, item: str, flag: str) -> Tuple[Dict[str, int], bool]:
