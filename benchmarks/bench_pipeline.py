@@ -76,7 +76,7 @@ import time
 
 import beam_phash
 from bench_hash import SUFFIXES
-from peak_memory import own_peak_bytes
+from peak_memory import own_peak_bytes, status_bytes
 
 
 
@@ -269,18 +269,11 @@ class TreeSampler(threading.Thread):
         tree = 0
         for pid in self.ours & listing:
             try:
-                with open(f"/proc/{pid}/status", "rb") as f:
-                    status = f.read()
+                memory = status_bytes(str(pid), ("RssAnon", "VmHWM"))
             except OSError:
                 continue
-            rss = hwm = 0
-            for line in status.splitlines():
-                if line.startswith(b"RssAnon:"):
-                    rss = int(line.split()[1]) * 1024
-                elif line.startswith(b"VmHWM:"):
-                    hwm = int(line.split()[1]) * 1024
-            self.hwm[pid] = max(self.hwm.get(pid, 0), hwm)
-            tree += rss
+            self.hwm[pid] = max(self.hwm.get(pid, 0), memory.get("VmHWM", 0))
+            tree += memory.get("RssAnon", 0)
             try:
                 with open(f"/proc/{pid}/stat", "rb") as f:
                     stat = f.read()

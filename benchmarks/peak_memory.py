@@ -8,10 +8,22 @@ lives."""
 from __future__ import annotations
 
 
-def own_peak_bytes(pid: str = "self") -> int:
-    """``VmHWM`` of ``pid`` (this process by default) in bytes."""
+def status_bytes(pid: str, names: tuple) -> dict:
+    """The memory lines ``names`` (``"VmHWM"``, ``"RssAnon"``, ...) of ``/proc/PID/status`` in
+    bytes, by name; a line the kernel does not write is left out. OSError when ``pid`` is gone."""
+    wanted = {name.encode() + b":": name for name in names}
+    out = {}
     with open(f"/proc/{pid}/status", "rb") as f:
         for line in f:
-            if line.startswith(b"VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"/proc/{pid}/status has no VmHWM line")
+            key = line.split(None, 1)[0] if line.strip() else b""
+            if key in wanted:
+                out[wanted[key]] = int(line.split()[1]) * 1024
+    return out
+
+
+def own_peak_bytes(pid: str = "self") -> int:
+    """``VmHWM`` of ``pid`` (this process by default) in bytes."""
+    peak = status_bytes(pid, ("VmHWM",)).get("VmHWM")
+    if peak is None:
+        raise RuntimeError(f"/proc/{pid}/status has no VmHWM line")
+    return peak
