@@ -269,30 +269,6 @@ _OUTPUT_SAMPLES = ("report.html", "summary.json", "logs/job.log", "report/groups
     f"{sub}/part-00000-of-00001.parquet" for sub in ("kept", "duplicates", "failed", "reference_failed"))
 
 
-def check_not_an_output(flag: str, items: List[str]) -> None:
-    """An earlier run's output folder given as an input or a reference would be read as its
-    summary.json and report.html, two failed images, and match nothing: refused, naming the
-    kept/ folder that holds what it kept (with its hashes). Only folders are looked into: a
-    file or a glob names its files, and thousands of them cost no listing at start."""
-    for item in items:
-        # (a remote name without its '/' may be a folder; one that looks like a file is not
-        # looked into, so that thousands of files named one by one cost no call each)
-        remote_folder = job_inputs.remote_name(item) and "." not in item.rsplit("/", 1)[-1]
-        if not (job_inputs.is_folder(item) or remote_folder):
-            continue
-        try:
-            ran = (FileSystems.exists(FileSystems.join(item, "summary.json"))
-                   and bool(FileSystems.match([FileSystems.join(item, "kept", "*.parquet")])[0].metadata_list))
-        except Exception:  # noqa: BLE001 - a path that cannot be listed fails with its reason when it is read
-            continue
-        if ran:
-            kept = FileSystems.join(item.rstrip("/"), "kept")
-            how = ("give it with --input-format parquet --hash-column image_phash" if flag == "--input" else
-                   "give that: its image_phash column is read, without decoding")
-            raise ConfigError(f"{flag} {item!r} is an earlier run's output folder; what it kept is "
-                              f"{kept!r} ({how})")
-
-
 def check_output_apart(output: str, specs: List[Tuple[str, InputSpec]]) -> None:
     """The job clears and writes files under --output; an input pattern that matches them would
     read this run's own outputs as inputs (and a reference there would be cleared before it is
@@ -681,8 +657,6 @@ def configure(argv: Optional[List[str]], command_line: bool = False):
     # options): S3's needs --s3_endpoint_url, --s3_region_name and its keys from them, and would
     # fail every listing without ("Must provide one of client or options").
     FileSystems.set_options(options)
-    check_not_an_output("--input", args.input or [])
-    check_not_an_output("--reference", args.reference or [])
     if args.input_format != "parquet" and (args.image_column != "image" or args.id_column != "id"):
         raise ConfigError("--image-column and --id-column apply to --input-format parquet")
     if args.hash_column and args.input_format != "parquet":

@@ -229,17 +229,37 @@ def _located(item: str, fmt: str, flag: str) -> Tuple[str, Dict[str, int], bool]
     """(the pattern ``item`` is read by, what it matches with sizes, whether Beam's own listing
     would leave some of it out): a remote name that matches no object is read as the folder it
     names (``remote_name``), with no call to the object store beyond the listings."""
+    if is_folder(item):
+        _refuse_an_output(item, flag)
     pattern = _pattern(item, fmt)
     try:
         return (pattern, *_find(item, pattern, flag))
     except NoMatch as nothing:
         if not remote_name(item):
             raise
+        _refuse_an_output(item, flag)
         folder = _pattern(item + "/", fmt)
         try:
             return (folder, *_find(item, folder, flag))
         except NoMatch:
             raise nothing from None
+
+
+def _refuse_an_output(folder: str, flag: str) -> None:
+    """An earlier run's output folder given as an input or a reference would be read as its
+    summary.json and report.html, two failed images, and match nothing: refused, naming the
+    kept/ folder that holds what it kept (with its hashes). Called for folders only (a remote
+    name once it has matched no object), so that files named one by one cost no call each."""
+    try:
+        ran = (FileSystems.exists(FileSystems.join(folder, "summary.json"))
+               and bool(FileSystems.match([FileSystems.join(folder, "kept", "*.parquet")])[0].metadata_list))
+    except Exception:  # noqa: BLE001 - a path that cannot be listed fails with its reason when it is read
+        return
+    if ran:
+        kept = FileSystems.join(folder.rstrip("/"), "kept")
+        how = ("give it with --input-format parquet --hash-column image_phash" if flag == "--input" else
+               "give that: its image_phash column is read, without decoding")
+        raise ConfigError(f"{flag} {folder!r} is an earlier run's output folder; what it kept is {kept!r} ({how})")
 
 
 def _find(item: str, pattern: str, flag: str) -> Tuple[Dict[str, int], bool]:

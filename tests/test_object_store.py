@@ -59,9 +59,10 @@ def rows(client, name: str, key: str) -> list[dict]:
 
 
 @pytest.mark.parametrize("given", ["in/*", "in"], ids=["glob", "folder"])
-def test_files_on_s3_in_and_out_with_the_report(bucket, endpoint, given):
+def test_files_on_s3_in_and_out_with_the_report(bucket, endpoint, given, capsys):
     """Given as a glob, or as a folder without its trailing '/' (which matched no files: no
-    object has that name)."""
+    object has that name). The output folder given back as an input or a reference is refused,
+    however it is spelt (a dot in its name once kept it from being looked into)."""
     client, name = bucket
     for p in PHOTOS[:3]:
         client.put_object(Bucket=name, Key=f"in/{p.name}", Body=p.read_bytes())
@@ -78,6 +79,17 @@ def test_files_on_s3_in_and_out_with_the_report(bucket, endpoint, given):
     assert (dup["id"], dup["duplicate_of"]) == (f"s3://{name}/in/zz_copy.jpg", f"s3://{name}/in/{PHOTOS[0].name}")
     # No failures and no matches of a reference: those rows' files are not written.
     assert not [k for k in written if k.startswith(("out/report/failures", "out/report/matches"))], written
+    if given != "in":
+        return
+    for key in written:
+        client.copy_object(Bucket=name, Key="run.1/" + key[len("out/"):], CopySource={"Bucket": name, "Key": key})
+    capsys.readouterr()
+    for flag, folder in (("--input", "out"), ("--input", "out/"), ("--input", "run.1"), ("--reference", "run.1")):
+        argv = [flag, f"s3://{name}/{folder}", "--output", f"s3://{name}/again"] + options(endpoint)
+        assert dedup_images.main(argv + (["--input", f"s3://{name}/in"] if flag == "--reference" else [])) == 2
+        err = capsys.readouterr().err
+        assert f"{flag} 's3://{name}/{folder}' is an earlier run's output folder" in err, err
+    assert not keys(client, name, "again")
 
 
 def test_webdataset_shards_on_s3_near_duplicates_and_written_shards(bucket, endpoint):
