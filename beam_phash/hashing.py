@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Iterable, List, NamedTuple, Optional
 
 import apache_beam as beam
+import pyarrow as pa
 
 from beam_phash._native import (
     ALGORITHMS,
@@ -47,10 +48,15 @@ from beam_phash.records import (
 )
 
 
-def failed_output(record, reason: str, hash_field: str, image_field: str, metrics: DedupMetrics):
-    """A record that could not be hashed, for the ``failed`` tag: no hash, the reason in ``error``."""
+def failed_output(record, reason: str, hash_field: str, image_field: str, metrics: DedupMetrics,
+                  measured: bool = False):
+    """A record that could not be hashed, for the ``failed`` tag: no hash, the reason in ``error``.
+    ``measured``: this run measures each image's quality (it hashes images), so a quality the
+    record carries (an earlier run's output fed back) is not passed on as if it were this run's."""
     metrics.failed.inc()
     out = with_fields(record, **{hash_field: None, ERROR_FIELD: reason})
+    if measured:
+        out.pop(QUALITY_FIELD, None)
     return beam.pvalue.TaggedOutput(FAILED, encodable_image(out, image_field))
 
 
@@ -81,18 +87,21 @@ class HashBatchDoFn(beam.DoFn):
         self._in_flight: collections.deque = collections.deque()
 
     def _failed(self, record, reason: str):
-        return failed_output(record, reason, self._c.hash_field, self._c.image_field, self._metrics)
+        return failed_output(record, reason, self._c.hash_field, self._c.image_field, self._metrics, measured=True)
 
     def process(self, batch: List[dict], timestamp=beam.DoFn.TimestampParam,
                 window=beam.DoFn.WindowParam) -> Iterable:
         self._metrics.inputs.inc(len(batch))
-        blobs, pending = [], []
+        blobs, pending = [], []  # pending: (record, its id or None)
         for record in batch:
             try:
-                blobs.append(image_bytes(record, self._c.image_field))
-                pending.append(record)
+                data = image_bytes(record, self._c.image_field)
+                owner = record_id(record, self._c.id_field)
             except BadRecord as e:
                 yield self._failed(record, str(e))
+                continue
+            blobs.append(data)
+            pending.append((record, owner))
         if not blobs:
             yield beam.pvalue.TaggedOutput(TALLY, Tally(len(batch), len(batch), 0))
             return
@@ -123,7 +132,7 @@ class HashBatchDoFn(beam.DoFn):
     def _outputs(self, size: int, pending: List[dict], blobs: list, results: list) -> Iterable:
         failed, internal = size - len(blobs), 0
         out: List[Hashed] = []
-        for record, data, result in zip(pending, blobs, results):
+        for (record, owner), data, result in zip(pending, blobs, results):
             if not isinstance(result, PHash):
                 if isinstance(result, InternalError):
                     internal += 1
@@ -132,7 +141,6 @@ class HashBatchDoFn(beam.DoFn):
                     failed += 1
                 yield self._failed(record, str(result))
                 continue
-            owner = record_id(record, self._c.id_field)
             if owner is None:  # only a missing or None id: "" is an id, ranked as the hash column ranks it
                 owner = surrogate_owner(data)
             kept = encodable_image(with_fields(record, **{self._c.hash_field: result.hex(), QUALITY_FIELD: result.quality}),
@@ -178,7 +186,11 @@ class ParseHashesDoFn(beam.DoFn):
                                     self._c.image_field, self._metrics)
                 continue
             h = packed[i * self._width:(i + 1) * self._width]
-            owner = record_id(record, self._c.id_field)
+            try:
+                owner = record_id(record, self._c.id_field)
+            except BadRecord as e:
+                yield failed_output(record, str(e), self._c.hash_field, self._c.image_field, self._metrics)
+                continue
             if owner is None:  # no bytes to tell it from a copy by: every record of a hash would look alike
                 yield failed_output(record, f"no {self._c.id_field!r}: a record that carries its hash in "
                                     f"{self._c.hash_column!r} needs an id", self._c.hash_field,
@@ -260,6 +272,14 @@ class HashedOutputs(NamedTuple):
     failed: beam.PCollection
 
 
+def rows(element) -> Iterable:
+    """An input element's records: the rows of a pyarrow Table or RecordBatch (what
+    ``parquetio.ReadAllFromParquetBatched`` gives), as dicts; any other element is one record."""
+    if isinstance(element, (pa.Table, pa.RecordBatch)):
+        return element.to_pylist()
+    return (element,)
+
+
 class HashImages(beam.PTransform):
     """Records -> :class:`HashedOutputs`: batches of ``Hashed`` and the failed records. With
     ``config.hash_column`` the records' hex hashes are parsed instead (nothing is decoded). A
@@ -279,7 +299,7 @@ class HashImages(beam.PTransform):
 
     def expand(self, records):
         c = self.config
-        batches = records | "Batch" >> beam.BatchElements(
+        batches = records | "Rows" >> beam.FlatMap(rows) | "Batch" >> beam.BatchElements(
             min_batch_size=min(16, c.batch_size), max_batch_size=c.batch_size)
         step = ParseHashesDoFn(c) if c.hash_column is not None else HashBatchDoFn(c)
         hashed = batches | ("ParseHashes" if c.hash_column else "Hash") >> beam.ParDo(step).with_outputs(

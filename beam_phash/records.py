@@ -86,10 +86,28 @@ def field_of(record: Any, name: str) -> Any:
 
 
 def record_id(record: Any, id_field: Optional[str]) -> Optional[str]:
+    """A record's id as text (``str`` of its value), or None when it has none. Raises BadRecord
+    when that text is not UTF-8: a lone surrogate, as Python decodes a file name that is not
+    UTF-8 (``os.listdir``, ``pathlib``), which no output can write and Beam's coders refuse."""
     if not id_field:
         return None
     value = field_of(record, id_field)
-    return None if value is None else str(value)
+    if value is None:
+        return None
+    text = str(value)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadRecord(f"{id_field} '{printable_id(text)}' is not UTF-8 text (it holds a lone surrogate, "
+                            "as a file name that is not UTF-8 decodes to): give ids that are") from None
+    return text
+
+
+def printable_id(text: str) -> str:
+    """An id with its lone surrogates written as ``\\udcff``: what can be said of an id that is not
+    UTF-8 text."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def surrogate_owner(data) -> str:

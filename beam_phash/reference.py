@@ -41,6 +41,7 @@ from beam_phash.records import (
     emit,
     field_of,
     image_bytes,
+    printable_id,
     record_id,
 )
 from beam_phash.routing import rows_by_bucket
@@ -155,15 +156,19 @@ class HashReferenceDoFn(beam.DoFn):
         yield from self._hash([s or "" for s in labels.to_pylist()], self._blobs(images))
 
     def process(self, batch: list) -> Iterable:
-        records = []
+        records, labels = [], []
         for element in batch:
             if isinstance(element, (pa.Table, pa.RecordBatch)):
-                yield from self._table(element)
-            else:
-                records.append(element)
+                yield from self._table(element)  # (Arrow's strings are UTF-8: every id is text)
+                continue
+            try:
+                labels.append(record_id(element, self._c.id_field) or "")
+            except BadRecord as e:
+                yield self._failed(printable_id(str(field_of(element, self._c.id_field))), str(e))
+                continue
+            records.append(element)
         if not records:
             return
-        labels = [record_id(r, self._c.id_field) or "" for r in records]
         if self._c.hash_column is not None:
             values = [field_of(r, self._c.hash_column) for r in records]
             packed, errors = parse_hex_hashes(values, self._c.bits)

@@ -297,6 +297,9 @@ class ImagePhashDedup(beam.PTransform):
         self.reference_hash_column = hash_column
 
     def expand(self, records):
+        if not isinstance(records, beam.PCollection):  # `p | ImagePhashDedup()`: Beam's error names none
+            raise ValueError("ImagePhashDedup applies to a PCollection of records (records | ImagePhashDedup(...)), "
+                             f"got {type(records).__name__}")
         hashing = HashImages(self.hashing, self.failure_threshold)
         hashed, failed = records | "HashImages" >> hashing
         fixed, reference_failed = self._reference(failed)

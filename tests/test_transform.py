@@ -480,7 +480,8 @@ def test_an_earlier_runs_verdict_on_a_record_is_not_carried_over(mode):
     """Records fed back from an earlier run's outputs carry its duplicate_of, distance, matched
     and error: this run's outputs say only what it decided."""
     stale = {"duplicate_of": "stale", "distance": 99, "matched": "reference", "error": "earlier failure"}
-    records = [dict(r, **stale) for r in make_records(seed=8)]
+    # (and the quality the earlier run measured: a record that fails to decode now has none)
+    records = [dict(r, **stale, image_quality=77) for r in make_records(seed=8)]
     p = TestPipeline()
     outputs = p | beam.Create(records, reshuffle=False) | ImagePhashDedup(**mode).with_outputs()
 
@@ -496,8 +497,72 @@ def test_an_earlier_runs_verdict_on_a_record_is_not_carried_over(mode):
             assert r.get("distance", 0) <= 4 and r.get("error") is None, r
         for r in tags["failed"]:
             assert r["error"] != "earlier failure" and "duplicate_of" not in r, r
+            assert "image_quality" not in r, r
     assert_that(tagged(outputs), check)
     p.run().wait_until_finish()
+
+
+@pytest.mark.parametrize("mode", [{"backend": "state"}, {"max_distance": 4}, {"max_distance": 4, "hash_column": "h"}],
+                         ids=["exact", "near", "hashes"])
+def test_an_id_whose_text_is_not_utf8_is_a_failed_record_and_a_failed_reference(mode):
+    """A file name that is not UTF-8 decodes to a lone surrogate (os.listdir, pathlib): such an id
+    can be neither written nor encoded by Beam's coders, and stopped the run. Now the record,
+    or the reference, fails with its reason; every other record is deduplicated."""
+    import pathlib
+
+    photos = [p.read_bytes() for p in PHOTOS[:3]]
+    hexes = [h.hex() for h in beam_phash.hash_images(photos)]
+    bad = pathlib.PurePosixPath("photo-\udcff.jpg")
+    records = [{"id": i, "image": data, "h": h} for i, data, h in
+               [("a", photos[0], hexes[0]), (bad, photos[1], hexes[1]), ("b", photos[1], hexes[1]),
+                ("c", photos[2], hexes[2])]]
+    references = [{"id": bad, "image": photos[2], "h": hexes[2]}, {"id": "r", "image": photos[0], "h": hexes[0]}]
+    random.Random(4).shuffle(records)
+    p = TestPipeline()
+    outputs = (p | "Records" >> beam.Create(records, reshuffle=False)
+               | ImagePhashDedup(**mode, reference=p | "References" >> beam.Create(references, reshuffle=False),
+                                 reference_hash_column=mode.get("hash_column")).with_outputs())
+
+    def check(rows):
+        got = sorted((tag, str(r["id"]), r.get("duplicate_of"), r.get("error")) for tag, r in rows)
+        assert [g[:3] for g in got] == [("duplicates", "a", "r"), ("failed", str(bad), None),
+                                        ("kept", "b", None), ("kept", "c", None)], got
+        assert got[1][3] == "id 'photo-\\udcff.jpg' is not UTF-8 text (it holds a lone surrogate, as a file name " \
+                            "that is not UTF-8 decodes to): give ids that are", got
+
+    def check_reference(rows):
+        assert [(r["id"], r["error"].split(" text")[0]) for r in rows] == [
+            ("photo-\\udcff.jpg", "id 'photo-\\udcff.jpg' is not UTF-8")], rows
+    assert_that(tagged(outputs), check)
+    assert_that(outputs.reference_failed, check_reference, label="CheckReferenceFailed")
+    p.run().wait_until_finish()
+
+
+def test_arrow_tables_and_record_batches_are_their_rows():
+    """Elements that are pyarrow Tables or RecordBatches (parquetio.ReadAllFromParquetBatched's)
+    are read as their rows, each one record: before, each became one failed record ("record is a
+    Table"), however many images it held. (The rows are read in the hashing step both modes
+    share.)"""
+    import pyarrow as pa
+
+    records = [r for r in make_records(seed=12) if isinstance(r.get("image"), bytes)]
+    rows = [{"id": r["id"], "image": r["image"]} for r in records]
+    table = pa.Table.from_pylist(rows[:len(rows) // 2])
+    batch = pa.RecordBatch.from_pylist(rows[len(rows) // 2:-3])
+    elements = [table, batch, *rows[-3:]]
+    p = TestPipeline()
+    outputs = p | beam.Create(elements, reshuffle=False) | ImagePhashDedup(backend="state").with_outputs()
+    assert_that(tagged(outputs), check_outputs(rows))
+    result = p.run()
+    result.wait_until_finish()
+    assert counters(result)["inputs"] == len(rows)
+
+
+def test_the_transform_applied_to_the_pipeline_itself_says_so():
+    """``p | ImagePhashDedup()`` raised Beam's "'PBegin' object has no attribute 'windowing'"."""
+    p = TestPipeline()
+    with pytest.raises(ValueError, match=r"applies to a PCollection of records \(records \| ImagePhashDedup"):
+        p | ImagePhashDedup()
 
 
 def test_with_outputs_unpacks_as_kept_duplicates_failed():
