@@ -250,9 +250,11 @@ def _refuse_an_output(folder: str, flag: str) -> None:
     summary.json and report.html, two failed images, and match nothing: refused, naming the
     kept/ folder that holds what it kept (with its hashes). Called for folders only (a remote
     name once it has matched no object), so that files named one by one cost no call each."""
+    # (a local folder is named as it is, `out[1]` or under `/data/p[2]/`, as _pattern reads it)
+    base = literal(folder.rstrip("/") or "/") if os.path.isdir(folder) else folder.rstrip("/")
     try:
         ran = (FileSystems.exists(FileSystems.join(folder, "summary.json"))
-               and bool(FileSystems.match([FileSystems.join(folder, "kept", "*.parquet")])[0].metadata_list))
+               and bool(FileSystems.match([FileSystems.join(base, "kept", "*.parquet")])[0].metadata_list))
     except Exception:  # noqa: BLE001 - a path that cannot be listed fails with its reason when it is read
         return
     if ran:

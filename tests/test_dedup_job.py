@@ -712,8 +712,11 @@ def test_an_earlier_run_s_output_folder_is_refused_naming_its_kept(tmp_path, cap
     for i, photo in enumerate(PHOTOS[:3]):
         (src / f"{i}.jpg").write_bytes(photo.read_bytes())
     base = ["--backend", "state"]
-    earlier = tmp_path / "earlier"
-    assert dedup_images.main(["--input", str(src), "--output", str(earlier), *base]) == 0
+    assert dedup_images.main(["--input", str(src), "--output", str(tmp_path / "run"), *base]) == 0
+    # moved under a folder whose name holds a wildcard: its kept/ is found all the same
+    earlier = tmp_path / "p[2]" / "earlier"
+    earlier.parent.mkdir()
+    (tmp_path / "run").rename(earlier)
     capsys.readouterr()
     for flag, given in (("--reference", str(earlier)), ("--reference", f"{earlier}/"), ("--input", str(earlier))):
         argv = ["--output", str(tmp_path / "o1"), flag, given, *base] + (["--input", str(src)] if flag != "--input" else [])
