@@ -225,11 +225,12 @@ def _file_identity(path: str) -> str:
     return path if "://" in path else os.path.normpath(os.path.abspath(path))
 
 
-def _located(item: str, fmt: str, flag: str) -> Tuple[str, Dict[str, int], bool]:
+def _located(item: str, fmt: str, flag: str, checked: frozenset = frozenset()) -> Tuple[str, Dict[str, int], bool]:
     """(the pattern ``item`` is read by, what it matches with sizes, whether Beam's own listing
     would leave some of it out): a remote name that matches no object is read as the folder it
-    names (``remote_name``), with no call to the object store beyond the listings."""
-    if is_folder(item):
+    names (``remote_name``), with no call to the object store beyond the listings. A folder is
+    refused when it is an earlier run's output, unless it is among the ``checked`` items."""
+    if item not in checked and is_folder(item):
         _refuse_an_output(item, flag)
     pattern = _pattern(item, fmt)
     try:
@@ -237,7 +238,8 @@ def _located(item: str, fmt: str, flag: str) -> Tuple[str, Dict[str, int], bool]
     except NoMatch as nothing:
         if not remote_name(item):
             raise
-        _refuse_an_output(item, flag)
+        if item not in checked:
+            _refuse_an_output(item, flag)
         folder = _pattern(item + "/", fmt)
         try:
             return (folder, *_find(item, folder, flag))
@@ -365,7 +367,8 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
             id_column: str = "id", hash_column: Optional[str] = None,
             hash_bits: Optional[int] = None, flag: str = "--input",
             image_exts: Tuple[str, ...] = wds.DEFAULT_IMAGE_EXTS, join_sidecar: bool = True,
-            reserved: Tuple[str, ...] = (), in_process: bool = False) -> InputSpec:
+            reserved: Tuple[str, ...] = (), in_process: bool = False,
+            checked: frozenset = frozenset()) -> InputSpec:
     """Match every input and, for Parquet, check the columns (with ``hash_column``: that it holds
     hex hashes of ``hash_bits`` bits, instead of the image column). Raises ConfigError, naming
     the options as ``flag`` (``--input``, or ``--reference`` for ``--reference-image-column``...).
@@ -375,14 +378,15 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
     whose status is not ``success`` become failed records without being decoded.
     WebDataset: ``reserved`` names the fields the job writes, which sidecar columns cannot be;
     ``in_process``: the pipeline will run on one worker in this process, which then reads the
-    files or shards listed here (``paths``) instead of matching them again."""
+    files or shards listed here (``paths``) instead of matching them again. ``checked``: items
+    already looked into for an earlier run's output (``reference_spec`` locates them first)."""
     column_flag = "--" if flag == "--input" else flag + "-"
     if fmt not in FORMATS:
         raise ConfigError(f"{flag}-format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     patterns, paths, sizes, files = [], [], {}, {}
     by_name = False
     for item in inputs:
-        pattern, matched, dropped = _located(item, fmt, flag)
+        pattern, matched, dropped = _located(item, fmt, flag, checked)
         # Entries Beam's listing drops are read by name: counted among the inputs, never
         # silently left out.
         by_name = by_name or dropped
@@ -660,8 +664,10 @@ def reference_spec(references: List[str], fmt: str, image_column: str, id_column
     (the pipeline then reads the references from this listing, as it reads the inputs)."""
     detected: Optional[List[str]] = None  # patterns for resolve(), one per given item or file
     first: Optional[str] = None
+    checked = set()  # items located here: resolve() need not look into them again
     if fmt == "auto":
         matched = {item: list(_located(item, "files", "--reference")[1]) for item in references}
+        checked.update(references)
         # img2dataset writes NNNNN_stats.json beside each shard or Parquet file: not data
         data = {item: [p for p in paths if not p.endswith(wds.STATS_SUFFIX)] or paths
                 for item, paths in matched.items()}
@@ -700,7 +706,8 @@ def reference_spec(references: List[str], fmt: str, image_column: str, id_column
                 else [literal(p) for p in wanted[item]])]
     if fmt == "parquet" and hash_column is None and not image_column_given:
         if first is None:
-            first = next(iter(_located(references[0], "parquet", "--reference")[1]))
+            first = next(iter(_located(references[0], "parquet", "--reference", frozenset(checked))[1]))
+            checked.add(references[0])
         schema, _ = _parquet_footer(first)
         if hash_column_default in schema.names and image_column not in schema.names:
             hash_column = hash_column_default
@@ -709,10 +716,11 @@ def reference_spec(references: List[str], fmt: str, image_column: str, id_column
     if fmt in ("files", "webdataset") and hash_column is not None:
         raise ConfigError("--reference-hash-column applies to Parquet references")
     if fmt == "webdataset":
-        spec = resolve(detected or references, fmt, flag="--reference", join_sidecar=False, in_process=in_process)
+        spec = resolve(detected or references, fmt, flag="--reference", join_sidecar=False, in_process=in_process,
+                       checked=frozenset(checked))
     else:
         spec = resolve(detected or references, fmt, image_column, id_column, hash_column, hash_bits,
-                       flag="--reference", in_process=in_process)
+                       flag="--reference", in_process=in_process, checked=frozenset(checked))
         spec.hash_column = hash_column
     spec.given = list(references)
     return spec

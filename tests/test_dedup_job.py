@@ -729,6 +729,25 @@ def test_an_earlier_run_s_output_folder_is_refused_naming_its_kept(tmp_path, cap
     assert len(read(tmp_path / "o2", "duplicates")) == 3
 
 
+@pytest.mark.parametrize("fmt", ["auto", "files", "parquet"])
+def test_each_reference_folder_is_looked_into_once(tmp_path, monkeypatch, fmt):
+    """reference_spec locates the references, and resolve() locates them again: each folder is
+    looked into for an earlier run's output once (on an object store, a request each)."""
+    folders = [tmp_path / "a", tmp_path / "b"]
+    for i, folder in enumerate(folders):
+        folder.mkdir()
+        if fmt == "parquet":
+            pq.write_table(pa.table({"id": [f"r{i}"], "image": [PHOTOS[i].read_bytes()]}), folder / "r.parquet")
+        else:
+            (folder / f"r{i}.jpg").write_bytes(PHOTOS[i].read_bytes())
+    looked = []
+    real = inputs._refuse_an_output
+    monkeypatch.setattr(inputs, "_refuse_an_output", lambda folder, flag: (looked.append(folder), real(folder, flag))[1])
+    spec = inputs.reference_spec([str(f) for f in folders], fmt, "image", "id", None, "image_phash", 256)
+    assert spec.fmt == ("files" if fmt == "auto" else fmt)
+    assert sorted(looked) == [str(f) for f in folders], looked
+
+
 def test_a_reference_of_images_and_parquet_together_is_refused(tmp_path, capsys):
     """A folder (or two references) holding images and Parquet was read as image files: the
     Parquet failed as an image, and its hashes matched nothing. Refused unless the format is
