@@ -129,7 +129,8 @@ class SeenSet:
 # Near-duplicate kernels (rust_ext/src/near). Buffers are bytes-like (numpy arrays viewed as
 # uint8); results are bytes to view with numpy.frombuffer (uint64 ids, uint32 distances/indices).
 def near_layout(bits: int, max_distance: int, n: Optional[int] = None) -> list[tuple[int, int, int]]:
-    """Band layout: (start bit, width, radius) per band, from the cost model for about n hashes."""
+    """Band layout: (start bit, width, radius) per band, from the cost model for about n hashes.
+    ``bits`` is 1 to 4096 (the most any hash has), as for every kernel that takes one."""
 def near_fields(hashes: _BytesLike, *, hash_bytes: int, bits: int, fields: Sequence[Tuple[int, int]]) -> bytes:
     """uint64 (n, len(fields)): each (start, width) field of each hash, in the search's bit order."""
 def near_search(
@@ -181,7 +182,8 @@ def near_resolve(
 def collapse_heads(
     keys: _BytesLike, key_bytes: int, primary: _BytesLike, owner_offsets: _BytesLike, owner_blob: _BytesLike
 ) -> bytes: ...
-def parse_hex_hashes(values: Iterable[Any], bits: int) -> tuple[bytes, list[Optional[str]]]: ...
+def parse_hex_hashes(values: Iterable[Any], bits: int) -> tuple[bytes, list[Optional[str]]]:
+    """Hex hashes of ``bits`` bits (1 to 4096) -> (packed, one reason or None per value)."""
 def parse_hex_column(
     offsets: _BytesLike, data: _BytesLike, bits: int, valid: Optional[_BytesLike] = None
 ) -> tuple[bytes, bytes, list[str]]:
@@ -193,7 +195,8 @@ def route_rows(rows: _BytesLike, width: int, buckets: int) -> bytes:
 def tar_member_names(path: Union[str, "os.PathLike[str]"]) -> Optional[list[str]]:
     """The regular members' names of the plain tar at local ``path``, from its headers alone (in
     order; up to where the file is damaged); None when the walk does not handle the file (PAX or
-    GNU headers, base-256 sizes, names not UTF-8, a file it cannot open or read, as a directory)."""
+    GNU headers, base-256 sizes, names not UTF-8, a file it cannot open or read, anything but a
+    regular file: a directory, a device, a FIFO)."""
 
 @final
 class Components:

@@ -255,8 +255,10 @@ def test_every_parallel_kernel_takes_threads_from_1_to_max_threads(call):
 
 
 def test_caller_mistakes_in_the_near_kernels_are_value_errors():
-    """Not InternalError (a bug of ours): a field whose end overflows 32 bits, an edge to an id
-    never added, and a layout of very many bits, which must not overflow either."""
+    """Not InternalError (a bug of ours), nor an abort: a field whose end overflows 32 bits, an
+    edge to an id never added, a bit count no hash has (it sized tables and buffers: 2**32 - 1
+    bits took gigabytes, then aborted), a key width whose arithmetic wrapped, and a band listed
+    twice (its pairs came twice)."""
     with pytest.raises(ValueError, match="bits 4294967295..4294967296 of 64-bit hashes") as field:
         _native.near_fields(bytes(8), hash_bytes=8, bits=64, fields=[(2**32 - 1, 1)])
     components = _native.Components()
@@ -265,8 +267,24 @@ def test_caller_mistakes_in_the_near_kernels_are_value_errors():
         components.union(np.array([1], dtype=np.uint64).view(np.uint8), np.array([3], dtype=np.uint64).view(np.uint8))
     # InternalError is a ValueError too: these must not be one.
     assert not isinstance(field.value, beam_phash.InternalError) and not isinstance(edge.value, beam_phash.InternalError)
-    layout = _native.near_layout(2**20, 3)
-    assert layout[0][0] == 0 and sum(w for _, w, _ in layout) == 2**20
+    layout = _native.near_layout(4096, 3)
+    assert layout[0][0] == 0 and sum(w for _, w, _ in layout) == 4096
+    too_many = "bits must be between 1 and 4096 .the most any hash has., got 4294967295"
+    for call in (lambda: _native.near_layout(2**32 - 1, 5), lambda: _native.parse_hex_hashes([None], 2**32 - 1),
+                 lambda: _native.parse_hex_column(np.zeros(2, dtype=np.int64).view(np.uint8), b"", 2**32 - 1),
+                 lambda: _native.near_fields(b"", hash_bytes=2**29, bits=2**32 - 1, fields=[])):
+        with pytest.raises(ValueError, match=too_many) as raised:
+            call()
+        assert not isinstance(raised.value, beam_phash.InternalError)
+    with pytest.raises(ValueError, match="hash_bytes must be between 1 and 512, got 2049638230412172403") as wide:
+        # (9 key bytes per hash byte and one more: this width wrapped to 12-byte keys)
+        _native.near_resolve(b"", b"", b"", b"", bytes(12), hash_bytes=2049638230412172403, dihedral=True,
+                             max_distance=1)
+    assert not isinstance(wide.value, beam_phash.InternalError)
+    hashes, ids = bytes(16), np.arange(2, dtype=np.uint64).view(np.uint8)
+    with pytest.raises(ValueError, match="band 0 is listed twice"):
+        _native.near_search(hashes, ids, hash_bytes=8, bits=64, max_distance=2, layout=_native.near_layout(64, 2),
+                            band=[0, 0])
 
 
 def _resolve_case(rng, dihedral):

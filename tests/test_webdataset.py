@@ -994,8 +994,12 @@ def test_rust_header_walk_agrees_with_the_reader_on_damaged_shards(tmp_path, bad
         assert tar_member_names(str(shard)) == python_names, shard.name
     assert tar_member_names(str(src / "c.tar"))[-1] == "u2.jpg"  # cut inside u2's data
     assert tar_member_names(str(src / "d.tar")) == []
-    # A directory opens, and fails at its first read: not a tar this walk handles.
+    # Not a regular file: not a tar this walk handles. A directory, a device that reads zeros
+    # forever (the walk read on past its end markers without end), a FIFO (it blocked in the open).
     assert tar_member_names(str(src)) is None
+    assert tar_member_names("/dev/zero") is None
+    os.mkfifo(tmp_path / "fifo.tar")
+    assert tar_member_names(str(tmp_path / "fifo.tar")) is None
 
 
 @pytest.mark.parametrize("damage", ["cut", "garbled header"])

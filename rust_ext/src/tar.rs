@@ -39,9 +39,13 @@ fn checksum_ok(header: &[u8; 512]) -> bool {
 }
 
 /// The regular members' names of the plain tar at `path`, in order; None when this walk does
-/// not handle the file (see the module doc), including when it cannot be opened or read (a
-/// directory opens, and fails at its first read).
+/// not handle the file (see the module doc), including when it cannot be opened or read, or is
+/// not a regular file (a directory, a device, a FIFO).
 pub fn member_names(path: &Path) -> Option<Vec<String>> {
+    // Regular files only: a device reads zeros (or blocks) forever, a FIFO blocks in the open.
+    if !std::fs::metadata(path).ok()?.is_file() {
+        return None;
+    }
     let mut file = File::open(path).ok()?;
     let mut names = Vec::new();
     let mut header = [0u8; 512];

@@ -6,6 +6,21 @@ use crate::hash::phash::PHasher;
 
 pub const MIN_HASH_SIZE: u32 = 4;
 pub const MAX_HASH_SIZE: u32 = 64;
+/// The most bits any hash has (every algorithm at `MAX_HASH_SIZE`; blockhash rounds the size up
+/// to a multiple of 4, which 64 is).
+pub const MAX_BITS: u32 = MAX_HASH_SIZE * MAX_HASH_SIZE;
+/// The most bytes a packed hash takes.
+pub const MAX_HASH_BYTES: usize = (MAX_BITS / 8) as usize;
+
+/// A bit count given by a caller (hex parsing, the near kernels): 1 to `MAX_BITS`. Larger
+/// counts name no hash, and would size buffers by them.
+pub fn check_bits(bits: u32) -> Result<(), Error> {
+    if (1..=MAX_BITS).contains(&bits) {
+        Ok(())
+    } else {
+        Err(Error::Config(format!("bits must be between 1 and {MAX_BITS} (the most any hash has), got {bits}")))
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Algorithm {
@@ -146,6 +161,17 @@ mod tests {
         assert_eq!(bit_count(Algorithm::DoubleGradient, 16), 144);
         assert_eq!(bit_count(Algorithm::DoubleGradient, 8), 40);
         assert_eq!(bit_count(Algorithm::DoubleGradient, 32), 544);
+    }
+
+    #[test]
+    fn no_hash_has_more_than_max_bits() {
+        for alg in ["phash", "double_gradient", "dhash", "ahash", "median", "blockhash"] {
+            let alg = Algorithm::parse(alg).unwrap();
+            for n in MIN_HASH_SIZE..=MAX_HASH_SIZE {
+                assert!(check_bits(bit_count(alg, n)).is_ok(), "{alg:?} {n}");
+            }
+        }
+        assert!(check_bits(0).is_err() && check_bits(MAX_BITS + 1).is_err());
     }
 
     #[test]

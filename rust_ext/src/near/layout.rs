@@ -17,6 +17,7 @@
 //! exact bands) wins for small k; radius 1 wins once exact bands get narrow (about k >= 20 at 256
 //! bits, n = 1M), where candidates would grow as n^2 / 2^(bits / (k + 1)).
 use crate::error::Error;
+use crate::hash::algorithm::check_bits;
 
 /// Bands at most this wide are probed through a direct table of 2^width run offsets.
 pub const TABLE_BITS: u32 = 22;
@@ -103,7 +104,8 @@ impl Layout {
 
     /// A layout given band by band; checked for coverage, widths and the pigeonhole condition.
     pub fn new(bits: u32, max_distance: u32, bands: Vec<Band>) -> Result<Layout, Error> {
-        let mut next = 0;
+        check_bits(bits)?;
+        let mut next = 0u32;
         for b in &bands {
             if b.start != next || b.width == 0 || b.width > MAX_BAND_BITS || b.radius >= b.width {
                 return Err(Error::Config(format!(
@@ -112,16 +114,16 @@ impl Layout {
                     b.start, b.width, b.radius
                 )));
             }
-            next += b.width;
+            next = next.saturating_add(b.width);
         }
         if next != bits {
             return Err(Error::Config(format!("bad band layout: the bands cover {next} of {bits} bits")));
         }
-        let units: u32 = bands.iter().map(|b| b.radius + 1).sum();
-        if units < max_distance + 1 {
+        let units: u64 = bands.iter().map(|b| u64::from(b.radius) + 1).sum();
+        if units < u64::from(max_distance) + 1 {
             return Err(Error::Config(format!(
                 "bad band layout: sum of (radius + 1) is {units}, below max_distance + 1 = {}",
-                max_distance + 1
+                u64::from(max_distance) + 1
             )));
         }
         Ok(Layout { bits, max_distance, bands })
@@ -129,6 +131,10 @@ impl Layout {
 
     /// The cheapest layout under the cost model for `n` hashes (module docs).
     pub fn choose(bits: u32, max_distance: u32, n: Option<u64>) -> Result<Layout, Error> {
+        check_bits(bits)?;
+        if max_distance >= bits {
+            return Layout::with_radii(bits, max_distance, &[0]); // (its error names the range)
+        }
         let n = n.unwrap_or(DEFAULT_N).max(2);
         let need = max_distance + 1;
         let min_bands = bits.div_ceil(MAX_BAND_BITS);

@@ -309,9 +309,7 @@ pub(crate) fn hash_bits(algorithm: &str, #[pyo3(from_py_with = "wide_int")] hash
 /// that is not a valid hash (None, not a str, wrong width, not hex) gets zero bytes and a reason.
 #[pyfunction]
 pub(crate) fn parse_hex_hashes<'py>(py: Python<'py>, values: &Bound<'py, PyAny>, bits: u32) -> PyResult<Bound<'py, PyTuple>> {
-    if bits == 0 {
-        return Err(PyValueError::new_err("bits must be at least 1"));
-    }
+    check_bits(bits).map_err(to_py_err)?;
     let width = bits.div_ceil(8) as usize;
     let mut packed = Vec::new();
     let errors = PyList::empty(py);
@@ -352,9 +350,7 @@ pub(crate) fn parse_hex_column<'py>(
     bits: u32,
     valid: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyTuple>> {
-    if bits == 0 {
-        return Err(PyValueError::new_err("bits must be at least 1"));
-    }
+    check_bits(bits).map_err(to_py_err)?;
     let (obuf, dbuf) = (view(offsets)?, view(data)?);
     let vbuf = valid.map(view).transpose()?;
     let (odata, ddata) = unsafe { (as_slice(&obuf), as_slice(&dbuf)) };

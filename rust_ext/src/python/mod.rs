@@ -13,7 +13,7 @@ use pyo3::types::{PyBytes, PyInt, PyList, PyString, PyTuple};
 use crate::error::Error;
 use crate::exact::mix::route;
 use crate::exact::seen::SeenSet as CoreSeenSet;
-use crate::hash::algorithm::{bit_count, Algorithm, HashSpec, MAX_HASH_SIZE, MIN_HASH_SIZE};
+use crate::hash::algorithm::{bit_count, check_bits, Algorithm, HashSpec, MAX_HASH_BYTES, MAX_HASH_SIZE, MIN_HASH_SIZE};
 use crate::hash::{hash_batch, hash_image as hash_image_core, HashBits, ImageHash, HASH_VERSION};
 use crate::image::decode::{Limits, ALPHA_BACKGROUND, DEFAULT_MAX_ALLOC, DEFAULT_MAX_PIXELS};
 use crate::near::bits::{u64s, Owners, Packed};

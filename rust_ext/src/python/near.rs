@@ -43,7 +43,8 @@ pub(crate) fn near_layout(bits: u32, max_distance: u32, n: Option<u64>) -> PyRes
 #[pyfunction]
 #[pyo3(signature = (hashes, *, hash_bytes, bits, fields))]
 pub(crate) fn near_fields<'py>(py: Python<'py>, hashes: &Bound<'py, PyAny>, hash_bytes: usize, bits: u32, fields: Vec<(u32, u32)>) -> PyResult<Bound<'py, PyBytes>> {
-    if bits as usize > hash_bytes * 8 {
+    check_bits(bits).map_err(to_py_err)?;
+    if bits as usize > hash_bytes.saturating_mul(8) {
         return Err(PyValueError::new_err(format!("{bits}-bit hashes of {hash_bytes} bytes")));
     }
     if let Some(&(start, width)) = fields.iter().find(|&&(s, w)| w == 0 || w > 64 || u64::from(s) + u64::from(w) > u64::from(bits)) {
@@ -64,7 +65,8 @@ pub(crate) fn near_fields<'py>(py: Python<'py>, hashes: &Bound<'py, PyAny>, hash
 /// The pairs within `max_distance` that qualify first on one band (or one sub-block partition of
 /// it): (a ids, b ids, distances) as uint64, uint64, uint32 bytes, plus (candidates, big runs,
 /// pairs of new images). With `forest`, of the pairs between new images only a spanning forest
-/// is returned (memory linear in the images); `pairs` still counts them all, each once.
+/// is returned (memory linear in the images; for a list of bands, each band's forest in turn,
+/// which together connect the same components); `pairs` still counts them all, each once.
 /// `band` may be a list of whole bands, searched in parallel on `threads` threads (None: all
 /// cores). The last `fixed` images are already kept: only pairs with a new image are searched,
 /// and `variants` cover the new images only.
@@ -98,6 +100,9 @@ pub(crate) fn near_search<'py>(
         let bands: Vec<usize> = band.extract()?;
         if sub.is_some() {
             return Err(PyValueError::new_err("a sub-block partition is of one band, not a list"));
+        }
+        if let Some(twice) = bands.iter().enumerate().find_map(|(i, b)| bands[..i].contains(b).then_some(b)) {
+            return Err(PyValueError::new_err(format!("band {twice} is listed twice")));
         }
         with_images(py, hashes, ids, variants, hash_bytes, fixed, |images| search_bands(images, &layout, &bands, output, threads))?
     };
@@ -173,8 +178,8 @@ pub(crate) fn near_resolve<'py>(
     let s: Vec<&[u8]> = bufs.iter().map(|b| unsafe { as_slice(b) }).collect();
     let layout = resolve::KeyLayout { hash_bytes, dihedral };
     let dropped = kernel(py, || {
-        if hash_bytes == 0 {
-            return Err(Error::Config("hash_bytes must be at least 1".into()));
+        if hash_bytes == 0 || hash_bytes > MAX_HASH_BYTES {
+            return Err(Error::Config(format!("hash_bytes must be between 1 and {MAX_HASH_BYTES}, got {hash_bytes}")));
         }
         let offsets = u64s(s[2], "owner_offsets")?;
         let owners = Owners::new(&offsets, s[3])?;
@@ -239,8 +244,8 @@ impl Components {
         })
     }
 
-    /// (ids, components) as uint64 bytes: every id with a neighbour, ascending, and the smallest
-    /// id of its component.
+    /// (ids, components) as uint64 bytes: every id given to `add_ids`, ascending, and the
+    /// smallest id of its component (itself, for an id no edge reached).
     fn components<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         let inner = &mut self.inner;
         let (ids, comp) = kernel(py, || inner.components())?;
