@@ -14,7 +14,8 @@ Damage is never taken for the end: a tar, compressed or not, must end with its e
 marker (a zero block). What follows the marker is read as ``tar --ignore-zeros`` reads it: zero
 blocks (a tar is padded to 10 KiB records) are passed over, and a block that is not zeros starts
 a further archive, whose members follow (``cat a.tar b.tar``, or ``cat a.tar.gz b.tar.gz``, whose
-gzip members hold one whole tar each); anything else there is damage.
+gzip members hold one whole tar each); anything else there is damage, :class:`DataAfterEnd`, after
+members that are all whole.
 A file cut short inside a member raises :class:`MemberCutShort` (naming the member); cut inside a
 header or between two members, or with a garbled header, ``EOFError``; a file that is not a tar
 at all, ``tarfile.ReadError``. Nothing is
@@ -39,7 +40,6 @@ _NO_DATA = (b"1", b"2", b"3", b"4", b"5", b"6")  # links, devices, directories, 
 STREAM_BUFFER = 1 << 16  # tarfile's stream mode copies its buffer on every read: larger is slower
 GZIP_MAGIC = b"\x1f\x8b"
 XZ_MAGIC = b"\xfd7zXZ\x00"
-_AFTER_END = "the data after an end-of-archive marker, at byte {}, is neither zeros nor another tar"
 CHECK_BUFFER = 1 << 20
 
 
@@ -60,6 +60,17 @@ class MemberCutShort(EOFError):
     def __init__(self, name: str, detail: str):
         super().__init__(f"member {name} is cut short ({detail})")
         self.name = name
+
+
+class DataAfterEnd(EOFError):
+    """What follows an archive's end-of-archive marker, at byte ``offset`` of the tar, is neither
+    zeros nor another tar. The archive itself ended at its marker: every member before is whole
+    (``tar`` and ``tarfile`` stop there, and do not look further)."""
+
+    def __init__(self, offset: int):
+        super().__init__(f"the data after an end-of-archive marker, at byte {offset}, is neither zeros "
+                         "nor another tar")
+        self.offset = offset
 
 
 def _read_member(name: str, read, size: int) -> bytes:
@@ -113,7 +124,8 @@ def _headers(f, read_data: bool, offset: int = 0):
     """``(name, data)`` of the regular members of a plain tar from the header at ``offset`` on
     (``data`` is b"" unless ``read_data``; then the data is sought over), and with ``read_data``
     ``(name, Link)`` of its links; returns the offset of the end-of-archive marker. Raises
-    ``_Unusual`` at a header it leaves to tarfile, EOFError or tarfile.ReadError on damage."""
+    ``_Unusual`` at a header it leaves to tarfile, EOFError (DataAfterEnd) or tarfile.ReadError on
+    damage."""
     first = offset
     while True:
         f.seek(offset)
@@ -126,7 +138,7 @@ def _headers(f, read_data: bool, offset: int = 0):
             if offset == 0:
                 raise tarfile.ReadError(at_start)
             # (at ``first``: what follows an archive's end is neither zeros nor another archive)
-            raise EOFError(_AFTER_END.format(offset) if offset == first else inside.format(offset))
+            raise DataAfterEnd(offset) if offset == first else EOFError(inside.format(offset))
         kind = header[156:157]
         if kind not in _REGULAR and kind not in _NO_DATA or header[124] & 0x80:
             raise _Unusual(offset, f"header type {kind!r}")
@@ -265,7 +277,7 @@ def stream_members(f, verify: bool = True) -> Iterator[Member]:
             try:
                 tar = tarfile.open(fileobj=fed, mode="r|", bufsize=STREAM_BUFFER, tarinfo=Watched)
             except tarfile.ReadError as e:
-                raise EOFError(_AFTER_END.format(start)) from e
+                raise DataAfterEnd(start) from e
             continue
         tar.members = []
         if info.islnk() or info.issym():

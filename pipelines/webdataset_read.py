@@ -48,7 +48,7 @@ from apache_beam.io.filesystems import FileSystems
 from beam_phash._native import tar_member_names
 from beam_phash.records import ERROR_FIELD, FAILED
 from pipelines.input_paths import BadName, InputPaths, Listing, open_stored, printable
-from pipelines.tar_members import (Link, Member, MemberCutShort, gzip_damage, plain_members,
+from pipelines.tar_members import (DataAfterEnd, Link, Member, MemberCutShort, gzip_damage, plain_members,
                                    stream_members)
 
 DEFAULT_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
@@ -178,7 +178,8 @@ class SampleStream:
     """Samples of a shard's ``(name, bytes)`` members, in order. ``pending`` is the sample being
     assembled: when the members break off (``tarfile.TarError``, ``EOFError``, ``OSError``), it
     is the sample the break cut into (perhaps complete, perhaps not), and every sample yielded
-    before is complete. ``started``: whether any member was read."""
+    before is complete; at ``DataAfterEnd`` (damage after an archive's end) no sample is
+    pending. ``started``: whether any member was read."""
 
     def __init__(self, members: Iterator[Member]):
         self._members = members
@@ -195,6 +196,13 @@ class SampleStream:
                 name, data = next(members)
             except StopIteration:
                 break
+            except DataAfterEnd:
+                # The archive ended whole at its marker: the sample assembled is complete, and
+                # only what follows the marker is damage.
+                if self.pending is not None:
+                    done, self.pending = self.pending, None
+                    yield done
+                raise
             except MemberCutShort as e:
                 if is_hidden(e.name):  # in no sample: a break between members, as at a header
                     raise EOFError(str(e)) from e
