@@ -220,21 +220,39 @@ def _is_gzip(head: bytes) -> bool:
     return head.startswith(GZIP_MAGIC + b"\x08")
 
 
-def decompressed(f, verify: bool = True):
-    """The tar bytes of a shard read forward only, by its first bytes: gzip through
-    :class:`Gunzipped` (``verify``: each member's CRC checked), bzip2 through the standard
-    library's reader and xz through :class:`Unxz` (every stream of the file, as ``cat`` joins
-    them; bytes after the last one that do not begin another are ignored, as for gzip),
-    anything else as it is."""
-    head = f.read(10)
-    source = _Joined(head, f)
+#: How many first bytes of a file :func:`compression` reads.
+HEAD = 10
+
+
+def compression(head: bytes) -> Optional[str]:
+    """``gzip``, ``bzip2`` or ``xz`` for a file beginning with ``head`` (its first :data:`HEAD`
+    bytes), None for any other (a plain tar). By content, never by name: a compressed shard
+    named ``.tar`` is read as ``tar -tf`` and ``webdataset`` read it."""
     if _is_gzip(head):
-        return Gunzipped(source, verify)
+        return "gzip"
     # bzip2: "BZh", the block size, then a block's or the end's magic (a plain tar's first
     # member may be named BZh...)
     if head[:3] == b"BZh" and head[3:4].isdigit() and head[3:4] != b"0" and head[4:10] in (b"1AY&SY", b"\x17rE8P\x90"):
-        return bz2.BZ2File(source)
+        return "bzip2"
     if head.startswith(XZ_MAGIC):
+        return "xz"
+    return None
+
+
+def decompressed(f, verify: bool = True):
+    """The tar bytes of a shard read forward only, by its first bytes (:func:`compression`): gzip
+    through :class:`Gunzipped` (``verify``: each member's CRC checked), bzip2 through the
+    standard library's reader and xz through :class:`Unxz` (every stream of the file, as ``cat``
+    joins them; bytes after the last one that do not begin another are ignored, as for gzip),
+    anything else as it is."""
+    head = f.read(HEAD)
+    source = _Joined(head, f)
+    kind = compression(head)
+    if kind == "gzip":
+        return Gunzipped(source, verify)
+    if kind == "bzip2":
+        return bz2.BZ2File(source)
+    if kind == "xz":
         return Unxz(source)
     return source
 
@@ -497,7 +515,7 @@ def gzip_damage(f) -> Optional[str]:
     for one cut short or unreadable part of the way (the read of the shard reports those; a cut
     that falls after the tar's end leaves the shard read, unchecked). Reads ``f`` forward once
     and keeps none of the data."""
-    head = f.read(10)
+    head = f.read(HEAD)
     if not _is_gzip(head):
         return None
     try:

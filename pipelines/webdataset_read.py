@@ -48,8 +48,8 @@ from apache_beam.io.filesystems import FileSystems
 from beam_phash._native import tar_member_names
 from beam_phash.records import ERROR_FIELD, FAILED
 from pipelines.input_paths import BadName, InputPaths, Listing, open_stored, printable
-from pipelines.tar_members import (DataAfterEnd, Link, Member, MemberCutShort, gzip_damage, plain_members,
-                                   stream_members)
+from pipelines.tar_members import (HEAD, DataAfterEnd, Link, Member, MemberCutShort, compression, gzip_damage,
+                                   plain_members, stream_members)
 
 DEFAULT_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 
@@ -100,15 +100,14 @@ def member_name(key: str, suffix: str) -> str:
     return f"{key}.{suffix}" if suffix else key
 
 
-#: The names of shards: plain, or compressed (which tarfile's stream mode reads).
+#: The names of shards (case ignored: ``00000.TAR`` too), plain or compressed. What a shard
+#: holds is told by its first bytes, not by this suffix (:func:`tar_members.compression`).
 SHARD_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar")
-#: Shards read through :class:`Gunzipped` and checked by :func:`gzip_damage` first.
-GZIP_SUFFIXES = (".tar.gz", ".tgz")
 
 
 def is_shard(path: str) -> bool:
     """Whether ``path`` is named as a shard (by its suffix, :data:`SHARD_SUFFIXES`)."""
-    return path.endswith(SHARD_SUFFIXES)
+    return path.lower().endswith(SHARD_SUFFIXES)
 
 
 def shards_among(paths: Iterable[str]) -> List[str]:
@@ -118,7 +117,7 @@ def shards_among(paths: Iterable[str]) -> List[str]:
 
 def _base(shard: str) -> str:
     for ext in SHARD_SUFFIXES:
-        if shard.endswith(ext):
+        if shard.lower().endswith(ext):
             return shard[: -len(ext)]
     return shard
 
@@ -230,13 +229,16 @@ class SampleStream:
 
 
 def open_members(f, shard: str, read_data: bool = True, checked: bool = True) -> Iterator[Member]:
-    """A shard's members: a plain ``.tar`` on a seekable file is parsed directly, anything else
-    (compressed) read as a stream (:func:`stream_members`), gzip through :class:`Gunzipped`
-    (every member, each one's CRC checked). ``checked=False`` (a gzip shard known to fail its
-    check, read only to name its samples): every member read without its check, which would
-    raise in the last block read."""
-    if shard.endswith(".tar") and f.seekable():
-        return plain_members(f, read_data)
+    """A shard's members: a plain tar on a seekable file is parsed directly, anything else
+    (compressed, told by its first bytes whatever its name) read as a stream
+    (:func:`stream_members`), gzip through :class:`Gunzipped` (every member, each one's CRC
+    checked). ``checked=False`` (a gzip shard known to fail its check, read only to name its
+    samples): every member read without its check, which would raise in the last block read."""
+    if f.seekable():
+        head = f.read(HEAD)
+        f.seek(0)
+        if compression(head) is None:
+            return plain_members(f, read_data)
     return stream_members(f, verify=checked)
 
 
@@ -285,6 +287,17 @@ class ReadShardDoFn(beam.DoFn):
         for s in sample.suffixes:  # the first member of each suffix, case ignored
             lowered.setdefault(s.lower(), s)
         image_member = next((lowered[e] for e in self._image_exts if e in lowered), None)
+        if image_member is None:
+            # A suffix of parts whose last is an image's (IMG_1.edited.jpg: key IMG_1, suffix
+            # edited.jpg): the image when it is the only one. Several (v1.2.jpg and v1.3.jpg,
+            # keys with a dot, which split into one sample v1) are never chosen between.
+            tails = [s for s in dict.fromkeys(sample.suffixes) if s.rpartition(".")[2].lower() in self._image_exts]
+            if len(tails) > 1:
+                names = ", ".join(member_name(sample.key, s) for s in tails)
+                return self._failure(reading, sample.key, f"sample {sample.key} has several image members "
+                                     f"({names}) and none named {sample.key}.<ext>: keys with a dot split at "
+                                     "their first one, so these may be several samples", sample)
+            image_member = tails[0] if tails else None
         if image_member is None:
             names = ", ".join(member_name(sample.key, s) for s in sample.suffixes)
             return self._failure(reading, sample.key,
@@ -399,10 +412,8 @@ class ReadShardDoFn(beam.DoFn):
 
 
 def _gzip_damage(shard: str) -> Optional[str]:
-    """``gzip_damage`` of a shard named as gzip (``.tar.gz``, ``.tgz``); None for other shards,
-    and when it cannot be opened (the read reports that)."""
-    if not shard.endswith(GZIP_SUFFIXES):
-        return None
+    """``gzip_damage`` of a shard that is gzip (by its first bytes, whatever its name); None for
+    other shards, and when it cannot be opened (the read reports that)."""
     try:
         f = open_stored(shard)
     except Exception:  # noqa: BLE001 - a shard that cannot be opened: the read says why
@@ -414,7 +425,7 @@ def _gzip_damage(shard: str) -> Optional[str]:
 def _member_names(shard: str) -> Iterator[str]:
     # A plain tar on the local disk: the Rust walk over its headers (about 15 times faster than
     # this module's); otherwise, or where that walk gives up, the reader's own.
-    if shard.endswith(".tar") and "://" not in shard:
+    if shard.lower().endswith(".tar") and "://" not in shard:
         names = tar_member_names(shard)
         if names is not None:
             yield from names
