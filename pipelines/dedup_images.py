@@ -145,7 +145,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="WebDataset: the image member is the first of these suffixes a sample has "
                          f"(default {','.join(DEFAULT_IMAGE_EXTS)})")
     ap.add_argument("--no-shard-metadata", action="store_true",
-                    help="WebDataset: do not join the sidecar Parquet (00000.parquet beside 00000.tar)")
+                    help="WebDataset: do not read the sidecar Parquet (00000.parquet beside 00000.tar): no "
+                         "columns joined, and its failed downloads are not counted")
     ap.add_argument("--write-shards", default=None, metavar="DIR",
                     help="WebDataset: write the kept samples, byte-identical, as new shards "
                          "DIR/00000.tar ... and their keys as DIR/kept_keys/*.parquet")

@@ -401,11 +401,11 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
                                   f"among its {len(matched)} file(s); is {flag}-format right?")
             by_name = by_name or len(shards) != len(matched)
             matched = shards
-        elif fmt == "webdataset":
-            # A glob over img2dataset's folder (DIR/*) also matches the Parquet sidecar and the
-            # statistics beside each shard: they are not shards, so the shards are read by name.
-            beside = {other for p in wds.shards_among(matched)
-                      for other in (wds.sidecar_path(p), wds.stats_path(p))}
+        else:
+            # A glob over img2dataset's folder (DIR/*) also matches the statistics beside each
+            # shard or Parquet file, and a shard's Parquet sidecar: not data, so the rest is
+            # read by name.
+            beside = _img2dataset_extras(matched, fmt)
             if beside & matched.keys():
                 matched = {p: size for p, size in matched.items() if p not in beside}
                 by_name = True
@@ -537,6 +537,16 @@ def _resolve_shards(spec: InputSpec, paths: List[str], image_exts: Tuple[str, ..
     return spec
 
 
+def _img2dataset_extras(matched, fmt: str) -> set:
+    """The files img2dataset writes beside each of its shards (``NNNNN.parquet``, the sidecar,
+    and ``NNNNN_stats.json``) or Parquet files (``NNNNN_stats.json``) among ``matched``."""
+    if fmt == "webdataset":
+        return {other for p in wds.shards_among(matched) for other in (wds.sidecar_path(p), wds.stats_path(p))}
+    if fmt == "parquet":
+        return {p[:-len(".parquet")] + wds.STATS_SUFFIX for p in matched if p.endswith(".parquet")}
+    return set()
+
+
 def estimated_samples(spec: InputSpec) -> int:
     """About how many samples shards hold: 100 KiB a sample (web images and their metadata)."""
     return max(spec.matched, spec.total_bytes // 102400)
@@ -656,8 +666,7 @@ def reference_spec(references: List[str], fmt: str, image_column: str, id_column
                    image_column_given: bool = False, in_process: bool = False) -> InputSpec:
     """Resolve ``--reference``: ``fmt`` "auto" is Parquet when every matched file ends in
     ``.parquet``, WebDataset when they are shards (``.tar``, or compressed: ``.tar.gz``...;
-    with their ``.parquet`` sidecars),
-    else image files. Parquet without an explicit hash column uses
+    with their ``.parquet`` sidecars), else image files; shards among other files are refused. Parquet without an explicit hash column uses
     ``hash_column_default`` (the job's own hash column, as in an earlier run's ``kept/``) when it
     is there, else the image column; ``image_column_given`` (``--reference-image-column``): the
     image column, whatever other columns the files have. ``in_process``: as for :func:`resolve`
@@ -683,6 +692,12 @@ def reference_spec(references: List[str], fmt: str, image_column: str, id_column
             if others:
                 raise ConfigError(f"--reference mixes WebDataset shards with Parquet files that are not their "
                                   f"sidecars ({others[0]!r}): give references of one format")
+        elif wds.shards_among(paths):
+            shards = wds.shards_among(paths)
+            others = [p for p in paths if not wds.is_shard(p) and not p.endswith(".parquet")]
+            raise ConfigError(f"--reference mixes WebDataset shards ({shards[0]!r}) with other files ({others[0]!r}), "
+                              "which would be read as images, the shards failing as ones: give references of one "
+                              "format, or set --reference-format (webdataset reads the shards only)")
         elif any(p.endswith(".parquet") for p in paths):
             tables = [p for p in paths if p.endswith(".parquet")]
             others = [p for p in paths if not p.endswith(".parquet")]

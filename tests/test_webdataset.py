@@ -214,20 +214,25 @@ def test_sidecar_columns_are_joined_and_image_ext_order(tmp_path):
 
 
 @pytest.mark.parametrize("runner", [[], MULTI], ids=["in-process", "multi-process"])
-def test_a_glob_over_an_img2dataset_folder_reads_only_its_shards(tmp_path, runner):
+@pytest.mark.parametrize("fmt", ["webdataset", "parquet"])
+def test_a_glob_over_an_img2dataset_folder_reads_only_its_shards(tmp_path, runner, fmt):
     """`--input 'DIR/*'` over img2dataset's output also matches each shard's Parquet sidecar and
     its statistics file: those are not shards, so they are neither read as shards (failed
-    records) nor counted as inputs."""
+    records) nor counted as inputs. The same for its Parquet output, whose statistics stopped
+    the run ("cannot read the Parquet schema of 00000_stats.json")."""
     src = tmp_path / "crawl"
     src.mkdir()
     photo = {p.name: p.read_bytes() for p in PHOTOS}
     for shard, (key, name) in enumerate([("a", "pool.jpg"), ("b", "snow.jpg")]):
-        write_tar(src / f"{shard:05d}.tar", [(f"{key}.jpg", photo[name]), (f"{key}.txt", b"caption")])
-        pq.write_table(pa.Table.from_pylist([{"key": key, "caption": "c", "status": "success", "error_message": None}]),
-                       src / f"{shard:05d}.parquet")
+        row = {"key": key, "caption": "c", "status": "success", "error_message": None}
+        if fmt == "webdataset":
+            write_tar(src / f"{shard:05d}.tar", [(f"{key}.jpg", photo[name]), (f"{key}.txt", b"caption")])
+        else:
+            row["jpg"] = photo[name]
+        pq.write_table(pa.Table.from_pylist([row]), src / f"{shard:05d}.parquet")
         (src / f"{shard:05d}_stats.json").write_text(json.dumps({"count": 1, "successes": 1}))
     out = tmp_path / "out"
-    assert dedup_images.main(["--input", f"{src}/*", "--input-format", "webdataset", "--output", str(out),
+    assert dedup_images.main(["--input", f"{src}/*", "--input-format", fmt, "--output", str(out),
                               "--no-report", *STATE, *runner]) == 0
     assert sorted(r["key"] for r in read(out, "kept")) == ["a", "b"] and read(out, "failed") == []
     assert summary(out)["inputs"] == 2 and summary(out)["input_files"] == 2 and summary(out)["adds_up"]
@@ -326,22 +331,27 @@ def test_a_sample_whose_member_is_a_link_is_a_failed_record(tmp_path, layout):
 
 def test_a_folder_means_its_shards_compressed_or_not(tmp_path):
     """`--input DIR` read only DIR/*.tar: the .tar.gz shards beside them (and their sidecars'
-    failed downloads) were left out of a run that added up."""
+    failed downloads) were left out of a run that added up. Then a shard named in upper case
+    (00002.TAR) was passed over without a word, and a gzip shard named .tar (which `tar -tf` and
+    webdataset read) failed whole as "not a tar archive"."""
     photo = {p.name: p.read_bytes() for p in PHOTOS}
     src = tmp_path / "crawl"
     src.mkdir()
-    for shard, (key, name, mode) in enumerate([("a", "pool.jpg", "w"), ("b", "snow.jpg", "w:gz")]):
-        write_tar(src / f"{shard:05d}.tar{'.gz' if mode == 'w:gz' else ''}", [(f"{key}.jpg", photo[name])], mode)
+    shards = [("a", "pool.jpg", "w", "tar"), ("b", "snow.jpg", "w:gz", "tar.gz"), ("c", PHOTOS[2].name, "w", "TAR"),
+              ("d", PHOTOS[3].name, "w:gz", "tar")]
+    for shard, (key, name, mode, suffix) in enumerate(shards):
+        write_tar(src / f"{shard:05d}.{suffix}", [(f"{key}.jpg", photo[name])], mode)
         pq.write_table(pa.Table.from_pylist([
             {"key": key, "status": "success", "error_message": None},
             {"key": key + "x", "status": "failed_to_download", "error_message": "HTTP 404"}]),
             src / f"{shard:05d}.parquet")
+    assert (src / "00003.tar").read_bytes()[:2] == b"\x1f\x8b"
     out = tmp_path / "out"
     assert dedup_images.main(["--input", str(src), "--input-format", "webdataset", "--output", str(out),
                               "--no-report", *STATE]) == 0
-    assert sorted(r["key"] for r in read(out, "kept")) == ["a", "b"]
-    assert sorted(r["key"] for r in read(out, "failed")) == ["ax", "bx"]
-    assert summary(out)["inputs"] == 4 and summary(out)["input_files"] == 2 and summary(out)["adds_up"]
+    assert sorted(r["key"] for r in read(out, "kept")) == ["a", "b", "c", "d"]
+    assert sorted(r["key"] for r in read(out, "failed")) == ["ax", "bx", "cx", "dx"]
+    assert summary(out)["inputs"] == 8 and summary(out)["input_files"] == 4 and summary(out)["adds_up"]
 
 
 @pytest.mark.parametrize("damaged", [0, 1])
@@ -393,10 +403,12 @@ def test_a_parquet_reference_finds_its_own_columns_whatever_the_input(tmp_path, 
     assert (dup["key"], dup["duplicate_of"], dup["matched"]) == ("a", "r0", "reference")
 
 
-@pytest.mark.parametrize("second", ["{pq}/z.parquet", "{pq}"])
+@pytest.mark.parametrize("second", ["{pq}/z.parquet", "{pq}", "{notes}"])
 def test_shards_and_parquet_references_together_are_refused(tmp_path, capsys, second):
     """A Parquet reference beside WebDataset ones was taken for the shards' sidecar and never
-    read (or, as a folder, read as DIR/*.tar: "matched no files")."""
+    read (or, as a folder, read as DIR/*.tar: "matched no files"). Shards beside any other file
+    (a README.txt in the folder) were read as images, each shard failing as one: a
+    decontamination run that matched nothing, and said nothing."""
     photo = {p.name: p.read_bytes() for p in PHOTOS}
     shards, tables = tmp_path / "shards", tmp_path / "tables"
     shards.mkdir()
@@ -407,10 +419,20 @@ def test_shards_and_parquet_references_together_are_refused(tmp_path, capsys, se
     src.mkdir()
     write_tar(src / "00000.tar", [("a.jpg", photo["snow.jpg"])])
     argv = ["--input", str(src), "--input-format", "webdataset", "--output", str(tmp_path / "out"),
-            "--reference", str(shards), "--reference", second.format(pq=tables), *STATE]
+            "--reference", str(shards), "--reference", second.format(pq=tables, notes=shards / "README.txt"), *STATE]
+    if second == "{notes}":
+        (shards / "README.txt").write_text("the evaluation set\n")
+        write_tar(shards / "00001.tar", [("r1.jpg", photo["snow.jpg"])])
+        argv = argv[:-len(STATE) - 2] + STATE  # the folder alone, the notes in it
     assert dedup_images.main(argv) == 2
     err = capsys.readouterr().err
     assert "give references of one format" in err and "\n" not in err.strip()
+    if second == "{notes}":
+        assert "README.txt" in err and "--reference-format" in err, err
+        argv[argv.index("--reference") + 2:argv.index("--reference") + 2] = ["--reference-format", "webdataset"]
+        assert dedup_images.main(argv) == 0, capsys.readouterr().err
+        (dup,) = read(tmp_path / "out", "duplicates")
+        assert (dup["key"], dup["duplicate_of"], dup["matched"]) == ("a", "r1", "reference")
 
 
 @pytest.mark.parametrize("layout", ["webdataset", "parquet"])
@@ -479,6 +501,20 @@ def test_member_names_with_a_leading_dot_slash_or_not_utf8(tmp_path):
     write_tar(tmp_path / "cases.tar", [("k2.JPG", photo), ("k2.jpg", photo[:4000])])
     records, _ = _read_shard(tmp_path / "cases.tar", ())
     assert [(r["key"], r["image_member"], r["member_bytes"]) for r in records] == [("k2", "JPG", {"jpg": photo[:4000]})]
+
+    # A suffix of several parts ending in an image's (IMG_1.edited.jpg, as `tar -cf` of a folder
+    # of photos stores it) was "no image member": the image when it is the only one; several
+    # (keys with a dot: v1.2.jpg and v1.3.jpg split into one sample v1) fail, never chosen between.
+    write_tar(tmp_path / "dots.tar", [("IMG_1.edited.jpg", photo), ("m.seg.PNG", photo[:3000]), ("m.txt", b"t"),
+                                      ("v1.2.jpg", photo), ("v1.3.jpg", photo[:5000]), ("n.jpg", photo[:2000]),
+                                      ("n.seg.png", photo[:1000])])
+    out = list(webdataset_read.ReadShardDoFn(webdataset_read.DEFAULT_IMAGE_EXTS).process(str(tmp_path / "dots.tar")))
+    records, failed = [o for o in out if isinstance(o, dict)], [o.value for o in out if not isinstance(o, dict)]
+    assert [(r["key"], r["image_member"], r["image"]) for r in records] == [
+        ("IMG_1", "edited.jpg", photo), ("m", "seg.PNG", photo[:3000]), ("n", "jpg", photo[:2000])]
+    assert records[2]["member_bytes"] == {"seg.png": photo[:1000]}
+    assert [(f["key"], f["members"]) for f in failed] == [("v1", ["2.jpg", "3.jpg"])]
+    assert "several image members (v1.2.jpg, v1.3.jpg)" in failed[0]["error"], failed[0]
 
     write_tar(tmp_path / "latin.tar", [("caf\xe9.jpg", photo), ("ok.jpg", photo)],
               format=tarfile.USTAR_FORMAT, encoding="latin-1")
@@ -978,22 +1014,26 @@ def test_key_listing_agrees_with_tarfile(tmp_path, fmt):
 
 def test_rust_header_walk_agrees_with_the_reader_on_damaged_shards(tmp_path, bad_shards):
     """Where a shard breaks, the Rust walk stops with the names before the break, as the
-    reader's own walk does; a file that is not a tar has none."""
+    reader's own walk does; a file that is not a plain tar from its first block (not a tar, or
+    compressed whatever its name) is left to the reader (None)."""
     from beam_phash._native import tar_member_names
     from pipelines.tar_members import plain_members
 
     src, _, _ = bad_shards
+    (src / "g.tar").write_bytes(gzip.compress((src / "a.tar").read_bytes()))
     for shard in sorted(src.glob("*.tar")):
-        python_names = []
+        python_names, not_a_tar = [], False
         with open(shard, "rb") as f:
             try:
                 for name, _ in plain_members(f, read_data=False):
                     python_names.append(name)
-            except (EOFError, tarfile.ReadError):
+            except EOFError:
                 pass
-        assert tar_member_names(str(shard)) == python_names, shard.name
+            except tarfile.ReadError:  # at the first block
+                not_a_tar = True
+        assert tar_member_names(str(shard)) == (None if not_a_tar else python_names), shard.name
     assert tar_member_names(str(src / "c.tar"))[-1] == "u2.jpg"  # cut inside u2's data
-    assert tar_member_names(str(src / "d.tar")) == []
+    assert tar_member_names(str(src / "d.tar")) is None and tar_member_names(str(src / "g.tar")) is None
     # Not a regular file: not a tar this walk handles. A directory, a device that reads zeros
     # forever (the walk read on past its end markers without end), a FIFO (it blocked in the open).
     assert tar_member_names(str(src)) is None
@@ -1074,6 +1114,7 @@ def test_reader_handles_pax_and_compressed_shards(tmp_path, layout):
 
 
 @pytest.mark.parametrize("stored", ["gzip, a byte changed", "gzip, intact", "plain tar named .tar.gz",
+                                    "gzip named .tar, a byte changed", "gzip named .tar, intact",
                                     "gzip, junk after it", "gzip, two members", "gzip, zeros between members",
                                     "gzip, zeros after it"])
 def test_a_gzip_shard_whose_check_fails_keeps_none_of_its_samples(tmp_path, stored):
@@ -1090,7 +1131,7 @@ def test_a_gzip_shard_whose_check_fails_keeps_none_of_its_samples(tmp_path, stor
     plain = tmp_path / "plain.tar"
     write_tar(plain, members)
     raw = plain.read_bytes()
-    path = tmp_path / "s.tar.gz"
+    path = tmp_path / ("s.tar" if "named .tar," in stored else "s.tar.gz")  # (by content, not name)
     if stored == "plain tar named .tar.gz":
         path.write_bytes(raw)
     elif stored == "gzip, junk after it":  # ignored, as gzip -t ignores it
@@ -1104,7 +1145,7 @@ def test_a_gzip_shard_whose_check_fails_keeps_none_of_its_samples(tmp_path, stor
         assert gzip.decompress(path.read_bytes()) == raw
     else:
         packed = bytearray(gzip.compress(raw, compresslevel=0))  # stored blocks: bytes as they are
-        if stored == "gzip, a byte changed":
+        if stored.endswith("a byte changed"):
             with tarfile.open(plain) as tar:
                 at = tar.getmember("k1.jpg").offset_data + 1000
             where = packed.find(raw[at - 64:at + 64]) + 64
@@ -1114,7 +1155,7 @@ def test_a_gzip_shard_whose_check_fails_keeps_none_of_its_samples(tmp_path, stor
     out = list(ReadShardDoFn(("jpg",)).process(str(path)))
     records = [o for o in out if isinstance(o, dict)]
     failed = [o.value for o in out if not isinstance(o, dict)]
-    if stored != "gzip, a byte changed":
+    if not stored.endswith("a byte changed"):
         assert not failed and [r["key"] for r in records] == ["k0", "k1", "k2"]
         assert all(r["image"] == photo for r in records)
         return
