@@ -666,11 +666,12 @@ def reference_spec(references: List[str], fmt: str, image_column: str, id_column
                    image_column_given: bool = False, in_process: bool = False) -> InputSpec:
     """Resolve ``--reference``: ``fmt`` "auto" is Parquet when every matched file ends in
     ``.parquet``, WebDataset when they are shards (``.tar``, or compressed: ``.tar.gz``...;
-    with their ``.parquet`` sidecars), else image files; shards among other files are refused. Parquet without an explicit hash column uses
-    ``hash_column_default`` (the job's own hash column, as in an earlier run's ``kept/``) when it
-    is there, else the image column; ``image_column_given`` (``--reference-image-column``): the
-    image column, whatever other columns the files have. ``in_process``: as for :func:`resolve`
-    (the pipeline then reads the references from this listing, as it reads the inputs)."""
+    with their ``.parquet`` sidecars), else image files; shards or Parquet among other files are
+    refused. Parquet without an explicit hash column uses ``hash_column_default`` (the job's own
+    hash column, as in an earlier run's ``kept/``) when it is there, else the image column;
+    ``image_column_given`` (``--reference-image-column``): the image column, whatever other
+    columns the files have. ``in_process``: as for :func:`resolve` (the pipeline then reads the
+    references from this listing, as it reads the inputs)."""
     detected: Optional[List[str]] = None  # patterns for resolve(), one per given item or file
     first: Optional[str] = None
     checked = set()  # items located here: resolve() need not look into them again
@@ -681,10 +682,10 @@ def reference_spec(references: List[str], fmt: str, image_column: str, id_column
         data = {item: [p for p in paths if not p.endswith(wds.STATS_SUFFIX)] or paths
                 for item, paths in matched.items()}
         paths = [p for item in references for p in data[item]]
+        shards = wds.shards_among(paths)
         if all(p.endswith(".parquet") for p in paths):
             fmt, wanted, folder = "parquet", data, ".parquet"
-        elif (wds.shards_among(paths)
-              and all(wds.is_shard(p) or p.endswith(".parquet") for p in paths)):
+        elif shards and all(wds.is_shard(p) or p.endswith(".parquet") for p in paths):
             fmt, folder = "webdataset", ".tar"  # shards, with their sidecars
             wanted = {item: wds.shards_among(found) for item, found in data.items()}
             sidecars = {wds.sidecar_path(p) for found in wanted.values() for p in found}
@@ -692,8 +693,7 @@ def reference_spec(references: List[str], fmt: str, image_column: str, id_column
             if others:
                 raise ConfigError(f"--reference mixes WebDataset shards with Parquet files that are not their "
                                   f"sidecars ({others[0]!r}): give references of one format")
-        elif wds.shards_among(paths):
-            shards = wds.shards_among(paths)
+        elif shards:
             others = [p for p in paths if not wds.is_shard(p) and not p.endswith(".parquet")]
             raise ConfigError(f"--reference mixes WebDataset shards ({shards[0]!r}) with other files ({others[0]!r}), "
                               "which would be read as images, the shards failing as ones: give references of one "

@@ -214,12 +214,6 @@ def plain_members(f, read_data: bool = True) -> Iterator[Member]:
         offset, _ = _first_data(f.read, marker + BLOCK)
 
 
-def _is_gzip(head: bytes) -> bool:
-    """Whether a file beginning with ``head`` is gzip: its magic, then deflate (gzip's one
-    method)."""
-    return head.startswith(GZIP_MAGIC + b"\x08")
-
-
 #: How many first bytes of a file :func:`compression` reads.
 HEAD = 10
 
@@ -228,7 +222,7 @@ def compression(head: bytes) -> Optional[str]:
     """``gzip``, ``bzip2`` or ``xz`` for a file beginning with ``head`` (its first :data:`HEAD`
     bytes), None for any other (a plain tar). By content, never by name: a compressed shard
     named ``.tar`` is read as ``tar -tf`` and ``webdataset`` read it."""
-    if _is_gzip(head):
+    if head.startswith(GZIP_MAGIC + b"\x08"):  # gzip's magic, then deflate (its one method)
         return "gzip"
     # bzip2: "BZh", the block size, then a block's or the end's magic (a plain tar's first
     # member may be named BZh...)
@@ -409,7 +403,7 @@ class Gunzipped(_Decompressing):
     zlib (a mismatch, as any damage to the deflate data, raises ``zlib.error``), zero bytes
     between members skipped as the gzip module skips them; bytes after the last member that do
     not begin another (padding, junk) are ignored, as ``gzip -t`` ignores them. A file cut short
-    raises EOFError. ``f`` must begin with a gzip member (:func:`_is_gzip`). tarfile's own
+    raises EOFError. ``f`` must begin with a gzip member (:func:`compression`). tarfile's own
     gzip reading checks no CRC and reads one member only. ``verify=False``
     (a shard known to fail its check, read only to name its samples) reads every member without
     checking its CRC and length."""
@@ -516,7 +510,7 @@ def gzip_damage(f) -> Optional[str]:
     that falls after the tar's end leaves the shard read, unchecked). Reads ``f`` forward once
     and keeps none of the data."""
     head = f.read(HEAD)
-    if not _is_gzip(head):
+    if compression(head) != "gzip":
         return None
     try:
         Gunzipped(_Joined(head, f)).skip_rest()

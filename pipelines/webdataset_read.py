@@ -324,12 +324,17 @@ class ReadShardDoFn(beam.DoFn):
             except Exception as e:  # noqa: BLE001 - a damaged sidecar: the samples are still read
                 yield self._failure(reading, f"{sidecar_path(shard)}#unreadable",
                                     f"sidecar {sidecar_path(shard)} cannot be read: {e}")
-        damage = _gzip_damage(shard)
+        damage: Optional[str] = None  # why a gzip shard cannot be trusted: checked before any sample
         last: Optional[str] = None
         stream = None
         broken: Optional[Tuple[str, str]] = None  # where the shard breaks off, and how
         try:
             with open_stored(shard) as f:
+                if f.seekable():  # one open: its first bytes, and a gzip shard's whole check
+                    damage = gzip_damage(f)
+                    f.seek(0)
+                else:
+                    damage = _gzip_damage(shard)
                 stream = SampleStream(open_members(f, shard, checked=damage is None))
                 for sample in stream:
                     last = sample.key
@@ -412,8 +417,8 @@ class ReadShardDoFn(beam.DoFn):
 
 
 def _gzip_damage(shard: str) -> Optional[str]:
-    """``gzip_damage`` of a shard that is gzip (by its first bytes, whatever its name); None for
-    other shards, and when it cannot be opened (the read reports that)."""
+    """``gzip_damage`` of a shard read as a stream, which cannot go back to its start: a second
+    open of it. None when it cannot be opened (the read reports that)."""
     try:
         f = open_stored(shard)
     except Exception:  # noqa: BLE001 - a shard that cannot be opened: the read says why

@@ -1117,14 +1117,43 @@ def test_reader_handles_pax_and_compressed_shards(tmp_path, layout):
                                     "gzip named .tar, a byte changed", "gzip named .tar, intact",
                                     "gzip, junk after it", "gzip, two members", "gzip, zeros between members",
                                     "gzip, zeros after it"])
-def test_a_gzip_shard_whose_check_fails_keeps_none_of_its_samples(tmp_path, stored):
+@pytest.mark.parametrize("opened", ["seekable", "as a stream"])
+def test_a_gzip_shard_whose_check_fails_keeps_none_of_its_samples(tmp_path, monkeypatch, stored, opened):
     """tarfile's stream mode does not check gzip's CRC: a byte changed in k1's image (stored
     blocks, so nothing else notices) read as a whole shard, k1 kept with altered bytes. Every
     sample now fails naming the check; an intact shard, a plain tar with a gzip name (which
     tarfile reads as such), one with junk after its gzip member (ignored, as gzip -t ignores it)
     and one of two gzip members (tarfile read only the first), with or without zero bytes between
-    them (the gzip module skips those; the reader stopped at them), read whole."""
+    them (the gzip module skips those; the reader stopped at them), read whole. A seekable shard
+    (a local file, Beam's GCS and S3 readers) is opened once, its check and its read one after
+    the other; one that can only be read forward is opened twice."""
+    import pipelines.webdataset_read as wdr
     from pipelines.webdataset_read import ReadShardDoFn
+
+    opens = []
+
+    class Forward(io.RawIOBase):  # a file that can only be read forward
+        def __init__(self, f):
+            self._f = f
+
+        def readable(self):
+            return True
+
+        def readinto(self, b):
+            data = self._f.read(len(b))
+            b[:len(data)] = data
+            return len(data)
+
+        def close(self):
+            self._f.close()
+            super().close()
+
+    def counted(path, opened_as=wdr.open_stored):
+        opens.append(path)
+        f = opened_as(path)
+        return io.BufferedReader(Forward(f)) if opened == "as a stream" else f
+
+    monkeypatch.setattr(wdr, "open_stored", counted)
 
     photo = PHOTOS[0].read_bytes()
     members = [(f"k{i}.{ext}", photo if ext == "jpg" else b"%d" % i) for i in range(3) for ext in ("jpg", "txt")]
@@ -1153,6 +1182,7 @@ def test_a_gzip_shard_whose_check_fails_keeps_none_of_its_samples(tmp_path, stor
             packed[where] ^= 0x01
         path.write_bytes(bytes(packed))
     out = list(ReadShardDoFn(("jpg",)).process(str(path)))
+    assert len(opens) == (1 if opened == "seekable" else 2)
     records = [o for o in out if isinstance(o, dict)]
     failed = [o.value for o in out if not isinstance(o, dict)]
     if not stored.endswith("a byte changed"):
