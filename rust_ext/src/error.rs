@@ -42,3 +42,36 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// Runs `f`; a panic inside it becomes [`Error::Internal`] with the panic's message, so that it
+/// never unwinds further (into a batch's other inputs, or into Python).
+pub fn guarded<T>(f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|payload| {
+        let message = if let Some(s) = payload.downcast_ref::<&str>() {
+            (*s).to_string()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "panic with a non-string payload".to_string()
+        };
+        Err(Error::Internal(message))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_inside_guarded_is_an_internal_error_with_its_message() {
+        assert_eq!(guarded(|| Ok::<_, Error>(7)), Ok(7));
+        assert_eq!(guarded::<()>(|| Err(Error::Decode("x".into()))), Err(Error::Decode("x".into())));
+        assert_eq!(guarded::<()>(|| panic!("static")), Err(Error::Internal("static".into())));
+        let n = 3;
+        assert_eq!(guarded::<()>(|| panic!("formatted {n}")), Err(Error::Internal("formatted 3".into())));
+        assert_eq!(
+            guarded::<()>(|| std::panic::panic_any(5u8)),
+            Err(Error::Internal("panic with a non-string payload".into()))
+        );
+    }
+}

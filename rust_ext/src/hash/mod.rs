@@ -12,11 +12,9 @@ pub mod dhash;
 pub mod phash;
 pub mod threshold;
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
-
 use rayon::prelude::*;
 
-use crate::error::Error;
+use crate::error::{guarded, Error};
 use crate::hash::algorithm::{Algorithm, HashSpec};
 use crate::hash::average::Level;
 pub use crate::hash::dihedral::DIHEDRAL;
@@ -206,10 +204,7 @@ fn quality_of(picture: &Picture) -> Result<u8, Error> {
 
 /// Hash one encoded image (with its dihedral variants when `dihedral`). Never panics.
 pub fn hash_image(data: &[u8], spec: &HashSpec, limits: &Limits, dihedral: bool) -> Result<ImageHash, Error> {
-    match catch_unwind(AssertUnwindSafe(|| hash_unguarded(data, spec, limits, dihedral))) {
-        Ok(result) => result,
-        Err(payload) => Err(Error::Internal(panic_message(payload.as_ref()))),
-    }
+    guarded(|| hash_unguarded(data, spec, limits, dihedral))
 }
 
 /// Hash one encoded image: the hash alone. Never panics.
@@ -230,16 +225,6 @@ pub fn hash_batch(
         return Ok(blobs.iter().map(|b| hash_image(b, spec, limits, dihedral)).collect());
     }
     pool::install(threads, || blobs.par_iter().map(|b| hash_image(b, spec, limits, dihedral)).collect())
-}
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic with a non-string payload".to_string()
-    }
 }
 
 #[cfg(test)]

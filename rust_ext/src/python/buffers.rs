@@ -101,18 +101,7 @@ pub(crate) fn owner_ids(obj: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
 
 /// Run a kernel without the GIL; a panic inside becomes `Error::Internal`.
 pub(crate) fn kernel<T: Send>(py: Python<'_>, f: impl FnOnce() -> Result<T, Error> + Send) -> PyResult<T> {
-    py.allow_threads(|| match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(r) => r,
-        Err(p) => {
-            let msg = p
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "panic".into());
-            Err(Error::Internal(msg))
-        }
-    })
-    .map_err(to_py_err)
+    py.allow_threads(|| guarded(f)).map_err(to_py_err)
 }
 
 /// A borrowed byte view of a buffer (numpy array, bytes, memoryview).

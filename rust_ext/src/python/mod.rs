@@ -10,7 +10,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyInt, PyList, PyString, PyTuple};
 
-use crate::error::Error;
+use crate::error::{guarded, Error};
 use crate::exact::mix::route;
 use crate::exact::seen::SeenSet as CoreSeenSet;
 use crate::hash::algorithm::{bit_count, check_bits, Algorithm, HashSpec, MAX_HASH_BYTES, MAX_HASH_SIZE, MIN_HASH_SIZE};
