@@ -47,6 +47,7 @@ import json
 import logging
 import math
 import os
+import posixpath
 import re
 import shutil
 import signal
@@ -131,7 +132,9 @@ def _directory(name: str) -> str:
 def _parser() -> argparse.ArgumentParser:
     ap = _OneLineParser(prog="beam-phash", description=__doc__.splitlines()[0])
     ap.add_argument("--input", action="append", default=None,
-                    help="directory, glob or file; repeat for several (default: the bundled sample)")
+                    help="directory, glob or file; repeat for several (default: the bundled sample); "
+                         "names starting with a dot (.DS_Store, macOS's ._NAME) are passed over unless the "
+                         "pattern spells the dot ('DIR/.*')")
     ap.add_argument("--input-format", default="files", choices=job_inputs.FORMATS,
                     help="files: each file is one image; parquet: rows with an image column; "
                          "webdataset: tar shards, plain or compressed (a directory means its .tar, .tar.gz, .tgz, "
@@ -487,6 +490,8 @@ def build(p, spec: InputSpec, output: str, dedup: ImagePhashDedup, report: bool 
 
 
 MAX_LISTED = 100
+#: Hidden files named in the line that says they were passed over (the rest are counted).
+MAX_HIDDEN_SHOWN = 3
 
 
 def output_files(output: str, name: str) -> List[str]:
@@ -855,6 +860,12 @@ def _run(argv: List[str], con: Console, command_line: bool = False) -> int:
     noun = {"parquet": "Parquet file", "webdataset": "WebDataset shard"}.get(spec.fmt, "file")
     con.tell(f"beam-phash: {spec.matched} {noun}{'' if spec.matched == 1 else 's'} -> {args.output} "
              f"({args.algorithm}, {bits} bits, {mode}); logs in {con.log_dir}/")
+    for what, passed in (("--input", spec.hidden), ("--reference", reference.hidden if reference else [])):
+        if passed:
+            shown = ", ".join(posixpath.basename(p) for p in passed[:MAX_HIDDEN_SHOWN])
+            con.tell(f"beam-phash: {what} passed over {len(passed)} hidden file{'' if len(passed) == 1 else 's'} "
+                     f"({shown}{', ...' if len(passed) > MAX_HIDDEN_SHOWN else ''}): names starting with a "
+                     "dot are not read unless the pattern spells the dot ('DIR/.*')")
     started = time.time()
     board = None
     local = options.view_as(StandardOptions).runner in LOCAL_RUNNERS  # the run dies with this process
@@ -937,6 +948,7 @@ def _run(argv: List[str], con: Console, command_line: bool = False) -> int:
         "input_format": spec.fmt,
         "input_patterns": spec.given,
         "input_files": spec.matched,
+        "hidden_files": len(spec.hidden),
     }
     if args.write_shards is not None:
         shards = written_shards(args.write_shards)
@@ -946,6 +958,7 @@ def _run(argv: List[str], con: Console, command_line: bool = False) -> int:
         failures = read_reference_failures(args.output)
         summary["reference"] = {
             "patterns": reference.given, "format": reference.fmt, "files": reference.matched,
+            "hidden_files": len(reference.hidden),
             "hash_column": reference.hash_column,
             "declared": reference_declared,
             "references": found.get("references", 0), "matches": found.get("reference_matches", 0),

@@ -42,6 +42,22 @@ def wildcards(text: str) -> List[str]:
     return sorted(c for c in WILDCARDS if c in text)
 
 
+def hidden(path: str, pattern: str) -> bool:
+    """Whether ``path``, one of ``pattern``'s matches, lies under a name starting with a dot that
+    the pattern's wildcards took (``.DS_Store``, the ``._IMG_1.jpg`` macOS writes beside each
+    file on a foreign disk, a ``.git/`` folder under ``**``): such names are passed over, as the
+    shell's ``*`` passes them over. A pattern that spells the dot (``DIR/.*``, a file named
+    alone) takes them."""
+    cut = min((pattern.find(c) for c in WILDCARDS if c in pattern), default=-1)
+    if cut < 0:
+        return False
+    fixed = pattern[:cut].rfind("/") + 1  # the folder before the first wildcard, with its '/'
+    if any(part.startswith(".") for part in pattern[fixed:].split("/")):
+        return False
+    below = path[fixed:] if path.startswith(pattern[:fixed]) else path.rsplit("/", 1)[-1]
+    return any(part.startswith(".") for part in below.split("/"))
+
+
 def literal(path: str) -> str:
     """A pattern that matches ``path`` only: Beam's glob reads ``*``, ``?`` and ``[`` in a file's
     name as wildcards, and ``[*]`` as the character itself."""

@@ -13,7 +13,7 @@ import os
 import posixpath
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 import pyarrow as pa
@@ -28,7 +28,8 @@ from pipelines import webdataset_read as wds
 # img2dataset's status columns and a failed row's reason: one wording for Parquet input,
 # references and shard sidecars.
 from pipelines.webdataset_read import ERROR_MESSAGE_COLUMN, STATUS_COLUMN, status_reason
-from pipelines.input_paths import BadName, InputPaths, Listing, WILDCARDS, carried, literal, open_stored, wildcards
+from pipelines.input_paths import (BadName, InputPaths, Listing, WILDCARDS, carried, hidden, literal, open_stored,
+                                   wildcards)
 from pipelines.parquet_read import ReadParquet
 
 FORMATS = ("files", "parquet", "webdataset")
@@ -72,6 +73,9 @@ class InputSpec:
     # or reads its inputs by name (the patterns would be these names, each matched alone)
     paths: Optional[List[str]] = None
     in_process: bool = False  # the pipeline runs on one worker in the launcher's process
+    # Hidden files the inputs' wildcards matched and that were passed over (``.DS_Store``,
+    # macOS's ``._NAME``): not read, not counted, said at the start and in the summary
+    hidden: List[str] = field(default_factory=list)
     # Parquet read for its hash column: how the job that wrote it hashed (HASHED_AS in its
     # schema's metadata: algorithm, hash_size, hash_version), when it says
     hashed_as: Optional[Dict[str, Any]] = None
@@ -225,16 +229,16 @@ def _file_identity(path: str) -> str:
     return path if "://" in path else os.path.normpath(os.path.abspath(path))
 
 
-def _located(item: str, fmt: str, flag: str, checked: frozenset = frozenset()) -> Tuple[str, Dict[str, int], bool]:
-    """(the pattern ``item`` is read by, what it matches with sizes, whether Beam's own listing
-    would leave some of it out): a remote name that matches no object is read as the folder it
-    names (``remote_name``), with no call to the object store beyond the listings. A folder is
-    refused when it is an earlier run's output, unless it is among the ``checked`` items."""
+def _located(item: str, fmt: str, flag: str, checked: frozenset = frozenset()) -> Found:
+    """What ``item`` matches (:class:`Found`): a remote name that matches no object is read as
+    the folder it names (``remote_name``), with no call to the object store beyond the listings.
+    A folder is refused when it is an earlier run's output, unless it is among the ``checked``
+    items."""
     if item not in checked and is_folder(item):
         _refuse_an_output(item, flag)
     pattern = _pattern(item, fmt)
     try:
-        return (pattern, *_find(item, pattern, flag))
+        return _find(item, pattern, flag)
     except NoMatch as nothing:
         if not remote_name(item):
             raise
@@ -242,7 +246,7 @@ def _located(item: str, fmt: str, flag: str, checked: frozenset = frozenset()) -
             _refuse_an_output(item, flag)
         folder = _pattern(item + "/", fmt)
         try:
-            return (folder, *_find(item, folder, flag))
+            return _find(item, folder, flag)
         except NoMatch:
             raise nothing from None
 
@@ -266,16 +270,32 @@ def _refuse_an_output(folder: str, flag: str) -> None:
         raise ConfigError(f"{flag} {folder!r} is an earlier run's output folder; what it kept is {kept!r} ({how})")
 
 
-def _find(item: str, pattern: str, flag: str) -> Tuple[Dict[str, int], bool]:
-    """What ``pattern`` (``item``'s) matches, with sizes, and whether Beam's own listing would
-    leave some of it out: a local folder, and a local glob over one folder, are listed by
-    themselves, anything else by Beam's match."""
+class Found(NamedTuple):
+    """What an --input or --reference item matches (:func:`_located`)."""
+
+    pattern: str  # the pattern it is read by
+    matched: Dict[str, int]  # the files, by path, with their sizes
+    by_name: bool  # whether Beam's own listing of the pattern would differ: read them by name
+    hidden: List[str]  # the paths passed over as hidden (``input_paths.hidden``)
+
+
+def _find(item: str, pattern: str, flag: str) -> Found:
+    """What ``pattern`` (``item``'s) matches: a local folder, and a local glob over one folder,
+    are listed by themselves, anything else by Beam's match; hidden names are passed over, and
+    the rest is then read by name (the workers' match would take the hidden ones)."""
     if _local_folder(item, pattern):
-        return _list_folder(item.rstrip("/") or "/", pattern, item, flag)
-    folder = _glob_folder(item, pattern)
-    if folder is not None:
-        return _list_folder(folder, pattern, item, flag)
-    return _match(pattern, item, flag), False
+        matched, by_name = _list_folder(item.rstrip("/") or "/", pattern, item, flag)
+    elif (folder := _glob_folder(item, pattern)) is not None:
+        matched, by_name = _list_folder(folder, pattern, item, flag)
+    else:
+        matched, by_name = _match(pattern, item, flag), False
+    kept = {p: size for p, size in matched.items() if not hidden(p, pattern)}
+    passed = [p for p in matched if p not in kept]
+    if not kept:
+        raise NoMatch(f"{flag} {item!r} matched hidden files only ({len(passed)}, such as "
+                      f"{posixpath.basename(passed[0])!r}): names starting with a dot are passed over "
+                      "unless the pattern spells the dot, as 'DIR/.*' does")
+    return Found(pattern, kept, by_name or bool(passed), passed)
 
 
 def _refuse_other_format(item: str, matched: Dict[str, int]) -> None:
@@ -385,11 +405,14 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
         raise ConfigError(f"{flag}-format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     patterns, paths, sizes, files = [], [], {}, {}
     by_name = False
+    passed: Dict[str, str] = {}  # hidden files passed over, by identity
     for item in inputs:
-        pattern, matched, dropped = _located(item, fmt, flag, checked)
-        # Entries Beam's listing drops are read by name: counted among the inputs, never
-        # silently left out.
+        pattern, matched, dropped, hidden_paths = _located(item, fmt, flag, checked)
+        # Entries Beam's listing drops, and the rest of a folder that holds hidden files, are
+        # read by name: counted among the inputs, never silently left out or taken.
         by_name = by_name or dropped
+        for path in hidden_paths:
+            passed.setdefault(_file_identity(path), path)
         if fmt == "files" and flag == "--input":
             _refuse_other_format(item, matched)
         if fmt == "webdataset" and pattern != item:
@@ -423,7 +446,7 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
         # alone (`part[1].parquet` would match part1.parquet, not itself).
         paths, patterns = listed, [literal(p) for p in listed]
     spec = InputSpec(fmt, patterns, list(inputs), image_column, id_column, matched=len(paths),
-                     in_process=in_process)
+                     in_process=in_process, hidden=sorted(p for i, p in passed.items() if i not in files))
     if (in_process or by_name) and fmt in ("files", "webdataset"):
         # (Matched by name on the workers, an entry Beam's listing drops, a link to nothing, would
         # be an empty match, which fails the run.)
@@ -676,7 +699,7 @@ def reference_spec(references: List[str], fmt: str, image_column: str, id_column
     first: Optional[str] = None
     checked = set()  # items located here: resolve() need not look into them again
     if fmt == "auto":
-        matched = {item: list(_located(item, "files", "--reference")[1]) for item in references}
+        matched = {item: list(_located(item, "files", "--reference").matched) for item in references}
         checked.update(references)
         # img2dataset writes NNNNN_stats.json beside each shard or Parquet file: not data
         data = {item: [p for p in paths if not p.endswith(wds.STATS_SUFFIX)] or paths
@@ -721,7 +744,7 @@ def reference_spec(references: List[str], fmt: str, image_column: str, id_column
                 else [literal(p) for p in wanted[item]])]
     if fmt == "parquet" and hash_column is None and not image_column_given:
         if first is None:
-            first = next(iter(_located(references[0], "parquet", "--reference", frozenset(checked))[1]))
+            first = next(iter(_located(references[0], "parquet", "--reference", frozenset(checked)).matched))
             checked.add(references[0])
         schema, _ = _parquet_footer(first)
         if hash_column_default in schema.names and image_column not in schema.names:

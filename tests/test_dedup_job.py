@@ -371,6 +371,107 @@ def test_a_folder_s_entries_beam_does_not_list_are_inputs_still(tmp_path, extra,
     assert json.loads((out / "summary.json").read_text())["adds_up"] is True
 
 
+@pytest.mark.parametrize("path, pattern, passed", [
+    ("in/.DS_Store", "in/*", True),
+    ("in/._a.jpg", "in/*.jpg", True),
+    ("./._a.jpg", "./*.jpg", True),
+    ("gs://b/x/.git/a.jpg", "gs://b/**", True),
+    ("gs://b/x/.git/a.jpg", "gs://b/*/*/a.jpg", True),
+    ("in/a.jpg", "in/*", False),
+    ("in/a.b.jpg", "in/*", False),
+    ("in/.DS_Store", "in/.*", False),  # the pattern spells the dot
+    ("in/._a.jpg", "in/._*", False),
+    (".cache/in/a.jpg", ".cache/in/*", False),  # above the wildcards: the folder given
+    ("in/.a.jpg", "in/.a.jpg", False),  # a file named alone
+    ("in/.a[1].jpg", "in/.a[[]1].jpg", False),  # a file named alone, its brackets escaped
+    ("in/a[1].jpg", "in/a[[]1].jpg", False),
+])
+def test_hidden_names_are_those_the_wildcards_took(path, pattern, passed):
+    from pipelines.input_paths import hidden
+
+    assert hidden(path, pattern) is passed
+
+
+def _with_macos_companions(folder):
+    """Beside each file of ``folder``, the `._NAME` AppleDouble file macOS writes on a foreign
+    disk (it starts with 0x00051607), and a `.DS_Store`."""
+    for path in sorted(folder.iterdir()):
+        (folder / f"._{path.name}").write_bytes(b"\x00\x05\x16\x07" + bytes(4000))
+    (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(100))
+
+
+@pytest.mark.parametrize("form", ["folder", "glob"])
+@pytest.mark.parametrize("fmt", ["files", "parquet", "webdataset"])
+def test_hidden_files_beside_the_inputs_are_passed_over_and_said(tmp_path, capsys, fmt, form):
+    """A folder copied from a Mac holds `._NAME` beside every file and a `.DS_Store`: they were
+    read as inputs (image files failing to decode, a shard `#unreadable`, a Parquet file that
+    stopped the run). They are passed over, as the shell's `*` passes them over, said on the
+    start line and counted in the summary; `DIR/.*` reads them."""
+    src = tmp_path / "in"
+    src.mkdir()
+    photos = [p.read_bytes() for p in PHOTOS[:2]]
+    if fmt == "files":
+        for i, photo in enumerate(photos):
+            (src / f"p{i}.jpg").write_bytes(photo)
+    elif fmt == "parquet":
+        pq.write_table(pa.table({"id": ["p0", "p1"], "image": photos}), src / "00000.parquet")
+    else:
+        with tarfile.open(src / "00000.tar", "w") as tar:
+            for i, photo in enumerate(photos):
+                member = tarfile.TarInfo(f"p{i}.jpg")
+                member.size = len(photo)
+                tar.addfile(member, io.BytesIO(photo))
+    _with_macos_companions(src)
+    # (a Parquet folder means DIR/*.parquet, which matches ._00000.parquet but not .DS_Store)
+    hidden_count = 1 if (fmt, form) == ("parquet", "folder") else len(list(src.glob(".*")))
+    given = str(src) if form == "folder" else str(src / "*")
+    out = tmp_path / "out"
+    assert dedup_images.main(["--input", given, "--input-format", fmt, "--output", str(out),
+                              "--backend", "state", "--no-report"]) == 0
+    err = capsys.readouterr().err
+    assert f"--input passed over {hidden_count} hidden file" in err and "'DIR/.*'" in err, err
+    assert len(read(out, "kept")) == 2 and read(out, "failed") == []
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["adds_up"], summary["inputs"], summary["hidden_files"]) == (True, 2, hidden_count)
+    if fmt == "files":  # spelt, the dot takes them: read, and failing as images
+        assert dedup_images.main(["--input", str(src / ".*"), "--output", str(out), "--backend", "state",
+                                  "--no-report"]) == 0
+        assert len(read(out, "failed")) == hidden_count and "passed over" not in capsys.readouterr().err
+
+
+def test_hidden_files_are_passed_over_on_workers_and_in_references(tmp_path, capsys):
+    """On several worker processes (which read the launcher's listing by name once it passed
+    over some), and in a --reference folder, whose format is told past its `.DS_Store`; a
+    folder of hidden files only is refused in one line."""
+    src, ref = tmp_path / "in", tmp_path / "ref"
+    src.mkdir()
+    ref.mkdir()
+    for i, photo in enumerate(PHOTOS[:3]):
+        (src / f"p{i}.jpg").write_bytes(photo.read_bytes())
+    with tarfile.open(ref / "00000.tar", "w") as tar:
+        member = tarfile.TarInfo("r0.jpg")
+        member.size = PHOTOS[0].stat().st_size
+        tar.addfile(member, io.BytesIO(PHOTOS[0].read_bytes()))
+    _with_macos_companions(src)
+    _with_macos_companions(ref)
+    out = tmp_path / "out"
+    assert dedup_images.main(["--input", str(src), "--reference", str(ref), "--output", str(out),
+                              "--backend", "state", "--no-report", *MULTI]) == 0
+    err = capsys.readouterr().err
+    assert "--input passed over 4 hidden files (" in err and "--reference passed over 2 hidden files (" in err, err
+    assert sorted(basename(r["id"]) for r in read(out, "kept")) == ["p1.jpg", "p2.jpg"]
+    assert [basename(r["id"]) for r in read(out, "duplicates")] == ["p0.jpg"] and read(out, "failed") == []
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["adds_up"], summary["hidden_files"], summary["reference"]["hidden_files"]) == (True, 4, 2)
+    assert summary["reference"]["format"] == "webdataset" and summary["reference"]["failed"] == 0
+    only = tmp_path / "only"
+    only.mkdir()
+    (only / ".DS_Store").write_bytes(b"Bud1")
+    assert dedup_images.main(["--input", str(only), "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "matched hidden files only (1, such as '.DS_Store')" in err and "\n" not in err, err
+
+
 @pytest.mark.parametrize("relative", [False, True], ids=["absolute", "relative"])
 @pytest.mark.parametrize("fmt", ["files", "parquet", "webdataset"])
 def test_a_file_named_like_a_pattern_is_read_as_itself(tmp_path, monkeypatch, fmt, relative):
