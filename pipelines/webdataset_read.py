@@ -412,8 +412,18 @@ class ReadShardDoFn(beam.DoFn):
         first = reading.repeated.get((reading.shard, sample.key))
         if first is not None and first != reading.shard:
             return self._failure(reading, sample.key, f"sample {sample.key}: key already in shard "
-                                 f"{first} (the first shard by path is used)", sample)
+                                 f"{first} (the first shard by path is used{_elsewhere(first, reading.shard)})",
+                                 sample)
         return None
+
+
+def _elsewhere(first: str, shard: str) -> str:
+    """For a key repeated in a shard of another folder: what that likely is, and the way out."""
+    if posixpath.dirname(first) == posixpath.dirname(shard):
+        return ""
+    return ("; the two lie in different folders, as two datasets whose keys overlap do: img2dataset "
+            "numbers every run's keys from 000000000, so dedup one run's shards against the other's "
+            "with --reference")
 
 
 def _gzip_damage(shard: str) -> Optional[str]:

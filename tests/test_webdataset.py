@@ -484,6 +484,31 @@ def test_a_repeated_key_fails_with_its_sidecar_columns(tmp_path):
     assert again["key"] == "k0" and "key repeated within the shard" in again["error"] and again["caption"] == "c0"
 
 
+def test_keys_repeated_in_another_folder_point_to_reference(tmp_path):
+    """Two img2dataset runs number their keys alike: given as two inputs, the second run's samples
+    fail as repeated keys, and the reason says why and what to do, which a repeat within one
+    folder's shards (a shard copied twice) does not; the --reference it points to then reads
+    both runs, the second's copy of the first's photo a duplicate."""
+    photo = {p.name: p.read_bytes() for p in PHOTOS}
+    for run, names in (("run_a", ["pool.jpg", "snow.jpg"]), ("run_b", ["skagen.jpg", "pool.jpg"])):
+        (tmp_path / run).mkdir()
+        write_tar(tmp_path / run / "00000.tar", [(f"00000000{i}.jpg", photo[n]) for i, n in enumerate(names)])
+    write_tar(tmp_path / "run_a" / "00001.tar", [("000000000.jpg", photo["sunset.jpg"])])
+    out = tmp_path / "out"
+    assert dedup_images.main(["--input", str(tmp_path / "run_a"), "--input", str(tmp_path / "run_b"),
+                              "--input-format", "webdataset", "--output", str(out), "--no-report", *STATE]) == 0
+    reasons = {(r["shard"].split("/")[-2], r["key"]): r["error"] for r in read(out, "failed")}
+    assert set(reasons) == {("run_a", "000000000"), ("run_b", "000000000"), ("run_b", "000000001")}
+    assert "different folders" not in reasons["run_a", "000000000"]
+    assert all("the two lie in different folders" in reasons["run_b", k] and "with --reference" in reasons["run_b", k]
+               for k in ("000000000", "000000001")), reasons
+    assert dedup_images.main(["--input", str(tmp_path / "run_b"), "--reference", str(tmp_path / "run_a"),
+                              "--input-format", "webdataset", "--output", str(out), "--no-report", *STATE]) == 0
+    assert [r["key"] for r in read(out, "kept")] == ["000000000"] and read(out, "failed") == []
+    (dup,) = read(out, "duplicates")
+    assert (dup["key"], dup["duplicate_of"], dup["matched"]) == ("000000001", "000000000", "reference")
+
+
 def test_member_names_with_a_leading_dot_slash_or_not_utf8(tmp_path):
     """`tar -C DIR -cf shard.tar .` stores ./KEY.jpg: the key is still KEY, so the sidecar's rows
     join; a name whose bytes are not UTF-8 gets a key every output can write."""
