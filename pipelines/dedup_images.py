@@ -1012,11 +1012,29 @@ def failure_threshold_reason(e: BaseException) -> Optional[str]:
     return None
 
 
+TRACEBACK = "Traceback (most recent call last):"
+
+
 def one_line(e: BaseException) -> str:
-    """An exception as one line: its type and the first line of its message, without the step
-    Beam appends ("[while running ...]"); the whole traceback is in the log."""
-    first = (str(e).strip().splitlines() or [""])[0]
-    first = re.sub(r"\s*\[while running '[^']*'\]$", "", first)
-    text = f"{type(e).__name__}: {first}" if first else type(e).__name__
+    """An exception as one line: its type and the first line of its message, with the lines after
+    it up to where that line's brackets close (an error quoted inside parentheses, as pyarrow's
+    run over several lines, is said whole with what follows it; Ray's details after a first line
+    whose brackets are closed are left out), without the step Beam appends ("[while running
+    ...]"). A worker's traceback inside the message (portable runners pass one on) stands for
+    the exception it ends with. The whole traceback is in the log."""
+    lines = str(e).strip().splitlines()
+    marks = [i for i, line in enumerate(lines) if TRACEBACK in line]
+    if marks:
+        # the exception line: the first one after the last traceback that is not indented
+        ends = [i for i in range(marks[-1] + 1, len(lines)) if lines[i][:1].strip()]
+        lines = lines[ends[0]:] if ends else lines
+    taken, depth = [], 0
+    for line in lines:
+        taken.append(line.strip())
+        depth += sum(line.count(c) for c in "([{") - sum(line.count(c) for c in ")]}")
+        if depth <= 0:
+            break
+    said = re.sub(r"\s*\[while running '[^']*'\]", "", " ".join(t for t in taken if t)).strip()
+    text = f"{type(e).__name__}: {said}" if said else type(e).__name__
     return text if len(text) <= 400 else text[:397] + "..."
 

@@ -148,9 +148,9 @@ def listing_error(e: Exception) -> str:
     # their client libraries, and the listing fails on them instead.
     missing = ("Unable to get filesystem", "Unable to get the Filesystem", "dependencies are not installed")
     if any(m in text for m in missing):
-        return ("no Beam filesystem for this path's scheme: install its extra "
-                "(pip install 'beam-phash[gcp]' for gs://, 'beam-phash[aws]' for s3://), "
-                f"or check the path ({text[:300]})")
+        return ("no Beam filesystem for this path's scheme: install its extra (beam-phash is not on "
+                "PyPI: pip install '.[gcp]' for gs://, '.[aws]' for s3://, in the beam-phash repository, "
+                f"or the wheel with [gcp] or [aws] after its name), or check the path ({text[:300]})")
     return f"{type(e).__name__}: {text[:300]}"
 
 

@@ -16,7 +16,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 
 from pipelines import early_start
 from pipelines.console import Console
-from pipelines.dedup_images import one_line
+from pipelines.dedup_images import TRACEBACK, one_line
 from pipelines.progress import ProgressBoard, ProgressDoFn
 from conftest import ROOT
 from processes import left_in_session, processes_of
@@ -174,6 +174,19 @@ def test_errors_are_one_line():
     assert one_line(e) == "RuntimeError: bucket 2 of dedup backend 'x' failed: ActorDiedError: gone"
     assert one_line(ValueError("x" * 1000)).endswith("...") and len(one_line(ValueError("x" * 1000))) == 400
     assert one_line(KeyError()) == "KeyError"
+    # An error quoted in parentheses over several lines (pyarrow's): said whole, with what
+    # follows it; the line ended at the first line break, its parenthesis open.
+    e = RuntimeError("state segment /s/p.parquet is missing or unreadable (Couldn't deserialize thrift: "
+                     "TProtocolException: Invalid data\nDeserializing page header failed.\n); the state "
+                     "in /s is damaged: restore it [while running 'Near/Search']\nmore details")
+    assert one_line(e) == ("RuntimeError: state segment /s/p.parquet is missing or unreadable (Couldn't "
+                           "deserialize thrift: TProtocolException: Invalid data Deserializing page header "
+                           "failed. ); the state in /s is damaged: restore it")
+    # A worker's traceback passed on by a portable runner: the exception it ends with.
+    e = RuntimeError("Pipeline failed: Error received from SDK harness for instruction 4: " + TRACEBACK +
+                     "\n  File \"a.py\", line 1, in f\n    g()\nValueError: boom (bucket 3)\n"
+                     " [while running 'Hash']\n\tat org.apache.beam.Foo(Foo.java:1)")
+    assert one_line(e) == "RuntimeError: ValueError: boom (bucket 3)"
 
 
 @pytest.mark.parametrize("argv, needed", [
