@@ -67,12 +67,17 @@ def test_files_on_s3_in_and_out_with_the_report(bucket, endpoint, given, capsys)
     for p in PHOTOS[:3]:
         client.put_object(Bucket=name, Key=f"in/{p.name}", Body=p.read_bytes())
     client.put_object(Bucket=name, Key="in/zz_copy.jpg", Body=PHOTOS[0].read_bytes())
+    # uploaded from a Mac: its hidden companions are passed over, as in a local folder
+    client.put_object(Bucket=name, Key="in/._zz_copy.jpg", Body=b"\x00\x05\x16\x07" + bytes(100))
+    client.put_object(Bucket=name, Key="in/.DS_Store", Body=b"\x00\x00\x00\x01Bud1")
     out = f"s3://{name}/out"
     assert dedup_images.main(["--input", f"s3://{name}/{given}", "--output", out] + options(endpoint)) == 0
+    assert "--input passed over 2 hidden files (" in capsys.readouterr().err
     written = keys(client, name, "out/")
     assert {"out/summary.json", "out/report.html", "out/kept/part-00000-of-00001.parquet"} <= set(written), written
     summary = json.loads(client.get_object(Bucket=name, Key="out/summary.json")["Body"].read())
     assert (summary["inputs"], summary["kept"], summary["duplicates"], summary["failed"]) == (4, 3, 1, 0)
+    assert summary["hidden_files"] == 2
     kept = {r["id"] for r in rows(client, name, "out/kept/part-00000-of-00001.parquet")}
     assert kept == {f"s3://{name}/in/{p.name}" for p in PHOTOS[:3]}
     (dup,) = rows(client, name, "out/duplicates/part-00000-of-00001.parquet")
