@@ -47,7 +47,6 @@ import json
 import logging
 import math
 import os
-import posixpath
 import re
 import shutil
 import signal
@@ -860,9 +859,10 @@ def _run(argv: List[str], con: Console, command_line: bool = False) -> int:
     noun = {"parquet": "Parquet file", "webdataset": "WebDataset shard"}.get(spec.fmt, "file")
     con.tell(f"beam-phash: {spec.matched} {noun}{'' if spec.matched == 1 else 's'} -> {args.output} "
              f"({args.algorithm}, {bits} bits, {mode}); logs in {con.log_dir}/")
-    for what, passed in (("--input", spec.hidden), ("--reference", reference.hidden if reference else [])):
+    for what, hidden in (("--input", spec.hidden), ("--reference", reference.hidden if reference else {})):
+        passed = sorted(hidden.values())
         if passed:
-            shown = ", ".join(posixpath.basename(p) for p in passed[:MAX_HIDDEN_SHOWN])
+            shown = ", ".join(passed[:MAX_HIDDEN_SHOWN])
             con.tell(f"beam-phash: {what} passed over {len(passed)} hidden file{'' if len(passed) == 1 else 's'} "
                      f"({shown}{', ...' if len(passed) > MAX_HIDDEN_SHOWN else ''}): names starting with a "
                      "dot are not read unless the pattern spells the dot ('DIR/.*')")
@@ -1034,6 +1034,8 @@ def one_line(e: BaseException) -> str:
         depth += sum(line.count(c) for c in "([{") - sum(line.count(c) for c in ")]}")
         if depth <= 0:
             break
+    else:  # brackets that never close (a '(' in a quoted name): the first line alone
+        taken = taken[:1]
     said = re.sub(r"\s*\[while running '[^']*'\]", "", " ".join(t for t in taken if t)).strip()
     text = f"{type(e).__name__}: {said}" if said else type(e).__name__
     return text if len(text) <= 400 else text[:397] + "..."

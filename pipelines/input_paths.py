@@ -17,6 +17,7 @@ pipeline failing.
 """
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from typing import Any, List, NamedTuple, Optional, Union
@@ -42,20 +43,28 @@ def wildcards(text: str) -> List[str]:
     return sorted(c for c in WILDCARDS if c in text)
 
 
-def hidden(path: str, pattern: str) -> bool:
-    """Whether ``path``, one of ``pattern``'s matches, lies under a name starting with a dot that
-    the pattern's wildcards took (``.DS_Store``, the ``._IMG_1.jpg`` macOS writes beside each
-    file on a foreign disk, a ``.git/`` folder under ``**``): such names are passed over, as the
-    shell's ``*`` passes them over. A pattern that spells the dot (``DIR/.*``, a file named
-    alone) takes them."""
+def hidden_part(path: str, pattern: str) -> Optional[str]:
+    """None, unless ``path`` (one of ``pattern``'s matches) lies under a name starting with a dot
+    that the pattern's wildcards took (``.DS_Store``, the ``._IMG_1.jpg`` macOS writes beside
+    each file on a foreign disk, a ``.git/`` folder under ``**``): then the part of the path the
+    wildcards took, which shows it (``._IMG_1.jpg``, ``sub/.git/HEAD``). Such names are passed
+    over, as the shell's ``*`` passes them over; a pattern that spells the dot (``DIR/.*``, a
+    file named alone) takes them."""
     cut = min((pattern.find(c) for c in WILDCARDS if c in pattern), default=-1)
     if cut < 0:
-        return False
+        return None
     fixed = pattern[:cut].rfind("/") + 1  # the folder before the first wildcard, with its '/'
     if any(part.startswith(".") for part in pattern[fixed:].split("/")):
-        return False
+        return None
     below = path[fixed:] if path.startswith(pattern[:fixed]) else path.rsplit("/", 1)[-1]
-    return any(part.startswith(".") for part in below.split("/"))
+    return below if any(part.startswith(".") for part in below.split("/")) else None
+
+
+def identity(path: str) -> str:
+    """What tells two matched paths apart: for a local file its absolute path, normalised
+    (``x.jpg``, ``./x.jpg`` and ``/abs/x.jpg`` are one name; two names linked to one file, as in
+    a Hugging Face cache, stay two inputs), for a URL (``gs://``...) the URL."""
+    return path if "://" in path else os.path.normpath(os.path.abspath(path))
 
 
 def literal(path: str) -> str:

@@ -28,8 +28,8 @@ from pipelines import webdataset_read as wds
 # img2dataset's status columns and a failed row's reason: one wording for Parquet input,
 # references and shard sidecars.
 from pipelines.webdataset_read import ERROR_MESSAGE_COLUMN, STATUS_COLUMN, status_reason
-from pipelines.input_paths import (BadName, InputPaths, Listing, WILDCARDS, carried, hidden, literal, open_stored,
-                                   wildcards)
+from pipelines.input_paths import (BadName, InputPaths, Listing, WILDCARDS, carried, hidden_part, identity, literal,
+                                   open_stored, wildcards)
 from pipelines.parquet_read import ReadParquet
 
 FORMATS = ("files", "parquet", "webdataset")
@@ -44,6 +44,10 @@ class ConfigError(Exception):
 
 class NoMatch(ConfigError):
     """An input or reference that matched no files."""
+
+
+class OnlyHidden(NoMatch):
+    """An input or reference that matched hidden files only (``input_paths.hidden_part``)."""
 
 
 @dataclass
@@ -74,8 +78,9 @@ class InputSpec:
     paths: Optional[List[str]] = None
     in_process: bool = False  # the pipeline runs on one worker in the launcher's process
     # Hidden files the inputs' wildcards matched and that were passed over (``.DS_Store``,
-    # macOS's ``._NAME``): not read, not counted, said at the start and in the summary
-    hidden: List[str] = field(default_factory=list)
+    # macOS's ``._NAME``), by identity, each as the part of its path that shows it: not read,
+    # not counted, said at the start and in the summary
+    hidden: Dict[str, str] = field(default_factory=dict)
     # Parquet read for its hash column: how the job that wrote it hashed (HASHED_AS in its
     # schema's metadata: algorithm, hash_size, hash_version), when it says
     hashed_as: Optional[Dict[str, Any]] = None
@@ -222,13 +227,6 @@ def _list_folder(folder: str, pattern: str, item: str, flag: str) -> Tuple[Dict[
     return dict(sorted(found.items())), dropped
 
 
-def _file_identity(path: str) -> str:
-    """What tells two matched paths apart: for a local file its absolute path, normalised
-    (``x.jpg``, ``./x.jpg`` and ``/abs/x.jpg`` are one name; two names linked to one file, as in
-    a Hugging Face cache, stay two inputs), for a URL (``gs://``...) the URL."""
-    return path if "://" in path else os.path.normpath(os.path.abspath(path))
-
-
 def _located(item: str, fmt: str, flag: str, checked: frozenset = frozenset()) -> Found:
     """What ``item`` matches (:class:`Found`): a remote name that matches no object is read as
     the folder it names (``remote_name``), with no call to the object store beyond the listings.
@@ -247,6 +245,8 @@ def _located(item: str, fmt: str, flag: str, checked: frozenset = frozenset()) -
         folder = _pattern(item + "/", fmt)
         try:
             return _find(item, folder, flag)
+        except OnlyHidden:
+            raise
         except NoMatch:
             raise nothing from None
 
@@ -276,7 +276,7 @@ class Found(NamedTuple):
     pattern: str  # the pattern it is read by
     matched: Dict[str, int]  # the files, by path, with their sizes
     by_name: bool  # whether Beam's own listing of the pattern would differ: read them by name
-    hidden: List[str]  # the paths passed over as hidden (``input_paths.hidden``)
+    hidden: Dict[str, str]  # the paths passed over as hidden, each with the part that shows it
 
 
 def _find(item: str, pattern: str, flag: str) -> Found:
@@ -289,12 +289,13 @@ def _find(item: str, pattern: str, flag: str) -> Found:
         matched, by_name = _list_folder(folder, pattern, item, flag)
     else:
         matched, by_name = _match(pattern, item, flag), False
-    kept = {p: size for p, size in matched.items() if not hidden(p, pattern)}
-    passed = [p for p in matched if p not in kept]
-    if not kept:
-        raise NoMatch(f"{flag} {item!r} matched hidden files only ({len(passed)}, such as "
-                      f"{posixpath.basename(passed[0])!r}): names starting with a dot are passed over "
-                      "unless the pattern spells the dot, as 'DIR/.*' does")
+    shown = {p: hidden_part(p, pattern) for p in matched}
+    passed = {p: part for p, part in shown.items() if part is not None}
+    if len(passed) == len(matched):
+        raise OnlyHidden(f"{flag} {item!r} matched hidden files only ({len(passed)}, such as "
+                         f"{next(iter(passed.values()))!r}): names starting with a dot are passed over "
+                         "unless the pattern spells the dot, as 'DIR/.*' does")
+    kept = {p: size for p, size in matched.items() if p not in passed} if passed else matched
     return Found(pattern, kept, by_name or bool(passed), passed)
 
 
@@ -405,14 +406,14 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
         raise ConfigError(f"{flag}-format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     patterns, paths, sizes, files = [], [], {}, {}
     by_name = False
-    passed: Dict[str, str] = {}  # hidden files passed over, by identity
+    passed: Dict[str, str] = {}  # hidden files passed over, by identity, each as shown
     for item in inputs:
         pattern, matched, dropped, hidden_paths = _located(item, fmt, flag, checked)
         # Entries Beam's listing drops, and the rest of a folder that holds hidden files, are
         # read by name: counted among the inputs, never silently left out or taken.
         by_name = by_name or dropped
-        for path in hidden_paths:
-            passed.setdefault(_file_identity(path), path)
+        for path, part in hidden_paths.items():
+            passed.setdefault(identity(path), part)
         if fmt == "files" and flag == "--input":
             _refuse_other_format(item, matched)
         if fmt == "webdataset" and pattern != item:
@@ -436,7 +437,7 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
         sizes.update(matched)
         patterns.append(pattern)
         for path in matched:
-            files.setdefault(_file_identity(path), path)
+            files.setdefault(identity(path), path)
     listed = sorted(files.values())
     by_name = by_name or len(listed) != len(paths)
     if by_name:
@@ -446,7 +447,7 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
         # alone (`part[1].parquet` would match part1.parquet, not itself).
         paths, patterns = listed, [literal(p) for p in listed]
     spec = InputSpec(fmt, patterns, list(inputs), image_column, id_column, matched=len(paths),
-                     in_process=in_process, hidden=sorted(p for i, p in passed.items() if i not in files))
+                     in_process=in_process, hidden={i: part for i, part in passed.items() if i not in files})
     if (in_process or by_name) and fmt in ("files", "webdataset"):
         # (Matched by name on the workers, an entry Beam's listing drops, a link to nothing, would
         # be an empty match, which fails the run.)
@@ -698,9 +699,15 @@ def reference_spec(references: List[str], fmt: str, image_column: str, id_column
     detected: Optional[List[str]] = None  # patterns for resolve(), one per given item or file
     first: Optional[str] = None
     checked = set()  # items located here: resolve() need not look into them again
+    passed: Dict[str, str] = {}  # hidden files the detection passed over (as InputSpec.hidden)
     if fmt == "auto":
-        matched = {item: list(_located(item, "files", "--reference").matched) for item in references}
+        located = {item: _located(item, "files", "--reference") for item in references}
+        matched = {item: list(found.matched) for item, found in located.items()}
         checked.update(references)
+        # resolve() is given what detection kept: it cannot see what detection passed over
+        listed = {identity(p) for paths in matched.values() for p in paths}
+        passed = {identity(p): part for found in located.values() for p, part in found.hidden.items()
+                  if identity(p) not in listed}
         # img2dataset writes NNNNN_stats.json beside each shard or Parquet file: not data
         data = {item: [p for p in paths if not p.endswith(wds.STATS_SUFFIX)] or paths
                 for item, paths in matched.items()}
@@ -761,6 +768,8 @@ def reference_spec(references: List[str], fmt: str, image_column: str, id_column
                        flag="--reference", in_process=in_process, checked=frozenset(checked))
         spec.hash_column = hash_column
     spec.given = list(references)
+    for i, part in passed.items():
+        spec.hidden.setdefault(i, part)
     return spec
 
 

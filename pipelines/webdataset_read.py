@@ -47,7 +47,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_phash._native import tar_member_names
 from beam_phash.records import ERROR_FIELD, FAILED
-from pipelines.input_paths import BadName, InputPaths, Listing, open_stored, printable
+from pipelines.input_paths import BadName, InputPaths, Listing, identity, open_stored, printable
 from pipelines.tar_members import (HEAD, DataAfterEnd, Link, Member, MemberCutShort, compression, gzip_damage,
                                    plain_members, stream_members)
 
@@ -419,7 +419,7 @@ class ReadShardDoFn(beam.DoFn):
 
 def _elsewhere(first: str, shard: str) -> str:
     """For a key repeated in a shard of another folder: what that likely is, and the way out."""
-    if posixpath.dirname(first) == posixpath.dirname(shard):
+    if posixpath.dirname(identity(first)) == posixpath.dirname(identity(shard)):  # ./a/x.tar is in a/
         return ""
     return ("; the two lie in different folders, as two datasets whose keys overlap do: img2dataset "
             "numbers every run's keys from 000000000, so dedup one run's shards against the other's "

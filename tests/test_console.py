@@ -187,6 +187,9 @@ def test_errors_are_one_line():
                      "\n  File \"a.py\", line 1, in f\n    g()\nValueError: boom (bucket 3)\n"
                      " [while running 'Hash']\n\tat org.apache.beam.Foo(Foo.java:1)")
     assert one_line(e) == "RuntimeError: ValueError: boom (bucket 3)"
+    # Brackets that never close (a '(' in a quoted name): the first line alone, as before.
+    e = RuntimeError("cannot read /data/IMG (2.jpg: truncated" + "\n\tat org.apache.beam.Foo(Foo.java:1)" * 30)
+    assert one_line(e) == "RuntimeError: cannot read /data/IMG (2.jpg: truncated"
 
 
 @pytest.mark.parametrize("argv, needed", [

@@ -371,25 +371,43 @@ def test_a_folder_s_entries_beam_does_not_list_are_inputs_still(tmp_path, extra,
     assert json.loads((out / "summary.json").read_text())["adds_up"] is True
 
 
-@pytest.mark.parametrize("path, pattern, passed", [
-    ("in/.DS_Store", "in/*", True),
-    ("in/._a.jpg", "in/*.jpg", True),
-    ("./._a.jpg", "./*.jpg", True),
-    ("gs://b/x/.git/a.jpg", "gs://b/**", True),
-    ("gs://b/x/.git/a.jpg", "gs://b/*/*/a.jpg", True),
-    ("in/a.jpg", "in/*", False),
-    ("in/a.b.jpg", "in/*", False),
-    ("in/.DS_Store", "in/.*", False),  # the pattern spells the dot
-    ("in/._a.jpg", "in/._*", False),
-    (".cache/in/a.jpg", ".cache/in/*", False),  # above the wildcards: the folder given
-    ("in/.a.jpg", "in/.a.jpg", False),  # a file named alone
-    ("in/.a[1].jpg", "in/.a[[]1].jpg", False),  # a file named alone, its brackets escaped
-    ("in/a[1].jpg", "in/a[[]1].jpg", False),
+@pytest.mark.parametrize("path, pattern, shown", [
+    ("in/.DS_Store", "in/*", ".DS_Store"),
+    ("in/._a.jpg", "in/*.jpg", "._a.jpg"),
+    ("./._a.jpg", "./*.jpg", "._a.jpg"),
+    ("gs://b/x/.git/a.jpg", "gs://b/**", "x/.git/a.jpg"),
+    ("gs://b/x/.git/a.jpg", "gs://b/*/*/a.jpg", "x/.git/a.jpg"),
+    ("in/a.jpg", "in/*", None),
+    ("in/a.b.jpg", "in/*", None),
+    ("in/.DS_Store", "in/.*", None),  # the pattern spells the dot
+    ("in/._a.jpg", "in/._*", None),
+    (".cache/in/a.jpg", ".cache/in/*", None),  # above the wildcards: the folder given
+    ("in/.a.jpg", "in/.a.jpg", None),  # a file named alone
+    ("in/.a[1].jpg", "in/.a[[]1].jpg", None),  # a file named alone, its brackets escaped
+    ("in/a[1].jpg", "in/a[[]1].jpg", None),
 ])
-def test_hidden_names_are_those_the_wildcards_took(path, pattern, passed):
-    from pipelines.input_paths import hidden
+def test_hidden_names_are_those_the_wildcards_took(path, pattern, shown):
+    from pipelines.input_paths import hidden_part
 
-    assert hidden(path, pattern) is passed
+    assert hidden_part(path, pattern) == shown
+
+
+def test_a_remote_folder_of_hidden_files_only_says_so(monkeypatch):
+    """A remote name without its '/' is read as the folder it names when no object has it: a
+    folder of hidden files only says that, not that the name matched no files."""
+    held = {"s3://b/in/.DS_Store": 4, "s3://b/in/._a.jpg": 4}
+
+    def match(pattern, item, flag="--input"):
+        found = {p: n for p, n in held.items() if p.startswith(pattern.rstrip("*"))} if pattern.endswith("/*") else {}
+        if not found:
+            raise inputs.NoMatch(f"{flag} {item!r} matched no files")
+        return found
+
+    monkeypatch.setattr(inputs, "_match", match)
+    monkeypatch.setattr(inputs, "_refuse_an_output", lambda folder, flag: None)
+    for given in ("s3://b/in", "s3://b/in/"):
+        with pytest.raises(inputs.OnlyHidden, match="matched hidden files only \\(2, such as"):
+            inputs.resolve([given], "files")
 
 
 def _with_macos_companions(folder):
@@ -464,6 +482,17 @@ def test_hidden_files_are_passed_over_on_workers_and_in_references(tmp_path, cap
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["adds_up"], summary["hidden_files"], summary["reference"]["hidden_files"]) == (True, 4, 2)
     assert summary["reference"]["format"] == "webdataset" and summary["reference"]["failed"] == 0
+    # A reference glob, whose matches the format's detection names one by one; and a file in a
+    # hidden folder, under '**'.
+    (src / ".thumbs").mkdir()
+    (src / ".thumbs" / "p0.jpg").write_bytes(PHOTOS[0].read_bytes())
+    assert dedup_images.main(["--input", str(src / "**"), "--reference", str(ref / "*"), "--output", str(out),
+                              "--backend", "state", "--no-report"]) == 0
+    err = capsys.readouterr().err
+    assert "--input passed over 5 hidden files (.DS_Store, ._p0.jpg, ._p1.jpg, ...)" in err, err
+    assert "--reference passed over 2 hidden files (" in err, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["adds_up"], summary["hidden_files"], summary["reference"]["hidden_files"]) == (True, 5, 2)
     only = tmp_path / "only"
     only.mkdir()
     (only / ".DS_Store").write_bytes(b"Bud1")

@@ -500,6 +500,8 @@ def test_keys_repeated_in_another_folder_point_to_reference(tmp_path):
     reasons = {(r["shard"].split("/")[-2], r["key"]): r["error"] for r in read(out, "failed")}
     assert set(reasons) == {("run_a", "000000000"), ("run_b", "000000000"), ("run_b", "000000001")}
     assert "different folders" not in reasons["run_a", "000000000"]
+    assert webdataset_read._elsewhere(str(tmp_path / "run_a/00000.tar"), "./run_a/00001.tar".replace(
+        ".", os.path.relpath(tmp_path), 1)) == ""  # one folder, spelt two ways
     assert all("the two lie in different folders" in reasons["run_b", k] and "with --reference" in reasons["run_b", k]
                for k in ("000000000", "000000001")), reasons
     assert dedup_images.main(["--input", str(tmp_path / "run_b"), "--reference", str(tmp_path / "run_a"),
