@@ -286,7 +286,9 @@ class ReadShardDoFn(beam.DoFn):
         lowered: Dict[str, str] = {}
         for s in sample.suffixes:  # the first member of each suffix, case ignored
             lowered.setdefault(s.lower(), s)
-        image_member = next((lowered[e] for e in self._image_exts if e in lowered), None)
+        held = [lowered[e] for e in self._image_exts if e in lowered]
+        # the first in --image-ext's order that holds bytes (an empty K.jpg beside K.png: the png)
+        image_member = next((m for m in held if sample.data[m]), held[0] if held else None)
         if image_member is None:
             # A suffix of parts whose last is an image's (IMG_1.edited.jpg: key IMG_1, suffix
             # edited.jpg): the image when it is the only one. Several (v1.2.jpg and v1.3.jpg,
@@ -304,8 +306,10 @@ class ReadShardDoFn(beam.DoFn):
                                  f"sample {sample.key} has no image member with a suffix among "
                                  f"{','.join(self._image_exts)} (members: {names})", sample)
         if not sample.data[image_member]:  # said by member, not as the record's internal field
-            return self._failure(reading, sample.key, f"sample {sample.key}: its image member "
-                                 f"{member_name(sample.key, image_member)} is empty", sample)
+            members = ", ".join(member_name(sample.key, m) for m in held) or member_name(sample.key, image_member)
+            return self._failure(reading, sample.key, f"sample {sample.key}: its image member"
+                                 f"{'s' if len(held) > 1 else ''} {members} "
+                                 f"{'are' if len(held) > 1 else 'is'} empty", sample)
         record = self._base(reading, sample.key)
         record[MEMBERS] = list(sample.suffixes)
         record[IMAGE_MEMBER] = image_member

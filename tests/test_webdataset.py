@@ -471,6 +471,21 @@ def _read_shard(path, columns=("caption",)):
     return [o for o in out if isinstance(o, dict)], [o.value for o in out if not isinstance(o, dict)]
 
 
+def test_an_empty_image_member_gives_way_to_another(tmp_path):
+    """An empty K.jpg beside K.png: the png is the image (the sample failed as empty); a sample
+    whose image members are all empty fails naming them."""
+    photo = {p.name: p.read_bytes() for p in PHOTOS}
+    write_tar(tmp_path / "00000.tar", [("k0.jpg", b""), ("k0.png", photo["chelsea.png"]), ("k0.txt", b"c"),
+                                       ("k1.jpg", b""), ("k1.png", b""), ("k2.png", b"")])
+    out = list(webdataset_read.ReadShardDoFn(("jpg", "png"), ()).process(str(tmp_path / "00000.tar")))
+    (record,) = [o for o in out if isinstance(o, dict)]
+    assert (record["key"], record["image_member"], record["image"]) == ("k0", "png", photo["chelsea.png"])
+    assert record["members"] == ["jpg", "png", "txt"] and record["member_bytes"] == {"jpg": b"", "txt": b"c"}
+    errors = {o.value["key"]: o.value["error"] for o in out if not isinstance(o, dict)}
+    assert errors["k1"].endswith("sample k1: its image members k1.jpg, k1.png are empty"), errors
+    assert errors["k2"].endswith("sample k2: its image member k2.png is empty"), errors
+
+
 def test_a_repeated_key_fails_with_its_sidecar_columns(tmp_path):
     """Every failed sample carries its sidecar row, a repeated key's too."""
     photo = {p.name: p.read_bytes() for p in PHOTOS}
