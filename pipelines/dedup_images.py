@@ -47,6 +47,7 @@ import json
 import logging
 import math
 import os
+import posixpath
 import re
 import shutil
 import signal
@@ -70,7 +71,7 @@ from pipelines.inputs import ConfigError, InputSpec, ReadImageRecords, ReadRefer
 from pipelines.outputs import WriteOutputs
 from pipelines.console import Console, close_console, open_console, say_interrupted, say_interrupted_before_help
 from pipelines.early_start import LOCAL_RUNNERS
-from pipelines.input_paths import pattern_regex, wildcards
+from pipelines.input_paths import identity, pattern_regex, wildcards
 from pipelines.progress import ProgressBoard, ProgressDoFn
 from pipelines.read_failures import with_read_failures
 from pipelines.report import CollectReportData, write_report
@@ -489,7 +490,8 @@ def build(p, spec: InputSpec, output: str, dedup: ImagePhashDedup, report: bool 
 
 
 MAX_LISTED = 100
-#: Hidden files named in the line that says they were passed over (the rest are counted).
+#: Hidden files, or subfolders, named in the line that says they were passed over (the rest
+#: are counted).
 MAX_HIDDEN_SHOWN = 3
 
 
@@ -715,6 +717,11 @@ def configure(argv: Optional[List[str]], command_line: bool = False):
     check_plain_name(args.output, "--output")
     check_output_apart(args.output, [("--input", spec)] + ([("--reference", reference)] if reference else []))
     check_output(args.output)
+    # The job's own output folders inside an input folder are not among its unread subfolders.
+    own = {identity(d) for d in (args.output, args.write_shards, args.state) if d and "://" not in d}
+    for some in (spec, reference):
+        if some is not None:
+            some.subfolders = [f for f in some.subfolders if identity(f) not in own]
     dedup = ImagePhashDedup(hash_size=args.hash_size, algorithm=args.algorithm,
                             image_field=spec.image_column, id_field=spec.id_column,
                             hash_field=HASH_FIELD, backend=args.backend,
@@ -866,6 +873,13 @@ def _run(argv: List[str], con: Console, command_line: bool = False) -> int:
             con.tell(f"beam-phash: {what} passed over {len(passed)} hidden file{'' if len(passed) == 1 else 's'} "
                      f"({shown}{', ...' if len(passed) > MAX_HIDDEN_SHOWN else ''}): names starting with a "
                      "dot are not read unless the pattern spells the dot ('DIR/.*')")
+    for what, folders in (("--input", spec.subfolders), ("--reference", reference.subfolders if reference else [])):
+        if folders:
+            shown = ", ".join(f + "/" for f in folders[:MAX_HIDDEN_SHOWN])
+            con.tell(f"beam-phash: {what} passed over {len(folders)} subfolder{'' if len(folders) == 1 else 's'} "
+                     f"({shown}{', ...' if len(folders) > MAX_HIDDEN_SHOWN else ''}): a folder's own files are "
+                     f"read, not its subfolders'; give {posixpath.join(posixpath.dirname(folders[0]), '**')!r} "
+                     "to read them too")
     started = time.time()
     board = None
     local = options.view_as(StandardOptions).runner in LOCAL_RUNNERS  # the run dies with this process
@@ -949,6 +963,7 @@ def _run(argv: List[str], con: Console, command_line: bool = False) -> int:
         "input_patterns": spec.given,
         "input_files": spec.matched,
         "hidden_files": len(spec.hidden),
+        "subfolders_not_read": len(spec.subfolders),
     }
     if args.write_shards is not None:
         shards = written_shards(args.write_shards)
@@ -959,6 +974,7 @@ def _run(argv: List[str], con: Console, command_line: bool = False) -> int:
         summary["reference"] = {
             "patterns": reference.given, "format": reference.fmt, "files": reference.matched,
             "hidden_files": len(reference.hidden),
+            "subfolders_not_read": len(reference.subfolders),
             "hash_column": reference.hash_column,
             "declared": reference_declared,
             "references": found.get("references", 0), "matches": found.get("reference_matches", 0),

@@ -29,7 +29,7 @@ from pipelines import webdataset_read as wds
 # references and shard sidecars.
 from pipelines.webdataset_read import ERROR_MESSAGE_COLUMN, STATUS_COLUMN, status_reason
 from pipelines.input_paths import (BadName, InputPaths, Listing, WILDCARDS, carried, hidden_part, identity, literal,
-                                   open_stored, wildcards)
+                                   open_stored, pattern_regex, wildcards)
 from pipelines.parquet_read import ReadParquet
 
 FORMATS = ("files", "parquet", "webdataset")
@@ -81,6 +81,9 @@ class InputSpec:
     # macOS's ``._NAME``), by identity, each as the part of its path that shows it: not read,
     # not counted, said at the start and in the summary
     hidden: Dict[str, str] = field(default_factory=dict)
+    # Subfolders of local folders given as inputs, which a folder's listing does not read and
+    # no other input reads from: said at the start and counted in the summary
+    subfolders: List[str] = field(default_factory=list)
     # Parquet read for its hash column: how the job that wrote it hashed (HASHED_AS in its
     # schema's metadata: algorithm, hash_size, hash_version), when it says
     hashed_as: Optional[Dict[str, Any]] = None
@@ -197,19 +200,24 @@ def _glob_folder(item: str, pattern: str) -> Optional[str]:
     return folder if wild and folder and not wildcards(folder) and os.path.isdir(folder) else None
 
 
-def _list_folder(folder: str, pattern: str, item: str, flag: str) -> Tuple[Dict[str, int], bool]:
+def _list_folder(folder: str, pattern: str, item: str, flag: str) -> Tuple[Dict[str, int], bool, List[str]]:
     """A local folder's entries that the last part of ``pattern`` takes, sorted by path (spelt
-    as Beam's match spells them), with their sizes; and whether Beam's own listing of ``pattern``
-    would leave some of them out. One scan of the folder alone: Beam's local match walks every
-    subfolder, stats every file in them, and drops a symbolic link to nothing (its size cannot be
-    read) and names holding a backslash (its ``*`` takes none), which are read by name instead,
-    where they fail with their reason (or are read after all)."""
+    as Beam's match spells them), with their sizes; whether Beam's own listing of ``pattern``
+    would leave some of them out; and its subfolders that are not hidden (not read: said). One
+    scan of the folder alone: Beam's local match walks every subfolder, stats every file in
+    them, and drops a symbolic link to nothing (its size cannot be read) and names holding a
+    backslash (its ``*`` takes none), which are read by name instead, where they fail with
+    their reason (or are read after all)."""
     names = posixpath.basename(pattern)  # "*", "*.parquet", "shard-0?.tar"
-    found, dropped = {}, False
+    found, dropped, folders = {}, False, []
     try:
         with os.scandir(folder) as entries:
             for entry in entries:
-                if _is(entry.is_dir) or not fnmatch.fnmatchcase(entry.name, names):
+                if _is(entry.is_dir):
+                    if not entry.name.startswith("."):
+                        folders.append(os.path.join(folder, entry.name))
+                    continue
+                if not fnmatch.fnmatchcase(entry.name, names):
                     continue
                 try:
                     size = entry.stat().st_size
@@ -224,7 +232,52 @@ def _list_folder(folder: str, pattern: str, item: str, flag: str) -> Tuple[Dict[
         raise ConfigError(f"{flag} {item!r} cannot be listed: {listing_error(e)}") from None
     if not found:
         raise NoMatch(f"{flag} {item!r} matched no files{_what_a_folder_means(pattern, item, flag)}")
-    return dict(sorted(found.items())), dropped
+    return dict(sorted(found.items())), dropped, sorted(folders)
+
+
+def _walk(pattern: str, item: str, flag: str) -> Tuple[Dict[str, int], bool]:
+    """A local glob that reaches below one folder (``in/*/*.jpg``, ``in/**``), matched as Beam's
+    local match matches it (a walk of the folder before the first wildcard, each path against
+    the glob's regular expression) but into symbolic links to folders, as the shell's glob goes:
+    Beam's walk does not, and a linked folder's files were left out without a word. Each folder
+    is walked once (a link to a folder above it would loop; real folders before links). With
+    the matches and their sizes, whether Beam's own listing would differ (a file reached through
+    a link, or an entry Beam drops, as ``_list_folder`` keeps them): then they are read by name.
+    A folder the walk cannot list is refused (Beam's walk passes over it)."""
+    prefix = re.match(f"[^{re.escape(WILDCARDS)}]*", pattern).group(0)
+    root, regex = posixpath.dirname(prefix), pattern_regex(pattern)
+    found: Dict[str, int] = {}
+    differs, seen, linked = False, set(), set()
+
+    def refuse(e: OSError) -> None:  # a folder that cannot be listed: its files are not left out unsaid
+        raise ConfigError(f"{flag} {item!r} cannot be listed: {listing_error(e)}") from None
+
+    for folder, subfolders, names in os.walk(root, onerror=refuse, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        subfolders.sort(key=lambda d: (os.path.islink(os.path.join(folder, d)), d))
+        through = folder in linked
+        linked.update(os.path.join(folder, d) for d in subfolders
+                      if through or os.path.islink(os.path.join(folder, d)))
+        for name in names:
+            path = os.path.join(folder, name)
+            if not regex.match(path):
+                continue
+            try:
+                found[path] = os.stat(path).st_size
+            except OSError:  # a link to nothing or in a loop (or a file gone since: left out, as Beam does)
+                try:
+                    found[path] = os.lstat(path).st_size
+                except OSError:
+                    continue
+                differs = True
+            differs = differs or through
+    if not found:
+        raise NoMatch(f"{flag} {item!r} matched no files{_what_a_folder_means(pattern, item, flag)}")
+    return dict(sorted(found.items())), differs
 
 
 def _located(item: str, fmt: str, flag: str, checked: frozenset = frozenset()) -> Found:
@@ -277,16 +330,20 @@ class Found(NamedTuple):
     matched: Dict[str, int]  # the files, by path, with their sizes
     by_name: bool  # whether Beam's own listing of the pattern would differ: read them by name
     hidden: Dict[str, str]  # the paths passed over as hidden, each with the part that shows it
+    subfolders: List[str]  # a local folder's subfolders, which its listing does not read
 
 
 def _find(item: str, pattern: str, flag: str) -> Found:
     """What ``pattern`` (``item``'s) matches: a local folder, and a local glob over one folder,
     are listed by themselves, anything else by Beam's match; hidden names are passed over, and
     the rest is then read by name (the workers' match would take the hidden ones)."""
+    subfolders: List[str] = []
     if _local_folder(item, pattern):
-        matched, by_name = _list_folder(item.rstrip("/") or "/", pattern, item, flag)
+        matched, by_name, subfolders = _list_folder(item.rstrip("/") or "/", pattern, item, flag)
     elif (folder := _glob_folder(item, pattern)) is not None:
-        matched, by_name = _list_folder(folder, pattern, item, flag)
+        matched, by_name, _ = _list_folder(folder, pattern, item, flag)
+    elif "://" not in pattern and wildcards(pattern):
+        matched, by_name = _walk(pattern, item, flag)
     else:
         matched, by_name = _match(pattern, item, flag), False
     shown = {p: hidden_part(p, pattern) for p in matched}
@@ -296,7 +353,21 @@ def _find(item: str, pattern: str, flag: str) -> Found:
                          f"{next(iter(passed.values()))!r}): names starting with a dot are passed over "
                          "unless the pattern spells the dot, as 'DIR/.*' does")
     kept = {p: size for p, size in matched.items() if p not in passed} if passed else matched
-    return Found(pattern, kept, by_name or bool(passed), passed)
+    return Found(pattern, kept, by_name or bool(passed), passed, subfolders)
+
+
+def _unread(folders: Dict[str, str], files: Dict[str, str]) -> List[str]:
+    """The ``folders`` (by identity) that hold none of the ``files`` (by identity) at any depth:
+    subfolders no input reads (another input may name one, or a glob reach into it)."""
+    if not folders:
+        return []
+    reached = set()
+    for name in files:
+        parent = posixpath.dirname(name)
+        while parent not in reached and parent not in ("", "/"):
+            reached.add(parent)
+            parent = posixpath.dirname(parent)
+    return sorted(folder for i, folder in folders.items() if i not in reached)
 
 
 def _refuse_other_format(item: str, matched: Dict[str, int]) -> None:
@@ -322,13 +393,14 @@ def _what_a_folder_means(pattern: str, item: str, flag: str) -> str:
         return ""
     entries = list(os.scandir(item))
     others = sum(1 for e in entries if _is(e.is_file))
-    folders = sum(1 for e in entries if _is(e.is_dir))
+    folders = sum(1 for e in entries if _is(e.is_dir) and not e.name.startswith("."))
     if not others and not folders:
         return ""
     held = " and ".join(part for part in (f"{others} other file(s)" if others else "",
                                           f"{folders} subfolder(s), which are not read" if folders else "") if part)
     check = ", or ".join(part for part in (f"is {flag}-format right" if others else "",
-                                           "are the files in a subfolder (give it)" if folders else "") if part) + "?"
+                                           f"are the files in a subfolder (give it, or {posixpath.join(item.rstrip('/'), '**')!r} "
+                                           "for all of them)" if folders else "") if part) + "?"
     return f" (a directory means {pattern}, and it holds {held}: {check})"
 
 
@@ -407,8 +479,11 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
     patterns, paths, sizes, files = [], [], {}, {}
     by_name = False
     passed: Dict[str, str] = {}  # hidden files passed over, by identity, each as shown
+    folders: Dict[str, str] = {}  # subfolders of local folders, by identity, as spelt
     for item in inputs:
-        pattern, matched, dropped, hidden_paths = _located(item, fmt, flag, checked)
+        pattern, matched, dropped, hidden_paths, subfolders = _located(item, fmt, flag, checked)
+        for folder in subfolders:
+            folders.setdefault(identity(folder), folder)
         # Entries Beam's listing drops, and the rest of a folder that holds hidden files, are
         # read by name: counted among the inputs, never silently left out or taken.
         by_name = by_name or dropped
@@ -447,7 +522,8 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
         # alone (`part[1].parquet` would match part1.parquet, not itself).
         paths, patterns = listed, [literal(p) for p in listed]
     spec = InputSpec(fmt, patterns, list(inputs), image_column, id_column, matched=len(paths),
-                     in_process=in_process, hidden={i: part for i, part in passed.items() if i not in files})
+                     in_process=in_process, hidden={i: part for i, part in passed.items() if i not in files},
+                     subfolders=_unread(folders, files))
     if (in_process or by_name) and fmt in ("files", "webdataset"):
         # (Matched by name on the workers, an entry Beam's listing drops, a link to nothing, would
         # be an empty match, which fails the run.)

@@ -172,7 +172,8 @@ def test_a_folder_whose_files_lie_in_a_subfolder_says_so(tmp_path, capsys):
     assert dedup_images.main(["--input", str(tmp_path / "hfds"), "--input-format", "parquet",
                               "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
-    assert "holds 1 subfolder(s), which are not read: are the files in a subfolder (give it)?" in err, err
+    assert ("holds 1 subfolder(s), which are not read: are the files in a subfolder (give it, or "
+            f"'{tmp_path / 'hfds' / '**'}' for all of them)?") in err, err
     assert "--input-format right" not in err
     # The library's refusal, in the flags' names.
     assert dedup_images.main(["--input", str(tmp_path / "hfds" / "data"), "--input-format", "parquet",
@@ -371,6 +372,33 @@ def test_a_folder_s_entries_beam_does_not_list_are_inputs_still(tmp_path, extra,
     assert json.loads((out / "summary.json").read_text())["adds_up"] is True
 
 
+@pytest.mark.parametrize("glob", ["**", "*/*.jpg"])
+@pytest.mark.parametrize("extra", [[], MULTI], ids=["in-process", "multi-process"])
+def test_a_deep_glob_goes_into_linked_folders_once(tmp_path, extra, glob):
+    """A dataset assembled from links (`data/coco -> /mnt/coco`): Beam's local match does not
+    follow a link to a folder, so `'data/**'` and `'data/*/*.jpg'` left the linked folder's
+    photos out, and the run added up without them. The job's own walk goes into it as the
+    shell's glob does, once (a link back up does not loop), real folders first, and a link to
+    nothing is a failed record; also where the workers read the inputs."""
+    data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    (data / "real").mkdir(parents=True)
+    elsewhere.mkdir()
+    (data / "real" / "a.jpg").write_bytes(PHOTOS[0].read_bytes())
+    (elsewhere / "b.jpg").write_bytes(PHOTOS[1].read_bytes())
+    (data / "linked").symlink_to(elsewhere)
+    (data / "real" / "up").symlink_to(data)  # a loop
+    (data / "zz_again").symlink_to(data / "real")  # a second way to real/: read once, as real/
+    (data / "real" / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    out = tmp_path / "out"
+    assert dedup_images.main(["--input", str(data / glob), "--output", str(out), "--backend", "state",
+                              "--no-report", *extra]) == 0
+    kept = sorted(os.path.relpath(r["id"], data) for r in read(out, "kept"))
+    assert kept == ["linked/b.jpg", "real/a.jpg"], kept
+    (gone,) = read(out, "failed")
+    assert os.path.relpath(gone["id"], data) == "real/gone.jpg" and "No such file" in gone["error"], gone
+    assert json.loads((out / "summary.json").read_text())["adds_up"] is True
+
+
 @pytest.mark.parametrize("path, pattern, shown", [
     ("in/.DS_Store", "in/*", ".DS_Store"),
     ("in/._a.jpg", "in/*.jpg", "._a.jpg"),
@@ -499,6 +527,36 @@ def test_hidden_files_are_passed_over_on_workers_and_in_references(tmp_path, cap
     assert dedup_images.main(["--input", str(only), "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert "matched hidden files only (1, such as '.DS_Store')" in err and "\n" not in err, err
+
+
+def test_subfolders_a_folder_s_listing_does_not_read_are_said(tmp_path, capsys):
+    """A Kaggle folder: labels.csv beside one subfolder per class. Given as the folder, only the
+    csv was read, and the run added up without a word of the photos in cat/ and dog/. The
+    subfolders are said on the start line and counted in the summary (a hidden one is not),
+    except those another input reads; 'DIR/**' reads them."""
+    train = tmp_path / "train"
+    for label, photo in (("cat", PHOTOS[0]), ("dog", PHOTOS[1]), (".git", PHOTOS[2])):
+        (train / label).mkdir(parents=True)
+        (train / label / photo.name).write_bytes(photo.read_bytes())
+    (train / "labels.csv").write_text("file,label\n")
+    out = train / "dedup"  # the job's own output, inside its input: not said as unread
+    out.mkdir()
+    assert dedup_images.main(["--input", str(train), "--output", str(out), "--backend", "state", "--no-report"]) == 0
+    err = capsys.readouterr().err
+    assert (f"--input passed over 2 subfolders ({train}/cat/, {train}/dog/): a folder's own files are read, "
+            f"not its subfolders'; give '{train}/**' to read them too") in err, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["inputs"], summary["failed"], summary["subfolders_not_read"]) == (1, 1, 2)
+    assert dedup_images.main(["--input", str(train), "--input", str(train / "cat"), "--output", str(out),
+                              "--backend", "state", "--no-report"]) == 0
+    assert f"--input passed over 1 subfolder ({train}/dog/)" in capsys.readouterr().err
+    assert json.loads((out / "summary.json").read_text())["subfolders_not_read"] == 1
+    out = tmp_path / "out"  # (under a '**' input it would be refused: the run would read it)
+    assert dedup_images.main(["--input", str(train / "**"), "--output", str(out), "--backend", "state",
+                              "--no-report"]) == 0
+    assert "passed over 1 hidden file (.git/" in (err := capsys.readouterr().err) and "subfolders'" not in err, err
+    assert sorted(basename(r["id"]) for r in read(out, "kept")) == sorted(p.name for p in PHOTOS[:2])
+    assert json.loads((out / "summary.json").read_text())["subfolders_not_read"] == 0
 
 
 @pytest.mark.parametrize("relative", [False, True], ids=["absolute", "relative"])
@@ -1071,10 +1129,18 @@ def test_an_input_that_cannot_be_listed_says_why(tmp_path, capsys, monkeypatch):
     def denied(patterns):
         raise PermissionError("403 Forbidden: the credentials cannot list this bucket")
     monkeypatch.setattr(FileSystems, "match", staticmethod(denied))
-    # (a glob over one local folder is listed as the folder is; this one is Beam's match)
-    assert dedup_images.main(["--input", f"{DATA}*/*.jpg", "--output", out]) == 2
+    # (a local glob is listed by the job itself; a remote one is Beam's match)
+    assert dedup_images.main(["--input", "s3://some-bucket/images/*/*.jpg", "--output", out]) == 2
     err = capsys.readouterr().err.strip()
     assert "cannot be listed: PermissionError: 403 Forbidden" in err and "matched no files" not in err, err
+
+    def walk(top, onerror=None, followlinks=False):  # a folder the walk cannot list (root needs none)
+        onerror(PermissionError(13, "Permission denied", f"{top}/private"))
+        yield from ()
+    monkeypatch.setattr(inputs.os, "walk", walk)
+    assert dedup_images.main(["--input", f"{DATA}*/*.jpg", "--output", out]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot be listed: PermissionError: [Errno 13] Permission denied" in err and "\n" not in err, err
 
 
 def test_a_run_without_metrics_is_checked_against_the_outputs_or_unverified(tmp_path, capsys, monkeypatch):
