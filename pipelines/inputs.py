@@ -84,6 +84,9 @@ class InputSpec:
     # Subfolders of local folders given as inputs, which a folder's listing does not read and
     # no other input reads from: said at the start and counted in the summary
     subfolders: List[str] = field(default_factory=list)
+    # Parquet without an id column (``id``, or img2dataset's ``key``): the id column is made as
+    # each row is read, ``FILE#ROW`` (``parquet_read.row_id``)
+    row_ids: bool = False
     # Parquet read for its hash column: how the job that wrote it hashed (HASHED_AS in its
     # schema's metadata: algorithm, hash_size, hash_version), when it says
     hashed_as: Optional[Dict[str, Any]] = None
@@ -248,6 +251,8 @@ def _walk(pattern: str, item: str, flag: str) -> Tuple[Dict[str, int], bool]:
     root, regex = posixpath.dirname(prefix), pattern_regex(pattern)
     found: Dict[str, int] = {}
     differs, seen, linked = False, set(), set()
+    if not os.path.isdir(root):  # (Beam lists nothing there either)
+        raise NoMatch(f"{flag} {item!r} matched no files")
 
     def refuse(e: OSError) -> None:  # a folder that cannot be listed: its files are not left out unsaid
         raise ConfigError(f"{flag} {item!r} cannot be listed: {listing_error(e)}") from None
@@ -565,10 +570,12 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
             image_column = spec.image_column = found[0]
     if id_column == "id" and id_column not in names and DETECTED_ID_COLUMN in names:
         id_column = spec.id_column = DETECTED_ID_COLUMN
+    # No id of its own (a Hugging Face export): each row's is FILE#ROW, made as it is read.
+    spec.row_ids = id_column == "id" and id_column not in names
     if STATUS_COLUMN in names and ERROR_MESSAGE_COLUMN in names and _is_text(schema.field(STATUS_COLUMN).type):
         spec.status_column = STATUS_COLUMN
     needed = ((f"{column_flag}hash-column", hash_column),) if hash_column else ((f"{column_flag}image-column", image_column),)
-    for option, column in needed + ((f"{column_flag}id-column", id_column),):
+    for option, column in needed + (() if spec.row_ids else ((f"{column_flag}id-column", id_column),)):
         if column not in names:
             hint = earlier_output_hint(names) if not hash_column and flag == "--input" else ""
             raise ConfigError(f"{option} {column!r} is not a column of {paths[0]!r} "
@@ -587,8 +594,10 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
     elif not _is_image_type(schema.field(image_column).type):
         raise ConfigError(f"{column_flag}image-column {image_column!r} has type {schema.field(image_column).type}; "
                           "expected binary or a struct with a binary 'bytes' field")
+    if spec.row_ids:
+        schema = schema.append(pa.field(id_column, pa.string()))
     spec.schema = schema
-    spec.columns = names
+    spec.columns = schema.names
     spec.rows = rows
     return spec
 
@@ -752,7 +761,8 @@ class ReadImageRecords(beam.PTransform):
                 check_repeated_keys=spec.matched > 1, expected_samples=estimated_samples(spec),
                 repeated=spec.repeated_keys, listing=spec.listing())
             return read.records, read[FAILED]
-        records = pbegin | "ReadParquet" >> ReadParquet(spec.patterns, rows=True)
+        records = pbegin | "ReadParquet" >> ReadParquet(spec.patterns, rows=True,
+                                                        row_ids=spec.id_column if spec.row_ids else None)
         if spec.status_column is None:
             # Empty, and produced by a step with an input (portable runners reject an empty Create).
             return records, records | "NoReadFailures" >> beam.Filter(lambda _: False)
@@ -911,5 +921,6 @@ class ReadReference(beam.PTransform):
                 table = with_status_reasons(table, status)
             return table.rename_columns([renamed.get(n, n) for n in table.schema.names])
         return (pbegin
-                | "ReadParquet" >> ReadParquet(spec.patterns, columns=columns)
+                | "ReadParquet" >> ReadParquet(spec.patterns, columns=columns,
+                                               row_ids=spec.id_column if spec.row_ids else None)
                 | "Rename" >> beam.Map(rename))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import List, Optional
 
 import apache_beam as beam
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.input_paths import BadName, InputPaths, open_stored
@@ -38,20 +39,35 @@ def row_groups(path):
         yield path, start, meta.num_row_groups
 
 
+def row_id(path: str, row: int) -> str:
+    """The id of a row of a Parquet file without an id column: ``FILE#ROW``, its file's path as
+    matched and its row number from 0 (the same in every read, so retries are safe)."""
+    return f"{path}#{row}"
+
+
 class ReadRowGroupsDoFn(beam.DoFn):
     """``(path, start, stop)`` -> a table per row group (``columns`` only, when given), or their
-    rows as dicts (``rows``), as ``parquetio.ReadAllFromParquet`` yields them."""
+    rows as dicts (``rows``), as ``parquetio.ReadAllFromParquet`` yields them; with ``row_ids``,
+    a last column of that name holds each row's :func:`row_id`."""
 
-    def __init__(self, columns: Optional[List[str]], rows: bool):
+    def __init__(self, columns: Optional[List[str]], rows: bool, row_ids: Optional[str] = None):
         self._columns = columns
         self._rows = rows
+        self._row_ids = row_ids
 
     def process(self, element):
         path, start, stop = element
+        columns = self._columns if self._row_ids is None or self._columns is None else [
+            c for c in self._columns if c != self._row_ids]
         with open_stored(path) as f:
             source = pq.ParquetFile(f)
+            row = sum(source.metadata.row_group(index).num_rows for index in range(start))
             for index in range(start, stop):
-                table = source.read_row_group(index, columns=self._columns)
+                table = source.read_row_group(index, columns=columns)
+                if self._row_ids is not None:
+                    ids = pa.array([row_id(path, n) for n in range(row, row + table.num_rows)], pa.string())
+                    table = table.append_column(self._row_ids, ids)
+                    row += table.num_rows
                 if self._rows:
                     yield from table.to_pylist()
                 else:
@@ -60,17 +76,19 @@ class ReadRowGroupsDoFn(beam.DoFn):
 
 class ReadParquet(beam.PTransform):
     """The pipeline's root -> the Parquet files ``patterns`` match, as pyarrow tables, one per row
-    group, or (``rows``) as one dict per row."""
+    group, or (``rows``) as one dict per row; ``row_ids``: see :class:`ReadRowGroupsDoFn`."""
 
-    def __init__(self, patterns: List[str], columns: Optional[List[str]] = None, rows: bool = False):
+    def __init__(self, patterns: List[str], columns: Optional[List[str]] = None, rows: bool = False,
+                 row_ids: Optional[str] = None):
         super().__init__()
         self._patterns = patterns
         self._columns = columns
         self._rows = rows
+        self._row_ids = row_ids
 
     def expand(self, pbegin):
         return (pbegin
                 | "Files" >> InputPaths(self._patterns)
                 | "RowGroups" >> beam.FlatMap(row_groups)
                 | "SpreadRowGroups" >> beam.Reshuffle()
-                | "ReadRowGroups" >> beam.ParDo(ReadRowGroupsDoFn(self._columns, self._rows)))
+                | "ReadRowGroups" >> beam.ParDo(ReadRowGroupsDoFn(self._columns, self._rows, self._row_ids)))

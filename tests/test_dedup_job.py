@@ -604,6 +604,39 @@ def test_a_file_named_like_a_pattern_is_read_as_itself(tmp_path, monkeypatch, fm
             {"files": "./x1.jpg", "parquet": other.stem, "webdataset": other.stem}[fmt])
 
 
+@pytest.mark.parametrize("extra", [[], MULTI], ids=["in-process", "multi-process"])
+def test_parquet_without_an_id_column_gets_file_and_row_ids(tmp_path, extra):
+    """A Hugging Face export has an image and a label, no id: the run was refused, and a user
+    who then gave --id-column label had every row of a label kept as a retry of one id. Each row's
+    id is now FILE#ROW, its row number counted across row groups and spans; the same in an input
+    and a reference, and where row groups are read by several workers."""
+    data, ref = tmp_path / "data", tmp_path / "ref"
+    data.mkdir()
+    ref.mkdir()
+    photos = [p.read_bytes() for p in PHOTOS[:5]]
+    image = lambda b: {"bytes": b, "path": None}  # noqa: E731 - Hugging Face's Image layout
+    files = {"train-00000-of-00002.parquet": [0, 1, 2], "train-00001-of-00002.parquet": [3, 0, 4]}
+    for name, which in files.items():
+        table = pa.table({"image": [image(photos[i]) for i in which], "label": [i % 2 for i in which]})
+        pq.write_table(table, data / name, row_group_size=2)  # rows 0-1, then 2
+    pq.write_table(pa.table({"image": [image(photos[4])], "label": [7]}), ref / "test.parquet")
+    out = tmp_path / "out"
+    assert dedup_images.main(["--input", str(data), "--input-format", "parquet", "--reference", str(ref),
+                              "--output", str(out), "--backend", "state", "--no-report", *extra]) == 0
+    first, second = (str(data / name) for name in files)
+    # photo 0 is in both files (exact mode keeps whichever reaches the backend first), photo 4
+    # is the reference's
+    copies = {f"{first}#0", f"{second}#1"}
+    kept = {r["id"]: r["label"] for r in read(out, "kept")}
+    assert kept.keys() - copies == {f"{first}#1", f"{first}#2", f"{second}#0"} and len(kept.keys() & copies) == 1
+    assert kept[f"{first}#1"] == 1 and kept[f"{second}#0"] == 1, kept
+    dups = {r["id"]: (r["duplicate_of"], r["matched"]) for r in read(out, "duplicates")}
+    (copy,) = copies - kept.keys()
+    assert dups == {copy: ((copies - {copy}).pop(), "input"),
+                    f"{second}#2": (f"{ref}/test.parquet#0", "reference")}, dups
+    assert json.loads((out / "summary.json").read_text())["adds_up"] is True
+
+
 @pytest.mark.parametrize("column_args, message", [
     (["--image-column", "img"], "--image-column 'img' is not a column"),
     (["--id-column", "uid"], "--id-column 'uid' is not a column"),
