@@ -423,6 +423,21 @@ def test_messages_are_precise_and_never_echo_bytes(photo_bytes):
         assert len(text) < 300 and "Definitely" not in text
 
 
+@pytest.mark.parametrize("data, named", [
+    (b"<!DOCTYPE html><html><head><title>404 Not Found</title>", "an HTML page, not an image"),
+    (b"version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 9\n", "a Git LFS pointer"),
+    (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(40), "HEIC/HEIF, which is not decoded"),
+    (b"PK\x03\x04" + bytes(40), "a zip archive"),
+])
+def test_files_that_are_not_images_we_read_are_named(data, named):
+    """What a crawl or a folder holds in an image's place, said by name where the first bytes
+    tell: an HTML error page, a Git LFS pointer, a HEIC photo, a zip of photos."""
+    (error,) = hash_images([data])
+    assert isinstance(error, ImageDecodeError)
+    assert str(error).startswith(f"cannot decode image: unrecognised image format: {named}"), str(error)
+    assert f"({len(data)} bytes, starts with 0x{data[:4].hex()})" in str(error)
+
+
 def test_bytes_appended_after_the_image_are_never_read(photo_bytes):
     """A phone's motion photo appends a video after the JPEG's end, some tools a zip or junk:
     the image is the JPEG itself, whatever byte pairs (FF DA, FF D9) the trailer holds. Bytes

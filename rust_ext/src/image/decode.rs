@@ -126,8 +126,9 @@ pub fn decode(data: &[u8], limits: &Limits, min_side: u32) -> Result<Decoded, Er
         .with_guessed_format()
         .map_err(|e| Error::Decode(format!("cannot read header: {e}")))?;
     let format = reader.format().ok_or_else(|| {
+        let what = crate::image::signature::known(data).map(|name| format!(": {name}")).unwrap_or_default();
         Error::Decode(format!(
-            "unrecognised image format ({} bytes, starts with {})",
+            "unrecognised image format{what} ({} bytes, starts with {})",
             data.len(),
             describe_magic(data)
         ))

@@ -8,3 +8,4 @@ pub mod extent;
 pub mod grid;
 pub mod jpeg;
 pub mod scans;
+pub mod signature;
