@@ -67,7 +67,8 @@ from beam_phash.near.policy import KEEP_POLICIES
 from beam_phash.records import QUALITY_FIELD, WRITTEN_FIELDS
 from pipelines import early_start
 from pipelines import inputs as job_inputs
-from pipelines.inputs import ConfigError, InputSpec, ReadImageRecords, ReadReference, reference_hash_field
+from pipelines.inputs import (ConfigError, InputSpec, ReadImageRecords, ReadReference, deep_glob, folder_names,
+                             reference_hash_field)
 from pipelines.outputs import WriteOutputs
 from pipelines.console import Console, close_console, open_console, say_interrupted, say_interrupted_before_help
 from pipelines.early_start import LOCAL_RUNNERS
@@ -873,12 +874,13 @@ def _run(argv: List[str], con: Console, command_line: bool = False) -> int:
             con.tell(f"beam-phash: {what} passed over {len(passed)} hidden file{'' if len(passed) == 1 else 's'} "
                      f"({shown}{', ...' if len(passed) > MAX_HIDDEN_SHOWN else ''}): names starting with a "
                      "dot are not read unless the pattern spells the dot ('DIR/.*')")
-    for what, folders in (("--input", spec.subfolders), ("--reference", reference.subfolders if reference else [])):
+    for what, some in (("--input", spec), ("--reference", reference)):
+        folders = some.subfolders if some is not None else []
         if folders:
             shown = ", ".join(f + "/" for f in folders[:MAX_HIDDEN_SHOWN])
             con.tell(f"beam-phash: {what} passed over {len(folders)} subfolder{'' if len(folders) == 1 else 's'} "
                      f"({shown}{', ...' if len(folders) > MAX_HIDDEN_SHOWN else ''}): a folder's own files are "
-                     f"read, not its subfolders'; give {posixpath.join(posixpath.dirname(folders[0]), '**')!r} "
+                     f"read, not its subfolders'; give {deep_glob(posixpath.dirname(folders[0]), folder_names(some.fmt))!r} "
                      "to read them too")
     started = time.time()
     board = None

@@ -130,7 +130,7 @@ def _pattern(item: str, fmt: str) -> str:
     if os.path.isfile(item):
         return _anchored(literal(item))
     if is_folder(item):
-        suffix = {"parquet": "*.parquet"}.get(fmt, "*")
+        suffix = folder_names(fmt)
         # A local folder is named as it is: `crawl[1]` is that folder, not crawl1.
         folder = literal(item.rstrip("/")) if os.path.isdir(item) else item.rstrip("/")
         return FileSystems.join(folder, suffix)
@@ -203,6 +203,16 @@ def _glob_folder(item: str, pattern: str) -> Optional[str]:
     return folder if wild and folder and not wildcards(folder) and os.path.isdir(folder) else None
 
 
+def _holds_some(folder: str) -> bool:
+    """Whether a subfolder holds a name that is not hidden (an empty one is not said as unread);
+    True when it cannot be looked into."""
+    try:
+        with os.scandir(folder) as entries:
+            return any(not entry.name.startswith(".") for entry in entries)
+    except OSError:
+        return True
+
+
 def _list_folder(folder: str, pattern: str, item: str, flag: str) -> Tuple[Dict[str, int], bool, List[str]]:
     """A local folder's entries that the last part of ``pattern`` takes, sorted by path (spelt
     as Beam's match spells them), with their sizes; whether Beam's own listing of ``pattern``
@@ -217,7 +227,7 @@ def _list_folder(folder: str, pattern: str, item: str, flag: str) -> Tuple[Dict[
         with os.scandir(folder) as entries:
             for entry in entries:
                 if _is(entry.is_dir):
-                    if not entry.name.startswith("."):
+                    if not entry.name.startswith(".") and _holds_some(entry.path):
                         folders.append(os.path.join(folder, entry.name))
                     continue
                 if not fnmatch.fnmatchcase(entry.name, names):
@@ -242,44 +252,53 @@ def _walk(pattern: str, item: str, flag: str) -> Tuple[Dict[str, int], bool]:
     """A local glob that reaches below one folder (``in/*/*.jpg``, ``in/**``), matched as Beam's
     local match matches it (a walk of the folder before the first wildcard, each path against
     the glob's regular expression) but into symbolic links to folders, as the shell's glob goes:
-    Beam's walk does not, and a linked folder's files were left out without a word. Each folder
-    is walked once (a link to a folder above it would loop; real folders before links). With
-    the matches and their sizes, whether Beam's own listing would differ (a file reached through
-    a link, or an entry Beam drops, as ``_list_folder`` keeps them): then they are read by name.
-    A folder the walk cannot list is refused (Beam's walk passes over it)."""
+    Beam's walk does not, and a linked folder's files were left out without a word. The folders
+    Beam walks are walked first, as Beam spells them; then each link to a folder, in the order
+    met, into a folder not walked yet (a link to a folder above it, or to one walked already,
+    adds nothing; none of Beam's matches is ever spelt through a link). With the matches and
+    their sizes, whether Beam's own listing would differ (a file reached through a link, or an
+    entry Beam drops, as ``_list_folder`` keeps them): then they are read by name. A folder the
+    walk cannot list is refused (Beam's walk passes over it)."""
     prefix = re.match(f"[^{re.escape(WILDCARDS)}]*", pattern).group(0)
     root, regex = posixpath.dirname(prefix), pattern_regex(pattern)
-    found: Dict[str, int] = {}
-    differs, seen, linked = False, set(), set()
     if not os.path.isdir(root):  # (Beam lists nothing there either)
         raise NoMatch(f"{flag} {item!r} matched no files")
+    found: Dict[str, int] = {}
+    walked: set = set()  # the real paths of the folders walked
+    links: List[str] = []  # links to folders met, to walk after Beam's folders
+    differs = False
 
     def refuse(e: OSError) -> None:  # a folder that cannot be listed: its files are not left out unsaid
         raise ConfigError(f"{flag} {item!r} cannot be listed: {listing_error(e)}") from None
 
-    for folder, subfolders, names in os.walk(root, onerror=refuse, followlinks=True):
-        real = os.path.realpath(folder)
-        if real in seen:
-            subfolders[:] = []
-            continue
-        seen.add(real)
-        subfolders.sort(key=lambda d: (os.path.islink(os.path.join(folder, d)), d))
-        through = folder in linked
-        linked.update(os.path.join(folder, d) for d in subfolders
-                      if through or os.path.islink(os.path.join(folder, d)))
-        for name in names:
-            path = os.path.join(folder, name)
-            if not regex.match(path):
+    def walk(top: str, through: bool) -> None:
+        nonlocal differs
+        for folder, subfolders, names in os.walk(top, onerror=refuse):  # links to folders not followed
+            real = os.path.realpath(folder)
+            if real in walked:
+                subfolders[:] = []
                 continue
-            try:
-                found[path] = os.stat(path).st_size
-            except OSError:  # a link to nothing or in a loop (or a file gone since: left out, as Beam does)
-                try:
-                    found[path] = os.lstat(path).st_size
-                except OSError:
+            walked.add(real)
+            subfolders.sort()
+            links.extend(os.path.join(folder, d) for d in subfolders if os.path.islink(os.path.join(folder, d)))
+            for name in names:
+                path = os.path.join(folder, name)
+                if not regex.match(path):
                     continue
-                differs = True
-            differs = differs or through
+                try:
+                    found[path] = os.stat(path).st_size
+                except OSError:  # a link to nothing or in a loop (or a file gone since: left out, as Beam does)
+                    try:
+                        found[path] = os.lstat(path).st_size
+                    except OSError:
+                        continue
+                    differs = True
+                differs = differs or through
+
+    walk(root, through=False)
+    for link in links:  # (grows as linked folders are walked)
+        if os.path.realpath(link) not in walked:
+            walk(link, through=True)
     if not found:
         raise NoMatch(f"{flag} {item!r} matched no files{_what_a_folder_means(pattern, item, flag)}")
     return dict(sorted(found.items())), differs
@@ -347,6 +366,9 @@ def _find(item: str, pattern: str, flag: str) -> Found:
         matched, by_name, subfolders = _list_folder(item.rstrip("/") or "/", pattern, item, flag)
     elif (folder := _glob_folder(item, pattern)) is not None:
         matched, by_name, _ = _list_folder(folder, pattern, item, flag)
+    elif os.path.isfile(item) and "://" not in item:  # named alone (its pattern escapes any `[`)
+        path = "./" + item if pattern.startswith("./") and not item.startswith("./") else item
+        matched, by_name = {path: os.stat(path).st_size}, False
     elif "://" not in pattern and wildcards(pattern):
         matched, by_name = _walk(pattern, item, flag)
     else:
@@ -391,6 +413,17 @@ def _refuse_other_format(item: str, matched: Dict[str, int]) -> None:
                       "(the default, files, reads each file as one image)")
 
 
+def folder_names(fmt: str) -> str:
+    """What a folder given in ``fmt`` means, below it: ``*`` (``*.parquet`` for Parquet)."""
+    return {"parquet": "*.parquet"}.get(fmt, "*")
+
+
+def deep_glob(folder: str, names: str) -> str:
+    """The glob that reads what ``folder``'s subfolders hold as ``names`` (:func:`folder_names`)
+    reads the folder: ``DIR/**``, ``DIR/**.parquet``."""
+    return posixpath.join(folder.rstrip("/") or "/", "*" + names)
+
+
 def _what_a_folder_means(pattern: str, item: str, flag: str) -> str:
     """For a directory that holds files or folders but none of the format's files: what it was
     read as, and what may be wrong (``flag``'s format, or files that lie in subfolders)."""
@@ -404,7 +437,7 @@ def _what_a_folder_means(pattern: str, item: str, flag: str) -> str:
     held = " and ".join(part for part in (f"{others} other file(s)" if others else "",
                                           f"{folders} subfolder(s), which are not read" if folders else "") if part)
     check = ", or ".join(part for part in (f"is {flag}-format right" if others else "",
-                                           f"are the files in a subfolder (give it, or {posixpath.join(item.rstrip('/'), '**')!r} "
+                                           f"are the files in a subfolder (give it, or {deep_glob(item, posixpath.basename(pattern))!r} "
                                            "for all of them)" if folders else "") if part) + "?"
     return f" (a directory means {pattern}, and it holds {held}: {check})"
 

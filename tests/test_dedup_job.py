@@ -173,7 +173,7 @@ def test_a_folder_whose_files_lie_in_a_subfolder_says_so(tmp_path, capsys):
                               "--output", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert ("holds 1 subfolder(s), which are not read: are the files in a subfolder (give it, or "
-            f"'{tmp_path / 'hfds' / '**'}' for all of them)?") in err, err
+            f"'{tmp_path / 'hfds' / '**.parquet'}' for all of them)?") in err, err
     assert "--input-format right" not in err
     # The library's refusal, in the flags' names.
     assert dedup_images.main(["--input", str(tmp_path / "hfds" / "data"), "--input-format", "parquet",
@@ -388,6 +388,8 @@ def test_a_deep_glob_goes_into_linked_folders_once(tmp_path, extra, glob):
     (data / "linked").symlink_to(elsewhere)
     (data / "real" / "up").symlink_to(data)  # a loop
     (data / "zz_again").symlink_to(data / "real")  # a second way to real/: read once, as real/
+    (data / "aa").mkdir()
+    (data / "aa" / "alias").symlink_to(data / "real")  # met before real/ itself: still read as real/
     (data / "real" / "gone.jpg").symlink_to(tmp_path / "nowhere.jpg")
     out = tmp_path / "out"
     assert dedup_images.main(["--input", str(data / glob), "--output", str(out), "--backend", "state",
@@ -539,6 +541,7 @@ def test_subfolders_a_folder_s_listing_does_not_read_are_said(tmp_path, capsys):
         (train / label).mkdir(parents=True)
         (train / label / photo.name).write_bytes(photo.read_bytes())
     (train / "labels.csv").write_text("file,label\n")
+    (train / "empty").mkdir()  # holds nothing: not said
     out = train / "dedup"  # the job's own output, inside its input: not said as unread
     out.mkdir()
     assert dedup_images.main(["--input", str(train), "--output", str(out), "--backend", "state", "--no-report"]) == 0
@@ -557,6 +560,7 @@ def test_subfolders_a_folder_s_listing_does_not_read_are_said(tmp_path, capsys):
     assert "passed over 1 hidden file (.git/" in (err := capsys.readouterr().err) and "subfolders'" not in err, err
     assert sorted(basename(r["id"]) for r in read(out, "kept")) == sorted(p.name for p in PHOTOS[:2])
     assert json.loads((out / "summary.json").read_text())["subfolders_not_read"] == 0
+    assert inputs.deep_glob(str(train), inputs.folder_names("parquet")) == f"{train}/**.parquet"
 
 
 @pytest.mark.parametrize("relative", [False, True], ids=["absolute", "relative"])
