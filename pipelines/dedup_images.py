@@ -496,6 +496,13 @@ MAX_LISTED = 100
 MAX_HIDDEN_SHOWN = 3
 
 
+def passed_over(flag: str, noun: str, names: List[str], why: str) -> str:
+    """The start line that says what ``flag``'s inputs held and the job does not read: how many
+    ``noun``s, the first ``MAX_HIDDEN_SHOWN`` of their ``names``, and ``why``."""
+    shown = ", ".join(names[:MAX_HIDDEN_SHOWN]) + (", ..." if len(names) > MAX_HIDDEN_SHOWN else "")
+    return f"beam-phash: {flag} passed over {len(names)} {noun}{'' if len(names) == 1 else 's'} ({shown}): {why}"
+
+
 def output_files(output: str, name: str) -> List[str]:
     """The Parquet files of one output (``kept``, ``reference_failed``...) under ``output``."""
     return [m.path for m in FileSystems.match([FileSystems.join(output, name, "*.parquet")])[0].metadata_list]
@@ -867,21 +874,16 @@ def _run(argv: List[str], con: Console, command_line: bool = False) -> int:
     noun = {"parquet": "Parquet file", "webdataset": "WebDataset shard"}.get(spec.fmt, "file")
     con.tell(f"beam-phash: {spec.matched} {noun}{'' if spec.matched == 1 else 's'} -> {args.output} "
              f"({args.algorithm}, {bits} bits, {mode}); logs in {con.log_dir}/")
-    for what, hidden in (("--input", spec.hidden), ("--reference", reference.hidden if reference else {})):
-        passed = sorted(hidden.values())
-        if passed:
-            shown = ", ".join(passed[:MAX_HIDDEN_SHOWN])
-            con.tell(f"beam-phash: {what} passed over {len(passed)} hidden file{'' if len(passed) == 1 else 's'} "
-                     f"({shown}{', ...' if len(passed) > MAX_HIDDEN_SHOWN else ''}): names starting with a "
-                     "dot are not read unless the pattern spells the dot ('DIR/.*')")
     for what, some in (("--input", spec), ("--reference", reference)):
-        folders = some.subfolders if some is not None else []
-        if folders:
-            shown = ", ".join(f + "/" for f in folders[:MAX_HIDDEN_SHOWN])
-            con.tell(f"beam-phash: {what} passed over {len(folders)} subfolder{'' if len(folders) == 1 else 's'} "
-                     f"({shown}{', ...' if len(folders) > MAX_HIDDEN_SHOWN else ''}): a folder's own files are "
-                     f"read, not its subfolders'; give {deep_glob(posixpath.dirname(folders[0]), folder_names(some.fmt))!r} "
-                     "to read them too")
+        if some is None:
+            continue
+        if some.hidden:
+            con.tell(passed_over(what, "hidden file", sorted(some.hidden.values()),
+                                 "names starting with a dot are not read unless the pattern spells the dot ('DIR/.*')"))
+        if some.subfolders:
+            glob = deep_glob(posixpath.dirname(some.subfolders[0]), folder_names(some.fmt))
+            con.tell(passed_over(what, "subfolder", [f + "/" for f in some.subfolders],
+                                 f"a folder's own files are read, not its subfolders'; give {glob!r} to read them too"))
     started = time.time()
     board = None
     local = options.view_as(StandardOptions).runner in LOCAL_RUNNERS  # the run dies with this process

@@ -8,6 +8,7 @@ checks everything at start, so that configuration errors stop the job before it 
 from __future__ import annotations
 
 import fnmatch
+import functools
 import json
 import os
 import posixpath
@@ -213,6 +214,19 @@ def _holds_some(folder: str) -> bool:
         return True
 
 
+def _size(stat) -> Optional[Tuple[int, bool]]:
+    """A listed entry's size in bytes through ``stat`` (``DirEntry.stat`` or ``os.stat`` of its
+    path), and whether Beam's listing drops it: a link to nothing or in a loop, sized as the
+    link. None for an entry gone since it was listed (left out, as Beam leaves it out)."""
+    try:
+        return stat().st_size, False
+    except OSError:
+        try:
+            return stat(follow_symlinks=False).st_size, True
+        except OSError:
+            return None
+
+
 def _list_folder(folder: str, pattern: str, item: str, flag: str) -> Tuple[Dict[str, int], bool, List[str]]:
     """A local folder's entries that the last part of ``pattern`` takes, sorted by path (spelt
     as Beam's match spells them), with their sizes; whether Beam's own listing of ``pattern``
@@ -230,17 +244,10 @@ def _list_folder(folder: str, pattern: str, item: str, flag: str) -> Tuple[Dict[
                     if not entry.name.startswith(".") and _holds_some(entry.path):
                         folders.append(os.path.join(folder, entry.name))
                     continue
-                if not fnmatch.fnmatchcase(entry.name, names):
+                if not fnmatch.fnmatchcase(entry.name, names) or (sized := _size(entry.stat)) is None:
                     continue
-                try:
-                    size = entry.stat().st_size
-                except OSError:  # a link to nothing or in a loop (or an entry gone since: left out, as Beam does)
-                    try:
-                        size, dropped = entry.stat(follow_symlinks=False).st_size, True
-                    except OSError:
-                        continue
-                dropped = dropped or "\\" in entry.name
-                found[os.path.join(folder, entry.name)] = size
+                dropped = dropped or sized[1] or "\\" in entry.name
+                found[os.path.join(folder, entry.name)] = sized[0]
     except OSError as e:
         raise ConfigError(f"{flag} {item!r} cannot be listed: {listing_error(e)}") from None
     if not found:
@@ -283,17 +290,10 @@ def _walk(pattern: str, item: str, flag: str) -> Tuple[Dict[str, int], bool]:
             links.extend(os.path.join(folder, d) for d in subfolders if os.path.islink(os.path.join(folder, d)))
             for name in names:
                 path = os.path.join(folder, name)
-                if not regex.match(path):
+                if not regex.match(path) or (sized := _size(functools.partial(os.stat, path))) is None:
                     continue
-                try:
-                    found[path] = os.stat(path).st_size
-                except OSError:  # a link to nothing or in a loop (or a file gone since: left out, as Beam does)
-                    try:
-                        found[path] = os.lstat(path).st_size
-                    except OSError:
-                        continue
-                    differs = True
-                differs = differs or through
+                found[path] = sized[0]
+                differs = differs or sized[1] or through
 
     walk(root, through=False)
     for link in links:  # (grows as linked folders are walked)
