@@ -89,6 +89,24 @@ def open_stored(path: str):
     return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
+class StoredFiles:
+    """Files read whole by path, their bytes as stored (an image file is never a .gz to unpack),
+    in a step that reads many: ``FileSystems.open`` looks the filesystem up among every subclass
+    on each call, here once per scheme."""
+
+    def __init__(self):
+        self._filesystems: dict = {}
+
+    def read(self, path: str) -> bytes:
+        scheme = FileSystems.get_scheme(path)
+        fs = self._filesystems.get(scheme)
+        if fs is None:
+            fs = self._filesystems[scheme] = FileSystems.get_filesystem(path)
+        with fs.open(path, mime_type="application/octet-stream",
+                     compression_type=CompressionTypes.UNCOMPRESSED) as f:
+            return f.read()
+
+
 class BadName(NamedTuple):
     """A matched path whose name is not UTF-8, by its printable form (``printable``)."""
 

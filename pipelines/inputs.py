@@ -20,7 +20,6 @@ import apache_beam as beam
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from beam_phash.hashed_as import HASHED_AS, hashed_as  # noqa: F401 - HASHED_AS: the outputs' writer's, the tests'
@@ -30,7 +29,7 @@ from pipelines import webdataset_read as wds
 # references and shard sidecars.
 from pipelines.webdataset_read import ERROR_MESSAGE_COLUMN, STATUS_COLUMN, status_reason
 from pipelines.input_paths import (BadName, InputPaths, Listing, WILDCARDS, carried, hidden_part, identity, literal,
-                                   open_stored, pattern_regex, wildcards)
+                                   StoredFiles, open_stored, pattern_regex, wildcards)
 from pipelines.parquet_read import ReadParquet
 
 FORMATS = ("files", "parquet", "webdataset")
@@ -204,12 +203,14 @@ def _glob_folder(item: str, pattern: str) -> Optional[str]:
     return folder if wild and folder and not wildcards(folder) and os.path.isdir(folder) else None
 
 
-def _holds_some(folder: str) -> bool:
-    """Whether a subfolder holds a name that is not hidden (an empty one is not said as unread);
-    True when it cannot be looked into."""
+def _holds_some(folder: str, names: str) -> bool:
+    """Whether a subfolder may hold what its folder's ``names`` take: a name they take or a
+    folder, neither hidden (a folder of images beside Parquet files, or an empty one, is not said
+    as unread); True when it cannot be looked into."""
     try:
         with os.scandir(folder) as entries:
-            return any(not entry.name.startswith(".") for entry in entries)
+            return any(not entry.name.startswith(".") and (fnmatch.fnmatchcase(entry.name, names) or _is(entry.is_dir))
+                       for entry in entries)
     except OSError:
         return True
 
@@ -241,7 +242,7 @@ def _list_folder(folder: str, pattern: str, item: str, flag: str) -> Tuple[Dict[
         with os.scandir(folder) as entries:
             for entry in entries:
                 if _is(entry.is_dir):
-                    if not entry.name.startswith(".") and _holds_some(entry.path):
+                    if not entry.name.startswith(".") and _holds_some(entry.path, names):
                         folders.append(os.path.join(folder, entry.name))
                     continue
                 if not fnmatch.fnmatchcase(entry.name, names) or (sized := _size(entry.stat)) is None:
@@ -717,7 +718,11 @@ def with_status_reasons(table: pa.Table, status_column: str) -> pa.Table:
     text = pc.binary_join_element_wise(f"{status_column} ", pc.fill_null(status, "None"), ": ", message, "")
     success = pc.fill_null(pc.equal(status, "success"), False)
     reasons = pc.if_else(success, pa.scalar(None, pa.string()), text)
-    return table.drop_columns([status_column, ERROR_MESSAGE_COLUMN]).append_column(ERROR_FIELD, reasons)
+    table = table.drop_columns([status_column, ERROR_MESSAGE_COLUMN])
+    if ERROR_FIELD in table.column_names:  # a "success" row whose image could not be read: that reason
+        return table.set_column(table.column_names.index(ERROR_FIELD), ERROR_FIELD,
+                                pc.coalesce(reasons, table.column(ERROR_FIELD)))
+    return table.append_column(ERROR_FIELD, reasons)
 
 
 class ReadFileDoFn(beam.DoFn):
@@ -729,16 +734,7 @@ class ReadFileDoFn(beam.DoFn):
         self._image_field = image_field
 
     def setup(self):
-        self._filesystems: Dict[str, object] = {}
-
-    def _open(self, path: str):
-        # FileSystems.open looks the filesystem up among every subclass on each call: once per
-        # scheme here. The bytes are read as stored (an image file is never a .gz to unpack).
-        scheme = FileSystems.get_scheme(path)
-        fs = self._filesystems.get(scheme)
-        if fs is None:
-            fs = self._filesystems[scheme] = FileSystems.get_filesystem(path)
-        return fs.open(path, mime_type="application/octet-stream", compression_type=CompressionTypes.UNCOMPRESSED)
+        self._files = StoredFiles()
 
     def process(self, path: str):
         if isinstance(path, BadName):
@@ -746,8 +742,7 @@ class ReadFileDoFn(beam.DoFn):
                                                     ERROR_FIELD: path.reason("file")})
             return
         try:
-            with self._open(path) as f:
-                data = f.read()
+            data = self._files.read(path)
         except Exception as e:  # noqa: BLE001 - any filesystem's error: the record says which
             yield beam.pvalue.TaggedOutput(FAILED, {self._id_field: path, self._image_field: None,
                                                     ERROR_FIELD: f"cannot read the file: {type(e).__name__}: {e}"})
@@ -794,14 +789,14 @@ class ReadImageRecords(beam.PTransform):
                 check_repeated_keys=spec.matched > 1, expected_samples=estimated_samples(spec),
                 repeated=spec.repeated_keys, listing=spec.listing())
             return read.records, read[FAILED]
-        records = pbegin | "ReadParquet" >> ReadParquet(spec.patterns, rows=True,
-                                                        row_ids=spec.id_column if spec.row_ids else None)
+        records, unread = pbegin | "ReadParquet" >> ReadParquet(
+            spec.patterns, rows=True, row_ids=spec.id_column if spec.row_ids else None,
+            image_paths=spec.image_column if spec.hash_column is None else None)
         if spec.status_column is None:
-            # Empty, and produced by a step with an input (portable runners reject an empty Create).
-            return records, records | "NoReadFailures" >> beam.Filter(lambda _: False)
+            return records, unread
         split = records | "SplitStatus" >> beam.FlatMap(split_status, spec.status_column).with_outputs(
             FAILED, main="records")
-        return split.records, split[FAILED]
+        return split.records, (unread, split[FAILED]) | "ReadFailures" >> beam.Flatten()
 
 
 def reference_spec(references: List[str], fmt: str, image_column: str, id_column: str,
@@ -955,5 +950,6 @@ class ReadReference(beam.PTransform):
             return table.rename_columns([renamed.get(n, n) for n in table.schema.names])
         return (pbegin
                 | "ReadParquet" >> ReadParquet(spec.patterns, columns=columns,
-                                               row_ids=spec.id_column if spec.row_ids else None)
+                                               row_ids=spec.id_column if spec.row_ids else None,
+                                               image_paths=None if spec.hash_column else spec.image_column)
                 | "Rename" >> beam.Map(rename))

@@ -561,6 +561,17 @@ def test_subfolders_a_folder_s_listing_does_not_read_are_said(tmp_path, capsys):
     assert sorted(basename(r["id"]) for r in read(out, "kept")) == sorted(p.name for p in PHOTOS[:2])
     assert json.loads((out / "summary.json").read_text())["subfolders_not_read"] == 0
     assert inputs.deep_glob(str(train), inputs.folder_names("parquet")) == f"{train}/**.parquet"
+    # Parquet: a subfolder of images beside the files (which their rows' paths may name) is not
+    # said, one with Parquet files or folders in it is
+    hf = tmp_path / "hf"
+    for folder in ("images", "more", "nested/deeper"):
+        (hf / folder).mkdir(parents=True)
+    (hf / "images" / "0.jpg").write_bytes(PHOTOS[0].read_bytes())
+    for path in (hf / "a.parquet", hf / "more" / "b.parquet"):
+        pq.write_table(pa.table({"id": [path.stem], "image": [PHOTOS[1].read_bytes()]}), path)
+    assert dedup_images.main(["--input", str(hf), "--input-format", "parquet", "--output", str(tmp_path / "o2"),
+                              "--backend", "state", "--no-report"]) == 0
+    assert (f"--input passed over 2 subfolders ({hf}/more/, {hf}/nested/)") in (err := capsys.readouterr().err), err
 
 
 @pytest.mark.parametrize("relative", [False, True], ids=["absolute", "relative"])
@@ -639,6 +650,50 @@ def test_parquet_without_an_id_column_gets_file_and_row_ids(tmp_path, extra):
     assert dups == {copy: ((copies - {copy}).pop(), "input"),
                     f"{second}#2": (f"{ref}/test.parquet#0", "reference")}, dups
     assert json.loads((out / "summary.json").read_text())["adds_up"] is True
+
+
+@pytest.mark.parametrize("extra", [[], MULTI], ids=["in-process", "multi-process"])
+def test_hugging_face_rows_that_hold_only_a_path_are_read_from_it(tmp_path, capsys, extra):
+    """datasets' Dataset.to_parquet does not embed a local image folder's files: each row's image
+    is {bytes: null, path: the file's absolute path}. Every such row was a failed record (exit 0,
+    nothing deduplicated). Now the file at the path is read: an absolute path or URI as it is, a
+    relative one in the Parquet file's folder; a file that cannot be read is a failed record
+    saying which; the kept rows carry the bytes read. The same in a reference."""
+    photos, data, ref = tmp_path / "photos", tmp_path / "data", tmp_path / "ref"
+    for d in (photos, data / "img", ref):
+        d.mkdir(parents=True)
+    for i, p in enumerate(PHOTOS[:4]):
+        (photos / f"p{i}.jpg").write_bytes(p.read_bytes())
+    (data / "img" / "copy.jpg").write_bytes(PHOTOS[1].read_bytes())
+    rows = [{"bytes": None, "path": str(photos / "p0.jpg")},       # absolute
+            {"bytes": None, "path": "img/copy.jpg"},               # relative: data/img/copy.jpg, photo 1
+            {"bytes": None, "path": str(photos / "p1.jpg")},
+            {"bytes": PHOTOS[0].read_bytes(), "path": "p0.jpg"},   # embedded, as push_to_hub writes
+            {"bytes": None, "path": str(photos / "gone.jpg")},     # no such file
+            {"bytes": None, "path": str(photos / "p2.jpg")}]       # the reference's photo
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])  # the Image feature's type
+    pq.write_table(pa.table({"image": pa.array(rows, image), "label": list(range(len(rows)))}),
+                   data / "train.parquet", row_group_size=4)
+    pq.write_table(pa.table({"image": pa.array([{"bytes": None, "path": "../photos/p2.jpg"},
+                                                {"bytes": None, "path": "nowhere.jpg"}], image)}), ref / "test.parquet")
+    out = tmp_path / "out"
+    assert dedup_images.main(["--input", str(data), "--input-format", "parquet", "--reference", str(ref),
+                              "--output", str(out), "--backend", "state", "--no-report", *extra]) == 0
+    train = str(data / "train.parquet")
+    kept = {int(r["id"].rsplit("#", 1)[1]): r["image"] for r in read(out, "kept")}
+    dups = {int(r["id"].rsplit("#", 1)[1]): r["matched"] for r in read(out, "duplicates")}
+    # photo 0 (rows 0, 3) and photo 1 (rows 1, 2) each kept once, whichever reaches the backend first
+    assert len(kept.keys() & {0, 3}) == 1 and len(kept.keys() & {1, 2}) == 1 and len(kept) == 2, kept
+    assert dups == {**{r: "input" for r in {0, 1, 2, 3} - kept.keys()}, 5: "reference"}, dups
+    for row, image in kept.items():  # the bytes read travel with the row
+        assert image["bytes"] == PHOTOS[0 if row in (0, 3) else 1].read_bytes() and image["path"] == rows[row]["path"]
+    (failed,) = read(out, "failed")
+    assert failed["id"] == f"{train}#4" and "gone.jpg" in failed["error"] and "FileNotFoundError" in failed["error"]
+    (ref_failed,) = read(out, "reference_failed")
+    assert ref_failed["id"] == f"{ref}/test.parquet#1", ref_failed
+    assert f"in the Parquet file's folder: {ref}/nowhere.jpg" in ref_failed["error"]
+    assert json.loads((out / "summary.json").read_text())["adds_up"] is True
+    assert "subfolder" not in capsys.readouterr().err  # data/img/ holds images, no Parquet file
 
 
 @pytest.mark.parametrize("column_args, message", [

@@ -13,6 +13,7 @@ import socket
 import tarfile
 
 import boto3
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from moto.server import ThreadedMotoServer
@@ -112,3 +113,26 @@ def test_webdataset_shards_on_s3_near_duplicates_and_written_shards(bucket, endp
     with tarfile.open(fileobj=io.BytesIO(written)) as tar:
         stems = sorted(m.name.split(".")[0] for m in tar.getmembers() if m.isfile())
     assert stems == ["00000", "00001", "00002"], stems
+
+
+def test_hugging_face_rows_that_hold_only_a_path_on_s3(bucket, endpoint):
+    """A Parquet file on S3 whose Image rows hold only a path: a relative one is read from the
+    Parquet file's folder on S3, an s3:// URI as it is, a missing one fails saying which."""
+    client, name = bucket
+    client.put_object(Bucket=name, Key="data/images/a.jpg", Body=PHOTOS[0].read_bytes())
+    client.put_object(Bucket=name, Key="elsewhere/b.jpg", Body=PHOTOS[0].read_bytes())
+    kind = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    table = pa.table({"image": pa.array([{"bytes": None, "path": "images/a.jpg"},
+                                         {"bytes": None, "path": f"s3://{name}/elsewhere/b.jpg"},
+                                         {"bytes": None, "path": "images/gone.jpg"}], kind)})
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    client.put_object(Bucket=name, Key="data/train.parquet", Body=buf.getvalue())
+    out = f"s3://{name}/out"
+    assert dedup_images.main(["--input", f"s3://{name}/data", "--input-format", "parquet", "--output", out,
+                              "--backend", "state", "--no-report"] + options(endpoint)) == 0
+    summary = json.loads(client.get_object(Bucket=name, Key="out/summary.json")["Body"].read())
+    assert (summary["inputs"], summary["kept"], summary["duplicates"], summary["failed"]) == (3, 1, 1, 1)
+    (failed,) = rows(client, name, "out/failed/part-00000-of-00001.parquet")
+    assert failed["id"] == f"s3://{name}/data/train.parquet#2"
+    assert f"(in the Parquet file's folder: s3://{name}/data/images/gone.jpg) cannot be read" in failed["error"]

@@ -8,7 +8,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines import parquet_read
-from pipelines.input_paths import literal
+from pipelines.input_paths import StoredFiles, literal
 
 
 def _file(path, groups, prefix="r"):
@@ -39,6 +39,41 @@ def test_every_row_once_with_names_that_look_like_patterns(tmp_path, monkeypatch
         read = p | parquet_read.ReadParquet([literal(str(tmp_path / "p1.parquet")),
                                              literal(str(tmp_path / "p[1].parquet"))],
                                             columns=None if rows else ["id", "n"], rows=rows)
-        if not rows:
+        if rows:
+            read, _ = read
+        else:
             read = read | "Rows" >> beam.FlatMap(lambda table: table.to_pylist())
         assert_that(read | "Pairs" >> beam.Map(lambda r: (r["id"], r["n"])), equal_to(expected))
+
+
+@pytest.mark.parametrize("binary, string", [(pa.binary(), pa.string()), (pa.large_binary(), pa.large_string())])
+def test_rows_that_hold_only_a_path_get_its_bytes(tmp_path, binary, string):
+    """Hugging Face's Image layout without its bytes (Dataset.to_parquet of local files): each
+    row with a path and no bytes gets the file's, an absolute path as it is, a relative one in
+    the Parquet file's folder; rows with bytes, a null image, a null or empty path are left as
+    they are; a file that cannot be read leaves the row's bytes null and says why, by row. The
+    table is read in two chunks, as row groups come."""
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "a.jpg").write_bytes(b"relative")
+    (tmp_path / "b.jpg").write_bytes(b"absolute")
+    source = str(tmp_path / "x.parquet")
+    values = [{"bytes": None, "path": "img/a.jpg"}, {"bytes": b"kept", "path": "img/a.jpg"}, None,
+              {"bytes": None, "path": str(tmp_path / "b.jpg")}, {"bytes": None, "path": "gone.jpg"},
+              {"bytes": None, "path": ""}, {"bytes": None, "path": None}, {"bytes": None, "path": "img"}]
+    kind = pa.struct([("bytes", binary), ("path", string)])
+    table = pa.Table.from_batches([pa.record_batch([pa.array(values[:3], kind), pa.array(range(3))], ["image", "n"]),
+                                   pa.record_batch([pa.array(values[3:], kind), pa.array(range(3, 8))], ["image", "n"])])
+    filled, failed = parquet_read.with_path_images(table, "image", source, StoredFiles())
+    assert filled.schema == table.schema and filled.column("n").to_pylist() == list(range(8))
+    got = [v if v is None else v["bytes"] for v in filled.column("image").to_pylist()]
+    assert got == [b"relative", b"kept", None, b"absolute", None, None, None, None]
+    assert [v if v is None else v["path"] for v in filled.column("image").to_pylist()] == [
+        v if v is None else v["path"] for v in values]
+    assert sorted(failed) == [4, 7]
+    assert failed[4].startswith(f"the row's image has no bytes and its path 'gone.jpg' (in the Parquet file's "
+                                f"folder: {tmp_path}/gone.jpg) cannot be read: FileNotFoundError"), failed[4]
+    assert failed[7].endswith(f"cannot be read: IsADirectoryError: [Errno 21] Is a directory: '{tmp_path}/img'"), failed[7]
+    # A column of bytes, or of another name, is left alone
+    plain = pa.table({"image": [b"x"], "n": [0]})
+    assert parquet_read.with_path_images(plain, "image", source, StoredFiles()) == (plain, {})
+    assert parquet_read.with_path_images(table, "other", source, StoredFiles()) == (table, {})
