@@ -4,7 +4,11 @@ A shard is read as a stream through ``FileSystems.open``, one member at a time
 (:mod:`pipelines.tar_members`): never the whole shard in memory, nothing extracted to disk. Members are grouped into
 samples the WebDataset way: the key is the member path up to the first dot of its basename
 (``a/b/000012.seg.png`` -> key ``a/b/000012``, member suffix ``seg.png``), and consecutive
-members with the same key form one sample.
+members with the same key form one sample. A shard made with plain ``tar -cf`` from a folder
+stores members in the folder's order, which may split a sample (``k1.txt k2.jpg k1.jpg``): a part
+without an image is held back (its members are small) until the part with the image comes, and
+joined to it; a part without an image that comes after its sample's image (``k1.jpg k2.jpg
+k1.txt``) cannot join it, and is a failed record saying so.
 
 A sample record holds:
 
@@ -20,8 +24,10 @@ A sample record holds:
 Bad input is data, never a crash: each problem is a failed record (``FAILED`` tag) whose ``error``
 names the shard and the sample:
 
-* a sample with no image member (only unknown suffixes, or only ``.txt``/``.json``);
-* a key seen before: again later in the same shard, or in an earlier shard (shards are ranked by
+* a sample with no image member (only unknown suffixes, or only ``.txt``/``.json``), in any of
+  its parts;
+* a key seen before: again later in the same shard (a part that repeats a suffix of the
+  sample's, or holds another image), or in an earlier shard (shards are ranked by
   path; the first occurrence wins). Keys repeated across shards are found by a pre-pass that lists
   the member names only (:class:`FindRepeatedKeys`), a shuffle of keys, never of images;
 * a shard that is not a tar: one record ``SHARD#unreadable``;
@@ -63,6 +69,11 @@ MEMBER_BYTES = "member_bytes"
 WRITTEN = (KEY, SHARD, MEMBERS, IMAGE_MEMBER)
 #: Fields the reader sets; sidecar columns of these names are not joined.
 OWN_FIELDS = (KEY, SHARD, IMAGE, IMAGE_MEMBER, MEMBERS, MEMBER_BYTES)
+
+#: Bytes of samples' parts without an image held back, per shard read, at most, while they wait
+#: for their image (:meth:`ReadShardDoFn._take`): the oldest go out as failed beyond it (a shard
+#: of captions or audio alone is not held whole).
+HELD_BYTES = 64 << 20
 
 #: img2dataset marks each row with a status and an error message; only "success" rows hold images.
 STATUS_COLUMN = "status"
@@ -166,6 +177,18 @@ class _Sample:
             return
         self.data[stored_as(suffix, self.suffixes.count(suffix))] = data
 
+    def size(self) -> int:
+        return sum(len(data) for data in self.data.values())
+
+    def joined(self, later: "_Sample") -> "_Sample":
+        """This part of a sample and a ``later`` one with no suffix in common and no links, as one
+        sample, members in shard order."""
+        whole = _Sample(self.key)
+        for part in (self, later):
+            for n, suffix in enumerate(part.suffixes):
+                whole.add(suffix, part.data[stored_as(suffix, part.suffixes[:n + 1].count(suffix))])
+        return whole
+
 
 def stored_as(suffix: str, n: int) -> str:
     """Where the bytes of the n-th member (from 1) with ``suffix`` are kept in a sample's
@@ -245,11 +268,14 @@ def open_members(f, shard: str, read_data: bool = True, checked: bool = True) ->
 @dataclass
 class _Reading:
     """One shard as it is read: its path, its sidecar's rows by key (None without a sidecar), the
-    keys whose first occurrence is in another shard, and the keys seen so far."""
+    keys whose first occurrence is in another shard, the keys seen so far, and the first parts of
+    samples that hold no image yet (:meth:`ReadShardDoFn._take`)."""
     shard: str
     sidecar: Optional[Dict[str, dict]] = None
     repeated: dict = field(default_factory=dict)
     seen: set = field(default_factory=set)
+    held: Dict[str, "_Sample"] = field(default_factory=dict)  # parts without an image, by key
+    held_bytes: int = 0
 
 
 class ReadShardDoFn(beam.DoFn):
@@ -342,10 +368,7 @@ class ReadShardDoFn(beam.DoFn):
                 stream = SampleStream(open_members(f, shard, checked=damage is None))
                 for sample in stream:
                     last = sample.key
-                    failure = self._check_key(reading, sample)
-                    if failure is None and damage is not None:
-                        failure = self._untrusted(reading, sample, damage)
-                    yield failure if failure is not None else self._record(reading, sample)
+                    yield from self._take(reading, sample, damage)
         except tarfile.ReadError as e:
             if stream is None or not stream.started:
                 yield self._failure(reading, f"{shard}#unreadable", f"not a tar archive ({e})")
@@ -355,6 +378,13 @@ class ReadShardDoFn(beam.DoFn):
         except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as e:
             # (a damaged gzip shard's read meets the damage itself: zlib.error)
             broken = yield from self._broken(reading, stream, last, e, damage)
+        for sample in reading.held.values():  # parts whose image never came
+            if broken is None:
+                yield self._record(reading, sample)
+            else:
+                yield self._failure(reading, sample.key, f"sample {sample.key} has no image member among "
+                                    f"{', '.join(member_name(sample.key, s) for s in sample.suffixes)}, read "
+                                    f"before the shard breaks {broken[0]} ({broken[1]})", sample)
         lost = 0  # samples the sidecar lists after the break
         for key, row in (reading.sidecar or {}).items():
             if key in reading.seen or reading.repeated.get((shard, key)) not in (None, shard):
@@ -378,6 +408,50 @@ class ReadShardDoFn(beam.DoFn):
         elif damage is not None and last is None:  # no sample stands for the shard
             yield self._failure(reading, f"{shard}#damaged", f"the shard's gzip check fails ({damage})")
 
+    def _has_image(self, sample: _Sample) -> bool:
+        """Whether a sample (or a part of one) has a member ``_record`` may take as its image, or a
+        link (which it reports): a part without either waits for the rest of its sample."""
+        return bool(sample.links) or any(s.lower() in self._image_exts or s.rpartition(".")[2].lower() in self._image_exts
+                                         for s in sample.suffixes)
+
+    def _join(self, reading: _Reading, sample: _Sample) -> Tuple[Optional[_Sample], Optional[_Sample]]:
+        """``(sample, None)`` with the part of its key held before it joined to it, when there is
+        one with none of its suffixes; ``(sample, held)`` when the part held has some (a sample
+        of its own, now let go); ``(None, None)`` when none is held."""
+        held = reading.held.pop(sample.key, None)
+        if held is None:
+            return None, None
+        reading.held_bytes -= held.size()
+        if sample.links or set(held.suffixes) & set(sample.suffixes):
+            return sample, held
+        return held.joined(sample), None
+
+    def _take(self, reading: _Reading, sample: _Sample, damage: Optional[str]) -> Iterator:
+        """A sample (or a part of one) as the stream gives it -> its record or failure, or nothing
+        while it is held: a part without an image waits in ``reading.held`` for a later part of
+        its key with none of its suffixes, and is joined to it."""
+        joined, let_go = self._join(reading, sample)
+        if let_go is not None:
+            yield self._record(reading, let_go)
+        if joined is not None:
+            sample = joined  # its key was checked with its first part
+        else:
+            failure = self._check_key(reading, sample)
+            if failure is not None:
+                yield failure
+                return
+        if damage is not None:
+            yield self._untrusted(reading, sample, damage)
+        elif not self._has_image(sample):
+            reading.held[sample.key] = sample
+            reading.held_bytes += sample.size()
+            while reading.held_bytes > HELD_BYTES:  # a shard of samples without images: no longer held
+                oldest = reading.held.pop(next(iter(reading.held)))
+                reading.held_bytes -= oldest.size()
+                yield self._record(reading, oldest)
+        else:
+            yield self._record(reading, sample)
+
     def _untrusted(self, reading: _Reading, sample: _Sample, damage: str):
         return self._failure(reading, sample.key, f"sample {sample.key}: the shard's gzip check fails "
                              f"({damage}), so none of its bytes can be trusted", sample)
@@ -395,7 +469,11 @@ class ReadShardDoFn(beam.DoFn):
             else:  # at a header: perhaps between two of its members
                 read = ", ".join(member_name(pending.key, s) for s in pending.suffixes)
                 where = f"after its members {read}, and members of it after them would be lost"
-            repeated_key = self._check_key(reading, pending)
+            joined, let_go = self._join(reading, pending)
+            if let_go is not None:
+                yield self._record(reading, let_go)
+            pending = joined or pending
+            repeated_key = None if joined is not None else self._check_key(reading, pending)
             if repeated_key is not None:
                 yield repeated_key
             elif damage is not None:
@@ -410,6 +488,12 @@ class ReadShardDoFn(beam.DoFn):
     def _check_key(self, reading: _Reading, sample: _Sample) -> Optional[beam.pvalue.TaggedOutput]:
         """None for a key's first occurrence (and records it as seen), else the failure."""
         if sample.key in reading.seen:
+            if not self._has_image(sample):
+                members = ", ".join(member_name(sample.key, s) for s in sample.suffixes)
+                return self._failure(reading, sample.key, f"sample {sample.key}: its members {members} come after "
+                                     "its image, past other samples' members, and are not carried with it (a shard "
+                                     "made with plain tar -cf from a folder splits samples; tar --sort=name keeps "
+                                     "each sample's members together)", sample)
             return self._failure(reading, sample.key, f"sample {sample.key}: key repeated within the "
                                  "shard (its first occurrence is used)", sample)
         reading.seen.add(sample.key)

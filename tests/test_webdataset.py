@@ -486,6 +486,60 @@ def test_an_empty_image_member_gives_way_to_another(tmp_path):
     assert errors["k2"].endswith("sample k2: its image member k2.png is empty"), errors
 
 
+@pytest.mark.parametrize("compressed", [False, True], ids=["tar", "tar.gz"])
+def test_samples_split_by_plain_tar_are_joined_when_their_image_comes_later(tmp_path, compressed):
+    """`tar -cf shard.tar -C folder .` stores members in the folder's order, which splits samples.
+    A part without an image came first and failed as such, and the part with the image then failed
+    as a repeated key: the image was never hashed. Now the first part is held and joined to it; a
+    part without an image after its sample's image fails saying why; a part held whose image
+    never comes fails as a sample without one; a part that repeats a held part's suffix lets it go."""
+    photo = {p.name: p.read_bytes() for p in PHOTOS}
+    members = [("k1.txt", b"c1"), ("k2.jpg", photo["pool.jpg"]), ("k3.json", b"{}"), ("k1.jpg", photo["snow.jpg"]),
+               ("k2.txt", b"c2"), ("k3.jpg", photo["skagen.jpg"]), ("k4.txt", b"c4"), ("k5.txt", b"x"),
+               ("k1.cls", b"7"), ("k5.txt", b"y"), ("k5.jpg", photo["pool.jpg"])]
+    name = "00000.tar.gz" if compressed else "00000.tar"
+    write_tar(tmp_path / name, members, mode="w:gz" if compressed else "w")
+    out = list(webdataset_read.ReadShardDoFn(("jpg",), ()).process(str(tmp_path / name)))
+    records = {o["key"]: o for o in out if isinstance(o, dict)}
+    failed = sorted((o.value["key"], o.value["error"].split(": ", 1)[1]) for o in out if not isinstance(o, dict))
+    assert {k: (r["members"], r["image"], r["member_bytes"]) for k, r in records.items()} == {
+        "k1": (["txt", "jpg"], photo["snow.jpg"], {"txt": b"c1"}),
+        "k2": (["jpg"], photo["pool.jpg"], {}),
+        "k3": (["json", "jpg"], photo["skagen.jpg"], {"json": b"{}"}),
+        "k5": (["txt", "jpg"], photo["pool.jpg"], {"txt": b"y"})}
+    after = ("come after its image, past other samples' members, and are not carried with it (a shard made with "
+             "plain tar -cf from a folder splits samples; tar --sort=name keeps each sample's members together)")
+    assert failed == [("k1", f"sample k1: its members k1.cls {after}"),
+                      ("k2", f"sample k2: its members k2.txt {after}"),
+                      ("k4", "sample k4 has no image member with a suffix among jpg (members: k4.txt)"),
+                      ("k5", "sample k5 has no image member with a suffix among jpg (members: k5.txt)")], failed
+
+
+def test_parts_held_for_their_image_are_bounded_and_said_at_a_break(tmp_path, monkeypatch):
+    """Parts without an image are held up to HELD_BYTES (a shard of captions alone is not held
+    whole): beyond it the oldest fail as samples without an image, and a later image of theirs
+    as a repeated key. A part held when the shard breaks inside its image fails with the break."""
+    photo = {p.name: p.read_bytes() for p in PHOTOS}
+    monkeypatch.setattr(webdataset_read, "HELD_BYTES", 5)
+    write_tar(tmp_path / "00000.tar", [("a.txt", b"123"), ("b.txt", b"456"), ("a.jpg", photo["pool.jpg"]),
+                                       ("b.jpg", photo["snow.jpg"])])
+    records, failed = _read_shard(tmp_path / "00000.tar", ())
+    assert [r["key"] for r in records] == ["b"] and records[0]["members"] == ["txt", "jpg"]
+    assert sorted((f["key"], f["error"].split(": ", 1)[1]) for f in failed) == [
+        ("a", "sample a has no image member with a suffix among jpg (members: a.txt)"),
+        ("a", "sample a: key repeated within the shard (its first occurrence is used)")]
+    monkeypatch.setattr(webdataset_read, "HELD_BYTES", 64 << 20)
+    write_tar(tmp_path / "00001.tar", [("c.txt", b"c"), ("d.jpg", photo["pool.jpg"]), ("c.jpg", photo["snow.jpg"])])
+    data = (tmp_path / "00001.tar").read_bytes()
+    (tmp_path / "00001.tar").write_bytes(data[:data.index(photo["snow.jpg"]) + 100])  # cut inside c.jpg
+    records, failed = _read_shard(tmp_path / "00001.tar", ())
+    assert [r["key"] for r in records] == ["d"]
+    cut, rest = failed
+    assert cut["key"] == "c" and cut["members"] == ["txt"], cut  # the member cut short is not one
+    assert "sample c: the shard breaks inside it (MemberCutShort: member c.jpg is cut short" in cut["error"], cut
+    assert rest["key"].endswith("00001.tar#truncated"), rest
+
+
 def test_a_repeated_key_fails_with_its_sidecar_columns(tmp_path):
     """Every failed sample carries its sidecar row, a repeated key's too."""
     photo = {p.name: p.read_bytes() for p in PHOTOS}
@@ -840,6 +894,33 @@ def test_write_shards_keeps_every_member_name(tmp_path):
     assert dedup_images.main(["--input", str(src), "--input-format", "webdataset", "--output", str(tmp_path / "o"),
                               "--write-shards", str(shards), "--max-decode-failures", "0", *STATE]) == 1
     assert os.listdir(shards) == [] or set(os.listdir(shards)) == {"kept_keys"} and not os.listdir(shards / "kept_keys")
+
+
+def test_a_shard_of_split_samples_is_deduplicated_and_written_joined(tmp_path):
+    """A shard whose samples are split as plain `tar -cf` of a folder may store them (each caption
+    before its image, past other samples'): every image is hashed (an image and its copy are one
+    kept and one duplicate), and --write-shards writes each sample's members together."""
+    photos = [p.read_bytes() for p in PHOTOS[:4]] + [PHOTOS[0].read_bytes()]  # k4 copies k0
+    order = [f"k{i}.txt" for i in range(5)] + [f"k{i}.jpg" for i in (3, 0, 4, 2, 1)]
+    src = tmp_path / "in"
+    src.mkdir()
+    write_tar(src / "00000.tar", [(n, photos[int(n[1])] if n.endswith(".jpg") else n.encode()) for n in order])
+    shards, out = tmp_path / "shards", tmp_path / "o"
+    assert dedup_images.main(["--input", str(src), "--input-format", "webdataset", "--output", str(out),
+                              "--write-shards", str(shards), "--no-report", *STATE, *MULTI]) == 0
+    kept, dups = read(out, "kept"), read(out, "duplicates")
+    assert sorted(r["key"] for r in kept + dups) == [f"k{i}" for i in range(5)] and len(dups) == 1, (kept, dups)
+    assert {dups[0]["key"], dups[0]["duplicate_of"]} == {"k0", "k4"}
+    assert not json.loads((out / "summary.json").read_text())["failed"]
+    written = list(tar_members_in_order(shards / "00000.tar"))
+    assert sorted(written) == sorted(n for n in order if n[:2] in {r["key"] for r in kept})
+    for i in range(0, len(written), 2):  # each sample's two members side by side, caption first
+        assert written[i][:2] == written[i + 1][:2] and written[i].endswith(".txt"), written
+
+
+def tar_members_in_order(path):
+    with tarfile.open(path) as tar:
+        return [m.name for m in tar]
 
 
 def test_finalize_packs_parts_and_ignores_failed_attempts(tmp_path):
