@@ -30,7 +30,7 @@ from pipelines import webdataset_read as wds
 from pipelines.webdataset_read import ERROR_MESSAGE_COLUMN, STATUS_COLUMN, status_reason
 from pipelines.input_paths import (BadName, InputPaths, Listing, WILDCARDS, carried, hidden_part, identity, literal,
                                    StoredFiles, open_stored, pattern_regex, wildcards)
-from pipelines.parquet_read import ReadParquet
+from pipelines.parquet_read import ReadParquet, holds_paths, with_binary_bytes
 
 FORMATS = ("files", "parquet", "webdataset")
 #: img2dataset's Parquet: the image column is named after the format, the id is ``key``.
@@ -480,7 +480,7 @@ def _is_text(t: pa.DataType) -> bool:
 def _is_image_type(t: pa.DataType) -> bool:
     if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
         return True
-    return pa.types.is_struct(t) and any(
+    return holds_paths(t) or pa.types.is_struct(t) and any(
         t.field(i).name == "bytes" and _is_image_type(t.field(i).type) for i in range(t.num_fields))
 
 
@@ -628,6 +628,9 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
     elif not _is_image_type(schema.field(image_column).type):
         raise ConfigError(f"{column_flag}image-column {image_column!r} has type {schema.field(image_column).type}; "
                           "expected binary or a struct with a binary 'bytes' field")
+    if not hash_column:  # bytes all null (paths only, as pyarrow types them) are written as the bytes read
+        at = schema.get_field_index(image_column)
+        schema = schema.set(at, schema.field(at).with_type(with_binary_bytes(schema.field(at).type)))
     if spec.row_ids:
         schema = schema.append(pa.field(id_column, pa.string()))
     spec.schema = schema
@@ -769,6 +772,14 @@ class ReadFiles(beam.PTransform):
         return read.records, read[FAILED]
 
 
+def image_paths(spec: InputSpec) -> Optional[str]:
+    """The image column of Parquet input whose rows may hold a path instead of bytes (Hugging
+    Face's ``Image`` layout: ``parquet_read.holds_paths``), else None."""
+    if spec.hash_column is not None or spec.schema is None or spec.image_column not in spec.schema.names:
+        return None
+    return spec.image_column if holds_paths(spec.schema.field(spec.image_column).type) else None
+
+
 class ReadImageRecords(beam.PTransform):
     """Reads the inputs of an :class:`InputSpec`: ``(records, failed)``, the dict records (image
     bytes in ``image_column``) and those that failed while reading (with ``error``: a broken
@@ -790,8 +801,7 @@ class ReadImageRecords(beam.PTransform):
                 repeated=spec.repeated_keys, listing=spec.listing())
             return read.records, read[FAILED]
         records, unread = pbegin | "ReadParquet" >> ReadParquet(
-            spec.patterns, rows=True, row_ids=spec.id_column if spec.row_ids else None,
-            image_paths=spec.image_column if spec.hash_column is None else None)
+            spec.patterns, rows=True, row_ids=spec.id_column if spec.row_ids else None, image_paths=image_paths(spec))
         if spec.status_column is None:
             return records, unread
         split = records | "SplitStatus" >> beam.FlatMap(split_status, spec.status_column).with_outputs(
@@ -951,5 +961,5 @@ class ReadReference(beam.PTransform):
         return (pbegin
                 | "ReadParquet" >> ReadParquet(spec.patterns, columns=columns,
                                                row_ids=spec.id_column if spec.row_ids else None,
-                                               image_paths=None if spec.hash_column else spec.image_column)
+                                               image_paths=image_paths(spec))
                 | "Rename" >> beam.Map(rename))

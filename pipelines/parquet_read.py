@@ -8,14 +8,17 @@ file at row groups.
 
 A Hugging Face ``Image`` column whose rows hold only a path (``{bytes: null, path: P}``, as
 ``datasets``' ``Dataset.to_parquet`` writes a dataset of local files: it does not embed them, as
-``push_to_hub`` does) has each such row's bytes read from ``P`` (:func:`with_path_images`).
+``push_to_hub`` does) has each such row's bytes read from ``P`` (:func:`with_path_images`), on
+whichever worker a reshuffle gives a few such rows to (``PATH_ROWS``).
 """
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional, Tuple
+import posixpath
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -53,42 +56,71 @@ def row_id(path: str, row: int) -> str:
     return f"{path}#{row}"
 
 
+#: Rows whose image is read from its path go to the workers in tables of at most this many: the
+#: files of a row group (of up to a million paths, as pyarrow writes them) are read by every
+#: worker, and an element holds this many images at most.
+PATH_ROWS = 32
+#: ReadRowGroupsDoFn's output of such tables, ``(Parquet file, table)``.
+TO_READ = "to_read"
+
+
 def holds_paths(t: pa.DataType) -> bool:
     """Whether an image column of type ``t`` is Hugging Face's ``Image`` layout, a struct with
-    ``bytes`` and a text ``path``."""
+    ``bytes`` (binary, or all null: pyarrow's type for a column of nulls) and a text ``path``."""
     if not pa.types.is_struct(t) or t.get_field_index("bytes") < 0 or t.get_field_index("path") < 0:
         return False
-    path = t.field("path").type
-    return pa.types.is_string(path) or pa.types.is_large_string(path) or pa.types.is_string_view(path)
+    data, path = t.field("bytes").type, t.field("path").type
+    return (pa.types.is_binary(data) or pa.types.is_large_binary(data) or pa.types.is_null(data)) and (
+        pa.types.is_string(path) or pa.types.is_large_string(path))
+
+
+def with_binary_bytes(t: pa.DataType) -> pa.DataType:
+    """An image struct type whose ``bytes`` are all null (:func:`holds_paths`) with binary
+    ``bytes``, the type the bytes read from the paths take; any other type as it is."""
+    if not pa.types.is_struct(t) or t.get_field_index("bytes") < 0 or not pa.types.is_null(t.field("bytes").type):
+        return t
+    return pa.struct([f.with_type(pa.binary()) if f.name == "bytes" else f for f in t])
+
+
+def path_rows(table: pa.Table, column: str) -> List[int]:
+    """The rows of ``table`` whose ``column`` holds a path and no bytes (:func:`holds_paths`)."""
+    if column not in table.column_names or not holds_paths(table.schema.field(column).type):
+        return []
+    images = table.column(column)
+    data, paths = pc.struct_field(images, "bytes"), pc.struct_field(images, "path")
+    wanted = pc.and_(pc.and_(pc.is_valid(images), pc.is_null(data)), pc.not_equal(paths, ""))
+    return pc.indices_nonzero(pc.fill_null(wanted, False)).to_pylist()
 
 
 def image_file(path: str, source: str) -> str:
     """Where an image's ``path`` points: itself when absolute or a URI (``gs://``, ``s3://``),
     else the same path under the folder of ``source``, the Parquet file that holds it (the same
-    on every worker, whatever its working folder)."""
+    on every worker, whatever its working folder), ``..`` taken away as a shell takes it."""
     if FileSystems.get_scheme(path) is not None or os.path.isabs(path):
         return path
-    return FileSystems.join(FileSystems.split(source)[0], path)
+    joined = FileSystems.join(FileSystems.split(source)[0], path)
+    scheme, sep, rest = joined.partition("://")
+    if not sep:
+        return os.path.normpath(joined)
+    return f"{scheme}://{posixpath.normpath(rest)}"  # an object store reads 'a/../b' as that key
 
 
 def with_path_images(table: pa.Table, column: str, source: str,
                      files: StoredFiles) -> Tuple[pa.Table, Dict[int, str]]:
-    """``table`` with the bytes of each row of ``column`` that holds a path and no bytes read from
-    that file (:func:`image_file`), and the rows whose file could not be read, by row, with the
-    reason (their bytes stay null). A table without such rows is returned as it is."""
-    if column not in table.column_names or not holds_paths(table.schema.field(column).type):
-        return table, {}
-    images = table.column(column).combine_chunks()
-    fields = images.flatten()  # each child in the struct's rows, a null struct null in each
-    names = [f.name for f in images.type]
-    data, paths = fields[names.index("bytes")], fields[names.index("path")]
-    wanted = pc.and_(pc.and_(data.is_null(), paths.is_valid()), pc.not_equal(paths, ""))
-    rows = pc.indices_nonzero(pc.fill_null(wanted, False)).to_pylist()
+    """``table`` with the bytes of each row of ``column`` that holds a path and no bytes
+    (:func:`path_rows`) read from that file (:func:`image_file`), and the rows whose file could not
+    be read, by row, with the reason (their bytes stay null). A table without such rows is
+    returned as it is. Every image of the table is held at once: give it a few rows."""
+    rows = path_rows(table, column)
     if not rows:
         return table, {}
+    images = table.column(column).combine_chunks()
+    kind = with_binary_bytes(images.type)
+    fields = [f.cast(kind.field(i).type) for i, f in enumerate(images.flatten())]
+    at = kind.get_field_index("bytes")
     read: List[Optional[bytes]] = []
     failed: Dict[int, str] = {}
-    for row, path in zip(rows, paths.take(rows).to_pylist()):
+    for row, path in zip(rows, pc.struct_field(images, "path").take(rows).to_pylist()):
         where = image_file(path, source)
         try:
             read.append(files.read(where))
@@ -97,19 +129,36 @@ def with_path_images(table: pa.Table, column: str, source: str,
             shown = repr(path) if where == path else f"{path!r} (in the Parquet file's folder: {where})"
             failed[row] = (f"the row's image has no bytes and its path {shown} cannot be read: "
                            f"{type(e).__name__}: {e}")
-    mask = pc.fill_null(wanted, False)
-    fields[names.index("bytes")] = pc.replace_with_mask(data, mask, pa.array(read, data.type))
-    filled = pa.StructArray.from_arrays(fields, fields=list(images.type), mask=images.is_null())
-    return table.set_column(table.column_names.index(column), table.schema.field(column), filled), failed
+    mask = np.zeros(len(images), dtype=bool)
+    mask[rows] = True
+    fields[at] = pc.replace_with_mask(fields[at], pa.array(mask), pa.array(read, fields[at].type))
+    filled = pa.StructArray.from_arrays(fields, fields=list(kind), mask=images.is_null())
+    return table.set_column(table.column_names.index(column), pa.field(column, kind), filled), failed
+
+
+def emitted(table: pa.Table, failed: Dict[int, str], rows: bool) -> Iterable:
+    """A table read (its rows that failed, ``failed``, by row with the reason) as the reader
+    yields it: the table, with an ``error`` column when some failed (null in the others), or
+    (``rows``) a dict per row, those that failed to ``FAILED`` with the reason in ``error``."""
+    if not rows:
+        if failed:
+            table = table.append_column(ERROR_FIELD, pa.array([failed.get(n) for n in range(table.num_rows)], pa.string()))
+        yield table
+        return
+    for n, record in enumerate(table.to_pylist()):
+        if n in failed:
+            record[ERROR_FIELD] = failed[n]
+            yield beam.pvalue.TaggedOutput(FAILED, record)
+        else:
+            yield record
 
 
 class ReadRowGroupsDoFn(beam.DoFn):
     """``(path, start, stop)`` -> a table per row group (``columns`` only, when given), or their
     rows as dicts (``rows``), as ``parquetio.ReadAllFromParquet`` yields them; with ``row_ids``,
     a last column of that name holds each row's :func:`row_id`. With ``image_paths`` (the image
-    column), rows that hold a path and no bytes get the file's bytes (:func:`with_path_images`);
-    one whose file cannot be read goes to ``FAILED`` with the reason in ``error`` (as rows), or
-    has it in an ``error`` column (as tables, null in the other rows)."""
+    column), rows that hold a path and no bytes go to ``TO_READ`` instead, in tables of
+    ``PATH_ROWS``, for :class:`ReadPathImagesDoFn`."""
 
     def __init__(self, columns: Optional[List[str]], rows: bool, row_ids: Optional[str] = None,
                  image_paths: Optional[str] = None):
@@ -117,9 +166,6 @@ class ReadRowGroupsDoFn(beam.DoFn):
         self._rows = rows
         self._row_ids = row_ids
         self._image_paths = image_paths
-
-    def setup(self):
-        self._files = StoredFiles()
 
     def process(self, element):
         path, start, stop = element
@@ -134,21 +180,33 @@ class ReadRowGroupsDoFn(beam.DoFn):
                     ids = pa.array([row_id(path, n) for n in range(row, row + table.num_rows)], pa.string())
                     table = table.append_column(self._row_ids, ids)
                     row += table.num_rows
-                failed: Dict[int, str] = {}
-                if self._image_paths is not None:
-                    table, failed = with_path_images(table, self._image_paths, path, self._files)
-                if not self._rows:
-                    if failed:
-                        reasons = pa.array([failed.get(n) for n in range(table.num_rows)], pa.string())
-                        table = table.append_column(ERROR_FIELD, reasons)
-                    yield table
-                    continue
-                for n, record in enumerate(table.to_pylist()):
-                    if n in failed:
-                        record[ERROR_FIELD] = failed[n]
-                        yield beam.pvalue.TaggedOutput(FAILED, record)
-                    else:
-                        yield record
+                unread = path_rows(table, self._image_paths) if self._image_paths is not None else []
+                for at in range(0, len(unread), PATH_ROWS):  # taken: a few rows' own buffers
+                    yield beam.pvalue.TaggedOutput(TO_READ, (path, table.take(unread[at:at + PATH_ROWS])))
+                if unread:
+                    if len(unread) == table.num_rows:
+                        continue
+                    kept = np.ones(table.num_rows, dtype=bool)
+                    kept[unread] = False
+                    table = table.filter(pa.array(kept))
+                yield from emitted(table, {}, self._rows)
+
+
+class ReadPathImagesDoFn(beam.DoFn):
+    """``(Parquet file, table)`` of rows whose image holds only a path -> the table with the
+    files' bytes (:func:`with_path_images`), as :func:`emitted` yields it."""
+
+    def __init__(self, image_paths: str, rows: bool):
+        self._image_paths = image_paths
+        self._rows = rows
+
+    def setup(self):
+        self._files = StoredFiles()
+
+    def process(self, element):
+        source, table = element
+        table, failed = with_path_images(table, self._image_paths, source, self._files)
+        yield from emitted(table, failed, self._rows)
 
 
 class ReadParquet(beam.PTransform):
@@ -171,7 +229,16 @@ class ReadParquet(beam.PTransform):
                   | "RowGroups" >> beam.FlatMap(row_groups)
                   | "SpreadRowGroups" >> beam.Reshuffle())
         read = beam.ParDo(ReadRowGroupsDoFn(self._columns, self._rows, self._row_ids, self._image_paths))
-        if not self._rows:
-            return groups | "ReadRowGroups" >> read
-        rows = groups | "ReadRowGroups" >> read.with_outputs(FAILED, main="records")
-        return rows.records, rows[FAILED]
+        if self._image_paths is None:
+            if not self._rows:
+                return groups | "ReadRowGroups" >> read
+            records = groups | "ReadRowGroups" >> read
+            # Empty, and produced by a step with an input (portable runners reject an empty Create).
+            return records, records | "NoReadFailures" >> beam.Filter(lambda _: False)
+        read = groups | "ReadRowGroups" >> read.with_outputs(TO_READ, main="main")
+        filled = (read[TO_READ]
+                  | "SpreadPathRows" >> beam.Reshuffle()
+                  | "ReadPathImages" >> beam.ParDo(ReadPathImagesDoFn(self._image_paths, self._rows)).with_outputs(
+                      FAILED, main="main"))
+        every = (read.main, filled.main) | "WithPathImages" >> beam.Flatten()
+        return (every, filled[FAILED]) if self._rows else every

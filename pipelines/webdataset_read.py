@@ -6,9 +6,11 @@ samples the WebDataset way: the key is the member path up to the first dot of it
 (``a/b/000012.seg.png`` -> key ``a/b/000012``, member suffix ``seg.png``), and consecutive
 members with the same key form one sample. A shard made with plain ``tar -cf`` from a folder
 stores members in the folder's order, which may split a sample (``k1.txt k2.jpg k1.jpg``): a part
-without an image is held back (its members are small) until the part with the image comes, and
-joined to it; a part without an image that comes after its sample's image (``k1.jpg k2.jpg
-k1.txt``) cannot join it, and is a failed record saying so.
+without a member named as an image (``K.jpg``) is held back (its members are small; at most
+``HELD_BYTES`` of them) until a later part of its key with none of its suffixes comes, and joined
+to it; a later part that repeats one of its suffixes is a sample of its own, and the part held
+then goes out alone. A part without an image that comes after its sample's image (``k1.jpg
+k2.jpg k1.txt``) cannot join it, and is a failed record saying so.
 
 A sample record holds:
 
@@ -26,8 +28,8 @@ names the shard and the sample:
 
 * a sample with no image member (only unknown suffixes, or only ``.txt``/``.json``), in any of
   its parts;
-* a key seen before: again later in the same shard (a part that repeats a suffix of the
-  sample's, or holds another image), or in an earlier shard (shards are ranked by
+* a key seen before: again later in the same shard (a part with an image after the sample's
+  image), or in an earlier shard (shards are ranked by
   path; the first occurrence wins). Keys repeated across shards are found by a pre-pass that lists
   the member names only (:class:`FindRepeatedKeys`), a shuffle of keys, never of images;
 * a shard that is not a tar: one record ``SHARD#unreadable``;
@@ -74,6 +76,8 @@ OWN_FIELDS = (KEY, SHARD, IMAGE, IMAGE_MEMBER, MEMBERS, MEMBER_BYTES)
 #: for their image (:meth:`ReadShardDoFn._take`): the oldest go out as failed beyond it (a shard
 #: of captions or audio alone is not held whole).
 HELD_BYTES = 64 << 20
+#: What a part held costs beside its members' bytes (its objects; measured at about 600 bytes).
+PART_BYTES = 1024
 
 #: img2dataset marks each row with a status and an error message; only "success" rows hold images.
 STATUS_COLUMN = "status"
@@ -178,7 +182,8 @@ class _Sample:
         self.data[stored_as(suffix, self.suffixes.count(suffix))] = data
 
     def size(self) -> int:
-        return sum(len(data) for data in self.data.values())
+        """Its bytes as held: its members' and about ``PART_BYTES`` of bookkeeping."""
+        return PART_BYTES + sum(len(data) for data in self.data.values())
 
     def joined(self, later: "_Sample") -> "_Sample":
         """This part of a sample and a ``later`` one with no suffix in common and no links, as one
@@ -276,6 +281,8 @@ class _Reading:
     seen: set = field(default_factory=set)
     held: Dict[str, "_Sample"] = field(default_factory=dict)  # parts without an image, by key
     held_bytes: int = 0
+    imaged: set = field(default_factory=set)  # keys recorded with an image member
+    elsewhere: Dict[str, str] = field(default_factory=dict)  # keys first in another shard: that shard
 
 
 class ReadShardDoFn(beam.DoFn):
@@ -409,10 +416,10 @@ class ReadShardDoFn(beam.DoFn):
             yield self._failure(reading, f"{shard}#damaged", f"the shard's gzip check fails ({damage})")
 
     def _has_image(self, sample: _Sample) -> bool:
-        """Whether a sample (or a part of one) has a member ``_record`` may take as its image, or a
-        link (which it reports): a part without either waits for the rest of its sample."""
-        return bool(sample.links) or any(s.lower() in self._image_exts or s.rpartition(".")[2].lower() in self._image_exts
-                                         for s in sample.suffixes)
+        """Whether a sample (or a part of one) has a member named as an image (``K.jpg``), or a
+        link (which it reports): a part without either waits for the rest of its sample (a part
+        with only ``K.seg.png``, which ``_record`` takes when nothing else comes, too)."""
+        return bool(sample.links) or any(s.lower() in self._image_exts for s in sample.suffixes)
 
     def _join(self, reading: _Reading, sample: _Sample) -> Tuple[Optional[_Sample], Optional[_Sample]]:
         """``(sample, None)`` with the part of its key held before it joined to it, when there is
@@ -450,6 +457,7 @@ class ReadShardDoFn(beam.DoFn):
                 reading.held_bytes -= oldest.size()
                 yield self._record(reading, oldest)
         else:
+            reading.imaged.add(sample.key)
             yield self._record(reading, sample)
 
     def _untrusted(self, reading: _Reading, sample: _Sample, damage: str):
@@ -473,7 +481,13 @@ class ReadShardDoFn(beam.DoFn):
             if let_go is not None:
                 yield self._record(reading, let_go)
             pending = joined or pending
-            repeated_key = None if joined is not None else self._check_key(reading, pending)
+            if joined is not None:
+                repeated_key = None
+            elif not pending.suffixes and pending.key not in reading.elsewhere:  # cut in its first member
+                reading.seen.add(pending.key)
+                repeated_key = None
+            else:
+                repeated_key = self._check_key(reading, pending)
             if repeated_key is not None:
                 yield repeated_key
             elif damage is not None:
@@ -487,8 +501,11 @@ class ReadShardDoFn(beam.DoFn):
 
     def _check_key(self, reading: _Reading, sample: _Sample) -> Optional[beam.pvalue.TaggedOutput]:
         """None for a key's first occurrence (and records it as seen), else the failure."""
+        if sample.key in reading.elsewhere:  # a later part of a sample first in another shard
+            return self._failure(reading, sample.key, _already(sample.key, reading.elsewhere[sample.key],
+                                                                reading.shard), sample)
         if sample.key in reading.seen:
-            if not self._has_image(sample):
+            if sample.key in reading.imaged and sample.suffixes and not self._has_image(sample):
                 members = ", ".join(member_name(sample.key, s) for s in sample.suffixes)
                 return self._failure(reading, sample.key, f"sample {sample.key}: its members {members} come after "
                                      "its image, past other samples' members, and are not carried with it (a shard "
@@ -499,10 +516,14 @@ class ReadShardDoFn(beam.DoFn):
         reading.seen.add(sample.key)
         first = reading.repeated.get((reading.shard, sample.key))
         if first is not None and first != reading.shard:
-            return self._failure(reading, sample.key, f"sample {sample.key}: key already in shard "
-                                 f"{first} (the first shard by path is used{_elsewhere(first, reading.shard)})",
-                                 sample)
+            reading.elsewhere[sample.key] = first
+            return self._failure(reading, sample.key, _already(sample.key, first, reading.shard), sample)
         return None
+
+
+def _already(key: str, first: str, shard: str) -> str:
+    return (f"sample {key}: key already in shard {first} (the first shard by path is used"
+            f"{_elsewhere(first, shard)})")
 
 
 def _elsewhere(first: str, shard: str) -> str:

@@ -696,6 +696,32 @@ def test_hugging_face_rows_that_hold_only_a_path_are_read_from_it(tmp_path, caps
     assert "subfolder" not in capsys.readouterr().err  # data/img/ holds images, no Parquet file
 
 
+def test_path_only_parquet_written_by_pyarrow_is_read(tmp_path):
+    """pyarrow writes a struct of paths whose bytes are all null with bytes typed null: such a
+    file beside one with binary bytes raised in the workers (rc 1), and alone was refused; both
+    are read, and the outputs hold the bytes as binary. Many rows of one row group are read."""
+    (tmp_path / "img").mkdir()
+    for i, p in enumerate(PHOTOS[:3]):
+        (tmp_path / "img" / f"{i}.jpg").write_bytes(p.read_bytes())
+    data = tmp_path / "data"
+    data.mkdir()
+    kind = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    pq.write_table(pa.table({"id": ["a"], "image": pa.array([{"bytes": PHOTOS[0].read_bytes(), "path": None}], kind)}),
+                   data / "a.parquet")
+    paths = [str(tmp_path / "img" / f"{i % 3}.jpg") for i in range(70)]  # 70 rows, 3 photos
+    pq.write_table(pa.table({"id": [f"b{i}" for i in range(70)], "image": [{"bytes": None, "path": p} for p in paths]}),
+                   data / "b.parquet")
+    assert pq.read_schema(data / "b.parquet").field("image").type.field("bytes").type == pa.null()
+    for given, counts in ((data, (71, 3, 68)), (data / "b.parquet", (70, 3, 67))):
+        out = tmp_path / f"out-{len(counts)}-{counts[0]}"
+        assert dedup_images.main(["--input", str(given), "--input-format", "parquet", "--output", str(out),
+                                  "--backend", "state", "--no-report"]) == 0
+        summary = json.loads((out / "summary.json").read_text())
+        assert (summary["inputs"], summary["kept"], summary["duplicates"], summary["failed"]) == (*counts, 0)
+        assert pq.read_schema(next((out / "kept").glob("*.parquet"))).field("image").type == kind
+        assert {r["image"]["bytes"] for r in read(out, "kept")} == {p.read_bytes() for p in PHOTOS[:3]}
+
+
 @pytest.mark.parametrize("column_args, message", [
     (["--image-column", "img"], "--image-column 'img' is not a column"),
     (["--id-column", "uid"], "--id-column 'uid' is not a column"),

@@ -77,3 +77,34 @@ def test_rows_that_hold_only_a_path_get_its_bytes(tmp_path, binary, string):
     plain = pa.table({"image": [b"x"], "n": [0]})
     assert parquet_read.with_path_images(plain, "image", source, StoredFiles()) == (plain, {})
     assert parquet_read.with_path_images(table, "other", source, StoredFiles()) == (table, {})
+
+
+def test_bytes_typed_null_take_the_bytes_read_and_paths_are_normalised(tmp_path):
+    """pyarrow types a column of nulls as null: a struct whose bytes are all null takes binary
+    bytes when they are read. A relative path's '..' is taken away, on an object store too, whose
+    key 'a/../b' would be another object."""
+    (tmp_path / "a.jpg").write_bytes(b"A")
+    table = pa.table({"image": [{"bytes": None, "path": "a.jpg"}, None]})
+    assert table.schema.field("image").type.field("bytes").type == pa.null()
+    filled, failed = parquet_read.with_path_images(table, "image", str(tmp_path / "x.parquet"), StoredFiles())
+    assert filled.schema.field("image").type == pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    assert filled.column("image").to_pylist() == [{"bytes": b"A", "path": "a.jpg"}, None] and failed == {}
+    assert parquet_read.image_file("../photos/p.jpg", "s3://b/data/train.parquet") == "s3://b/photos/p.jpg"
+    assert parquet_read.image_file("./img/../p.jpg", "/d/e/x.parquet") == "/d/e/p.jpg"
+    assert parquet_read.image_file("gs://c/../p.jpg", "/d/x.parquet") == "gs://c/../p.jpg"  # as given
+
+
+def test_rows_to_read_go_out_in_small_tables(tmp_path, monkeypatch):
+    """A row group's path-only rows go to the workers in tables of PATH_ROWS rows (a group of a
+    million paths is not read, and held, by one worker); rows with bytes stay in the main output."""
+    monkeypatch.setattr(parquet_read, "PATH_ROWS", 3)
+    kind = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    images = [{"bytes": b"x", "path": None} if i % 4 == 0 else {"bytes": None, "path": f"{i}.jpg"} for i in range(10)]
+    pq.write_table(pa.table({"image": pa.array(images, kind), "n": list(range(10))}), tmp_path / "x.parquet")
+    out = list(parquet_read.ReadRowGroupsDoFn(None, rows=True, image_paths="image").process(
+        (str(tmp_path / "x.parquet"), 0, 1)))
+    tables = [o.value for o in out if isinstance(o, beam.pvalue.TaggedOutput)]
+    assert all(o.tag == parquet_read.TO_READ for o in out if isinstance(o, beam.pvalue.TaggedOutput))
+    assert [t.num_rows for _, t in tables] == [3, 3, 1]
+    assert sorted(n for _, t in tables for n in t.column("n").to_pylist()) == [1, 2, 3, 5, 6, 7, 9]
+    assert sorted(r["n"] for r in out if isinstance(r, dict)) == [0, 4, 8]

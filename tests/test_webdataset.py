@@ -515,12 +515,39 @@ def test_samples_split_by_plain_tar_are_joined_when_their_image_comes_later(tmp_
                       ("k5", "sample k5 has no image member with a suffix among jpg (members: k5.txt)")], failed
 
 
+def test_split_samples_with_a_mask_first_or_first_in_another_shard(tmp_path):
+    """A part holding only K.seg.png waits for its K.jpg (which is the image, the mask carried
+    along), and is the image when no K.jpg comes; every part of a sample first in an earlier
+    shard fails as that; a later part cut in its first member fails with the break."""
+    photo = {p.name: p.read_bytes() for p in PHOTOS}
+    write_tar(tmp_path / "a.tar", [("k9.jpg", photo["pool.jpg"])])
+    write_tar(tmp_path / "b.tar", [("k1.seg.png", b"mask"), ("k2.jpg", photo["pool.jpg"]), ("k3.seg.png", b"m3"),
+                                   ("k9.txt", b"c9"), ("k1.jpg", photo["snow.jpg"]), ("k9.jpg", photo["snow.jpg"])])
+    repeated = webdataset_read.repeated_keys([str(tmp_path / "a.tar"), str(tmp_path / "b.tar")])
+    out = list(webdataset_read.ReadShardDoFn(("jpg", "png"), ()).process(str(tmp_path / "b.tar"), repeated))
+    records = {o["key"]: (o["members"], o["image_member"]) for o in out if isinstance(o, dict)}
+    assert records == {"k1": (["seg.png", "jpg"], "jpg"), "k2": (["jpg"], "jpg"), "k3": (["seg.png"], "seg.png")}
+    failed = [(o.value["key"], o.value["members"], o.value["error"].split(": ", 1)[1]) for o in out
+              if not isinstance(o, dict)]
+    already = f"sample k9: key already in shard {tmp_path}/a.tar (the first shard by path is used)"
+    assert failed == [("k9", ["txt"], already), ("k9", ["jpg"], already)], failed
+    # cut inside the first member of a later part: the break, not a repeated key
+    write_tar(tmp_path / "c.tar", [("k1.jpg", photo["pool.jpg"]), ("k2.jpg", photo["snow.jpg"]),
+                                   ("k1.txt", b"x" * 5000)])
+    data = (tmp_path / "c.tar").read_bytes()
+    (tmp_path / "c.tar").write_bytes(data[:data.index(b"x" * 5000) + 100])
+    records, failed = _read_shard(tmp_path / "c.tar", ())
+    assert [r["key"] for r in records] == ["k1", "k2"]
+    assert [(f["key"], f["members"]) for f in failed] == [("k1", []), (f"{tmp_path}/c.tar#truncated", [])], failed
+    assert "sample k1: the shard breaks inside it (MemberCutShort: member k1.txt is cut short" in failed[0]["error"]
+
+
 def test_parts_held_for_their_image_are_bounded_and_said_at_a_break(tmp_path, monkeypatch):
     """Parts without an image are held up to HELD_BYTES (a shard of captions alone is not held
     whole): beyond it the oldest fail as samples without an image, and a later image of theirs
     as a repeated key. A part held when the shard breaks inside its image fails with the break."""
     photo = {p.name: p.read_bytes() for p in PHOTOS}
-    monkeypatch.setattr(webdataset_read, "HELD_BYTES", 5)
+    monkeypatch.setattr(webdataset_read, "HELD_BYTES", webdataset_read.PART_BYTES + 5)  # one caption part
     write_tar(tmp_path / "00000.tar", [("a.txt", b"123"), ("b.txt", b"456"), ("a.jpg", photo["pool.jpg"]),
                                        ("b.jpg", photo["snow.jpg"])])
     records, failed = _read_shard(tmp_path / "00000.tar", ())
@@ -606,9 +633,10 @@ def test_member_names_with_a_leading_dot_slash_or_not_utf8(tmp_path):
                                       ("n.seg.png", photo[:1000])])
     out = list(webdataset_read.ReadShardDoFn(webdataset_read.DEFAULT_IMAGE_EXTS).process(str(tmp_path / "dots.tar")))
     records, failed = [o for o in out if isinstance(o, dict)], [o.value for o in out if not isinstance(o, dict)]
-    assert [(r["key"], r["image_member"], r["image"]) for r in records] == [
+    # (a sample whose image is such a suffix waits, as a part, for a K.jpg till the shard's end)
+    assert sorted((r["key"], r["image_member"], r["image"]) for r in records) == [
         ("IMG_1", "edited.jpg", photo), ("m", "seg.PNG", photo[:3000]), ("n", "jpg", photo[:2000])]
-    assert records[2]["member_bytes"] == {"seg.png": photo[:1000]}
+    assert {r["key"]: r["member_bytes"] for r in records}["n"] == {"seg.png": photo[:1000]}
     assert [(f["key"], f["members"]) for f in failed] == [("v1", ["2.jpg", "3.jpg"])]
     assert "several image members (v1.2.jpg, v1.3.jpg)" in failed[0]["error"], failed[0]
 
