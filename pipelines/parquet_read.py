@@ -14,7 +14,6 @@ whichever worker a reshuffle gives a few such rows to (``PATH_ROWS``).
 from __future__ import annotations
 
 import os
-import posixpath
 from typing import Dict, Iterable, List, Optional, Tuple
 
 import apache_beam as beam
@@ -84,12 +83,13 @@ def with_binary_bytes(t: pa.DataType) -> pa.DataType:
 
 def path_rows(table: pa.Table, column: str) -> List[int]:
     """The rows of ``table`` whose ``column`` holds a path and no bytes (:func:`holds_paths`)."""
-    if column not in table.column_names or not holds_paths(table.schema.field(column).type):
+    if not table.num_rows or column not in table.column_names or not holds_paths(table.schema.field(column).type):
         return []
     images = table.column(column)
     data, paths = pc.struct_field(images, "bytes"), pc.struct_field(images, "path")
     wanted = pc.and_(pc.and_(pc.is_valid(images), pc.is_null(data)), pc.not_equal(paths, ""))
-    return pc.indices_nonzero(pc.fill_null(wanted, False)).to_pylist()
+    # (numpy, not pc.indices_nonzero, which crashes on a chunked array of no chunks: pyarrow 25)
+    return np.flatnonzero(pc.fill_null(wanted, False).to_numpy()).tolist()
 
 
 def image_file(path: str, source: str) -> str:
@@ -102,7 +102,18 @@ def image_file(path: str, source: str) -> str:
     scheme, sep, rest = joined.partition("://")
     if not sep:
         return os.path.normpath(joined)
-    return f"{scheme}://{posixpath.normpath(rest)}"  # an object store reads 'a/../b' as that key
+    # An object store reads 'a/../b' as that key: '.' and '..' are taken away in the key, never
+    # past the bucket ('..' that would leave it: the path as joined), and '//' kept (a key's own).
+    bucket, _, key = rest.partition("/")
+    kept: List[str] = []
+    for part in key.split("/"):
+        if part == "..":
+            if not kept:
+                return joined
+            kept.pop()
+        elif part != ".":
+            kept.append(part)
+    return f"{scheme}://{bucket}/{'/'.join(kept)}"
 
 
 def with_path_images(table: pa.Table, column: str, source: str,

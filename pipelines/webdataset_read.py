@@ -282,6 +282,7 @@ class _Reading:
     held: Dict[str, "_Sample"] = field(default_factory=dict)  # parts without an image, by key
     held_bytes: int = 0
     imaged: set = field(default_factory=set)  # keys recorded with an image member
+    imageless: set = field(default_factory=set)  # keys whose parts so far went out failed
     elsewhere: Dict[str, str] = field(default_factory=dict)  # keys first in another shard: that shard
 
 
@@ -385,9 +386,10 @@ class ReadShardDoFn(beam.DoFn):
         except (tarfile.TarError, EOFError, OSError, ValueError, zlib.error) as e:
             # (a damaged gzip shard's read meets the damage itself: zlib.error)
             broken = yield from self._broken(reading, stream, last, e, damage)
-        for sample in reading.held.values():  # parts whose image never came
-            if broken is None:
-                yield self._record(reading, sample)
+        for sample in reading.held.values():  # parts whose K.jpg never came: as they are
+            out = self._recorded(reading, sample)
+            if broken is None or isinstance(out, dict):  # (K.edited.jpg: its image, whole)
+                yield out
             else:
                 yield self._failure(reading, sample.key, f"sample {sample.key} has no image member among "
                                     f"{', '.join(member_name(sample.key, s) for s in sample.suffixes)}, read "
@@ -439,7 +441,7 @@ class ReadShardDoFn(beam.DoFn):
         its key with none of its suffixes, and is joined to it."""
         joined, let_go = self._join(reading, sample)
         if let_go is not None:
-            yield self._record(reading, let_go)
+            yield self._recorded(reading, let_go)
         if joined is not None:
             sample = joined  # its key was checked with its first part
         else:
@@ -455,10 +457,17 @@ class ReadShardDoFn(beam.DoFn):
             while reading.held_bytes > HELD_BYTES:  # a shard of samples without images: no longer held
                 oldest = reading.held.pop(next(iter(reading.held)))
                 reading.held_bytes -= oldest.size()
-                yield self._record(reading, oldest)
+                yield self._recorded(reading, oldest)
         else:
-            reading.imaged.add(sample.key)
-            yield self._record(reading, sample)
+            yield self._recorded(reading, sample)
+
+    def _recorded(self, reading: _Reading, sample: _Sample):
+        """``_record`` of a sample (or of parts that went out without a K.jpg), noting whether its
+        key has an image recorded now (a later part without one comes after it) or not (a later
+        part with one is taken)."""
+        out = self._record(reading, sample)
+        (reading.imaged if isinstance(out, dict) else reading.imageless).add(sample.key)
+        return out
 
     def _untrusted(self, reading: _Reading, sample: _Sample, damage: str):
         return self._failure(reading, sample.key, f"sample {sample.key}: the shard's gzip check fails "
@@ -479,7 +488,7 @@ class ReadShardDoFn(beam.DoFn):
                 where = f"after its members {read}, and members of it after them would be lost"
             joined, let_go = self._join(reading, pending)
             if let_go is not None:
-                yield self._record(reading, let_go)
+                yield self._recorded(reading, let_go)
             pending = joined or pending
             if joined is not None:
                 repeated_key = None
@@ -504,6 +513,8 @@ class ReadShardDoFn(beam.DoFn):
         if sample.key in reading.elsewhere:  # a later part of a sample first in another shard
             return self._failure(reading, sample.key, _already(sample.key, reading.elsewhere[sample.key],
                                                                 reading.shard), sample)
+        if sample.key in reading.seen and sample.key in reading.imageless and sample.key not in reading.imaged:
+            return None  # its parts so far failed without an image (held past HELD_BYTES): this one is taken
         if sample.key in reading.seen:
             if sample.key in reading.imaged and sample.suffixes and not self._has_image(sample):
                 members = ", ".join(member_name(sample.key, s) for s in sample.suffixes)

@@ -699,7 +699,8 @@ def test_hugging_face_rows_that_hold_only_a_path_are_read_from_it(tmp_path, caps
 def test_path_only_parquet_written_by_pyarrow_is_read(tmp_path):
     """pyarrow writes a struct of paths whose bytes are all null with bytes typed null: such a
     file beside one with binary bytes raised in the workers (rc 1), and alone was refused; both
-    are read, and the outputs hold the bytes as binary. Many rows of one row group are read."""
+    are read, and the outputs hold the bytes as binary. Many rows of one row group are read; a
+    file of no rows beside them is read as none."""
     (tmp_path / "img").mkdir()
     for i, p in enumerate(PHOTOS[:3]):
         (tmp_path / "img" / f"{i}.jpg").write_bytes(p.read_bytes())
@@ -712,6 +713,8 @@ def test_path_only_parquet_written_by_pyarrow_is_read(tmp_path):
     pq.write_table(pa.table({"id": [f"b{i}" for i in range(70)], "image": [{"bytes": None, "path": p} for p in paths]}),
                    data / "b.parquet")
     assert pq.read_schema(data / "b.parquet").field("image").type.field("bytes").type == pa.null()
+    # a file of no rows (one row group of none) crashed the worker reading it
+    pq.write_table(pa.table({"id": pa.array([], pa.string()), "image": pa.array([], kind)}), data / "c.parquet")
     for given, counts in ((data, (71, 3, 68)), (data / "b.parquet", (70, 3, 67))):
         out = tmp_path / f"out-{len(counts)}-{counts[0]}"
         assert dedup_images.main(["--input", str(given), "--input-format", "parquet", "--output", str(out),

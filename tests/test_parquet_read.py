@@ -92,6 +92,23 @@ def test_bytes_typed_null_take_the_bytes_read_and_paths_are_normalised(tmp_path)
     assert parquet_read.image_file("../photos/p.jpg", "s3://b/data/train.parquet") == "s3://b/photos/p.jpg"
     assert parquet_read.image_file("./img/../p.jpg", "/d/e/x.parquet") == "/d/e/p.jpg"
     assert parquet_read.image_file("gs://c/../p.jpg", "/d/x.parquet") == "gs://c/../p.jpg"  # as given
+    # never past the bucket (as joined), and a key's '//' kept
+    assert parquet_read.image_file("../../y.jpg", "gs://b/d/x.parquet") == "gs://b/d/../../y.jpg"
+    assert parquet_read.image_file("a//./c.jpg", "s3://b/d/x.parquet") == "s3://b/d/a//c.jpg"
+
+
+def test_an_empty_file_or_group_has_no_rows_to_read(tmp_path):
+    """A Parquet file of no rows (one row group of none, as pyarrow writes it) crashed the
+    process (pyarrow's indices_nonzero on a chunked array of no chunks)."""
+    kind = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    pq.write_table(pa.table({"image": pa.array([], kind)}), tmp_path / "empty.parquet")
+    assert pq.ParquetFile(tmp_path / "empty.parquet").metadata.num_row_groups == 1
+    out = list(parquet_read.ReadRowGroupsDoFn(None, rows=True, image_paths="image").process(
+        (str(tmp_path / "empty.parquet"), 0, 1)))
+    assert out == []
+    chunks = pa.chunked_array([pa.array([{"bytes": None, "path": "a"}], kind), pa.array([], kind),
+                               pa.array([{"bytes": b"x", "path": "b"}, {"bytes": None, "path": "c"}], kind)])
+    assert parquet_read.path_rows(pa.table({"image": chunks}), "image") == [0, 2]
 
 
 def test_rows_to_read_go_out_in_small_tables(tmp_path, monkeypatch):

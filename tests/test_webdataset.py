@@ -542,19 +542,32 @@ def test_split_samples_with_a_mask_first_or_first_in_another_shard(tmp_path):
     assert "sample k1: the shard breaks inside it (MemberCutShort: member k1.txt is cut short" in failed[0]["error"]
 
 
+def test_held_parts_are_taken_as_they_are_at_a_break(tmp_path):
+    """Samples whose only image is a tail suffix (IMG_1.edited.jpg) wait for a K.jpg: when the
+    shard breaks after them they are records still (they failed as 'no image member')."""
+    photo = {p.name: p.read_bytes() for p in PHOTOS}
+    write_tar(tmp_path / "a.tar", [(f"IMG_{i}.edited.jpg", photo["pool.jpg"]) for i in range(3)]
+              + [("IMG_9.jpg", photo["snow.jpg"])])
+    data = (tmp_path / "a.tar").read_bytes()
+    (tmp_path / "a.tar").write_bytes(data[:data.rindex(photo["snow.jpg"]) + 100])  # cut inside IMG_9.jpg
+    records, failed = _read_shard(tmp_path / "a.tar", ())
+    assert sorted((r["key"], r["image_member"]) for r in records) == [(f"IMG_{i}", "edited.jpg") for i in range(3)]
+    assert [f["key"] for f in failed] == ["IMG_9", f"{tmp_path}/a.tar#truncated"], failed
+
+
 def test_parts_held_for_their_image_are_bounded_and_said_at_a_break(tmp_path, monkeypatch):
     """Parts without an image are held up to HELD_BYTES (a shard of captions alone is not held
     whole): beyond it the oldest fail as samples without an image, and a later image of theirs
-    as a repeated key. A part held when the shard breaks inside its image fails with the break."""
+    is taken (it was a repeated key). A part held when the shard breaks inside its image fails
+    with the break."""
     photo = {p.name: p.read_bytes() for p in PHOTOS}
     monkeypatch.setattr(webdataset_read, "HELD_BYTES", webdataset_read.PART_BYTES + 5)  # one caption part
     write_tar(tmp_path / "00000.tar", [("a.txt", b"123"), ("b.txt", b"456"), ("a.jpg", photo["pool.jpg"]),
                                        ("b.jpg", photo["snow.jpg"])])
     records, failed = _read_shard(tmp_path / "00000.tar", ())
-    assert [r["key"] for r in records] == ["b"] and records[0]["members"] == ["txt", "jpg"]
-    assert sorted((f["key"], f["error"].split(": ", 1)[1]) for f in failed) == [
-        ("a", "sample a has no image member with a suffix among jpg (members: a.txt)"),
-        ("a", "sample a: key repeated within the shard (its first occurrence is used)")]
+    assert [r["key"] for r in records] == ["a", "b"] and records[1]["members"] == ["txt", "jpg"]
+    assert [(f["key"], f["error"].split(": ", 1)[1]) for f in failed] == [
+        ("a", "sample a has no image member with a suffix among jpg (members: a.txt)")]
     monkeypatch.setattr(webdataset_read, "HELD_BYTES", 64 << 20)
     write_tar(tmp_path / "00001.tar", [("c.txt", b"c"), ("d.jpg", photo["pool.jpg"]), ("c.jpg", photo["snow.jpg"])])
     data = (tmp_path / "00001.tar").read_bytes()
