@@ -884,6 +884,11 @@ def _run(argv: List[str], con: Console, command_line: bool = False) -> int:
             glob = deep_glob(posixpath.dirname(some.subfolders[0]), folder_names(some.fmt))
             con.tell(passed_over(what, "subfolder", [f + "/" for f in some.subfolders],
                                  f"a folder's own files are read, not its subfolders'; give {glob!r} to read them too"))
+    if spec.repeated_id is not None:
+        con.tell(f"beam-phash: --input's id column {spec.id_column!r} is not unique: it holds {spec.repeated_id}; rows "
+                 "that share an id are taken as retries of one record, so copies among them are all kept: give "
+                 "--id-column a column of unique values" + ("" if "id" in spec.columns else
+                                                           ", or none (each row's id is then FILE#ROW)"))
     started = time.time()
     board = None
     local = options.view_as(StandardOptions).runner in LOCAL_RUNNERS  # the run dies with this process

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -87,6 +88,9 @@ class InputSpec:
     # Parquet without an id column (``id``, or img2dataset's ``key``): the id column is made as
     # each row is read, ``FILE#ROW`` (``parquet_read.row_id``)
     row_ids: bool = False
+    # Parquet input: an id its first file's first row group holds twice, said at the start
+    # (:func:`repeated_id`): rows that share an id are taken as retries of one record
+    repeated_id: Optional[str] = None
     # Parquet read for its hash column: how the job that wrote it hashed (HASHED_AS in its
     # schema's metadata: algorithm, hash_size, hash_version), when it says
     hashed_as: Optional[Dict[str, Any]] = None
@@ -484,6 +488,25 @@ def _is_image_type(t: pa.DataType) -> bool:
         t.field(i).name == "bytes" and _is_image_type(t.field(i).type) for i in range(t.num_fields))
 
 
+def repeated_id(path: str, column: str) -> Optional[str]:
+    """An id ``column`` holds twice in the first row group of ``path`` (a label given as
+    ``--id-column``), as ``'cat' (rows 0 and 3 of FILE)``, or None. One row group is read, so a
+    column unique there may still repeat elsewhere; one that repeats there is never unique."""
+    with open_stored(path) as f:
+        pf = pq.ParquetFile(f)
+        if pf.metadata.num_row_groups == 0:
+            return None
+        ids = pf.read_row_group(0, columns=[column]).column(0)
+    counts = pc.value_counts(ids.drop_null())
+    many = counts.filter(pc.greater(counts.field("counts"), 1))
+    if not len(many):
+        return None
+    value = many.field("values")[0]
+    first, second = np.flatnonzero(pc.fill_null(pc.equal(ids, value), False).to_numpy())[:2]
+    others = f", and {len(many) - 1} other value{'s' if len(many) > 2 else ''}" if len(many) > 1 else ""
+    return f"{value.as_py()!r} (rows {first} and {second} of {path}{others})"
+
+
 def _sample_hex(path: str, column: str) -> Optional[str]:
     """The first non-null value of a hash column (from the file's first row group; the file read
     as stored, as ``_parquet_footer`` reads it)."""
@@ -631,6 +654,8 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
     if not hash_column:  # bytes all null (paths only, as pyarrow types them) are written as the bytes read
         at = schema.get_field_index(image_column)
         schema = schema.set(at, schema.field(at).with_type(with_binary_bytes(schema.field(at).type)))
+    if not spec.row_ids and flag == "--input":
+        spec.repeated_id = repeated_id(paths[0], id_column)
     if spec.row_ids:
         schema = schema.append(pa.field(id_column, pa.string()))
     spec.schema = schema

@@ -696,6 +696,27 @@ def test_hugging_face_rows_that_hold_only_a_path_are_read_from_it(tmp_path, caps
     assert "subfolder" not in capsys.readouterr().err  # data/img/ holds images, no Parquet file
 
 
+def test_an_id_column_that_repeats_is_said(tmp_path, capsys):
+    """A label given as --id-column: rows that share a label were taken as retries of one record
+    without a word, so copies among them were all kept. The start line says so, naming a value
+    and two of its rows in the first row group; a unique column says nothing."""
+    photos = [p.read_bytes() for p in PHOTOS[:3]]
+    pq.write_table(pa.table({"image": [photos[0], photos[1], photos[0], photos[2]], "label": ["cat", "dog", "cat", "dog"],
+                             "uid": ["a", "b", "c", "d"]}), tmp_path / "train.parquet")
+    for column, said in (("label", True), ("uid", False)):
+        out = tmp_path / f"out-{column}"
+        assert dedup_images.main(["--input", str(tmp_path / "train.parquet"), "--input-format", "parquet",
+                                  "--id-column", column, "--output", str(out), "--backend", "state",
+                                  "--no-report"]) == 0
+        err = capsys.readouterr().err
+        warning = (f"--input's id column 'label' is not unique: it holds 'cat' (rows 0 and 2 of {tmp_path}/train.parquet, "
+                   "and 1 other value); rows that share an id are taken as retries of one record, so copies among them "
+                   "are all kept: give --id-column a column of unique values, or none (each row's id is then FILE#ROW)")
+        assert (warning in err) is said, err
+    # the two 'cat' rows are one photo: with the label as id both are kept, with uid one
+    assert len(read(tmp_path / "out-label", "kept")) == 4 and len(read(tmp_path / "out-uid", "kept")) == 3
+
+
 def test_path_only_parquet_written_by_pyarrow_is_read(tmp_path):
     """pyarrow writes a struct of paths whose bytes are all null with bytes typed null: such a
     file beside one with binary bytes raised in the workers (rc 1), and alone was refused; both
