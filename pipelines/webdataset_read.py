@@ -283,7 +283,6 @@ class _Reading:
     held_bytes: int = 0
     imaged: set = field(default_factory=set)  # keys recorded with an image member
     imageless: set = field(default_factory=set)  # keys whose parts so far went out failed
-    elsewhere: Dict[str, str] = field(default_factory=dict)  # keys first in another shard: that shard
 
 
 class ReadShardDoFn(beam.DoFn):
@@ -435,21 +434,25 @@ class ReadShardDoFn(beam.DoFn):
             return sample, held
         return held.joined(sample), None
 
-    def _take(self, reading: _Reading, sample: _Sample, damage: Optional[str]) -> Iterator:
-        """A sample (or a part of one) as the stream gives it -> its record or failure, or nothing
-        while it is held: a part without an image waits in ``reading.held`` for a later part of
-        its key with none of its suffixes, and is joined to it."""
+    def _part(self, reading: _Reading, sample: _Sample):
+        """Yields the part held for ``sample``'s key when it goes out alone (``_join``); returns
+        the sample to go on with (joined to the part held, whose key was checked with it) and the
+        failure of its key, if any (``_check_key``)."""
         joined, let_go = self._join(reading, sample)
         if let_go is not None:
             yield self._recorded(reading, let_go)
         if joined is not None:
-            sample = joined  # its key was checked with its first part
-        else:
-            failure = self._check_key(reading, sample)
-            if failure is not None:
-                yield failure
-                return
-        if damage is not None:
+            return joined, None
+        return sample, self._check_key(reading, sample)
+
+    def _take(self, reading: _Reading, sample: _Sample, damage: Optional[str]) -> Iterator:
+        """A sample (or a part of one) as the stream gives it -> its record or failure, or nothing
+        while it is held: a part without an image waits in ``reading.held`` for a later part of
+        its key with none of its suffixes, and is joined to it."""
+        sample, failure = yield from self._part(reading, sample)
+        if failure is not None:
+            yield failure
+        elif damage is not None:
             yield self._untrusted(reading, sample, damage)
         elif not self._has_image(sample):
             reading.held[sample.key] = sample
@@ -486,17 +489,7 @@ class ReadShardDoFn(beam.DoFn):
             else:  # at a header: perhaps between two of its members
                 read = ", ".join(member_name(pending.key, s) for s in pending.suffixes)
                 where = f"after its members {read}, and members of it after them would be lost"
-            joined, let_go = self._join(reading, pending)
-            if let_go is not None:
-                yield self._recorded(reading, let_go)
-            pending = joined or pending
-            if joined is not None:
-                repeated_key = None
-            elif not pending.suffixes and pending.key not in reading.elsewhere:  # cut in its first member
-                reading.seen.add(pending.key)
-                repeated_key = None
-            else:
-                repeated_key = self._check_key(reading, pending)
+            pending, repeated_key = yield from self._part(reading, pending)
             if repeated_key is not None:
                 yield repeated_key
             elif damage is not None:
@@ -510,13 +503,17 @@ class ReadShardDoFn(beam.DoFn):
 
     def _check_key(self, reading: _Reading, sample: _Sample) -> Optional[beam.pvalue.TaggedOutput]:
         """None for a key's first occurrence (and records it as seen), else the failure."""
-        if sample.key in reading.elsewhere:  # a later part of a sample first in another shard
-            return self._failure(reading, sample.key, _already(sample.key, reading.elsewhere[sample.key],
-                                                                reading.shard), sample)
+        first = reading.repeated.get((reading.shard, sample.key))
+        if first is not None and first != reading.shard:  # every part of a sample first in another shard
+            reading.seen.add(sample.key)
+            return self._failure(reading, sample.key, _already(sample.key, first, reading.shard), sample)
+        if not sample.suffixes:  # a part the shard's break cut in its first member: no repeat of anything
+            reading.seen.add(sample.key)
+            return None
         if sample.key in reading.seen and sample.key in reading.imageless and sample.key not in reading.imaged:
             return None  # its parts so far failed without an image (held past HELD_BYTES): this one is taken
         if sample.key in reading.seen:
-            if sample.key in reading.imaged and sample.suffixes and not self._has_image(sample):
+            if sample.key in reading.imaged and not self._has_image(sample):
                 members = ", ".join(member_name(sample.key, s) for s in sample.suffixes)
                 return self._failure(reading, sample.key, f"sample {sample.key}: its members {members} come after "
                                      "its image, past other samples' members, and are not carried with it (a shard "
@@ -525,10 +522,6 @@ class ReadShardDoFn(beam.DoFn):
             return self._failure(reading, sample.key, f"sample {sample.key}: key repeated within the "
                                  "shard (its first occurrence is used)", sample)
         reading.seen.add(sample.key)
-        first = reading.repeated.get((reading.shard, sample.key))
-        if first is not None and first != reading.shard:
-            reading.elsewhere[sample.key] = first
-            return self._failure(reading, sample.key, _already(sample.key, first, reading.shard), sample)
         return None
 
 
