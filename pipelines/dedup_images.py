@@ -887,7 +887,7 @@ def _run(argv: List[str], con: Console, command_line: bool = False) -> int:
     if spec.repeated_id is not None:
         con.tell(f"beam-phash: --input's id column {spec.id_column!r} is not unique: it holds {spec.repeated_id}; rows "
                  "that share an id are taken as retries of one record, so copies among them are all kept: give "
-                 "--id-column a column of unique values" + ("" if "id" in spec.columns else
+                 "--id-column a column of unique values" + ("" if {"id", job_inputs.DETECTED_ID_COLUMN} & set(spec.columns) else
                                                            ", or none (each row's id is then FILE#ROW)"))
     started = time.time()
     board = None

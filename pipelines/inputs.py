@@ -488,23 +488,56 @@ def _is_image_type(t: pa.DataType) -> bool:
         t.field(i).name == "bytes" and _is_image_type(t.field(i).type) for i in range(t.num_fields))
 
 
-def repeated_id(path: str, column: str) -> Optional[str]:
-    """An id ``column`` holds twice in the first row group of ``path`` (a label given as
-    ``--id-column``), as ``'cat' (rows 0 and 3 of FILE)``, or None. One row group is read, so a
-    column unique there may still repeat elsewhere; one that repeats there is never unique."""
-    with open_stored(path) as f:
-        pf = pq.ParquetFile(f)
-        if pf.metadata.num_row_groups == 0:
-            return None
-        ids = pf.read_row_group(0, columns=[column]).column(0)
+# Folders whose first file's first row group the launcher reads for ids that repeat across them
+ID_CHECK_FOLDERS = 16
+
+
+def repeated_id(paths: List[str], column: str) -> Optional[str]:
+    """An id ``column`` holds twice in the first row group of ``paths[0]`` (a label given as
+    ``--id-column``), or in the first row groups of the first file of two folders among ``paths``
+    (two img2dataset runs, each numbering its keys from ``000000000``), as ``'cat' (rows 0 and 3
+    of FILE)``, or None. One row group per folder is read (of at most ``ID_CHECK_FOLDERS``
+    folders), so a column unique there may still repeat elsewhere; one that repeats there is never
+    unique."""
+    firsts: Dict[str, str] = {}
+    for path in paths:
+        if len(firsts) == ID_CHECK_FOLDERS:
+            break
+        firsts.setdefault(posixpath.dirname(identity(path)), path)
+    read, files = [], []
+    for at, path in enumerate(firsts.values()):
+        try:
+            with open_stored(path) as f:
+                pf = pq.ParquetFile(f)
+                if pf.metadata.num_row_groups == 0:
+                    continue
+                ids = pf.read_row_group(0, columns=[column]).column(0)
+        except Exception:  # noqa: BLE001 - damage in another folder's file is its reader's to report
+            if at == 0:
+                raise
+            continue
+        if read and ids.type != read[0].type:  # (types no value converts between are refused before)
+            continue
+        read.append(ids)
+        files.append(np.full(len(ids), at))
+    if not read:
+        return None
+    ids = pa.chunked_array([chunk for c in read for chunk in c.chunks], type=read[0].type)
     counts = pc.value_counts(ids.drop_null())
     many = counts.filter(pc.greater(counts.field("counts"), 1))
     if not len(many):
         return None
     value = many.field("values")[0]
     first, second = np.flatnonzero(pc.fill_null(pc.equal(ids, value), False).to_numpy())[:2]
+    file_of, row_of = np.concatenate(files), np.concatenate([np.arange(len(c)) for c in read])
+    names = list(firsts.values())
     others = f", and {len(many) - 1} other value{'s' if len(many) > 2 else ''}" if len(many) > 1 else ""
-    return f"{value.as_py()!r} (rows {first} and {second} of {path}{others})"
+    if file_of[first] == file_of[second]:
+        return f"{value.as_py()!r} (rows {row_of[first]} and {row_of[second]} of {names[file_of[first]]}{others})"
+    return (f"{value.as_py()!r} (row {row_of[first]} of {names[file_of[first]]} and row {row_of[second]} of "
+            f"{names[file_of[second]]}{others}); the two lie in different folders, as two datasets whose ids "
+            "overlap do: img2dataset numbers every run's keys from 000000000, so dedup one run against the "
+            "other's kept rows with --reference")
 
 
 def _sample_hex(path: str, column: str) -> Optional[str]:
@@ -655,7 +688,7 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
         at = schema.get_field_index(image_column)
         schema = schema.set(at, schema.field(at).with_type(with_binary_bytes(schema.field(at).type)))
     if not spec.row_ids and flag == "--input":
-        spec.repeated_id = repeated_id(paths[0], id_column)
+        spec.repeated_id = repeated_id(paths, id_column)
     if spec.row_ids:
         schema = schema.append(pa.field(id_column, pa.string()))
     spec.schema = schema

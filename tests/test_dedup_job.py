@@ -717,6 +717,40 @@ def test_an_id_column_that_repeats_is_said(tmp_path, capsys):
     assert len(read(tmp_path / "out-label", "kept")) == 4 and len(read(tmp_path / "out-uid", "kept")) == 3
 
 
+def test_ids_that_two_crawls_share_are_said(tmp_path, capsys):
+    """Two img2dataset runs given as --input number their keys alike: each key of the second was
+    taken as a retry of the first's, so a photo both crawls fetched was kept twice without a
+    word. The start line names the key, the two files, and --reference; crawls whose keys
+    differ say nothing, and one crawl's files in one folder are read as one."""
+    photos = [p.read_bytes() for p in PHOTOS[:3]]
+
+    def crawl(folder, keys, images):
+        folder.mkdir()
+        for shard, (k, i) in enumerate(zip(keys, images)):
+            pq.write_table(pa.table({"key": k, "jpg": i, "status": ["success"] * len(k),
+                                     "error_message": [None] * len(k)},
+                                    schema=pa.schema([("key", pa.string()), ("jpg", pa.binary()),
+                                                      ("status", pa.string()), ("error_message", pa.string())])),
+                           folder / f"{shard:05d}.parquet")
+
+    crawl(tmp_path / "a", [["000000000", "000000001"], ["000000002"]], [[photos[0], photos[1]], [photos[2]]])
+    crawl(tmp_path / "b", [["000000000"]], [[photos[0]]])  # the same photo under the same key
+    crawl(tmp_path / "c", [["100000000"]], [[photos[0]]])
+    said = (f"--input's id column 'key' is not unique: it holds '000000000' (row 0 of {tmp_path}/a/00000.parquet "
+            f"and row 0 of {tmp_path}/b/00000.parquet); the two lie in different folders, as two datasets whose ids "
+            "overlap do: img2dataset numbers every run's keys from 000000000, so dedup one run against the other's "
+            "kept rows with --reference; rows that share an id are taken as retries of one record, so copies among "
+            "them are all kept: give --id-column a column of unique values\n")
+    for second, warned, kept in (("b", True, 4), ("c", False, 3)):
+        out = tmp_path / f"out-{second}"
+        assert dedup_images.main(["--input", str(tmp_path / "a"), "--input", str(tmp_path / second),
+                                  "--input-format", "parquet", "--output", str(out), "--backend", "state",
+                                  "--no-report"]) == 0
+        err = capsys.readouterr().err
+        assert (said in err) is warned and ("not unique" in err) is warned, err
+        assert len(read(out, "kept")) == kept
+
+
 def test_path_only_parquet_written_by_pyarrow_is_read(tmp_path):
     """pyarrow writes a struct of paths whose bytes are all null with bytes typed null: such a
     file beside one with binary bytes raised in the workers (rc 1), and alone was refused; both
