@@ -37,22 +37,16 @@ if __name__ == "__main__":  # run as the `beam-phash` command, which starts what
 
     cli.run()
 
-import argparse
 import atexit
-import bisect
 import gc
-import glob
-import itertools
 import json
 import logging
-import math
 import os
 import posixpath
 import re
-import shutil
 import signal
 import time
-from typing import Iterator, List, NoReturn, Optional, Set, Tuple
+from typing import Iterator, List, NoReturn, Optional, Tuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -62,371 +56,29 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 import beam_phash
 from beam_phash import ImagePhashDedup
 from beam_phash.hashed_as import made, unlike
-from beam_phash.failures import DEFAULT_MAX_INTERNAL
-from beam_phash.near.policy import KEEP_POLICIES
 from beam_phash.records import QUALITY_FIELD, WRITTEN_FIELDS
-from pipelines import early_start
+from pipelines import arguments, early_start
+from pipelines.arguments import as_flags, check_beam_options, check_mode_options, mode_options, parse_args
+from pipelines.output_directory import (check_output, check_output_apart, check_plain_name, check_write_shards,
+                                        clear_outputs, clear_shards, discard_unless_committed, output_rows,
+                                        read_reference_failures)
 from pipelines import inputs as job_inputs
 from pipelines.inputs import (ConfigError, InputSpec, ReadImageRecords, ReadReference, deep_glob, folder_names,
                              reference_hash_field)
 from pipelines.outputs import WriteOutputs
 from pipelines.console import Console, close_console, open_console, say_interrupted, say_interrupted_before_help
 from pipelines.early_start import LOCAL_RUNNERS
-from pipelines.input_paths import identity, pattern_regex, wildcards
+from pipelines.input_paths import identity
 from pipelines.progress import ProgressBoard, ProgressDoFn
 from pipelines.read_failures import with_read_failures
 from pipelines.report import CollectReportData, write_report
 from pipelines.report_distances import hint as distance_hint, read_stats as read_distances
 from pipelines.webdataset_read import DEFAULT_IMAGE_EXTS
-from pipelines.temp_parts import TMP_DIR_GLOB
-from pipelines.webdataset_write import DEFAULT_SHARD_MB, KEPT_KEYS, WriteShards, written_shards
+from pipelines.webdataset_write import KEPT_KEYS, WriteShards, written_shards
 
 log = logging.getLogger(__name__)
 SAMPLE_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sample_data")
 HASH_FIELD = job_inputs.OUTPUT_HASH_COLUMN
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad option is one line on stderr and exit code 2, like every other
-    configuration error of this job."""
-
-    def error(self, message):
-        raise ConfigError(message)
-
-
-def _distance(value: str):
-    if value == "auto":
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of bits or 'auto', got {value!r}") from None
-
-
-def _fraction(value: str) -> float:
-    """A failure threshold: a fraction of the inputs, 0 to 1."""
-    try:
-        fraction = float(value)
-    except ValueError:
-        fraction = None
-    if fraction is None or not 0 <= fraction <= 1:  # (NaN is not in range either)
-        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {value!r}")
-    return fraction
-
-
-def parse_args(argv: Optional[List[str]]):
-    """(the job's arguments, the flags left for Beam)."""
-    args, beam_args = _parser().parse_known_args(argv)
-    args.output = _directory(args.output)
-    if args.write_shards is not None:
-        args.write_shards = _directory(args.write_shards)
-    return args, beam_args
-
-
-def _directory(name: str) -> str:
-    """An output directory named without its trailing slashes, as the job prints and joins it
-    ("out/" and "out" are one directory; "/" and "gs://" stay as given)."""
-    stripped = name.rstrip("/")
-    return stripped if stripped and not stripped.endswith(":") else name
-
-
-def _parser() -> argparse.ArgumentParser:
-    ap = _OneLineParser(prog="beam-phash", description=__doc__.splitlines()[0])
-    ap.add_argument("--input", action="append", default=None,
-                    help="directory, glob or file; repeat for several (default: the bundled sample); "
-                         "names starting with a dot (.DS_Store, macOS's ._NAME) are passed over unless the "
-                         "pattern spells the dot ('DIR/.*')")
-    ap.add_argument("--input-format", default="files", choices=job_inputs.FORMATS,
-                    help="files: each file is one image; parquet: rows with an image column; "
-                         "webdataset: tar shards, plain or compressed (a directory means its .tar, .tar.gz, .tgz, "
-                         ".tar.bz2 and .tar.xz shards), one record per sample")
-    ap.add_argument("--image-column", default="image",
-                    help="Parquet: column with the image bytes, or a struct with a 'bytes' field "
-                         "(default image, else img2dataset's jpg/png/webp)")
-    ap.add_argument("--id-column", default="id",
-                    help="Parquet: column with a unique record id (default id, else img2dataset's key)")
-    ap.add_argument("--image-ext", default=None, metavar="EXTS",
-                    help="WebDataset: the image member is the first of these suffixes a sample has "
-                         f"(default {','.join(DEFAULT_IMAGE_EXTS)})")
-    ap.add_argument("--no-shard-metadata", action="store_true",
-                    help="WebDataset: do not read the sidecar Parquet (00000.parquet beside 00000.tar): no "
-                         "columns joined, and its failed downloads are not counted")
-    ap.add_argument("--write-shards", default=None, metavar="DIR",
-                    help="WebDataset: write the kept samples, byte-identical, as new shards "
-                         "DIR/00000.tar ... and their keys as DIR/kept_keys/*.parquet")
-    ap.add_argument("--shard-size", type=float, default=None, metavar="MB",
-                    help=f"--write-shards: target shard size in MiB (default {DEFAULT_SHARD_MB:g})")
-    ap.add_argument("--output", default="out/dedup", help="output directory (default: out/dedup)")
-    ap.add_argument("--hash-size", type=int, default=16)
-    ap.add_argument("--algorithm", default="phash", choices=beam_phash.ALGORITHMS)
-    ap.add_argument("--backend", default=None, choices=["ray", "state"],
-                    help="exact dedup: ray (bucket actors, the default) or state (Beam state)")
-    ap.add_argument("--num-buckets", type=int, default=None,
-                    help="Ray: buckets the hashes are routed to (default 16; a --state keeps one "
-                         "directory each)")
-    ap.add_argument("--num-actors", type=int, default=None,
-                    help="Ray: actor processes hosting the buckets (default: one per CPU of the cluster, "
-                         "at most --num-buckets)")
-    ap.add_argument("--ray-address", default=None,
-                    help="existing Ray cluster (host:port or auto); default: an embedded local Ray")
-    ap.add_argument("--backend-name", default=None,
-                    help="Ray: a named backend that outlives the job, so later jobs dedup against it")
-    ap.add_argument("--state", default=None, metavar="DIR",
-                    help="dedup against everything earlier jobs with the same DIR kept, then add "
-                         "what this job keeps (exact mode with Ray: the bucket seen-set, which also "
-                         "survives actors dying; near-duplicate mode: Parquet segments of kept hashes)")
-    ap.add_argument("--reference", action="append", default=None, metavar="PATH",
-                    help="drop every input within --max-distance of these images (exact mode: the "
-                         "same hash): image files (a folder or glob), Parquet with an image or hash "
-                         "column, such as an earlier run's kept/, or WebDataset shards; repeat for "
-                         "several. References are never output")
-    ap.add_argument("--reference-format", default="auto", choices=("auto",) + job_inputs.FORMATS,
-                    help="auto (default): Parquet when every matched file ends in .parquet, WebDataset "
-                         "when they are shards, plain or compressed (with their .parquet sidecars), "
-                         "else image files")
-    ap.add_argument("--reference-image-column", default=None, metavar="COL",
-                    help="Parquet references: the image column (default: --image-column)")
-    ap.add_argument("--reference-id-column", default=None, metavar="COL",
-                    help="Parquet references: the id column (default: --id-column)")
-    ap.add_argument("--reference-hash-column", default=None, metavar="COL",
-                    help="Parquet references: hex hashes in COL instead of images (default: "
-                         f"{HASH_FIELD} when the files have it)")
-    ap.add_argument("--max-distance", type=_distance, default=0, metavar="K",
-                    help="near-duplicates: drop images within K bits of a kept one (0: exact dedup; "
-                         "auto: the measured threshold for the algorithm and hash size)")
-    ap.add_argument("--dihedral", action="store_true",
-                    help="near-duplicates: rotated and mirrored copies count as duplicates too")
-    ap.add_argument("--keep", default=None, choices=KEEP_POLICIES,
-                    help="near-duplicates: which image of a group is kept (default: largest)")
-    ap.add_argument("--hash-column", default=None, metavar="COL",
-                    help="Parquet: dedup the hex hashes in COL (an earlier run's image_phash, or "
-                         "another tool's) without decoding images")
-    ap.add_argument("--band-partition-bits", type=int, default=None, metavar="B",
-                    help="near-duplicates: cut each band's search into 2^B partitions per sub-block "
-                         "(for inputs too large for one band on one worker; default 0)")
-    ap.add_argument("--search-partitions", type=int, default=None, metavar="S",
-                    help="near-duplicates: band groups searched in parallel, each one copy of the "
-                         "hashes through the shuffle (default 4)")
-    ap.add_argument("--max-decode-failures", type=_fraction, default=None, metavar="FRACTION",
-                    help="fail the run when more than this fraction of the inputs cannot be hashed "
-                         "(default: no limit; failed inputs are listed in failed/)")
-    ap.add_argument("--max-internal-failures", type=_fraction, default=DEFAULT_MAX_INTERNAL, metavar="FRACTION",
-                    help="fail the run when more than this fraction of the inputs hit an internal "
-                         f"error of the Rust code (a bug; default {DEFAULT_MAX_INTERNAL})")
-    ap.add_argument("--no-report", action="store_true", help="skip report.html")
-    return ap
-
-
-def check_plain_name(path: str, flag: str) -> None:
-    """Beam matches the paths it clears, deletes and renames as glob patterns: an output folder
-    named `run?` or `run[1]` would reach `run1`, an earlier run's results, and remove them."""
-    # (an unclosed `[` too: Beam's match then lists no folder, and the final clean-up fails)
-    wild = wildcards(path)
-    if wild:
-        raise ConfigError(f"{flag} {path!r} holds {' and '.join(repr(c) for c in wild)}, which Beam reads as "
-                          "wildcards where it clears and renames files (reaching other folders): choose a "
-                          "name without *, ? or [")
-
-
-def check_output(output: str) -> None:
-    probe = FileSystems.join(output, ".write-test")
-    try:
-        if not FileSystems.exists(output):
-            FileSystems.mkdirs(output)
-        # One byte: Beam's S3 writer cannot complete an empty file (a multipart upload of no parts).
-        with FileSystems.create(probe) as f:
-            f.write(b"\n")
-        FileSystems.delete([probe])
-    except Exception as e:  # noqa: BLE001 - any failure means "not writable"
-        raise ConfigError(f"--output {output!r} is not writable: {e}") from None
-
-
-#: The library's argument names in its messages, and this job's flags for them (names of plain
-#: words, such as keep, are left: they read as prose too).
-_FLAGS = (("backend='ray'", "--backend ray"), ("backend='state'", "--backend state"),
-          ("dihedral=True", "--dihedral"), ("max_distance", "--max-distance"), ("hash_size", "--hash-size"),
-          ("state_dir", "--state"), ("ray_address", "--ray-address"), ("backend_name", "--backend-name"),
-          ("num_actors", "--num-actors"), ("num_buckets", "--num-buckets"),
-          ("band_partition_bits", "--band-partition-bits"), ("search_partitions", "--search-partitions"),
-          ("reference_hash_column", "--reference-hash-column"), ("hash_column", "--hash-column"),
-          ("reference=", "--reference"),
-          ("image_field", "--image-column"), ("id_field", "--id-column"), ("backend", "--backend"))
-
-
-def as_flags(message: str) -> str:
-    """A message of ImagePhashDedup's argument checks with this job's flag names; the values it
-    quotes ('...', as repr gives them) are left as they are."""
-    for name, flag in _FLAGS:
-        if "'" in name:  # backend='ray': a name with its quoted value
-            message = message.replace(name, flag)
-    parts = re.split(r"('[^']*')", message)
-    for i in range(0, len(parts), 2):  # the text between quoted values
-        for name, flag in _FLAGS:
-            parts[i] = re.sub(r"(?<![\w-])" + re.escape(name) + (r"(?!\w)" if name[-1].isalnum() else ""), flag,
-                              parts[i])
-    return "".join(parts)
-
-
-#: The folders under --output whose files the job clears at start (an earlier run's parts).
-CLEARED = ("kept", "duplicates", "failed", "reference_failed", "report")
-#: Paths this job writes under --output (one of each kind), to test the input patterns against.
-_OUTPUT_SAMPLES = ("report.html", "summary.json", "logs/job.log", "report/groups-00000-of-00001.jsonl") + tuple(
-    f"{sub}/part-00000-of-00001.parquet" for sub in ("kept", "duplicates", "failed", "reference_failed"))
-
-
-def check_output_apart(output: str, specs: List[Tuple[str, InputSpec]]) -> None:
-    """The job clears and writes files under --output; an input pattern that matches them would
-    read this run's own outputs as inputs (and a reference there would be cleared before it is
-    read). Local paths only; symbolic links are followed on both sides."""
-    if "://" in output:
-        return
-    base = os.path.realpath(output)
-    written = [os.path.join(base, sample) for sample in _OUTPUT_SAMPLES]
-    # and what an earlier run left there, which this one clears (its parts may be named
-    # -of-00002, and an input matched by name is a literal pattern of that name)
-    for sub in CLEARED:
-        folder = os.path.join(base, sub)
-        try:
-            names = os.listdir(folder)
-        except OSError:  # none there (or unreadable: then clearing it fails, with its own error)
-            continue
-        for name in names:
-            written += {os.path.join(folder, name), os.path.realpath(os.path.join(folder, name))}
-    written.sort()
-    for flag, spec in specs:
-        for pattern in spec.patterns:
-            if "://" in pattern:
-                continue
-            real = os.path.realpath(pattern)
-            # Only paths that begin as the pattern does can match it (one pattern per file, for
-            # inputs matched by name, against every part of an earlier run: a lookup each).
-            prefix = re.split(r"[*?\[]", real, maxsplit=1)[0]
-            regex = pattern_regex(real)
-            if any(regex.match(path) for path in
-                   itertools.takewhile(lambda w: w.startswith(prefix),
-                                       itertools.islice(written, bisect.bisect_left(written, prefix), None))):
-                raise ConfigError(f"{flag} {pattern!r} would read what this job writes under --output "
-                                  f"{output!r} (and clears first); choose an --output outside the inputs")
-
-
-def beam_flags() -> Set[str]:
-    """Every flag Beam's options take, as typed (``--extra_package``, ``--experiment``,
-    ``--no_use_public_ips``): the option strings of the parser Beam itself builds from its
-    ``PipelineOptions`` classes. Not the options' names (``extra_packages``), which many flags
-    are not."""
-    flags: Set[str] = set()
-    PipelineOptions([]).get_all_options(add_extra_args_fn=lambda parser: flags.update(
-        flag for action in parser._actions for flag in action.option_strings))
-    return flags
-
-
-def check_beam_options(beam_args: List[str]) -> None:
-    """Flags the job does not know go to Beam; one Beam does not know either is a typo
-    (--hash_size for --hash-size), which Beam would only warn about and drop."""
-    known = beam_flags()
-    own = {flag for action in _parser()._actions for flag in action.option_strings}
-    for arg in beam_args:
-        if not arg.startswith("--"):
-            continue
-        name = arg[2:].split("=", 1)[0]
-        if "--" + name not in known:
-            dashed = "--" + name.replace("_", "-")
-            underscored = "--" + name.replace("-", "_")
-            hint = (f" (did you mean {dashed}?)" if dashed in own else
-                    f" (did you mean {underscored}?)" if underscored in known else "")
-            raise ConfigError(f"unknown option --{name}{hint}")
-
-
-def remove_unfinished(directories: List[str]) -> None:
-    """After a failed run on this machine: the writers' unfinished parts (``DIR/.tmp-<12 hex>``),
-    a shard left half-concatenated, and the report's unfinished text writes
-    (``DIR/report/beam-temp-*``), in the output (and shards) directories. Not for a runner
-    elsewhere: its job may still be running, and would find its parts gone."""
-    for directory in directories:
-        try:
-            partial = [m.path for m in written_shards(directory, partial=True)]
-            if partial:
-                FileSystems.delete(partial)
-        except Exception:  # noqa: BLE001 - best effort, as below
-            log.warning("could not remove the unfinished shards in %s", directory, exc_info=True)
-        for pattern in (FileSystems.join(directory, TMP_DIR_GLOB),
-                        FileSystems.join(directory, "report", "beam-temp-*")):  # Beam's WriteToText
-            try:
-                if "://" in pattern:  # an object store: the objects under the prefix
-                    found = FileSystems.match([FileSystems.join(pattern, "**")])[0].metadata_list
-                    if found:
-                        FileSystems.delete([m.path for m in found])
-                else:
-                    for path in glob.glob(pattern):
-                        if os.path.isdir(path):
-                            shutil.rmtree(path, ignore_errors=True)
-                        else:
-                            os.remove(path)
-            except Exception:  # noqa: BLE001 - best effort: the run's own error is the one to report
-                log.warning("could not remove the unfinished files %s", pattern, exc_info=True)
-
-
-def discard_outputs(args) -> None:
-    """After a run on this machine that failed or was interrupted: what it wrote would look like
-    a result (near-duplicate mode writes its outputs before its state's commit refuses; an
-    interrupted run may have finished some parts, a failed finalize published some shards, a
-    failure threshold stopped it after the kept keys were written). Only its log stays in the
-    output, and no shards in --write-shards DIR: unfinished parts, outputs, summary and report,
-    and the output folders the run made."""
-    remove_unfinished([args.output])  # (and clear_shards's own, in the shards directory)
-    clear_outputs(args.output)
-    if "://" not in args.output:  # an object store has no empty folders
-        for sub in CLEARED:
-            try:
-                os.rmdir(os.path.join(args.output, sub))
-            except OSError:  # not there, or not empty (a file of the user's)
-                pass
-    if args.write_shards is not None:
-        clear_shards(args.write_shards)
-
-
-def discard_unless_committed(args, dedup: ImagePhashDedup, con: Console) -> None:
-    """After a run on this machine that failed or was interrupted: its outputs are discarded
-    (``discard_outputs``) unless it had committed its state (``--state``) first. The commit comes
-    after every output is written, and from then on the state holds the run's keepers as kept: a
-    rerun would find their images there, as duplicates of records that only these outputs hold.
-    So they stay, without summary.json and report.html, and the job says so."""
-    try:
-        committed = dedup.committed()
-    except Exception:  # noqa: BLE001 - which way it went is unknown: keep rather than lose them
-        log.warning("could not tell whether the run committed its state to %s", args.state, exc_info=True)
-        committed = None
-    if committed is False:
-        discard_outputs(args)
-        if dedup.committed():  # a worker's commit, landed while the outputs went
-            con.tell(f"beam-phash: warning: the run committed its state to {args.state} while its outputs "
-                     f"were being removed: that state holds keepers that no output has")
-        return
-    # (A committed run left none: its writes had finished.)
-    remove_unfinished([args.output] + ([] if args.write_shards is None else [args.write_shards]))
-    if committed is None:
-        con.tell(f"beam-phash: could not tell whether the run had committed its state to {args.state} "
-                 f"(details in {con.log_path}); its finished outputs in {args.output} are kept, perhaps "
-                 "not all of them")
-        return
-    shards = f" and its shards in {args.write_shards}" if args.write_shards is not None else ""
-    con.tell(f"beam-phash: the run had committed its state to {args.state} before it stopped: its outputs "
-             f"in {args.output}{shards} are complete and kept, without summary.json and the report. The "
-             "run is done: its keepers are in that state, so a rerun with it would make each of its "
-             "records a duplicate (and with this --output, clear these outputs first)")
-
-
-def clear_outputs(output: str) -> None:
-    """The job owns kept/, duplicates/, failed/ and report/: shards of an earlier run there
-    (perhaps more of them) would be read as part of this one; and summary.json and report.html,
-    which would describe the earlier run if this one fails or writes no report."""
-    stale = []
-    for sub in CLEARED:
-        stale += [m.path for m in FileSystems.match([FileSystems.join(output, sub, "*")])[0].metadata_list]
-    for name in ("summary.json", "report.html"):
-        stale += [m.path for m in FileSystems.match([FileSystems.join(output, name)])[0].metadata_list]
-    if stale:
-        FileSystems.delete(stale)
 
 
 def release_backend(dedup: ImagePhashDedup) -> None:
@@ -503,22 +155,6 @@ def passed_over(flag: str, noun: str, names: List[str], why: str) -> str:
     return f"beam-phash: {flag} passed over {len(names)} {noun}{'' if len(names) == 1 else 's'} ({shown}): {why}"
 
 
-def output_files(output: str, name: str) -> List[str]:
-    """The Parquet files of one output (``kept``, ``reference_failed``...) under ``output``."""
-    return [m.path for m in FileSystems.match([FileSystems.join(output, name, "*.parquet")])[0].metadata_list]
-
-
-def read_reference_failures(output: str) -> List[dict]:
-    """The failed references written to ``reference_failed/``, sorted by id."""
-    import pyarrow.parquet as pq
-
-    rows: List[dict] = []
-    for path in output_files(output, "reference_failed"):
-        with FileSystems.open(path) as f:
-            rows += pq.read_table(f).to_pylist()
-    return sorted(rows, key=lambda r: str(r.get("id")))
-
-
 def counts_of(result) -> dict:
     """The job's counters, summed over steps; {} when the runner reports no metrics."""
     try:
@@ -529,19 +165,6 @@ def counts_of(result) -> dict:
     for c in found["counters"]:  # one entry per step on some runners: add them up
         totals[c.key.metric.name] = totals.get(c.key.metric.name, 0) + c.committed
     return totals
-
-
-def output_rows(output: str) -> dict:
-    """Rows written to kept/, duplicates/ and failed/, from the Parquet footers."""
-    import pyarrow.parquet as pq
-
-    rows = {}
-    for name in ("kept", "duplicates", "failed"):
-        rows[name] = 0
-        for path in output_files(output, name):
-            with FileSystems.open(path) as f:
-                rows[name] += pq.ParquetFile(f).metadata.num_rows
-    return rows
 
 
 def verified_counts(found: dict, spec: InputSpec, output: str) -> tuple:
@@ -574,92 +197,6 @@ def _count(spec: InputSpec) -> int:
     """:func:`known_count`, or for shards an estimate from their size (100 KiB a sample)."""
     known = known_count(spec)
     return job_inputs.estimated_samples(spec) if known is None else known
-
-
-def check_write_shards(args, spec: InputSpec, reference: Optional[InputSpec] = None) -> None:
-    """--write-shards and --shard-size; the shards directory must hold no input or reference
-    shard, since the run first removes the shards there."""
-    if args.write_shards is None:
-        if args.shard_size is not None:
-            raise ConfigError("--shard-size applies with --write-shards")
-        return
-    if spec.fmt != "webdataset":
-        raise ConfigError("--write-shards applies to --input-format webdataset")
-    if args.shard_size is not None and not (args.shard_size > 0 and math.isfinite(args.shard_size)):
-        raise ConfigError(f"--shard-size must be a positive number of MiB, got {args.shard_size:g}")
-    check_plain_name(args.write_shards, "--write-shards")
-    target = os.path.abspath(args.write_shards.rstrip("/"))
-    # What the shards writer writes (and clears first), under the folder's name and its real one:
-    # a pattern that could match them, a glob as much as a folder, would have its shards removed
-    # before they are read.
-    written = [os.path.join(folder, name) for folder in {target, os.path.realpath(target)}
-               for name in ("00000.tar", os.path.join(KEPT_KEYS, "part-00000.parquet"))]
-    for flag, some in (("--input", spec), ("--reference", reference)):
-        for pattern in (some.patterns if some is not None else []):
-            if "://" in pattern:
-                continue
-            absolute = os.path.abspath(pattern)
-            regex = pattern_regex(absolute)
-            if (os.path.realpath(os.path.dirname(absolute)) == os.path.realpath(target)
-                    or any(regex.match(path) for path in written)):
-                what = "an input" if flag == "--input" else "a --reference"
-                raise ConfigError(f"--write-shards {args.write_shards!r} is {what} directory "
-                                  f"({flag} {pattern!r} reaches it); write the new shards elsewhere")
-    # Named otherwise (a link to a shard there, a glob matching some of its names only): any
-    # input whose file is one the run would remove.
-    stale = {os.path.realpath(path) for path in stale_shards(args.write_shards) if "://" not in path}
-    if stale:
-        for flag, some in (("--input", spec), ("--reference", reference)):
-            for path in (matched_local(some) if some is not None else []):
-                if path.endswith((".tar", ".parquet")) and os.path.realpath(path) in stale:
-                    raise ConfigError(f"{flag} {path!r} is {os.path.realpath(path)!r}, which --write-shards "
-                                      f"{args.write_shards!r} would remove before reading it; write the new "
-                                      "shards elsewhere")
-
-
-def stale_shards(directory: str) -> List[str]:
-    """The shards and kept keys an earlier run left in the --write-shards directory."""
-    keys = FileSystems.match([FileSystems.join(directory, KEPT_KEYS, "*")])[0].metadata_list
-    return [m.path for m in written_shards(directory) + keys]
-
-
-def matched_local(spec: InputSpec) -> List[str]:
-    """The local files ``spec`` reads: the launcher's listing, or its patterns matched again."""
-    if spec.paths is not None:
-        return [p for p in spec.paths if "://" not in p]
-    return [m.path for pattern in spec.patterns if "://" not in pattern
-            for m in FileSystems.match([pattern])[0].metadata_list]
-
-
-def clear_shards(directory: str) -> None:
-    """Shards and kept keys of an earlier run in the --write-shards directory would mix with this
-    run's: removed before it starts (only the names this job writes), with what an earlier run
-    killed on the way left unfinished there."""
-    stale = stale_shards(directory)
-    if stale:
-        FileSystems.delete(stale)
-    remove_unfinished([directory])
-
-
-#: Options that only one mode reads: (flag, ImagePhashDedup's argument, where it applies).
-_MODE_OPTIONS = (("--num-buckets", "num_buckets", "exact mode with the Ray backend"),
-                 ("--band-partition-bits", "band_partition_bits", "near-duplicate mode (--max-distance)"),
-                 ("--search-partitions", "search_partitions", "near-duplicate mode (--max-distance)"))
-
-
-def check_mode_options(args, near: bool) -> None:
-    """An option the chosen mode would not read is refused rather than ignored (their defaults are
-    None here, so only the options given are checked)."""
-    applies = {"num_buckets": not near and args.backend != "state", "band_partition_bits": near,
-               "search_partitions": near}
-    for flag, name, where in _MODE_OPTIONS:
-        if getattr(args, name) is not None and not applies[name]:
-            raise ConfigError(f"{flag} applies to {where} only")
-
-
-def mode_options(args) -> dict:
-    """The mode options given, for ImagePhashDedup (the others keep its defaults)."""
-    return {name: getattr(args, name) for _, name, _ in _MODE_OPTIONS if getattr(args, name) is not None}
 
 
 def configure(argv: Optional[List[str]], command_line: bool = False):
@@ -782,7 +319,7 @@ def main(argv: Optional[List[str]] = None, held: Optional[List[int]] = None) -> 
             say_interrupted_before_help()
             return 130
         # Before the console: once it is open, stdout is the log, and help is for the terminal.
-        _parser().print_help()
+        arguments.parser().print_help()
         return 0
     con = open_console(early_start.output_of(argv))
     code = None  # the run's exit code, once it has one

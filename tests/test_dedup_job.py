@@ -17,7 +17,7 @@ from PIL import Image
 import beam_phash
 from conftest import DATA, PHOTOS, ROOT, buckets
 from job_outputs import basename, read
-from pipelines import dedup_images, inputs, parquet_read
+from pipelines import arguments, dedup_images, inputs, parquet_read
 
 MULTI = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 SAMPLE_GROUPS = {("skagen.jpg", "skagen_copy.jpg")}
@@ -244,7 +244,7 @@ def test_beam_flags_are_taken_as_typed():
              "--dataflow_service_option=enable_prime", "--label=k=v", "--resource_hint=min_ram=4GB",
              "--no_save_main_session", "--extra_packages=dist/y.whl", "--runner=DirectRunner",
              "--direct_num_workers=2", "--setup_file=./setup.py", "--s3_endpoint_url=http://127.0.0.1:1"]
-    dedup_images.check_beam_options(flags)
+    arguments.check_beam_options(flags)
     options = PipelineOptions(flags).get_all_options()
     assert options["extra_packages"] == ["dist/x.whl", "dist/y.whl"] and options["use_public_ips"] is False
 
@@ -1344,7 +1344,7 @@ def test_a_run_without_metrics_is_checked_against_the_outputs_or_unverified(tmp_
 
 def test_library_names_in_errors_become_flags_but_quoted_values_stay():
     message = "state_dir must be a path every worker sees, got 'gs://b/backend/hash_size'"
-    assert dedup_images.as_flags(message) == "--state must be a path every worker sees, got 'gs://b/backend/hash_size'"
+    assert arguments.as_flags(message) == "--state must be a path every worker sees, got 'gs://b/backend/hash_size'"
 
 
 @pytest.mark.parametrize("stop", ["Ctrl-C", "failure"])
@@ -1545,10 +1545,10 @@ def test_parquet_files_whose_column_types_differ(tmp_path, capsys):
 
 
 def test_output_directories_are_named_without_trailing_slashes(tmp_path, capfd):
-    args, _ = dedup_images.parse_args(["--output", "runs/v1//", "--write-shards", "shards/"])
+    args, _ = arguments.parse_args(["--output", "runs/v1//", "--write-shards", "shards/"])
     assert (args.output, args.write_shards) == ("runs/v1", "shards")
-    assert dedup_images.parse_args(["--output", "/"])[0].output == "/"
-    assert dedup_images.parse_args(["--output", "gs://bucket/dedup/"])[0].output == "gs://bucket/dedup"
+    assert arguments.parse_args(["--output", "/"])[0].output == "/"
+    assert arguments.parse_args(["--output", "gs://bucket/dedup/"])[0].output == "gs://bucket/dedup"
     out = tmp_path / "out"
     assert dedup_images.main(["--output", f"{out}/", "--backend", "state", "--no-report"]) == 0
     printed = capfd.readouterr().out

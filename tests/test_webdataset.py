@@ -19,7 +19,7 @@ from PIL import Image
 
 from conftest import DATA, PHOTOS, buckets
 from job_outputs import read
-from pipelines import dedup_images, inputs, webdataset_read
+from pipelines import dedup_images, inputs, output_directory, webdataset_read
 from pipelines.webdataset_read import split_name
 from pipelines.webdataset_write import FinalizeShardsDoFn, Part, _PartWriter, plan, sample_members
 
@@ -796,9 +796,9 @@ def test_only_names_beam_would_read_as_patterns_are_refused():
     # clean-up of the temporary folder failed after the whole run.
     for name in ("run?", "r*", "run[1]", "a[b]c", "out [draft"):
         with pytest.raises(inputs.ConfigError, match="choose a name without"):
-            dedup_images.check_plain_name(name, "--output")
+            output_directory.check_plain_name(name, "--output")
     for name in ("a]b", "out/run-1", "gs://bucket/out"):
-        dedup_images.check_plain_name(name, "--output")
+        output_directory.check_plain_name(name, "--output")
 
 
 @pytest.mark.parametrize("pattern", ["{d}/**/*.tar", "{d}/*/*.tar", "{d}/c*/0000?.tar", "{link}"])
@@ -850,7 +850,7 @@ def test_a_rerun_whose_input_is_a_shard_it_would_remove_is_refused(tmp_path, cap
 def test_the_shard_names_past_99999_and_an_earlier_run_s_leftovers_are_cleared(tmp_path):
     """Shard 100000 on has six digits: counted and cleared as the others; the parts and half-made
     shards of a run killed on the way are cleared too; other files are not touched."""
-    from pipelines.dedup_images import clear_shards
+    from pipelines.output_directory import clear_shards
     from pipelines.webdataset_write import written_shards
 
     names = ["00000.tar", "99999.tar", "100000.tar", "123456.tar", "1234.tar", "notes.tar", "00003.tar.partial",
