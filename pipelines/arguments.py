@@ -13,7 +13,7 @@ import beam_phash
 from beam_phash.failures import DEFAULT_MAX_INTERNAL
 from beam_phash.near.policy import KEEP_POLICIES
 from pipelines import inputs as job_inputs
-from pipelines.inputs import ConfigError
+from pipelines.errors import ConfigError
 from pipelines.webdataset_read import DEFAULT_IMAGE_EXTS
 from pipelines.webdataset_write import DEFAULT_SHARD_MB
 

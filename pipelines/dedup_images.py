@@ -63,8 +63,9 @@ from pipelines.output_directory import (check_output, check_output_apart, check_
                                         clear_outputs, clear_shards, discard_unless_committed, output_rows,
                                         read_reference_failures)
 from pipelines import inputs as job_inputs
-from pipelines.inputs import (ConfigError, InputSpec, ReadImageRecords, ReadReference, deep_glob, folder_names,
-                             reference_hash_field)
+from pipelines.errors import ConfigError
+from pipelines.input_items import deep_glob, folder_names
+from pipelines.inputs import InputSpec, ReadImageRecords, ReadReference, reference_hash_field
 from pipelines.outputs import WriteOutputs
 from pipelines.console import Console, close_console, open_console, say_interrupted, say_interrupted_before_help
 from pipelines.early_start import LOCAL_RUNNERS

@@ -18,7 +18,8 @@ from apache_beam.io.filesystems import FileSystems
 from beam_phash import ImagePhashDedup
 from pipelines.console import Console
 from pipelines.input_paths import pattern_regex, wildcards
-from pipelines.inputs import ConfigError, InputSpec
+from pipelines.errors import ConfigError
+from pipelines.inputs import InputSpec
 from pipelines.temp_parts import TMP_DIR_GLOB
 from pipelines.webdataset_write import KEPT_KEYS, written_shards
 

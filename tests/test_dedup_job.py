@@ -17,7 +17,7 @@ from PIL import Image
 import beam_phash
 from conftest import DATA, PHOTOS, ROOT, buckets
 from job_outputs import basename, read
-from pipelines import arguments, dedup_images, inputs, parquet_read
+from pipelines import arguments, dedup_images, input_items, inputs, parquet_read
 
 MULTI = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 SAMPLE_GROUPS = {("skagen.jpg", "skagen_copy.jpg")}
@@ -430,13 +430,13 @@ def test_a_remote_folder_of_hidden_files_only_says_so(monkeypatch):
     def match(pattern, item, flag="--input"):
         found = {p: n for p, n in held.items() if p.startswith(pattern.rstrip("*"))} if pattern.endswith("/*") else {}
         if not found:
-            raise inputs.NoMatch(f"{flag} {item!r} matched no files")
+            raise input_items.NoMatch(f"{flag} {item!r} matched no files")
         return found
 
-    monkeypatch.setattr(inputs, "_match", match)
-    monkeypatch.setattr(inputs, "_refuse_an_output", lambda folder, flag: None)
+    monkeypatch.setattr(input_items, "_match", match)
+    monkeypatch.setattr(input_items, "_refuse_an_output", lambda folder, flag: None)
     for given in ("s3://b/in", "s3://b/in/"):
-        with pytest.raises(inputs.OnlyHidden, match="matched hidden files only \\(2, such as"):
+        with pytest.raises(input_items.OnlyHidden, match="matched hidden files only \\(2, such as"):
             inputs.resolve([given], "files")
 
 
@@ -560,7 +560,7 @@ def test_subfolders_a_folder_s_listing_does_not_read_are_said(tmp_path, capsys):
     assert "passed over 1 hidden file (.git/" in (err := capsys.readouterr().err) and "subfolders'" not in err, err
     assert sorted(basename(r["id"]) for r in read(out, "kept")) == sorted(p.name for p in PHOTOS[:2])
     assert json.loads((out / "summary.json").read_text())["subfolders_not_read"] == 0
-    assert inputs.deep_glob(str(train), inputs.folder_names("parquet")) == f"{train}/**.parquet"
+    assert input_items.deep_glob(str(train), input_items.folder_names("parquet")) == f"{train}/**.parquet"
     # Parquet: a subfolder of images beside the files (which their rows' paths may name) is not
     # said, one with Parquet files or folders in it is
     hf = tmp_path / "hf"
@@ -1105,8 +1105,8 @@ def test_each_reference_folder_is_looked_into_once(tmp_path, monkeypatch, fmt):
         else:
             (folder / f"r{i}.jpg").write_bytes(PHOTOS[i].read_bytes())
     looked = []
-    real = inputs._refuse_an_output
-    monkeypatch.setattr(inputs, "_refuse_an_output", lambda folder, flag: (looked.append(folder), real(folder, flag))[1])
+    real = input_items._refuse_an_output
+    monkeypatch.setattr(input_items, "_refuse_an_output", lambda folder, flag: (looked.append(folder), real(folder, flag))[1])
     spec = inputs.reference_spec([str(f) for f in folders], fmt, "image", "id", None, "image_phash", 256)
     assert spec.fmt == ("files" if fmt == "auto" else fmt)
     assert sorted(looked) == [str(f) for f in folders], looked
@@ -1313,7 +1313,7 @@ def test_an_input_that_cannot_be_listed_says_why(tmp_path, capsys, monkeypatch):
     def walk(top, onerror=None, followlinks=False):  # a folder the walk cannot list (root needs none)
         onerror(PermissionError(13, "Permission denied", f"{top}/private"))
         yield from ()
-    monkeypatch.setattr(inputs.os, "walk", walk)
+    monkeypatch.setattr(input_items.os, "walk", walk)
     assert dedup_images.main(["--input", f"{DATA}*/*.jpg", "--output", out]) == 2
     err = capsys.readouterr().err.strip()
     assert "cannot be listed: PermissionError: [Errno 13] Permission denied" in err and "\n" not in err, err
