@@ -92,7 +92,7 @@ bench-data-10k: build
 # The second evaluation set: 349 real photos from Debian and PyPI packages, none of them among
 # ../shared/images (about 260 MB of packages and apt lists, kept in out/photoset-cache), and 1200 web crops
 # of them. Every file is checked against benchmarks/photo_set.csv. The third set: 280 more real photos
-# from other packages (about 620 MB of them, in out/photoset3-cache), checked against
+# from other packages (about 430 MB of packages and apt lists, in out/photoset3-cache), checked against
 # benchmarks/photo_set_3.csv.
 PHOTO_SET ?= out/photoset
 PHOTO_SET_3 ?= out/photoset3

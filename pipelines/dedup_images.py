@@ -423,10 +423,19 @@ def _run(argv: List[str], con: Console, command_line: bool = False) -> int:
             con.tell(passed_over(what, "subfolder", [f + "/" for f in some.subfolders],
                                  f"a folder's own files are read, not its subfolders'; give {glob!r} to read them too"))
     if spec.repeated_id is not None:
-        con.tell(f"beam-phash: --input's id column {spec.id_column!r} is not unique: it holds {spec.repeated_id}; rows "
-                 "that share an id are taken as retries of one record, so copies among them are all kept: give "
-                 "--id-column a column of unique values" + ("" if {"id", job_inputs.DETECTED_ID_COLUMN} & set(spec.columns) else
-                                                           ", or none (each row's id is then FILE#ROW)"))
+        where, across = spec.repeated_id
+        if across:
+            crawls = " (img2dataset numbers every run's keys from 000000000)" if (
+                spec.id_column == job_inputs.DETECTED_ID_COLUMN) else ""
+            way_out = (f"the two files lie in different folders, as two datasets whose ids overlap do{crawls}: "
+                       "dedup one, then the other with --reference the first's kept/ folder, or give --id-column "
+                       "a column unique across them")
+        else:
+            way_out = "give --id-column a column of unique values" + (
+                "" if {"id", job_inputs.DETECTED_ID_COLUMN} & set(spec.columns) else
+                ", or none (each row's id is then FILE#ROW)")
+        con.tell(f"beam-phash: --input's id column {spec.id_column!r} is not unique: it holds {where}; rows that "
+                 f"share an id are taken as retries of one record, so copies among them are all kept: {way_out}")
     started = time.time()
     board = None
     local = options.view_as(StandardOptions).runner in LOCAL_RUNNERS  # the run dies with this process

@@ -75,9 +75,9 @@ class InputSpec:
     # each row is read, ``FILE#ROW`` (``parquet_read.row_id``)
     row_ids: bool = False
     # Parquet input: an id its first file's first row group holds twice, or two folders' first files
-    # share in theirs, said at the start
+    # share in theirs (then with True), said at the start
     # (:func:`repeated_id`): rows that share an id are taken as retries of one record
-    repeated_id: Optional[str] = None
+    repeated_id: Optional[Tuple[str, bool]] = None
     # Parquet read for its hash column: how the job that wrote it hashed (HASHED_AS in its
     # schema's metadata: algorithm, hash_size, hash_version), when it says
     hashed_as: Optional[Dict[str, Any]] = None
@@ -145,52 +145,56 @@ def _is_image_type(t: pa.DataType) -> bool:
 ID_CHECK_FOLDERS = 16
 
 
-def repeated_id(paths: List[str], column: str) -> Optional[str]:
+def repeated_id(paths: List[str], column: str, kind: Optional[pa.DataType] = None) -> Optional[Tuple[str, bool]]:
     """An id ``column`` holds twice in the first row group of ``paths[0]`` (a label given as
-    ``--id-column``), or in the first row groups of the first file of two folders among ``paths``
-    (two img2dataset runs, each numbering its keys from ``000000000``), as ``'cat' (rows 0 and 3
-    of FILE)``, or None. One row group per folder is read (of at most ``ID_CHECK_FOLDERS``
-    folders), so a column unique there may still repeat elsewhere; one that repeats there is never
-    unique."""
+    ``--id-column``), as ``'cat' (rows 0 and 3 of FILE)``; else one that the first row groups of
+    the first file of two folders among ``paths`` share (two img2dataset runs, each numbering its
+    keys from ``000000000``), with where; with whether it was the second (across folders), or
+    None. ``kind``: the column's type over all the files, which each folder's ids are compared
+    in. One row group per folder is read (of at most ``ID_CHECK_FOLDERS`` folders), so a column
+    unique there may still repeat elsewhere; one that repeats there is never unique."""
     firsts: Dict[str, str] = {}
     for path in paths:
         if len(firsts) == ID_CHECK_FOLDERS:
             break
         firsts.setdefault(posixpath.dirname(identity(path)), path)
-    read, files = [], []
-    for at, path in enumerate(firsts.values()):
+    names = list(firsts.values())
+    read, files, whose = [], [], []
+    for at, path in enumerate(names):
         try:
             with open_stored(path) as f:
                 pf = pq.ParquetFile(f)
                 if pf.metadata.num_row_groups == 0:
                     continue
                 ids = pf.read_row_group(0, columns=[column]).column(0)
+            ids = ids.cast(kind or ids.type)
         except Exception:  # noqa: BLE001 - damage in another folder's file is its reader's to report
             if at == 0:
                 raise
             continue
-        if read and ids.type != read[0].type:  # (types no value converts between are refused before)
-            continue
         read.append(ids)
         files.append(np.full(len(ids), at))
+        whose.append(path)
     if not read:
         return None
-    ids = pa.chunked_array([chunk for c in read for chunk in c.chunks], type=read[0].type)
-    counts = pc.value_counts(ids.drop_null())
-    many = counts.filter(pc.greater(counts.field("counts"), 1))
-    if not len(many):
-        return None
-    value = many.field("values")[0]
-    first, second = np.flatnonzero(pc.fill_null(pc.equal(ids, value), False).to_numpy())[:2]
     file_of, row_of = np.concatenate(files), np.concatenate([np.arange(len(c)) for c in read])
-    names = list(firsts.values())
-    others = f", and {len(many) - 1} other value{'s' if len(many) > 2 else ''}" if len(many) > 1 else ""
-    if file_of[first] == file_of[second]:
-        return f"{value.as_py()!r} (rows {row_of[first]} and {row_of[second]} of {names[file_of[first]]}{others})"
-    return (f"{value.as_py()!r} (row {row_of[first]} of {names[file_of[first]]} and row {row_of[second]} of "
-            f"{names[file_of[second]]}{others}); the two lie in different folders, as two datasets whose ids "
-            "overlap do: img2dataset numbers every run's keys from 000000000, so dedup one run against the "
-            "other's kept rows with --reference")
+    # Within the first file first: a label is said as one, whichever folders share its values.
+    for ids, across in ((read[0], False), (pa.chunked_array([k for c in read for k in c.chunks], type=read[0].type),
+                                           True)):
+        counts = pc.value_counts(ids.drop_null())
+        many = counts.filter(pc.greater(counts.field("counts"), 1))
+        if not len(many):
+            if across or len(read) == 1:
+                return None
+            continue
+        value = many.field("values")[0]
+        first, second = np.flatnonzero(pc.fill_null(pc.equal(ids, value), False).to_numpy())[:2]
+        others = f", and {len(many) - 1} other value{'s' if len(many) > 2 else ''}" if len(many) > 1 else ""
+        if not across:
+            return f"{value.as_py()!r} (rows {first} and {second} of {whose[0]}{others})", False
+        return (f"{value.as_py()!r} (row {row_of[first]} of {names[file_of[first]]} and row {row_of[second]} of "
+                f"{names[file_of[second]]}{others})", True)
+    return None
 
 
 def _sample_hex(path: str, column: str) -> Optional[str]:
@@ -341,7 +345,7 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
         at = schema.get_field_index(image_column)
         schema = schema.set(at, schema.field(at).with_type(with_binary_bytes(schema.field(at).type)))
     if not spec.row_ids and flag == "--input":
-        spec.repeated_id = repeated_id(paths, id_column)
+        spec.repeated_id = repeated_id(paths, id_column, schema.field(id_column).type)
     if spec.row_ids:
         schema = schema.append(pa.field(id_column, pa.string()))
     spec.schema = schema

@@ -721,7 +721,7 @@ def test_ids_that_two_crawls_share_are_said(tmp_path, capsys):
     """Two img2dataset runs given as --input number their keys alike: each key of the second was
     taken as a retry of the first's, so a photo both crawls fetched was kept twice without a
     word. The start line names the key, the two files, and --reference; crawls whose keys
-    differ say nothing, and one crawl's files in one folder are read as one."""
+    differ say nothing."""
     photos = [p.read_bytes() for p in PHOTOS[:3]]
 
     def crawl(folder, keys, images):
@@ -737,10 +737,10 @@ def test_ids_that_two_crawls_share_are_said(tmp_path, capsys):
     crawl(tmp_path / "b", [["000000000"]], [[photos[0]]])  # the same photo under the same key
     crawl(tmp_path / "c", [["100000000"]], [[photos[0]]])
     said = (f"--input's id column 'key' is not unique: it holds '000000000' (row 0 of {tmp_path}/a/00000.parquet "
-            f"and row 0 of {tmp_path}/b/00000.parquet); the two lie in different folders, as two datasets whose ids "
-            "overlap do: img2dataset numbers every run's keys from 000000000, so dedup one run against the other's "
-            "kept rows with --reference; rows that share an id are taken as retries of one record, so copies among "
-            "them are all kept: give --id-column a column of unique values\n")
+            f"and row 0 of {tmp_path}/b/00000.parquet); rows that share an id are taken as retries of one record, so "
+            "copies among them are all kept: the two files lie in different folders, as two datasets whose ids overlap "
+            "do (img2dataset numbers every run's keys from 000000000): dedup one, then the other with --reference the "
+            "first's kept/ folder, or give --id-column a column unique across them\n")
     for second, warned, kept in (("b", True, 4), ("c", False, 3)):
         out = tmp_path / f"out-{second}"
         assert dedup_images.main(["--input", str(tmp_path / "a"), "--input", str(tmp_path / second),
@@ -749,6 +749,42 @@ def test_ids_that_two_crawls_share_are_said(tmp_path, capsys):
         err = capsys.readouterr().err
         assert (said in err) is warned and ("not unique" in err) is warned, err
         assert len(read(out, "kept")) == kept
+
+
+@pytest.mark.parametrize("kinds", [(pa.string(), pa.large_string()), (pa.int64(), pa.int32()),
+                                   (pa.int64(), pa.float64()), (pa.dictionary(pa.int32(), pa.string()), pa.string()),
+                                   (pa.null(), pa.string())])
+def test_ids_shared_across_folders_are_found_in_any_types_the_files_widen_to(tmp_path, kinds):
+    """Each folder's ids are compared in the column's type over all the files (the outputs' own):
+    two crawls whose id columns pyarrow typed differently (one saved again by another tool) share
+    ids all the same. A folder whose ids are all null, typed null, holds none."""
+    values = {"string": ["x", "y"], "large_string": ["x", "z"], "int64": [1, 2], "int32": [1, 3],
+              "double": [1.0, 4.0], "null": [None, None]}
+    paths = []
+    for name, kind in zip("abc", kinds + kinds[-1:]):
+        (tmp_path / name).mkdir()
+        plain = kind.value_type if pa.types.is_dictionary(kind) else kind
+        ids = pa.array(values[str(plain)][:2 if name != "c" else 1], type=plain)
+        if pa.types.is_dictionary(kind):
+            ids = ids.dictionary_encode()
+        pq.write_table(pa.table({"id": ids, "image": pa.array([b"x"] * len(ids), pa.binary())}),
+                       tmp_path / name / "0.parquet")
+        paths.append(f"{tmp_path}/{name}/0.parquet")
+    where, across = inputs.resolve([str(tmp_path / n) for n in "abc"], "parquet").repeated_id
+    assert across, where
+    assert (f"of {paths[1]} and row 0 of {paths[2]}" if pa.types.is_null(kinds[0]) else
+            f"(row 0 of {paths[0]} and row 0 of {paths[1]}") in where, where
+
+
+def test_a_label_repeated_within_the_first_file_is_said_as_one_beside_other_folders(tmp_path):
+    """A label column repeats within its first file; another folder sharing one of its values does
+    not turn that into two datasets' overlap."""
+    for name, labels in (("a", ["cat", "dog", "dog"]), ("b", ["cat"])):
+        (tmp_path / name).mkdir()
+        pq.write_table(pa.table({"label": labels}), tmp_path / name / "0.parquet")
+    paths = [str(tmp_path / "a" / "0.parquet"), str(tmp_path / "b" / "0.parquet")]
+    assert inputs.repeated_id(paths, "label") == (f"'dog' (rows 1 and 2 of {paths[0]})", False)
+    assert inputs.repeated_id(paths[1:], "label") is None
 
 
 def test_path_only_parquet_written_by_pyarrow_is_read(tmp_path):
