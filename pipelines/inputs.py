@@ -141,8 +141,30 @@ def _is_image_type(t: pa.DataType) -> bool:
         t.field(i).name == "bytes" and _is_image_type(t.field(i).type) for i in range(t.num_fields))
 
 
+def _first_values(path: str, column: str) -> Optional[pa.ChunkedArray]:
+    """``column`` of the first row group of ``path`` (read as stored, as ``_parquet_footer`` reads
+    it), or None when the file has no row group."""
+    with open_stored(path) as f:
+        pf = pq.ParquetFile(f)
+        if pf.metadata.num_row_groups == 0:
+            return None
+        return pf.read_row_group(0, columns=[column]).column(0)
+
+
 # Folders whose first file's first row group the launcher reads for ids that repeat across them
 ID_CHECK_FOLDERS = 16
+
+
+def _repeat(ids: pa.ChunkedArray) -> Optional[Tuple[Any, int, int, str]]:
+    """A value ``ids`` holds twice, the first two places it is at, and how many others repeat."""
+    counts = pc.value_counts(ids.drop_null())
+    many = counts.filter(pc.greater(counts.field("counts"), 1))
+    if not len(many):
+        return None
+    value = many.field("values")[0]
+    first, second = np.flatnonzero(pc.fill_null(pc.equal(ids, value), False).to_numpy())[:2]
+    others = f", and {len(many) - 1} other value{'s' if len(many) > 2 else ''}" if len(many) > 1 else ""
+    return value.as_py(), int(first), int(second), others
 
 
 def repeated_id(paths: List[str], column: str, kind: Optional[pa.DataType] = None) -> Optional[Tuple[str, bool]]:
@@ -158,54 +180,37 @@ def repeated_id(paths: List[str], column: str, kind: Optional[pa.DataType] = Non
         if len(firsts) == ID_CHECK_FOLDERS:
             break
         firsts.setdefault(posixpath.dirname(identity(path)), path)
-    names = list(firsts.values())
-    read, files, whose = [], [], []
-    for at, path in enumerate(names):
+    read, whose = [], []  # each folder's ids, and the file they are from
+    for at, path in enumerate(firsts.values()):
         try:
-            with open_stored(path) as f:
-                pf = pq.ParquetFile(f)
-                if pf.metadata.num_row_groups == 0:
-                    continue
-                ids = pf.read_row_group(0, columns=[column]).column(0)
-            ids = ids.cast(kind or ids.type)
+            ids = _first_values(path, column)
+            if ids is not None:
+                read.append(ids.cast(kind or ids.type))
+                whose.append(path)
         except Exception:  # noqa: BLE001 - damage in another folder's file is its reader's to report
             if at == 0:
                 raise
-            continue
-        read.append(ids)
-        files.append(np.full(len(ids), at))
-        whose.append(path)
     if not read:
         return None
-    file_of, row_of = np.concatenate(files), np.concatenate([np.arange(len(c)) for c in read])
-    # Within the first file first: a label is said as one, whichever folders share its values.
-    for ids, across in ((read[0], False), (pa.chunked_array([k for c in read for k in c.chunks], type=read[0].type),
-                                           True)):
-        counts = pc.value_counts(ids.drop_null())
-        many = counts.filter(pc.greater(counts.field("counts"), 1))
-        if not len(many):
-            if across or len(read) == 1:
-                return None
-            continue
-        value = many.field("values")[0]
-        first, second = np.flatnonzero(pc.fill_null(pc.equal(ids, value), False).to_numpy())[:2]
-        others = f", and {len(many) - 1} other value{'s' if len(many) > 2 else ''}" if len(many) > 1 else ""
-        if not across:
-            return f"{value.as_py()!r} (rows {first} and {second} of {whose[0]}{others})", False
-        return (f"{value.as_py()!r} (row {row_of[first]} of {names[file_of[first]]} and row {row_of[second]} of "
-                f"{names[file_of[second]]}{others})", True)
-    return None
+    found = _repeat(read[0])  # within the first file first: a label is said as one
+    if found is not None:
+        value, first, second, others = found
+        return f"{value!r} (rows {first} and {second} of {whose[0]}{others})", False
+    found = _repeat(pa.chunked_array([chunk for ids in read for chunk in ids.chunks], type=read[0].type))
+    if found is None:
+        return None
+    value, first, second, others = found
+    file_of = np.repeat(np.arange(len(read)), [len(ids) for ids in read])
+    row_of = np.concatenate([np.arange(len(ids)) for ids in read])
+    return (f"{value!r} (row {row_of[first]} of {whose[file_of[first]]} and row {row_of[second]} of "
+            f"{whose[file_of[second]]}{others})", True)
 
 
 def _sample_hex(path: str, column: str) -> Optional[str]:
-    """The first non-null value of a hash column (from the file's first row group; the file read
-    as stored, as ``_parquet_footer`` reads it)."""
-    with open_stored(path) as f:
-        pf = pq.ParquetFile(f)
-        if pf.metadata.num_row_groups == 0:
-            return None
-        values = pf.read_row_group(0, columns=[column]).column(0).drop_null()
-        return values[0].as_py() if len(values) else None
+    """The first non-null value of a hash column (from the file's first row group)."""
+    values = _first_values(path, column)
+    values = values.drop_null() if values is not None else []
+    return values[0].as_py() if len(values) else None
 
 
 def resolve(inputs: List[str], fmt: str, image_column: str = "image",
