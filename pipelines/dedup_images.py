@@ -120,8 +120,8 @@ def build(p, spec: InputSpec, output: str, dedup: ImagePhashDedup, report: bool 
     # that fails writing them then adds nothing to --state, as one that fails before.
     dedup = dedup.with_deferred_commit()
     if reference is not None:
-        references = p | "ReadReference" >> ReadReference(reference, spec.id_column, spec.image_column)
-        dedup = dedup.with_reference(references, hash_column=reference_hash_field(reference, spec.id_column))
+        references = p | "ReadReference" >> ReadReference(reference, spec.dedup_id, spec.image_column)
+        dedup = dedup.with_reference(references, hash_column=reference_hash_field(reference, spec.dedup_id))
     outputs = with_read_failures(records | "Dedup" >> dedup.with_outputs(), read_failed, dedup.hash_field)
     written = []
     if write_shards is not None:
@@ -136,7 +136,7 @@ def build(p, spec: InputSpec, output: str, dedup: ImagePhashDedup, report: bool 
     if report:
         distances = dict(algorithm=dedup.algorithm, hash_size=dedup.hash_size, bits=dedup.bits,
                          max_distance=dedup.max_distance)
-        written.extend(outputs | "Report" >> CollectReportData(output, id_field=spec.id_column,
+        written.extend(outputs | "Report" >> CollectReportData(output, id_field=spec.dedup_id,
                                                                image_field=spec.image_column,
                                                                hash_field=dedup.hash_field, distances=distances,
                                                                ids_are_paths=spec.fmt == "files"))
@@ -269,7 +269,7 @@ def configure(argv: Optional[List[str]], command_line: bool = False):
         if some is not None:
             some.subfolders = [f for f in some.subfolders if identity(f) not in own]
     dedup = ImagePhashDedup(hash_size=args.hash_size, algorithm=args.algorithm,
-                            image_field=spec.image_column, id_field=spec.id_column,
+                            image_field=spec.image_column, id_field=spec.dedup_id,
                             hash_field=HASH_FIELD, backend=args.backend,
                             num_actors=args.num_actors, ray_address=args.ray_address,
                             backend_name=args.backend_name, state_dir=args.state,
@@ -423,19 +423,10 @@ def _run(argv: List[str], con: Console, command_line: bool = False) -> int:
             con.tell(passed_over(what, "subfolder", [f + "/" for f in some.subfolders],
                                  f"a folder's own files are read, not its subfolders'; give {glob!r} to read them too"))
     if spec.repeated_id is not None:
-        where, across = spec.repeated_id
-        if across:
-            crawls = " (img2dataset numbers every run's keys from 000000000)" if (
-                spec.id_column == job_inputs.DETECTED_ID_COLUMN) else ""
-            way_out = (f"the two files lie in different folders, as two datasets whose ids overlap do{crawls}: "
-                       "dedup one, then the other with --reference the first's kept/ folder, or give --id-column "
-                       "a column unique across them")
-        else:
-            way_out = "give --id-column a column of unique values" + (
-                "" if {"id", job_inputs.DETECTED_ID_COLUMN} & set(spec.columns) else
-                ", or none (each row's id is then FILE#ROW)")
-        con.tell(f"beam-phash: --input's id column {spec.id_column!r} is not unique: it holds {where}; rows that "
-                 f"share an id are taken as retries of one record, so copies among them are all kept: {way_out}")
+        hint = "" if {"id", job_inputs.DETECTED_ID_COLUMN} & set(spec.columns) else ", or none (each row's id is then FILE#ROW)"
+        con.tell(f"beam-phash: --input's id column {spec.id_column!r} is not unique: it holds {spec.repeated_id}; rows "
+                 f"that share an id are taken as retries of one record, so copies among them are all kept: give "
+                 f"--id-column a column of unique values{hint}")
     started = time.time()
     board = None
     local = options.view_as(StandardOptions).runner in LOCAL_RUNNERS  # the run dies with this process

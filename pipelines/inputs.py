@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import posixpath
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -30,6 +29,7 @@ from pipelines.errors import ConfigError
 from pipelines.input_items import located, refuse_other_format, unread
 from pipelines.input_paths import BadName, InputPaths, Listing, StoredFiles, carried, identity, literal, open_stored
 from pipelines.parquet_read import ReadParquet, holds_paths, with_binary_bytes
+from pipelines.repeated_keys import DEDUP_ID, first_folder
 
 FORMATS = ("files", "parquet", "webdataset")
 #: img2dataset's Parquet: the image column is named after the format, the id is ``key``.
@@ -56,9 +56,13 @@ class InputSpec:
     sidecar_columns: Tuple[str, ...] = ()  # WebDataset: columns joined from the shards' Parquet
     join_sidecar: bool = True  # WebDataset: join the sidecar Parquet when a shard has one
     total_bytes: int = 0  # WebDataset: the shards' total size
-    # WebDataset: keys repeated across shards, found by the launcher (local shards: a few small
-    # ones, or any when the pipeline runs in its process)
+    # WebDataset: keys repeated across the shards of a folder, found by the launcher (local shards:
+    # a few small ones, or any when the pipeline runs in its process)
     repeated_keys: Optional[Dict[Tuple[str, str], str]] = None
+    # Input (shards, or Parquet with an id column) in files of more than one folder: the first
+    # folder by path. Each record's id for dedup is then made as it is read (``DEDUP_ID``): its
+    # id in that folder, ``FILE#ID`` in the others (``repeated_keys.dedup_id``)
+    first_folder: Optional[str] = None
     # Image files and WebDataset: every matched path, as the launcher listed them, for the pipeline
     # to read instead of matching again, when it runs in the launcher's process (``in_process``)
     # or reads its inputs by name (the patterns would be these names, each matched alone)
@@ -74,13 +78,18 @@ class InputSpec:
     # Parquet without an id column (``id``, or img2dataset's ``key``): the id column is made as
     # each row is read, ``FILE#ROW`` (``parquet_read.row_id``)
     row_ids: bool = False
-    # Parquet input: an id its first file's first row group holds twice, or two folders' first files
-    # share in theirs (then with True), said at the start
-    # (:func:`repeated_id`): rows that share an id are taken as retries of one record
-    repeated_id: Optional[Tuple[str, bool]] = None
+    # Parquet input: an id its first file's first row group holds twice, said at the start
+    # (:func:`repeated_id`): rows of one folder that share an id are taken as retries of one record
+    repeated_id: Optional[str] = None
     # Parquet read for its hash column: how the job that wrote it hashed (HASHED_AS in its
     # schema's metadata: algorithm, hash_size, hash_version), when it says
     hashed_as: Optional[Dict[str, Any]] = None
+
+    @property
+    def dedup_id(self) -> str:
+        """The field that holds each record's id for dedup: the id column, or for input in files
+        of several folders ``repeated_keys.DEDUP_ID``."""
+        return self.id_column if self.first_folder is None else DEDUP_ID
 
     def listing(self) -> Optional[Listing]:
         """The launcher's listing for the pipeline to read (``paths``), if any: spread over the
@@ -151,10 +160,6 @@ def _first_values(path: str, column: str) -> Optional[pa.ChunkedArray]:
         return pf.read_row_group(0, columns=[column]).column(0)
 
 
-# Folders whose first file's first row group the launcher reads for ids that repeat across them
-ID_CHECK_FOLDERS = 16
-
-
 def _repeat(ids: pa.ChunkedArray) -> Optional[Tuple[Any, int, int, str]]:
     """A value ``ids`` holds twice, the first two places it is at, and how many others repeat."""
     counts = pc.value_counts(ids.drop_null())
@@ -167,43 +172,16 @@ def _repeat(ids: pa.ChunkedArray) -> Optional[Tuple[Any, int, int, str]]:
     return value.as_py(), int(first), int(second), others
 
 
-def repeated_id(paths: List[str], column: str, kind: Optional[pa.DataType] = None) -> Optional[Tuple[str, bool]]:
+def repeated_id(paths: List[str], column: str) -> Optional[str]:
     """An id ``column`` holds twice in the first row group of ``paths[0]`` (a label given as
-    ``--id-column``), as ``'cat' (rows 0 and 3 of FILE)``; else one that the first row groups of
-    the first file of two folders among ``paths`` share (two img2dataset runs, each numbering its
-    keys from ``000000000``), with where; with whether it was the second (across folders), or
-    None. ``kind``: the column's type over all the files, which each folder's ids are compared
-    in. One row group per folder is read (of at most ``ID_CHECK_FOLDERS`` folders), so a column
-    unique there may still repeat elsewhere; one that repeats there is never unique."""
-    firsts: Dict[str, str] = {}
-    for path in paths:
-        if len(firsts) == ID_CHECK_FOLDERS:
-            break
-        firsts.setdefault(posixpath.dirname(identity(path)), path)
-    read, whose = [], []  # each folder's ids, and the file they are from
-    for at, path in enumerate(firsts.values()):
-        try:
-            ids = _first_values(path, column)
-            if ids is not None:
-                read.append(ids.cast(kind or ids.type))
-                whose.append(path)
-        except Exception:  # noqa: BLE001 - damage in another folder's file is its reader's to report
-            if at == 0:
-                raise
-    if not read:
-        return None
-    found = _repeat(read[0])  # within the first file first: a label is said as one
-    if found is not None:
-        value, first, second, others = found
-        return f"{value!r} (rows {first} and {second} of {whose[0]}{others})", False
-    found = _repeat(pa.chunked_array([chunk for ids in read for chunk in ids.chunks], type=read[0].type))
+    ``--id-column``), as ``'cat' (rows 0 and 3 of FILE)``, or None. One row group is read, so a
+    column unique there may still repeat elsewhere; one that repeats there is never unique."""
+    ids = _first_values(paths[0], column)
+    found = None if ids is None else _repeat(ids)
     if found is None:
         return None
     value, first, second, others = found
-    file_of = np.repeat(np.arange(len(read)), [len(ids) for ids in read])
-    row_of = np.concatenate([np.arange(len(ids)) for ids in read])
-    return (f"{value!r} (row {row_of[first]} of {whose[file_of[first]]} and row {row_of[second]} of "
-            f"{whose[file_of[second]]}{others})", True)
+    return f"{value!r} (rows {first} and {second} of {paths[0]}{others})"
 
 
 def _sample_hex(path: str, column: str) -> Optional[str]:
@@ -350,7 +328,8 @@ def resolve(inputs: List[str], fmt: str, image_column: str = "image",
         at = schema.get_field_index(image_column)
         schema = schema.set(at, schema.field(at).with_type(with_binary_bytes(schema.field(at).type)))
     if not spec.row_ids and flag == "--input":
-        spec.repeated_id = repeated_id(paths, id_column, schema.field(id_column).type)
+        spec.repeated_id = repeated_id(paths, id_column)
+        spec.first_folder = first_folder(paths)
     if spec.row_ids:
         schema = schema.append(pa.field(id_column, pa.string()))
     spec.schema = schema
@@ -373,9 +352,12 @@ def _resolve_shards(spec: InputSpec, paths: List[str], image_exts: Tuple[str, ..
     spec.image_column, spec.id_column = wds.IMAGE, wds.KEY
     spec.join_sidecar = join_sidecar
     few = len(paths) <= wds.LOCAL_KEY_CHECK_SHARDS and spec.total_bytes <= wds.LOCAL_KEY_CHECK_BYTES
+    named = [p for p in paths if not isinstance(carried(p), BadName)]
     if check_keys and len(paths) > 1 and (few or in_process) and not any("://" in p for p in paths):
         # (a shard whose name is not UTF-8 is not read: its keys hold no other shard's back)
-        spec.repeated_keys = wds.repeated_keys([p for p in paths if not isinstance(carried(p), BadName)])
+        spec.repeated_keys = wds.repeated_keys(named)
+    if check_keys:
+        spec.first_folder = first_folder(named)
     fields = [pa.field(wds.KEY, pa.string()), pa.field(wds.SHARD, pa.string()),
               pa.field(wds.MEMBERS, pa.list_(pa.string())), pa.field(wds.IMAGE_MEMBER, pa.string())]
     sidecar = wds.sidecar_path(paths[0])
@@ -518,10 +500,11 @@ class ReadImageRecords(beam.PTransform):
             read = pbegin | "ReadShards" >> wds.ReadShards(
                 spec.patterns, spec.image_exts, spec.sidecar_columns, spec.join_sidecar,
                 check_repeated_keys=spec.matched > 1, expected_samples=estimated_samples(spec),
-                repeated=spec.repeated_keys, listing=spec.listing())
+                repeated=spec.repeated_keys, listing=spec.listing(), first_folder=spec.first_folder)
             return read.records, read[FAILED]
         records, unreadable = pbegin | "ReadParquet" >> ReadParquet(
-            spec.patterns, rows=True, row_ids=spec.id_column if spec.row_ids else None, image_paths=image_paths(spec))
+            spec.patterns, rows=True, row_ids=spec.id_column if spec.row_ids else None, image_paths=image_paths(spec),
+            dedup_ids=None if spec.first_folder is None else (spec.id_column, spec.first_folder))
         if spec.status_column is None:
             return records, unreadable
         split = records | "SplitStatus" >> beam.FlatMap(split_status, spec.status_column).with_outputs(

@@ -85,6 +85,6 @@ class WriteOutputs(beam.PTransform):
         """``outputs``: (kept, duplicates, failed, reference_failed)."""
         names = OUTPUTS + ((REFERENCE_FAILED,) if self._reference else ())
         rows = {name: _projector(self._schemas[name].names) for name in OUTPUTS}
-        rows[REFERENCE_FAILED] = _reference_failed_row(self._spec.id_column)
+        rows[REFERENCE_FAILED] = _reference_failed_row(self._spec.dedup_id)
         return dict(zip(names, outputs)) | "Parquet" >> WriteParquet(
             self._output, {name: self._schemas[name] for name in names}, rows)

@@ -25,6 +25,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_phash.records import ERROR_FIELD, FAILED
 from pipelines.input_paths import BadName, InputPaths, StoredFiles, open_stored
+from pipelines.repeated_keys import DEDUP_ID, dedup_id
 
 
 #: About how many bytes of row groups one element reads (Beam's Parquet source splits files
@@ -53,6 +54,13 @@ def row_id(path: str, row: int) -> str:
     """The id of a row of a Parquet file without an id column: ``FILE#ROW``, its file's path as
     matched and its row number from 0 (the same in every read, so retries are safe)."""
     return f"{path}#{row}"
+
+
+def with_dedup_ids(table: pa.Table, path: str, column: str, first: str) -> pa.Table:
+    """``table`` with a last column ``DEDUP_ID``: each row's id for dedup (``str`` of its id, as
+    the dedup reads one, qualified by its file outside the ``first`` folder; ``repeated_keys.dedup_id``)."""
+    ids = [None if v is None else dedup_id(path, str(v), first) for v in table.column(column).to_pylist()]
+    return table.append_column(DEDUP_ID, pa.array(ids, pa.string()))
 
 
 #: Rows whose image is read from its path go to the workers in tables of at most this many: the
@@ -169,14 +177,17 @@ class ReadRowGroupsDoFn(beam.DoFn):
     rows as dicts (``rows``), as ``parquetio.ReadAllFromParquet`` yields them; with ``row_ids``,
     a last column of that name holds each row's :func:`row_id`. With ``image_paths`` (the image
     column), rows that hold a path and no bytes go to ``TO_READ`` instead, in tables of
-    ``PATH_ROWS``, for :class:`ReadPathImagesDoFn`."""
+    ``PATH_ROWS``, for :class:`ReadPathImagesDoFn`. With ``dedup_ids`` (the id column and the
+    input's first folder), a last column ``DEDUP_ID`` holds each row's id for dedup
+    (:func:`with_dedup_ids`)."""
 
     def __init__(self, columns: Optional[List[str]], rows: bool, row_ids: Optional[str] = None,
-                 image_paths: Optional[str] = None):
+                 image_paths: Optional[str] = None, dedup_ids: Optional[Tuple[str, str]] = None):
         self._columns = columns
         self._rows = rows
         self._row_ids = row_ids
         self._image_paths = image_paths
+        self._dedup_ids = dedup_ids
 
     def process(self, element):
         path, start, stop = element
@@ -191,6 +202,8 @@ class ReadRowGroupsDoFn(beam.DoFn):
                     ids = pa.array([row_id(path, n) for n in range(row, row + table.num_rows)], pa.string())
                     table = table.append_column(self._row_ids, ids)
                     row += table.num_rows
+                if self._dedup_ids is not None:
+                    table = with_dedup_ids(table, path, *self._dedup_ids)
                 unread = path_rows(table, self._image_paths) if self._image_paths is not None else []
                 for at in range(0, len(unread), PATH_ROWS):  # taken: a few rows' own buffers
                     yield beam.pvalue.TaggedOutput(TO_READ, (path, table.take(unread[at:at + PATH_ROWS])))
@@ -222,24 +235,27 @@ class ReadPathImagesDoFn(beam.DoFn):
 
 class ReadParquet(beam.PTransform):
     """The pipeline's root -> the Parquet files ``patterns`` match, as pyarrow tables, one per row
-    group, or (``rows``) as ``(records, failed)``, one dict per row; ``row_ids``, ``image_paths``:
-    see :class:`ReadRowGroupsDoFn`."""
+    group, or (``rows``) as ``(records, failed)``, one dict per row; ``row_ids``, ``image_paths``,
+    ``dedup_ids``: see :class:`ReadRowGroupsDoFn`."""
 
     def __init__(self, patterns: List[str], columns: Optional[List[str]] = None, rows: bool = False,
-                 row_ids: Optional[str] = None, image_paths: Optional[str] = None):
+                 row_ids: Optional[str] = None, image_paths: Optional[str] = None,
+                 dedup_ids: Optional[Tuple[str, str]] = None):
         super().__init__()
         self._patterns = patterns
         self._columns = columns
         self._rows = rows
         self._row_ids = row_ids
         self._image_paths = image_paths
+        self._dedup_ids = dedup_ids
 
     def expand(self, pbegin):
         groups = (pbegin
                   | "Files" >> InputPaths(self._patterns)
                   | "RowGroups" >> beam.FlatMap(row_groups)
                   | "SpreadRowGroups" >> beam.Reshuffle())
-        read = beam.ParDo(ReadRowGroupsDoFn(self._columns, self._rows, self._row_ids, self._image_paths))
+        read = beam.ParDo(ReadRowGroupsDoFn(self._columns, self._rows, self._row_ids, self._image_paths,
+                                            self._dedup_ids))
         if self._image_paths is None:
             if not self._rows:
                 return groups | "ReadRowGroups" >> read

@@ -21,7 +21,11 @@ A sample record holds:
   member (``.txt``, ``.json``, and any unknown suffix), so that ``--write-shards`` writes the
   sample out again byte for byte;
 * with a sidecar (``00000.parquet`` beside ``00000.tar``, as img2dataset writes): that row's
-  columns, joined on ``key``.
+  columns, joined on ``key``;
+* ``DEDUP_ID``, when the shards lie in several folders (``first_folder``): the sample's id for
+  dedup (``ImagePhashDedup``'s ``id_field``), its key in the first folder by path and
+  ``SHARD#KEY`` in the others, since two datasets number their keys alike
+  (:mod:`pipelines.repeated_keys`).
 
 Bad input is data, never a crash: each problem is a failed record (``FAILED`` tag) whose ``error``
 names the shard and the sample:
@@ -29,9 +33,9 @@ names the shard and the sample:
 * a sample with no image member (only unknown suffixes, or only ``.txt``/``.json``), in any of
   its parts;
 * a key seen before: again later in the same shard (a part with an image after the sample's
-  image), or in an earlier shard (shards are ranked by
+  image), or in an earlier shard of its folder (shards are ranked by
   path; the first occurrence wins). Keys repeated across shards are found by a pre-pass that lists
-  the member names only (:class:`FindRepeatedKeys`), a shuffle of keys, never of images;
+  the member names only (``repeated_keys.FindRepeatedKeys``), a shuffle of keys, never of images;
 * a shard that is not a tar: one record ``SHARD#unreadable``;
 * a truncated shard: the sample being read when the data ran out, and one record
   ``SHARD#truncated`` standing for whatever the shard held after it;
@@ -55,7 +59,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_phash._native import tar_member_names
 from beam_phash.records import ERROR_FIELD, FAILED
-from pipelines.input_paths import BadName, InputPaths, Listing, identity, open_stored, printable
+from pipelines.input_paths import BadName, InputPaths, Listing, open_stored, printable
+from pipelines.repeated_keys import DEDUP_ID, FindRepeatedKeys, Repeated, dedup_id, in_process
 from pipelines.tar_members import (HEAD, DataAfterEnd, Link, Member, MemberCutShort, compression, gzip_damage,
                                    plain_members, stream_members)
 
@@ -70,7 +75,7 @@ MEMBER_BYTES = "member_bytes"
 #: Fields of a sample record that are written to the Parquet outputs (image bytes never are).
 WRITTEN = (KEY, SHARD, MEMBERS, IMAGE_MEMBER)
 #: Fields the reader sets; sidecar columns of these names are not joined.
-OWN_FIELDS = (KEY, SHARD, IMAGE, IMAGE_MEMBER, MEMBERS, MEMBER_BYTES)
+OWN_FIELDS = (KEY, SHARD, IMAGE, IMAGE_MEMBER, MEMBERS, MEMBER_BYTES, DEDUP_ID)
 
 #: Bytes of samples' parts without an image held back, per shard read, at most, while they wait
 #: for their image (:meth:`ReadShardDoFn._take`): the oldest go out as failed beyond it (a shard
@@ -288,18 +293,23 @@ class _Reading:
 class ReadShardDoFn(beam.DoFn):
     """One shard path in, its sample records out (main output), failures on ``FAILED``.
 
-    ``repeated``: a side input mapping ``(shard, key)`` to the shard that holds the key's first
-    occurrence, for keys that occur in more than one shard."""
+    ``repeated``: a side input mapping ``(shard, key)`` to the shard of its folder that holds the
+    key's first occurrence, for keys that occur in more than one shard of a folder.
+    ``first_folder``: when the shards lie in several folders, the first's: each record then has
+    its id for dedup (``DEDUP_ID``)."""
 
     def __init__(self, image_exts: Tuple[str, ...], sidecar_columns: Tuple[str, ...] = (),
-                 join_sidecar: bool = True):
+                 join_sidecar: bool = True, first_folder: Optional[str] = None):
         self._image_exts = tuple(e.lower().lstrip(".") for e in image_exts)
         self._sidecar_columns = tuple(sidecar_columns)
         self._join_sidecar = join_sidecar
+        self._first_folder = first_folder
 
     def _base(self, reading: _Reading, key: str) -> dict:
         """A record of ``key`` with the key's sidecar columns (None where the sidecar lacks it)."""
-        record = {KEY: key, SHARD: reading.shard, MEMBERS: [], IMAGE_MEMBER: None}
+        record = {KEY: key, SHARD: reading.shard, MEMBERS: [], IMAGE_MEMBER: None,
+                  **({} if self._first_folder is None else
+                     {DEDUP_ID: dedup_id(reading.shard, key, self._first_folder)})}
         row = reading.sidecar.get(key) if reading.sidecar is not None else None
         for c in self._sidecar_columns:
             record[c] = row.get(c) if row is not None else None
@@ -395,7 +405,7 @@ class ReadShardDoFn(beam.DoFn):
                                     f"before the shard breaks {broken[0]} ({broken[1]})", sample)
         lost = 0  # samples the sidecar lists after the break
         for key, row in (reading.sidecar or {}).items():
-            if key in reading.seen or reading.repeated.get((shard, key)) not in (None, shard):
+            if key in reading.seen or _first_elsewhere(reading, key) is not None:
                 continue
             status = row.get(STATUS_COLUMN)
             if status is not None and status != "success":
@@ -503,10 +513,11 @@ class ReadShardDoFn(beam.DoFn):
 
     def _check_key(self, reading: _Reading, sample: _Sample) -> Optional[beam.pvalue.TaggedOutput]:
         """None for a key's first occurrence (and records it as seen), else the failure."""
-        first = reading.repeated.get((reading.shard, sample.key))
-        if first is not None and first != reading.shard:  # every part of a sample first in another shard
+        first = _first_elsewhere(reading, sample.key)
+        if first is not None:  # every part of a sample first in another shard of its folder
             reading.seen.add(sample.key)
-            return self._failure(reading, sample.key, _already(sample.key, first, reading.shard), sample)
+            return self._failure(reading, sample.key, f"sample {sample.key}: key already in shard {first} (the "
+                                 "first shard by path is used)", sample)
         if not sample.suffixes:  # a part the shard's break cut in its first member: no repeat of anything
             reading.seen.add(sample.key)
             return None
@@ -525,18 +536,10 @@ class ReadShardDoFn(beam.DoFn):
         return None
 
 
-def _already(key: str, first: str, shard: str) -> str:
-    return (f"sample {key}: key already in shard {first} (the first shard by path is used"
-            f"{_elsewhere(first, shard)})")
-
-
-def _elsewhere(first: str, shard: str) -> str:
-    """For a key repeated in a shard of another folder: what that likely is, and the way out."""
-    if posixpath.dirname(identity(first)) == posixpath.dirname(identity(shard)):  # ./a/x.tar is in a/
-        return ""
-    return ("; the two lie in different folders, as two datasets whose keys overlap do: img2dataset "
-            "numbers every run's keys from 000000000, so dedup one run's shards against the other's "
-            "with --reference")
+def _first_elsewhere(reading: _Reading, key: str) -> Optional[str]:
+    """The shard of this shard's folder that holds ``key`` first, when that is another shard."""
+    first = reading.repeated.get((reading.shard, key))
+    return None if first in (None, reading.shard) else first
 
 
 def _gzip_damage(shard: str) -> Optional[str]:
@@ -588,36 +591,6 @@ def list_keys(shard: str) -> Iterator[str]:
     yield from keys
 
 
-#: Keys per bucket of the repeated-key shuffle, about: few elements, small groups.
-KEYS_PER_BUCKET = 50_000
-
-
-def keys_by_bucket(shard: str, buckets: int) -> Iterator[Tuple[int, Tuple[str, List[str]]]]:
-    """A shard's keys, as one ``(bucket, (shard, keys))`` element per bucket (``zlib.crc32`` of
-    the key, the same in every process): the shuffle moves lists, not one element per sample."""
-    by_bucket: Dict[int, List[str]] = {}
-    if isinstance(shard, BadName):
-        return  # its read says why it is not read
-    for key in list_keys(shard):
-        by_bucket.setdefault(zlib.crc32(key.encode("utf-8", "surrogateescape")) % buckets, []).append(key)
-    for bucket, keys in by_bucket.items():
-        yield bucket, (shard, keys)
-
-
-def _first_holders(element) -> Iterable[Tuple[Tuple[str, str], str]]:
-    """``((shard, key), first shard)`` for every key of a bucket held by more than one shard."""
-    _, lists = element
-    holders: Dict[str, List[str]] = {}
-    for shard, keys in lists:
-        for key in keys:
-            holders.setdefault(key, []).append(shard)
-    for key, shards in holders.items():
-        if len(shards) > 1:
-            shards = sorted(set(shards))
-            for shard in shards[1:]:
-                yield (shard, key), shards[0]
-
-
 #: Up to this many local shards, holding at most this many bytes, the launcher lists their keys
 #: itself (a few milliseconds of header reads) instead of the pipeline's pre-pass, whose extra
 #: stages and side input cost about 0.15 s a run: shards then read as fast as files on small inputs.
@@ -628,26 +601,10 @@ LOCAL_KEY_CHECK_SHARDS = 64
 LOCAL_KEY_CHECK_BYTES = 1 << 30
 
 
-def repeated_keys(shards: List[str]) -> Dict[Tuple[str, str], str]:
-    """What :class:`FindRepeatedKeys` finds, in this process: ``(shard, key) -> first shard`` for
-    every key held by more than one shard."""
-    return dict(_first_holders((0, [(shard, list(list_keys(shard))) for shard in shards])))
-
-
-class FindRepeatedKeys(beam.PTransform):
-    """Shard paths -> ``((shard, key), first shard)`` for every key held by more than one shard.
-    ``expected_samples`` sets the number of buckets of keys shuffled."""
-
-    def __init__(self, expected_samples: int = 0):
-        super().__init__()
-        self._buckets = max(1, min(1 << 16, expected_samples // KEYS_PER_BUCKET))
-
-    def expand(self, shards):
-        buckets = self._buckets
-        return (shards
-                | "ListKeys" >> beam.FlatMap(keys_by_bucket, buckets)
-                | "GroupBuckets" >> beam.GroupByKey()
-                | "FirstHolders" >> beam.FlatMap(_first_holders))
+def repeated_keys(shards: List[str]) -> Repeated:
+    """The keys held by more than one shard (``repeated_keys.first_holders``), listed in this
+    process."""
+    return in_process(shards, list_keys)
 
 
 class ReadShards(beam.PTransform):
@@ -655,13 +612,15 @@ class ReadShards(beam.PTransform):
     ``DoOutputsTuple``, from the shards ``patterns`` match (or the ``listing``'s); see
     :class:`~pipelines.input_paths.InputPaths`. ``check_repeated_keys``: run
     the key pre-pass (only useful with more than one shard); ``repeated``: its result, found
-    beforehand (:func:`repeated_keys`), instead."""
+    beforehand (:func:`repeated_keys`), instead. ``first_folder``: see :class:`ReadShardDoFn`."""
 
     def __init__(self, patterns: List[str], image_exts: Tuple[str, ...] = DEFAULT_IMAGE_EXTS,
                  sidecar_columns: Tuple[str, ...] = (), join_sidecar: bool = True,
                  check_repeated_keys: bool = True, expected_samples: int = 0,
-                 repeated: Optional[Dict[Tuple[str, str], str]] = None, listing: Optional[Listing] = None):
+                 repeated: Optional[Dict[Tuple[str, str], str]] = None, listing: Optional[Listing] = None,
+                 first_folder: Optional[str] = None):
         super().__init__()
+        self._first_folder = first_folder
         self._patterns = patterns
         self._listing = listing
         self._repeated = repeated
@@ -673,12 +632,12 @@ class ReadShards(beam.PTransform):
 
     def expand(self, pbegin):
         shards = pbegin | "Shards" >> InputPaths(self._patterns, self._listing)
-        dofn = ReadShardDoFn(self._image_exts, self._sidecar_columns, self._join_sidecar)
+        dofn = ReadShardDoFn(self._image_exts, self._sidecar_columns, self._join_sidecar, self._first_folder)
         if self._repeated is not None:
             return shards | "ReadShard" >> beam.ParDo(dofn, repeated=self._repeated).with_outputs(
                 FAILED, main="records")
         if self._check_repeated_keys:
-            repeated = shards | "RepeatedKeys" >> FindRepeatedKeys(self._expected_samples)
+            repeated = shards | "RepeatedKeys" >> FindRepeatedKeys(list_keys, self._expected_samples)
             return shards | "ReadShard" >> beam.ParDo(dofn, repeated=beam.pvalue.AsDict(repeated)).with_outputs(
                 FAILED, main="records")
         return shards | "ReadShard" >> beam.ParDo(dofn).with_outputs(FAILED, main="records")

@@ -1,6 +1,9 @@
 """``--write-shards DIR``: the kept samples as new WebDataset shards ``DIR/00000.tar`` ...
 
-Every member is written back under its original name (``KEY.SUFFIX``) with its original bytes.
+Every member is written back under its original name (``KEY.SUFFIX``) with its original bytes,
+but when the input's shards lie in several folders (two datasets, numbered alike, see
+:mod:`pipelines.repeated_keys`): a sample of any folder but the first is written as ``KEY_TAG``
+(:func:`written_key`), so that no two samples of ``DIR`` share a key.
 Writes are safe under bundle retries, the way Beam's file sinks are:
 
 1. ``WritePartsDoFn`` writes each bundle's samples into temporary tars
@@ -17,11 +20,12 @@ Writes are safe under bundle retries, the way Beam's file sinks are:
    The finalize step is idempotent: a shard already in place whose parts are (partly) gone is
    skipped; one whose parts are all there is made again, identically.
 
-``DIR/kept_keys/*.parquet`` (one column, ``key``) lists every kept sample, for users who filter
+``DIR/kept_keys/*.parquet`` (one column, ``key``, as written) lists every kept sample, for users who filter
 shards themselves (``webdataset``'s ``.select``); it is written by ``parquet_write``.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import posixpath
 import re
@@ -37,7 +41,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines.parquet_write import WriteParquet
 from pipelines.temp_parts import ensure_dir, global_output, remove_tree, tmp_dir
-from pipelines.webdataset_read import IMAGE, IMAGE_MEMBER, KEY, MEMBER_BYTES, MEMBERS, member_name, stored_as
+from pipelines.repeated_keys import DEDUP_ID, folder_of
+from pipelines.webdataset_read import IMAGE, IMAGE_MEMBER, KEY, MEMBER_BYTES, MEMBERS, SHARD, member_name, stored_as
 
 DEFAULT_SHARD_MB = 256.0
 KEPT_KEYS = "kept_keys"
@@ -78,9 +83,19 @@ def tar_bytes(members: List[tuple]) -> int:
     return sum(block + -(-len(data) // block) * block for _, data in members)
 
 
+def written_key(record: dict) -> str:
+    """The key a sample is written under: its own, or for a sample of any folder but the input's
+    first (its ``DEDUP_ID`` is then not its key), ``KEY_TAG``, ``TAG`` the first 8 hex digits of
+    the SHA-256 of its shard's folder: the same in every retry and on every worker."""
+    key = record[KEY]
+    if record.get(DEDUP_ID, key) == key:
+        return key
+    return f"{key}_{hashlib.sha256(folder_of(record[SHARD]).encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
+
+
 def sample_members(record: dict) -> List[tuple]:
     """``(name, bytes)`` of a sample record's members, in the order they had in the input."""
-    key, image_member = record[KEY], record.get(IMAGE_MEMBER)
+    key, image_member = written_key(record), record.get(IMAGE_MEMBER)
     others = record.get(MEMBER_BYTES) or {}
     out, seen = [], {}
     for suffix in record.get(MEMBERS) or []:
@@ -147,7 +162,7 @@ class WritePartsDoFn(beam.DoFn):
         if self._writer is None:
             ensure_dir(self._directory)
             self._writer = _PartWriter(self._directory, self._mtime)
-        self._writer.add(members, record[KEY])
+        self._writer.add(members, written_key(record))
         if self._writer.size >= self._target:
             self._closed.append(self._writer.close())
             self._writer = None
@@ -241,7 +256,7 @@ class WriteShards(beam.PTransform):
         directory = self._directory
         keys = {KEPT_KEYS: kept} | "WriteKeptKeys" >> WriteParquet(
             self._out_dir, {KEPT_KEYS: pa.schema([(KEY, pa.string())])},
-            rows={KEPT_KEYS: lambda r: {KEY: None if r.get(KEY) is None else str(r.get(KEY))}})
+            rows={KEPT_KEYS: lambda r: {KEY: None if r.get(KEY) is None else written_key(r)}})
         shards = (kept
                   | "WriteParts" >> beam.ParDo(WritePartsDoFn(directory, self._target, self._mtime))
                   | "OneKey" >> beam.Map(lambda part: (None, part))

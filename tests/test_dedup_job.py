@@ -717,73 +717,57 @@ def test_an_id_column_that_repeats_is_said(tmp_path, capsys):
     assert len(read(tmp_path / "out-label", "kept")) == 4 and len(read(tmp_path / "out-uid", "kept")) == 3
 
 
-def test_ids_that_two_crawls_share_are_said(tmp_path, capsys):
-    """Two img2dataset runs given as --input number their keys alike: each key of the second was
-    taken as a retry of the first's, so a photo both crawls fetched was kept twice without a
-    word. The start line names the key, the two files, and --reference; crawls whose keys
-    differ say nothing."""
-    photos = [p.read_bytes() for p in PHOTOS[:3]]
-
-    def crawl(folder, keys, images):
-        folder.mkdir()
-        for shard, (k, i) in enumerate(zip(keys, images)):
-            pq.write_table(pa.table({"key": k, "jpg": i, "status": ["success"] * len(k),
-                                     "error_message": [None] * len(k)},
-                                    schema=pa.schema([("key", pa.string()), ("jpg", pa.binary()),
-                                                      ("status", pa.string()), ("error_message", pa.string())])),
-                           folder / f"{shard:05d}.parquet")
-
-    crawl(tmp_path / "a", [["000000000", "000000001"], ["000000002"]], [[photos[0], photos[1]], [photos[2]]])
-    crawl(tmp_path / "b", [["000000000"]], [[photos[0]]])  # the same photo under the same key
-    crawl(tmp_path / "c", [["100000000"]], [[photos[0]]])
-    said = (f"--input's id column 'key' is not unique: it holds '000000000' (row 0 of {tmp_path}/a/00000.parquet "
-            f"and row 0 of {tmp_path}/b/00000.parquet); rows that share an id are taken as retries of one record, so "
-            "copies among them are all kept: the two files lie in different folders, as two datasets whose ids overlap "
-            "do (img2dataset numbers every run's keys from 000000000): dedup one, then the other with --reference the "
-            "first's kept/ folder, or give --id-column a column unique across them\n")
-    for second, warned, kept in (("b", True, 4), ("c", False, 3)):
-        out = tmp_path / f"out-{second}"
-        assert dedup_images.main(["--input", str(tmp_path / "a"), "--input", str(tmp_path / second),
-                                  "--input-format", "parquet", "--output", str(out), "--backend", "state",
-                                  "--no-report"]) == 0
-        err = capsys.readouterr().err
-        assert (said in err) is warned and ("not unique" in err) is warned, err
-        assert len(read(out, "kept")) == kept
+def _crawl(folder, keys, images, kind=pa.string()):
+    """An img2dataset Parquet output: a file per list of ``keys`` (typed ``kind``), their images."""
+    folder.mkdir()
+    for shard, (k, i) in enumerate(zip(keys, images)):
+        ids = pa.array(k, kind.value_type if pa.types.is_dictionary(kind) else kind)
+        pq.write_table(pa.table({"key": ids.dictionary_encode() if pa.types.is_dictionary(kind) else ids,
+                                 "jpg": pa.array(i, pa.binary()), "status": ["success"] * len(k),
+                                 "error_message": pa.array([None] * len(k), pa.string())}),
+                       folder / f"{shard:05d}.parquet")
 
 
-@pytest.mark.parametrize("kinds", [(pa.string(), pa.large_string()), (pa.int64(), pa.int32()),
-                                   (pa.int64(), pa.float64()), (pa.dictionary(pa.int32(), pa.string()), pa.string()),
-                                   (pa.null(), pa.string())])
-def test_ids_shared_across_folders_are_found_in_any_types_the_files_widen_to(tmp_path, kinds):
-    """Each folder's ids are compared in the column's type over all the files (the outputs' own):
-    two crawls whose id columns pyarrow typed differently (one saved again by another tool) share
-    ids all the same. A folder whose ids are all null, typed null, holds none."""
-    values = {"string": ["x", "y"], "large_string": ["x", "z"], "int64": [1, 2], "int32": [1, 3],
-              "double": [1.0, 4.0], "null": [None, None]}
-    paths = []
-    for name, kind in zip("abc", kinds + kinds[-1:]):
-        (tmp_path / name).mkdir()
-        plain = kind.value_type if pa.types.is_dictionary(kind) else kind
-        ids = pa.array(values[str(plain)][:2 if name != "c" else 1], type=plain)
-        if pa.types.is_dictionary(kind):
-            ids = ids.dictionary_encode()
-        pq.write_table(pa.table({"id": ids, "image": pa.array([b"x"] * len(ids), pa.binary())}),
-                       tmp_path / name / "0.parquet")
-        paths.append(f"{tmp_path}/{name}/0.parquet")
-    where, across = inputs.resolve([str(tmp_path / n) for n in "abc"], "parquet").repeated_id
-    assert across, where
-    assert (f"of {paths[1]} and row 0 of {paths[2]}" if pa.types.is_null(kinds[0]) else
-            f"(row 0 of {paths[0]} and row 0 of {paths[1]}") in where, where
+@pytest.mark.parametrize("extra", [[], ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]],
+                         ids=["one-worker", "two-workers"])
+def test_two_crawls_whose_keys_overlap_are_deduplicated_together(tmp_path, capsys, extra):
+    """Two img2dataset runs given as --input number their keys alike. Each key of the second was
+    taken as a retry of the first's, so a photo both crawls fetched under one key was kept twice
+    (until 2026-12-07, with a warning). An id need be unique only within its folder's files: a
+    photo both crawls fetched is one keeper, whichever keys it has, and a keeper of any folder
+    but the first by path is named FILE#KEY."""
+    photos = [p.read_bytes() for p in PHOTOS[:4]]
+    _crawl(tmp_path / "a", [["000000000", "000000001"], ["000000002"]], [[photos[0], photos[1]], [photos[2]]])
+    # the same photo under the same key, a new photo under a key of a's, and a's second photo again
+    _crawl(tmp_path / "b", [["000000000", "000000001"], ["000000007"]], [[photos[0], photos[3]], [photos[1]]])
+    _crawl(tmp_path / "b" / "c", [["000000001"]], [[photos[3]]])  # a third folder: b's copy of 3
+    out = tmp_path / "out"
+    assert dedup_images.main(["--input", str(tmp_path / "b"), "--input", str(tmp_path / "a"),
+                              "--input", str(tmp_path / "b" / "c"), "--input-format", "parquet",
+                              "--output", str(out), "--backend", "state", "--no-report", *extra]) == 0
+    assert "not unique" not in capsys.readouterr().err
+    kept, dups = read(out, "kept"), read(out, "duplicates")
+    assert sorted(r["jpg"] for r in kept) == sorted(photos) and read(out, "failed") == []
+    assert len(dups) == 3, dups
+    ids = {}  # the oracle: a is first by path, so the rows of b and b/c are FILE#KEY
+    for folder in ("a", "b", "b/c"):
+        for path in sorted((tmp_path / folder).glob("*.parquet")):
+            for row in pq.read_table(path).to_pylist():
+                ids.setdefault(row["jpg"], set()).add(row["key"] if folder == "a" else f"{path}#{row['key']}")
+    for photo, held in ids.items():  # each photo's copies all name one of its ids
+        named = {d["duplicate_of"] for d in dups if d["jpg"] == photo}
+        assert len(held) == 1 + sum(d["jpg"] == photo for d in dups) and len(named) <= 1 and named <= held, (held, dups)
+    (named,) = {d["duplicate_of"] for d in dups if d["jpg"] == photos[3]}
+    assert named in (f"{tmp_path}/b/00000.parquet#000000001", f"{tmp_path}/b/c/00000.parquet#000000001"), named
 
 
-def test_a_label_repeated_within_the_first_file_is_said_as_one_beside_other_folders(tmp_path):
-    """A label column repeats within its first file; another folder sharing one of its values does
-    not turn that into two datasets' overlap."""
+def test_a_label_repeated_within_the_first_file_is_said(tmp_path):
+    """A label column repeats within its first file: said as one, whatever other folders hold."""
     for name, labels in (("a", ["cat", "dog", "dog"]), ("b", ["cat"])):
         (tmp_path / name).mkdir()
         pq.write_table(pa.table({"label": labels}), tmp_path / name / "0.parquet")
     paths = [str(tmp_path / "a" / "0.parquet"), str(tmp_path / "b" / "0.parquet")]
-    assert inputs.repeated_id(paths, "label") == (f"'dog' (rows 1 and 2 of {paths[0]})", False)
+    assert inputs.repeated_id(paths, "label") == f"'dog' (rows 1 and 2 of {paths[0]})"
     assert inputs.repeated_id(paths[1:], "label") is None
 
 

@@ -593,32 +593,50 @@ def test_a_repeated_key_fails_with_its_sidecar_columns(tmp_path):
     assert again["key"] == "k0" and "key repeated within the shard" in again["error"] and again["caption"] == "c0"
 
 
-def test_keys_repeated_in_another_folder_point_to_reference(tmp_path):
-    """Two img2dataset runs number their keys alike: given as two inputs, the second run's samples
-    fail as repeated keys, and the reason says why and what to do, which a repeat within one
-    folder's shards (a shard copied twice) does not; the --reference it points to then reads
-    both runs, the second's copy of the first's photo a duplicate."""
+def test_two_datasets_whose_keys_overlap_are_deduplicated_together(tmp_path):
+    """Two img2dataset runs number their keys alike, from 000000000. A key is unique within one
+    folder's shards, not across folders: given as two inputs, each run's samples are read (until
+    2026-12-07 the second run's failed as repeated keys), a photo both runs fetched is one
+    keeper, and a keeper of any folder but the first by path is named SHARD#KEY by its
+    duplicates. A key repeated in two shards of one folder still fails. --write-shards writes the
+    second run's samples as KEY_TAG, so the shards it writes share no key and read back whole."""
     photo = {p.name: p.read_bytes() for p in PHOTOS}
-    for run, names in (("run_a", ["pool.jpg", "snow.jpg"]), ("run_b", ["skagen.jpg", "pool.jpg"])):
+    runs = {"run_a": ["pool.jpg", "snow.jpg"], "run_b": ["skagen.jpg", "jesper.jpg", "skagen.jpg", "pool.jpg"]}
+    for run, names in runs.items():
         (tmp_path / run).mkdir()
         write_tar(tmp_path / run / "00000.tar", [(f"00000000{i}.jpg", photo[n]) for i, n in enumerate(names)])
-    write_tar(tmp_path / "run_a" / "00001.tar", [("000000000.jpg", photo["sunset.jpg"])])
-    out = tmp_path / "out"
-    assert dedup_images.main(["--input", str(tmp_path / "run_a"), "--input", str(tmp_path / "run_b"),
-                              "--input-format", "webdataset", "--output", str(out), "--no-report", *STATE]) == 0
-    reasons = {(r["shard"].split("/")[-2], r["key"]): r["error"] for r in read(out, "failed")}
-    assert set(reasons) == {("run_a", "000000000"), ("run_b", "000000000"), ("run_b", "000000001")}
-    assert "different folders" not in reasons["run_a", "000000000"]
-    assert webdataset_read._elsewhere(str(tmp_path / "run_a/00000.tar"), "./run_a/00001.tar".replace(
-        ".", os.path.relpath(tmp_path), 1)) == ""  # one folder, spelt two ways
-    assert all("the two lie in different folders" in reasons["run_b", k] and "with --reference" in reasons["run_b", k]
-               for k in ("000000000", "000000001")), reasons
-    assert dedup_images.main(["--input", str(tmp_path / "run_b"), "--reference", str(tmp_path / "run_a"),
-                              "--input-format", "webdataset", "--output", str(out), "--no-report", *STATE]) == 0
-    assert [r["key"] for r in read(out, "kept")] == ["000000000"] and read(out, "failed") == []
-    (dup,) = read(out, "duplicates")
-    assert (dup["key"], dup["duplicate_of"], dup["matched"]) == ("000000001", "000000000", "reference")
+    write_tar(tmp_path / "run_a" / "00001.tar", [("000000000.jpg", photo["sunset.jpg"])])  # repeat in a folder
+    out, shards = tmp_path / "out", tmp_path / "shards"
+    assert dedup_images.main(["--input", str(tmp_path / "run_b"), "--input", str(tmp_path / "run_a"),
+                              "--input-format", "webdataset", "--output", str(out), "--write-shards", str(shards),
+                              "--no-report", *STATE]) == 0
+    (failed,) = read(out, "failed")
+    assert (failed["shard"], failed["key"]) == (f"{tmp_path}/run_a/00001.tar", "000000000"), failed
+    assert f"key already in shard {tmp_path}/run_a/00000.tar" in failed["error"], failed
+    kept, dups = read(out, "kept"), read(out, "duplicates")
 
+    def name(row):
+        return runs[row["shard"].split("/")[-2]][int(row["key"])]
+
+    def dedup_id(row):  # the oracle: run_a is first by path
+        return row["key"] if "/run_a/" in row["shard"] else f"{row['shard']}#{row['key']}"
+
+    assert sorted(map(name, kept)) == ["jesper.jpg", "pool.jpg", "skagen.jpg", "snow.jpg"], kept
+    keeper_of = {name(r): dedup_id(r) for r in kept}
+    assert sorted((name(d), d["duplicate_of"]) for d in dups) == [
+        ("pool.jpg", keeper_of["pool.jpg"]), ("skagen.jpg", keeper_of["skagen.jpg"])], (dups, keeper_of)
+    assert keeper_of["skagen.jpg"].startswith(f"{tmp_path}/run_b/00000.tar#")
+    # The shards written hold every kept sample once, run_b's under KEY_TAG: no two share a key.
+    names = tar_members_in_order(shards / "00000.tar")
+    written = samples_of(tar_members(shards / "00000.tar"))
+    assert len(names) == len(set(names)) == len(written) == 4, names
+    assert sorted(pq.read_table(str(shards / "kept_keys")).column("key").to_pylist()) == sorted(written)
+    by_photo = {n: key for key, members in written.items() for n, data in photo.items() if members["jpg"] == data}
+    assert by_photo["snow.jpg"] == "000000001" and by_photo["jesper.jpg"].startswith("000000001_"), by_photo
+    assert len(by_photo["jesper.jpg"]) == len("000000001_") + 8
+    assert dedup_images.main(["--input", str(shards), "--input-format", "webdataset", "--output", str(out),
+                              "--no-report", *STATE]) == 0
+    assert len(read(out, "kept")) == 4 and read(out, "failed") == [] and read(out, "duplicates") == []
 
 def test_member_names_with_a_leading_dot_slash_or_not_utf8(tmp_path):
     """`tar -C DIR -cf shard.tar .` stores ./KEY.jpg: the key is still KEY, so the sidecar's rows
@@ -1533,7 +1551,8 @@ def test_repeated_keys_found_in_any_bucket(tmp_path):
     import apache_beam as beam
     from apache_beam.testing.util import assert_that, equal_to
 
-    from pipelines.webdataset_read import FindRepeatedKeys, KEYS_PER_BUCKET
+    from pipelines.repeated_keys import KEYS_PER_BUCKET, FindRepeatedKeys
+    from pipelines.webdataset_read import list_keys
 
     for name, keys in (("a.tar", ["k0", "k1", "k2"]), ("b.tar", ["k3", "k1"]), ("c.tar", ["k1", "k2", "k4"])):
         write_tar(tmp_path / name, [(f"{k}.jpg", b"x") for k in keys])
@@ -1542,8 +1561,34 @@ def test_repeated_keys_found_in_any_bucket(tmp_path):
     for samples in (0, 7 * KEYS_PER_BUCKET):
         with beam.Pipeline() as p:
             found = (p | f"Shards{samples}" >> beam.Create([str(tmp_path / n) for n in ("c.tar", "a.tar", "b.tar")])
-                     | f"Find{samples}" >> FindRepeatedKeys(samples))
+                     | f"Find{samples}" >> FindRepeatedKeys(list_keys, samples))
             assert_that(found, equal_to(expected))
+
+
+def test_a_key_repeats_within_a_folder_and_ids_are_qualified_outside_the_first(tmp_path, monkeypatch):
+    """Within a folder each shard holding a key but the first maps to that first one (spelt any
+    way: ./a/y.tar lies in a/, after a/x.tar); shards of other folders that hold it are no
+    repeat. The id for dedup is the key in the first folder by path, SHARD#KEY in the others;
+    with one folder, there is none. Through the pipeline's key shuffle, the same."""
+    import apache_beam as beam
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from pipelines.repeated_keys import FindRepeatedKeys, dedup_id, first_folder
+    from pipelines.webdataset_read import list_keys
+
+    for name in ("a/x.tar", "a/y.tar", "b/z.tar", "c/w.tar", "c/v.tar"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        write_tar(tmp_path / name, [(f"{k}.jpg", b"x") for k in (["k", "j"] if name == "a/x.tar" else ["k"])])
+    monkeypatch.chdir(tmp_path)
+    shards = ["./a/y.tar", "a/x.tar", f"{tmp_path}/b/z.tar", "c/w.tar", "c/v.tar"]
+    expected = {("./a/y.tar", "k"): "a/x.tar", ("c/w.tar", "k"): "c/v.tar"}
+    assert webdataset_read.repeated_keys(shards) == expected
+    first = first_folder(shards)
+    assert first == str(tmp_path / "a") and first_folder(shards[:2]) is None
+    assert [dedup_id(s, "k", first) for s in shards] == ["k", "k", f"{tmp_path}/b/z.tar#k", "c/w.tar#k", "c/v.tar#k"]
+    with beam.Pipeline() as p:
+        found = p | beam.Create(shards) | FindRepeatedKeys(list_keys)
+        assert_that(found, equal_to(list(expected.items())))
 
 
 @pytest.mark.parametrize("extra", [[], ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]],
