@@ -66,7 +66,7 @@ from pipelines import inputs as job_inputs
 from pipelines.errors import ConfigError
 from pipelines.input_items import deep_glob, folder_names
 from pipelines.inputs import InputSpec, ReadImageRecords, ReadReference, reference_hash_field
-from pipelines.outputs import WriteOutputs
+from pipelines.outputs import DEDUP_ID_COLUMN, WriteOutputs
 from pipelines.console import Console, close_console, open_console, say_interrupted, say_interrupted_before_help
 from pipelines.early_start import LOCAL_RUNNERS
 from pipelines.input_paths import identity
@@ -423,7 +423,13 @@ def _run(argv: List[str], con: Console, command_line: bool = False) -> int:
             con.tell(passed_over(what, "subfolder", [f + "/" for f in some.subfolders],
                                  f"a folder's own files are read, not its subfolders'; give {glob!r} to read them too"))
     if spec.repeated_id is not None:
-        hint = "" if {"id", job_inputs.DETECTED_ID_COLUMN} & set(spec.columns) else ", or none (each row's id is then FILE#ROW)"
+        if DEDUP_ID_COLUMN in spec.columns and spec.id_column != DEDUP_ID_COLUMN:  # an earlier run's outputs
+            hint = (f" (such as {DEDUP_ID_COLUMN}, the ids an earlier run over several folders deduplicated "
+                    "these rows under)")
+        elif {"id", job_inputs.DETECTED_ID_COLUMN} & set(spec.columns):
+            hint = ""
+        else:
+            hint = ", or none (each row's id is then FILE#ROW)"
         con.tell(f"beam-phash: --input's id column {spec.id_column!r} is not unique: it holds {spec.repeated_id}; rows "
                  f"that share an id are taken as retries of one record, so copies among them are all kept: give "
                  f"--id-column a column of unique values{hint}")

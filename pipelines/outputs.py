@@ -1,7 +1,9 @@
 """The job's Parquet outputs: ``kept/``, ``duplicates/`` and ``failed/`` under the output dir.
 
 Rows keep the input's columns (for image files: ``id``, the path; the bytes stay in the files)
-and add the hash; duplicate rows add ``duplicate_of``, failed rows ``error``. Written by
+and add the hash; duplicate rows add ``duplicate_of``, failed rows ``error``. Input in files of
+several folders adds ``dedup_id``, the id each row was deduplicated under, which
+``duplicate_of`` names (``repeated_keys.dedup_id``). Written by
 ``parquet_write``, which writes to temporary files and renames them when the write finalizes, so
 a retried bundle never leaves a partial or doubled file behind.
 """
@@ -17,6 +19,10 @@ from beam_phash import DUPLICATE_OF_FIELD, ERROR_FIELD
 from beam_phash.records import DISTANCE_FIELD, MATCHED_FIELD, QUALITY_FIELD
 from pipelines.inputs import HASHED_AS, InputSpec
 from pipelines.parquet_write import WriteParquet
+from pipelines.repeated_keys import DEDUP_ID
+
+#: The outputs' column of the id each row was deduplicated under, with input in several folders.
+DEDUP_ID_COLUMN = "dedup_id"
 
 OUTPUTS = ("kept", "duplicates", "failed")
 REFERENCE_FAILED = "reference_failed"
@@ -33,6 +39,10 @@ def schemas(spec: InputSpec, hash_field: str, near_duplicates: bool = False,
         base = pa.schema([("id", pa.string())])
     else:
         base = spec.schema.remove_metadata()
+    if spec.first_folder is not None:  # (replacing an input's column of that name: an earlier run's)
+        at = base.get_field_index(DEDUP_ID_COLUMN)
+        column = pa.field(DEDUP_ID_COLUMN, pa.string())
+        base = base.append(column) if at < 0 else base.set(at, column)
     with_hash = base if hash_field in base.names else base.append(pa.field(hash_field, pa.string()))
     if quality and QUALITY_FIELD not in with_hash.names:
         with_hash = with_hash.append(pa.field(QUALITY_FIELD, pa.int32()))
@@ -53,9 +63,13 @@ def schemas(spec: InputSpec, hash_field: str, near_duplicates: bool = False,
 
 
 def _projector(names: List[str]):
-    """Keep exactly the schema's columns; ids may be ints in the input, duplicate_of is a string."""
+    """Keep exactly the schema's columns; ids may be ints in the input, duplicate_of is a string.
+    ``dedup_id``, where the schema has it, is the record's id for dedup (an input's column of
+    that name, an earlier run's, is this run's then)."""
     def project(record: dict) -> dict:
         row = {n: record.get(n) for n in names}
+        if DEDUP_ID in record and DEDUP_ID_COLUMN in row:
+            row[DEDUP_ID_COLUMN] = record[DEDUP_ID]
         if row.get(DUPLICATE_OF_FIELD) is not None:
             row[DUPLICATE_OF_FIELD] = str(row[DUPLICATE_OF_FIELD])
         return row

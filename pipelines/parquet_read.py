@@ -58,7 +58,7 @@ def row_id(path: str, row: int) -> str:
 
 def with_dedup_ids(table: pa.Table, path: str, column: str, first: str) -> pa.Table:
     """``table`` with a last column ``DEDUP_ID``: each row's id for dedup (``str`` of its id, as
-    the dedup reads one, qualified by its file outside the ``first`` folder; ``repeated_keys.dedup_id``)."""
+    the dedup reads one, with its file outside the ``first`` folder; ``repeated_keys.dedup_id``)."""
     ids = [None if v is None else dedup_id(path, str(v), first) for v in table.column(column).to_pylist()]
     return table.append_column(DEDUP_ID, pa.array(ids, pa.string()))
 

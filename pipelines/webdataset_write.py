@@ -20,7 +20,7 @@ Writes are safe under bundle retries, the way Beam's file sinks are:
    The finalize step is idempotent: a shard already in place whose parts are (partly) gone is
    skipped; one whose parts are all there is made again, identically.
 
-``DIR/kept_keys/*.parquet`` (one column, ``key``, as written) lists every kept sample, for users who filter
+``DIR/kept_keys/*.parquet`` (columns ``key`` and ``shard``, as read) lists every kept sample, for users who filter
 shards themselves (``webdataset``'s ``.select``); it is written by ``parquet_write``.
 """
 from __future__ import annotations
@@ -255,8 +255,8 @@ class WriteShards(beam.PTransform):
     def expand(self, kept):
         directory = self._directory
         keys = {KEPT_KEYS: kept} | "WriteKeptKeys" >> WriteParquet(
-            self._out_dir, {KEPT_KEYS: pa.schema([(KEY, pa.string())])},
-            rows={KEPT_KEYS: lambda r: {KEY: None if r.get(KEY) is None else written_key(r)}})
+            self._out_dir, {KEPT_KEYS: pa.schema([(KEY, pa.string()), (SHARD, pa.string())])},
+            rows={KEPT_KEYS: lambda r: {KEY: r.get(KEY), SHARD: r.get(SHARD)}})
         shards = (kept
                   | "WriteParts" >> beam.ParDo(WritePartsDoFn(directory, self._target, self._mtime))
                   | "OneKey" >> beam.Map(lambda part: (None, part))
