@@ -87,7 +87,7 @@ def parser() -> argparse.ArgumentParser:
                          "columns joined, and its failed downloads are not counted")
     ap.add_argument("--write-shards", default=None, metavar="DIR",
                     help="WebDataset: write the kept samples, byte-identical, as new shards "
-                         "DIR/00000.tar ... and their keys as DIR/kept_keys/*.parquet")
+                         "DIR/00000.tar ... and their keys and input shards as DIR/kept_keys/*.parquet")
     ap.add_argument("--shard-size", type=float, default=None, metavar="MB",
                     help=f"--write-shards: target shard size in MiB (default {DEFAULT_SHARD_MB:g})")
     ap.add_argument("--output", default="out/dedup", help="output directory (default: out/dedup)")

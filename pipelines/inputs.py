@@ -61,7 +61,7 @@ class InputSpec:
     repeated_keys: Optional[Dict[Tuple[str, str], str]] = None
     # Input (shards, or Parquet with an id column) in files of more than one folder: the first
     # folder by path. Each record's id for dedup is then made as it is read (``DEDUP_ID``): its
-    # id in that folder, ``ID@FILE`` in the others (``repeated_keys.dedup_id``)
+    # id in that folder, ``ID (FILE)`` in the others (``repeated_keys.dedup_id``)
     first_folder: Optional[str] = None
     # Image files and WebDataset: every matched path, as the launcher listed them, for the pipeline
     # to read instead of matching again, when it runs in the launcher's process (``in_process``)

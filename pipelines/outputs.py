@@ -39,7 +39,7 @@ def schemas(spec: InputSpec, hash_field: str, near_duplicates: bool = False,
         base = pa.schema([("id", pa.string())])
     else:
         base = spec.schema.remove_metadata()
-    if spec.first_folder is not None:  # (replacing an input's column of that name: an earlier run's)
+    if writes_dedup_ids(spec):  # (replacing an input's column of that name: an earlier run's)
         at = base.get_field_index(DEDUP_ID_COLUMN)
         column = pa.field(DEDUP_ID_COLUMN, pa.string())
         base = base.append(column) if at < 0 else base.set(at, column)
@@ -62,13 +62,19 @@ def schemas(spec: InputSpec, hash_field: str, near_duplicates: bool = False,
     }
 
 
-def _projector(names: List[str]):
+def writes_dedup_ids(spec: InputSpec) -> bool:
+    """Whether the outputs' ``dedup_id`` is this run's: with input in several folders, unless
+    the input's own column of that name is its id column (an earlier run's, read again with
+    ``--id-column dedup_id``), which is kept as it is."""
+    return spec.first_folder is not None and spec.id_column != DEDUP_ID_COLUMN
+
+
+def _projector(names: List[str], dedup_ids: bool = False):
     """Keep exactly the schema's columns; ids may be ints in the input, duplicate_of is a string.
-    ``dedup_id``, where the schema has it, is the record's id for dedup (an input's column of
-    that name, an earlier run's, is this run's then)."""
+    With ``dedup_ids``, ``dedup_id`` is the record's id for dedup."""
     def project(record: dict) -> dict:
         row = {n: record.get(n) for n in names}
-        if DEDUP_ID in record and DEDUP_ID_COLUMN in row:
+        if dedup_ids and DEDUP_ID in record:
             row[DEDUP_ID_COLUMN] = record[DEDUP_ID]
         if row.get(DUPLICATE_OF_FIELD) is not None:
             row[DUPLICATE_OF_FIELD] = str(row[DUPLICATE_OF_FIELD])
@@ -98,7 +104,7 @@ class WriteOutputs(beam.PTransform):
     def expand(self, outputs):
         """``outputs``: (kept, duplicates, failed, reference_failed)."""
         names = OUTPUTS + ((REFERENCE_FAILED,) if self._reference else ())
-        rows = {name: _projector(self._schemas[name].names) for name in OUTPUTS}
+        rows = {name: _projector(self._schemas[name].names, writes_dedup_ids(self._spec)) for name in OUTPUTS}
         rows[REFERENCE_FAILED] = _reference_failed_row(self._spec.dedup_id)
         return dict(zip(names, outputs)) | "Parquet" >> WriteParquet(
             self._output, {name: self._schemas[name] for name in names}, rows)

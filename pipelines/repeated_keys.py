@@ -8,12 +8,12 @@ run's keys from ``000000000``, in its shards and in its Parquet files alike. So:
   (:class:`FindRepeatedKeys`), by a shuffle of keys, one list per file and bucket, never one
   element per key;
 * across folders, keys are not compared. When the input's files lie in more than one folder, a
-  record of any folder but the first by path is deduplicated under ``KEY@FILE`` (:func:`dedup_id`):
+  record of any folder but the first by path is deduplicated under ``KEY (FILE)`` (:func:`dedup_id`):
   two runs' photos under one key are two records, a photo both runs fetched is one keeper, and
-  nothing the size of the input is held anywhere. Such ids compare as text by their key first,
-  and a key alone comes before the same key with a file: where near-duplicate mode keeps the
-  smallest id, it keeps the smallest key, and of one key the first folder's, however the paths
-  were spelt.
+  nothing the size of the input is held anywhere. Such ids compare as text by their key first
+  (" (" sorts before every character but a space and ``!"#$%&'``), and a key alone comes before
+  the same key with a file: where near-duplicate mode keeps the smallest id, it keeps the
+  smallest key, and of one key the first folder's, however the paths were spelt.
 """
 from __future__ import annotations
 
@@ -57,9 +57,9 @@ def first_folder(paths: Iterable[str]) -> Optional[str]:
 
 def dedup_id(path: str, key: str, first: str) -> str:
     """The id a record of file ``path`` whose key (or id) is ``key`` is deduplicated under, the
-    input's first folder being ``first``: its key in that folder, ``KEY@FILE`` in any other, FILE
+    input's first folder being ``first``: its key in that folder, ``KEY (FILE)`` in any other, FILE
     the file's absolute path (a URL as it is), one name however the path was spelt."""
-    return key if folder_of(path) == first else f"{key}@{identity(path)}"
+    return key if folder_of(path) == first else f"{key} ({identity(path)})"
 
 
 def first_holders(element) -> Iterable[Tuple[Tuple[str, str], str]]:

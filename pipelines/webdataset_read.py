@@ -24,7 +24,7 @@ A sample record holds:
   columns, joined on ``key``;
 * ``DEDUP_ID``, when the shards lie in several folders (``first_folder``): the sample's id for
   dedup (``ImagePhashDedup``'s ``id_field``), its key in the first folder by path and
-  ``KEY@SHARD`` in the others, since two datasets number their keys alike
+  ``KEY (SHARD)`` in the others, since two datasets number their keys alike
   (:mod:`pipelines.repeated_keys`).
 
 Bad input is data, never a crash: each problem is a failed record (``FAILED`` tag) whose ``error``

@@ -735,7 +735,7 @@ def test_two_crawls_whose_keys_overlap_are_deduplicated_together(tmp_path, capsy
     taken as a retry of the first's, so a photo both crawls fetched under one key was kept twice
     (until 2026-12-07, with a warning). An id need be unique only within its folder's files: a
     photo both crawls fetched is one keeper, whichever keys it has, and a keeper of any folder
-    but the first by path is named KEY@FILE."""
+    but the first by path is named KEY (FILE)."""
     photos = [p.read_bytes() for p in PHOTOS[:4]]
     _crawl(tmp_path / "a", [["000000000", "000000001"], ["000000002"]], [[photos[0], photos[1]], [photos[2]]])
     # the same photo under the same key, a new photo under a key of a's, and a's second photo again
@@ -749,11 +749,11 @@ def test_two_crawls_whose_keys_overlap_are_deduplicated_together(tmp_path, capsy
     kept, dups = read(out, "kept"), read(out, "duplicates")
     assert sorted(r["jpg"] for r in kept) == sorted(photos) and read(out, "failed") == []
     assert len(dups) == 3, dups
-    ids = {}  # the oracle: a is first by path, so the rows of b and b/c are KEY@FILE
+    ids = {}  # the oracle: a is first by path, so the rows of b and b/c are KEY (FILE)
     for folder in ("a", "b", "b/c"):
         for path in sorted((tmp_path / folder).glob("*.parquet")):
             for row in pq.read_table(path).to_pylist():
-                ids.setdefault(row["jpg"], set()).add(row["key"] if folder == "a" else f"{row['key']}@{path}")
+                ids.setdefault(row["jpg"], set()).add(row["key"] if folder == "a" else f"{row['key']} ({path})")
     for photo, held in ids.items():  # each photo's copies all name one of its ids
         named = {d["duplicate_of"] for d in dups if d["jpg"] == photo}
         assert len(held) == 1 + sum(d["jpg"] == photo for d in dups) and len(named) <= 1 and named <= held, (held, dups)
@@ -761,7 +761,7 @@ def test_two_crawls_whose_keys_overlap_are_deduplicated_together(tmp_path, capsy
     assert {d["duplicate_of"] for d in dups} <= {k["dedup_id"] for k in kept}
     assert all(r["dedup_id"] in ids[r["jpg"]] for r in kept + dups), kept + dups
     (named,) = {d["duplicate_of"] for d in dups if d["jpg"] == photos[3]}
-    assert named in (f"000000001@{tmp_path}/b/00000.parquet", f"000000001@{tmp_path}/b/c/00000.parquet"), named
+    assert named in (f"000000001 ({tmp_path}/b/00000.parquet)", f"000000001 ({tmp_path}/b/c/00000.parquet)"), named
     if extra:
         return
     # kept/ read again may hold both crawls' keys: its dedup_id column tells them apart, and the
@@ -770,30 +770,40 @@ def test_two_crawls_whose_keys_overlap_are_deduplicated_together(tmp_path, capsy
              "--backend", "state", "--no-report"]
     assert dedup_images.main([*again, "--output", str(tmp_path / "again-2"), "--id-column", "dedup_id"]) == 0
     assert "not unique" not in capsys.readouterr().err
-    pq.write_table(pa.table({"key": ["000000001", "000000001"], "dedup_id": ["000000001", "000000001@/x/0.parquet"],
+    pq.write_table(pa.table({"key": ["000000001", "000000001"], "dedup_id": ["000000001", "000000001 (/x/0.parquet)"],
                              "jpg": [photos[0], photos[1]]}), tmp_path / "both.parquet")
     assert dedup_images.main(["--input", str(tmp_path / "both.parquet"), "--input-format", "parquet", "--output",
                               str(tmp_path / "again"), "--backend", "state", "--no-report"]) == 0
     assert "is not unique" in (err := capsys.readouterr().err) and "(such as dedup_id, the ids" in err, err
+    # dedup_id as the id column of input in two folders: kept as it is (ints), not this run's ids
+    for folder, ids in (("x", [1, 2]), ("y", [1, 3])):
+        (tmp_path / folder).mkdir()
+        pq.write_table(pa.table({"dedup_id": ids, "jpg": photos[:2]}), tmp_path / folder / "0.parquet")
+    assert dedup_images.main(["--input", str(tmp_path / "x"), "--input", str(tmp_path / "y"), "--input-format",
+                              "parquet", "--id-column", "dedup_id", "--output", str(tmp_path / "xy"),
+                              "--backend", "state", "--no-report"]) == 0
+    assert sorted(r["dedup_id"] for r in read(tmp_path / "xy", "kept") + read(tmp_path / "xy", "duplicates")) == [1, 1, 2, 3]
     assert len(read(tmp_path / "again-2", "kept")) == 4 and read(tmp_path / "again-2", "duplicates") == []
 
 
 @pytest.mark.parametrize("keep", ["largest", "smallest_id"])
 def test_near_duplicates_of_two_crawls_keep_the_smallest_key_however_paths_are_spelt(tmp_path, monkeypatch, keep):
     """Where near-duplicate mode compares ids (equal sizes, or --keep smallest_id), an id outside
-    the first folder compares by its key first (KEY@FILE): of one key the first folder's is
-    kept, of two the smaller, whether the folders are given as relative or absolute paths (an
-    absolute FILE#KEY ranked before every key, so the first folder lost every tie)."""
-    photos = [p.read_bytes() for p in PHOTOS[:2]]
-    _crawl(tmp_path / "a", [["000000005", "000000009"]], [[photos[0], photos[1]]])
-    _crawl(tmp_path / "b", [["000000005", "000000001"]], [[photos[0], photos[1]]])
+    the first folder compares by its key first (KEY (FILE)): of one key the first folder's is
+    kept, of two the smaller (a key that is a prefix of the other too), whether the folders are
+    given as relative or absolute paths (an absolute FILE#KEY ranked before every key, so the
+    first folder lost every tie; KEY@FILE put 10 before 1@FILE)."""
+    photos = [p.read_bytes() for p in PHOTOS[:3]]
+    _crawl(tmp_path / "a", [["000000005", "000000009", "10"]], [photos])
+    _crawl(tmp_path / "b", [["000000005", "000000001", "1"]], [photos])  # "1" is a prefix of "10"
     monkeypatch.chdir(tmp_path)
     for given in (["a", "b"], [str(tmp_path / "a"), str(tmp_path / "b")]):
         out = tmp_path / f"out-{given[0][0]}"
         assert dedup_images.main([*(x for g in given for x in ("--input", g)), "--input-format", "parquet",
                                   "--output", str(out), "--max-distance", "8", "--keep", keep, "--no-report"]) == 0
         dups = {d["jpg"]: d["duplicate_of"] for d in read(out, "duplicates")}
-        assert dups == {photos[0]: "000000005", photos[1]: f"000000001@{tmp_path}/b/00000.parquet"}, (given, dups)
+        assert dups == {photos[0]: "000000005", photos[1]: f"000000001 ({tmp_path}/b/00000.parquet)",
+                        photos[2]: f"1 ({tmp_path}/b/00000.parquet)"}, (given, dups)
 
 
 def test_a_label_repeated_within_the_first_file_is_said(tmp_path):

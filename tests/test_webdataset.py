@@ -597,7 +597,7 @@ def test_two_datasets_whose_keys_overlap_are_deduplicated_together(tmp_path):
     """Two img2dataset runs number their keys alike, from 000000000. A key is unique within one
     folder's shards, not across folders: given as two inputs, each run's samples are read (until
     2026-12-07 the second run's failed as repeated keys), a photo both runs fetched is one
-    keeper, and a keeper of any folder but the first by path is named KEY@SHARD by its
+    keeper, and a keeper of any folder but the first by path is named KEY (SHARD) by its
     duplicates. A key repeated in two shards of one folder still fails. --write-shards writes the
     second run's samples as KEY_TAG, so the shards it writes share no key and read back whole."""
     photo = {p.name: p.read_bytes() for p in PHOTOS}
@@ -619,13 +619,13 @@ def test_two_datasets_whose_keys_overlap_are_deduplicated_together(tmp_path):
         return runs[row["shard"].split("/")[-2]][int(row["key"])]
 
     def dedup_id(row):  # the oracle: run_a is first by path
-        return row["key"] if "/run_a/" in row["shard"] else f"{row['key']}@{row['shard']}"
+        return row["key"] if "/run_a/" in row["shard"] else f"{row['key']} ({row['shard']})"
 
     assert sorted(map(name, kept)) == ["jesper.jpg", "pool.jpg", "skagen.jpg", "snow.jpg"], kept
     keeper_of = {name(r): dedup_id(r) for r in kept}
     assert sorted((name(d), d["duplicate_of"]) for d in dups) == [
         ("pool.jpg", keeper_of["pool.jpg"]), ("skagen.jpg", keeper_of["skagen.jpg"])], (dups, keeper_of)
-    assert keeper_of["skagen.jpg"].endswith(f"@{tmp_path}/run_b/00000.tar")
+    assert keeper_of["skagen.jpg"].endswith(f" ({tmp_path}/run_b/00000.tar)")
     # The shards written hold every kept sample once, run_b's under KEY_TAG: no two share a key.
     names = tar_members_in_order(shards / "00000.tar")
     written = samples_of(tar_members(shards / "00000.tar"))
@@ -1570,7 +1570,7 @@ def test_repeated_keys_found_in_any_bucket(tmp_path):
 def test_a_key_repeats_within_a_folder_and_ids_are_qualified_outside_the_first(tmp_path, monkeypatch):
     """Within a folder each shard holding a key but the first maps to that first one (spelt any
     way: ./a/y.tar lies in a/, after a/x.tar); shards of other folders that hold it are no
-    repeat. The id for dedup is the key in the first folder by path, KEY@SHARD in the others;
+    repeat. The id for dedup is the key in the first folder by path, KEY (SHARD) in the others;
     with one folder, there is none. Through the pipeline's key shuffle, the same."""
     import apache_beam as beam
     from apache_beam.testing.util import assert_that, equal_to
@@ -1587,7 +1587,7 @@ def test_a_key_repeats_within_a_folder_and_ids_are_qualified_outside_the_first(t
     assert webdataset_read.repeated_keys(shards) == expected
     first = first_folder(shards)
     assert first == str(tmp_path / "a") and first_folder(shards[:2]) is None
-    assert [dedup_id(s, "k", first) for s in shards] == ["k", "k", *(f"k@{tmp_path}/{s}" for s in ("b/z.tar", "c/w.tar", "c/v.tar"))]
+    assert [dedup_id(s, "k", first) for s in shards] == ["k", "k", *(f"k ({tmp_path}/{s})" for s in ("b/z.tar", "c/w.tar", "c/v.tar"))]
     with beam.Pipeline() as p:
         found = p | beam.Create(shards) | FindRepeatedKeys(list_keys)
         assert_that(found, equal_to(list(expected.items())))

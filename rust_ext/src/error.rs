@@ -70,14 +70,22 @@ fn install_quiet_hook() {
     });
 }
 
+/// Forgets where the last panic on this thread was: for code that catches a panic itself (a
+/// C callback's), so that a later error is not said to be where that one was.
+pub fn forget_panic() {
+    PANICKED_AT.with(|p| p.borrow_mut().take());
+}
+
 /// Runs `f`; a panic inside it becomes [`Error::Internal`] with the panic's message and where
 /// in the Rust code it was, so that it never unwinds further (into a batch's other inputs, or
 /// into Python), and prints nothing.
 pub fn guarded<T>(f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
     install_quiet_hook();
+    forget_panic();
     GUARDED.with(|g| g.set(g.get() + 1));
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
     GUARDED.with(|g| g.set(g.get() - 1));
+    let at = PANICKED_AT.with(|p| p.borrow_mut().take());
     result.unwrap_or_else(|payload| {
         let message = if let Some(s) = payload.downcast_ref::<&str>() {
             (*s).to_string()
@@ -86,7 +94,6 @@ pub fn guarded<T>(f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
         } else {
             "panic with a non-string payload".to_string()
         };
-        let at = PANICKED_AT.with(|p| p.borrow_mut().take());
         Err(Error::Internal(match at {
             Some(at) => format!("{message} (at {at})"),
             None => message,
@@ -125,6 +132,24 @@ mod tests {
         let outer = guarded(|| Ok::<_, Error>(guarded::<()>(|| panic!("inner")).is_err()));
         assert_eq!(outer, Ok(true));
         assert!(GUARDED.with(Cell::get) == 0 && PANICKED_AT.with(|p| p.borrow().is_none()));
+    }
+
+    #[test]
+    fn a_place_is_never_that_of_a_panic_caught_elsewhere() {
+        // a panic caught inside (a C callback's, which then forgets it), then one resumed from
+        // another thread's (no hook ran here): no place
+        let r = guarded::<()>(|| {
+            let _ = std::panic::catch_unwind(|| panic!("callback"));
+            forget_panic();
+            std::panic::resume_unwind(Box::new("resumed"))
+        });
+        assert_eq!(r, Err(Error::Internal("resumed".into())));
+        // a place noted in one call is not carried into the next
+        let _ = guarded::<()>(|| {
+            let _ = std::panic::catch_unwind(|| panic!("caught inside"));
+            Ok(())
+        });
+        assert_eq!(guarded::<()>(|| std::panic::resume_unwind(Box::new("later"))), Err(Error::Internal("later".into())));
     }
 
     #[test]
