@@ -26,8 +26,8 @@ import apache_beam as beam
 from pipelines.input_paths import BadName, identity
 
 #: The record field that holds its id for dedup (``ImagePhashDedup``'s ``id_field``) when the
-#: input's files lie in several folders (:func:`dedup_id`); never written to the outputs, whose
-#: id (or key) column holds the id as it is.
+#: input's files lie in several folders (:func:`dedup_id`). The outputs write it as their
+#: ``dedup_id`` column, beside the id (or key) column, which holds the id as it is.
 DEDUP_ID = "__dedup_id__"
 #: Keys per bucket of the shuffle, about: few elements, small groups.
 KEYS_PER_BUCKET = 50_000
