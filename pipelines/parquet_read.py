@@ -25,7 +25,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from beam_phash.records import ERROR_FIELD, FAILED
 from pipelines.input_paths import BadName, InputPaths, StoredFiles, open_stored
-from pipelines.repeated_keys import DEDUP_ID, dedup_id
+from pipelines.repeated_keys import DEDUP_ID, dedup_id, id_file
 
 
 #: About how many bytes of row groups one element reads (Beam's Parquet source splits files
@@ -59,7 +59,8 @@ def row_id(path: str, row: int) -> str:
 def with_dedup_ids(table: pa.Table, path: str, column: str, first: str) -> pa.Table:
     """``table`` with a last column ``DEDUP_ID``: each row's id for dedup (``str`` of its id, as
     the dedup reads one, with its file outside the ``first`` folder; ``repeated_keys.dedup_id``)."""
-    ids = [None if v is None else dedup_id(path, str(v), first) for v in table.column(column).to_pylist()]
+    file = id_file(path, first)
+    ids = [None if v is None else dedup_id(str(v), file) for v in table.column(column).to_pylist()]
     return table.append_column(DEDUP_ID, pa.array(ids, pa.string()))
 
 

@@ -49,17 +49,23 @@ def ranked(path: str) -> Tuple[str, str]:
 def first_folder(paths: Iterable[str]) -> Optional[str]:
     """The folder of the first of ``paths`` by path, when they lie in more than one folder (their
     records are then deduplicated under :func:`dedup_id`), else None."""
-    named = [p for p in paths if not isinstance(p, BadName)]
-    if len({folder_of(p) for p in named}) < 2:
+    paths = list(paths)
+    if len({folder_of(p) for p in paths}) < 2:
         return None
-    return folder_of(min(named, key=ranked))
+    return folder_of(min(paths, key=ranked))
 
 
-def dedup_id(path: str, key: str, first: str) -> str:
-    """The id a record of file ``path`` whose key (or id) is ``key`` is deduplicated under, the
-    input's first folder being ``first``: its key in that folder, ``KEY (FILE)`` in any other, FILE
-    the file's absolute path (a URL as it is), one name however the path was spelt."""
-    return key if folder_of(path) == first else f"{key} ({identity(path)})"
+def id_file(path: str, first: str) -> Optional[str]:
+    """What the ids of file ``path``'s records name beside their keys, the input's first folder
+    being ``first``: nothing in that folder, else the file's absolute path (a URL as it is), one
+    name however the path was spelt. Once per file: each record's id is then :func:`dedup_id`."""
+    return None if folder_of(path) == first else identity(path)
+
+
+def dedup_id(key: str, file: Optional[str]) -> str:
+    """The id a record whose key (or id) is ``key`` is deduplicated under: its key, or with its
+    file's :func:`id_file`, ``KEY (FILE)``."""
+    return key if file is None else f"{key} ({file})"
 
 
 def first_holders(element) -> Iterable[Tuple[Tuple[str, str], str]]:
@@ -92,7 +98,7 @@ def keys_by_bucket(path: str, buckets: int, lister: Lister) -> Iterator[Tuple[in
 
 def in_process(paths: List[str], lister: Lister) -> Repeated:
     """What :class:`FindRepeatedKeys` finds, in this process."""
-    return dict(first_holders((0, [(p, list(lister(p))) for p in paths if not isinstance(p, BadName)])))
+    return dict(first_holders((0, [(p, list(lister(p))) for p in paths])))
 
 
 class FindRepeatedKeys(beam.PTransform):

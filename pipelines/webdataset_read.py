@@ -60,7 +60,7 @@ from apache_beam.io.filesystems import FileSystems
 from beam_phash._native import tar_member_names
 from beam_phash.records import ERROR_FIELD, FAILED
 from pipelines.input_paths import BadName, InputPaths, Listing, open_stored, printable
-from pipelines.repeated_keys import DEDUP_ID, FindRepeatedKeys, Repeated, dedup_id, in_process
+from pipelines.repeated_keys import DEDUP_ID, FindRepeatedKeys, Repeated, dedup_id, id_file, in_process
 from pipelines.tar_members import (HEAD, DataAfterEnd, Link, Member, MemberCutShort, compression, gzip_damage,
                                    plain_members, stream_members)
 
@@ -288,6 +288,7 @@ class _Reading:
     held_bytes: int = 0
     imaged: set = field(default_factory=set)  # keys recorded with an image member
     imageless: set = field(default_factory=set)  # keys whose parts so far went out failed
+    id_file: Optional[str] = None  # with shards in several folders: ``repeated_keys.id_file``
 
 
 class ReadShardDoFn(beam.DoFn):
@@ -305,11 +306,14 @@ class ReadShardDoFn(beam.DoFn):
         self._join_sidecar = join_sidecar
         self._first_folder = first_folder
 
+    def _reading(self, shard: str, repeated: Optional[dict] = None) -> _Reading:
+        return _Reading(shard, repeated=repeated or {},
+                        id_file=None if self._first_folder is None else id_file(shard, self._first_folder))
+
     def _base(self, reading: _Reading, key: str) -> dict:
         """A record of ``key`` with the key's sidecar columns (None where the sidecar lacks it)."""
         record = {KEY: key, SHARD: reading.shard, MEMBERS: [], IMAGE_MEMBER: None,
-                  **({} if self._first_folder is None else
-                     {DEDUP_ID: dedup_id(reading.shard, key, self._first_folder)})}
+                  **({} if self._first_folder is None else {DEDUP_ID: dedup_id(key, reading.id_file)})}
         row = reading.sidecar.get(key) if reading.sidecar is not None else None
         for c in self._sidecar_columns:
             record[c] = row.get(c) if row is not None else None
@@ -362,9 +366,9 @@ class ReadShardDoFn(beam.DoFn):
 
     def process(self, shard: str, repeated=None) -> Iterable:
         if isinstance(shard, BadName):
-            yield self._failure(_Reading(shard.shown), f"{shard.shown}#unreadable", shard.reason("shard"))
+            yield self._failure(self._reading(shard.shown), f"{shard.shown}#unreadable", shard.reason("shard"))
             return
-        reading = _Reading(shard, repeated=repeated or {})
+        reading = self._reading(shard, repeated or {})
         if self._join_sidecar:
             try:
                 reading.sidecar = read_sidecar(shard)

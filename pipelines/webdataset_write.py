@@ -93,9 +93,10 @@ def written_key(record: dict) -> str:
     return f"{key}_{hashlib.sha256(folder_of(record[SHARD]).encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
 
 
-def sample_members(record: dict) -> List[tuple]:
-    """``(name, bytes)`` of a sample record's members, in the order they had in the input."""
-    key, image_member = written_key(record), record.get(IMAGE_MEMBER)
+def sample_members(record: dict, key: Optional[str] = None) -> List[tuple]:
+    """``(name, bytes)`` of a sample record's members, in the order they had in the input, named
+    for ``key`` (its :func:`written_key` when not given)."""
+    key, image_member = written_key(record) if key is None else key, record.get(IMAGE_MEMBER)
     others = record.get(MEMBER_BYTES) or {}
     out, seen = [], {}
     for suffix in record.get(MEMBERS) or []:
@@ -154,7 +155,8 @@ class WritePartsDoFn(beam.DoFn):
         self._closed: List[Part] = []
 
     def process(self, record: dict):
-        members = sample_members(record)
+        key = written_key(record)
+        members = sample_members(record, key)
         if self._writer is not None and self._writer.size + tar_bytes(members) > self._target:
             # Never past the target with a sample added: one larger than it is a part alone.
             self._closed.append(self._writer.close())
@@ -162,7 +164,7 @@ class WritePartsDoFn(beam.DoFn):
         if self._writer is None:
             ensure_dir(self._directory)
             self._writer = _PartWriter(self._directory, self._mtime)
-        self._writer.add(members, written_key(record))
+        self._writer.add(members, key)
         if self._writer.size >= self._target:
             self._closed.append(self._writer.close())
             self._writer = None

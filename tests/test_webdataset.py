@@ -1575,7 +1575,7 @@ def test_a_key_repeats_within_a_folder_and_ids_are_qualified_outside_the_first(t
     import apache_beam as beam
     from apache_beam.testing.util import assert_that, equal_to
 
-    from pipelines.repeated_keys import FindRepeatedKeys, dedup_id, first_folder
+    from pipelines.repeated_keys import FindRepeatedKeys, dedup_id, first_folder, id_file
     from pipelines.webdataset_read import list_keys
 
     for name in ("a/x.tar", "a/y.tar", "b/z.tar", "c/w.tar", "c/v.tar"):
@@ -1587,7 +1587,7 @@ def test_a_key_repeats_within_a_folder_and_ids_are_qualified_outside_the_first(t
     assert webdataset_read.repeated_keys(shards) == expected
     first = first_folder(shards)
     assert first == str(tmp_path / "a") and first_folder(shards[:2]) is None
-    assert [dedup_id(s, "k", first) for s in shards] == ["k", "k", *(f"k ({tmp_path}/{s})" for s in ("b/z.tar", "c/w.tar", "c/v.tar"))]
+    assert [dedup_id("k", id_file(s, first)) for s in shards] == ["k", "k", *(f"k ({tmp_path}/{s})" for s in ("b/z.tar", "c/w.tar", "c/v.tar"))]
     with beam.Pipeline() as p:
         found = p | beam.Create(shards) | FindRepeatedKeys(list_keys)
         assert_that(found, equal_to(list(expected.items())))
