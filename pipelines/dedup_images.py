@@ -69,6 +69,7 @@ from pipelines.inputs import InputSpec, ReadImageRecords, ReadReference, referen
 from pipelines.outputs import DEDUP_ID_COLUMN, WriteOutputs
 from pipelines.console import Console, close_console, open_console, say_interrupted, say_interrupted_before_help
 from pipelines.early_start import LOCAL_RUNNERS
+from pipelines.local_runner import local_runner
 from pipelines.input_paths import identity
 from pipelines.progress import ProgressBoard, ProgressDoFn
 from pipelines.read_failures import with_read_failures
@@ -285,23 +286,6 @@ def configure(argv: Optional[List[str]], command_line: bool = False):
         except ConfigError:
             raise ConfigError(f"--write-shards {args.write_shards!r} is not writable") from None
     return args, spec, dedup, options, reference
-
-
-def local_runner(options: PipelineOptions):
-    """The runner of a job given no ``--runner``: Beam's in-process FnApiRunner, set up as the
-    DirectRunner sets it up. The DirectRunner itself would first try Prism, downloading its
-    binary when the machine is online (a quarter of a second of failed attempt when it is not),
-    so the same command would run on two different runners depending on the network. None when
-    a runner is named."""
-    if options.view_as(StandardOptions).runner is not None:
-        return None
-    from apache_beam.portability.api import beam_provision_api_pb2
-    from apache_beam.runners.portability.fn_api_runner import fn_runner
-    from apache_beam.runners.portability.portable_runner import JobServiceHandle
-
-    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
-    return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
-        beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
 
 
 def main(argv: Optional[List[str]] = None, held: Optional[List[int]] = None) -> int:
