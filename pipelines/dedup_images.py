@@ -69,7 +69,7 @@ from pipelines.inputs import InputSpec, ReadImageRecords, ReadReference, referen
 from pipelines.outputs import DEDUP_ID_COLUMN, WriteOutputs
 from pipelines.console import Console, close_console, open_console, say_interrupted, say_interrupted_before_help
 from pipelines.early_start import LOCAL_RUNNERS
-from pipelines.local_runner import local_runner
+from pipelines.local_runner import local_runner, quick_state_samplers
 from pipelines.input_paths import identity
 from pipelines.progress import ProgressBoard, ProgressDoFn
 from pipelines.read_failures import with_read_failures
@@ -423,7 +423,8 @@ def _run(argv: List[str], con: Console, command_line: bool = False) -> int:
     if local:
         board = ProgressBoard(con.err, total=known_count(spec))
     try:
-        p = beam.Pipeline(runner=local_runner(options), options=options)
+        runner = local_runner(options)
+        p = beam.Pipeline(runner=runner, options=options)
         build(p, spec, args.output, dedup, report=not args.no_report, reference=reference,
               write_shards=args.write_shards, shard_mb=args.shard_size,
               progress=board.address if board else None)
@@ -431,8 +432,9 @@ def _run(argv: List[str], con: Console, command_line: bool = False) -> int:
         # collections the run triggers skip it (a full one walked some 180,000 objects, up to
         # 0.18 s, on the 10,000-image job).
         gc.freeze()
-        result = p.run()
-        result.wait_until_finish()
+        with quick_state_samplers(runner):
+            result = p.run()
+            result.wait_until_finish()
     except KeyboardInterrupt:
         if local:
             discard_unless_committed(args, dedup, con)
