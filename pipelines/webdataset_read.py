@@ -368,7 +368,7 @@ class ReadShardDoFn(beam.DoFn):
         if isinstance(shard, BadName):
             yield self._failure(self._reading(shard.shown), f"{shard.shown}#unreadable", shard.reason("shard"))
             return
-        reading = self._reading(shard, repeated or {})
+        reading = self._reading(shard, repeated)
         if self._join_sidecar:
             try:
                 reading.sidecar = read_sidecar(shard)

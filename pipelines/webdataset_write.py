@@ -93,10 +93,10 @@ def written_key(record: dict) -> str:
     return f"{key}_{hashlib.sha256(folder_of(record[SHARD]).encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
 
 
-def sample_members(record: dict, key: Optional[str] = None) -> List[tuple]:
+def sample_members(record: dict, key: str) -> List[tuple]:
     """``(name, bytes)`` of a sample record's members, in the order they had in the input, named
-    for ``key`` (its :func:`written_key` when not given)."""
-    key, image_member = written_key(record) if key is None else key, record.get(IMAGE_MEMBER)
+    for ``key`` (its :func:`written_key`)."""
+    image_member = record.get(IMAGE_MEMBER)
     others = record.get(MEMBER_BYTES) or {}
     out, seen = [], {}
     for suffix in record.get(MEMBERS) or []:

@@ -995,7 +995,7 @@ def test_finalize_packs_parts_and_ignores_failed_attempts(tmp_path):
         w = _PartWriter(str(tmp), mtime=1)
         for k in keys:
             w.add(sample_members({"key": k, "members": ["jpg", "txt"], "image_member": "jpg",
-                                  "image": photo["pool.jpg"], "member_bytes": {"txt": k.encode()}}), k)
+                                  "image": photo["pool.jpg"], "member_bytes": {"txt": k.encode()}}, k), k)
         return w.close()
 
     parts = [part(["c0", "c1"]), part(["a0"]), part(["b0", "b1", "b2"])]
